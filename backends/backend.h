@@ -1,0 +1,110 @@
+/* backend — object storage as seen by the engine: put, ranged get, list,
+ * delete, stat, all asynchronous on the engine's event loop.
+ *
+ * A backend instance is rooted at a location (a local directory, a bucket
+ * and prefix) and addresses objects by relative keys ("packs/ab/ab12…").
+ * Requests are submitted from the loop thread and complete on it through
+ * req->op.done(op, res) with res >= 0 on success (bytes for get, 0 for the
+ * others) or -errno: -ENOENT for a missing object, -EEXIST for a put with
+ * SS_PUT_IF_ABSENT on an existing key, -EAGAIN from submit when the
+ * backend has as many requests in flight as it allows (retry after a
+ * completion). A human-readable reason for a failure goes into req->err.
+ */
+#ifndef SS_BACKEND_H
+#define SS_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "loop.h"
+#include "util.h"
+
+enum ss_req_kind {
+	SS_REQ_PUT = 1,
+	SS_REQ_GET,
+	SS_REQ_LIST,
+	SS_REQ_DELETE,
+	SS_REQ_STAT,
+};
+
+#define SS_PUT_IF_ABSENT 0x1u   /* fail with -EEXIST if the key exists */
+#define SS_GET_SUFFIX 0x2u      /* get the last `len` bytes of the object */
+
+/* Called for each object a LIST finds (loop thread). Return non-zero to
+ * stop the listing early; that value becomes the request's result. */
+typedef int (*ss_list_fn)(void *arg, const char *key, uint64_t size);
+
+struct ss_req {
+	struct ss_op op;           /* op.done(op, res): completion */
+	enum ss_req_kind kind;
+	uint32_t flags;
+	const char *key;           /* PUT/GET/DELETE/STAT; LIST: prefix */
+	/* PUT: the object's bytes, which must stay valid until done. */
+	const struct iovec *iov;
+	unsigned iovcnt;
+	/* GET: [off, off + len) into buf (len bytes room). A GET past the end
+	 * returns the bytes that exist. SS_GET_SUFFIX: the last len bytes. */
+	uint64_t off;
+	uint64_t len;
+	void *buf;
+	/* LIST */
+	ss_list_fn on_key;
+	void *arg;
+	/* Out: the object's size (GET, STAT). */
+	uint64_t size;
+	/* Out: why it failed (may be NULL). */
+	struct ss_err *err;
+	/* The caller's own pointer, untouched by backends. */
+	void *user;
+	/* Backend-private state while in flight. */
+	void *priv;
+};
+
+struct ss_backend;
+
+struct ss_backend_opts {
+	unsigned max_inflight;     /* 0 = backend default */
+	bool no_fsync;             /* local: skip fsync (tests, tmpfs) */
+	struct ss_memstore *mem;   /* the store that mem:// URIs name */
+};
+
+/* Parse a location: "file:///abs", "/abs", "rel/path", "mem://name".
+ * Sets *scheme ("file", "mem") and *path (malloc'd; absolute for file).
+ * Returns 0 or -EINVAL with a message. */
+int ss_location_parse(const char *uri, const char **scheme, char **path, struct ss_err *err);
+
+/* Open the backend for uri on loop l. Returns 0 or -errno with err set. */
+int ss_backend_open(const char *uri, struct ss_loop *l, const struct ss_backend_opts *o,
+		    struct ss_backend **out, struct ss_err *err);
+void ss_backend_free(struct ss_backend *b);
+const char *ss_backend_name(const struct ss_backend *b);
+/* Requests the backend allows in flight at once. */
+unsigned ss_backend_max_inflight(const struct ss_backend *b);
+
+/* Submit (loop thread). Returns 0 when queued, -EAGAIN when full, or
+ * another -errno for a request that is malformed (then done() is not
+ * called). */
+int ss_backend_submit(struct ss_backend *b, struct ss_req *r);
+
+/* A key a backend accepts: relative, no "..", no empty components, no
+ * control characters, at most 1024 bytes. */
+bool ss_key_ok(const char *key);
+
+/* In-memory object store, the test double behind mem:// URIs. Survives
+ * the backends opened on it; not thread-safe (loop thread only). */
+struct ss_memstore;
+struct ss_memstore *ss_memstore_new(void);
+void ss_memstore_free(struct ss_memstore *m);
+/* Fault injection for tests: fail the next `n` requests of `kind` (0 =
+ * any) with `res`. */
+void ss_memstore_fail(struct ss_memstore *m, enum ss_req_kind kind, unsigned n, int res);
+/* Objects and bytes held. */
+void ss_memstore_usage(const struct ss_memstore *m, uint64_t *objects, uint64_t *bytes);
+
+/* Run one request to completion on loop l, turning the loop (helper for
+ * metadata steps and tests). Returns the request's result. */
+int ss_backend_call(struct ss_backend *b, struct ss_loop *l, struct ss_req *r);
+
+#endif

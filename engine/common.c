@@ -1,0 +1,219 @@
+/* Configuration, snapshot locations, and small blocking helpers over the
+ * asynchronous backends for metadata steps. */
+#include "internal.h"
+
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+int ss_cfg_resolve(const struct ss_config *in, struct ss_cfg *out, struct ss_err *err)
+{
+	static const struct ss_config zero;
+	if (!in)
+		in = &zero;
+	memset(out, 0, sizeof(*out));
+	out->threads = in->threads ? in->threads : ss_cpu_count();
+	if (out->threads > SS_MAX_THREADS)
+		return ss_err_set(err, -EINVAL, "--threads must be 1..%d", SS_MAX_THREADS);
+	out->chunk.avg_size = in->chunk_avg ? in->chunk_avg : SS_CHUNK_AVG_DEFAULT;
+	out->chunk.min_size = in->chunk_min ? in->chunk_min
+			      : (in->chunk_avg ? in->chunk_avg / 4 : SS_CHUNK_MIN_DEFAULT);
+	out->chunk.max_size = in->chunk_max ? in->chunk_max
+			      : (in->chunk_avg ? in->chunk_avg * 4 : SS_CHUNK_MAX_DEFAULT);
+	out->chunk.seg_size = SS_CHUNK_SEG_DEFAULT;
+	while (out->chunk.seg_size < out->chunk.max_size)
+		out->chunk.seg_size *= 2;
+	struct ss_chunker c;
+	if (ss_chunker_init(&c, &out->chunk))
+		return ss_err_set(err, -EINVAL,
+				  "invalid chunk sizes min=%u avg=%u max=%u (need 64 <= min < avg < "
+				  "max, avg a power of two)",
+				  out->chunk.min_size, out->chunk.avg_size, out->chunk.max_size);
+	out->zstd_level = in->zstd_level ? in->zstd_level : SS_DEFAULT_ZSTD_LEVEL;
+	if (out->zstd_level < -7 || out->zstd_level > 19)
+		return ss_err_set(err, -EINVAL, "zstd level must be -7..19");
+	out->pack_size = in->pack_size ? in->pack_size : SS_DEFAULT_PACK_SIZE;
+	if (out->pack_size < (1u << 20) || out->pack_size > (256u << 20))
+		return ss_err_set(err, -EINVAL, "pack size must be 1 MiB .. 256 MiB");
+	out->read_depth = in->read_depth ? in->read_depth : SS_DEFAULT_READ_DEPTH;
+	if (out->read_depth > 256)
+		return ss_err_set(err, -EINVAL, "read depth must be 1..256");
+	out->io_depth = in->io_depth;
+	out->bopts.max_inflight = in->io_depth;
+	out->bopts.no_fsync = in->no_fsync;
+	out->bopts.mem = in->mem;
+	out->progress = in->progress;
+	out->progress_arg = in->progress_arg;
+	return 0;
+}
+
+int ss_call(struct ss_backend *b, struct ss_loop *l, struct ss_req *r, uint64_t *requests)
+{
+	if (requests)
+		(*requests)++;
+	return ss_backend_call(b, l, r);
+}
+
+int ss_get_object(struct ss_backend *b, struct ss_loop *l, const char *key, size_t max,
+		  uint8_t **out, size_t *outlen, uint64_t *requests, struct ss_err *err)
+{
+	struct ss_req st = {.kind = SS_REQ_STAT, .key = key, .err = err};
+	int r = ss_call(b, l, &st, requests);
+	if (r)
+		return r;
+	if (st.size > max)
+		return ss_err_set(err, -EFBIG, "object '%s' is %llu bytes, more than the %zu allowed",
+				  key, (unsigned long long)st.size, max);
+	uint8_t *buf = malloc(st.size ? st.size : 1);
+	if (!buf)
+		return ss_err_set(err, -ENOMEM, "out of memory");
+	struct ss_req g = {.kind = SS_REQ_GET, .key = key, .off = 0, .len = st.size, .buf = buf,
+			   .err = err};
+	r = ss_call(b, l, &g, requests);
+	if (r >= 0 && (uint64_t)r != st.size)
+		r = ss_err_set(err, -EBADMSG, "object '%s' changed size while reading", key);
+	if (r < 0) {
+		free(buf);
+		return r;
+	}
+	*out = buf;
+	*outlen = st.size;
+	return 0;
+}
+
+int ss_put_object(struct ss_backend *b, struct ss_loop *l, const char *key, const void *p,
+		  size_t n, uint32_t flags, uint64_t *requests, struct ss_err *err)
+{
+	struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
+	struct ss_req r = {.kind = SS_REQ_PUT, .key = key, .flags = flags, .iov = &iov,
+			   .iovcnt = 1, .err = err};
+	return ss_call(b, l, &r, requests);
+}
+
+int ss_snaploc_parse(const char *uri, struct ss_snaploc *out, struct ss_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	const char *scheme;
+	char *path;
+	int r = ss_location_parse(uri, &scheme, &path, err);
+	if (r)
+		return r;
+	char *slash = strrchr(path, '/');
+	const char *name = slash ? slash + 1 : path;
+	if (!*name || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
+	    (slash == path && strcmp(scheme, "file") == 0 && !slash[1])) {
+		ss_err_set(err, -EINVAL, "snapshot location '%s' does not name a snapshot", uri);
+		free(path);
+		return -EINVAL;
+	}
+	char parent[PATH_MAX];
+	if (slash)
+		snprintf(parent, sizeof(parent), "%.*s", (int)(slash - path), path);
+	else
+		parent[0] = '\0';
+	if (strcmp(scheme, "file") == 0 && !parent[0])
+		snprintf(parent, sizeof(parent), "/");
+	char buf[PATH_MAX + 64];
+	const char *pfx = strcmp(scheme, "file") == 0 ? "" : "mem://";
+	r = -ENOMEM;
+	snprintf(buf, sizeof(buf), "%s%s", pfx, parent[0] ? parent : "root");
+	if (!(out->backend_uri = strdup(buf)))
+		goto fail;
+	snprintf(buf, sizeof(buf), "%s/%s", name, SS_MANIFEST_KEY);
+	if (!(out->key = strdup(buf)))
+		goto fail;
+	snprintf(buf, sizeof(buf), "%s%s%s.snapstream", pfx, parent[0] ? parent : "root",
+		 strcmp(parent, "/") == 0 ? "" : "/");
+	if (!(out->default_store = strdup(buf)))
+		goto fail;
+	snprintf(buf, sizeof(buf), "%s%s", strcmp(scheme, "file") == 0 ? "file://" : pfx, path);
+	if (!(out->canonical = strdup(buf)))
+		goto fail;
+	free(path);
+	return 0;
+fail:
+	free(path);
+	ss_snaploc_free(out);
+	return ss_err_set(err, r, "out of memory");
+}
+
+void ss_snaploc_free(struct ss_snaploc *s)
+{
+	free(s->backend_uri);
+	free(s->key);
+	free(s->default_store);
+	free(s->canonical);
+	memset(s, 0, sizeof(*s));
+}
+
+int ss_manifest_load(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
+		     struct ss_manifest **out, uint64_t *requests, struct ss_err *err)
+{
+	struct ss_snaploc loc;
+	int r = ss_snaploc_parse(uri, &loc, err);
+	if (r)
+		return r;
+	struct ss_backend *b = NULL;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	r = ss_backend_open(loc.backend_uri, l, &cfg->bopts, &b, err);
+	if (r)
+		goto out;
+	r = ss_get_object(b, l, loc.key, SS_MANIFEST_MAX_SIZE, &buf, &len, requests, err);
+	if (r == -ENOENT) {
+		ss_err_set(err, -ENOENT, "no snapshot at %s", uri);
+		goto out;
+	}
+	if (r)
+		goto out;
+	struct ss_err derr = {0};
+	r = ss_manifest_decode(buf, len, out, &derr);
+	if (r)
+		ss_err_set(err, r, "snapshot %s: %s", uri, derr.msg);
+out:
+	free(buf);
+	ss_backend_free(b);
+	ss_snaploc_free(&loc);
+	return r;
+}
+
+int ss_random_id(uint8_t id[16])
+{
+	size_t got = 0;
+	while (got < 16) {
+		ssize_t k = getrandom(id + got, 16 - got, 0);
+		if (k < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		got += (size_t)k;
+	}
+	return 0;
+}
+
+void ss_pack_key(const uint8_t id[16], char *out)
+{
+	char hex[33];
+	ss_hex(id, 16, hex);
+	/* Two hex digits of the id first: object stores partition by key
+	 * prefix, and random prefixes spread the load. */
+	snprintf(out, 64, "packs/%.2s/%s", hex, hex);
+}
+
+void ss_tick(const struct ss_cfg *cfg, struct ss_ticker *t, struct ss_progress *p, bool force)
+{
+	if (!cfg->progress)
+		return;
+	uint64_t now = ss_now_ns();
+	if (!t->start_ns)
+		t->start_ns = t->last_ns = now;
+	if (!force && now - t->last_ns < 100000000ull)
+		return;
+	t->last_ns = now;
+	p->seconds = (double)(now - t->start_ns) / 1e9;
+	cfg->progress(cfg->progress_arg, p);
+}

@@ -1,0 +1,869 @@
+/* Pull: manifest → plan (chunks grouped by pack, merged into large ranged
+ * reads) → store GETs, many in flight → workers decompress and verify each
+ * chunk's XXH3-128 → io_uring writes at file offsets, in any order → fsync
+ * → whole-file digests checked → rename into place.
+ *
+ * Output files are created at their full size with ftruncate and only
+ * chunk extents are written, so zero runs stay holes. Nothing appears
+ * under the destination's name until every byte has been verified.
+ */
+#include "internal.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+#define RANGE_MAX (8u << 20)       /* stored bytes per GET, and raw per task */
+#define RANGE_GAP (256u << 10)     /* read through gaps up to this size */
+
+struct target {
+	uint32_t file;
+	uint64_t off;
+};
+
+struct range {
+	uint32_t pack;
+	uint64_t off, len;
+	uint32_t first, count;   /* into P->order */
+	uint64_t raw;
+};
+
+struct pull;
+
+struct wop {
+	struct ss_op op;
+	struct rtask *t;
+	int fd;
+	uint8_t *p;
+	uint64_t off;
+	size_t len;
+};
+
+struct rtask {
+	struct ss_task task;
+	struct ss_req req;
+	struct pull *P;
+	struct range *rg;
+	uint8_t *in, *out;
+	char key[64];
+	struct wop *w;
+	uint32_t nw, wcap;
+	unsigned writes_pending;
+	int err;
+	struct ss_err werr;
+	struct rtask *next_free;
+};
+
+struct ofile {
+	int fd;
+	char *path;
+};
+
+struct pull {
+	struct ss_cfg cfg;
+	const struct ss_pull_opts *opts;
+	struct ss_loop *loop;
+	struct ss_pool *pool;
+	struct ss_backend *store;
+	struct ss_manifest *m;
+	struct ss_err *err;
+	bool failed;
+	struct ss_stats *st;
+
+	uint32_t *tstart;          /* nchunks + 1 */
+	struct target *targets;
+	uint32_t *order;
+	struct range *ranges;
+	size_t nranges, next_range;
+
+	struct rtask *tasks;
+	unsigned ntasks;
+	struct rtask *free_tasks;
+	uint8_t *mem;
+	size_t mem_len;
+	unsigned gets_inflight, tasks_inflight, writes_inflight, max_gets;
+
+	char *tmp;                 /* temp file or directory beside dest */
+	bool tmp_is_dir;
+	char *final;
+	struct ofile *files;
+
+	struct ss_progress prog;
+	struct ss_ticker ticker;
+};
+
+static void fail(struct pull *P, int r, const char *what)
+{
+	if (!P->failed) {
+		P->failed = true;
+		ss_err_set(P->err, r, "%s: %s", what, strerror(-r));
+	}
+}
+
+/* ---------------------------------------------------------------- plan */
+
+static int cmp_chunk(const void *a, const void *b, void *arg)
+{
+	const struct ss_manifest *m = arg;
+	const struct ss_chunk_ref *x = &m->chunks[*(const uint32_t *)a];
+	const struct ss_chunk_ref *y = &m->chunks[*(const uint32_t *)b];
+	if (x->pack != y->pack)
+		return x->pack < y->pack ? -1 : 1;
+	return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+static int plan(struct pull *P)
+{
+	struct ss_manifest *m = P->m;
+	size_t n = m->nchunks;
+	P->tstart = calloc(n + 1, sizeof(*P->tstart));
+	P->order = malloc(sizeof(*P->order) * (n ? n : 1));
+	if (!P->tstart || !P->order)
+		return -ENOMEM;
+	uint64_t ntargets = 0;
+	for (size_t f = 0; f < m->nfiles; f++)
+		for (size_t e = 0; e < m->files[f].next; e++)
+			if (m->files[f].ext[e].chunk) {
+				P->tstart[m->files[f].ext[e].chunk]++;
+				ntargets++;
+			}
+	if (ntargets > UINT32_MAX)
+		return -EFBIG;
+	/* Counting sort: chunk c's count sits at tstart[c + 1] (extent chunk
+	 * numbers are 1-based), so a running sum leaves tstart[c] ..
+	 * tstart[c + 1] as chunk c's targets. */
+	for (size_t c = 1; c <= n; c++)
+		P->tstart[c] += P->tstart[c - 1];
+	P->targets = malloc(sizeof(*P->targets) * (ntargets ? ntargets : 1));
+	uint32_t *fill = calloc(n + 1, sizeof(*fill));
+	if (!P->targets || !fill) {
+		free(fill);
+		return -ENOMEM;
+	}
+	for (size_t f = 0; f < m->nfiles; f++) {
+		uint64_t off = 0;
+		for (size_t e = 0; e < m->files[f].next; e++) {
+			struct ss_mextent *x = &m->files[f].ext[e];
+			if (x->chunk) {
+				uint32_t c = x->chunk - 1;
+				P->targets[P->tstart[c] + fill[c]++] = (struct target){(uint32_t)f, off};
+			}
+			off += x->len;
+		}
+	}
+	free(fill);
+	for (size_t c = 0; c < n; c++)
+		P->order[c] = (uint32_t)c;
+	/* Chunks no file uses (none in a valid manifest) are still fetched,
+	 * which costs little and keeps the plan simple. */
+	qsort_r(P->order, n, sizeof(*P->order), cmp_chunk, m);
+
+	size_t cap = 64;
+	P->ranges = malloc(sizeof(*P->ranges) * cap);
+	if (!P->ranges)
+		return -ENOMEM;
+	struct range *cur = NULL;
+	for (size_t i = 0; i < n; i++) {
+		const struct ss_chunk_ref *c = &m->chunks[P->order[i]];
+		uint64_t end = cur ? cur->off + cur->len : 0;
+		if (!cur || c->pack != cur->pack || c->offset < end || c->offset - end > RANGE_GAP ||
+		    c->offset + c->stored_len - cur->off > RANGE_MAX ||
+		    cur->raw + c->raw_len > RANGE_MAX) {
+			if (P->nranges == cap) {
+				cap *= 2;
+				void *a = realloc(P->ranges, sizeof(*P->ranges) * cap);
+				if (!a)
+					return -ENOMEM;
+				P->ranges = a;
+			}
+			cur = &P->ranges[P->nranges++];
+			*cur = (struct range){.pack = c->pack, .off = c->offset, .first = (uint32_t)i};
+		}
+		cur->len = c->offset + c->stored_len - cur->off;
+		cur->raw += c->raw_len;
+		cur->count++;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- workers */
+
+struct wctx {
+	ZSTD_DCtx *dc;
+};
+
+static void *wctx_create(void *arg)
+{
+	(void)arg;
+	struct wctx *w = calloc(1, sizeof(*w));
+	if (w)
+		w->dc = ZSTD_createDCtx();
+	return w;
+}
+
+static void wctx_destroy(void *p)
+{
+	struct wctx *w = p;
+	if (w)
+		ZSTD_freeDCtx(w->dc);
+	free(w);
+}
+
+static void where(struct pull *P, uint32_t chunk, char *buf, size_t n)
+{
+	struct ss_manifest *m = P->m;
+	if (P->tstart[chunk] == P->tstart[chunk + 1]) {
+		snprintf(buf, n, "an unused chunk");
+		return;
+	}
+	struct target *t = &P->targets[P->tstart[chunk]];
+	snprintf(buf, n, "file '%s' at offset %llu", m->files[t->file].name,
+		 (unsigned long long)t->off);
+}
+
+static void range_work(struct ss_task *task, void *wp)
+{
+	struct rtask *t = (struct rtask *)task;
+	struct pull *P = t->P;
+	struct wctx *w = wp;
+	struct range *rg = t->rg;
+	size_t out = 0;
+	for (uint32_t i = 0; i < rg->count; i++) {
+		uint32_t ci = P->order[rg->first + i];
+		const struct ss_chunk_ref *c = &P->m->chunks[ci];
+		const uint8_t *src = t->in + (c->offset - rg->off);
+		uint8_t *dst = t->out + out;
+		const char *bad = NULL;
+		if (c->codec == SS_CODEC_RAW) {
+			memcpy(dst, src, c->raw_len);
+		} else {
+			/* Exactly raw_len bytes of room: a chunk that inflates to more
+			 * (a decompression bomb) fails here instead of growing. */
+			size_t z = w && w->dc ? ZSTD_decompressDCtx(w->dc, dst, c->raw_len, src,
+								     c->stored_len)
+					      : (size_t)-1;
+			if (ZSTD_isError(z) || z != c->raw_len)
+				bad = "cannot be decompressed to its recorded size";
+		}
+		if (!bad) {
+			XXH128_canonical_t h;
+			XXH128_canonicalFromHash(&h, XXH3_128bits(dst, c->raw_len));
+			if (memcmp(h.digest, c->id, 16) != 0)
+				bad = "does not match its checksum";
+		}
+		if (bad) {
+			char loc[PATH_MAX + 64];
+			where(P, ci, loc, sizeof(loc));
+			char hex[33];
+			ss_hex(c->id, 16, hex);
+			ss_err_set(&t->werr, -EBADMSG, "corrupted data: chunk %s for %s %s (pack %s)",
+				   hex, loc, bad, t->key);
+			t->err = -EBADMSG;
+			return;
+		}
+		out += c->raw_len;
+	}
+	t->err = 0;
+}
+
+/* ---------------------------------------------------------------- writes */
+
+static void task_release(struct pull *P, struct rtask *t)
+{
+	t->next_free = P->free_tasks;
+	P->free_tasks = t;
+}
+
+static void write_submit(struct pull *P, struct wop *w)
+{
+	struct io_uring_sqe *sqe = ss_loop_sqe(P->loop, &w->op);
+	io_uring_prep_write(sqe, w->fd, w->p, (unsigned)SS_MIN(w->len, 1u << 30), w->off);
+	P->writes_inflight++;
+}
+
+static void write_done(struct ss_op *op, int res)
+{
+	struct wop *w = (struct wop *)op;
+	struct rtask *t = w->t;
+	struct pull *P = t->P;
+	P->writes_inflight--;
+	if (res <= 0) {
+		int e = res < 0 ? res : -EIO;
+		if (!P->failed) {
+			P->failed = true;
+			ss_err_set(P->err, e, "cannot write %s: %s", P->final, strerror(-e));
+		}
+	} else if ((size_t)res < w->len && !P->failed) {
+		w->p += res;
+		w->off += (uint64_t)res;
+		w->len -= (size_t)res;
+		write_submit(P, w);
+		return;
+	}
+	if (--t->writes_pending == 0)
+		task_release(P, t);
+}
+
+static int add_write(struct rtask *t, int fd, uint8_t *p, uint64_t off, size_t len)
+{
+	if (t->nw) {
+		struct wop *last = &t->w[t->nw - 1];
+		/* Neighbouring chunks usually land side by side: one write. */
+		if (last->fd == fd && last->off + last->len == off && last->p + last->len == p) {
+			last->len += len;
+			return 0;
+		}
+	}
+	if (t->nw == t->wcap) {
+		uint32_t ncap = t->wcap ? t->wcap * 2 : 64;
+		void *a = realloc(t->w, sizeof(*t->w) * ncap);
+		if (!a)
+			return -ENOMEM;
+		t->w = a;
+		t->wcap = ncap;
+	}
+	t->w[t->nw++] = (struct wop){.t = t, .fd = fd, .p = p, .off = off, .len = len};
+	return 0;
+}
+
+static void range_done(struct ss_op *op, int res)
+{
+	(void)res;
+	struct rtask *t = (struct rtask *)((char *)op - offsetof(struct ss_task, op));
+	struct pull *P = t->P;
+	P->tasks_inflight--;
+	if (t->err || P->failed) {
+		if (t->err && !P->failed) {
+			P->failed = true;
+			ss_err_set(P->err, t->err, "%s", t->werr.msg);
+		}
+		task_release(P, t);
+		return;
+	}
+	struct range *rg = t->rg;
+	uint8_t *p = t->out;
+	t->nw = 0;
+	for (uint32_t i = 0; i < rg->count; i++) {
+		uint32_t ci = P->order[rg->first + i];
+		uint32_t len = P->m->chunks[ci].raw_len;
+		for (uint32_t k = P->tstart[ci]; k < P->tstart[ci + 1]; k++) {
+			struct target *tg = &P->targets[k];
+			if (add_write(t, P->files[tg->file].fd, p, tg->off, len)) {
+				fail(P, -ENOMEM, "cannot plan writes");
+				task_release(P, t);
+				return;
+			}
+			P->prog.bytes_done += len;
+		}
+		p += len;
+	}
+	if (!t->nw) {
+		task_release(P, t);
+		return;
+	}
+	/* Every wop must exist before any completes: the array may move. */
+	t->writes_pending = t->nw;
+	for (uint32_t i = 0; i < t->nw; i++) {
+		t->w[i].op.done = write_done;
+		write_submit(P, &t->w[i]);
+	}
+}
+
+/* ---------------------------------------------------------------- gets */
+
+static void get_done(struct ss_op *op, int res)
+{
+	struct ss_req *req = (struct ss_req *)op;
+	struct rtask *t = req->user;
+	struct pull *P = t->P;
+	P->gets_inflight--;
+	if (res >= 0 && (uint64_t)res != t->rg->len)
+		res = ss_err_set(&t->werr, -EBADMSG,
+				 "pack %s is shorter than the manifest says (truncated or replaced)",
+				 t->key);
+	if (res < 0 || P->failed) {
+		if (res < 0 && !P->failed) {
+			P->failed = true;
+			if (res == -ENOENT)
+				ss_err_set(P->err, -EBADMSG,
+					   "pack %s is missing from the store (was it deleted?)",
+					   t->key);
+			else if (t->werr.code)
+				ss_err_set(P->err, res, "%s", t->werr.msg);
+			else
+				ss_err_set(P->err, res, "cannot read pack %s: %s", t->key,
+					   strerror(-res));
+		}
+		task_release(P, t);
+		return;
+	}
+	P->st->transferred_bytes += t->rg->len;
+	P->prog.stored_bytes += t->rg->len;
+	P->tasks_inflight++;
+	ss_pool_submit(P->pool, &t->task);
+}
+
+static void issue_gets(struct pull *P)
+{
+	while (!P->failed && P->free_tasks && P->next_range < P->nranges &&
+	       P->gets_inflight < P->max_gets) {
+		struct rtask *t = P->free_tasks;
+		struct range *rg = &P->ranges[P->next_range];
+		t->rg = rg;
+		t->err = 0;
+		ss_err_clear(&t->werr);
+		ss_pack_key(P->m->pack_ids[rg->pack], t->key);
+		memset(&t->req, 0, sizeof(t->req));
+		t->req.op.done = get_done;
+		t->req.kind = SS_REQ_GET;
+		t->req.key = t->key;
+		t->req.off = rg->off;
+		t->req.len = rg->len;
+		t->req.buf = t->in;
+		t->req.err = &t->werr;
+		t->req.user = t;
+		int r = ss_backend_submit(P->store, &t->req);
+		if (r == -EAGAIN)
+			return;
+		if (r) {
+			fail(P, r, "cannot request a pack");
+			return;
+		}
+		P->free_tasks = t->next_free;
+		P->next_range++;
+		P->gets_inflight++;
+		P->st->requests++;
+	}
+}
+
+/* ---------------------------------------------------------------- files */
+
+static int rm_rf(const char *path)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISDIR(st.st_mode))
+		return unlink(path) < 0 ? -errno : 0;
+	DIR *d = opendir(path);
+	if (!d)
+		return -errno;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		char sub[PATH_MAX];
+		if (snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name) < (int)sizeof(sub))
+			rm_rf(sub);
+	}
+	closedir(d);
+	return rmdir(path) < 0 ? -errno : 0;
+}
+
+static int create_outputs(struct pull *P)
+{
+	struct ss_manifest *m = P->m;
+	const char *dest = P->opts->dest;
+	struct stat st;
+	bool exists = lstat(dest, &st) == 0;
+	char final[PATH_MAX];
+	if (!m->root_is_dir) {
+		if (m->nfiles != 1)
+			return ss_err_set(P->err, -EBADMSG, "a one-file snapshot holds %zu files",
+					  m->nfiles);
+		/* Pulling a file snapshot into an existing directory puts it there. */
+		if (exists && S_ISDIR(st.st_mode)) {
+			snprintf(final, sizeof(final), "%s/%s", dest, m->files[0].name);
+			exists = lstat(final, &st) == 0;
+		} else {
+			snprintf(final, sizeof(final), "%s", dest);
+		}
+	} else {
+		snprintf(final, sizeof(final), "%s", dest);
+	}
+	if (exists && !P->opts->force) {
+		bool empty_dir = false;
+		if (m->root_is_dir && S_ISDIR(st.st_mode)) {
+			DIR *d = opendir(final);
+			empty_dir = d != NULL;
+			struct dirent *de;
+			while (d && (de = readdir(d)))
+				if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+					empty_dir = false;
+			if (d)
+				closedir(d);
+		}
+		if (!empty_dir)
+			return ss_err_set(P->err, -EEXIST,
+					  "%s already exists (use --force to replace it)", final);
+	}
+	if (!(P->final = strdup(final)))
+		return -ENOMEM;
+	size_t tl = strlen(final) + 32;
+	if (!(P->tmp = malloc(tl)))
+		return -ENOMEM;
+	snprintf(P->tmp, tl, "%s.ss-tmp-XXXXXX", final);
+	P->files = calloc(m->nfiles ? m->nfiles : 1, sizeof(*P->files));
+	if (!P->files)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->nfiles; i++)
+		P->files[i].fd = -1;
+	if (!m->root_is_dir) {
+		int fd = mkostemp(P->tmp, O_CLOEXEC);
+		if (fd < 0) {
+			int e = -errno;
+			P->tmp[0] = '\0';
+			return ss_err_set(P->err, e, "cannot create a file beside %s: %s", final,
+					  strerror(-e));
+		}
+		P->files[0].fd = fd;
+	} else {
+		if (!mkdtemp(P->tmp)) {
+			int e = -errno;
+			P->tmp[0] = '\0';
+			return ss_err_set(P->err, e, "cannot create a directory beside %s: %s", final,
+					  strerror(-e));
+		}
+		P->tmp_is_dir = true;
+	}
+	/* Raise the descriptor limit for image directories with many files. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	for (size_t i = 0; i < m->nfiles; i++) {
+		struct ss_mfile *f = &m->files[i];
+		if (m->root_is_dir) {
+			char path[PATH_MAX];
+			if (snprintf(path, sizeof(path), "%s/%s", P->tmp, f->name) >= (int)sizeof(path))
+				return ss_err_set(P->err, -ENAMETOOLONG, "path too long: %s", f->name);
+			char *slash = strrchr(path, '/');
+			*slash = '\0';
+			int r = ss_mkdir_p(path, 0755);
+			*slash = '/';
+			if (r)
+				return ss_err_set(P->err, r, "cannot create %s: %s", path, strerror(-r));
+			/* O_EXCL and O_NOFOLLOW: names were validated, but never follow
+			 * anything into place. */
+			P->files[i].fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+					      0600);
+			if (P->files[i].fd < 0)
+				return ss_err_set(P->err, -errno, "cannot create %s: %s", path,
+						  strerror(errno));
+		}
+		if (ftruncate(P->files[i].fd, (off_t)f->size) < 0)
+			return ss_err_set(P->err, -errno, "cannot size %s (%llu bytes): %s", f->name,
+					  (unsigned long long)f->size, strerror(errno));
+	}
+	return 0;
+}
+
+/* Digest verification reads each file back: it proves what is on disk,
+ * not only what was decompressed. Zero runs are hashed from memory. */
+struct vtask {
+	struct ss_task task;
+	struct pull *P;
+	uint32_t file;
+	int err;
+	struct vtask *next;
+};
+
+static void verify_work(struct ss_task *task, void *wp)
+{
+	(void)wp;
+	struct vtask *v = (struct vtask *)task;
+	struct pull *P = v->P;
+	struct ss_mfile *f = &P->m->files[v->file];
+	int fd = P->files[v->file].fd;
+	static const uint8_t zeros[65536];
+	size_t bl = 1u << 20;
+	uint8_t *buf = malloc(bl);
+	XXH3_state_t *hs = XXH3_createState();
+	v->err = -ENOMEM;
+	if (!buf || !hs)
+		goto out;
+	XXH3_128bits_reset(hs);
+	uint64_t off = 0;
+	v->err = 0;
+	for (size_t e = 0; !v->err && e < f->next; e++) {
+		uint64_t len = f->ext[e].len;
+		while (len) {
+			size_t k = (size_t)SS_MIN(len, f->ext[e].chunk ? bl : sizeof(zeros));
+			if (!f->ext[e].chunk) {
+				XXH3_128bits_update(hs, zeros, k);
+			} else {
+				ssize_t g = pread(fd, buf, k, (off_t)off);
+				if (g <= 0) {
+					v->err = g < 0 ? -errno : -EIO;
+					break;
+				}
+				k = (size_t)g;
+				XXH3_128bits_update(hs, buf, k);
+			}
+			off += k;
+			len -= k;
+		}
+	}
+	if (!v->err) {
+		XXH128_canonical_t c;
+		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(hs));
+		if (memcmp(c.digest, f->digest, 16) != 0)
+			v->err = -EBADMSG;
+	}
+out:
+	free(buf);
+	XXH3_freeState(hs);
+}
+
+static void verify_done(struct ss_op *op, int res)
+{
+	(void)res;
+	struct vtask *v = (struct vtask *)((char *)op - offsetof(struct ss_task, op));
+	struct pull *P = v->P;
+	P->tasks_inflight--;
+	if (v->err && !P->failed) {
+		P->failed = true;
+		if (v->err == -EBADMSG)
+			ss_err_set(P->err, v->err,
+				   "corrupted data: file '%s' does not match its recorded digest",
+				   P->m->files[v->file].name);
+		else
+			ss_err_set(P->err, v->err, "cannot read back '%s': %s",
+				   P->m->files[v->file].name, strerror(-v->err));
+	}
+}
+
+static int verify_files(struct pull *P)
+{
+	struct ss_manifest *m = P->m;
+	struct vtask *v = calloc(m->nfiles ? m->nfiles : 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->nfiles; i++) {
+		v[i].P = P;
+		v[i].file = (uint32_t)i;
+		v[i].task.run = verify_work;
+		v[i].task.op.done = verify_done;
+		P->tasks_inflight++;
+		ss_pool_submit(P->pool, &v[i].task);
+	}
+	while (P->tasks_inflight && ss_loop_turn(P->loop, true) >= 0)
+		;
+	free(v);
+	return P->failed ? P->err->code : 0;
+}
+
+static int finish_files(struct pull *P)
+{
+	struct ss_manifest *m = P->m;
+	if (!P->cfg.bopts.no_fsync)
+		for (size_t i = 0; i < m->nfiles; i++)
+			if (fsync(P->files[i].fd) < 0)
+				return ss_err_set(P->err, -errno, "cannot fsync %s: %s", m->files[i].name,
+						  strerror(errno));
+	P->prog.phase = "verify";
+	ss_tick(&P->cfg, &P->ticker, &P->prog, true);
+	int r = verify_files(P);
+	if (r)
+		return r;
+	for (size_t i = 0; i < m->nfiles; i++) {
+		struct ss_mfile *f = &m->files[i];
+		struct timespec ts[2] = {
+			{.tv_sec = 0, .tv_nsec = UTIME_OMIT},
+			{.tv_sec = f->mtime_ns / 1000000000, .tv_nsec = f->mtime_ns % 1000000000},
+		};
+		if (f->mtime_ns < 0)
+			ts[1].tv_nsec = UTIME_OMIT;
+		if (fchmod(P->files[i].fd, f->mode & 07777) < 0 || futimens(P->files[i].fd, ts) < 0)
+			return ss_err_set(P->err, -errno, "cannot set attributes of %s: %s", f->name,
+					  strerror(errno));
+		close(P->files[i].fd);
+		P->files[i].fd = -1;
+	}
+	/* Into place, atomically. An existing destination (with --force, or an
+	 * empty directory) is replaced. */
+	struct stat st;
+	char old[PATH_MAX] = "";
+	if (P->tmp_is_dir && lstat(P->final, &st) == 0) {
+		snprintf(old, sizeof(old), "%s.ss-old-XXXXXX", P->final);
+		if (!mkdtemp(old))
+			return ss_err_set(P->err, -errno, "cannot replace %s: %s", P->final,
+					  strerror(errno));
+		if (rename(P->final, old) < 0) {
+			int e = -errno;
+			rmdir(old);
+			return ss_err_set(P->err, e, "cannot replace %s: %s", P->final, strerror(-e));
+		}
+	}
+	if (rename(P->tmp, P->final) < 0) {
+		int e = -errno;
+		if (old[0])
+			rename(old, P->final);
+		return ss_err_set(P->err, e, "cannot move the result into %s: %s", P->final,
+				  strerror(-e));
+	}
+	P->tmp[0] = '\0';
+	if (old[0])
+		rm_rf(old);
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", P->final);
+	char *slash = strrchr(dir, '/');
+	if (slash)
+		*slash = slash == dir ? (slash[1] = '\0', '/') : '\0';
+	int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		if (!P->cfg.bopts.no_fsync)
+			fsync(dfd);
+		close(dfd);
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- main */
+
+static bool busy(const struct pull *P)
+{
+	return P->gets_inflight || P->tasks_inflight || P->writes_inflight;
+}
+
+static int run_pipeline(struct pull *P)
+{
+	/* Enough tasks to keep every worker busy while GETs are in flight. */
+	P->ntasks = P->cfg.threads * 2 + 2;
+	if (P->ntasks > (unsigned)P->nranges)
+		P->ntasks = (unsigned)SS_MAX(P->nranges, 1);
+	P->max_gets = SS_MIN(P->ntasks, ss_backend_max_inflight(P->store));
+	size_t per = (size_t)RANGE_MAX * 2;
+	P->mem_len = per * P->ntasks;
+	P->mem = ss_map_alloc(P->mem_len);
+	P->tasks = calloc(P->ntasks, sizeof(*P->tasks));
+	if (!P->mem || !P->tasks)
+		return ss_err_set(P->err, -ENOMEM, "cannot allocate the pull pipeline");
+	for (unsigned i = 0; i < P->ntasks; i++) {
+		struct rtask *t = &P->tasks[i];
+		t->P = P;
+		t->in = P->mem + per * i;
+		t->out = t->in + RANGE_MAX;
+		t->task.run = range_work;
+		t->task.op.done = range_done;
+		task_release(P, t);
+	}
+	P->prog.phase = "pull";
+	for (;;) {
+		issue_gets(P);
+		if (!busy(P) && (P->failed || P->next_range >= P->nranges))
+			break;
+		int r = ss_loop_turn(P->loop, true);
+		if (r < 0) {
+			fail(P, r, "event loop failed");
+			return r;
+		}
+		ss_tick(&P->cfg, &P->ticker, &P->prog, false);
+	}
+	return P->failed ? P->err->code : 0;
+}
+
+int ss_pull(const struct ss_pull_opts *opts, const struct ss_config *config, struct ss_stats *st,
+	    char *errbuf, size_t errlen)
+{
+	struct ss_err err = {0};
+	struct ss_stats local_st;
+	struct pull *P = calloc(1, sizeof(*P));
+	struct ss_snaploc loc = {0};
+	uint64_t t0 = ss_now_ns();
+	int r;
+	if (!st)
+		st = &local_st;
+	memset(st, 0, sizeof(*st));
+	if (!P) {
+		r = ss_err_set(&err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	P->opts = opts;
+	P->err = &err;
+	P->st = st;
+	if (!opts || !opts->snapshot || !opts->dest || !*opts->dest) {
+		r = ss_err_set(&err, -EINVAL, "pull needs a snapshot and a destination");
+		goto out;
+	}
+	if ((r = ss_cfg_resolve(config, &P->cfg, &err)))
+		goto out;
+	if ((r = ss_snaploc_parse(opts->snapshot, &loc, &err)))
+		goto out;
+	if ((r = ss_loop_new(256, &P->loop))) {
+		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
+		goto out;
+	}
+	if ((r = ss_manifest_load(opts->snapshot, P->loop, &P->cfg, &P->m, &st->requests, &err)))
+		goto out;
+	const char *store_uri = opts->store       ? opts->store
+				: P->m->store_uri ? P->m->store_uri
+						  : loc.default_store;
+	if ((r = ss_backend_open(store_uri, P->loop, &P->cfg.bopts, &P->store, &err)))
+		goto out;
+	st->files = P->m->nfiles;
+	for (size_t i = 0; i < P->m->nfiles; i++)
+		st->logical_bytes += P->m->files[i].size;
+	st->zero_bytes = P->m->stats.zero_bytes;
+	st->unique_chunks = P->m->nchunks;
+	st->packs = P->m->npacks;
+	P->prog.bytes_total = st->logical_bytes - st->zero_bytes;
+	if ((r = plan(P))) {
+		ss_err_set(&err, r, "cannot plan the pull: %s", strerror(-r));
+		goto out;
+	}
+	if ((r = create_outputs(P)))
+		goto out;
+	struct ss_worker_ctx_ops wops = {.create = wctx_create, .destroy = wctx_destroy};
+	if ((r = ss_pool_new(P->loop, P->cfg.threads, &wops, &P->pool))) {
+		ss_err_set(&err, r, "cannot start workers: %s", strerror(-r));
+		goto out;
+	}
+	if ((r = run_pipeline(P)))
+		goto out;
+	ss_map_free(P->mem, P->mem_len);
+	P->mem = NULL;
+	r = finish_files(P);
+out:
+	if (P) {
+		while (P->loop && busy(P) && ss_loop_turn(P->loop, true) >= 0)
+			;
+		ss_pool_free(P->pool);
+		if (P->files && P->m)
+			for (size_t i = 0; i < P->m->nfiles; i++)
+				if (P->files[i].fd >= 0)
+					close(P->files[i].fd);
+		if (r && P->tmp && P->tmp[0])
+			rm_rf(P->tmp);
+		free(P->files);
+		free(P->tmp);
+		free(P->final);
+		if (P->tasks)
+			for (unsigned i = 0; i < P->ntasks; i++)
+				free(P->tasks[i].w);
+		free(P->tasks);
+		ss_map_free(P->mem, P->mem_len);
+		free(P->tstart);
+		free(P->targets);
+		free(P->order);
+		free(P->ranges);
+		ss_manifest_free(P->m);
+		ss_backend_free(P->store);
+		ss_loop_free(P->loop);
+		free(P);
+	}
+	ss_snaploc_free(&loc);
+	st->seconds = (double)(ss_now_ns() - t0) / 1e9;
+	if (r && errbuf && errlen)
+		snprintf(errbuf, errlen, "%s", err.msg[0] ? err.msg : strerror(-r));
+	return r;
+}

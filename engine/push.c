@@ -1,0 +1,1192 @@
+/* Push: files → segments read through io_uring → workers (zero pages,
+ * FastCDC, XXH3-128, dedup, zstd) → packs → store → manifest, last.
+ *
+ * The loop thread reads fixed-size segments with many reads in flight,
+ * hashes each file's bytes in order for its whole-file digest, and hands
+ * each segment to a worker. Segments are independent units of chunking
+ * (extents never cross a segment boundary), so workers need no carry-over
+ * between them. A worker returns the segment's extents and its new chunks,
+ * already compressed; the loop copies those into the current pack and
+ * uploads full packs. Memory is bounded by the segment pool and the pack
+ * buffers: a slow store parks finished segments, which stops reads.
+ */
+#include "internal.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+struct sext {
+	uint32_t len;
+	uint32_t slot;          /* SS_SLOT_NONE: zero run */
+};
+
+struct newc {
+	uint32_t slot;
+	uint32_t out_off;
+	uint32_t stored_len;
+	uint8_t codec;
+};
+
+struct push;
+
+struct seg {
+	struct ss_task task;    /* worker: seg_work; loop: seg_done */
+	struct ss_op rop;       /* read completions */
+	struct push *P;
+	unsigned idx;           /* index in the pool (registered buffer) */
+	uint32_t file;
+	uint64_t off;
+	uint32_t len, got;
+	uint64_t seq;
+	uint8_t *buf;
+	uint8_t *out;
+	size_t out_len;
+	struct sext *ext;
+	uint32_t next, ext_cap;
+	struct newc *nc;
+	uint32_t nnc, nc_cap, nc_done;
+	uint64_t zero_bytes, chunk_bytes, chunks;
+	int err;
+	struct ss_err werr;
+	struct seg *next_free;
+	struct seg *next_parked;
+};
+
+struct pfile {
+	char *path;
+	char *name;
+	uint64_t size;
+	uint32_t mode;
+	int64_t mtime_ns;
+	int fd;
+	XXH3_state_t *hs;
+	uint8_t digest[16];
+	uint64_t first_seq, nsegs;
+	uint64_t read_off;
+};
+
+struct packbuf {
+	struct push *P;
+	struct ss_req req;
+	struct iovec iov[2];
+	uint8_t *data;
+	size_t len, cap;
+	uint8_t *tail;
+	size_t tail_cap;
+	struct ss_pack_entry *e;
+	uint32_t n, ecap;
+	uint8_t id[16];
+	uint32_t idx;
+	bool open, busy;
+	char key[64];
+	struct ss_err perr;
+};
+
+struct segext {
+	struct sext *ext;
+	uint32_t n;
+};
+
+#define NPACKBUF 2
+
+struct push {
+	struct ss_cfg cfg;
+	const struct ss_push_opts *opts;
+	struct ss_loop *loop;
+	struct ss_pool *pool;
+	struct ss_store *store;
+	struct ss_dedup *dedup;
+	struct ss_chunker chunker;
+	struct ss_err *err;
+	bool failed;
+
+	struct pfile *files;
+	size_t nfiles, files_cap;
+	bool root_is_dir;
+	uint64_t total_bytes;
+	uint64_t total_segs;
+
+	struct seg *segs;
+	unsigned nsegs;
+	uint8_t *seg_mem, *out_mem;
+	size_t seg_mem_len;
+	struct seg *free_segs;
+	bool fixed_bufs;
+
+	/* Reading position */
+	size_t rd_file;
+	uint64_t next_seq;
+	unsigned reads_inflight, tasks_inflight;
+
+	/* In-order hashing: finished reads wait here by seq. */
+	struct seg **hold;
+	uint64_t next_hash_seq;
+
+	struct segext *seg_ext;
+
+	/* Finished segments waiting for pack space, in order. */
+	struct seg *parked_head, *parked_tail;
+
+	struct packbuf pb[NPACKBUF];
+	struct packbuf *cur;
+	unsigned puts_inflight;
+
+	struct ss_stats *st;
+	uint64_t chunk_bytes;
+	struct ss_progress prog;
+	struct ss_ticker ticker;
+};
+
+/* ---------------------------------------------------------------- files */
+
+static int add_file(struct push *P, const char *path, const char *name, const struct stat *st)
+{
+	if (P->nfiles == P->files_cap) {
+		size_t ncap = P->files_cap ? P->files_cap * 2 : 16;
+		void *a = realloc(P->files, sizeof(*P->files) * ncap);
+		if (!a)
+			return -ENOMEM;
+		P->files = a;
+		P->files_cap = ncap;
+	}
+	struct pfile *f = &P->files[P->nfiles];
+	memset(f, 0, sizeof(*f));
+	f->fd = -1;
+	f->path = strdup(path);
+	f->name = strdup(name);
+	P->nfiles++;
+	if (!f->path || !f->name)
+		return -ENOMEM;
+	f->size = (uint64_t)st->st_size;
+	f->mode = st->st_mode & 07777;
+	f->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+	return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Walk a directory in name order so that a snapshot's file order, and so
+ * its manifest, does not depend on readdir order. */
+static int walk_dir(struct push *P, const char *dir, const char *rel, int depth)
+{
+	if (depth > 64)
+		return ss_err_set(P->err, -ELOOP, "directory tree too deep at %s", dir);
+	DIR *d = opendir(dir);
+	if (!d)
+		return ss_err_set(P->err, -errno, "cannot open directory %s: %s", dir,
+				  strerror(errno));
+	char **names = NULL;
+	size_t n = 0, cap = 0;
+	int r = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 32;
+			char **a = realloc(names, sizeof(*names) * cap);
+			if (!a) {
+				r = -ENOMEM;
+				break;
+			}
+			names = a;
+		}
+		if (!(names[n] = strdup(de->d_name))) {
+			r = -ENOMEM;
+			break;
+		}
+		n++;
+	}
+	closedir(d);
+	if (!r)
+		qsort(names, n, sizeof(*names), cmp_str);
+	for (size_t i = 0; !r && i < n; i++) {
+		char path[PATH_MAX], name[PATH_MAX];
+		if (snprintf(path, sizeof(path), "%s/%s", dir, names[i]) >= (int)sizeof(path) ||
+		    snprintf(name, sizeof(name), "%s%s%s", rel, *rel ? "/" : "", names[i]) >=
+			    (int)sizeof(name)) {
+			r = ss_err_set(P->err, -ENAMETOOLONG, "path too long: %s/%s", dir, names[i]);
+			break;
+		}
+		struct stat st;
+		if (lstat(path, &st) < 0) {
+			r = ss_err_set(P->err, -errno, "cannot stat %s: %s", path, strerror(errno));
+			break;
+		}
+		if (S_ISDIR(st.st_mode)) {
+			r = walk_dir(P, path, name, depth + 1);
+		} else if (S_ISREG(st.st_mode)) {
+			if (!ss_manifest_name_ok(name))
+				r = ss_err_set(P->err, -EINVAL,
+					       "cannot store file name '%s' (control characters?)",
+					       name);
+			else
+				r = add_file(P, path, name, &st);
+		} else {
+			r = ss_err_set(P->err, -EINVAL,
+				       "%s is not a regular file or directory (snapshots hold "
+				       "regular files only)",
+				       path);
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	if (r == -ENOMEM)
+		ss_err_set(P->err, r, "out of memory");
+	return r;
+}
+
+static int collect_files(struct push *P)
+{
+	const char *src = P->opts->source;
+	struct stat st;
+	if (stat(src, &st) < 0)
+		return ss_err_set(P->err, errno == ENOENT ? -ENOENT : -errno, "cannot read %s: %s",
+				  src, strerror(errno));
+	int r;
+	if (S_ISDIR(st.st_mode)) {
+		P->root_is_dir = true;
+		r = walk_dir(P, src, "", 0);
+	} else if (S_ISREG(st.st_mode)) {
+		const char *base = strrchr(src, '/');
+		base = base ? base + 1 : src;
+		if (!ss_manifest_name_ok(base))
+			return ss_err_set(P->err, -EINVAL, "cannot store file name '%s'", base);
+		r = add_file(P, src, base, &st);
+		if (r)
+			ss_err_set(P->err, r, "out of memory");
+	} else {
+		return ss_err_set(P->err, -EINVAL, "%s is not a regular file or directory", src);
+	}
+	if (r)
+		return r;
+	uint64_t seq = 0;
+	for (size_t i = 0; i < P->nfiles; i++) {
+		struct pfile *f = &P->files[i];
+		f->fd = open(f->path, O_RDONLY | O_CLOEXEC);
+		if (f->fd < 0)
+			return ss_err_set(P->err, -errno, "cannot open %s: %s", f->path,
+					  strerror(errno));
+		f->first_seq = seq;
+		f->nsegs = (f->size + P->cfg.chunk.seg_size - 1) / P->cfg.chunk.seg_size;
+		seq += f->nsegs;
+		P->total_bytes += f->size;
+		f->hs = XXH3_createState();
+		if (!f->hs)
+			return ss_err_set(P->err, -ENOMEM, "out of memory");
+		XXH3_128bits_reset(f->hs);
+		if (f->size == 0) {
+			XXH128_canonical_t c;
+			XXH128_canonicalFromHash(&c, XXH3_128bits_digest(f->hs));
+			memcpy(f->digest, c.digest, 16);
+		}
+		/* Tell the kernel we read each file once, front to back. */
+		posix_fadvise(f->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	}
+	P->total_segs = seq;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- workers */
+
+struct wctx {
+	ZSTD_CCtx *cc;
+};
+
+static void *wctx_create(void *arg)
+{
+	struct push *P = arg;
+	struct wctx *w = calloc(1, sizeof(*w));
+	if (!w)
+		return NULL;
+	w->cc = ZSTD_createCCtx();
+	if (w->cc) {
+		ZSTD_CCtx_setParameter(w->cc, ZSTD_c_compressionLevel, P->cfg.zstd_level);
+		ZSTD_CCtx_setParameter(w->cc, ZSTD_c_checksumFlag, 0);
+		ZSTD_CCtx_setParameter(w->cc, ZSTD_c_contentSizeFlag, 0);
+		ZSTD_CCtx_setParameter(w->cc, ZSTD_c_dictIDFlag, 0);
+	}
+	return w;
+}
+
+static void wctx_destroy(void *p)
+{
+	struct wctx *w = p;
+	if (w)
+		ZSTD_freeCCtx(w->cc);
+	free(w);
+}
+
+static int seg_add_ext(struct seg *s, uint32_t len, uint32_t slot)
+{
+	if (slot == SS_SLOT_NONE && s->next && s->ext[s->next - 1].slot == SS_SLOT_NONE) {
+		s->ext[s->next - 1].len += len;
+		return 0;
+	}
+	if (s->next == s->ext_cap) {
+		uint32_t ncap = s->ext_cap ? s->ext_cap * 2 : 64;
+		void *a = realloc(s->ext, sizeof(*s->ext) * ncap);
+		if (!a)
+			return -ENOMEM;
+		s->ext = a;
+		s->ext_cap = ncap;
+	}
+	s->ext[s->next++] = (struct sext){.len = len, .slot = slot};
+	return 0;
+}
+
+static int seg_add_new(struct seg *s, const struct newc *c)
+{
+	if (s->nnc == s->nc_cap) {
+		uint32_t ncap = s->nc_cap ? s->nc_cap * 2 : 64;
+		void *a = realloc(s->nc, sizeof(*s->nc) * ncap);
+		if (!a)
+			return -ENOMEM;
+		s->nc = a;
+		s->nc_cap = ncap;
+	}
+	s->nc[s->nnc++] = *c;
+	return 0;
+}
+
+/* Compress one chunk into the segment's output. A chunk that zstd cannot
+ * shrink by 5% is stored raw: decompressing it would cost time for no
+ * space, and the bounded output buffer makes zstd give up early. */
+static void store_chunk(struct wctx *w, struct seg *s, const uint8_t *p, uint32_t len,
+			struct newc *c)
+{
+	uint8_t *dst = s->out + s->out_len;
+	size_t cap = len - len / 20;
+	size_t z = w && w->cc ? ZSTD_compress2(w->cc, dst, cap, p, len) : 0;
+	if (w && w->cc && !ZSTD_isError(z) && z > 0 && z < cap) {
+		c->codec = SS_CODEC_ZSTD;
+		c->stored_len = (uint32_t)z;
+	} else {
+		memcpy(dst, p, len);
+		c->codec = SS_CODEC_RAW;
+		c->stored_len = len;
+	}
+	c->out_off = (uint32_t)s->out_len;
+	s->out_len += c->stored_len;
+}
+
+static void seg_work(struct ss_task *t, void *wp)
+{
+	struct seg *s = (struct seg *)t;
+	struct push *P = s->P;
+	struct wctx *w = wp;
+	size_t off = 0;
+	int r = 0;
+	s->next = s->nnc = s->nc_done = 0;
+	s->out_len = 0;
+	s->zero_bytes = s->chunk_bytes = s->chunks = 0;
+	while (off < s->len) {
+		struct ss_extent e;
+		r = ss_chunk_next(&P->chunker, s->buf + off, s->len - off, s->off + off, true, &e);
+		if (r != 1) {
+			r = r < 0 ? r : -EIO;
+			break;
+		}
+		r = 0;
+		if (e.kind == SS_EXTENT_ZERO) {
+			s->zero_bytes += e.len;
+			r = seg_add_ext(s, (uint32_t)e.len, SS_SLOT_NONE);
+		} else {
+			const uint8_t *p = s->buf + off;
+			XXH128_canonical_t c;
+			XXH128_canonicalFromHash(&c, XXH3_128bits(p, e.len));
+			uint32_t slot;
+			bool is_new;
+			r = ss_dedup_claim(P->dedup, c.digest, (uint32_t)e.len, &slot, &is_new);
+			if (!r && is_new) {
+				struct newc nc = {.slot = slot};
+				store_chunk(w, s, p, (uint32_t)e.len, &nc);
+				r = seg_add_new(s, &nc);
+			}
+			if (!r)
+				r = seg_add_ext(s, (uint32_t)e.len, slot);
+			s->chunk_bytes += e.len;
+			s->chunks++;
+		}
+		if (r)
+			break;
+		off += e.len;
+	}
+	if (r)
+		ss_err_set(&s->werr, r, "chunking %s at offset %llu: %s", P->files[s->file].name,
+			   (unsigned long long)(s->off + off), strerror(-r));
+	s->err = r;
+}
+
+/* ---------------------------------------------------------------- packs */
+
+static void fail(struct push *P, int r, const char *what)
+{
+	if (!P->failed) {
+		P->failed = true;
+		ss_err_set(P->err, r, "%s: %s", what, strerror(-r));
+	}
+}
+
+static int pack_open(struct push *P, struct packbuf *pb)
+{
+	int r = ss_random_id(pb->id);
+	if (r)
+		return r;
+	r = ss_store_pack_index(P->store, pb->id, 0, &pb->idx);
+	if (r)
+		return r;
+	pb->len = 0;
+	pb->n = 0;
+	pb->open = true;
+	return 0;
+}
+
+static void pack_put_done(struct ss_op *op, int res);
+
+static int pack_flush(struct push *P, struct packbuf *pb)
+{
+	size_t need = (size_t)pb->n * SS_PACK_ENTRY_SIZE + SS_PACK_TRAILER_SIZE;
+	if (need > pb->tail_cap) {
+		uint8_t *t = realloc(pb->tail, need);
+		if (!t)
+			return -ENOMEM;
+		pb->tail = t;
+		pb->tail_cap = need;
+	}
+	size_t tl = ss_pack_write_index(pb->tail, pb->e, pb->n, pb->len);
+	P->store->pack_sizes[pb->idx] = pb->len + tl;
+	ss_pack_key(pb->id, pb->key);
+	pb->iov[0] = (struct iovec){.iov_base = pb->data, .iov_len = pb->len};
+	pb->iov[1] = (struct iovec){.iov_base = pb->tail, .iov_len = tl};
+	memset(&pb->req, 0, sizeof(pb->req));
+	ss_err_clear(&pb->perr);
+	pb->req.op.done = pack_put_done;
+	pb->req.kind = SS_REQ_PUT;
+	pb->req.key = pb->key;
+	pb->req.iov = pb->iov;
+	pb->req.iovcnt = 2;
+	pb->req.err = &pb->perr;
+	pb->req.user = pb;
+	pb->open = false;
+	pb->busy = true;
+	int r = ss_backend_submit(P->store->b, &pb->req);
+	if (r) {
+		pb->busy = false;
+		return r;
+	}
+	P->puts_inflight++;
+	P->st->requests++;
+	P->st->packs++;
+	P->st->transferred_bytes += pb->len + tl;
+	return 0;
+}
+
+static void drain_parked(struct push *P);
+
+static void pack_put_done(struct ss_op *op, int res)
+{
+	struct ss_req *req = (struct ss_req *)op;
+	struct packbuf *pb = req->user;
+	struct push *P = pb->P;
+	P->puts_inflight--;
+	pb->busy = false;
+	if (res < 0) {
+		if (!P->failed) {
+			P->failed = true;
+			if (pb->perr.code)
+				ss_err_set(P->err, res, "cannot store pack: %s", pb->perr.msg);
+			else
+				ss_err_set(P->err, res, "cannot store pack %s: %s", pb->key,
+					   strerror(-res));
+		}
+		return;
+	}
+	/* The store's next index object lists this pack; the entries move. */
+	struct ss_pack_entry *e = malloc(sizeof(*e) * (pb->n ? pb->n : 1));
+	if (!e || (memcpy(e, pb->e, sizeof(*e) * pb->n),
+		   ss_store_note_unindexed(P->store, pb->id, P->store->pack_sizes[pb->idx], e,
+					   pb->n))) {
+		fail(P, -ENOMEM, "cannot record a stored pack");
+		return;
+	}
+	drain_parked(P);
+}
+
+static struct packbuf *pack_current(struct push *P)
+{
+	if (P->cur && P->cur->open)
+		return P->cur;
+	for (unsigned i = 0; i < NPACKBUF; i++) {
+		struct packbuf *pb = &P->pb[i];
+		if (!pb->busy && !pb->open) {
+			int r = pack_open(P, pb);
+			if (r) {
+				fail(P, r, "cannot start a pack");
+				return NULL;
+			}
+			P->cur = pb;
+			return pb;
+		}
+	}
+	return NULL;   /* both uploading: wait for one */
+}
+
+/* Move a segment's new chunks into packs. Returns false when it had to
+ * stop for a free pack buffer (the segment stays parked). */
+static bool seg_pack(struct push *P, struct seg *s)
+{
+	while (s->nc_done < s->nnc) {
+		struct packbuf *pb = pack_current(P);
+		if (!pb)
+			return false;
+		struct newc *c = &s->nc[s->nc_done];
+		if (pb->n && pb->len + c->stored_len > P->cfg.pack_size) {
+			int r = pack_flush(P, pb);
+			if (r) {
+				fail(P, r, "cannot store a pack");
+				return true;
+			}
+			continue;
+		}
+		if (pb->n == pb->ecap) {
+			uint32_t ncap = pb->ecap ? pb->ecap * 2 : 1024;
+			void *a = realloc(pb->e, sizeof(*pb->e) * ncap);
+			if (!a) {
+				fail(P, -ENOMEM, "cannot grow a pack index");
+				return true;
+			}
+			pb->e = a;
+			pb->ecap = ncap;
+		}
+		struct ss_dentry *de = ss_dedup_entry(P->dedup, c->slot);
+		struct ss_pack_entry *pe = &pb->e[pb->n++];
+		memcpy(pe->id, de->id, 16);
+		pe->offset = (uint32_t)pb->len;
+		pe->stored_len = c->stored_len;
+		pe->raw_len = de->raw_len;
+		pe->codec = c->codec;
+		memcpy(pb->data + pb->len, s->out + c->out_off, c->stored_len);
+		de->pack = pb->idx;
+		de->offset = (uint32_t)pb->len;
+		de->stored_len = c->stored_len;
+		de->codec = c->codec;
+		pb->len += c->stored_len;
+		P->st->new_raw_bytes += de->raw_len;
+		P->st->new_stored_bytes += c->stored_len;
+		P->st->new_chunks++;
+		s->nc_done++;
+	}
+	return true;
+}
+
+static void seg_release(struct push *P, struct seg *s)
+{
+	/* The extents now belong to the snapshot being built. */
+	P->seg_ext[s->seq] = (struct segext){.ext = s->ext, .n = s->next};
+	s->ext = NULL;
+	s->next = s->ext_cap = 0;
+	s->next_free = P->free_segs;
+	P->free_segs = s;
+}
+
+static void drain_parked(struct push *P)
+{
+	while (P->parked_head && !P->failed) {
+		struct seg *s = P->parked_head;
+		if (!seg_pack(P, s))
+			return;
+		P->parked_head = s->next_parked;
+		if (!P->parked_head)
+			P->parked_tail = NULL;
+		seg_release(P, s);
+	}
+}
+
+static void seg_done(struct ss_op *op, int res)
+{
+	(void)res;
+	struct seg *s = (struct seg *)((char *)op - offsetof(struct ss_task, op));
+	struct push *P = s->P;
+	P->tasks_inflight--;
+	if (s->err) {
+		if (!P->failed) {
+			P->failed = true;
+			ss_err_set(P->err, s->err, "%s", s->werr.msg);
+		}
+		seg_release(P, s);
+		return;
+	}
+	P->st->zero_bytes += s->zero_bytes;
+	P->st->chunks += s->chunks;
+	P->chunk_bytes += s->chunk_bytes;
+	P->prog.zero_bytes += s->zero_bytes;
+	s->next_parked = NULL;
+	if (P->parked_tail)
+		P->parked_tail->next_parked = s;
+	else
+		P->parked_head = s;
+	P->parked_tail = s;
+	drain_parked(P);
+}
+
+/* ---------------------------------------------------------------- reads */
+
+static void dispatch_ready(struct push *P)
+{
+	for (;;) {
+		struct seg **slot = &P->hold[P->next_hash_seq % P->nsegs];
+		struct seg *s = *slot;
+		if (!s || s->seq != P->next_hash_seq)
+			return;
+		*slot = NULL;
+		struct pfile *f = &P->files[s->file];
+		XXH3_128bits_update(f->hs, s->buf, s->len);
+		if (s->seq == f->first_seq + f->nsegs - 1) {
+			XXH128_canonical_t c;
+			XXH128_canonicalFromHash(&c, XXH3_128bits_digest(f->hs));
+			memcpy(f->digest, c.digest, 16);
+		}
+		P->prog.bytes_done += s->len;
+		P->next_hash_seq++;
+		P->tasks_inflight++;
+		ss_pool_submit(P->pool, &s->task);
+	}
+}
+
+static void read_submit(struct push *P, struct seg *s)
+{
+	struct io_uring_sqe *sqe = ss_loop_sqe(P->loop, &s->rop);
+	struct pfile *f = &P->files[s->file];
+	if (P->fixed_bufs)
+		io_uring_prep_read_fixed(sqe, f->fd, s->buf + s->got, s->len - s->got,
+					 s->off + s->got, (int)s->idx);
+	else
+		io_uring_prep_read(sqe, f->fd, s->buf + s->got, s->len - s->got, s->off + s->got);
+	P->reads_inflight++;
+}
+
+static void read_done(struct ss_op *op, int res)
+{
+	struct seg *s = (struct seg *)((char *)op - offsetof(struct seg, rop));
+	struct push *P = s->P;
+	P->reads_inflight--;
+	struct pfile *f = &P->files[s->file];
+	if (res < 0 || (res == 0 && s->got < s->len)) {
+		if (!P->failed) {
+			P->failed = true;
+			if (res < 0)
+				ss_err_set(P->err, res, "cannot read %s: %s", f->path, strerror(-res));
+			else
+				ss_err_set(P->err, -EIO,
+					   "%s shrank while it was being pushed (no snapshot written)",
+					   f->path);
+		}
+		s->next_free = P->free_segs;
+		P->free_segs = s;
+		return;
+	}
+	s->got += (uint32_t)res;
+	if (s->got < s->len && !P->failed) {
+		read_submit(P, s);
+		return;
+	}
+	P->hold[s->seq % P->nsegs] = s;
+	dispatch_ready(P);
+}
+
+/* Start reads for free segments. */
+static void issue_reads(struct push *P)
+{
+	while (!P->failed && P->free_segs && P->rd_file < P->nfiles) {
+		struct pfile *f = &P->files[P->rd_file];
+		if (f->read_off >= f->size) {
+			P->rd_file++;
+			continue;
+		}
+		struct seg *s = P->free_segs;
+		P->free_segs = s->next_free;
+		s->file = (uint32_t)P->rd_file;
+		s->off = f->read_off;
+		s->len = (uint32_t)SS_MIN((uint64_t)P->cfg.chunk.seg_size, f->size - f->read_off);
+		s->got = 0;
+		s->seq = f->first_seq + f->read_off / P->cfg.chunk.seg_size;
+		s->err = 0;
+		ss_err_clear(&s->werr);
+		f->read_off += s->len;
+		read_submit(P, s);
+	}
+}
+
+/* ---------------------------------------------------------------- setup */
+
+static int pools_init(struct push *P)
+{
+	/* Enough segments for the reads in flight plus two per worker (one
+	 * being chunked, one queued), so neither side starves the other. */
+	P->nsegs = P->cfg.read_depth + 2 * P->cfg.threads;
+	size_t ss = P->cfg.chunk.seg_size;
+	P->seg_mem_len = ss * P->nsegs;
+	P->seg_mem = ss_map_alloc(P->seg_mem_len);
+	P->out_mem = ss_map_alloc(P->seg_mem_len);
+	P->segs = calloc(P->nsegs, sizeof(*P->segs));
+	P->hold = calloc(P->nsegs, sizeof(*P->hold));
+	P->seg_ext = calloc(P->total_segs ? P->total_segs : 1, sizeof(*P->seg_ext));
+	if (!P->seg_mem || !P->out_mem || !P->segs || !P->hold || !P->seg_ext)
+		return -ENOMEM;
+	struct iovec *iov = calloc(P->nsegs, sizeof(*iov));
+	if (!iov)
+		return -ENOMEM;
+	for (unsigned i = 0; i < P->nsegs; i++) {
+		struct seg *s = &P->segs[i];
+		s->P = P;
+		s->idx = i;
+		s->buf = P->seg_mem + ss * i;
+		s->out = P->out_mem + ss * i;
+		s->task.run = seg_work;
+		s->task.op.done = seg_done;
+		s->rop.done = read_done;
+		s->next_free = P->free_segs;
+		P->free_segs = s;
+		iov[i] = (struct iovec){.iov_base = s->buf, .iov_len = ss};
+	}
+	/* Registered buffers spare the kernel a page walk per read. */
+	P->fixed_bufs = io_uring_register_buffers(ss_loop_ring(P->loop), iov, P->nsegs) == 0;
+	free(iov);
+	for (unsigned i = 0; i < NPACKBUF; i++) {
+		struct packbuf *pb = &P->pb[i];
+		pb->P = P;
+		pb->cap = P->cfg.pack_size + P->cfg.chunk.max_size;
+		pb->data = ss_map_alloc(pb->cap);
+		if (!pb->data)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+static void pools_free(struct push *P)
+{
+	if (P->fixed_bufs)
+		io_uring_unregister_buffers(ss_loop_ring(P->loop));
+	P->fixed_bufs = false;
+	ss_map_free(P->seg_mem, P->seg_mem_len);
+	ss_map_free(P->out_mem, P->seg_mem_len);
+	P->seg_mem = P->out_mem = NULL;
+	if (P->segs)
+		for (unsigned i = 0; i < P->nsegs; i++) {
+			free(P->segs[i].ext);
+			free(P->segs[i].nc);
+		}
+	free(P->segs);
+	P->segs = NULL;
+	free(P->hold);
+	P->hold = NULL;
+	for (unsigned i = 0; i < NPACKBUF; i++) {
+		ss_map_free(P->pb[i].data, P->pb[i].cap);
+		P->pb[i].data = NULL;
+		free(P->pb[i].e);
+		P->pb[i].e = NULL;
+		free(P->pb[i].tail);
+		P->pb[i].tail = NULL;
+	}
+}
+
+static bool busy(const struct push *P)
+{
+	return P->reads_inflight || P->tasks_inflight || P->puts_inflight;
+}
+
+static void progress(struct push *P, bool force)
+{
+	P->prog.phase = "push";
+	P->prog.bytes_total = P->total_bytes;
+	P->prog.dedup_bytes = P->chunk_bytes - P->st->new_raw_bytes;
+	P->prog.stored_bytes = P->st->new_stored_bytes;
+	ss_tick(&P->cfg, &P->ticker, &P->prog, force);
+}
+
+/* Run the pipeline until every byte is chunked and every pack stored. */
+static int run_pipeline(struct push *P)
+{
+	for (;;) {
+		issue_reads(P);
+		bool all_read = P->rd_file >= P->nfiles;
+		if (!busy(P) && (P->failed || (all_read && !P->parked_head))) {
+			if (P->failed)
+				break;
+			/* Everything chunked: store the last, partial pack. */
+			if (P->cur && P->cur->open && P->cur->n) {
+				int r = pack_flush(P, P->cur);
+				if (r)
+					fail(P, r, "cannot store a pack");
+				continue;
+			}
+			break;
+		}
+		int r = ss_loop_turn(P->loop, true);
+		if (r < 0) {
+			fail(P, r, "event loop failed");
+			/* Nothing more will complete; do not wait for it. */
+			return P->err->code;
+		}
+		progress(P, false);
+	}
+	return P->failed ? P->err->code : 0;
+}
+
+/* Files must be what they were when the push started. */
+static int check_unchanged(struct push *P)
+{
+	for (size_t i = 0; i < P->nfiles; i++) {
+		struct pfile *f = &P->files[i];
+		struct stat st;
+		if (fstat(f->fd, &st) < 0)
+			return ss_err_set(P->err, -errno, "cannot stat %s: %s", f->path,
+					  strerror(errno));
+		int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+		if ((uint64_t)st.st_size != f->size || mt != f->mtime_ns)
+			return ss_err_set(P->err, -EAGAIN,
+					  "%s changed while it was being pushed (no snapshot written); "
+					  "push it again once it is stable",
+					  f->path);
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- manifest */
+
+static int build_manifest(struct push *P, struct ss_manifest *m, const struct ss_snaploc *loc)
+{
+	m->tool_version = strdup(SNAPSTREAM_VERSION);
+	m->store_uri = strdup(P->store->uri);
+	if (!m->tool_version || !m->store_uri)
+		return -ENOMEM;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	m->created_unix_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	m->chunk_min = P->cfg.chunk.min_size;
+	m->chunk_avg = P->cfg.chunk.avg_size;
+	m->chunk_max = P->cfg.chunk.max_size;
+	m->chunk_seg = P->cfg.chunk.seg_size;
+	m->chunk_algorithm = 1;
+	m->root_is_dir = P->root_is_dir;
+	(void)loc;
+
+	if (P->opts->nlabels) {
+		m->labels = calloc(P->opts->nlabels, sizeof(*m->labels));
+		if (!m->labels)
+			return -ENOMEM;
+		for (size_t i = 0; i < P->opts->nlabels; i++) {
+			m->labels[i].key = strdup(P->opts->labels[i].key);
+			m->labels[i].value = strdup(P->opts->labels[i].value);
+			m->nlabels++;
+			if (!m->labels[i].key || !m->labels[i].value)
+				return -ENOMEM;
+		}
+	}
+	if (P->opts->nparents) {
+		m->parents = calloc(P->opts->nparents, sizeof(*m->parents));
+		if (!m->parents)
+			return -ENOMEM;
+		for (size_t i = 0; i < P->opts->nparents; i++) {
+			struct ss_snaploc pl;
+			if (ss_snaploc_parse(P->opts->parents[i], &pl, NULL))
+				return -EINVAL;
+			m->parents[i] = pl.canonical;
+			pl.canonical = NULL;
+			ss_snaploc_free(&pl);
+			m->nparents++;
+		}
+	}
+
+	/* Map store pack indexes to the manifest's own pack table. */
+	uint32_t *pmap = malloc(sizeof(*pmap) * (P->store->npacks ? P->store->npacks : 1));
+	size_t chunk_cap = 1024;
+	m->chunks = malloc(sizeof(*m->chunks) * chunk_cap);
+	m->files = calloc(P->nfiles ? P->nfiles : 1, sizeof(*m->files));
+	if (!pmap || !m->chunks || !m->files) {
+		free(pmap);
+		return -ENOMEM;
+	}
+	memset(pmap, 0xff, sizeof(*pmap) * P->store->npacks);
+	int r = 0;
+	uint64_t unique_bytes = 0, stored_bytes = 0;
+	for (size_t i = 0; !r && i < P->nfiles; i++) {
+		struct pfile *f = &P->files[i];
+		struct ss_mfile *mf = &m->files[m->nfiles++];
+		if (!(mf->name = strdup(f->name))) {
+			r = -ENOMEM;
+			break;
+		}
+		mf->size = f->size;
+		mf->mode = f->mode;
+		mf->mtime_ns = f->mtime_ns;
+		memcpy(mf->digest, f->digest, 16);
+		size_t cap = 0;
+		for (uint64_t q = 0; q < f->nsegs; q++)
+			cap += P->seg_ext[f->first_seq + q].n;
+		mf->ext = malloc(sizeof(*mf->ext) * (cap ? cap : 1));
+		if (!mf->ext) {
+			r = -ENOMEM;
+			break;
+		}
+		for (uint64_t q = 0; !r && q < f->nsegs; q++) {
+			struct segext *se = &P->seg_ext[f->first_seq + q];
+			for (uint32_t k = 0; k < se->n; k++) {
+				struct sext *x = &se->ext[k];
+				if (x->slot == SS_SLOT_NONE) {
+					if (mf->next && mf->ext[mf->next - 1].chunk == 0)
+						mf->ext[mf->next - 1].len += x->len;
+					else
+						mf->ext[mf->next++] = (struct ss_mextent){x->len, 0};
+					continue;
+				}
+				struct ss_dentry *de = ss_dedup_entry(P->dedup, x->slot);
+				if (de->snap_idx == SS_SLOT_NONE) {
+					if (m->nchunks == chunk_cap) {
+						chunk_cap *= 2;
+						void *a = realloc(m->chunks, sizeof(*m->chunks) * chunk_cap);
+						if (!a) {
+							r = -ENOMEM;
+							break;
+						}
+						m->chunks = a;
+					}
+					if (de->pack == SS_PACK_PENDING || de->pack >= P->store->npacks) {
+						r = -EIO;   /* a chunk was never packed: a bug */
+						break;
+					}
+					if (pmap[de->pack] == UINT32_MAX)
+						pmap[de->pack] = (uint32_t)m->npacks++;
+					struct ss_chunk_ref *c = &m->chunks[m->nchunks];
+					memcpy(c->id, de->id, 16);
+					c->pack = pmap[de->pack];
+					c->offset = de->offset;
+					c->stored_len = de->stored_len;
+					c->raw_len = de->raw_len;
+					c->codec = de->codec;
+					de->snap_idx = (uint32_t)m->nchunks++;
+					unique_bytes += de->raw_len;
+					stored_bytes += de->stored_len;
+				}
+				mf->ext[mf->next++] = (struct ss_mextent){x->len, de->snap_idx + 1};
+			}
+			/* Free as we go: this is the largest metadata of a push. */
+			free(se->ext);
+			se->ext = NULL;
+		}
+	}
+	if (!r) {
+		m->pack_ids = malloc(16 * (m->npacks ? m->npacks : 1));
+		if (!m->pack_ids)
+			r = -ENOMEM;
+		for (uint32_t p = 0; !r && p < P->store->npacks; p++)
+			if (pmap[p] != UINT32_MAX)
+				memcpy(m->pack_ids[pmap[p]], P->store->pack_ids[p], 16);
+	}
+	free(pmap);
+	m->stats.logical_bytes = P->total_bytes;
+	m->stats.zero_bytes = P->st->zero_bytes;
+	m->stats.chunk_bytes = P->total_bytes - P->st->zero_bytes;
+	m->stats.unique_bytes = unique_bytes;
+	m->stats.new_raw_bytes = P->st->new_raw_bytes;
+	m->stats.new_stored_bytes = P->st->new_stored_bytes;
+	m->stats.stored_bytes = stored_bytes;
+	P->st->unique_chunks = m->nchunks;
+	return r;
+}
+
+static int load_parents(struct push *P)
+{
+	for (size_t i = 0; i < P->opts->nparents; i++) {
+		struct ss_manifest *pm = NULL;
+		int r = ss_manifest_load(P->opts->parents[i], P->loop, &P->cfg, &pm, &P->st->requests,
+					 P->err);
+		if (r) {
+			if (r == -ENOENT)
+				ss_err_set(P->err, r, "parent snapshot %s does not exist",
+					   P->opts->parents[i]);
+			return r;
+		}
+		/* Only chunks whose packs live in this store can be referenced. */
+		bool same_store = pm->store_uri && strcmp(pm->store_uri, P->store->uri) == 0;
+		for (size_t c = 0; !r && c < pm->nchunks; c++) {
+			struct ss_chunk_ref *cr = &pm->chunks[c];
+			uint32_t idx;
+			if (ss_store_pack_find(P->store, pm->pack_ids[cr->pack], &idx)) {
+				if (!same_store)
+					continue;
+				r = ss_store_pack_index(P->store, pm->pack_ids[cr->pack], 0, &idx);
+				if (r)
+					break;
+			}
+			r = ss_dedup_add(P->dedup, cr->id, idx, (uint32_t)cr->offset, cr->stored_len,
+					 cr->raw_len, cr->codec);
+		}
+		ss_manifest_free(pm);
+		if (r)
+			return ss_err_set(P->err, r, "cannot load parent %s: %s", P->opts->parents[i],
+					  strerror(-r));
+	}
+	return 0;
+}
+
+int ss_push(const struct ss_push_opts *opts, const struct ss_config *config, struct ss_stats *st,
+	    char *errbuf, size_t errlen)
+{
+	struct ss_err err = {0};
+	struct push *P = calloc(1, sizeof(*P));
+	struct ss_stats local_st;
+	struct ss_snaploc loc = {0};
+	struct ss_backend *snapb = NULL;
+	struct ss_manifest *m = NULL;
+	uint8_t *mbuf = NULL;
+	size_t mlen = 0;
+	uint64_t t0 = ss_now_ns();
+	int r;
+	if (!st)
+		st = &local_st;
+	memset(st, 0, sizeof(*st));
+	if (!P) {
+		r = ss_err_set(&err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	P->opts = opts;
+	P->err = &err;
+	P->st = st;
+	if (!opts || !opts->source || !opts->snapshot) {
+		r = ss_err_set(&err, -EINVAL, "push needs a source and a snapshot location");
+		goto out;
+	}
+	if ((r = ss_cfg_resolve(config, &P->cfg, &err)))
+		goto out;
+	ss_chunker_init(&P->chunker, &P->cfg.chunk);
+	if ((r = ss_snaploc_parse(opts->snapshot, &loc, &err)))
+		goto out;
+	if ((r = ss_loop_new(256, &P->loop))) {
+		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
+		goto out;
+	}
+	if ((r = ss_backend_open(loc.backend_uri, P->loop, &P->cfg.bopts, &snapb, &err)))
+		goto out;
+	struct ss_req sr = {.kind = SS_REQ_STAT, .key = loc.key, .err = &err};
+	r = ss_call(snapb, P->loop, &sr, &st->requests);
+	if (r == 0 && !opts->force) {
+		r = ss_err_set(&err, -EEXIST, "snapshot %s already exists (use --force to replace it)",
+			       opts->snapshot);
+		goto out;
+	}
+	if (r && r != -ENOENT)
+		goto out;
+	ss_err_clear(&err);
+	if ((r = collect_files(P)))
+		goto out;
+	const char *store_uri = opts->store ? opts->store : loc.default_store;
+	if ((r = ss_store_open(store_uri, P->loop, &P->cfg, &P->store, &err)))
+		goto out;
+	/* Every chunk the store already holds, plus room for this push. */
+	uint64_t max_new = P->total_bytes / P->cfg.chunk.min_size + P->total_segs * 2 + 16;
+	(void)max_new;
+	if ((r = ss_dedup_new(1u << 31, &P->dedup))) {
+		ss_err_set(&err, r, "out of memory");
+		goto out;
+	}
+	P->prog.phase = "index";
+	ss_tick(&P->cfg, &P->ticker, &P->prog, true);
+	if ((r = ss_store_load(P->store, P->loop, P->dedup, &err)))
+		goto out;
+	if ((r = load_parents(P)))
+		goto out;
+	struct ss_worker_ctx_ops wops = {.create = wctx_create, .destroy = wctx_destroy, .arg = P};
+	if ((r = pools_init(P)) || (r = ss_pool_new(P->loop, P->cfg.threads, &wops, &P->pool))) {
+		ss_err_set(&err, r, "cannot allocate the push pipeline: %s", strerror(-r));
+		goto out;
+	}
+	if ((r = run_pipeline(P)))
+		goto out;
+	if ((r = check_unchanged(P)))
+		goto out;
+	/* The pipeline is done: give its buffers back before the manifest. */
+	ss_pool_free(P->pool);
+	P->pool = NULL;
+	pools_free(P);
+
+	P->prog.phase = "commit";
+	progress(P, true);
+	m = calloc(1, sizeof(*m));
+	if (!m || (r = build_manifest(P, m, &loc))) {
+		r = ss_err_set(&err, m ? r : -ENOMEM, "cannot build the manifest: %s",
+			       strerror(m ? -r : ENOMEM));
+		goto out;
+	}
+	if ((r = ss_manifest_encode(m, &mbuf, &mlen))) {
+		ss_err_set(&err, r, "cannot encode the manifest: %s", strerror(-r));
+		goto out;
+	}
+	st->manifest_bytes = mlen;
+	/* Order is the crash-safety protocol: packs are stored, then the index
+	 * that lists them, then the ref, and the manifest last. */
+	if ((r = ss_store_write_index(P->store, P->loop, &err)))
+		goto out;
+	if ((r = ss_store_write_ref(P->store, P->loop, loc.canonical, &err)))
+		goto out;
+	r = ss_put_object(snapb, P->loop, loc.key, mbuf, mlen, opts->force ? 0 : SS_PUT_IF_ABSENT,
+			  &st->requests, &err);
+	if (r == -EEXIST)
+		r = ss_err_set(&err, r, "snapshot %s was created by someone else meanwhile",
+			       opts->snapshot);
+	else if (r)
+		ss_err_set(&err, r, "cannot write the manifest of %s: %s", opts->snapshot,
+			   strerror(-r));
+out:
+	if (P) {
+		/* On failure, let everything in flight finish before freeing. */
+		while (P->loop && busy(P) && ss_loop_turn(P->loop, true) >= 0)
+			;
+		ss_pool_free(P->pool);
+		if (P->segs || P->seg_mem)
+			pools_free(P);
+		st->files = P->nfiles;
+		st->logical_bytes = P->total_bytes;
+		st->dedup_bytes = P->total_bytes - st->zero_bytes - st->new_raw_bytes;
+		if (P->store)
+			st->requests += P->store->requests;
+		if (P->seg_ext)
+			for (uint64_t i = 0; i < P->total_segs; i++)
+				free(P->seg_ext[i].ext);
+		free(P->seg_ext);
+		for (size_t i = 0; i < P->nfiles; i++) {
+			if (P->files[i].fd >= 0)
+				close(P->files[i].fd);
+			XXH3_freeState(P->files[i].hs);
+			free(P->files[i].path);
+			free(P->files[i].name);
+		}
+		free(P->files);
+		ss_store_free(P->store);
+		ss_dedup_free(P->dedup);
+		ss_backend_free(snapb);
+		ss_loop_free(P->loop);
+	}
+	free(mbuf);
+	ss_manifest_free(m);
+	ss_snaploc_free(&loc);
+	free(P);
+	st->seconds = (double)(ss_now_ns() - t0) / 1e9;
+	if (r && errbuf && errlen)
+		snprintf(errbuf, errlen, "%s", err.msg[0] ? err.msg : strerror(-r));
+	return r;
+}

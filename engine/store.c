@@ -1,0 +1,341 @@
+/* The store: packs, the index objects that list them, and snapshot refs.
+ *
+ *   packs/<2 hex>/<32 hex>   immutable packs (chunk data + own index)
+ *   index/<32 hex>           which chunks each pack holds, written by each
+ *                            push after its packs and before its manifest
+ *   refs/<32 hex>            one record per snapshot pushed here (for gc)
+ *
+ * Loading reads every index object, then lists packs/ for packs no index
+ * covers (those of an interrupted push) and reads their own trailing index,
+ * so a re-run reuses them; the next index object written covers them. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#define SS_INDEX_OBJ_MAX SS_INDEX_MAX_SIZE
+
+int ss_store_open(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
+		  struct ss_store **out, struct ss_err *err)
+{
+	struct ss_store *s = calloc(1, sizeof(*s));
+	if (!s)
+		return ss_err_set(err, -ENOMEM, "out of memory");
+	int r = ss_backend_open(uri, l, &cfg->bopts, &s->b, err);
+	if (r) {
+		free(s);
+		return r;
+	}
+	if (!(s->uri = strdup(uri))) {
+		ss_store_free(s);
+		return ss_err_set(err, -ENOMEM, "out of memory");
+	}
+	*out = s;
+	return 0;
+}
+
+void ss_store_free(struct ss_store *s)
+{
+	if (!s)
+		return;
+	ss_backend_free(s->b);
+	free(s->uri);
+	free(s->pack_ids);
+	free(s->pack_sizes);
+	free(s->pack_map);
+	ss_index_free(s->unindexed, s->nunindexed);
+	free(s);
+}
+
+static uint32_t pack_hash(const uint8_t id[16])
+{
+	uint32_t h;
+	memcpy(&h, id, sizeof(h));
+	return h;
+}
+
+static int pack_map_grow(struct ss_store *s)
+{
+	uint32_t ncap = s->pack_map_cap ? s->pack_map_cap * 2 : 256;
+	uint32_t *m = malloc(sizeof(*m) * ncap);
+	if (!m)
+		return -ENOMEM;
+	memset(m, 0xff, sizeof(*m) * ncap);
+	for (uint32_t i = 0; i < s->npacks; i++) {
+		uint32_t j = pack_hash(s->pack_ids[i]) & (ncap - 1);
+		while (m[j] != UINT32_MAX)
+			j = (j + 1) & (ncap - 1);
+		m[j] = i;
+	}
+	free(s->pack_map);
+	s->pack_map = m;
+	s->pack_map_cap = ncap;
+	return 0;
+}
+
+int ss_store_pack_find(const struct ss_store *s, const uint8_t id[16], uint32_t *idx)
+{
+	if (!s->pack_map_cap)
+		return -ENOENT;
+	uint32_t j = pack_hash(id) & (s->pack_map_cap - 1);
+	while (s->pack_map[j] != UINT32_MAX) {
+		if (memcmp(s->pack_ids[s->pack_map[j]], id, 16) == 0) {
+			*idx = s->pack_map[j];
+			return 0;
+		}
+		j = (j + 1) & (s->pack_map_cap - 1);
+	}
+	return -ENOENT;
+}
+
+int ss_store_pack_index(struct ss_store *s, const uint8_t id[16], uint64_t size, uint32_t *idx)
+{
+	if (ss_store_pack_find(s, id, idx) == 0)
+		return 0;
+	if (s->npacks == s->packs_cap) {
+		uint32_t ncap = s->packs_cap ? s->packs_cap * 2 : 64;
+		void *a = realloc(s->pack_ids, sizeof(*s->pack_ids) * ncap);
+		if (!a)
+			return -ENOMEM;
+		s->pack_ids = a;
+		void *z = realloc(s->pack_sizes, sizeof(*s->pack_sizes) * ncap);
+		if (!z)
+			return -ENOMEM;
+		s->pack_sizes = z;
+		s->packs_cap = ncap;
+	}
+	if ((s->npacks + 1) * 2 > s->pack_map_cap && pack_map_grow(s))
+		return -ENOMEM;
+	uint32_t i = s->npacks++;
+	memcpy(s->pack_ids[i], id, 16);
+	s->pack_sizes[i] = size;
+	uint32_t j = pack_hash(id) & (s->pack_map_cap - 1);
+	while (s->pack_map[j] != UINT32_MAX)
+		j = (j + 1) & (s->pack_map_cap - 1);
+	s->pack_map[j] = i;
+	*idx = i;
+	return 0;
+}
+
+int ss_store_note_unindexed(struct ss_store *s, const uint8_t id[16], uint64_t size,
+			    struct ss_pack_entry *entries, uint32_t count)
+{
+	if (s->nunindexed == s->unindexed_cap) {
+		uint32_t ncap = s->unindexed_cap ? s->unindexed_cap * 2 : 16;
+		void *a = realloc(s->unindexed, sizeof(*s->unindexed) * ncap);
+		if (!a) {
+			free(entries);
+			return -ENOMEM;
+		}
+		s->unindexed = a;
+		s->unindexed_cap = ncap;
+	}
+	struct ss_index_pack *p = &s->unindexed[s->nunindexed++];
+	memcpy(p->pack_id, id, 16);
+	p->pack_size = size;
+	p->count = count;
+	p->entries = entries;
+	return 0;
+}
+
+static int add_pack_entries(struct ss_store *s, struct ss_dedup *d, const uint8_t id[16],
+			    uint64_t size, const struct ss_pack_entry *e, uint32_t n)
+{
+	uint32_t idx;
+	int r = ss_store_pack_index(s, id, size, &idx);
+	for (uint32_t i = 0; !r && i < n; i++)
+		r = ss_dedup_add(d, e[i].id, idx, e[i].offset, e[i].stored_len, e[i].raw_len,
+				 e[i].codec);
+	return r;
+}
+
+struct keylist {
+	char **keys;
+	uint64_t *sizes;
+	size_t n, cap;
+};
+
+static int collect_key(void *arg, const char *key, uint64_t size)
+{
+	struct keylist *kl = arg;
+	if (kl->n == kl->cap) {
+		size_t ncap = kl->cap ? kl->cap * 2 : 64;
+		void *a = realloc(kl->keys, sizeof(*kl->keys) * ncap);
+		if (!a)
+			return -ENOMEM;
+		kl->keys = a;
+		void *b = realloc(kl->sizes, sizeof(*kl->sizes) * ncap);
+		if (!b)
+			return -ENOMEM;
+		kl->sizes = b;
+		kl->cap = ncap;
+	}
+	if (!(kl->keys[kl->n] = strdup(key)))
+		return -ENOMEM;
+	kl->sizes[kl->n++] = size;
+	return 0;
+}
+
+static void keylist_free(struct keylist *kl)
+{
+	for (size_t i = 0; i < kl->n; i++)
+		free(kl->keys[i]);
+	free(kl->keys);
+	free(kl->sizes);
+	memset(kl, 0, sizeof(*kl));
+}
+
+static int list_keys(struct ss_store *s, struct ss_loop *l, const char *prefix,
+		     struct keylist *kl, struct ss_err *err)
+{
+	struct ss_req r = {.kind = SS_REQ_LIST, .key = prefix, .on_key = collect_key, .arg = kl,
+			   .err = err};
+	int res = ss_call(s->b, l, &r, &s->requests);
+	if (res < 0)
+		return ss_err_set(err, res, "cannot list %s/%s: %s", s->uri, prefix,
+				  strerror(-res));
+	return 0;
+}
+
+/* Read a pack's own index (trailer first, then the index before it). */
+static int read_pack_index(struct ss_store *s, struct ss_loop *l, const char *key,
+			   struct ss_pack_entry **entries, uint32_t *count, uint64_t *size,
+			   struct ss_err *err)
+{
+	uint8_t trailer[SS_PACK_TRAILER_SIZE];
+	struct ss_req g = {.kind = SS_REQ_GET, .flags = SS_GET_SUFFIX, .key = key,
+			   .len = sizeof(trailer), .buf = trailer, .err = err};
+	int r = ss_call(s->b, l, &g, &s->requests);
+	if (r < 0)
+		return r;
+	if (r != (int)sizeof(trailer))
+		return ss_err_set(err, -EBADMSG, "pack %s is truncated", key);
+	uint64_t index_off;
+	r = ss_pack_parse_trailer(trailer, g.size, count, &index_off, err);
+	if (r)
+		return r;
+	size_t ilen = (size_t)*count * SS_PACK_ENTRY_SIZE;
+	uint8_t *buf = malloc(ilen + SS_PACK_TRAILER_SIZE);
+	if (!buf)
+		return ss_err_set(err, -ENOMEM, "out of memory");
+	struct ss_req gi = {.kind = SS_REQ_GET, .key = key, .off = index_off,
+			    .len = ilen + SS_PACK_TRAILER_SIZE, .buf = buf, .err = err};
+	r = ss_call(s->b, l, &gi, &s->requests);
+	if (r >= 0 && (size_t)r != ilen + SS_PACK_TRAILER_SIZE)
+		r = ss_err_set(err, -EBADMSG, "pack %s changed while reading", key);
+	if (r >= 0)
+		r = ss_pack_parse_index(buf, *count, index_off, buf + ilen, entries, err);
+	free(buf);
+	*size = g.size;
+	return r < 0 ? r : 0;
+}
+
+int ss_store_load(struct ss_store *s, struct ss_loop *l, struct ss_dedup *d, struct ss_err *err)
+{
+	struct keylist idx = {0}, packs = {0};
+	int r = list_keys(s, l, "index/", &idx, err);
+	for (size_t i = 0; !r && i < idx.n; i++) {
+		uint8_t *buf;
+		size_t len;
+		r = ss_get_object(s->b, l, idx.keys[i], SS_INDEX_OBJ_MAX, &buf, &len, &s->requests,
+				  err);
+		if (r == -ENOENT) {   /* removed by a concurrent gc: its packs too */
+			ss_err_clear(err);
+			r = 0;
+			continue;
+		}
+		if (r)
+			break;
+		struct ss_index_pack *ip = NULL;
+		uint32_t np = 0;
+		struct ss_err derr = {0};
+		r = ss_index_decode(buf, len, &ip, &np, &derr);
+		free(buf);
+		if (r) {
+			ss_err_set(err, r, "store index %s/%s is damaged: %s (run 'snapstream check')",
+				   s->uri, idx.keys[i], derr.msg);
+			break;
+		}
+		for (uint32_t p = 0; !r && p < np; p++)
+			r = add_pack_entries(s, d, ip[p].pack_id, ip[p].pack_size, ip[p].entries,
+					     ip[p].count);
+		ss_index_free(ip, np);
+		s->nindex_objects++;
+		if (r)
+			ss_err_set(err, r, "cannot load the store index: %s", strerror(-r));
+	}
+	if (!r)
+		r = list_keys(s, l, "packs/", &packs, err);
+	for (size_t i = 0; !r && i < packs.n; i++) {
+		const char *base = strrchr(packs.keys[i], '/');
+		uint8_t id[16];
+		uint32_t known;
+		if (!base || ss_unhex(base + 1, id, 16))
+			continue;   /* not a pack: ignore foreign files */
+		if (ss_store_pack_find(s, id, &known) == 0)
+			continue;
+		struct ss_pack_entry *e = NULL;
+		uint32_t count = 0;
+		uint64_t size = 0;
+		struct ss_err perr = {0};
+		int pr = read_pack_index(s, l, packs.keys[i], &e, &count, &size, &perr);
+		if (pr) {
+			/* A damaged orphan cannot be reused; 'check' reports it. */
+			free(e);
+			continue;
+		}
+		r = add_pack_entries(s, d, id, size, e, count);
+		if (!r)
+			r = ss_store_note_unindexed(s, id, size, e, count);
+		else
+			free(e);
+	}
+	keylist_free(&idx);
+	keylist_free(&packs);
+	return r;
+}
+
+int ss_store_write_index(struct ss_store *s, struct ss_loop *l, struct ss_err *err)
+{
+	if (!s->nunindexed)
+		return 0;
+	uint8_t *buf;
+	size_t len;
+	int r = ss_index_encode(s->unindexed, s->nunindexed, &buf, &len);
+	if (r)
+		return ss_err_set(err, r, "cannot encode the store index: %s", strerror(-r));
+	uint8_t id[16];
+	char hex[33], key[64];
+	r = ss_random_id(id);
+	if (!r) {
+		ss_hex(id, 16, hex);
+		snprintf(key, sizeof(key), "index/%s", hex);
+		r = ss_put_object(s->b, l, key, buf, len, SS_PUT_IF_ABSENT, &s->requests, err);
+	}
+	free(buf);
+	if (r)
+		return ss_err_set(err, r, "cannot write the store index to %s: %s", s->uri,
+				  strerror(-r));
+	ss_index_free(s->unindexed, s->nunindexed);
+	s->unindexed = NULL;
+	s->nunindexed = s->unindexed_cap = 0;
+	return 0;
+}
+
+int ss_store_write_ref(struct ss_store *s, struct ss_loop *l, const char *snapshot_uri,
+		       struct ss_err *err)
+{
+	XXH128_hash_t h = XXH3_128bits(snapshot_uri, strlen(snapshot_uri));
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, h);
+	char hex[33], key[64];
+	ss_hex(c.digest, 16, hex);
+	snprintf(key, sizeof(key), "refs/%s", hex);
+	int r = ss_put_object(s->b, l, key, snapshot_uri, strlen(snapshot_uri), 0, &s->requests,
+			      err);
+	if (r)
+		return ss_err_set(err, r, "cannot write the snapshot reference: %s", strerror(-r));
+	return 0;
+}

@@ -1,0 +1,305 @@
+#include "loop.h"
+
+#include "util.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+struct ss_loop {
+	struct io_uring ring;
+	unsigned inflight;         /* SQEs handed out, CQE not yet reaped */
+	struct ss_op *defer_head, *defer_tail;
+
+	/* Worker → loop: finished tasks and an eventfd to wake the ring. */
+	pthread_mutex_t done_mu;
+	struct ss_task *done_head, *done_tail;
+	int efd;
+	bool efd_armed;
+	uint64_t efd_val;
+	struct ss_op efd_op;
+};
+
+static void efd_arm(struct ss_loop *l);
+
+static void efd_done(struct ss_op *op, int res)
+{
+	struct ss_loop *l = (struct ss_loop *)((char *)op - offsetof(struct ss_loop, efd_op));
+	(void)res;
+	l->efd_armed = false;
+	efd_arm(l);
+}
+
+static void efd_arm(struct ss_loop *l)
+{
+	if (l->efd_armed)
+		return;
+	struct io_uring_sqe *sqe = ss_loop_sqe(l, &l->efd_op);
+	io_uring_prep_read(sqe, l->efd, &l->efd_val, sizeof(l->efd_val), 0);
+	l->efd_armed = true;
+}
+
+int ss_loop_new(unsigned entries, struct ss_loop **out)
+{
+	struct ss_loop *l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->efd = -1;
+	struct io_uring_params p;
+	memset(&p, 0, sizeof(p));
+	/* The CQ is sized generously: completions can outnumber submissions
+	 * in one turn when the loop defers work. */
+	p.flags = IORING_SETUP_CQSIZE;
+	p.cq_entries = entries * 4;
+	int r = io_uring_queue_init_params(entries, &l->ring, &p);
+	if (r < 0) {
+		free(l);
+		return r;
+	}
+	pthread_mutex_init(&l->done_mu, NULL);
+	l->efd = eventfd(0, EFD_CLOEXEC);
+	if (l->efd < 0) {
+		r = -errno;
+		ss_loop_free(l);
+		return r;
+	}
+	l->efd_op.done = efd_done;
+	efd_arm(l);
+	*out = l;
+	return 0;
+}
+
+void ss_loop_free(struct ss_loop *l)
+{
+	if (!l)
+		return;
+	io_uring_queue_exit(&l->ring);
+	if (l->efd >= 0)
+		close(l->efd);
+	pthread_mutex_destroy(&l->done_mu);
+	free(l);
+}
+
+struct io_uring *ss_loop_ring(struct ss_loop *l)
+{
+	return &l->ring;
+}
+
+struct io_uring_sqe *ss_loop_sqe(struct ss_loop *l, struct ss_op *op)
+{
+	struct io_uring_sqe *sqe;
+	while (!(sqe = io_uring_get_sqe(&l->ring)))
+		io_uring_submit(&l->ring);
+	io_uring_sqe_set_data(sqe, op);
+	l->inflight++;
+	return sqe;
+}
+
+void ss_loop_defer(struct ss_loop *l, struct ss_op *op, int res)
+{
+	op->res = res;
+	op->next = NULL;
+	if (l->defer_tail)
+		l->defer_tail->next = op;
+	else
+		l->defer_head = op;
+	l->defer_tail = op;
+}
+
+unsigned ss_loop_inflight(const struct ss_loop *l)
+{
+	return l->inflight;
+}
+
+static int run_deferred(struct ss_loop *l)
+{
+	int n = 0;
+	/* Take the whole list: callbacks may defer more, which run next turn. */
+	struct ss_op *op = l->defer_head;
+	l->defer_head = l->defer_tail = NULL;
+	while (op) {
+		struct ss_op *next = op->next;
+		op->done(op, op->res);
+		op = next;
+		n++;
+	}
+	return n;
+}
+
+static int run_finished_tasks(struct ss_loop *l)
+{
+	pthread_mutex_lock(&l->done_mu);
+	struct ss_task *t = l->done_head;
+	l->done_head = l->done_tail = NULL;
+	pthread_mutex_unlock(&l->done_mu);
+	int n = 0;
+	while (t) {
+		struct ss_task *next = t->next;
+		t->op.done(&t->op, t->op.res);
+		t = next;
+		n++;
+	}
+	return n;
+}
+
+int ss_loop_turn(struct ss_loop *l, bool wait)
+{
+	int n = run_deferred(l);
+	n += run_finished_tasks(l);
+	bool block = wait && n == 0 && !l->defer_head;
+	int r;
+	if (block)
+		r = io_uring_submit_and_wait(&l->ring, 1);
+	else
+		r = io_uring_submit(&l->ring);
+	if (r < 0 && r != -EINTR && r != -EBUSY)
+		return r;
+
+	struct io_uring_cqe *cqe;
+	unsigned head, seen = 0;
+	/* Copy results out before running callbacks: a callback may queue new
+	 * SQEs, and the CQ must be advanced first so the kernel has room. */
+	struct {
+		struct ss_op *op;
+		int res;
+	} batch[256];
+	for (;;) {
+		unsigned k = 0;
+		io_uring_for_each_cqe(&l->ring, head, cqe) {
+			batch[k].op = io_uring_cqe_get_data(cqe);
+			batch[k].res = cqe->res;
+			if (++k == SS_ARRAY_SIZE(batch))
+				break;
+		}
+		if (k == 0)
+			break;
+		io_uring_cq_advance(&l->ring, k);
+		l->inflight -= k;
+		for (unsigned i = 0; i < k; i++)
+			batch[i].op->done(batch[i].op, batch[i].res);
+		seen += k;
+	}
+	n += (int)seen;
+	n += run_finished_tasks(l);
+	return n;
+}
+
+/* --- worker pool ------------------------------------------------------ */
+
+struct ss_pool {
+	struct ss_loop *loop;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct ss_task *head, *tail;
+	bool stopping;
+	unsigned nthreads;
+	struct ss_worker_ctx_ops ops;
+	pthread_t *threads;
+};
+
+static void task_finished(struct ss_pool *p, struct ss_task *t)
+{
+	struct ss_loop *l = p->loop;
+	t->next = NULL;
+	pthread_mutex_lock(&l->done_mu);
+	bool was_empty = !l->done_head;
+	if (l->done_tail)
+		l->done_tail->next = t;
+	else
+		l->done_head = t;
+	l->done_tail = t;
+	pthread_mutex_unlock(&l->done_mu);
+	/* One wakeup per batch: the loop drains the whole list at once. */
+	if (was_empty) {
+		uint64_t one = 1;
+		ssize_t w = write(l->efd, &one, sizeof(one));
+		(void)w;
+	}
+}
+
+static void *worker_main(void *arg)
+{
+	struct ss_pool *p = arg;
+	void *wctx = p->ops.create ? p->ops.create(p->ops.arg) : NULL;
+	for (;;) {
+		pthread_mutex_lock(&p->mu);
+		while (!p->head && !p->stopping)
+			pthread_cond_wait(&p->cv, &p->mu);
+		struct ss_task *t = p->head;
+		if (!t) {
+			pthread_mutex_unlock(&p->mu);
+			break;
+		}
+		p->head = t->next;
+		if (!p->head)
+			p->tail = NULL;
+		pthread_mutex_unlock(&p->mu);
+		t->run(t, wctx);
+		task_finished(p, t);
+	}
+	if (p->ops.destroy)
+		p->ops.destroy(wctx);
+	return NULL;
+}
+
+int ss_pool_new(struct ss_loop *l, unsigned n, const struct ss_worker_ctx_ops *ops,
+		struct ss_pool **out)
+{
+	if (n == 0)
+		return -EINVAL;
+	struct ss_pool *p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->loop = l;
+	if (ops)
+		p->ops = *ops;
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->cv, NULL);
+	p->threads = calloc(n, sizeof(*p->threads));
+	if (!p->threads) {
+		ss_pool_free(p);
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		int r = pthread_create(&p->threads[i], NULL, worker_main, p);
+		if (r) {
+			ss_pool_free(p);
+			return -r;
+		}
+		p->nthreads++;
+	}
+	*out = p;
+	return 0;
+}
+
+void ss_pool_free(struct ss_pool *p)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->mu);
+	p->stopping = true;
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	for (unsigned i = 0; i < p->nthreads; i++)
+		pthread_join(p->threads[i], NULL);
+	free(p->threads);
+	pthread_cond_destroy(&p->cv);
+	pthread_mutex_destroy(&p->mu);
+	free(p);
+}
+
+void ss_pool_submit(struct ss_pool *p, struct ss_task *t)
+{
+	t->next = NULL;
+	pthread_mutex_lock(&p->mu);
+	if (p->tail)
+		p->tail->next = t;
+	else
+		p->head = t;
+	p->tail = t;
+	pthread_cond_signal(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+}

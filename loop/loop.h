@@ -1,0 +1,86 @@
+/* loop — the io_uring event loop and the worker pool.
+ *
+ * One thread owns a struct ss_loop and is the only one that touches its
+ * ring: file reads and writes, opens and renames, and (later) the sockets
+ * and timers of a libcurl multi handle. Worker threads never touch the
+ * ring; they finish tasks and wake the loop through an eventfd, and the
+ * loop runs each task's completion on its own thread.
+ *
+ * Every asynchronous operation embeds a struct ss_op; its `done` callback
+ * runs on the loop thread with the result (>= 0 or -errno).
+ */
+#ifndef SS_LOOP_H
+#define SS_LOOP_H
+
+#include <liburing.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct ss_op;
+typedef void (*ss_op_fn)(struct ss_op *op, int res);
+
+struct ss_op {
+	ss_op_fn done;
+	struct ss_op *next;   /* for the loop's deferred list */
+	int res;
+};
+
+struct ss_loop;
+
+/* Create a loop with a ring of `entries` submission slots. Returns 0 or
+ * -errno. Loop thread only from here on. */
+int ss_loop_new(unsigned entries, struct ss_loop **out);
+void ss_loop_free(struct ss_loop *l);
+
+/* The ring, for callers that register buffers or files. */
+struct io_uring *ss_loop_ring(struct ss_loop *l);
+
+/* A submission slot for `op`; the op's done() runs when the CQE arrives.
+ * Submits pending SQEs to make room when the ring is full; never NULL. */
+struct io_uring_sqe *ss_loop_sqe(struct ss_loop *l, struct ss_op *op);
+
+/* Complete op with res on the next loop turn (never re-entrantly), for
+ * operations that finish synchronously but promise async completion. */
+void ss_loop_defer(struct ss_loop *l, struct ss_op *op, int res);
+
+/* Number of SQEs submitted whose CQE has not been reaped. */
+unsigned ss_loop_inflight(const struct ss_loop *l);
+
+/* One turn: submit what is queued, wait for at least one event if `wait`
+ * and nothing is deferred, run completions (CQEs, deferred ops, worker
+ * wakeups). Returns the number of completions run, or -errno. */
+int ss_loop_turn(struct ss_loop *l, bool wait);
+
+/* --- worker pool ------------------------------------------------------ */
+
+struct ss_task;
+/* Runs on a worker thread; wctx is that worker's private context. */
+typedef void (*ss_task_run_fn)(struct ss_task *t, void *wctx);
+
+struct ss_task {
+	ss_task_run_fn run;
+	struct ss_op op;          /* op.done runs on the loop thread after run */
+	struct ss_task *next;
+};
+
+/* Per-worker context: created on the worker thread at start, freed at exit
+ * (zstd contexts and scratch buffers, allocated once and reused). */
+struct ss_worker_ctx_ops {
+	void *(*create)(void *arg);
+	void (*destroy)(void *wctx);
+	void *arg;
+};
+
+struct ss_pool;
+
+/* Start n worker threads bound to loop l. Returns 0 or -errno. */
+int ss_pool_new(struct ss_loop *l, unsigned n, const struct ss_worker_ctx_ops *ops,
+		struct ss_pool **out);
+/* Stop and join the workers (queued tasks still run first). NULL ok. */
+void ss_pool_free(struct ss_pool *p);
+/* Queue a task (loop thread). Never blocks: the caller bounds how many
+ * tasks it has outstanding through its own buffer pools. */
+void ss_pool_submit(struct ss_pool *p, struct ss_task *t);
+
+#endif

@@ -1,0 +1,114 @@
+/* manifest — the snapshot manifest (proto/snapshot.proto) in memory, and
+ * its encoder and hostile-input-safe decoder.
+ *
+ * Thread-safety: none needed; a manifest is owned by one thread at a time.
+ */
+#ifndef SS_MANIFEST_H
+#define SS_MANIFEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util.h"
+
+#define SS_MANIFEST_MAJOR 1
+#define SS_MANIFEST_MINOR 0
+
+/* Hard limits a decoder enforces before allocating anything. */
+#define SS_MANIFEST_MAX_SIZE (1u << 30)         /* encoded envelope */
+#define SS_MANIFEST_MAX_BODY (2u << 30)         /* decoded body */
+#define SS_MANIFEST_MAX_FILES (1u << 20)
+#define SS_MANIFEST_MAX_CHUNKS (1u << 28)
+#define SS_MANIFEST_MAX_NAME 4096
+#define SS_MANIFEST_MAX_LABELS 1024
+
+enum ss_codec {
+	SS_CODEC_RAW = 0,
+	SS_CODEC_ZSTD = 1,
+};
+
+struct ss_chunk_ref {
+	uint8_t id[16];
+	uint32_t pack;        /* index into ss_manifest.pack_ids */
+	uint32_t stored_len;
+	uint32_t raw_len;
+	uint8_t codec;        /* enum ss_codec */
+	uint64_t offset;      /* within the pack */
+};
+
+struct ss_mextent {
+	uint64_t len;
+	uint32_t chunk;       /* 0 = zero run; else 1 + index into chunks */
+};
+
+struct ss_mfile {
+	char *name;
+	uint64_t size;
+	uint32_t mode;
+	int64_t mtime_ns;
+	uint8_t digest[16];
+	struct ss_mextent *ext;
+	size_t next;
+};
+
+struct ss_label {
+	char *key;
+	char *value;
+};
+
+struct ss_mstats {
+	uint64_t logical_bytes, zero_bytes, chunk_bytes, unique_bytes;
+	uint64_t new_raw_bytes, new_stored_bytes, stored_bytes;
+};
+
+struct ss_manifest {
+	uint32_t format_major, format_minor;   /* filled by decode */
+	char *tool_version;
+	int64_t created_unix_ns;
+	uint32_t chunk_min, chunk_avg, chunk_max, chunk_seg, chunk_algorithm;
+	bool keyed_ids;
+	bool root_is_dir;
+	struct ss_label *labels;
+	size_t nlabels;
+	char **parents;
+	size_t nparents;
+	char *store_uri;
+	uint8_t (*pack_ids)[16];
+	size_t npacks;
+	struct ss_chunk_ref *chunks;
+	size_t nchunks;
+	struct ss_mfile *files;
+	size_t nfiles;
+	struct ss_mstats stats;
+};
+
+/* Serialize m as an Envelope (body zstd-compressed, checksummed).
+ * On success *out is malloc'd and owned by the caller. Returns 0 or -errno. */
+int ss_manifest_encode(const struct ss_manifest *m, uint8_t **out, size_t *outlen);
+
+/* Parse an Envelope. Refuses, with a message in err:
+ *  - a newer format_major (-EPROTONOSUPPORT, "made by a newer snapstream"),
+ *  - a bad checksum, truncation or garbage (-EBADMSG),
+ *  - a body larger than declared or than the limits (-EBADMSG / -EFBIG),
+ *  - anything ss_manifest_validate refuses.
+ * On success *out is owned by the caller (ss_manifest_free). */
+int ss_manifest_decode(const uint8_t *buf, size_t len, struct ss_manifest **out,
+		       struct ss_err *err);
+
+/* Check internal consistency: file names safe (ss_manifest_name_ok),
+ * unique; extents sum to the file size; chunk indexes and pack indexes in
+ * range; a chunk extent's length equals its chunk's raw length; codecs
+ * known; stored_len > 0 and bounded by max_size-derived limits; raw_len
+ * <= chunk_max. Returns 0 or -EBADMSG with a message. */
+int ss_manifest_validate(const struct ss_manifest *m, struct ss_err *err);
+
+/* A file name a manifest may carry: non-empty, relative, components
+ * separated by single '/', none empty, "." or "..", no control characters
+ * (bytes < 0x20 or 0x7f), at most SS_MANIFEST_MAX_NAME bytes. */
+bool ss_manifest_name_ok(const char *name);
+
+/* Free everything; NULL is a no-op. Works on half-built manifests. */
+void ss_manifest_free(struct ss_manifest *m);
+
+#endif

@@ -1,0 +1,338 @@
+/* pack — pack index/trailer and store index objects (see pack.h).
+ *
+ * Every parser here reads untrusted bytes: each length is checked against
+ * what is left of the buffer (in 64-bit arithmetic) before it is used, and
+ * allocation sizes are bounded by the input length.
+ */
+#include "pack.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#define PACK_MAGIC "SSPACK01"
+#define INDEX_MAGIC "SSINDX01"
+#define PACK_VERSION 1u
+#define CODEC_MAX 1u                 /* 0 = raw, 1 = zstd */
+#define INDEX_HDR_SIZE 16u           /* magic, npacks, reserved */
+#define INDEX_REC_SIZE 32u           /* pack_id, pack_size, count, reserved */
+#define INDEX_SUM_SIZE 8u
+
+static void put_entry(uint8_t *p, const struct ss_pack_entry *e)
+{
+	memcpy(p, e->id, 16);
+	ss_put_le32(p + 16, e->offset);
+	ss_put_le32(p + 20, e->stored_len);
+	ss_put_le32(p + 24, e->raw_len);
+	p[28] = e->codec;
+	p[29] = p[30] = p[31] = 0;
+}
+
+/* Check one entry against the previous one's end and the data bounds.
+ * `what` names the table for messages ("pack index", "index object pack 3"). */
+static int check_entry(const struct ss_pack_entry *e, const uint8_t *reserved, uint32_t i,
+		       uint32_t count, uint64_t prev_end, uint64_t data_end, const char *what,
+		       struct ss_err *err)
+{
+	if (reserved && (reserved[0] | reserved[1] | reserved[2]))
+		return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
+				  ": reserved bytes are not zero (corrupt, or written by a newer snapstream)",
+				  what, i, count);
+	if (e->codec > CODEC_MAX)
+		return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
+				  ": unknown codec %u (corrupt, or written by a newer snapstream)",
+				  what, i, count, (unsigned)e->codec);
+	if (e->raw_len == 0 || e->stored_len == 0)
+		return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
+				  ": empty chunk (raw %" PRIu32 ", stored %" PRIu32 " bytes; corrupt)",
+				  what, i, count, e->raw_len, e->stored_len);
+	if (e->codec == 0 && e->stored_len != e->raw_len)
+		return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
+				  ": uncompressed chunk stores %" PRIu32 " bytes for %" PRIu32 " (corrupt)",
+				  what, i, count, e->stored_len, e->raw_len);
+	if (e->offset < prev_end)
+		return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
+				  ": chunk at offset %" PRIu32 " overlaps the previous one, which ends at %"
+				  PRIu64 " (entries out of order or overlapping; corrupt)",
+				  what, i, count, e->offset, prev_end);
+	uint64_t end = (uint64_t)e->offset + e->stored_len;
+	if (end > data_end)
+		return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
+				  ": chunk [%" PRIu32 ", %" PRIu64 ") runs past the chunk data, which ends at %"
+				  PRIu64 " (corrupt)", what, i, count, e->offset, end, data_end);
+	return 0;
+}
+
+/* Parse and check count entries at p (count * 32 bytes, already bounded). */
+static int parse_entries(const uint8_t *p, uint32_t count, uint64_t data_end,
+			 struct ss_pack_entry *out, const char *what, struct ss_err *err)
+{
+	uint64_t prev_end = 0;
+	for (uint32_t i = 0; i < count; i++, p += SS_PACK_ENTRY_SIZE) {
+		struct ss_pack_entry *e = &out[i];
+		memcpy(e->id, p, 16);
+		e->offset = ss_get_le32(p + 16);
+		e->stored_len = ss_get_le32(p + 20);
+		e->raw_len = ss_get_le32(p + 24);
+		e->codec = p[28];
+		int r = check_entry(e, p + 29, i, count, prev_end, data_end, what, err);
+		if (r)
+			return r;
+		prev_end = (uint64_t)e->offset + e->stored_len;
+	}
+	return 0;
+}
+
+size_t ss_pack_write_index(uint8_t *out, const struct ss_pack_entry *e, uint32_t n,
+			   uint64_t index_offset)
+{
+	uint8_t *p = out;
+	for (uint32_t i = 0; i < n; i++, p += SS_PACK_ENTRY_SIZE)
+		put_entry(p, &e[i]);
+	memcpy(p, PACK_MAGIC, 8);
+	ss_put_le32(p + 8, PACK_VERSION);
+	ss_put_le32(p + 12, n);
+	ss_put_le64(p + 16, index_offset);
+	/* The index and the first 24 trailer bytes are contiguous here. */
+	size_t covered = (size_t)n * SS_PACK_ENTRY_SIZE + 24;
+	ss_put_le64(p + 24, XXH3_64bits(out, covered));
+	return (size_t)n * SS_PACK_ENTRY_SIZE + SS_PACK_TRAILER_SIZE;
+}
+
+int ss_pack_parse_trailer(const uint8_t *trailer, uint64_t pack_size, uint32_t *count,
+			  uint64_t *index_offset, struct ss_err *err)
+{
+	if (!trailer || !count || !index_offset)
+		return ss_err_set(err, -EINVAL, "no pack trailer");
+	if (pack_size < SS_PACK_TRAILER_SIZE)
+		return ss_err_set(err, -EBADMSG,
+				  "pack is %" PRIu64 " bytes, too short to hold a trailer (truncated)",
+				  pack_size);
+	if (pack_size > SS_PACK_MAX_SIZE)
+		return ss_err_set(err, -EBADMSG,
+				  "pack is %" PRIu64 " bytes, more than the %u MiB limit (corrupt)",
+				  pack_size, SS_PACK_MAX_SIZE >> 20);
+	if (memcmp(trailer, PACK_MAGIC, 8) != 0)
+		return ss_err_set(err, -EBADMSG,
+				  "pack trailer has no SSPACK01 magic (not a snapstream pack, or truncated)");
+	uint32_t version = ss_get_le32(trailer + 8);
+	if (version != PACK_VERSION)
+		return ss_err_set(err, -EBADMSG,
+				  "pack format version %" PRIu32 " is not supported (this snapstream reads version %u)",
+				  version, PACK_VERSION);
+	uint32_t n = ss_get_le32(trailer + 12);
+	uint64_t off = ss_get_le64(trailer + 16);
+	if (n > SS_PACK_MAX_ENTRIES)
+		return ss_err_set(err, -EBADMSG,
+				  "pack trailer claims %" PRIu32 " chunks, more than the limit of %u (corrupt)",
+				  n, SS_PACK_MAX_ENTRIES);
+	uint64_t tail = (uint64_t)n * SS_PACK_ENTRY_SIZE + SS_PACK_TRAILER_SIZE;
+	if (off > pack_size || pack_size - off != tail)
+		return ss_err_set(err, -EBADMSG,
+				  "pack trailer says the index of %" PRIu32 " entries starts at %" PRIu64
+				  ", which does not fit a %" PRIu64 "-byte pack (corrupt or truncated)",
+				  n, off, pack_size);
+	*count = n;
+	*index_offset = off;
+	return 0;
+}
+
+int ss_pack_parse_index(const uint8_t *index, uint32_t count, uint64_t index_offset,
+			const uint8_t *trailer, struct ss_pack_entry **out, struct ss_err *err)
+{
+	if (!out || !trailer || (count && !index))
+		return ss_err_set(err, -EINVAL, "no pack index");
+	*out = NULL;
+	if (count > SS_PACK_MAX_ENTRIES)
+		return ss_err_set(err, -EBADMSG, "pack index of %" PRIu32 " entries is over the limit",
+				  count);
+	/* The trailer must be the one that described this index. */
+	if (memcmp(trailer, PACK_MAGIC, 8) != 0 || ss_get_le32(trailer + 8) != PACK_VERSION ||
+	    ss_get_le32(trailer + 12) != count || ss_get_le64(trailer + 16) != index_offset)
+		return ss_err_set(err, -EBADMSG,
+				  "pack trailer does not match its index (corrupt)");
+	XXH3_state_t *st = XXH3_createState();
+	if (!st)
+		return ss_err_set(err, -ENOMEM, "out of memory checking a pack index");
+	XXH3_64bits_reset(st);
+	if (count)
+		XXH3_64bits_update(st, index, (size_t)count * SS_PACK_ENTRY_SIZE);
+	XXH3_64bits_update(st, trailer, 24);
+	uint64_t sum = XXH3_64bits_digest(st);
+	XXH3_freeState(st);
+	if (sum != ss_get_le64(trailer + 24))
+		return ss_err_set(err, -EBADMSG, "pack index checksum mismatch (corrupted pack)");
+
+	struct ss_pack_entry *e = calloc(count ? count : 1, sizeof(*e));
+	if (!e)
+		return ss_err_set(err, -ENOMEM, "out of memory reading a pack index");
+	int r = parse_entries(index, count, index_offset, e, "pack index", err);
+	if (r) {
+		free(e);
+		return r;
+	}
+	*out = e;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Store index objects                                                 */
+
+int ss_index_encode(const struct ss_index_pack *packs, uint32_t npacks, uint8_t **out,
+		    size_t *outlen)
+{
+	if (!out || !outlen || (npacks && !packs))
+		return -EINVAL;
+	*out = NULL;
+	*outlen = 0;
+	uint64_t total = INDEX_HDR_SIZE + INDEX_SUM_SIZE;
+	for (uint32_t i = 0; i < npacks; i++) {
+		const struct ss_index_pack *pk = &packs[i];
+		if (pk->count > SS_PACK_MAX_ENTRIES || (pk->count && !pk->entries))
+			return -EINVAL;
+		uint64_t tail = (uint64_t)pk->count * SS_PACK_ENTRY_SIZE + SS_PACK_TRAILER_SIZE;
+		if (pk->pack_size > SS_PACK_MAX_SIZE || pk->pack_size < tail)
+			return -EINVAL;
+		/* Refuse to write what ss_index_decode would refuse. */
+		uint64_t prev_end = 0;
+		for (uint32_t j = 0; j < pk->count; j++) {
+			const struct ss_pack_entry *e = &pk->entries[j];
+			if (check_entry(e, NULL, j, pk->count, prev_end, pk->pack_size - tail, "",
+					NULL))
+				return -EINVAL;
+			prev_end = (uint64_t)e->offset + e->stored_len;
+		}
+		total += INDEX_REC_SIZE + (uint64_t)pk->count * SS_PACK_ENTRY_SIZE;
+		if (total > SS_INDEX_MAX_SIZE)
+			return -EFBIG;
+	}
+	uint8_t *buf = malloc((size_t)total);
+	if (!buf)
+		return -ENOMEM;
+	uint8_t *p = buf;
+	memcpy(p, INDEX_MAGIC, 8);
+	ss_put_le32(p + 8, npacks);
+	ss_put_le32(p + 12, 0);
+	p += INDEX_HDR_SIZE;
+	for (uint32_t i = 0; i < npacks; i++) {
+		const struct ss_index_pack *pk = &packs[i];
+		memcpy(p, pk->pack_id, 16);
+		ss_put_le64(p + 16, pk->pack_size);
+		ss_put_le32(p + 24, pk->count);
+		ss_put_le32(p + 28, 0);
+		p += INDEX_REC_SIZE;
+		for (uint32_t j = 0; j < pk->count; j++, p += SS_PACK_ENTRY_SIZE)
+			put_entry(p, &pk->entries[j]);
+	}
+	ss_put_le64(p, XXH3_64bits(buf, (size_t)(p - buf)));
+	*out = buf;
+	*outlen = (size_t)total;
+	return 0;
+}
+
+int ss_index_decode(const uint8_t *buf, size_t len, struct ss_index_pack **out,
+		    uint32_t *npacks, struct ss_err *err)
+{
+	if (!out || !npacks || (len && !buf))
+		return ss_err_set(err, -EINVAL, "no index object");
+	*out = NULL;
+	*npacks = 0;
+	if (len > SS_INDEX_MAX_SIZE)
+		return ss_err_set(err, -EBADMSG,
+				  "index object is %zu bytes, more than the %u MiB limit (corrupt)",
+				  len, SS_INDEX_MAX_SIZE >> 20);
+	if (len < INDEX_HDR_SIZE + INDEX_SUM_SIZE)
+		return ss_err_set(err, -EBADMSG,
+				  "index object is %zu bytes, too short (truncated)", len);
+	if (memcmp(buf, INDEX_MAGIC, 8) != 0)
+		return ss_err_set(err, -EBADMSG,
+				  "index object has no SSINDX01 magic (not a snapstream index, or corrupt)");
+	size_t body = len - INDEX_SUM_SIZE;
+	if (XXH3_64bits(buf, body) != ss_get_le64(buf + body))
+		return ss_err_set(err, -EBADMSG,
+				  "index object checksum mismatch (corrupted or truncated)");
+	uint32_t n = ss_get_le32(buf + 8);
+	if (ss_get_le32(buf + 12) != 0)
+		return ss_err_set(err, -EBADMSG,
+				  "index object header has non-zero reserved bytes (corrupt, or written by a newer snapstream)");
+	uint64_t pos = INDEX_HDR_SIZE;
+	/* Every pack record takes at least INDEX_REC_SIZE bytes: this bounds
+	 * the allocation by the input size. */
+	if ((uint64_t)n * INDEX_REC_SIZE > body - pos)
+		return ss_err_set(err, -EBADMSG,
+				  "index object claims %" PRIu32 " packs but has room for at most %" PRIu64
+				  " (corrupt or truncated)", n, (body - pos) / INDEX_REC_SIZE);
+	struct ss_index_pack *packs = calloc(n ? n : 1, sizeof(*packs));
+	if (!packs)
+		return ss_err_set(err, -ENOMEM, "out of memory reading an index object");
+	int r = 0;
+	char what[48];
+	uint32_t done = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		struct ss_index_pack *pk = &packs[i];
+		if (body - pos < INDEX_REC_SIZE) {
+			r = ss_err_set(err, -EBADMSG, "index object pack %" PRIu32
+				       " is truncated (corrupt)", i);
+			break;
+		}
+		const uint8_t *p = buf + pos;
+		memcpy(pk->pack_id, p, 16);
+		pk->pack_size = ss_get_le64(p + 16);
+		uint32_t count = ss_get_le32(p + 24);
+		if (ss_get_le32(p + 28) != 0) {
+			r = ss_err_set(err, -EBADMSG, "index object pack %" PRIu32
+				       " has non-zero reserved bytes (corrupt)", i);
+			break;
+		}
+		pos += INDEX_REC_SIZE;
+		if (count > SS_PACK_MAX_ENTRIES ||
+		    (uint64_t)count * SS_PACK_ENTRY_SIZE > body - pos) {
+			r = ss_err_set(err, -EBADMSG, "index object pack %" PRIu32 " claims %" PRIu32
+				       " chunks but only %" PRIu64 " bytes remain (corrupt or truncated)",
+				       i, count, body - pos);
+			break;
+		}
+		uint64_t tail = (uint64_t)count * SS_PACK_ENTRY_SIZE + SS_PACK_TRAILER_SIZE;
+		if (pk->pack_size > SS_PACK_MAX_SIZE || pk->pack_size < tail) {
+			r = ss_err_set(err, -EBADMSG, "index object pack %" PRIu32 " has size %" PRIu64
+				       ", impossible for %" PRIu32 " chunks (corrupt)",
+				       i, pk->pack_size, count);
+			break;
+		}
+		pk->entries = calloc(count ? count : 1, sizeof(*pk->entries));
+		if (!pk->entries) {
+			r = ss_err_set(err, -ENOMEM, "out of memory reading an index object");
+			break;
+		}
+		done = i + 1;
+		snprintf(what, sizeof(what), "index object pack %" PRIu32, i);
+		r = parse_entries(buf + pos, count, pk->pack_size - tail, pk->entries, what, err);
+		if (r)
+			break;
+		pk->count = count;
+		pos += (uint64_t)count * SS_PACK_ENTRY_SIZE;
+	}
+	if (!r && pos != body)
+		r = ss_err_set(err, -EBADMSG,
+			       "index object has %" PRIu64 " unexpected bytes after its last pack (corrupt)",
+			       body - pos);
+	if (r) {
+		ss_index_free(packs, done);
+		return r;
+	}
+	*out = packs;
+	*npacks = n;
+	return 0;
+}
+
+void ss_index_free(struct ss_index_pack *packs, uint32_t npacks)
+{
+	if (!packs)
+		return;
+	for (uint32_t i = 0; i < npacks; i++)
+		free(packs[i].entries);
+	free(packs);
+}
