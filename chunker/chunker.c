@@ -187,12 +187,10 @@ static inline size_t roll(const uint8_t *p, size_t i, size_t end, uint64_t *fpp,
 {
 	uint64_t fp = *fpp;
 	for (; end - i >= 2; i += 2) {
-		uint64_t base = fp << 2, a = gear_ls[p[i]];
-		uint64_t s2 = a + gear[p[i + 1]];
-		__asm__("" : "+r"(s2));
-		if (!((base + a) & m_ls))
+		fp = (fp << 2) + gear_ls[p[i]];
+		if (!(fp & m_ls))
 			return i + 1;
-		fp = base + s2;
+		fp += gear[p[i + 1]];
 		if (!(fp & m))
 			return i + 2;
 	}

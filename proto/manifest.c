@@ -179,9 +179,6 @@ static int validate_chunks(const struct ss_manifest *m, struct ss_err *err)
 				  ", avg %" PRIu32 ", max %" PRIu32 ", segment %" PRIu32
 				  "; need min < avg < max <= segment, avg a power of two, max <= 64 MiB)",
 				  m->chunk_min, m->chunk_avg, m->chunk_max, m->chunk_seg);
-	if (m->npacks && !m->pack_ids)
-		return ss_err_set(err, -EBADMSG, "manifest lists %zu packs but has no pack table",
-				  m->npacks);
 	for (size_t i = 0; i < m->nchunks; i++) {
 		const struct ss_chunk_ref *c = &m->chunks[i];
 		if (c->codec != SS_CODEC_RAW && c->codec != SS_CODEC_ZSTD)
@@ -319,8 +316,11 @@ int ss_manifest_validate(const struct ss_manifest *m, struct ss_err *err)
 	if (m->nparents > MAX_PARENTS)
 		return ss_err_set(err, -EBADMSG, "manifest has %zu parents, more than the limit of %u",
 				  m->nparents, MAX_PARENTS);
+	if (m->npacks > SS_MANIFEST_MAX_CHUNKS)
+		return ss_err_set(err, -EBADMSG, "manifest lists %zu packs, more than the limit of %u",
+				  m->npacks, SS_MANIFEST_MAX_CHUNKS);
 	if ((m->nfiles && !m->files) || (m->nlabels && !m->labels) ||
-	    (m->nparents && !m->parents))
+	    (m->nparents && !m->parents) || (m->npacks && !m->pack_ids))
 		return ss_err_set(err, -EBADMSG, "manifest is incomplete (a table is missing)");
 
 	int r = check_text(m->tool_version, "tool version", err);
@@ -386,7 +386,7 @@ void ss_manifest_free(struct ss_manifest *m)
 /* Encode                                                              */
 
 /* A ProtobufCBuffer that feeds a zstd stream writing into a growable
- * output buffer (starting at `out.pos`, after the header room). */
+ * output buffer (from `pos`, which starts after the header room). */
 struct zsink {
 	ProtobufCBuffer base;
 	ZSTD_CCtx *cctx;
@@ -443,7 +443,7 @@ static void zsink_append(ProtobufCBuffer *b, size_t len, const uint8_t *data)
 {
 	struct zsink *z = (struct zsink *)b;
 	z->fed += len;
-	if (z->err)
+	if (z->err || len == 0)
 		return;
 	if (z->stage_len + len <= STAGE_SIZE) {
 		memcpy(z->stage + z->stage_len, data, len);
@@ -697,6 +697,10 @@ int ss_manifest_encode(const struct ss_manifest *m, uint8_t **out, size_t *outle
 
 	size_t clen = z.pos - ENV_HDR_MAX;
 	uint8_t *body = z.buf + ENV_HDR_MAX;
+	if (clen > SS_MANIFEST_MAX_SIZE - ENV_HDR_MAX - 18) {
+		r = -EFBIG; /* the decoder would refuse it */
+		goto out;
+	}
 	XXH128_canonical_t sum;
 	XXH128_canonicalFromHash(&sum, XXH3_128bits(body, clen));
 
@@ -1083,7 +1087,9 @@ int ss_manifest_decode(const uint8_t *buf, size_t len, struct ss_manifest **out,
 				  major, SS_MANIFEST_MAJOR);
 
 	int r = 0;
-	struct budget eb = { .limit = 2 * len + (1u << 20) };
+	/* The envelope is little more than its body, which protobuf-c copies. */
+	struct budget eb = { .limit = len > (SIZE_MAX - (1u << 20)) / 2 ? SIZE_MAX
+								       : 2 * len + (1u << 20) };
 	ProtobufCAllocator ea = { budget_alloc, budget_free, &eb };
 	Envelope *env = snapstream__v1__envelope__unpack(&ea, len, buf);
 	uint8_t *raw = NULL;
@@ -1189,26 +1195,27 @@ int ss_manifest_decode(const uint8_t *buf, size_t len, struct ss_manifest **out,
 
 	struct snap_counts cnt;
 	count_snapshot(body, (size_t)raw_size, &cnt);
-	const char *what = NULL;
-	uint64_t have = 0, limit = 0;
-	if (cnt.files > SS_MANIFEST_MAX_FILES)
-		what = "files", have = cnt.files, limit = SS_MANIFEST_MAX_FILES;
-	else if (cnt.labels > SS_MANIFEST_MAX_LABELS)
-		what = "labels", have = cnt.labels, limit = SS_MANIFEST_MAX_LABELS;
-	else if (cnt.parents > MAX_PARENTS)
-		what = "parents", have = cnt.parents, limit = MAX_PARENTS;
-	else if (cnt.packs > SS_MANIFEST_MAX_CHUNKS)
-		what = "packs", have = cnt.packs, limit = SS_MANIFEST_MAX_CHUNKS;
-	if (what) {
-		r = ss_err_set(err, -EBADMSG,
-			       "manifest lists %" PRIu64 " %s, more than the limit of %" PRIu64
-			       " (corrupt manifest)", have, what, limit);
-		goto out;
-	}
+	const struct {
+		const char *what;
+		uint64_t have, limit;
+	} lim[] = {
+		{ "files", cnt.files, SS_MANIFEST_MAX_FILES },
+		{ "labels", cnt.labels, SS_MANIFEST_MAX_LABELS },
+		{ "parents", cnt.parents, MAX_PARENTS },
+		{ "packs", cnt.packs, SS_MANIFEST_MAX_CHUNKS },
+	};
+	for (size_t i = 0; i < SS_ARRAY_SIZE(lim); i++)
+		if (lim[i].have > lim[i].limit) {
+			r = ss_err_set(err, -EBADMSG,
+				       "manifest lists %" PRIu64 " %s, more than the limit of %" PRIu64
+				       " (corrupt manifest)", lim[i].have, lim[i].what, lim[i].limit);
+			goto out;
+		}
 	/* A chunk table takes about 1.5x its encoding in memory once parsed;
 	 * a small file record up to ~8x (message, name, digest, bookkeeping),
 	 * hence the per-file allowance. Anything needing more is hostile. */
-	sb.limit = 4 * (size_t)raw_size + BUDGET_PER_FILE * (size_t)cnt.files + (64u << 20);
+	uint64_t limit = 4 * raw_size + (uint64_t)BUDGET_PER_FILE * cnt.files + (64u << 20);
+	sb.limit = limit > SIZE_MAX ? SIZE_MAX : (size_t)limit;
 	snap = snapstream__v1__snapshot__unpack(&sa, (size_t)raw_size, body);
 	free(raw);
 	raw = NULL;
