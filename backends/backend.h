@@ -97,9 +97,10 @@ bool ss_key_ok(const char *key);
 struct ss_memstore;
 struct ss_memstore *ss_memstore_new(void);
 void ss_memstore_free(struct ss_memstore *m);
-/* Fault injection for tests: fail the next `n` requests of `kind` (0 =
- * any) with `res`. */
-void ss_memstore_fail(struct ss_memstore *m, enum ss_req_kind kind, unsigned n, int res);
+/* Fault injection for tests: let `skip` requests of `kind` (0 = any)
+ * through, then fail the next `n` of them with `res`. */
+void ss_memstore_fail(struct ss_memstore *m, enum ss_req_kind kind, unsigned skip, unsigned n,
+		      int res);
 /* Objects and bytes held. */
 void ss_memstore_usage(const struct ss_memstore *m, uint64_t *objects, uint64_t *bytes);
 

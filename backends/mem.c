@@ -21,6 +21,7 @@ struct ss_memstore {
 	struct mem_obj *bucket[MEM_BUCKETS];
 	uint64_t objects, bytes;
 	enum ss_req_kind fail_kind;
+	unsigned fail_skip;
 	unsigned fail_n;
 	int fail_res;
 };
@@ -68,9 +69,11 @@ void ss_memstore_free(struct ss_memstore *m)
 	free(m);
 }
 
-void ss_memstore_fail(struct ss_memstore *m, enum ss_req_kind kind, unsigned n, int res)
+void ss_memstore_fail(struct ss_memstore *m, enum ss_req_kind kind, unsigned skip, unsigned n,
+		      int res)
 {
 	m->fail_kind = kind;
+	m->fail_skip = skip;
 	m->fail_n = n;
 	m->fail_res = res;
 }
@@ -145,7 +148,9 @@ static int mem_run(struct mem_view *v, struct ss_req *r)
 
 static int mem_run_key(struct ss_memstore *m, const char *full, size_t rootlen, struct ss_req *r)
 {
-	if (m->fail_n && (!m->fail_kind || m->fail_kind == r->kind)) {
+	if (m->fail_n && (!m->fail_kind || m->fail_kind == r->kind) && m->fail_skip) {
+		m->fail_skip--;
+	} else if (m->fail_n && (!m->fail_kind || m->fail_kind == r->kind)) {
 		m->fail_n--;
 		return ss_err_set(r->err, m->fail_res, "injected failure on '%s'", r->key);
 	}

@@ -7,7 +7,7 @@
  * Sizes take a K/M/G suffix. The data is generated in memory (so the figure
  * is the chunker alone, no I/O) and chunked segment by segment, as the
  * engine's workers do; --read B feeds it through the streaming front end in
- * B-byte reads instead. "memory" data imitates a checkpoint image: a mix of
+ * B-byte reads instead. "memory" data imitates a checkpoint image: runs of
  * zero pages, text-like pages, sparse pages and random pages. Throughput is
  * input bytes per second of this thread's CPU time (the per-core figure,
  * robust on a shared machine) and of wall time, best of --iters runs.
@@ -72,25 +72,32 @@ static void fill_text(uint8_t *p, size_t n, uint64_t *seed)
 	}
 }
 
-/* Pages: 35% zero, 20% text, 10% sparse (a few words set), 35% random. */
+/* Runs of 1..32 pages of one kind, as in process memory (heaps, mapped
+ * files and untouched regions come in stretches): 35% zero, 20% text,
+ * 10% sparse (a few words set in a zero page), 35% random. */
 static void fill_memory(uint8_t *p, size_t n, uint64_t *seed)
 {
-	for (size_t q = 0; q < n; q += PAGE) {
-		size_t len = SS_MIN(PAGE, n - q);
-		unsigned k = (unsigned)(splitmix64(seed) % 20);
-		if (k < 7) {
-			memset(p + q, 0, len);
-		} else if (k < 11) {
-			fill_text(p + q, len, seed);
-		} else if (k < 13) {
-			memset(p + q, 0, len);
-			for (int j = 0; j < 4; j++) {
-				uint64_t v = splitmix64(seed);
-				size_t at = (size_t)(v % len) & ~(size_t)7;
-				memcpy(p + q + at, &v, SS_MIN((size_t)8, len - at));
+	size_t q = 0;
+	while (q < n) {
+		unsigned kind = (unsigned)(splitmix64(seed) % 20);
+		size_t run = (size_t)(1 + splitmix64(seed) % 32) * PAGE;
+		size_t end = SS_MIN(n, q + run);
+		for (; q < end; q += PAGE) {
+			size_t len = SS_MIN(PAGE, n - q);
+			if (kind < 7) {
+				memset(p + q, 0, len);
+			} else if (kind < 11) {
+				fill_text(p + q, len, seed);
+			} else if (kind < 13) {
+				memset(p + q, 0, len);
+				for (int j = 0; j < 4; j++) {
+					uint64_t v = splitmix64(seed);
+					size_t at = (size_t)(v % len) & ~(size_t)7;
+					memcpy(p + q + at, &v, SS_MIN((size_t)8, len - at));
+				}
+			} else {
+				fill_random(p + q, len, seed);
 			}
-		} else {
-			fill_random(p + q, len, seed);
 		}
 	}
 }
@@ -318,6 +325,12 @@ int main(int argc, char **argv)
 	}
 	if (!mib || mib > 65536) {
 		fprintf(stderr, "chunkbench: --mib must be 1 .. 65536\n");
+		return 2;
+	}
+	struct ss_chunker probe;
+	if (!sweep && ss_chunker_init(&probe, &p)) {
+		fprintf(stderr, "chunkbench: bad parameters min %u avg %u max %u seg %u\n",
+			p.min_size, p.avg_size, p.max_size, p.seg_size);
 		return 2;
 	}
 	size_t size = (size_t)mib << 20;

@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -45,6 +46,30 @@
 #define BUF_PAGES 512u
 
 static const char *prog = "ss-genimage";
+
+/* Temporary outputs to remove if we fail or are interrupted: a half
+ * written multi-GiB file left on tmpfs would eat the memory the benchmark
+ * needs. At most a directory and one file in it are in flight. */
+static char *volatile tmp_file, *volatile tmp_dir;
+static char *tmp_dir_files[3]; /* finished files inside tmp_dir */
+
+static void remove_tmp(void)
+{
+	if (tmp_file)
+		unlink(tmp_file);
+	if (tmp_dir) {
+		for (int i = 0; i < 3; i++)
+			unlink(tmp_dir_files[i]);
+		rmdir(tmp_dir);
+	}
+}
+
+static void on_signal(int sig)
+{
+	remove_tmp(); /* unlink and rmdir are async-signal-safe */
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
 
 /* ---- failure reporting: one line on stderr, exit 2 usage / 1 failure ---- */
 
@@ -70,6 +95,7 @@ static void die(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
+	remove_tmp();
 	exit(1);
 }
 
@@ -165,7 +191,7 @@ static const char *const cls_name[C_COUNT] = {"zero", "dup", "clone", "text", "s
  * zero pages a clone copies count as zero in the report, so the reported
  * zero share is a little above mix[C_ZERO]. */
 static double mix[C_COUNT] = {
-	[C_ZERO] = 30, [C_DUP] = 7, [C_CLONE] = 7, [C_TEXT] = 18, [C_STRUCT] = 17, [C_RANDOM] = 21,
+	[C_ZERO] = 28, [C_DUP] = 5, [C_CLONE] = 12, [C_TEXT] = 18, [C_STRUCT] = 16, [C_RANDOM] = 21,
 };
 
 /* Run lengths in pages, log-uniform in [min, max]. Zero runs reach 16 MiB
@@ -420,6 +446,7 @@ static void out_open(struct outfile *o, const char *path)
 	o->fd = open(o->tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (o->fd < 0)
 		die("create %s: %s", o->tmp, strerror(errno));
+	tmp_file = o->tmp;
 }
 
 static void out_commit(struct outfile *o)
@@ -428,6 +455,7 @@ static void out_commit(struct outfile *o)
 		die("close %s: %s", o->tmp, strerror(errno));
 	if (rename(o->tmp, o->path) != 0)
 		die("rename %s -> %s: %s", o->tmp, o->path, strerror(errno));
+	tmp_file = NULL;
 	free(o->path);
 	free(o->tmp);
 }
@@ -499,7 +527,8 @@ static void gen_commit_page(struct gen *G)
 static void gen_image(int fd, const char *path, uint64_t size, uint64_t seed, struct stats *st)
 {
 	const uint64_t npages = (size + PAGE - 1) / PAGE;
-	const double lookahead = 4096; /* pages */
+	/* pages; smaller for small images, whose mix would otherwise drift */
+	const double lookahead = npages / 16 < 64 ? 64 : npages / 16 > 4096 ? 4096 : (double)(npages / 16);
 	rng_t r;
 	rng_seed(&r, seed, 1);
 	memset(st, 0, sizeof *st);
@@ -793,7 +822,7 @@ static void usage(void)
 	       "  --dir-layout runsc  write checkpoint.img, pages_meta.img, pages.img\n"
 	       "  --report-json FILE  write what was generated/changed as JSON ('-' = stdout)\n"
 	       "  --mix SPEC          page mix in percent (for calibration); the default is\n"
-	       "                      zero=30,dup=7,clone=7,text=18,struct=17,random=21\n"
+	       "                      zero=28,dup=5,clone=12,text=18,struct=16,random=21\n"
 	       "  --quiet             no summary line on stderr\n"
 	       "  --help              this text\n"
 	       "\n"
@@ -883,18 +912,23 @@ static char *join(const char *dir, const char *name)
 
 /* A runsc layout is written into "<out>.tmp.<pid>/" and renamed; an
  * existing output directory of ours is replaced (its three files only). */
+static const char *const dir_names[3] = {"checkpoint.img", "pages_meta.img", "pages.img"};
+
 static char *dir_begin(const char *out)
 {
 	char *tmp = xmalloc(strlen(out) + 32);
 	sprintf(tmp, "%s.tmp.%ld", out, (long)getpid());
+	for (int i = 0; i < 3; i++)
+		tmp_dir_files[i] = join(tmp, dir_names[i]);
 	if (mkdir(tmp, 0755) != 0)
 		die("mkdir %s: %s", tmp, strerror(errno));
+	tmp_dir = tmp;
 	return tmp;
 }
 
 static void dir_commit(const char *tmp, const char *out)
 {
-	static const char *const names[] = {"checkpoint.img", "pages_meta.img", "pages.img"};
+	const char *const *names = dir_names;
 	struct stat sb;
 	if (lstat(out, &sb) == 0) {
 		if (!S_ISDIR(sb.st_mode))
@@ -910,6 +944,7 @@ static void dir_commit(const char *tmp, const char *out)
 	}
 	if (rename(tmp, out) != 0)
 		die("rename %s -> %s: %s", tmp, out, strerror(errno));
+	tmp_dir = NULL;
 }
 
 int main(int argc, char **argv)
@@ -982,8 +1017,9 @@ int main(int argc, char **argv)
 	if (dirty >= 0 && have_size)
 		die_usage("--size does not apply with --dirty (the base's size is kept)");
 
-	if (getenv("CAL_TOK")) text_token_256 = (unsigned)atoi(getenv("CAL_TOK"));
-	if (getenv("CAL_TAIL")) tail_zero_256 = (unsigned)atoi(getenv("CAL_TAIL"));
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	signal(SIGHUP, on_signal);
 	vocab_init();
 	double t0 = now();
 	FILE *rep = report_open(report);
