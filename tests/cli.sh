@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# CLI integration test: the real snapstream binary on real files.
+# Usage: cli.sh <snapstream> <ss-genimage>
+set -uo pipefail
+S="$1"
+GEN="$2"
+PY=/usr/bin/python3
+work="$(mktemp -d "${TMPDIR:-/tmp}/ss-cli.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+fails=0
+pass=0
+ok() { pass=$((pass + 1)); }
+bad() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+expect_rc() { # expect_rc <rc> <description> <command...>
+	local want="$1" what="$2"
+	shift 2
+	"$@" >"$work/out" 2>"$work/err"
+	local rc=$?
+	if [ "$rc" -eq "$want" ]; then ok; else
+		bad "$what: exit $rc, want $want; stderr: $(head -c 400 "$work/err")"
+	fi
+}
+json_field() { $PY -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$@"; }
+
+cd "$work"
+"$GEN" --size 48M --seed 7 --out img --quiet || { echo "genimage failed"; exit 1; }
+
+# Round trip of one file, with JSON output parsed.
+expect_rc 0 "push" "$S" push img snaps/a --json --no-fsync
+cp out push.json
+[ "$(json_field push.json ok)" = "True" ] && ok || bad "push json ok"
+[ "$(json_field push.json logical_bytes)" = "$((48 << 20))" ] && ok || bad "logical_bytes"
+zb=$(json_field push.json zero_bytes)
+[ "$zb" -gt 0 ] && ok || bad "no zero pages found in a memory-like image"
+expect_rc 0 "pull" "$S" pull snaps/a restored.img --json --no-fsync
+cmp -s img restored.img && ok || bad "pulled bytes differ"
+alloc=$(du -k restored.img | cut -f1)
+[ "$alloc" -lt $(((48 << 10) - zb / 1024 + 1024)) ] && ok || bad "restored file is not sparse ($alloc KiB)"
+
+# Same image again: nothing new stored.
+expect_rc 0 "warm push" "$S" push img snaps/b --json
+[ "$(json_field out new_stored_bytes)" = "0" ] && ok || bad "warm push stored bytes"
+
+# The snapshot exists: refused without --force (exit 1), with a reason.
+expect_rc 1 "push onto existing snapshot" "$S" push img snaps/a
+grep -q "already exists" err && ok || bad "no reason for refusing: $(cat err)"
+expect_rc 0 "forced push" "$S" push img snaps/a --force --quiet
+
+# Pull into an existing directory puts the file inside it.
+mkdir into
+expect_rc 0 "pull into dir" "$S" pull snaps/a into --quiet
+cmp -s img into/img && ok || bad "pull into directory"
+expect_rc 1 "pull onto existing file" "$S" pull snaps/a restored.img
+expect_rc 0 "pull --force" "$S" pull snaps/a restored.img --force --quiet
+
+# A runsc-style image directory with edge-case files.
+mkdir -p ckpt/sub
+cp img ckpt/pages.img
+head -c 5000 /dev/urandom >ckpt/checkpoint.img
+: >ckpt/empty
+printf x >ckpt/one
+head -c 4095 /dev/zero >ckpt/zeros
+head -c 100000 /dev/urandom >ckpt/sub/random
+chmod 600 ckpt/pages.img
+chmod 755 ckpt/sub/random
+expect_rc 0 "push dir" "$S" push ckpt snaps/dir --parent snaps/a --label runsc=test --quiet
+expect_rc 0 "pull dir" "$S" pull snaps/dir ckpt-out --quiet
+diff -r ckpt ckpt-out >/dev/null && ok || bad "directory round trip differs"
+[ "$(stat -c %a ckpt-out/pages.img)" = 600 ] && ok || bad "mode of pages.img"
+[ "$(stat -c %a ckpt-out/sub/random)" = 755 ] && ok || bad "mode of sub/random"
+
+# Exit codes: usage 2, not found 3, integrity 4.
+expect_rc 2 "no command" "$S"
+expect_rc 2 "unknown command" "$S" frobnicate
+expect_rc 2 "missing argument" "$S" push img
+expect_rc 2 "unknown option" "$S" push img snaps/x --bogus
+grep -q -- "--help" err && ok || bad "usage error should point to --help"
+expect_rc 2 "bad threads" "$S" push img snaps/x --threads 0
+expect_rc 0 "help" "$S" --help
+grep -q "Exit codes" out && ok || bad "help lists exit codes"
+expect_rc 0 "push help" "$S" push --help
+grep -q "Examples" out && ok || bad "push help has examples"
+expect_rc 3 "missing snapshot" "$S" pull snaps/nope x.img
+grep -q "snaps/nope" err && ok || bad "not-found names the snapshot"
+expect_rc 3 "missing source" "$S" push /nonexistent snaps/y
+expect_rc 3 "json error" "$S" pull snaps/nope x.img --json
+[ "$(json_field out ok)" = "False" ] && [ "$(json_field out exit)" = "3" ] && ok ||
+	bad "json error object"
+
+# Corrupt a pack: pull fails with exit 4 naming file and offset, and
+# leaves nothing under the destination's name.
+pack=$(find snaps/.snapstream/packs -type f -size +1M | head -1)
+$PY - "$pack" <<'PY'
+import sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(1 << 20)
+    b = f.read(1)
+    f.seek(1 << 20)
+    f.write(bytes([b[0] ^ 0xff]))
+PY
+expect_rc 4 "corrupted pack" "$S" pull snaps/a corrupt.img
+grep -q "offset" err && grep -q "'img'" err && ok || bad "integrity error should name file and offset: $(cat err)"
+[ ! -e corrupt.img ] && ! ls | grep -q ss-tmp && ok || bad "partial output left behind"
+
+# A truncated manifest is an integrity error, not a crash.
+mkdir -p snaps/trunc && head -c 100 snaps/a/manifest >snaps/trunc/manifest
+expect_rc 4 "truncated manifest" "$S" pull snaps/trunc t.img
+
+echo "cli: $pass checks passed, $fails failed"
+[ "$fails" -eq 0 ]
