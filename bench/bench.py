@@ -70,15 +70,30 @@ class CommandFailed(Exception):
 
 
 class Result:
-    """One child process: wall seconds, peak RSS, exit status, output."""
+    """One child process: wall seconds, CPU seconds, peak RSS, exit status,
+    output, and how busy the rest of the machine was meanwhile."""
 
-    def __init__(self, cmd, wall, maxrss_kib, rc, stdout, stderr):
-        self.cmd, self.wall, self.maxrss_kib, self.rc = cmd, wall, maxrss_kib, rc
+    def __init__(self, cmd, wall, ru, rc, stdout, stderr, bg_cpu):
+        self.cmd, self.wall, self.rc = cmd, wall, rc
+        self.maxrss_kib = ru.ru_maxrss
+        self.cpu = ru.ru_utime + ru.ru_stime
         self.stdout, self.stderr = stdout, stderr
+        self.bg_cpu = bg_cpu
 
     def tail(self, n=5):
         lines = (self.stderr or self.stdout).strip().splitlines()
         return " | ".join(lines[-n:])
+
+
+_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def busy_cpu_seconds():
+    """CPU seconds the whole machine has spent busy (all cores)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal ...: all but idle/iowait
+    return (sum(v[:8]) - v[3] - v[4]) / _HZ
 
 
 def run(cmd, workdir, env=None, check=True):
@@ -94,16 +109,21 @@ def run(cmd, workdir, env=None, check=True):
     if env:
         full_env.update(env)
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        busy0 = busy_cpu_seconds()
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=full_env)
         _, status, ru = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t0
+        busy = busy_cpu_seconds() - busy0
     p.returncode = os.waitstatus_to_exitcode(status)  # keeps Popen from waiting again
     with open(out_path, "rb") as f:
         stdout = f.read().decode("utf-8", "replace")
     with open(err_path, "rb") as f:
         stderr = f.read().decode("utf-8", "replace")
-    r = Result(cmd, wall, ru.ru_maxrss, p.returncode, stdout, stderr)
+    # What others ran meanwhile, as a fraction of the machine: the figures
+    # of a run that shared the CPUs are not the tool's alone.
+    bg = max(0.0, busy - ru.ru_utime - ru.ru_stime) / (wall * (os.cpu_count() or 1)) if wall > 0 else 0.0
+    r = Result(cmd, wall, ru, p.returncode, stdout, stderr, bg)
     if check and r.rc != 0:
         raise CommandFailed("%s exited %d: %s" % (" ".join(cmd), r.rc, r.tail()))
     return r
@@ -252,6 +272,8 @@ class Bench:
         return exe
 
     def find_snapstream(self):
+        if self.args.no_snapstream:
+            return None
         if self.args.snapstream:
             if not os.access(self.args.snapstream, os.X_OK):
                 sys.exit("bench: --snapstream %s is not an executable" % self.args.snapstream)
@@ -267,8 +289,9 @@ class Bench:
     def record(self, tool, scenario, run_idx, res=None, size=None, **extra):
         s = {"tool": tool, "scenario": scenario, "run": run_idx, "image_size": size or self.size}
         if res is not None:
-            s.update({"wall_s": round(res.wall, 4), "maxrss_kib": res.maxrss_kib, "rc": res.rc,
-                      "cmd": res.cmd})
+            s.update({"wall_s": round(res.wall, 4), "cpu_s": round(res.cpu, 4),
+                      "maxrss_kib": res.maxrss_kib, "bg_cpu_frac": round(res.bg_cpu, 3),
+                      "rc": res.rc, "cmd": res.cmd})
         s.update(extra)
         self.samples.append(s)
         return s
@@ -580,11 +603,14 @@ class Bench:
             summ[t] = {}
             for sc in ("cold", "warm", "warm-force", "incremental", "pull"):
                 summ[t][sc + "_s"] = self.stat(t, sc)
+                summ[t][sc + "_cpu_s"] = self.stat(t, sc, "cpu_s")
                 summ[t][sc + "_rss_kib"] = self.stat(t, sc, "maxrss_kib")
             summ[t]["stored_bytes"] = self.stat(t, "cold", "stored_bytes")
             summ[t]["incremental_uploaded_bytes"] = self.stat(t, "incremental", "uploaded_bytes")
             summ[t]["incremental_ratio"] = self.stat(t, "incremental", "ratio")
-            summ[t]["peak_rss_kib"] = self.peak_rss(t, ("cold", "warm", "warm-force", "incremental", "pull"))
+            summ[t]["peak_rss_kib"] = self.peak_rss(t, ("cold", "warm", "warm-force", "incremental", "pull",
+                                                       "rss-push", "rss-pull", "sweep-cold",
+                                                       "sweep-incremental"))
         if self.snapstream:
             summ["snapstream"]["manifest_bytes"] = self.stat("snapstream", "cold", "manifest_bytes")
         return summ
@@ -637,7 +663,18 @@ class Bench:
 
     # -- report
 
+    def contention_note(self):
+        bg = [s["bg_cpu_frac"] for s in self.samples if "bg_cpu_frac" in s]
+        if bg and max(bg) > 0.10:
+            busy = sum(1 for b in bg if b > 0.10)
+            self.notes.append(
+                "the machine was not idle: in %d of %d measured commands other processes used "
+                "> 10%% of the CPUs (median %.0f%%, max %.0f%%; per sample in results.json, "
+                "bg_cpu_frac); wall times are inflated and spread, CPU seconds less so"
+                % (busy, len(bg), 100 * statistics.median(bg), 100 * max(bg)))
+
     def report(self):
+        self.contention_note()
         summ = self.build_summary()
         targets = self.targets(summ)
         md = self.markdown(summ, targets)
@@ -694,30 +731,36 @@ class Bench:
 
         rows = [
             ("cold push, s", "cold_s", 1, "%.2f"),
+            ("cold push CPU (user+sys), s", "cold_cpu_s", 1, "%.2f"),
             ("warm push, s", "warm_s", 1, "%.2f"),
             ("warm push --force, s", "warm-force_s", 1, "%.2f"),
             ("incremental push (1% dirty), s", "incremental_s", 1, "%.2f"),
             ("incremental bytes uploaded, MB", "incremental_uploaded_bytes", 1e6, "%.2f"),
             ("incremental uploaded / changed", "incremental_ratio", 1, "%.2f"),
             ("pull (restore), s", "pull_s", 1, "%.2f"),
+            ("pull CPU (user+sys), s", "pull_cpu_s", 1, "%.2f"),
             ("stored after cold push, MB", "stored_bytes", 1e6, "%.1f"),
             ("peak RSS cold push, MiB", "cold_rss_kib", 1024, "%.0f"),
             ("peak RSS incremental, MiB", "incremental_rss_kib", 1024, "%.0f"),
             ("peak RSS pull, MiB", "pull_rss_kib", 1024, "%.0f"),
         ]
-        L.append("| figure | " + " | ".join(heads[t] for t in tools) + " |")
-        L.append("|---|" + "---|" * len(tools))
+        table = []
         for label, key, scale, f in rows:
             cells = [cell(summ[t].get(key), scale, f) for t in tools]
-            if all(c == "-" for c in cells):
-                continue
-            L.append("| %s | %s |" % (label, " | ".join(cells)))
-        L.append("")
+            if not all(c == "-" for c in cells):
+                table.append("| %s | %s |" % (label, " | ".join(cells)))
+        if table:
+            L.append("| figure | " + " | ".join(heads[t] for t in tools) + " |")
+            L.append("|---|" + "---|" * len(tools))
+            L.extend(table)
+            L.append("")
 
         L.append("## Targets\n")
         L.append("| ratio | value | target | |")
         L.append("|---|---|---|---|")
         for t in targets:
+            if t["value"] is None and self.args.no_main:
+                continue  # not measured in this mode, not missing
             v = "-" if t["value"] is None else t["fmt"] % t["value"]
             ok = {True: "ok", False: "**MISSED**", None: "n/a"}[t["pass"]]
             if t["target"] == "(information)":
@@ -779,8 +822,9 @@ class Bench:
         if self.snapstream:
             self.versions["snapstream"] = first_line([self.snapstream, "--version"]) or "?"
         else:
-            self.notes.append("snapstream not found (build it, or pass --snapstream PATH): "
-                              "its column and the target ratios are skipped")
+            self.notes.append("snapstream %s: its column and the target ratios are skipped" % (
+                "left out (--no-snapstream)" if a.no_snapstream
+                else "not found (build it, or pass --snapstream PATH)"))
             log(self.notes[-1])
         for p in list(self.peers):
             if not shutil.which(p):
@@ -834,6 +878,7 @@ def main():
     ap.add_argument("--snapstream", help="snapstream binary (default: build/cli/snapstream if built)")
     ap.add_argument("--genimage", help="ss-genimage binary (default: build/bench/ss-genimage, "
                                        "else compiled into the workdir)")
+    ap.add_argument("--no-snapstream", action="store_true", help="measure the peers only")
     ap.add_argument("--threads", type=int, help="pass --threads N to snapstream")
     ap.add_argument("--push-args", default="",
                     help="extra arguments for every snapstream push, e.g. '--zstd-level 3'")

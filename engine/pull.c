@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@
 
 struct target {
 	uint32_t file;
+	uint32_t ext;            /* extent index within the file */
 	uint64_t off;
 };
 
@@ -42,6 +44,7 @@ struct wop {
 	struct ss_op op;
 	struct rtask *t;
 	int fd;
+	uint32_t file, ext0, next;  /* the extents this write completes */
 	uint8_t *p;
 	uint64_t off;
 	size_t len;
@@ -62,9 +65,27 @@ struct rtask {
 	struct rtask *next_free;
 };
 
+/* Each file's digest is computed while the pull runs: a worker hashes the
+ * written prefix in order as it grows, so verification does not add a
+ * serial pass over the data at the end. */
+struct htask {
+	struct ss_task task;
+	struct pull *P;
+	uint32_t file;
+	size_t from, to;           /* extents to hash */
+	uint64_t off;              /* file offset of `from` */
+	int err;
+};
+
 struct ofile {
 	int fd;
-	char *path;
+	uint8_t *done;             /* per extent: written */
+	size_t frontier;           /* extents [0, frontier) are written */
+	size_t hashed;             /* extents [0, hashed) are hashed */
+	uint64_t hashed_off;
+	XXH3_state_t *hs;
+	bool hashing, verified;
+	struct htask ht;
 };
 
 struct pull {
@@ -154,7 +175,8 @@ static int plan(struct pull *P)
 			struct ss_mextent *x = &m->files[f].ext[e];
 			if (x->chunk) {
 				uint32_t c = x->chunk - 1;
-				P->targets[P->tstart[c] + fill[c]++] = (struct target){(uint32_t)f, off};
+				P->targets[P->tstart[c] + fill[c]++] =
+					(struct target){(uint32_t)f, (uint32_t)e, off};
 			}
 			off += x->len;
 		}
@@ -276,6 +298,8 @@ static void range_work(struct ss_task *task, void *wp)
 
 /* ---------------------------------------------------------------- writes */
 
+static void advance(struct pull *P, uint32_t file);
+
 static void task_release(struct pull *P, struct rtask *t)
 {
 	t->next_free = P->free_tasks;
@@ -307,18 +331,24 @@ static void write_done(struct ss_op *op, int res)
 		w->len -= (size_t)res;
 		write_submit(P, w);
 		return;
+	} else {
+		memset(P->files[w->file].done + w->ext0, 1, w->next);
+		advance(P, w->file);
 	}
 	if (--t->writes_pending == 0)
 		task_release(P, t);
 }
 
-static int add_write(struct rtask *t, int fd, uint8_t *p, uint64_t off, size_t len)
+static int add_write(struct rtask *t, int fd, const struct target *tg, uint8_t *p, size_t len)
 {
 	if (t->nw) {
 		struct wop *last = &t->w[t->nw - 1];
-		/* Neighbouring chunks usually land side by side: one write. */
-		if (last->fd == fd && last->off + last->len == off && last->p + last->len == p) {
+		/* Neighbouring chunks usually land side by side: one write. Side
+		 * by side in a file means consecutive extents of it. */
+		if (last->file == tg->file && last->off + last->len == tg->off &&
+		    last->p + last->len == p && last->ext0 + last->next == tg->ext) {
 			last->len += len;
+			last->next++;
 			return 0;
 		}
 	}
@@ -330,7 +360,8 @@ static int add_write(struct rtask *t, int fd, uint8_t *p, uint64_t off, size_t l
 		t->w = a;
 		t->wcap = ncap;
 	}
-	t->w[t->nw++] = (struct wop){.t = t, .fd = fd, .p = p, .off = off, .len = len};
+	t->w[t->nw++] = (struct wop){.t = t, .fd = fd, .file = tg->file, .ext0 = tg->ext,
+				     .next = 1, .p = p, .off = tg->off, .len = len};
 	return 0;
 }
 
@@ -356,7 +387,7 @@ static void range_done(struct ss_op *op, int res)
 		uint32_t len = P->m->chunks[ci].raw_len;
 		for (uint32_t k = P->tstart[ci]; k < P->tstart[ci + 1]; k++) {
 			struct target *tg = &P->targets[k];
-			if (add_write(t, P->files[tg->file].fd, p, tg->off, len)) {
+			if (add_write(t, P->files[tg->file].fd, tg, p, len)) {
 				fail(P, -ENOMEM, "cannot plan writes");
 				task_release(P, t);
 				return;
@@ -514,8 +545,14 @@ static int create_outputs(struct pull *P)
 	P->files = calloc(m->nfiles ? m->nfiles : 1, sizeof(*P->files));
 	if (!P->files)
 		return -ENOMEM;
-	for (size_t i = 0; i < m->nfiles; i++)
+	for (size_t i = 0; i < m->nfiles; i++) {
 		P->files[i].fd = -1;
+		P->files[i].done = calloc(m->files[i].next ? m->files[i].next : 1, 1);
+		P->files[i].hs = XXH3_createState();
+		if (!P->files[i].done || !P->files[i].hs)
+			return -ENOMEM;
+		XXH3_128bits_reset(P->files[i].hs);
+	}
 	if (!m->root_is_dir) {
 		int fd = mkostemp(P->tmp, O_CLOEXEC);
 		if (fd < 0) {
@@ -567,98 +604,127 @@ static int create_outputs(struct pull *P)
 	return 0;
 }
 
-/* Digest verification reads each file back: it proves what is on disk,
- * not only what was decompressed. Zero runs are hashed from memory. */
-struct vtask {
-	struct ss_task task;
-	struct pull *P;
-	uint32_t file;
-	int err;
-	struct vtask *next;
-};
-
-static void verify_work(struct ss_task *task, void *wp)
+/* Hash extents [from, to) of a file: zero runs from memory, the rest from
+ * a read-only mapping of the file, so the digest proves what is on disk
+ * without copying it back (hole pages are never touched). */
+static void hash_work(struct ss_task *task, void *wp)
 {
 	(void)wp;
-	struct vtask *v = (struct vtask *)task;
-	struct pull *P = v->P;
-	struct ss_mfile *f = &P->m->files[v->file];
-	int fd = P->files[v->file].fd;
+	struct htask *h = (struct htask *)task;
+	struct pull *P = h->P;
+	struct ss_mfile *f = &P->m->files[h->file];
+	struct ofile *o = &P->files[h->file];
 	static const uint8_t zeros[65536];
-	size_t bl = 1u << 20;
-	uint8_t *buf = malloc(bl);
-	XXH3_state_t *hs = XXH3_createState();
-	v->err = -ENOMEM;
-	if (!buf || !hs)
-		goto out;
-	XXH3_128bits_reset(hs);
-	uint64_t off = 0;
-	v->err = 0;
-	for (size_t e = 0; !v->err && e < f->next; e++) {
-		uint64_t len = f->ext[e].len;
-		while (len) {
-			size_t k = (size_t)SS_MIN(len, f->ext[e].chunk ? bl : sizeof(zeros));
-			if (!f->ext[e].chunk) {
-				XXH3_128bits_update(hs, zeros, k);
-			} else {
-				ssize_t g = pread(fd, buf, k, (off_t)off);
-				if (g <= 0) {
-					v->err = g < 0 ? -errno : -EIO;
-					break;
-				}
-				k = (size_t)g;
-				XXH3_128bits_update(hs, buf, k);
-			}
-			off += k;
-			len -= k;
+	uint64_t end = h->off;
+	for (size_t e = h->from; e < h->to; e++)
+		end += f->ext[e].len;
+	uint64_t base = h->off & ~(uint64_t)4095;
+	size_t maplen = (size_t)(end - base);
+	uint8_t *map = NULL;
+	h->err = 0;
+	if (maplen) {
+		map = mmap(NULL, maplen, PROT_READ, MAP_SHARED, o->fd, (off_t)base);
+		if (map == MAP_FAILED) {
+			h->err = -errno;
+			return;
 		}
+		madvise(map, maplen, MADV_SEQUENTIAL);
 	}
-	if (!v->err) {
+	uint64_t off = h->off;
+	for (size_t e = h->from; e < h->to; e++) {
+		uint64_t len = f->ext[e].len;
+		if (f->ext[e].chunk) {
+			XXH3_128bits_update(o->hs, map + (off - base), (size_t)len);
+		} else {
+			for (uint64_t left = len; left;) {
+				size_t k = (size_t)SS_MIN(left, sizeof(zeros));
+				XXH3_128bits_update(o->hs, zeros, k);
+				left -= k;
+			}
+		}
+		off += len;
+	}
+	if (map)
+		munmap(map, maplen);
+	if (h->to == f->next) {
 		XXH128_canonical_t c;
-		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(hs));
+		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(o->hs));
 		if (memcmp(c.digest, f->digest, 16) != 0)
-			v->err = -EBADMSG;
+			h->err = -EBADMSG;
 	}
-out:
-	free(buf);
-	XXH3_freeState(hs);
+	h->off = off;
 }
 
-static void verify_done(struct ss_op *op, int res)
+static void hash_done(struct ss_op *op, int res)
 {
 	(void)res;
-	struct vtask *v = (struct vtask *)((char *)op - offsetof(struct ss_task, op));
-	struct pull *P = v->P;
+	struct htask *h = (struct htask *)((char *)op - offsetof(struct ss_task, op));
+	struct pull *P = h->P;
+	struct ofile *o = &P->files[h->file];
 	P->tasks_inflight--;
-	if (v->err && !P->failed) {
-		P->failed = true;
-		if (v->err == -EBADMSG)
-			ss_err_set(P->err, v->err,
-				   "corrupted data: file '%s' does not match its recorded digest",
-				   P->m->files[v->file].name);
-		else
-			ss_err_set(P->err, v->err, "cannot read back '%s': %s",
-				   P->m->files[v->file].name, strerror(-v->err));
+	o->hashing = false;
+	if (h->err) {
+		if (!P->failed) {
+			P->failed = true;
+			if (h->err == -EBADMSG)
+				ss_err_set(P->err, h->err,
+					   "corrupted data: file '%s' does not match its recorded digest",
+					   P->m->files[h->file].name);
+			else
+				ss_err_set(P->err, h->err, "cannot read back '%s': %s",
+					   P->m->files[h->file].name, strerror(-h->err));
+		}
+		return;
 	}
+	o->hashed = h->to;
+	o->hashed_off = h->off;
+	if (o->hashed == P->m->files[h->file].next)
+		o->verified = true;
+	advance(P, h->file);
+}
+
+/* Move a file's written frontier forward and hash what it uncovered. */
+static void advance(struct pull *P, uint32_t file)
+{
+	struct ss_mfile *f = &P->m->files[file];
+	struct ofile *o = &P->files[file];
+	while (o->frontier < f->next && (!f->ext[o->frontier].chunk || o->done[o->frontier]))
+		o->frontier++;
+	if (P->failed || o->hashing || o->verified)
+		return;
+	/* Hash in steps of at least 8 MiB (or the rest) so tasks stay few. */
+	if (o->frontier < f->next && o->frontier - o->hashed < 128)
+		return;
+	if (o->frontier == o->hashed && f->next)
+		return;
+	struct htask *h = &o->ht;
+	h->P = P;
+	h->file = file;
+	h->from = o->hashed;
+	/* At most 16 MiB of file per step: the mapping counts towards RSS. */
+	uint64_t span = 0;
+	h->to = h->from;
+	while (h->to < o->frontier && (h->to == h->from || span + f->ext[h->to].len <= (16u << 20)))
+		span += f->ext[h->to++].len;
+	h->off = o->hashed_off;
+	h->task.run = hash_work;
+	h->task.op.done = hash_done;
+	o->hashing = true;
+	P->tasks_inflight++;
+	ss_pool_submit(P->pool, &h->task);
 }
 
 static int verify_files(struct pull *P)
 {
-	struct ss_manifest *m = P->m;
-	struct vtask *v = calloc(m->nfiles ? m->nfiles : 1, sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	for (size_t i = 0; i < m->nfiles; i++) {
-		v[i].P = P;
-		v[i].file = (uint32_t)i;
-		v[i].task.run = verify_work;
-		v[i].task.op.done = verify_done;
-		P->tasks_inflight++;
-		ss_pool_submit(P->pool, &v[i].task);
-	}
+	/* Start the files that had nothing to write (all zero, or empty). */
+	for (size_t i = 0; i < P->m->nfiles; i++)
+		advance(P, (uint32_t)i);
 	while (P->tasks_inflight && ss_loop_turn(P->loop, true) >= 0)
 		;
-	free(v);
+	for (size_t i = 0; !P->failed && i < P->m->nfiles; i++)
+		if (!P->files[i].verified)
+			return ss_err_set(P->err, -EIO, "internal error: '%s' was not verified",
+					  P->m->files[i].name);
 	return P->failed ? P->err->code : 0;
 }
 
@@ -839,9 +905,12 @@ out:
 			;
 		ss_pool_free(P->pool);
 		if (P->files && P->m)
-			for (size_t i = 0; i < P->m->nfiles; i++)
+			for (size_t i = 0; i < P->m->nfiles; i++) {
 				if (P->files[i].fd >= 0)
 					close(P->files[i].fd);
+				free(P->files[i].done);
+				XXH3_freeState(P->files[i].hs);
+			}
 		if (r && P->tmp && P->tmp[0])
 			rm_rf(P->tmp);
 		free(P->files);

@@ -118,7 +118,7 @@ struct push {
 	struct seg *segs;
 	unsigned nsegs;
 	uint8_t *seg_mem, *out_mem;
-	size_t seg_mem_len;
+	size_t seg_mem_len, out_mem_len;
 	struct seg *free_segs;
 	bool fixed_bufs;
 
@@ -364,14 +364,15 @@ static int seg_add_new(struct seg *s, const struct newc *c)
 
 /* Compress one chunk into the segment's output. A chunk that zstd cannot
  * shrink by 5% is stored raw: decompressing it would cost time for no
- * space, and the bounded output buffer makes zstd give up early. */
+ * space. The destination always has ZSTD_compressBound room (see
+ * pools_init): with less, zstd falls back to its buffered streaming path,
+ * which costs tens of microseconds per chunk. */
 static void store_chunk(struct wctx *w, struct seg *s, const uint8_t *p, uint32_t len,
 			struct newc *c)
 {
 	uint8_t *dst = s->out + s->out_len;
-	size_t cap = len - len / 20;
-	size_t z = w && w->cc ? ZSTD_compress2(w->cc, dst, cap, p, len) : 0;
-	if (w && w->cc && !ZSTD_isError(z) && z > 0 && z < cap) {
+	size_t z = w && w->cc ? ZSTD_compress2(w->cc, dst, ZSTD_compressBound(len), p, len) : 0;
+	if (w && w->cc && !ZSTD_isError(z) && z > 0 && z < (size_t)len - len / 20) {
 		c->codec = SS_CODEC_ZSTD;
 		c->stored_len = (uint32_t)z;
 	} else {
@@ -739,9 +740,14 @@ static int pools_init(struct push *P)
 	 * being chunked, one queued), so neither side starves the other. */
 	P->nsegs = P->cfg.read_depth + 2 * P->cfg.threads;
 	size_t ss = P->cfg.chunk.seg_size;
+	/* Output holds at most the segment's bytes (a chunk is never stored
+	 * larger than raw), plus zstd's worst-case slack for the last one. */
+	size_t os = SS_ALIGN_UP(ss + ZSTD_compressBound(P->cfg.chunk.max_size) -
+				P->cfg.chunk.max_size, 4096);
 	P->seg_mem_len = ss * P->nsegs;
+	P->out_mem_len = os * P->nsegs;
 	P->seg_mem = ss_map_alloc(P->seg_mem_len);
-	P->out_mem = ss_map_alloc(P->seg_mem_len);
+	P->out_mem = ss_map_alloc(P->out_mem_len);
 	P->segs = calloc(P->nsegs, sizeof(*P->segs));
 	P->hold = calloc(P->nsegs, sizeof(*P->hold));
 	P->seg_ext = calloc(P->total_segs ? P->total_segs : 1, sizeof(*P->seg_ext));
@@ -755,7 +761,7 @@ static int pools_init(struct push *P)
 		s->P = P;
 		s->idx = i;
 		s->buf = P->seg_mem + ss * i;
-		s->out = P->out_mem + ss * i;
+		s->out = P->out_mem + os * i;
 		s->task.run = seg_work;
 		s->task.op.done = seg_done;
 		s->rop.done = read_done;
@@ -783,7 +789,7 @@ static void pools_free(struct push *P)
 		io_uring_unregister_buffers(ss_loop_ring(P->loop));
 	P->fixed_bufs = false;
 	ss_map_free(P->seg_mem, P->seg_mem_len);
-	ss_map_free(P->out_mem, P->seg_mem_len);
+	ss_map_free(P->out_mem, P->out_mem_len);
 	P->seg_mem = P->out_mem = NULL;
 	if (P->segs)
 		for (unsigned i = 0; i < P->nsegs; i++) {
