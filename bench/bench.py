@@ -519,7 +519,7 @@ class Bench:
             return
         for size in self.rss_sizes:
             img = os.path.join(self.wd, "rss-%s.img" % fmt_size(size))
-            self.check_space(int(size * 2.5))
+            self.check_space(int(size * 2.1))  # image, store, sparse restore
             log("rss: generating %s image" % fmt_size(size))
             self.images["rss-" + fmt_size(size)] = self.gen(size, self.args.seed, img, img + ".json")
             d = os.path.join(self.wd, "snapstream-rss")
