@@ -64,16 +64,43 @@ struct ss_req {
 
 struct ss_backend;
 
+/* A diagnostic line from a backend (retries, token refreshes). Runs on the
+ * loop thread. Messages never contain credentials, tokens or signatures. */
+typedef void (*ss_log_fn)(void *arg, const char *msg);
+
 struct ss_backend_opts {
 	unsigned max_inflight;     /* 0 = backend default */
 	bool no_fsync;             /* local: skip fsync (tests, tmpfs) */
 	struct ss_memstore *mem;   /* the store that mem:// URIs name */
+	/* Object stores (s3://, gs://). Zero fields take the environment's
+	 * value (SNAPSTREAM_RETRY_MAX, SNAPSTREAM_RETRY_SECONDS,
+	 * SNAPSTREAM_STALL_SECONDS, SNAPSTREAM_PART_SIZE,
+	 * SNAPSTREAM_MULTIPART_THRESHOLD, SNAPSTREAM_LIST_PAGE), else the
+	 * default in parentheses. */
+	unsigned retry_max;        /* attempts per request, first included (8) */
+	unsigned retry_seconds;    /* time budget for retrying one request (300) */
+	unsigned stall_seconds;    /* an attempt moving no byte this long fails (30) */
+	uint64_t part_size;        /* multipart part size (16 MiB; >= 5 MiB on S3) */
+	uint64_t multipart_threshold; /* larger puts go multipart (64 MiB) */
+	unsigned list_page;        /* keys per LIST page (1000) */
+	ss_log_fn log;             /* NULL: silent */
+	void *log_arg;
 };
 
 /* Parse a location: "file:///abs", "/abs", "rel/path", "mem://name".
  * Sets *scheme ("file", "mem") and *path (malloc'd; absolute for file).
  * Returns 0 or -EINVAL with a message. */
 int ss_location_parse(const char *uri, const char **scheme, char **path, struct ss_err *err);
+
+/* Object stores: split "s3://bucket/a/b/snap" into the bucket's URI
+ * "s3://bucket" and the key "a/b/snap" ("" when the URI names the bucket
+ * alone). Both are malloc'd and written only on success. Returns 0,
+ * -EINVAL for a malformed bucket or key, or -EPROTONOSUPPORT for a URI
+ * that is not an object store's (a path, file://, mem://). */
+int ss_objuri_split(const char *uri, char **bucket_uri, char **key, struct ss_err *err);
+
+/* True when uri names an object store (s3://, gs://). */
+bool ss_uri_is_object_store(const char *uri);
 
 /* Open the backend for uri on loop l. Returns 0 or -errno with err set. */
 int ss_backend_open(const char *uri, struct ss_loop *l, const struct ss_backend_opts *o,
@@ -97,10 +124,11 @@ bool ss_key_ok(const char *key);
 struct ss_memstore;
 struct ss_memstore *ss_memstore_new(void);
 void ss_memstore_free(struct ss_memstore *m);
-/* Fault injection for tests: let `skip` requests of `kind` (0 = any)
- * through, then fail the next `n` of them with `res`. */
-void ss_memstore_fail(struct ss_memstore *m, enum ss_req_kind kind, unsigned skip, unsigned n,
-		      int res);
+/* Fault injection for tests: of the requests of `kind` (0 = any) whose key
+ * starts with `prefix` (NULL = any), let `skip` through, then fail the next
+ * `n` with `res`. */
+void ss_memstore_fail(struct ss_memstore *m, enum ss_req_kind kind, const char *prefix,
+		      unsigned skip, unsigned n, int res);
 /* Objects and bytes held. */
 void ss_memstore_usage(const struct ss_memstore *m, uint64_t *objects, uint64_t *bytes);
 

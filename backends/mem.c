@@ -4,6 +4,7 @@
  * see the same ordering contract as with real I/O. */
 #include "backend_module.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@ struct ss_memstore {
 	struct mem_obj *bucket[MEM_BUCKETS];
 	uint64_t objects, bytes;
 	enum ss_req_kind fail_kind;
+	char fail_prefix[64];
 	unsigned fail_skip;
 	unsigned fail_n;
 	int fail_res;
@@ -69,9 +71,10 @@ void ss_memstore_free(struct ss_memstore *m)
 	free(m);
 }
 
-void ss_memstore_fail(struct ss_memstore *m, enum ss_req_kind kind, unsigned skip, unsigned n,
-		      int res)
+void ss_memstore_fail(struct ss_memstore *m, enum ss_req_kind kind, const char *prefix,
+		      unsigned skip, unsigned n, int res)
 {
+	snprintf(m->fail_prefix, sizeof(m->fail_prefix), "%s", prefix ? prefix : "");
 	m->fail_kind = kind;
 	m->fail_skip = skip;
 	m->fail_n = n;
@@ -148,9 +151,11 @@ static int mem_run(struct mem_view *v, struct ss_req *r)
 
 static int mem_run_key(struct ss_memstore *m, const char *full, size_t rootlen, struct ss_req *r)
 {
-	if (m->fail_n && (!m->fail_kind || m->fail_kind == r->kind) && m->fail_skip) {
+	bool match = m->fail_n && (!m->fail_kind || m->fail_kind == r->kind) &&
+		     strncmp(r->key ? r->key : "", m->fail_prefix, strlen(m->fail_prefix)) == 0;
+	if (match && m->fail_skip) {
 		m->fail_skip--;
-	} else if (m->fail_n && (!m->fail_kind || m->fail_kind == r->kind)) {
+	} else if (match) {
 		m->fail_n--;
 		return ss_err_set(r->err, m->fail_res, "injected failure on '%s'", r->key);
 	}

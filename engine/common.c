@@ -32,6 +32,7 @@ int ss_cfg_resolve(const struct ss_config *in, struct ss_cfg *out, struct ss_err
 				  "invalid chunk sizes min=%u avg=%u max=%u (need 64 <= min < avg < "
 				  "max, avg a power of two)",
 				  out->chunk.min_size, out->chunk.avg_size, out->chunk.max_size);
+	out->frame_max = SS_MAX(SS_FRAME_TARGET, out->chunk.max_size);
 	out->zstd_level = in->zstd_level ? in->zstd_level : SS_DEFAULT_ZSTD_LEVEL;
 	if (out->zstd_level < -7 || out->zstd_level > 19)
 		return ss_err_set(err, -EINVAL, "zstd level must be -7..19");

@@ -184,7 +184,7 @@ int ss_dedup_claim(struct ss_dedup *d, const uint8_t id[16], uint32_t raw_len, u
 }
 
 int ss_dedup_add(struct ss_dedup *d, const uint8_t id[16], uint32_t pack, uint32_t offset,
-		 uint32_t stored_len, uint32_t raw_len, uint8_t codec)
+		 uint32_t stored_len, uint32_t raw_len, uint8_t codec, uint32_t frame_off)
 {
 	struct ss_dentry init = {
 		.pack = pack,
@@ -192,6 +192,7 @@ int ss_dedup_add(struct ss_dedup *d, const uint8_t id[16], uint32_t pack, uint32
 		.stored_len = stored_len,
 		.raw_len = raw_len,
 		.snap_idx = SS_SLOT_NONE,
+		.frame_off = frame_off,
 		.codec = codec,
 	};
 	uint32_t slot;

@@ -22,6 +22,7 @@ struct ss_dentry {
 	uint32_t stored_len;
 	uint32_t raw_len;
 	uint32_t snap_idx;    /* index in the snapshot's chunk table, or NONE */
+	uint32_t frame_off;   /* offset of the chunk in its decompressed frame */
 	uint8_t codec;
 };
 
@@ -40,7 +41,7 @@ int ss_dedup_claim(struct ss_dedup *d, const uint8_t id[16], uint32_t raw_len, u
 /* Insert a stored chunk (index loading; loop thread, before workers run).
  * An id already present keeps its first location. */
 int ss_dedup_add(struct ss_dedup *d, const uint8_t id[16], uint32_t pack, uint32_t offset,
-		 uint32_t stored_len, uint32_t raw_len, uint8_t codec);
+		 uint32_t stored_len, uint32_t raw_len, uint8_t codec, uint32_t frame_off);
 
 /* The entry for a slot. Safe while no claim can create that slot. */
 struct ss_dentry *ss_dedup_entry(struct ss_dedup *d, uint32_t slot);

@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,7 @@ struct rtask {
 	struct pull *P;
 	struct range *rg;
 	uint8_t *in, *out;
+	uint32_t *coff;            /* each chunk's offset in out */
 	char key[64];
 	struct wop *w;
 	uint32_t nw, wcap;
@@ -104,6 +106,8 @@ struct pull {
 	uint32_t *order;
 	struct range *ranges;
 	size_t nranges, next_range;
+	uint32_t max_range_chunks;
+	size_t in_cap, out_cap;    /* per task buffer sizes */
 
 	struct rtask *tasks;
 	unsigned ntasks;
@@ -138,7 +142,9 @@ static int cmp_chunk(const void *a, const void *b, void *arg)
 	const struct ss_chunk_ref *y = &m->chunks[*(const uint32_t *)b];
 	if (x->pack != y->pack)
 		return x->pack < y->pack ? -1 : 1;
-	return x->offset < y->offset ? -1 : x->offset > y->offset;
+	if (x->offset != y->offset)
+		return x->offset < y->offset ? -1 : 1;
+	return x->frame_off < y->frame_off ? -1 : x->frame_off > y->frame_off;
 }
 
 static int plan(struct pull *P)
@@ -193,12 +199,22 @@ static int plan(struct pull *P)
 	if (!P->ranges)
 		return -ENOMEM;
 	struct range *cur = NULL;
+	const struct ss_chunk_ref *prev = NULL;
 	for (size_t i = 0; i < n; i++) {
 		const struct ss_chunk_ref *c = &m->chunks[P->order[i]];
+		/* A frame is decompressed once, up to the end of the last chunk
+		 * needed from it, and is never split between ranges. */
+		bool same_frame = prev && prev->pack == c->pack && prev->offset == c->offset &&
+				  c->codec == SS_CODEC_ZSTD && prev->codec == SS_CODEC_ZSTD;
+		uint64_t raw_add = same_frame ? c->frame_off + c->raw_len -
+							SS_MIN(c->frame_off + c->raw_len,
+							       prev->frame_off + prev->raw_len)
+					      : c->frame_off + c->raw_len;
 		uint64_t end = cur ? cur->off + cur->len : 0;
-		if (!cur || c->pack != cur->pack || c->offset < end || c->offset - end > RANGE_GAP ||
-		    c->offset + c->stored_len - cur->off > RANGE_MAX ||
-		    cur->raw + c->raw_len > RANGE_MAX) {
+		if (!same_frame &&
+		    (!cur || c->pack != cur->pack || c->offset < end || c->offset - end > RANGE_GAP ||
+		     c->offset + c->stored_len - cur->off > RANGE_MAX ||
+		     cur->raw + raw_add > RANGE_MAX)) {
 			if (P->nranges == cap) {
 				cap *= 2;
 				void *a = realloc(P->ranges, sizeof(*P->ranges) * cap);
@@ -209,9 +225,12 @@ static int plan(struct pull *P)
 			cur = &P->ranges[P->nranges++];
 			*cur = (struct range){.pack = c->pack, .off = c->offset, .first = (uint32_t)i};
 		}
-		cur->len = c->offset + c->stored_len - cur->off;
-		cur->raw += c->raw_len;
+		cur->len = SS_MAX(cur->len, c->offset + c->stored_len - cur->off);
+		cur->raw += raw_add;
 		cur->count++;
+		if (cur->count > P->max_range_chunks)
+			P->max_range_chunks = cur->count;
+		prev = c;
 	}
 	return 0;
 }
@@ -251,33 +270,69 @@ static void where(struct pull *P, uint32_t chunk, char *buf, size_t n)
 		 (unsigned long long)t->off);
 }
 
+/* Decompress the prefix [0, need) of the zstd frame src into dst. The
+ * streaming decoder stops when dst is full, so a frame that would inflate
+ * further (a decompression bomb) can never write past it. */
+static bool frame_prefix(ZSTD_DCtx *dc, const uint8_t *src, size_t srclen, uint8_t *dst,
+			 size_t need)
+{
+	if (!dc || ZSTD_isError(ZSTD_DCtx_reset(dc, ZSTD_reset_session_only)))
+		return false;
+	ZSTD_inBuffer in = {src, srclen, 0};
+	ZSTD_outBuffer out = {dst, need, 0};
+	while (out.pos < need) {
+		size_t in0 = in.pos, out0 = out.pos;
+		size_t r = ZSTD_decompressStream(dc, &out, &in);
+		if (ZSTD_isError(r) || (r == 0 && out.pos < need))
+			return false;   /* corrupt, or the frame ended early */
+		if (in.pos == in0 && out.pos == out0)
+			return false;   /* truncated: no input left to make progress */
+	}
+	return true;
+}
+
 static void range_work(struct ss_task *task, void *wp)
 {
 	struct rtask *t = (struct rtask *)task;
 	struct pull *P = t->P;
 	struct wctx *w = wp;
 	struct range *rg = t->rg;
-	size_t out = 0;
+	size_t pos = 0;             /* end of what is in out */
+	size_t frame_base = 0;
+	const struct ss_chunk_ref *fc = NULL;   /* first chunk of the current frame */
 	for (uint32_t i = 0; i < rg->count; i++) {
 		uint32_t ci = P->order[rg->first + i];
 		const struct ss_chunk_ref *c = &P->m->chunks[ci];
 		const uint8_t *src = t->in + (c->offset - rg->off);
-		uint8_t *dst = t->out + out;
 		const char *bad = NULL;
 		if (c->codec == SS_CODEC_RAW) {
-			memcpy(dst, src, c->raw_len);
+			memcpy(t->out + pos, src, c->raw_len);
+			t->coff[i] = (uint32_t)pos;
+			pos += c->raw_len;
+			fc = NULL;
 		} else {
-			/* Exactly raw_len bytes of room: a chunk that inflates to more
-			 * (a decompression bomb) fails here instead of growing. */
-			size_t z = w && w->dc ? ZSTD_decompressDCtx(w->dc, dst, c->raw_len, src,
-								     c->stored_len)
-					      : (size_t)-1;
-			if (ZSTD_isError(z) || z != c->raw_len)
-				bad = "cannot be decompressed to its recorded size";
+			if (!fc || fc->pack != c->pack || fc->offset != c->offset) {
+				/* A new frame: decompress as far as this range needs it. */
+				fc = c;
+				size_t need = 0;
+				for (uint32_t j = i; j < rg->count; j++) {
+					const struct ss_chunk_ref *d = &P->m->chunks[P->order[rg->first + j]];
+					if (d->pack != c->pack || d->offset != c->offset ||
+					    d->codec != SS_CODEC_ZSTD)
+						break;
+					need = SS_MAX(need, (size_t)d->frame_off + d->raw_len);
+				}
+				frame_base = pos;
+				if (pos + need > P->out_cap ||
+				    !frame_prefix(w ? w->dc : NULL, src, c->stored_len, t->out + pos, need))
+					bad = "cannot be decompressed to its recorded size";
+				pos += need;
+			}
+			t->coff[i] = (uint32_t)(frame_base + c->frame_off);
 		}
 		if (!bad) {
 			XXH128_canonical_t h;
-			XXH128_canonicalFromHash(&h, XXH3_128bits(dst, c->raw_len));
+			XXH128_canonicalFromHash(&h, XXH3_128bits(t->out + t->coff[i], c->raw_len));
 			if (memcmp(h.digest, c->id, 16) != 0)
 				bad = "does not match its checksum";
 		}
@@ -291,7 +346,6 @@ static void range_work(struct ss_task *task, void *wp)
 			t->err = -EBADMSG;
 			return;
 		}
-		out += c->raw_len;
 	}
 	t->err = 0;
 }
@@ -380,11 +434,11 @@ static void range_done(struct ss_op *op, int res)
 		return;
 	}
 	struct range *rg = t->rg;
-	uint8_t *p = t->out;
 	t->nw = 0;
 	for (uint32_t i = 0; i < rg->count; i++) {
 		uint32_t ci = P->order[rg->first + i];
 		uint32_t len = P->m->chunks[ci].raw_len;
+		uint8_t *p = t->out + t->coff[i];
 		for (uint32_t k = P->tstart[ci]; k < P->tstart[ci + 1]; k++) {
 			struct target *tg = &P->targets[k];
 			if (add_write(t, P->files[tg->file].fd, tg, p, len)) {
@@ -394,7 +448,6 @@ static void range_done(struct ss_op *op, int res)
 			}
 			P->prog.bytes_done += len;
 		}
-		p += len;
 	}
 	if (!t->nw) {
 		task_release(P, t);
@@ -808,7 +861,11 @@ static int run_pipeline(struct pull *P)
 	if (P->ntasks > (unsigned)P->nranges)
 		P->ntasks = (unsigned)SS_MAX(P->nranges, 1);
 	P->max_gets = SS_MIN(P->ntasks, ss_backend_max_inflight(P->store));
-	size_t per = (size_t)RANGE_MAX * 2;
+	/* A range may overrun its budget by one frame, which is never split. */
+	uint32_t fmax = SS_MAX(P->m->frame_max, P->m->chunk_max);
+	P->in_cap = SS_ALIGN_UP((size_t)RANGE_MAX + ZSTD_compressBound(fmax), 4096);
+	P->out_cap = SS_ALIGN_UP((size_t)RANGE_MAX + fmax, 4096);
+	size_t per = P->in_cap + P->out_cap;
 	P->mem_len = per * P->ntasks;
 	P->mem = ss_map_alloc(P->mem_len);
 	P->tasks = calloc(P->ntasks, sizeof(*P->tasks));
@@ -818,7 +875,10 @@ static int run_pipeline(struct pull *P)
 		struct rtask *t = &P->tasks[i];
 		t->P = P;
 		t->in = P->mem + per * i;
-		t->out = t->in + RANGE_MAX;
+		t->out = t->in + P->in_cap;
+		t->coff = malloc(sizeof(*t->coff) * (P->max_range_chunks ? P->max_range_chunks : 1));
+		if (!t->coff)
+			return ss_err_set(P->err, -ENOMEM, "cannot allocate the pull pipeline");
 		t->task.run = range_work;
 		t->task.op.done = range_done;
 		task_release(P, t);
@@ -887,6 +947,10 @@ int ss_pull(const struct ss_pull_opts *opts, const struct ss_config *config, str
 		ss_err_set(&err, r, "cannot plan the pull: %s", strerror(-r));
 		goto out;
 	}
+	/* Decoding the manifest and planning leave large freed temporaries in
+	 * the heap; give them back before the pipeline's buffers arrive, so the
+	 * peak does not carry them (bounded memory at any image size). */
+	malloc_trim(0);
 	if ((r = create_outputs(P)))
 		goto out;
 	struct ss_worker_ctx_ops wops = {.create = wctx_create, .destroy = wctx_destroy};
@@ -917,8 +981,10 @@ out:
 		free(P->tmp);
 		free(P->final);
 		if (P->tasks)
-			for (unsigned i = 0; i < P->ntasks; i++)
+			for (unsigned i = 0; i < P->ntasks; i++) {
 				free(P->tasks[i].w);
+				free(P->tasks[i].coff);
+			}
 		free(P->tasks);
 		ss_map_free(P->mem, P->mem_len);
 		free(P->tstart);

@@ -29,11 +29,17 @@ struct sext {
 	uint32_t slot;          /* SS_SLOT_NONE: zero run */
 };
 
+/* A chunk this push stores. Chunks compressed together share out_off and
+ * stored_len (their frame) and differ in frame_off. */
 struct newc {
 	uint32_t slot;
 	uint32_t out_off;
 	uint32_t stored_len;
+	uint32_t frame_off;
+	uint32_t raw_len;
 	uint8_t codec;
+	bool first;             /* first chunk of its frame */
+	const uint8_t *raw;     /* while the frame is being built */
 };
 
 struct push;
@@ -54,6 +60,9 @@ struct seg {
 	uint32_t next, ext_cap;
 	struct newc *nc;
 	uint32_t nnc, nc_cap, nc_done;
+	uint32_t frame_first;   /* first newc of the frame being built */
+	uint32_t frame_raw;     /* its raw bytes so far */
+	uint32_t frame_pack_off;/* where the current frame went in its pack */
 	uint64_t zero_bytes, chunk_bytes, chunks;
 	int err;
 	struct ss_err werr;
@@ -72,6 +81,10 @@ struct pfile {
 	uint8_t digest[16];
 	uint64_t first_seq, nsegs;
 	uint64_t read_off;
+	/* The same file in the guide (parent) snapshot, with each extent's
+	 * start offset, for predicting cut points. */
+	const struct ss_mfile *gf;
+	uint64_t *gstart;
 };
 
 struct packbuf {
@@ -106,6 +119,7 @@ struct push {
 	struct ss_store *store;
 	struct ss_dedup *dedup;
 	struct ss_chunker chunker;
+	struct ss_manifest *guide;   /* a parent chunked with our parameters */
 	struct ss_err *err;
 	bool failed;
 
@@ -304,6 +318,8 @@ static int collect_files(struct push *P)
 
 struct wctx {
 	ZSTD_CCtx *cc;
+	uint8_t *scratch;       /* frame_max bytes, to gather a frame */
+	size_t scratch_len;
 };
 
 static void *wctx_create(void *arg)
@@ -312,6 +328,8 @@ static void *wctx_create(void *arg)
 	struct wctx *w = calloc(1, sizeof(*w));
 	if (!w)
 		return NULL;
+	w->scratch_len = P->cfg.frame_max;
+	w->scratch = ss_map_alloc(w->scratch_len);
 	w->cc = ZSTD_createCCtx();
 	if (w->cc) {
 		ZSTD_CCtx_setParameter(w->cc, ZSTD_c_compressionLevel, P->cfg.zstd_level);
@@ -325,8 +343,10 @@ static void *wctx_create(void *arg)
 static void wctx_destroy(void *p)
 {
 	struct wctx *w = p;
-	if (w)
+	if (w) {
 		ZSTD_freeCCtx(w->cc);
+		ss_map_free(w->scratch, w->scratch_len);
+	}
 	free(w);
 }
 
@@ -362,26 +382,102 @@ static int seg_add_new(struct seg *s, const struct newc *c)
 	return 0;
 }
 
-/* Compress one chunk into the segment's output. A chunk that zstd cannot
- * shrink by 5% is stored raw: decompressing it would cost time for no
- * space. The destination always has ZSTD_compressBound room (see
- * pools_init): with less, zstd falls back to its buffered streaming path,
- * which costs tens of microseconds per chunk. */
-static void store_chunk(struct wctx *w, struct seg *s, const uint8_t *p, uint32_t len,
-			struct newc *c)
+/* Compress the frame of new chunks nc[frame_first..nnc) into the
+ * segment's output. Chunks that are neighbours in the segment are
+ * compressed in place; others are first gathered into the worker's
+ * scratch buffer. A frame that zstd cannot shrink by 5 % is stored as raw
+ * chunks: decompressing it would cost time for no space. The destination
+ * always has ZSTD_compressBound room (see pools_init): with less, zstd
+ * falls back to its buffered streaming path, which costs far more. */
+static void frame_flush(struct wctx *w, struct seg *s)
 {
-	uint8_t *dst = s->out + s->out_len;
-	size_t z = w && w->cc ? ZSTD_compress2(w->cc, dst, ZSTD_compressBound(len), p, len) : 0;
-	if (w && w->cc && !ZSTD_isError(z) && z > 0 && z < (size_t)len - len / 20) {
-		c->codec = SS_CODEC_ZSTD;
-		c->stored_len = (uint32_t)z;
-	} else {
-		memcpy(dst, p, len);
-		c->codec = SS_CODEC_RAW;
-		c->stored_len = len;
+	uint32_t n = s->nnc - s->frame_first;
+	if (!n)
+		return;
+	struct newc *c = &s->nc[s->frame_first];
+	const uint8_t *src = c[0].raw;
+	for (uint32_t i = 1; i < n && src; i++)
+		if (c[i].raw != c[i - 1].raw + c[i - 1].raw_len)
+			src = NULL;
+	if (!src && w && w->scratch) {
+		uint32_t at = 0;
+		for (uint32_t i = 0; i < n; i++) {
+			memcpy(w->scratch + at, c[i].raw, c[i].raw_len);
+			at += c[i].raw_len;
+		}
+		src = w->scratch;
 	}
-	c->out_off = (uint32_t)s->out_len;
-	s->out_len += c->stored_len;
+	uint32_t raw = s->frame_raw;
+	uint8_t *dst = s->out + s->out_len;
+	size_t z = src && w && w->cc ? ZSTD_compress2(w->cc, dst, ZSTD_compressBound(raw), src, raw)
+				     : 0;
+	if (src && w && w->cc && !ZSTD_isError(z) && z > 0 && z < (size_t)raw - raw / 20) {
+		uint32_t off = 0;
+		for (uint32_t i = 0; i < n; i++) {
+			c[i].codec = SS_CODEC_ZSTD;
+			c[i].out_off = (uint32_t)s->out_len;
+			c[i].stored_len = (uint32_t)z;
+			c[i].frame_off = off;
+			c[i].first = i == 0;
+			off += c[i].raw_len;
+		}
+		s->out_len += z;
+	} else {
+		for (uint32_t i = 0; i < n; i++) {
+			memcpy(s->out + s->out_len, c[i].raw, c[i].raw_len);
+			c[i].codec = SS_CODEC_RAW;
+			c[i].out_off = (uint32_t)s->out_len;
+			c[i].stored_len = c[i].raw_len;
+			c[i].frame_off = 0;
+			c[i].first = true;
+			s->out_len += c[i].raw_len;
+		}
+	}
+	for (uint32_t i = 0; i < n; i++)
+		c[i].raw = NULL;
+	s->frame_first = s->nnc;
+	s->frame_raw = 0;
+}
+
+/* Predict the extent at `off` from the guide snapshot: when the parent has
+ * a chunk starting at the same file offset and these bytes hash to its id,
+ * FastCDC would cut exactly there too (a cut depends only on the chunk's
+ * own bytes), so the gear-hash scan is skipped and the id hash, needed
+ * anyway, is the only pass over the bytes. Cuts the parent was forced to
+ * make by its end of file, or by a zero page that is no longer zero, are
+ * not trusted. The result is always what ss_chunk_next would return; the
+ * engine test checks that. Returns true with *e and *id filled. */
+static bool guide_next(struct push *P, const struct pfile *f, const struct seg *s, size_t off,
+		       size_t *k, struct ss_extent *e, XXH128_canonical_t *id)
+{
+	const struct ss_mfile *gf = f->gf;
+	if (!gf)
+		return false;
+	uint64_t x = s->off + off;
+	while (*k < gf->next && f->gstart[*k] < x)
+		(*k)++;
+	if (*k >= gf->next || f->gstart[*k] != x || !gf->ext[*k].chunk)
+		return false;
+	uint64_t len = gf->ext[*k].len;
+	if (off + len > s->len)
+		return false;
+	if (off + len < s->len) {
+		/* The new data goes on past the cut: the parent's cut must not
+		 * have been forced by its end or by a zero page now gone. */
+		if (*k + 1 >= gf->next)
+			return false;
+		if (!gf->ext[*k + 1].chunk) {
+			size_t z = SS_MIN((size_t)SS_PAGE_SIZE, s->len - off - len);
+			if (!ss_is_zero(s->buf + off + len, z))
+				return false;
+		}
+	}
+	XXH128_canonicalFromHash(id, XXH3_128bits(s->buf + off, len));
+	if (memcmp(id->digest, P->guide->chunks[gf->ext[*k].chunk - 1].id, 16) != 0)
+		return false;
+	e->len = len;
+	e->kind = SS_EXTENT_CHUNK;
+	return true;
 }
 
 static void seg_work(struct ss_task *t, void *wp)
@@ -392,14 +488,30 @@ static void seg_work(struct ss_task *t, void *wp)
 	size_t off = 0;
 	int r = 0;
 	s->next = s->nnc = s->nc_done = 0;
+	s->frame_first = s->frame_raw = 0;
 	s->out_len = 0;
 	s->zero_bytes = s->chunk_bytes = s->chunks = 0;
+	const struct pfile *f = &P->files[s->file];
+	/* The guide's first extent at or after this segment. */
+	size_t k = 0, hi = f->gf ? f->gf->next : 0;
+	while (k < hi) {
+		size_t mid = k + (hi - k) / 2;
+		if (f->gstart[mid] < s->off)
+			k = mid + 1;
+		else
+			hi = mid;
+	}
 	while (off < s->len) {
 		struct ss_extent e;
-		r = ss_chunk_next(&P->chunker, s->buf + off, s->len - off, s->off + off, true, &e);
-		if (r != 1) {
-			r = r < 0 ? r : -EIO;
-			break;
+		XXH128_canonical_t c;
+		bool hashed = guide_next(P, f, s, off, &k, &e, &c);
+		if (!hashed) {
+			r = ss_chunk_next(&P->chunker, s->buf + off, s->len - off, s->off + off, true,
+					  &e);
+			if (r != 1) {
+				r = r < 0 ? r : -EIO;
+				break;
+			}
 		}
 		r = 0;
 		if (e.kind == SS_EXTENT_ZERO) {
@@ -407,15 +519,17 @@ static void seg_work(struct ss_task *t, void *wp)
 			r = seg_add_ext(s, (uint32_t)e.len, SS_SLOT_NONE);
 		} else {
 			const uint8_t *p = s->buf + off;
-			XXH128_canonical_t c;
-			XXH128_canonicalFromHash(&c, XXH3_128bits(p, e.len));
+			if (!hashed)
+				XXH128_canonicalFromHash(&c, XXH3_128bits(p, e.len));
 			uint32_t slot;
 			bool is_new;
 			r = ss_dedup_claim(P->dedup, c.digest, (uint32_t)e.len, &slot, &is_new);
 			if (!r && is_new) {
-				struct newc nc = {.slot = slot};
-				store_chunk(w, s, p, (uint32_t)e.len, &nc);
+				if (s->frame_raw + e.len > P->cfg.frame_max)
+					frame_flush(w, s);
+				struct newc nc = {.slot = slot, .raw = p, .raw_len = (uint32_t)e.len};
 				r = seg_add_new(s, &nc);
+				s->frame_raw += (uint32_t)e.len;
 			}
 			if (!r)
 				r = seg_add_ext(s, (uint32_t)e.len, slot);
@@ -426,6 +540,8 @@ static void seg_work(struct ss_task *t, void *wp)
 			break;
 		off += e.len;
 	}
+	if (!r)
+		frame_flush(w, s);
 	if (r)
 		ss_err_set(&s->werr, r, "chunking %s at offset %llu: %s", P->files[s->file].name,
 			   (unsigned long long)(s->off + off), strerror(-r));
@@ -546,22 +662,32 @@ static struct packbuf *pack_current(struct push *P)
 	return NULL;   /* both uploading: wait for one */
 }
 
-/* Move a segment's new chunks into packs. Returns false when it had to
- * stop for a free pack buffer (the segment stays parked). */
+/* Move a segment's new chunks into packs, a frame at a time (a frame never
+ * spans packs). Returns false when it had to stop for a free pack buffer
+ * (the segment stays parked and resumes at a frame boundary). */
 static bool seg_pack(struct push *P, struct seg *s)
 {
 	while (s->nc_done < s->nnc) {
-		struct packbuf *pb = pack_current(P);
-		if (!pb)
-			return false;
 		struct newc *c = &s->nc[s->nc_done];
-		if (pb->n && pb->len + c->stored_len > P->cfg.pack_size) {
-			int r = pack_flush(P, pb);
-			if (r) {
-				fail(P, r, "cannot store a pack");
-				return true;
+		struct packbuf *pb;
+		if (c->first) {
+			pb = pack_current(P);
+			if (!pb)
+				return false;
+			if (pb->n && pb->len + c->stored_len > P->cfg.pack_size) {
+				int r = pack_flush(P, pb);
+				if (r) {
+					fail(P, r, "cannot store a pack");
+					return true;
+				}
+				continue;
 			}
-			continue;
+			memcpy(pb->data + pb->len, s->out + c->out_off, c->stored_len);
+			s->frame_pack_off = (uint32_t)pb->len;
+			pb->len += c->stored_len;
+			P->st->new_stored_bytes += c->stored_len;
+		} else {
+			pb = P->cur;   /* the frame's first chunk opened it */
 		}
 		if (pb->n == pb->ecap) {
 			uint32_t ncap = pb->ecap ? pb->ecap * 2 : 1024;
@@ -576,18 +702,17 @@ static bool seg_pack(struct push *P, struct seg *s)
 		struct ss_dentry *de = ss_dedup_entry(P->dedup, c->slot);
 		struct ss_pack_entry *pe = &pb->e[pb->n++];
 		memcpy(pe->id, de->id, 16);
-		pe->offset = (uint32_t)pb->len;
+		pe->offset = s->frame_pack_off;
 		pe->stored_len = c->stored_len;
 		pe->raw_len = de->raw_len;
 		pe->codec = c->codec;
-		memcpy(pb->data + pb->len, s->out + c->out_off, c->stored_len);
+		pe->frame_off = c->frame_off;
 		de->pack = pb->idx;
-		de->offset = (uint32_t)pb->len;
+		de->offset = s->frame_pack_off;
 		de->stored_len = c->stored_len;
 		de->codec = c->codec;
-		pb->len += c->stored_len;
+		de->frame_off = c->frame_off;
 		P->st->new_raw_bytes += de->raw_len;
-		P->st->new_stored_bytes += c->stored_len;
 		P->st->new_chunks++;
 		s->nc_done++;
 	}
@@ -742,8 +867,8 @@ static int pools_init(struct push *P)
 	size_t ss = P->cfg.chunk.seg_size;
 	/* Output holds at most the segment's bytes (a chunk is never stored
 	 * larger than raw), plus zstd's worst-case slack for the last one. */
-	size_t os = SS_ALIGN_UP(ss + ZSTD_compressBound(P->cfg.chunk.max_size) -
-				P->cfg.chunk.max_size, 4096);
+	size_t os = SS_ALIGN_UP(ss + ZSTD_compressBound(P->cfg.frame_max) - P->cfg.frame_max,
+				4096);
 	P->seg_mem_len = ss * P->nsegs;
 	P->out_mem_len = os * P->nsegs;
 	P->seg_mem = ss_map_alloc(P->seg_mem_len);
@@ -775,7 +900,7 @@ static int pools_init(struct push *P)
 	for (unsigned i = 0; i < NPACKBUF; i++) {
 		struct packbuf *pb = &P->pb[i];
 		pb->P = P;
-		pb->cap = P->cfg.pack_size + P->cfg.chunk.max_size;
+		pb->cap = P->cfg.pack_size + ZSTD_compressBound(P->cfg.frame_max);
 		pb->data = ss_map_alloc(pb->cap);
 		if (!pb->data)
 			return -ENOMEM;
@@ -888,6 +1013,7 @@ static int build_manifest(struct push *P, struct ss_manifest *m, const struct ss
 	m->chunk_max = P->cfg.chunk.max_size;
 	m->chunk_seg = P->cfg.chunk.seg_size;
 	m->chunk_algorithm = 1;
+	m->frame_max = P->cfg.frame_max;
 	m->root_is_dir = P->root_is_dir;
 	(void)loc;
 
@@ -984,9 +1110,14 @@ static int build_manifest(struct push *P, struct ss_manifest *m, const struct ss
 					c->stored_len = de->stored_len;
 					c->raw_len = de->raw_len;
 					c->codec = de->codec;
+					c->frame_off = de->frame_off;
+					/* Chunks of a frame share its stored bytes: count a
+					 * frame once (its chunks are usually neighbours). */
+					if (c == m->chunks || c[-1].pack != c->pack ||
+					    c[-1].offset != c->offset)
+						stored_bytes += de->stored_len;
 					de->snap_idx = (uint32_t)m->nchunks++;
 					unique_bytes += de->raw_len;
-					stored_bytes += de->stored_len;
 				}
 				mf->ext[mf->next++] = (struct ss_mextent){x->len, de->snap_idx + 1};
 			}
@@ -1015,6 +1146,34 @@ static int build_manifest(struct push *P, struct ss_manifest *m, const struct ss
 	return r;
 }
 
+/* Pair each file with the guide's file of the same name (or the only file
+ * of two one-file snapshots) and index the guide's extent offsets. */
+static int map_guide(struct push *P)
+{
+	struct ss_manifest *g = P->guide;
+	for (size_t i = 0; i < P->nfiles; i++) {
+		struct pfile *f = &P->files[i];
+		const struct ss_mfile *gf = NULL;
+		if (!P->root_is_dir && !g->root_is_dir && g->nfiles == 1)
+			gf = &g->files[0];
+		for (size_t j = 0; !gf && P->root_is_dir && g->root_is_dir && j < g->nfiles; j++)
+			if (strcmp(g->files[j].name, f->name) == 0)
+				gf = &g->files[j];
+		if (!gf || !gf->next)
+			continue;
+		f->gstart = malloc(sizeof(*f->gstart) * gf->next);
+		if (!f->gstart)
+			return ss_err_set(P->err, -ENOMEM, "out of memory");
+		uint64_t at = 0;
+		for (size_t e = 0; e < gf->next; e++) {
+			f->gstart[e] = at;
+			at += gf->ext[e].len;
+		}
+		f->gf = gf;
+	}
+	return 0;
+}
+
 static int load_parents(struct push *P)
 {
 	for (size_t i = 0; i < P->opts->nparents; i++) {
@@ -1040,14 +1199,22 @@ static int load_parents(struct push *P)
 					break;
 			}
 			r = ss_dedup_add(P->dedup, cr->id, idx, (uint32_t)cr->offset, cr->stored_len,
-					 cr->raw_len, cr->codec);
+					 cr->raw_len, cr->codec, cr->frame_off);
+		}
+		/* The first parent cut with our parameters guides chunking. */
+		const struct ss_chunk_params *cp = &P->cfg.chunk;
+		if (!r && !P->guide && pm->chunk_algorithm == 1 && !pm->keyed_ids &&
+		    pm->chunk_min == cp->min_size && pm->chunk_avg == cp->avg_size &&
+		    pm->chunk_max == cp->max_size && pm->chunk_seg == cp->seg_size) {
+			P->guide = pm;
+			pm = NULL;
 		}
 		ss_manifest_free(pm);
 		if (r)
 			return ss_err_set(P->err, r, "cannot load parent %s: %s", P->opts->parents[i],
 					  strerror(-r));
 	}
-	return 0;
+	return P->guide ? map_guide(P) : 0;
 }
 
 int ss_push(const struct ss_push_opts *opts, const struct ss_config *config, struct ss_stats *st,
@@ -1178,12 +1345,14 @@ out:
 			if (P->files[i].fd >= 0)
 				close(P->files[i].fd);
 			XXH3_freeState(P->files[i].hs);
+			free(P->files[i].gstart);
 			free(P->files[i].path);
 			free(P->files[i].name);
 		}
 		free(P->files);
 		ss_store_free(P->store);
 		ss_dedup_free(P->dedup);
+		ss_manifest_free(P->guide);
 		ss_backend_free(snapb);
 		ss_loop_free(P->loop);
 	}

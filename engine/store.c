@@ -147,7 +147,7 @@ static int add_pack_entries(struct ss_store *s, struct ss_dedup *d, const uint8_
 	int r = ss_store_pack_index(s, id, size, &idx);
 	for (uint32_t i = 0; !r && i < n; i++)
 		r = ss_dedup_add(d, e[i].id, idx, e[i].offset, e[i].stored_len, e[i].raw_len,
-				 e[i].codec);
+				 e[i].codec, e[i].frame_off);
 	return r;
 }
 

@@ -179,6 +179,17 @@ static int validate_chunks(const struct ss_manifest *m, struct ss_err *err)
 				  ", avg %" PRIu32 ", max %" PRIu32 ", segment %" PRIu32
 				  "; need min < avg < max <= segment, avg a power of two, max <= 64 MiB)",
 				  m->chunk_min, m->chunk_avg, m->chunk_max, m->chunk_seg);
+	if (m->frame_max && m->frame_max < m->chunk_max)
+		return ss_err_set(err, -EBADMSG,
+				  "manifest frame maximum %" PRIu32 " is below the chunk maximum %" PRIu32
+				  " (corrupt manifest)", m->frame_max, m->chunk_max);
+	if (m->frame_max > SS_FRAME_MAX_LIMIT)
+		return ss_err_set(err, -EBADMSG,
+				  "manifest frame maximum %" PRIu32 " is over the limit of %u bytes"
+				  " (corrupt manifest)", m->frame_max, SS_FRAME_MAX_LIMIT);
+	/* Worst-case zstd output for a whole frame (chunks inside a larger
+	 * frame share its stored length). */
+	uint64_t frame_bound = (uint64_t)m->frame_max + m->frame_max / 128 + 1024;
 	for (size_t i = 0; i < m->nchunks; i++) {
 		const struct ss_chunk_ref *c = &m->chunks[i];
 		if (c->codec != SS_CODEC_RAW && c->codec != SS_CODEC_ZSTD)
@@ -190,12 +201,32 @@ static int validate_chunks(const struct ss_manifest *m, struct ss_err *err)
 					  "manifest chunk %zu has raw length %" PRIu32
 					  ", outside 1..%" PRIu32 " (the chunk maximum; corrupt manifest)",
 					  i, c->raw_len, m->chunk_max);
-		uint64_t bound = (uint64_t)c->raw_len + c->raw_len / 128 + 1024;
+		if (c->codec == SS_CODEC_RAW && c->frame_off != 0)
+			return ss_err_set(err, -EBADMSG,
+					  "manifest chunk %zu is stored uncompressed but has frame offset %" PRIu32
+					  ", not 0 (only zstd frames hold several chunks; corrupt manifest)",
+					  i, c->frame_off);
+		if (c->codec == SS_CODEC_ZSTD && m->frame_max == 0 && c->frame_off != 0)
+			return ss_err_set(err, -EBADMSG,
+					  "manifest chunk %zu starts at offset %" PRIu32
+					  " of its zstd frame but the manifest has no frames"
+					  " (frame maximum 0; corrupt manifest)", i, c->frame_off);
+		if (c->codec == SS_CODEC_ZSTD && m->frame_max &&
+		    (uint64_t)c->frame_off + c->raw_len > m->frame_max)
+			return ss_err_set(err, -EBADMSG,
+					  "manifest chunk %zu occupies bytes [%" PRIu32 ", %" PRIu64
+					  ") of its zstd frame, past the frame maximum %" PRIu32
+					  " (corrupt manifest)", i, c->frame_off,
+					  (uint64_t)c->frame_off + c->raw_len, m->frame_max);
+		bool framed = c->codec == SS_CODEC_ZSTD && m->frame_max;
+		uint64_t bound = framed ? frame_bound
+					: (uint64_t)c->raw_len + c->raw_len / 128 + 1024;
 		if (c->stored_len == 0 || c->stored_len > bound)
 			return ss_err_set(err, -EBADMSG,
 					  "manifest chunk %zu has stored length %" PRIu32
-					  " for %" PRIu32 " raw bytes (corrupt manifest)",
-					  i, c->stored_len, c->raw_len);
+					  " for %" PRIu32 " raw bytes%s (corrupt manifest)",
+					  i, c->stored_len, c->raw_len,
+					  framed ? " in a zstd frame of at most the frame maximum" : "");
 		if (c->codec == SS_CODEC_RAW && c->stored_len != c->raw_len)
 			return ss_err_set(err, -EBADMSG,
 					  "manifest chunk %zu is stored uncompressed but its stored length %" PRIu32
@@ -478,7 +509,7 @@ static size_t put_varint(uint8_t *p, uint64_t v)
 /* The columnar tables the Snapshot message points into. */
 struct enc_tables {
 	uint8_t *ids;
-	uint32_t *pack, *stored, *raw, *codec;
+	uint32_t *pack, *stored, *raw, *codec, *frame_off;
 	uint64_t *offset;
 	Label *labels;
 	Label **label_ptrs;
@@ -496,6 +527,7 @@ static void enc_tables_free(struct enc_tables *t)
 	free(t->stored);
 	free(t->raw);
 	free(t->codec);
+	free(t->frame_off);
 	free(t->offset);
 	free(t->labels);
 	free(t->label_ptrs);
@@ -525,6 +557,7 @@ static int build_snapshot(const struct ss_manifest *m, Snapshot *s, ChunkParams 
 	cp->seg_size = m->chunk_seg;
 	cp->algorithm = m->chunk_algorithm;
 	cp->keyed_ids = m->keyed_ids;
+	cp->frame_max = m->frame_max;
 	s->chunking = cp;
 	st->logical_bytes = m->stats.logical_bytes;
 	st->zero_bytes = m->stats.zero_bytes;
@@ -584,6 +617,18 @@ static int build_snapshot(const struct ss_manifest *m, Snapshot *s, ChunkParams 
 			t->raw[i] = c->raw_len;
 			t->codec[i] = c->codec;
 			t->offset[i] = c->offset;
+		}
+		/* Without frames every frame offset is 0: omit the column. */
+		bool frames = false;
+		for (size_t i = 0; i < n && !frames; i++)
+			frames = m->chunks[i].frame_off != 0;
+		if (frames) {
+			if (!(t->frame_off = alloc_n(n, sizeof(uint32_t))))
+				return -ENOMEM;
+			for (size_t i = 0; i < n; i++)
+				t->frame_off[i] = m->chunks[i].frame_off;
+			s->n_chunk_frame_off = n;
+			s->chunk_frame_off = t->frame_off;
 		}
 		s->chunk_ids.len = 16 * n;
 		s->chunk_ids.data = t->ids;
@@ -911,6 +956,7 @@ static int from_snapshot(Snapshot *s, ProtobufCAllocator *pa, struct ss_manifest
 		m->chunk_seg = s->chunking->seg_size;
 		m->chunk_algorithm = s->chunking->algorithm;
 		m->keyed_ids = s->chunking->keyed_ids;
+		m->frame_max = s->chunking->frame_max;
 	}
 	m->root_is_dir = s->root_is_dir;
 	if (s->stats) {
@@ -976,13 +1022,17 @@ static int from_snapshot(Snapshot *s, ProtobufCAllocator *pa, struct ss_manifest
 	if (n > SS_MANIFEST_MAX_CHUNKS)
 		return ss_err_set(err, -EBADMSG, "manifest has %zu chunks, more than the limit of %u",
 				  n, SS_MANIFEST_MAX_CHUNKS);
+	/* The frame offset column is absent (all zero) when there are no
+	 * frames. */
 	if (s->n_chunk_pack != n || s->n_chunk_offset != n || s->n_chunk_stored_len != n ||
-	    s->n_chunk_raw_len != n || s->n_chunk_codec != n)
+	    s->n_chunk_raw_len != n || s->n_chunk_codec != n ||
+	    (s->n_chunk_frame_off != n && s->n_chunk_frame_off != 0))
 		return ss_err_set(err, -EBADMSG,
 				  "manifest chunk table is inconsistent: %zu ids but %zu packs, %zu offsets, "
-				  "%zu stored lengths, %zu raw lengths, %zu codecs (corrupt manifest)",
+				  "%zu stored lengths, %zu raw lengths, %zu codecs, %zu frame offsets "
+				  "(corrupt manifest)",
 				  n, s->n_chunk_pack, s->n_chunk_offset, s->n_chunk_stored_len,
-				  s->n_chunk_raw_len, s->n_chunk_codec);
+				  s->n_chunk_raw_len, s->n_chunk_codec, s->n_chunk_frame_off);
 	if (n) {
 		if (!(m->chunks = malloc(n * sizeof(*m->chunks))))
 			return ss_err_set(err, -ENOMEM, "out of memory reading manifest");
@@ -1000,6 +1050,7 @@ static int from_snapshot(Snapshot *s, ProtobufCAllocator *pa, struct ss_manifest
 			c->stored_len = s->chunk_stored_len[i];
 			c->raw_len = s->chunk_raw_len[i];
 			c->offset = s->chunk_offset[i];
+			c->frame_off = s->n_chunk_frame_off ? s->chunk_frame_off[i] : 0;
 		}
 	}
 	/* Done with the columns. */
@@ -1011,10 +1062,12 @@ static int from_snapshot(Snapshot *s, ProtobufCAllocator *pa, struct ss_manifest
 	pb_free(pa, s->chunk_stored_len);
 	pb_free(pa, s->chunk_raw_len);
 	pb_free(pa, s->chunk_codec);
+	pb_free(pa, s->chunk_frame_off);
 	s->chunk_pack = s->chunk_stored_len = s->chunk_raw_len = s->chunk_codec = NULL;
+	s->chunk_frame_off = NULL;
 	s->chunk_offset = NULL;
 	s->n_chunk_pack = s->n_chunk_offset = s->n_chunk_stored_len = 0;
-	s->n_chunk_raw_len = s->n_chunk_codec = 0;
+	s->n_chunk_raw_len = s->n_chunk_codec = s->n_chunk_frame_off = 0;
 
 	/* Files. */
 	if (s->n_files > SS_MANIFEST_MAX_FILES)

@@ -34,7 +34,8 @@ struct ss_chunk_ref {
 	uint32_t stored_len;
 	uint32_t raw_len;
 	uint8_t codec;        /* enum ss_codec */
-	uint64_t offset;      /* within the pack */
+	uint32_t frame_off;   /* offset of the chunk in its decompressed frame */
+	uint64_t offset;      /* of the frame within the pack */
 };
 
 struct ss_mextent {
@@ -67,6 +68,7 @@ struct ss_manifest {
 	char *tool_version;
 	int64_t created_unix_ns;
 	uint32_t chunk_min, chunk_avg, chunk_max, chunk_seg, chunk_algorithm;
+	uint32_t frame_max;   /* largest decompressed frame; 0: one chunk each */
 	bool keyed_ids;
 	bool root_is_dir;
 	struct ss_label *labels;

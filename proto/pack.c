@@ -16,7 +16,8 @@
 #define PACK_MAGIC "SSPACK01"
 #define INDEX_MAGIC "SSINDX01"
 #define PACK_VERSION 1u
-#define CODEC_MAX 1u                 /* 0 = raw, 1 = zstd */
+#define CODEC_ZSTD 1u                /* 0 = raw, 1 = zstd */
+#define CODEC_MAX CODEC_ZSTD
 #define INDEX_HDR_SIZE 16u           /* magic, npacks, reserved */
 #define INDEX_REC_SIZE 32u           /* pack_id, pack_size, count, reserved */
 #define INDEX_SUM_SIZE 8u
@@ -28,19 +29,22 @@ static void put_entry(uint8_t *p, const struct ss_pack_entry *e)
 	ss_put_le32(p + 20, e->stored_len);
 	ss_put_le32(p + 24, e->raw_len);
 	p[28] = e->codec;
-	p[29] = p[30] = p[31] = 0;
+	p[29] = (uint8_t)e->frame_off;
+	p[30] = (uint8_t)(e->frame_off >> 8);
+	p[31] = (uint8_t)(e->frame_off >> 16);
 }
 
-/* Check one entry against the previous one's end and the data bounds.
+/* Check one entry on its own, then against the previous entry (prev, NULL
+ * for the first) and the data bounds. Each entry names the stored frame
+ * [offset, offset + stored_len) holding its chunk: it either starts a new
+ * frame at or after the end of the previous one, or continues the previous
+ * entry's zstd frame (same offset and stored length, the chunk further on
+ * in the decompressed frame without overlapping the previous chunk).
  * `what` names the table for messages ("pack index", "index object pack 3"). */
-static int check_entry(const struct ss_pack_entry *e, const uint8_t *reserved, uint32_t i,
-		       uint32_t count, uint64_t prev_end, uint64_t data_end, const char *what,
+static int check_entry(const struct ss_pack_entry *e, const struct ss_pack_entry *prev,
+		       uint32_t i, uint32_t count, uint64_t data_end, const char *what,
 		       struct ss_err *err)
 {
-	if (reserved && (reserved[0] | reserved[1] | reserved[2]))
-		return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
-				  ": reserved bytes are not zero (corrupt, or written by a newer snapstream)",
-				  what, i, count);
 	if (e->codec > CODEC_MAX)
 		return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
 				  ": unknown codec %u (corrupt, or written by a newer snapstream)",
@@ -49,19 +53,61 @@ static int check_entry(const struct ss_pack_entry *e, const uint8_t *reserved, u
 		return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
 				  ": empty chunk (raw %" PRIu32 ", stored %" PRIu32 " bytes; corrupt)",
 				  what, i, count, e->raw_len, e->stored_len);
+	if (e->frame_off > SS_FRAME_MAX_LIMIT)
+		return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
+				  ": frame offset %" PRIu32 " does not fit in 24 bits (corrupt)",
+				  what, i, count, e->frame_off);
 	if (e->codec == 0 && e->stored_len != e->raw_len)
 		return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
 				  ": uncompressed chunk stores %" PRIu32 " bytes for %" PRIu32 " (corrupt)",
 				  what, i, count, e->stored_len, e->raw_len);
-	if (e->offset < prev_end)
+	if (e->codec == 0 && e->frame_off != 0)
 		return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
-				  ": chunk at offset %" PRIu32 " overlaps the previous one, which ends at %"
+				  ": uncompressed chunk has frame offset %" PRIu32
+				  ", not 0 (only zstd frames hold several chunks; corrupt)",
+				  what, i, count, e->frame_off);
+	uint64_t fend = (uint64_t)e->frame_off + e->raw_len;
+	if (fend > SS_FRAME_MAX_LIMIT)
+		return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
+				  ": chunk occupies bytes [%" PRIu32 ", %" PRIu64
+				  ") of its decompressed frame, past the frame limit of %u bytes (corrupt)",
+				  what, i, count, e->frame_off, fend, SS_FRAME_MAX_LIMIT);
+	uint64_t prev_end = prev ? (uint64_t)prev->offset + prev->stored_len : 0;
+	if (prev && e->offset == prev->offset) {
+		/* Continues the previous entry's frame. */
+		if (e->codec != CODEC_ZSTD || prev->codec != CODEC_ZSTD)
+			return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
+					  ": %s chunk shares the frame at offset %" PRIu32
+					  " with the previous %s one (only zstd frames hold several chunks; corrupt)",
+					  what, i, count, e->codec ? "compressed" : "uncompressed",
+					  e->offset, prev->codec ? "compressed" : "uncompressed");
+		if (e->stored_len != prev->stored_len)
+			return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
+					  ": continues the frame at offset %" PRIu32
+					  " but gives its stored length as %" PRIu32 ", not %" PRIu32 " (corrupt)",
+					  what, i, count, e->offset, e->stored_len, prev->stored_len);
+		if (e->frame_off <= prev->frame_off)
+			return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
+					  ": frame offset %" PRIu32 " in the frame at offset %" PRIu32
+					  " does not increase past the previous entry's %" PRIu32
+					  " (entries out of order; corrupt)",
+					  what, i, count, e->frame_off, e->offset, prev->frame_off);
+		uint64_t pfend = (uint64_t)prev->frame_off + prev->raw_len;
+		if (e->frame_off < pfend)
+			return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
+					  ": chunk at frame offset %" PRIu32 " in the frame at offset %" PRIu32
+					  " overlaps the previous chunk of that frame, which ends at %" PRIu64
+					  " (corrupt)", what, i, count, e->frame_off, e->offset, pfend);
+	} else if (e->offset < prev_end) {
+		return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
+				  ": frame at offset %" PRIu32 " overlaps the previous one, which ends at %"
 				  PRIu64 " (entries out of order or overlapping; corrupt)",
 				  what, i, count, e->offset, prev_end);
+	}
 	uint64_t end = (uint64_t)e->offset + e->stored_len;
 	if (end > data_end)
 		return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
-				  ": chunk [%" PRIu32 ", %" PRIu64 ") runs past the chunk data, which ends at %"
+				  ": frame [%" PRIu32 ", %" PRIu64 ") runs past the chunk data, which ends at %"
 				  PRIu64 " (corrupt)", what, i, count, e->offset, end, data_end);
 	return 0;
 }
@@ -70,7 +116,6 @@ static int check_entry(const struct ss_pack_entry *e, const uint8_t *reserved, u
 static int parse_entries(const uint8_t *p, uint32_t count, uint64_t data_end,
 			 struct ss_pack_entry *out, const char *what, struct ss_err *err)
 {
-	uint64_t prev_end = 0;
 	for (uint32_t i = 0; i < count; i++, p += SS_PACK_ENTRY_SIZE) {
 		struct ss_pack_entry *e = &out[i];
 		memcpy(e->id, p, 16);
@@ -78,10 +123,10 @@ static int parse_entries(const uint8_t *p, uint32_t count, uint64_t data_end,
 		e->stored_len = ss_get_le32(p + 20);
 		e->raw_len = ss_get_le32(p + 24);
 		e->codec = p[28];
-		int r = check_entry(e, p + 29, i, count, prev_end, data_end, what, err);
+		e->frame_off = (uint32_t)p[29] | (uint32_t)p[30] << 8 | (uint32_t)p[31] << 16;
+		int r = check_entry(e, i ? &out[i - 1] : NULL, i, count, data_end, what, err);
 		if (r)
 			return r;
-		prev_end = (uint64_t)e->offset + e->stored_len;
 	}
 	return 0;
 }
@@ -197,14 +242,10 @@ int ss_index_encode(const struct ss_index_pack *packs, uint32_t npacks, uint8_t 
 		if (pk->pack_size > SS_PACK_MAX_SIZE || pk->pack_size < tail)
 			return -EINVAL;
 		/* Refuse to write what ss_index_decode would refuse. */
-		uint64_t prev_end = 0;
-		for (uint32_t j = 0; j < pk->count; j++) {
-			const struct ss_pack_entry *e = &pk->entries[j];
-			if (check_entry(e, NULL, j, pk->count, prev_end, pk->pack_size - tail, "",
-					NULL))
+		for (uint32_t j = 0; j < pk->count; j++)
+			if (check_entry(&pk->entries[j], j ? &pk->entries[j - 1] : NULL, j,
+					pk->count, pk->pack_size - tail, "", NULL))
 				return -EINVAL;
-			prev_end = (uint64_t)e->offset + e->stored_len;
-		}
 		total += INDEX_REC_SIZE + (uint64_t)pk->count * SS_PACK_ENTRY_SIZE;
 		if (total > SS_INDEX_MAX_SIZE)
 			return -EFBIG;

@@ -3,14 +3,18 @@
  *   pack    := chunk data || index || trailer
  *   index   := count x entry
  *   entry   := id[16] | offset u32 | stored_len u32 | raw_len u32 |
- *              codec u8 | reserved[3] (zero)                      (32 bytes)
+ *              codec u8 | frame_off u24                           (32 bytes)
  *   trailer := magic "SSPACK01" | version u32 (1) | count u32 |
  *              index_offset u64 | checksum u64                     (32 bytes)
  *
  * All integers little-endian. checksum = XXH3-64 of index || the first 24
  * bytes of the trailer, so a pack describes itself and damage to its index
- * is detected. Entries are in offset order; each chunk's bytes lie inside
- * [0, index_offset). A pack's id is the XXH3-128 of the whole object.
+ * is detected. Each entry names the stored frame [offset, offset +
+ * stored_len) that holds the chunk; a zstd frame may hold several
+ * consecutive chunks, which then share offset and stored_len and differ in
+ * frame_off (the chunk's offset in the decompressed frame). Entries are in
+ * (offset, frame_off) order; distinct frames do not overlap and lie inside
+ * [0, index_offset). Raw chunks have frame_off 0. Pack ids are random.
  *
  * The store-level index object (`index/<id>`) concatenates pack records:
  *   index_obj := magic "SSINDX01" | npacks u32 | reserved u32 |
@@ -38,7 +42,10 @@ struct ss_pack_entry {
 	uint32_t stored_len;
 	uint32_t raw_len;
 	uint8_t codec;
+	uint32_t frame_off;   /* < 2^24 */
 };
+
+#define SS_FRAME_MAX_LIMIT ((1u << 24) - 1)
 
 /* Write the index and trailer for n entries at out (room for
  * n * SS_PACK_ENTRY_SIZE + SS_PACK_TRAILER_SIZE bytes). index_offset is the

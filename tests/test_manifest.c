@@ -11,6 +11,7 @@
 #include <zstd.h>
 
 #include "manifest.h"
+#include "pack.h"
 #include "snapshot.pb-c.h"
 #include "util.h"
 
@@ -78,50 +79,68 @@ static double now_s(void)
 /* Building manifests                                                  */
 
 /* Chunk table with realistic values: ids random, raw lengths 16..256 KiB,
- * mostly compressed, packed sequentially into packs of up to 32 MiB. */
-static void make_chunks(struct ss_manifest *m, size_t n)
+ * mostly compressed, packed sequentially into packs of up to 32 MiB. With
+ * per_frame > 0, compressed chunks come in zstd frames of up to per_frame
+ * consecutive chunks (sharing pack, offset and stored length, at
+ * increasing frame offsets) and frame_max is 8 * chunk_max; with 0, one
+ * chunk per frame and no frame_max. */
+static void make_chunks(struct ss_manifest *m, size_t n, unsigned per_frame)
 {
 	m->chunk_min = 16 * 1024;
 	m->chunk_avg = 64 * 1024;
 	m->chunk_max = 256 * 1024;
 	m->chunk_seg = 4 * 1024 * 1024;
 	m->chunk_algorithm = 1;
+	m->frame_max = per_frame ? 8 * m->chunk_max : 0;
 	m->chunks = xcalloc(n, sizeof(*m->chunks));
 	m->nchunks = n;
-	size_t cap_packs = n / 64 + 2;
+	size_t cap_packs = n / 8 + 2;
 	m->pack_ids = xcalloc(cap_packs, 16);
 	size_t npacks = 0;
 	uint64_t off = 0;
-	for (size_t i = 0; i < n; i++) {
-		struct ss_chunk_ref *c = &m->chunks[i];
-		for (int k = 0; k < 16; k += 8) {
-			uint64_t v = rnd();
-			memcpy(c->id + k, &v, 8);
-		}
-		/* Skewed towards the average, as FastCDC produces. */
-		uint32_t raw = (uint32_t)rnd_range(16 * 1024, 128 * 1024);
-		if (rnd() % 8 == 0)
-			raw = (uint32_t)rnd_range(128 * 1024, 256 * 1024);
-		c->raw_len = raw;
-		if (rnd() % 5 == 0) {
-			c->codec = SS_CODEC_RAW;
-			c->stored_len = raw;
-		} else {
-			c->codec = SS_CODEC_ZSTD;
-			c->stored_len = (uint32_t)rnd_range(raw / 5, raw);
-		}
-		if (npacks == 0 || off + c->stored_len > 32u * 1024 * 1024) {
-			REQUIRE(npacks < cap_packs, "pack table");
-			for (int k = 0; k < 16; k += 8) {
+	for (size_t i = 0; i < n;) {
+		bool zstd = rnd() % 5 != 0;
+		size_t k = zstd && per_frame ? per_frame : 1;
+		if (k > n - i)
+			k = n - i;
+		uint64_t frame_raw = 0;
+		size_t j;
+		for (j = i; j < i + k; j++) {
+			struct ss_chunk_ref *c = &m->chunks[j];
+			for (int b = 0; b < 16; b += 8) {
 				uint64_t v = rnd();
-				memcpy(m->pack_ids[npacks] + k, &v, 8);
+				memcpy(c->id + b, &v, 8);
+			}
+			/* Skewed towards the average, as FastCDC produces. */
+			uint32_t raw = (uint32_t)rnd_range(16 * 1024, 128 * 1024);
+			if (rnd() % 8 == 0)
+				raw = (uint32_t)rnd_range(128 * 1024, 256 * 1024);
+			if (per_frame && frame_raw + raw > m->frame_max)
+				break;
+			c->raw_len = raw;
+			c->codec = zstd ? SS_CODEC_ZSTD : SS_CODEC_RAW;
+			c->frame_off = (uint32_t)frame_raw;
+			frame_raw += raw;
+		}
+		k = j - i;
+		uint32_t stored = zstd ? (uint32_t)rnd_range(frame_raw / 5, frame_raw)
+				       : (uint32_t)frame_raw;
+		if (npacks == 0 || off + stored > 32u * 1024 * 1024) {
+			REQUIRE(npacks < cap_packs, "pack table");
+			for (int b = 0; b < 16; b += 8) {
+				uint64_t v = rnd();
+				memcpy(m->pack_ids[npacks] + b, &v, 8);
 			}
 			npacks++;
 			off = 0;
 		}
-		c->pack = (uint32_t)(npacks - 1);
-		c->offset = off;
-		off += c->stored_len;
+		for (j = i; j < i + k; j++) {
+			m->chunks[j].stored_len = stored;
+			m->chunks[j].pack = (uint32_t)(npacks - 1);
+			m->chunks[j].offset = off;
+		}
+		off += stored;
+		i += k;
 	}
 	m->npacks = npacks;
 }
@@ -149,7 +168,7 @@ static void set_digest(struct ss_mfile *f)
 /* A realistic snapshot: a disk image using most chunks with zero runs, a
  * memory file that repeats chunks, an empty file, a zero-only file, a
  * nested file; labels and parents. */
-static struct ss_manifest *make_manifest(size_t nchunks)
+static struct ss_manifest *make_manifest(size_t nchunks, unsigned per_frame)
 {
 	struct ss_manifest *m = xcalloc(1, sizeof(*m));
 	m->tool_version = xstrdup("snapstream 0.1.0");
@@ -169,7 +188,7 @@ static struct ss_manifest *make_manifest(size_t nchunks)
 	m->parents = xcalloc(2, sizeof(char *));
 	m->parents[0] = xstrdup("s3://bucket/prefix/snapshots/aaaa");
 	m->parents[1] = xstrdup("s3://bucket/prefix/snapshots/bbbb");
-	make_chunks(m, nchunks);
+	make_chunks(m, nchunks, per_frame);
 	m->stats.logical_bytes = 1;
 	m->stats.zero_bytes = 2;
 	m->stats.chunk_bytes = 3;
@@ -245,7 +264,8 @@ static void compare(const struct ss_manifest *a, const struct ss_manifest *b)
 	CHECK(a->created_unix_ns == b->created_unix_ns, "created");
 	CHECK(a->chunk_min == b->chunk_min && a->chunk_avg == b->chunk_avg &&
 	      a->chunk_max == b->chunk_max && a->chunk_seg == b->chunk_seg &&
-	      a->chunk_algorithm == b->chunk_algorithm, "chunk params");
+	      a->chunk_algorithm == b->chunk_algorithm && a->frame_max == b->frame_max,
+	      "chunk params");
 	CHECK(a->keyed_ids == b->keyed_ids && a->root_is_dir == b->root_is_dir, "flags");
 	CHECK(str_eq(a->store_uri, b->store_uri), "store_uri");
 	CHECK(memcmp(&a->stats, &b->stats, sizeof(a->stats)) == 0, "stats");
@@ -262,7 +282,8 @@ static void compare(const struct ss_manifest *a, const struct ss_manifest *b)
 	for (size_t i = 0; i < a->nchunks; i++) {
 		const struct ss_chunk_ref *x = &a->chunks[i], *y = &b->chunks[i];
 		if (memcmp(x->id, y->id, 16) || x->pack != y->pack || x->stored_len != y->stored_len ||
-		    x->raw_len != y->raw_len || x->codec != y->codec || x->offset != y->offset) {
+		    x->raw_len != y->raw_len || x->codec != y->codec || x->offset != y->offset ||
+		    x->frame_off != y->frame_off) {
 			CHECK(0, "chunk %zu differs", i);
 			break;
 		}
@@ -354,6 +375,19 @@ static void env_set_snapshot(Envelope *e, const Snapshot *s)
 	free(raw);
 }
 
+/* The number of chunk_frame_off entries an encoded manifest carries. */
+static size_t encoded_frame_offs(const uint8_t *buf, size_t len, uint32_t *frame_max)
+{
+	Envelope *e = env_unpack(buf, len);
+	Snapshot *s = env_snapshot(e);
+	size_t n = s->n_chunk_frame_off;
+	if (frame_max)
+		*frame_max = s->chunking ? s->chunking->frame_max : 0;
+	snapstream__v1__snapshot__free_unpacked(s, NULL);
+	snapstream__v1__envelope__free_unpacked(e, NULL);
+	return n;
+}
+
 typedef void (*snap_edit)(Snapshot *s);
 typedef void (*env_edit)(Envelope *e);
 
@@ -418,6 +452,15 @@ static struct ss_manifest *expect_ok(const char *what, const uint8_t *b, size_t 
 	return m;
 }
 
+static void accept_snap(const char *what, snap_edit se)
+{
+	size_t len;
+	uint8_t *b = edited(se, NULL, &len);
+	ss_manifest_free(expect_ok(what, b, len));
+	printf("  accepted %s\n", what);
+	free(b);
+}
+
 /* Snapshot file 0 is "disk.img" (chunks + zero runs), 1 "mem/pages.bin",
  * 2 "empty", 3 "zeros.bin", 4 the nested one. */
 static void set_name(Snapshot *s, size_t i, const char *name)
@@ -469,7 +512,84 @@ static void e_ext_arrays(Snapshot *s) { s->files[0]->n_extent_chunk--; }
 static void e_codec2(Snapshot *s) { s->chunk_codec[3] = 2; }
 static void e_codec257(Snapshot *s) { s->chunk_codec[3] = 257; }
 static void e_stored0(Snapshot *s) { s->chunk_stored_len[3] = 0; }
-static void e_stored_big(Snapshot *s) { s->chunk_stored_len[3] = s->chunk_raw_len[3] * 2 + 5000; }
+/* One past the largest stored length chunk i may have. */
+static uint32_t stored_over(const Snapshot *s, size_t i)
+{
+	uint32_t fm = s->chunking->frame_max;
+	if (s->chunk_codec[i] == 1 && fm)
+		return fm + fm / 128 + 1025;
+	return s->chunk_raw_len[i] + s->chunk_raw_len[i] / 128 + 1025;
+}
+static void e_stored_big(Snapshot *s) { s->chunk_stored_len[3] = stored_over(s, 3); }
+static size_t find_codec(const Snapshot *s, uint32_t codec)
+{
+	for (size_t i = 0; i < s->n_chunk_codec; i++)
+		if (s->chunk_codec[i] == codec)
+			return i;
+	REQUIRE(0, "no chunk with codec %u", codec);
+	return 0;
+}
+static void e_stored_big_zstd(Snapshot *s)
+{
+	size_t i = find_codec(s, 1);
+	s->chunk_stored_len[i] = stored_over(s, i);
+}
+static void e_stored_max_zstd(Snapshot *s) /* accepted: exactly the bound */
+{
+	size_t i = find_codec(s, 1);
+	s->chunk_stored_len[i] = stored_over(s, i) - 1;
+}
+/* Frames (the base has them: 8 chunks per frame, frame_max 2 MiB). */
+static void e_fo_raw(Snapshot *s)
+{
+	REQUIRE(s->n_chunk_frame_off, "no frame offset column");
+	s->chunk_frame_off[find_codec(s, 0)] = 7;
+}
+static void e_fo_past(Snapshot *s)
+{
+	size_t i = find_codec(s, 1);
+	s->chunk_frame_off[i] = s->chunking->frame_max - s->chunk_raw_len[i] + 1;
+}
+static void e_fo_at_end(Snapshot *s) /* accepted: ends exactly at frame_max */
+{
+	size_t i = find_codec(s, 1);
+	s->chunk_frame_off[i] = s->chunking->frame_max - s->chunk_raw_len[i];
+}
+static void e_fo_wrap(Snapshot *s) { s->chunk_frame_off[find_codec(s, 1)] = UINT32_MAX; }
+/* No frames, but a chunk inside one. Stored lengths are cut to what one
+ * chunk per frame allows, so the frame offset is what is refused. */
+static void e_fo_no_frames(Snapshot *s)
+{
+	s->chunking->frame_max = 0;
+	bool inside = false;
+	for (size_t i = 0; i < s->n_chunk_codec; i++) {
+		if (s->chunk_codec[i] == 1 && s->chunk_stored_len[i] > s->chunk_raw_len[i])
+			s->chunk_stored_len[i] = s->chunk_raw_len[i];
+		inside |= s->chunk_frame_off[i] != 0;
+	}
+	REQUIRE(inside, "no chunk inside a frame");
+}
+static void e_fmax_small(Snapshot *s) { s->chunking->frame_max = s->chunking->max_size - 1; }
+static void e_fmax_big(Snapshot *s) { s->chunking->frame_max = SS_FRAME_MAX_LIMIT + 1; }
+static void e_fmax_limit(Snapshot *s) { s->chunking->frame_max = SS_FRAME_MAX_LIMIT; }
+static void e_fo_cols(Snapshot *s) { s->n_chunk_frame_off--; }
+/* Without frames (base without the column): a column added. */
+static void add_fo_column(Snapshot *s, size_t n)
+{
+	REQUIRE(s->n_chunk_frame_off == 0, "column already present");
+	s->chunk_frame_off = xcalloc(n, sizeof(uint32_t));
+	s->n_chunk_frame_off = n;
+}
+static void e_plain_fo_cols(Snapshot *s) { add_fo_column(s, 1); }
+static void e_plain_fo_zeros(Snapshot *s) /* accepted: an all-zero column */
+{
+	add_fo_column(s, s->n_chunk_codec);
+}
+static void e_plain_fo(Snapshot *s)
+{
+	add_fo_column(s, s->n_chunk_codec);
+	s->chunk_frame_off[find_codec(s, 1)] = 4096;
+}
 static void e_raw0(Snapshot *s)
 {
 	s->chunk_raw_len[5] = 0;
@@ -480,7 +600,8 @@ static void e_raw_big(Snapshot *s) { s->chunk_raw_len[5] = s->chunking->max_size
 static void e_raw_codec(Snapshot *s)
 {
 	for (size_t i = 0; i < s->n_chunk_codec; i++)
-		if (s->chunk_stored_len[i] != s->chunk_raw_len[i]) {
+		if (s->chunk_stored_len[i] < s->chunk_raw_len[i] &&
+		    (!s->n_chunk_frame_off || s->chunk_frame_off[i] == 0)) {
 			s->chunk_codec[i] = 0;
 			return;
 		}
@@ -661,8 +782,8 @@ static void v_garbage_body(Envelope *e)
 
 static void test_round_trip(void)
 {
-	printf("round trip (10k chunks)\n");
-	struct ss_manifest *m = make_manifest(10000);
+	printf("round trip (10k chunks, 8 per frame)\n");
+	struct ss_manifest *m = make_manifest(10000, 8);
 	struct ss_err err = { 0 };
 	int r = ss_manifest_validate(m, &err);
 	REQUIRE(r == 0, "validate source: %s", err.msg);
@@ -676,6 +797,42 @@ static void test_round_trip(void)
 	REQUIRE(ss_manifest_encode(d, &b2, &l2) == 0, "re-encode");
 	CHECK(l1 == l2 && memcmp(b1, b2, l1) == 0, "re-encode differs (%zu vs %zu bytes)", l1, l2);
 	printf("  %zu bytes, %.1f bytes/chunk\n", l1, (double)l1 / 10000);
+	{
+		size_t shared = 0;
+		for (size_t i = 1; i < m->nchunks; i++)
+			shared += m->chunks[i].frame_off != 0;
+		CHECK(shared > m->nchunks / 2, "only %zu chunks inside frames", shared);
+		uint32_t fm = 0;
+		CHECK(encoded_frame_offs(b1, l1, &fm) == m->nchunks && fm == m->frame_max,
+		      "frame offset column or frame_max not encoded");
+	}
+
+	/* Without frames: no chunk_frame_off column, and it decodes as 0. */
+	{
+		struct ss_manifest *pm = make_manifest(1000, 0);
+		uint8_t *pb = NULL;
+		size_t pl = 0;
+		REQUIRE(ss_manifest_encode(pm, &pb, &pl) == 0, "encode without frames");
+		uint32_t fm = 1;
+		CHECK(encoded_frame_offs(pb, pl, &fm) == 0 && fm == 0,
+		      "manifest without frames encodes a frame offset column");
+		struct ss_manifest *pd = expect_ok("no frames", pb, pl);
+		if (pd)
+			compare(pm, pd);
+		ss_manifest_free(pd);
+		free(pb);
+		/* frame_max set, yet every frame holds one chunk: no column either. */
+		pm->frame_max = 4 * pm->chunk_max;
+		REQUIRE(ss_manifest_encode(pm, &pb, &pl) == 0, "encode with single-chunk frames");
+		CHECK(encoded_frame_offs(pb, pl, &fm) == 0 && fm == pm->frame_max,
+		      "all-zero frame offsets encoded");
+		pd = expect_ok("single-chunk frames", pb, pl);
+		if (pd)
+			compare(pm, pd);
+		ss_manifest_free(pd);
+		free(pb);
+		ss_manifest_free(pm);
+	}
 
 	/* The envelope assembled by hand equals protobuf-c's own packing. */
 	Envelope *e = env_unpack(b1, l1);
@@ -751,9 +908,23 @@ static void test_round_trip(void)
 static void test_encode_refuses_invalid(void)
 {
 	printf("encode refuses invalid manifests\n");
-	struct ss_manifest *m = make_manifest(50);
+	struct ss_manifest *m = make_manifest(50, 8);
 	uint8_t *b = NULL;
 	size_t l = 0;
+	{
+		/* A raw chunk inside a frame. */
+		size_t i = 0;
+		while (i < m->nchunks && m->chunks[i].codec != SS_CODEC_RAW)
+			i++;
+		REQUIRE(i < m->nchunks, "no raw chunk");
+		m->chunks[i].frame_off = 1;
+		CHECK(ss_manifest_encode(m, &b, &l) == -EINVAL && !b, "encode of raw frame_off");
+		m->chunks[i].frame_off = 0;
+		uint32_t fm = m->frame_max;
+		m->frame_max = m->chunk_max - 1;
+		CHECK(ss_manifest_encode(m, &b, &l) == -EINVAL && !b, "encode of small frame_max");
+		m->frame_max = fm;
+	}
 	free(m->files[2].name);
 	m->files[2].name = xstrdup("../escape");
 	CHECK(ss_manifest_encode(m, &b, &l) == -EINVAL && !b, "encode of bad name");
@@ -807,11 +978,11 @@ static void test_free_partial(void)
 	ss_manifest_free(m);
 }
 
-static void test_size(void)
+static void test_size(unsigned per_frame)
 {
 	const size_t n = 100000;
-	printf("size (%zu chunks)\n", n);
-	struct ss_manifest *m = make_manifest(n);
+	printf("size (%zu chunks, %u per frame)\n", n, per_frame);
+	struct ss_manifest *m = make_manifest(n, per_frame);
 	uint8_t *b = NULL;
 	size_t l = 0;
 	double t0 = now_s();
@@ -829,6 +1000,7 @@ static void test_size(void)
 	       "(encode %.0f ms, decode %.0f ms)\n", n, next, m->npacks, l, per,
 	       (t1 - t0) * 1e3, (t2 - t1) * 1e3);
 	CHECK(per <= 40.0, "%.2f bytes/chunk is more than 40", per);
+	CHECK(encoded_frame_offs(b, l, NULL) == (per_frame ? n : 0), "frame offset column");
 	compare(m, d);
 	ss_manifest_free(d);
 	ss_manifest_free(m);
@@ -873,10 +1045,13 @@ static void test_many_files(void)
 static void test_refusals(void)
 {
 	printf("refusals\n");
-	struct ss_manifest *m = make_manifest(200);
-	uint8_t *base = NULL;
-	size_t base_len = 0;
+	struct ss_manifest *m = make_manifest(200, 8);
+	uint8_t *base = NULL, *plain = NULL;
+	size_t base_len = 0, plain_len = 0;
 	REQUIRE(ss_manifest_encode(m, &base, &base_len) == 0, "encode");
+	ss_manifest_free(m);
+	m = make_manifest(200, 0);
+	REQUIRE(ss_manifest_encode(m, &plain, &plain_len) == 0, "encode");
 	ss_manifest_free(m);
 	g_base = base;
 	g_base_len = base_len;
@@ -962,13 +1137,34 @@ static void test_refusals(void)
 	refuse_snap("empty parent", e_parent_empty, "parent");
 	refuse_snap("1025 labels", e_many_labels, "labels");
 
+	/* Frames. */
+	refuse_snap("zstd stored > frame bound", e_stored_big_zstd, "frame maximum");
+	accept_snap("zstd stored = frame bound", e_stored_max_zstd);
+	refuse_snap("raw chunk with frame_off 7", e_fo_raw, "frame offset 7, not 0");
+	refuse_snap("frame_off + raw > frame_max", e_fo_past, "past the frame maximum");
+	accept_snap("frame_off + raw = frame_max", e_fo_at_end);
+	refuse_snap("frame_off 2^32-1", e_fo_wrap, "past the frame maximum");
+	refuse_snap("frame_off, frame_max 0", e_fo_no_frames, "no frames");
+	refuse_snap("frame_max < chunk_max", e_fmax_small, "below the chunk maximum");
+	refuse_snap("frame_max over the limit", e_fmax_big, "over the limit");
+	accept_snap("frame_max at the limit", e_fmax_limit);
+	refuse_snap("frame_off column short", e_fo_cols, "199 frame offsets");
+	g_base = plain;
+	g_base_len = plain_len;
+	accept_snap("no frames, zero column", e_plain_fo_zeros);
+	refuse_snap("no frames, column of 1", e_plain_fo_cols, "1 frame offsets");
+	refuse_snap("no frames, frame_off 4096", e_plain_fo, "no frames");
+	g_base = base;
+	g_base_len = base_len;
+
 	free(base);
+	free(plain);
 }
 
 static void test_truncation_and_flips(void)
 {
 	printf("truncation and random damage\n");
-	struct ss_manifest *m = make_manifest(40);
+	struct ss_manifest *m = make_manifest(40, 4);
 	uint8_t *b = NULL;
 	size_t l = 0;
 	REQUIRE(ss_manifest_encode(m, &b, &l) == 0, "encode");
@@ -1083,7 +1279,8 @@ int main(int argc, char **argv)
 	test_encode_refuses_invalid();
 	test_refusals();
 	test_truncation_and_flips();
-	test_size();
+	test_size(0);
+	test_size(8);
 	if (!quick)
 		test_many_files();
 	if (failures) {

@@ -43,22 +43,77 @@ static uint64_t rnd(void)
 	return rng_state = x;
 }
 
-/* n entries laid out back to back (with small gaps) from offset 0;
+/* n entries laid out back to back (with small gaps) from offset 0: raw
+ * chunks, and zstd frames of 1..5 chunks (sharing offset and stored
+ * length, at increasing frame offsets, sometimes with gaps in the frame);
  * returns the end of the chunk data. */
 static uint64_t make_entries(struct ss_pack_entry *e, uint32_t n)
 {
 	uint64_t off = 0;
-	for (uint32_t i = 0; i < n; i++) {
-		for (int k = 0; k < 16; k++)
-			e[i].id[k] = (uint8_t)rnd();
-		e[i].raw_len = 1000 + (uint32_t)(rnd() % 200000);
-		e[i].codec = (uint8_t)(rnd() % 2);
-		e[i].stored_len = e[i].codec ? 1 + (uint32_t)(rnd() % e[i].raw_len) : e[i].raw_len;
+	for (uint32_t i = 0; i < n;) {
+		uint8_t codec = (uint8_t)(rnd() % 2);
+		uint32_t k = codec ? 1 + (uint32_t)(rnd() % 5) : 1;
+		if (k > n - i)
+			k = n - i;
 		off += rnd() % 3; /* gaps are allowed */
-		e[i].offset = (uint32_t)off;
-		off += e[i].stored_len;
+		uint32_t foff = 0;
+		for (uint32_t j = i; j < i + k; j++) {
+			for (int b = 0; b < 16; b++)
+				e[j].id[b] = (uint8_t)rnd();
+			e[j].raw_len = 1000 + (uint32_t)(rnd() % 200000);
+			e[j].codec = codec;
+			e[j].offset = (uint32_t)off;
+			e[j].frame_off = foff;
+			foff += e[j].raw_len + (rnd() % 4 == 0 ? (uint32_t)(rnd() % 100) : 0);
+		}
+		uint32_t stored = codec ? 1 + (uint32_t)(rnd() % foff) : e[i].raw_len;
+		for (uint32_t j = i; j < i + k; j++)
+			e[j].stored_len = stored;
+		off += stored;
+		i += k;
 	}
 	return off + rnd() % 5;
+}
+
+/* An entry that continues the previous entry's frame (k >= 1), or one that
+ * starts a frame (k >= 1), or a raw one; n if there is none. */
+static uint32_t find_cont(const struct ss_pack_entry *e, uint32_t n)
+{
+	for (uint32_t k = 1; k < n; k++)
+		if (e[k].offset == e[k - 1].offset)
+			return k;
+	return n;
+}
+
+static uint32_t find_start(const struct ss_pack_entry *e, uint32_t n)
+{
+	for (uint32_t k = 1; k < n; k++)
+		if (e[k].offset != e[k - 1].offset)
+			return k;
+	return n;
+}
+
+static uint32_t find_raw(const struct ss_pack_entry *e, uint32_t n)
+{
+	for (uint32_t k = 0; k < n; k++)
+		if (e[k].codec == 0)
+			return k;
+	return n;
+}
+
+static uint32_t find_zstd(const struct ss_pack_entry *e, uint32_t n)
+{
+	for (uint32_t k = 0; k < n; k++)
+		if (e[k].codec == 1)
+			return k;
+	return n;
+}
+
+static void put_le24(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
 }
 
 /* A whole pack image: chunk bytes (random) || index || trailer. */
@@ -120,7 +175,7 @@ static bool entries_equal(const struct ss_pack_entry *a, const struct ss_pack_en
 	for (uint32_t i = 0; i < n; i++)
 		if (memcmp(a[i].id, b[i].id, 16) || a[i].offset != b[i].offset ||
 		    a[i].stored_len != b[i].stored_len || a[i].raw_len != b[i].raw_len ||
-		    a[i].codec != b[i].codec)
+		    a[i].codec != b[i].codec || a[i].frame_off != b[i].frame_off)
 			return false;
 	return true;
 }
@@ -177,6 +232,28 @@ static void test_pack_round_trip(void)
 	      ss_get_le32(ent + 20) == p.e[0].stored_len && ss_get_le32(ent + 24) == p.e[0].raw_len &&
 	      ent[28] == p.e[0].codec && !ent[29] && !ent[30] && !ent[31], "entry layout");
 	pack_free(&p);
+
+	/* frame_off is the 24-bit little-endian bytes 29..31; a frame of two
+	 * chunks, the second one far into the frame, round-trips. */
+	struct ss_pack_entry fe[3] = {
+		{ .offset = 0, .stored_len = 100, .raw_len = 0x10000, .codec = 1, .frame_off = 0 },
+		{ .offset = 0, .stored_len = 100, .raw_len = 5, .codec = 1, .frame_off = 0x123456 },
+		{ .offset = 100, .stored_len = 7, .raw_len = 7, .codec = 0, .frame_off = 0 },
+	};
+	fe[0].id[0] = 1;
+	fe[1].id[0] = 2;
+	fe[2].id[0] = 3;
+	uint8_t img[107 + 3 * SS_PACK_ENTRY_SIZE + SS_PACK_TRAILER_SIZE];
+	memset(img, 0xaa, 107);
+	ss_pack_write_index(img + 107, fe, 3, 107);
+	CHECK(img[107 + 32 + 29] == 0x56 && img[107 + 32 + 30] == 0x34 &&
+	      img[107 + 32 + 31] == 0x12, "frame_off layout");
+	struct ss_err err = { 0 };
+	struct ss_pack_entry *e = NULL;
+	uint32_t n = 0;
+	int r = parse_pack(img, sizeof(img), &e, &n, &err);
+	CHECK(r == 0 && n == 3 && entries_equal(e, fe, 3), "frame round trip: %s", err.msg);
+	free(e);
 }
 
 static void test_pack_refusals(void)
@@ -184,6 +261,10 @@ static void test_pack_refusals(void)
 	printf("pack refusals\n");
 	struct pack p;
 	pack_build(&p, 20);
+	uint32_t kc = find_cont(p.e, p.n), ks = find_start(p.e, p.n);
+	uint32_t kr = find_raw(p.e, p.n), kz = find_zstd(p.e, p.n);
+	REQUIRE(kc < p.n && ks < p.n && kr < p.n && kz < p.n,
+		"test pack lacks a frame continuation, a frame start, a raw or a zstd entry");
 	size_t ilen = (size_t)p.n * SS_PACK_ENTRY_SIZE;
 	uint8_t *b = malloc(p.len);
 	REQUIRE(b, "oom");
@@ -257,11 +338,11 @@ static void test_pack_refusals(void)
 	expect_pack_refused("overlapping entries", b, p.len, "overlaps");
 	FRESH();
 	{
-		/* swap entries 2 and 3: out of order */
+		/* swap the entries before and at a frame start: out of order */
 		uint8_t t[32];
-		memcpy(t, idx + 2 * 32, 32);
-		memcpy(idx + 2 * 32, idx + 3 * 32, 32);
-		memcpy(idx + 3 * 32, t, 32);
+		memcpy(t, idx + (ks - 1) * 32, 32);
+		memcpy(idx + (ks - 1) * 32, idx + ks * 32, 32);
+		memcpy(idx + ks * 32, t, 32);
 	}
 	reseal(idx, p.n);
 	expect_pack_refused("entries out of order", b, p.len, "overlaps");
@@ -278,9 +359,60 @@ static void test_pack_refusals(void)
 	reseal(idx, p.n);
 	expect_pack_refused("unknown codec", b, p.len, "codec");
 	FRESH();
-	idx[4 * 32 + 30] = 1;
+	put_le24(idx + kr * 32 + 29, 1);
 	reseal(idx, p.n);
-	expect_pack_refused("reserved byte set", b, p.len, "reserved");
+	expect_pack_refused("raw entry with frame_off 1", b, p.len, "frame offset 1, not 0");
+	FRESH();
+	put_le24(idx + kz * 32 + 29, SS_FRAME_MAX_LIMIT - p.e[kz].raw_len + 1);
+	reseal(idx, p.n);
+	expect_pack_refused("frame_off + raw_len > limit", b, p.len, "past the frame limit");
+	FRESH();
+	put_le24(idx + kz * 32 + 29, SS_FRAME_MAX_LIMIT);
+	reseal(idx, p.n);
+	expect_pack_refused("frame_off 2^24-1", b, p.len, "past the frame limit");
+	FRESH();
+	ss_put_le32(idx + kc * 32 + 20, p.e[kc].stored_len + 1);
+	reseal(idx, p.n);
+	expect_pack_refused("frame with two stored lengths", b, p.len, "stored length");
+	FRESH();
+	put_le24(idx + kc * 32 + 29, p.e[kc - 1].frame_off);
+	reseal(idx, p.n);
+	expect_pack_refused("frame_off repeated", b, p.len, "does not increase");
+	FRESH();
+	{
+		/* swap two chunks of one frame: frame offsets decrease */
+		uint8_t t[32];
+		memcpy(t, idx + (kc - 1) * 32, 32);
+		memcpy(idx + (kc - 1) * 32, idx + kc * 32, 32);
+		memcpy(idx + kc * 32, t, 32);
+	}
+	reseal(idx, p.n);
+	expect_pack_refused("frame_off decreasing", b, p.len, "does not increase");
+	FRESH();
+	put_le24(idx + kc * 32 + 29, p.e[kc - 1].frame_off + p.e[kc - 1].raw_len - 1);
+	reseal(idx, p.n);
+	expect_pack_refused("chunks overlap in a frame", b, p.len, "previous chunk of that frame");
+	FRESH();
+	/* A raw entry that continues a zstd frame: consistent on its own
+	 * (stored == raw, frame_off 0, same offset and stored length). */
+	idx[kc * 32 + 28] = 0;
+	ss_put_le32(idx + kc * 32 + 24, p.e[kc].stored_len);
+	put_le24(idx + kc * 32 + 29, 0);
+	reseal(idx, p.n);
+	expect_pack_refused("raw entry continuing a frame", b, p.len, "only zstd frames");
+	FRESH();
+	{
+		/* A zstd entry at the offset of the raw one before it, past its
+		 * bytes: consistent on its own. */
+		uint32_t r0 = find_raw(p.e, p.n - 1), a = r0 + 1;
+		REQUIRE(a < p.n, "no entry after a raw one");
+		ss_put_le32(idx + a * 32 + 16, p.e[r0].offset);
+		ss_put_le32(idx + a * 32 + 20, p.e[r0].stored_len);
+		idx[a * 32 + 28] = 1;
+		put_le24(idx + a * 32 + 29, p.e[r0].raw_len);
+		reseal(idx, p.n);
+		expect_pack_refused("zstd entry continuing a raw one", b, p.len, "only zstd frames");
+	}
 	FRESH();
 	ss_put_le32(idx + 4 * 32 + 24, 0);
 	reseal(idx, p.n);
@@ -429,6 +561,17 @@ static void test_index_object(void)
 		ip[0].entries[0].codec = 9;
 		CHECK(ss_index_encode(ip, np, &b0, &l0) == -EINVAL, "encode of bad codec");
 		ip[0].entries[0] = saved;
+		ip[0].entries[0].frame_off = 1u << 24;
+		CHECK(ss_index_encode(ip, np, &b0, &l0) == -EINVAL, "encode of frame_off 2^24");
+		ip[0].entries[0] = saved;
+		uint32_t k = find_cont(ip[0].entries, ip[0].count);
+		if (k < ip[0].count) {
+			uint32_t fo = ip[0].entries[k].frame_off;
+			ip[0].entries[k].frame_off = ip[0].entries[k - 1].frame_off;
+			CHECK(ss_index_encode(ip, np, &b0, &l0) == -EINVAL,
+			      "encode of a repeated frame_off");
+			ip[0].entries[k].frame_off = fo;
+		}
 		uint64_t ps = ip[0].pack_size;
 		ip[0].pack_size = 10;
 		CHECK(ss_index_encode(ip, np, &b0, &l0) == -EINVAL, "encode of small pack_size");
@@ -514,7 +657,7 @@ static void test_index_object(void)
 	expect_index_refused("pack_size - 1", c, len, "runs past");
 	if (ip[0].count >= 2) {
 		FRESH();
-		ss_put_le32(c + 16 + 32 + 32 + 16, ip[0].entries[0].offset); /* entry 1 = entry 0's offset */
+		ss_put_le32(c + 16 + 32 + 32 + 16, ip[0].entries[0].offset + 1); /* entry 1 inside entry 0 */
 		reseal_obj(c, len);
 		expect_index_refused("overlapping entries", c, len, "overlaps");
 	}
@@ -523,9 +666,43 @@ static void test_index_object(void)
 	reseal_obj(c, len);
 	expect_index_refused("entry codec", c, len, "codec");
 	FRESH();
-	c[16 + 32 + 31] = 3;
+	put_le24(c + 16 + 32 + 29, SS_FRAME_MAX_LIMIT);
 	reseal_obj(c, len);
-	expect_index_refused("entry reserved", c, len, "reserved");
+	expect_index_refused("entry frame_off 2^24-1", c, len, "frame");
+	{
+		/* Frame rules in index objects: find a continuation entry. */
+		uint64_t pos = 16;
+		uint32_t pi = np, k = 0;
+		for (uint32_t i = 0; i < np && pi == np; i++) {
+			pos += 32;
+			k = find_cont(ip[i].entries, ip[i].count);
+			if (k < ip[i].count)
+				pi = i;
+			else
+				pos += (uint64_t)ip[i].count * SS_PACK_ENTRY_SIZE;
+		}
+		REQUIRE(pi < np, "no frame of several chunks in the index object");
+		const struct ss_pack_entry *pe = ip[pi].entries;
+		uint8_t *ent = c + pos + (uint64_t)k * SS_PACK_ENTRY_SIZE;
+		FRESH();
+		ss_put_le32(ent + 20, pe[k].stored_len - 1);
+		reseal_obj(c, len);
+		expect_index_refused("frame with two stored lengths", c, len, "stored length");
+		FRESH();
+		put_le24(ent + 29, pe[k - 1].frame_off);
+		reseal_obj(c, len);
+		expect_index_refused("frame_off repeated", c, len, "does not increase");
+		FRESH();
+		put_le24(ent + 29, pe[k - 1].frame_off + pe[k - 1].raw_len - 1);
+		reseal_obj(c, len);
+		expect_index_refused("chunks overlap in a frame", c, len, "previous chunk of that frame");
+		FRESH();
+		ent[28] = 0;
+		ss_put_le32(ent + 24, pe[k].stored_len);
+		put_le24(ent + 29, 0);
+		reseal_obj(c, len);
+		expect_index_refused("raw entry continuing a frame", c, len, "only zstd frames");
+	}
 #undef FRESH
 
 	/* Random damage: never a crash; with the checksum intact, always a
