@@ -71,7 +71,7 @@ static const char usage_push[] =
 	"  --threads <n>        worker threads (default: online CPUs)\n"
 	"  --chunk-avg <bytes>  average chunk size, a power of two (default 64K);\n"
 	"  --chunk-min <bytes>  --chunk-max <bytes> (default avg/4 and avg*4)\n"
-	"  --zstd-level <n>     compression level, -7..19 (default 1)\n"
+	"  --zstd-level <n>     compression level, -7..19 (default 2)\n"
 	"  --no-fsync           do not fsync (for tmpfs or throwaway stores)\n"
 	"  --json               print the result as one JSON object\n"
 	"  --quiet              no progress output\n"

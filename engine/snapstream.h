@@ -54,7 +54,7 @@ struct ss_config {
 	uint32_t chunk_min;         /* FastCDC sizes; default 16/64/256 KiB */
 	uint32_t chunk_avg;
 	uint32_t chunk_max;
-	int zstd_level;             /* default 1; negative = faster levels */
+	int zstd_level;             /* default 2; negative = faster levels */
 	uint32_t pack_size;         /* target pack size; default 32 MiB */
 	unsigned read_depth;        /* file reads (push) / pack reads (pull) in flight */
 	unsigned io_depth;          /* store requests in flight */
