@@ -18,38 +18,7 @@
 typedef Snapstream__V1__Envelope Envelope;
 typedef Snapstream__V1__Snapshot Snapshot;
 
-static int failures;
-
-#define CHECK(cond, ...)                                                        \
-	do {                                                                    \
-		if (!(cond)) {                                                  \
-			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-			fprintf(stderr, __VA_ARGS__);                           \
-			fputc('\n', stderr);                                    \
-			failures++;                                             \
-		}                                                               \
-	} while (0)
-
-#define REQUIRE(cond, ...)                                                      \
-	do {                                                                    \
-		if (!(cond)) {                                                  \
-			fprintf(stderr, "FATAL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-			fprintf(stderr, __VA_ARGS__);                           \
-			fputc('\n', stderr);                                    \
-			exit(1);                                                \
-		}                                                               \
-	} while (0)
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-static uint64_t rnd(void)
-{
-	uint64_t x = rng_state;
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return rng_state = x;
-}
+#include "testutil.h"
 
 static uint64_t rnd_range(uint64_t lo, uint64_t hi) /* inclusive */
 {

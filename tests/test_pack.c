@@ -10,38 +10,8 @@
 #include "pack.h"
 #include "util.h"
 
-static int failures;
-
-#define CHECK(cond, ...)                                                        \
-	do {                                                                    \
-		if (!(cond)) {                                                  \
-			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-			fprintf(stderr, __VA_ARGS__);                           \
-			fputc('\n', stderr);                                    \
-			failures++;                                             \
-		}                                                               \
-	} while (0)
-
-#define REQUIRE(cond, ...)                                                      \
-	do {                                                                    \
-		if (!(cond)) {                                                  \
-			fprintf(stderr, "FATAL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-			fprintf(stderr, __VA_ARGS__);                           \
-			fputc('\n', stderr);                                    \
-			exit(1);                                                \
-		}                                                               \
-	} while (0)
-
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-
-static uint64_t rnd(void)
-{
-	uint64_t x = rng_state;
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return rng_state = x;
-}
+#define TEST_SEED 0x2545f4914f6cdd1dull
+#include "testutil.h"
 
 /* n entries laid out back to back (with small gaps) from offset 0: raw
  * chunks, and zstd frames of 1..5 chunks (sharing offset and stored

@@ -1,0 +1,50 @@
+/* Shared by the test programs: checks that count failures (and keep
+ * working in release builds, unlike assert), and a seeded generator so
+ * every run sees the same data. Each test is its own program, so the
+ * state below is per test. */
+#ifndef SS_TESTUTIL_H
+#define SS_TESTUTIL_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static int failures;
+
+#define CHECK(cond, ...)                                                        \
+	do {                                                                    \
+		if (!(cond)) {                                                  \
+			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+			fprintf(stderr, __VA_ARGS__);                           \
+			fputc('\n', stderr);                                    \
+			failures++;                                             \
+		}                                                               \
+	} while (0)
+
+#define REQUIRE(cond, ...)                                                      \
+	do {                                                                    \
+		if (!(cond)) {                                                  \
+			fprintf(stderr, "FATAL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+			fprintf(stderr, __VA_ARGS__);                           \
+			fputc('\n', stderr);                                    \
+			exit(1);                                                \
+		}                                                               \
+	} while (0)
+
+#ifndef TEST_SEED
+#define TEST_SEED 0x9e3779b97f4a7c15ull
+#endif
+
+static uint64_t rng_state = TEST_SEED;
+
+/* xorshift64: fast, deterministic, good enough for test data. */
+static inline uint64_t rnd(void)
+{
+	uint64_t x = rng_state;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return rng_state = x;
+}
+
+#endif
