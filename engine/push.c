@@ -79,8 +79,10 @@ struct pfile {
 	int fd;
 	XXH3_state_t *hs;
 	uint8_t digest[16];
-	uint64_t first_seq, nsegs;
+	uint64_t *seqs;          /* the file's segments, in file order */
+	size_t nseqs, seqs_cap;
 	uint64_t read_off;
+	uint64_t avail;          /* bytes that may be read now (follow mode) */
 	/* The same file in the guide (parent) snapshot, with each extent's
 	 * start offset, for predicting cut points. */
 	const struct ss_mfile *gf;
@@ -127,7 +129,11 @@ struct push {
 	size_t nfiles, files_cap;
 	bool root_is_dir;
 	uint64_t total_bytes;
-	uint64_t total_segs;
+	/* Follow mode: the files are still being written. */
+	bool follow, writer_done;
+	uint64_t last_scan_ns;
+	struct ss_op tick;       /* a timeout, so the loop wakes to poll */
+	bool tick_armed;
 
 	struct seg *segs;
 	unsigned nsegs;
@@ -145,7 +151,8 @@ struct push {
 	struct seg **hold;
 	uint64_t next_hash_seq;
 
-	struct segext *seg_ext;
+	struct segext *seg_ext;  /* by seq, grown as segments are issued */
+	size_t seg_ext_cap;
 
 	/* Finished segments waiting for pack space, in order. */
 	struct seg *parked_head, *parked_tail;
@@ -164,6 +171,9 @@ struct push {
 
 static int add_file(struct push *P, const char *path, const char *name, const struct stat *st)
 {
+	for (size_t i = 0; P->follow && i < P->nfiles; i++)
+		if (strcmp(P->files[i].name, name) == 0)
+			return 0;   /* a rescan found it again */
 	if (P->nfiles == P->files_cap) {
 		size_t ncap = P->files_cap ? P->files_cap * 2 : 16;
 		void *a = realloc(P->files, sizeof(*P->files) * ncap);
@@ -180,10 +190,24 @@ static int add_file(struct push *P, const char *path, const char *name, const st
 	P->nfiles++;
 	if (!f->path || !f->name)
 		return -ENOMEM;
-	f->size = (uint64_t)st->st_size;
+	f->size = f->avail = (uint64_t)st->st_size;
 	f->mode = st->st_mode & 07777;
 	f->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+	f->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (f->fd < 0)
+		return ss_err_set(P->err, -errno, "cannot open %s: %s", path, strerror(errno));
+	f->hs = XXH3_createState();
+	if (!f->hs)
+		return -ENOMEM;
+	XXH3_128bits_reset(f->hs);
+	/* Tell the kernel we read each file once, front to back. */
+	posix_fadvise(f->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	return 0;
+}
+
+static int cmp_pfile(const void *a, const void *b)
+{
+	return strcmp(((const struct pfile *)a)->name, ((const struct pfile *)b)->name);
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -287,30 +311,46 @@ static int collect_files(struct push *P)
 	}
 	if (r)
 		return r;
-	uint64_t seq = 0;
+	for (size_t i = 0; i < P->nfiles; i++)
+		P->total_bytes += P->files[i].size;
+	return 0;
+}
+
+/* Follow mode: pick up new files and growth. While the writer is active
+ * only whole segments are read, so the cut points are those of a push of
+ * the finished files; the rest is read once the writer is done. */
+static int follow_poll(struct push *P)
+{
+	uint64_t now = ss_now_ns();
+	int st = P->opts->writer_status(P->opts->writer_arg);
+	if (st < 0)
+		return ss_err_set(P->err, st, "the checkpointer failed; no snapshot written");
+	bool done = st > 0;
+	if (P->root_is_dir && (done || now - P->last_scan_ns > 20000000ull)) {
+		P->last_scan_ns = now;
+		int r = walk_dir(P, P->opts->source, "", 0);
+		if (r)
+			return r;
+	}
+	P->total_bytes = 0;
 	for (size_t i = 0; i < P->nfiles; i++) {
 		struct pfile *f = &P->files[i];
-		f->fd = open(f->path, O_RDONLY | O_CLOEXEC);
-		if (f->fd < 0)
-			return ss_err_set(P->err, -errno, "cannot open %s: %s", f->path,
+		struct stat sb;
+		if (fstat(f->fd, &sb) < 0)
+			return ss_err_set(P->err, -errno, "cannot stat %s: %s", f->path,
 					  strerror(errno));
-		f->first_seq = seq;
-		f->nsegs = (f->size + P->cfg.chunk.seg_size - 1) / P->cfg.chunk.seg_size;
-		seq += f->nsegs;
-		P->total_bytes += f->size;
-		f->hs = XXH3_createState();
-		if (!f->hs)
-			return ss_err_set(P->err, -ENOMEM, "out of memory");
-		XXH3_128bits_reset(f->hs);
-		if (f->size == 0) {
-			XXH128_canonical_t c;
-			XXH128_canonicalFromHash(&c, XXH3_128bits_digest(f->hs));
-			memcpy(f->digest, c.digest, 16);
+		if ((uint64_t)sb.st_size < f->read_off)
+			return ss_err_set(P->err, -EIO, "%s shrank while it was being written",
+					  f->path);
+		f->avail = (uint64_t)sb.st_size;
+		if (done) {
+			f->size = f->avail;
+			f->mode = sb.st_mode & 07777;
+			f->mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
 		}
-		/* Tell the kernel we read each file once, front to back. */
-		posix_fadvise(f->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+		P->total_bytes += f->avail;
 	}
-	P->total_segs = seq;
+	P->writer_done = done;
 	return 0;
 }
 
@@ -781,11 +821,6 @@ static void dispatch_ready(struct push *P)
 		*slot = NULL;
 		struct pfile *f = &P->files[s->file];
 		XXH3_128bits_update(f->hs, s->buf, s->len);
-		if (s->seq == f->first_seq + f->nsegs - 1) {
-			XXH128_canonical_t c;
-			XXH128_canonicalFromHash(&c, XXH3_128bits_digest(f->hs));
-			memcpy(f->digest, c.digest, 16);
-		}
 		P->prog.bytes_done += s->len;
 		P->next_hash_seq++;
 		P->tasks_inflight++;
@@ -834,27 +869,79 @@ static void read_done(struct ss_op *op, int res)
 	dispatch_ready(P);
 }
 
-/* Start reads for free segments. */
+static int note_seq(struct push *P, struct pfile *f, uint64_t seq)
+{
+	if (seq >= P->seg_ext_cap) {
+		size_t ncap = P->seg_ext_cap ? P->seg_ext_cap * 2 : 256;
+		void *a = realloc(P->seg_ext, sizeof(*P->seg_ext) * ncap);
+		if (!a)
+			return -ENOMEM;
+		memset((struct segext *)a + P->seg_ext_cap, 0,
+		       sizeof(*P->seg_ext) * (ncap - P->seg_ext_cap));
+		P->seg_ext = a;
+		P->seg_ext_cap = ncap;
+	}
+	if (f->nseqs == f->seqs_cap) {
+		size_t ncap = f->seqs_cap ? f->seqs_cap * 2 : 16;
+		void *a = realloc(f->seqs, sizeof(*f->seqs) * ncap);
+		if (!a)
+			return -ENOMEM;
+		f->seqs = a;
+		f->seqs_cap = ncap;
+	}
+	f->seqs[f->nseqs++] = seq;
+	return 0;
+}
+
+/* Start reads for free segments: files in order, each front to back. A
+ * segment is read whole, or as the end of a file whose size is final. */
 static void issue_reads(struct push *P)
 {
-	while (!P->failed && P->free_segs && P->rd_file < P->nfiles) {
-		struct pfile *f = &P->files[P->rd_file];
-		if (f->read_off >= f->size) {
-			P->rd_file++;
-			continue;
+	uint64_t ss = P->cfg.chunk.seg_size;
+	for (size_t i = P->rd_file; !P->failed && P->free_segs && i < P->nfiles; i++) {
+		struct pfile *f = &P->files[i];
+		while (!P->failed && P->free_segs &&
+		       (f->read_off + ss <= f->avail ||
+			(P->writer_done && f->read_off < f->size))) {
+			struct seg *s = P->free_segs;
+			uint64_t seq = P->next_seq;
+			if (note_seq(P, f, seq)) {
+				fail(P, -ENOMEM, "cannot track segments");
+				return;
+			}
+			P->next_seq++;
+			P->free_segs = s->next_free;
+			s->file = (uint32_t)i;
+			s->off = f->read_off;
+			s->len = (uint32_t)SS_MIN(ss, (P->writer_done ? f->size : f->avail) - f->read_off);
+			s->got = 0;
+			s->seq = seq;
+			s->err = 0;
+			ss_err_clear(&s->werr);
+			f->read_off += s->len;
+			read_submit(P, s);
 		}
-		struct seg *s = P->free_segs;
-		P->free_segs = s->next_free;
-		s->file = (uint32_t)P->rd_file;
-		s->off = f->read_off;
-		s->len = (uint32_t)SS_MIN((uint64_t)P->cfg.chunk.seg_size, f->size - f->read_off);
-		s->got = 0;
-		s->seq = f->first_seq + f->read_off / P->cfg.chunk.seg_size;
-		s->err = 0;
-		ss_err_clear(&s->werr);
-		f->read_off += s->len;
-		read_submit(P, s);
+		/* Outside follow mode a file is done once all of it is issued. */
+		if (P->writer_done && i == P->rd_file && f->read_off >= f->size)
+			P->rd_file++;
 	}
+}
+
+static bool all_issued(const struct push *P)
+{
+	if (!P->writer_done)
+		return false;
+	for (size_t i = P->rd_file; i < P->nfiles; i++)
+		if (P->files[i].read_off < P->files[i].size)
+			return false;
+	return true;
+}
+
+static void tick_done(struct ss_op *op, int res)
+{
+	(void)res;
+	struct push *P = (struct push *)((char *)op - offsetof(struct push, tick));
+	P->tick_armed = false;
 }
 
 /* ---------------------------------------------------------------- setup */
@@ -875,8 +962,7 @@ static int pools_init(struct push *P)
 	P->out_mem = ss_map_alloc(P->out_mem_len);
 	P->segs = calloc(P->nsegs, sizeof(*P->segs));
 	P->hold = calloc(P->nsegs, sizeof(*P->hold));
-	P->seg_ext = calloc(P->total_segs ? P->total_segs : 1, sizeof(*P->seg_ext));
-	if (!P->seg_mem || !P->out_mem || !P->segs || !P->hold || !P->seg_ext)
+	if (!P->seg_mem || !P->out_mem || !P->segs || !P->hold)
 		return -ENOMEM;
 	struct iovec *iov = calloc(P->nsegs, sizeof(*iov));
 	if (!iov)
@@ -952,10 +1038,17 @@ static void progress(struct push *P, bool force)
 /* Run the pipeline until every byte is chunked and every pack stored. */
 static int run_pipeline(struct push *P)
 {
+	static const struct __kernel_timespec tick = {.tv_nsec = 5000000};
 	for (;;) {
+		if (P->follow && !P->failed) {
+			int r = follow_poll(P);
+			if (r) {
+				P->failed = true;
+				continue;
+			}
+		}
 		issue_reads(P);
-		bool all_read = P->rd_file >= P->nfiles;
-		if (!busy(P) && (P->failed || (all_read && !P->parked_head))) {
+		if (!busy(P) && (P->failed || (all_issued(P) && !P->parked_head))) {
 			if (P->failed)
 				break;
 			/* Everything chunked: store the last, partial pack. */
@@ -967,6 +1060,13 @@ static int run_pipeline(struct push *P)
 			}
 			break;
 		}
+		/* While following a writer, wake up regularly to look again. */
+		if (P->follow && !P->writer_done && !P->tick_armed) {
+			P->tick.done = tick_done;
+			io_uring_prep_timeout(ss_loop_sqe(P->loop, &P->tick), (struct __kernel_timespec *)&tick,
+					      0, 0);
+			P->tick_armed = true;
+		}
 		int r = ss_loop_turn(P->loop, true);
 		if (r < 0) {
 			fail(P, r, "event loop failed");
@@ -976,6 +1076,39 @@ static int run_pipeline(struct push *P)
 		progress(P, false);
 	}
 	return P->failed ? P->err->code : 0;
+}
+
+/* Follow mode: the reads raced a writer, so each file is hashed once more
+ * now that it is final; a file rewritten behind the reader fails the push
+ * instead of producing a snapshot of bytes that never existed together. */
+static int check_followed(struct push *P)
+{
+	const size_t bl = 1u << 20;
+	uint8_t *buf = malloc(bl);
+	XXH3_state_t *hs = XXH3_createState();
+	int r = buf && hs ? 0 : -ENOMEM;
+	for (size_t i = 0; !r && i < P->nfiles; i++) {
+		struct pfile *f = &P->files[i];
+		XXH3_128bits_reset(hs);
+		for (uint64_t off = 0; !r && off < f->size;) {
+			ssize_t k = pread(f->fd, buf, (size_t)SS_MIN(bl, f->size - off), (off_t)off);
+			if (k <= 0)
+				r = ss_err_set(P->err, k < 0 ? -errno : -EIO, "cannot re-read %s",
+					       f->path);
+			else
+				XXH3_128bits_update(hs, buf, (size_t)k), off += (uint64_t)k;
+		}
+		XXH128_canonical_t c;
+		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(hs));
+		if (!r && memcmp(c.digest, f->digest, 16) != 0)
+			r = ss_err_set(P->err, -EAGAIN,
+				       "%s was rewritten behind the reader while it was being written "
+				       "(no snapshot written)",
+				       f->path);
+	}
+	free(buf);
+	XXH3_freeState(hs);
+	return r;
 }
 
 /* Files must be what they were when the push started. */
@@ -1068,15 +1201,15 @@ static int build_manifest(struct push *P, struct ss_manifest *m, const struct ss
 		mf->mtime_ns = f->mtime_ns;
 		memcpy(mf->digest, f->digest, 16);
 		size_t cap = 0;
-		for (uint64_t q = 0; q < f->nsegs; q++)
-			cap += P->seg_ext[f->first_seq + q].n;
+		for (size_t q = 0; q < f->nseqs; q++)
+			cap += P->seg_ext[f->seqs[q]].n;
 		mf->ext = malloc(sizeof(*mf->ext) * (cap ? cap : 1));
 		if (!mf->ext) {
 			r = -ENOMEM;
 			break;
 		}
-		for (uint64_t q = 0; !r && q < f->nsegs; q++) {
-			struct segext *se = &P->seg_ext[f->first_seq + q];
+		for (size_t q = 0; !r && q < f->nseqs; q++) {
+			struct segext *se = &P->seg_ext[f->seqs[q]];
 			for (uint32_t k = 0; k < se->n; k++) {
 				struct sext *x = &se->ext[k];
 				if (x->slot == SS_SLOT_NONE) {
@@ -1237,13 +1370,15 @@ int ss_push(const struct ss_push_opts *opts, const struct ss_config *config, str
 		r = ss_err_set(&err, -ENOMEM, "out of memory");
 		goto out;
 	}
-	P->opts = opts;
 	P->err = &err;
 	P->st = st;
 	if (!opts || !opts->source || !opts->snapshot) {
 		r = ss_err_set(&err, -EINVAL, "push needs a source and a snapshot location");
 		goto out;
 	}
+	P->opts = opts;
+	P->follow = opts->writer_status != NULL;
+	P->writer_done = !P->follow;
 	if ((r = ss_cfg_resolve(config, &P->cfg, &err)))
 		goto out;
 	ss_chunker_init(&P->chunker, &P->cfg.chunk);
@@ -1270,9 +1405,7 @@ int ss_push(const struct ss_push_opts *opts, const struct ss_config *config, str
 	const char *store_uri = opts->store ? opts->store : loc.default_store;
 	if ((r = ss_store_open(store_uri, P->loop, &P->cfg, &P->store, &err)))
 		goto out;
-	/* Every chunk the store already holds, plus room for this push. */
-	uint64_t max_new = P->total_bytes / P->cfg.chunk.min_size + P->total_segs * 2 + 16;
-	(void)max_new;
+	/* Every chunk the store already holds, plus this push's. */
 	if ((r = ss_dedup_new(1u << 31, &P->dedup))) {
 		ss_err_set(&err, r, "out of memory");
 		goto out;
@@ -1290,8 +1423,17 @@ int ss_push(const struct ss_push_opts *opts, const struct ss_config *config, str
 	}
 	if ((r = run_pipeline(P)))
 		goto out;
-	if ((r = check_unchanged(P)))
+	for (size_t i = 0; i < P->nfiles; i++) {
+		XXH128_canonical_t c;
+		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(P->files[i].hs));
+		memcpy(P->files[i].digest, c.digest, 16);
+	}
+	if ((r = P->follow ? check_followed(P) : check_unchanged(P)))
 		goto out;
+	/* Files found while following are in discovery order; a manifest
+	 * lists them by name, as a push of the finished directory would. */
+	if (P->follow)
+		qsort(P->files, P->nfiles, sizeof(*P->files), cmp_pfile);
 	/* The pipeline is done: give its buffers back before the manifest. */
 	ss_pool_free(P->pool);
 	P->pool = NULL;
@@ -1338,7 +1480,7 @@ out:
 		if (P->store)
 			st->requests += P->store->requests;
 		if (P->seg_ext)
-			for (uint64_t i = 0; i < P->total_segs; i++)
+			for (uint64_t i = 0; i < P->next_seq; i++)
 				free(P->seg_ext[i].ext);
 		free(P->seg_ext);
 		for (size_t i = 0; i < P->nfiles; i++) {
@@ -1346,6 +1488,7 @@ out:
 				close(P->files[i].fd);
 			XXH3_freeState(P->files[i].hs);
 			free(P->files[i].gstart);
+			free(P->files[i].seqs);
 			free(P->files[i].path);
 			free(P->files[i].name);
 		}

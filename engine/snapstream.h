@@ -78,6 +78,16 @@ struct ss_push_opts {
 	const struct ss_label_kv *labels;
 	size_t nlabels;
 	bool force;                 /* replace an existing snapshot */
+	/* Follow mode, for pushing while a checkpointer still writes the
+	 * source (a directory whose files may appear and grow). Called on the
+	 * pushing thread every few milliseconds: return 0 while the writer is
+	 * running, 1 once it finished successfully, or -errno if it failed
+	 * (the push then fails and writes no snapshot). Files are read behind
+	 * the writer, whole segments at a time, and must be written front to
+	 * back: each is hashed again at the end, and one rewritten behind the
+	 * reader fails the push. NULL: the source is complete. */
+	int (*writer_status)(void *arg);
+	void *writer_arg;
 };
 
 struct ss_pull_opts {

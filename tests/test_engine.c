@@ -4,7 +4,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -467,6 +469,100 @@ static void test_guided_chunking(void)
 	CHECK(same_file(b, out), "guided snapshot restores different bytes");
 }
 
+/* Follow mode: a writer thread produces an image directory (files appear
+ * and grow, written front to back) while the push reads behind it. */
+struct writer {
+	char dir[1024];
+	_Atomic int status;        /* 0 writing, 1 done, <0 failed */
+	int fail_at;               /* fail after this many pieces (0: never) */
+	bool rewrite;              /* go back and change written bytes at the end */
+};
+
+static int writer_status(void *arg)
+{
+	return atomic_load(&((struct writer *)arg)->status);
+}
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+	char p[2100];
+	uint8_t piece[96 * 1024];
+	snprintf(p, sizeof(p), "%s/pages.img", w->dir);
+	int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	for (int i = 0; i < 200; i++) {
+		for (size_t j = 0; j < sizeof(piece); j++)
+			piece[j] = (i % 5 == 0) ? 0 : (uint8_t)(j % 251 + i);
+		if (write(fd, piece, sizeof(piece)) != (ssize_t)sizeof(piece))
+			break;
+		if (w->fail_at && i == w->fail_at) {
+			close(fd);
+			atomic_store(&w->status, -EIO);
+			return NULL;
+		}
+		if (i == 100) {   /* a second file appears half way */
+			char q[2100];
+			snprintf(q, sizeof(q), "%s/checkpoint.img", w->dir);
+			write_file(q, 5000, 2, 0644);
+		}
+		usleep(300);
+	}
+	if (w->rewrite) {
+		uint8_t x = 0xAB;
+		if (pwrite(fd, &x, 1, 12345) != 1)
+			exit(1);
+	}
+	close(fd);
+	atomic_store(&w->status, 1);
+	return NULL;
+}
+
+static void test_follow(void)
+{
+	struct ss_config cfg = cfg_base(NULL);
+	char err[1024], snap[1024], out[1024];
+	for (int mode = 0; mode < 3; mode++) {
+		struct writer w = {.fail_at = mode == 1 ? 120 : 0, .rewrite = mode == 2};
+		path_of(w.dir, sizeof(w.dir), "follow-%d", mode);
+		mkdir(w.dir, 0755);
+		path_of(snap, sizeof(snap), "follow-snaps/s%d", mode);
+		pthread_t th;
+		pthread_create(&th, NULL, writer_main, &w);
+		struct ss_push_opts po = {.source = w.dir, .snapshot = snap,
+					  .writer_status = writer_status, .writer_arg = &w};
+		struct ss_stats st;
+		int r = ss_push(&po, &cfg, &st, err, sizeof(err));
+		pthread_join(th, NULL);
+		path_of(out, sizeof(out), "follow-out-%d", mode);
+		struct ss_pull_opts pl = {.snapshot = snap, .dest = out};
+		if (mode == 0) {
+			CHECK(r == 0, "follow push: %s", err);
+			CHECK(st.files == 2, "follow push found %llu files", (unsigned long long)st.files);
+			CHECK(ss_pull(&pl, &cfg, &st, err, sizeof(err)) == 0, "pull followed: %s", err);
+			char a[2100], b[2100];
+			snprintf(a, sizeof(a), "%s/pages.img", w.dir);
+			snprintf(b, sizeof(b), "%s/pages.img", out);
+			CHECK(same_file(a, b), "followed pages.img differs");
+			snprintf(a, sizeof(a), "%s/checkpoint.img", w.dir);
+			snprintf(b, sizeof(b), "%s/checkpoint.img", out);
+			CHECK(same_file(a, b), "followed checkpoint.img differs");
+			/* Cut points are those of a push of the finished directory. */
+			char plain[1024];
+			path_of(plain, sizeof(plain), "follow-snaps/plain");
+			struct ss_push_opts pp = {.source = w.dir, .snapshot = plain};
+			CHECK(ss_push(&pp, &cfg, &st, err, sizeof(err)) == 0, "plain push: %s", err);
+			CHECK(st.new_chunks == 0, "plain push after follow stored %llu new chunks",
+			      (unsigned long long)st.new_chunks);
+		} else {
+			CHECK(r != 0, "follow push mode %d should fail", mode);
+			CHECK(strstr(err, mode == 1 ? "checkpointer failed" : "rewritten"),
+			      "mode %d message: %s", mode, err);
+			CHECK(ss_pull(&pl, &cfg, &st, err, sizeof(err)) == -ENOENT,
+			      "no snapshot may exist after a failed follow push (mode %d)", mode);
+		}
+	}
+}
+
 int main(void)
 {
 	snprintf(root, sizeof(root), "%s/ss-engine-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
@@ -486,6 +582,7 @@ int main(void)
 	test_sparse_and_default_store();
 	test_bad_inputs();
 	test_guided_chunking();
+	test_follow();
 
 	rm_rf(root);
 	if (failures) {
