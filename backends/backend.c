@@ -10,6 +10,8 @@
 static const struct ss_backend_ops *const registry[] = {
 	&ss_local_ops,
 	&ss_mem_ops,
+	&ss_s3_ops,
+	&ss_gs_ops,
 };
 
 static bool ops_valid(const struct ss_backend_ops *o)
@@ -73,7 +75,8 @@ int ss_location_parse(const char *uri, const char **scheme, char **path, struct 
 				sch = registry[i]->scheme;
 		if (!sch)
 			return ss_err_set(err, -EPROTONOSUPPORT,
-					  "unsupported location '%s' (use a path, file://, or mem://)",
+					  "unsupported location '%s' (use a path, file://, s3://, "
+					  "gs:// or mem://)",
 					  uri);
 		rest = sep + 3;
 		if (!*rest)
@@ -91,6 +94,44 @@ int ss_location_parse(const char *uri, const char **scheme, char **path, struct 
 		p[--n] = '\0';
 	*scheme = sch;
 	*path = p;
+	return 0;
+}
+
+bool ss_uri_is_object_store(const char *uri)
+{
+	return uri && (strncmp(uri, "s3://", 5) == 0 || strncmp(uri, "gs://", 5) == 0);
+}
+
+int ss_objuri_split(const char *uri, char **bucket_uri, char **key, struct ss_err *err)
+{
+	if (!ss_uri_is_object_store(uri))
+		return ss_err_set(err, -EPROTONOSUPPORT, "'%s' is not an s3:// or gs:// URI",
+				  uri ? uri : "(null)");
+	const char *scheme;
+	char *path;
+	int r = ss_location_parse(uri, &scheme, &path, err);
+	if (r)
+		return r;
+	char *slash = strchr(path, '/');
+	size_t bl = slash ? (size_t)(slash - path) : strlen(path);
+	const char *k = slash ? slash + 1 : "";
+	if (bl == 0 || (*k && !ss_key_ok(k))) {
+		free(path);
+		return ss_err_set(err, -EINVAL, "'%s' does not name a bucket and key", uri);
+	}
+	size_t n = strlen(scheme) + 3 + bl + 1;
+	char *b = malloc(n);
+	char *kk = strdup(k);
+	if (!b || !kk) {
+		free(b);
+		free(kk);
+		free(path);
+		return ss_err_set(err, -ENOMEM, "out of memory");
+	}
+	snprintf(b, n, "%s://%.*s", scheme, (int)bl, path);
+	free(path);
+	*bucket_uri = b;
+	*key = kk;
 	return 0;
 }
 

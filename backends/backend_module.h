@@ -28,6 +28,8 @@ struct ss_backend {
 
 extern const struct ss_backend_ops ss_local_ops;
 extern const struct ss_backend_ops ss_mem_ops;
+extern const struct ss_backend_ops ss_s3_ops;
+extern const struct ss_backend_ops ss_gs_ops;
 
 /* Finish r with res (loop thread): keeps the in-flight count. */
 void ss_backend_complete(struct ss_backend *b, struct ss_req *r, int res);

@@ -104,7 +104,9 @@ int ss_snaploc_parse(const char *uri, struct ss_snaploc *out, struct ss_err *err
 		return r;
 	char *slash = strrchr(path, '/');
 	const char *name = slash ? slash + 1 : path;
-	if (!*name || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
+	/* Object stores: "s3://bucket/dir/name"; the bucket alone is no snapshot. */
+	bool obj = ss_uri_is_object_store(uri);
+	if (!*name || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || (obj && !slash) ||
 	    (slash == path && strcmp(scheme, "file") == 0 && !slash[1])) {
 		ss_err_set(err, -EINVAL, "snapshot location '%s' does not name a snapshot", uri);
 		free(path);
@@ -118,7 +120,10 @@ int ss_snaploc_parse(const char *uri, struct ss_snaploc *out, struct ss_err *err
 	if (strcmp(scheme, "file") == 0 && !parent[0])
 		snprintf(parent, sizeof(parent), "/");
 	char buf[PATH_MAX + 64];
-	const char *pfx = strcmp(scheme, "file") == 0 ? "" : "mem://";
+	char pfx[16];
+	snprintf(pfx, sizeof(pfx), "%s", strcmp(scheme, "file") == 0 ? "" : scheme);
+	if (pfx[0])
+		strcat(pfx, "://");
 	r = -ENOMEM;
 	snprintf(buf, sizeof(buf), "%s%s", pfx, parent[0] ? parent : "root");
 	if (!(out->backend_uri = strdup(buf)))
@@ -128,6 +133,8 @@ int ss_snaploc_parse(const char *uri, struct ss_snaploc *out, struct ss_err *err
 		goto fail;
 	snprintf(buf, sizeof(buf), "%s%s%s.snapstream", pfx, parent[0] ? parent : "root",
 		 strcmp(parent, "/") == 0 ? "" : "/");
+	if (obj)   /* one store per bucket, so all its snapshots share chunks */
+		snprintf(buf, sizeof(buf), "%s%.*s/.snapstream", pfx, (int)strcspn(path, "/"), path);
 	if (!(out->default_store = strdup(buf)))
 		goto fail;
 	snprintf(buf, sizeof(buf), "%s%s", strcmp(scheme, "file") == 0 ? "file://" : pfx, path);

@@ -248,7 +248,7 @@ static int walk_dir(struct push *P, const char *dir, const char *rel, int depth)
 		n++;
 	}
 	closedir(d);
-	if (!r)
+	if (!r && n)
 		qsort(names, n, sizeof(*names), cmp_str);
 	for (size_t i = 0; !r && i < n; i++) {
 		char path[PATH_MAX], name[PATH_MAX];

@@ -6,7 +6,12 @@ cd "$(dirname "$0")/.."
 
 # Build and runtime dependencies, and the peers the benchmark compares with.
 PKGS=(meson ninja-build pkg-config gcc liburing-dev libzstd-dev libxxhash-dev
-      libprotobuf-c-dev protobuf-c-compiler xxhash zstd restic casync python3)
+      libprotobuf-c-dev protobuf-c-compiler xxhash zstd restic casync python3
+      # Object stores: libcurl's multi interface and SigV4, expat for S3's
+      # XML, json-c and OpenSSL for GCS tokens; awscli and botocore for the
+      # tests that check our objects and signatures against AWS's own tools.
+      libcurl4-openssl-dev libexpat1-dev libjson-c-dev libssl-dev openssl ca-certificates
+      awscli python3-botocore)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -18,6 +23,20 @@ if ((${#missing[@]})); then
 	[ "$(id -u)" -eq 0 ] || SUDO="sudo"
 	$SUDO apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# s3rver (a real S3 server for the tests), pinned by tests/s3/package-lock.json.
+# Node may come from elsewhere than Debian; install Debian's only if absent.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+	SUDO=""
+	[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [ ! -f tests/s3/node_modules/.package-lock.json ] ||
+	[ tests/s3/package-lock.json -nt tests/s3/node_modules/.package-lock.json ]; then
+	echo "setup: npm ci in tests/s3" >&2
+	(cd tests/s3 && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 
 dir="${1:-build}"
