@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""snapstream benchmark harness: snapstream against zstd, restic and casync.
+"""snapstream benchmark harness: snapstream against zstd, restic and casync,
+and through an S3 server (s3rver on loopback) against aws s3 cp and rclone.
 
 Run from anywhere:
 
@@ -7,6 +8,7 @@ Run from anywhere:
         [--workdir /dev/shm/ssbench] [--snapstream PATH] [--genimage PATH]
         [--out DIR] [--peers zstd,restic,casync]
         [--rss-sizes 1G,8G] [--sweep-chunks 16K,32K,64K]
+        [--s3 | --no-s3 | --s3-only] [--s3-peers aws,rclone]
 
 Every figure is measured --runs times and reported as median and min-max.
 Wall time and peak RSS come from os.wait4() on the child (ru_maxrss, which
@@ -25,16 +27,23 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import xml.etree.ElementTree as ET
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 MiB = 1 << 20
 KNOWN_PEERS = ("zstd", "restic", "casync")
+KNOWN_S3_PEERS = ("aws", "rclone")
+S3RVER_JS = os.path.join(ROOT, "tests", "s3", "node_modules", "s3rver", "bin", "s3rver.js")
 RESTIC_PASSWORD = "ssbench"  # throwaway repos on tmpfs; the key is not a secret
 
 
@@ -96,7 +105,7 @@ def busy_cpu_seconds():
     return (sum(v[:8]) - v[3] - v[4]) / _HZ
 
 
-def run(cmd, workdir, env=None, check=True):
+def run(cmd, workdir, env=None, check=True, unset=()):
     """Run cmd and measure it with os.wait4 (not subprocess.run: only wait4
     gives the rusage of this one child rather than of all children so far).
 
@@ -106,6 +115,8 @@ def run(cmd, workdir, env=None, check=True):
     out_path = os.path.join(workdir, ".stdout")
     err_path = os.path.join(workdir, ".stderr")
     full_env = dict(os.environ)
+    for k in unset:
+        full_env.pop(k, None)
     if env:
         full_env.update(env)
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
@@ -239,6 +250,183 @@ def summarize(values):
     if not vals:
         return None
     return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+# ---------------------------------------------------------------- s3rver
+
+# Loaded into s3rver's node with -r: counts the HTTP requests the server
+# receives, by method, and answers GET /__ssbench_counts with the counts so
+# far (that request is answered before s3rver sees it and is not counted).
+# This is the server's side of "requests per GiB pushed".
+S3_COUNTER_JS = r"""'use strict';
+const http = require('http');
+const counts = {};
+const emit = http.Server.prototype.emit;
+http.Server.prototype.emit = function (ev, req, res) {
+  if (ev === 'request') {
+    if (req.url === '/__ssbench_counts') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(counts));
+      return true;
+    }
+    counts[req.method] = (counts[req.method] || 0) + 1;
+  }
+  return emit.apply(this, arguments);
+};
+"""
+
+# What the S3 tools must not inherit from the caller: another account,
+# profile or endpoint, or a CA bundle (rclone refuses to start when
+# AWS_CA_BUNDLE names a file, even for plain http). As tests/s3/harness.py.
+S3_UNSET = ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL_S3",
+            "AWS_CA_BUNDLE", "SNAPSTREAM_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
+
+
+class S3rver:
+    """s3rver from tests/s3/node_modules, started as tests/s3/harness.py
+    starts it (node --openssl-legacy-provider, 127.0.0.1, a free port,
+    --silent), with its data directory in the (tmpfs) workdir and the
+    request counter preloaded. s3rver checks no signatures, so the untimed
+    housekeeping here (make/empty buckets, copy objects out) is plain
+    unsigned HTTP."""
+
+    def __init__(self, wd):
+        self.wd = wd
+        self.proc = None
+        self.data = os.path.join(wd, "s3rver-data")
+        self.url = None
+
+    @staticmethod
+    def available():
+        return bool(shutil.which("node")) and os.path.exists(S3RVER_JS)
+
+    @staticmethod
+    def version():
+        try:
+            with open(os.path.join(os.path.dirname(os.path.dirname(S3RVER_JS)), "package.json")) as f:
+                v = json.load(f)["version"]
+        except (OSError, ValueError, KeyError):
+            v = "?"
+        return "s3rver %s on node %s" % (v, first_line(["node", "--version"]) or "?")
+
+    def start(self, timeout=30):
+        rm(self.data)
+        os.makedirs(self.data)
+        preload = os.path.join(self.wd, "s3rver-count.js")
+        with open(preload, "w") as f:
+            f.write(S3_COUNTER_JS)
+        out_path = os.path.join(self.wd, "s3rver.out")
+        self.err_path = os.path.join(self.wd, "s3rver.err")
+        # s3rver encrypts continuation tokens with DES, which OpenSSL 3
+        # keeps in its legacy provider.
+        cmd = [shutil.which("node"), "--openssl-legacy-provider", "-r", preload, S3RVER_JS,
+               "-d", self.data, "-a", "127.0.0.1", "-p", "0", "--silent"]
+        with open(out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        end = time.time() + timeout
+        while time.time() < end:
+            with open(out_path, "rb") as f:
+                for line in f.read().decode("utf-8", "replace").splitlines():
+                    if "listening on" in line:
+                        self.port = int(line.rsplit(":", 1)[1])
+                        self.url = "http://127.0.0.1:%d" % self.port
+                        return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        with open(self.err_path, "rb") as f:
+            tail = f.read().decode("utf-8", "replace").strip().splitlines()[-3:]
+        raise CommandFailed("s3rver did not start: %s" % " | ".join(tail))
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        rm(self.data)
+
+    def cpu(self):
+        """s3rver's CPU seconds so far (user+sys, all its threads)."""
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        # after the comm: state(3) ... utime(14) stime(15), 1-based
+        return (int(fields[11]) + int(fields[12])) / _HZ
+
+    def peak_rss_kib(self):
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        return None
+
+    def http(self, method, path, body=None, timeout=120):
+        req = urllib.request.Request(self.url + path, data=body, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def counts(self):
+        st, body = self.http("GET", "/__ssbench_counts")
+        if st != 200:
+            raise CommandFailed("s3rver request counter answered HTTP %d" % st)
+        return json.loads(body)
+
+    def make_bucket(self, bucket):
+        st, body = self.http("PUT", "/" + bucket)
+        if st != 200:
+            raise CommandFailed("s3rver: creating bucket %s: HTTP %d %s" % (bucket, st, body[:200]))
+
+    def keys(self, bucket, prefix=""):
+        """(key, size) of every object under prefix (ListObjectsV2, paged)."""
+        out, token = [], None
+        while True:
+            q = {"list-type": "2", "prefix": prefix}
+            if token:
+                q["continuation-token"] = token
+            st, body = self.http("GET", "/%s?%s" % (bucket, urllib.parse.urlencode(q)))
+            if st != 200:
+                raise CommandFailed("s3rver: listing %s: HTTP %d" % (bucket, st))
+            root = ET.fromstring(body)
+            tag = lambda el: el.tag.rsplit("}", 1)[-1]
+            token = None
+            truncated = False
+            for el in root:
+                if tag(el) == "Contents":
+                    f = {tag(c): c.text for c in el}
+                    out.append((f["Key"], int(f.get("Size") or 0)))
+                elif tag(el) == "NextContinuationToken":
+                    token = el.text
+                elif tag(el) == "IsTruncated":
+                    truncated = el.text == "true"
+            if not (truncated and token):
+                return out
+
+    def delete(self, bucket, key):
+        st, _ = self.http("DELETE", "/%s/%s" % (bucket, urllib.parse.quote(key, safe="/")))
+        if st not in (200, 204):
+            raise CommandFailed("s3rver: deleting %s/%s: HTTP %d" % (bucket, key, st))
+
+    def drop_bucket(self, bucket):
+        for key, _ in self.keys(bucket):
+            self.delete(bucket, key)
+        self.http("DELETE", "/" + bucket)
+
+    def mirror(self, bucket, prefix, dest):
+        """Copy every object under prefix to dest/<key>: the bucket's layout
+        is a local store's layout (as tests/s3_e2e.sh's aws s3 cp copy)."""
+        for key, _ in self.keys(bucket, prefix):
+            path = os.path.join(dest, key)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            req = urllib.request.Request("%s/%s/%s" % (self.url, bucket, urllib.parse.quote(key, safe="/")))
+            with urllib.request.urlopen(req, timeout=300) as r, open(path, "wb") as f:
+                shutil.copyfileobj(r, f, 4 * MiB)
 
 
 # ---------------------------------------------------------------- harness
@@ -483,6 +671,176 @@ class Bench:
                     ratio=grown / changed if changed else None)
         rm(d)
 
+    # -- object store (s3rver on loopback)
+
+    def s3_env(self):
+        """The environment every S3 tool gets: s3rver's fixed account, its
+        endpoint, us-east-1, no user configuration (as tests/s3/harness.py),
+        and rclone's remote S3R: defined by variables alone, no config file."""
+        url = self.srv.url
+        return {
+            "AWS_ACCESS_KEY_ID": "S3RVER",
+            "AWS_SECRET_ACCESS_KEY": "S3RVER",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": url,
+            "AWS_CONFIG_FILE": "/dev/null",
+            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_PAGER": "",
+            "RCLONE_CONFIG": "/dev/null",
+            "RCLONE_CONFIG_S3R_TYPE": "s3",
+            "RCLONE_CONFIG_S3R_PROVIDER": "Other",
+            "RCLONE_CONFIG_S3R_ENDPOINT": url,
+            "RCLONE_CONFIG_S3R_ACCESS_KEY_ID": "S3RVER",
+            "RCLONE_CONFIG_S3R_SECRET_ACCESS_KEY": "S3RVER",
+        }
+
+    def s3_run(self, cmd):
+        """run() against s3rver, also taking s3rver's CPU seconds and the
+        requests it received while the command ran. s3rver shares the CPUs
+        with the tool; its CPU is taken out of bg_cpu_frac (kept as
+        bg_cpu_frac_incl_s3rver) so that figure still means other tenants."""
+        cpu0, n0 = self.srv.cpu(), self.srv.counts()
+        r = run(cmd, self.wd, env=self.s3_env(), unset=S3_UNSET)
+        cpu1, n1 = self.srv.cpu(), self.srv.counts()
+        srv_cpu = cpu1 - cpu0
+        by_method = {m: n1.get(m, 0) - n0.get(m, 0) for m in n1 if n1.get(m, 0) != n0.get(m, 0)}
+        ncpu = os.cpu_count() or 1
+        raw_bg = r.bg_cpu
+        if r.wall > 0:
+            r.bg_cpu = max(0.0, raw_bg * r.wall * ncpu - srv_cpu) / (r.wall * ncpu)
+        return r, {"s3rver_cpu_s": round(srv_cpu, 3),
+                   "s3rver_requests": sum(by_method.values()),
+                   "s3rver_requests_by_method": by_method,
+                   "bg_cpu_frac_incl_s3rver": round(raw_bg, 3)}
+
+    def run_s3_snapstream(self, i, A, bucket):
+        gib = self.size / (1 << 30)
+        snap = lambda name: "s3://%s/snaps/%s" % (bucket, name)
+
+        def push(scenario, name, parent=None):
+            cmd = self.ss("push", A, snap(name), "--json") + shlex.split(self.args.push_args)
+            if parent:
+                cmd += ["--parent", snap(parent)]
+            r, x = self.s3_run(cmd)
+            j = parse_json_output(r.stdout)
+            self.record("snapstream", scenario, i, r, json=j, requests=j["requests"],
+                        requests_per_gib=j["requests"] / gib,
+                        s3rver_requests_per_gib=x["s3rver_requests"] / gib,
+                        uploaded_bytes=j["transferred_bytes"], **x)
+
+        # Default store: s3://bucket/.snapstream, fresh in this run's bucket.
+        push("s3-cold", "a")
+        push("s3-warm", "a-warm")
+        push("s3-warm-parent", "a-warm-parent", parent="a")
+
+        dest = os.path.join(self.wd, "s3-restore.img")
+        r, x = self.s3_run(self.ss("pull", snap("a"), dest, "--json"))
+        j = parse_json_output(r.stdout)
+        ok = files_equal(A, dest) if i == 0 or self.args.verify_all else None
+        self.record("snapstream", "s3-pull", i, r, json=j, verified=ok, requests=j["requests"],
+                    downloaded_bytes=j["transferred_bytes"],
+                    dest_allocated_bytes=os.stat(dest).st_blocks * 512, **x)
+        rm(dest)
+        if ok is False:
+            raise CommandFailed("pulled image differs from the pushed one")
+
+        # References, to tell what the object store costs: the same
+        # snapshot pulled from a local copy of the bucket (copied outside
+        # timing; the bucket's key layout is a local store's), and a cold
+        # push of the same image into an empty local store.
+        local = os.path.join(self.wd, "s3-local")
+        rm(local)
+        self.srv.mirror(bucket, ".snapstream/", local)
+        self.srv.mirror(bucket, "snaps/a/", local)
+        r, j = self.ss_pull(os.path.join(local, "snaps", "a"), dest, os.path.join(local, ".snapstream"))
+        self.record("snapstream", "s3-local-pull", i, r, json=j)
+        rm(dest)
+        rm(local)
+        os.makedirs(os.path.join(local, "snaps"))
+        r, j = self.ss_push(A, os.path.join(local, "snaps", "a"), os.path.join(local, "store"))
+        self.record("snapstream", "s3-local-cold", i, r, json=j)
+        rm(local)
+
+    def s3_peer_roundtrip(self, tool, i, A, bucket, up, down, key, dest):
+        """Upload the raw image, download it back to dest, delete the object."""
+        r, x = self.s3_run(up)
+        self.record(tool, "s3-upload", i, r, uploaded_bytes=self.size,
+                    s3rver_requests_per_gib=x["s3rver_requests"] / (self.size / (1 << 30)), **x)
+        r, x = self.s3_run(down)
+        ok = files_equal(A, dest) if i == 0 or self.args.verify_all else None
+        self.record(tool, "s3-download", i, r, verified=ok, downloaded_bytes=self.size,
+                    dest_allocated_bytes=os.stat(dest).st_blocks * 512, **x)
+        rm(dest)
+        self.srv.delete(bucket, key)  # keeps tmpfs use down; outside timing
+        if ok is False:
+            raise CommandFailed("%s download differs from the image" % tool)
+
+    def run_s3_aws(self, i, A, bucket):
+        key = "raw/aws-A.img"
+        aws = [self.s3_tools["aws"], "--endpoint-url", self.srv.url, "--region", "us-east-1",
+               "s3", "cp", "--only-show-errors"]
+        dest = os.path.join(self.wd, "s3-aws-restore.img")
+        self.s3_peer_roundtrip("aws", i, A, bucket, aws + [A, "s3://%s/%s" % (bucket, key)],
+                               aws + ["s3://%s/%s" % (bucket, key), dest], key, dest)
+
+    def run_s3_rclone(self, i, A, bucket):
+        key = "raw/rclone-A.img"
+        rc = [self.s3_tools["rclone"], "copyto"]
+        dest = os.path.join(self.wd, "s3-rclone-restore.img")
+        self.s3_peer_roundtrip("rclone", i, A, bucket, rc + [A, "S3R:%s/%s" % (bucket, key)],
+                               rc + ["S3R:%s/%s" % (bucket, key), dest], key, dest)
+
+    def s3_phase(self):
+        """Object-store scenarios (issue 3): snapstream, `aws s3 cp` and
+        `rclone copyto` against one s3rver on loopback, in the same run.
+        Every run uses a fresh bucket (created and emptied outside timing),
+        so cold is cold; tools interleave within each run."""
+        size = self.size
+        A = os.path.join(self.wd, "A-%s.img" % fmt_size(size))
+        # image, s3rver's copy of it (+ parts while a multipart upload
+        # completes), the snapstream store, one download
+        self.check_space(int(size * 4.5))
+        if not os.path.exists(A):
+            log("s3: generating %s image A (seed %d)" % (fmt_size(size), self.args.seed))
+            self.images["s3-A"] = self.gen(size, self.args.seed, A, A + ".json")
+        self.srv = S3rver(self.wd)
+        tools = []
+        if self.snapstream:
+            tools.append(("snapstream", self.run_s3_snapstream))
+        for p in self.s3_peers:
+            tools.append((p, getattr(self, "run_s3_" + p)))
+        broken = set()
+        try:
+            self.srv.start()
+            log("s3: s3rver on %s (pid %d)" % (self.srv.url, self.srv.proc.pid))
+            cpu0 = self.srv.cpu()
+            for i in range(self.args.runs):
+                bucket = "ssbench-run%d" % (i + 1)
+                self.srv.make_bucket(bucket)
+                for name, fn in tools:
+                    if name in broken:
+                        continue
+                    log("s3 run %d/%d: %s" % (i + 1, self.args.runs, name))
+                    if not self.attempt(name, "s3 run %d" % (i + 1), lambda: fn(i, A, bucket)):
+                        broken.add(name)
+                        for f in os.listdir(self.wd):
+                            if f.startswith("s3-") and f != "s3rver-data":
+                                rm(os.path.join(self.wd, f))
+                self.srv.drop_bucket(bucket)
+            self.s3_server = {"version": S3rver.version(), "url": self.srv.url,
+                              "peak_rss_kib": self.srv.peak_rss_kib(),
+                              "cpu_s_total": round(self.srv.cpu() - cpu0, 2)}
+        except (CommandFailed, OSError, ValueError) as e:  # e.g. s3rver died
+            msg = "s3 phase failed: %s" % e
+            log(msg)
+            self.failures.append(msg)
+        finally:
+            self.srv.stop()
+            rm(A)
+            rm(A + ".json")
+
     # -- phases
 
     def main_phase(self):
@@ -513,8 +871,9 @@ class Bench:
                 if not self.attempt(name, "run %d" % (i + 1), lambda: fn(i, A, B, changed)):
                     broken.add(name)  # a tool that failed once is not retried
                     rm(os.path.join(self.wd, name))
-        for p in (A, B):
-            rm(p)
+        rm(B)
+        if not self.run_s3:
+            rm(A)  # else the object-store phase uses it, and removes it
 
     def rss_phase(self):
         """Peak RSS of snapstream push and pull against image size: memory
@@ -620,7 +979,28 @@ class Bench:
                                                        "sweep-incremental"))
         if self.snapstream:
             summ["snapstream"]["manifest_bytes"] = self.stat("snapstream", "cold", "manifest_bytes")
+        if self.run_s3:
+            summ["s3"] = self.build_s3_summary()
         return summ
+
+    S3_SCENARIOS = {"snapstream": ("s3-cold", "s3-warm", "s3-warm-parent", "s3-pull",
+                                   "s3-local-pull", "s3-local-cold"),
+                    "aws": ("s3-upload", "s3-download"),
+                    "rclone": ("s3-upload", "s3-download")}
+    S3_KEYS = ("wall_s", "cpu_s", "maxrss_kib", "s3rver_cpu_s", "requests", "s3rver_requests",
+               "requests_per_gib", "s3rver_requests_per_gib", "uploaded_bytes", "downloaded_bytes",
+               "bg_cpu_frac")
+
+    def build_s3_summary(self):
+        """{tool: {scenario: {key: median/min/max}}} for the object-store phase."""
+        out = {}
+        for tool, scenarios in self.S3_SCENARIOS.items():
+            for sc in scenarios:
+                for key in self.S3_KEYS:
+                    v = self.stat(tool, sc, key)
+                    if v is not None:
+                        out.setdefault(tool, {}).setdefault(sc, {})[key] = v
+        return out
 
     def targets(self, summ):
         """The ratios the project's targets are stated in. Each is
@@ -635,8 +1015,9 @@ class Bench:
             return a / b if a and b else None
 
         out = []
+        section = ["local"]
         def add(name, value, goal, ok, fmt):
-            out.append({"name": name, "value": value, "target": goal,
+            out.append({"name": name, "value": value, "target": goal, "section": section[0],
                         "pass": (ok(value) if value is not None else None), "fmt": fmt})
 
         add("cold push: restic cold / snapstream cold", speedup("restic", "cold_s", "cold_s"),
@@ -670,6 +1051,40 @@ class Bench:
                 b = self.stat("snapstream", "rss-" + op, "maxrss_kib", image_size=big)
                 add("peak RSS %s: %s / %s" % (op, fmt_size(big), fmt_size(small)),
                     b["max"] / a["max"] if a and b else None, "<= 1.10", lambda v: v <= 1.10, "%.3f")
+
+        # Object store (issue 3): all against the same s3rver, same runs.
+        section[0] = "s3"
+        s3 = summ.get("s3", {})
+
+        def s3med(tool, sc, key="wall_s"):
+            v = s3.get(tool, {}).get(sc, {}).get(key)
+            return v["median"] if v else None
+
+        def s3ratio(peer, peer_sc, ss_sc):
+            a, b = s3med(peer, peer_sc), s3med("snapstream", ss_sc)
+            return a / b if a and b else None
+
+        add("S3 cold push: aws s3 cp upload / snapstream cold push",
+            s3ratio("aws", "s3-upload", "s3-cold"), ">= 2x", lambda v: v >= 2, "%.2fx")
+        add("S3 warm push: aws s3 cp upload / snapstream warm push",
+            s3ratio("aws", "s3-upload", "s3-warm"), ">= 10x", lambda v: v >= 10, "%.2fx")
+        add("S3 warm push: aws s3 cp upload / snapstream warm push --parent",
+            s3ratio("aws", "s3-upload", "s3-warm-parent"), "(information)", lambda v: True, "%.2fx")
+        add("S3 pull: aws s3 cp download / snapstream pull",
+            s3ratio("aws", "s3-download", "s3-pull"), ">= 2x", lambda v: v >= 2, "%.2fx")
+        add("S3 cold push: rclone copyto upload / snapstream cold push",
+            s3ratio("rclone", "s3-upload", "s3-cold"), "(information)", lambda v: True, "%.2fx")
+        add("S3 warm push: rclone copyto upload / snapstream warm push",
+            s3ratio("rclone", "s3-upload", "s3-warm"), "(information)", lambda v: True, "%.2fx")
+        add("S3 pull: rclone copyto download / snapstream pull",
+            s3ratio("rclone", "s3-download", "s3-pull"), "(information)", lambda v: True, "%.2fx")
+        add("S3 requests per GiB pushed, cold push (snapstream's count)",
+            s3med("snapstream", "s3-cold", "requests_per_gib"), "<= 64", lambda v: v <= 64, "%.1f")
+        add("S3 requests per GiB pushed, cold push (s3rver's count)",
+            s3med("snapstream", "s3-cold", "s3rver_requests_per_gib"), "<= 64", lambda v: v <= 64, "%.1f")
+        add("S3 requests per GiB pushed, warm push (s3rver's count)",
+            s3med("snapstream", "s3-warm", "s3rver_requests_per_gib"), "(information)",
+            lambda v: True, "%.1f")
         return out
 
     # -- report
@@ -720,7 +1135,7 @@ class Bench:
         L.append("- data on %s (%s), page cache warm; tmpfs write probe %s MB/s"
                  % (m["workdir"], m["workdir_fs"], " / ".join(str(x) for x in m["tmpfs_write_MBps"])))
         L.append("- tools: " + "; ".join("%s: %s" % kv for kv in self.versions.items()))
-        if "A" in self.images:
+        if "A" in self.images and "B" in self.images:
             a, b = self.images["A"], self.images["B"]
             mixes = ", ".join("%s %.1f%%" % (k[:-6], 100 * a[k] / a["pages"])
                               for k in a if k.endswith("_pages") and k != "dirty_pages")
@@ -771,7 +1186,7 @@ class Bench:
         L.append("| ratio | value | target | |")
         L.append("|---|---|---|---|")
         for t in targets:
-            if t["value"] is None and self.args.no_main:
+            if t["value"] is None and (self.args.no_main if t["section"] == "local" else not self.run_s3):
                 continue  # not measured in this mode, not missing
             v = "-" if t["value"] is None else t["fmt"] % t["value"]
             ok = {True: "ok", False: "**MISSED**", None: "n/a"}[t["pass"]]
@@ -779,6 +1194,9 @@ class Bench:
                 ok = ""
             L.append("| %s | %s | %s | %s |" % (t["name"], v, t["target"], ok))
         L.append("")
+
+        if self.run_s3:
+            L.extend(self.s3_markdown(summ.get("s3", {}), cell))
 
         if self.rss_sizes and self.snapstream:
             L.append("## Peak RSS against image size (snapstream)\n")
@@ -812,6 +1230,73 @@ class Bench:
                 L.append("- FAILED: " + n)
             L.append("")
         return "\n".join(L)
+
+    def s3_markdown(self, s3, cell):
+        L = ["## Object store: s3rver on loopback\n"]
+        srv = getattr(self, "s3_server", None) or {}
+        L.append("- server: %s at %s, data on tmpfs (%s); one server for every tool and run, "
+                 "a fresh bucket per run" % (srv.get("version", S3rver.version()),
+                                             srv.get("url", "?"), self.wd))
+        L.append("- s3rver runs on the same %d cores as the tool measured: its CPU competes with "
+                 "the tool's, and it is a single node.js process, so it can be the bottleneck. "
+                 "Its own CPU seconds during each command are in the 's3rver CPU' rows "
+                 "(from /proc/PID/stat); over the whole phase it used %s s of CPU and peaked at "
+                 "%s MiB RSS" % (os.cpu_count() or 1, srv.get("cpu_s_total", "?"),
+                                 "%.0f" % (srv["peak_rss_kib"] / 1024) if srv.get("peak_rss_kib") else "?"))
+        L.append("- snapstream: `push IMAGE s3://BUCKET/snaps/NAME` (default store "
+                 "s3://BUCKET/.snapstream), `pull`; aws: Debian's `aws s3 cp` (%s), default "
+                 "multipart settings; rclone: `rclone copyto` (%s), remote from environment "
+                 "variables, default settings" % (self.versions.get("aws", "-"),
+                                                  self.versions.get("rclone", "-")))
+        L.append("- the raw-image downloads (aws, rclone) write every byte, zeros included; "
+                 "snapstream pull writes a sparse file")
+        L.append("- requests: snapstream's own count (`requests` in its JSON; a conditional PUT "
+                 "counts once, s3rver sees its HEAD and PUT) and the HTTP requests s3rver received "
+                 "during the command; per GiB of image pushed (the target is set for 1 GiB: on "
+                 "small images a push's fixed requests dominate)\n")
+        tools = [t for t in ("snapstream", "aws", "rclone") if t in s3]
+        if not tools:
+            L.append("(nothing measured)\n")
+            return L
+        heads = {"snapstream": "snapstream", "aws": "aws s3 cp", "rclone": "rclone copyto"}
+        up = {"snapstream": "s3-cold", "aws": "s3-upload", "rclone": "s3-upload"}
+        down = {"snapstream": "s3-pull", "aws": "s3-download", "rclone": "s3-download"}
+        ss_only = lambda sc: {"snapstream": sc}
+        rows = [
+            ("upload (snapstream: cold push), s", up, "wall_s", 1, "%.2f"),
+            ("upload CPU (user+sys), s", up, "cpu_s", 1, "%.2f"),
+            ("s3rver CPU during upload, s", up, "s3rver_cpu_s", 1, "%.2f"),
+            ("peak RSS upload, MiB", up, "maxrss_kib", 1024, "%.0f"),
+            ("bytes uploaded, MB", up, "uploaded_bytes", 1e6, "%.1f"),
+            ("requests, upload (client's count)", up, "requests", 1, "%.0f"),
+            ("requests, upload (s3rver's count)", up, "s3rver_requests", 1, "%.0f"),
+            ("requests per GiB pushed (client's count)", up, "requests_per_gib", 1, "%.1f"),
+            ("requests per GiB pushed (s3rver's count)", up, "s3rver_requests_per_gib", 1, "%.1f"),
+            ("warm push (same image, new name), s", ss_only("s3-warm"), "wall_s", 1, "%.2f"),
+            ("warm push CPU, s", ss_only("s3-warm"), "cpu_s", 1, "%.2f"),
+            ("s3rver CPU during warm push, s", ss_only("s3-warm"), "s3rver_cpu_s", 1, "%.2f"),
+            ("requests, warm push (s3rver's count)", ss_only("s3-warm"), "s3rver_requests", 1, "%.0f"),
+            ("warm push --parent, s", ss_only("s3-warm-parent"), "wall_s", 1, "%.2f"),
+            ("warm push --parent CPU, s", ss_only("s3-warm-parent"), "cpu_s", 1, "%.2f"),
+            ("download (snapstream: pull), s", down, "wall_s", 1, "%.2f"),
+            ("download CPU (user+sys), s", down, "cpu_s", 1, "%.2f"),
+            ("s3rver CPU during download, s", down, "s3rver_cpu_s", 1, "%.2f"),
+            ("peak RSS download, MiB", down, "maxrss_kib", 1024, "%.0f"),
+            ("requests, download (s3rver's count)", down, "s3rver_requests", 1, "%.0f"),
+            ("reference: cold push into a local store, s", ss_only("s3-local-cold"), "wall_s", 1, "%.2f"),
+            ("reference: pull of the same snapshot from a local copy, s",
+             ss_only("s3-local-pull"), "wall_s", 1, "%.2f"),
+            ("reference: that local pull's CPU, s", ss_only("s3-local-pull"), "cpu_s", 1, "%.2f"),
+        ]
+        L.append("| figure | " + " | ".join(heads[t] for t in tools) + " |")
+        L.append("|---|" + "---|" * len(tools))
+        for label, scs, key, scale, f in rows:
+            cells = [cell(s3.get(t, {}).get(scs[t], {}).get(key), scale, f) if t in scs else "-"
+                     for t in tools]
+            if not all(c == "-" for c in cells):
+                L.append("| %s | %s |" % (label, " | ".join(cells)))
+        L.append("")
+        return L
 
     # -- entry
 
@@ -847,6 +1332,30 @@ class Bench:
             self.versions[p] = first_line({"zstd": ["zstd", "--version"],
                                            "restic": ["restic", "version"],
                                            "casync": ["casync", "--version"]}[p])
+        self.run_s3 = False
+        self.s3_peers, self.s3_tools = [], {}
+        if a.s3 is not False:
+            if S3rver.available():
+                self.run_s3 = True
+                self.versions["s3rver"] = S3rver.version()
+            else:
+                self.notes.append("s3rver not installed (scripts/setup.sh runs npm ci in tests/s3): "
+                                  "object-store scenarios skipped")
+                log(self.notes[-1])
+                if a.s3:
+                    self.failures.append("--s3 given but s3rver is not installed")
+        if self.run_s3:
+            for p in a.s3_peers:
+                # Debian's aws CLI first (another one may come first on PATH)
+                exe = ("/usr/bin/aws" if p == "aws" and os.access("/usr/bin/aws", os.X_OK)
+                       else shutil.which(p))
+                if not exe:
+                    self.notes.append("%s not installed: skipped in the object-store scenarios" % p)
+                    log(self.notes[-1])
+                    continue
+                self.s3_peers.append(p)
+                self.s3_tools[p] = exe
+                self.versions[p] = first_line([exe, "--version"] if p == "aws" else [exe, "version"])
         if "restic" in self.peers:
             self.notes.append("restic 'warm' is a second backup of the same unchanged path: restic "
                               "skips reading it (parent snapshot, same size/mtime/inode). "
@@ -864,6 +1373,8 @@ class Bench:
                 self.rss_phase()
             if self.sweep:
                 self.sweep_phase()
+            if self.run_s3:
+                self.s3_phase()
         finally:
             if not a.keep:
                 for name in os.listdir(self.wd):
@@ -880,7 +1391,8 @@ class Bench:
 def main():
     ap = argparse.ArgumentParser(
         description="Benchmark snapstream against zstd, restic and casync on a generated "
-                    "memory-like image. See bench/README.md.")
+                    "memory-like image, and against aws s3 cp and rclone through s3rver on "
+                    "loopback. See bench/README.md.")
     ap.add_argument("--size", type=parse_size, default=None, help="image size (default 1G; --quick: 256M)")
     ap.add_argument("--runs", type=int, default=None, help="runs per figure (default 5; --quick: 3)")
     ap.add_argument("--quick", action="store_true", help="3 runs on a 256M image")
@@ -904,6 +1416,15 @@ def main():
                     help="also sweep snapstream average chunk sizes, e.g. 16K,32K,64K")
     ap.add_argument("--no-main", action="store_true",
                     help="skip the main scenarios (run only --rss-sizes / --sweep-chunks)")
+    ap.add_argument("--s3", dest="s3", action="store_const", const=True, default=None,
+                    help="run the object-store scenarios (s3rver on loopback; default: in the "
+                         "full run when s3rver is installed, not with --no-main)")
+    ap.add_argument("--no-s3", dest="s3", action="store_const", const=False,
+                    help="skip the object-store scenarios")
+    ap.add_argument("--s3-only", action="store_true",
+                    help="run only the object-store scenarios (= --s3 --no-main)")
+    ap.add_argument("--s3-peers", default=",".join(KNOWN_S3_PEERS),
+                    help="peers in the object-store scenarios (default aws,rclone; '' for none)")
     ap.add_argument("--verify-all", action="store_true",
                     help="cmp every restored image, not only the first run's")
     ap.add_argument("--keep", action="store_true", help="leave the workdir's contents in place")
@@ -921,6 +1442,17 @@ def main():
         if p not in KNOWN_PEERS:
             ap.error("unknown peer %r (known: %s)" % (p, ", ".join(KNOWN_PEERS)))
     args.peers = peers
+    if args.s3_only:
+        if args.s3 is False:
+            ap.error("--s3-only and --no-s3 contradict each other")
+        args.s3, args.no_main, args.peers = True, True, []
+    elif args.s3 is None and args.no_main:
+        args.s3 = False  # --no-main: only the phases asked for
+    s3_peers = [p.strip() for p in args.s3_peers.split(",") if p.strip()]
+    for p in s3_peers:
+        if p not in KNOWN_S3_PEERS:
+            ap.error("unknown S3 peer %r (known: %s)" % (p, ", ".join(KNOWN_S3_PEERS)))
+    args.s3_peers = s3_peers
     try:
         args.rss_sizes = [parse_size(s) for s in args.rss_sizes.split(",") if s.strip()]
         args.sweep_chunks = [parse_size(s) for s in args.sweep_chunks.split(",") if s.strip()]
