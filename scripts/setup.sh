@@ -11,7 +11,12 @@ PKGS=(meson ninja-build pkg-config gcc liburing-dev libzstd-dev libxxhash-dev
       # XML, json-c and OpenSSL for GCS tokens; awscli and botocore for the
       # tests that check our objects and signatures against AWS's own tools.
       libcurl4-openssl-dev libexpat1-dev libjson-c-dev libssl-dev openssl ca-certificates
-      awscli python3-botocore)
+      awscli python3-botocore
+      # The object-store benchmark's second peer (bench/bench.py --s3).
+      rclone
+      # ateom: gRPC core and protoc for its server; gVisor's runsc, a static
+      # busybox for the test sandbox, grpcio and protobuf for the test client.
+      libgrpc-dev protobuf-compiler python3-grpcio python3-protobuf runsc busybox-static)
 
 missing=()
 for p in "${PKGS[@]}"; do

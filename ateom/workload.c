@@ -1,0 +1,908 @@
+/* workload.c — run, checkpoint and restore one gVisor sandbox.
+ *
+ * Work directory layout (one sandbox at a time, see docs/ATEOM.md):
+ *   <work-dir>/sandbox-XXXXXX/console.log   stdout+stderr of every runsc
+ *                                           command and of the workload
+ *   <work-dir>/sandbox-XXXXXX/checkpoint/   runsc checkpoint --image-path
+ *   <work-dir>/sandbox-XXXXXX/restore/      the pulled snapshot (removed
+ *                                           once runsc restore returned)
+ * The directory goes when the sandbox goes, except when a checkpoint image
+ * could not be uploaded: it then stays, so that nothing is lost.
+ */
+#include "workload.h"
+
+#include "runsc.h"
+#include "snapstream.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define WL_MAX_CONTAINERS 16
+#define WL_MAX_NAME 128
+#define META_NAME "ateom.meta"
+#define LABEL_RUNSC_VERSION "runsc.version"
+
+struct deleter;
+
+struct wl {
+	/* configuration, owned copies */
+	char *bundle_root, *work_dir, *runsc, *store;
+	char **runsc_args;
+	size_t nrunsc_args;
+	bool follow;
+
+	/* the sandbox, when executing */
+	bool executing;
+	bool image_pending;     /* checkpoint written, upload not done yet */
+	bool deleted;           /* runsc delete done: only the image is left */
+	struct deleter *cleanup;        /* delete still running after a checkpoint */
+	char *ids[WL_MAX_CONTAINERS];  /* runsc container ids; ids[0] is the sandbox root */
+	char *names[WL_MAX_CONTAINERS];
+	size_t nids;
+	char *runsc_path;       /* the runsc that started it: it must checkpoint it too */
+	char *ns, *name, *actor_id;
+	char *restored_from;    /* snapshot it was restored from: the next push's parent */
+	char *dir;              /* <work-dir>/sandbox-XXXXXX */
+	int log_fd;
+};
+
+static void reap(struct wl *w, struct wl_result *res);
+
+/* ---- small helpers ---- */
+
+static double ms_since(const struct timespec *t0)
+{
+	struct timespec t1;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+static void add_phase(struct wl_result *res, const char *name, double ms)
+{
+	if (res->nphases < WL_MAX_PHASES) {
+		res->phase[res->nphases].name = name;
+		res->phase[res->nphases].ms = ms;
+		res->nphases++;
+	}
+}
+
+static void phase(struct wl_result *res, const char *name, const struct timespec *t0)
+{
+	add_phase(res, name, ms_since(t0));
+}
+
+static void now(struct timespec *t)
+{
+	clock_gettime(CLOCK_MONOTONIC, t);
+}
+
+__attribute__((format(printf, 3, 4)))
+static void fail(struct wl_result *res, enum wl_code code, const char *fmt, ...)
+{
+	va_list ap;
+	res->code = code;
+	va_start(ap, fmt);
+	vsnprintf(res->msg, sizeof(res->msg), fmt, ap);
+	va_end(ap);
+}
+
+static void set_stats(struct wl_result *res, const struct ss_stats *st)
+{
+	res->have_stats = true;
+	res->logical_bytes = st->logical_bytes;
+	res->zero_bytes = st->zero_bytes;
+	res->dedup_bytes = st->dedup_bytes;
+	res->new_stored_bytes = st->new_stored_bytes;
+	res->transferred_bytes = st->transferred_bytes;
+}
+
+static int rm_one(const char *path, const struct stat *sb, int type, struct FTW *f)
+{
+	(void)sb;
+	(void)f;
+	if (type == FTW_DP)
+		rmdir(path);
+	else
+		unlink(path);
+	return 0;
+}
+
+static void rm_rf(const char *path)
+{
+	if (path)
+		nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static char *xstrdup(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+/* Names become path components and runsc container ids: keep them to the
+ * characters runsc accepts in an id, and never "." or "..". */
+static bool name_ok(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > WL_MAX_NAME || !strcmp(s, ".") || !strcmp(s, ".."))
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-' || c == '_' || c == '.'))
+			return false;
+	}
+	return true;
+}
+
+/* A snapshot URI: scheme://rest with a lower-case scheme, or an absolute
+ * path. Checked before anything irreversible happens (runsc checkpoint
+ * stops the sandbox); the engine validates the rest. A relative path would
+ * depend on the server's working directory, which no client can know. */
+static bool uri_ok(const char *s)
+{
+	if (!*s)
+		return false;
+	for (const char *p = s; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f || *p == ' ')
+			return false;
+	const char *sep = strstr(s, "://");
+	if (!sep)
+		return s[0] == '/';
+	if (sep == s || sep[3] == '\0')
+		return false;
+	for (const char *p = s; p < sep; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (p > s && ((*p >= '0' && *p <= '9') ||
+							    *p == '+' || *p == '-' || *p == '.'))))
+			return false;
+	return true;
+}
+
+/* The engine's -errno, as the failure class a client can act on. */
+static enum wl_code engine_code(int r)
+{
+	switch (r) {
+	case -ENOENT:
+		return WL_NOT_FOUND;
+	case -EINVAL:
+		return WL_INVALID_ARGUMENT;
+	case -EEXIST:
+		return WL_ALREADY_EXISTS;
+	case -EBADMSG:
+		return WL_DATA_LOSS;
+	case -EPROTONOSUPPORT:
+		return WL_FAILED_PRECONDITION;  /* written by a newer snapstream */
+	case -EACCES:
+	case -EPERM:
+	case -EKEYREJECTED:
+		return WL_PERMISSION_DENIED;
+	case -ENOSPC:
+	case -EDQUOT:
+		return WL_RESOURCE_EXHAUSTED;
+	case -ECONNREFUSED:
+	case -ECONNRESET:
+	case -ECONNABORTED:
+	case -EHOSTUNREACH:
+	case -ENETUNREACH:
+	case -ETIMEDOUT:
+	case -EAGAIN:
+	case -EPIPE:
+	case -EIO:
+		/* the backends retry these before giving up */
+		return WL_UNAVAILABLE;
+	default:
+		return WL_INTERNAL;
+	}
+}
+
+static const char *runsc_for(const struct wl *w, const struct wl_req *q)
+{
+	return q->runsc_path && *q->runsc_path ? q->runsc_path : w->runsc;
+}
+
+static struct runsc runsc_with(const struct wl *w, const char *path)
+{
+	return (struct runsc){path, (const char *const *)w->runsc_args, w->nrunsc_args};
+}
+
+/* ---- lifecycle ---- */
+
+struct wl *wl_new(const struct wl_config *cfg)
+{
+	struct wl *w = calloc(1, sizeof(*w));
+	if (!w)
+		return NULL;
+	w->log_fd = -1;
+	w->follow = !cfg->no_follow;
+	w->bundle_root = xstrdup(cfg->bundle_root);
+	w->work_dir = xstrdup(cfg->work_dir);
+	w->runsc = xstrdup(cfg->runsc ? cfg->runsc : "runsc");
+	w->store = xstrdup(cfg->store);
+	w->runsc_args = calloc(cfg->nrunsc_args + 1, sizeof(char *));
+	if (!w->bundle_root || !w->work_dir || !w->runsc || !w->runsc_args ||
+	    (cfg->store && !w->store))
+		goto fail;
+	for (size_t i = 0; i < cfg->nrunsc_args; i++) {
+		if (!(w->runsc_args[i] = strdup(cfg->runsc_args[i])))
+			goto fail;
+		w->nrunsc_args++;
+	}
+	if (mkdir(w->work_dir, 0700) < 0 && errno != EEXIST)
+		goto fail;
+	return w;
+fail:;
+	int e = errno ? errno : ENOMEM;
+	wl_free(w, NULL, 0);
+	errno = e;
+	return NULL;
+}
+
+/* runsc delete -force every container, sub-containers first. Reads w
+ * only, so it may run on another thread while the push reads w too.
+ * Returns 0 or the first failure, whose tail is in out (if not NULL). */
+static int delete_containers(const struct wl *w, struct runsc_out *out)
+{
+	int ret = 0;
+	struct runsc rs = runsc_with(w, w->runsc_path ? w->runsc_path : w->runsc);
+	if (w->deleted)
+		return 0;
+	for (size_t i = w->nids; i-- > 0;) {
+		const char *cmd[] = {"delete", "-force", w->ids[i], NULL};
+		int r = runsc_call(&rs, cmd, w->log_fd >= 0 ? w->log_fd : STDERR_FILENO, out);
+		if (r < 0 && !ret)
+			ret = r;
+	}
+	return ret;
+}
+
+/* Forget the sandbox: delete its containers, close its log, remove its
+ * directory unless an image awaits upload. Returns delete_containers'. */
+static int teardown(struct wl *w, struct runsc_out *out)
+{
+	int ret = delete_containers(w, out);
+	for (size_t i = 0; i < w->nids; i++) {
+		free(w->ids[i]);
+		free(w->names[i]);
+		w->ids[i] = w->names[i] = NULL;
+	}
+	w->nids = 0;
+	if (w->log_fd >= 0)
+		close(w->log_fd);
+	w->log_fd = -1;
+	if (!w->image_pending)
+		rm_rf(w->dir);
+	free(w->dir);
+	free(w->runsc_path);
+	free(w->ns);
+	free(w->name);
+	free(w->actor_id);
+	free(w->restored_from);
+	w->dir = w->runsc_path = w->ns = w->name = w->actor_id = w->restored_from = NULL;
+	w->executing = false;
+	w->image_pending = false;
+	w->deleted = false;
+	return ret;
+}
+
+void wl_free(struct wl *w, char *msg, size_t msglen)
+{
+	if (!w)
+		return;
+	if (msg && msglen)
+		msg[0] = '\0';
+	reap(w, NULL);
+	if (w->executing || w->nids) {
+		if (msg && w->image_pending)
+			snprintf(msg, msglen, "checkpoint image of actor %s not uploaded; kept in %s/checkpoint",
+				 w->actor_id, w->dir);
+		else if (msg)
+			snprintf(msg, msglen, "deleted the sandbox of actor %s, which was never checkpointed",
+				 w->actor_id);
+		teardown(w, NULL);
+	}
+	free(w->bundle_root);
+	free(w->work_dir);
+	free(w->runsc);
+	free(w->store);
+	for (size_t i = 0; i < w->nrunsc_args; i++)
+		free(w->runsc_args[i]);
+	free(w->runsc_args);
+	free(w);
+}
+
+const char *wl_state(const struct wl *w)
+{
+	return w->executing ? "executing" : "available";
+}
+
+/* ---- request checks shared by run and restore ---- */
+
+/* Validate identity and containers, and find every bundle. bundles[i] is
+ * malloc'd. Returns false with res filled. */
+static bool check_start(const struct wl *w, const struct wl_req *q, struct wl_result *res,
+			char **bundles)
+{
+	if (w->executing) {
+		fail(res, WL_FAILED_PRECONDITION,
+		     "a workload is executing (actor %s); CheckpointWorkload it first", w->actor_id);
+		return false;
+	}
+	static const char *const what[] = {"actor_template_namespace", "actor_template_name",
+					   "actor_id"};
+	const char *val[] = {q->ns, q->name, q->actor_id};
+	for (size_t i = 0; i < 3; i++) {
+		if (!val[i] || !*val[i]) {
+			fail(res, WL_INVALID_ARGUMENT, "%s is required", what[i]);
+			return false;
+		}
+		if (!name_ok(val[i])) {
+			fail(res, WL_INVALID_ARGUMENT,
+			     "%s '%s' must be 1-%d characters of [A-Za-z0-9._-], not '.' or '..'",
+			     what[i], val[i], WL_MAX_NAME);
+			return false;
+		}
+	}
+	if (q->ncontainers == 0) {
+		fail(res, WL_INVALID_ARGUMENT, "spec.containers is empty: name at least one container");
+		return false;
+	}
+	if (q->ncontainers > WL_MAX_CONTAINERS) {
+		fail(res, WL_INVALID_ARGUMENT, "spec.containers has %zu entries; at most %d",
+		     q->ncontainers, WL_MAX_CONTAINERS);
+		return false;
+	}
+	for (size_t i = 0; i < q->ncontainers; i++) {
+		if (!name_ok(q->containers[i])) {
+			fail(res, WL_INVALID_ARGUMENT,
+			     "spec.containers[%zu].name '%s' must be 1-%d characters of [A-Za-z0-9._-]",
+			     i, q->containers[i], WL_MAX_NAME);
+			return false;
+		}
+		for (size_t j = 0; j < i; j++)
+			if (!strcmp(q->containers[i], q->containers[j])) {
+				fail(res, WL_INVALID_ARGUMENT, "container name '%s' appears twice",
+				     q->containers[i]);
+				return false;
+			}
+	}
+	for (size_t i = 0; i < q->ncontainers; i++) {
+		struct stat st;
+		char cfgpath[PATH_MAX];
+		if (asprintf(&bundles[i], "%s/%s/%s/%s", w->bundle_root, q->ns, q->name,
+			     q->containers[i]) < 0) {
+			bundles[i] = NULL;
+			fail(res, WL_INTERNAL, "out of memory");
+			return false;
+		}
+		snprintf(cfgpath, sizeof(cfgpath), "%s/config.json", bundles[i]);
+		if (stat(cfgpath, &st) < 0 || !S_ISREG(st.st_mode)) {
+			fail(res, WL_NOT_FOUND, "no OCI bundle for container '%s': %s: %s",
+			     q->containers[i], cfgpath, strerror(errno ? errno : EINVAL));
+			return false;
+		}
+	}
+	return true;
+}
+
+/* Make the sandbox directory and its console log; record identity. */
+static int begin_sandbox(struct wl *w, const struct wl_req *q, const char *runsc,
+			 struct wl_result *res)
+{
+	if (asprintf(&w->dir, "%s/sandbox-XXXXXX", w->work_dir) < 0) {
+		w->dir = NULL;
+		fail(res, WL_INTERNAL, "out of memory");
+		return -ENOMEM;
+	}
+	if (!mkdtemp(w->dir)) {
+		int e = errno;
+		fail(res, WL_INTERNAL, "cannot create a directory in --work-dir %s: %s", w->work_dir,
+		     strerror(e));
+		free(w->dir);
+		w->dir = NULL;
+		return -e;
+	}
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/console.log", w->dir);
+	/* Read as well as appended to: runsc_call reads each command's tail. */
+	w->log_fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (w->log_fd < 0) {
+		int e = errno;
+		fail(res, WL_INTERNAL, "cannot create %s: %s", path, strerror(e));
+		return -e;
+	}
+	w->runsc_path = strdup(runsc);
+	w->ns = strdup(q->ns);
+	w->name = strdup(q->name);
+	w->actor_id = strdup(q->actor_id);
+	for (size_t i = 0; i < q->ncontainers; i++) {
+		w->names[i] = strdup(q->containers[i]);
+		/* The first container is the sandbox root and carries the actor's
+		 * id; the others are named after it. */
+		if (i == 0)
+			w->ids[i] = strdup(q->actor_id);
+		else if (asprintf(&w->ids[i], "%s-%s", q->actor_id, q->containers[i]) < 0)
+			w->ids[i] = NULL;
+	}
+	/* ids are counted only once runsc has been asked to create them. */
+	if (!w->runsc_path || !w->ns || !w->name || !w->actor_id) {
+		fail(res, WL_INTERNAL, "out of memory");
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < q->ncontainers; i++)
+		if (!w->ids[i] || !w->names[i]) {
+			fail(res, WL_INTERNAL, "out of memory");
+			return -ENOMEM;
+		}
+	return 0;
+}
+
+/* Undo a start that failed: delete what runsc created, drop the rest.
+ * begin_sandbox filled ids[] past nids; free those too. */
+static void abort_start(struct wl *w, size_t ncreated, size_t nalloc)
+{
+	for (size_t i = ncreated; i < nalloc; i++) {
+		free(w->ids[i]);
+		free(w->names[i]);
+		w->ids[i] = w->names[i] = NULL;
+	}
+	w->nids = ncreated;
+	w->image_pending = false;
+	teardown(w, NULL);
+}
+
+static void free_bundles(char **b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(b[i]);
+}
+
+/* ---- RunWorkload ---- */
+
+void wl_run(struct wl *w, const struct wl_req *q, struct wl_result *res)
+{
+	char *bundles[WL_MAX_CONTAINERS] = {0};
+	struct timespec t0;
+	struct runsc_out out;
+	const char *runsc = runsc_for(w, q);
+	size_t created = 0;
+
+	res->code = WL_OK;
+	reap(w, res);
+	if (!check_start(w, q, res, bundles))
+		goto done;
+	if (q->ncontainers > 1) {
+		/* Sub-containers join the root's sandbox only through the CRI
+		 * annotations in their config.json, which ateom does not write
+		 * into the operator's bundles; see docs/ATEOM.md. */
+		fail(res, WL_UNIMPLEMENTED,
+		     "spec names %zu containers; this ateom runs single-container workloads "
+		     "(multi-container sandboxes need CRI annotations runsc reads from each "
+		     "bundle's config.json, and Debian's runsc cannot restore them)",
+		     q->ncontainers);
+		goto done;
+	}
+	if (begin_sandbox(w, q, runsc, res) < 0) {
+		abort_start(w, 0, q->ncontainers);
+		goto done;
+	}
+	struct runsc rs = runsc_with(w, runsc);
+	now(&t0);
+	for (size_t i = 0; i < q->ncontainers; i++) {
+		const char *cmd[] = {"run", "--detach", "--bundle", bundles[i], w->ids[i], NULL};
+		/* Counted before the call: a run that fails half-way may leave a
+		 * container behind, and delete -force cleans it up. */
+		created = i + 1;
+		if (runsc_call(&rs, cmd, w->log_fd, &out) < 0) {
+			phase(res, "runsc_run", &t0);
+			fail(res, WL_INTERNAL, "runsc run of container '%s' (bundle %s) failed (exit %d): %.1000s",
+			     q->containers[i], bundles[i], out.status, out.tail);
+			abort_start(w, created, q->ncontainers);
+			goto done;
+		}
+	}
+	phase(res, "runsc_run", &t0);
+	w->nids = q->ncontainers;
+	w->executing = true;
+done:
+	free_bundles(bundles, q->ncontainers < WL_MAX_CONTAINERS ? q->ncontainers : WL_MAX_CONTAINERS);
+	res->state = wl_state(w);
+}
+
+/* ---- CheckpointWorkload ---- */
+
+/* runsc delete of a checkpointed sandbox takes a second or two (it waits
+ * for the sandbox and gofer processes to go), while the image it left is
+ * all the push needs. So the delete runs on a thread of its own, beside
+ * the push, and if the push finishes first the reply goes out at once:
+ * the sandbox is stopped for good either way. Every later call (and
+ * wl_free) first reaps the delete, so a new sandbox never starts before
+ * the old one is gone. */
+struct deleter {
+	pthread_t th;
+	const struct wl *w;
+	struct runsc_out out;
+	int r;
+	double ms;
+};
+
+static void *deleter_main(void *arg)
+{
+	struct deleter *d = arg;
+	struct timespec t0;
+	now(&t0);
+	d->r = delete_containers(d->w, &d->out);
+	d->ms = ms_since(&t0);
+	return NULL;
+}
+
+/* Finish a delete left running by the last checkpoint, then forget that
+ * sandbox. Its time goes into res as phase "previous_delete". */
+static void reap(struct wl *w, struct wl_result *res)
+{
+	struct timespec t0;
+	if (!w->cleanup)
+		return;
+	now(&t0);
+	pthread_join(w->cleanup->th, NULL);
+	if (res)
+		phase(res, "previous_delete", &t0);
+	free(w->cleanup);
+	w->cleanup = NULL;
+	w->deleted = true;
+	teardown(w, NULL);
+}
+
+/* The upload of one checkpoint image directory, on a thread of its own.
+ * In follow mode (the default) it starts before runsc checkpoint: the
+ * engine reads the image files behind runsc as they grow, and
+ * upload_finish tells it whether runsc succeeded (read the tails, verify,
+ * commit the snapshot) or failed (the push fails: no snapshot). Without
+ * follow mode the same thread pushes the finished image. */
+struct upload {
+	struct ss_push_opts opts;
+	struct ss_config cfg;
+	struct ss_stats st;
+	char err[512];
+	pthread_t th;
+	bool threaded;
+	atomic_int writer;      /* 0: runsc still writing; 1: it exited 0; <0: it failed */
+	int result;
+};
+
+static int upload_writer_status(void *arg)
+{
+	struct upload *u = arg;
+	return atomic_load(&u->writer);
+}
+
+static void *upload_main(void *arg)
+{
+	struct upload *u = arg;
+	u->result = ss_push(&u->opts, &u->cfg, &u->st, u->err, sizeof(u->err));
+	return NULL;
+}
+
+/* follow: start pushing opts->source now, while it is still being
+ * written (until upload_finish says how the writer ended). Otherwise, or
+ * when no thread can be had, upload_finish pushes the finished source. */
+static void upload_start(struct upload *u, const struct ss_push_opts *opts, bool follow)
+{
+	memset(u, 0, sizeof(*u));
+	u->opts = *opts;
+	atomic_init(&u->writer, 0);
+	if (!follow)
+		return;
+	u->opts.writer_status = upload_writer_status;
+	u->opts.writer_arg = u;
+	u->threaded = pthread_create(&u->th, NULL, upload_main, u) == 0;
+	if (!u->threaded)
+		u->opts.writer_status = NULL;
+}
+
+/* Report the writer's outcome and wait for the push. Returns 0 when the
+ * snapshot is committed, else -errno with u->err set (-ECANCELED when the
+ * writer failed and nothing was pushed). */
+static int upload_finish(struct upload *u, bool writer_ok)
+{
+	atomic_store(&u->writer, writer_ok ? 1 : -ECANCELED);
+	if (u->threaded) {
+		pthread_join(u->th, NULL);
+		return u->result;
+	}
+	if (!writer_ok)
+		return -ECANCELED;
+	return ss_push(&u->opts, &u->cfg, &u->st, u->err, sizeof(u->err));
+}
+
+/* ateom.meta travels inside the snapshot: restore reads the runsc version
+ * from it after the pull. (The same values are labels in the manifest, but
+ * the engine's public API does not hand labels back on pull.) */
+static int write_meta(const struct wl *w, const char *dir, const char *version)
+{
+	char path[PATH_MAX];
+	if (snprintf(path, sizeof(path), "%s/" META_NAME, dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	FILE *f = fopen(path, "we");
+	if (!f)
+		return -errno;
+	fprintf(f, "runsc_version=%s\nactor_template_namespace=%s\nactor_template_name=%s\n"
+		   "actor_id=%s\ncontainers=",
+		version, w->ns, w->name, w->actor_id);
+	for (size_t i = 0; i < w->nids; i++)
+		fprintf(f, "%s%s", i ? "," : "", w->names[i]);
+	fputc('\n', f);
+	return fclose(f) == 0 ? 0 : -EIO;
+}
+
+/* The value of key in a meta file, or "" when absent. */
+static void read_meta(const char *dir, const char *key, char *buf, size_t len)
+{
+	char path[PATH_MAX], line[1024];
+	size_t kl = strlen(key);
+	buf[0] = '\0';
+	if (snprintf(path, sizeof(path), "%s/" META_NAME, dir) >= (int)sizeof(path))
+		return;
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		if (!strncmp(line, key, kl) && line[kl] == '=') {
+			line[strcspn(line, "\r\n")] = '\0';
+			snprintf(buf, len, "%s", line + kl + 1);
+			break;
+		}
+	}
+	fclose(f);
+}
+
+void wl_checkpoint(struct wl *w, const struct wl_req *q, struct wl_result *res)
+{
+	char img[PATH_MAX], version[256], containers[WL_MAX_CONTAINERS * (WL_MAX_NAME + 1)];
+	struct timespec t0;
+	struct runsc_out out;
+	struct upload up;
+	struct deleter *del = NULL;
+	int r;
+
+	res->code = WL_OK;
+	reap(w, res);
+	if (!w->executing) {
+		fail(res, WL_FAILED_PRECONDITION,
+		     "no workload is executing: RunWorkload or RestoreWorkload first");
+		goto done;
+	}
+	if (!q->snapshot_uri || !*q->snapshot_uri) {
+		fail(res, WL_INVALID_ARGUMENT, "snapshot_uri_prefix is required");
+		goto done;
+	}
+	if (!uri_ok(q->snapshot_uri)) {
+		fail(res, WL_INVALID_ARGUMENT,
+		     "snapshot_uri_prefix '%s' is not a URI (scheme://...) or an absolute path",
+		     q->snapshot_uri);
+		goto done;
+	}
+	if (q->actor_id && *q->actor_id && strcmp(q->actor_id, w->actor_id)) {
+		fail(res, WL_FAILED_PRECONDITION, "actor %s is executing, not %s", w->actor_id,
+		     q->actor_id);
+		goto done;
+	}
+	struct runsc rs = runsc_with(w, w->runsc_path);
+	now(&t0);
+	r = runsc_version(w->runsc_path, version, sizeof(version), &out);
+	if (r < 0) {
+		fail(res, WL_INTERNAL, "%s --version failed: %.1000s", w->runsc_path, out.tail);
+		goto done;
+	}
+	containers[0] = '\0';
+	for (size_t i = 0; i < w->nids; i++) {
+		strcat(containers, i ? "," : "");
+		strcat(containers, w->names[i]);
+	}
+	const struct ss_label_kv labels[] = {
+		{LABEL_RUNSC_VERSION, version},
+		{"ateom.actor_template_namespace", w->ns},
+		{"ateom.actor_template_name", w->name},
+		{"ateom.actor_id", w->actor_id},
+		{"ateom.containers", containers},
+	};
+	const char *parents[] = {w->restored_from};
+	snprintf(img, sizeof(img), "%s/checkpoint", w->dir);
+	struct ss_push_opts po = {
+		.source = img,
+		.snapshot = q->snapshot_uri,
+		.store = w->store,
+		.parents = parents,
+		.nparents = w->restored_from ? 1 : 0,
+		.labels = labels,
+		.nlabels = sizeof(labels) / sizeof(labels[0]),
+	};
+
+	if (!w->image_pending) {
+		if (mkdir(img, 0700) < 0 || (r = write_meta(w, img, version)) < 0) {
+			fail(res, WL_INTERNAL, "cannot prepare %s: %s", img, strerror(errno));
+			goto done;
+		}
+		upload_start(&up, &po, w->follow);
+		const char *cmd[] = {"checkpoint", "--image-path", img, w->ids[0], NULL};
+		r = runsc_call(&rs, cmd, w->log_fd, &out);
+		phase(res, "runsc_checkpoint", &t0);
+		if (r < 0) {
+			upload_finish(&up, false);
+			rm_rf(img);
+			char st[64];
+			if (runsc_state(&rs, w->ids[0], st, sizeof(st)) == 0 && !strcmp(st, "running")) {
+				fail(res, WL_INTERNAL,
+				     "runsc checkpoint failed (exit %d); the sandbox still runs: %.1000s",
+				     out.status, out.tail);
+			} else {
+				fail(res, WL_INTERNAL,
+				     "runsc checkpoint failed (exit %d) and the sandbox did not survive "
+				     "(state '%s'); it was deleted, the server is available: %.1000s",
+				     out.status, st, out.tail);
+				teardown(w, NULL);
+			}
+			goto done;
+		}
+		/* From here the sandbox is stopped and the image is all that
+		 * holds the workload: keep it until a push succeeds. */
+		w->image_pending = true;
+		/* runsc delete of a stopped sandbox takes seconds (it waits for
+		 * the sandbox and gofer processes to go): overlap it with the
+		 * push, which needs only the image. */
+		del = calloc(1, sizeof(*del));
+		if (del) {
+			del->w = w;
+			if (pthread_create(&del->th, NULL, deleter_main, del) != 0) {
+				free(del);
+				del = NULL;
+			}
+		}
+		if (!del)
+			delete_containers(w, NULL);
+		now(&t0);
+	} else {
+		upload_start(&up, &po, false);
+	}
+	r = upload_finish(&up, true);
+	/* In follow mode most of the push overlapped runsc: this is the rest. */
+	phase(res, w->follow ? "push_tail" : "push", &t0);
+	if (r < 0) {
+		if (del) {
+			pthread_join(del->th, NULL);
+			free(del);
+		}
+		/* The sandbox is gone: only the image holds the workload now. */
+		w->deleted = true;
+		fail(res, engine_code(r),
+		     "pushing the checkpoint to %s failed: %s; the image is kept in %s and "
+		     "the next CheckpointWorkload retries the upload",
+		     q->snapshot_uri, up.err, img);
+		goto done;
+	}
+	set_stats(res, &up.st);
+	w->image_pending = false;
+	rm_rf(img); /* in the store now; the rest goes with the sandbox */
+	if (del) {
+		/* The snapshot is committed and the sandbox stopped for good:
+		 * the state is available, and the next call reaps the delete. A
+		 * delete that fails does not undo a committed checkpoint. */
+		w->cleanup = del;
+		w->executing = false;
+	} else {
+		w->deleted = true;
+		teardown(w, NULL);
+	}
+done:
+	res->state = wl_state(w);
+}
+
+/* ---- RestoreWorkload ---- */
+
+void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
+{
+	char *bundles[WL_MAX_CONTAINERS] = {0};
+	char img[PATH_MAX], version[256], recorded[256], rec_containers[1024];
+	struct timespec t0;
+	struct runsc_out out;
+	const char *runsc = runsc_for(w, q);
+	int r;
+
+	res->code = WL_OK;
+	reap(w, res);
+	if (!check_start(w, q, res, bundles))
+		goto done;
+	if (!q->snapshot_uri || !*q->snapshot_uri) {
+		fail(res, WL_INVALID_ARGUMENT, "snapshot_uri_prefix is required");
+		goto done;
+	}
+	if (!uri_ok(q->snapshot_uri)) {
+		fail(res, WL_INVALID_ARGUMENT,
+		     "snapshot_uri_prefix '%s' is not a URI (scheme://...) or an absolute path",
+		     q->snapshot_uri);
+		goto done;
+	}
+	if (q->ncontainers > 1) {
+		fail(res, WL_UNIMPLEMENTED,
+		     "spec names %zu containers; this ateom restores single-container workloads",
+		     q->ncontainers);
+		goto done;
+	}
+	now(&t0);
+	if ((r = runsc_version(runsc, version, sizeof(version), &out)) < 0) {
+		fail(res, WL_INTERNAL, "%s --version failed: %.1000s", runsc, out.tail);
+		goto done;
+	}
+	if (begin_sandbox(w, q, runsc, res) < 0) {
+		abort_start(w, 0, q->ncontainers);
+		goto done;
+	}
+	snprintf(img, sizeof(img), "%s/restore", w->dir);
+
+	/* The pulled image is scratch: if the machine dies the sandbox dies
+	 * with it, so fsync would only slow the restore down. */
+	struct ss_config cfg = {.no_fsync = true};
+	struct ss_pull_opts po = {.snapshot = q->snapshot_uri, .dest = img, .store = w->store};
+	struct ss_stats st;
+	char err[512];
+	r = ss_pull(&po, &cfg, &st, err, sizeof(err));
+	phase(res, "pull", &t0);
+	if (r < 0) {
+		if (r == -ENOENT)
+			fail(res, WL_NOT_FOUND, "%s", *err ? err : "no snapshot there");
+		else
+			fail(res, engine_code(r), "pulling %s failed: %s", q->snapshot_uri, err);
+		abort_start(w, 0, q->ncontainers);
+		goto done;
+	}
+	set_stats(res, &st);
+
+	read_meta(img, "runsc_version", recorded, sizeof(recorded));
+	if (*recorded && strcmp(recorded, version)) {
+		fail(res, WL_FAILED_PRECONDITION,
+		     "snapshot %s was written by runsc %s, but %s is runsc %s: restore with "
+		     "runsc_path naming a runsc %s",
+		     q->snapshot_uri, recorded, runsc, version, recorded);
+		abort_start(w, 0, q->ncontainers);
+		goto done;
+	}
+	read_meta(img, "containers", rec_containers, sizeof(rec_containers));
+	if (*rec_containers && strcmp(rec_containers, q->containers[0])) {
+		fail(res, WL_FAILED_PRECONDITION,
+		     "snapshot %s holds containers '%s'; the request names '%s'", q->snapshot_uri,
+		     rec_containers, q->containers[0]);
+		abort_start(w, 0, q->ncontainers);
+		goto done;
+	}
+
+	struct runsc rs = runsc_with(w, runsc);
+	now(&t0);
+	const char *cmd[] = {"restore", "--detach", "--image-path", img, "--bundle", bundles[0],
+			     w->ids[0], NULL};
+	r = runsc_call(&rs, cmd, w->log_fd, &out);
+	phase(res, "runsc_restore", &t0);
+	if (r < 0) {
+		fail(res, WL_INTERNAL, "runsc restore from %s (bundle %s) failed (exit %d): %.1000s",
+		     q->snapshot_uri, bundles[0], out.status, out.tail);
+		abort_start(w, 1, q->ncontainers);
+		goto done;
+	}
+	/* runsc hands the opened image files to the sandbox, so the copy on
+	 * disk is no longer needed (the work dir may well be tmpfs). */
+	rm_rf(img);
+	w->nids = q->ncontainers;
+	w->restored_from = strdup(q->snapshot_uri);
+	w->executing = true;
+done:
+	free_bundles(bundles, q->ncontainers < WL_MAX_CONTAINERS ? q->ncontainers : WL_MAX_CONTAINERS);
+	res->state = wl_state(w);
+}

@@ -1,0 +1,539 @@
+#!/usr/bin/python3
+"""End-to-end test of the ateom server with a real gVisor sandbox and a real
+gRPC client.
+
+Usage: e2e.py ATEOM [--mb N] [--bench] [--keep] [--server-arg=FLAG]...
+
+Builds a minimal OCI bundle (static busybox, config.json from `runsc spec`)
+whose workload fills a tmpfs with N MiB of random data, records a random
+boot id, and counts. Starts ateom on a unix socket with runsc's ptrace
+platform and no network, and drives it with grpcio using messages compiled
+from proto/ateom.proto by protoc at test time:
+
+  - health check; bad inputs and wrong-state calls get their status codes;
+  - a RunWorkload whose runsc fails is INTERNAL with runsc's stderr, and
+    leaves no sandbox and the server available;
+  - two concurrent RunWorkloads: one runs, the other is FAILED_PRECONDITION;
+  - checkpoint to a local store; restore; the counter continues past the
+    value read before the checkpoint, the boot id and the data's digest are
+    unchanged (a restart would draw new ones);
+  - a runsc reporting another version cannot restore the snapshot;
+  - a store that cannot be reached is UNAVAILABLE after the retries;
+  - checkpoint the restored sandbox again and report what it stored anew;
+  - SIGTERM during a checkpoint: the checkpoint completes, then the server
+    exits 0 and leaves no sandbox.
+When run under tests/s3/harness.py (SS_S3_BUCKET set), the checkpoint and
+restore cycle is repeated against s3://$SS_S3_BUCKET/.
+
+--bench also times `runsc checkpoint` and `runsc restore` alone on the same
+workload, for the targets in issue 4 (use --mb 256).
+
+Exit 0 pass, 1 fail, 77 skip (no root, no runsc, or runsc cannot start a
+sandbox on this kernel: the reason is printed).
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROTO_DIR = os.path.join(HERE, "..", "..", "proto")
+SKIP = 77
+RUNSC_FLAGS = ["--platform=ptrace", "--network=none"]
+# gVisor names a sandbox's control socket (an abstract unix socket) after
+# its container id, so ids are global on the host whatever --root says:
+# two test runs at once need different actor ids.
+ACTOR = f"actor-{os.getpid()}"
+
+WORKLOAD = r"""
+set -e
+head -c $((MB * 1048576)) /dev/urandom > /data/blob
+head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > /data/boot
+i=0
+while :; do
+  i=$((i+1))
+  echo $i > /data/counter.new
+  mv /data/counter.new /data/counter
+  usleep 20000
+done
+"""
+
+
+def skip(why):
+    print(f"SKIP: {why}")
+    sys.exit(SKIP)
+
+
+failures = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        failures.append(what)
+    return cond
+
+
+def preflight():
+    if os.geteuid() != 0:
+        skip("runsc needs root here (ptrace platform, no rootless setup)")
+    runsc = shutil.which("runsc")
+    if not runsc:
+        skip("runsc is not installed (Debian package runsc)")
+    busybox = "/bin/busybox"
+    ldd = subprocess.run(["ldd", busybox], capture_output=True, text=True) \
+        if os.path.exists(busybox) else None
+    if not ldd or "not a dynamic" not in ldd.stdout + ldd.stderr:
+        skip("no static busybox at /bin/busybox (Debian package busybox-static)")
+    if not shutil.which("protoc"):
+        skip("protoc is not installed (Debian package protobuf-compiler)")
+    try:
+        import grpc  # noqa: F401
+        import google.protobuf  # noqa: F401
+    except ImportError as e:
+        skip(f"python3-grpcio / python3-protobuf missing: {e}")
+    return runsc, busybox
+
+
+def make_bundle(path, busybox, runsc, args, env=(), tmpfs_mb=0):
+    rootfs = os.path.join(path, "rootfs")
+    os.makedirs(os.path.join(rootfs, "bin"))
+    for d in ("proc", "dev", "sys", "tmp", "data"):
+        os.makedirs(os.path.join(rootfs, d))
+    shutil.copy(busybox, os.path.join(rootfs, "bin", "busybox"))
+    for applet in ("sh", "cat", "dd", "head", "od", "tr", "mv", "usleep", "sleep",
+                   "sha256sum", "echo", "true", "false"):
+        os.symlink("busybox", os.path.join(rootfs, "bin", applet))
+    subprocess.run([runsc, "spec", "--bundle", path, "--"] + args, check=True)
+    cfg_path = os.path.join(path, "config.json")
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    cfg["process"]["terminal"] = False
+    cfg["process"]["env"] += list(env)
+    if tmpfs_mb:
+        # tmpfs lives in the sentry's memory: it is part of the checkpoint.
+        cfg["mounts"].append({"destination": "/data", "type": "tmpfs", "source": "tmpfs",
+                              "options": ["nosuid", "nodev", f"size={tmpfs_mb + 16}m"]})
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f, indent=2)
+
+
+class Rpc:
+    """Generic unary calls: no generated service stubs needed."""
+
+    def __init__(self, target, A, H):
+        import grpc
+        self.grpc = grpc
+        self.ch = grpc.insecure_channel(target)
+        self.A, self.H = A, H
+
+    def call(self, method, req, resp_cls=None, timeout=300):
+        resp_cls = resp_cls or self.A.RunWorkloadResponse
+        fn = self.ch.unary_unary(method, request_serializer=lambda m: m.SerializeToString(),
+                                 response_deserializer=resp_cls.FromString)
+        return fn(req, timeout=timeout)
+
+    def code(self, method, req, timeout=300):
+        """(status code name, details) of a call."""
+        try:
+            self.call(method, req, timeout=timeout)
+            return "OK", ""
+        except self.grpc.RpcError as e:
+            return e.code().name, e.details() or ""
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("ateom")
+    ap.add_argument("--mb", type=int, default=int(os.environ.get("ATEOM_TEST_MB", "16")))
+    ap.add_argument("--bench", action="store_true")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="extra ateom flag, e.g. --server-arg=--no-follow")
+    a = ap.parse_args()
+
+    runsc, busybox = preflight()
+    base = os.environ.get("ATEOM_TEST_DIR") or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
+    tmp = tempfile.mkdtemp(prefix="ateom-e2e-", dir=base)
+    root = os.path.join(tmp, "runsc-root")
+    rs = [runsc, f"--root={root}"] + RUNSC_FLAGS
+    server = None
+    try:
+        # --- can runsc start a sandbox at all here? ---
+        make_bundle(os.path.join(tmp, "probe"), busybox, runsc, ["/bin/true"])
+        p = subprocess.run(rs + ["run", "--bundle", os.path.join(tmp, "probe"), "probe"],
+                           capture_output=True, text=True, timeout=120)
+        subprocess.run(rs + ["delete", "-force", "probe"], capture_output=True)
+        if p.returncode != 0:
+            skip(f"runsc cannot run a sandbox on this machine: {p.stderr.strip()[-500:]}")
+
+        # --- protos, bundles, runsc wrappers ---
+        gen = os.path.join(tmp, "py")
+        os.makedirs(gen)
+        subprocess.run(["protoc", f"--proto_path={PROTO_DIR}", f"--python_out={gen}",
+                        "ateom.proto", "health.proto"], check=True)
+        sys.path.insert(0, gen)
+        import ateom_pb2 as A
+        import health_pb2 as H
+
+        bundles = os.path.join(tmp, "bundles")
+        make_bundle(os.path.join(bundles, "ns1", "counter", "main"), busybox, runsc,
+                    ["/bin/sh", "-c", WORKLOAD], env=[f"MB={a.mb}"], tmpfs_mb=a.mb)
+        make_bundle(os.path.join(bundles, "ns1", "broken", "main"), busybox, runsc,
+                    ["/no/such/program"])
+        make_bundle(os.path.join(bundles, "ns1", "counter", "side"), busybox, runsc,
+                    ["/bin/sleep", "1000"])
+        wrappers = os.path.join(tmp, "wrappers")
+        os.makedirs(wrappers)
+        fake = os.path.join(wrappers, "runsc-other-version")
+        with open(fake, "w") as f:
+            f.write(f'#!/bin/sh\n[ "$1" = --version ] && {{ echo "runsc version 0.0~19990101.0";'
+                    f' echo "spec: 1.0.2"; exit 0; }}\nexec {runsc} "$@"\n')
+        slow = os.path.join(wrappers, "runsc-slow-checkpoint")
+        with open(slow, "w") as f:
+            # Holds a checkpoint open long enough to send SIGTERM during it.
+            f.write(f'#!/bin/sh\nfor x in "$@"; do [ "$x" = checkpoint ] && sleep 2; done\n'
+                    f'exec {runsc} "$@"\n')
+        os.chmod(fake, 0o755)
+        os.chmod(slow, 0o755)
+
+        # --- the server ---
+        work = os.path.join(tmp, "work")
+        store = os.path.join(tmp, "store")
+        sock = os.path.join(tmp, "ateom.sock")
+        log_path = os.path.join(tmp, "ateom.log")
+        cmd = [a.ateom, "--listen", f"unix:{sock}", "--bundle-root", bundles, "--work-dir", work,
+               "--runsc", runsc, f"--runsc-arg=--root={root}"] + \
+              [f"--runsc-arg={x}" for x in RUNSC_FLAGS] + a.server_arg
+        log_f = open(log_path, "w")
+        server = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT)
+        for _ in range(100):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.05)
+        rpc = Rpc(f"unix:{sock}", A, H)
+
+        def log_lines():
+            with open(log_path) as f:
+                return [json.loads(x) for x in f if x.startswith("{")]
+
+        def sandboxes():
+            p = subprocess.run(rs + ["list", "-quiet"], capture_output=True, text=True)
+            return [x for x in p.stdout.split() if x]
+
+        def sh(cid, *argv):
+            p = subprocess.run(rs + ["exec", cid] + list(argv), capture_output=True, text=True,
+                               timeout=60)
+            return p.stdout.strip() if p.returncode == 0 else None
+
+        def counter(cid):
+            v = sh(cid, "/bin/cat", "/data/counter")
+            return int(v) if v and v.isdigit() else None
+
+        RUN, CKPT, REST = ("/ateom.Ateom/RunWorkload", "/ateom.Ateom/CheckpointWorkload",
+                           "/ateom.Ateom/RestoreWorkload")
+        spec = A.WorkloadSpec(containers=[A.Container(name="main")])
+        ident = dict(actor_template_namespace="ns1", actor_template_name="counter",
+                     actor_id=ACTOR)
+
+        # --- health ---
+        r = rpc.call("/grpc.health.v1.Health/Check", H.HealthCheckRequest(),
+                     H.HealthCheckResponse, timeout=10)
+        check(r.status == H.HealthCheckResponse.SERVING, "health: Check answers SERVING")
+        r = rpc.call("/grpc.health.v1.Health/Check", H.HealthCheckRequest(service="ateom.Ateom"),
+                     H.HealthCheckResponse, timeout=10)
+        check(r.status == H.HealthCheckResponse.SERVING, "health: ateom.Ateom is SERVING")
+
+        # --- bad inputs and wrong state while available ---
+        snap1 = os.path.join(store, ACTOR, "snap-1")
+        cases = [
+            ("checkpoint while available", CKPT,
+             A.CheckpointWorkloadRequest(**ident, spec=spec, snapshot_uri_prefix=snap1),
+             "FAILED_PRECONDITION", "no workload"),
+            ("run without actor_id", RUN,
+             A.RunWorkloadRequest(actor_template_namespace="ns1", actor_template_name="counter",
+                                  spec=spec), "INVALID_ARGUMENT", "actor_id"),
+            ("run without containers", RUN, A.RunWorkloadRequest(**ident), "INVALID_ARGUMENT",
+             "containers"),
+            ("run with namespace '..'", RUN,
+             A.RunWorkloadRequest(actor_template_namespace="..", actor_template_name="counter",
+                                  actor_id="a", spec=spec), "INVALID_ARGUMENT", ".."),
+            ("run with a missing bundle", RUN,
+             A.RunWorkloadRequest(actor_template_namespace="ns1", actor_template_name="nope",
+                                  actor_id="a", spec=spec), "NOT_FOUND",
+             os.path.join(bundles, "ns1", "nope", "main")),
+            ("restore of a missing snapshot", REST,
+             A.RestoreWorkloadRequest(**ident, spec=spec,
+                                      snapshot_uri_prefix=os.path.join(store, "none")),
+             "NOT_FOUND", "no snapshot"),
+            ("restore from a relative path", REST,
+             A.RestoreWorkloadRequest(**ident, spec=spec, snapshot_uri_prefix="rel/snap"),
+             "INVALID_ARGUMENT", "rel/snap"),
+            ("restore from a malformed URI", REST,
+             A.RestoreWorkloadRequest(**ident, spec=spec, snapshot_uri_prefix="9x://b/k"),
+             "INVALID_ARGUMENT", "9x://"),
+            ("restore without snapshot_uri_prefix", REST,
+             A.RestoreWorkloadRequest(**ident, spec=spec), "INVALID_ARGUMENT",
+             "snapshot_uri_prefix"),
+            ("unknown method", "/ateom.Ateom/Nope", A.RunWorkloadRequest(), "UNIMPLEMENTED", ""),
+            ("two containers", RUN,
+             A.RunWorkloadRequest(**ident, spec=A.WorkloadSpec(
+                 containers=[A.Container(name="main"), A.Container(name="side")])),
+             "UNIMPLEMENTED", "containers"),
+        ]
+        for what, m, req, want, needle in cases:
+            code, msg = rpc.code(m, req)
+            check(code == want and needle in msg, f"{what}: {code} ({msg})")
+        check(sandboxes() == [], "bad inputs left no sandbox")
+
+        # --- a run whose runsc fails ---
+        code, msg = rpc.code(RUN, A.RunWorkloadRequest(
+            actor_template_namespace="ns1", actor_template_name="broken", actor_id="broken-1",
+            spec=spec))
+        check(code == "INTERNAL" and "runsc run" in msg and "/no/such/program" in msg,
+              f"run of a failing workload: {code} ({msg[:300]})")
+        check(sandboxes() == [], "failed run left no sandbox")
+        check(os.listdir(work) == [], "failed run left nothing in the work dir")
+
+        # --- two concurrent runs: serialized, one wins ---
+        results = []
+
+        def run_one():
+            results.append(rpc.code(RUN, A.RunWorkloadRequest(**ident, spec=spec)))
+        ts = [threading.Thread(target=run_one) for _ in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        codes = sorted(c for c, _ in results)
+        check(codes == ["FAILED_PRECONDITION", "OK"], f"concurrent runs: {results}")
+        check(sandboxes() == [ACTOR], f"one sandbox runs: {sandboxes()}")
+
+        deadline = time.time() + 120
+        while counter(ACTOR) is None and time.time() < deadline:
+            time.sleep(0.2)
+        c0 = counter(ACTOR)
+        boot = sh(ACTOR, "/bin/cat", "/data/boot")
+        digest = (sh(ACTOR, "/bin/sha256sum", "/data/blob") or "").split()[0:1]
+        check(c0 is not None and boot and digest, f"workload counts ({c0}), boot id {boot}, "
+              f"{a.mb} MiB digest {digest}")
+
+        # --- wrong state and bad inputs while executing ---
+        for what, m, req, want in [
+                ("run while executing", RUN, A.RunWorkloadRequest(**ident, spec=spec),
+                 "FAILED_PRECONDITION"),
+                ("restore while executing", REST,
+                 A.RestoreWorkloadRequest(**ident, spec=spec, snapshot_uri_prefix=snap1),
+                 "FAILED_PRECONDITION"),
+                ("checkpoint of another actor", CKPT,
+                 A.CheckpointWorkloadRequest(actor_id="actor-2", snapshot_uri_prefix=snap1),
+                 "FAILED_PRECONDITION"),
+                ("checkpoint to a relative path", CKPT,
+                 A.CheckpointWorkloadRequest(**ident, snapshot_uri_prefix="snaps/x"),
+                 "INVALID_ARGUMENT"),
+                ("checkpoint without snapshot_uri_prefix", CKPT,
+                 A.CheckpointWorkloadRequest(**ident), "INVALID_ARGUMENT")]:
+            code, msg = rpc.code(m, req)
+            check(code == want, f"{what}: {code} ({msg})")
+        c1 = counter(ACTOR)
+        check(c1 is not None and c1 > c0, f"sandbox still counts after refused calls ({c1})")
+
+        # --- checkpoint 1 ---
+        c_before = counter(ACTOR)
+        t = time.time()
+        code, msg = rpc.code(CKPT, A.CheckpointWorkloadRequest(**ident, spec=spec,
+                                                               snapshot_uri_prefix=snap1))
+        ckpt_s = time.time() - t
+        check(code == "OK", f"checkpoint to {snap1}: {code} {msg} in {ckpt_s:.2f} s")
+        check(os.path.exists(os.path.join(snap1, "manifest")), "snapshot 1 has a manifest")
+        # The reply comes once the snapshot is committed; runsc delete of the
+        # stopped sandbox may still be finishing, and the next call waits
+        # for it (see docs/ATEOM.md).
+        st = subprocess.run(rs + ["state", ACTOR], capture_output=True, text=True).stdout
+        check('"running"' not in st, "checkpoint stopped the sandbox")
+        check(not any(os.path.exists(os.path.join(work, d, "checkpoint"))
+                      for d in os.listdir(work)), "checkpoint image removed from the work dir")
+        l1 = log_lines()[-1]
+        print(f"     log: {json.dumps(l1)}")
+
+        # --- restore with another runsc version: refused ---
+        code, msg = rpc.code(REST, A.RestoreWorkloadRequest(
+            **ident, spec=spec, snapshot_uri_prefix=snap1, runsc_path=fake))
+        check(code == "FAILED_PRECONDITION" and "0.0~19990101.0" in msg and
+              "runsc version" not in msg and sandboxes() == [],
+              f"restore with a runsc of another version: {code} ({msg})")
+        check(sandboxes() == [] and os.listdir(work) == [],
+              "the checkpointed sandbox and its work dir are gone by the next call")
+
+        # --- restore 1 ---
+        t = time.time()
+        code, msg = rpc.code(REST, A.RestoreWorkloadRequest(**ident, spec=spec,
+                                                            snapshot_uri_prefix=snap1))
+        rest_s = time.time() - t
+        check(code == "OK", f"restore from {snap1}: {code} {msg} in {rest_s:.2f} s")
+        print(f"     log: {json.dumps(log_lines()[-1])}")
+        c2 = counter(ACTOR)
+        check(c2 is not None and c2 >= c_before,
+              f"counter continues: {c_before} before checkpoint, {c2} after restore")
+        time.sleep(0.5)
+        c3 = counter(ACTOR)
+        check(c3 is not None and c2 is not None and c3 > c2, f"and keeps counting ({c3})")
+        check(sh(ACTOR, "/bin/cat", "/data/boot") == boot, "same boot id: not a restart")
+        d2 = (sh(ACTOR, "/bin/sha256sum", "/data/blob") or "").split()[0:1]
+        check(d2 == digest, f"{a.mb} MiB of tmpfs data unchanged ({d2})")
+
+        # --- checkpoint 2, of the restored sandbox ---
+        snap2 = os.path.join(store, ACTOR, "snap-2")
+        code, msg = rpc.code(CKPT, A.CheckpointWorkloadRequest(**ident, spec=spec,
+                                                               snapshot_uri_prefix=snap2))
+        check(code == "OK", f"second checkpoint to {snap2}: {code} {msg}")
+        l2 = log_lines()[-1]
+        b1, b2 = l1.get("bytes", {}), l2.get("bytes", {})
+        print(f"     log: {json.dumps(l2)}")
+        print(f"REPORT second snapshot: image {b2.get('logical')} bytes, "
+              f"stored anew {b2.get('new_stored')} bytes, deduplicated {b2.get('dedup')} bytes "
+              f"(first snapshot stored {b1.get('new_stored')} of {b1.get('logical')})")
+
+        # --- restore from snap-2 under a slow runsc, then SIGTERM mid-checkpoint ---
+        code, msg = rpc.code(REST, A.RestoreWorkloadRequest(
+            **ident, spec=spec, snapshot_uri_prefix=snap2, runsc_path=slow))
+        check(code == "OK", f"restore from {snap2}: {code} {msg}")
+        c4 = counter(ACTOR)
+        check(c4 is not None and c3 is not None and c4 > c3, f"counter continues ({c4})")
+        snap3 = os.path.join(store, ACTOR, "snap-3")
+        results = []
+
+        def ckpt3():
+            results.append(rpc.code(CKPT, A.CheckpointWorkloadRequest(
+                **ident, spec=spec, snapshot_uri_prefix=snap3)))
+        th = threading.Thread(target=ckpt3)
+        th.start()
+        time.sleep(0.7)  # inside the wrapper's 2 s sleep before runsc checkpoint
+        server.send_signal(signal.SIGTERM)
+        th.join()
+        rc = server.wait(timeout=120)
+        server = None
+        check(results and results[0][0] == "OK",
+              f"checkpoint in flight at SIGTERM completes: {results}")
+        check(rc == 0, f"server exits 0 after SIGTERM ({rc})")
+        check(os.path.exists(os.path.join(snap3, "manifest")), "snapshot 3 has a manifest")
+        check(sandboxes() == [], "no sandbox left after shutdown")
+
+        # --- a store that cannot be reached: UNAVAILABLE after the retries ---
+        env = dict(os.environ, AWS_ENDPOINT_URL="http://127.0.0.1:9", AWS_ACCESS_KEY_ID="x",
+                   AWS_SECRET_ACCESS_KEY="y", AWS_REGION="us-east-1")
+        server = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT, env=env)
+        for _ in range(100):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.05)
+        code, msg = rpc.code(REST, A.RestoreWorkloadRequest(
+            **ident, spec=spec, snapshot_uri_prefix="s3://nobucket/a/snap"), timeout=120)
+        check(code == "UNAVAILABLE" and sandboxes() == [] and os.listdir(work) == [],
+              f"restore from an unreachable store: {code} ({msg})")
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+        server = None
+
+        # --- the same cycle against a real S3 server (tests/s3/harness.py) ---
+        if os.environ.get("SS_S3_BUCKET"):
+            s3_cycle(a, cmd, log_path, rpc_target=f"unix:{sock}", A=A, H=H, ident=ident,
+                     spec=spec, sandboxes=sandboxes, counter=counter, sh=sh, digest=digest)
+        else:
+            print("note: SS_S3_BUCKET not set: the S3 cycle runs under tests/s3/harness.py")
+
+        if a.bench:
+            bench(a, rs, bundles, tmp, ckpt_s, rest_s)
+    finally:
+        if server:
+            server.kill()
+            server.wait()
+        for cid in subprocess.run(rs + ["list", "-quiet"], capture_output=True,
+                                  text=True).stdout.split():
+            subprocess.run(rs + ["delete", "-force", cid], capture_output=True)
+        if a.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    n = len(failures)
+    print(f"{'FAILED' if n else 'PASSED'}: {n} failure(s)")
+    for f in failures:
+        print(f"  - {f}")
+    return 1 if n else 0
+
+
+def s3_cycle(a, cmd, log_path, rpc_target, A, H, ident, spec, sandboxes, counter, sh, digest):
+    """Run, checkpoint to s3://, restore from it: the store is the object store."""
+    uri = f"s3://{os.environ['SS_S3_BUCKET']}/ateom/{ACTOR}/snap-s3"
+    log_f = open(log_path, "a")
+    server = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(0.5)
+        rpc = Rpc(rpc_target, A, H)
+        RUN, CKPT, REST = ("/ateom.Ateom/RunWorkload", "/ateom.Ateom/CheckpointWorkload",
+                           "/ateom.Ateom/RestoreWorkload")
+        check(rpc.code(RUN, A.RunWorkloadRequest(**ident, spec=spec))[0] == "OK", "s3: run")
+        deadline = time.time() + 120
+        while counter(ACTOR) is None and time.time() < deadline:
+            time.sleep(0.2)
+        before = counter(ACTOR)
+        d = (sh(ACTOR, "/bin/sha256sum", "/data/blob") or "").split()[0:1]
+        code, msg = rpc.code(CKPT, A.CheckpointWorkloadRequest(**ident, spec=spec,
+                                                               snapshot_uri_prefix=uri))
+        check(code == "OK", f"s3: checkpoint to {uri}: {code} {msg}")
+        code, msg = rpc.code(REST, A.RestoreWorkloadRequest(**ident, spec=spec,
+                                                            snapshot_uri_prefix=uri))
+        check(code == "OK", f"s3: restore from {uri}: {code} {msg}")
+        after = counter(ACTOR)
+        check(after is not None and before is not None and after >= before,
+              f"s3: counter continues ({before} -> {after})")
+        check((sh(ACTOR, "/bin/sha256sum", "/data/blob") or "").split()[0:1] == d,
+              "s3: data unchanged")
+        code, msg = rpc.code(CKPT, A.CheckpointWorkloadRequest(
+            **ident, spec=spec, snapshot_uri_prefix=uri + "-2"))
+        check(code == "OK", f"s3: second checkpoint: {code} {msg}")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=120)
+        check(sandboxes() == [], "s3: no sandbox left")
+
+
+def bench(a, rs, bundles, tmp, ckpt_s, rest_s):
+    """runsc alone on the same workload, for the issue's targets."""
+    bundle = os.path.join(bundles, "ns1", "counter", "main")
+    img = os.path.join(tmp, "bench-img")
+    cid = "bench-1"
+    subprocess.run(rs + ["run", "--detach", "--bundle", bundle, cid], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        p = subprocess.run(rs + ["exec", cid, "/bin/cat", "/data/counter"], capture_output=True)
+        if p.returncode == 0:
+            break
+        time.sleep(0.2)
+    os.makedirs(img)
+    t = time.time()
+    subprocess.run(rs + ["checkpoint", "--image-path", img, cid], check=True)
+    alone_ckpt = time.time() - t
+    subprocess.run(rs + ["delete", "-force", cid], check=True)
+    t = time.time()
+    subprocess.run(rs + ["restore", "--detach", "--image-path", img, "--bundle", bundle, cid],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    alone_rest = time.time() - t
+    subprocess.run(rs + ["delete", "-force", cid], check=True)
+    size = sum(os.path.getsize(os.path.join(img, f)) for f in os.listdir(img))
+    print(f"BENCH {a.mb} MiB tmpfs, image {size} bytes: "
+          f"CheckpointWorkload {ckpt_s:.2f} s vs runsc checkpoint alone {alone_ckpt:.2f} s "
+          f"({ckpt_s / alone_ckpt:.2f}x); RestoreWorkload {rest_s:.2f} s vs runsc restore "
+          f"alone {alone_rest:.2f} s ({rest_s / alone_rest:.2f}x)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
