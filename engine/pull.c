@@ -57,7 +57,7 @@ struct rtask {
 	struct pull *P;
 	struct range *rg;
 	uint8_t *in, *out;
-	uint32_t *coff;            /* each chunk's offset in out */
+	uint8_t **cptr;            /* each chunk's bytes: in `out`, or raw in `in` */
 	char key[64];
 	struct wop *w;
 	uint32_t nw, wcap;
@@ -306,9 +306,8 @@ static void range_work(struct ss_task *task, void *wp)
 		const uint8_t *src = t->in + (c->offset - rg->off);
 		const char *bad = NULL;
 		if (c->codec == SS_CODEC_RAW) {
-			memcpy(t->out + pos, src, c->raw_len);
-			t->coff[i] = (uint32_t)pos;
-			pos += c->raw_len;
+			/* Verified and written straight from the fetched bytes. */
+			t->cptr[i] = (uint8_t *)src;
 			fc = NULL;
 		} else {
 			if (!fc || fc->pack != c->pack || fc->offset != c->offset) {
@@ -328,11 +327,11 @@ static void range_work(struct ss_task *task, void *wp)
 					bad = "cannot be decompressed to its recorded size";
 				pos += need;
 			}
-			t->coff[i] = (uint32_t)(frame_base + c->frame_off);
+			t->cptr[i] = t->out + frame_base + c->frame_off;
 		}
 		if (!bad) {
 			XXH128_canonical_t h;
-			XXH128_canonicalFromHash(&h, XXH3_128bits(t->out + t->coff[i], c->raw_len));
+			XXH128_canonicalFromHash(&h, XXH3_128bits(t->cptr[i], c->raw_len));
 			if (memcmp(h.digest, c->id, 16) != 0)
 				bad = "does not match its checksum";
 		}
@@ -438,7 +437,7 @@ static void range_done(struct ss_op *op, int res)
 	for (uint32_t i = 0; i < rg->count; i++) {
 		uint32_t ci = P->order[rg->first + i];
 		uint32_t len = P->m->chunks[ci].raw_len;
-		uint8_t *p = t->out + t->coff[i];
+		uint8_t *p = t->cptr[i];
 		for (uint32_t k = P->tstart[ci]; k < P->tstart[ci + 1]; k++) {
 			struct target *tg = &P->targets[k];
 			if (add_write(t, P->files[tg->file].fd, tg, p, len)) {
@@ -876,8 +875,8 @@ static int run_pipeline(struct pull *P)
 		t->P = P;
 		t->in = P->mem + per * i;
 		t->out = t->in + P->in_cap;
-		t->coff = malloc(sizeof(*t->coff) * (P->max_range_chunks ? P->max_range_chunks : 1));
-		if (!t->coff)
+		t->cptr = malloc(sizeof(*t->cptr) * (P->max_range_chunks ? P->max_range_chunks : 1));
+		if (!t->cptr)
 			return ss_err_set(P->err, -ENOMEM, "cannot allocate the pull pipeline");
 		t->task.run = range_work;
 		t->task.op.done = range_done;
@@ -983,7 +982,7 @@ out:
 		if (P->tasks)
 			for (unsigned i = 0; i < P->ntasks; i++) {
 				free(P->tasks[i].w);
-				free(P->tasks[i].coff);
+				free(P->tasks[i].cptr);
 			}
 		free(P->tasks);
 		ss_map_free(P->mem, P->mem_len);

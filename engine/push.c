@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,17 +30,17 @@ struct sext {
 	uint32_t slot;          /* SS_SLOT_NONE: zero run */
 };
 
-/* A chunk this push stores. Chunks compressed together share out_off and
- * stored_len (their frame) and differ in frame_off. */
+/* A chunk this push stores. Chunks compressed together share their stored
+ * bytes and stored_len (their frame) and differ in frame_off. */
 struct newc {
 	uint32_t slot;
-	uint32_t out_off;
 	uint32_t stored_len;
 	uint32_t frame_off;
 	uint32_t raw_len;
 	uint8_t codec;
 	bool first;             /* first chunk of its frame */
-	const uint8_t *raw;     /* while the frame is being built */
+	const uint8_t *raw;     /* the chunk's bytes in the segment */
+	const uint8_t *stored;  /* what goes into the pack (in out, or raw) */
 };
 
 struct push;
@@ -455,7 +456,7 @@ static void frame_flush(struct wctx *w, struct seg *s)
 		uint32_t off = 0;
 		for (uint32_t i = 0; i < n; i++) {
 			c[i].codec = SS_CODEC_ZSTD;
-			c[i].out_off = (uint32_t)s->out_len;
+			c[i].stored = dst;
 			c[i].stored_len = (uint32_t)z;
 			c[i].frame_off = off;
 			c[i].first = i == 0;
@@ -463,18 +464,16 @@ static void frame_flush(struct wctx *w, struct seg *s)
 		}
 		s->out_len += z;
 	} else {
+		/* Raw chunks go to the pack straight from the segment buffer,
+		 * which stays ours until the segment is packed. */
 		for (uint32_t i = 0; i < n; i++) {
-			memcpy(s->out + s->out_len, c[i].raw, c[i].raw_len);
 			c[i].codec = SS_CODEC_RAW;
-			c[i].out_off = (uint32_t)s->out_len;
+			c[i].stored = c[i].raw;
 			c[i].stored_len = c[i].raw_len;
 			c[i].frame_off = 0;
 			c[i].first = true;
-			s->out_len += c[i].raw_len;
 		}
 	}
-	for (uint32_t i = 0; i < n; i++)
-		c[i].raw = NULL;
 	s->frame_first = s->nnc;
 	s->frame_raw = 0;
 }
@@ -722,7 +721,7 @@ static bool seg_pack(struct push *P, struct seg *s)
 				}
 				continue;
 			}
-			memcpy(pb->data + pb->len, s->out + c->out_off, c->stored_len);
+			memcpy(pb->data + pb->len, c->stored, c->stored_len);
 			s->frame_pack_off = (uint32_t)pb->len;
 			pb->len += c->stored_len;
 			P->st->new_stored_bytes += c->stored_len;
@@ -1083,20 +1082,23 @@ static int run_pipeline(struct push *P)
  * instead of producing a snapshot of bytes that never existed together. */
 static int check_followed(struct push *P)
 {
-	const size_t bl = 1u << 20;
-	uint8_t *buf = malloc(bl);
 	XXH3_state_t *hs = XXH3_createState();
-	int r = buf && hs ? 0 : -ENOMEM;
+	int r = hs ? 0 : -ENOMEM;
 	for (size_t i = 0; !r && i < P->nfiles; i++) {
 		struct pfile *f = &P->files[i];
 		XXH3_128bits_reset(hs);
-		for (uint64_t off = 0; !r && off < f->size;) {
-			ssize_t k = pread(f->fd, buf, (size_t)SS_MIN(bl, f->size - off), (off_t)off);
-			if (k <= 0)
-				r = ss_err_set(P->err, k < 0 ? -errno : -EIO, "cannot re-read %s",
-					       f->path);
-			else
-				XXH3_128bits_update(hs, buf, (size_t)k), off += (uint64_t)k;
+		/* Hashed from a mapping, a window at a time: no copy, bounded RSS. */
+		const uint64_t win = 16u << 20;
+		for (uint64_t off = 0; !r && off < f->size; off += win) {
+			size_t len = (size_t)SS_MIN(win, f->size - off);
+			void *m = mmap(NULL, len, PROT_READ, MAP_SHARED, f->fd, (off_t)off);
+			if (m == MAP_FAILED) {
+				r = ss_err_set(P->err, -errno, "cannot re-read %s: %s", f->path,
+					       strerror(errno));
+				break;
+			}
+			XXH3_128bits_update(hs, m, len);
+			munmap(m, len);
 		}
 		XXH128_canonical_t c;
 		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(hs));
@@ -1106,7 +1108,6 @@ static int check_followed(struct push *P)
 				       "(no snapshot written)",
 				       f->path);
 	}
-	free(buf);
 	XXH3_freeState(hs);
 	return r;
 }
