@@ -8,9 +8,13 @@
  *   ss_pull  manifest → parallel ranged reads of packs → verify → sparse
  *            files, renamed into place only when every byte verified.
  *
- * Locations are URIs: a local path or file:///abs/path (and mem:// for
- * tests). A snapshot lives at its URI as <uri>/manifest; packs live in a
- * store, by default <parent of the snapshot>/.snapstream.
+ * and around them: ss_push_fd and ss_cat for pipes, ss_verify, ss_info,
+ * ss_ls, ss_rm and ss_gc for inspecting and cleaning up a store.
+ *
+ * Locations are URIs: a local path or file:///abs/path, s3://bucket/key,
+ * gs://bucket/key (and mem:// for tests). A snapshot lives at its URI as
+ * <uri>/manifest; packs live in a store, by default <parent of the
+ * snapshot>/.snapstream (for buckets: <bucket>/.snapstream).
  *
  * Every call is blocking and self-contained: it creates its own event
  * loop and worker threads and frees them before returning. Calls may run
@@ -43,6 +47,10 @@ struct ss_progress {
 	uint64_t dedup_bytes;       /* so far: found already stored */
 	uint64_t stored_bytes;      /* so far: uploaded (push) or fetched (pull) */
 	double seconds;
+	/* Phases that count things rather than bytes (gc: snapshots read,
+	 * packs deleted); 0 when the phase counts bytes only. */
+	uint64_t items_done;
+	uint64_t items_total;
 };
 
 typedef void (*ss_progress_fn)(void *arg, const struct ss_progress *p);
@@ -121,6 +129,175 @@ int ss_push(const struct ss_push_opts *opts, const struct ss_config *cfg, struct
 /* Pull opts->snapshot to opts->dest. Returns 0 or -errno (err set). */
 int ss_pull(const struct ss_pull_opts *opts, const struct ss_config *cfg, struct ss_stats *st,
 	    char *err, size_t errlen);
+
+/* --- streams ------------------------------------------------------------
+ *
+ * For piping: a snapshot's file to a descriptor in order, and a stream
+ * (stdin) into a one-file snapshot, chunked as it arrives. */
+
+/* Push everything read from fd until end of file as a one-file snapshot
+ * whose file is called `name` (mode 0644, modified now). opts->source is
+ * ignored; every other field of opts applies as for ss_push (parents are
+ * used for dedup only). The input is never spooled to disk: memory is
+ * bounded by configuration plus about 16 bytes per extent. Returns 0 or
+ * -errno (err set). */
+int ss_push_fd(const struct ss_push_opts *opts, int fd, const char *name,
+	       const struct ss_config *cfg, struct ss_stats *st, char *err, size_t errlen);
+
+struct ss_cat_opts {
+	const char *snapshot;
+	const char *store;          /* NULL: as recorded in the manifest, else default */
+	const char *file;           /* name in the snapshot; NULL: its only file */
+	int fd;                     /* written in file order (a pipe, a file) */
+};
+
+/* Write one file of a snapshot to opts->fd, in order. Every chunk is
+ * verified before any of its bytes are written, and the whole file's
+ * digest at the end; after an error part of the file may have been
+ * written already (the caller must report the failure). When fd is a
+ * regular file positioned at its end, zero runs are left as holes.
+ * Returns 0, -ENOENT (no snapshot, or no such file in it), -EISDIR (file
+ * NULL but the snapshot holds several files), -EBADMSG (integrity), -EPIPE
+ * (the reader went away) or another -errno. */
+int ss_cat(const struct ss_cat_opts *opts, const struct ss_config *cfg, struct ss_stats *st,
+	   char *err, size_t errlen);
+
+/* --- inspection and maintenance ----------------------------------------- */
+
+struct ss_verify_opts {
+	const char *snapshot;
+	const char *store;          /* NULL: as recorded in the manifest, else default */
+	bool quick;                 /* only check that every referenced pack exists */
+};
+
+/* Fetch every chunk of a snapshot, check its XXH3-128 and every file's
+ * digest, writing nothing (quick: stat each referenced pack and check it is
+ * long enough). Returns 0, -ENOENT (no snapshot), -EBADMSG with the file
+ * and offset in err (integrity), or another -errno. st: files,
+ * logical_bytes, zero_bytes, transferred_bytes, chunks (extents checked),
+ * unique_chunks, packs, requests, seconds. */
+int ss_verify(const struct ss_verify_opts *opts, const struct ss_config *cfg,
+	      struct ss_stats *st, char *err, size_t errlen);
+
+struct ss_file_info {
+	char *name;
+	uint64_t size;
+	uint32_t mode;
+	int64_t mtime_ns;
+	char digest[33];            /* XXH3-128, hex; what xxh128sum prints */
+	uint64_t zero_bytes;
+	uint64_t extents;
+};
+
+/* What a manifest says about a snapshot. Byte counts come from the push
+ * that made it: dedup_bytes are chunk bytes it did not store anew (repeats
+ * within the image, or chunks the store or a parent already had). */
+struct ss_snapshot_info {
+	char *uri;                  /* canonical snapshot URI */
+	char *store;                /* store recorded in the manifest */
+	char *tool_version;
+	uint32_t format_major, format_minor;
+	int64_t created_unix_ns;
+	bool root_is_dir;           /* pushed from a directory */
+	uint32_t chunk_min, chunk_avg, chunk_max, chunk_seg, frame_max;
+	uint64_t files;
+	uint64_t logical_bytes;     /* sum of file sizes */
+	uint64_t zero_bytes;        /* in zero-page runs: never stored */
+	uint64_t chunk_bytes;       /* in chunk extents, repeats counted */
+	uint64_t unique_bytes;      /* raw bytes of distinct chunks */
+	uint64_t stored_bytes;      /* stored (compressed) bytes of those chunks */
+	uint64_t new_raw_bytes;     /* raw bytes the push added to the store */
+	uint64_t new_stored_bytes;  /* stored bytes the push added */
+	uint64_t dedup_bytes;       /* chunk_bytes - new_raw_bytes */
+	uint64_t extents;           /* chunk extents over all files */
+	uint64_t chunks;            /* distinct chunks */
+	uint64_t packs;             /* packs referenced */
+	uint64_t manifest_bytes;
+	struct ss_label_kv *labels; /* strings owned by the info */
+	size_t nlabels;
+	char **parents;
+	size_t nparents;
+	struct ss_file_info *files_v;   /* ss_info only; NULL from ss_ls */
+	size_t nfiles_v;
+	char *error;                /* ss_ls only: why this snapshot is unreadable */
+	int error_code;             /* its -errno */
+};
+
+/* Describe a snapshot. *out is owned by the caller (ss_info_free).
+ * Returns 0, -ENOENT, -EBADMSG (unreadable manifest) or another -errno. */
+int ss_info(const char *snapshot, const struct ss_config *cfg, struct ss_snapshot_info **out,
+	    char *err, size_t errlen);
+void ss_info_free(struct ss_snapshot_info *info);
+
+struct ss_ls_opts {
+	const char *prefix;         /* a directory, bucket/dir, or a name prefix */
+	const char *store;          /* whose refs/ to read; NULL: the default store
+				     * of snapshots under prefix */
+};
+
+/* The snapshots under a prefix, sorted by URI: those the store's refs/
+ * records name, plus (local prefixes) every <dir>/manifest below the prefix
+ * directory. Entries whose manifest cannot be read carry `error`. *out is
+ * an array of *n entries (ss_ls_free). Returns 0 or -errno. */
+int ss_ls(const struct ss_ls_opts *opts, const struct ss_config *cfg,
+	  struct ss_snapshot_info **out, size_t *n, char *err, size_t errlen);
+void ss_ls_free(struct ss_snapshot_info *v, size_t n);
+
+struct ss_rm_opts {
+	const char *snapshot;
+	const char *store;          /* NULL: as recorded in the manifest, else default */
+};
+
+/* Delete a snapshot: its manifest and its ref in the store. Its packs
+ * stay until gc finds nothing references them. Before deleting, a record
+ * of the packs it used is left in the store for gc (a push that is still
+ * using the snapshot as its --parent keeps them for the grace period).
+ * Returns 0, -ENOENT when there is neither a manifest nor a ref, or
+ * another -errno. */
+int ss_rm(const struct ss_rm_opts *opts, const struct ss_config *cfg, char *err, size_t errlen);
+
+/* Default time an unreferenced pack stays hidden before gc deletes it: it
+ * must exceed the longest push, pull or verify (docs/DESIGN.md, "Garbage
+ * collection"). */
+#define SS_GC_GRACE_DEFAULT_SECONDS (24 * 3600)
+
+struct ss_gc_opts {
+	const char *store;          /* the store's URI */
+	/* 0: SS_GC_GRACE_DEFAULT_SECONDS; negative: no grace at all (only
+	 * safe when nothing else uses the store). */
+	int64_t grace_seconds;
+	bool dry_run;               /* report, change nothing */
+	bool break_lock;            /* remove a lock left by a gc that died */
+};
+
+struct ss_gc_stats {
+	uint64_t snapshots;         /* live snapshots whose packs were kept */
+	uint64_t refs_dangling;     /* refs whose manifest is gone (left alone) */
+	uint64_t tombstones;        /* records of removed snapshots still in grace */
+	uint64_t packs;             /* packs in the store */
+	uint64_t pack_bytes;
+	uint64_t packs_referenced;
+	uint64_t packs_pending;     /* unreferenced, hidden, deleted by a later gc */
+	uint64_t bytes_pending;
+	uint64_t packs_rescued;     /* hidden earlier, referenced again */
+	uint64_t packs_deleted;
+	uint64_t bytes_deleted;
+	uint64_t index_rewritten;   /* index objects rewritten without deleted packs */
+	uint64_t index_deleted;
+	int64_t next_unix_ns;       /* when the next pending pack may go; 0: none */
+	uint64_t requests;
+	double seconds;
+};
+
+/* Collect garbage in a store: delete packs no snapshot references, in two
+ * phases separated by the grace period so that no concurrent push, pull or
+ * verify loses a pack it is about to use (docs/DESIGN.md, "Garbage
+ * collection"). One gc runs at a time per store (a lock object). Returns
+ * 0, -ENOENT (no store there), -EBUSY (another gc holds the lock),
+ * -EBADMSG (a snapshot or gc record cannot be read: nothing is deleted),
+ * or another -errno. */
+int ss_gc(const struct ss_gc_opts *opts, const struct ss_config *cfg, struct ss_gc_stats *st,
+	  char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -7,7 +7,10 @@
  *
  * Loading reads every index object, then lists packs/ for packs no index
  * covers (those of an interrupted push) and reads their own trailing index,
- * so a re-run reuses them; the next index object written covers them. */
+ * so a re-run reuses them; the next index object written covers them.
+ * Packs that gc has hidden (gc/state) are skipped either way: gc deletes
+ * them once its grace period has passed, so nothing new may refer to them
+ * (docs/DESIGN.md, "Garbage collection"). */
 #include "internal.h"
 
 #include <stdio.h>
@@ -46,6 +49,7 @@ void ss_store_free(struct ss_store *s)
 	free(s->pack_sizes);
 	free(s->pack_map);
 	ss_index_free(s->unindexed, s->nunindexed);
+	ss_gcstate_free(&s->hidden);
 	free(s);
 }
 
@@ -235,7 +239,12 @@ static int read_pack_index(struct ss_store *s, struct ss_loop *l, const char *ke
 int ss_store_load(struct ss_store *s, struct ss_loop *l, struct ss_dedup *d, struct ss_err *err)
 {
 	struct keylist idx = {0}, packs = {0};
-	int r = list_keys(s, l, "index/", &idx, err);
+	/* Read before the listings: a pack hidden after this read was seen by
+	 * a load that started earlier, which the grace period covers. */
+	int r = ss_gcstate_load(s->b, l, s->uri, &s->hidden, &s->requests, err);
+	if (r)
+		return r;
+	r = list_keys(s, l, "index/", &idx, err);
 	for (size_t i = 0; !r && i < idx.n; i++) {
 		uint8_t *buf;
 		size_t len;
@@ -259,8 +268,9 @@ int ss_store_load(struct ss_store *s, struct ss_loop *l, struct ss_dedup *d, str
 			break;
 		}
 		for (uint32_t p = 0; !r && p < np; p++)
-			r = add_pack_entries(s, d, ip[p].pack_id, ip[p].pack_size, ip[p].entries,
-					     ip[p].count);
+			if (!ss_gcstate_find(&s->hidden, ip[p].pack_id))
+				r = add_pack_entries(s, d, ip[p].pack_id, ip[p].pack_size,
+						     ip[p].entries, ip[p].count);
 		ss_index_free(ip, np);
 		s->nindex_objects++;
 		if (r)
@@ -274,7 +284,7 @@ int ss_store_load(struct ss_store *s, struct ss_loop *l, struct ss_dedup *d, str
 		uint32_t known;
 		if (!base || ss_unhex(base + 1, id, 16))
 			continue;   /* not a pack: ignore foreign files */
-		if (ss_store_pack_find(s, id, &known) == 0)
+		if (ss_store_pack_find(s, id, &known) == 0 || ss_gcstate_find(&s->hidden, id))
 			continue;
 		struct ss_pack_entry *e = NULL;
 		uint32_t count = 0;
@@ -324,15 +334,21 @@ int ss_store_write_index(struct ss_store *s, struct ss_loop *l, struct ss_err *e
 	return 0;
 }
 
-int ss_store_write_ref(struct ss_store *s, struct ss_loop *l, const char *snapshot_uri,
-		       struct ss_err *err)
+void ss_ref_key(const char *snapshot_uri, char *out)
 {
 	XXH128_hash_t h = XXH3_128bits(snapshot_uri, strlen(snapshot_uri));
 	XXH128_canonical_t c;
 	XXH128_canonicalFromHash(&c, h);
-	char hex[33], key[64];
+	char hex[33];
 	ss_hex(c.digest, 16, hex);
-	snprintf(key, sizeof(key), "refs/%s", hex);
+	snprintf(out, 64, "refs/%s", hex);
+}
+
+int ss_store_write_ref(struct ss_store *s, struct ss_loop *l, const char *snapshot_uri,
+		       struct ss_err *err)
+{
+	char key[64];
+	ss_ref_key(snapshot_uri, key);
 	int r = ss_put_object(s->b, l, key, snapshot_uri, strlen(snapshot_uri), 0, &s->requests,
 			      err);
 	if (r)

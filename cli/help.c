@@ -1,0 +1,413 @@
+/* Help texts, written once: `--help` and the man page (docs/snapstream.1,
+ * made by `snapstream help --man`) are both rendered from this table. */
+#include <string.h>
+
+#include "cli.h"
+
+#define OPT_STORE_READ {"--store <uri>", "store to read chunks from (default: the one the\nsnapshot was pushed to; env SNAPSTREAM_STORE)"}
+#define OPT_THREADS {"--threads <n>", "worker threads (default: online CPUs; env\nSNAPSTREAM_THREADS)"}
+#define OPT_JSON {"--json", "print one JSON result (or error) object on stdout"}
+#define OPT_QUIET {"--quiet", "no progress and no summary (env SNAPSTREAM_QUIET=1)"}
+
+static const struct opt_help push_opts[] = {
+	{"--store <uri>", "store for the chunks (default: .snapstream beside the\nsnapshot; env SNAPSTREAM_STORE)"},
+	{"--parent <snapshot>", "a previous snapshot to deduplicate against\n(repeatable; the store's chunks are used anyway)"},
+	{"--label <key=value>", "record a label in the manifest (repeatable)"},
+	{"--name <name>", "with -: the file name to record (default: stdin)"},
+	{"--force", "replace the snapshot if it exists"},
+	OPT_THREADS,
+	{"--chunk-avg <bytes>", "average chunk size, a power of two (default 64K);\n--chunk-min and --chunk-max default to avg/4, avg*4"},
+	{"--zstd-level <n>", "compression level, -7..19 (default 2; env\nSNAPSTREAM_ZSTD_LEVEL)"},
+	{"--no-fsync", "do not fsync (tmpfs, throwaway stores; env\nSNAPSTREAM_NO_FSYNC=1)"},
+	OPT_JSON,
+	OPT_QUIET,
+	{NULL, NULL},
+};
+
+static const char *const push_ex[] = {
+	"snapstream push /run/ckpt/pages.img /snaps/job-1",
+	"snapstream push /run/ckpt/ /snaps/job-2 --parent /snaps/job-1",
+	"ssh host cat /run/ckpt/pages.img | snapstream push - s3://bucket/job-3 --name pages.img",
+	NULL,
+};
+
+static const struct opt_help pull_opts[] = {
+	OPT_STORE_READ,
+	{"--force", "replace <dest> if it exists"},
+	OPT_THREADS,
+	{"--no-fsync", "do not fsync the restored files"},
+	{"--json", "print one JSON result object (on stderr when <dest>\nis -)"},
+	OPT_QUIET,
+	{NULL, NULL},
+};
+
+static const char *const pull_ex[] = {
+	"snapstream pull /snaps/job-1 /run/restore/pages.img",
+	"snapstream pull /snaps/job-2 /run/restore/ckpt",
+	"snapstream pull s3://bucket/job-3 - | ssh host 'cat > /run/restore/pages.img'",
+	NULL,
+};
+
+static const struct opt_help cat_opts[] = {
+	OPT_STORE_READ,
+	OPT_THREADS,
+	{"--json", "print one JSON result object on stderr (stdout carries\nthe bytes)"},
+	OPT_QUIET,
+	{NULL, NULL},
+};
+
+static const char *const cat_ex[] = {
+	"snapstream cat /snaps/job-2 pages.img | xxh128sum",
+	"snapstream cat s3://bucket/job-2 checkpoint.img > checkpoint.img",
+	NULL,
+};
+
+static const struct opt_help ls_opts[] = {
+	{"--store <uri>", "store whose refs to read (default: the default store of\nsnapshots under <prefix>; env SNAPSTREAM_STORE)"},
+	OPT_JSON,
+	{NULL, NULL},
+};
+
+static const char *const ls_ex[] = {
+	"snapstream ls /snaps",
+	"snapstream ls s3://bucket/prod/ --json",
+	NULL,
+};
+
+static const struct opt_help info_opts[] = {
+	OPT_JSON,
+	{NULL, NULL},
+};
+
+static const char *const info_ex[] = {
+	"snapstream info /snaps/job-2",
+	"snapstream info s3://bucket/job-3 --json | jq .dedup_bytes",
+	NULL,
+};
+
+static const struct opt_help verify_opts[] = {
+	OPT_STORE_READ,
+	{"--quick", "only check that every referenced pack exists and is\nlong enough"},
+	OPT_THREADS,
+	OPT_JSON,
+	OPT_QUIET,
+	{NULL, NULL},
+};
+
+static const char *const verify_ex[] = {
+	"snapstream verify /snaps/job-2",
+	"snapstream verify s3://bucket/job-3 --quick",
+	NULL,
+};
+
+static const struct opt_help rm_opts[] = {
+	{"--store <uri>", "store holding the snapshot's ref (default: the one the\nsnapshot was pushed to; env SNAPSTREAM_STORE)"},
+	OPT_JSON,
+	OPT_QUIET,
+	{NULL, NULL},
+};
+
+static const char *const rm_ex[] = {
+	"snapstream rm /snaps/job-1 && snapstream gc --store /snaps/.snapstream",
+	NULL,
+};
+
+static const struct opt_help gc_opts[] = {
+	{"--store <uri>", "the store (default: env SNAPSTREAM_STORE, else\n./.snapstream)"},
+	{"--grace <duration>", "how long an unreferenced pack stays hidden before it\nis deleted: 90s, 30m, 6h, 2d (default 24h; env\nSNAPSTREAM_GC_GRACE). Must exceed the longest push,\npull or verify; 0 deletes at once and is safe only\nwhen nothing else uses the store"},
+	{"--dry-run", "report what would be hidden and deleted; change\nnothing"},
+	{"--break-lock", "remove the lock of a gc that died, then run"},
+	OPT_JSON,
+	OPT_QUIET,
+	{NULL, NULL},
+};
+
+static const char *const gc_ex[] = {
+	"snapstream gc --store /snaps/.snapstream",
+	"snapstream gc --store s3://bucket/.snapstream --dry-run --json",
+	NULL,
+};
+
+const struct command cli_commands[] = {
+	{
+		"push", "<file|dir|-> <snapshot>", "store a checkpoint image as a snapshot",
+		"Store a checkpoint image (one file, or a directory of files such as a\n"
+		"runsc image directory) as a new snapshot. Zero pages are skipped,\n"
+		"chunks the store already holds are not uploaded again, and the\n"
+		"snapshot appears only once everything is stored.\n"
+		"\n"
+		"With - the image is read from stdin as it arrives (a pipe from a\n"
+		"checkpointing tool) and becomes a one-file snapshot; nothing is\n"
+		"written to local disk on the way.",
+		push_opts, push_ex,
+		O_STORE | O_PARENT | O_LABEL | O_FORCE | O_THREADS | O_CHUNK | O_ZSTD | O_NOFSYNC |
+			O_JSON | O_QUIET | O_NAME,
+		2, 2, cmd_push,
+	},
+	{
+		"pull", "<snapshot> <dest|->", "restore a snapshot to a file, a directory or stdout",
+		"Restore a snapshot. A one-file snapshot becomes the file <dest> (or a\n"
+		"file inside <dest> if it is a directory); a directory snapshot becomes\n"
+		"the directory <dest>. Zero pages are left as holes (sparse files).\n"
+		"Every chunk and every file is verified before <dest> appears.\n"
+		"\n"
+		"With - a one-file snapshot is written to stdout in order, each chunk\n"
+		"verified before it is written; if verification fails the output\n"
+		"stops and the exit status is 4, so check it in pipelines (set -o\n"
+		"pipefail).",
+		pull_opts, pull_ex, O_STORE | O_FORCE | O_THREADS | O_NOFSYNC | O_JSON | O_QUIET, 2, 2,
+		cmd_pull,
+	},
+	{
+		"cat", "<snapshot> [<file>]", "write one file of a snapshot to stdout",
+		"Write the bytes of one file of a snapshot to stdout, in order, each\n"
+		"chunk verified before it is written and the whole file's digest at\n"
+		"the end. <file> is the name shown by 'snapstream info'; it may be\n"
+		"left out for a one-file snapshot. When stdout is a regular file,\n"
+		"zero pages become holes.",
+		cat_opts, cat_ex, O_STORE | O_THREADS | O_JSON | O_QUIET, 1, 2, cmd_cat,
+	},
+	{
+		"ls", "[<prefix>]", "list the snapshots under a prefix",
+		"List the snapshots under a prefix (a directory, s3://bucket/dir/ or a\n"
+		"name prefix; default: the current directory) with their creation\n"
+		"time, logical size (the image), stored size (the compressed chunks it\n"
+		"references, shared ones included) and file count. Snapshots are found\n"
+		"through the store's refs and, for local prefixes, by looking for\n"
+		"manifests below the directory.",
+		ls_opts, ls_ex, O_STORE | O_JSON, 0, 1, cmd_ls,
+	},
+	{
+		"info", "<snapshot>", "describe a snapshot",
+		"Describe a snapshot from its manifest: files and sizes, chunk and pack\n"
+		"counts, logical, stored and newly added bytes, what zero pages and\n"
+		"dedup saved when it was pushed, labels, parents, format version.",
+		info_opts, info_ex, O_JSON, 1, 1, cmd_info,
+	},
+	{
+		"verify", "<snapshot>", "check every chunk and file of a snapshot",
+		"Fetch every chunk of a snapshot, check its checksum and every file's\n"
+		"digest, and write nothing. With --quick only check that every pack\n"
+		"it references exists. An integrity failure names the snapshot, the\n"
+		"file and the offset, and exits with status 4.",
+		verify_opts, verify_ex, O_STORE | O_QUICK | O_THREADS | O_JSON | O_QUIET, 1, 1,
+		cmd_verify,
+	},
+	{
+		"rm", "<snapshot>", "delete a snapshot",
+		"Delete a snapshot: its manifest and its ref in the store. The chunks\n"
+		"stay until 'snapstream gc' finds that no snapshot references them.\n"
+		"Run on a snapshot already deleted by hand, it removes the ref left\n"
+		"behind.",
+		rm_opts, rm_ex, O_STORE | O_JSON | O_QUIET, 1, 1, cmd_rm,
+	},
+	{
+		"gc", "", "delete packs no snapshot references",
+		"Delete the packs of a store that no snapshot references. gc reads\n"
+		"every snapshot the store's refs name (and, for a local .snapstream,\n"
+		"the snapshots beside it); a pack found unreferenced is first hidden,\n"
+		"so that no push starts using it again, and deleted by a later gc once\n"
+		"the grace period has passed and it is still unreferenced. Running gc\n"
+		"periodically (from cron) therefore frees space one grace period after\n"
+		"snapshots are removed, and never deletes a pack that a push, pull or\n"
+		"verify running meanwhile uses. Index objects are rewritten so that\n"
+		"none lists a deleted pack. One gc runs per store at a time.\n"
+		"\n"
+		"gc deletes nothing if a snapshot cannot be read (repair it, or remove\n"
+		"it with 'snapstream rm').",
+		gc_opts, gc_ex, O_STORE | O_GRACE | O_DRYRUN | O_BREAKLOCK | O_JSON | O_QUIET, 0, 0,
+		cmd_gc,
+	},
+};
+
+const size_t cli_ncommands = sizeof(cli_commands) / sizeof(cli_commands[0]);
+
+const struct command *cli_find(const char *name)
+{
+	for (size_t i = 0; i < cli_ncommands; i++)
+		if (strcmp(cli_commands[i].name, name) == 0)
+			return &cli_commands[i];
+	return NULL;
+}
+
+static const char intro[] =
+	"Stream sandbox checkpoint images to and from a store, storing each\n"
+	"unique chunk once.\n"
+	"\n"
+	"A snapshot is a location: a path, file:///abs/path, s3://bucket/key or\n"
+	"gs://bucket/key. Its manifest is <snapshot>/manifest; its chunks live\n"
+	"in a store, by default .snapstream beside the snapshot (for buckets:\n"
+	"<bucket>/.snapstream), shared by every snapshot there so that each\n"
+	"chunk is stored once.";
+
+static const char env_text[] =
+	"Flags override the environment, which overrides the defaults.\n"
+	"  SNAPSTREAM_STORE       the store, where --store is accepted\n"
+	"  SNAPSTREAM_THREADS     worker threads (--threads)\n"
+	"  SNAPSTREAM_ZSTD_LEVEL  compression level (--zstd-level)\n"
+	"  SNAPSTREAM_NO_FSYNC    1: do not fsync (--no-fsync)\n"
+	"  SNAPSTREAM_QUIET       1: no progress or summary (--quiet)\n"
+	"  SNAPSTREAM_GC_GRACE    gc grace period (--grace)\n"
+	"  SNAPSTREAM_RETRY_MAX, SNAPSTREAM_RETRY_SECONDS, SNAPSTREAM_STALL_SECONDS,\n"
+	"  SNAPSTREAM_PART_SIZE, SNAPSTREAM_MULTIPART_THRESHOLD, SNAPSTREAM_LIST_PAGE\n"
+	"                         object-store request tuning\n"
+	"  SNAPSTREAM_CA_BUNDLE   CA certificates for https endpoints\n"
+	"  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION,\n"
+	"  AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, AWS_PROFILE, AWS_DEFAULT_PROFILE,\n"
+	"  AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE, AWS_CA_BUNDLE\n"
+	"                         S3 credentials, region and endpoint, as the aws CLI\n"
+	"                         reads them\n"
+	"  GOOGLE_APPLICATION_CREDENTIALS, GCE_METADATA_HOST, SNAPSTREAM_GCS_ENDPOINT,\n"
+	"  SNAPSTREAM_GCS_HMAC_ACCESS_ID, SNAPSTREAM_GCS_HMAC_SECRET\n"
+	"                         GCS credentials (service account key file, metadata\n"
+	"                         server, or HMAC keys) and endpoint";
+
+static const char exit_text[] =
+	"  0  success\n"
+	"  1  failure (I/O, network, a snapshot that exists, another gc running)\n"
+	"  2  usage error (bad command, option or argument)\n"
+	"  3  not found (no such snapshot, file in it, store or source)\n"
+	"  4  integrity error (corrupted, truncated or missing data)";
+
+void cli_help_main(FILE *f)
+{
+	fprintf(f, "Usage: snapstream <command> [options]\n\n%s\n\nCommands:\n", intro);
+	for (size_t i = 0; i < cli_ncommands; i++) {
+		char head[64];
+		snprintf(head, sizeof(head), "%s %s", cli_commands[i].name, cli_commands[i].args);
+		fprintf(f, "  %-30s %s\n", head, cli_commands[i].summary);
+	}
+	fprintf(f,
+		"\nRun 'snapstream <command> --help' for a command's options and examples.\n"
+		"\nEnvironment:\n%s\n\nExit codes:\n%s\n",
+		env_text, exit_text);
+}
+
+/* Print text with every line after the first indented by `ind`. */
+static void put_indented(FILE *f, const char *text, int ind)
+{
+	for (const char *p = text; *p; p++) {
+		fputc(*p, f);
+		if (*p == '\n')
+			fprintf(f, "%*s", ind, "");
+	}
+}
+
+void cli_help_cmd(FILE *f, const struct command *cmd)
+{
+	fprintf(f, "Usage: snapstream %s%s%s [options]\n\n%s\n\nOptions:\n", cmd->name,
+		*cmd->args ? " " : "", cmd->args, cmd->desc);
+	for (const struct opt_help *o = cmd->opts; o->flag; o++) {
+		fprintf(f, "  %-22s ", o->flag);
+		if (strlen(o->flag) > 22)
+			fprintf(f, "\n%25s", "");
+		put_indented(f, o->text, 25);
+		fputc('\n', f);
+	}
+	fprintf(f, "  %-22s show this help\n\nExamples:\n", "--help");
+	for (const char *const *e = cmd->examples; *e; e++)
+		fprintf(f, "  %s\n", *e);
+	fprintf(f, "\nExit codes: 0 success, 1 failure, 2 usage error, 3 not found,\n"
+		   "4 integrity error.\n");
+}
+
+/* ---------------------------------------------------------------- man */
+
+/* roff: escape backslashes and leading dots/quotes; '-' as \- in flags. */
+static void roff(FILE *f, const char *s, bool join_lines)
+{
+	bool bol = true;
+	for (; *s; s++) {
+		if (bol && (*s == '.' || *s == '\''))
+			fputs("\\&", f);
+		bol = false;
+		if (*s == '\\')
+			fputs("\\e", f);
+		else if (*s == '-')
+			fputs("\\-", f);
+		else if (*s == '\n' && join_lines)
+			fputc(' ', f);
+		else {
+			fputc(*s, f);
+			bol = *s == '\n';
+		}
+	}
+}
+
+/* Paragraphs separated by blank lines become .PP blocks. */
+static void roff_paras(FILE *f, const char *s)
+{
+	fputs(".PP\n", f);
+	const char *p = s;
+	while (*p) {
+		const char *br = strstr(p, "\n\n");
+		size_t n = br ? (size_t)(br - p) : strlen(p);
+		char buf[4096];
+		snprintf(buf, sizeof(buf), "%.*s", (int)n, p);
+		roff(f, buf, false);
+		fputc('\n', f);
+		if (!br)
+			break;
+		fputs(".PP\n", f);
+		p = br + 2;
+	}
+}
+
+static void roff_preformatted(FILE *f, const char *s)
+{
+	fputs(".PP\n.nf\n", f);
+	roff(f, s, false);
+	fputs("\n.fi\n", f);
+}
+
+void cli_man(FILE *f)
+{
+	fprintf(f,
+		".\\\" Generated by 'snapstream help --man' from cli/help.c; do not edit.\n"
+		".TH SNAPSTREAM 1 \"\" \"snapstream %s\" \"User Commands\"\n"
+		".SH NAME\nsnapstream \\- stream sandbox checkpoint images to and from a store\n"
+		".SH SYNOPSIS\n",
+		SNAPSTREAM_VERSION);
+	for (size_t i = 0; i < cli_ncommands; i++) {
+		fprintf(f, ".B snapstream %s\n", cli_commands[i].name);
+		if (*cli_commands[i].args) {
+			roff(f, cli_commands[i].args, true);
+			fputc('\n', f);
+		}
+		fputs(".RI [ options ]\n.br\n", f);
+	}
+	fputs(".SH DESCRIPTION\n", f);
+	roff_paras(f, intro);
+	fputs(".SH COMMANDS\n", f);
+	for (size_t i = 0; i < cli_ncommands; i++) {
+		const struct command *c = &cli_commands[i];
+		fprintf(f, ".SS \"%s", c->name);
+		if (*c->args) {
+			fputc(' ', f);
+			roff(f, c->args, true);
+		}
+		fputs("\"\n", f);
+		roff_paras(f, c->desc);
+		for (const struct opt_help *o = c->opts; o->flag; o++) {
+			fputs(".TP\n.B ", f);
+			roff(f, o->flag, true);
+			fputc('\n', f);
+			roff(f, o->text, true);
+			fputc('\n', f);
+		}
+		fputs(".PP\nExamples:\n.RS\n.nf\n", f);
+		for (const char *const *e = c->examples; *e; e++) {
+			roff(f, *e, false);
+			fputc('\n', f);
+		}
+		fputs(".fi\n.RE\n", f);
+	}
+	fputs(".SH ENVIRONMENT\n", f);
+	roff_preformatted(f, env_text);
+	fputs(".SH EXIT STATUS\n", f);
+	roff_preformatted(f, exit_text);
+	fputs(".SH SEE ALSO\n"
+	      "docs/DESIGN.md in the source tree: how the engine works, the store layout,\n"
+	      "and the garbage collection protocol.\n",
+	      f);
+}

@@ -1,0 +1,338 @@
+/* Options: the environment first, then flags, so flags win. A bad value
+ * from either is a usage error naming where it came from. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+enum {
+	OPT_STORE = 256,
+	OPT_PARENT,
+	OPT_LABEL,
+	OPT_FORCE,
+	OPT_THREADS,
+	OPT_CHUNK_AVG,
+	OPT_CHUNK_MIN,
+	OPT_CHUNK_MAX,
+	OPT_ZSTD,
+	OPT_NOFSYNC,
+	OPT_JSON,
+	OPT_QUIET,
+	OPT_NAME,
+	OPT_QUICK,
+	OPT_GRACE,
+	OPT_DRYRUN,
+	OPT_BREAKLOCK,
+	OPT_HELP,
+};
+
+static const struct option long_opts[] = {
+	{"store", required_argument, NULL, OPT_STORE},
+	{"parent", required_argument, NULL, OPT_PARENT},
+	{"label", required_argument, NULL, OPT_LABEL},
+	{"force", no_argument, NULL, OPT_FORCE},
+	{"threads", required_argument, NULL, OPT_THREADS},
+	{"chunk-avg", required_argument, NULL, OPT_CHUNK_AVG},
+	{"chunk-min", required_argument, NULL, OPT_CHUNK_MIN},
+	{"chunk-max", required_argument, NULL, OPT_CHUNK_MAX},
+	{"zstd-level", required_argument, NULL, OPT_ZSTD},
+	{"no-fsync", no_argument, NULL, OPT_NOFSYNC},
+	{"json", no_argument, NULL, OPT_JSON},
+	{"quiet", no_argument, NULL, OPT_QUIET},
+	{"name", required_argument, NULL, OPT_NAME},
+	{"quick", no_argument, NULL, OPT_QUICK},
+	{"grace", required_argument, NULL, OPT_GRACE},
+	{"dry-run", no_argument, NULL, OPT_DRYRUN},
+	{"break-lock", no_argument, NULL, OPT_BREAKLOCK},
+	{"help", no_argument, NULL, OPT_HELP},
+	{NULL, 0, NULL, 0},
+};
+
+/* Which O_* bit gates each option (0: always accepted). */
+static unsigned gate(int o)
+{
+	switch (o) {
+	case OPT_STORE: return O_STORE;
+	case OPT_PARENT: return O_PARENT;
+	case OPT_LABEL: return O_LABEL;
+	case OPT_FORCE: return O_FORCE;
+	case OPT_THREADS: return O_THREADS;
+	case OPT_CHUNK_AVG:
+	case OPT_CHUNK_MIN:
+	case OPT_CHUNK_MAX: return O_CHUNK;
+	case OPT_ZSTD: return O_ZSTD;
+	case OPT_NOFSYNC: return O_NOFSYNC;
+	case OPT_JSON: return O_JSON;
+	case OPT_QUIET: return O_QUIET;
+	case OPT_NAME: return O_NAME;
+	case OPT_QUICK: return O_QUICK;
+	case OPT_GRACE: return O_GRACE;
+	case OPT_DRYRUN: return O_DRYRUN;
+	case OPT_BREAKLOCK: return O_BREAKLOCK;
+	default: return 0;
+	}
+}
+
+int cli_usage_error(const struct cli *c, const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "%s%s%s: ", c->prog, c->cmd ? " " : "", c->cmd ? c->cmd->name : "");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry '%s %s%s--help'.\n", c->prog, c->cmd ? c->cmd->name : "",
+		c->cmd ? " " : "");
+	if (c->json) {
+		/* Scripts asked for an object: give them one for this failure too. */
+		char msg[512];
+		va_start(ap, fmt);
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+		va_end(ap);
+		struct json j;
+		json_begin(&j, stdout);
+		json_obj(&j, NULL);
+		json_bool(&j, "ok", false);
+		json_str(&j, "op", c->cmd ? c->cmd->name : "");
+		json_i64(&j, "exit", EXIT_USAGE);
+		json_i64(&j, "errno", EINVAL);
+		json_str(&j, "error", msg);
+		json_end_obj(&j);
+		json_finish(&j);
+	}
+	return EXIT_USAGE;
+}
+
+static bool parse_size(const char *s, uint32_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s || *s == '-')
+		return false;
+	if (*end == 'K' || *end == 'k')
+		v <<= 10, end++;
+	else if (*end == 'M' || *end == 'm')
+		v <<= 20, end++;
+	if (*end || v == 0 || v > UINT32_MAX)
+		return false;
+	*out = (uint32_t)v;
+	return true;
+}
+
+static bool parse_int(const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		return false;
+	*out = v;
+	return true;
+}
+
+bool cli_parse_duration(const char *s, int64_t *seconds)
+{
+	char *end;
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	if (errno || end == s || v < 0 || *s == '-')
+		return false;
+	long long mul = 1;
+	if (*end == 's')
+		end++;
+	else if (*end == 'm')
+		mul = 60, end++;
+	else if (*end == 'h')
+		mul = 3600, end++;
+	else if (*end == 'd')
+		mul = 86400, end++;
+	if (*end || v > INT64_MAX / 1000000000 / mul)
+		return false;
+	*seconds = v * mul;
+	return true;
+}
+
+static bool env_flag(const char *name, bool *out, const char **bad)
+{
+	const char *v = getenv(name);
+	if (!v || !*v)
+		return true;
+	if (!strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "true"))
+		*out = true;
+	else if (!strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "false"))
+		*out = false;
+	else
+		return *bad = name, false;
+	return true;
+}
+
+/* Defaults from SNAPSTREAM_* (only those the command accepts). */
+static int apply_env(struct cli *c)
+{
+	unsigned ok = c->cmd->allowed;
+	const char *bad = NULL, *v;
+	long n;
+	if ((ok & O_STORE) && (v = getenv("SNAPSTREAM_STORE")) && *v)
+		c->store = v;
+	if ((ok & O_THREADS) && (v = getenv("SNAPSTREAM_THREADS")) && *v) {
+		if (!parse_int(v, 1, 256, &n))
+			return cli_usage_error(c, "SNAPSTREAM_THREADS=%s: takes 1..256", v);
+		c->cfg.threads = (unsigned)n;
+	}
+	if ((ok & O_ZSTD) && (v = getenv("SNAPSTREAM_ZSTD_LEVEL")) && *v) {
+		if (!parse_int(v, -7, 19, &n) || n == 0)
+			return cli_usage_error(c, "SNAPSTREAM_ZSTD_LEVEL=%s: takes -7..19 (not 0)", v);
+		c->cfg.zstd_level = (int)n;
+	}
+	if ((ok & O_GRACE) && (v = getenv("SNAPSTREAM_GC_GRACE")) && *v) {
+		int64_t g;
+		if (!cli_parse_duration(v, &g))
+			return cli_usage_error(c, "SNAPSTREAM_GC_GRACE=%s: takes a duration such as "
+					       "90s, 30m, 6h, 2d", v);
+		c->grace = g ? g : -1;
+	}
+	if ((ok & O_NOFSYNC) && !env_flag("SNAPSTREAM_NO_FSYNC", &c->cfg.no_fsync, &bad))
+		return cli_usage_error(c, "%s=%s: takes 1 or 0", bad, getenv(bad));
+	if ((ok & O_QUIET) && !env_flag("SNAPSTREAM_QUIET", &c->quiet, &bad))
+		return cli_usage_error(c, "%s=%s: takes 1 or 0", bad, getenv(bad));
+	return -1;
+}
+
+int cli_parse(struct cli *c, int argc, char **argv)
+{
+	int r = apply_env(c);
+	if (r >= 0)
+		return r;
+	optind = 1;
+	opterr = 0;
+	int o;
+	/* '-' alone is an argument (stdin/stdout), which getopt leaves be. */
+	while ((o = getopt_long(argc, argv, ":h", long_opts, NULL)) != -1) {
+		long v;
+		if (o == 'h' || o == OPT_HELP) {
+			cli_help_cmd(stdout, c->cmd);
+			return EXIT_OK;
+		}
+		if (o == ':')
+			return cli_usage_error(c, "option '%s' needs a value", argv[optind - 1]);
+		if (o == '?' || !gate(o))
+			return cli_usage_error(c, "unknown option '%s'", argv[optind - 1]);
+		if (!(c->cmd->allowed & gate(o)))
+			return cli_usage_error(c, "option '%s' is not for %s", argv[optind - 1],
+					       c->cmd->name);
+		switch (o) {
+		case OPT_STORE:
+			c->store = optarg;
+			break;
+		case OPT_PARENT:
+			if (c->nparents == CLI_MAX_PARENTS)
+				return cli_usage_error(c, "more than %d --parent options",
+						       CLI_MAX_PARENTS);
+			c->parents[c->nparents++] = optarg;
+			break;
+		case OPT_LABEL: {
+			char *eq = strchr(optarg, '=');
+			if (!eq || eq == optarg)
+				return cli_usage_error(c, "--label takes key=value, got '%s'", optarg);
+			if (c->nlabels == CLI_MAX_LABELS)
+				return cli_usage_error(c, "more than %d --label options", CLI_MAX_LABELS);
+			*eq = '\0';
+			c->labels[c->nlabels++] = (struct ss_label_kv){optarg, eq + 1};
+			break;
+		}
+		case OPT_FORCE:
+			c->force = true;
+			break;
+		case OPT_THREADS:
+			if (!parse_int(optarg, 1, 256, &v))
+				return cli_usage_error(c, "--threads takes 1..256, got '%s'", optarg);
+			c->cfg.threads = (unsigned)v;
+			break;
+		case OPT_CHUNK_AVG:
+		case OPT_CHUNK_MIN:
+		case OPT_CHUNK_MAX: {
+			uint32_t sz;
+			if (!parse_size(optarg, &sz))
+				return cli_usage_error(c, "'%s' is not a size (bytes, or with K or M)",
+						       optarg);
+			if (o == OPT_CHUNK_AVG)
+				c->cfg.chunk_avg = sz;
+			else if (o == OPT_CHUNK_MIN)
+				c->cfg.chunk_min = sz;
+			else
+				c->cfg.chunk_max = sz;
+			break;
+		}
+		case OPT_ZSTD:
+			if (!parse_int(optarg, -7, 19, &v) || v == 0)
+				return cli_usage_error(c, "--zstd-level takes -7..19 (not 0), got '%s'",
+						       optarg);
+			c->cfg.zstd_level = (int)v;
+			break;
+		case OPT_NOFSYNC:
+			c->cfg.no_fsync = true;
+			break;
+		case OPT_JSON:
+			c->json = true;
+			break;
+		case OPT_QUIET:
+			c->quiet = true;
+			break;
+		case OPT_NAME:
+			c->name = optarg;
+			break;
+		case OPT_QUICK:
+			c->quick = true;
+			break;
+		case OPT_GRACE: {
+			int64_t g;
+			if (!cli_parse_duration(optarg, &g))
+				return cli_usage_error(c, "--grace takes a duration such as 90s, 30m, 6h, "
+						       "2d; got '%s'", optarg);
+			c->grace = g ? g : -1;   /* 0 means none, not the default */
+			break;
+		}
+		case OPT_DRYRUN:
+			c->dry_run = true;
+			break;
+		case OPT_BREAKLOCK:
+			c->break_lock = true;
+			break;
+		}
+	}
+	c->args = argv + optind;
+	c->nargs = argc - optind;
+	const struct command *cmd = c->cmd;
+	if (c->nargs < cmd->min_args || c->nargs > cmd->max_args) {
+		if (cmd->max_args == 0)
+			return cli_usage_error(c, "%s takes no arguments, got '%s'", cmd->name,
+					       c->args[0]);
+		return cli_usage_error(c, "%s takes %s", cmd->name, cmd->args);
+	}
+	if (c->name && !(c->nargs >= 1 && !strcmp(c->args[0], "-")))
+		return cli_usage_error(c, "--name is for 'push -' (reading stdin)");
+	c->bar.on = !c->quiet && !c->json && isatty(STDERR_FILENO);
+	if (c->bar.on) {
+		c->cfg.progress = cli_progress_cb;
+		c->cfg.progress_arg = c;
+	}
+	return -1;
+}
+
+const char *cli_store(struct cli *c)
+{
+	const char *s = c->store;
+	if (!s || strstr(s, "://") || s[0] == '/')
+		return s;
+	char cwd[PATH_MAX];
+	if (!getcwd(cwd, sizeof(cwd)) ||
+	    snprintf(c->store_abs, sizeof(c->store_abs), "%s/%s", cwd, s) >=
+		    (int)sizeof(c->store_abs))
+		return s;
+	return c->store_abs;
+}

@@ -1,0 +1,768 @@
+/* gc — delete the packs no snapshot references, without pulling one out
+ * from under a push, pull or verify that is running (docs/DESIGN.md,
+ * "Garbage collection").
+ *
+ * A pack is deleted in two steps, at least the grace period G apart:
+ *
+ *   1. hide: a gc finds it unreferenced and records it in gc/state with the
+ *      time. Pushes that load the store from then on skip hidden packs, so
+ *      nothing new comes to refer to them.
+ *   2. delete: a later gc, started at least G after the hide, finds it still
+ *      unreferenced. Every operation that could have known the pack before
+ *      it was hidden has finished by then (G exceeds the longest one), so
+ *      any manifest that refers to it is visible to this gc's mark, which
+ *      starts after G; a pack referenced again is un-hidden ("rescued").
+ *
+ * A push that takes a snapshot as --parent learns packs from its manifest,
+ * not from the store; `snapstream rm` therefore leaves a record of the
+ * removed snapshot's packs (gc/removed/), which count as referenced for G
+ * after the removal. Index objects that list a pack are rewritten without
+ * it before the pack goes, and a pack leaves gc/state only once it is gone.
+ * One gc runs at a time (gc/lock): two would undo each other's rescues. */
+#include "internal.h"
+
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define LOCK_MAX 4096
+#define RECORD_MAX (256u << 20)
+
+enum fate {
+	KEEP = 0,       /* referenced */
+	PENDING,        /* hidden; deleted by a gc after the grace period */
+	DELETE,         /* hidden long enough and still unreferenced */
+};
+
+struct gpack {
+	uint8_t id[16];
+	uint64_t size;
+	int64_t since;     /* hidden since (0: not hidden before this run) */
+	uint8_t fate;
+	bool deleted;
+	bool fresh;        /* hidden by this run */
+};
+
+struct gc {
+	struct ss_cfg cfg;
+	const struct ss_gc_opts *opts;
+	struct ss_loop *loop;
+	struct ss_backend *b;
+	struct ss_gc_stats *st;
+	struct ss_err *err;
+	bool no_grace;
+	int64_t grace_ns;
+	int64_t t0;                 /* start of this run, before the mark */
+	bool locked;
+	uint8_t (*refd)[16];        /* referenced pack ids, sorted after the mark */
+	size_t nrefd, refd_cap;
+	struct gpack *packs;
+	size_t npacks, packs_cap;
+	struct ss_gcstate old;
+	char **expired;             /* gc/removed/ records past the grace period */
+	size_t nexpired, expired_cap;
+	struct ss_progress prog;
+	struct ss_ticker ticker;
+};
+
+static int cmp_id(const void *a, const void *b)
+{
+	return memcmp(a, b, 16);
+}
+
+static int add_refd(struct gc *G, const uint8_t id[16])
+{
+	if (G->nrefd == G->refd_cap) {
+		size_t ncap = G->refd_cap ? G->refd_cap * 2 : 256;
+		void *a = realloc(G->refd, 16 * ncap);
+		if (!a)
+			return -ENOMEM;
+		G->refd = a;
+		G->refd_cap = ncap;
+	}
+	memcpy(G->refd[G->nrefd++], id, 16);
+	return 0;
+}
+
+static bool is_refd(const struct gc *G, const uint8_t id[16])
+{
+	return G->nrefd && bsearch(id, G->refd, G->nrefd, 16, cmp_id);
+}
+
+/* ---------------------------------------------------------------- lock */
+
+static int lock_take(struct gc *G)
+{
+	char host[256] = "?";
+	gethostname(host, sizeof(host) - 1);
+	char body[LOCK_MAX];
+	int n = snprintf(body, sizeof(body),
+			 "snapstream-gc-lock 1\nhost %s\npid %d\nsince %" PRId64 "\n", host,
+			 (int)getpid(), ss_wall_ns());
+	struct ss_err e = {0};
+	int r = ss_put_object(G->b, G->loop, SS_GC_LOCK_KEY, body, (size_t)n, SS_PUT_IF_ABSENT,
+			      &G->st->requests, &e);
+	if (r == -EEXIST && G->opts->break_lock) {
+		struct ss_req d = {.kind = SS_REQ_DELETE, .key = SS_GC_LOCK_KEY};
+		int dr = ss_call(G->b, G->loop, &d, &G->st->requests);
+		if (dr && dr != -ENOENT)
+			return ss_err_set(G->err, dr, "cannot remove %s/%s: %s", G->opts->store,
+					  SS_GC_LOCK_KEY, strerror(-dr));
+		ss_err_clear(&e);
+		r = ss_put_object(G->b, G->loop, SS_GC_LOCK_KEY, body, (size_t)n, SS_PUT_IF_ABSENT,
+				  &G->st->requests, &e);
+	}
+	if (r == -EEXIST) {
+		/* Say who holds it, so a person can tell whether it is alive. */
+		uint8_t *held = NULL;
+		size_t hl = 0;
+		char who[300] = "";
+		if (ss_get_object(G->b, G->loop, SS_GC_LOCK_KEY, LOCK_MAX, &held, &hl,
+				  &G->st->requests, NULL) == 0) {
+			char h[256] = "?";
+			int pid = 0;
+			long long since = 0;
+			char *text = strndup((char *)held, hl);
+			if (text) {
+				char *p = strstr(text, "host ");
+				if (p)
+					sscanf(p, "host %255s", h);
+				if ((p = strstr(text, "pid ")))
+					sscanf(p, "pid %d", &pid);
+				if ((p = strstr(text, "since ")))
+					sscanf(p, "since %lld", &since);
+			}
+			free(text);
+			long long age = (ss_wall_ns() - since) / 1000000000;
+			snprintf(who, sizeof(who), " (pid %d on %s, for %llds)", pid, h, age);
+			free(held);
+		}
+		return ss_err_set(G->err, -EBUSY,
+				  "another gc is running on %s%s; if it is not, run 'snapstream gc "
+				  "--break-lock'",
+				  G->opts->store, who);
+	}
+	if (r)
+		return ss_err_set(G->err, r, "cannot take the gc lock %s/%s: %s", G->opts->store,
+				  SS_GC_LOCK_KEY, e.msg[0] ? e.msg : strerror(-r));
+	G->locked = true;
+	return 0;
+}
+
+static void lock_drop(struct gc *G)
+{
+	if (!G->locked)
+		return;
+	struct ss_req d = {.kind = SS_REQ_DELETE, .key = SS_GC_LOCK_KEY};
+	ss_call(G->b, G->loop, &d, &G->st->requests);
+	G->locked = false;
+}
+
+/* ---------------------------------------------------------------- mark */
+
+/* Keep every pack snapshot `uri` references. A snapshot that cannot be
+ * read stops gc: what it references is unknown. */
+static int mark_snapshot(struct gc *G, const char *uri, const char *via, bool *found)
+{
+	struct ss_manifest *m = NULL;
+	struct ss_err me = {0};
+	int r = ss_manifest_fetch(uri, G->loop, &G->cfg, &m, NULL, &G->st->requests, &me);
+	*found = r == 0;
+	if (r == -ENOENT) {
+		/* A snapshot removed by hand leaves its directory; a directory
+		 * that is gone altogether was more likely moved, with snapshots
+		 * whose packs must not go. */
+		const char *scheme;
+		char *path = NULL;
+		struct stat sb;
+		bool moved = false;
+		if (ss_location_parse(uri, &scheme, &path, NULL) == 0 && !strcmp(scheme, "file")) {
+			char *slash = strrchr(path, '/');
+			if (slash && slash != path) {
+				*slash = '\0';
+				moved = stat(path, &sb) != 0;
+			}
+		}
+		if (moved)
+			ss_err_set(G->err, -ESTALE,
+				   "snapshot %s (%s) is gone and so is its directory %s: was it "
+				   "moved? gc deletes nothing; if it was deleted, run 'snapstream rm "
+				   "%s' to drop its ref",
+				   uri, via, path, uri);
+		free(path);
+		return moved ? -ESTALE : 0;
+	}
+	if (r)
+		return ss_err_set(G->err, r,
+				  "%s (%s); gc deletes nothing while a snapshot cannot be read: "
+				  "repair it, or remove it with 'snapstream rm %s'",
+				  me.msg, via, uri);
+	for (size_t p = 0; !r && p < m->npacks; p++)
+		r = add_refd(G, m->pack_ids[p]);
+	ss_manifest_free(m);
+	if (r)
+		return ss_err_set(G->err, r, "out of memory");
+	return 0;
+}
+
+/* Local stores named .snapstream: the snapshots beside them too, so that a
+ * directory moved with its store (whose refs name the old place) keeps its
+ * packs. */
+static int mark_siblings(struct gc *G, char **ref_uris, size_t nrefs)
+{
+	const char *scheme;
+	char *path = NULL;
+	if (ss_location_parse(G->opts->store, &scheme, &path, NULL) || strcmp(scheme, "file")) {
+		free(path);
+		return 0;
+	}
+	char *slash = strrchr(path, '/');
+	if (!slash || strcmp(slash + 1, ".snapstream") != 0) {
+		free(path);
+		return 0;
+	}
+	*slash = '\0';
+	char **uris = NULL;
+	size_t n = 0;
+	/* Default stores sit beside their snapshots: one level is enough, and
+	 * a store in a home directory must not make gc walk all of it. */
+	int r = ss_scan_manifests(*path ? path : "/", 1, &uris, &n);
+	free(path);
+	if (r)
+		return ss_err_set(G->err, r, "cannot scan beside the store: %s", strerror(-r));
+	for (size_t i = 0; !r && i < n; i++) {
+		bool known = false;
+		for (size_t k = 0; !known && k < nrefs; k++)
+			known = strcmp(uris[i], ref_uris[k]) == 0;
+		bool found;
+		if (!known && !(r = mark_snapshot(G, uris[i], "found beside the store", &found)) &&
+		    found)
+			G->st->snapshots++;
+	}
+	for (size_t i = 0; i < n; i++)
+		free(uris[i]);
+	free(uris);
+	return r;
+}
+
+struct keyvec {
+	char **v;
+	uint64_t *size;
+	size_t n, cap;
+};
+
+static int collect(void *arg, const char *key, uint64_t size)
+{
+	struct keyvec *kv = arg;
+	if (kv->n == kv->cap) {
+		size_t ncap = kv->cap ? kv->cap * 2 : 256;
+		void *a = realloc(kv->v, sizeof(*kv->v) * ncap);
+		if (!a)
+			return -ENOMEM;
+		kv->v = a;
+		void *b = realloc(kv->size, sizeof(*kv->size) * ncap);
+		if (!b)
+			return -ENOMEM;
+		kv->size = b;
+		kv->cap = ncap;
+	}
+	if (!(kv->v[kv->n] = strdup(key)))
+		return -ENOMEM;
+	kv->size[kv->n++] = size;
+	return 0;
+}
+
+static void keyvec_free(struct keyvec *kv)
+{
+	for (size_t i = 0; i < kv->n; i++)
+		free(kv->v[i]);
+	free(kv->v);
+	free(kv->size);
+	memset(kv, 0, sizeof(*kv));
+}
+
+static int stop_at_first(void *arg, const char *key, uint64_t size)
+{
+	(void)key;
+	(void)size;
+	*(bool *)arg = true;
+	return 1;
+}
+
+/* Whether anything lies under prefix (one LIST page at most). */
+static int any_under(struct gc *G, const char *prefix, bool *found)
+{
+	struct ss_err e = {0};
+	*found = false;
+	struct ss_req r = {.kind = SS_REQ_LIST, .key = prefix, .on_key = stop_at_first,
+			   .arg = found, .err = &e};
+	int res = ss_call(G->b, G->loop, &r, &G->st->requests);
+	if (res < 0)
+		return ss_err_set(G->err, res, "cannot list %s/%s: %s", G->opts->store, prefix,
+				  e.msg[0] ? e.msg : strerror(-res));
+	return 0;
+}
+
+static int list(struct gc *G, const char *prefix, struct keyvec *kv)
+{
+	struct ss_err e = {0};
+	struct ss_req r = {.kind = SS_REQ_LIST, .key = prefix, .on_key = collect, .arg = kv,
+			   .err = &e};
+	int res = ss_call(G->b, G->loop, &r, &G->st->requests);
+	if (res < 0)
+		return ss_err_set(G->err, res, "cannot list %s/%s: %s", G->opts->store, prefix,
+				  e.msg[0] ? e.msg : strerror(-res));
+	return 0;
+}
+
+static int expired_add(struct gc *G, char *key)
+{
+	if (G->nexpired == G->expired_cap) {
+		size_t ncap = G->expired_cap ? G->expired_cap * 2 : 16;
+		void *a = realloc(G->expired, sizeof(*G->expired) * ncap);
+		if (!a)
+			return -ENOMEM;
+		G->expired = a;
+		G->expired_cap = ncap;
+	}
+	G->expired[G->nexpired++] = key;
+	return 0;
+}
+
+/* Records of removed snapshots: their packs stay referenced for G. */
+static int mark_removed(struct gc *G)
+{
+	struct keyvec kv = {0};
+	int r = list(G, SS_GC_REMOVED_PREFIX, &kv);
+	for (size_t i = 0; !r && i < kv.n; i++) {
+		uint8_t *buf = NULL;
+		size_t len = 0;
+		struct ss_err e = {0};
+		r = ss_get_object(G->b, G->loop, kv.v[i], RECORD_MAX, &buf, &len, &G->st->requests,
+				  &e);
+		if (r == -ENOENT) {
+			r = 0;
+			continue;
+		}
+		struct ss_tombstone t;
+		if (!r)
+			r = ss_tombstone_decode(buf, len, &t, &e);
+		free(buf);
+		if (r) {
+			ss_err_set(G->err, r,
+				   "cannot read %s/%s: %s; gc deletes nothing while it cannot tell "
+				   "what a removed snapshot used (delete that record by hand once no "
+				   "push uses the removed snapshot as its parent)",
+				   G->opts->store, kv.v[i], e.msg);
+			break;
+		}
+		if (!G->no_grace && t.removed_ns + G->grace_ns > G->t0) {
+			G->st->tombstones++;
+			for (size_t p = 0; !r && p < t.npacks; p++)
+				r = add_refd(G, t.packs[p]);
+			if (r)
+				ss_err_set(G->err, r, "out of memory");
+		} else if ((r = expired_add(G, kv.v[i]))) {
+			ss_err_set(G->err, r, "out of memory");
+		} else {
+			kv.v[i] = NULL;
+		}
+		ss_tombstone_free(&t);
+	}
+	keyvec_free(&kv);
+	return r;
+}
+
+static int mark(struct gc *G)
+{
+	char **uris = NULL, **keys = NULL;
+	size_t n = 0;
+	int r = ss_read_refs(G->b, G->loop, true, &uris, &keys, &n, &G->st->requests, G->err);
+	if (r)
+		return r;
+	G->prog.phase = "mark";
+	G->prog.items_total = n;
+	for (size_t i = 0; !r && i < n; i++) {
+		bool found;
+		char via[96];
+		snprintf(via, sizeof(via), "named by %s", keys[i]);
+		r = mark_snapshot(G, uris[i], via, &found);
+		if (found)
+			G->st->snapshots++;
+		else if (!r)
+			G->st->refs_dangling++;
+		G->prog.items_done = i + 1;
+		ss_tick(&G->cfg, &G->ticker, &G->prog, false);
+	}
+	if (!r)
+		r = mark_siblings(G, uris, n);
+	ss_refs_free(uris, keys, n);
+	if (!r)
+		r = mark_removed(G);
+	if (G->nrefd)
+		qsort(G->refd, G->nrefd, 16, cmp_id);
+	return r;
+}
+
+/* ---------------------------------------------------------------- sweep */
+
+static int list_packs(struct gc *G)
+{
+	struct keyvec kv = {0};
+	int r = list(G, "packs/", &kv);
+	for (size_t i = 0; !r && i < kv.n; i++) {
+		const char *base = strrchr(kv.v[i], '/');
+		uint8_t id[16];
+		if (!base || ss_unhex(base + 1, id, 16))
+			continue;   /* not a pack */
+		if (G->npacks == G->packs_cap) {
+			size_t ncap = G->packs_cap ? G->packs_cap * 2 : 256;
+			void *a = realloc(G->packs, sizeof(*G->packs) * ncap);
+			if (!a) {
+				r = ss_err_set(G->err, -ENOMEM, "out of memory");
+				break;
+			}
+			G->packs = a;
+			G->packs_cap = ncap;
+		}
+		G->packs[G->npacks++] = (struct gpack){.size = kv.size[i]};
+		memcpy(G->packs[G->npacks - 1].id, id, 16);
+	}
+	keyvec_free(&kv);
+	if (G->npacks)   /* id is the first member: sort and search by it */
+		qsort(G->packs, G->npacks, sizeof(*G->packs), cmp_id);
+	return r;
+}
+
+static struct gpack *find_pack(const struct gc *G, const uint8_t id[16])
+{
+	return G->npacks ? bsearch(id, G->packs, G->npacks, sizeof(*G->packs), cmp_id) : NULL;
+}
+
+/* Hidden earlier, gone from packs/ now (a gc stopped after deleting it),
+ * and not referenced: its index entries still have to go. */
+static bool hidden_gone(const struct gc *G, const struct ss_gc_hidden *h)
+{
+	return !find_pack(G, h->id) && !is_refd(G, h->id);
+}
+
+/* Decide each pack's fate; returns the number to delete. */
+static size_t judge(struct gc *G)
+{
+	size_t ndel = 0;
+	for (size_t i = 0; i < G->npacks; i++) {
+		struct gpack *p = &G->packs[i];
+		const struct ss_gc_hidden *h = ss_gcstate_find(&G->old, p->id);
+		G->st->packs++;
+		G->st->pack_bytes += p->size;
+		if (is_refd(G, p->id)) {
+			p->fate = KEEP;
+			G->st->packs_referenced++;
+			if (h)
+				G->st->packs_rescued++;
+			continue;
+		}
+		p->since = h ? h->since_ns : 0;
+		if (G->no_grace || (h && h->since_ns + G->grace_ns <= G->t0)) {
+			p->fate = DELETE;
+			ndel++;
+		} else {
+			p->fate = PENDING;
+			G->st->packs_pending++;
+			G->st->bytes_pending += p->size;
+			int64_t when = (h ? h->since_ns : G->t0) + G->grace_ns;
+			if (!G->st->next_unix_ns || when < G->st->next_unix_ns)
+				G->st->next_unix_ns = when;
+		}
+	}
+	return ndel;
+}
+
+/* gc/state: every unreferenced pack still present, and (until this run
+ * has removed them from the index) those it deletes or found gone. */
+static int write_state(struct gc *G, bool final)
+{
+	struct ss_gcstate ns = {0};
+	int64_t now = ss_wall_ns();
+	int r = 0;
+	for (size_t i = 0; !r && i < G->npacks; i++) {
+		struct gpack *p = &G->packs[i];
+		if (p->fate == KEEP || (final && p->deleted))
+			continue;
+		if (!p->since) {
+			p->since = now;   /* hidden from now on */
+			p->fresh = true;
+		}
+		r = ss_gcstate_add(&ns, p->id, p->since);
+	}
+	/* Hidden packs already gone stay hidden until no index lists them. */
+	for (size_t i = 0; !final && !r && i < G->old.n; i++)
+		if (hidden_gone(G, &G->old.packs[i]))
+			r = ss_gcstate_add(&ns, G->old.packs[i].id, G->old.packs[i].since_ns);
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	struct ss_err e = {0};
+	if (!r)
+		r = ss_gcstate_encode(&ns, &buf, &len);
+	if (!r)
+		r = ss_put_object(G->b, G->loop, SS_GC_STATE_KEY, buf, len, 0, &G->st->requests, &e);
+	free(buf);
+	ss_gcstate_free(&ns);
+	if (r)
+		return ss_err_set(G->err, r, "cannot write %s/%s: %s", G->opts->store,
+				  SS_GC_STATE_KEY, e.msg[0] ? e.msg : strerror(-r));
+	/* A push that loaded the store while the write was in flight may still
+	 * have seen these packs: the grace period counts from now, when the
+	 * hide is surely visible (the final write records it). */
+	if (!final) {
+		now = ss_wall_ns();
+		for (size_t i = 0; i < G->npacks; i++)
+			if (G->packs[i].fresh)
+				G->packs[i].since = now;
+	}
+	return 0;
+}
+
+/* Whether id is being removed: deleted now, or hidden and already gone. */
+static bool going(const struct gc *G, const uint8_t id[16])
+{
+	const struct gpack *p = find_pack(G, id);
+	if (p)
+		return p->fate == DELETE;
+	const struct ss_gc_hidden *h = ss_gcstate_find(&G->old, id);
+	return h && hidden_gone(G, h);
+}
+
+/* No index object may list a pack once it is deleted: rewrite those that
+ * do without it (new object first, then the old one goes). A damaged index
+ * is deleted: index objects only save reading packs' own trailers. */
+static int rewrite_index(struct gc *G)
+{
+	struct keyvec kv = {0};
+	int r = list(G, "index/", &kv);
+	for (size_t i = 0; !r && i < kv.n; i++) {
+		uint8_t *buf = NULL;
+		size_t len = 0;
+		struct ss_err e = {0};
+		r = ss_get_object(G->b, G->loop, kv.v[i], SS_INDEX_MAX_SIZE, &buf, &len,
+				  &G->st->requests, &e);
+		if (r == -ENOENT) {
+			r = 0;
+			continue;
+		}
+		if (r) {
+			ss_err_set(G->err, r, "cannot read %s/%s: %s", G->opts->store, kv.v[i],
+				   e.msg[0] ? e.msg : strerror(-r));
+			break;
+		}
+		struct ss_index_pack *ip = NULL;
+		uint32_t np = 0;
+		bool damaged = ss_index_decode(buf, len, &ip, &np, &e) != 0;
+		free(buf);
+		uint32_t keep = 0;
+		for (uint32_t p = 0; p < np; p++)
+			if (!going(G, ip[p].pack_id))
+				ip[keep++] = ip[p];
+			else
+				free(ip[p].entries);
+		if (!damaged && keep == np) {
+			ss_index_free(ip, np);
+			continue;
+		}
+		if (keep) {
+			uint8_t *nb = NULL;
+			size_t nl = 0;
+			uint8_t id[16];
+			char hex[33], key[64];
+			r = ss_index_encode(ip, keep, &nb, &nl);
+			if (!r)
+				r = ss_random_id(id);
+			if (!r) {
+				ss_hex(id, 16, hex);
+				snprintf(key, sizeof(key), "index/%s", hex);
+				r = ss_put_object(G->b, G->loop, key, nb, nl, SS_PUT_IF_ABSENT,
+						  &G->st->requests, &e);
+			}
+			free(nb);
+			if (r) {
+				ss_index_free(ip, keep);
+				ss_err_set(G->err, r, "cannot rewrite %s/%s: %s", G->opts->store,
+					   kv.v[i], e.msg[0] ? e.msg : strerror(-r));
+				break;
+			}
+			G->st->index_rewritten++;
+		} else {
+			G->st->index_deleted++;
+		}
+		ss_index_free(ip, keep);
+		struct ss_req d = {.kind = SS_REQ_DELETE, .key = kv.v[i], .err = &e};
+		r = ss_call(G->b, G->loop, &d, &G->st->requests);
+		if (r == -ENOENT)
+			r = 0;
+		if (r)
+			ss_err_set(G->err, r, "cannot delete %s/%s: %s", G->opts->store, kv.v[i],
+				   e.msg[0] ? e.msg : strerror(-r));
+	}
+	keyvec_free(&kv);
+	return r;
+}
+
+static int delete_packs(struct gc *G, size_t ndel)
+{
+	struct ss_req *reqs = calloc(ndel ? ndel : 1, sizeof(*reqs));
+	char (*keys)[64] = calloc(ndel ? ndel : 1, sizeof(*keys));
+	size_t *idx = calloc(ndel ? ndel : 1, sizeof(*idx));
+	if (!reqs || !keys || !idx) {
+		free(reqs);
+		free(keys);
+		free(idx);
+		return ss_err_set(G->err, -ENOMEM, "out of memory");
+	}
+	size_t n = 0;
+	uint64_t bytes = 0;
+	for (size_t i = 0; i < G->npacks; i++)
+		if (G->packs[i].fate == DELETE) {
+			ss_pack_key(G->packs[i].id, keys[n]);
+			reqs[n] = (struct ss_req){.kind = SS_REQ_DELETE, .key = keys[n]};
+			bytes += G->packs[i].size;
+			idx[n++] = i;
+		}
+	G->prog.phase = "sweep";
+	G->prog.items_done = 0;
+	G->prog.items_total = n;
+	G->prog.bytes_done = 0;
+	G->prog.bytes_total = bytes;
+	ss_tick(&G->cfg, &G->ticker, &G->prog, true);
+	int r = 0;
+	/* In slices, so progress moves and an error stops early. */
+	for (size_t base = 0; !r && base < n; base += 256) {
+		size_t cnt = SS_MIN(n - base, (size_t)256);
+		r = ss_call_many(G->b, G->loop, reqs + base, cnt, &G->st->requests);
+		if (r) {
+			ss_err_set(G->err, r, "event loop failed: %s", strerror(-r));
+			break;
+		}
+		for (size_t k = base; k < base + cnt; k++) {
+			int res = reqs[k].op.res;
+			struct gpack *p = &G->packs[idx[k]];
+			if (res == 0 || res == -ENOENT) {
+				p->deleted = true;
+				G->st->packs_deleted++;
+				G->st->bytes_deleted += p->size;
+				G->prog.bytes_done += p->size;
+			} else if (!r) {
+				r = ss_err_set(G->err, res, "cannot delete %s/%s: %s", G->opts->store,
+					       keys[k], strerror(-res));
+			}
+		}
+		G->prog.items_done = base + cnt;
+		ss_tick(&G->cfg, &G->ticker, &G->prog, false);
+	}
+	free(reqs);
+	free(keys);
+	free(idx);
+	return r;
+}
+
+static void delete_expired(struct gc *G)
+{
+	/* Best effort: an expired record left behind only protects a little
+	 * longer, and the next gc removes it. */
+	for (size_t i = 0; i < G->nexpired; i++) {
+		struct ss_req d = {.kind = SS_REQ_DELETE, .key = G->expired[i]};
+		ss_call(G->b, G->loop, &d, &G->st->requests);
+	}
+}
+
+int ss_gc(const struct ss_gc_opts *opts, const struct ss_config *config, struct ss_gc_stats *st,
+	  char *errbuf, size_t errlen)
+{
+	struct ss_err err = {0};
+	struct ss_gc_stats local_st;
+	struct gc *G = calloc(1, sizeof(*G));
+	uint64_t t0 = ss_now_ns();
+	int r;
+	if (!st)
+		st = &local_st;
+	memset(st, 0, sizeof(*st));
+	if (!G) {
+		r = ss_err_set(&err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	G->opts = opts;
+	G->st = st;
+	G->err = &err;
+	if (!opts || !opts->store || !*opts->store) {
+		r = ss_err_set(&err, -EINVAL, "gc needs a store");
+		goto out;
+	}
+	if ((r = ss_cfg_resolve(config, &G->cfg, &err)))
+		goto out;
+	G->no_grace = opts->grace_seconds < 0;
+	G->grace_ns = (opts->grace_seconds ? opts->grace_seconds : SS_GC_GRACE_DEFAULT_SECONDS) *
+		      (int64_t)1000000000;
+	if ((r = ss_loop_new(256, &G->loop))) {
+		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
+		goto out;
+	}
+	if ((r = ss_store_backend_open(opts->store, G->loop, &G->cfg, &G->b, &err)))
+		goto out;
+	/* No packs and no index: nothing to collect, and nothing is written
+	 * (a --store that names some other directory stays untouched). */
+	bool packs = false, index = false;
+	if ((r = any_under(G, "packs/", &packs)) || (!packs && (r = any_under(G, "index/", &index))))
+		goto out;
+	if (!packs && !index)
+		goto out;
+	if (!opts->dry_run && (r = lock_take(G)))
+		goto out;
+	G->t0 = ss_wall_ns();
+	if ((r = ss_gcstate_load(G->b, G->loop, opts->store, &G->old, &st->requests, &err)))
+		goto out;
+	if ((r = mark(G)) || (r = list_packs(G)))
+		goto out;
+	size_t ndel = judge(G);
+	if (opts->dry_run) {
+		for (size_t i = 0; i < G->npacks; i++)
+			if (G->packs[i].fate == DELETE) {
+				st->packs_deleted++;
+				st->bytes_deleted += G->packs[i].size;
+			}
+		goto out;
+	}
+	/* Hide first: from here on no push offers these packs for dedup. */
+	if ((r = write_state(G, false)))
+		goto out;
+	bool gone = false;
+	for (size_t i = 0; !gone && i < G->old.n; i++)
+		gone = hidden_gone(G, &G->old.packs[i]);
+	if ((ndel || gone) && (r = rewrite_index(G)))
+		goto out;
+	if (ndel && (r = delete_packs(G, ndel)))
+		goto out;
+	if ((r = write_state(G, true)))
+		goto out;
+	delete_expired(G);
+out:
+	if (G) {
+		if (G->b)
+			lock_drop(G);
+		for (size_t i = 0; i < G->nexpired; i++)
+			free(G->expired[i]);
+		free(G->expired);
+		free(G->refd);
+		free(G->packs);
+		ss_gcstate_free(&G->old);
+		ss_backend_free(G->b);
+		ss_loop_free(G->loop);
+		free(G);
+	}
+	st->seconds = (double)(ss_now_ns() - t0) / 1e9;
+	if (r && errbuf && errlen)
+		snprintf(errbuf, errlen, "%s", err.msg[0] ? err.msg : strerror(-r));
+	return r;
+}

@@ -1,0 +1,569 @@
+/* oread — a snapshot's files in file order, every chunk verified (see
+ * oread.h). */
+#include "oread.h"
+
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+#define OR_RANGE (4u << 20)     /* stored bytes per GET (one frame may overrun) */
+#define OR_RAW (4u << 20)       /* decompressed bytes per unit (likewise) */
+#define OR_GAP (256u << 10)     /* read through gaps up to this size */
+#define OR_MAX_EXT 4096u        /* extents per unit */
+#define OR_FRAME_LOOKBACK 8     /* frames searched for a repeat within a unit */
+#define OR_MAX_UNITS 16u
+
+struct oframe {
+	uint64_t off;
+	uint32_t stored;
+	uint32_t need;              /* decompress the frame this far */
+	uint32_t dec_off;           /* where, in the unit's dec buffer */
+	uint8_t codec;
+};
+
+struct ounit {
+	struct ss_task task;        /* worker: decode and verify */
+	struct ss_req req;
+	struct ss_oread *R;
+	uint64_t seq;
+	struct ss_ounit_view v;
+	bool has_range;
+	uint32_t pack;
+	uint64_t rs, re;            /* stored range [rs, re) of the pack */
+	struct oframe *frames;
+	uint32_t nframes;
+	uint32_t *fidx;             /* per extent: its frame, or UINT32_MAX */
+	const uint8_t **ptr;
+	uint8_t *in, *dec;
+	uint32_t dec_len;
+	bool ready;
+	int err;
+	struct ss_err werr;
+	char key[64];
+	struct ounit *next_free;
+};
+
+struct ss_oread {
+	const struct ss_oread_opts *o;
+	const struct ss_manifest *m;
+	struct ss_err *err;
+	bool failed;
+	struct ss_pool *pool;
+	struct ounit *units;
+	unsigned nunits;
+	struct ounit *free_units;
+	struct ounit **by_seq;      /* nunits slots: seq % nunits */
+	uint8_t *mem;
+	size_t mem_len, in_cap, dec_cap;
+	uint64_t next_seq, deliver_seq;
+	unsigned gets, tasks, held, max_gets;
+	struct ounit *pending;      /* built, its GET refused with -EAGAIN */
+	/* Cursor: the next extent to put in a unit. */
+	uint32_t cf;
+	size_t ce;
+	uint64_t coff;
+	bool cursor_done;
+	/* The digest of the file being delivered. */
+	XXH3_state_t *hs;
+	uint32_t hfile;
+	uint8_t *zeros;
+};
+
+#define ZEROS_LEN (64u << 10)
+
+void ss_oread_fail(struct ss_oread *R, int code, const char *fmt, ...)
+{
+	if (R->failed)
+		return;
+	R->failed = true;
+	if (R->err->code)
+		return;
+	R->err->code = code;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(R->err->msg, sizeof(R->err->msg), fmt, ap);
+	va_end(ap);
+}
+
+bool ss_oread_failed(const struct ss_oread *R)
+{
+	return R->failed;
+}
+
+struct ss_oread *ss_oread_of(void *unit)
+{
+	return ((struct ounit *)unit)->R;
+}
+
+/* ---------------------------------------------------------------- units */
+
+static uint64_t file_off_of(const struct ss_mfile *f, size_t e)
+{
+	uint64_t off = 0;
+	for (size_t i = 0; i < e; i++)
+		off += f->ext[i].len;
+	return off;
+}
+
+/* Fill u with the extents from the cursor on: same file, one pack range,
+ * within the budgets. Always takes at least one extent (or the empty
+ * file). */
+static void build_unit(struct ss_oread *R, struct ounit *u)
+{
+	const struct ss_manifest *m = R->m;
+	const struct ss_mfile *f = &m->files[R->cf];
+	u->v.file = R->cf;
+	u->v.e0 = R->ce;
+	u->v.off = R->coff;
+	u->v.len = 0;
+	u->has_range = false;
+	u->nframes = 0;
+	u->dec_len = 0;
+	u->ready = false;
+	u->err = 0;
+	ss_err_clear(&u->werr);
+	uint64_t raw = 0;
+	size_t e = R->ce;
+	for (; e < f->next && e - u->v.e0 < OR_MAX_EXT; e++) {
+		const struct ss_mextent *x = &f->ext[e];
+		size_t i = e - u->v.e0;
+		if (!x->chunk) {
+			u->fidx[i] = UINT32_MAX;
+			u->v.len += x->len;
+			continue;
+		}
+		const struct ss_chunk_ref *c = &m->chunks[x->chunk - 1];
+		uint64_t fend = c->offset + c->stored_len;
+		/* The frame, if this unit already holds it. */
+		uint32_t fi = UINT32_MAX;
+		for (uint32_t k = u->nframes; k > 0 && u->nframes - k < OR_FRAME_LOOKBACK; k--) {
+			const struct oframe *fr = &u->frames[k - 1];
+			if (fr->off == c->offset && fr->stored == c->stored_len && fr->codec == c->codec) {
+				fi = k - 1;
+				break;
+			}
+		}
+		uint64_t rs = u->rs, re = u->re;
+		if (u->has_range) {
+			if (c->pack != u->pack)
+				break;
+			if (c->offset >= re ? c->offset - re > OR_GAP
+					    : fend <= rs && rs - fend > OR_GAP)
+				break;
+			rs = SS_MIN(rs, c->offset);
+			re = SS_MAX(re, fend);
+			if (re - rs > OR_RANGE)
+				break;
+		}
+		uint32_t need = c->codec == SS_CODEC_ZSTD ? c->frame_off + c->raw_len : 0;
+		uint32_t grow = 0;
+		if (c->codec == SS_CODEC_ZSTD)
+			grow = fi == UINT32_MAX ? need
+			       : need > u->frames[fi].need ? need - u->frames[fi].need : 0;
+		if (raw && (u->dec_len + grow > OR_RAW || raw + c->raw_len > 2 * OR_RAW))
+			break;
+		if (fi == UINT32_MAX && u->nframes == OR_MAX_EXT)
+			break;
+		/* Take it. */
+		if (!u->has_range) {
+			u->has_range = true;
+			u->pack = c->pack;
+			rs = c->offset;
+			re = fend;
+		}
+		u->rs = rs;
+		u->re = re;
+		if (fi == UINT32_MAX) {
+			fi = u->nframes++;
+			u->frames[fi] = (struct oframe){.off = c->offset, .stored = c->stored_len,
+							.codec = c->codec};
+		}
+		struct oframe *fr = &u->frames[fi];
+		if (c->codec == SS_CODEC_ZSTD && need > fr->need) {
+			/* Frames grow in place only at the end of dec; an earlier
+			 * frame needing more is decoded again as a new frame. */
+			if (fr->need && fi != u->nframes - 1) {
+				fi = u->nframes++;
+				fr = &u->frames[fi];
+				*fr = (struct oframe){.off = c->offset, .stored = c->stored_len,
+						      .codec = c->codec, .dec_off = u->dec_len};
+				grow = need;
+			} else if (!fr->need) {
+				fr->dec_off = u->dec_len;
+			}
+			fr->need = need;
+			u->dec_len += grow;
+		}
+		u->fidx[i] = fi;
+		raw += c->raw_len;
+		u->v.len += x->len;
+	}
+	u->v.e1 = e;
+	R->ce = e;
+	R->coff += u->v.len;
+	if (e == f->next) {
+		R->cf++;
+		R->ce = 0;
+		R->coff = 0;
+		if (R->cf >= R->o->file_end)
+			R->cursor_done = true;
+	}
+}
+
+/* Decompress the prefix [0, need) of the zstd frame src into dst. The
+ * streaming decoder stops when dst is full, so a frame that would inflate
+ * further (a decompression bomb) can never write past it. */
+static bool frame_prefix(ZSTD_DCtx *dc, const uint8_t *src, size_t srclen, uint8_t *dst,
+			 size_t need)
+{
+	if (!dc || ZSTD_isError(ZSTD_DCtx_reset(dc, ZSTD_reset_session_only)))
+		return false;
+	ZSTD_inBuffer in = {src, srclen, 0};
+	ZSTD_outBuffer out = {dst, need, 0};
+	while (out.pos < need) {
+		size_t in0 = in.pos, out0 = out.pos;
+		size_t r = ZSTD_decompressStream(dc, &out, &in);
+		if (ZSTD_isError(r) || (r == 0 && out.pos < need))
+			return false;
+		if (in.pos == in0 && out.pos == out0)
+			return false;
+	}
+	return true;
+}
+
+static void *wctx_create(void *arg)
+{
+	(void)arg;
+	return ZSTD_createDCtx();
+}
+
+static void wctx_destroy(void *p)
+{
+	ZSTD_freeDCtx(p);
+}
+
+static void unit_work(struct ss_task *task, void *wp)
+{
+	struct ounit *u = (struct ounit *)task;
+	struct ss_oread *R = u->R;
+	const struct ss_manifest *m = R->m;
+	const struct ss_mfile *f = &m->files[u->v.file];
+	u->err = 0;
+	for (uint32_t k = 0; k < u->nframes; k++) {
+		const struct oframe *fr = &u->frames[k];
+		if (fr->codec != SS_CODEC_ZSTD || !fr->need)
+			continue;
+		if (!frame_prefix(wp, u->in + (fr->off - u->rs), fr->stored, u->dec + fr->dec_off,
+				  fr->need)) {
+			/* Name the first extent that needs this frame. */
+			size_t i = 0;
+			while (u->fidx[i] != k)
+				i++;
+			const struct ss_chunk_ref *c = &m->chunks[f->ext[u->v.e0 + i].chunk - 1];
+			char hex[33];
+			ss_hex(c->id, 16, hex);
+			u->err = ss_err_set(&u->werr, -EBADMSG,
+					    "snapshot %s: file '%s' at offset %llu: chunk %s cannot be "
+					    "decompressed to its recorded size (pack %s)",
+					    R->o->snapshot, f->name,
+					    (unsigned long long)(u->v.off +
+								 file_off_of(f, u->v.e0 + i) -
+								 file_off_of(f, u->v.e0)),
+					    hex, u->key);
+			return;
+		}
+	}
+	uint64_t off = u->v.off;
+	for (size_t e = u->v.e0; e < u->v.e1; e++) {
+		size_t i = e - u->v.e0;
+		const struct ss_mextent *x = &f->ext[e];
+		u->ptr[i] = NULL;
+		if (x->chunk) {
+			const struct ss_chunk_ref *c = &m->chunks[x->chunk - 1];
+			const struct oframe *fr = &u->frames[u->fidx[i]];
+			const uint8_t *p = c->codec == SS_CODEC_RAW
+						   ? u->in + (c->offset - u->rs)
+						   : u->dec + fr->dec_off + c->frame_off;
+			XXH128_canonical_t h;
+			XXH128_canonicalFromHash(&h, XXH3_128bits(p, c->raw_len));
+			if (memcmp(h.digest, c->id, 16) != 0) {
+				char hex[33];
+				ss_hex(c->id, 16, hex);
+				u->err = ss_err_set(&u->werr, -EBADMSG,
+						    "snapshot %s: file '%s' at offset %llu: chunk %s does "
+						    "not match its checksum (pack %s)",
+						    R->o->snapshot, f->name, (unsigned long long)off, hex,
+						    u->key);
+				return;
+			}
+			u->ptr[i] = p;
+		}
+		off += x->len;
+	}
+}
+
+static void try_deliver(struct ss_oread *R);
+
+static void unit_done(struct ss_op *op, int res)
+{
+	(void)res;
+	struct ounit *u = (struct ounit *)((char *)op - offsetof(struct ss_task, op));
+	struct ss_oread *R = u->R;
+	R->tasks--;
+	if (u->err)
+		ss_oread_fail(R, u->err, "%s", u->werr.msg);
+	u->ready = true;
+}
+
+static void get_done(struct ss_op *op, int res)
+{
+	struct ss_req *req = (struct ss_req *)op;
+	struct ounit *u = req->user;
+	struct ss_oread *R = u->R;
+	R->gets--;
+	const struct ss_mfile *f = &R->m->files[u->v.file];
+	if (res >= 0 && (uint64_t)res != u->re - u->rs)
+		res = ss_err_set(&u->werr, -EBADMSG,
+				 "snapshot %s: file '%s' at offset %llu: pack %s is shorter than "
+				 "the manifest says (truncated or replaced)",
+				 R->o->snapshot, f->name, (unsigned long long)u->v.off, u->key);
+	if (res == -ENOENT)
+		res = ss_err_set(&u->werr, -EBADMSG,
+				 "snapshot %s: file '%s' at offset %llu: pack %s is missing from the "
+				 "store (was it deleted?)",
+				 R->o->snapshot, f->name, (unsigned long long)u->v.off, u->key);
+	if (res < 0) {
+		if (u->werr.code)
+			ss_oread_fail(R, res, "%s", u->werr.msg);
+		else
+			ss_oread_fail(R, res, "snapshot %s: cannot read pack %s: %s", R->o->snapshot,
+				      u->key, strerror(-res));
+		u->ready = true;
+		return;
+	}
+	R->o->st->transferred_bytes += (uint64_t)res;
+	R->o->prog->stored_bytes += (uint64_t)res;
+	if (R->failed) {
+		u->ready = true;
+		return;
+	}
+	R->tasks++;
+	ss_pool_submit(R->pool, &u->task);
+}
+
+static int submit_get(struct ss_oread *R, struct ounit *u)
+{
+	ss_pack_key(R->m->pack_ids[u->pack], u->key);
+	memset(&u->req, 0, sizeof(u->req));
+	u->req.op.done = get_done;
+	u->req.kind = SS_REQ_GET;
+	u->req.key = u->key;
+	u->req.off = u->rs;
+	u->req.len = u->re - u->rs;
+	u->req.buf = u->in;
+	u->req.err = &u->werr;
+	u->req.user = u;
+	int r = ss_backend_submit(R->o->store, &u->req);
+	if (r == 0) {
+		R->gets++;
+		R->o->st->requests++;
+	}
+	return r;
+}
+
+/* Start units while there are free ones and room for GETs. */
+static void fill(struct ss_oread *R)
+{
+	while (!R->failed) {
+		struct ounit *u = R->pending;
+		if (!u) {
+			if (R->cursor_done || !R->free_units)
+				return;
+			u = R->free_units;
+			R->free_units = u->next_free;
+			u->seq = R->next_seq++;
+			R->by_seq[u->seq % R->nunits] = u;
+			build_unit(R, u);
+			if (!u->has_range) {
+				u->ready = true;   /* zero runs only: nothing to fetch */
+				continue;
+			}
+		}
+		if (R->gets >= R->max_gets) {
+			R->pending = u;
+			return;
+		}
+		int r = submit_get(R, u);
+		if (r == -EAGAIN) {
+			R->pending = u;
+			return;
+		}
+		R->pending = NULL;
+		if (r) {
+			ss_oread_fail(R, r, "snapshot %s: cannot request pack %s: %s", R->o->snapshot,
+				      u->key, strerror(-r));
+			u->ready = true;
+			return;
+		}
+	}
+}
+
+void ss_oread_release(struct ss_oread *R, void *unit)
+{
+	struct ounit *u = unit;
+	R->held--;
+	u->next_free = R->free_units;
+	R->free_units = u;
+}
+
+/* Hash the unit into its file's digest; check it at the file's end. */
+static int hash_unit(struct ss_oread *R, struct ounit *u)
+{
+	const struct ss_mfile *f = &R->m->files[u->v.file];
+	if (u->v.e0 == 0) {
+		XXH3_128bits_reset(R->hs);
+		R->hfile = u->v.file;
+	}
+	for (size_t e = u->v.e0; e < u->v.e1; e++) {
+		const uint8_t *p = u->ptr[e - u->v.e0];
+		uint64_t len = f->ext[e].len;
+		if (p) {
+			XXH3_128bits_update(R->hs, p, (size_t)len);
+			R->o->st->chunks++;
+		} else {
+			R->o->prog->zero_bytes += len;
+			for (uint64_t left = len; left;) {
+				size_t k = (size_t)SS_MIN(left, ZEROS_LEN);
+				XXH3_128bits_update(R->hs, R->zeros, k);
+				left -= k;
+			}
+		}
+	}
+	R->o->prog->bytes_done += u->v.len;
+	if (u->v.e1 < f->next)
+		return 0;
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(R->hs));
+	if (memcmp(c.digest, f->digest, 16) != 0) {
+		ss_oread_fail(R, -EBADMSG,
+			      "snapshot %s: file '%s' (%llu bytes, from offset 0) does not match its "
+			      "recorded digest although every chunk did (tampered manifest?)",
+			      R->o->snapshot, f->name, (unsigned long long)f->size);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+static void try_deliver(struct ss_oread *R)
+{
+	while (R->deliver_seq < R->next_seq) {
+		struct ounit *u = R->by_seq[R->deliver_seq % R->nunits];
+		if (!u->ready || u == R->pending)
+			return;
+		R->deliver_seq++;
+		int keep = 0;
+		if (!R->failed && hash_unit(R, u) == 0) {
+			u->v.ptr = u->ptr;
+			u->v.unit = u;
+			keep = R->o->sink(R->o->sink_arg, &u->v);
+		}
+		R->held++;
+		if (keep != 1)
+			ss_oread_release(R, u);
+	}
+}
+
+static int setup(struct ss_oread *R)
+{
+	const struct ss_manifest *m = R->m;
+	const struct ss_cfg *cfg = R->o->cfg;
+	uint32_t fmax = SS_MAX(m->frame_max, m->chunk_max);
+	R->in_cap = SS_ALIGN_UP((size_t)OR_RANGE + ZSTD_compressBound(fmax), 4096);
+	R->dec_cap = SS_ALIGN_UP((size_t)OR_RAW + fmax, 4096);
+	R->nunits = SS_MIN(cfg->threads * 2 + 2, OR_MAX_UNITS);
+	R->max_gets = R->o->store ? SS_MIN(R->nunits, ss_backend_max_inflight(R->o->store)) : 1;
+	size_t per = R->in_cap + R->dec_cap;
+	R->mem_len = per * R->nunits;
+	R->mem = ss_map_alloc(R->mem_len);
+	R->units = calloc(R->nunits, sizeof(*R->units));
+	R->by_seq = calloc(R->nunits, sizeof(*R->by_seq));
+	R->hs = XXH3_createState();
+	R->zeros = calloc(1, ZEROS_LEN);
+	if (!R->mem || !R->units || !R->by_seq || !R->hs || !R->zeros)
+		return -ENOMEM;
+	for (unsigned i = 0; i < R->nunits; i++) {
+		struct ounit *u = &R->units[i];
+		u->R = R;
+		u->in = R->mem + per * i;
+		u->dec = u->in + R->in_cap;
+		u->frames = malloc(sizeof(*u->frames) * OR_MAX_EXT);
+		u->fidx = malloc(sizeof(*u->fidx) * OR_MAX_EXT);
+		u->ptr = malloc(sizeof(*u->ptr) * OR_MAX_EXT);
+		if (!u->frames || !u->fidx || !u->ptr)
+			return -ENOMEM;
+		u->task.run = unit_work;
+		u->task.op.done = unit_done;
+		u->next_free = R->free_units;
+		R->free_units = u;
+	}
+	struct ss_worker_ctx_ops wops = {.create = wctx_create, .destroy = wctx_destroy};
+	return ss_pool_new(R->o->loop, cfg->threads, &wops, &R->pool);
+}
+
+int ss_oread_run(const struct ss_oread_opts *o, struct ss_err *err)
+{
+	struct ss_oread *R = calloc(1, sizeof(*R));
+	if (!R)
+		return ss_err_set(err, -ENOMEM, "out of memory");
+	R->o = o;
+	R->m = o->m;
+	R->err = err;
+	R->cf = o->file_first;
+	R->cursor_done = o->file_first >= o->file_end;
+	int r = setup(R);
+	if (r) {
+		ss_err_set(err, r, "cannot set up reading: %s", strerror(-r));
+		R->failed = true;
+	}
+	while (!R->failed || R->gets || R->tasks || R->held) {
+		if (!R->failed)
+			fill(R);
+		try_deliver(R);
+		if (R->failed && R->pending) {
+			R->pending->ready = true;   /* never submitted: nothing to wait for */
+			R->pending = NULL;
+			try_deliver(R);
+		}
+		bool idle = !R->gets && !R->tasks && !R->held;
+		if (idle && (R->failed || (R->cursor_done && R->deliver_seq == R->next_seq)))
+			break;
+		if (R->failed && idle)
+			break;
+		int t = ss_loop_turn(o->loop, true);
+		if (t < 0) {
+			ss_oread_fail(R, t, "event loop failed: %s", strerror(-t));
+			break;
+		}
+		if (!R->failed)
+			ss_tick(o->cfg, o->ticker, o->prog, false);
+	}
+	r = R->failed ? (err->code ? err->code : -EIO) : 0;
+	ss_pool_free(R->pool);
+	if (R->units)
+		for (unsigned i = 0; i < R->nunits; i++) {
+			free(R->units[i].frames);
+			free(R->units[i].fidx);
+			free(R->units[i].ptr);
+		}
+	free(R->units);
+	free(R->by_seq);
+	ss_map_free(R->mem, R->mem_len);
+	XXH3_freeState(R->hs);
+	free(R->zeros);
+	free(R);
+	return r;
+}

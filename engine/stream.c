@@ -1,0 +1,888 @@
+/* Push from a stream (stdin, a pipe): bytes read through io_uring as they
+ * arrive → the chunker's streaming front end (same cut points as a file
+ * push) → XXH3-128 ids and the store's dedup table → new chunks gathered
+ * into frames of up to frame_max bytes → workers compress them → packs →
+ * store → index, ref, manifest, in the same order as ss_push.
+ *
+ * Nothing is spooled to disk. The chunker hands chunk bytes over only for
+ * the duration of a call, so new chunks are first copied to a staging
+ * buffer, then into frames as frame buffers come free; the next read is
+ * issued only once the stage is empty, which bounds memory: read buffer +
+ * stage + frames + two packs, plus ~16 bytes per extent for the manifest.
+ */
+#include "internal.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+#define READ_SIZE (1u << 20)
+#define NPACKBUF 2
+
+struct sext {
+	uint64_t len;
+	uint32_t slot;              /* SS_SLOT_NONE: zero run */
+};
+
+struct staged {
+	uint32_t slot, len, at;     /* at: offset in the stage buffer */
+};
+
+struct fchunk {
+	uint32_t slot, len, frame_off;
+};
+
+struct spush;
+
+struct frame {
+	struct ss_task task;
+	struct spush *P;
+	uint8_t *raw, *out;
+	uint32_t raw_len;
+	size_t out_len;
+	uint8_t codec;              /* whole frame: zstd, or raw chunks */
+	struct fchunk *c;
+	uint32_t n;
+	struct frame *next;
+};
+
+struct packbuf {
+	struct spush *P;
+	struct ss_req req;
+	struct iovec iov[2];
+	uint8_t *data, *tail;
+	size_t len, cap, tail_cap;
+	struct ss_pack_entry *e;
+	uint32_t n, ecap;
+	uint8_t id[16];
+	uint32_t idx;
+	bool open, busy;
+	char key[64];
+	struct ss_err perr;
+};
+
+struct spush {
+	struct ss_cfg cfg;
+	const struct ss_push_opts *opts;
+	int fd;
+	struct ss_loop *loop;
+	struct ss_pool *pool;
+	struct ss_store *store;
+	struct ss_dedup *dedup;
+	struct ss_chunker chunker;
+	struct ss_chunk_stream *cs;
+	struct ss_err *err;
+	struct ss_stats *st;
+	bool failed;
+
+	XXH3_state_t *hs;
+	uint64_t total, chunk_bytes;
+	/* Reading */
+	struct ss_op rop;
+	uint8_t *rbuf;
+	bool reading, eof;
+	bool got_ready;             /* a completed read waits to be fed */
+	int got;
+	/* New chunks between the chunker and the frames */
+	uint8_t *stage;
+	size_t stage_cap, stage_len;
+	struct staged *sq;
+	size_t sq_n, sq_head, sq_cap;
+	/* Frames */
+	struct frame *frames;
+	unsigned nframes, tasks;
+	struct frame *free_frames, *cur;
+	uint32_t fcap;              /* chunks a frame can list */
+	struct frame *parked_head, *parked_tail;
+	/* Packs */
+	struct packbuf pb[NPACKBUF];
+	struct packbuf *cpb;
+	unsigned puts;
+	/* The file */
+	struct sext *ext;
+	size_t next, ext_cap;
+
+	struct ss_progress prog;
+	struct ss_ticker ticker;
+};
+
+static void fail(struct spush *P, int r, const char *what)
+{
+	if (!P->failed) {
+		P->failed = true;
+		ss_err_set(P->err, r, "%s: %s", what, strerror(-r));
+	}
+}
+
+static int add_ext(struct spush *P, uint64_t len, uint32_t slot)
+{
+	if (slot == SS_SLOT_NONE && P->next && P->ext[P->next - 1].slot == SS_SLOT_NONE) {
+		P->ext[P->next - 1].len += len;
+		return 0;
+	}
+	if (P->next == P->ext_cap) {
+		size_t ncap = P->ext_cap ? P->ext_cap * 2 : 1024;
+		void *a = realloc(P->ext, sizeof(*P->ext) * ncap);
+		if (!a)
+			return -ENOMEM;
+		P->ext = a;
+		P->ext_cap = ncap;
+	}
+	P->ext[P->next++] = (struct sext){.len = len, .slot = slot};
+	return 0;
+}
+
+/* The chunker's callback (inside ss_chunk_stream_feed, on the loop
+ * thread): record the extent; copy a new chunk's bytes to the stage. */
+static int emit(void *arg, uint64_t off, const struct ss_extent *e, const uint8_t *bytes)
+{
+	(void)off;
+	struct spush *P = arg;
+	if (e->kind == SS_EXTENT_ZERO) {
+		P->st->zero_bytes += e->len;
+		return add_ext(P, e->len, SS_SLOT_NONE);
+	}
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, XXH3_128bits(bytes, e->len));
+	uint32_t slot;
+	bool is_new;
+	int r = ss_dedup_claim(P->dedup, c.digest, (uint32_t)e->len, &slot, &is_new);
+	if (r)
+		return r;
+	if (is_new) {
+		if (P->stage_len + e->len > P->stage_cap || P->sq_n == P->sq_cap)
+			return -ENOBUFS;   /* cannot happen: sized for one read */
+		memcpy(P->stage + P->stage_len, bytes, e->len);
+		P->sq[(P->sq_head + P->sq_n++) % P->sq_cap] =
+			(struct staged){.slot = slot, .len = (uint32_t)e->len,
+					.at = (uint32_t)P->stage_len};
+		P->stage_len += e->len;
+	}
+	P->chunk_bytes += e->len;
+	P->st->chunks++;
+	return add_ext(P, e->len, slot);
+}
+
+/* ---------------------------------------------------------------- frames */
+
+struct wctx {
+	ZSTD_CCtx *cc;
+};
+
+static void *wctx_create(void *arg)
+{
+	struct spush *P = arg;
+	struct wctx *w = calloc(1, sizeof(*w));
+	if (w && (w->cc = ZSTD_createCCtx())) {
+		ZSTD_CCtx_setParameter(w->cc, ZSTD_c_compressionLevel, P->cfg.zstd_level);
+		ZSTD_CCtx_setParameter(w->cc, ZSTD_c_checksumFlag, 0);
+		ZSTD_CCtx_setParameter(w->cc, ZSTD_c_contentSizeFlag, 0);
+		ZSTD_CCtx_setParameter(w->cc, ZSTD_c_dictIDFlag, 0);
+	}
+	return w;
+}
+
+static void wctx_destroy(void *p)
+{
+	struct wctx *w = p;
+	if (w)
+		ZSTD_freeCCtx(w->cc);
+	free(w);
+}
+
+/* Compress a frame; one that does not shrink by 5 % is stored as raw
+ * chunks, as ss_push does (docs/DESIGN.md, "Compression frames"). */
+static void frame_work(struct ss_task *t, void *wp)
+{
+	struct frame *f = (struct frame *)t;
+	struct wctx *w = wp;
+	size_t z = w && w->cc ? ZSTD_compress2(w->cc, f->out, ZSTD_compressBound(f->raw_len), f->raw,
+					      f->raw_len)
+			      : 0;
+	if (w && w->cc && !ZSTD_isError(z) && z > 0 && z < (size_t)f->raw_len - f->raw_len / 20) {
+		f->codec = SS_CODEC_ZSTD;
+		f->out_len = z;
+	} else {
+		f->codec = SS_CODEC_RAW;
+		f->out_len = f->raw_len;
+	}
+}
+
+static void drain_parked(struct spush *P);
+
+static void frame_done(struct ss_op *op, int res)
+{
+	(void)res;
+	struct frame *f = (struct frame *)((char *)op - offsetof(struct ss_task, op));
+	struct spush *P = f->P;
+	P->tasks--;
+	f->next = NULL;
+	if (P->parked_tail)
+		P->parked_tail->next = f;
+	else
+		P->parked_head = f;
+	P->parked_tail = f;
+	drain_parked(P);
+}
+
+static void frame_submit(struct spush *P, struct frame *f)
+{
+	P->tasks++;
+	ss_pool_submit(P->pool, &f->task);
+}
+
+/* Move staged chunks into frames while frames are free. */
+static void fill_frames(struct spush *P)
+{
+	while (P->sq_n && !P->failed) {
+		struct staged *s = &P->sq[P->sq_head];
+		if (P->cur && (P->cur->raw_len + s->len > P->cfg.frame_max || P->cur->n == P->fcap)) {
+			frame_submit(P, P->cur);
+			P->cur = NULL;
+		}
+		if (!P->cur) {
+			if (!P->free_frames)
+				return;
+			P->cur = P->free_frames;
+			P->free_frames = P->cur->next;
+			P->cur->raw_len = 0;
+			P->cur->n = 0;
+		}
+		struct frame *f = P->cur;
+		memcpy(f->raw + f->raw_len, P->stage + s->at, s->len);
+		f->c[f->n++] = (struct fchunk){.slot = s->slot, .len = s->len,
+					       .frame_off = f->raw_len};
+		f->raw_len += s->len;
+		P->sq_head = (P->sq_head + 1) % P->sq_cap;
+		P->sq_n--;
+	}
+	if (!P->sq_n) {
+		P->stage_len = 0;
+		P->sq_head = 0;
+	}
+}
+
+/* ---------------------------------------------------------------- packs */
+
+static void pack_put_done(struct ss_op *op, int res);
+
+static int pack_open(struct spush *P, struct packbuf *pb)
+{
+	int r = ss_random_id(pb->id);
+	if (!r)
+		r = ss_store_pack_index(P->store, pb->id, 0, &pb->idx);
+	if (r)
+		return r;
+	pb->len = 0;
+	pb->n = 0;
+	pb->open = true;
+	return 0;
+}
+
+static int pack_flush(struct spush *P, struct packbuf *pb)
+{
+	size_t need = (size_t)pb->n * SS_PACK_ENTRY_SIZE + SS_PACK_TRAILER_SIZE;
+	if (need > pb->tail_cap) {
+		uint8_t *t = realloc(pb->tail, need);
+		if (!t)
+			return -ENOMEM;
+		pb->tail = t;
+		pb->tail_cap = need;
+	}
+	size_t tl = ss_pack_write_index(pb->tail, pb->e, pb->n, pb->len);
+	P->store->pack_sizes[pb->idx] = pb->len + tl;
+	ss_pack_key(pb->id, pb->key);
+	pb->iov[0] = (struct iovec){.iov_base = pb->data, .iov_len = pb->len};
+	pb->iov[1] = (struct iovec){.iov_base = pb->tail, .iov_len = tl};
+	memset(&pb->req, 0, sizeof(pb->req));
+	ss_err_clear(&pb->perr);
+	pb->req.op.done = pack_put_done;
+	pb->req.kind = SS_REQ_PUT;
+	pb->req.key = pb->key;
+	pb->req.iov = pb->iov;
+	pb->req.iovcnt = 2;
+	pb->req.err = &pb->perr;
+	pb->req.user = pb;
+	pb->open = false;
+	pb->busy = true;
+	int r = ss_backend_submit(P->store->b, &pb->req);
+	if (r) {
+		pb->busy = false;
+		return r;
+	}
+	P->puts++;
+	P->st->requests++;
+	P->st->packs++;
+	P->st->transferred_bytes += pb->len + tl;
+	return 0;
+}
+
+static void pack_put_done(struct ss_op *op, int res)
+{
+	struct ss_req *req = (struct ss_req *)op;
+	struct packbuf *pb = req->user;
+	struct spush *P = pb->P;
+	P->puts--;
+	pb->busy = false;
+	if (res < 0) {
+		if (!P->failed) {
+			P->failed = true;
+			ss_err_set(P->err, res, "cannot store pack %s: %s", pb->key,
+				   pb->perr.code ? pb->perr.msg : strerror(-res));
+		}
+		return;
+	}
+	struct ss_pack_entry *e = malloc(sizeof(*e) * (pb->n ? pb->n : 1));
+	if (!e) {
+		fail(P, -ENOMEM, "cannot record a stored pack");
+		return;
+	}
+	memcpy(e, pb->e, sizeof(*e) * pb->n);
+	if (ss_store_note_unindexed(P->store, pb->id, P->store->pack_sizes[pb->idx], e, pb->n)) {
+		fail(P, -ENOMEM, "cannot record a stored pack");
+		return;
+	}
+	drain_parked(P);
+}
+
+static struct packbuf *pack_current(struct spush *P)
+{
+	if (P->cpb && P->cpb->open)
+		return P->cpb;
+	for (unsigned i = 0; i < NPACKBUF; i++) {
+		struct packbuf *pb = &P->pb[i];
+		if (!pb->busy && !pb->open) {
+			int r = pack_open(P, pb);
+			if (r) {
+				fail(P, r, "cannot start a pack");
+				return NULL;
+			}
+			P->cpb = pb;
+			return pb;
+		}
+	}
+	return NULL;   /* both uploading */
+}
+
+/* Copy one compressed frame into the current pack. False: no pack buffer
+ * free yet (the frame stays parked). */
+static bool frame_pack(struct spush *P, struct frame *f)
+{
+	struct packbuf *pb = pack_current(P);
+	if (!pb)
+		return false;
+	if (pb->n && pb->len + f->out_len > P->cfg.pack_size) {
+		int r = pack_flush(P, pb);
+		if (r) {
+			fail(P, r, "cannot store a pack");
+			return true;
+		}
+		if (!(pb = pack_current(P)))
+			return false;
+	}
+	if (pb->n + f->n > pb->ecap) {
+		uint32_t ncap = SS_MAX(pb->ecap * 2, pb->n + f->n + 1024);
+		void *a = realloc(pb->e, sizeof(*pb->e) * ncap);
+		if (!a) {
+			fail(P, -ENOMEM, "cannot grow a pack index");
+			return true;
+		}
+		pb->e = a;
+		pb->ecap = ncap;
+	}
+	uint32_t at = (uint32_t)pb->len;
+	const uint8_t *src = f->codec == SS_CODEC_ZSTD ? f->out : f->raw;
+	memcpy(pb->data + pb->len, src, f->out_len);
+	pb->len += f->out_len;
+	P->st->new_stored_bytes += f->out_len;
+	for (uint32_t i = 0; i < f->n; i++) {
+		const struct fchunk *c = &f->c[i];
+		struct ss_dentry *de = ss_dedup_entry(P->dedup, c->slot);
+		bool z = f->codec == SS_CODEC_ZSTD;
+		struct ss_pack_entry *pe = &pb->e[pb->n++];
+		memcpy(pe->id, de->id, 16);
+		pe->offset = z ? at : at + c->frame_off;
+		pe->stored_len = z ? (uint32_t)f->out_len : c->len;
+		pe->raw_len = c->len;
+		pe->codec = f->codec;
+		pe->frame_off = z ? c->frame_off : 0;
+		de->pack = pb->idx;
+		de->offset = pe->offset;
+		de->stored_len = pe->stored_len;
+		de->codec = pe->codec;
+		de->frame_off = pe->frame_off;
+		P->st->new_raw_bytes += c->len;
+		P->st->new_chunks++;
+	}
+	return true;
+}
+
+static void drain_parked(struct spush *P)
+{
+	while (P->parked_head && !P->failed) {
+		struct frame *f = P->parked_head;
+		if (!frame_pack(P, f))
+			return;
+		P->parked_head = f->next;
+		if (!P->parked_head)
+			P->parked_tail = NULL;
+		f->next = P->free_frames;
+		P->free_frames = f;
+	}
+}
+
+/* ---------------------------------------------------------------- reading */
+
+static void read_done(struct ss_op *op, int res)
+{
+	struct spush *P = (struct spush *)((char *)op - offsetof(struct spush, rop));
+	P->reading = false;
+	P->got = res;
+	P->got_ready = true;
+}
+
+static void read_submit(struct spush *P)
+{
+	P->rop.done = read_done;
+	struct io_uring_sqe *sqe = ss_loop_sqe(P->loop, &P->rop);
+	/* -1: the descriptor's own position, so pipes and files both work. */
+	io_uring_prep_read(sqe, P->fd, P->rbuf, READ_SIZE, (uint64_t)-1);
+	P->reading = true;
+}
+
+/* Feed a completed read to the chunker; end of input flushes it. */
+static void feed(struct spush *P)
+{
+	int res = P->got;
+	P->got_ready = false;
+	if (res < 0) {
+		if (res == -EINTR || res == -EAGAIN)
+			return;
+		fail(P, res, "cannot read the input");
+		return;
+	}
+	int r;
+	if (res == 0) {
+		P->eof = true;
+		r = ss_chunk_stream_finish(P->cs, emit, P);
+	} else {
+		XXH3_128bits_update(P->hs, P->rbuf, (size_t)res);
+		P->total += (uint64_t)res;
+		r = ss_chunk_stream_feed(P->cs, P->rbuf, (size_t)res, emit, P);
+	}
+	if (r)
+		fail(P, r, "cannot chunk the input");
+}
+
+static bool busy(const struct spush *P)
+{
+	return P->reading || P->tasks || P->puts;
+}
+
+static int run(struct spush *P)
+{
+	P->prog.phase = "push";
+	for (;;) {
+		if (P->got_ready && !P->failed)
+			feed(P);
+		fill_frames(P);
+		if (P->failed) {
+			if (!busy(P))
+				break;
+		} else if (!P->eof) {
+			if (!P->reading && !P->got_ready && !P->sq_n)
+				read_submit(P);
+		} else if (!P->sq_n) {
+			/* Input done: the last frame, then the last pack. */
+			if (P->cur && P->cur->n) {
+				frame_submit(P, P->cur);
+				P->cur = NULL;
+			}
+			if (!P->tasks && !P->parked_head && !P->puts) {
+				if (P->cpb && P->cpb->open && P->cpb->n) {
+					int r = pack_flush(P, P->cpb);
+					if (r)
+						fail(P, r, "cannot store a pack");
+					continue;
+				}
+				break;
+			}
+		}
+		int t = ss_loop_turn(P->loop, true);
+		if (t < 0) {
+			fail(P, t, "event loop failed");
+			return t;
+		}
+		P->prog.bytes_done = P->total;
+		P->prog.zero_bytes = P->st->zero_bytes;
+		P->prog.dedup_bytes = P->chunk_bytes - P->st->new_raw_bytes;
+		P->prog.stored_bytes = P->st->new_stored_bytes;
+		ss_tick(&P->cfg, &P->ticker, &P->prog, false);
+	}
+	return P->failed ? P->err->code : 0;
+}
+
+static int setup(struct spush *P)
+{
+	P->hs = XXH3_createState();
+	P->cs = ss_chunk_stream_new(&P->chunker);
+	P->rbuf = ss_map_alloc(READ_SIZE);
+	/* One read's chunks, plus what the chunker held back (at most a
+	 * segment) and one more chunk: the stage never overflows. */
+	P->stage_cap = READ_SIZE + P->cfg.chunk.seg_size + P->cfg.chunk.max_size;
+	P->stage = ss_map_alloc(P->stage_cap);
+	/* A chunk shorter than a page is cut short by the zero page after it,
+	 * which is not staged: at most two chunks per page of input. */
+	P->sq_cap = 2 * (P->stage_cap / SS_PAGE_SIZE) + 64;
+	P->sq = malloc(sizeof(*P->sq) * P->sq_cap);
+	P->nframes = P->cfg.threads * 2 + 2;
+	P->frames = calloc(P->nframes, sizeof(*P->frames));
+	if (!P->hs || !P->cs || !P->rbuf || !P->stage || !P->sq || !P->frames)
+		return -ENOMEM;
+	XXH3_128bits_reset(P->hs);
+	P->fcap = 2 * (P->cfg.frame_max / SS_PAGE_SIZE) + 4;
+	uint32_t fcap = P->fcap;
+	for (unsigned i = 0; i < P->nframes; i++) {
+		struct frame *f = &P->frames[i];
+		f->P = P;
+		f->raw = ss_map_alloc(P->cfg.frame_max);
+		f->out = ss_map_alloc(ZSTD_compressBound(P->cfg.frame_max));
+		f->c = malloc(sizeof(*f->c) * fcap);
+		if (!f->raw || !f->out || !f->c)
+			return -ENOMEM;
+		f->task.run = frame_work;
+		f->task.op.done = frame_done;
+		f->next = P->free_frames;
+		P->free_frames = f;
+	}
+	for (unsigned i = 0; i < NPACKBUF; i++) {
+		struct packbuf *pb = &P->pb[i];
+		pb->P = P;
+		pb->cap = P->cfg.pack_size + ZSTD_compressBound(P->cfg.frame_max);
+		if (!(pb->data = ss_map_alloc(pb->cap)))
+			return -ENOMEM;
+	}
+	struct ss_worker_ctx_ops wops = {.create = wctx_create, .destroy = wctx_destroy, .arg = P};
+	return ss_pool_new(P->loop, P->cfg.threads, &wops, &P->pool);
+}
+
+static void teardown(struct spush *P)
+{
+	ss_pool_free(P->pool);
+	P->pool = NULL;
+	if (P->frames)
+		for (unsigned i = 0; i < P->nframes; i++) {
+			ss_map_free(P->frames[i].raw, P->cfg.frame_max);
+			ss_map_free(P->frames[i].out, ZSTD_compressBound(P->cfg.frame_max));
+			free(P->frames[i].c);
+		}
+	free(P->frames);
+	P->frames = NULL;
+	for (unsigned i = 0; i < NPACKBUF; i++) {
+		ss_map_free(P->pb[i].data, P->pb[i].cap);
+		P->pb[i].data = NULL;
+		free(P->pb[i].e);
+		free(P->pb[i].tail);
+		P->pb[i].e = NULL;
+		P->pb[i].tail = NULL;
+	}
+	ss_map_free(P->rbuf, READ_SIZE);
+	ss_map_free(P->stage, P->stage_cap);
+	P->rbuf = P->stage = NULL;
+	free(P->sq);
+	P->sq = NULL;
+	ss_chunk_stream_free(P->cs);
+	P->cs = NULL;
+}
+
+/* ---------------------------------------------------------------- manifest */
+
+static int build_manifest(struct spush *P, const char *name, struct ss_manifest *m)
+{
+	m->tool_version = strdup(SNAPSTREAM_VERSION);
+	m->store_uri = strdup(P->store->uri);
+	m->files = calloc(1, sizeof(*m->files));
+	if (!m->tool_version || !m->store_uri || !m->files)
+		return -ENOMEM;
+	m->created_unix_ns = ss_wall_ns();
+	m->chunk_min = P->cfg.chunk.min_size;
+	m->chunk_avg = P->cfg.chunk.avg_size;
+	m->chunk_max = P->cfg.chunk.max_size;
+	m->chunk_seg = P->cfg.chunk.seg_size;
+	m->chunk_algorithm = 1;
+	m->frame_max = P->cfg.frame_max;
+	const struct ss_push_opts *o = P->opts;
+	if (o->nlabels) {
+		if (!(m->labels = calloc(o->nlabels, sizeof(*m->labels))))
+			return -ENOMEM;
+		for (size_t i = 0; i < o->nlabels; i++) {
+			m->labels[i].key = strdup(o->labels[i].key);
+			m->labels[i].value = strdup(o->labels[i].value);
+			m->nlabels++;
+			if (!m->labels[i].key || !m->labels[i].value)
+				return -ENOMEM;
+		}
+	}
+	if (o->nparents) {
+		if (!(m->parents = calloc(o->nparents, sizeof(*m->parents))))
+			return -ENOMEM;
+		for (size_t i = 0; i < o->nparents; i++) {
+			struct ss_snaploc pl;
+			if (ss_snaploc_parse(o->parents[i], &pl, NULL))
+				return -EINVAL;
+			m->parents[m->nparents++] = pl.canonical;
+			pl.canonical = NULL;
+			ss_snaploc_free(&pl);
+		}
+	}
+	struct ss_mfile *mf = &m->files[m->nfiles++];
+	if (!(mf->name = strdup(name)))
+		return -ENOMEM;
+	mf->size = P->total;
+	mf->mode = 0644;
+	mf->mtime_ns = m->created_unix_ns;
+	XXH128_canonical_t d;
+	XXH128_canonicalFromHash(&d, XXH3_128bits_digest(P->hs));
+	memcpy(mf->digest, d.digest, 16);
+	mf->ext = malloc(sizeof(*mf->ext) * (P->next ? P->next : 1));
+	uint32_t *pmap = malloc(sizeof(*pmap) * (P->store->npacks ? P->store->npacks : 1));
+	size_t chunk_cap = 1024;
+	m->chunks = malloc(sizeof(*m->chunks) * chunk_cap);
+	if (!mf->ext || !pmap || !m->chunks) {
+		free(pmap);
+		return -ENOMEM;
+	}
+	memset(pmap, 0xff, sizeof(*pmap) * P->store->npacks);
+	uint64_t unique = 0;
+	int r = 0;
+	for (size_t i = 0; !r && i < P->next; i++) {
+		const struct sext *x = &P->ext[i];
+		if (x->slot == SS_SLOT_NONE) {
+			mf->ext[mf->next++] = (struct ss_mextent){x->len, 0};
+			continue;
+		}
+		struct ss_dentry *de = ss_dedup_entry(P->dedup, x->slot);
+		if (de->snap_idx == SS_SLOT_NONE) {
+			if (de->pack == SS_PACK_PENDING || de->pack >= P->store->npacks) {
+				r = -EIO;   /* a chunk was never packed: a bug */
+				break;
+			}
+			if (m->nchunks == chunk_cap) {
+				chunk_cap *= 2;
+				void *a = realloc(m->chunks, sizeof(*m->chunks) * chunk_cap);
+				if (!a) {
+					r = -ENOMEM;
+					break;
+				}
+				m->chunks = a;
+			}
+			if (pmap[de->pack] == UINT32_MAX)
+				pmap[de->pack] = (uint32_t)m->npacks++;
+			struct ss_chunk_ref *c = &m->chunks[m->nchunks];
+			memcpy(c->id, de->id, 16);
+			c->pack = pmap[de->pack];
+			c->offset = de->offset;
+			c->stored_len = de->stored_len;
+			c->raw_len = de->raw_len;
+			c->codec = de->codec;
+			c->frame_off = de->frame_off;
+			de->snap_idx = (uint32_t)m->nchunks++;
+			unique += de->raw_len;
+		}
+		mf->ext[mf->next++] = (struct ss_mextent){x->len, de->snap_idx + 1};
+	}
+	if (!r) {
+		m->pack_ids = malloc(16 * (m->npacks ? m->npacks : 1));
+		if (!m->pack_ids)
+			r = -ENOMEM;
+		for (uint32_t p = 0; !r && p < P->store->npacks; p++)
+			if (pmap[p] != UINT32_MAX)
+				memcpy(m->pack_ids[pmap[p]], P->store->pack_ids[p], 16);
+	}
+	free(pmap);
+	m->stats.logical_bytes = P->total;
+	m->stats.zero_bytes = P->st->zero_bytes;
+	m->stats.chunk_bytes = P->total - P->st->zero_bytes;
+	m->stats.unique_bytes = unique;
+	m->stats.new_raw_bytes = P->st->new_raw_bytes;
+	m->stats.new_stored_bytes = P->st->new_stored_bytes;
+	m->stats.stored_bytes = ss_manifest_stored_bytes(m);
+	P->st->unique_chunks = m->nchunks;
+	return r;
+}
+
+/* Parents add their chunks to the dedup table (no cut-point guide: the
+ * stream is not a file we can compare offsets in ahead of time). */
+static int load_parents(struct spush *P)
+{
+	for (size_t i = 0; i < P->opts->nparents; i++) {
+		struct ss_manifest *pm = NULL;
+		int r = ss_manifest_fetch(P->opts->parents[i], P->loop, &P->cfg, &pm, NULL,
+					  &P->st->requests, P->err);
+		if (r == -ENOENT) {
+			ss_err_clear(P->err);
+			return ss_err_set(P->err, r, "parent snapshot %s does not exist",
+					  P->opts->parents[i]);
+		}
+		if (r)
+			return r;
+		/* Only chunks whose packs live in this store can be referenced. */
+		bool same_store = pm->store_uri && strcmp(pm->store_uri, P->store->uri) == 0;
+		for (size_t c = 0; !r && c < pm->nchunks; c++) {
+			struct ss_chunk_ref *cr = &pm->chunks[c];
+			uint32_t idx;
+			if (ss_store_pack_find(P->store, pm->pack_ids[cr->pack], &idx)) {
+				if (!same_store)
+					continue;
+				if ((r = ss_store_pack_index(P->store, pm->pack_ids[cr->pack], 0, &idx)))
+					break;
+			}
+			r = ss_dedup_add(P->dedup, cr->id, idx, (uint32_t)cr->offset, cr->stored_len,
+					 cr->raw_len, cr->codec, cr->frame_off);
+		}
+		ss_manifest_free(pm);
+		if (r)
+			return ss_err_set(P->err, r, "cannot load parent %s: %s", P->opts->parents[i],
+					  strerror(-r));
+	}
+	return 0;
+}
+
+int ss_push_fd(const struct ss_push_opts *opts, int fd, const char *name,
+	       const struct ss_config *config, struct ss_stats *st, char *errbuf, size_t errlen)
+{
+	struct ss_err err = {0};
+	struct ss_stats local_st;
+	struct spush *P = calloc(1, sizeof(*P));
+	struct ss_snaploc loc = {0};
+	struct ss_backend *snapb = NULL;
+	struct ss_manifest *m = NULL;
+	uint8_t *mbuf = NULL;
+	size_t mlen = 0;
+	uint64_t t0 = ss_now_ns();
+	int r;
+	if (!st)
+		st = &local_st;
+	memset(st, 0, sizeof(*st));
+	if (!P) {
+		r = ss_err_set(&err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	P->opts = opts;
+	P->fd = fd;
+	P->err = &err;
+	P->st = st;
+	if (!opts || !opts->snapshot || fd < 0) {
+		r = ss_err_set(&err, -EINVAL, "push needs an input and a snapshot location");
+		goto out;
+	}
+	if (!name || !*name)
+		name = "stdin";
+	if (!ss_manifest_name_ok(name) || strchr(name, '/')) {
+		r = ss_err_set(&err, -EINVAL, "cannot store file name '%s'", name);
+		goto out;
+	}
+	if ((r = ss_cfg_resolve(config, &P->cfg, &err)))
+		goto out;
+	ss_chunker_init(&P->chunker, &P->cfg.chunk);
+	if ((r = ss_snaploc_parse(opts->snapshot, &loc, &err)))
+		goto out;
+	if ((r = ss_loop_new(256, &P->loop))) {
+		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
+		goto out;
+	}
+	if ((r = ss_backend_open(loc.backend_uri, P->loop, &P->cfg.bopts, &snapb, &err)))
+		goto out;
+	struct ss_req sr = {.kind = SS_REQ_STAT, .key = loc.key, .err = &err};
+	r = ss_call(snapb, P->loop, &sr, &st->requests);
+	if (r == 0 && !opts->force) {
+		r = ss_err_set(&err, -EEXIST, "snapshot %s already exists (use --force to replace it)",
+			       opts->snapshot);
+		goto out;
+	}
+	if (r && r != -ENOENT)
+		goto out;
+	ss_err_clear(&err);
+	const char *store_uri = opts->store ? opts->store : loc.default_store;
+	if ((r = ss_store_open(store_uri, P->loop, &P->cfg, &P->store, &err)))
+		goto out;
+	if ((r = ss_dedup_new(1u << 31, &P->dedup))) {
+		ss_err_set(&err, r, "out of memory");
+		goto out;
+	}
+	P->prog.phase = "index";
+	struct stat sb;
+	if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode)) {
+		off_t pos = lseek(fd, 0, SEEK_CUR);
+		if (pos >= 0 && sb.st_size > pos)
+			P->prog.bytes_total = (uint64_t)(sb.st_size - pos);
+	}
+	ss_tick(&P->cfg, &P->ticker, &P->prog, true);
+	if ((r = ss_store_load(P->store, P->loop, P->dedup, &err)) || (r = load_parents(P)))
+		goto out;
+	if ((r = setup(P))) {
+		ss_err_set(&err, r, "cannot allocate the push pipeline: %s", strerror(-r));
+		goto out;
+	}
+	if ((r = run(P)))
+		goto out;
+	teardown(P);
+	P->prog.phase = "commit";
+	ss_tick(&P->cfg, &P->ticker, &P->prog, true);
+	m = calloc(1, sizeof(*m));
+	if (!m || (r = build_manifest(P, name, m))) {
+		r = ss_err_set(&err, m ? r : -ENOMEM, "cannot build the manifest: %s",
+			       strerror(m ? -r : ENOMEM));
+		goto out;
+	}
+	if ((r = ss_manifest_encode(m, &mbuf, &mlen))) {
+		ss_err_set(&err, r, "cannot encode the manifest: %s", strerror(-r));
+		goto out;
+	}
+	st->manifest_bytes = mlen;
+	/* The same order as ss_push: packs, index, ref, manifest last. */
+	if ((r = ss_store_write_index(P->store, P->loop, &err)) ||
+	    (r = ss_store_write_ref(P->store, P->loop, loc.canonical, &err)))
+		goto out;
+	r = ss_put_object(snapb, P->loop, loc.key, mbuf, mlen, opts->force ? 0 : SS_PUT_IF_ABSENT,
+			  &st->requests, &err);
+	if (r == -EEXIST)
+		r = ss_err_set(&err, r, "snapshot %s was created by someone else meanwhile",
+			       opts->snapshot);
+	else if (r)
+		ss_err_set(&err, r, "cannot write the manifest of %s: %s", opts->snapshot,
+			   strerror(-r));
+out:
+	if (P) {
+		while (P->loop && busy(P) && ss_loop_turn(P->loop, true) >= 0)
+			;
+		teardown(P);
+		st->files = 1;
+		st->logical_bytes = P->total;
+		st->dedup_bytes = P->chunk_bytes - st->new_raw_bytes;
+		if (P->store)
+			st->requests += P->store->requests;
+		free(P->ext);
+		XXH3_freeState(P->hs);
+		ss_store_free(P->store);
+		ss_dedup_free(P->dedup);
+		/* Backends live on the loop (object stores keep timers there). */
+		ss_backend_free(snapb);
+		ss_loop_free(P->loop);
+	} else {
+		ss_backend_free(snapb);
+	}
+	free(mbuf);
+	ss_manifest_free(m);
+	ss_snaploc_free(&loc);
+	free(P);
+	st->seconds = (double)(ss_now_ns() - t0) / 1e9;
+	if (r && errbuf && errlen)
+		snprintf(errbuf, errlen, "%s", err.msg[0] ? err.msg : strerror(-r));
+	return r;
+}

@@ -1,0 +1,365 @@
+#!/usr/bin/env bash
+# The CLI people reach for: every subcommand and every exit code against a
+# local store, with --json parsed, the environment, help and man page.
+# Usage: cli_admin.sh <snapstream> <ss-genimage> <docs/snapstream.1>
+#
+# Proves:
+#  - push - (a real pipe and a redirected file) stores the same chunks as a
+#    file push (nothing new), and pull -, cat and pull restore it byte-exact;
+#    pull - into a regular file leaves holes;
+#  - cat of one file of a directory snapshot, and its errors (no such file:
+#    3; several files and no name: 2);
+#  - ls finds snapshots through refs and by scanning, with sizes and times;
+#    info reports files, digests, labels, parents, format, savings;
+#  - verify passes on good data and fails with 4 naming snapshot, file and
+#    offset on a flipped byte, a missing pack (also --quick) and a
+#    truncated manifest; cat stops with 4 on the flipped byte;
+#  - rm deletes manifest and ref, is 3 the second time, and drops the ref of
+#    a snapshot deleted by hand;
+#  - gc: 3 without a store; --dry-run changes nothing; the default grace
+#    hides and deletes nothing; a short grace deletes on the next run, and
+#    afterwards every snapshot verifies and no index lists a missing pack; a
+#    hidden pack is never offered to a new push; a hidden pack referenced
+#    again is rescued; a held lock is exit 1 naming the holder, and
+#    --break-lock clears it; an unreadable snapshot or ref (4) or a vanished
+#    snapshot directory (1) makes gc delete nothing; --grace 0 deletes at
+#    once;
+#  - flags beat SNAPSTREAM_* which beat defaults; bad values are usage
+#    errors naming the variable; --quiet and non-TTY output carry no
+#    progress; a TTY (script(1)) shows it;
+#  - usage errors are one line plus the --help hint (exit 2); every exit
+#    code has a --json error object; --help everywhere, with examples; the
+#    man page is what 'snapstream help --man' generates.
+set -uo pipefail
+S="$(realpath "$1")"
+GEN="$(realpath "$2")"
+MAN="$(realpath "$3")"
+PY=/usr/bin/python3
+work="$(mktemp -d "${TMPDIR:-/tmp}/ss-admin.XXXXXX")"
+trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+cd "$work"
+fails=0
+pass=0
+ok() { pass=$((pass + 1)); }
+bad() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+check() { # check <description> <command...>: passes when the command does
+	local what="$1"
+	shift
+	if "$@"; then ok; else bad "$what"; fi
+}
+expect_rc() { # expect_rc <rc> <description> <command...>
+	local want="$1" what="$2"
+	shift 2
+	"$@" >out 2>err
+	local rc=$?
+	if [ "$rc" -eq "$want" ]; then ok; else
+		bad "$what: exit $rc, want $want; stderr: $(head -c 600 err)"
+	fi
+}
+# jq-like: jget <file> <python expression over j>
+jget() { $PY -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$@"; }
+export SNAPSTREAM_NO_FSYNC=1
+
+"$GEN" --size 16M --seed 7 --out img --quiet || { echo "genimage failed"; exit 1; }
+"$GEN" --dirty 0.2 --base img --seed 8 --out img2 --quiet || exit 1
+"$GEN" --dir-layout runsc --size 8M --seed 9 --out ckpt --quiet || exit 1
+
+# ---------------------------------------------------------------- push -
+expect_rc 0 "push file" "$S" push img snaps/f --json
+expect_rc 0 "push - from a pipe" bash -c "cat img | '$S' push - snaps/s --name pages.img --json"
+cp out s.json
+check "push - json" [ "$(jget s.json 'j["ok"] and j["logical_bytes"]')" = "$((16 << 20))" ]
+check "stream push stores nothing a file push stored (same cut points)" \
+	[ "$(jget s.json 'j["new_stored_bytes"]')" = 0 ]
+expect_rc 0 "push - from a redirected file" "$S" push - snaps/r --quiet --parent snaps/s < img2
+expect_rc 1 "push - onto an existing snapshot" bash -c "'$S' push - snaps/s < img"
+grep -q "already exists" err && ok || bad "existing snapshot: $(cat err)"
+expect_rc 2 "--name without -" "$S" push img snaps/x --name foo
+
+expect_rc 0 "pull a stream snapshot" "$S" pull snaps/s s.img --quiet
+check "stream snapshot restores byte-exact" cmp -s img s.img
+expect_rc 0 "pull -" bash -c "'$S' pull snaps/r - | cat > r.img"
+check "pull - through a pipe is byte-exact" cmp -s img2 r.img
+"$S" pull snaps/f - >sparse.img 2>err && ok || bad "pull - to a file: $(cat err)"
+check "pull - to a file is byte-exact" cmp -s img sparse.img
+zb=$(jget s.json 'j["zero_bytes"]')
+alloc=$(du -k sparse.img | cut -f1)
+check "pull - into a regular file leaves holes ($alloc KiB)" [ "$alloc" -lt $(((16 << 10) - zb / 1024 + 1024)) ]
+expect_rc 0 "cat a one-file snapshot without a name" bash -c "'$S' cat snaps/s | cmp -s - img"
+"$S" pull snaps/f - --json >/dev/null 2>pj.json && ok || bad "pull - --json"
+check "pull - --json goes to stderr" [ "$(jget pj.json 'j["op"]')" = pull ]
+
+# ---------------------------------------------------------------- cat
+expect_rc 0 "push dir" "$S" push ckpt snaps/dir --label runsc=test --label job=7 --parent snaps/f --json
+expect_rc 0 "cat one file of a directory snapshot" bash -c "'$S' cat snaps/dir pages.img | cmp -s - ckpt/pages.img"
+expect_rc 0 "cat another" bash -c "'$S' cat snaps/dir checkpoint.img > c.img && cmp -s c.img ckpt/checkpoint.img"
+expect_rc 3 "cat a missing file" "$S" cat snaps/dir nope.img
+grep -q "nope.img" err && ok || bad "missing file not named: $(cat err)"
+expect_rc 2 "cat of a directory snapshot without a file" "$S" cat snaps/dir
+expect_rc 2 "pull - of a directory snapshot" "$S" pull snaps/dir -
+expect_rc 3 "cat a missing snapshot" "$S" cat snaps/none img
+
+# ---------------------------------------------------------------- ls
+expect_rc 0 "ls --json" "$S" ls snaps --json
+cp out ls.json
+check "ls lists 4 snapshots" [ "$(jget ls.json 'len(j["snapshots"])')" = 4 ]
+check "ls logical size" [ "$(jget ls.json '[s["logical_bytes"] for s in j["snapshots"] if s["snapshot"].endswith("/snaps/f")][0]')" = "$((16 << 20))" ]
+check "ls stored size" [ "$(jget ls.json 'all(0 < s["stored_bytes"] < s["logical_bytes"] for s in j["snapshots"])')" = True ]
+check "ls creation time" [ "$(jget ls.json 'all(s["created"].endswith("Z") and s["created_unix_ns"] > 0 for s in j["snapshots"])')" = True ]
+expect_rc 0 "ls (table)" "$S" ls snaps
+check "ls table has a header and 4 rows" [ "$(wc -l <out)" = 5 ]
+grep -q "^CREATED" out && ok || bad "ls header"
+expect_rc 0 "ls a name prefix" "$S" ls snaps/d --json
+check "name prefix lists only dir" [ "$(jget out '[s["snapshot"].rsplit("/",1)[1] for s in j["snapshots"]]')" = "['dir']" ]
+mkdir elsewhere && expect_rc 0 "ls of an empty directory" "$S" ls elsewhere --json
+check "empty ls" [ "$(jget out 'len(j["snapshots"])')" = 0 ]
+# A snapshot whose store lives elsewhere is found by scanning.
+expect_rc 0 "push with another store" "$S" push img snaps/other --store other-store --quiet
+expect_rc 0 "ls finds it by scanning" "$S" ls snaps --json
+check "scan found snaps/other" [ "$(jget out 'any(s["snapshot"].endswith("/snaps/other") for s in j["snapshots"])')" = True ]
+
+# ---------------------------------------------------------------- info
+expect_rc 0 "info --json" "$S" info snaps/dir --json
+cp out info.json
+check "info files" [ "$(jget info.json 'j["files"]')" = 3 ]
+check "info file list" [ "$(jget info.json 'sorted(f["name"] for f in j["file_list"])')" = "['checkpoint.img', 'pages.img', 'pages_meta.img']" ]
+check "info digest is xxh128sum's" [ "$(jget info.json '[f["xxh128"] for f in j["file_list"] if f["name"]=="pages.img"][0]')" = "$(xxh128sum ckpt/pages.img 2>/dev/null | cut -d" " -f1)" ]
+check "info labels" [ "$(jget info.json 'j["labels"]')" = "{'runsc': 'test', 'job': '7'}" ]
+check "info parents" [ "$(jget info.json 'j["parents"][0].endswith("/snaps/f")')" = True ]
+check "info format" [ "$(jget info.json '(j["format_major"], j["format_minor"])')" = "(1, 0)" ]
+check "info counts" [ "$(jget info.json 'j["chunks"] > 0 and j["packs"] > 0 and j["extents"] >= j["chunks"]')" = True ]
+check "info byte accounting" [ "$(jget info.json 'j["zero_bytes"] + j["chunk_bytes"] == j["logical_bytes"] and j["dedup_bytes"] + j["new_raw_bytes"] == j["chunk_bytes"]')" = True ]
+expect_rc 0 "info of the warm stream push" "$S" info snaps/s --json
+check "info savings of a fully deduplicated push" [ "$(jget out 'j["new_stored_bytes"] == 0 and j["dedup_bytes"] == j["chunk_bytes"] > 0')" = True ]
+expect_rc 0 "info (text)" "$S" info snaps/dir
+grep -q "^label *runsc=test" out && grep -q "^format *1.0" out && grep -q "pages.img" out && ok || bad "info text: $(cat out)"
+expect_rc 3 "info of a missing snapshot" "$S" info snaps/none
+grep -q "snaps/none" err && ok || bad "not found should name the URI: $(cat err)"
+check "a read-only command creates nothing" [ ! -e nodir ]
+expect_rc 3 "info under a missing directory" "$S" info nodir/x
+check "info created no directory" [ ! -e nodir ]
+
+# ---------------------------------------------------------------- verify
+expect_rc 0 "verify" "$S" verify snaps/dir
+expect_rc 0 "verify --json" "$S" verify snaps/f --json
+check "verify checked chunks" [ "$(jget out 'j["ok"] and j["chunks_checked"] > 0 and j["transferred_bytes"] > 0')" = True ]
+expect_rc 0 "verify --quick" "$S" verify snaps/dir --quick --json
+check "verify --quick read no chunks" [ "$(jget out 'j["quick"] and j["transferred_bytes"] == 0')" = True ]
+expect_rc 3 "verify a missing snapshot" "$S" verify snaps/none
+
+# Integrity errors, on their own store so the rest stays intact.
+expect_rc 0 "push to a store to corrupt" "$S" push img bad/a --quiet
+pack=$(find bad/.snapstream/packs -type f -size +1M | head -1)
+$PY - "$pack" <<'PY'
+import sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(1 << 20)
+    b = f.read(1)
+    f.seek(1 << 20)
+    f.write(bytes([b[0] ^ 0xff]))
+PY
+expect_rc 4 "verify a flipped byte" "$S" verify bad/a
+grep -q "bad/a" err && grep -q "file 'img'" err && grep -q "offset [0-9]" err && ok ||
+	bad "integrity error should name snapshot, file and offset: $(cat err)"
+expect_rc 4 "verify --json on a flipped byte" "$S" verify bad/a --json
+check "integrity json" [ "$(jget out '(j["ok"], j["exit"])')" = "(False, 4)" ]
+expect_rc 0 "verify --quick does not read chunks" "$S" verify bad/a --quick
+"$S" cat bad/a img >cat-bad.img 2>err
+rc=$?
+check "cat of corrupt data exits 4 (got $rc)" [ "$rc" -eq 4 ]
+check "cat wrote less than the file" [ "$(stat -c %s cat-bad.img)" -lt $((16 << 20)) ]
+mv "$pack" pack.bak
+expect_rc 4 "verify --quick with a missing pack" "$S" verify bad/a --quick
+grep -q "missing" err && grep -q "bad/a" err && ok || bad "missing pack message: $(cat err)"
+expect_rc 4 "verify with a missing pack" "$S" verify bad/a
+mkdir -p bad/trunc && head -c 100 bad/a/manifest >bad/trunc/manifest
+expect_rc 4 "verify a truncated manifest" "$S" verify bad/trunc
+expect_rc 4 "info of a truncated manifest" "$S" info bad/trunc
+
+# ---------------------------------------------------------------- rm
+nrefs() { find snaps/.snapstream/refs -type f | wc -l; }
+before=$(nrefs)
+expect_rc 0 "rm" "$S" rm snaps/r --json
+check "rm json" [ "$(jget out 'j["ok"]')" = True ]
+check "rm removed the manifest" [ ! -e snaps/r/manifest ]
+check "rm removed the ref" [ "$(nrefs)" -eq $((before - 1)) ]
+expect_rc 3 "info after rm" "$S" info snaps/r
+expect_rc 3 "rm again" "$S" rm snaps/r
+expect_rc 0 "ls after rm" "$S" ls snaps --json
+check "ls no longer lists it" [ "$(jget out 'any(s["snapshot"].endswith("/snaps/r") for s in j["snapshots"])')" = False ]
+expect_rc 0 "push a snapshot to delete by hand" "$S" push img2 snaps/h --quiet
+rm -rf snaps/h
+expect_rc 0 "gc reports the dangling ref" "$S" gc --store snaps/.snapstream --json
+check "dangling ref counted" [ "$(jget out 'j["refs_dangling"]')" = 1 ]
+expect_rc 0 "rm of a snapshot deleted by hand drops its ref" "$S" rm snaps/h
+expect_rc 0 "gc after" "$S" gc --store snaps/.snapstream --json
+check "no dangling ref" [ "$(jget out 'j["refs_dangling"]')" = 0 ]
+
+# ---------------------------------------------------------------- gc
+expect_rc 3 "gc without a store" "$S" gc --store nowhere
+check "gc created no store" [ ! -e nowhere ]
+expect_rc 3 "gc without a store (default ./.snapstream)" "$S" gc
+# index objects may only list packs that exist
+index_ok() {
+	$PY - "$1" <<'PY'
+import os, struct, sys
+store = sys.argv[1]
+bad = 0
+for name in os.listdir(os.path.join(store, "index")):
+    b = open(os.path.join(store, "index", name), "rb").read()
+    assert b[:8] == b"SSINDX01"
+    n, = struct.unpack_from("<I", b, 8)
+    off = 16
+    for _ in range(n):
+        pid = b[off:off + 16].hex()
+        count, = struct.unpack_from("<I", b, off + 24)
+        off += 32 + 32 * count
+        if not os.path.exists(os.path.join(store, "packs", pid[:2], pid)):
+            print("index", name, "lists missing pack", pid)
+            bad += 1
+sys.exit(1 if bad else 0)
+PY
+}
+npacks() { find "$1/packs" -type f | wc -l; }
+expect_rc 0 "rm before gc" "$S" rm snaps/f
+p0=$(npacks snaps/.snapstream)
+state0=$(cat snaps/.snapstream/gc/state)
+expect_rc 0 "gc --dry-run" "$S" gc --store snaps/.snapstream --dry-run --json
+check "dry run reports" [ "$(jget out 'j["dry_run"] and j["packs"] > 0')" = True ]
+check "dry run changed no state" [ "$(cat snaps/.snapstream/gc/state)" = "$state0" ]
+check "dry run deleted nothing" [ "$(npacks snaps/.snapstream)" -eq "$p0" ]
+expect_rc 0 "gc with the default grace" "$S" gc --store snaps/.snapstream --json
+cp out gc1.json
+check "default grace deletes nothing" [ "$(jget gc1.json 'j["packs_deleted"]')" = 0 ]
+check "default grace: still counted for the removed snapshot" [ "$(jget gc1.json 'j["removed_in_grace"]')" -ge 1 ]
+check "gc kept every pack" [ "$(npacks snaps/.snapstream)" -eq "$p0" ]
+expect_rc 0 "gc text" "$S" gc --store snaps/.snapstream
+grep -q "snapshot(s) reference" out && ok || bad "gc text output: $(cat out)"
+# A short grace: the removed snapshot's record expires, its packs are
+# hidden by one run and deleted by the next.
+sleep 2
+expect_rc 0 "gc hides" "$S" gc --store snaps/.snapstream --grace 1s --json
+cp out gc2.json
+check "gc hid packs" [ "$(jget gc2.json 'j["packs_pending"]')" -ge 1 ]
+grep -q "^hidden " snaps/.snapstream/gc/state && ok || bad "gc/state lists hidden packs"
+sleep 1.2
+expect_rc 0 "gc deletes" "$S" gc --store snaps/.snapstream --grace 1s --json
+cp out gc3.json
+check "gc deleted packs" [ "$(jget gc3.json 'j["packs_deleted"]')" -ge 1 ]
+check "gc deleted what it hid" [ "$(jget gc3.json 'j["packs_deleted"]')" = "$(jget gc2.json 'j["packs_pending"]')" ]
+check "fewer packs" [ "$(npacks snaps/.snapstream)" -lt "$p0" ]
+check "no index lists a deleted pack" index_ok snaps/.snapstream
+for s in s dir; do
+	expect_rc 0 "verify $s after gc" "$S" verify snaps/$s
+done
+check "state is empty again" [ "$(grep -c '^hidden ' snaps/.snapstream/gc/state)" = 0 ]
+
+# Hidden packs are never offered to a new push; referenced again, they
+# are rescued.
+expect_rc 0 "push p1" "$S" push img2 g/p1 --quiet
+cp -r g/p1 p1.saved
+cp -r g/.snapstream/refs refs.saved
+expect_rc 0 "rm p1" "$S" rm g/p1
+rm -f g/.snapstream/gc/removed/*    # as if removed long ago
+expect_rc 0 "gc hides p1's packs" "$S" gc --store g/.snapstream --json
+check "p1's packs hidden" [ "$(jget out 'j["packs_pending"]')" -ge 1 ]
+expect_rc 0 "push the same image again" "$S" push img2 g/p2 --json
+check "a hidden pack is not reused (bytes stored again)" [ "$(jget out 'j["new_stored_bytes"]')" -gt 0 ]
+cp -r p1.saved g/p1 && cp refs.saved/* g/.snapstream/refs/   # a push that committed late
+expect_rc 0 "gc rescues" "$S" gc --store g/.snapstream --grace 1s --json
+check "rescued" [ "$(jget out 'j["packs_rescued"] >= 1 and j["packs_deleted"] == 0')" = True ]
+expect_rc 0 "the late snapshot verifies" "$S" verify g/p1
+sleep 1.1
+expect_rc 0 "gc again" "$S" gc --store g/.snapstream --grace 1s --json
+check "nothing referenced was deleted" [ "$(jget out 'j["packs_deleted"]')" = 0 ]
+expect_rc 0 "p1 still verifies" "$S" verify g/p1
+expect_rc 0 "p2 verifies" "$S" verify g/p2
+check "gc index check" index_ok g/.snapstream
+
+# The lock: one gc at a time.
+printf 'snapstream-gc-lock 1\nhost otherhost\npid 4242\nsince 1\n' >g/.snapstream/gc/lock
+expect_rc 1 "gc with the lock held" "$S" gc --store g/.snapstream
+grep -q "another gc" err && grep -q "4242" err && grep -q -- "--break-lock" err && ok ||
+	bad "lock message: $(cat err)"
+expect_rc 0 "gc --break-lock" "$S" gc --store g/.snapstream --break-lock
+check "lock released" [ ! -e g/.snapstream/gc/lock ]
+
+# A damaged snapshot stops gc from deleting anything.
+expect_rc 0 "push q" "$S" push img g/q --quiet
+head -c 50 g/q/manifest >g/q/m && mv g/q/m g/q/manifest
+expect_rc 4 "gc with an unreadable snapshot" "$S" gc --store g/.snapstream --grace 0
+grep -q "g/q" err && grep -q "deletes nothing" err && ok || bad "gc damaged message: $(cat err)"
+expect_rc 0 "rm of an unreadable snapshot" "$S" rm g/q
+: >g/.snapstream/refs/00000000000000000000000000000000
+expect_rc 4 "gc with a ref it cannot read" "$S" gc --store g/.snapstream --grace 0
+grep -q "deletes nothing" err && ok || bad "unreadable ref message: $(cat err)"
+rm g/.snapstream/refs/00000000000000000000000000000000
+# A ref whose directory vanished (moved?) stops it too.
+expect_rc 0 "push m" "$S" push img2 moved/m --store g/.snapstream --quiet
+mv moved moved2
+expect_rc 1 "gc when a snapshot directory vanished" "$S" gc --store g/.snapstream --grace 0
+grep -q "moved" err && ok || bad "moved message: $(cat err)"
+expect_rc 0 "rm the moved snapshot's ref" "$S" rm "$work/moved/m" --store g/.snapstream
+expect_rc 0 "gc --grace 0" "$S" gc --store g/.snapstream --grace 0 --json
+check "grace 0 deletes at once" [ "$(jget out 'j["packs_pending"]')" = 0 ]
+expect_rc 0 "p2 verifies after everything" "$S" verify g/p2
+
+# ---------------------------------------------------------------- config
+expect_rc 0 "SNAPSTREAM_STORE" env SNAPSTREAM_STORE=envstore "$S" push img e/a --quiet
+check "env store used" [ -d envstore/packs ]
+expect_rc 0 "env store recorded absolute" "$S" info e/a --json
+check "recorded store is absolute" [ "$(jget out 'j["store"]')" = "$work/envstore" ]
+expect_rc 0 "flag beats env" env SNAPSTREAM_STORE=envstore "$S" push img e/b --store flagstore --quiet
+check "flag store used" [ -d flagstore/packs ]
+expect_rc 0 "verify with the env store" env SNAPSTREAM_STORE=envstore "$S" verify e/a
+expect_rc 2 "bad SNAPSTREAM_THREADS" env SNAPSTREAM_THREADS=0 "$S" verify e/a
+grep -q "SNAPSTREAM_THREADS" err && ok || bad "env error names the variable: $(cat err)"
+expect_rc 0 "flag beats a bad env" env SNAPSTREAM_ZSTD_LEVEL=99 "$S" info e/a
+expect_rc 2 "bad SNAPSTREAM_ZSTD_LEVEL for push" env SNAPSTREAM_ZSTD_LEVEL=99 "$S" push img e/c
+expect_rc 2 "bad SNAPSTREAM_GC_GRACE" env SNAPSTREAM_GC_GRACE=soon "$S" gc --store envstore
+expect_rc 0 "SNAPSTREAM_GC_GRACE" env SNAPSTREAM_GC_GRACE=1h "$S" gc --store envstore --json
+expect_rc 0 "SNAPSTREAM_QUIET" env SNAPSTREAM_QUIET=1 "$S" push img e/q
+check "quiet: nothing on stderr" [ ! -s err ]
+expect_rc 0 "summary without progress on a non-TTY" "$S" push img e/n
+check "one summary line, no progress" [ "$(wc -l <err)" = 1 ] && ! grep -q $'\r' err && ok || bad "non-TTY stderr: $(cat -A err)"
+if command -v script >/dev/null; then
+	script -qec "'$S' push '$work/img' '$work/e/tty' --threads 1" /dev/null >tty.out 2>&1
+	grep -q $'\r' tty.out && grep -q "push\|index" tty.out && ok || bad "progress on a TTY: $(cat -A tty.out | head -5)"
+	script -qec "'$S' push '$work/img' '$work/e/tty2' --quiet" /dev/null >tty.out 2>&1
+	check "--quiet on a TTY prints nothing" [ ! -s tty.out ]
+	script -qec "'$S' pull '$work/snaps/s' -; echo rc=\$?" /dev/null >tty.out 2>&1
+	grep -q "rc=2" tty.out && grep -q "terminal" tty.out && ok || bad "pull - to a terminal: $(cat tty.out)"
+	script -qec "'$S' push - '$work/e/tty3'; echo rc=\$?" /dev/null >tty.out 2>&1 </dev/null
+	grep -q "rc=2" tty.out && grep -q "terminal" tty.out && ok || bad "push - from a terminal: $(cat tty.out)"
+fi
+
+# ---------------------------------------------------------------- usage
+expect_rc 2 "no command" "$S"
+expect_rc 2 "unknown command" "$S" frobnicate
+expect_rc 2 "unknown option" "$S" ls --bogus
+check "usage error: one line and the hint" [ "$(wc -l <err)" = 2 ]
+grep -q "Try 'snapstream ls --help'" err && ok || bad "hint: $(cat err)"
+expect_rc 2 "option not for this command" "$S" info snaps/s --force
+expect_rc 2 "missing argument" "$S" verify
+expect_rc 2 "too many arguments" "$S" rm a b
+expect_rc 2 "gc takes no arguments" "$S" gc extra
+expect_rc 2 "bad --grace" "$S" gc --grace soon
+expect_rc 2 "usage error with --json" "$S" info --json
+check "usage json object" [ "$(jget out '(j["ok"], j["exit"])')" = "(False, 2)" ]
+expect_rc 3 "not found with --json" "$S" info snaps/none --json
+check "not found json object" [ "$(jget out '(j["ok"], j["exit"], "snaps/none" in j["error"])')" = "(False, 3, True)" ]
+expect_rc 1 "failure with --json" "$S" push img snaps/s --json
+check "failure json object" [ "$(jget out '(j["ok"], j["exit"])')" = "(False, 1)" ]
+expect_rc 0 "--help" "$S" --help
+grep -q "Exit codes" out && grep -q "SNAPSTREAM_STORE" out && ok || bad "main help"
+for cmd in push pull cat ls info verify rm gc; do
+	expect_rc 0 "$cmd --help" "$S" "$cmd" --help
+	grep -q "^Examples:" out && grep -q "^Usage: snapstream $cmd" out && ok || bad "$cmd help"
+	expect_rc 0 "help $cmd" "$S" help "$cmd"
+done
+expect_rc 0 "man page" "$S" help --man
+cmp -s out "$MAN" && ok || bad "docs/snapstream.1 is stale: run scripts/manpage.sh"
+expect_rc 0 "version" "$S" --version
+
+echo "cli_admin: $pass checks passed, $fails failed"
+[ "$fails" -eq 0 ]

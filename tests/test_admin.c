@@ -1,0 +1,309 @@
+/* Admin engine tests: gc's records refuse damaged input; a stream push
+ * equals a file push chunk for chunk; verify and cat catch a manifest whose
+ * file digest was tampered with (every chunk intact); cat writes in order
+ * through a pipe; gc hides, then deletes, and a hidden pack is never
+ * offered to a new push. Exit 0 pass, 1 fail. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#include "testutil.h"
+
+/* ---------------------------------------------------------------- records */
+
+static void test_gcstate(void)
+{
+	struct ss_gcstate s = {0}, d;
+	uint8_t id[16];
+	for (int i = 0; i < 5; i++) {
+		for (int k = 0; k < 16; k++)
+			id[k] = (uint8_t)rnd();
+		CHECK(ss_gcstate_add(&s, id, 1000 + i) == 0, "add");
+	}
+	uint8_t *buf;
+	size_t len;
+	REQUIRE(ss_gcstate_encode(&s, &buf, &len) == 0, "encode");
+	struct ss_err e = {0};
+	CHECK(ss_gcstate_decode(buf, len, &d, &e) == 0, "decode: %s", e.msg);
+	CHECK(d.n == 5, "n %zu", d.n);
+	CHECK(ss_gcstate_find(&d, id) && ss_gcstate_find(&d, id)->since_ns == 1004, "find");
+	ss_gcstate_free(&d);
+	/* Every truncation and every single flipped byte is refused. */
+	for (size_t cut = 0; cut < len; cut++) {
+		ss_err_clear(&e);
+		CHECK(ss_gcstate_decode(buf, cut, &d, &e) == -EBADMSG, "truncated at %zu accepted", cut);
+	}
+	for (size_t i = 0; i < len; i++) {
+		buf[i] ^= 0x01;
+		ss_err_clear(&e);
+		int r = ss_gcstate_decode(buf, len, &d, &e);
+		CHECK(r == -EBADMSG, "flip at %zu accepted", i);
+		if (!r)
+			ss_gcstate_free(&d);
+		buf[i] ^= 0x01;
+	}
+	const char *junk = "snapstream-gc-state 1\nhidden zz\nchecksum 0000000000000000\n";
+	CHECK(ss_gcstate_decode((const uint8_t *)junk, strlen(junk), &d, &e) == -EBADMSG, "junk");
+	free(buf);
+	ss_gcstate_free(&s);
+}
+
+static void test_tombstone(void)
+{
+	uint8_t packs[3][16];
+	for (int i = 0; i < 3; i++)
+		for (int k = 0; k < 16; k++)
+			packs[i][k] = (uint8_t)rnd();
+	struct ss_tombstone t = {.snapshot = "s3://bucket/a b/c", .removed_ns = 1234567890123,
+				 .packs = packs, .npacks = 3}, d;
+	uint8_t *buf;
+	size_t len;
+	REQUIRE(ss_tombstone_encode(&t, &buf, &len) == 0, "encode");
+	struct ss_err e = {0};
+	CHECK(ss_tombstone_decode(buf, len, &d, &e) == 0, "decode: %s", e.msg);
+	CHECK(d.npacks == 3 && !memcmp(d.packs[2], packs[2], 16), "packs");
+	CHECK(d.removed_ns == t.removed_ns && !strcmp(d.snapshot, t.snapshot), "fields");
+	ss_tombstone_free(&d);
+	for (size_t cut = 0; cut < len; cut++) {
+		ss_err_clear(&e);
+		CHECK(ss_tombstone_decode(buf, cut, &d, &e) == -EBADMSG, "truncated at %zu", cut);
+	}
+	for (size_t i = 0; i < len; i++) {
+		buf[i] ^= 0x20;
+		ss_err_clear(&e);
+		int r = ss_tombstone_decode(buf, len, &d, &e);
+		CHECK(r == -EBADMSG, "flip at %zu accepted", i);
+		if (!r)
+			ss_tombstone_free(&d);
+		buf[i] ^= 0x20;
+	}
+	free(buf);
+}
+
+/* ---------------------------------------------------------------- engine */
+
+static char dir[256];
+static struct ss_memstore *mem;
+
+static struct ss_config cfg(void)
+{
+	return (struct ss_config){.threads = 2, .no_fsync = true, .mem = mem};
+}
+
+static void write_image(const char *path, size_t size)
+{
+	uint8_t *b = calloc(1, size);
+	for (size_t i = 0; i < size; i += 4096) {
+		int kind = (int)(rnd() % 3);   /* zero, random, text-like pages */
+		for (size_t j = 0; j < 4096 && i + j < size; j++)
+			b[i + j] = kind == 1 ? (uint8_t)rnd() : kind == 2 ? (uint8_t)("page "[j % 5]) : 0;
+	}
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	REQUIRE(fd >= 0 && write(fd, b, size) == (ssize_t)size, "write %s", path);
+	close(fd);
+	free(b);
+}
+
+struct feeder {
+	int fd;
+	const char *path;
+};
+
+/* Write a file into a pipe in odd-sized pieces, as a slow producer would. */
+static void *feed(void *arg)
+{
+	struct feeder *f = arg;
+	int in = open(f->path, O_RDONLY);
+	uint8_t buf[70001];
+	ssize_t n;
+	size_t step = 1;
+	while (in >= 0 && (n = read(in, buf, step)) > 0) {
+		if (write(f->fd, buf, (size_t)n) != n)
+			break;
+		step = step * 7 % sizeof(buf) + 1;
+	}
+	if (in >= 0)
+		close(in);
+	close(f->fd);
+	return NULL;
+}
+
+static struct ss_manifest *load(const char *uri)
+{
+	struct ss_loop *l;
+	REQUIRE(ss_loop_new(64, &l) == 0, "loop");
+	struct ss_cfg c;
+	struct ss_config in = cfg();
+	REQUIRE(ss_cfg_resolve(&in, &c, NULL) == 0, "cfg");
+	struct ss_manifest *m = NULL;
+	struct ss_err e = {0};
+	int r = ss_manifest_load(uri, l, &c, &m, NULL, &e);
+	ss_loop_free(l);
+	REQUIRE(r == 0, "load %s: %s", uri, e.msg);
+	return m;
+}
+
+static void store_manifest(const char *uri, struct ss_manifest *m)
+{
+	struct ss_loop *l;
+	REQUIRE(ss_loop_new(64, &l) == 0, "loop");
+	struct ss_cfg c;
+	struct ss_config in = cfg();
+	REQUIRE(ss_cfg_resolve(&in, &c, NULL) == 0, "cfg");
+	struct ss_snaploc loc;
+	REQUIRE(ss_snaploc_parse(uri, &loc, NULL) == 0, "loc");
+	struct ss_backend *b;
+	REQUIRE(ss_backend_open(loc.backend_uri, l, &c.bopts, &b, NULL) == 0, "open");
+	uint8_t *buf;
+	size_t len;
+	REQUIRE(ss_manifest_encode(m, &buf, &len) == 0, "encode");
+	REQUIRE(ss_put_object(b, l, loc.key, buf, len, 0, NULL, NULL) == 0, "put");
+	free(buf);
+	ss_backend_free(b);
+	ss_snaploc_free(&loc);
+	ss_loop_free(l);
+}
+
+static void test_stream_and_tamper(void)
+{
+	char img[300];
+	snprintf(img, sizeof(img), "%s/img", dir);
+	write_image(img, (6u << 20) + 1234);
+	struct ss_config c = cfg();
+	char err[512];
+	struct ss_stats st;
+	struct ss_push_opts po = {.source = img, .snapshot = "mem://t/file"};
+	REQUIRE(ss_push(&po, &c, &st, err, sizeof(err)) == 0, "push: %s", err);
+
+	int p[2];
+	REQUIRE(pipe(p) == 0, "pipe");
+	struct feeder f = {.fd = p[1], .path = img};
+	pthread_t th;
+	pthread_create(&th, NULL, feed, &f);
+	struct ss_push_opts so = {.snapshot = "mem://t/stream"};
+	int r = ss_push_fd(&so, p[0], "img", &c, &st, err, sizeof(err));
+	pthread_join(th, NULL);
+	close(p[0]);
+	REQUIRE(r == 0, "push_fd: %s", err);
+	CHECK(st.new_stored_bytes == 0, "the stream stored %llu new bytes",
+	      (unsigned long long)st.new_stored_bytes);
+	struct ss_manifest *a = load("mem://t/file"), *b = load("mem://t/stream");
+	CHECK(a->nchunks == b->nchunks, "chunks %zu vs %zu", a->nchunks, b->nchunks);
+	CHECK(a->files[0].next == b->files[0].next, "extents differ");
+	CHECK(!memcmp(a->files[0].digest, b->files[0].digest, 16), "digest differs");
+	for (size_t e = 0; e < a->files[0].next && e < b->files[0].next; e++) {
+		const struct ss_mextent *x = &a->files[0].ext[e], *y = &b->files[0].ext[e];
+		CHECK(x->len == y->len && !x->chunk == !y->chunk, "extent %zu differs", e);
+		if (x->chunk && y->chunk)
+			CHECK(!memcmp(a->chunks[x->chunk - 1].id, b->chunks[y->chunk - 1].id, 16),
+			      "chunk id of extent %zu differs", e);
+	}
+	ss_manifest_free(a);
+
+	/* cat through a pipe, in order. */
+	REQUIRE(pipe(p) == 0, "pipe");
+	char out[300];
+	snprintf(out, sizeof(out), "%s/out", dir);
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(p[1]);
+		int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		uint8_t buf[65536];
+		ssize_t n;
+		while ((n = read(p[0], buf, sizeof(buf))) > 0)
+			if (write(fd, buf, (size_t)n) != n)
+				_exit(1);
+		_exit(0);
+	}
+	close(p[0]);
+	struct ss_cat_opts co = {.snapshot = "mem://t/stream", .fd = p[1]};
+	r = ss_cat(&co, &c, &st, err, sizeof(err));
+	close(p[1]);
+	waitpid(pid, NULL, 0);
+	CHECK(r == 0, "cat: %s", err);
+	char cmd[700];
+	snprintf(cmd, sizeof(cmd), "cmp -s %s %s", img, out);
+	CHECK(system(cmd) == 0, "cat through a pipe differs");
+
+	/* A tampered digest: every chunk checks out, the file does not. */
+	b->files[0].digest[3] ^= 0x10;
+	store_manifest("mem://t/stream", b);
+	ss_manifest_free(b);
+	struct ss_verify_opts vo = {.snapshot = "mem://t/stream"};
+	r = ss_verify(&vo, &c, &st, err, sizeof(err));
+	CHECK(r == -EBADMSG, "verify of a tampered digest: %d", r);
+	CHECK(strstr(err, "digest") && strstr(err, "'img'") && strstr(err, "mem://t/stream"),
+	      "message: %s", err);
+	vo.quick = true;
+	CHECK(ss_verify(&vo, &c, &st, err, sizeof(err)) == 0, "quick verify reads no chunk");
+	int null = open("/dev/null", O_WRONLY);
+	co.fd = null;
+	CHECK(ss_cat(&co, &c, &st, err, sizeof(err)) == -EBADMSG, "cat of a tampered digest");
+	close(null);
+	unlink(out);
+	unlink(img);
+}
+
+static void test_gc_hides(void)
+{
+	char img[300];
+	snprintf(img, sizeof(img), "%s/img2", dir);
+	write_image(img, 3u << 20);
+	struct ss_config c = cfg();
+	char err[512];
+	struct ss_stats st;
+	struct ss_push_opts po = {.source = img, .snapshot = "mem://g/a"};
+	REQUIRE(ss_push(&po, &c, &st, err, sizeof(err)) == 0, "push: %s", err);
+	uint64_t stored = st.new_stored_bytes;
+	struct ss_rm_opts ro = {.snapshot = "mem://g/a"};
+	REQUIRE(ss_rm(&ro, &c, err, sizeof(err)) == 0, "rm: %s", err);
+	struct ss_gc_stats gs;
+	struct ss_gc_opts go = {.store = "mem://g/.snapstream", .grace_seconds = 3600};
+	CHECK(ss_gc(&go, &c, &gs, err, sizeof(err)) == 0, "gc: %s", err);
+	CHECK(gs.tombstones == 1 && gs.packs_pending == 0, "the removal record protects");
+	go.grace_seconds = 0;
+	/* Past the record's grace: hide, but not delete, with a long grace. */
+	struct ss_gc_opts g1 = {.store = "mem://g/.snapstream", .grace_seconds = 1};
+	sleep(2);
+	CHECK(ss_gc(&g1, &c, &gs, err, sizeof(err)) == 0, "gc: %s", err);
+	CHECK(gs.packs_pending >= 1 && gs.packs_deleted == 0, "hidden %llu deleted %llu",
+	      (unsigned long long)gs.packs_pending, (unsigned long long)gs.packs_deleted);
+	po.snapshot = "mem://g/b";
+	REQUIRE(ss_push(&po, &c, &st, err, sizeof(err)) == 0, "push: %s", err);
+	CHECK(st.new_stored_bytes == stored, "a hidden pack was offered for dedup (%llu of %llu)",
+	      (unsigned long long)st.new_stored_bytes, (unsigned long long)stored);
+	sleep(2);
+	CHECK(ss_gc(&g1, &c, &gs, err, sizeof(err)) == 0, "gc: %s", err);
+	CHECK(gs.packs_deleted >= 1 && gs.packs_pending == 0, "deleted %llu",
+	      (unsigned long long)gs.packs_deleted);
+	struct ss_verify_opts vo = {.snapshot = "mem://g/b"};
+	CHECK(ss_verify(&vo, &c, &st, err, sizeof(err)) == 0, "verify after gc: %s", err);
+	go.grace_seconds = -1;
+	CHECK(ss_gc(&go, &c, &gs, err, sizeof(err)) == 0 && gs.packs_deleted == 0,
+	      "nothing referenced goes");
+	unlink(img);
+}
+
+int main(void)
+{
+	snprintf(dir, sizeof(dir), "%s/ss-admin-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	REQUIRE(mkdtemp(dir), "mkdtemp");
+	mem = ss_memstore_new();
+	test_gcstate();
+	test_tombstone();
+	test_stream_and_tamper();
+	test_gc_hides();
+	ss_memstore_free(mem);
+	rmdir(dir);
+	if (failures)
+		fprintf(stderr, "%d failures\n", failures);
+	return failures ? 1 : 0;
+}
