@@ -71,6 +71,7 @@ typedef void (*ss_log_fn)(void *arg, const char *msg);
 struct ss_backend_opts {
 	unsigned max_inflight;     /* 0 = backend default */
 	bool no_fsync;             /* local: skip fsync (tests, tmpfs) */
+	bool read_only;            /* local: a missing root is -ENOENT, not created */
 	struct ss_memstore *mem;   /* the store that mem:// URIs name */
 	/* Object stores (s3://, gs://). Zero fields take the environment's
 	 * value (SNAPSTREAM_RETRY_MAX, SNAPSTREAM_RETRY_SECONDS,

@@ -69,7 +69,8 @@ static struct local *L(struct ss_backend *b)
 
 static int local_open(struct ss_backend *b, const char *location, struct ss_err *err)
 {
-	int r = ss_mkdir_p(location, 0755);
+	/* Readers must not leave directories behind for what does not exist. */
+	int r = b->opts.read_only ? 0 : ss_mkdir_p(location, 0755);
 	if (r)
 		return ss_err_set(err, r, "cannot create store directory '%s': %s", location,
 				  strerror(-r));

@@ -167,7 +167,13 @@ int ss_manifest_load(const char *uri, struct ss_loop *l, const struct ss_cfg *cf
 	struct ss_backend *b = NULL;
 	uint8_t *buf = NULL;
 	size_t len = 0;
-	r = ss_backend_open(loc.backend_uri, l, &cfg->bopts, &b, err);
+	struct ss_backend_opts ro = cfg->bopts;
+	ro.read_only = true;
+	r = ss_backend_open(loc.backend_uri, l, &ro, &b, err);
+	if (r == -ENOENT) {
+		ss_err_clear(err);
+		ss_err_set(err, -ENOENT, "no snapshot at %s", uri);
+	}
 	if (r)
 		goto out;
 	r = ss_get_object(b, l, loc.key, SS_MANIFEST_MAX_SIZE, &buf, &len, requests, err);

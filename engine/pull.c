@@ -933,8 +933,13 @@ int ss_pull(const struct ss_pull_opts *opts, const struct ss_config *config, str
 	const char *store_uri = opts->store       ? opts->store
 				: P->m->store_uri ? P->m->store_uri
 						  : loc.default_store;
-	if ((r = ss_backend_open(store_uri, P->loop, &P->cfg.bopts, &P->store, &err)))
+	struct ss_backend_opts ro = P->cfg.bopts;
+	ro.read_only = true;
+	if ((r = ss_backend_open(store_uri, P->loop, &ro, &P->store, &err))) {
+		if (r == -ENOENT)   /* the manifest exists, its store does not */
+			r = -EBADMSG;
 		goto out;
+	}
 	st->files = P->m->nfiles;
 	for (size_t i = 0; i < P->m->nfiles; i++)
 		st->logical_bytes += P->m->files[i].size;

@@ -263,7 +263,9 @@ int ss_store_load(struct ss_store *s, struct ss_loop *l, struct ss_dedup *d, str
 		r = ss_index_decode(buf, len, &ip, &np, &derr);
 		free(buf);
 		if (r) {
-			ss_err_set(err, r, "store index %s/%s is damaged: %s (run 'snapstream check')",
+			ss_err_set(err, r,
+				   "store index %s/%s is damaged: %s (deleting it is safe: the next "
+				   "push rebuilds it from the packs' own indexes)",
 				   s->uri, idx.keys[i], derr.msg);
 			break;
 		}
