@@ -20,7 +20,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 #include <zstd.h>
@@ -63,7 +62,6 @@ struct seg {
 	uint32_t nnc, nc_cap, nc_done;
 	uint32_t frame_first;   /* first newc of the frame being built */
 	uint32_t frame_raw;     /* its raw bytes so far */
-	uint32_t frame_pack_off;/* where the current frame went in its pack */
 	uint64_t zero_bytes, chunk_bytes, chunks;
 	int err;
 	struct ss_err werr;
@@ -90,29 +88,10 @@ struct pfile {
 	uint64_t *gstart;
 };
 
-struct packbuf {
-	struct push *P;
-	struct ss_req req;
-	struct iovec iov[2];
-	uint8_t *data;
-	size_t len, cap;
-	uint8_t *tail;
-	size_t tail_cap;
-	struct ss_pack_entry *e;
-	uint32_t n, ecap;
-	uint8_t id[16];
-	uint32_t idx;
-	bool open, busy;
-	char key[64];
-	struct ss_err perr;
-};
-
 struct segext {
 	struct sext *ext;
 	uint32_t n;
 };
-
-#define NPACKBUF 2
 
 struct push {
 	struct ss_cfg cfg;
@@ -158,9 +137,9 @@ struct push {
 	/* Finished segments waiting for pack space, in order. */
 	struct seg *parked_head, *parked_tail;
 
-	struct packbuf pb[NPACKBUF];
-	struct packbuf *cur;
-	unsigned puts_inflight;
+	struct ss_packer *packer;
+	struct ss_packer_chunk *fc;   /* the frame being packed */
+	uint32_t fc_cap;
 
 	struct ss_stats *st;
 	uint64_t chunk_bytes;
@@ -597,163 +576,45 @@ static void fail(struct push *P, int r, const char *what)
 	}
 }
 
-static int pack_open(struct push *P, struct packbuf *pb)
+static void fail_msg(struct push *P, int r, const char *msg)
 {
-	int r = ss_random_id(pb->id);
-	if (r)
-		return r;
-	r = ss_store_pack_index(P->store, pb->id, 0, &pb->idx);
-	if (r)
-		return r;
-	pb->len = 0;
-	pb->n = 0;
-	pb->open = true;
-	return 0;
+	if (!P->failed) {
+		P->failed = true;
+		ss_err_set(P->err, r, "%s", msg);
+	}
 }
 
-static void pack_put_done(struct ss_op *op, int res);
-
-static int pack_flush(struct push *P, struct packbuf *pb)
-{
-	size_t need = (size_t)pb->n * SS_PACK_ENTRY_SIZE + SS_PACK_TRAILER_SIZE;
-	if (need > pb->tail_cap) {
-		uint8_t *t = realloc(pb->tail, need);
-		if (!t)
-			return -ENOMEM;
-		pb->tail = t;
-		pb->tail_cap = need;
-	}
-	size_t tl = ss_pack_write_index(pb->tail, pb->e, pb->n, pb->len);
-	P->store->pack_sizes[pb->idx] = pb->len + tl;
-	ss_pack_key(pb->id, pb->key);
-	pb->iov[0] = (struct iovec){.iov_base = pb->data, .iov_len = pb->len};
-	pb->iov[1] = (struct iovec){.iov_base = pb->tail, .iov_len = tl};
-	memset(&pb->req, 0, sizeof(pb->req));
-	ss_err_clear(&pb->perr);
-	pb->req.op.done = pack_put_done;
-	pb->req.kind = SS_REQ_PUT;
-	pb->req.key = pb->key;
-	pb->req.iov = pb->iov;
-	pb->req.iovcnt = 2;
-	pb->req.err = &pb->perr;
-	pb->req.user = pb;
-	pb->open = false;
-	pb->busy = true;
-	int r = ss_backend_submit(P->store->b, &pb->req);
-	if (r) {
-		pb->busy = false;
-		return r;
-	}
-	P->puts_inflight++;
-	P->st->requests++;
-	P->st->packs++;
-	P->st->transferred_bytes += pb->len + tl;
-	return 0;
-}
-
-static void drain_parked(struct push *P);
-
-static void pack_put_done(struct ss_op *op, int res)
-{
-	struct ss_req *req = (struct ss_req *)op;
-	struct packbuf *pb = req->user;
-	struct push *P = pb->P;
-	P->puts_inflight--;
-	pb->busy = false;
-	if (res < 0) {
-		if (!P->failed) {
-			P->failed = true;
-			if (pb->perr.code)
-				ss_err_set(P->err, res, "cannot store pack: %s", pb->perr.msg);
-			else
-				ss_err_set(P->err, res, "cannot store pack %s: %s", pb->key,
-					   strerror(-res));
-		}
-		return;
-	}
-	/* The store's next index object lists this pack; the entries move. */
-	struct ss_pack_entry *e = malloc(sizeof(*e) * (pb->n ? pb->n : 1));
-	if (!e || (memcpy(e, pb->e, sizeof(*e) * pb->n),
-		   ss_store_note_unindexed(P->store, pb->id, P->store->pack_sizes[pb->idx], e,
-					   pb->n))) {
-		fail(P, -ENOMEM, "cannot record a stored pack");
-		return;
-	}
-	drain_parked(P);
-}
-
-static struct packbuf *pack_current(struct push *P)
-{
-	if (P->cur && P->cur->open)
-		return P->cur;
-	for (unsigned i = 0; i < NPACKBUF; i++) {
-		struct packbuf *pb = &P->pb[i];
-		if (!pb->busy && !pb->open) {
-			int r = pack_open(P, pb);
-			if (r) {
-				fail(P, r, "cannot start a pack");
-				return NULL;
-			}
-			P->cur = pb;
-			return pb;
-		}
-	}
-	return NULL;   /* both uploading: wait for one */
-}
-
-/* Move a segment's new chunks into packs, a frame at a time (a frame never
- * spans packs). Returns false when it had to stop for a free pack buffer
- * (the segment stays parked and resumes at a frame boundary). */
+/* Move a segment's new chunks into packs, a frame at a time (raw chunks
+ * each on their own). Returns false when it had to stop for a free pack
+ * buffer (the segment stays parked and resumes at a frame boundary). */
 static bool seg_pack(struct push *P, struct seg *s)
 {
 	while (s->nc_done < s->nnc) {
-		struct newc *c = &s->nc[s->nc_done];
-		struct packbuf *pb;
-		if (c->first) {
-			pb = pack_current(P);
-			if (!pb)
-				return false;
-			if (pb->n && pb->len + c->stored_len > P->cfg.pack_size) {
-				int r = pack_flush(P, pb);
-				if (r) {
-					fail(P, r, "cannot store a pack");
-					return true;
-				}
-				continue;
-			}
-			memcpy(pb->data + pb->len, c->stored, c->stored_len);
-			s->frame_pack_off = (uint32_t)pb->len;
-			pb->len += c->stored_len;
-			P->st->new_stored_bytes += c->stored_len;
-		} else {
-			pb = P->cur;   /* the frame's first chunk opened it */
-		}
-		if (pb->n == pb->ecap) {
-			uint32_t ncap = pb->ecap ? pb->ecap * 2 : 1024;
-			void *a = realloc(pb->e, sizeof(*pb->e) * ncap);
+		const struct newc *c = &s->nc[s->nc_done];
+		uint32_t n = 1;
+		while (s->nc_done + n < s->nnc && !c[n].first)
+			n++;
+		if (n > P->fc_cap) {
+			void *a = realloc(P->fc, sizeof(*P->fc) * n);
 			if (!a) {
-				fail(P, -ENOMEM, "cannot grow a pack index");
+				fail(P, -ENOMEM, "cannot pack a frame");
 				return true;
 			}
-			pb->e = a;
-			pb->ecap = ncap;
+			P->fc = a;
+			P->fc_cap = n;
 		}
-		struct ss_dentry *de = ss_dedup_entry(P->dedup, c->slot);
-		struct ss_pack_entry *pe = &pb->e[pb->n++];
-		memcpy(pe->id, de->id, 16);
-		pe->offset = s->frame_pack_off;
-		pe->stored_len = c->stored_len;
-		pe->raw_len = de->raw_len;
-		pe->codec = c->codec;
-		pe->frame_off = c->frame_off;
-		de->pack = pb->idx;
-		de->offset = s->frame_pack_off;
-		de->stored_len = c->stored_len;
-		de->codec = c->codec;
-		de->frame_off = c->frame_off;
-		P->st->new_raw_bytes += de->raw_len;
-		P->st->new_chunks++;
-		s->nc_done++;
+		for (uint32_t i = 0; i < n; i++)
+			P->fc[i] = (struct ss_packer_chunk){.slot = c[i].slot,
+							    .frame_off = c[i].frame_off};
+		struct ss_err e = {0};
+		int r = ss_packer_add(P->packer, c->stored, c->stored_len, c->codec, P->fc, n, &e);
+		if (r == -EAGAIN)
+			return false;   /* every pack buffer is uploading */
+		if (r) {
+			fail_msg(P, r, e.msg);
+			return true;
+		}
+		s->nc_done += n;
 	}
 	return true;
 }
@@ -779,6 +640,16 @@ static void drain_parked(struct push *P)
 			P->parked_tail = NULL;
 		seg_release(P, s);
 	}
+}
+
+/* A pack put finished: a free buffer may let parked segments go on. */
+static void pack_done(void *arg, int res, const char *msg)
+{
+	struct push *P = arg;
+	if (res < 0)
+		fail_msg(P, res, msg);
+	else
+		drain_parked(P);
 }
 
 static void seg_done(struct ss_op *op, int res)
@@ -982,15 +853,7 @@ static int pools_init(struct push *P)
 	/* Registered buffers spare the kernel a page walk per read. */
 	P->fixed_bufs = io_uring_register_buffers(ss_loop_ring(P->loop), iov, P->nsegs) == 0;
 	free(iov);
-	for (unsigned i = 0; i < NPACKBUF; i++) {
-		struct packbuf *pb = &P->pb[i];
-		pb->P = P;
-		pb->cap = P->cfg.pack_size + ZSTD_compressBound(P->cfg.frame_max);
-		pb->data = ss_map_alloc(pb->cap);
-		if (!pb->data)
-			return -ENOMEM;
-	}
-	return 0;
+	return ss_packer_new(P->store, P->dedup, &P->cfg, P->st, pack_done, P, &P->packer);
 }
 
 static void pools_free(struct push *P)
@@ -1010,19 +873,13 @@ static void pools_free(struct push *P)
 	P->segs = NULL;
 	free(P->hold);
 	P->hold = NULL;
-	for (unsigned i = 0; i < NPACKBUF; i++) {
-		ss_map_free(P->pb[i].data, P->pb[i].cap);
-		P->pb[i].data = NULL;
-		free(P->pb[i].e);
-		P->pb[i].e = NULL;
-		free(P->pb[i].tail);
-		P->pb[i].tail = NULL;
-	}
+	ss_packer_free(P->packer);
+	P->packer = NULL;
 }
 
 static bool busy(const struct push *P)
 {
-	return P->reads_inflight || P->tasks_inflight || P->puts_inflight;
+	return P->reads_inflight || P->tasks_inflight || ss_packer_inflight(P->packer);
 }
 
 static void progress(struct push *P, bool force)
@@ -1051,12 +908,12 @@ static int run_pipeline(struct push *P)
 			if (P->failed)
 				break;
 			/* Everything chunked: store the last, partial pack. */
-			if (P->cur && P->cur->open && P->cur->n) {
-				int r = pack_flush(P, P->cur);
-				if (r)
-					fail(P, r, "cannot store a pack");
+			struct ss_err e = {0};
+			int r = ss_packer_flush(P->packer, &e);
+			if (r < 0)
+				fail_msg(P, r, e.msg);
+			if (r)
 				continue;
-			}
 			break;
 		}
 		/* While following a writer, wake up regularly to look again. */
@@ -1133,150 +990,28 @@ static int check_unchanged(struct push *P)
 
 /* ---------------------------------------------------------------- manifest */
 
-static int build_manifest(struct push *P, struct ss_manifest *m, const struct ss_snaploc *loc)
+static int build_manifest(struct push *P, struct ss_manifest **out)
 {
-	m->tool_version = strdup(SNAPSTREAM_VERSION);
-	m->store_uri = strdup(P->store->uri);
-	if (!m->tool_version || !m->store_uri)
-		return -ENOMEM;
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	m->created_unix_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-	m->chunk_min = P->cfg.chunk.min_size;
-	m->chunk_avg = P->cfg.chunk.avg_size;
-	m->chunk_max = P->cfg.chunk.max_size;
-	m->chunk_seg = P->cfg.chunk.seg_size;
-	m->chunk_algorithm = 1;
-	m->frame_max = P->cfg.frame_max;
-	m->root_is_dir = P->root_is_dir;
-	(void)loc;
-
-	if (P->opts->nlabels) {
-		m->labels = calloc(P->opts->nlabels, sizeof(*m->labels));
-		if (!m->labels)
-			return -ENOMEM;
-		for (size_t i = 0; i < P->opts->nlabels; i++) {
-			m->labels[i].key = strdup(P->opts->labels[i].key);
-			m->labels[i].value = strdup(P->opts->labels[i].value);
-			m->nlabels++;
-			if (!m->labels[i].key || !m->labels[i].value)
-				return -ENOMEM;
-		}
-	}
-	if (P->opts->nparents) {
-		m->parents = calloc(P->opts->nparents, sizeof(*m->parents));
-		if (!m->parents)
-			return -ENOMEM;
-		for (size_t i = 0; i < P->opts->nparents; i++) {
-			struct ss_snaploc pl;
-			if (ss_snaploc_parse(P->opts->parents[i], &pl, NULL))
-				return -EINVAL;
-			m->parents[i] = pl.canonical;
-			pl.canonical = NULL;
-			ss_snaploc_free(&pl);
-			m->nparents++;
-		}
-	}
-
-	/* Map store pack indexes to the manifest's own pack table. */
-	uint32_t *pmap = malloc(sizeof(*pmap) * (P->store->npacks ? P->store->npacks : 1));
-	size_t chunk_cap = 1024;
-	m->chunks = malloc(sizeof(*m->chunks) * chunk_cap);
-	m->files = calloc(P->nfiles ? P->nfiles : 1, sizeof(*m->files));
-	if (!pmap || !m->chunks || !m->files) {
-		free(pmap);
-		return -ENOMEM;
-	}
-	memset(pmap, 0xff, sizeof(*pmap) * P->store->npacks);
-	int r = 0;
-	uint64_t unique_bytes = 0, stored_bytes = 0;
+	struct ss_mbuild *b = NULL;
+	int r = ss_mbuild_new(&P->cfg, P->opts, P->store, P->dedup, P->root_is_dir, &b);
 	for (size_t i = 0; !r && i < P->nfiles; i++) {
 		struct pfile *f = &P->files[i];
-		struct ss_mfile *mf = &m->files[m->nfiles++];
-		if (!(mf->name = strdup(f->name))) {
-			r = -ENOMEM;
-			break;
-		}
-		mf->size = f->size;
-		mf->mode = f->mode;
-		mf->mtime_ns = f->mtime_ns;
-		memcpy(mf->digest, f->digest, 16);
-		size_t cap = 0;
+		size_t next = 0;
 		for (size_t q = 0; q < f->nseqs; q++)
-			cap += P->seg_ext[f->seqs[q]].n;
-		mf->ext = malloc(sizeof(*mf->ext) * (cap ? cap : 1));
-		if (!mf->ext) {
-			r = -ENOMEM;
-			break;
-		}
+			next += P->seg_ext[f->seqs[q]].n;
+		r = ss_mbuild_file(b, f->name, f->size, f->mode, f->mtime_ns, f->digest, next);
 		for (size_t q = 0; !r && q < f->nseqs; q++) {
 			struct segext *se = &P->seg_ext[f->seqs[q]];
-			for (uint32_t k = 0; k < se->n; k++) {
-				struct sext *x = &se->ext[k];
-				if (x->slot == SS_SLOT_NONE) {
-					if (mf->next && mf->ext[mf->next - 1].chunk == 0)
-						mf->ext[mf->next - 1].len += x->len;
-					else
-						mf->ext[mf->next++] = (struct ss_mextent){x->len, 0};
-					continue;
-				}
-				struct ss_dentry *de = ss_dedup_entry(P->dedup, x->slot);
-				if (de->snap_idx == SS_SLOT_NONE) {
-					if (m->nchunks == chunk_cap) {
-						chunk_cap *= 2;
-						void *a = realloc(m->chunks, sizeof(*m->chunks) * chunk_cap);
-						if (!a) {
-							r = -ENOMEM;
-							break;
-						}
-						m->chunks = a;
-					}
-					if (de->pack == SS_PACK_PENDING || de->pack >= P->store->npacks) {
-						r = -EIO;   /* a chunk was never packed: a bug */
-						break;
-					}
-					if (pmap[de->pack] == UINT32_MAX)
-						pmap[de->pack] = (uint32_t)m->npacks++;
-					struct ss_chunk_ref *c = &m->chunks[m->nchunks];
-					memcpy(c->id, de->id, 16);
-					c->pack = pmap[de->pack];
-					c->offset = de->offset;
-					c->stored_len = de->stored_len;
-					c->raw_len = de->raw_len;
-					c->codec = de->codec;
-					c->frame_off = de->frame_off;
-					/* Chunks of a frame share its stored bytes: count a
-					 * frame once (its chunks are usually neighbours). */
-					if (c == m->chunks || c[-1].pack != c->pack ||
-					    c[-1].offset != c->offset)
-						stored_bytes += de->stored_len;
-					de->snap_idx = (uint32_t)m->nchunks++;
-					unique_bytes += de->raw_len;
-				}
-				mf->ext[mf->next++] = (struct ss_mextent){x->len, de->snap_idx + 1};
-			}
+			for (uint32_t k = 0; !r && k < se->n; k++)
+				r = ss_mbuild_extent(b, se->ext[k].len, se->ext[k].slot);
 			/* Free as we go: this is the largest metadata of a push. */
 			free(se->ext);
 			se->ext = NULL;
 		}
 	}
-	if (!r) {
-		m->pack_ids = malloc(16 * (m->npacks ? m->npacks : 1));
-		if (!m->pack_ids)
-			r = -ENOMEM;
-		for (uint32_t p = 0; !r && p < P->store->npacks; p++)
-			if (pmap[p] != UINT32_MAX)
-				memcpy(m->pack_ids[pmap[p]], P->store->pack_ids[p], 16);
-	}
-	free(pmap);
-	m->stats.logical_bytes = P->total_bytes;
-	m->stats.zero_bytes = P->st->zero_bytes;
-	m->stats.chunk_bytes = P->total_bytes - P->st->zero_bytes;
-	m->stats.unique_bytes = unique_bytes;
-	m->stats.new_raw_bytes = P->st->new_raw_bytes;
-	m->stats.new_stored_bytes = P->st->new_stored_bytes;
-	m->stats.stored_bytes = stored_bytes;
-	P->st->unique_chunks = m->nchunks;
+	if (!r)
+		r = ss_mbuild_finish(b, P->total_bytes, P->st, out);
+	ss_mbuild_free(b);
 	return r;
 }
 
@@ -1310,45 +1045,11 @@ static int map_guide(struct push *P)
 
 static int load_parents(struct push *P)
 {
-	for (size_t i = 0; i < P->opts->nparents; i++) {
-		struct ss_manifest *pm = NULL;
-		int r = ss_manifest_load(P->opts->parents[i], P->loop, &P->cfg, &pm, &P->st->requests,
-					 P->err);
-		if (r) {
-			if (r == -ENOENT)
-				ss_err_set(P->err, r, "parent snapshot %s does not exist",
-					   P->opts->parents[i]);
-			return r;
-		}
-		/* Only chunks whose packs live in this store can be referenced. */
-		bool same_store = pm->store_uri && strcmp(pm->store_uri, P->store->uri) == 0;
-		for (size_t c = 0; !r && c < pm->nchunks; c++) {
-			struct ss_chunk_ref *cr = &pm->chunks[c];
-			uint32_t idx;
-			if (ss_store_pack_find(P->store, pm->pack_ids[cr->pack], &idx)) {
-				if (!same_store)
-					continue;
-				r = ss_store_pack_index(P->store, pm->pack_ids[cr->pack], 0, &idx);
-				if (r)
-					break;
-			}
-			r = ss_dedup_add(P->dedup, cr->id, idx, (uint32_t)cr->offset, cr->stored_len,
-					 cr->raw_len, cr->codec, cr->frame_off);
-		}
-		/* The first parent cut with our parameters guides chunking. */
-		const struct ss_chunk_params *cp = &P->cfg.chunk;
-		if (!r && !P->guide && pm->chunk_algorithm == 1 && !pm->keyed_ids &&
-		    pm->chunk_min == cp->min_size && pm->chunk_avg == cp->avg_size &&
-		    pm->chunk_max == cp->max_size && pm->chunk_seg == cp->seg_size) {
-			P->guide = pm;
-			pm = NULL;
-		}
-		ss_manifest_free(pm);
-		if (r)
-			return ss_err_set(P->err, r, "cannot load parent %s: %s", P->opts->parents[i],
-					  strerror(-r));
-	}
-	return P->guide ? map_guide(P) : 0;
+	int r = ss_load_parents(P->opts, P->loop, &P->cfg, P->store, P->dedup, &P->guide,
+				&P->st->requests, P->err);
+	if (!r && P->guide)
+		r = map_guide(P);
+	return r;
 }
 
 int ss_push(const struct ss_push_opts *opts, const struct ss_config *config, struct ss_stats *st,
@@ -1360,8 +1061,6 @@ int ss_push(const struct ss_push_opts *opts, const struct ss_config *config, str
 	struct ss_snaploc loc = {0};
 	struct ss_backend *snapb = NULL;
 	struct ss_manifest *m = NULL;
-	uint8_t *mbuf = NULL;
-	size_t mlen = 0;
 	uint64_t t0 = ss_now_ns();
 	int r;
 	if (!st)
@@ -1442,31 +1141,11 @@ int ss_push(const struct ss_push_opts *opts, const struct ss_config *config, str
 
 	P->prog.phase = "commit";
 	progress(P, true);
-	m = calloc(1, sizeof(*m));
-	if (!m || (r = build_manifest(P, m, &loc))) {
-		r = ss_err_set(&err, m ? r : -ENOMEM, "cannot build the manifest: %s",
-			       strerror(m ? -r : ENOMEM));
+	if ((r = build_manifest(P, &m))) {
+		ss_err_set(&err, r, "cannot build the manifest: %s", strerror(-r));
 		goto out;
 	}
-	if ((r = ss_manifest_encode(m, &mbuf, &mlen))) {
-		ss_err_set(&err, r, "cannot encode the manifest: %s", strerror(-r));
-		goto out;
-	}
-	st->manifest_bytes = mlen;
-	/* Order is the crash-safety protocol: packs are stored, then the index
-	 * that lists them, then the ref, and the manifest last. */
-	if ((r = ss_store_write_index(P->store, P->loop, &err)))
-		goto out;
-	if ((r = ss_store_write_ref(P->store, P->loop, loc.canonical, &err)))
-		goto out;
-	r = ss_put_object(snapb, P->loop, loc.key, mbuf, mlen, opts->force ? 0 : SS_PUT_IF_ABSENT,
-			  &st->requests, &err);
-	if (r == -EEXIST)
-		r = ss_err_set(&err, r, "snapshot %s was created by someone else meanwhile",
-			       opts->snapshot);
-	else if (r)
-		ss_err_set(&err, r, "cannot write the manifest of %s: %s", opts->snapshot,
-			   strerror(-r));
+	r = ss_push_commit(P->store, snapb, P->loop, &loc, opts, m, st, &err);
 out:
 	if (P) {
 		/* On failure, let everything in flight finish before freeing. */
@@ -1484,6 +1163,7 @@ out:
 			for (uint64_t i = 0; i < P->next_seq; i++)
 				free(P->seg_ext[i].ext);
 		free(P->seg_ext);
+		free(P->fc);
 		for (size_t i = 0; i < P->nfiles; i++) {
 			if (P->files[i].fd >= 0)
 				close(P->files[i].fd);
@@ -1500,7 +1180,6 @@ out:
 		ss_backend_free(snapb);
 		ss_loop_free(P->loop);
 	}
-	free(mbuf);
 	ss_manifest_free(m);
 	ss_snaploc_free(&loc);
 	free(P);

@@ -22,7 +22,6 @@
 #include <zstd.h>
 
 #define READ_SIZE (1u << 20)
-#define NPACKBUF 2
 
 struct sext {
 	uint64_t len;
@@ -31,10 +30,6 @@ struct sext {
 
 struct staged {
 	uint32_t slot, len, at;     /* at: offset in the stage buffer */
-};
-
-struct fchunk {
-	uint32_t slot, len, frame_off;
 };
 
 struct spush;
@@ -46,24 +41,9 @@ struct frame {
 	uint32_t raw_len;
 	size_t out_len;
 	uint8_t codec;              /* whole frame: zstd, or raw chunks */
-	struct fchunk *c;
+	struct ss_packer_chunk *c;  /* frame_off: in raw */
 	uint32_t n;
 	struct frame *next;
-};
-
-struct packbuf {
-	struct spush *P;
-	struct ss_req req;
-	struct iovec iov[2];
-	uint8_t *data, *tail;
-	size_t len, cap, tail_cap;
-	struct ss_pack_entry *e;
-	uint32_t n, ecap;
-	uint8_t id[16];
-	uint32_t idx;
-	bool open, busy;
-	char key[64];
-	struct ss_err perr;
 };
 
 struct spush {
@@ -99,10 +79,7 @@ struct spush {
 	struct frame *free_frames, *cur;
 	uint32_t fcap;              /* chunks a frame can list */
 	struct frame *parked_head, *parked_tail;
-	/* Packs */
-	struct packbuf pb[NPACKBUF];
-	struct packbuf *cpb;
-	unsigned puts;
+	struct ss_packer *packer;
 	/* The file */
 	struct sext *ext;
 	size_t next, ext_cap;
@@ -116,6 +93,14 @@ static void fail(struct spush *P, int r, const char *what)
 	if (!P->failed) {
 		P->failed = true;
 		ss_err_set(P->err, r, "%s: %s", what, strerror(-r));
+	}
+}
+
+static void fail_msg(struct spush *P, int r, const char *msg)
+{
+	if (!P->failed) {
+		P->failed = true;
+		ss_err_set(P->err, r, "%s", msg);
 	}
 }
 
@@ -255,8 +240,7 @@ static void fill_frames(struct spush *P)
 		}
 		struct frame *f = P->cur;
 		memcpy(f->raw + f->raw_len, P->stage + s->at, s->len);
-		f->c[f->n++] = (struct fchunk){.slot = s->slot, .len = s->len,
-					       .frame_off = f->raw_len};
+		f->c[f->n++] = (struct ss_packer_chunk){.slot = s->slot, .frame_off = f->raw_len};
 		f->raw_len += s->len;
 		P->sq_head = (P->sq_head + 1) % P->sq_cap;
 		P->sq_n--;
@@ -269,156 +253,18 @@ static void fill_frames(struct spush *P)
 
 /* ---------------------------------------------------------------- packs */
 
-static void pack_put_done(struct ss_op *op, int res);
-
-static int pack_open(struct spush *P, struct packbuf *pb)
-{
-	int r = ss_random_id(pb->id);
-	if (!r)
-		r = ss_store_pack_index(P->store, pb->id, 0, &pb->idx);
-	if (r)
-		return r;
-	pb->len = 0;
-	pb->n = 0;
-	pb->open = true;
-	return 0;
-}
-
-static int pack_flush(struct spush *P, struct packbuf *pb)
-{
-	size_t need = (size_t)pb->n * SS_PACK_ENTRY_SIZE + SS_PACK_TRAILER_SIZE;
-	if (need > pb->tail_cap) {
-		uint8_t *t = realloc(pb->tail, need);
-		if (!t)
-			return -ENOMEM;
-		pb->tail = t;
-		pb->tail_cap = need;
-	}
-	size_t tl = ss_pack_write_index(pb->tail, pb->e, pb->n, pb->len);
-	P->store->pack_sizes[pb->idx] = pb->len + tl;
-	ss_pack_key(pb->id, pb->key);
-	pb->iov[0] = (struct iovec){.iov_base = pb->data, .iov_len = pb->len};
-	pb->iov[1] = (struct iovec){.iov_base = pb->tail, .iov_len = tl};
-	memset(&pb->req, 0, sizeof(pb->req));
-	ss_err_clear(&pb->perr);
-	pb->req.op.done = pack_put_done;
-	pb->req.kind = SS_REQ_PUT;
-	pb->req.key = pb->key;
-	pb->req.iov = pb->iov;
-	pb->req.iovcnt = 2;
-	pb->req.err = &pb->perr;
-	pb->req.user = pb;
-	pb->open = false;
-	pb->busy = true;
-	int r = ss_backend_submit(P->store->b, &pb->req);
-	if (r) {
-		pb->busy = false;
-		return r;
-	}
-	P->puts++;
-	P->st->requests++;
-	P->st->packs++;
-	P->st->transferred_bytes += pb->len + tl;
-	return 0;
-}
-
-static void pack_put_done(struct ss_op *op, int res)
-{
-	struct ss_req *req = (struct ss_req *)op;
-	struct packbuf *pb = req->user;
-	struct spush *P = pb->P;
-	P->puts--;
-	pb->busy = false;
-	if (res < 0) {
-		if (!P->failed) {
-			P->failed = true;
-			ss_err_set(P->err, res, "cannot store pack %s: %s", pb->key,
-				   pb->perr.code ? pb->perr.msg : strerror(-res));
-		}
-		return;
-	}
-	struct ss_pack_entry *e = malloc(sizeof(*e) * (pb->n ? pb->n : 1));
-	if (!e) {
-		fail(P, -ENOMEM, "cannot record a stored pack");
-		return;
-	}
-	memcpy(e, pb->e, sizeof(*e) * pb->n);
-	if (ss_store_note_unindexed(P->store, pb->id, P->store->pack_sizes[pb->idx], e, pb->n)) {
-		fail(P, -ENOMEM, "cannot record a stored pack");
-		return;
-	}
-	drain_parked(P);
-}
-
-static struct packbuf *pack_current(struct spush *P)
-{
-	if (P->cpb && P->cpb->open)
-		return P->cpb;
-	for (unsigned i = 0; i < NPACKBUF; i++) {
-		struct packbuf *pb = &P->pb[i];
-		if (!pb->busy && !pb->open) {
-			int r = pack_open(P, pb);
-			if (r) {
-				fail(P, r, "cannot start a pack");
-				return NULL;
-			}
-			P->cpb = pb;
-			return pb;
-		}
-	}
-	return NULL;   /* both uploading */
-}
-
-/* Copy one compressed frame into the current pack. False: no pack buffer
- * free yet (the frame stays parked). */
+/* Copy one compressed frame into the current pack (a raw one as its
+ * chunks, back to back). False: no pack buffer free yet (the frame stays
+ * parked). */
 static bool frame_pack(struct spush *P, struct frame *f)
 {
-	struct packbuf *pb = pack_current(P);
-	if (!pb)
-		return false;
-	if (pb->n && pb->len + f->out_len > P->cfg.pack_size) {
-		int r = pack_flush(P, pb);
-		if (r) {
-			fail(P, r, "cannot store a pack");
-			return true;
-		}
-		if (!(pb = pack_current(P)))
-			return false;
-	}
-	if (pb->n + f->n > pb->ecap) {
-		uint32_t ncap = SS_MAX(pb->ecap * 2, pb->n + f->n + 1024);
-		void *a = realloc(pb->e, sizeof(*pb->e) * ncap);
-		if (!a) {
-			fail(P, -ENOMEM, "cannot grow a pack index");
-			return true;
-		}
-		pb->e = a;
-		pb->ecap = ncap;
-	}
-	uint32_t at = (uint32_t)pb->len;
+	struct ss_err e = {0};
 	const uint8_t *src = f->codec == SS_CODEC_ZSTD ? f->out : f->raw;
-	memcpy(pb->data + pb->len, src, f->out_len);
-	pb->len += f->out_len;
-	P->st->new_stored_bytes += f->out_len;
-	for (uint32_t i = 0; i < f->n; i++) {
-		const struct fchunk *c = &f->c[i];
-		struct ss_dentry *de = ss_dedup_entry(P->dedup, c->slot);
-		bool z = f->codec == SS_CODEC_ZSTD;
-		struct ss_pack_entry *pe = &pb->e[pb->n++];
-		memcpy(pe->id, de->id, 16);
-		pe->offset = z ? at : at + c->frame_off;
-		pe->stored_len = z ? (uint32_t)f->out_len : c->len;
-		pe->raw_len = c->len;
-		pe->codec = f->codec;
-		pe->frame_off = z ? c->frame_off : 0;
-		de->pack = pb->idx;
-		de->offset = pe->offset;
-		de->stored_len = pe->stored_len;
-		de->codec = pe->codec;
-		de->frame_off = pe->frame_off;
-		P->st->new_raw_bytes += c->len;
-		P->st->new_chunks++;
-	}
+	int r = ss_packer_add(P->packer, src, (uint32_t)f->out_len, f->codec, f->c, f->n, &e);
+	if (r == -EAGAIN)
+		return false;
+	if (r)
+		fail_msg(P, r, e.msg);
 	return true;
 }
 
@@ -434,6 +280,16 @@ static void drain_parked(struct spush *P)
 		f->next = P->free_frames;
 		P->free_frames = f;
 	}
+}
+
+/* A pack put finished: a free buffer may let parked frames go on. */
+static void pack_done(void *arg, int res, const char *msg)
+{
+	struct spush *P = arg;
+	if (res < 0)
+		fail_msg(P, res, msg);
+	else
+		drain_parked(P);
 }
 
 /* ---------------------------------------------------------------- reading */
@@ -481,7 +337,7 @@ static void feed(struct spush *P)
 
 static bool busy(const struct spush *P)
 {
-	return P->reading || P->tasks || P->puts;
+	return P->reading || P->tasks || ss_packer_inflight(P->packer);
 }
 
 static int run(struct spush *P)
@@ -503,13 +359,13 @@ static int run(struct spush *P)
 				frame_submit(P, P->cur);
 				P->cur = NULL;
 			}
-			if (!P->tasks && !P->parked_head && !P->puts) {
-				if (P->cpb && P->cpb->open && P->cpb->n) {
-					int r = pack_flush(P, P->cpb);
-					if (r)
-						fail(P, r, "cannot store a pack");
+			if (!P->tasks && !P->parked_head && !ss_packer_inflight(P->packer)) {
+				struct ss_err e = {0};
+				int r = ss_packer_flush(P->packer, &e);
+				if (r < 0)
+					fail_msg(P, r, e.msg);
+				if (r)
 					continue;
-				}
 				break;
 			}
 		}
@@ -560,13 +416,9 @@ static int setup(struct spush *P)
 		f->next = P->free_frames;
 		P->free_frames = f;
 	}
-	for (unsigned i = 0; i < NPACKBUF; i++) {
-		struct packbuf *pb = &P->pb[i];
-		pb->P = P;
-		pb->cap = P->cfg.pack_size + ZSTD_compressBound(P->cfg.frame_max);
-		if (!(pb->data = ss_map_alloc(pb->cap)))
-			return -ENOMEM;
-	}
+	int r = ss_packer_new(P->store, P->dedup, &P->cfg, P->st, pack_done, P, &P->packer);
+	if (r)
+		return r;
 	struct ss_worker_ctx_ops wops = {.create = wctx_create, .destroy = wctx_destroy, .arg = P};
 	return ss_pool_new(P->loop, P->cfg.threads, &wops, &P->pool);
 }
@@ -583,14 +435,8 @@ static void teardown(struct spush *P)
 		}
 	free(P->frames);
 	P->frames = NULL;
-	for (unsigned i = 0; i < NPACKBUF; i++) {
-		ss_map_free(P->pb[i].data, P->pb[i].cap);
-		P->pb[i].data = NULL;
-		free(P->pb[i].e);
-		free(P->pb[i].tail);
-		P->pb[i].e = NULL;
-		P->pb[i].tail = NULL;
-	}
+	ss_packer_free(P->packer);
+	P->packer = NULL;
 	ss_map_free(P->rbuf, READ_SIZE);
 	ss_map_free(P->stage, P->stage_cap);
 	P->rbuf = P->stage = NULL;
@@ -602,155 +448,23 @@ static void teardown(struct spush *P)
 
 /* ---------------------------------------------------------------- manifest */
 
-static int build_manifest(struct spush *P, const char *name, struct ss_manifest *m)
+static int build_manifest(struct spush *P, const char *name, struct ss_manifest **out)
 {
-	m->tool_version = strdup(SNAPSTREAM_VERSION);
-	m->store_uri = strdup(P->store->uri);
-	m->files = calloc(1, sizeof(*m->files));
-	if (!m->tool_version || !m->store_uri || !m->files)
-		return -ENOMEM;
-	m->created_unix_ns = ss_wall_ns();
-	m->chunk_min = P->cfg.chunk.min_size;
-	m->chunk_avg = P->cfg.chunk.avg_size;
-	m->chunk_max = P->cfg.chunk.max_size;
-	m->chunk_seg = P->cfg.chunk.seg_size;
-	m->chunk_algorithm = 1;
-	m->frame_max = P->cfg.frame_max;
-	const struct ss_push_opts *o = P->opts;
-	if (o->nlabels) {
-		if (!(m->labels = calloc(o->nlabels, sizeof(*m->labels))))
-			return -ENOMEM;
-		for (size_t i = 0; i < o->nlabels; i++) {
-			m->labels[i].key = strdup(o->labels[i].key);
-			m->labels[i].value = strdup(o->labels[i].value);
-			m->nlabels++;
-			if (!m->labels[i].key || !m->labels[i].value)
-				return -ENOMEM;
-		}
-	}
-	if (o->nparents) {
-		if (!(m->parents = calloc(o->nparents, sizeof(*m->parents))))
-			return -ENOMEM;
-		for (size_t i = 0; i < o->nparents; i++) {
-			struct ss_snaploc pl;
-			if (ss_snaploc_parse(o->parents[i], &pl, NULL))
-				return -EINVAL;
-			m->parents[m->nparents++] = pl.canonical;
-			pl.canonical = NULL;
-			ss_snaploc_free(&pl);
-		}
-	}
-	struct ss_mfile *mf = &m->files[m->nfiles++];
-	if (!(mf->name = strdup(name)))
-		return -ENOMEM;
-	mf->size = P->total;
-	mf->mode = 0644;
-	mf->mtime_ns = m->created_unix_ns;
-	XXH128_canonical_t d;
-	XXH128_canonicalFromHash(&d, XXH3_128bits_digest(P->hs));
-	memcpy(mf->digest, d.digest, 16);
-	mf->ext = malloc(sizeof(*mf->ext) * (P->next ? P->next : 1));
-	uint32_t *pmap = malloc(sizeof(*pmap) * (P->store->npacks ? P->store->npacks : 1));
-	size_t chunk_cap = 1024;
-	m->chunks = malloc(sizeof(*m->chunks) * chunk_cap);
-	if (!mf->ext || !pmap || !m->chunks) {
-		free(pmap);
-		return -ENOMEM;
-	}
-	memset(pmap, 0xff, sizeof(*pmap) * P->store->npacks);
-	uint64_t unique = 0;
-	int r = 0;
-	for (size_t i = 0; !r && i < P->next; i++) {
-		const struct sext *x = &P->ext[i];
-		if (x->slot == SS_SLOT_NONE) {
-			mf->ext[mf->next++] = (struct ss_mextent){x->len, 0};
-			continue;
-		}
-		struct ss_dentry *de = ss_dedup_entry(P->dedup, x->slot);
-		if (de->snap_idx == SS_SLOT_NONE) {
-			if (de->pack == SS_PACK_PENDING || de->pack >= P->store->npacks) {
-				r = -EIO;   /* a chunk was never packed: a bug */
-				break;
-			}
-			if (m->nchunks == chunk_cap) {
-				chunk_cap *= 2;
-				void *a = realloc(m->chunks, sizeof(*m->chunks) * chunk_cap);
-				if (!a) {
-					r = -ENOMEM;
-					break;
-				}
-				m->chunks = a;
-			}
-			if (pmap[de->pack] == UINT32_MAX)
-				pmap[de->pack] = (uint32_t)m->npacks++;
-			struct ss_chunk_ref *c = &m->chunks[m->nchunks];
-			memcpy(c->id, de->id, 16);
-			c->pack = pmap[de->pack];
-			c->offset = de->offset;
-			c->stored_len = de->stored_len;
-			c->raw_len = de->raw_len;
-			c->codec = de->codec;
-			c->frame_off = de->frame_off;
-			de->snap_idx = (uint32_t)m->nchunks++;
-			unique += de->raw_len;
-		}
-		mf->ext[mf->next++] = (struct ss_mextent){x->len, de->snap_idx + 1};
-	}
+	struct ss_mbuild *b = NULL;
+	int r = ss_mbuild_new(&P->cfg, P->opts, P->store, P->dedup, false, &b);
 	if (!r) {
-		m->pack_ids = malloc(16 * (m->npacks ? m->npacks : 1));
-		if (!m->pack_ids)
-			r = -ENOMEM;
-		for (uint32_t p = 0; !r && p < P->store->npacks; p++)
-			if (pmap[p] != UINT32_MAX)
-				memcpy(m->pack_ids[pmap[p]], P->store->pack_ids[p], 16);
+		XXH128_canonical_t d;
+		XXH128_canonicalFromHash(&d, XXH3_128bits_digest(P->hs));
+		/* A stream has no mode or mtime of its own. */
+		r = ss_mbuild_file(b, name, P->total, 0644, ss_mbuild_created_ns(b), d.digest,
+				   P->next);
 	}
-	free(pmap);
-	m->stats.logical_bytes = P->total;
-	m->stats.zero_bytes = P->st->zero_bytes;
-	m->stats.chunk_bytes = P->total - P->st->zero_bytes;
-	m->stats.unique_bytes = unique;
-	m->stats.new_raw_bytes = P->st->new_raw_bytes;
-	m->stats.new_stored_bytes = P->st->new_stored_bytes;
-	m->stats.stored_bytes = ss_manifest_stored_bytes(m);
-	P->st->unique_chunks = m->nchunks;
+	for (size_t i = 0; !r && i < P->next; i++)
+		r = ss_mbuild_extent(b, P->ext[i].len, P->ext[i].slot);
+	if (!r)
+		r = ss_mbuild_finish(b, P->total, P->st, out);
+	ss_mbuild_free(b);
 	return r;
-}
-
-/* Parents add their chunks to the dedup table (no cut-point guide: the
- * stream is not a file we can compare offsets in ahead of time). */
-static int load_parents(struct spush *P)
-{
-	for (size_t i = 0; i < P->opts->nparents; i++) {
-		struct ss_manifest *pm = NULL;
-		int r = ss_manifest_fetch(P->opts->parents[i], P->loop, &P->cfg, &pm, NULL,
-					  &P->st->requests, P->err);
-		if (r == -ENOENT) {
-			ss_err_clear(P->err);
-			return ss_err_set(P->err, r, "parent snapshot %s does not exist",
-					  P->opts->parents[i]);
-		}
-		if (r)
-			return r;
-		/* Only chunks whose packs live in this store can be referenced. */
-		bool same_store = pm->store_uri && strcmp(pm->store_uri, P->store->uri) == 0;
-		for (size_t c = 0; !r && c < pm->nchunks; c++) {
-			struct ss_chunk_ref *cr = &pm->chunks[c];
-			uint32_t idx;
-			if (ss_store_pack_find(P->store, pm->pack_ids[cr->pack], &idx)) {
-				if (!same_store)
-					continue;
-				if ((r = ss_store_pack_index(P->store, pm->pack_ids[cr->pack], 0, &idx)))
-					break;
-			}
-			r = ss_dedup_add(P->dedup, cr->id, idx, (uint32_t)cr->offset, cr->stored_len,
-					 cr->raw_len, cr->codec, cr->frame_off);
-		}
-		ss_manifest_free(pm);
-		if (r)
-			return ss_err_set(P->err, r, "cannot load parent %s: %s", P->opts->parents[i],
-					  strerror(-r));
-	}
-	return 0;
 }
 
 int ss_push_fd(const struct ss_push_opts *opts, int fd, const char *name,
@@ -762,8 +476,6 @@ int ss_push_fd(const struct ss_push_opts *opts, int fd, const char *name,
 	struct ss_snaploc loc = {0};
 	struct ss_backend *snapb = NULL;
 	struct ss_manifest *m = NULL;
-	uint8_t *mbuf = NULL;
-	size_t mlen = 0;
 	uint64_t t0 = ss_now_ns();
 	int r;
 	if (!st)
@@ -823,7 +535,11 @@ int ss_push_fd(const struct ss_push_opts *opts, int fd, const char *name,
 			P->prog.bytes_total = (uint64_t)(sb.st_size - pos);
 	}
 	ss_tick(&P->cfg, &P->ticker, &P->prog, true);
-	if ((r = ss_store_load(P->store, P->loop, P->dedup, &err)) || (r = load_parents(P)))
+	/* Parents seed dedup only: no cut-point guide, as a stream is not a
+	 * file whose offsets can be compared ahead of time. */
+	if ((r = ss_store_load(P->store, P->loop, P->dedup, &err)) ||
+	    (r = ss_load_parents(opts, P->loop, &P->cfg, P->store, P->dedup, NULL,
+				 &st->requests, &err)))
 		goto out;
 	if ((r = setup(P))) {
 		ss_err_set(&err, r, "cannot allocate the push pipeline: %s", strerror(-r));
@@ -834,29 +550,11 @@ int ss_push_fd(const struct ss_push_opts *opts, int fd, const char *name,
 	teardown(P);
 	P->prog.phase = "commit";
 	ss_tick(&P->cfg, &P->ticker, &P->prog, true);
-	m = calloc(1, sizeof(*m));
-	if (!m || (r = build_manifest(P, name, m))) {
-		r = ss_err_set(&err, m ? r : -ENOMEM, "cannot build the manifest: %s",
-			       strerror(m ? -r : ENOMEM));
+	if ((r = build_manifest(P, name, &m))) {
+		ss_err_set(&err, r, "cannot build the manifest: %s", strerror(-r));
 		goto out;
 	}
-	if ((r = ss_manifest_encode(m, &mbuf, &mlen))) {
-		ss_err_set(&err, r, "cannot encode the manifest: %s", strerror(-r));
-		goto out;
-	}
-	st->manifest_bytes = mlen;
-	/* The same order as ss_push: packs, index, ref, manifest last. */
-	if ((r = ss_store_write_index(P->store, P->loop, &err)) ||
-	    (r = ss_store_write_ref(P->store, P->loop, loc.canonical, &err)))
-		goto out;
-	r = ss_put_object(snapb, P->loop, loc.key, mbuf, mlen, opts->force ? 0 : SS_PUT_IF_ABSENT,
-			  &st->requests, &err);
-	if (r == -EEXIST)
-		r = ss_err_set(&err, r, "snapshot %s was created by someone else meanwhile",
-			       opts->snapshot);
-	else if (r)
-		ss_err_set(&err, r, "cannot write the manifest of %s: %s", opts->snapshot,
-			   strerror(-r));
+	r = ss_push_commit(P->store, snapb, P->loop, &loc, opts, m, st, &err);
 out:
 	if (P) {
 		while (P->loop && busy(P) && ss_loop_turn(P->loop, true) >= 0)
@@ -877,7 +575,6 @@ out:
 	} else {
 		ss_backend_free(snapb);
 	}
-	free(mbuf);
 	ss_manifest_free(m);
 	ss_snaploc_free(&loc);
 	free(P);

@@ -1,0 +1,288 @@
+/* The manifest builder, parent loading and the commit step shared by
+ * ss_push and ss_push_fd (docs/DESIGN.md, "Manifest"). */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct ss_mbuild {
+	struct ss_manifest *m;
+	struct ss_store *store;
+	struct ss_dedup *dedup;
+	/* Store pack index → index in the manifest's pack table, or
+	 * UINT32_MAX while no chunk of that pack is referenced. */
+	uint32_t *pmap;
+	uint32_t npmap;
+	size_t files_cap, chunks_cap, ext_cap;
+	uint64_t unique_bytes;
+};
+
+void ss_mbuild_free(struct ss_mbuild *b)
+{
+	if (!b)
+		return;
+	ss_manifest_free(b->m);
+	free(b->pmap);
+	free(b);
+}
+
+int64_t ss_mbuild_created_ns(const struct ss_mbuild *b)
+{
+	return b->m->created_unix_ns;
+}
+
+static int header(struct ss_manifest *m, const struct ss_cfg *cfg, const struct ss_push_opts *o,
+		  const char *store_uri, bool root_is_dir)
+{
+	m->tool_version = strdup(SNAPSTREAM_VERSION);
+	m->store_uri = strdup(store_uri);
+	if (!m->tool_version || !m->store_uri)
+		return -ENOMEM;
+	m->created_unix_ns = ss_wall_ns();
+	m->chunk_min = cfg->chunk.min_size;
+	m->chunk_avg = cfg->chunk.avg_size;
+	m->chunk_max = cfg->chunk.max_size;
+	m->chunk_seg = cfg->chunk.seg_size;
+	m->chunk_algorithm = 1;
+	m->frame_max = cfg->frame_max;
+	m->root_is_dir = root_is_dir;
+	if (o->nlabels) {
+		if (!(m->labels = calloc(o->nlabels, sizeof(*m->labels))))
+			return -ENOMEM;
+		for (size_t i = 0; i < o->nlabels; i++) {
+			m->labels[i].key = strdup(o->labels[i].key);
+			m->labels[i].value = strdup(o->labels[i].value);
+			m->nlabels++;
+			if (!m->labels[i].key || !m->labels[i].value)
+				return -ENOMEM;
+		}
+	}
+	if (o->nparents) {
+		if (!(m->parents = calloc(o->nparents, sizeof(*m->parents))))
+			return -ENOMEM;
+		/* Parents are recorded as canonical URIs, as refs name them. */
+		for (size_t i = 0; i < o->nparents; i++) {
+			struct ss_snaploc pl;
+			if (ss_snaploc_parse(o->parents[i], &pl, NULL))
+				return -EINVAL;
+			m->parents[m->nparents++] = pl.canonical;
+			pl.canonical = NULL;
+			ss_snaploc_free(&pl);
+		}
+	}
+	return 0;
+}
+
+int ss_mbuild_new(const struct ss_cfg *cfg, const struct ss_push_opts *opts,
+		  struct ss_store *store, struct ss_dedup *dedup, bool root_is_dir,
+		  struct ss_mbuild **out)
+{
+	struct ss_mbuild *b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->store = store;
+	b->dedup = dedup;
+	b->npmap = store->npacks;
+	b->m = calloc(1, sizeof(*b->m));
+	b->pmap = malloc(sizeof(*b->pmap) * (b->npmap ? b->npmap : 1));
+	b->files_cap = 16;
+	b->chunks_cap = 1024;
+	int r = -ENOMEM;
+	if (b->m && b->pmap && (b->m->files = malloc(sizeof(*b->m->files) * b->files_cap)) &&
+	    (b->m->chunks = malloc(sizeof(*b->m->chunks) * b->chunks_cap)))
+		r = 0;
+	if (!r) {
+		memset(b->pmap, 0xff, sizeof(*b->pmap) * b->npmap);
+		r = header(b->m, cfg, opts, store->uri, root_is_dir);
+	}
+	if (r) {
+		ss_mbuild_free(b);
+		return r;
+	}
+	*out = b;
+	return 0;
+}
+
+int ss_mbuild_file(struct ss_mbuild *b, const char *name, uint64_t size, uint32_t mode,
+		   int64_t mtime_ns, const uint8_t digest[16], size_t ext_hint)
+{
+	struct ss_manifest *m = b->m;
+	if (m->nfiles == b->files_cap) {
+		size_t ncap = b->files_cap * 2;
+		void *a = realloc(m->files, sizeof(*m->files) * ncap);
+		if (!a)
+			return -ENOMEM;
+		m->files = a;
+		b->files_cap = ncap;
+	}
+	struct ss_mfile *mf = &m->files[m->nfiles++];
+	memset(mf, 0, sizeof(*mf));
+	b->ext_cap = ext_hint ? ext_hint : 16;
+	mf->name = strdup(name);
+	mf->ext = malloc(sizeof(*mf->ext) * b->ext_cap);
+	if (!mf->name || !mf->ext)
+		return -ENOMEM;
+	mf->size = size;
+	mf->mode = mode;
+	mf->mtime_ns = mtime_ns;
+	memcpy(mf->digest, digest, 16);
+	return 0;
+}
+
+/* The chunk's index in the snapshot's table, adding it on first use. */
+static int chunk_index(struct ss_mbuild *b, struct ss_dentry *de)
+{
+	struct ss_manifest *m = b->m;
+	if (de->snap_idx != SS_SLOT_NONE)
+		return 0;
+	if (de->pack == SS_PACK_PENDING || de->pack >= b->npmap)
+		return -EIO;   /* a chunk was never packed: a bug */
+	if (m->nchunks == b->chunks_cap) {
+		size_t ncap = b->chunks_cap * 2;
+		void *a = realloc(m->chunks, sizeof(*m->chunks) * ncap);
+		if (!a)
+			return -ENOMEM;
+		m->chunks = a;
+		b->chunks_cap = ncap;
+	}
+	if (b->pmap[de->pack] == UINT32_MAX)
+		b->pmap[de->pack] = (uint32_t)m->npacks++;
+	struct ss_chunk_ref *c = &m->chunks[m->nchunks];
+	memcpy(c->id, de->id, 16);
+	c->pack = b->pmap[de->pack];
+	c->offset = de->offset;
+	c->stored_len = de->stored_len;
+	c->raw_len = de->raw_len;
+	c->codec = de->codec;
+	c->frame_off = de->frame_off;
+	de->snap_idx = (uint32_t)m->nchunks++;
+	b->unique_bytes += de->raw_len;
+	return 0;
+}
+
+int ss_mbuild_extent(struct ss_mbuild *b, uint64_t len, uint32_t slot)
+{
+	struct ss_mfile *mf = &b->m->files[b->m->nfiles - 1];
+	if (slot == SS_SLOT_NONE && mf->next && mf->ext[mf->next - 1].chunk == 0) {
+		mf->ext[mf->next - 1].len += len;
+		return 0;
+	}
+	uint32_t chunk = 0;
+	if (slot != SS_SLOT_NONE) {
+		struct ss_dentry *de = ss_dedup_entry(b->dedup, slot);
+		int r = chunk_index(b, de);
+		if (r)
+			return r;
+		chunk = de->snap_idx + 1;
+	}
+	if (mf->next == b->ext_cap) {
+		size_t ncap = b->ext_cap * 2;
+		void *a = realloc(mf->ext, sizeof(*mf->ext) * ncap);
+		if (!a)
+			return -ENOMEM;
+		mf->ext = a;
+		b->ext_cap = ncap;
+	}
+	mf->ext[mf->next++] = (struct ss_mextent){len, chunk};
+	return 0;
+}
+
+int ss_mbuild_finish(struct ss_mbuild *b, uint64_t logical_bytes, struct ss_stats *st,
+		     struct ss_manifest **out)
+{
+	struct ss_manifest *m = b->m;
+	if (!(m->pack_ids = malloc(16 * (m->npacks ? m->npacks : 1))))
+		return -ENOMEM;
+	for (uint32_t p = 0; p < b->npmap; p++)
+		if (b->pmap[p] != UINT32_MAX)
+			memcpy(m->pack_ids[b->pmap[p]], b->store->pack_ids[p], 16);
+	/* Each distinct frame once, wherever its chunks sit in the table. */
+	m->stats.stored_bytes = ss_manifest_stored_bytes(m);
+	m->stats.logical_bytes = logical_bytes;
+	m->stats.zero_bytes = st->zero_bytes;
+	m->stats.chunk_bytes = logical_bytes - st->zero_bytes;
+	m->stats.unique_bytes = b->unique_bytes;
+	m->stats.new_raw_bytes = st->new_raw_bytes;
+	m->stats.new_stored_bytes = st->new_stored_bytes;
+	st->unique_chunks = m->nchunks;
+	*out = m;
+	b->m = NULL;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- parents */
+
+int ss_load_parents(const struct ss_push_opts *opts, struct ss_loop *l, const struct ss_cfg *cfg,
+		    struct ss_store *store, struct ss_dedup *dedup, struct ss_manifest **guide,
+		    uint64_t *requests, struct ss_err *err)
+{
+	for (size_t i = 0; i < opts->nparents; i++) {
+		struct ss_manifest *pm = NULL;
+		int r = ss_manifest_load(opts->parents[i], l, cfg, &pm, requests, err);
+		if (r == -ENOENT) {
+			ss_err_clear(err);
+			return ss_err_set(err, r, "parent snapshot %s does not exist",
+					  opts->parents[i]);
+		}
+		if (r)
+			return r;
+		/* Only chunks whose packs live in this store can be referenced. */
+		bool same_store = pm->store_uri && strcmp(pm->store_uri, store->uri) == 0;
+		for (size_t c = 0; !r && c < pm->nchunks; c++) {
+			struct ss_chunk_ref *cr = &pm->chunks[c];
+			uint32_t idx;
+			if (ss_store_pack_find(store, pm->pack_ids[cr->pack], &idx)) {
+				if (!same_store)
+					continue;
+				if ((r = ss_store_pack_index(store, pm->pack_ids[cr->pack], 0, &idx)))
+					break;
+			}
+			r = ss_dedup_add(dedup, cr->id, idx, (uint32_t)cr->offset, cr->stored_len,
+					 cr->raw_len, cr->codec, cr->frame_off);
+		}
+		/* The first parent cut with our parameters guides chunking. */
+		const struct ss_chunk_params *cp = &cfg->chunk;
+		if (!r && guide && !*guide && pm->chunk_algorithm == 1 && !pm->keyed_ids &&
+		    pm->chunk_min == cp->min_size && pm->chunk_avg == cp->avg_size &&
+		    pm->chunk_max == cp->max_size && pm->chunk_seg == cp->seg_size) {
+			*guide = pm;
+			pm = NULL;
+		}
+		ss_manifest_free(pm);
+		if (r)
+			return ss_err_set(err, r, "cannot load parent %s: %s", opts->parents[i],
+					  strerror(-r));
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- commit */
+
+int ss_push_commit(struct ss_store *store, struct ss_backend *snapb, struct ss_loop *l,
+		   const struct ss_snaploc *loc, const struct ss_push_opts *opts,
+		   const struct ss_manifest *m, struct ss_stats *st, struct ss_err *err)
+{
+	uint8_t *mbuf = NULL;
+	size_t mlen = 0;
+	int r = ss_manifest_encode(m, &mbuf, &mlen);
+	if (r)
+		return ss_err_set(err, r, "cannot encode the manifest: %s", strerror(-r));
+	st->manifest_bytes = mlen;
+	/* Order is the crash-safety protocol: packs are stored, then the index
+	 * that lists them, then the ref, and the manifest last. */
+	if ((r = ss_store_write_index(store, l, err)) ||
+	    (r = ss_store_write_ref(store, l, loc->canonical, err)))
+		goto out;
+	r = ss_put_object(snapb, l, loc->key, mbuf, mlen, opts->force ? 0 : SS_PUT_IF_ABSENT,
+			  &st->requests, err);
+	if (r == -EEXIST)
+		r = ss_err_set(err, r, "snapshot %s was created by someone else meanwhile",
+			       opts->snapshot);
+	else if (r)
+		ss_err_set(err, r, "cannot write the manifest of %s: %s", opts->snapshot,
+			   strerror(-r));
+out:
+	free(mbuf);
+	return r;
+}

@@ -1,0 +1,240 @@
+/* The pack writer shared by ss_push and ss_push_fd: stored frames are
+ * copied into the current pack buffer, full packs are uploaded while the
+ * next one fills, and each stored pack is recorded in the store for the
+ * index object that will list it (docs/DESIGN.md, "Store layout"). */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+struct packbuf {
+	struct ss_packer *pk;
+	struct ss_req req;
+	struct iovec iov[2];
+	uint8_t *data, *tail;
+	size_t len, cap, tail_cap;
+	struct ss_pack_entry *e;
+	uint32_t n, ecap;
+	uint8_t id[16];
+	uint32_t idx;
+	bool open, busy;
+	char key[64];
+	struct ss_err perr;
+};
+
+struct ss_packer {
+	struct ss_store *store;
+	struct ss_dedup *dedup;
+	struct ss_stats *st;
+	uint32_t pack_size;
+	ss_packer_done_fn done;
+	void *arg;
+	struct packbuf pb[SS_NPACKBUF];
+	struct packbuf *cur;
+	unsigned puts;
+};
+
+int ss_packer_new(struct ss_store *store, struct ss_dedup *dedup, const struct ss_cfg *cfg,
+		  struct ss_stats *st, ss_packer_done_fn done, void *arg,
+		  struct ss_packer **out)
+{
+	struct ss_packer *pk = calloc(1, sizeof(*pk));
+	if (!pk)
+		return -ENOMEM;
+	pk->store = store;
+	pk->dedup = dedup;
+	pk->st = st;
+	pk->pack_size = cfg->pack_size;
+	pk->done = done;
+	pk->arg = arg;
+	for (unsigned i = 0; i < SS_NPACKBUF; i++) {
+		struct packbuf *pb = &pk->pb[i];
+		pb->pk = pk;
+		/* A pack is flushed before a frame would take it past
+		 * pack_size, so it never holds more than that plus a frame. */
+		pb->cap = cfg->pack_size + ZSTD_compressBound(cfg->frame_max);
+		if (!(pb->data = ss_map_alloc(pb->cap))) {
+			ss_packer_free(pk);
+			return -ENOMEM;
+		}
+	}
+	*out = pk;
+	return 0;
+}
+
+void ss_packer_free(struct ss_packer *pk)
+{
+	if (!pk)
+		return;
+	for (unsigned i = 0; i < SS_NPACKBUF; i++) {
+		ss_map_free(pk->pb[i].data, pk->pb[i].cap);
+		free(pk->pb[i].e);
+		free(pk->pb[i].tail);
+	}
+	free(pk);
+}
+
+unsigned ss_packer_inflight(const struct ss_packer *pk)
+{
+	return pk ? pk->puts : 0;
+}
+
+static void put_done(struct ss_op *op, int res)
+{
+	struct ss_req *req = (struct ss_req *)op;
+	struct packbuf *pb = req->user;
+	struct ss_packer *pk = pb->pk;
+	char msg[sizeof(pb->perr.msg) + 128];
+	pk->puts--;
+	pb->busy = false;
+	if (res < 0) {
+		snprintf(msg, sizeof(msg), "cannot store pack %s: %s", pb->key,
+			 pb->perr.code ? pb->perr.msg : strerror(-res));
+		pk->done(pk->arg, res, msg);
+		return;
+	}
+	/* The store's next index object lists this pack; the entries move. */
+	struct ss_pack_entry *e = malloc(sizeof(*e) * (pb->n ? pb->n : 1));
+	if (!e || (memcpy(e, pb->e, sizeof(*e) * pb->n),
+		   ss_store_note_unindexed(pk->store, pb->id, pk->store->pack_sizes[pb->idx], e,
+					   pb->n))) {
+		snprintf(msg, sizeof(msg), "cannot record a stored pack: %s", strerror(ENOMEM));
+		pk->done(pk->arg, -ENOMEM, msg);
+		return;
+	}
+	pk->done(pk->arg, 0, NULL);
+}
+
+static int pack_open(struct ss_packer *pk, struct packbuf *pb)
+{
+	int r = ss_random_id(pb->id);
+	if (!r)
+		r = ss_store_pack_index(pk->store, pb->id, 0, &pb->idx);
+	if (r)
+		return r;
+	pb->len = 0;
+	pb->n = 0;
+	pb->open = true;
+	return 0;
+}
+
+static int pack_put(struct ss_packer *pk, struct packbuf *pb)
+{
+	size_t need = (size_t)pb->n * SS_PACK_ENTRY_SIZE + SS_PACK_TRAILER_SIZE;
+	if (need > pb->tail_cap) {
+		uint8_t *t = realloc(pb->tail, need);
+		if (!t)
+			return -ENOMEM;
+		pb->tail = t;
+		pb->tail_cap = need;
+	}
+	size_t tl = ss_pack_write_index(pb->tail, pb->e, pb->n, pb->len);
+	pk->store->pack_sizes[pb->idx] = pb->len + tl;
+	ss_pack_key(pb->id, pb->key);
+	pb->iov[0] = (struct iovec){.iov_base = pb->data, .iov_len = pb->len};
+	pb->iov[1] = (struct iovec){.iov_base = pb->tail, .iov_len = tl};
+	memset(&pb->req, 0, sizeof(pb->req));
+	ss_err_clear(&pb->perr);
+	pb->req.op.done = put_done;
+	pb->req.kind = SS_REQ_PUT;
+	pb->req.key = pb->key;
+	pb->req.iov = pb->iov;
+	pb->req.iovcnt = 2;
+	pb->req.err = &pb->perr;
+	pb->req.user = pb;
+	pb->open = false;
+	pb->busy = true;
+	int r = ss_backend_submit(pk->store->b, &pb->req);
+	if (r) {
+		pb->busy = false;
+		return r;
+	}
+	pk->puts++;
+	pk->st->requests++;
+	pk->st->packs++;
+	pk->st->transferred_bytes += pb->len + tl;
+	return 0;
+}
+
+/* The pack being filled, opening a free buffer if needed. -EAGAIN: every
+ * buffer is uploading. */
+static int pack_current(struct ss_packer *pk, struct packbuf **out, struct ss_err *err)
+{
+	if (pk->cur && pk->cur->open) {
+		*out = pk->cur;
+		return 0;
+	}
+	for (unsigned i = 0; i < SS_NPACKBUF; i++) {
+		struct packbuf *pb = &pk->pb[i];
+		if (!pb->busy && !pb->open) {
+			int r = pack_open(pk, pb);
+			if (r)
+				return ss_err_set(err, r, "cannot start a pack: %s", strerror(-r));
+			pk->cur = pb;
+			*out = pb;
+			return 0;
+		}
+	}
+	return -EAGAIN;
+}
+
+int ss_packer_add(struct ss_packer *pk, const uint8_t *stored, uint32_t stored_len,
+		  uint8_t codec, const struct ss_packer_chunk *c, uint32_t n,
+		  struct ss_err *err)
+{
+	struct packbuf *pb;
+	int r = pack_current(pk, &pb, err);
+	if (r)
+		return r;
+	if (pb->n && pb->len + stored_len > pk->pack_size) {
+		if ((r = pack_put(pk, pb)))
+			return ss_err_set(err, r, "cannot store a pack: %s", strerror(-r));
+		if ((r = pack_current(pk, &pb, err)))
+			return r;
+	}
+	/* Room for every entry first: a frame is added whole or not at all. */
+	if (pb->n + n > pb->ecap) {
+		uint32_t ncap = SS_MAX(pb->ecap * 2, pb->n + n + 1024);
+		void *a = realloc(pb->e, sizeof(*pb->e) * ncap);
+		if (!a)
+			return ss_err_set(err, -ENOMEM, "cannot grow a pack index: %s",
+					  strerror(ENOMEM));
+		pb->e = a;
+		pb->ecap = ncap;
+	}
+	uint32_t at = (uint32_t)pb->len;
+	memcpy(pb->data + pb->len, stored, stored_len);
+	pb->len += stored_len;
+	pk->st->new_stored_bytes += stored_len;
+	bool z = codec == SS_CODEC_ZSTD;
+	for (uint32_t i = 0; i < n; i++) {
+		struct ss_dentry *de = ss_dedup_entry(pk->dedup, c[i].slot);
+		struct ss_pack_entry *pe = &pb->e[pb->n++];
+		memcpy(pe->id, de->id, 16);
+		pe->offset = z ? at : at + c[i].frame_off;
+		pe->stored_len = z ? stored_len : de->raw_len;
+		pe->raw_len = de->raw_len;
+		pe->codec = codec;
+		pe->frame_off = z ? c[i].frame_off : 0;
+		de->pack = pb->idx;
+		de->offset = pe->offset;
+		de->stored_len = pe->stored_len;
+		de->codec = pe->codec;
+		de->frame_off = pe->frame_off;
+		pk->st->new_raw_bytes += de->raw_len;
+		pk->st->new_chunks++;
+	}
+	return 0;
+}
+
+int ss_packer_flush(struct ss_packer *pk, struct ss_err *err)
+{
+	if (!pk->cur || !pk->cur->open || !pk->cur->n)
+		return 0;
+	int r = pack_put(pk, pk->cur);
+	if (r)
+		return ss_err_set(err, r, "cannot store a pack: %s", strerror(-r));
+	return 1;
+}
