@@ -55,7 +55,45 @@ struct wl {
 	char *restored_from;    /* snapshot it was restored from: the next push's parent */
 	char *dir;              /* <work-dir>/sandbox-XXXXXX */
 	int log_fd;
+
+	/* The last runsc asked for its version. Spawning runsc costs tens of
+	 * milliseconds on every checkpoint and restore; the answer only
+	 * changes when the binary does. */
+	struct {
+		char path[PATH_MAX];
+		dev_t dev;
+		ino_t ino;
+		off_t size;
+		struct timespec mtime;
+		char version[256];
+	} vcache;
 };
+
+/* runsc_version, remembered while the binary at `path` is unchanged. */
+static int cached_version(struct wl *w, const char *path, char *buf, size_t len,
+			  struct runsc_out *out)
+{
+	struct stat st;
+	bool known = stat(path, &st) == 0 && strcmp(w->vcache.path, path) == 0 &&
+		     w->vcache.dev == st.st_dev && w->vcache.ino == st.st_ino &&
+		     w->vcache.size == st.st_size && w->vcache.mtime.tv_sec == st.st_mtim.tv_sec &&
+		     w->vcache.mtime.tv_nsec == st.st_mtim.tv_nsec;
+	if (known && strlen(w->vcache.version) < len) {
+		snprintf(buf, len, "%s", w->vcache.version);
+		return 0;
+	}
+	int r = runsc_version(path, buf, len, out);
+	if (r == 0 && stat(path, &st) == 0 && strlen(path) < sizeof(w->vcache.path) &&
+	    strlen(buf) < sizeof(w->vcache.version)) {
+		snprintf(w->vcache.path, sizeof(w->vcache.path), "%s", path);
+		snprintf(w->vcache.version, sizeof(w->vcache.version), "%s", buf);
+		w->vcache.dev = st.st_dev;
+		w->vcache.ino = st.st_ino;
+		w->vcache.size = st.st_size;
+		w->vcache.mtime = st.st_mtim;
+	}
+	return r;
+}
 
 static void reap(struct wl *w, struct wl_result *res);
 
@@ -698,7 +736,7 @@ void wl_checkpoint(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	}
 	struct runsc rs = runsc_with(w, w->runsc_path);
 	now(&t0);
-	r = runsc_version(w->runsc_path, version, sizeof(version), &out);
+	r = cached_version(w, w->runsc_path, version, sizeof(version), &out);
 	if (r < 0) {
 		fail(res, WL_INTERNAL, "%s --version failed: %.1000s", w->runsc_path, out.tail);
 		goto done;
@@ -838,7 +876,7 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 		goto done;
 	}
 	now(&t0);
-	if ((r = runsc_version(runsc, version, sizeof(version), &out)) < 0) {
+	if ((r = cached_version(w, runsc, version, sizeof(version), &out)) < 0) {
 		fail(res, WL_INTERNAL, "%s --version failed: %.1000s", runsc, out.tail);
 		goto done;
 	}
