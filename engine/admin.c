@@ -37,47 +37,6 @@ static int local_exists(const char *uri, const char *suffix, bool *exists, struc
 	return 0;
 }
 
-int ss_manifest_fetch(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
-		      struct ss_manifest **out, uint64_t *mlen, uint64_t *requests,
-		      struct ss_err *err)
-{
-	struct ss_snaploc loc;
-	int r = ss_snaploc_parse(uri, &loc, err);
-	if (r)
-		return r;
-	struct ss_backend *b = NULL;
-	uint8_t *buf = NULL;
-	size_t len = 0;
-	bool exists;
-	if ((r = local_exists(uri, "/" SS_MANIFEST_KEY, &exists, err)))
-		goto out;
-	if (!exists) {
-		r = ss_err_set(err, -ENOENT, "no snapshot at %s", uri);
-		goto out;
-	}
-	if ((r = ss_backend_open(loc.backend_uri, l, &cfg->bopts, &b, err)))
-		goto out;
-	r = ss_get_object(b, l, loc.key, SS_MANIFEST_MAX_SIZE, &buf, &len, requests, err);
-	if (r == -ENOENT) {
-		ss_err_clear(err);
-		r = ss_err_set(err, -ENOENT, "no snapshot at %s", uri);
-		goto out;
-	}
-	if (r)
-		goto out;
-	struct ss_err derr = {0};
-	r = ss_manifest_decode(buf, len, out, &derr);
-	if (r)
-		ss_err_set(err, r, "snapshot %s: %s", uri, derr.msg);
-	else if (mlen)
-		*mlen = len;
-out:
-	free(buf);
-	ss_backend_free(b);
-	ss_snaploc_free(&loc);
-	return r;
-}
-
 int ss_store_backend_open(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
 			  struct ss_backend **out, struct ss_err *err)
 {
@@ -277,7 +236,7 @@ int ss_info(const char *snapshot, const struct ss_config *config, struct ss_snap
 		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
 		goto out;
 	}
-	if ((r = ss_manifest_fetch(snapshot, l, &cfg, &m, &mlen, NULL, &err)))
+	if ((r = ss_manifest_load(snapshot, l, &cfg, &m, &mlen, NULL, &err)))
 		goto out;
 	if (!(in = calloc(1, sizeof(*in))) || info_fill(m, loc.canonical, mlen, true, in)) {
 		free(in);
@@ -625,7 +584,7 @@ int ss_ls(const struct ss_ls_opts *opts, const struct ss_config *config,
 		struct ss_manifest *m = NULL;
 		struct ss_err me = {0};
 		uint64_t mlen = 0;
-		int mr = ss_manifest_fetch(found.v[i], l, &cfg, &m, &mlen, NULL, &me);
+		int mr = ss_manifest_load(found.v[i], l, &cfg, &m, &mlen, NULL, &me);
 		if (mr == -ENOENT)
 			continue;   /* a ref whose snapshot is gone */
 		struct ss_snapshot_info *in = &v[nv];
@@ -702,7 +661,7 @@ int ss_rm(const struct ss_rm_opts *opts, const struct ss_config *config, char *e
 		goto out;
 	}
 	struct ss_err merr = {0};
-	int mr = ss_manifest_fetch(opts->snapshot, l, &cfg, &m, NULL, NULL, &merr);
+	int mr = ss_manifest_load(opts->snapshot, l, &cfg, &m, NULL, NULL, &merr);
 	/* An unreadable manifest is still removed: it is no one's parent. */
 	bool have_manifest = mr != -ENOENT;
 	if (mr && mr != -ENOENT && mr != -EBADMSG && mr != -EPROTONOSUPPORT) {

@@ -170,7 +170,7 @@ static int mark_snapshot(struct gc *G, const char *uri, const char *via, bool *f
 {
 	struct ss_manifest *m = NULL;
 	struct ss_err me = {0};
-	int r = ss_manifest_fetch(uri, G->loop, &G->cfg, &m, NULL, &G->st->requests, &me);
+	int r = ss_manifest_load(uri, G->loop, &G->cfg, &m, NULL, &G->st->requests, &me);
 	*found = r == 0;
 	if (r == -ENOENT) {
 		/* A snapshot removed by hand leaves its directory; a directory

@@ -11,6 +11,8 @@
 #include "snapstream.h"
 #include "util.h"
 
+#include <zstd.h>
+
 #define SS_DEFAULT_ZSTD_LEVEL 2
 #define SS_DEFAULT_PACK_SIZE (32u << 20)
 /* New chunks are compressed together in frames of up to this many raw
@@ -58,9 +60,12 @@ struct ss_snaploc {
 int ss_snaploc_parse(const char *uri, struct ss_snaploc *out, struct ss_err *err);
 void ss_snaploc_free(struct ss_snaploc *s);
 
-/* Fetch and decode a snapshot's manifest. -ENOENT when there is none. */
+/* Fetch and decode a snapshot's manifest, never creating anything on the
+ * way (a missing local snapshot leaves no directory behind). -ENOENT names
+ * the URI. *mlen (may be NULL) receives the manifest's encoded size. */
 int ss_manifest_load(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
-		     struct ss_manifest **out, uint64_t *requests, struct ss_err *err);
+		     struct ss_manifest **out, uint64_t *mlen, uint64_t *requests,
+		     struct ss_err *err);
 
 /* --- gc records (gcrecord.c; docs/DESIGN.md, "Garbage collection") ---- */
 
@@ -150,6 +155,14 @@ int ss_store_write_index(struct ss_store *s, struct ss_loop *l, struct ss_err *e
 /* "packs/ab/ab…" for a pack id (out: at least 64 bytes). */
 void ss_pack_key(const uint8_t id[16], char *out);
 
+/* Decompress the prefix [0, need) of the zstd frame src into dst (pull,
+ * cat, verify). The streaming decoder stops when dst is full, so a frame
+ * that would inflate further (a decompression bomb) can never write past
+ * it. Returns false for a corrupt or truncated frame, or one shorter than
+ * need. Any thread; dc is the caller's. */
+bool ss_frame_prefix(ZSTD_DCtx *dc, const uint8_t *src, size_t srclen, uint8_t *dst,
+		     size_t need);
+
 /* Random 16 bytes (pack ids, temp names). */
 int ss_random_id(uint8_t id[16]);
 
@@ -162,13 +175,6 @@ int ss_store_write_ref(struct ss_store *s, struct ss_loop *l, const char *snapsh
 		       struct ss_err *err);
 
 /* --- reading snapshots without side effects (admin.c) ----------------- */
-
-/* Like ss_manifest_load, but never creates a directory looking for a
- * local snapshot, and reports the manifest's encoded size (mlen may be
- * NULL). -ENOENT names the URI. */
-int ss_manifest_fetch(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
-		      struct ss_manifest **out, uint64_t *mlen, uint64_t *requests,
-		      struct ss_err *err);
 
 /* Stored bytes of the distinct frames a manifest references. */
 uint64_t ss_manifest_stored_bytes(const struct ss_manifest *m);

@@ -219,7 +219,7 @@ int ss_load_parents(const struct ss_push_opts *opts, struct ss_loop *l, const st
 {
 	for (size_t i = 0; i < opts->nparents; i++) {
 		struct ss_manifest *pm = NULL;
-		int r = ss_manifest_load(opts->parents[i], l, cfg, &pm, requests, err);
+		int r = ss_manifest_load(opts->parents[i], l, cfg, &pm, NULL, requests, err);
 		if (r == -ENOENT) {
 			ss_err_clear(err);
 			return ss_err_set(err, r, "parent snapshot %s does not exist",

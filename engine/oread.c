@@ -214,27 +214,6 @@ static void build_unit(struct ss_oread *R, struct ounit *u)
 	}
 }
 
-/* Decompress the prefix [0, need) of the zstd frame src into dst. The
- * streaming decoder stops when dst is full, so a frame that would inflate
- * further (a decompression bomb) can never write past it. */
-static bool frame_prefix(ZSTD_DCtx *dc, const uint8_t *src, size_t srclen, uint8_t *dst,
-			 size_t need)
-{
-	if (!dc || ZSTD_isError(ZSTD_DCtx_reset(dc, ZSTD_reset_session_only)))
-		return false;
-	ZSTD_inBuffer in = {src, srclen, 0};
-	ZSTD_outBuffer out = {dst, need, 0};
-	while (out.pos < need) {
-		size_t in0 = in.pos, out0 = out.pos;
-		size_t r = ZSTD_decompressStream(dc, &out, &in);
-		if (ZSTD_isError(r) || (r == 0 && out.pos < need))
-			return false;
-		if (in.pos == in0 && out.pos == out0)
-			return false;
-	}
-	return true;
-}
-
 static void *wctx_create(void *arg)
 {
 	(void)arg;
@@ -257,7 +236,7 @@ static void unit_work(struct ss_task *task, void *wp)
 		const struct oframe *fr = &u->frames[k];
 		if (fr->codec != SS_CODEC_ZSTD || !fr->need)
 			continue;
-		if (!frame_prefix(wp, u->in + (fr->off - u->rs), fr->stored, u->dec + fr->dec_off,
+		if (!ss_frame_prefix(wp, u->in + (fr->off - u->rs), fr->stored, u->dec + fr->dec_off,
 				  fr->need)) {
 			/* Name the first extent that needs this frame. */
 			size_t i = 0;

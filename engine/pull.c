@@ -270,27 +270,6 @@ static void where(struct pull *P, uint32_t chunk, char *buf, size_t n)
 		 (unsigned long long)t->off);
 }
 
-/* Decompress the prefix [0, need) of the zstd frame src into dst. The
- * streaming decoder stops when dst is full, so a frame that would inflate
- * further (a decompression bomb) can never write past it. */
-static bool frame_prefix(ZSTD_DCtx *dc, const uint8_t *src, size_t srclen, uint8_t *dst,
-			 size_t need)
-{
-	if (!dc || ZSTD_isError(ZSTD_DCtx_reset(dc, ZSTD_reset_session_only)))
-		return false;
-	ZSTD_inBuffer in = {src, srclen, 0};
-	ZSTD_outBuffer out = {dst, need, 0};
-	while (out.pos < need) {
-		size_t in0 = in.pos, out0 = out.pos;
-		size_t r = ZSTD_decompressStream(dc, &out, &in);
-		if (ZSTD_isError(r) || (r == 0 && out.pos < need))
-			return false;   /* corrupt, or the frame ended early */
-		if (in.pos == in0 && out.pos == out0)
-			return false;   /* truncated: no input left to make progress */
-	}
-	return true;
-}
-
 static void range_work(struct ss_task *task, void *wp)
 {
 	struct rtask *t = (struct rtask *)task;
@@ -323,7 +302,7 @@ static void range_work(struct ss_task *task, void *wp)
 				}
 				frame_base = pos;
 				if (pos + need > P->out_cap ||
-				    !frame_prefix(w ? w->dc : NULL, src, c->stored_len, t->out + pos, need))
+				    !ss_frame_prefix(w ? w->dc : NULL, src, c->stored_len, t->out + pos, need))
 					bad = "cannot be decompressed to its recorded size";
 				pos += need;
 			}
@@ -928,7 +907,7 @@ int ss_pull(const struct ss_pull_opts *opts, const struct ss_config *config, str
 		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
 		goto out;
 	}
-	if ((r = ss_manifest_load(opts->snapshot, P->loop, &P->cfg, &P->m, &st->requests, &err)))
+	if ((r = ss_manifest_load(opts->snapshot, P->loop, &P->cfg, &P->m, NULL, &st->requests, &err)))
 		goto out;
 	const char *store_uri = opts->store       ? opts->store
 				: P->m->store_uri ? P->m->store_uri

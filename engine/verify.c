@@ -32,7 +32,7 @@ static int reader_open(struct reader *rd, const char *snapshot, const char *stor
 		return r;
 	if ((r = ss_loop_new(256, &rd->loop)))
 		return ss_err_set(err, r, "cannot set up io_uring: %s", strerror(-r));
-	if ((r = ss_manifest_fetch(snapshot, rd->loop, &rd->cfg, &rd->m, NULL, &st->requests, err)))
+	if ((r = ss_manifest_load(snapshot, rd->loop, &rd->cfg, &rd->m, NULL, &st->requests, err)))
 		return r;
 	st->files = rd->m->nfiles;
 	for (size_t i = 0; i < rd->m->nfiles; i++)

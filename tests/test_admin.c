@@ -145,7 +145,7 @@ static struct ss_manifest *load(const char *uri)
 	REQUIRE(ss_cfg_resolve(&in, &c, NULL) == 0, "cfg");
 	struct ss_manifest *m = NULL;
 	struct ss_err e = {0};
-	int r = ss_manifest_load(uri, l, &c, &m, NULL, &e);
+	int r = ss_manifest_load(uri, l, &c, &m, NULL, NULL, &e);
 	ss_loop_free(l);
 	REQUIRE(r == 0, "load %s: %s", uri, e.msg);
 	return m;
