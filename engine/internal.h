@@ -5,13 +5,12 @@
 #include "backend.h"
 #include "chunker.h"
 #include "dedup.h"
+#include "frame.h"
 #include "loop.h"
 #include "manifest.h"
 #include "pack.h"
 #include "snapstream.h"
 #include "util.h"
-
-#include <zstd.h>
 
 #define SS_DEFAULT_ZSTD_LEVEL 2
 #define SS_DEFAULT_PACK_SIZE (32u << 20)
@@ -154,14 +153,6 @@ int ss_store_write_index(struct ss_store *s, struct ss_loop *l, struct ss_err *e
 
 /* "packs/ab/ab…" for a pack id (out: at least 64 bytes). */
 void ss_pack_key(const uint8_t id[16], char *out);
-
-/* Decompress the prefix [0, need) of the zstd frame src into dst (pull,
- * cat, verify). The streaming decoder stops when dst is full, so a frame
- * that would inflate further (a decompression bomb) can never write past
- * it. Returns false for a corrupt or truncated frame, or one shorter than
- * need. Any thread; dc is the caller's. */
-bool ss_frame_prefix(ZSTD_DCtx *dc, const uint8_t *src, size_t srclen, uint8_t *dst,
-		     size_t need);
 
 /* Random 16 bytes (pack ids, temp names). */
 int ss_random_id(uint8_t id[16]);

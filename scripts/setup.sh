@@ -16,7 +16,10 @@ PKGS=(meson ninja-build pkg-config gcc liburing-dev libzstd-dev libxxhash-dev
       rclone
       # ateom: gRPC core and protoc for its server; gVisor's runsc, a static
       # busybox for the test sandbox, grpcio and protobuf for the test client.
-      libgrpc-dev protobuf-compiler python3-grpcio python3-protobuf runsc busybox-static)
+      libgrpc-dev protobuf-compiler python3-grpcio python3-protobuf runsc busybox-static
+      # The libFuzzer targets (tests/fuzz/run.sh): clang and compiler-rt,
+      # which carries libFuzzer and the sanitizers on Debian 12.
+      clang libclang-rt-14-dev)
 
 missing=()
 for p in "${PKGS[@]}"; do
