@@ -522,6 +522,11 @@ int ss_oread_run(const struct ss_oread_opts *o, struct ss_err *err)
 			break;
 		if (R->failed && idle)
 			break;
+		/* Units that needed no I/O (zero runs only) were delivered and
+		 * freed with no completion to wait for: go round again instead
+		 * of blocking on a ring with nothing in flight. */
+		if (idle)
+			continue;
 		int t = ss_loop_turn(o->loop, true);
 		if (t < 0) {
 			ss_oread_fail(R, t, "event loop failed: %s", strerror(-t));

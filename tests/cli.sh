@@ -106,5 +106,14 @@ grep -q "offset" err && grep -q "'img'" err && ok || bad "integrity error should
 mkdir -p snaps/trunc && head -c 100 snaps/a/manifest >snaps/trunc/manifest
 expect_rc 4 "truncated manifest" "$S" pull snaps/trunc t.img
 
+# Runs of zero pages can fill every read-ahead unit with work that needs
+# no I/O: verify and cat must still finish (they once waited forever on
+# this image with two workers).
+"$GEN" --size 128M --seed 9 --out zr.img --quiet
+expect_rc 0 "push a 128M memory-like image" "$S" push zr.img snaps/zr --quiet --no-fsync
+expect_rc 0 "verify with two workers" timeout 60 "$S" verify snaps/zr --threads 2 --quiet
+expect_rc 0 "cat with two workers" timeout 60 "$S" cat snaps/zr zr.img --threads 2
+cmp -s out zr.img && ok || bad "cat with two workers: bytes differ"
+
 echo "cli: $pass checks passed, $fails failed"
 [ "$fails" -eq 0 ]
