@@ -304,6 +304,13 @@ int ss_load_parents(const struct ss_push_opts *opts, struct ss_loop *l, const st
 		    struct ss_store *store, struct ss_dedup *dedup, struct ss_manifest **guide,
 		    uint64_t *requests, struct ss_err *err);
 
+/* Open the backend that holds a push's snapshot (loc from
+ * ss_snaploc_parse) and refuse a snapshot that exists unless opts->force:
+ * -EEXIST with a message. *snapb is the caller's to free, also on error. */
+int ss_push_target(const struct ss_push_opts *opts, const struct ss_snaploc *loc,
+		   struct ss_loop *l, const struct ss_cfg *cfg, struct ss_backend **snapb,
+		   uint64_t *requests, struct ss_err *err);
+
 /* Store a finished push in the crash-safe order, after its packs: encode
  * m, write the index object listing every unindexed pack, the ref, and the
  * manifest last (refused if it exists, unless opts->force). Sets

@@ -257,6 +257,25 @@ int ss_load_parents(const struct ss_push_opts *opts, struct ss_loop *l, const st
 	return 0;
 }
 
+int ss_push_target(const struct ss_push_opts *opts, const struct ss_snaploc *loc,
+		   struct ss_loop *l, const struct ss_cfg *cfg, struct ss_backend **snapb,
+		   uint64_t *requests, struct ss_err *err)
+{
+	int r = ss_backend_open(loc->backend_uri, l, &cfg->bopts, snapb, err);
+	if (r)
+		return r;
+	struct ss_req sr = {.kind = SS_REQ_STAT, .key = loc->key, .err = err};
+	r = ss_call(*snapb, l, &sr, requests);
+	if (r == 0 && !opts->force)
+		return ss_err_set(err, -EEXIST,
+				  "snapshot %s already exists (use --force to replace it)",
+				  opts->snapshot);
+	if (r && r != -ENOENT)
+		return r;
+	ss_err_clear(err);
+	return 0;
+}
+
 /* ---------------------------------------------------------------- commit */
 
 int ss_push_commit(struct ss_store *store, struct ss_backend *snapb, struct ss_loop *l,

@@ -508,18 +508,8 @@ int ss_push_fd(const struct ss_push_opts *opts, int fd, const char *name,
 		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
 		goto out;
 	}
-	if ((r = ss_backend_open(loc.backend_uri, P->loop, &P->cfg.bopts, &snapb, &err)))
+	if ((r = ss_push_target(opts, &loc, P->loop, &P->cfg, &snapb, &st->requests, &err)))
 		goto out;
-	struct ss_req sr = {.kind = SS_REQ_STAT, .key = loc.key, .err = &err};
-	r = ss_call(snapb, P->loop, &sr, &st->requests);
-	if (r == 0 && !opts->force) {
-		r = ss_err_set(&err, -EEXIST, "snapshot %s already exists (use --force to replace it)",
-			       opts->snapshot);
-		goto out;
-	}
-	if (r && r != -ENOENT)
-		goto out;
-	ss_err_clear(&err);
 	const char *store_uri = opts->store ? opts->store : loc.default_store;
 	if ((r = ss_store_open(store_uri, P->loop, &P->cfg, &P->store, &err)))
 		goto out;
