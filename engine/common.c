@@ -61,28 +61,39 @@ int ss_call(struct ss_backend *b, struct ss_loop *l, struct ss_req *r, uint64_t 
 int ss_get_object(struct ss_backend *b, struct ss_loop *l, const char *key, size_t max,
 		  uint8_t **out, size_t *outlen, uint64_t *requests, struct ss_err *err)
 {
-	struct ss_req st = {.kind = SS_REQ_STAT, .key = key, .err = err};
-	int r = ss_call(b, l, &st, requests);
-	if (r)
-		return r;
-	if (st.size > max)
-		return ss_err_set(err, -EFBIG, "object '%s' is %llu bytes, more than the %zu allowed",
-				  key, (unsigned long long)st.size, max);
-	uint8_t *buf = malloc(st.size ? st.size : 1);
-	if (!buf)
-		return ss_err_set(err, -ENOMEM, "out of memory");
-	struct ss_req g = {.kind = SS_REQ_GET, .key = key, .off = 0, .len = st.size, .buf = buf,
-			   .err = err};
-	r = ss_call(b, l, &g, requests);
-	if (r >= 0 && (uint64_t)r != st.size)
-		r = ss_err_set(err, -EBADMSG, "object '%s' changed size while reading", key);
-	if (r < 0) {
-		free(buf);
-		return r;
+	/* Size first, then the bytes. An object replaced in between (a
+	 * concurrent gc rewrites its state by rename) shows up as a size
+	 * that differs between the two answers: read it again. */
+	for (int attempt = 0;; attempt++) {
+		struct ss_req st = {.kind = SS_REQ_STAT, .key = key, .err = err};
+		int r = ss_call(b, l, &st, requests);
+		if (r)
+			return r;
+		if (st.size > max)
+			return ss_err_set(err, -EFBIG,
+					  "object '%s' is %llu bytes, more than the %zu allowed", key,
+					  (unsigned long long)st.size, max);
+		uint8_t *buf = malloc(st.size ? st.size : 1);
+		if (!buf)
+			return ss_err_set(err, -ENOMEM, "out of memory");
+		struct ss_req g = {.kind = SS_REQ_GET, .key = key, .off = 0, .len = st.size,
+				   .buf = buf, .err = err};
+		r = ss_call(b, l, &g, requests);
+		if (r >= 0 && ((uint64_t)r != st.size || g.size != st.size)) {
+			free(buf);
+			if (attempt < 8)
+				continue;
+			return ss_err_set(err, -EBADMSG, "object '%s' kept changing while reading",
+					  key);
+		}
+		if (r < 0) {
+			free(buf);
+			return r;
+		}
+		*out = buf;
+		*outlen = st.size;
+		return 0;
 	}
-	*out = buf;
-	*outlen = st.size;
-	return 0;
 }
 
 int ss_put_object(struct ss_backend *b, struct ss_loop *l, const char *key, const void *p,
