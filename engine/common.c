@@ -48,7 +48,14 @@ int ss_cfg_resolve(const struct ss_config *in, struct ss_cfg *out, struct ss_err
 	out->bopts.mem = in->mem;
 	out->progress = in->progress;
 	out->progress_arg = in->progress_arg;
+	if (in->key || in->key_len)
+		return ss_idkey_init(&out->ids, in->key, in->key ? in->key_len : 0, err);
 	return 0;
+}
+
+void ss_cfg_wipe(struct ss_cfg *cfg)
+{
+	ss_idkey_wipe(&cfg->ids);
 }
 
 int ss_call(struct ss_backend *b, struct ss_loop *l, struct ss_req *r, uint64_t *requests)

@@ -4,6 +4,7 @@
 
 #include "backend.h"
 #include "chunker.h"
+#include "chunkid.h"
 #include "dedup.h"
 #include "frame.h"
 #include "loop.h"
@@ -34,9 +35,15 @@ struct ss_cfg {
 	struct ss_backend_opts bopts;
 	ss_progress_fn progress;
 	void *progress_arg;
+	/* Chunk ids this caller computes (chunkid.h): plain, or keyed when
+	 * ss_config.key was set. Operations check it against the store's
+	 * config object or the manifest before trusting an id. */
+	struct ss_idkey ids;
 };
 
+/* ss_cfg_resolve derives ids from the key; ss_cfg_wipe forgets it. */
 int ss_cfg_resolve(const struct ss_config *in, struct ss_cfg *out, struct ss_err *err);
+void ss_cfg_wipe(struct ss_cfg *cfg);
 
 /* Run one backend request to completion (metadata steps). Counts it. */
 int ss_call(struct ss_backend *b, struct ss_loop *l, struct ss_req *r, uint64_t *requests);

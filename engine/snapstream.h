@@ -21,7 +21,9 @@
  * concurrently from different threads. Errors are -errno with a message
  * in *err: -ENOENT (no such snapshot or object), -EEXIST (snapshot exists
  * and force is not set), -EBADMSG (integrity: corrupted or tampered
- * data), -EPROTONOSUPPORT (a newer format), -EINVAL (bad arguments).
+ * data), -EPROTONOSUPPORT (a newer format), -EINVAL (bad arguments),
+ * -ENOKEY / -EKEYREJECTED (a keyed store or snapshot, and no key or
+ * another key than its own: see ss_config.key).
  */
 #ifndef SNAPSTREAM_H
 #define SNAPSTREAM_H
@@ -70,6 +72,15 @@ struct ss_config {
 	ss_progress_fn progress;
 	void *progress_arg;
 	struct ss_memstore *mem;    /* the store behind mem:// URIs (tests) */
+	/* The secret key of a keyed store (ss_init), 16..4096 bytes, or NULL.
+	 * In a keyed store chunk ids are XXH3-128 with a secret derived from
+	 * the key, so nobody without it can craft data that collides with
+	 * another tenant's chunks (docs/SECURITY.md, "Keyed chunk ids").
+	 * Operations on keyed stores and snapshots need it and refuse another
+	 * key; a key given for a plain store is refused too. Copied; the
+	 * caller may wipe it once the call returns. */
+	const uint8_t *key;
+	size_t key_len;
 };
 
 struct ss_label_kv {
@@ -298,6 +309,19 @@ struct ss_gc_stats {
  * or another -errno. */
 int ss_gc(const struct ss_gc_opts *opts, const struct ss_config *cfg, struct ss_gc_stats *st,
 	  char *err, size_t errlen);
+
+struct ss_init_opts {
+	const char *store;          /* the store's URI */
+};
+
+/* Create a store's configuration object: keyed chunk ids when cfg->key is
+ * set, else plain ones (what a store without the object uses too). A key
+ * can only be given to a store that holds no packs yet, since chunks
+ * already stored keep their ids. Returns 0, -EEXIST (the store already
+ * has a configuration, or holds packs and a key was given), or another
+ * -errno. */
+int ss_init(const struct ss_init_opts *opts, const struct ss_config *cfg, char *err,
+	    size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -557,6 +557,10 @@ static int build_snapshot(const struct ss_manifest *m, Snapshot *s, ChunkParams 
 	cp->seg_size = m->chunk_seg;
 	cp->algorithm = m->chunk_algorithm;
 	cp->keyed_ids = m->keyed_ids;
+	if (m->keyed_ids) {
+		cp->key_check.data = (uint8_t *)m->key_check;
+		cp->key_check.len = sizeof(m->key_check);
+	}
 	cp->frame_max = m->frame_max;
 	s->chunking = cp;
 	st->logical_bytes = m->stats.logical_bytes;
@@ -957,6 +961,15 @@ static int from_snapshot(Snapshot *s, ProtobufCAllocator *pa, struct ss_manifest
 		m->chunk_algorithm = s->chunking->algorithm;
 		m->keyed_ids = s->chunking->keyed_ids;
 		m->frame_max = s->chunking->frame_max;
+		/* Keyed ids without the 16-byte name of their key could never
+		 * be checked against one; plain ids carry none. */
+		size_t kl = s->chunking->key_check.len;
+		if (m->keyed_ids ? kl != sizeof(m->key_check) : kl != 0)
+			return ss_err_set(err, -EBADMSG,
+					  "manifest damaged: key check of %zu bytes for %s chunk ids",
+					  kl, m->keyed_ids ? "keyed" : "plain");
+		if (kl)
+			memcpy(m->key_check, s->chunking->key_check.data, kl);
 	}
 	m->root_is_dir = s->root_is_dir;
 	if (s->stats) {

@@ -70,6 +70,7 @@ struct ss_manifest {
 	uint32_t chunk_min, chunk_avg, chunk_max, chunk_seg, chunk_algorithm;
 	uint32_t frame_max;   /* largest decompressed frame; 0: one chunk each */
 	bool keyed_ids;
+	uint8_t key_check[16];   /* keyed_ids: names the key (never the key) */
 	bool root_is_dir;
 	struct ss_label *labels;
 	size_t nlabels;

@@ -143,6 +143,7 @@ static struct ss_manifest *make_manifest(size_t nchunks, unsigned per_frame)
 	m->tool_version = xstrdup("snapstream 0.1.0");
 	m->created_unix_ns = 1700000000123456789ll;
 	m->keyed_ids = true;
+	memset(m->key_check, 0x5a, sizeof(m->key_check));
 	m->root_is_dir = true;
 	m->store_uri = xstrdup("s3://bucket/prefix");
 	m->nlabels = 3;
@@ -235,7 +236,9 @@ static void compare(const struct ss_manifest *a, const struct ss_manifest *b)
 	      a->chunk_max == b->chunk_max && a->chunk_seg == b->chunk_seg &&
 	      a->chunk_algorithm == b->chunk_algorithm && a->frame_max == b->frame_max,
 	      "chunk params");
-	CHECK(a->keyed_ids == b->keyed_ids && a->root_is_dir == b->root_is_dir, "flags");
+	CHECK(a->keyed_ids == b->keyed_ids && a->root_is_dir == b->root_is_dir &&
+		      !memcmp(a->key_check, b->key_check, 16),
+	      "flags");
 	CHECK(str_eq(a->store_uri, b->store_uri), "store_uri");
 	CHECK(memcmp(&a->stats, &b->stats, sizeof(a->stats)) == 0, "stats");
 	REQUIRE(a->nlabels == b->nlabels, "nlabels %zu %zu", a->nlabels, b->nlabels);

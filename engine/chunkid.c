@@ -1,0 +1,180 @@
+/* Chunk ids: plain or keyed XXH3-128, key checks, the store config object. */
+#include "chunkid.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+const struct ss_idkey ss_idkey_plain;
+
+/* Labels bind each derived value to its use, so that the key check (which
+ * is public) says nothing about the secret (which is not). */
+static const char SECRET_LABEL[] = "snapstream chunk-id secret v1";
+static const char CHECK_LABEL[] = "snapstream key check v1";
+
+static int hmac256(const uint8_t *key, size_t klen, const uint8_t *msg, size_t mlen,
+		   uint8_t out[32])
+{
+	unsigned int olen = 0;
+	if (!HMAC(EVP_sha256(), key, (int)klen, msg, mlen, out, &olen) || olen != 32)
+		return -EIO;
+	return 0;
+}
+
+int ss_idkey_init(struct ss_idkey *k, const uint8_t *key, size_t len, struct ss_err *err)
+{
+	memset(k, 0, sizeof(*k));
+	if (len < SS_KEY_MIN || len > SS_KEY_MAX)
+		return ss_err_set(err, -EINVAL,
+				  "a store key must be %d..%d bytes (got %zu); make one with "
+				  "`head -c 32 /dev/urandom > store.key`",
+				  SS_KEY_MIN, SS_KEY_MAX, len);
+
+	/* HKDF-SHA256 (RFC 5869): extract with a fixed salt, then expand
+	 * to the 192 bytes XXH3 takes as its secret. */
+	static const uint8_t salt[] = "snapstream";
+	uint8_t prk[32], t[32], msg[32 + sizeof(SECRET_LABEL) + 1];
+	int rc = hmac256(salt, sizeof(salt) - 1, key, len, prk);
+	size_t done = 0, tlen = 0;
+	for (uint8_t i = 1; !rc && done < sizeof(k->secret); i++) {
+		memcpy(msg, t, tlen);
+		memcpy(msg + tlen, SECRET_LABEL, sizeof(SECRET_LABEL) - 1);
+		msg[tlen + sizeof(SECRET_LABEL) - 1] = i;
+		rc = hmac256(prk, sizeof(prk), msg, tlen + sizeof(SECRET_LABEL), t);
+		tlen = sizeof(t);
+		size_t n = SS_MIN(sizeof(t), sizeof(k->secret) - done);
+		memcpy(k->secret + done, t, n);
+		done += n;
+	}
+	uint8_t chk[32];
+	if (!rc)
+		rc = hmac256(key, len, (const uint8_t *)CHECK_LABEL, sizeof(CHECK_LABEL) - 1, chk);
+	explicit_bzero(prk, sizeof(prk));
+	explicit_bzero(t, sizeof(t));
+	explicit_bzero(msg, sizeof(msg));
+	if (rc) {
+		ss_idkey_wipe(k);
+		return ss_err_set(err, rc, "deriving the chunk-id secret failed (OpenSSL)");
+	}
+	memcpy(k->check, chk, sizeof(k->check));
+	k->keyed = true;
+	return 0;
+}
+
+void ss_idkey_wipe(struct ss_idkey *k)
+{
+	explicit_bzero(k, sizeof(*k));
+}
+
+int ss_idkey_for_manifest(const struct ss_idkey *k, bool manifest_keyed,
+			  const uint8_t manifest_check[16], const char *what,
+			  const struct ss_idkey **out, struct ss_err *err)
+{
+	*out = &ss_idkey_plain;
+	if (!manifest_keyed)
+		return 0;
+	char hex[33];
+	ss_hex(manifest_check, 16, hex);
+	if (!k || !k->keyed)
+		return ss_err_set(err, -ENOKEY,
+				  "%s uses keyed chunk ids (key check %s): give its store's key "
+				  "(--key-file or SNAPSTREAM_KEY_FILE)",
+				  what, hex);
+	if (memcmp(k->check, manifest_check, 16)) {
+		char mine[33];
+		ss_hex(k->check, 16, mine);
+		return ss_err_set(err, -EKEYREJECTED,
+				  "%s was made with another key (key check %s; this key's is %s)",
+				  what, hex, mine);
+	}
+	*out = k;
+	return 0;
+}
+
+size_t ss_store_config_encode(const struct ss_idkey *k, char *buf, size_t cap)
+{
+	char hex[33];
+	int n;
+	if (k && k->keyed) {
+		ss_hex(k->check, 16, hex);
+		n = snprintf(buf, cap, "snapstream-store 1\nchunk-ids xxh3-128-keyed %s\n", hex);
+	} else {
+		n = snprintf(buf, cap, "snapstream-store 1\nchunk-ids xxh3-128\n");
+	}
+	return n < 0 ? 0 : (size_t)n;
+}
+
+/* The next '\n'-terminated line of p[*off..n) into line (NUL-terminated),
+ * or -EBADMSG when there is none or it is too long or not printable. */
+static int next_line(const uint8_t *p, size_t n, size_t *off, char *line, size_t cap)
+{
+	size_t i = *off, j = 0;
+	for (; i < n && p[i] != '\n'; i++) {
+		if (p[i] < 0x20 || p[i] >= 0x7f || j + 1 >= cap)
+			return -EBADMSG;
+		line[j++] = (char)p[i];
+	}
+	if (i >= n)
+		return -EBADMSG;
+	line[j] = '\0';
+	*off = i + 1;
+	return 0;
+}
+
+int ss_store_config_decode(const uint8_t *p, size_t n, bool *keyed, uint8_t check[16],
+			   struct ss_err *err)
+{
+	char line[128];
+	size_t off = 0;
+	unsigned version = 0;
+	char tail;
+
+	*keyed = false;
+	memset(check, 0, 16);
+	if (n > 4096 || next_line(p, n, &off, line, sizeof(line)) ||
+	    sscanf(line, "snapstream-store %u%c", &version, &tail) != 1 || version == 0)
+		return ss_err_set(err, -EBADMSG, "store config damaged: bad first line");
+	if (version > 1)
+		return ss_err_set(err, -EPROTONOSUPPORT,
+				  "store config version %u was made by a newer snapstream", version);
+	if (next_line(p, n, &off, line, sizeof(line)))
+		return ss_err_set(err, -EBADMSG, "store config damaged: no chunk-ids line");
+	static const char KEYED[] = "chunk-ids xxh3-128-keyed ";
+	if (!strcmp(line, "chunk-ids xxh3-128")) {
+		/* plain */
+	} else if (!strncmp(line, KEYED, sizeof(KEYED) - 1) &&
+		   strlen(line + sizeof(KEYED) - 1) == 32 &&
+		   !ss_unhex(line + sizeof(KEYED) - 1, check, 16)) {
+		*keyed = true;
+	} else {
+		return ss_err_set(err, -EBADMSG, "store config damaged: unknown chunk-ids \"%.60s\"",
+				  line);
+	}
+	if (off != n)
+		return ss_err_set(err, -EBADMSG, "store config damaged: trailing data");
+	return 0;
+}
+
+int ss_idkey_check_store(const struct ss_idkey *k, const uint8_t *p, size_t n,
+			 const char *store, struct ss_err *err)
+{
+	bool keyed = false;
+	uint8_t check[16] = { 0 };
+	if (p) {
+		int rc = ss_store_config_decode(p, n, &keyed, check, err);
+		if (rc)
+			return rc;
+	}
+	bool have = k && k->keyed;
+	if (!keyed && have)
+		return ss_err_set(err, -EKEYREJECTED,
+				  "store %s uses plain chunk ids, but a key was given (keyed stores "
+				  "are made empty, by `snapstream init --key-file`)",
+				  store);
+	const struct ss_idkey *ids;
+	char what[600];
+	snprintf(what, sizeof(what), "store %s", store);
+	return ss_idkey_for_manifest(k, keyed, check, what, &ids, err);
+}
