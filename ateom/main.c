@@ -551,6 +551,7 @@ static const char usage[] =
 	"  --runsc PATH         runsc when a request leaves runsc_path empty (default runsc)\n"
 	"  --runsc-arg ARG      global runsc flag, repeatable (--root=..., --platform=ptrace, ...)\n"
 	"  --store URI          snapstream store (default: .snapstream beside each snapshot)\n"
+	"  --key-file FILE      key of a keyed store (snapstream init --key-file); mode 600\n"
 	"  --no-follow          push the checkpoint after runsc wrote it, not while it writes\n"
 	"  --help               this text\n"
 	"\n"
@@ -558,7 +559,7 @@ static const char usage[] =
 	"progress, refuse queued ones, delete a sandbox that is still executing, exit.\n";
 
 struct flags {
-	const char *listen, *bundle_root, *work_dir, *runsc, *store;
+	const char *listen, *bundle_root, *work_dir, *runsc, *store, *key_file;
 	const char *runsc_args[MAX_RUNSC_ARGS];
 	size_t nrunsc_args;
 	bool no_follow;
@@ -566,7 +567,8 @@ struct flags {
 
 static int parse_flags(int argc, char **argv, struct flags *f)
 {
-	enum { O_LISTEN = 1000, O_BUNDLE, O_WORK, O_RUNSC, O_RUNSC_ARG, O_STORE, O_NO_FOLLOW, O_HELP };
+	enum { O_LISTEN = 1000, O_BUNDLE, O_WORK, O_RUNSC, O_RUNSC_ARG, O_STORE, O_KEY, O_NO_FOLLOW,
+	       O_HELP };
 	static const struct option opts[] = {
 		{"listen", required_argument, NULL, O_LISTEN},
 		{"bundle-root", required_argument, NULL, O_BUNDLE},
@@ -574,12 +576,13 @@ static int parse_flags(int argc, char **argv, struct flags *f)
 		{"runsc", required_argument, NULL, O_RUNSC},
 		{"runsc-arg", required_argument, NULL, O_RUNSC_ARG},
 		{"store", required_argument, NULL, O_STORE},
+		{"key-file", required_argument, NULL, O_KEY},
 		{"no-follow", no_argument, NULL, O_NO_FOLLOW},
 		{"help", no_argument, NULL, O_HELP},
 		{NULL, 0, NULL, 0},
 	};
 	*f = (struct flags){"127.0.0.1:50051", "/var/lib/ateom/bundles", "/var/lib/ateom/work",
-			    "runsc", NULL, {NULL}, 0, false};
+			    "runsc", NULL, NULL, {NULL}, 0, false};
 	int o;
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (o) {
@@ -588,6 +591,7 @@ static int parse_flags(int argc, char **argv, struct flags *f)
 		case O_WORK: f->work_dir = optarg; break;
 		case O_RUNSC: f->runsc = optarg; break;
 		case O_STORE: f->store = optarg; break;
+		case O_KEY: f->key_file = optarg; break;
 		case O_NO_FOLLOW: f->no_follow = true; break;
 		case O_RUNSC_ARG:
 			if (f->nrunsc_args == MAX_RUNSC_ARGS) {
@@ -634,11 +638,23 @@ int main(int argc, char **argv)
 	/* A client that hangs up must not kill the server. */
 	signal(SIGPIPE, SIG_IGN);
 
+	/* Read the key before anything starts, so that a bad key file stops
+	 * the server at once instead of failing every checkpoint. */
+	uint8_t key[4096];
+	size_t key_len = 0;
+	if (f.key_file) {
+		char err[600];
+		if (ss_key_read(f.key_file, key, sizeof(key), &key_len, err, sizeof(err))) {
+			fprintf(stderr, "ateom: --key-file %s\n", err);
+			return 2;
+		}
+	}
 	struct wl_config wc = {f.bundle_root, f.work_dir, f.runsc, f.runsc_args, f.nrunsc_args,
-			       f.store, f.no_follow};
+			       f.store, f.no_follow, f.key_file ? key : NULL, key_len};
 	struct server s;
 	memset(&s, 0, sizeof(s));
 	s.wl = wl_new(&wc);
+	explicit_bzero(key, sizeof(key));   /* the workload keeps its own copy */
 	if (!s.wl) {
 		fprintf(stderr, "ateom: cannot use --work-dir %s: %s\n", f.work_dir, strerror(errno));
 		return 1;

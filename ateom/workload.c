@@ -38,6 +38,8 @@ struct deleter;
 struct wl {
 	/* configuration, owned copies */
 	char *bundle_root, *work_dir, *runsc, *store;
+	uint8_t key[4096];      /* a keyed store's key; key_len 0: none */
+	size_t key_len;
 	char **runsc_args;
 	size_t nrunsc_args;
 	bool follow;
@@ -223,7 +225,8 @@ static enum wl_code engine_code(int r)
 	case -EACCES:
 	case -EPERM:
 	case -EKEYREJECTED:
-		return WL_PERMISSION_DENIED;
+	case -ENOKEY:
+		return WL_PERMISSION_DENIED;   /* a keyed store, and not our key */
 	case -ENOSPC:
 	case -EDQUOT:
 		return WL_RESOURCE_EXHAUSTED;
@@ -266,6 +269,10 @@ struct wl *wl_new(const struct wl_config *cfg)
 	w->work_dir = xstrdup(cfg->work_dir);
 	w->runsc = xstrdup(cfg->runsc ? cfg->runsc : "runsc");
 	w->store = xstrdup(cfg->store);
+	if (cfg->key && cfg->key_len <= sizeof(w->key)) {
+		memcpy(w->key, cfg->key, cfg->key_len);
+		w->key_len = cfg->key_len;
+	}
 	w->runsc_args = calloc(cfg->nrunsc_args + 1, sizeof(char *));
 	if (!w->bundle_root || !w->work_dir || !w->runsc || !w->runsc_args ||
 	    (cfg->store && !w->store))
@@ -352,6 +359,7 @@ void wl_free(struct wl *w, char *msg, size_t msglen)
 	free(w->work_dir);
 	free(w->runsc);
 	free(w->store);
+	explicit_bzero(w->key, sizeof(w->key));
 	for (size_t i = 0; i < w->nrunsc_args; i++)
 		free(w->runsc_args[i]);
 	free(w->runsc_args);
@@ -633,10 +641,15 @@ static void *upload_main(void *arg)
 /* follow: start pushing opts->source now, while it is still being
  * written (until upload_finish says how the writer ended). Otherwise, or
  * when no thread can be had, upload_finish pushes the finished source. */
-static void upload_start(struct upload *u, const struct ss_push_opts *opts, bool follow)
+static void upload_start(struct upload *u, const struct wl *w, const struct ss_push_opts *opts,
+			 bool follow)
 {
 	memset(u, 0, sizeof(*u));
 	u->opts = *opts;
+	if (w->key_len) {
+		u->cfg.key = w->key;
+		u->cfg.key_len = w->key_len;
+	}
 	atomic_init(&u->writer, 0);
 	if (!follow)
 		return;
@@ -770,7 +783,7 @@ void wl_checkpoint(struct wl *w, const struct wl_req *q, struct wl_result *res)
 			fail(res, WL_INTERNAL, "cannot prepare %s: %s", img, strerror(errno));
 			goto done;
 		}
-		upload_start(&up, &po, w->follow);
+		upload_start(&up, w, &po, w->follow);
 		const char *cmd[] = {"checkpoint", "--image-path", img, w->ids[0], NULL};
 		r = runsc_call(&rs, cmd, w->log_fd, &out);
 		phase(res, "runsc_checkpoint", &t0);
@@ -809,7 +822,7 @@ void wl_checkpoint(struct wl *w, const struct wl_req *q, struct wl_result *res)
 			delete_containers(w, NULL);
 		now(&t0);
 	} else {
-		upload_start(&up, &po, false);
+		upload_start(&up, w, &po, false);
 	}
 	r = upload_finish(&up, true);
 	/* In follow mode most of the push overlapped runsc: this is the rest. */
@@ -888,7 +901,8 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 
 	/* The pulled image is scratch: if the machine dies the sandbox dies
 	 * with it, so fsync would only slow the restore down. */
-	struct ss_config cfg = {.no_fsync = true};
+	struct ss_config cfg = {.no_fsync = true, .key = w->key_len ? w->key : NULL,
+				.key_len = w->key_len};
 	struct ss_pull_opts po = {.snapshot = q->snapshot_uri, .dest = img, .store = w->store};
 	struct ss_stats st;
 	char err[512];

@@ -40,6 +40,8 @@ struct wl_config {
 	size_t nrunsc_args;
 	const char *store;              /* snapstream store URI; NULL: beside the snapshot */
 	bool no_follow;                 /* push after runsc checkpoint, not while it writes */
+	const uint8_t *key;             /* a keyed store's key (copied), or NULL */
+	size_t key_len;
 };
 
 /* One request, decoded; strings are borrowed for the duration of the call.

@@ -39,6 +39,7 @@ enum {
 	O_GRACE = 1u << 12,
 	O_DRYRUN = 1u << 13,
 	O_BREAKLOCK = 1u << 14,
+	O_KEY = 1u << 15,       /* --key-file */
 };
 
 struct opt_help {
@@ -82,6 +83,7 @@ struct cli {
 	const char *subject;    /* the snapshot or store an error is about */
 	struct progress bar;
 	char store_abs[4096];
+	uint8_t key[4096];      /* a keyed store's key, read from --key-file */
 };
 
 /* help.c */
@@ -136,6 +138,7 @@ int cmd_info(struct cli *c);
 int cmd_verify(struct cli *c);
 int cmd_rm(struct cli *c);
 int cmd_gc(struct cli *c);
+int cmd_init(struct cli *c);
 
 /* The store as given (flag or SNAPSTREAM_STORE), local paths made
  * absolute so manifests record a store any directory can reach. */

@@ -136,6 +136,9 @@ int cmd_info(struct cli *c)
 		json_u64(&j, "max", in->chunk_max);
 		json_u64(&j, "segment", in->chunk_seg);
 		json_u64(&j, "frame_max", in->frame_max);
+		json_str(&j, "chunk_ids", in->keyed_ids ? "xxh3-128-keyed" : "xxh3-128");
+		if (in->keyed_ids)
+			json_str(&j, "key_check", in->key_check);
 		json_end_obj(&j);
 		json_obj(&j, "labels");
 		for (size_t i = 0; i < in->nlabels; i++)
@@ -197,6 +200,10 @@ int cmd_info(struct cli *c)
 	cli_human(in->frame_max, b2, sizeof(b2));
 	printf("chunking    FastCDC min %s avg %s max %s, segments %s, frames %s\n", mn, b, mx, sg,
 	       b2);
+	if (in->keyed_ids)
+		printf("chunk ids   XXH3-128 keyed (key check %s)\n", in->key_check);
+	else
+		printf("chunk ids   XXH3-128\n");
 	cli_human((double)in->manifest_bytes, b, sizeof(b));
 	printf("manifest    %s\n", b);
 	for (size_t i = 0; i < in->nlabels; i++)
@@ -294,6 +301,38 @@ int cmd_rm(struct cli *c)
 }
 
 /* ---------------------------------------------------------------- gc */
+
+int cmd_init(struct cli *c)
+{
+	const char *store = c->store ? cli_store(c) : NULL;
+	if (!store) {
+		c->store = ".snapstream";
+		store = cli_store(c);
+	}
+	c->subject = store;
+	struct ss_init_opts o = {.store = store};
+	char err[1024];
+	int r = ss_init(&o, &c->cfg, err, sizeof(err));
+	if (r) {
+		cli_error(c, r, err);
+		return cli_exit_code(r);
+	}
+	const char *ids = c->cfg.key ? "keyed" : "plain";
+	if (c->json) {
+		struct json j;
+		json_begin(&j, stdout);
+		json_obj(&j, NULL);
+		json_bool(&j, "ok", true);
+		json_str(&j, "op", "init");
+		json_str(&j, "store", store);
+		json_str(&j, "chunk_ids", ids);
+		json_end_obj(&j);
+		json_finish(&j);
+	} else if (!c->quiet) {
+		printf("%s: created, %s chunk ids\n", store, ids);
+	}
+	return EXIT_OK;
+}
 
 int cmd_gc(struct cli *c)
 {

@@ -8,6 +8,7 @@
 #define OPT_THREADS {"--threads <n>", "worker threads (default: online CPUs; env\nSNAPSTREAM_THREADS)"}
 #define OPT_JSON {"--json", "print one JSON result (or error) object on stdout"}
 #define OPT_QUIET {"--quiet", "no progress and no summary (env SNAPSTREAM_QUIET=1)"}
+#define OPT_KEY {"--key-file <file>", "the key of a keyed store (see 'init'); env\nSNAPSTREAM_KEY_FILE"}
 
 static const struct opt_help push_opts[] = {
 	{"--store <uri>", "store for the chunks (default: .snapstream beside the\nsnapshot; env SNAPSTREAM_STORE)"},
@@ -21,6 +22,7 @@ static const struct opt_help push_opts[] = {
 	{"--no-fsync", "do not fsync (tmpfs, throwaway stores; env\nSNAPSTREAM_NO_FSYNC=1)"},
 	OPT_JSON,
 	OPT_QUIET,
+	OPT_KEY,
 	{NULL, NULL},
 };
 
@@ -38,6 +40,7 @@ static const struct opt_help pull_opts[] = {
 	{"--no-fsync", "do not fsync the restored files"},
 	{"--json", "print one JSON result object (on stderr when <dest>\nis -)"},
 	OPT_QUIET,
+	OPT_KEY,
 	{NULL, NULL},
 };
 
@@ -53,6 +56,7 @@ static const struct opt_help cat_opts[] = {
 	OPT_THREADS,
 	{"--json", "print one JSON result object on stderr (stdout carries\nthe bytes)"},
 	OPT_QUIET,
+	OPT_KEY,
 	{NULL, NULL},
 };
 
@@ -91,6 +95,7 @@ static const struct opt_help verify_opts[] = {
 	OPT_THREADS,
 	OPT_JSON,
 	OPT_QUIET,
+	OPT_KEY,
 	{NULL, NULL},
 };
 
@@ -122,6 +127,20 @@ static const struct opt_help gc_opts[] = {
 	{NULL, NULL},
 };
 
+static const struct opt_help init_opts[] = {
+	{"--store <uri>", "the store (default: env SNAPSTREAM_STORE, else\n./.snapstream)"},
+	{"--key-file <file>", "make the store keyed with this key: 16..4096 bytes,\nreadable by its owner only (env SNAPSTREAM_KEY_FILE)"},
+	OPT_JSON,
+	OPT_QUIET,
+	{NULL, NULL},
+};
+
+static const char *const init_ex[] = {
+	"head -c 32 /dev/urandom > /etc/snapstream/store.key && chmod 600 /etc/snapstream/store.key",
+	"snapstream init --store s3://bucket/.snapstream --key-file /etc/snapstream/store.key",
+	NULL,
+};
+
 static const char *const gc_ex[] = {
 	"snapstream gc --store /snaps/.snapstream",
 	"snapstream gc --store s3://bucket/.snapstream --dry-run --json",
@@ -141,7 +160,7 @@ const struct command cli_commands[] = {
 		"written to local disk on the way.",
 		push_opts, push_ex,
 		O_STORE | O_PARENT | O_LABEL | O_FORCE | O_THREADS | O_CHUNK | O_ZSTD | O_NOFSYNC |
-			O_JSON | O_QUIET | O_NAME,
+			O_JSON | O_QUIET | O_NAME | O_KEY,
 		2, 2, cmd_push,
 	},
 	{
@@ -155,7 +174,8 @@ const struct command cli_commands[] = {
 		"verified before it is written; if verification fails the output\n"
 		"stops and the exit status is 4, so check it in pipelines (set -o\n"
 		"pipefail).",
-		pull_opts, pull_ex, O_STORE | O_FORCE | O_THREADS | O_NOFSYNC | O_JSON | O_QUIET, 2, 2,
+		pull_opts, pull_ex,
+		O_STORE | O_FORCE | O_THREADS | O_NOFSYNC | O_JSON | O_QUIET | O_KEY, 2, 2,
 		cmd_pull,
 	},
 	{
@@ -165,7 +185,7 @@ const struct command cli_commands[] = {
 		"the end. <file> is the name shown by 'snapstream info'; it may be\n"
 		"left out for a one-file snapshot. When stdout is a regular file,\n"
 		"zero pages become holes.",
-		cat_opts, cat_ex, O_STORE | O_THREADS | O_JSON | O_QUIET, 1, 2, cmd_cat,
+		cat_opts, cat_ex, O_STORE | O_THREADS | O_JSON | O_QUIET | O_KEY, 1, 2, cmd_cat,
 	},
 	{
 		"ls", "[<prefix>]", "list the snapshots under a prefix",
@@ -190,7 +210,7 @@ const struct command cli_commands[] = {
 		"digest, and write nothing. With --quick only check that every pack\n"
 		"it references exists. An integrity failure names the snapshot, the\n"
 		"file and the offset, and exits with status 4.",
-		verify_opts, verify_ex, O_STORE | O_QUICK | O_THREADS | O_JSON | O_QUIET, 1, 1,
+		verify_opts, verify_ex, O_STORE | O_QUICK | O_THREADS | O_JSON | O_QUIET | O_KEY, 1, 1,
 		cmd_verify,
 	},
 	{
@@ -217,6 +237,20 @@ const struct command cli_commands[] = {
 		"it with 'snapstream rm').",
 		gc_opts, gc_ex, O_STORE | O_GRACE | O_DRYRUN | O_BREAKLOCK | O_JSON | O_QUIET, 0, 0,
 		cmd_gc,
+	},
+	{
+		"init", "", "create a store, optionally with keyed chunk ids",
+		"Create a store's configuration. Stores need no init: the first push\n"
+		"creates one with plain chunk ids (XXH3-128 of the bytes). Init is for\n"
+		"a keyed store: with --key-file, chunk ids become XXH3-128 with a\n"
+		"secret derived from the key, so that nobody without the key can\n"
+		"craft data whose chunks collide with other tenants' chunks in the\n"
+		"store, or probe it for chunks they can guess. Use one when tenants\n"
+		"who do not trust each other share a store. The key is never stored;\n"
+		"every push, pull, cat and verify of the store's snapshots then needs\n"
+		"it, and refuses another key. A keyed store must be new: init refuses\n"
+		"a store that already holds packs.",
+		init_opts, init_ex, O_STORE | O_KEY | O_JSON | O_QUIET, 0, 0, cmd_init,
 	},
 };
 
@@ -248,6 +282,7 @@ static const char env_text[] =
 	"  SNAPSTREAM_NO_FSYNC    1: do not fsync (--no-fsync)\n"
 	"  SNAPSTREAM_QUIET       1: no progress or summary (--quiet)\n"
 	"  SNAPSTREAM_GC_GRACE    gc grace period (--grace)\n"
+	"  SNAPSTREAM_KEY_FILE    a keyed store's key (--key-file)\n"
 	"  SNAPSTREAM_RETRY_MAX, SNAPSTREAM_RETRY_SECONDS, SNAPSTREAM_STALL_SECONDS,\n"
 	"  SNAPSTREAM_PART_SIZE, SNAPSTREAM_MULTIPART_THRESHOLD, SNAPSTREAM_LIST_PAGE\n"
 	"                         object-store request tuning\n"

@@ -28,6 +28,7 @@ enum {
 	OPT_GRACE,
 	OPT_DRYRUN,
 	OPT_BREAKLOCK,
+	OPT_KEYFILE,
 	OPT_HELP,
 };
 
@@ -49,6 +50,7 @@ static const struct option long_opts[] = {
 	{"grace", required_argument, NULL, OPT_GRACE},
 	{"dry-run", no_argument, NULL, OPT_DRYRUN},
 	{"break-lock", no_argument, NULL, OPT_BREAKLOCK},
+	{"key-file", required_argument, NULL, OPT_KEYFILE},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
 };
@@ -74,6 +76,7 @@ static unsigned gate(int o)
 	case OPT_GRACE: return O_GRACE;
 	case OPT_DRYRUN: return O_DRYRUN;
 	case OPT_BREAKLOCK: return O_BREAKLOCK;
+	case OPT_KEYFILE: return O_KEY;
 	default: return 0;
 	}
 }
@@ -171,6 +174,18 @@ static bool env_flag(const char *name, bool *out, const char **bad)
 	return true;
 }
 
+/* A keyed store's key (--key-file, SNAPSTREAM_KEY_FILE). */
+static int read_key(struct cli *c, const char *path, const char *from)
+{
+	char err[600];
+	size_t n;
+	if (ss_key_read(path, c->key, sizeof(c->key), &n, err, sizeof(err)))
+		return cli_usage_error(c, "%s %s", from, err);
+	c->cfg.key = c->key;
+	c->cfg.key_len = n;
+	return -1;
+}
+
 /* Defaults from SNAPSTREAM_* (only those the command accepts). */
 static int apply_env(struct cli *c)
 {
@@ -195,6 +210,11 @@ static int apply_env(struct cli *c)
 			return cli_usage_error(c, "SNAPSTREAM_GC_GRACE=%s: takes a duration such as "
 					       "90s, 30m, 6h, 2d", v);
 		c->grace = g ? g : -1;
+	}
+	if ((ok & O_KEY) && (v = getenv("SNAPSTREAM_KEY_FILE")) && *v) {
+		int r = read_key(c, v, "SNAPSTREAM_KEY_FILE");
+		if (r >= 0)
+			return r;
 	}
 	if ((ok & O_NOFSYNC) && !env_flag("SNAPSTREAM_NO_FSYNC", &c->cfg.no_fsync, &bad))
 		return cli_usage_error(c, "%s=%s: takes 1 or 0", bad, getenv(bad));
@@ -303,6 +323,12 @@ int cli_parse(struct cli *c, int argc, char **argv)
 		case OPT_BREAKLOCK:
 			c->break_lock = true;
 			break;
+		case OPT_KEYFILE: {
+			int kr = read_key(c, optarg, "--key-file");
+			if (kr >= 0)
+				return kr;
+			break;
+		}
 		}
 	}
 	c->args = argv + optind;

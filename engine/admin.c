@@ -147,6 +147,9 @@ static int info_fill(const struct ss_manifest *m, const char *uri, uint64_t mlen
 	in->chunk_max = m->chunk_max;
 	in->chunk_seg = m->chunk_seg;
 	in->frame_max = m->frame_max;
+	in->keyed_ids = m->keyed_ids;
+	if (m->keyed_ids)
+		ss_hex(m->key_check, sizeof(m->key_check), in->key_check);
 	in->files = m->nfiles;
 	in->chunks = m->nchunks;
 	in->packs = m->npacks;

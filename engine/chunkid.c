@@ -1,8 +1,12 @@
 /* Chunk ids: plain or keyed XXH3-128, key checks, the store config object. */
 #include "chunkid.h"
+#include "snapstream.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -177,4 +181,37 @@ int ss_idkey_check_store(const struct ss_idkey *k, const uint8_t *p, size_t n,
 	char what[600];
 	snprintf(what, sizeof(what), "store %s", store);
 	return ss_idkey_for_manifest(k, keyed, check, what, &ids, err);
+}
+
+int ss_key_read(const char *path, uint8_t *buf, size_t cap, size_t *len, char *err,
+		size_t errlen)
+{
+	int r = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat sb;
+	ssize_t n = -1;
+	char extra;
+	if (fd < 0 || fstat(fd, &sb)) {
+		r = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(-r));
+	} else if (!S_ISREG(sb.st_mode) || (sb.st_mode & S_IROTH)) {
+		r = -EPERM;
+		snprintf(err, errlen, "%s: must be a regular file that others cannot read (chmod 600)",
+			 path);
+	} else if ((n = read(fd, buf, SS_MIN(cap, (size_t)SS_KEY_MAX))) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(-r));
+	} else if (n < SS_KEY_MIN || (n == SS_KEY_MAX && read(fd, &extra, 1) > 0) ||
+		   cap < SS_KEY_MAX) {
+		r = -EINVAL;
+		snprintf(err, errlen,
+			 "%s: a key is %d..%d bytes (make one with `head -c 32 /dev/urandom > %s`)",
+			 path, SS_KEY_MIN, SS_KEY_MAX, path);
+	}
+	if (fd >= 0)
+		close(fd);
+	if (r && n > 0)
+		explicit_bzero(buf, (size_t)n);
+	*len = r ? 0 : (size_t)n;
+	return r;
 }

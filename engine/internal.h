@@ -137,13 +137,21 @@ struct ss_store {
 	/* Packs gc has hidden (gc/state): never offered for dedup, since gc
 	 * deletes them once the grace period has passed. */
 	struct ss_gcstate hidden;
+	/* The chunk ids of the operation (its cfg's), checked against the
+	 * store's config object before anything is loaded or written. */
+	const struct ss_idkey *ids;
 };
 
 int ss_store_open(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
 		  struct ss_store **out, struct ss_err *err);
 void ss_store_free(struct ss_store *s);
 
-/* Load every index object and every unindexed pack's own index into d. */
+/* Refuse a store whose chunk ids are not s->ids (store.c: the config
+ * object; no object means plain ids). */
+int ss_store_check_ids(struct ss_store *s, struct ss_loop *l, struct ss_err *err);
+
+/* Load every index object and every unindexed pack's own index into d,
+ * after ss_store_check_ids. */
 int ss_store_load(struct ss_store *s, struct ss_loop *l, struct ss_dedup *d, struct ss_err *err);
 
 /* The index of pack id in s, adding it if new. -ENOMEM on failure. */

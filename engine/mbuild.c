@@ -45,6 +45,9 @@ static int header(struct ss_manifest *m, const struct ss_cfg *cfg, const struct 
 	m->chunk_max = cfg->chunk.max_size;
 	m->chunk_seg = cfg->chunk.seg_size;
 	m->chunk_algorithm = 1;
+	m->keyed_ids = cfg->ids.keyed;
+	if (m->keyed_ids)
+		memcpy(m->key_check, cfg->ids.check, sizeof(m->key_check));
 	m->frame_max = cfg->frame_max;
 	m->root_is_dir = root_is_dir;
 	if (o->nlabels) {
@@ -227,6 +230,19 @@ int ss_load_parents(const struct ss_push_opts *opts, struct ss_loop *l, const st
 		}
 		if (r)
 			return r;
+		/* A parent's ids must be ours to be compared with them. */
+		const struct ss_idkey *ids;
+		char what[600];
+		snprintf(what, sizeof(what), "parent snapshot %s", opts->parents[i]);
+		r = ss_idkey_for_manifest(&cfg->ids, pm->keyed_ids, pm->key_check, what, &ids, err);
+		if (!r && ids != &cfg->ids && cfg->ids.keyed)
+			r = ss_err_set(err, -EKEYREJECTED,
+				       "parent snapshot %s uses plain chunk ids; this push's are keyed",
+				       opts->parents[i]);
+		if (r) {
+			ss_manifest_free(pm);
+			return r;
+		}
 		/* Only chunks whose packs live in this store can be referenced. */
 		bool same_store = pm->store_uri && strcmp(pm->store_uri, store->uri) == 0;
 		for (size_t c = 0; !r && c < pm->nchunks; c++) {
@@ -243,7 +259,7 @@ int ss_load_parents(const struct ss_push_opts *opts, struct ss_loop *l, const st
 		}
 		/* The first parent cut with our parameters guides chunking. */
 		const struct ss_chunk_params *cp = &cfg->chunk;
-		if (!r && guide && !*guide && pm->chunk_algorithm == 1 && !pm->keyed_ids &&
+		if (!r && guide && !*guide && pm->chunk_algorithm == 1 &&
 		    pm->chunk_min == cp->min_size && pm->chunk_avg == cp->avg_size &&
 		    pm->chunk_max == cp->max_size && pm->chunk_seg == cp->seg_size) {
 			*guide = pm;

@@ -267,9 +267,9 @@ static void unit_work(struct ss_task *task, void *wp)
 			const uint8_t *p = c->codec == SS_CODEC_RAW
 						   ? u->in + (c->offset - u->rs)
 						   : u->dec + fr->dec_off + c->frame_off;
-			XXH128_canonical_t h;
-			XXH128_canonicalFromHash(&h, XXH3_128bits(p, c->raw_len));
-			if (memcmp(h.digest, c->id, 16) != 0) {
+			uint8_t h[16];
+			ss_chunk_id(R->o->ids, p, c->raw_len, h);
+			if (memcmp(h, c->id, 16) != 0) {
 				char hex[33];
 				ss_hex(c->id, 16, hex);
 				u->err = ss_err_set(&u->werr, -EBADMSG,

@@ -40,6 +40,7 @@ struct ss_oread_opts {
 	const char *snapshot;       /* for messages */
 	const struct ss_manifest *m;
 	const struct ss_cfg *cfg;
+	const struct ss_idkey *ids;  /* the manifest's chunk ids */
 	struct ss_loop *loop;
 	struct ss_backend *store;
 	uint32_t file_first, file_end;   /* files [file_first, file_end) */

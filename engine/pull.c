@@ -97,6 +97,7 @@ struct pull {
 	struct ss_pool *pool;
 	struct ss_backend *store;
 	struct ss_manifest *m;
+	const struct ss_idkey *ids;   /* the manifest's chunk ids */
 	struct ss_err *err;
 	bool failed;
 	struct ss_stats *st;
@@ -309,9 +310,9 @@ static void range_work(struct ss_task *task, void *wp)
 			t->cptr[i] = t->out + frame_base + c->frame_off;
 		}
 		if (!bad) {
-			XXH128_canonical_t h;
-			XXH128_canonicalFromHash(&h, XXH3_128bits(t->cptr[i], c->raw_len));
-			if (memcmp(h.digest, c->id, 16) != 0)
+			uint8_t h[16];
+			ss_chunk_id(P->ids, t->cptr[i], c->raw_len, h);
+			if (memcmp(h, c->id, 16) != 0)
 				bad = "does not match its checksum";
 		}
 		if (bad) {
@@ -907,7 +908,9 @@ int ss_pull(const struct ss_pull_opts *opts, const struct ss_config *config, str
 		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
 		goto out;
 	}
-	if ((r = ss_manifest_load(opts->snapshot, P->loop, &P->cfg, &P->m, NULL, &st->requests, &err)))
+	if ((r = ss_manifest_load(opts->snapshot, P->loop, &P->cfg, &P->m, NULL, &st->requests, &err)) ||
+	    (r = ss_idkey_for_manifest(&P->cfg.ids, P->m->keyed_ids, P->m->key_check,
+				       opts->snapshot, &P->ids, &err)))
 		goto out;
 	const char *store_uri = opts->store       ? opts->store
 				: P->m->store_uri ? P->m->store_uri
@@ -977,6 +980,7 @@ out:
 		ss_manifest_free(P->m);
 		ss_backend_free(P->store);
 		ss_loop_free(P->loop);
+		ss_cfg_wipe(&P->cfg);
 		free(P);
 	}
 	ss_snaploc_free(&loc);

@@ -490,7 +490,7 @@ static bool guide_next(struct push *P, const struct pfile *f, const struct seg *
 				return false;
 		}
 	}
-	XXH128_canonicalFromHash(id, XXH3_128bits(s->buf + off, len));
+	ss_chunk_id(&P->cfg.ids, s->buf + off, len, id->digest);
 	if (memcmp(id->digest, P->guide->chunks[gf->ext[*k].chunk - 1].id, 16) != 0)
 		return false;
 	e->len = len;
@@ -538,7 +538,7 @@ static void seg_work(struct ss_task *t, void *wp)
 		} else {
 			const uint8_t *p = s->buf + off;
 			if (!hashed)
-				XXH128_canonicalFromHash(&c, XXH3_128bits(p, e.len));
+				ss_chunk_id(&P->cfg.ids, p, e.len, c.digest);
 			uint32_t slot;
 			bool is_new;
 			r = ss_dedup_claim(P->dedup, c.digest, (uint32_t)e.len, &slot, &is_new);
@@ -1172,6 +1172,8 @@ out:
 	}
 	ss_manifest_free(m);
 	ss_snaploc_free(&loc);
+	if (P)
+		ss_cfg_wipe(&P->cfg);
 	free(P);
 	st->seconds = (double)(ss_now_ns() - t0) / 1e9;
 	if (r && errbuf && errlen)

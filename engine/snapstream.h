@@ -211,6 +211,8 @@ struct ss_snapshot_info {
 	int64_t created_unix_ns;
 	bool root_is_dir;           /* pushed from a directory */
 	uint32_t chunk_min, chunk_avg, chunk_max, chunk_seg, frame_max;
+	bool keyed_ids;             /* chunk ids keyed by the store's key */
+	char key_check[33];         /* then: which key (hex), never the key */
 	uint64_t files;
 	uint64_t logical_bytes;     /* sum of file sizes */
 	uint64_t zero_bytes;        /* in zero-page runs: never stored */
@@ -322,6 +324,13 @@ struct ss_init_opts {
  * -errno. */
 int ss_init(const struct ss_init_opts *opts, const struct ss_config *cfg, char *err,
 	    size_t errlen);
+
+/* Read a store key from a file: its bytes are the key (16..4096 of them,
+ * into buf of cap >= 4096 bytes). A file that others may read, or not a
+ * regular file, is refused (-EPERM): such a key protects nothing.
+ * Returns 0 with *len set, or -errno with a message in err. */
+int ss_key_read(const char *path, uint8_t *buf, size_t cap, size_t *len, char *err,
+		size_t errlen);
 
 #ifdef __cplusplus
 }

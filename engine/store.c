@@ -35,6 +35,7 @@ int ss_store_open(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
 		ss_store_free(s);
 		return ss_err_set(err, -ENOMEM, "out of memory");
 	}
+	s->ids = &cfg->ids;
 	*out = s;
 	return 0;
 }
@@ -236,12 +237,110 @@ static int read_pack_index(struct ss_store *s, struct ss_loop *l, const char *ke
 	return r < 0 ? r : 0;
 }
 
+/* The store's config object, or *p = NULL when it has none. */
+static int load_config(struct ss_backend *b, struct ss_loop *l, const char *uri, uint8_t **p,
+		       size_t *n, uint64_t *requests, struct ss_err *err)
+{
+	*p = NULL;
+	*n = 0;
+	int r = ss_get_object(b, l, SS_STORE_CONFIG_KEY, 4096, p, n, requests, err);
+	if (r == -ENOENT) {
+		ss_err_clear(err);
+		return 0;
+	}
+	if (r)
+		return ss_err_set(err, r, "cannot read the config of store %s", uri);
+	return 0;
+}
+
+int ss_store_check_ids(struct ss_store *s, struct ss_loop *l, struct ss_err *err)
+{
+	uint8_t *p;
+	size_t n;
+	int r = load_config(s->b, l, s->uri, &p, &n, &s->requests, err);
+	if (!r)
+		r = ss_idkey_check_store(s->ids, p, n, s->uri, err);
+	free(p);
+	return r;
+}
+
+int ss_init(const struct ss_init_opts *opts, const struct ss_config *config, char *errbuf,
+	    size_t errlen)
+{
+	struct ss_err err = {0};
+	struct ss_cfg cfg;
+	struct ss_loop *l = NULL;
+	struct ss_store *s = NULL;
+	uint8_t *p = NULL;
+	size_t n = 0;
+	int r;
+
+	if (!opts || !opts->store) {
+		r = ss_err_set(&err, -EINVAL, "init needs a store URI");
+		goto out;
+	}
+	if ((r = ss_cfg_resolve(config, &cfg, &err)))
+		goto out;
+	if ((r = ss_loop_new(16, &l))) {
+		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
+		goto out;
+	}
+	if ((r = ss_store_open(opts->store, l, &cfg, &s, &err)) ||
+	    (r = load_config(s->b, l, s->uri, &p, &n, &s->requests, &err)))
+		goto out;
+	if (p) {
+		bool keyed;
+		uint8_t check[16];
+		r = ss_store_config_decode(p, n, &keyed, check, &err);
+		if (!r)
+			r = ss_err_set(&err, -EEXIST, "store %s already exists, with %s chunk ids",
+				       s->uri, keyed ? "keyed" : "plain");
+		goto out;
+	}
+	if (cfg.ids.keyed) {
+		/* Chunks already stored keep their plain ids, and would let
+		 * the keyed store's dedup be probed with known data. */
+		struct keylist packs = {0};
+		r = list_keys(s, l, "packs/", &packs, &err);
+		size_t np = packs.n;
+		keylist_free(&packs);
+		if (r)
+			goto out;
+		if (np) {
+			r = ss_err_set(&err, -EEXIST,
+				       "store %s already holds %zu packs with plain chunk ids; a "
+				       "keyed store must start empty",
+				       s->uri, np);
+			goto out;
+		}
+	}
+	char text[160];
+	size_t len = ss_store_config_encode(&cfg.ids, text, sizeof(text));
+	r = ss_put_object(s->b, l, SS_STORE_CONFIG_KEY, text, len, SS_PUT_IF_ABSENT, &s->requests,
+			  &err);
+	if (r == -EEXIST)
+		ss_err_set(&err, r, "store %s was initialised by someone else meanwhile", s->uri);
+	else if (r)
+		ss_err_set(&err, r, "cannot write the config of store %s: %s", s->uri, strerror(-r));
+out:
+	free(p);
+	ss_store_free(s);
+	ss_loop_free(l);
+	ss_cfg_wipe(&cfg);
+	if (r && errbuf && errlen)
+		snprintf(errbuf, errlen, "%s", err.msg);
+	return r;
+}
+
 int ss_store_load(struct ss_store *s, struct ss_loop *l, struct ss_dedup *d, struct ss_err *err)
 {
 	struct keylist idx = {0}, packs = {0};
+	int r = ss_store_check_ids(s, l, err);
+	if (r)
+		return r;
 	/* Read before the listings: a pack hidden after this read was seen by
 	 * a load that started earlier, which the grace period covers. */
-	int r = ss_gcstate_load(s->b, l, s->uri, &s->hidden, &s->requests, err);
+	r = ss_gcstate_load(s->b, l, s->uri, &s->hidden, &s->requests, err);
 	if (r)
 		return r;
 	r = list_keys(s, l, "index/", &idx, err);

@@ -133,7 +133,7 @@ static int emit(void *arg, uint64_t off, const struct ss_extent *e, const uint8_
 		return add_ext(P, e->len, SS_SLOT_NONE);
 	}
 	XXH128_canonical_t c;
-	XXH128_canonicalFromHash(&c, XXH3_128bits(bytes, e->len));
+	ss_chunk_id(&P->cfg.ids, bytes, e->len, c.digest);
 	uint32_t slot;
 	bool is_new;
 	int r = ss_dedup_claim(P->dedup, c.digest, (uint32_t)e->len, &slot, &is_new);
@@ -567,6 +567,8 @@ out:
 	}
 	ss_manifest_free(m);
 	ss_snaploc_free(&loc);
+	if (P)
+		ss_cfg_wipe(&P->cfg);
 	free(P);
 	st->seconds = (double)(ss_now_ns() - t0) / 1e9;
 	if (r && errbuf && errlen)

@@ -16,6 +16,7 @@ struct reader {
 	struct ss_cfg cfg;
 	struct ss_loop *loop;
 	struct ss_manifest *m;
+	const struct ss_idkey *ids;   /* the manifest's chunk ids */
 	struct ss_snaploc loc;
 	struct ss_backend *store;
 	const char *store_uri;
@@ -32,7 +33,9 @@ static int reader_open(struct reader *rd, const char *snapshot, const char *stor
 		return r;
 	if ((r = ss_loop_new(256, &rd->loop)))
 		return ss_err_set(err, r, "cannot set up io_uring: %s", strerror(-r));
-	if ((r = ss_manifest_load(snapshot, rd->loop, &rd->cfg, &rd->m, NULL, &st->requests, err)))
+	if ((r = ss_manifest_load(snapshot, rd->loop, &rd->cfg, &rd->m, NULL, &st->requests, err)) ||
+	    (r = ss_idkey_for_manifest(&rd->cfg.ids, rd->m->keyed_ids, rd->m->key_check, snapshot,
+				       &rd->ids, err)))
 		return r;
 	st->files = rd->m->nfiles;
 	for (size_t i = 0; i < rd->m->nfiles; i++)
@@ -54,6 +57,7 @@ static void reader_close(struct reader *rd)
 	ss_backend_free(rd->store);
 	ss_loop_free(rd->loop);
 	ss_snaploc_free(&rd->loc);
+	ss_cfg_wipe(&rd->cfg);
 }
 
 static void finish_err(const struct ss_err *e, int r, char *buf, size_t len)
@@ -173,6 +177,7 @@ int ss_verify(const struct ss_verify_opts *opts, const struct ss_config *config,
 		.snapshot = opts->snapshot,
 		.m = rd.m,
 		.cfg = &rd.cfg,
+		.ids = rd.ids,
 		.loop = rd.loop,
 		.store = rd.store,
 		.file_first = 0,
@@ -383,6 +388,7 @@ int ss_cat(const struct ss_cat_opts *opts, const struct ss_config *config, struc
 		.snapshot = opts->snapshot,
 		.m = m,
 		.cfg = &rd.cfg,
+		.ids = rd.ids,
 		.loop = rd.loop,
 		.store = rd.store,
 		.file_first = (uint32_t)fi,

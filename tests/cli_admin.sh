@@ -333,6 +333,46 @@ if command -v script >/dev/null; then
 	grep -q "rc=2" tty.out && grep -q "terminal" tty.out && ok || bad "push - from a terminal: $(cat tty.out)"
 fi
 
+# ---------------------------------------------------------------- keyed
+# A keyed store (init --key-file): the key comes from a file or
+# SNAPSTREAM_KEY_FILE, must not be readable by others, and every command
+# that hashes chunks needs it and refuses another.
+head -c 32 /dev/urandom >k1 && head -c 32 /dev/urandom >k2 && head -c 8 /dev/urandom >kshort
+chmod 600 k1 k2 kshort
+expect_rc 0 "init keyed" "$S" init --store keyed/.snapstream --key-file k1 --json
+check "init json" [ "$(jget out '(j["ok"], j["chunk_ids"])')" = "(True, 'keyed')" ]
+check "config names the key, not the key" grep -q "^chunk-ids xxh3-128-keyed [0-9a-f]\{32\}$" keyed/.snapstream/config
+check "the key is not stored" bash -c '! grep -rqF "$(od -An -tx1 k1 | tr -d " \n")" keyed/.snapstream'
+expect_rc 1 "init twice" "$S" init --store keyed/.snapstream --key-file k1
+grep -q "already exists, with keyed" err && ok || bad "init twice message: $(cat err)"
+expect_rc 1 "keyed init of a store with packs" "$S" init --key-file k1 --store snaps/.snapstream
+grep -q "holds .* packs" err && ok || bad "store with packs message: $(cat err)"
+expect_rc 1 "push without key" "$S" push img keyed/a --quiet
+grep -q "keyed chunk ids" err && grep -q "key-file" err && ok || bad "no-key message: $(cat err)"
+expect_rc 1 "push, other key" "$S" push img keyed/a --key-file k2 --quiet
+grep -q "another key" err && ok || bad "other-key message: $(cat err)"
+chmod 644 k1
+expect_rc 2 "world-readable key file" "$S" push img keyed/a --key-file k1
+grep -q "chmod 600" err && ok || bad "key file mode message: $(cat err)"
+chmod 600 k1
+expect_rc 2 "short key" "$S" push img keyed/a --key-file kshort
+expect_rc 2 "missing key file" "$S" push img keyed/a --key-file nokey
+expect_rc 0 "keyed push" "$S" push img keyed/a --key-file k1 --json
+check "keyed push stored" [ "$(jget out 'j["new_raw_bytes"] > 0')" = "True" ]
+SNAPSTREAM_KEY_FILE=k1 expect_rc 0 "keyed push from the environment" "$S" push img keyed/b --json
+check "keyed dedup" [ "$(jget out 'j["new_raw_bytes"]')" = "0" ]
+expect_rc 0 "keyed info" "$S" info keyed/a --json
+check "info says keyed" [ "$(jget out 'j["chunking"]["chunk_ids"]')" = "xxh3-128-keyed" ]
+expect_rc 1 "pull without key" "$S" pull keyed/a kout --quiet
+check "nothing pulled without the key" [ ! -e kout ]
+expect_rc 1 "verify, other key" "$S" verify keyed/a --key-file k2 --quiet
+expect_rc 0 "keyed pull" "$S" pull keyed/a kout --key-file k1 --quiet
+check "keyed pull byte-exact" cmp -s img kout
+SNAPSTREAM_KEY_FILE=k1 expect_rc 0 "keyed verify" "$S" verify keyed/b --quiet
+"$S" cat keyed/b --key-file k1 --quiet | cmp -s - img && ok || bad "keyed cat"
+expect_rc 1 "key for a plain store" "$S" push img snaps/keyed --key-file k1 --quiet
+grep -q "plain chunk ids" err && ok || bad "plain store message: $(cat err)"
+
 # ---------------------------------------------------------------- usage
 expect_rc 2 "no command" "$S"
 expect_rc 2 "unknown command" "$S" frobnicate
@@ -352,7 +392,7 @@ expect_rc 1 "failure with --json" "$S" push img snaps/s --json
 check "failure json object" [ "$(jget out '(j["ok"], j["exit"])')" = "(False, 1)" ]
 expect_rc 0 "--help" "$S" --help
 grep -q "Exit codes" out && grep -q "SNAPSTREAM_STORE" out && ok || bad "main help"
-for cmd in push pull cat ls info verify rm gc; do
+for cmd in push pull cat ls info verify rm gc init; do
 	expect_rc 0 "$cmd --help" "$S" "$cmd" --help
 	grep -q "^Examples:" out && grep -q "^Usage: snapstream $cmd" out && ok || bad "$cmd help"
 	expect_rc 0 "help $cmd" "$S" help "$cmd"

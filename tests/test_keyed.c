@@ -1,0 +1,321 @@
+/* Keyed chunk ids (issue 6, requirement 6): the derivation is pinned by
+ * known answers (changing it would orphan every keyed store), ids differ
+ * from plain ones and between keys, the store config parser refuses
+ * hostile input, and the engine keeps keyed and plain id spaces apart:
+ * every chunk of a keyed push is named by the keyed hash of its bytes, and
+ * no push, pull, cat or verify runs with a missing or wrong key. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "testutil.h"
+
+static char dir[256];
+static struct ss_memstore *mem;
+static uint8_t key1[32], key2[32];
+
+static struct ss_config cfg(const uint8_t *key)
+{
+	return (struct ss_config){.threads = 2, .no_fsync = true, .mem = mem, .key = key,
+				  .key_len = key ? 32 : 0};
+}
+
+static void hex_of(const uint8_t *p, size_t n, char *out)
+{
+	ss_hex(p, n, out);
+}
+
+static void test_derivation(void)
+{
+	struct ss_idkey k, k2;
+	struct ss_err e = {0};
+	uint8_t key[32];
+	for (int i = 0; i < 32; i++)
+		key[i] = (uint8_t)i;
+	REQUIRE(ss_idkey_init(&k, key, sizeof(key), &e) == 0, "init: %s", e.msg);
+	CHECK(k.keyed, "keyed");
+	char hex[65];
+	hex_of(k.check, 16, hex);
+	/* Known answers. The key check and the secret are HMAC-SHA256 and
+	 * HKDF-SHA256 as computed independently by Python's hmac module:
+	 *   hmac.new(key, b"snapstream key check v1", sha256)[:16]
+	 *   HKDF(salt=b"snapstream", info=b"snapstream chunk-id secret v1")
+	 * The id pins libxxhash's XXH3_128bits_withSecret on that secret. */
+	CHECK(!strcmp(hex, "0c71f32d2b1614c0f546791e92b89845"), "key check %s", hex);
+	hex_of(k.secret, 32, hex);
+	CHECK(!strcmp(hex, "2b26c240d463ff31c3948a92451a1a101f6c424d7b13c9faeed94f477f65c05d"),
+	      "secret head %s", hex);
+	hex_of(k.secret + 160, 32, hex);
+	CHECK(!strcmp(hex, "0b28a68e0a63d9bb97c0f673597370808e8b67c9adc973102630db7c9562c3a9"),
+	      "secret tail %s", hex);
+	uint8_t id[16], plain[16];
+	ss_chunk_id(&k, "snapstream", 10, id);
+	hex_of(id, 16, hex);
+	CHECK(!strcmp(hex, "062a582ce67d433ecc5daa01273309ff"), "keyed id %s", hex);
+	ss_chunk_id(&ss_idkey_plain, "snapstream", 10, plain);
+	ss_chunk_id(NULL, "snapstream", 10, id);
+	CHECK(!memcmp(id, plain, 16), "NULL means plain");
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, XXH3_128bits("snapstream", 10));
+	CHECK(!memcmp(plain, c.digest, 16), "plain ids are XXH3-128");
+
+	/* Other keys, other ids; the same key, the same ids. */
+	key[0] ^= 1;
+	REQUIRE(ss_idkey_init(&k2, key, sizeof(key), &e) == 0, "init: %s", e.msg);
+	uint8_t a[16], b[16];
+	size_t same = 0;
+	for (int i = 0; i < 1000; i++) {
+		uint64_t v[8];
+		for (int j = 0; j < 8; j++)
+			v[j] = rnd();
+		ss_chunk_id(&k, v, sizeof(v), a);
+		ss_chunk_id(&k2, v, sizeof(v), b);
+		ss_chunk_id(&ss_idkey_plain, v, sizeof(v), plain);
+		same += !memcmp(a, b, 16) + !memcmp(a, plain, 16);
+		ss_chunk_id(&k, v, sizeof(v), b);
+		CHECK(!memcmp(a, b, 16), "keyed ids are a function of key and bytes");
+	}
+	CHECK(same == 0, "%zu ids agreed across keys", same);
+	CHECK(memcmp(k.check, k2.check, 16), "key checks differ");
+	CHECK(memcmp(k.secret, k2.secret, sizeof(k.secret)), "secrets differ");
+
+	/* The secret and the check come from one key but say nothing of
+	 * each other: the check is not a prefix of the secret. */
+	CHECK(memcmp(k.check, k.secret, 16), "check is independent of the secret");
+
+	CHECK(ss_idkey_init(&k2, key, 15, &e) == -EINVAL, "15-byte key refused");
+	CHECK(ss_idkey_init(&k2, key, 4097, &e) == -EINVAL, "4097-byte key refused");
+	ss_idkey_wipe(&k);
+	CHECK(!k.keyed, "wiped");
+}
+
+static void test_config(void)
+{
+	struct ss_idkey k;
+	struct ss_err e = {0};
+	REQUIRE(ss_idkey_init(&k, key1, sizeof(key1), &e) == 0, "init");
+	char buf[160];
+	size_t n = ss_store_config_encode(&k, buf, sizeof(buf));
+	bool keyed;
+	uint8_t check[16];
+	CHECK(ss_store_config_decode((uint8_t *)buf, n, &keyed, check, &e) == 0 && keyed &&
+		      !memcmp(check, k.check, 16),
+	      "keyed config round trip: %s", e.msg);
+	n = ss_store_config_encode(NULL, buf, sizeof(buf));
+	CHECK(ss_store_config_decode((uint8_t *)buf, n, &keyed, check, &e) == 0 && !keyed,
+	      "plain config round trip");
+
+	static const struct {
+		const char *text;
+		int want;
+	} bad[] = {
+		{"", -EBADMSG},
+		{"snapstream-store 1", -EBADMSG},                       /* no newline */
+		{"snapstream-store 1\n", -EBADMSG},                     /* no ids line */
+		{"snapstream-store 0\nchunk-ids xxh3-128\n", -EBADMSG},
+		{"snapstream-store 1x\nchunk-ids xxh3-128\n", -EBADMSG},
+		{"snapstream-store 2\nchunk-ids sha3\n", -EPROTONOSUPPORT},
+		{"snapstream-store 1\nchunk-ids sha256\n", -EBADMSG},
+		{"snapstream-store 1\nchunk-ids xxh3-128\nmore\n", -EBADMSG},
+		{"snapstream-store 1\nchunk-ids xxh3-128-keyed 00\n", -EBADMSG},
+		{"snapstream-store 1\nchunk-ids xxh3-128-keyed "
+		 "zz000000000000000000000000000000\n", -EBADMSG},
+		{"snapstream-store 1\nchunk-ids xxh3-128-keyed "
+		 "000000000000000000000000000000000\n", -EBADMSG},
+		{"snapstream-store 1\x01\nchunk-ids xxh3-128\n", -EBADMSG},
+	};
+	for (size_t i = 0; i < SS_ARRAY_SIZE(bad); i++) {
+		ss_err_clear(&e);
+		int r = ss_store_config_decode((const uint8_t *)bad[i].text, strlen(bad[i].text),
+					       &keyed, check, &e);
+		CHECK(r == bad[i].want && e.msg[0], "config %zu: %d (%s)", i, r, e.msg);
+	}
+	uint8_t big[5000];
+	memset(big, 'a', sizeof(big));
+	CHECK(ss_store_config_decode(big, sizeof(big), &keyed, check, &e) == -EBADMSG,
+	      "oversized config");
+	/* Store checks: plain store + key, keyed store without or with
+	 * another key. */
+	n = ss_store_config_encode(&k, buf, sizeof(buf));
+	CHECK(ss_idkey_check_store(&k, (uint8_t *)buf, n, "s", &e) == 0, "own key");
+	CHECK(ss_idkey_check_store(NULL, (uint8_t *)buf, n, "s", &e) == -ENOKEY, "no key");
+	CHECK(ss_idkey_check_store(&ss_idkey_plain, NULL, 0, "s", &e) == 0, "plain, no config");
+	CHECK(ss_idkey_check_store(&k, NULL, 0, "s", &e) == -EKEYREJECTED, "key for plain");
+	struct ss_idkey o;
+	REQUIRE(ss_idkey_init(&o, key2, sizeof(key2), &e) == 0, "init");
+	ss_err_clear(&e);
+	CHECK(ss_idkey_check_store(&o, (uint8_t *)buf, n, "s", &e) == -EKEYREJECTED &&
+		      strstr(e.msg, "another key"),
+	      "other key: %s", e.msg);
+}
+
+static void write_image(const char *path, size_t size)
+{
+	uint8_t *b = calloc(1, size);
+	for (size_t i = 0; i < size; i += 4096) {
+		int kind = (int)(rnd() % 3);
+		for (size_t j = 0; j < 4096 && i + j < size; j++)
+			b[i + j] = kind == 1 ? (uint8_t)rnd() : kind == 2 ? (uint8_t)("page "[j % 5]) : 0;
+	}
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	REQUIRE(fd >= 0 && write(fd, b, size) == (ssize_t)size, "write %s", path);
+	close(fd);
+	free(b);
+}
+
+static uint8_t *read_all(const char *path, size_t *n)
+{
+	int fd = open(path, O_RDONLY);
+	REQUIRE(fd >= 0, "open %s", path);
+	struct stat sb;
+	REQUIRE(fstat(fd, &sb) == 0, "stat");
+	uint8_t *b = malloc((size_t)sb.st_size + 1);
+	REQUIRE(read(fd, b, (size_t)sb.st_size) == sb.st_size, "read");
+	close(fd);
+	*n = (size_t)sb.st_size;
+	return b;
+}
+
+static struct ss_manifest *load(const char *uri)
+{
+	struct ss_loop *l;
+	REQUIRE(ss_loop_new(64, &l) == 0, "loop");
+	struct ss_cfg c;
+	struct ss_config in = cfg(NULL);
+	REQUIRE(ss_cfg_resolve(&in, &c, NULL) == 0, "cfg");
+	struct ss_manifest *m = NULL;
+	struct ss_err e = {0};
+	int r = ss_manifest_load(uri, l, &c, &m, NULL, NULL, &e);
+	ss_loop_free(l);
+	REQUIRE(r == 0, "load %s: %s", uri, e.msg);
+	return m;
+}
+
+static void test_engine(void)
+{
+	char img[300], out[300];
+	snprintf(img, sizeof(img), "%s/img", dir);
+	snprintf(out, sizeof(out), "%s/out", dir);
+	write_image(img, (5u << 20) + 777);
+	char err[512];
+	struct ss_stats st;
+	struct ss_config k1 = cfg(key1), k2 = cfg(key2), plain = cfg(NULL);
+
+	struct ss_init_opts io = {.store = "mem://k/.snapstream"};
+	REQUIRE(ss_init(&io, &k1, err, sizeof(err)) == 0, "init: %s", err);
+	CHECK(ss_init(&io, &k1, err, sizeof(err)) == -EEXIST, "second init");
+
+	struct ss_push_opts po = {.source = img, .snapshot = "mem://k/a"};
+	CHECK(ss_push(&po, &plain, &st, err, sizeof(err)) == -ENOKEY, "push without key: %s", err);
+	CHECK(ss_push(&po, &k2, &st, err, sizeof(err)) == -EKEYREJECTED, "push, other key: %s",
+	      err);
+	REQUIRE(ss_push(&po, &k1, &st, err, sizeof(err)) == 0, "push: %s", err);
+	CHECK(st.new_raw_bytes > 0, "stored something");
+
+	/* Every chunk is named by the keyed hash of its bytes, never the
+	 * plain one. */
+	struct ss_idkey k;
+	struct ss_err e = {0};
+	REQUIRE(ss_idkey_init(&k, key1, sizeof(key1), &e) == 0, "init");
+	struct ss_manifest *m = load("mem://k/a");
+	CHECK(m->keyed_ids && !memcmp(m->key_check, k.check, 16), "manifest records the key");
+	size_t n;
+	uint8_t *data = read_all(img, &n);
+	uint64_t off = 0;
+	size_t checked = 0, plain_match = 0;
+	const struct ss_mfile *f = &m->files[0];
+	for (size_t x = 0; x < f->next; x++) {
+		if (f->ext[x].chunk) {
+			const struct ss_chunk_ref *c = &m->chunks[f->ext[x].chunk - 1];
+			uint8_t id[16], pid[16];
+			ss_chunk_id(&k, data + off, f->ext[x].len, id);
+			ss_chunk_id(&ss_idkey_plain, data + off, f->ext[x].len, pid);
+			CHECK(!memcmp(id, c->id, 16), "extent %zu: id is not the keyed hash", x);
+			plain_match += !memcmp(pid, c->id, 16);
+			checked++;
+		}
+		off += f->ext[x].len;
+	}
+	CHECK(checked > 10 && plain_match == 0, "%zu chunks checked, %zu plain ids", checked,
+	      plain_match);
+	ss_manifest_free(m);
+
+	/* Dedup within the keyed store still holds. */
+	po.snapshot = "mem://k/b";
+	po.parents = (const char *const[]){"mem://k/a"};
+	po.nparents = 1;
+	REQUIRE(ss_push(&po, &k1, &st, err, sizeof(err)) == 0, "push b: %s", err);
+	CHECK(st.new_raw_bytes == 0, "second push stored %llu bytes",
+	      (unsigned long long)st.new_raw_bytes);
+
+	/* Reading needs the key too. */
+	struct ss_pull_opts pl = {.snapshot = "mem://k/a", .dest = out};
+	CHECK(ss_pull(&pl, &plain, &st, err, sizeof(err)) == -ENOKEY, "pull without key");
+	CHECK(ss_pull(&pl, &k2, &st, err, sizeof(err)) == -EKEYREJECTED, "pull, other key");
+	CHECK(access(out, F_OK) != 0, "nothing pulled without the key");
+	REQUIRE(ss_pull(&pl, &k1, &st, err, sizeof(err)) == 0, "pull: %s", err);
+	uint8_t *back = read_all(out, &n);
+	size_t n0;
+	free(read_all(img, &n0));
+	CHECK(n == n0 && !memcmp(back, data, n), "pulled bytes differ");
+	free(back);
+	free(data);
+	struct ss_verify_opts vo = {.snapshot = "mem://k/b"};
+	CHECK(ss_verify(&vo, &plain, &st, err, sizeof(err)) == -ENOKEY, "verify without key");
+	CHECK(ss_verify(&vo, &k1, &st, err, sizeof(err)) == 0, "verify: %s", err);
+	int null = open("/dev/null", O_WRONLY);
+	struct ss_cat_opts co = {.snapshot = "mem://k/b", .fd = null};
+	CHECK(ss_cat(&co, &k2, &st, err, sizeof(err)) == -EKEYREJECTED, "cat, other key");
+	CHECK(ss_cat(&co, &k1, &st, err, sizeof(err)) == 0, "cat: %s", err);
+
+	/* A stream push into the keyed store dedups against the file push. */
+	int fd = open(img, O_RDONLY);
+	struct ss_push_opts so = {.snapshot = "mem://k/s"};
+	CHECK(ss_push_fd(&so, fd, "img", &plain, &st, err, sizeof(err)) == -ENOKEY,
+	      "stream push without key");
+	lseek(fd, 0, SEEK_SET);
+	CHECK(ss_push_fd(&so, fd, "img", &k1, &st, err, sizeof(err)) == 0 && st.new_raw_bytes == 0,
+	      "stream push: %s (%llu new)", err, (unsigned long long)st.new_raw_bytes);
+	close(fd);
+
+	/* Plain and keyed id spaces never mix: a plain store refuses a key
+	 * and a key cannot be added to a store with packs; a plain parent
+	 * cannot guide a keyed push. */
+	struct ss_push_opts pp = {.source = img, .snapshot = "mem://p/a"};
+	REQUIRE(ss_push(&pp, &plain, &st, err, sizeof(err)) == 0, "plain push: %s", err);
+	pp.snapshot = "mem://p/b";
+	CHECK(ss_push(&pp, &k1, &st, err, sizeof(err)) == -EKEYREJECTED, "key for a plain store");
+	struct ss_init_opts pio = {.store = "mem://p/.snapstream"};
+	CHECK(ss_init(&pio, &k1, err, sizeof(err)) == -EEXIST && strstr(err, "packs"),
+	      "keyed init of a store with packs: %s", err);
+	po.snapshot = "mem://k/c";
+	po.parents = (const char *const[]){"mem://p/a"};
+	CHECK(ss_push(&po, &k1, &st, err, sizeof(err)) == -EKEYREJECTED && strstr(err, "parent"),
+	      "plain parent for a keyed push: %s", err);
+	close(null);
+	unlink(out);
+	unlink(img);
+}
+
+int main(void)
+{
+	snprintf(dir, sizeof(dir), "%s/ss-keyed-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	REQUIRE(mkdtemp(dir), "mkdtemp");
+	for (int i = 0; i < 32; i++) {
+		key1[i] = (uint8_t)(0xa0 + i);
+		key2[i] = (uint8_t)(0x50 + i);
+	}
+	mem = ss_memstore_new();
+	test_derivation();
+	test_config();
+	test_engine();
+	ss_memstore_free(mem);
+	rmdir(dir);
+	if (failures)
+		fprintf(stderr, "%d failure(s)\n", failures);
+	return failures ? 1 : 0;
+}
