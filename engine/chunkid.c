@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -127,30 +128,40 @@ static int next_line(const uint8_t *p, size_t n, size_t *off, char *line, size_t
 	return 0;
 }
 
+/* Exactly the lower-case hex of 16 bytes: one spelling per key check. */
+static bool lower_hex16(const char *s, uint8_t out[16])
+{
+	if (strlen(s) != 32 || strspn(s, "0123456789abcdef") != 32)
+		return false;
+	return ss_unhex(s, out, 16) == 0;
+}
+
 int ss_store_config_decode(const uint8_t *p, size_t n, bool *keyed, uint8_t check[16],
 			   struct ss_err *err)
 {
+	static const char HEAD[] = "snapstream-store ", KEYED[] = "chunk-ids xxh3-128-keyed ";
 	char line[128];
 	size_t off = 0;
-	unsigned version = 0;
-	char tail;
 
 	*keyed = false;
 	memset(check, 0, 16);
+	/* The version: decimal digits, no sign, no leading zero. */
+	const char *v = line + sizeof(HEAD) - 1;
+	size_t nd = 0;
 	if (n > 4096 || next_line(p, n, &off, line, sizeof(line)) ||
-	    sscanf(line, "snapstream-store %u%c", &version, &tail) != 1 || version == 0)
+	    strncmp(line, HEAD, sizeof(HEAD) - 1) || !(nd = strspn(v, "0123456789")) ||
+	    v[nd] || v[0] == '0' || nd > 9)
 		return ss_err_set(err, -EBADMSG, "store config damaged: bad first line");
+	unsigned long version = strtoul(v, NULL, 10);
 	if (version > 1)
 		return ss_err_set(err, -EPROTONOSUPPORT,
-				  "store config version %u was made by a newer snapstream", version);
+				  "store config version %lu was made by a newer snapstream", version);
 	if (next_line(p, n, &off, line, sizeof(line)))
 		return ss_err_set(err, -EBADMSG, "store config damaged: no chunk-ids line");
-	static const char KEYED[] = "chunk-ids xxh3-128-keyed ";
 	if (!strcmp(line, "chunk-ids xxh3-128")) {
 		/* plain */
 	} else if (!strncmp(line, KEYED, sizeof(KEYED) - 1) &&
-		   strlen(line + sizeof(KEYED) - 1) == 32 &&
-		   !ss_unhex(line + sizeof(KEYED) - 1, check, 16)) {
+		   lower_hex16(line + sizeof(KEYED) - 1, check)) {
 		*keyed = true;
 	} else {
 		return ss_err_set(err, -EBADMSG, "store config damaged: unknown chunk-ids \"%.60s\"",

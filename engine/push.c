@@ -336,10 +336,23 @@ static int follow_poll(struct push *P)
 
 /* ---------------------------------------------------------------- workers */
 
+/* Incompressible input (random data, an image its writer compressed
+ * already) would cost zstd's full effort on every frame for nothing. After
+ * a frame stored raw, the next frame is first probed: PROBE_SLICES slices
+ * from across it, compressed together; only if they shrink by 3 % is the
+ * whole frame compressed. Probing costs ~6 % of compressing; compressible
+ * input never pays it, since it follows frames that compressed. */
+#define PROBE_SLICES 4
+#define PROBE_SLICE (16u << 10)
+#define PROBE_BYTES (PROBE_SLICES * PROBE_SLICE)
+
 struct wctx {
 	ZSTD_CCtx *cc;
 	uint8_t *scratch;       /* frame_max bytes, to gather a frame */
 	size_t scratch_len;
+	bool last_raw;          /* this worker's last frame did not compress */
+	uint8_t probe[PROBE_BYTES];
+	uint8_t probe_out[ZSTD_COMPRESSBOUND(PROBE_BYTES)];
 };
 
 static void *wctx_create(void *arg)
@@ -429,9 +442,19 @@ static void frame_flush(struct wctx *w, struct seg *s)
 	}
 	uint32_t raw = s->frame_raw;
 	uint8_t *dst = s->out + s->out_len;
-	size_t z = src && w && w->cc ? ZSTD_compress2(w->cc, dst, ZSTD_compressBound(raw), src, raw)
-				     : 0;
-	if (src && w && w->cc && !ZSTD_isError(z) && z > 0 && z < (size_t)raw - raw / 20) {
+	bool try = src && w && w->cc;
+	if (try && w->last_raw && raw >= 2 * PROBE_BYTES) {
+		for (uint32_t i = 0; i < PROBE_SLICES; i++)
+			memcpy(w->probe + i * PROBE_SLICE,
+			       src + (uint64_t)(raw - PROBE_SLICE) * i / (PROBE_SLICES - 1), PROBE_SLICE);
+		size_t pz = ZSTD_compress2(w->cc, w->probe_out, sizeof(w->probe_out), w->probe,
+					   PROBE_BYTES);
+		try = !ZSTD_isError(pz) && pz < PROBE_BYTES - PROBE_BYTES / 32;
+	}
+	size_t z = try ? ZSTD_compress2(w->cc, dst, ZSTD_compressBound(raw), src, raw) : 0;
+	if (w)
+		w->last_raw = !(try && !ZSTD_isError(z) && z > 0 && z < (size_t)raw - raw / 20);
+	if (w && !w->last_raw) {
 		uint32_t off = 0;
 		for (uint32_t i = 0; i < n; i++) {
 			c[i].codec = SS_CODEC_ZSTD;

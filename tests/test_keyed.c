@@ -127,6 +127,10 @@ static void test_config(void)
 		{"snapstream-store 1\nchunk-ids xxh3-128-keyed "
 		 "000000000000000000000000000000000\n", -EBADMSG},
 		{"snapstream-store 1\x01\nchunk-ids xxh3-128\n", -EBADMSG},
+		{"snapstream-store 01\nchunk-ids xxh3-128\n", -EBADMSG},
+		{"snapstream-store +1\nchunk-ids xxh3-128\n", -EBADMSG},
+		{"snapstream-store 1\nchunk-ids xxh3-128-keyed "
+		 "153b57322ca155ca1eB87782fee73d8f\n", -EBADMSG},   /* upper case */
 	};
 	for (size_t i = 0; i < SS_ARRAY_SIZE(bad); i++) {
 		ss_err_clear(&e);

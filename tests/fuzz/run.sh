@@ -64,6 +64,9 @@ SRCS[fuzz_uri]="util/util.c loop/loop.c backends/backend.c backends/mem.c backen
 	backends/http.c backends/s3.c backends/s3xml.c backends/gauth.c"
 LIBS[fuzz_uri]="liburing libcurl expat json-c libcrypto"
 MAXLEN[fuzz_uri]=4096
+SRCS[fuzz_storecfg]="util/util.c engine/chunkid.c"
+LIBS[fuzz_storecfg]="libxxhash libcrypto"
+MAXLEN[fuzz_storecfg]=8192
 SRCS[fuzz_s3xml]="backends/s3xml.c"
 LIBS[fuzz_s3xml]="expat"
 MAXLEN[fuzz_s3xml]=16384
