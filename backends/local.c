@@ -56,6 +56,7 @@ struct lreq {
 	/* PUT progress */
 	struct iovec *iov;
 	unsigned iovcnt, iov_idx;
+	uint64_t woff;              /* bytes of the object written so far */
 	/* GET progress */
 	uint64_t off, want, got;
 };
@@ -150,10 +151,14 @@ static int parent_mkdir(struct lreq *q)
 	return ss_mkdir_p(path, 0755);
 }
 
+/* Explicit offsets, never -1 ("the file position"): after a short write
+ * (a full disk) io_uring can leave the position where it was, so the rest
+ * would overwrite the start and a truncated object would count as whole
+ * (seen on Linux 6.18 with tmpfs; tests/diskfull.sh). */
 static void put_write(struct lreq *q)
 {
 	io_uring_prep_writev(sqe_for(q, L_WRITE), q->fd, q->iov + q->iov_idx,
-			     SS_MIN(q->iovcnt - q->iov_idx, (unsigned)IOV_MAX), (uint64_t)-1);
+			     SS_MIN(q->iovcnt - q->iov_idx, (unsigned)IOV_MAX), q->woff);
 }
 
 static void put_after_write(struct lreq *q)
@@ -259,6 +264,7 @@ static void lreq_step(struct ss_op *op, int res)
 			(void)fail(q, res, "cannot write");
 			return;
 		}
+		q->woff += (uint64_t)res;
 		size_t left = (size_t)res;
 		while (q->iov_idx < q->iovcnt && left >= q->iov[q->iov_idx].iov_len)
 			left -= q->iov[q->iov_idx++].iov_len;

@@ -27,6 +27,7 @@ if [ "${1:-}" = "--part" ]; then part="$2"; shift 2; fi
 S="$(realpath "$1")"
 GEN="$(realpath "$2")"
 HERE="$(dirname "$(realpath "$0")")"
+. "$HERE/parts.sh"
 PY=/usr/bin/python3
 CHK="$HERE/crash_packs.py"
 RUNS="${CRASH_RUNS:-30}"
@@ -203,21 +204,9 @@ push_part
 pull_part
 save_counts
 
-s3note=""
-if command -v node >/dev/null && [ -f "$HERE/s3/node_modules/s3rver/bin/s3rver.js" ]; then
-	$PY "$HERE/s3/harness.py" -- bash "$0" --part s3 "$S" "$GEN"
-	hrc=$?
-	if [ ! -f "$work/counts.s3" ]; then
-		echo "FAIL[s3]: the s3 part did not finish (harness exit $hrc)" >&2
-		echo "fails=1" >"$work/counts.s3"
-	fi
-else
-	s3note=" (s3 part SKIPPED: s3rver is not installed; run scripts/setup.sh, which runs npm ci in tests/s3)"
-	echo "SKIP[s3]: s3rver is not installed (tests/s3/node_modules); only the local store was tested" >&2
-fi
+s3_part "$0" "$S" "$GEN"
 
 # Summary over both parts.
-total() { cat "$work"/counts.* | tr ' ' '\n' | sed -n "s/^$1=//p" | awk '{s += $1} END {print s + 0}'; }
 for p in local s3; do [ -f "$work/counts.$p" ] && echo "[$p] $(cat "$work/counts.$p")"; done
 F=$(total fails)
 echo "crash summary: kills=$(total kills) kills_after_pack_stored=$(total pack_kills)" \
