@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cmd_check.h"
 
 #define OPT_STORE_READ {"--store <uri>", "store to read chunks from (default: the one the\nsnapshot was pushed to; env SNAPSTREAM_STORE)"}
 #define OPT_THREADS {"--threads <n>", "worker threads (default: online CPUs; env\nSNAPSTREAM_THREADS)"}
@@ -141,6 +142,26 @@ static const char *const init_ex[] = {
 	NULL,
 };
 
+static const struct opt_help check_opts[] = {
+	{"--store <uri>", "the store (default: env SNAPSTREAM_STORE, else\n./.snapstream)"},
+	{"--repair", "rebuild index objects from the packs, write missing\nrefs, replace damaged gc records, and set damaged\npacks no snapshot references aside; never deletes or\nmoves a pack a snapshot references"},
+	{"--deep", "also fetch and decompress every chunk of every pack\nand check its id (reads the whole store)"},
+	OPT_KEY,
+	{"--break-lock", "with --repair: remove the lock of a gc or repair\nthat died, then run"},
+	OPT_THREADS,
+	{"--no-fsync", "do not fsync what repair writes (tmpfs, tests)"},
+	OPT_JSON,
+	{"--quiet", "print only the problems left, no progress or summary\n(env SNAPSTREAM_QUIET=1)"},
+	{NULL, NULL},
+};
+
+static const char *const check_ex[] = {
+	"snapstream check --store /snaps/.snapstream",
+	"snapstream check --store s3://bucket/.snapstream --repair",
+	"snapstream check --store /snaps/.snapstream --deep --json | jq .findings",
+	NULL,
+};
+
 static const char *const gc_ex[] = {
 	"snapstream gc --store /snaps/.snapstream",
 	"snapstream gc --store s3://bucket/.snapstream --dry-run --json",
@@ -251,6 +272,35 @@ const struct command cli_commands[] = {
 		"it, and refuses another key. A keyed store must be new: init refuses\n"
 		"a store that already holds packs.",
 		init_opts, init_ex, O_STORE | O_KEY | O_JSON | O_QUIET, 0, 0, cmd_init,
+	},
+	{
+		"check", "", "verify a store, and repair what its packs can rebuild",
+		"Check a store: every pack's own index is read and parsed, every index\n"
+		"object is compared with the packs it lists, and every chunk of every\n"
+		"snapshot the store knows (its refs, and for a local .snapstream the\n"
+		"snapshots beside it) is looked up in the pack its manifest names.\n"
+		"With --deep every chunk of every pack is also fetched, decompressed\n"
+		"and checked against its id. Each finding is printed on a line of its\n"
+		"own: PROBLEM (damaged or missing packs and the snapshots they break,\n"
+		"damaged or stale index objects, snapshots without a ref, damaged gc\n"
+		"records), REPAIRED, or note (packs no snapshot references, as an\n"
+		"interrupted push leaves them: normal, gc collects them).\n"
+		"\n"
+		"With --repair, what the packs themselves describe is rebuilt: new\n"
+		"index objects are written before damaged or stale ones are deleted,\n"
+		"missing refs are written, a damaged gc/state is dropped and a damaged\n"
+		"record of a removed snapshot is replaced by one that keeps every intact\n"
+		"pack for a grace period. A damaged pack no snapshot references is\n"
+		"moved to damaged/ in the store, or hidden so that gc deletes it later\n"
+		"when a running push may have seen it. A pack any snapshot references\n"
+		"is never deleted or moved: check names the snapshots it breaks.\n"
+		"Repair takes the gc lock, so it never runs together with gc; pushes,\n"
+		"pulls and verifies may run meanwhile.\n"
+		"\n"
+		"Exits 0 when the store has no problem left, 4 when it has.",
+		check_opts, check_ex,
+		O_STORE | O_KEY | O_BREAKLOCK | O_THREADS | O_NOFSYNC | O_JSON | O_QUIET, 0, 0,
+		cmd_check,
 	},
 };
 

@@ -19,6 +19,7 @@
  * after the removal. Index objects that list a pack are rewritten without
  * it before the pack goes, and a pack leaves gc/state only once it is gone.
  * One gc runs at a time (gc/lock): two would undo each other's rescues. */
+#include "gclock.h"
 #include "internal.h"
 
 #include <inttypes.h>
@@ -29,7 +30,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define LOCK_MAX 4096
 #define RECORD_MAX (256u << 20)
 
 enum fate {
@@ -97,68 +97,17 @@ static bool is_refd(const struct gc *G, const uint8_t id[16])
 
 static int lock_take(struct gc *G)
 {
-	char host[256] = "?";
-	gethostname(host, sizeof(host) - 1);
-	char body[LOCK_MAX];
-	int n = snprintf(body, sizeof(body),
-			 "snapstream-gc-lock 1\nhost %s\npid %d\nsince %" PRId64 "\n", host,
-			 (int)getpid(), ss_wall_ns());
-	struct ss_err e = {0};
-	int r = ss_put_object(G->b, G->loop, SS_GC_LOCK_KEY, body, (size_t)n, SS_PUT_IF_ABSENT,
-			      &G->st->requests, &e);
-	if (r == -EEXIST && G->opts->break_lock) {
-		struct ss_req d = {.kind = SS_REQ_DELETE, .key = SS_GC_LOCK_KEY};
-		int dr = ss_call(G->b, G->loop, &d, &G->st->requests);
-		if (dr && dr != -ENOENT)
-			return ss_err_set(G->err, dr, "cannot remove %s/%s: %s", G->opts->store,
-					  SS_GC_LOCK_KEY, strerror(-dr));
-		ss_err_clear(&e);
-		r = ss_put_object(G->b, G->loop, SS_GC_LOCK_KEY, body, (size_t)n, SS_PUT_IF_ABSENT,
-				  &G->st->requests, &e);
-	}
-	if (r == -EEXIST) {
-		/* Say who holds it, so a person can tell whether it is alive. */
-		uint8_t *held = NULL;
-		size_t hl = 0;
-		char who[300] = "";
-		if (ss_get_object(G->b, G->loop, SS_GC_LOCK_KEY, LOCK_MAX, &held, &hl,
-				  &G->st->requests, NULL) == 0) {
-			char h[256] = "?";
-			int pid = 0;
-			long long since = 0;
-			char *text = strndup((char *)held, hl);
-			if (text) {
-				char *p = strstr(text, "host ");
-				if (p)
-					sscanf(p, "host %255s", h);
-				if ((p = strstr(text, "pid ")))
-					sscanf(p, "pid %d", &pid);
-				if ((p = strstr(text, "since ")))
-					sscanf(p, "since %lld", &since);
-			}
-			free(text);
-			long long age = (ss_wall_ns() - since) / 1000000000;
-			snprintf(who, sizeof(who), " (pid %d on %s, for %llds)", pid, h, age);
-			free(held);
-		}
-		return ss_err_set(G->err, -EBUSY,
-				  "another gc is running on %s%s; if it is not, run 'snapstream gc "
-				  "--break-lock'",
-				  G->opts->store, who);
-	}
-	if (r)
-		return ss_err_set(G->err, r, "cannot take the gc lock %s/%s: %s", G->opts->store,
-				  SS_GC_LOCK_KEY, e.msg[0] ? e.msg : strerror(-r));
-	G->locked = true;
-	return 0;
+	int r = ss_gclock_take(G->b, G->loop, G->opts->store, "gc", G->opts->break_lock,
+			       &G->st->requests, G->err);
+	G->locked = r == 0;
+	return r;
 }
 
 static void lock_drop(struct gc *G)
 {
 	if (!G->locked)
 		return;
-	struct ss_req d = {.kind = SS_REQ_DELETE, .key = SS_GC_LOCK_KEY};
-	ss_call(G->b, G->loop, &d, &G->st->requests);
+	ss_gclock_drop(G->b, G->loop, &G->st->requests);
 	G->locked = false;
 }
 

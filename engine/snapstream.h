@@ -332,6 +332,113 @@ int ss_init(const struct ss_init_opts *opts, const struct ss_config *cfg, char *
 int ss_key_read(const char *path, uint8_t *buf, size_t cap, size_t *len, char *err,
 		size_t errlen);
 
+/* --- checking and repairing a store (docs/DESIGN.md, "Checking and
+ * repairing a store") --------------------------------------------------- */
+
+/* What ss_check found. A problem is damage or an inconsistency that a
+ * user would notice (a pull that fails, gc refusing to run, pushes
+ * re-reading every pack); a note is a normal state worth knowing (packs
+ * left by an interrupted push, a ref whose push may still be running). */
+enum ss_check_kind {
+	SS_CHECK_PACK_DAMAGED = 1,  /* trailer or index unreadable, or (deep) chunks
+				     * that do not match their ids */
+	SS_CHECK_PACK_MISSING,      /* a snapshot references it; not in the store */
+	SS_CHECK_PACK_ORPHAN,       /* note: no snapshot references it */
+	SS_CHECK_PACK_FOREIGN,      /* note: an object under packs/ that is no pack */
+	SS_CHECK_SNAPSHOT_INCOMPLETE, /* chunks missing, damaged or misplaced */
+	SS_CHECK_SNAPSHOT_UNREADABLE, /* its manifest cannot be read, or has
+				     * another store's chunk ids */
+	SS_CHECK_SNAPSHOT_ELSEWHERE, /* note: beside the store, uses another one */
+	SS_CHECK_INDEX_DAMAGED,     /* an index object that does not decode */
+	SS_CHECK_INDEX_STALE,       /* an index object listing a missing or damaged
+				     * pack, or disagreeing with a pack's own index */
+	SS_CHECK_PACKS_UNINDEXED,   /* referenced packs no index object lists */
+	SS_CHECK_REF_MISSING,       /* a snapshot beside the store without a ref */
+	SS_CHECK_REF_DANGLING,      /* note: a ref whose snapshot has no manifest */
+	SS_CHECK_REF_BAD,           /* an object under refs/ that is no ref */
+	SS_CHECK_RECORD_DAMAGED,    /* gc/state, a gc/removed/ record, config */
+	SS_CHECK_GC_RUNNING,        /* note: gc/lock is held */
+};
+
+struct ss_check_finding {
+	enum ss_check_kind kind;
+	bool problem;               /* false: a note */
+	bool repairable;            /* --repair can fix it */
+	bool repaired;              /* --repair fixed it (then it is no problem) */
+	const char *object;         /* the store key concerned ("packs/ab/ab...",
+				     * "index/...", "refs/...", "gc/state"), or NULL */
+	const char *snapshot;       /* the snapshot concerned, or NULL */
+	uint64_t chunks;            /* chunks concerned (missing, damaged), or 0 */
+	uint64_t bytes;             /* the object's size where known, or 0 */
+	const char *message;        /* one line: what, what it means, what to do */
+};
+
+/* Called once per finding on the calling thread, after the check (and the
+ * repair) finished: problems first, then notes. Strings live until the
+ * callback returns. */
+typedef void (*ss_check_fn)(void *arg, const struct ss_check_finding *f);
+
+struct ss_check_opts {
+	const char *store;          /* the store's URI */
+	/* Rebuild what the packs themselves describe (index objects, refs of
+	 * snapshots beside the store, damaged gc records), set damaged packs
+	 * no snapshot references aside under damaged/ or hide them from
+	 * pushes; never deletes or moves a pack a snapshot references. Takes
+	 * gc/lock. */
+	bool repair;
+	/* Also fetch and decompress every chunk of every pack and check its id
+	 * (a keyed store needs its key in ss_config.key). */
+	bool deep;
+	bool break_lock;            /* repair: remove a lock left by a run that died */
+	ss_check_fn on_finding;     /* may be NULL */
+	void *arg;
+};
+
+struct ss_check_stats {
+	uint64_t packs;             /* packs in the store */
+	uint64_t pack_bytes;
+	uint64_t packs_ok;          /* own index readable (and, deep, every chunk) */
+	uint64_t packs_damaged;
+	uint64_t packs_missing;     /* referenced, not in the store */
+	uint64_t packs_orphaned;    /* readable, referenced by no snapshot */
+	uint64_t packs_hidden;      /* hidden by gc, waiting for deletion */
+	uint64_t index_objects;
+	uint64_t index_ok;
+	uint64_t index_damaged;     /* damaged or stale */
+	uint64_t snapshots;         /* snapshots whose chunks were checked */
+	uint64_t snapshots_incomplete;
+	uint64_t snapshots_unreadable;
+	uint64_t refs_missing;
+	uint64_t refs_dangling;
+	uint64_t chunks;            /* chunk references checked, over all snapshots */
+	uint64_t chunks_missing;    /* of those: missing, damaged or misplaced */
+	uint64_t chunks_verified;   /* deep: chunks decompressed and hashed */
+	uint64_t bytes_verified;    /* deep: raw bytes of those */
+	uint64_t chunks_damaged;    /* deep: chunks failing their id */
+	uint64_t problems;          /* found (repaired ones included) */
+	uint64_t repaired;
+	uint64_t index_written;     /* repair: index objects written */
+	uint64_t index_deleted;     /* repair: damaged or stale ones removed */
+	uint64_t refs_written;
+	uint64_t packs_quarantined; /* moved to damaged/ */
+	uint64_t packs_hidden_now;  /* damaged ones hidden from pushes for gc */
+	uint64_t records_repaired;
+	uint64_t requests;
+	double seconds;
+};
+
+/* Check a store: every pack's own index, every index object against the
+ * packs, every chunk of every snapshot the store knows against the pack it
+ * names (deep: every chunk's bytes too), gc's records and refs. Each
+ * finding goes to opts->on_finding. Returns 0 when no problem is left
+ * (repair: after repairing), -EBADMSG when problems were found that are
+ * not (or could not be) repaired (err summarises), or another -errno when
+ * the store could not be checked: -ENOENT (no store), -EBUSY (repair: a
+ * gc or repair holds gc/lock), -ENOKEY / -EKEYREJECTED (deep check of a
+ * keyed store without its key, or a wrong key). Blocking; any thread. */
+int ss_check(const struct ss_check_opts *opts, const struct ss_config *cfg,
+	     struct ss_check_stats *st, char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif
