@@ -17,6 +17,7 @@
  * Each call is one struct call, used as its own completion tag; it has at
  * most one batch outstanding at a time, and c->stage says which.
  */
+#include "reaper.h"
 #include "workload.h"
 
 #include "ateom.pb-c.h"
@@ -635,6 +636,11 @@ int main(int argc, char **argv)
 	sigaddset(&st.set, SIGTERM);
 	sigaddset(&st.set, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &st.set, NULL);
+	/* SIGCHLD too, for the reaper thread's sigtimedwait (reaper.h). */
+	sigset_t chld;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	pthread_sigmask(SIG_BLOCK, &chld, NULL);
 	/* A client that hangs up must not kill the server. */
 	signal(SIGPIPE, SIG_IGN);
 
@@ -649,14 +655,20 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
+	struct reaper *reaper = NULL;
+	int rr = reaper_start(&reaper);
+	if (rr < 0)
+		fprintf(stderr, "ateom: cannot become the sandboxes' subreaper (%s): runsc delete "
+			"and checkpoint wait for init to reap them\n", strerror(-rr));
 	struct wl_config wc = {f.bundle_root, f.work_dir, f.runsc, f.runsc_args, f.nrunsc_args,
-			       f.store, f.no_follow, f.key_file ? key : NULL, key_len};
+			       f.store, f.no_follow, f.key_file ? key : NULL, key_len, reaper};
 	struct server s;
 	memset(&s, 0, sizeof(s));
 	s.wl = wl_new(&wc);
 	explicit_bzero(key, sizeof(key));   /* the workload keeps its own copy */
 	if (!s.wl) {
 		fprintf(stderr, "ateom: cannot use --work-dir %s: %s\n", f.work_dir, strerror(errno));
+		reaper_stop(reaper);
 		return 1;
 	}
 	pthread_mutex_init(&s.mu, NULL);
@@ -717,5 +729,6 @@ out_grpc:
 		fprintf(stderr, "ateom: %s\n", note);
 	pthread_cond_destroy(&s.cv);
 	pthread_mutex_destroy(&s.mu);
+	reaper_stop(reaper);
 	return rc;
 }

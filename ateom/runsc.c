@@ -1,5 +1,6 @@
 /* runsc.c — spawn runsc, wait for it, keep the tail of what it said. */
 #include "runsc.h"
+#include "reaper.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -36,7 +37,8 @@ static void read_tail(int fd, off_t from, struct runsc_out *out)
 		out->tail[--got] = '\0';
 }
 
-static int spawn_wait(const char *const *argv, int log_fd, struct runsc_out *out)
+static int spawn_wait(const char *const *argv, struct reaper *reaper, int log_fd,
+		      struct runsc_out *out)
 {
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t at;
@@ -69,8 +71,10 @@ static int spawn_wait(const char *const *argv, int log_fd, struct runsc_out *out
 	posix_spawnattr_setsigdefault(&at, &all);
 	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 
-	pid_t pid;
+	pid_t pid = 0;
+	reaper_spawn_begin(reaper);
 	r = posix_spawnp(&pid, argv[0], &fa, &at, (char *const *)argv, environ);
+	reaper_spawn_end(reaper, r == 0 ? pid : 0);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&at);
 	if (r != 0) {
@@ -82,9 +86,13 @@ static int spawn_wait(const char *const *argv, int log_fd, struct runsc_out *out
 
 	int ws;
 	while (waitpid(pid, &ws, 0) < 0) {
-		if (errno != EINTR)
-			return -errno;
+		if (errno != EINTR) {
+			r = -errno;
+			reaper_waited(reaper, pid);
+			return r;
+		}
 	}
+	reaper_waited(reaper, pid);
 	int status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
 	if (out) {
 		out->status = status;
@@ -111,28 +119,29 @@ int runsc_call(const struct runsc *rs, const char *const *cmd, int log_fd,
 		argv[n++] = cmd[i];
 	}
 	argv[n] = NULL;
-	return spawn_wait(argv, log_fd, out);
+	return spawn_wait(argv, rs->reaper, log_fd, out);
 }
 
 /* Output we parse goes to an anonymous file: no pipe to drain while
  * waiting, no temporary name to clean up. */
-static int capture(const char *const *argv, struct runsc_out *out)
+static int capture(const char *const *argv, struct reaper *reaper, struct runsc_out *out)
 {
 	int fd = memfd_create("runsc-out", MFD_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	int r = spawn_wait(argv, fd, out);
+	int r = spawn_wait(argv, reaper, fd, out);
 	close(fd);
 	return r;
 }
 
-int runsc_version(const char *path, char *buf, size_t len, struct runsc_out *out)
+int runsc_version(const char *path, struct reaper *reaper, char *buf, size_t len,
+		  struct runsc_out *out)
 {
 	struct runsc_out local;
 	const char *argv[] = {path, "--version", NULL};
 	if (!out)
 		out = &local;
-	int r = capture(argv, out);
+	int r = capture(argv, reaper, out);
 	if (r < 0)
 		return r;
 	/* "runsc version 0.0~20221219.0\nspec: 1.0.2-dev" */

@@ -13,6 +13,8 @@
 
 #include <stddef.h>
 
+struct reaper;
+
 /* The runsc binary and the global flags that go before the command
  * (e.g. --root=..., --platform=ptrace, --network=none). Borrowed, not
  * copied: the strings must outlive every call that uses them. */
@@ -20,6 +22,7 @@ struct runsc {
 	const char *path;           /* looked up in PATH when it has no '/' */
 	const char *const *args;
 	size_t nargs;
+	struct reaper *reaper;      /* keeps its hands off our children; may be NULL */
 };
 
 /* What one invocation left behind, for messages a person can act on. */
@@ -46,7 +49,8 @@ int runsc_call(const struct runsc *rs, const char *const *cmd, int log_fd,
  * flags they do not know before --version). Writes the first line's
  * version string ("0.0~20221219.0" from "runsc version 0.0~20221219.0")
  * into buf. Returns 0, -EIO with out filled when runsc failed, or -errno. */
-int runsc_version(const char *path, char *buf, size_t len, struct runsc_out *out);
+int runsc_version(const char *path, struct reaper *reaper, char *buf, size_t len,
+		  struct runsc_out *out);
 
 /* The status runsc reports for container id ("running", "stopped",
  * "created", ...) into buf; "" when runsc does not know the container.

@@ -38,6 +38,7 @@ struct deleter;
 struct wl {
 	/* configuration, owned copies */
 	char *bundle_root, *work_dir, *runsc, *store;
+	struct reaper *reaper;  /* main's, or NULL */
 	uint8_t key[4096];      /* a keyed store's key; key_len 0: none */
 	size_t key_len;
 	char **runsc_args;
@@ -84,7 +85,7 @@ static int cached_version(struct wl *w, const char *path, char *buf, size_t len,
 		snprintf(buf, len, "%s", w->vcache.version);
 		return 0;
 	}
-	int r = runsc_version(path, buf, len, out);
+	int r = runsc_version(path, w->reaper, buf, len, out);
 	if (r == 0 && stat(path, &st) == 0 && strlen(path) < sizeof(w->vcache.path) &&
 	    strlen(buf) < sizeof(w->vcache.version)) {
 		snprintf(w->vcache.path, sizeof(w->vcache.path), "%s", path);
@@ -253,7 +254,7 @@ static const char *runsc_for(const struct wl *w, const struct wl_req *q)
 
 static struct runsc runsc_with(const struct wl *w, const char *path)
 {
-	return (struct runsc){path, (const char *const *)w->runsc_args, w->nrunsc_args};
+	return (struct runsc){path, (const char *const *)w->runsc_args, w->nrunsc_args, w->reaper};
 }
 
 /* ---- lifecycle ---- */
@@ -269,6 +270,7 @@ struct wl *wl_new(const struct wl_config *cfg)
 	w->work_dir = xstrdup(cfg->work_dir);
 	w->runsc = xstrdup(cfg->runsc ? cfg->runsc : "runsc");
 	w->store = xstrdup(cfg->store);
+	w->reaper = cfg->reaper;
 	if (cfg->key && cfg->key_len <= sizeof(w->key)) {
 		memcpy(w->key, cfg->key, cfg->key_len);
 		w->key_len = cfg->key_len;

@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct reaper;
+
 /* gRPC canonical codes (grpc/status.h), restated so this layer needs no
  * gRPC header. */
 enum wl_code {
@@ -42,6 +44,7 @@ struct wl_config {
 	bool no_follow;                 /* push after runsc checkpoint, not while it writes */
 	const uint8_t *key;             /* a keyed store's key (copied), or NULL */
 	size_t key_len;
+	struct reaper *reaper;          /* main's; NULL when not the subreaper */
 };
 
 /* One request, decoded; strings are borrowed for the duration of the call.
