@@ -10,8 +10,9 @@
 For every object under a final pack name (packs/<2 hex>/<32 hex>) it reads
 the 32-byte trailer (proto/pack.h) and checks its magic, version and that
 index_offset + count * 32 + 32 == the object's size: a partially written
-pack fails that. Prints one line "packs=N bytes=B tmp=T bad=K" and a line
-per bad pack; exit 0 when no pack is bad, 1 otherwise.
+pack fails that. Prints one line "packs=N bytes=B tmp=T bad=K" (N and B
+count the whole packs) and a line per bad pack; exit 0 when no pack is
+bad, 1 otherwise.
 """
 import os
 import re
@@ -52,14 +53,15 @@ def local(store):
             if not FINAL.match(rel):
                 bad.append(f"{rel}: unexpected name under packs/")
                 continue
-            n += 1
-            nbytes += size
             with open(path, "rb") as fh:
                 if size >= 32:
                     fh.seek(size - 32)
                 why = check_trailer(fh.read(32), size)
             if why:
                 bad.append(f"{rel}: {why}")
+            else:
+                n += 1
+                nbytes += size
     return n, nbytes, tmp, bad
 
 
@@ -91,8 +93,6 @@ def s3(bucket, prefix):
         if not FINAL.match(rel):
             bad.append(f"{rel}: unexpected name under packs/")
             continue
-        n += 1
-        nbytes += size
         if size < 32:
             bad.append(f"{rel}: {size} bytes")
             continue
@@ -102,6 +102,9 @@ def s3(bucket, prefix):
             why = check_trailer(r.read(), size)
         if why:
             bad.append(f"{rel}: {why}")
+        else:
+            n += 1
+            nbytes += size
     return n, nbytes, tmp, bad
 
 
