@@ -2,7 +2,8 @@
  * equals a file push chunk for chunk; verify and cat catch a manifest whose
  * file digest was tampered with (every chunk intact); cat writes in order
  * through a pipe; gc hides, then deletes, and a hidden pack is never
- * offered to a new push. Exit 0 pass, 1 fail. */
+ * offered to a new push; check names hostile objects in every corner of a
+ * store and repair leaves it usable. Exit 0 pass, 1 fail. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -292,6 +293,143 @@ static void test_gc_hides(void)
 	unlink(img);
 }
 
+/* ---------------------------------------------------------------- check */
+
+struct tally {
+	int kind[32];
+	int problems, repaired;
+};
+
+static void tally_finding(void *arg, const struct ss_check_finding *f)
+{
+	struct tally *t = arg;
+	CHECK(f->message && *f->message, "finding without a message");
+	if ((unsigned)f->kind < 32)
+		t->kind[f->kind] += f->problem && !f->repaired;
+	t->problems += f->problem && !f->repaired;
+	t->repaired += f->repaired;
+}
+
+static int run_check(const char *store, bool repair, struct tally *t, struct ss_check_stats *st)
+{
+	struct ss_config c = cfg();
+	struct ss_check_opts o = {.store = store, .repair = repair, .deep = true,
+				  .on_finding = tally_finding, .arg = t};
+	char err[512] = "";
+	memset(t, 0, sizeof(*t));
+	int r = ss_check(&o, &c, st, err, sizeof(err));
+	CHECK(r == 0 || r == -EBADMSG, "check %s: %d %s", store, r, err);
+	return r;
+}
+
+static void put_store(struct ss_backend *b, struct ss_loop *l, const char *key, const void *p,
+		      size_t n)
+{
+	REQUIRE(ss_put_object(b, l, key, p, n, 0, NULL, NULL) == 0, "put %s", key);
+}
+
+/* A pack with a valid trailer and index over chunk data that is garbage:
+ * a zstd frame that is not one, and a raw chunk whose id is wrong. */
+static size_t garbage_pack(uint8_t *out)
+{
+	struct ss_pack_entry e[2] = {
+		{.offset = 0, .stored_len = 100, .raw_len = 1000, .codec = SS_CODEC_ZSTD},
+		{.offset = 100, .stored_len = 64, .raw_len = 64, .codec = SS_CODEC_RAW},
+	};
+	for (size_t i = 0; i < 164; i++)
+		out[i] = (uint8_t)rnd();
+	memset(e[0].id, 1, 16);
+	memset(e[1].id, 2, 16);
+	return 164 + ss_pack_write_index(out + 164, e, 2, 164);
+}
+
+/* Hostile objects in every corner of a store: check must not crash, must
+ * name each, repair must set aside or rebuild what it may, and leave the
+ * snapshot and the store usable. */
+static void test_check_hostile(void)
+{
+	char img[300];
+	snprintf(img, sizeof(img), "%s/himg", dir);
+	write_image(img, 3u << 20);
+	struct ss_config c = cfg();
+	struct ss_push_opts po = {.source = img, .snapshot = "mem://h/a"};
+	char err[512];
+	REQUIRE(ss_push(&po, &c, NULL, err, sizeof(err)) == 0, "push: %s", err);
+	const char *store = "mem://h/.snapstream";
+	struct tally t;
+	struct ss_check_stats st;
+	CHECK(run_check(store, false, &t, &st) == 0 && t.problems == 0 && st.snapshots == 1 &&
+		      st.chunks > 0 && st.chunks_verified > 0,
+	      "clean store: %d problems", t.problems);
+
+	struct ss_loop *l;
+	struct ss_cfg rc;
+	struct ss_backend *b;
+	REQUIRE(ss_loop_new(64, &l) == 0 && ss_cfg_resolve(&c, &rc, NULL) == 0, "loop");
+	REQUIRE(ss_backend_open(store, l, &rc.bopts, &b, NULL) == 0, "open");
+	uint8_t junk[70000];
+	for (size_t i = 0; i < sizeof(junk); i++)
+		junk[i] = (uint8_t)rnd();
+	static const size_t sizes[] = {0, 7, 31, 32, 5000, 70000};
+	char key[96];
+	for (size_t i = 0; i < SS_ARRAY_SIZE(sizes); i++) {
+		snprintf(key, sizeof(key), "packs/ab/ab%030zx", i);
+		put_store(b, l, key, junk, sizes[i]);
+	}
+	/* A trailer claiming more entries than the pack could hold. */
+	uint8_t tr[64] = {0};
+	memcpy(tr + 32, "SSPACK01", 8);
+	ss_put_le32(tr + 40, 1);
+	ss_put_le32(tr + 44, 1u << 22);
+	put_store(b, l, "packs/ab/abffffffffffffffffffffffffffffff", tr, sizeof(tr));
+	uint8_t gp[512];
+	size_t gl = garbage_pack(gp);
+	put_store(b, l, "packs/cd/cd000000000000000000000000000001", gp, gl);
+	put_store(b, l, "packs/zz/not-a-pack", junk, 10);
+	put_store(b, l, "index/00000000000000000000000000000001", junk, 3000);
+	put_store(b, l, "index/00000000000000000000000000000002", "SSINDX01", 8);
+	put_store(b, l, "gc/state", junk, 100);
+	put_store(b, l, "gc/removed/00000000000000000000000000000003", junk, 200);
+	put_store(b, l, "refs/00000000000000000000000000000004", "a\0b", 3);
+
+	int r = run_check(store, false, &t, &st);
+	CHECK(r == -EBADMSG, "hostile store checks clean");
+	CHECK(t.kind[SS_CHECK_PACK_DAMAGED] == 8, "damaged packs: %d, want 8",
+	      t.kind[SS_CHECK_PACK_DAMAGED]);
+	CHECK(t.kind[SS_CHECK_INDEX_DAMAGED] == 2 && t.kind[SS_CHECK_RECORD_DAMAGED] == 2 &&
+		      t.kind[SS_CHECK_REF_BAD] == 1 && t.kind[SS_CHECK_SNAPSHOT_INCOMPLETE] == 0,
+	      "index %d records %d refs %d incomplete %d", t.kind[SS_CHECK_INDEX_DAMAGED],
+	      t.kind[SS_CHECK_RECORD_DAMAGED], t.kind[SS_CHECK_REF_BAD],
+	      t.kind[SS_CHECK_SNAPSHOT_INCOMPLETE]);
+	CHECK(st.chunks_damaged == 2, "deep: %llu damaged chunks, want 2",
+	      (unsigned long long)st.chunks_damaged);
+
+	r = run_check(store, true, &t, &st);
+	CHECK(r == -EBADMSG && t.problems == 1 && t.kind[SS_CHECK_REF_BAD] == 1,
+	      "repair left %d problems (want the bad ref only)", t.problems);
+	CHECK(st.packs_quarantined == 7 && st.packs_hidden_now == 1 && st.index_deleted == 2 &&
+		      st.records_repaired == 2,
+	      "repair: quarantined %llu hidden %llu index %llu records %llu",
+	      (unsigned long long)st.packs_quarantined, (unsigned long long)st.packs_hidden_now,
+	      (unsigned long long)st.index_deleted, (unsigned long long)st.records_repaired);
+	struct ss_req d = {.kind = SS_REQ_DELETE, .key = "refs/00000000000000000000000000000004"};
+	REQUIRE(ss_call(b, l, &d, NULL) == 0, "delete the bad ref");
+	CHECK(run_check(store, false, &t, &st) == 0 && t.problems == 0 && st.packs_damaged == 1 &&
+		      st.packs_hidden == 1,
+	      "after repair: %d problems, %llu damaged", t.problems,
+	      (unsigned long long)st.packs_damaged);
+
+	/* The snapshot verifies, and the store takes pushes again. */
+	struct ss_verify_opts vo = {.snapshot = "mem://h/a"};
+	CHECK(ss_verify(&vo, &c, NULL, err, sizeof(err)) == 0, "verify after repair: %s", err);
+	po.snapshot = "mem://h/b";
+	CHECK(ss_push(&po, &c, NULL, err, sizeof(err)) == 0, "push after repair: %s", err);
+	ss_backend_free(b);
+	ss_cfg_wipe(&rc);
+	ss_loop_free(l);
+	unlink(img);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof(dir), "%s/ss-admin-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
@@ -301,6 +439,7 @@ int main(void)
 	test_tombstone();
 	test_stream_and_tamper();
 	test_gc_hides();
+	test_check_hostile();
 	ss_memstore_free(mem);
 	rmdir(dir);
 	if (failures)
