@@ -791,16 +791,27 @@ static int check_index(struct check *C, struct cindex *x)
 	return r;
 }
 
+/* Every index object not read yet: all of them the first time, and
+ * again before packs are judged, since a push that committed while
+ * snapshots were read wrote its index object after the first listing. */
 static int read_all_index(struct check *C)
 {
 	struct strvec keys = {0};
 	int r = list_keys(C, "index/", strvec_collect, &keys);
-	if (!r && keys.n && !(C->idx = calloc(keys.n, sizeof(*C->idx))))
+	void *a = r ? NULL : realloc(C->idx, sizeof(*C->idx) * (C->nidx + keys.n + 1));
+	if (!r && !a)
 		r = oom(C);
+	if (a)
+		C->idx = a;
 	C->prog.phase = "index";
 	C->prog.items_total = keys.n;
 	for (size_t i = 0; !r && i < keys.n; i++) {
-		C->idx[C->nidx].key = keys.v[i];
+		bool seen = false;
+		for (size_t k = 0; !seen && k < C->nidx; k++)
+			seen = strcmp(C->idx[k].key, keys.v[i]) == 0;
+		if (seen)
+			continue;
+		C->idx[C->nidx] = (struct cindex){.key = keys.v[i]};
 		keys.v[i] = NULL;
 		r = check_index(C, &C->idx[C->nidx++]);
 		C->prog.items_done = i + 1;
@@ -1848,7 +1859,7 @@ static int run(struct check *C)
 		return r;
 	if (o->deep && (r = deep_check(C)))
 		return r;
-	if ((r = check_snapshots(C)) || (r = judge_packs(C)))
+	if ((r = check_snapshots(C)) || (r = read_all_index(C)) || (r = judge_packs(C)))
 		return r;
 	if (o->repair && (r = repair(C)))
 		return r;

@@ -23,6 +23,9 @@
 #               --repair writes it back
 #   records     (local) a damaged gc/state stops gc; --repair drops it, gc
 #               runs again; gc/lock: repair refuses, --break-lock takes it
+#   keyed       (local) a keyed store: --deep needs the key, refuses another
+#   concurrent  (local) check and check --repair while pushes run: no
+#               problem is reported or repaired, every snapshot verifies
 # Exit 0 pass, 1 fail.
 set -uo pipefail
 part=main
@@ -263,6 +266,48 @@ scenario_records() {
 	want 0 "records: second check"
 }
 
+scenario_keyed() {
+	head -c 32 /dev/urandom >"$work/key" && head -c 32 /dev/urandom >"$work/key2" &&
+		chmod 600 "$work/key" "$work/key2"
+	mkdir -p "$work/$part/keyed"
+	"$S" init --store "$(store keyed)" --key-file "$work/key" --quiet || { bad "keyed: init"; return; }
+	"$S" push img "$(snap keyed a)" --key-file "$work/key" --quiet --no-fsync || { bad "keyed: push"; return; }
+	chk keyed
+	want 0 "keyed: check without --deep needs no key"
+	chk keyed --deep
+	want 1 "keyed: --deep without the key"
+	grep -q "key-file" "$work/err" && ok || bad "keyed: message: $(cat "$work/err")"
+	chk keyed --deep --key-file "$work/key"
+	want 0 "keyed: --deep with the key"
+	is_true "keyed: verified with keyed ids" "j['chunks_verified'] > 0 and j['chunks_damaged'] == 0"
+	chk keyed --key-file "$work/key2"
+	want 1 "keyed: another key"
+}
+
+scenario_concurrent() {
+	push concurrent img a || { bad "concurrent: push"; return; }
+	local i pids="" n=0
+	(for i in 1 2 3 4; do
+		push concurrent img2 "p$i" && push concurrent img3 "q$i" || exit 1
+	done) &
+	local pusher=$!
+	while kill -0 "$pusher" 2>/dev/null; do
+		n=$((n + 1))
+		chk concurrent
+		[ "$(J "j['problems']")" = 0 ] && ok || bad "concurrent: check during pushes: $(head -c 800 "$work/out")"
+		chk concurrent --repair
+		[ "$(J "j['problems']")" = 0 ] && ok || bad "concurrent: repair during pushes: $(head -c 800 "$work/out")"
+	done
+	wait "$pusher" && ok || bad "concurrent: a push failed: $(cat "$work/perr")"
+	chk concurrent
+	want 0 "concurrent: after the pushes"
+	is_true "concurrent: every snapshot checked" "j['snapshots'] == 9 and j['packs_orphaned'] == 0"
+	for i in a p1 q1 p4 q4; do
+		"$S" verify "$(snap concurrent $i)" --quiet 2>"$work/verr" && ok || bad "concurrent: verify $i: $(cat "$work/verr")"
+	done
+	echo "concurrent: $n checks and repairs ran during the pushes"
+}
+
 run_part() {
 	scenario_clean
 	scenario_trunc
@@ -274,6 +319,8 @@ run_part() {
 		scenario_killed
 		scenario_ref
 		scenario_records
+		scenario_keyed
+		scenario_concurrent
 	fi
 	echo "pass=$pass fails=$fails" >"$work/counts.$part"
 }
