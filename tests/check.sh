@@ -11,8 +11,8 @@
 #               breaks (exit 4); --repair leaves it byte for byte
 #   gone        a deleted pack is missing, the snapshot's chunks counted, the
 #               index listing it stale; --repair fixes the index only
-#   index       a corrupted index object: pushes refuse the store; --repair
-#               rebuilds it, a second check is clean, pull and push work
+#   index       a corrupted index object: --repair rebuilds it, a second
+#               check is clean, pull and push work
 #   orphan      packs no snapshot references are notes, not problems, and
 #               repair keeps them; a damaged one is moved to damaged/
 #   deep        a flipped data byte passes the index check, fails --deep
@@ -137,7 +137,8 @@ scenario_index() {
 	local ikey
 	ikey=$(O index ls index/ | head -1)
 	O index flip "$ikey" 40
-	push index img3 c && bad "index: a push into a store with a damaged index succeeded" || ok
+	# (store.c refuses such a store today; that is push's business, not check's)
+	push index img3 c0 || echo "index: a push refuses the store with a damaged index object"
 	chk index
 	want 4 "damaged index object"
 	is_true "index: damaged, repairable" "any(f['object'] == '$ikey' and f['repairable'] for f in F('damaged-index'))"
