@@ -40,6 +40,8 @@ enum {
 	O_DRYRUN = 1u << 13,
 	O_BREAKLOCK = 1u << 14,
 	O_KEY = 1u << 15,       /* --key-file */
+	O_REPAIR = 1u << 16,
+	O_DEEP = 1u << 17,
 };
 
 struct opt_help {
@@ -76,7 +78,7 @@ struct cli {
 	struct ss_label_kv labels[CLI_MAX_LABELS];
 	size_t nlabels;
 	const char *name;
-	bool force, json, quiet, quick, dry_run, break_lock;
+	bool force, json, quiet, quick, dry_run, break_lock, repair, deep;
 	int64_t grace;          /* ss_gc_opts.grace_seconds convention */
 	char **args;
 	int nargs;
@@ -139,6 +141,7 @@ int cmd_verify(struct cli *c);
 int cmd_rm(struct cli *c);
 int cmd_gc(struct cli *c);
 int cmd_init(struct cli *c);
+int cmd_check(struct cli *c);
 
 /* The store as given (flag or SNAPSTREAM_STORE), local paths made
  * absolute so manifests record a store any directory can reach. */

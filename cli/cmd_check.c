@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cmd_check.h"
+#include "cli.h"
 
 struct check_flags {
 	bool repair, deep;
@@ -242,32 +242,6 @@ static int check_run(struct cli *c, const struct check_flags *fl)
 
 int cmd_check(struct cli *c)
 {
-	const struct check_flags none = {0};
-	return check_run(c, &none);
-}
-
-int cmd_check_main(struct cli *c, int argc, char **argv)
-{
-	struct check_flags fl = {0};
-	char **rest = calloc((size_t)argc + 1, sizeof(*rest));
-	if (!rest) {
-		fprintf(stderr, "%s check: out of memory\n", c->prog);
-		return EXIT_FAIL;
-	}
-	int n = 0;
-	bool opts_end = false;
-	for (int i = 0; i < argc; i++) {
-		if (i && !opts_end && !strcmp(argv[i], "--repair"))
-			fl.repair = true;
-		else if (i && !opts_end && !strcmp(argv[i], "--deep"))
-			fl.deep = true;
-		else
-			rest[n++] = argv[i];
-		opts_end |= i && !strcmp(argv[i], "--");
-	}
-	int r = cli_parse(c, n, rest);
-	if (r < 0)
-		r = check_run(c, &fl);
-	free(rest);
-	return r;
+	const struct check_flags fl = {.repair = c->repair, .deep = c->deep};
+	return check_run(c, &fl);
 }

@@ -3,7 +3,6 @@
 #include <string.h>
 
 #include "cli.h"
-#include "cmd_check.h"
 
 #define OPT_STORE_READ {"--store <uri>", "store to read chunks from (default: the one the\nsnapshot was pushed to; env SNAPSTREAM_STORE)"}
 #define OPT_THREADS {"--threads <n>", "worker threads (default: online CPUs; env\nSNAPSTREAM_THREADS)"}
@@ -299,7 +298,9 @@ const struct command cli_commands[] = {
 		"\n"
 		"Exits 0 when the store has no problem left, 4 when it has.",
 		check_opts, check_ex,
-		O_STORE | O_KEY | O_BREAKLOCK | O_THREADS | O_NOFSYNC | O_JSON | O_QUIET, 0, 0,
+		O_STORE | O_KEY | O_BREAKLOCK | O_REPAIR | O_DEEP | O_THREADS | O_NOFSYNC | O_JSON |
+			O_QUIET,
+		0, 0,
 		cmd_check,
 	},
 };

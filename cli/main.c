@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "cli.h"
-#include "cmd_check.h"
 
 static int help(struct cli *c, int argc, char **argv)
 {
@@ -40,8 +39,6 @@ int main(int argc, char **argv)
 	c.cmd = cli_find(name);
 	if (!c.cmd)
 		return cli_usage_error(&c, "unknown command '%s'", name);
-	if (c.cmd->run == cmd_check)   /* it has flags of its own first */
-		return cmd_check_main(&c, argc - 1, argv + 1);
 	int r = cli_parse(&c, argc - 1, argv + 1);
 	if (r >= 0)
 		return r;

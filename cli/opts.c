@@ -29,6 +29,8 @@ enum {
 	OPT_DRYRUN,
 	OPT_BREAKLOCK,
 	OPT_KEYFILE,
+	OPT_REPAIR,
+	OPT_DEEP,
 	OPT_HELP,
 };
 
@@ -51,6 +53,8 @@ static const struct option long_opts[] = {
 	{"dry-run", no_argument, NULL, OPT_DRYRUN},
 	{"break-lock", no_argument, NULL, OPT_BREAKLOCK},
 	{"key-file", required_argument, NULL, OPT_KEYFILE},
+	{"repair", no_argument, NULL, OPT_REPAIR},
+	{"deep", no_argument, NULL, OPT_DEEP},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
 };
@@ -77,6 +81,8 @@ static unsigned gate(int o)
 	case OPT_DRYRUN: return O_DRYRUN;
 	case OPT_BREAKLOCK: return O_BREAKLOCK;
 	case OPT_KEYFILE: return O_KEY;
+	case OPT_REPAIR: return O_REPAIR;
+	case OPT_DEEP: return O_DEEP;
 	default: return 0;
 	}
 }
@@ -322,6 +328,12 @@ int cli_parse(struct cli *c, int argc, char **argv)
 			break;
 		case OPT_BREAKLOCK:
 			c->break_lock = true;
+			break;
+		case OPT_REPAIR:
+			c->repair = true;
+			break;
+		case OPT_DEEP:
+			c->deep = true;
 			break;
 		case OPT_KEYFILE: {
 			int kr = read_key(c, optarg, "--key-file");

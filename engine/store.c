@@ -362,11 +362,12 @@ int ss_store_load(struct ss_store *s, struct ss_loop *l, struct ss_dedup *d, str
 		r = ss_index_decode(buf, len, &ip, &np, &derr);
 		free(buf);
 		if (r) {
-			ss_err_set(err, r,
-				   "store index %s/%s is damaged: %s (deleting it is safe: the next "
-				   "push rebuilds it from the packs' own indexes)",
-				   s->uri, idx.keys[i], derr.msg);
-			break;
+			/* The packs describe themselves: those this object listed
+			 * are read below like an interrupted push's, and this
+			 * push's index object covers them again. `snapstream
+			 * check --repair` removes the damaged object. */
+			r = 0;
+			continue;
 		}
 		for (uint32_t p = 0; !r && p < np; p++)
 			if (!ss_gcstate_find(&s->hidden, ip[p].pack_id))
