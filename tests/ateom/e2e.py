@@ -101,6 +101,23 @@ def preflight():
     return runsc, busybox
 
 
+def proc_children(ppid):
+    """{pid: state} of the processes whose parent is ppid (from /proc)."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        fields = st[st.rindex(")") + 2:].split()   # comm may hold spaces
+        if int(fields[1]) == ppid:
+            out[int(d)] = fields[0]
+    return out
+
+
 def make_bundle(path, busybox, runsc, args, env=(), tmpfs_mb=0):
     rootfs = os.path.join(path, "rootfs")
     os.makedirs(os.path.join(rootfs, "bin"))
@@ -314,6 +331,10 @@ def main():
         codes = sorted(c for c, _ in results)
         check(codes == ["FAILED_PRECONDITION", "OK"], f"concurrent runs: {results}")
         check(sandboxes() == [ACTOR], f"one sandbox runs: {sandboxes()}")
+        st = json.loads(subprocess.run(rs + ["state", ACTOR], capture_output=True,
+                                       text=True).stdout or "{}")
+        check(st.get("pid") in proc_children(server.pid),
+              f"the sandbox (pid {st.get('pid')}) is the server's child: ateom is its subreaper")
 
         deadline = time.time() + 120
         while counter(ACTOR) is None and time.time() < deadline:
@@ -357,6 +378,11 @@ def main():
         # for it (see docs/ATEOM.md).
         st = subprocess.run(rs + ["state", ACTOR], capture_output=True, text=True).stdout
         check('"running"' not in st, "checkpoint stopped the sandbox")
+        deadline = time.time() + 5
+        while time.time() < deadline and "Z" in proc_children(server.pid).values():
+            time.sleep(0.05)
+        check("Z" not in proc_children(server.pid).values(),
+              f"the stopped sandbox's processes are reaped: {proc_children(server.pid)}")
         check(not any(os.path.exists(os.path.join(work, d, "checkpoint"))
                       for d in os.listdir(work)), "checkpoint image removed from the work dir")
         l1 = log_lines()[-1]
@@ -448,6 +474,10 @@ def main():
         else:
             print("note: SS_S3_BUCKET not set: the S3 cycle runs under tests/s3/harness.py")
 
+        if not os.environ.get("SS_S3_BUCKET"):
+            keyed_cycle(a, cmd, log_path, tmp, rpc_target=f"unix:{sock}", A=A, H=H,
+                        ident=ident, spec=spec, sandboxes=sandboxes, counter=counter)
+
         if a.bench:
             bench(a, rs, bundles, tmp, ckpt_s, rest_s)
     finally:
@@ -467,6 +497,65 @@ def main():
     for f in failures:
         print(f"  - {f}")
     return 1 if n else 0
+
+
+def keyed_cycle(a, cmd, log_path, tmp, rpc_target, A, H, ident, spec, sandboxes, counter):
+    """--key-file: checkpoint into a keyed store, restore; the snapshot's chunk
+    ids are keyed and nobody without the key can read it."""
+    cli = os.path.join(os.path.dirname(os.path.abspath(a.ateom)), "..", "cli", "snapstream")
+    if not os.access(cli, os.X_OK):
+        print(f"note: {cli} not built: no keyed-store cycle")
+        return
+    kstore = os.path.join(tmp, "kstore")
+    key = os.path.join(tmp, "store.key")
+    with open(key, "wb") as f:
+        f.write(os.urandom(32))
+    os.chmod(key, 0o644)
+    p = subprocess.run(cmd + [f"--key-file={key}"], capture_output=True, text=True, timeout=60)
+    check(p.returncode == 2 and "chmod 600" in p.stderr,
+          f"keyed: a key file others can read stops the server: {p.returncode} {p.stderr.strip()}")
+    os.chmod(key, 0o600)
+    p = subprocess.run([cli, "init", "--store", kstore, "--key-file", key], capture_output=True,
+                       text=True)
+    check(p.returncode == 0, f"keyed: init {kstore}: {p.stderr.strip()}")
+    snap = os.path.join(tmp, "ksnaps", ACTOR, "snap-k")
+    log_f = open(log_path, "a")
+    server = subprocess.Popen(cmd + [f"--key-file={key}", f"--store={kstore}"], stdout=log_f,
+                              stderr=subprocess.STDOUT)
+    try:
+        sock = rpc_target[len("unix:"):]
+        for _ in range(100):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)
+        rpc = Rpc(rpc_target, A, H)
+        RUN, CKPT, REST = ("/ateom.Ateom/RunWorkload", "/ateom.Ateom/CheckpointWorkload",
+                           "/ateom.Ateom/RestoreWorkload")
+        check(rpc.code(RUN, A.RunWorkloadRequest(**ident, spec=spec))[0] == "OK", "keyed: run")
+        deadline = time.time() + 120
+        while counter(ACTOR) is None and time.time() < deadline:
+            time.sleep(0.2)
+        before = counter(ACTOR)
+        code, msg = rpc.code(CKPT, A.CheckpointWorkloadRequest(**ident, spec=spec,
+                                                               snapshot_uri_prefix=snap))
+        check(code == "OK", f"keyed: checkpoint: {code} {msg}")
+        info = subprocess.run([cli, "info", snap, "--json"], capture_output=True, text=True)
+        ids = json.loads(info.stdout or "{}").get("chunking", {}).get("chunk_ids")
+        check(ids == "xxh3-128-keyed", f"keyed: the snapshot's chunk ids are keyed ({ids})")
+        p = subprocess.run([cli, "verify", snap, "--quiet"], capture_output=True, text=True)
+        check(p.returncode != 0 and "keyed" in p.stderr,
+              f"keyed: verify without the key is refused: {p.stderr.strip()}")
+        code, msg = rpc.code(REST, A.RestoreWorkloadRequest(**ident, spec=spec,
+                                                            snapshot_uri_prefix=snap))
+        check(code == "OK", f"keyed: restore: {code} {msg}")
+        after = counter(ACTOR)
+        check(after is not None and before is not None and after >= before,
+              f"keyed: counter continues ({before} -> {after})")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=120)
+        check(sandboxes() == [], "keyed: no sandbox left")
 
 
 def s3_cycle(a, cmd, log_path, rpc_target, A, H, ident, spec, sandboxes, counter, sh, digest):
