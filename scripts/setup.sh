@@ -14,6 +14,8 @@ PKGS=(meson ninja-build pkg-config gcc liburing-dev libzstd-dev libxxhash-dev
       awscli python3-botocore
       # The object-store benchmark's second peer (bench/bench.py --s3).
       rclone
+      # The benchmark report's charts (bench/run writes them with gnuplot).
+      gnuplot-nox
       # ateom: gRPC core and protoc for its server; gVisor's runsc, a static
       # busybox for the test sandbox, grpcio and protobuf for the test client.
       libgrpc-dev protobuf-compiler python3-grpcio python3-protobuf runsc busybox-static

@@ -1,0 +1,151 @@
+"""The Ateom round trip against runsc alone, on a real gVisor sandbox.
+
+The sandbox is tests/ateom/e2e.py's: a static busybox bundle (its
+make_bundle) whose workload fills a tmpfs with MB MiB of random data and
+counts. One RunWorkload first (untimed); then per run:
+
+  ateom:  CheckpointWorkload into a snapshot in a fresh local store and
+          RestoreWorkload from it, each timed from the client's side (the
+          gRPC call's wall time: runsc checkpoint plus the push, runsc
+          restore plus the pull);
+  runsc:  `runsc run --detach`, then `runsc checkpoint --image-path` and
+          `runsc restore --image-path` alone, timed the same way.
+
+The work directory and stores are on tmpfs. Wall time only: the work
+happens in the sandbox, the ateom server and the engine's threads, not in
+one child the harness could take rusage from.
+
+Needs root, runsc, a static busybox, protoc and python3-grpcio (as the
+e2e test); raises Skipped otherwise.
+
+Python 3 standard library (plus grpcio, as the e2e test)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from common import CommandFailed, Skipped, log, logical_bytes, rm
+from workloads import _e2e, runsc_preflight
+
+PROTO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "proto")
+
+
+def roundtrip(ateom, wd, mb, runs, record):
+    """record(tool, scenario, run, wall_s, **extra) for every timed call."""
+    runsc, busybox = runsc_preflight()
+    if not ateom or not os.access(ateom, os.X_OK):
+        raise Skipped("ateom is not built (build/ateom/ateom)")
+    if not __import__("shutil").which("protoc"):
+        raise Skipped("protoc is not installed (Debian package protobuf-compiler)")
+    try:
+        import grpc  # noqa: F401
+        import google.protobuf  # noqa: F401
+    except ImportError as e:
+        raise Skipped("python3-grpcio / python3-protobuf missing (run with /usr/bin/python3): %s" % e)
+    e2e = _e2e()
+    tmp = os.path.join(wd, "ateom")
+    rm(tmp)
+    os.makedirs(tmp)
+    root = os.path.join(tmp, "runsc-root")
+    rs = [runsc, "--root=" + root] + e2e.RUNSC_FLAGS
+    server = None
+    actor = "ssbench-actor-%d" % os.getpid()
+    try:
+        gen = os.path.join(tmp, "py")
+        os.makedirs(gen)
+        subprocess.run(["protoc", "--proto_path=" + PROTO_DIR, "--python_out=" + gen,
+                        "ateom.proto", "health.proto"], check=True)
+        sys.path.insert(0, gen)
+        import ateom_pb2 as A
+        import health_pb2 as H
+
+        bundles = os.path.join(tmp, "bundles")
+        bundle = os.path.join(bundles, "ns1", "counter", "main")
+        e2e.make_bundle(bundle, busybox, runsc, ["/bin/sh", "-c", e2e.WORKLOAD],
+                        env=["MB=%d" % mb], tmpfs_mb=mb)
+        work, sock = os.path.join(tmp, "work"), os.path.join(tmp, "ateom.sock")
+        log_f = open(os.path.join(tmp, "ateom.log"), "w")
+        server = subprocess.Popen(
+            [ateom, "--listen", "unix:" + sock, "--bundle-root", bundles, "--work-dir", work,
+             "--runsc", runsc, "--runsc-arg=--root=" + root] +
+            ["--runsc-arg=" + x for x in e2e.RUNSC_FLAGS], stdout=log_f, stderr=subprocess.STDOUT)
+        for _ in range(200):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.05)
+        rpc = e2e.Rpc("unix:" + sock, A, H)
+        spec = A.WorkloadSpec(containers=[A.Container(name="main")])
+        ident = dict(actor_template_namespace="ns1", actor_template_name="counter", actor_id=actor)
+
+        def wait_counter(cid):
+            end = time.time() + 180
+            while time.time() < end:
+                p = subprocess.run(rs + ["exec", cid, "/bin/cat", "/data/counter"],
+                                   capture_output=True)
+                if p.returncode == 0:
+                    return
+                time.sleep(0.2)
+            raise CommandFailed("the sandbox did not start counting")
+
+        def call(method, req):
+            t = time.perf_counter()
+            code, msg = rpc.code("/ateom.Ateom/" + method, req)
+            wall = time.perf_counter() - t
+            if code != "OK":
+                raise CommandFailed("ateom %s: %s %s" % (method, code, msg[:300]))
+            return wall
+
+        # One RunWorkload; then every run checkpoints the (restored)
+        # sandbox into a fresh store and restores it from there.
+        call("RunWorkload", A.RunWorkloadRequest(**ident, spec=spec))
+        wait_counter(actor)
+        for i in range(runs):
+            log("ateom run %d/%d: ateom" % (i + 1, runs))
+            snap = os.path.join(tmp, "store-%d" % i, "snap")
+            w = call("CheckpointWorkload",
+                     A.CheckpointWorkloadRequest(**ident, spec=spec, snapshot_uri_prefix=snap))
+            record("ateom", "checkpoint", i, w)
+            w = call("RestoreWorkload",
+                     A.RestoreWorkloadRequest(**ident, spec=spec, snapshot_uri_prefix=snap))
+            record("ateom", "restore", i, w)
+            wait_counter(actor)
+            rm(os.path.dirname(snap))
+        # The restored sandbox keeps counting (a syscall every 20 ms, costly
+        # under ptrace): stop the server, which deletes it, before runsc is
+        # measured alone.
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=120)
+        server = None
+
+        for i in range(runs):
+            log("ateom run %d/%d: runsc alone" % (i + 1, runs))
+            cid = "ssbench-runsc-%d-%d" % (os.getpid(), i)
+            img = os.path.join(tmp, "img-%d" % i)
+            os.makedirs(img)
+            subprocess.run(rs + ["run", "--detach", "--bundle", bundle, cid], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_counter(cid)
+            t = time.perf_counter()
+            subprocess.run(rs + ["checkpoint", "--image-path", img, cid], check=True)
+            record("runsc", "checkpoint", i, time.perf_counter() - t, image_bytes=logical_bytes(img))
+            subprocess.run(rs + ["delete", "-force", cid], check=True)
+            t = time.perf_counter()
+            subprocess.run(rs + ["restore", "--detach", "--image-path", img, "--bundle", bundle, cid],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            record("runsc", "restore", i, time.perf_counter() - t)
+            subprocess.run(rs + ["delete", "-force", cid], check=True)
+            rm(img)
+    finally:
+        if server:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        out = subprocess.run(rs + ["list", "-quiet"], capture_output=True, text=True).stdout
+        for cid in out.split():
+            subprocess.run(rs + ["delete", "-force", cid], capture_output=True)
+        rm(tmp)

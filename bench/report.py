@@ -1,0 +1,573 @@
+"""The report directory: summary.md, results.json and charts/ (gnuplot).
+
+Every figure is the median over the runs with the spread (min-max) beside
+it; throughput is the image's logical bytes (10^6 B = 1 MB) divided by the
+median wall time; "x snap" is the tool's median time divided by
+snapstream's on the same row (above 1: snapstream is faster).
+
+Python 3 standard library only; charts need gnuplot (skipped with a note
+when it is missing)."""
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+
+from common import GiB, fmt_size, log, machine_line, summarize
+
+TOOL_ORDER = ["snapstream", "zstd-1", "zstd-3", "restic", "casync", "aws", "rclone"]
+TOOL_LABEL = {"snapstream": "snapstream", "zstd-1": "zstd -1 -T0", "zstd-3": "zstd -3 -T0",
+              "restic": "restic", "casync": "casync", "aws": "aws s3 cp", "rclone": "rclone copyto"}
+TOOL_COLOR = {"snapstream": "#1f77b4", "zstd-1": "#ff7f0e", "zstd-3": "#ffbb78", "restic": "#2ca02c",
+              "casync": "#9467bd", "aws": "#d62728", "rclone": "#8c564b"}
+TARGET_LABEL = {"tmpfs": "tmpfs", "disk": "disk", "s3": "s3rver"}
+
+SCENARIO_ORDER = ["cold", "cold-t1", "cold-dropped", "warm", "warm-parent", "warm-shortcut",
+                  "incr", "incr1", "incr10", "pull", "pull-t1", "pull-dropped", "verify"]
+
+
+def scenario_label(sc, wl=None):
+    base = {"cold": "cold push", "cold-t1": "cold push, --threads 1",
+            "cold-dropped": "cold push, page cache dropped", "warm": "warm push",
+            "warm-parent": "warm push --parent", "warm-shortcut": "warm push (restic shortcut)",
+            "pull": "pull", "pull-t1": "pull, --threads 1", "pull-dropped": "pull, page cache dropped",
+            "verify": "verify"}
+    if sc in base:
+        return base[sc]
+    if sc.startswith("incr") and wl:
+        for n in wl.get("nexts", []):
+            if n["tag"] == sc:
+                return n["label"]
+    return sc
+
+
+def sc_key(sc):
+    return SCENARIO_ORDER.index(sc) if sc in SCENARIO_ORDER else len(SCENARIO_ORDER)
+
+
+class Stats:
+    """Medians and spreads over the samples."""
+
+    def __init__(self, samples):
+        self.samples = [s for s in samples if "error" not in s]
+
+    def get(self, wl, tgt, tool, sc, key="wall_s"):
+        return summarize([s.get(key) for s in self.samples
+                          if s.get("workload") == wl and s.get("target") == tgt
+                          and s.get("tool") == tool and s.get("scenario") == sc])
+
+    def bytes(self, wl, tgt, tool, sc):
+        v = self.get(wl, tgt, tool, sc, "bytes")
+        return v["median"] if v else None
+
+    def mbps(self, wl, tgt, tool, sc):
+        """(median, low, high) MB/s: bytes over median, max, min wall."""
+        t, b = self.get(wl, tgt, tool, sc), self.bytes(wl, tgt, tool, sc)
+        if not t or not b or t["median"] <= 0:
+            return None
+        return (b / t["median"] / 1e6, b / t["max"] / 1e6, b / t["min"] / 1e6)
+
+    def keys(self):
+        """(workload, target) pairs, scenarios and tools in the samples, in order."""
+        seen = {}
+        for s in self.samples:
+            if "workload" in s:
+                k = (s["workload"], s["target"])
+                d = seen.setdefault(k, {"scenarios": set(), "tools": set()})
+                d["scenarios"].add(s["scenario"])
+                d["tools"].add(s["tool"])
+        return seen
+
+
+def fnum(v, f="%.2f"):
+    return "-" if v is None else f % v
+
+
+def cell(v, scale=1.0, f="%.2f"):
+    if v is None:
+        return "-"
+    a, lo, hi = v["median"] / scale, v["min"] / scale, v["max"] / scale
+    if v["n"] == 1 or (f % lo) == (f % hi):
+        return f % a
+    return (f + " (" + f + "-" + f + ")") % (a, lo, hi)
+
+
+def tools_in(present):
+    return [t for t in TOOL_ORDER if t in present]
+
+
+# ---------------------------------------------------------------- markdown
+
+def summary_rows(res, st):
+    """(label, workload, target, scenario) of the summary table, in order."""
+    keys = st.keys()
+    wls = res["workloads"]
+    primary = res["primary"]
+    rows = []
+
+    def add(wl, tgt, scs, prefix):
+        k = keys.get((wl, tgt))
+        if not k:
+            return
+        for sc in scs:
+            if sc == "incr*":
+                for n in wls[wl]["nexts"]:
+                    if n["tag"] in k["scenarios"]:
+                        rows.append(("%s%s" % (prefix, scenario_label(n["tag"], wls[wl])),
+                                     wl, tgt, n["tag"]))
+            elif sc in k["scenarios"]:
+                rows.append(("%s%s" % (prefix, scenario_label(sc)), wl, tgt, sc))
+
+    if primary:
+        t = wls[primary]["title"]
+        add(primary, "tmpfs", ["cold", "warm", "warm-parent", "incr*", "pull", "verify"],
+            "%s, tmpfs: " % t)
+        add(primary, "disk", ["cold", "cold-dropped", "incr*", "pull", "pull-dropped"],
+            "%s, disk: " % t)
+        add(primary, "s3", ["cold", "warm", "incr*", "pull", "verify"], "%s, s3rver: " % t)
+    for name, wl in wls.items():
+        if name == primary:
+            continue
+        for tgt in ("tmpfs", "disk", "s3"):
+            add(name, tgt, ["cold", "incr*", "pull"],
+                "%s%s: " % (wl["title"], "" if tgt == "tmpfs" else ", " + TARGET_LABEL[tgt]))
+    return rows
+
+
+def summary_table(res, st):
+    rows = summary_rows(res, st)
+    present = {s["tool"] for s in st.samples if "workload" in s}
+    tools = tools_in(present)
+    L = ["| scenario | " + " | ".join(TOOL_LABEL[t] for t in tools) + " |",
+         "|---|" + "---|" * len(tools)]
+    for label, wl, tgt, sc in rows:
+        ss = st.get(wl, tgt, "snapstream", sc)
+        cells = []
+        for t in tools:
+            v = st.get(wl, tgt, t, sc)
+            if v is None:
+                cells.append("-")
+                continue
+            mb = st.mbps(wl, tgt, t, sc)
+            c = "%s s, %s MB/s" % (cell(v), "%.0f" % mb[0] if mb else "-")
+            if t != "snapstream" and ss:
+                c += ", %.2fx" % (v["median"] / ss["median"])
+            cells.append(c)
+        L.append("| %s | %s |" % (label, " | ".join(cells)))
+    return L
+
+
+def workload_section(res, st, name, wl, charts):
+    L = ["### %s\n" % wl["title"], wl["description"] + "\n",
+         "- logical size %.1f MB%s" % (wl["bytes"] / 1e6, "".join(
+             "; next `%s`: %.1f MB, %.2f MB changed" % (n["tag"], n["bytes"] / 1e6,
+                                                       (n["changed_bytes"] or 0) / 1e6)
+             for n in wl["nexts"]))]
+    keys = st.keys()
+    for tgt in ("tmpfs", "disk", "s3"):
+        k = keys.get((name, tgt))
+        if not k:
+            continue
+        tools = tools_in(k["tools"])
+        scs = sorted(k["scenarios"], key=sc_key)
+        runs = max((v["n"] for v in (st.get(name, tgt, t, s) for t in tools for s in scs) if v),
+                   default=0)
+        L.append("\n#### %s, %s (runs: %d)\n" % (wl["title"], TARGET_LABEL[tgt], runs))
+        if ("throughput", name, tgt) in charts:
+            L.append("![throughput](%s)\n" % charts[("throughput", name, tgt)])
+        L.append("| figure | " + " | ".join(TOOL_LABEL[t] for t in tools) + " |")
+        L.append("|---|" + "---|" * len(tools))
+
+        def row(label, sc, key, scale=1.0, f="%.2f"):
+            cells = [cell(st.get(name, tgt, t, sc, key), scale, f) for t in tools]
+            if any(c != "-" for c in cells):
+                L.append("| %s | %s |" % (label, " | ".join(cells)))
+
+        for sc in scs:
+            lab = scenario_label(sc, wl)
+            row(lab + ", s", sc, "wall_s")
+            cells = []
+            for t in tools:
+                mb = st.mbps(name, tgt, t, sc)
+                cells.append("-" if not mb else "%.0f (%.0f-%.0f)" % mb)
+            L.append("| %s, MB/s | %s |" % (lab, " | ".join(cells)))
+            row(lab + ", CPU s", sc, "cpu_s")
+            row(lab + ", peak RSS MiB", sc, "maxrss_kib", 1024, "%.0f")
+            if sc.startswith("incr"):
+                row(lab + ": uploaded, MB", sc, "uploaded_bytes", 1e6, "%.2f")
+                row(lab + ": uploaded / changed", sc, "ratio", 1, "%.2f")
+            if tgt == "s3":
+                row(lab + ": s3rver CPU, s", sc, "s3rver_cpu_s")
+                row(lab + ": requests (s3rver's count)", sc, "s3rver_requests", 1, "%.0f")
+        row("stored after cold push, MB", "cold", "stored_bytes", 1e6, "%.1f")
+        row("pull: restore's allocated bytes, MB", "pull", "dest_allocated_bytes", 1e6, "%.1f")
+        bg = [s["bg_cpu_frac"] for s in st.samples if s.get("workload") == name
+              and s.get("target") == tgt and "bg_cpu_frac" in s]
+        if bg:
+            L.append("\nOther processes' share of the CPUs during these commands: median %.0f%%, "
+                     "max %.0f%%." % (100 * statistics.median(bg), 100 * max(bg)))
+    L.append("")
+    return L
+
+
+def scaling_data(res, st):
+    """[(size, {series: stats})] from the memory workloads on tmpfs."""
+    out = []
+    for name, wl in res["workloads"].items():
+        if not name.startswith("mem-"):
+            continue
+        d = {}
+        for tool, sc, key, lab in (("snapstream", "cold", "wall_s", "push_s"),
+                                   ("snapstream", "pull", "wall_s", "pull_s"),
+                                   ("snapstream", "cold", "maxrss_kib", "push_rss"),
+                                   ("snapstream", "pull", "maxrss_kib", "pull_rss"),
+                                   ("snapstream", "cold", "cpu_s", "push_cpu"),
+                                   ("zstd-1", "cold", "wall_s", "zstd_s"),
+                                   ("zstd-1", "cold", "maxrss_kib", "zstd_rss")):
+            v = st.get(name, "tmpfs", tool, sc, key)
+            if v:
+                d[lab] = v
+        if "push_s" in d:
+            out.append((wl["bytes"], d))
+    return sorted(out, key=lambda x: x[0])
+
+
+def scaling_section(res, st, charts):
+    data = scaling_data(res, st)
+    if len(data) < 2:
+        return []
+    L = ["## Scaling with image size\n",
+         "Memory-like images (seed 1) on tmpfs, snapstream with its defaults; zstd -1 -T0 as "
+         "the reference. Time should grow linearly with the size and peak RSS stay flat.\n"]
+    for k in ("scaling-time", "scaling-rss"):
+        if (k,) in charts:
+            L.append("![%s](%s)\n" % (k, charts[(k,)]))
+    L.append("| image | push, s | push, MB/s | push CPU, s | push peak RSS, MiB | pull, s | "
+             "pull peak RSS, MiB | zstd -1, s | zstd -1 peak RSS, MiB |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
+    for size, d in data:
+        g = d.get
+        mb = size / g("push_s")["median"] / 1e6 if g("push_s") else None
+        L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            fmt_size(size) if size % (1 << 20) == 0 else "%.0f MB" % (size / 1e6),
+            cell(g("push_s")), fnum(mb, "%.0f"), cell(g("push_cpu")),
+            cell(g("push_rss"), 1024, "%.0f"), cell(g("pull_s")), cell(g("pull_rss"), 1024, "%.0f"),
+            cell(g("zstd_s")), cell(g("zstd_rss"), 1024, "%.0f")))
+    (s0, d0), (s1, d1) = data[0], data[-1]
+    L.append("")
+    for lab, key in (("push", "push_s"), ("pull", "pull_s")):
+        if key in d0 and key in d1:
+            L.append("- %s time, %s / %s: %.2fx for %.0fx the bytes (linear: %.0fx)" % (
+                lab, fmt_size(s1), fmt_size(s0), d1[key]["median"] / d0[key]["median"], s1 / s0,
+                s1 / s0))
+    for lab, key in (("push", "push_rss"), ("pull", "pull_rss")):
+        if key in d0 and key in d1:
+            L.append("- %s peak RSS, %s / %s: %.2fx (flat: 1.00x; target <= 1.10x)" % (
+                lab, fmt_size(s1), fmt_size(s0), d1[key]["max"] / d0[key]["max"]))
+    L.append("")
+    return L
+
+
+def threads_section(res, st, charts):
+    p = res["primary"]
+    rows = []
+    for lab, sc1, sc2 in (("push (cold)", "cold-t1", "cold"), ("pull", "pull-t1", "pull")):
+        a, b = st.get(p, "tmpfs", "snapstream", sc1), st.get(p, "tmpfs", "snapstream", sc2)
+        if a and b:
+            rows.append((lab, sc1, sc2, a, b))
+    if not rows:
+        return []
+    L = ["## Worker threads\n",
+         "snapstream `--threads 1` against the default (one per online CPU: %d here), %s on tmpfs.\n"
+         % (res["machine"]["cores_online"], res["workloads"][p]["title"])]
+    if ("threads",) in charts:
+        L.append("![threads](%s)\n" % charts[("threads",)])
+    L.append("| | 1 thread, s | 1 thread, MB/s | %d threads, s | %d threads, MB/s | speedup |"
+             % ((res["machine"]["cores_online"],) * 2))
+    L.append("|---|---|---|---|---|---|")
+    for lab, sc1, sc2, a, b in rows:
+        m1, m2 = st.mbps(p, "tmpfs", "snapstream", sc1), st.mbps(p, "tmpfs", "snapstream", sc2)
+        L.append("| %s | %s | %.0f | %s | %.0f | %.2fx |" % (lab, cell(a), m1[0], cell(b), m2[0],
+                                                            a["median"] / b["median"]))
+    L.append("")
+    return L
+
+
+def ateom_section(res):
+    a = res.get("ateom")
+    if not a:
+        return []
+    L = ["## Ateom round trip against runsc alone\n"]
+    if a.get("skipped"):
+        return L + ["Skipped: %s\n" % a["skipped"]]
+    L.append("A busybox gVisor sandbox (ptrace platform, no network) holding %d MiB of random "
+             "data in a tmpfs; %d runs. Ateom: the gRPC call's wall time (runsc checkpoint plus the "
+             "push into a fresh local store on tmpfs; the pull plus runsc restore). runsc alone: "
+             "`runsc checkpoint --image-path` / `runsc restore` to and from tmpfs, nothing "
+             "stored.%s\n" % (a["mb"], a["runs"], " Image: %.1f MB." % (a["image_bytes"] / 1e6)
+                              if a.get("image_bytes") else ""))
+    L.append("| | Ateom, s | runsc alone, s | Ateom / runsc |")
+    L.append("|---|---|---|---|")
+    for sc, lab in (("checkpoint", "CheckpointWorkload vs runsc checkpoint"),
+                    ("restore", "RestoreWorkload vs runsc restore")):
+        x, y = a["stats"].get("ateom/" + sc), a["stats"].get("runsc/" + sc)
+        L.append("| %s | %s | %s | %s |" % (lab, cell(x), cell(y),
+                                           "%.2fx" % (x["median"] / y["median"]) if x and y else "-"))
+    L.append("")
+    return L
+
+
+def targets_section(res, st):
+    """The ratios earlier issues set as targets, on the primary workload."""
+    p = res["primary"]
+    if not p:
+        return [], []
+    med = lambda tgt, tool, sc, key="wall_s": (st.get(p, tgt, tool, sc, key) or {}).get("median")
+
+    def ratio(a, b):
+        return a / b if a and b else None
+    out = []
+
+    def add(name, value, goal, ok, f):
+        out.append({"name": name, "value": value, "target": goal,
+                    "pass": ok(value) if value is not None else None, "fmt": f})
+    add("cold push: restic / snapstream", ratio(med("tmpfs", "restic", "cold"),
+                                                med("tmpfs", "snapstream", "cold")),
+        ">= 6x", lambda v: v >= 6, "%.2fx")
+    add("cold push: zstd -1 -T0 / snapstream", ratio(med("tmpfs", "zstd-1", "cold"),
+                                                     med("tmpfs", "snapstream", "cold")),
+        "> 1x", lambda v: v > 1, "%.2fx")
+    add("warm push: restic --force / snapstream", ratio(med("tmpfs", "restic", "warm"),
+                                                        med("tmpfs", "snapstream", "warm")),
+        ">= 4x", lambda v: v >= 4, "%.2fx")
+    add("pull: restic restore / snapstream pull", ratio(med("tmpfs", "restic", "pull"),
+                                                        med("tmpfs", "snapstream", "pull")),
+        ">= 10x", lambda v: v >= 10, "%.2fx")
+    ss = med("tmpfs", "snapstream", "cold", "stored_bytes")
+    man = med("tmpfs", "snapstream", "cold", "manifest_bytes") or 0
+    add("stored: snapstream (store + manifests) / restic repo",
+        ratio((ss or 0) + man if ss else None, med("tmpfs", "restic", "cold", "stored_bytes")),
+        "<= 1.00", lambda v: v <= 1, "%.3f")
+    add("incremental (1%): snapstream uploaded / changed", med("tmpfs", "snapstream", "incr1", "ratio"),
+        "<= 3", lambda v: v <= 3, "%.2f")
+    rss = [s["maxrss_kib"] for s in st.samples if s.get("tool") == "snapstream" and "maxrss_kib" in s]
+    add("peak RSS: snapstream, any command (MiB)", max(rss) / 1024 if rss else None, "<= 256",
+        lambda v: v <= 256, "%.0f")
+    add("S3 cold push: aws s3 cp / snapstream", ratio(med("s3", "aws", "cold"),
+                                                      med("s3", "snapstream", "cold")),
+        ">= 2x", lambda v: v >= 2, "%.2fx")
+    add("S3 warm push: aws s3 cp / snapstream", ratio(med("s3", "aws", "cold"),
+                                                      med("s3", "snapstream", "warm")),
+        ">= 10x", lambda v: v >= 10, "%.2fx")
+    add("S3 pull: aws s3 cp / snapstream", ratio(med("s3", "aws", "pull"),
+                                                 med("s3", "snapstream", "pull")),
+        ">= 2x", lambda v: v >= 2, "%.2fx")
+    add("S3 requests per GiB, cold push (s3rver's count)",
+        ratio(med("s3", "snapstream", "cold", "s3rver_requests"),
+              (st.bytes(p, "s3", "snapstream", "cold") or 0) / GiB), "<= 64", lambda v: v <= 64, "%.1f")
+    data = scaling_data(res, st)
+    if len(data) >= 2:
+        for lab, key in (("push", "push_rss"), ("pull", "pull_rss")):
+            a, b = data[0][1].get(key), data[-1][1].get(key)
+            add("peak RSS %s: %s / %s" % (lab, fmt_size(data[-1][0]), fmt_size(data[0][0])),
+                b["max"] / a["max"] if a and b else None, "<= 1.10", lambda v: v <= 1.10, "%.3f")
+    out = [t for t in out if t["value"] is not None]
+    L = ["## Targets\n", "Ratios earlier issues set as targets, on %s.\n" % res["workloads"][p]["title"],
+         "| ratio | value | target | |", "|---|---|---|---|"]
+    for t in out:
+        L.append("| %s | %s | %s | %s |" % (t["name"], t["fmt"] % t["value"], t["target"],
+                                            "ok" if t["pass"] else "**MISSED**"))
+    L.append("")
+    return L, out
+
+
+def markdown(res, st, charts):
+    m = res["machine"]
+    L = ["# snapstream benchmark: %s mode, %s\n" % (res["mode"], m["date"][:10])]
+    L.append("- machine: %s" % machine_line(m))
+    L.append("- load: load average %s at the start; other processes' share of the CPUs during "
+             "the measured commands: median %.0f%%, max %.0f%% (`bg_cpu_frac` per sample)"
+             % (" ".join("%.2f" % x for x in m["loadavg_at_start"]), 100 * res["bg"]["median"],
+                100 * res["bg"]["max"]))
+    for t in res["targets"].values():
+        L.append("- %s" % t)
+    L.append("- tools: " + "; ".join("%s: %s" % kv for kv in res["versions"].items()))
+    L.append("- harness: bench/ of the tree at %s" % res.get("tree"))
+    L.append("- runs: %s; every cell is the median (min-max) over the runs; MB = 10^6 bytes; "
+             "MB/s = the image's logical bytes / median wall time; `N.NNx` = the tool's time / "
+             "snapstream's (above 1: snapstream is faster)" % res["runs_note"])
+    L.append("- took %.0f s (wall) in all\n" % res["elapsed_s"])
+    L.append("## Summary\n")
+    L += summary_table(res, st)
+    L.append("")
+    L += ateom_section(res)
+    L += scaling_section(res, st, charts)
+    L += threads_section(res, st, charts)
+    L.append("## Workloads\n")
+    for name, wl in res["workloads"].items():
+        L += workload_section(res, st, name, wl, charts)
+    tl, targets = targets_section(res, st)
+    L += tl
+    res["target_ratios"] = [{k: v for k, v in t.items() if k != "fmt"} for t in targets]
+    if res["notes"] or res["failures"]:
+        L.append("## Notes\n")
+        L += ["- " + n for n in res["notes"]]
+        L += ["- FAILED: " + n for n in res["failures"]]
+        L.append("")
+    return "\n".join(L) + "\n"
+
+
+# ---------------------------------------------------------------- charts
+
+GP_HEAD = """set terminal %s
+set output '%s'
+set datafile missing '-'
+set grid ytics lc rgb '#dddddd'
+set border 3
+set tics nomirror
+"""
+
+TERMS = (("svg", "svg size 960,480 dynamic font 'sans,12' background '#ffffff'"),
+         ("png", "pngcairo size 960,480 font 'sans,10'"))
+
+
+def gnuplot(chart_dir, base, body, data):
+    """Write base.dat and base.gp, render base.svg and base.png."""
+    dat = os.path.join(chart_dir, base + ".dat")
+    with open(dat, "w") as f:
+        f.write(data)
+    gp = os.path.join(chart_dir, base + ".gp")
+    script = ""
+    for ext, term in TERMS:
+        script += GP_HEAD % (term, base + "." + ext) + body.replace("DATA", "'%s.dat'" % base) + "\n"
+    with open(gp, "w") as f:
+        f.write(script)
+    p = subprocess.run(["gnuplot", base + ".gp"], cwd=chart_dir, capture_output=True, text=True)
+    if p.returncode != 0:
+        log("gnuplot %s failed: %s" % (base, p.stderr.strip()[-300:]))
+        return None
+    return base + ".svg"
+
+
+def q(s):
+    return '"%s"' % s.replace('"', "'")
+
+
+def histogram(title, ylabel, plots, rotate=False):
+    """A gnuplot body: clustered bars with min-max error bars."""
+    return """set title %s
+set style data histograms
+set style histogram errorbars gap 1.5 lw 1
+set style fill solid 0.85 border -1
+set ylabel %s
+set yrange [0:*]
+set key top right
+%splot %s
+""" % (q(title), q(ylabel), "set xtics rotate by -25 font ',10'\n" if rotate else "",
+       ", \\\n     ".join(plots))
+
+
+def throughput_chart(chart_dir, res, st, wl, tgt, k):
+    tools = tools_in(k["tools"])
+    scs = [s for s in sorted(k["scenarios"], key=sc_key) if s != "warm-shortcut"]
+    lines = ["# scenario " + " ".join("%s_med %s_lo %s_hi" % (t, t, t) for t in tools)]
+    for sc in scs:
+        row = [q(scenario_label(sc, res["workloads"][wl]).replace("incremental push", "incr."))]
+        for t in tools:
+            mb = st.mbps(wl, tgt, t, sc)
+            row += ["%.1f %.1f %.1f" % mb if mb else "- - -"]
+        lines.append(" ".join(row))
+    plots = []
+    for j, t in enumerate(tools):
+        c = 2 + 3 * j
+        plots.append("DATA using %d:%d:%d%s title %s lc rgb '%s'" % (
+            c, c + 1, c + 2, ":xtic(1)" if j == 0 else "", q(TOOL_LABEL[t]), TOOL_COLOR[t]))
+    body = histogram("%s on %s: throughput per scenario" % (res["workloads"][wl]["title"],
+                                                             TARGET_LABEL[tgt]),
+                     "MB/s (image bytes / median wall time; bars: min-max)", plots, rotate=True)
+    return gnuplot(chart_dir, "throughput-%s-%s" % (wl, tgt), body, "\n".join(lines) + "\n")
+
+
+def scaling_charts(chart_dir, res, st, charts):
+    data = scaling_data(res, st)
+    if len(data) < 2:
+        return
+    series = (("push_s", "snapstream push"), ("pull_s", "snapstream pull"), ("zstd_s", "zstd -1 -T0"))
+    rss = (("push_rss", "snapstream push"), ("pull_rss", "snapstream pull"), ("zstd_rss", "zstd -1 -T0"))
+    for base, ser, ylabel, scale in (("scaling-time", series, "seconds (median; bars: min-max)", 1),
+                                     ("scaling-rss", rss, "peak RSS, MiB (median; bars: min-max)", 1024)):
+        lines = []
+        for size, d in data:
+            row = ["%.4f" % (size / GiB)]
+            for key, _ in ser:
+                v = d.get(key)
+                row.append("%.3f %.3f %.3f" % (v["median"] / scale, v["min"] / scale, v["max"] / scale)
+                           if v else "- - -")
+            lines.append(" ".join(row))
+        plots = ["DATA using 1:%d:%d:%d with yerrorlines lw 2 pt 7 title %s" % (2 + 3 * j, 3 + 3 * j,
+                                                                                4 + 3 * j, q(lab))
+                 for j, (_, lab) in enumerate(ser)]
+        body = """set title %s
+set xlabel 'image size, GiB'
+set ylabel %s
+set yrange [0:*]
+set xrange [0:*]
+set key top left
+plot %s
+""" % (q("time against image size" if base == "scaling-time" else "peak RSS against image size"),
+       q(ylabel), ", \\\n     ".join(plots))
+        out = gnuplot(chart_dir, base, body, "\n".join(lines) + "\n")
+        if out:
+            charts[(base,)] = "charts/" + out
+
+
+def threads_chart(chart_dir, res, st, charts):
+    p = res["primary"]
+    lines = []
+    for lab, sc1, sc2 in (("push (cold)", "cold-t1", "cold"), ("pull", "pull-t1", "pull")):
+        a, b = st.mbps(p, "tmpfs", "snapstream", sc1), st.mbps(p, "tmpfs", "snapstream", sc2)
+        if a and b:
+            lines.append("%s %.1f %.1f %.1f %.1f %.1f %.1f" % ((q(lab),) + a + b))
+    if not lines:
+        return
+    n = res["machine"]["cores_online"]
+    body = histogram("snapstream on %s, tmpfs: worker threads" % res["workloads"][p]["title"],
+                     "MB/s (bars: min-max)",
+                     ["DATA using 2:3:4:xtic(1) title '--threads 1'",
+                      "DATA using 5:6:7 title '%d threads (default)'" % n])
+    out = gnuplot(chart_dir, "threads", body, "\n".join(lines) + "\n")
+    if out:
+        charts[("threads",)] = "charts/" + out
+
+
+def charts(out_dir, res, st, notes):
+    if not shutil.which("gnuplot"):
+        notes.append("gnuplot is not installed (scripts/setup.sh installs gnuplot-nox): no charts")
+        return {}
+    chart_dir = os.path.join(out_dir, "charts")
+    os.makedirs(chart_dir, exist_ok=True)
+    made = {}
+    for (wl, tgt), k in st.keys().items():
+        out = throughput_chart(chart_dir, res, st, wl, tgt, k)
+        if out:
+            made[("throughput", wl, tgt)] = "charts/" + out
+    scaling_charts(chart_dir, res, st, made)
+    threads_chart(chart_dir, res, st, made)
+    return made
+
+
+def write(out_dir, res):
+    """summary.md, results.json, charts/; returns the Markdown."""
+    os.makedirs(out_dir, exist_ok=True)
+    st = Stats(res["samples"])
+    bg = [s["bg_cpu_frac"] for s in st.samples if "bg_cpu_frac" in s]
+    res["bg"] = {"median": statistics.median(bg) if bg else 0, "max": max(bg) if bg else 0}
+    ch = charts(out_dir, res, st, res["notes"])
+    md = markdown(res, st, ch)
+    with open(os.path.join(out_dir, "summary.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(res, f, indent=1)
+        f.write("\n")
+    return md
