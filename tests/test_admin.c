@@ -99,20 +99,6 @@ static struct ss_config cfg(void)
 	return (struct ss_config){.threads = 2, .no_fsync = true, .mem = mem};
 }
 
-static void write_image(const char *path, size_t size)
-{
-	uint8_t *b = calloc(1, size);
-	for (size_t i = 0; i < size; i += 4096) {
-		int kind = (int)(rnd() % 3);   /* zero, random, text-like pages */
-		for (size_t j = 0; j < 4096 && i + j < size; j++)
-			b[i + j] = kind == 1 ? (uint8_t)rnd() : kind == 2 ? (uint8_t)("page "[j % 5]) : 0;
-	}
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	REQUIRE(fd >= 0 && write(fd, b, size) == (ssize_t)size, "write %s", path);
-	close(fd);
-	free(b);
-}
-
 struct feeder {
 	int fd;
 	const char *path;

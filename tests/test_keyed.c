@@ -157,20 +157,6 @@ static void test_config(void)
 	      "other key: %s", e.msg);
 }
 
-static void write_image(const char *path, size_t size)
-{
-	uint8_t *b = calloc(1, size);
-	for (size_t i = 0; i < size; i += 4096) {
-		int kind = (int)(rnd() % 3);
-		for (size_t j = 0; j < 4096 && i + j < size; j++)
-			b[i + j] = kind == 1 ? (uint8_t)rnd() : kind == 2 ? (uint8_t)("page "[j % 5]) : 0;
-	}
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	REQUIRE(fd >= 0 && write(fd, b, size) == (ssize_t)size, "write %s", path);
-	close(fd);
-	free(b);
-}
-
 static uint8_t *read_all(const char *path, size_t *n)
 {
 	int fd = open(path, O_RDONLY);

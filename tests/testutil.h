@@ -5,9 +5,11 @@
 #ifndef SS_TESTUTIL_H
 #define SS_TESTUTIL_H
 
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 static int failures;
 
@@ -45,6 +47,23 @@ static inline uint64_t rnd(void)
 	x ^= x >> 7;
 	x ^= x << 17;
 	return rng_state = x;
+}
+
+/* A memory-like image of size bytes at path: a mix of zero, random and
+ * text-like pages from rnd(). */
+static inline void write_image(const char *path, size_t size)
+{
+	uint8_t *b = calloc(1, size);
+	REQUIRE(b, "out of memory");
+	for (size_t i = 0; i < size; i += 4096) {
+		int kind = (int)(rnd() % 3);   /* zero, random, text-like pages */
+		for (size_t j = 0; j < 4096 && i + j < size; j++)
+			b[i + j] = kind == 1 ? (uint8_t)rnd() : kind == 2 ? (uint8_t)("page "[j % 5]) : 0;
+	}
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	REQUIRE(fd >= 0 && write(fd, b, size) == (ssize_t)size, "write %s", path);
+	close(fd);
+	free(b);
 }
 
 #endif
