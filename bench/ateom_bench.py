@@ -2,9 +2,10 @@
 
 The sandbox is tests/ateom/e2e.py's: a static busybox bundle (its
 make_bundle) whose workload fills a tmpfs with MB MiB of random data and
-counts. One RunWorkload first (untimed); then per run:
+counts. Per run:
 
-  ateom:  CheckpointWorkload into a snapshot in a fresh local store and
+  ateom:  a new ateom server and sandbox (RunWorkload, untimed), then
+          CheckpointWorkload into a snapshot in a fresh local store and
           RestoreWorkload from it, each timed from the client's side (the
           gRPC call's wall time: runsc checkpoint plus the push, runsc
           restore plus the pull);
@@ -67,15 +68,24 @@ def roundtrip(ateom, wd, mb, runs, record):
                         env=["MB=%d" % mb], tmpfs_mb=mb)
         work, sock = os.path.join(tmp, "work"), os.path.join(tmp, "ateom.sock")
         log_f = open(os.path.join(tmp, "ateom.log"), "w")
-        server = subprocess.Popen(
-            [ateom, "--listen", "unix:" + sock, "--bundle-root", bundles, "--work-dir", work,
-             "--runsc", runsc, "--runsc-arg=--root=" + root] +
-            ["--runsc-arg=" + x for x in e2e.RUNSC_FLAGS], stdout=log_f, stderr=subprocess.STDOUT)
-        for _ in range(200):
-            if os.path.exists(sock):
-                break
-            time.sleep(0.05)
-        rpc = e2e.Rpc("unix:" + sock, A, H)
+        cmd = [ateom, "--listen", "unix:" + sock, "--bundle-root", bundles, "--work-dir", work,
+               "--runsc", runsc, "--runsc-arg=--root=" + root] + \
+              ["--runsc-arg=" + x for x in e2e.RUNSC_FLAGS]
+
+        def start():
+            rm(sock)
+            srv = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT)
+            for _ in range(200):
+                if os.path.exists(sock):
+                    break
+                time.sleep(0.05)
+            return srv, e2e.Rpc("unix:" + sock, A, H)
+
+        def stop(srv):
+            """SIGTERM: the server deletes the sandbox it runs and exits 0."""
+            srv.send_signal(signal.SIGTERM)
+            if srv.wait(timeout=120) != 0:
+                raise CommandFailed("ateom exited %d after SIGTERM" % srv.returncode)
         spec = A.WorkloadSpec(containers=[A.Container(name="main")])
         ident = dict(actor_template_namespace="ns1", actor_template_name="counter", actor_id=actor)
 
@@ -89,7 +99,7 @@ def roundtrip(ateom, wd, mb, runs, record):
                 time.sleep(0.2)
             raise CommandFailed("the sandbox did not start counting")
 
-        def call(method, req):
+        def call(rpc, method, req):
             t = time.perf_counter()
             code, msg = rpc.code("/ateom.Ateom/" + method, req)
             wall = time.perf_counter() - t
@@ -97,27 +107,26 @@ def roundtrip(ateom, wd, mb, runs, record):
                 raise CommandFailed("ateom %s: %s %s" % (method, code, msg[:300]))
             return wall
 
-        # One RunWorkload; then every run checkpoints the (restored)
-        # sandbox into a fresh store and restores it from there.
-        call("RunWorkload", A.RunWorkloadRequest(**ident, spec=spec))
-        wait_counter(actor)
+        # Every run: a new server and sandbox, one RunWorkload (untimed),
+        # then CheckpointWorkload into a fresh store and RestoreWorkload
+        # from it; the server is stopped after (it deletes the sandbox), so
+        # every checkpoint is a first one, as with runsc alone below.
         for i in range(runs):
             log("ateom run %d/%d: ateom" % (i + 1, runs))
+            server, rpc = start()
+            call(rpc, "RunWorkload", A.RunWorkloadRequest(**ident, spec=spec))
+            wait_counter(actor)
             snap = os.path.join(tmp, "store-%d" % i, "snap")
-            w = call("CheckpointWorkload",
+            w = call(rpc, "CheckpointWorkload",
                      A.CheckpointWorkloadRequest(**ident, spec=spec, snapshot_uri_prefix=snap))
             record("ateom", "checkpoint", i, w)
-            w = call("RestoreWorkload",
+            w = call(rpc, "RestoreWorkload",
                      A.RestoreWorkloadRequest(**ident, spec=spec, snapshot_uri_prefix=snap))
             record("ateom", "restore", i, w)
             wait_counter(actor)
+            stop(server)
+            server = None
             rm(os.path.dirname(snap))
-        # The restored sandbox keeps counting (a syscall every 20 ms, costly
-        # under ptrace): stop the server, which deletes it, before runsc is
-        # measured alone.
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=120)
-        server = None
 
         for i in range(runs):
             log("ateom run %d/%d: runsc alone" % (i + 1, runs))

@@ -31,7 +31,7 @@ import ateom_bench  # noqa: E402
 import report  # noqa: E402
 import workloads  # noqa: E402
 from common import (GiB, HERE, MiB, ROOT, CommandFailed, Skipped, first_line, fmt_size, fs_type,  # noqa: E402
-                    log, machine_info, parse_size, rm, summarize, write_probe)
+                    log, machine_info, parse_size, read_through, rm, summarize, write_probe)
 from s3rver import S3rver  # noqa: E402
 from tools import Casync, Ctx, Restic, S3Copy, Snapstream, Target, Zstd  # noqa: E402
 
@@ -271,6 +271,11 @@ class Harness:
                         continue
                     log("%s, %s, run %d/%d: %s" % (wl.name, tgt_name, i + 1, runs, t))
                     try:
+                        if tgt.dropped:
+                            # The previous tool dropped the page cache: load
+                            # the images again, so "warm" rows are warm.
+                            for p in [A] + [n.path for n in nexts]:
+                                read_through(p)
                         self.tools[t].run(c, i, wl, tgt, A, nexts)
                     except (CommandFailed, OSError, ValueError, KeyError) as e:
                         msg = "%s on %s, %s: %s" % (t, wl.name, tgt_name, e)

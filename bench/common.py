@@ -178,6 +178,18 @@ def drop_caches():
         return False
 
 
+def read_through(path):
+    """Read a file, or every file below a directory, to load it into the
+    page cache (untimed)."""
+    paths = [path]
+    if os.path.isdir(path):
+        paths = [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs]
+    for p in paths:
+        with open(p, "rb", buffering=0) as f:
+            while f.read(4 * MiB):
+                pass
+
+
 def parse_json_output(text):
     """The contract is one JSON object on stdout; accept it on the last
     non-empty line too, in case a tool prints a banner first."""
