@@ -393,6 +393,12 @@ static int pack_answer(struct check *C, struct cpack *p, const struct ss_req *q,
 		p->state = P_MISSING;
 		return 0;
 	}
+	if (res == -EBADMSG) {
+		/* The store answered with other bytes than it said it holds
+		 * (a torn object): a property of this pack, not of the store. */
+		pack_damaged(p, "the store returns fewer or other bytes than its size");
+		return 0;
+	}
 	if (res < 0)
 		return ss_err_set(C->err, res, "cannot read %s/%s: %s", C->store, q->key,
 				  strerror(-res));
@@ -737,9 +743,9 @@ static int check_index(struct check *C, struct cindex *x)
 	if (r == -EBADMSG || r == -EFBIG) {
 		C->st->index_damaged++;
 		x->finding = finding(C, SS_CHECK_INDEX_DAMAGED, true, x->key, NULL, 0, len,
-				     "index object is damaged (%s): every push refuses the store "
-				     "while it is there; the packs describe themselves, so it can "
-				     "be rebuilt",
+				     "index object is damaged (%s): pushes skip it and read the "
+				     "packs it listed themselves; the packs describe themselves, so "
+				     "it can be rebuilt",
 				     e.msg);
 		return x->finding ? 0 : -ENOMEM;
 	}
@@ -972,12 +978,12 @@ static void deep_get_done(struct ss_op *op, int res)
 		/* Removed since it was read: a gc, with nothing referencing it. */
 		pack_clear(p);
 		p->state = P_MISSING;
-	} else if (res < 0) {
+	} else if (res < 0 && res != -EBADMSG) {
 		if (!D->failed)
 			ss_err_set(&D->ferr, res, "cannot read %s/%s: %s", s->C->store, s->key,
 				   strerror(-res));
 		D->failed = res;
-	} else if ((uint64_t)res != r->len) {
+	} else if ((uint64_t)res != r->len || res == -EBADMSG) {
 		for (uint32_t k = s->e0; k < s->e1; k++)
 			slot_bad(s, p, k, "lies past the end of the pack (truncated)");
 		s->C->st->chunks_damaged += s->bad;

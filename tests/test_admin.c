@@ -348,6 +348,16 @@ static void test_check_hostile(void)
 		      st.chunks > 0 && st.chunks_verified > 0,
 	      "clean store: %d problems", t.problems);
 
+	/* A store that answers a pack with other bytes than its size says (a
+	 * torn object, as s3rver keeps after a killed upload): that pack is
+	 * damaged, and the check still runs to the end. */
+	ss_memstore_fail(mem, SS_REQ_GET, "packs/", 0, 1, -EBADMSG);
+	CHECK(run_check(store, false, &t, &st) == -EBADMSG && t.kind[SS_CHECK_PACK_DAMAGED] == 1 &&
+		      st.snapshots == 1,
+	      "torn pack: %d damaged", t.kind[SS_CHECK_PACK_DAMAGED]);
+	ss_memstore_fail(mem, SS_REQ_GET, NULL, 0, 0, 0);
+	CHECK(run_check(store, false, &t, &st) == 0 && t.problems == 0, "clean again");
+
 	struct ss_loop *l;
 	struct ss_cfg rc;
 	struct ss_backend *b;
