@@ -396,7 +396,8 @@ static int pack_answer(struct check *C, struct cpack *p, const struct ss_req *q,
 	if (res == -EBADMSG) {
 		/* The store answered with other bytes than it said it holds
 		 * (a torn object): a property of this pack, not of the store. */
-		pack_damaged(p, "the store returns fewer or other bytes than its size");
+		pack_damaged(p, "its trailer cannot be read: the store returns fewer bytes than "
+				 "its size (a torn upload)");
 		return 0;
 	}
 	if (res < 0)
