@@ -153,8 +153,11 @@ class Harness:
         if not exe:
             sys.exit("bench: no snapstream binary (build it: scripts/setup.sh, or --snapstream PATH)")
         self.snapstream = self.freeze(exe, "cli")
-        self.versions = {"snapstream": "%s (%s)" % (first_line([self.snapstream, "--version"]) or "?",
-                                                    exe)}
+        built = subprocess.run(["git", "-C", os.path.dirname(os.path.realpath(exe)), "describe",
+                                "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+        self.versions = {"snapstream": "%s (%s%s)" % (
+            first_line([self.snapstream, "--version"]) or "?", exe,
+            ", built in a tree at " + built if built else "")}
         git = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
                              capture_output=True, text=True)
         self.tree = git.stdout.strip() or None
@@ -482,7 +485,20 @@ def main():
     ap.add_argument("--report-from", metavar="RESULTS_JSON",
                     help="measure nothing: write the report again from a results.json "
                          "(into --out, default the file's directory)")
+    ap.add_argument("--update-readme", metavar="RESULTS_JSON",
+                    help="measure nothing: replace the Benchmarks section of README.md with the "
+                         "summary of a full report's results.json")
     a = ap.parse_args()
+    if a.update_readme:
+        import json
+        with open(a.update_readme) as f:
+            res = json.load(f)
+        if res.get("mode") != "full":
+            ap.error("%s is a %s report; the README shows a full one" % (a.update_readme,
+                                                                          res.get("mode")))
+        report.update_readme(os.path.join(ROOT, "README.md"), res)
+        print("README.md: Benchmarks section from %s" % a.update_readme)
+        return 0
     if a.report_from:
         import json
         with open(a.report_from) as f:

@@ -13,6 +13,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import textwrap
 
 from common import GiB, fmt_size, log, machine_line, summarize
 
@@ -419,6 +420,69 @@ def markdown(res, st, charts):
         L += ["- FAILED: " + n for n in res["failures"]]
         L.append("")
     return "\n".join(L) + "\n"
+
+
+def readme_section(res):
+    """The top-level README's "Benchmarks" section from a full report."""
+    st = Stats(res["samples"])
+    if "bg" not in res:
+        bg = [x["bg_cpu_frac"] for x in st.samples if "bg_cpu_frac" in x]
+        res["bg"] = {"median": statistics.median(bg) if bg else 0, "max": max(bg) if bg else 0}
+    m = res["machine"]
+    fill = lambda t: textwrap.fill(t, 76, break_on_hyphens=False, break_long_words=False) + "\n"
+    L = ["## Benchmarks\n", "```sh",
+         "bench/run --quick   # everyday: under two minutes, images included",
+         "bench/run --full    # the release figures below (~30-45 minutes on 2 cores)",
+         "```\n",
+         fill("A run writes `summary.md`, `results.json` and charts to `bench/reports/DATE-MODE/`; "
+         "`bench/README.md` says what each workload, scenario and figure is. The peers are "
+         "`zstd -T0` (levels 1 and 3), restic, casync, and on s3rver `aws s3 cp` and "
+         "`rclone copyto`, on the same data and target in the same run."),
+         fill("Latest full run: %s, on %s; load average %s at the start, other processes' share of "
+         "the CPUs during the measured commands median %.0f%%, max %.0f%%; %s. "
+         "Each cell: median (min-max) wall time over the runs (%s), throughput (logical image "
+         "bytes / median time) and the tool's time / snapstream's. Page cache warm except "
+         "where a row says dropped." % (
+             m["date"][:10], machine_line(m),
+             " ".join("%.2f" % x for x in m["loadavg_at_start"]), 100 * res["bg"]["median"],
+             100 * res["bg"]["max"], res["versions"].get("snapstream", "?"), res["runs_note"]))]
+    L += summary_table(res, st)
+    L.append("")
+    a = res.get("ateom") or {}
+    x = a.get("stats", {})
+    if x.get("ateom/checkpoint") and x.get("runsc/checkpoint"):
+        c, rc = x["ateom/checkpoint"]["median"], x["runsc/checkpoint"]["median"]
+        r, rr = x["ateom/restore"]["median"], x["runsc/restore"]["median"]
+        L.append(fill("Ateom round trip (%d MiB sandbox, %d runs): CheckpointWorkload %.2f s against "
+                 "`runsc checkpoint` alone %.2f s (%.2fx); RestoreWorkload %.2f s against `runsc "
+                 "restore` alone %.2f s (%.2fx)." % (a["mb"], a["runs"], c, rc, c / rc, r, rr,
+                                                       r / rr)))
+    data = scaling_data(res, st)
+    if len(data) >= 2:
+        (s0, d0), (s1, d1) = data[0], data[-1]
+        L.append(fill("Scaling, %s to %s: push %.2f s to %.2f s, pull %.2f s to %.2f s (zstd -d of "
+                 "the same images: %.2f s to %.2f s); peak RSS push %.0f to %.0f MiB, pull %.0f "
+                 "to %.0f MiB." % (
+                     fmt_size(s0), fmt_size(s1), d0["push_s"]["median"], d1["push_s"]["median"],
+                     d0["pull_s"]["median"], d1["pull_s"]["median"],
+                     d0.get("zstdd_s", {}).get("median", 0), d1.get("zstdd_s", {}).get("median", 0),
+                     d0["push_rss"]["max"] / 1024, d1["push_rss"]["max"] / 1024,
+                     d0["pull_rss"]["max"] / 1024, d1["pull_rss"]["max"] / 1024)))
+    return "\n".join(L) + "\n"
+
+
+def update_readme(path, res):
+    """Replace the "## Benchmarks" section of the README at path (up to the
+    next "## " heading or the end) with readme_section(res)."""
+    with open(path) as f:
+        text = f.read()
+    start = text.find("\n## Benchmarks\n")
+    if start < 0:
+        raise ValueError("%s has no '## Benchmarks' section" % path)
+    end = text.find("\n## ", start + 1)
+    tail = text[end:] if end >= 0 else ""
+    with open(path, "w") as f:
+        f.write(text[:start + 1] + readme_section(res) + tail)
 
 
 # ---------------------------------------------------------------- charts
