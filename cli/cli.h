@@ -130,6 +130,8 @@ void json_i64(struct json *j, const char *key, int64_t v);
 void json_f64(struct json *j, const char *key, double v);
 void json_bool(struct json *j, const char *key, bool v);
 void json_finish(struct json *j);   /* newline after the top-level object */
+/* Begin the result object of a command that succeeded: {"ok":true,"op":op,... */
+void json_result(struct json *j, FILE *f, const char *op);
 
 /* cmd_xfer.c, cmd_admin.c */
 int cmd_push(struct cli *c);

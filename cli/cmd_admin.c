@@ -120,10 +120,7 @@ int cmd_info(struct cli *c)
 	}
 	if (c->json) {
 		struct json j;
-		json_begin(&j, stdout);
-		json_obj(&j, NULL);
-		json_bool(&j, "ok", true);
-		json_str(&j, "op", "info");
+		json_result(&j, stdout, "info");
 		info_json(&j, in);
 		json_u64(&j, "format_major", in->format_major);
 		json_u64(&j, "format_minor", in->format_minor);
@@ -240,10 +237,7 @@ int cmd_verify(struct cli *c)
 	}
 	if (c->json) {
 		struct json j;
-		json_begin(&j, stdout);
-		json_obj(&j, NULL);
-		json_bool(&j, "ok", true);
-		json_str(&j, "op", "verify");
+		json_result(&j, stdout, "verify");
 		json_str(&j, "snapshot", snap);
 		json_bool(&j, "quick", c->quick);
 		json_u64(&j, "files", st.files);
@@ -287,10 +281,7 @@ int cmd_rm(struct cli *c)
 	}
 	if (c->json) {
 		struct json j;
-		json_begin(&j, stdout);
-		json_obj(&j, NULL);
-		json_bool(&j, "ok", true);
-		json_str(&j, "op", "rm");
+		json_result(&j, stdout, "rm");
 		json_str(&j, "snapshot", snap);
 		json_end_obj(&j);
 		json_finish(&j);
@@ -320,10 +311,7 @@ int cmd_init(struct cli *c)
 	const char *ids = c->cfg.key ? "keyed" : "plain";
 	if (c->json) {
 		struct json j;
-		json_begin(&j, stdout);
-		json_obj(&j, NULL);
-		json_bool(&j, "ok", true);
-		json_str(&j, "op", "init");
+		json_result(&j, stdout, "init");
 		json_str(&j, "store", store);
 		json_str(&j, "chunk_ids", ids);
 		json_end_obj(&j);
@@ -356,10 +344,7 @@ int cmd_gc(struct cli *c)
 	cli_time(st.next_unix_ns, next, sizeof(next));
 	if (c->json) {
 		struct json j;
-		json_begin(&j, stdout);
-		json_obj(&j, NULL);
-		json_bool(&j, "ok", true);
-		json_str(&j, "op", "gc");
+		json_result(&j, stdout, "gc");
 		json_str(&j, "store", store);
 		json_bool(&j, "dry_run", c->dry_run);
 		json_u64(&j, "snapshots", st.snapshots);

@@ -31,10 +31,7 @@ static void report(struct cli *c, FILE *out, const char *snapshot, const struct 
 	const char *op = c->cmd->name;
 	if (c->json) {
 		struct json j;
-		json_begin(&j, out);
-		json_obj(&j, NULL);
-		json_bool(&j, "ok", true);
-		json_str(&j, "op", op);
+		json_result(&j, out, op);
 		json_str(&j, "snapshot", snapshot);
 		stats_json(&j, s);
 		json_end_obj(&j);

@@ -256,3 +256,11 @@ void json_finish(struct json *j)
 	fputc('\n', j->f);
 	fflush(j->f);
 }
+
+void json_result(struct json *j, FILE *f, const char *op)
+{
+	json_begin(j, f);
+	json_obj(j, NULL);
+	json_bool(j, "ok", true);
+	json_str(j, "op", op);
+}
