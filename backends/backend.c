@@ -187,6 +187,13 @@ const char *ss_backend_name(const struct ss_backend *b)
 	return b->ops->name;
 }
 
+int ss_backend_identity(const struct ss_backend *b, char *buf, size_t n)
+{
+	if (!b->ops->identity)
+		return -EOPNOTSUPP;
+	return b->ops->identity(b, buf, n);
+}
+
 unsigned ss_backend_max_inflight(const struct ss_backend *b)
 {
 	return b->max_inflight;

@@ -108,6 +108,13 @@ int ss_backend_open(const char *uri, struct ss_loop *l, const struct ss_backend_
 		    struct ss_backend **out, struct ss_err *err);
 void ss_backend_free(struct ss_backend *b);
 const char *ss_backend_name(const struct ss_backend *b);
+/* Where the backend's objects live, as one string that every process
+ * opening the same place gets, however it was named: the resolved
+ * directory of a local store, the endpoint URL, bucket and prefix of an
+ * object store. Processes that coordinate through the host (engine/
+ * claims.h) key on it. Returns 0, -ENOSPC for a too small buffer, or
+ * -EOPNOTSUPP where the place is private to the process (mem://). */
+int ss_backend_identity(const struct ss_backend *b, char *buf, size_t n);
 /* Requests the backend allows in flight at once. */
 unsigned ss_backend_max_inflight(const struct ss_backend *b);
 

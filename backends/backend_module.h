@@ -13,6 +13,9 @@ struct ss_backend_ops {
 	int (*open)(struct ss_backend *b, const char *location, struct ss_err *err);
 	/* Start r; never block. 0 queued, -EAGAIN full, -errno malformed. */
 	int (*submit)(struct ss_backend *b, struct ss_req *r);
+	/* Optional: ss_backend_identity. NULL: the objects are private to
+	 * this process. */
+	int (*identity)(const struct ss_backend *b, char *buf, size_t n);
 	/* Free b->priv; no request is in flight. */
 	void (*destroy)(struct ss_backend *b);
 };

@@ -447,10 +447,22 @@ static int local_submit(struct ss_backend *b, struct ss_req *r)
 	return -EINVAL;
 }
 
+static int local_identity(const struct ss_backend *b, char *buf, size_t n)
+{
+	/* The directory itself, whatever path or symlink named it. */
+	struct stat st;
+	if (fstat(((const struct local *)b->priv)->rootfd, &st) < 0)
+		return -errno;
+	int k = snprintf(buf, n, "file dev %llu ino %llu", (unsigned long long)st.st_dev,
+			 (unsigned long long)st.st_ino);
+	return k < 0 || (size_t)k >= n ? -ENOSPC : 0;
+}
+
 const struct ss_backend_ops ss_local_ops = {
 	.name = "local",
 	.scheme = "file",
 	.open = local_open,
+	.identity = local_identity,
 	.submit = local_submit,
 	.destroy = local_destroy,
 };

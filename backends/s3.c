@@ -1437,10 +1437,19 @@ static void s3_destroy(struct ss_backend *b)
 	free(s);
 }
 
+static int s3_identity(const struct ss_backend *b, char *buf, size_t n)
+{
+	/* The bucket's URL names the endpoint and the bucket. */
+	const struct s3 *s = b->priv;
+	int k = snprintf(buf, n, "%s %s/%s", s->gcs ? "gs" : "s3", s->base, s->root);
+	return k < 0 || (size_t)k >= n ? -ENOSPC : 0;
+}
+
 const struct ss_backend_ops ss_s3_ops = {
 	.name = "s3",
 	.scheme = "s3",
 	.open = s3_open,
+	.identity = s3_identity,
 	.submit = s3_submit,
 	.destroy = s3_destroy,
 };
@@ -1449,6 +1458,7 @@ const struct ss_backend_ops ss_gs_ops = {
 	.name = "gcs",
 	.scheme = "gs",
 	.open = gs_open,
+	.identity = s3_identity,
 	.submit = s3_submit,
 	.destroy = s3_destroy,
 };

@@ -5,6 +5,7 @@
 #include "backend.h"
 #include "chunker.h"
 #include "chunkid.h"
+#include "claims.h"
 #include "dedup.h"
 #include "frame.h"
 #include "loop.h"
@@ -153,6 +154,10 @@ int ss_store_check_ids(struct ss_store *s, struct ss_loop *l, struct ss_err *err
 /* Load every index object and every unindexed pack's own index into d,
  * after ss_store_check_ids. */
 int ss_store_load(struct ss_store *s, struct ss_loop *l, struct ss_dedup *d, struct ss_err *err);
+/* The host's claims on the store (claims.h), joined now; call before
+ * ss_store_load. NULL where the host has none (no /dev/shm, mem://): the
+ * push then goes on alone. */
+struct ss_claims *ss_store_join_claims(struct ss_store *s);
 
 /* The index of pack id in s, adding it if new. -ENOMEM on failure. */
 int ss_store_pack_index(struct ss_store *s, const uint8_t id[16], uint64_t size, uint32_t *idx);
@@ -272,6 +277,8 @@ int ss_packer_flush(struct ss_packer *pk, struct ss_err *err);
 
 /* Pack puts in flight. */
 unsigned ss_packer_inflight(const struct ss_packer *pk);
+/* Report each stored pack's chunks to the host's claims (claims.h). */
+void ss_packer_set_claims(struct ss_packer *pk, struct ss_claims *claims);
 
 /* --- building manifests (mbuild.c) ------------------------------------- */
 

@@ -34,7 +34,13 @@ struct ss_packer {
 	struct packbuf pb[SS_NPACKBUF];
 	struct packbuf *cur;
 	unsigned puts;
+	struct ss_claims *claims;
 };
+
+void ss_packer_set_claims(struct ss_packer *pk, struct ss_claims *claims)
+{
+	pk->claims = claims;
+}
 
 int ss_packer_new(struct ss_store *store, struct ss_dedup *dedup, const struct ss_cfg *cfg,
 		  struct ss_stats *st, ss_packer_done_fn done, void *arg,
@@ -94,6 +100,16 @@ static void put_done(struct ss_op *op, int res)
 			 pb->perr.code ? pb->perr.msg : strerror(-res));
 		pk->done(pk->arg, res, msg);
 		return;
+	}
+	/* Pushes on this host waiting for these chunks may now name them. */
+	for (uint32_t i = 0; pk->claims && i < pb->n; i++) {
+		const struct ss_pack_entry *pe = &pb->e[i];
+		struct ss_claim_loc loc = {.offset = pe->offset,
+					   .stored_len = pe->stored_len,
+					   .frame_off = pe->frame_off,
+					   .codec = pe->codec};
+		memcpy(loc.pack_id, pb->id, 16);
+		ss_claims_landed(pk->claims, pe->id, &loc);
 	}
 	/* The store's next index object lists this pack; the entries move. */
 	struct ss_pack_entry *e = malloc(sizeof(*e) * (pb->n ? pb->n : 1));

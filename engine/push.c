@@ -95,6 +95,16 @@ struct segext {
 	uint32_t n;
 };
 
+/* A chunk another push on this host claimed (claims.h): where one copy of
+ * it is in our source, should we have to store it after all. */
+struct foreign {
+	uint32_t slot;           /* our dedup entry, pack SS_PACK_PENDING */
+	uint32_t ref;            /* its claims entry */
+	uint32_t file;
+	uint32_t len;
+	uint64_t off;
+};
+
 struct push {
 	struct ss_cfg cfg;
 	const struct ss_push_opts *opts;
@@ -142,6 +152,12 @@ struct push {
 	struct ss_packer *packer;
 	struct ss_packer_chunk *fc;   /* the frame being packed */
 	uint32_t fc_cap;
+
+	/* Pushes on this host into the same store share who stores what. */
+	struct ss_claims *claims;
+	pthread_mutex_t foreign_mu;
+	struct foreign *foreign;
+	size_t nforeign, foreign_cap;
 
 	struct ss_stats *st;
 	uint64_t chunk_bytes;
@@ -523,6 +539,26 @@ static bool guide_next(struct push *P, const struct pfile *f, const struct seg *
 	return true;
 }
 
+static int add_foreign(struct push *P, const struct foreign *f)
+{
+	int r = 0;
+	pthread_mutex_lock(&P->foreign_mu);
+	if (P->nforeign == P->foreign_cap) {
+		size_t ncap = P->foreign_cap ? P->foreign_cap * 2 : 256;
+		void *a = realloc(P->foreign, sizeof(*P->foreign) * ncap);
+		if (a) {
+			P->foreign = a;
+			P->foreign_cap = ncap;
+		} else {
+			r = -ENOMEM;
+		}
+	}
+	if (!r)
+		P->foreign[P->nforeign++] = *f;
+	pthread_mutex_unlock(&P->foreign_mu);
+	return r;
+}
+
 static void seg_work(struct ss_task *t, void *wp)
 {
 	struct seg *s = (struct seg *)t;
@@ -567,6 +603,15 @@ static void seg_work(struct ss_task *t, void *wp)
 			uint32_t slot;
 			bool is_new;
 			r = ss_dedup_claim(P->dedup, c.digest, (uint32_t)e.len, &slot, &is_new);
+			uint32_t ref;
+			if (!r && is_new && P->claims &&
+			    ss_claims_claim(P->claims, c.digest, &ref) == SS_CLAIM_THEIRS) {
+				/* Another push is storing it: resolve_foreign. */
+				struct foreign fo = {.slot = slot, .ref = ref, .file = s->file,
+						     .len = (uint32_t)e.len, .off = s->off + off};
+				r = add_foreign(P, &fo);
+				is_new = false;
+			}
 			if (!r && is_new) {
 				if (s->frame_raw + e.len > P->cfg.frame_max)
 					frame_flush(w, s);
@@ -878,7 +923,10 @@ static int pools_init(struct push *P)
 	/* Registered buffers spare the kernel a page walk per read. */
 	P->fixed_bufs = io_uring_register_buffers(ss_loop_ring(P->loop), iov, P->nsegs) == 0;
 	free(iov);
-	return ss_packer_new(P->store, P->dedup, &P->cfg, P->st, pack_done, P, &P->packer);
+	int r = ss_packer_new(P->store, P->dedup, &P->cfg, P->st, pack_done, P, &P->packer);
+	if (!r && P->claims)
+		ss_packer_set_claims(P->packer, P->claims);
+	return r;
 }
 
 static void pools_free(struct push *P)
@@ -957,6 +1005,134 @@ static int run_pipeline(struct push *P)
 		progress(P, false);
 	}
 	return P->failed ? P->err->code : 0;
+}
+
+/* ---------------------------------------------------------------- claims */
+
+/* How long a push waits for another push on the host to land a chunk it
+ * claimed before storing the chunk itself. */
+#define FOREIGN_WAIT_NS (30ull * 1000000000ull)
+
+/* Store a chunk another push claimed and never landed: read it again from
+ * the source (it must still hash to its id), compress it alone. */
+static int store_foreign(struct push *P, const struct foreign *f, uint8_t *buf, uint8_t *zbuf,
+			 size_t zcap, ZSTD_CCtx *cc)
+{
+	struct pfile *pf = &P->files[f->file];
+	struct ss_dentry *de = ss_dedup_entry(P->dedup, f->slot);
+	for (uint32_t got = 0; got < f->len;) {
+		ssize_t n = pread(pf->fd, buf + got, f->len - got, (off_t)(f->off + got));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return ss_err_set(P->err, n < 0 ? -errno : -EAGAIN,
+					  "cannot read %s again: %s (no snapshot written)", pf->path,
+					  n < 0 ? strerror(errno) : "it shrank");
+		got += (uint32_t)n;
+	}
+	uint8_t id[16];
+	ss_chunk_id(&P->cfg.ids, buf, f->len, id);
+	if (memcmp(id, de->id, 16) != 0)
+		return ss_err_set(P->err, -EAGAIN,
+				  "%s changed while it was being pushed (no snapshot written)",
+				  pf->path);
+	size_t z = ZSTD_compressCCtx(cc, zbuf, zcap, buf, f->len, P->cfg.zstd_level);
+	bool zs = !ZSTD_isError(z) && z < (size_t)f->len - f->len / 20;
+	struct ss_packer_chunk pc = {.slot = f->slot, .frame_off = 0};
+	struct ss_err e = {0};
+	int r;
+	while ((r = ss_packer_add(P->packer, zs ? zbuf : buf, zs ? (uint32_t)z : f->len,
+				  zs ? SS_CODEC_ZSTD : SS_CODEC_RAW, &pc, 1, &e)) == -EAGAIN) {
+		/* Every pack buffer is uploading: wait for one. */
+		if ((r = ss_loop_turn(P->loop, true)) < 0)
+			return ss_err_set(P->err, r, "event loop failed: %s", strerror(-r));
+		if (P->failed)
+			return P->err->code;
+	}
+	return r ? ss_err_set(P->err, r, "%s", e.msg) : 0;
+}
+
+/* The chunks other pushes on this host claimed (claims.h). Runs once this
+ * push's own packs have all landed, so pushes waiting for each other only
+ * ever wait for what is being stored or already is. A chunk whose
+ * claimer lands it gets the claimer's location; one whose claimer died,
+ * gave up or takes too long is claimed again and stored here. */
+static int resolve_foreign(struct push *P)
+{
+	if (!P->nforeign)
+		return 0;
+	uint64_t deadline = ss_now_ns() + FOREIGN_WAIT_NS;
+	uint32_t max = P->cfg.chunk.max_size;
+	size_t zcap = ZSTD_compressBound(max);
+	uint8_t *buf = malloc(max), *zbuf = malloc(zcap);
+	ZSTD_CCtx *cc = ZSTD_createCCtx();
+	int r = buf && zbuf && cc ? 0 : ss_err_set(P->err, -ENOMEM, "out of memory");
+	size_t left = P->nforeign;
+	bool stored = false;
+	while (!r && left) {
+		bool expired = ss_now_ns() > deadline;
+		size_t k = 0;
+		for (size_t i = 0; !r && i < left; i++) {
+			struct foreign f = P->foreign[i];
+			struct ss_dentry *de = ss_dedup_entry(P->dedup, f.slot);
+			struct ss_claim_loc loc;
+			int pr = ss_claims_poll(P->claims, f.ref, de->id, &loc);
+			/* Shared memory is input too: a location must make sense
+			 * (pull verifies the chunk's bytes against its id). */
+			if (pr == 0 && !(loc.codec == SS_CODEC_ZSTD ? loc.stored_len != 0
+					 : loc.codec == SS_CODEC_RAW && loc.stored_len == de->raw_len &&
+						   !loc.frame_off))
+				pr = -ENOENT;
+			if (pr == 0) {
+				uint32_t idx;
+				if ((r = ss_store_pack_index(P->store, loc.pack_id, 0, &idx))) {
+					ss_err_set(P->err, r, "out of memory");
+					break;
+				}
+				de->pack = idx;
+				de->offset = loc.offset;
+				de->stored_len = loc.stored_len;
+				de->codec = loc.codec;
+				de->frame_off = loc.frame_off;
+				continue;
+			}
+			if (pr == -EAGAIN && !expired) {
+				P->foreign[k++] = f;
+				continue;
+			}
+			uint32_t ref;
+			if (!expired && ss_claims_claim(P->claims, de->id, &ref) == SS_CLAIM_THEIRS) {
+				f.ref = ref;    /* another push took it over first */
+				P->foreign[k++] = f;
+				continue;
+			}
+			r = store_foreign(P, &f, buf, zbuf, zcap, cc);
+			stored = true;
+		}
+		left = k;
+		if (!r && left) {
+			struct timespec ts = {.tv_nsec = 1000000};
+			nanosleep(&ts, NULL);
+			progress(P, false);
+		}
+	}
+	struct ss_err e = {0};
+	if (!r && stored && (r = ss_packer_flush(P->packer, &e)) < 0)
+		ss_err_set(P->err, r, "%s", e.msg);
+	else
+		r = r > 0 ? 0 : r;
+	while (!r && !P->failed && ss_packer_inflight(P->packer)) {
+		int t = ss_loop_turn(P->loop, true);
+		if (t < 0)
+			r = ss_err_set(P->err, t, "event loop failed: %s", strerror(-t));
+	}
+	if (!r && P->failed)
+		r = P->err->code;
+	P->nforeign = 0;
+	free(buf);
+	free(zbuf);
+	ZSTD_freeCCtx(cc);
+	return r;
 }
 
 /* Follow mode: the reads raced a writer, so each file is hashed once more
@@ -1209,6 +1385,7 @@ int ss_push(const struct ss_push_opts *opts, const struct ss_config *config, str
 	}
 	P->err = &err;
 	P->st = st;
+	pthread_mutex_init(&P->foreign_mu, NULL);
 	if (!opts || !opts->source || !opts->snapshot) {
 		r = ss_err_set(&err, -EINVAL, "push needs a source and a snapshot location");
 		goto out;
@@ -1232,6 +1409,10 @@ int ss_push(const struct ss_push_opts *opts, const struct ss_config *config, str
 	const char *store_uri = opts->store ? opts->store : loc.default_store;
 	if ((r = ss_store_open(store_uri, P->loop, &P->cfg, &P->store, &err)))
 		goto out;
+	/* Join the host's claims on this store before learning its chunks:
+	 * only chunks that land after this point are taken from other pushes.
+	 * Without a table (no /dev/shm, mem://) the push goes on alone. */
+	P->claims = ss_store_join_claims(P->store);
 	/* Every chunk the store already holds, plus this push's. */
 	if ((r = ss_dedup_new(1u << 31, &P->dedup))) {
 		ss_err_set(&err, r, "out of memory");
@@ -1248,7 +1429,7 @@ int ss_push(const struct ss_push_opts *opts, const struct ss_config *config, str
 		ss_err_set(&err, r, "cannot allocate the push pipeline: %s", strerror(-r));
 		goto out;
 	}
-	if ((r = run_pipeline(P)))
+	if ((r = run_pipeline(P)) || (r = resolve_foreign(P)))
 		goto out;
 	for (size_t i = 0; i < P->nfiles; i++) {
 		XXH128_canonical_t c;
@@ -1291,6 +1472,11 @@ out:
 				free(P->seg_ext[i].ext);
 		free(P->seg_ext);
 		free(P->fc);
+		free(P->foreign);
+		pthread_mutex_destroy(&P->foreign_mu);
+		/* After the packs: what this push claimed and did not land is
+		 * free for the others to take once we are gone. */
+		ss_claims_close(P->claims);
 		for (size_t i = 0; i < P->nfiles; i++) {
 			if (P->files[i].fd >= 0)
 				close(P->files[i].fd);

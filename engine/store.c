@@ -95,6 +95,15 @@ int ss_store_pack_find(const struct ss_store *s, const uint8_t id[16], uint32_t 
 	return -ENOENT;
 }
 
+struct ss_claims *ss_store_join_claims(struct ss_store *s)
+{
+	char ident[1280];
+	struct ss_claims *c = NULL;
+	if (ss_backend_identity(s->b, ident, sizeof(ident)) || ss_claims_open(ident, &c))
+		return NULL;
+	return c;
+}
+
 int ss_store_pack_index(struct ss_store *s, const uint8_t id[16], uint64_t size, uint32_t *idx)
 {
 	if (ss_store_pack_find(s, id, idx) == 0)

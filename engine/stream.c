@@ -80,6 +80,10 @@ struct spush {
 	uint32_t fcap;              /* chunks a frame can list */
 	struct frame *parked_head, *parked_tail;
 	struct ss_packer *packer;
+	/* The host's claims (claims.h): a stream cannot read a chunk again,
+	 * so it stores every new chunk, but claims them first so that file
+	 * pushes running meanwhile wait for its copy instead of storing one. */
+	struct ss_claims *claims;
 	/* The file */
 	struct sext *ext;
 	size_t next, ext_cap;
@@ -139,6 +143,9 @@ static int emit(void *arg, uint64_t off, const struct ss_extent *e, const uint8_
 	int r = ss_dedup_claim(P->dedup, c.digest, (uint32_t)e->len, &slot, &is_new);
 	if (r)
 		return r;
+	uint32_t ref;
+	if (is_new && P->claims)
+		(void)ss_claims_claim(P->claims, c.digest, &ref);
 	if (is_new) {
 		if (P->stage_len + e->len > P->stage_cap || P->sq_n == P->sq_cap)
 			return -ENOBUFS;   /* cannot happen: sized for one read */
@@ -419,6 +426,8 @@ static int setup(struct spush *P)
 	int r = ss_packer_new(P->store, P->dedup, &P->cfg, P->st, pack_done, P, &P->packer);
 	if (r)
 		return r;
+	if (P->claims)
+		ss_packer_set_claims(P->packer, P->claims);
 	struct ss_worker_ctx_ops wops = {.create = wctx_create, .destroy = wctx_destroy, .arg = P};
 	return ss_pool_new(P->loop, P->cfg.threads, &wops, &P->pool);
 }
@@ -513,6 +522,7 @@ int ss_push_fd(const struct ss_push_opts *opts, int fd, const char *name,
 	const char *store_uri = opts->store ? opts->store : loc.default_store;
 	if ((r = ss_store_open(store_uri, P->loop, &P->cfg, &P->store, &err)))
 		goto out;
+	P->claims = ss_store_join_claims(P->store);
 	if ((r = ss_dedup_new(1u << 31, &P->dedup))) {
 		ss_err_set(&err, r, "out of memory");
 		goto out;
@@ -557,6 +567,7 @@ out:
 			st->requests += P->store->requests;
 		free(P->ext);
 		XXH3_freeState(P->hs);
+		ss_claims_close(P->claims);
 		ss_store_free(P->store);
 		ss_dedup_free(P->dedup);
 		/* Backends live on the loop (object stores keep timers there). */

@@ -1,0 +1,268 @@
+/* The host's claims table (engine/claims.h), which lets pushes running at
+ * the same time into one store agree on who stores each chunk: a claim is
+ * seen by every other push as theirs, a landed chunk's location reaches
+ * them, a claimer that dies (SIGKILL, in another process) or leaves frees
+ * its claims, entries that landed before a push joined are never offered
+ * to it, tables of different stores are apart, a table left by pushes
+ * that ended starts empty again (its memory freed), and a table file
+ * another user could write is refused. */
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <xxhash.h>
+
+#include "claims.h"
+#include "testutil.h"
+
+static char ident[128];
+static int nident;
+
+/* A fresh store identity, so runs and cases never share a table. */
+static const char *new_ident(void)
+{
+	snprintf(ident, sizeof(ident), "test-claims %d %d", (int)getpid(), nident++);
+	return ident;
+}
+
+static void table_path(const char *id, char *out, size_t n)
+{
+	XXH128_hash_t h = XXH3_128bits(id, strlen(id));
+	snprintf(out, n, "/dev/shm/snapstream-claims-%016llx%016llx",
+		 (unsigned long long)h.high64, (unsigned long long)h.low64);
+}
+
+static void drop_table(const char *id)
+{
+	char p[128];
+	table_path(id, p, sizeof(p));
+	unlink(p);
+}
+
+static void random_id(uint8_t id[16])
+{
+	uint64_t a = rnd(), b = rnd();
+	memcpy(id, &a, 8);
+	memcpy(id + 8, &b, 8);
+}
+
+static struct ss_claims *join(const char *id)
+{
+	struct ss_claims *c = NULL;
+	int r = ss_claims_open(id, &c);
+	REQUIRE(r == 0 && c, "ss_claims_open(%s): %s", id, strerror(-r));
+	return c;
+}
+
+static struct ss_claim_loc loc_for(const uint8_t id[16])
+{
+	struct ss_claim_loc l = {.offset = 4096, .stored_len = 777, .frame_off = 12, .codec = 1};
+	for (int i = 0; i < 16; i++)
+		l.pack_id[i] = (uint8_t)(id[i] ^ 0x5a);
+	return l;
+}
+
+static void test_claim_land_poll(void)
+{
+	const char *id = new_ident();
+	struct ss_claims *a = join(id), *b = join(id);
+	uint8_t x[16];
+	random_id(x);
+	uint32_t ref = UINT32_MAX, ref2;
+	CHECK(ss_claims_claim(a, x, &ref2) == SS_CLAIM_MINE, "first claim is the claimer's");
+	CHECK(ss_claims_claim(b, x, &ref) == SS_CLAIM_THEIRS, "a claimed id is theirs to others");
+	struct ss_claim_loc got;
+	CHECK(ss_claims_poll(b, ref, x, &got) == -EAGAIN, "pending while the claimer runs");
+	uint8_t other[16];
+	random_id(other);
+	CHECK(ss_claims_poll(b, ref, other, &got) == -ENOENT, "the entry is for x only");
+	struct ss_claim_loc l = loc_for(x);
+	ss_claims_landed(a, x, &l);
+	CHECK(ss_claims_poll(b, ref, x, &got) == 0, "landed");
+	CHECK(!memcmp(&got.pack_id, l.pack_id, 16) && got.offset == l.offset &&
+		      got.stored_len == l.stored_len && got.frame_off == l.frame_off &&
+		      got.codec == l.codec,
+	      "the claimer's location arrives whole");
+	/* Landing someone else's claim does nothing. */
+	uint8_t y[16];
+	random_id(y);
+	CHECK(ss_claims_claim(b, y, &ref2) == SS_CLAIM_MINE, "claim y");
+	ss_claims_landed(a, y, &l);
+	CHECK(ss_claims_claim(a, y, &ref) == SS_CLAIM_THEIRS, "y still b's claim");
+	CHECK(ss_claims_poll(a, ref, y, &got) == -EAGAIN, "not landed by a non-claimer");
+	ss_claims_close(a);
+	/* Landed entries outlive their claimer: b may still name them. */
+	uint32_t rx;
+	CHECK(ss_claims_claim(b, x, &rx) == SS_CLAIM_THEIRS && ss_claims_poll(b, rx, x, &got) == 0,
+	      "x stays landed after its claimer left");
+	/* A push that joins after the landing never gets it: it would have
+	 * found the pack in the store (or gc hid it); it stores it itself. */
+	struct ss_claims *c = join(id);
+	CHECK(ss_claims_claim(c, x, &ref) == SS_CLAIM_MINE, "landed before joining: mine");
+	ss_claims_close(c);
+	ss_claims_close(b);
+	drop_table(id);
+}
+
+static void test_leaving_frees_claims(void)
+{
+	const char *id = new_ident();
+	struct ss_claims *a = join(id), *b = join(id);
+	uint8_t x[16];
+	random_id(x);
+	uint32_t ref, r2;
+	CHECK(ss_claims_claim(a, x, &r2) == SS_CLAIM_MINE, "a claims");
+	CHECK(ss_claims_claim(b, x, &ref) == SS_CLAIM_THEIRS, "theirs");
+	ss_claims_close(a);
+	struct ss_claim_loc got;
+	CHECK(ss_claims_poll(b, ref, x, &got) == -ENOENT, "a left without landing: lost");
+	CHECK(ss_claims_claim(b, x, &ref) == SS_CLAIM_MINE, "b takes x over");
+	/* A new push reusing a's owner slot does not revive a's claims. */
+	struct ss_claims *c = join(id);
+	uint8_t y[16];
+	random_id(y);
+	CHECK(ss_claims_claim(c, y, &r2) == SS_CLAIM_MINE, "c claims y");
+	CHECK(ss_claims_claim(b, y, &ref) == SS_CLAIM_THEIRS, "y is c's");
+	ss_claims_close(c);
+	CHECK(ss_claims_claim(b, y, &ref) == SS_CLAIM_MINE, "c left: b takes y");
+	ss_claims_close(b);
+	drop_table(id);
+}
+
+/* The claimer is another process, killed with SIGKILL while it holds its
+ * claim: the kernel drops its lock, and the claim is free. */
+static void test_killed_claimer(void)
+{
+	const char *id = new_ident();
+	struct ss_claims *b = join(id);
+	uint8_t x[16];
+	random_id(x);
+	int to_child[2], to_parent[2];
+	REQUIRE(pipe(to_child) == 0 && pipe(to_parent) == 0, "pipe");
+	pid_t pid = fork();
+	REQUIRE(pid >= 0, "fork");
+	if (pid == 0) {
+		struct ss_claims *a = NULL;
+		uint32_t ref;
+		char ok = ss_claims_open(id, &a) == 0 && ss_claims_claim(a, x, &ref) == SS_CLAIM_MINE
+				  ? 'y'
+				  : 'n';
+		if (write(to_parent[1], &ok, 1) != 1)
+			_exit(2);
+		char c;
+		if (read(to_child[0], &c, 1) != 1)
+			_exit(2);
+		kill(getpid(), SIGKILL);
+		_exit(3);
+	}
+	char ok = 0;
+	REQUIRE(read(to_parent[0], &ok, 1) == 1, "child");
+	CHECK(ok == 'y', "the child claimed x");
+	uint32_t ref;
+	CHECK(ss_claims_claim(b, x, &ref) == SS_CLAIM_THEIRS, "the child's claim is theirs");
+	struct ss_claim_loc got;
+	CHECK(ss_claims_poll(b, ref, x, &got) == -EAGAIN, "pending while the child lives");
+	REQUIRE(write(to_child[1], "k", 1) == 1, "signal the child");
+	int status;
+	REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid");
+	CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "the child was killed");
+	CHECK(ss_claims_poll(b, ref, x, &got) == -ENOENT, "a killed claimer's claim is lost");
+	CHECK(ss_claims_claim(b, x, &ref) == SS_CLAIM_MINE, "and taken over");
+	ss_claims_close(b);
+	close(to_child[0]);
+	close(to_child[1]);
+	close(to_parent[0]);
+	close(to_parent[1]);
+	drop_table(id);
+}
+
+static void test_many_and_apart(void)
+{
+	const char *id = new_ident();
+	char id2[128];
+	snprintf(id2, sizeof(id2), "%s other store", id);
+	struct ss_claims *a = join(id), *b = join(id), *o = join(id2);
+	enum { N = 100000 };
+	uint8_t(*ids)[16] = malloc(sizeof(*ids) * N);
+	REQUIRE(ids, "oom");
+	unsigned mine = 0, theirs = 0, landed = 0, apart = 0;
+	for (int i = 0; i < N; i++) {
+		random_id(ids[i]);
+		uint32_t ref;
+		mine += ss_claims_claim(a, ids[i], &ref) == SS_CLAIM_MINE;
+	}
+	for (int i = 0; i < N; i += 2) {
+		struct ss_claim_loc l = loc_for(ids[i]);
+		ss_claims_landed(a, ids[i], &l);
+	}
+	for (int i = 0; i < N; i++) {
+		uint32_t ref;
+		struct ss_claim_loc got;
+		if (ss_claims_claim(b, ids[i], &ref) != SS_CLAIM_THEIRS)
+			continue;
+		theirs++;
+		int r = ss_claims_poll(b, ref, ids[i], &got);
+		struct ss_claim_loc l = loc_for(ids[i]);
+		if (i % 2 == 0 && r == 0 && !memcmp(got.pack_id, l.pack_id, 16))
+			landed++;
+		if (i % 2 == 1 && r == -EAGAIN)
+			landed++;
+		apart += ss_claims_claim(o, ids[i], &ref) == SS_CLAIM_MINE;
+	}
+	CHECK(mine == N, "%u of %d claimed", mine, N);
+	CHECK(theirs == N, "%u of %d seen as theirs", theirs, N);
+	CHECK(landed == N, "%u of %d in the right state", landed, N);
+	CHECK(apart == N, "another store's table is apart (%u of %d)", apart, N);
+	ss_claims_close(a);
+	ss_claims_close(b);
+	ss_claims_close(o);
+	/* Nobody uses the table now: the next push finds it empty, its
+	 * pages given back. */
+	struct ss_claims *c = join(id);
+	char p[128];
+	struct stat st;
+	table_path(id, p, sizeof(p));
+	REQUIRE(stat(p, &st) == 0, "stat %s", p);
+	CHECK(st.st_blocks * 512 <= 64 * 1024, "a reset table holds %lld bytes",
+	      (long long)st.st_blocks * 512);
+	uint32_t ref;
+	CHECK(ss_claims_claim(c, ids[1], &ref) == SS_CLAIM_MINE, "empty after the reset");
+	ss_claims_close(c);
+	free(ids);
+	drop_table(id);
+	drop_table(id2);
+}
+
+static void test_foreign_file_refused(void)
+{
+	const char *id = new_ident();
+	char p[128];
+	table_path(id, p, sizeof(p));
+	int fd = open(p, O_RDWR | O_CREAT | O_EXCL, 0600);
+	REQUIRE(fd >= 0, "create %s", p);
+	REQUIRE(fchmod(fd, 0666) == 0, "chmod");
+	close(fd);
+	struct ss_claims *c = NULL;
+	CHECK(ss_claims_open(id, &c) == -EPERM && !c, "a table others may write is refused");
+	unlink(p);
+	REQUIRE(symlink("/dev/null", p) == 0, "symlink");
+	CHECK(ss_claims_open(id, &c) < 0 && !c, "a symlink is not followed");
+	unlink(p);
+}
+
+int main(void)
+{
+	if (access("/dev/shm", W_OK) != 0) {
+		fprintf(stderr, "SKIP: no writable /dev/shm\n");
+		return 77;
+	}
+	test_claim_land_poll();
+	test_leaving_frees_claims();
+	test_killed_claimer();
+	test_many_and_apart();
+	test_foreign_file_refused();
+	if (failures)
+		fprintf(stderr, "%d failure(s)\n", failures);
+	return failures ? 1 : 0;
+}
