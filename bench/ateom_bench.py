@@ -12,9 +12,12 @@ counts. Per run:
   runsc:  `runsc run --detach`, then `runsc checkpoint --image-path` and
           `runsc restore --image-path` alone, timed the same way.
 
-The work directory and stores are on tmpfs. Wall time only: the work
-happens in the sandbox, the ateom server and the engine's threads, not in
-one child the harness could take rusage from.
+The work directory and stores are on tmpfs. Besides the wall time, each
+call records the machine's busy CPU seconds meanwhile (/proc/stat: the work
+happens in the sandbox, runsc, the ateom server and the engine's threads,
+not in one child the harness could take rusage from) and, for ateom, the
+phase timings the server logs for it (runsc checkpoint, the push's tail,
+the pull, runsc restore), so a report shows where the time goes.
 
 Needs root, runsc, a static busybox, protoc and python3-grpcio (as the
 e2e test); raises Skipped otherwise.
@@ -22,6 +25,7 @@ e2e test); raises Skipped otherwise.
 Python 3 standard library (plus grpcio, as the e2e test)."""
 
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -32,6 +36,36 @@ from common import CommandFailed, Skipped, log, logical_bytes, rm
 from workloads import _e2e, runsc_preflight
 
 PR_SET_CHILD_SUBREAPER = 36
+
+
+def machine_cpu_s():
+    """CPU seconds the whole machine has spent busy (all cores, from
+    /proc/stat): the work of one call happens in the sandbox, runsc, the
+    server and the engine's threads, so the harness counts all of it."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    busy = sum(v[:8]) - v[3] - v[4]   # everything but idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def server_phases(log_path, rpc):
+    """The phase timings (ms) of every successful `rpc` line the server
+    logged, in order: the JSON line ateom writes per call (docs/ATEOM.md)."""
+    out = []
+    try:
+        with open(log_path) as f:
+            for line in f:
+                if not line.startswith("{"):
+                    continue
+                try:
+                    j = json.loads(line)
+                except ValueError:
+                    continue
+                if j.get("rpc") == rpc and j.get("code") == "OK":
+                    out.append(j.get("phases", {}))
+    except OSError:
+        pass
+    return out
 
 
 def reaping_run(argv):
@@ -126,12 +160,14 @@ def roundtrip(ateom, wd, mb, runs, record):
             raise CommandFailed("the sandbox did not start counting")
 
         def call(rpc, method, req):
-            t = time.perf_counter()
+            c, t = machine_cpu_s(), time.perf_counter()
             code, msg = rpc.code("/ateom.Ateom/" + method, req)
-            wall = time.perf_counter() - t
+            wall, cpu = time.perf_counter() - t, machine_cpu_s() - c
             if code != "OK":
                 raise CommandFailed("ateom %s: %s %s" % (method, code, msg[:300]))
-            return wall
+            log_f.flush()
+            ph = server_phases(log_f.name, method)
+            return wall, dict(machine_cpu_s=round(cpu, 3), phases_ms=ph[-1] if ph else {})
 
         # Every run: a new server and sandbox, one RunWorkload (untimed),
         # then CheckpointWorkload into a fresh store and RestoreWorkload
@@ -143,12 +179,12 @@ def roundtrip(ateom, wd, mb, runs, record):
             call(rpc, "RunWorkload", A.RunWorkloadRequest(**ident, spec=spec))
             wait_counter(actor)
             snap = os.path.join(tmp, "store-%d" % i, "snap")
-            w = call(rpc, "CheckpointWorkload",
-                     A.CheckpointWorkloadRequest(**ident, spec=spec, snapshot_uri_prefix=snap))
-            record("ateom", "checkpoint", i, w)
-            w = call(rpc, "RestoreWorkload",
-                     A.RestoreWorkloadRequest(**ident, spec=spec, snapshot_uri_prefix=snap))
-            record("ateom", "restore", i, w)
+            w, x = call(rpc, "CheckpointWorkload",
+                        A.CheckpointWorkloadRequest(**ident, spec=spec, snapshot_uri_prefix=snap))
+            record("ateom", "checkpoint", i, w, **x)
+            w, x = call(rpc, "RestoreWorkload",
+                        A.RestoreWorkloadRequest(**ident, spec=spec, snapshot_uri_prefix=snap))
+            record("ateom", "restore", i, w, **x)
             wait_counter(actor)
             stop(server)
             server = None
@@ -163,13 +199,15 @@ def roundtrip(ateom, wd, mb, runs, record):
             os.makedirs(img)
             reaping_run(rs + ["run", "--detach", "--bundle", bundle, cid])
             wait_counter(cid)
-            t = time.perf_counter()
+            c, t = machine_cpu_s(), time.perf_counter()
             reaping_run(rs + ["checkpoint", "--image-path", img, cid])
-            record("runsc", "checkpoint", i, time.perf_counter() - t, image_bytes=logical_bytes(img))
+            record("runsc", "checkpoint", i, time.perf_counter() - t, image_bytes=logical_bytes(img),
+                   machine_cpu_s=round(machine_cpu_s() - c, 3))
             reaping_run(rs + ["delete", "-force", cid])
-            t = time.perf_counter()
+            c, t = machine_cpu_s(), time.perf_counter()
             reaping_run(rs + ["restore", "--detach", "--image-path", img, "--bundle", bundle, cid])
-            record("runsc", "restore", i, time.perf_counter() - t)
+            record("runsc", "restore", i, time.perf_counter() - t,
+                   machine_cpu_s=round(machine_cpu_s() - c, 3))
             reaping_run(rs + ["delete", "-force", cid])
             rm(img)
     finally:

@@ -378,9 +378,21 @@ class Harness:
         res["stats"] = {}
         for tool in ("ateom", "runsc"):
             for sc in ("checkpoint", "restore"):
-                v = summarize([s["wall_s"] for s in samples if s["tool"] == tool and s["scenario"] == sc])
+                mine = [s for s in samples if s["tool"] == tool and s["scenario"] == sc]
+                v = summarize([s["wall_s"] for s in mine])
                 if v:
                     res["stats"]["%s/%s" % (tool, sc)] = v
+                v = summarize([s["machine_cpu_s"] for s in mine if "machine_cpu_s" in s])
+                if v:
+                    res["stats"]["%s/%s/cpu" % (tool, sc)] = v
+                names = []
+                for s in mine:
+                    names += [n for n in s.get("phases_ms", {}) if n not in names]
+                for n in names:
+                    v = summarize([s["phases_ms"][n] / 1e3 for s in mine
+                                   if n in s.get("phases_ms", {})])
+                    if v:
+                        res["stats"]["%s/%s/phase/%s" % (tool, sc, n)] = v
         imgs = [s["image_bytes"] for s in samples if "image_bytes" in s]
         if imgs:
             res["image_bytes"] = max(imgs)

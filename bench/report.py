@@ -311,14 +311,29 @@ def ateom_section(res):
              "`runsc checkpoint --image-path` / `runsc restore` to and from tmpfs, nothing "
              "stored.%s\n" % (a["mb"], a["runs"], " Image: %.1f MB." % (a["image_bytes"] / 1e6)
                               if a.get("image_bytes") else ""))
-    L.append("| | Ateom, s | runsc alone, s | Ateom / runsc |")
-    L.append("|---|---|---|---|")
+    L.append("| | Ateom, s | runsc alone, s | Ateom / runsc | machine CPU, s: Ateom | runsc alone |")
+    L.append("|---|---|---|---|---|---|")
+    st = a["stats"]
     for sc, lab in (("checkpoint", "CheckpointWorkload vs runsc checkpoint"),
                     ("restore", "RestoreWorkload vs runsc restore")):
-        x, y = a["stats"].get("ateom/" + sc), a["stats"].get("runsc/" + sc)
-        L.append("| %s | %s | %s | %s |" % (lab, cell(x), cell(y),
-                                           "%.2fx" % (x["median"] / y["median"]) if x and y else "-"))
+        x, y = st.get("ateom/" + sc), st.get("runsc/" + sc)
+        L.append("| %s | %s | %s | %s | %s | %s |" % (
+            lab, cell(x), cell(y), "%.2fx" % (x["median"] / y["median"]) if x and y else "-",
+            cell(st.get("ateom/%s/cpu" % sc)), cell(st.get("runsc/%s/cpu" % sc))))
     L.append("")
+    L.append("Machine CPU: busy CPU seconds of the whole machine (all cores, /proc/stat) during "
+             "the call: the sandbox, runsc, the server and the engine together.\n")
+    rows = []
+    for sc in ("checkpoint", "restore"):
+        pre = "ateom/%s/phase/" % sc
+        for k in st:
+            if k.startswith(pre):
+                rows.append("| %s | %s | %s |" % (sc, k[len(pre):], cell(st[k])))
+    if rows:
+        L.append("Where the Ateom call's time goes, as the server logs it (medians, s; "
+                 "`push_tail` is the push after runsc exited, `previous_delete` the reaping of "
+                 "a sandbox deleted in the background):\n")
+        L += ["| call | phase | s |", "|---|---|---|"] + rows + [""]
     return L
 
 
