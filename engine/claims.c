@@ -73,6 +73,7 @@ _Static_assert(sizeof(struct hdr) <= HDR_SIZE, "claims header");
 _Static_assert(sizeof(struct slot) == 64, "claims slot");
 
 struct ss_claims {
+	char path[128];
 	int fd;
 	uint8_t *map;
 	struct hdr *h;
@@ -264,12 +265,12 @@ int ss_claims_poll(struct ss_claims *c, uint32_t ref, const uint8_t id[16],
 	return -ENOENT;
 }
 
-/* The table file: one per store, named by a hash of its identity. */
-static int open_file(const char *identity, int *out)
+/* The table file: one per user and store, named by a hash of the store's
+ * identity (another user's pushes never share it, nor stand in its way). */
+static int open_file(const char *identity, char path[128], int *out)
 {
 	XXH128_hash_t h = XXH3_128bits(identity, strlen(identity));
-	char path[96];
-	snprintf(path, sizeof(path), "/dev/shm/snapstream-claims-%016llx%016llx",
+	snprintf(path, 128, "/dev/shm/snapstream-claims-%u-%016llx%016llx", (unsigned)geteuid(),
 		 (unsigned long long)h.high64, (unsigned long long)h.low64);
 	int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
@@ -291,26 +292,40 @@ int ss_claims_open(const char *identity, struct ss_claims **out)
 	if (!c)
 		return -ENOMEM;
 	c->map = MAP_FAILED;
-	int r = open_file(identity, &c->fd);
-	if (r) {
-		free(c);
-		return r;
-	}
 	bool regd = false;
-	if ((r = ofd_lock(c->fd, F_OFD_SETLKW, F_WRLCK, REG_BYTE)))
-		goto fail;
-	regd = true;
+	struct stat st;
+	int r;
+	/* The last push to leave a table unlinks it (under REG_BYTE): a file
+	 * opened just before that is retried, so that every push joins the
+	 * table under the name. */
+	for (int tries = 0;; tries++) {
+		if ((r = open_file(identity, c->path, &c->fd))) {
+			free(c);
+			return r;
+		}
+		if ((r = ofd_lock(c->fd, F_OFD_SETLKW, F_WRLCK, REG_BYTE)))
+			goto fail;
+		regd = true;
+		if (fstat(c->fd, &st) < 0) {
+			r = -errno;
+			goto fail;
+		}
+		if (st.st_nlink > 0)
+			break;
+		if (tries == 8) {
+			r = -ESTALE;
+			goto fail;
+		}
+		ofd_lock(c->fd, F_OFD_SETLK, F_UNLCK, REG_BYTE);
+		regd = false;
+		close(c->fd);
+	}
 	/* Joins are serialized by REG_BYTE, and an owner takes its byte while
 	 * holding it: the owners seen here are every push in the table. */
 	bool held[NOWNERS];
 	unsigned others = 0;
 	for (unsigned i = 0; i < NOWNERS; i++)
 		others += held[i] = byte_held(c->fd, i);
-	struct stat st;
-	if (fstat(c->fd, &st) < 0) {
-		r = -errno;
-		goto fail;
-	}
 	if (!others) {
 		/* Nobody uses it: start empty, which also frees the pages the
 		 * last pushes touched. */
@@ -374,6 +389,19 @@ void ss_claims_close(struct ss_claims *c)
 	if (!c)
 		return;
 	munmap(c->map, (size_t)FILE_SIZE);
-	close(c->fd);   /* drops the owner lock: what we claimed is free */
+	/* Leave: what we claimed and did not land is free from now on. */
+	ofd_lock(c->fd, F_OFD_SETLK, F_UNLCK, c->me);
+	/* The last push out removes the table, which gives its memory back
+	 * and leaves nothing behind in /dev/shm. Without waiting: a push
+	 * joining meanwhile owns the table now. */
+	if (ofd_lock(c->fd, F_OFD_SETLK, F_WRLCK, REG_BYTE) == 0) {
+		bool others = false;
+		for (unsigned i = 0; i < NOWNERS && !others; i++)
+			others = byte_held(c->fd, i);
+		if (!others)
+			unlink(c->path);
+		ofd_lock(c->fd, F_OFD_SETLK, F_UNLCK, REG_BYTE);
+	}
+	close(c->fd);
 	free(c);
 }

@@ -29,7 +29,7 @@ static const char *new_ident(void)
 static void table_path(const char *id, char *out, size_t n)
 {
 	XXH128_hash_t h = XXH3_128bits(id, strlen(id));
-	snprintf(out, n, "/dev/shm/snapstream-claims-%016llx%016llx",
+	snprintf(out, n, "/dev/shm/snapstream-claims-%u-%016llx%016llx", (unsigned)geteuid(),
 		 (unsigned long long)h.high64, (unsigned long long)h.low64);
 }
 
@@ -214,15 +214,21 @@ static void test_many_and_apart(void)
 	CHECK(theirs == N, "%u of %d seen as theirs", theirs, N);
 	CHECK(landed == N, "%u of %d in the right state", landed, N);
 	CHECK(apart == N, "another store's table is apart (%u of %d)", apart, N);
-	ss_claims_close(a);
-	ss_claims_close(b);
-	ss_claims_close(o);
-	/* Nobody uses the table now: the next push finds it empty, its
-	 * pages given back. */
-	struct ss_claims *c = join(id);
 	char p[128];
 	struct stat st;
 	table_path(id, p, sizeof(p));
+	REQUIRE(stat(p, &st) == 0, "stat %s", p);
+	CHECK(st.st_blocks * 512 >= (100000 / 2) * 64, "the table holds %lld bytes in use",
+	      (long long)st.st_blocks * 512);
+	ss_claims_close(a);
+	REQUIRE(stat(p, &st) == 0, "stat %s", p);
+	CHECK(st.st_blocks > 0, "kept while b still uses it");
+	ss_claims_close(b);
+	ss_claims_close(o);
+	/* The last push out removed the table, and so gave its memory back. */
+	CHECK(stat(p, &st) < 0 && errno == ENOENT, "the last push out leaves the table behind");
+	/* The next push starts a new, empty one. */
+	struct ss_claims *c = join(id);
 	REQUIRE(stat(p, &st) == 0, "stat %s", p);
 	CHECK(st.st_blocks * 512 <= 64 * 1024, "a reset table holds %lld bytes",
 	      (long long)st.st_blocks * 512);
