@@ -12,11 +12,11 @@
 #include "workload.h"
 
 #include "runsc.h"
+#include "trash.h"
 #include "snapstream.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -58,6 +58,7 @@ struct wl {
 	char *restored_from;    /* snapshot it was restored from: the next push's parent */
 	char *dir;              /* <work-dir>/sandbox-XXXXXX */
 	int log_fd;
+	struct trash *trash;    /* removes images after the reply; NULL: inline */
 
 	/* The last runsc asked for its version. Spawning runsc costs tens of
 	 * milliseconds on every checkpoint and restore; the answer only
@@ -146,23 +147,6 @@ static void set_stats(struct wl_result *res, const struct ss_stats *st)
 	res->dedup_bytes = st->dedup_bytes;
 	res->new_stored_bytes = st->new_stored_bytes;
 	res->transferred_bytes = st->transferred_bytes;
-}
-
-static int rm_one(const char *path, const struct stat *sb, int type, struct FTW *f)
-{
-	(void)sb;
-	(void)f;
-	if (type == FTW_DP)
-		rmdir(path);
-	else
-		unlink(path);
-	return 0;
-}
-
-static void rm_rf(const char *path)
-{
-	if (path)
-		nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static char *xstrdup(const char *s)
@@ -286,6 +270,8 @@ struct wl *wl_new(const struct wl_config *cfg)
 	}
 	if (mkdir(w->work_dir, 0700) < 0 && errno != EEXIST)
 		goto fail;
+	if (trash_new(w->work_dir, &w->trash) < 0)
+		w->trash = NULL;
 	return w;
 fail:;
 	int e = errno ? errno : ENOMEM;
@@ -327,7 +313,7 @@ static int teardown(struct wl *w, struct runsc_out *out)
 		close(w->log_fd);
 	w->log_fd = -1;
 	if (!w->image_pending)
-		rm_rf(w->dir);
+		rm_tree(w->dir);
 	free(w->dir);
 	free(w->runsc_path);
 	free(w->ns);
@@ -357,6 +343,7 @@ void wl_free(struct wl *w, char *msg, size_t msglen)
 				 w->actor_id);
 		teardown(w, NULL);
 	}
+	trash_free(w->trash);
 	free(w->bundle_root);
 	free(w->work_dir);
 	free(w->runsc);
@@ -791,7 +778,7 @@ void wl_checkpoint(struct wl *w, const struct wl_req *q, struct wl_result *res)
 		phase(res, "runsc_checkpoint", &t0);
 		if (r < 0) {
 			upload_finish(&up, false);
-			rm_rf(img);
+			rm_tree(img);
 			char st[64];
 			if (runsc_state(&rs, w->ids[0], st, sizeof(st)) == 0 && !strcmp(st, "running")) {
 				fail(res, WL_INTERNAL,
@@ -844,7 +831,8 @@ void wl_checkpoint(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	}
 	set_stats(res, &up.st);
 	w->image_pending = false;
-	rm_rf(img); /* in the store now; the rest goes with the sandbox */
+	/* In the store now; the rest goes with the sandbox. */
+	trash_put(w->trash, img);
 	if (del) {
 		/* The snapshot is committed and the sandbox stopped for good:
 		 * the state is available, and the next call reaps the delete. A
@@ -952,7 +940,7 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	}
 	/* runsc hands the opened image files to the sandbox, so the copy on
 	 * disk is no longer needed (the work dir may well be tmpfs). */
-	rm_rf(img);
+	trash_put(w->trash, img);
 	w->nids = q->ncontainers;
 	w->restored_from = strdup(q->snapshot_uri);
 	w->executing = true;

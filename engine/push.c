@@ -1079,9 +1079,13 @@ static int resolve_foreign(struct push *P)
 			int pr = ss_claims_poll(P->claims, f.ref, de->id, &loc);
 			/* Shared memory is input too: a location must make sense
 			 * (pull verifies the chunk's bytes against its id). */
-			if (pr == 0 && !(loc.codec == SS_CODEC_ZSTD ? loc.stored_len != 0
-					 : loc.codec == SS_CODEC_RAW && loc.stored_len == de->raw_len &&
-						   !loc.frame_off))
+			bool bad = pr == 0 && !(loc.codec == SS_CODEC_ZSTD
+							? loc.stored_len != 0 &&
+								  loc.frame_off <= SS_FRAME_MAX_LIMIT
+							: loc.codec == SS_CODEC_RAW &&
+								  loc.stored_len == de->raw_len &&
+								  !loc.frame_off);
+			if (bad)
 				pr = -ENOENT;
 			if (pr == 0) {
 				uint32_t idx;
@@ -1101,7 +1105,8 @@ static int resolve_foreign(struct push *P)
 				continue;
 			}
 			uint32_t ref;
-			if (!expired && ss_claims_claim(P->claims, de->id, &ref) == SS_CLAIM_THEIRS) {
+			if (!expired && !bad &&
+			    ss_claims_claim(P->claims, de->id, &ref) == SS_CLAIM_THEIRS) {
 				f.ref = ref;    /* another push took it over first */
 				P->foreign[k++] = f;
 				continue;

@@ -18,7 +18,11 @@
 # (S3 and GCS commit a PUT whole or not at all). On s3rver those -- packs
 # no snapshot references, with a bad trailer -- are counted as
 # s3rver_partial_puts instead of failing (b) and (b'); every other problem
-# still fails, and (c) counts whole packs only.
+# still fails, and (c) counts whole packs only. The same holds for a push
+# killed while it uploads its manifest: s3rver keeps an empty or truncated
+# manifest under the final name, which `info` refuses as corrupt (exit 4)
+# and `check` reports as the one unreadable snapshot; those are counted as
+# s3rver_torn_manifests, and (c) re-runs that push with --force.
 #  (c) the same push again succeeds, verifies, and stores less than the
 #      cold push whenever the killed run had stored a pack -- in fact at most
 #      cold - (bytes in the leftover packs) + 3 % of cold.
@@ -43,7 +47,7 @@ RUNS="${CRASH_RUNS:-30}"
 PULL_RUNS="${CRASH_PULL_RUNS:-30}"
 
 fails=0 kills=0 done_before_kill=0 killed_committed=0 pack_kills=0 less=0
-pull_kills=0 pull_done=0 pull_tmp_left=0 tmp_left=0 checks=0 orphans=0 partial=0
+pull_kills=0 pull_done=0 pull_tmp_left=0 tmp_left=0 checks=0 orphans=0 partial=0 torn=0
 bad() { echo "FAIL[$part]: $*" >&2; fails=$((fails + 1)); }
 # Commands that must finish: a hang (exit 124) is a failure, not a stuck test.
 ss() { timeout -k 5 60 "$S" "$@"; }
@@ -91,7 +95,7 @@ push_part() {
 	[ "$r" = ref2 ] && cleanup_run ref2
 	echo "[$part] cold push: $cold bytes stored, $(jnum packs "$work/out") packs, ${T} ms; kills in [0, $T] ms"
 	for i in $(seq 1 "$RUNS"); do
-		local run="r$i" snap d rc irc n nbytes tmp line
+		local run="r$i" snap d rc irc n nbytes tmp line torn_m=0 force=
 		snap="$(snap_of $run)"
 		cleanup_run "$run"
 		d=$(rand_ms "$T")
@@ -111,6 +115,11 @@ push_part() {
 			if [ "$irc" -eq 0 ]; then
 				# Killed after the manifest was written: complete, must verify.
 				killed_committed=$((killed_committed + 1))
+			elif [ "$kind" = s3 ] && [ "$irc" -eq 4 ] &&
+				grep -q "manifest is empty\|truncated" "$work/ierr"; then
+				# s3rver kept the killed manifest upload (see the top).
+				torn_m=1 force=--force
+				torn=$((torn + 1))
 			elif [ "$irc" -ne 3 ]; then
 				bad "run $i (killed at ${d} ms): info exits $irc, want 3: $(head -c 300 "$work/ierr")"
 			fi
@@ -139,7 +148,10 @@ push_part() {
 			local crc=$? p=0
 			[ "$kind" = s3 ] && p=$(s3rver_partials "$work/cout")
 			partial=$((partial + ${p:-0}))
-			if [ "$crc" -ne 0 ] && [ "$(jnum problems "$work/cout")" != "${p:-0}" ]; then
+			if [ "$torn_m" = 1 ] && [ "$(jnum snapshots_unreadable "$work/cout")" != 1 ]; then
+				bad "run $i: check does not report s3rver's torn manifest: $(head -c 600 "$work/cout")"
+			fi
+			if [ "$crc" -ne 0 ] && [ "$(jnum problems "$work/cout")" != "$((${p:-0} + torn_m))" ]; then
 				bad "run $i (killed at ${d} ms): check finds problems: $(head -c 600 "$work/cout") $(head -c 300 "$work/cerr")"
 			fi
 			o=$(jnum packs_orphaned "$work/cout")
@@ -147,7 +159,7 @@ push_part() {
 		fi
 		# (c) the same push again: succeeds, uploads only what is missing.
 		if [ "$rc" -ne 0 ] && [ "$irc" -ne 0 ]; then
-			if ss push "$work/img" "$snap" --store "$(store_of $run)" --json --quiet >"$work/rout" 2>"$work/rerr"; then
+			if ss push "$work/img" "$snap" --store "$(store_of $run)" $force --json --quiet >"$work/rout" 2>"$work/rerr"; then
 				local new
 				new=$(jnum new_stored_bytes "$work/rout")
 				if [ "${n:-0}" -ge 1 ]; then
@@ -217,7 +229,7 @@ save_counts() {
 	echo "kills=$kills done_before_kill=$done_before_kill killed_committed=$killed_committed" \
 		"pack_kills=$pack_kills less=$less tmp_left=$tmp_left pull_kills=$pull_kills" \
 		"pull_done=$pull_done pull_tmp_left=$pull_tmp_left checks=$checks orphans=$orphans" \
-		"s3rver_partial_puts=$partial" \
+		"s3rver_partial_puts=$partial s3rver_torn_manifests=$torn" \
 		"fails=$fails" >"$work/counts.$part"
 }
 
@@ -254,7 +266,8 @@ F=$(total fails)
 echo "crash summary: kills=$(total kills) kills_after_pack_stored=$(total pack_kills)" \
 	"reruns_uploading_less_than_cold=$(total less) pull_kills=$(total pull_kills)" \
 	"stores_checked_clean=$(total checks) (orphan packs seen $(total orphans)," \
-	"truncated packs s3rver kept from killed uploads $(total s3rver_partial_puts))" \
+	"truncated packs s3rver kept from killed uploads $(total s3rver_partial_puts)," \
+	"truncated manifests $(total s3rver_torn_manifests))" \
 	"failures=$F (also: push finished before the kill $(total done_before_kill)," \
 	"killed after commit $(total killed_committed), store .tmp- files left $(total tmp_left)," \
 	"pull finished before the kill $(total pull_done), pull *.ss-tmp-* left $(total pull_tmp_left))" \

@@ -101,6 +101,18 @@ def preflight():
     return runsc, busybox
 
 
+def work_left(work, timeout=10):
+    """What stays in the server's work directory. Images the server is
+    done with are renamed to .trash-* and removed by a background thread
+    (ateom/trash.h), so wait for those; anything else is left at once."""
+    deadline = time.time() + timeout
+    while True:
+        left = sorted(os.listdir(work))
+        if not any(x.startswith(".trash-") for x in left) or time.time() > deadline:
+            return left
+        time.sleep(0.05)
+
+
 def proc_children(ppid):
     """{pid: state} of the processes whose parent is ppid (from /proc)."""
     out = {}
@@ -229,12 +241,17 @@ def main():
                "--runsc", runsc, f"--runsc-arg=--root={root}"] + \
               [f"--runsc-arg={x}" for x in RUNSC_FLAGS] + a.server_arg
         log_f = open(log_path, "w")
+        # An image a killed server left in its trash: the next one removes it.
+        os.makedirs(os.path.join(work, ".trash-1-0", "checkpoint"))
+        with open(os.path.join(work, ".trash-1-0", "checkpoint", "checkpoint.img"), "wb") as f:
+            f.write(b"x" * 65536)
         server = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT)
         for _ in range(100):
             if os.path.exists(sock):
                 break
             time.sleep(0.05)
         rpc = Rpc(f"unix:{sock}", A, H)
+        check(work_left(work) == [], "the server removed the trash a killed one left")
 
         def log_lines():
             with open(log_path) as f:
@@ -316,7 +333,7 @@ def main():
         check(code == "INTERNAL" and "runsc run" in msg and "/no/such/program" in msg,
               f"run of a failing workload: {code} ({msg[:300]})")
         check(sandboxes() == [], "failed run left no sandbox")
-        check(os.listdir(work) == [], "failed run left nothing in the work dir")
+        check(work_left(work) == [], "failed run left nothing in the work dir")
 
         # --- two concurrent runs: serialized, one wins ---
         results = []
@@ -394,7 +411,7 @@ def main():
         check(code == "FAILED_PRECONDITION" and "0.0~19990101.0" in msg and
               "runsc version" not in msg and sandboxes() == [],
               f"restore with a runsc of another version: {code} ({msg})")
-        check(sandboxes() == [] and os.listdir(work) == [],
+        check(sandboxes() == [] and work_left(work) == [],
               "the checkpointed sandbox and its work dir are gone by the next call")
 
         # --- restore 1 ---
@@ -461,7 +478,7 @@ def main():
             time.sleep(0.05)
         code, msg = rpc.code(REST, A.RestoreWorkloadRequest(
             **ident, spec=spec, snapshot_uri_prefix="s3://nobucket/a/snap"), timeout=120)
-        check(code == "UNAVAILABLE" and sandboxes() == [] and os.listdir(work) == [],
+        check(code == "UNAVAILABLE" and sandboxes() == [] and work_left(work) == [],
               f"restore from an unreachable store: {code} ({msg})")
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)

@@ -1,0 +1,30 @@
+/* trash — removing checkpoint images off the reply's path.
+ *
+ * A checkpoint or restore image is hundreds of MB, usually on tmpfs, and
+ * unlinking it frees every page: tens of milliseconds the caller of
+ * CheckpointWorkload or RestoreWorkload need not wait for. trash_put
+ * renames the directory into <work-dir>/.trash-<pid>-<n> (one rename, so
+ * it is gone from where it was at once) and a thread removes it. Entries
+ * that a server killed before it could remove them are removed by the next
+ * server that starts on the same work directory.
+ */
+#ifndef ATEOM_TRASH_H
+#define ATEOM_TRASH_H
+
+struct trash;
+
+/* Start the remover for work_dir, queueing any .trash-* left there.
+ * Returns 0 or -errno. */
+int trash_new(const char *work_dir, struct trash **out);
+
+/* Remove path (under work_dir) in the background; inline if it cannot be
+ * renamed or queued. */
+void trash_put(struct trash *t, const char *path);
+
+/* Remove everything queued, then stop. NULL is a no-op. */
+void trash_free(struct trash *t);
+
+/* Remove a directory tree (or a file) now; errors are ignored. */
+void rm_tree(const char *path);
+
+#endif
