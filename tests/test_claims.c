@@ -7,13 +7,16 @@
  * that ended starts empty again (its memory freed), and a table file
  * another user could write is refused. */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <xxhash.h>
 
+#include "backend.h"
 #include "claims.h"
+#include "internal.h"
 #include "testutil.h"
 
 static char ident[128];
@@ -257,6 +260,102 @@ static void test_foreign_file_refused(void)
 	unlink(p);
 }
 
+/* Through the engine: a push finds its one chunk claimed by another
+ * "push" (this test, holding the claim), waits for it, and takes the
+ * location the claimer lands, unless that location is inconsistent with
+ * the chunk, in which case it stores the chunk itself. */
+struct lander {
+	struct ss_claims *c;
+	uint8_t id[16];
+	struct ss_claim_loc loc;
+};
+
+static void *land_later(void *arg)
+{
+	struct lander *l = arg;
+	usleep(300 * 1000);   /* the push has joined and waits by now */
+	ss_claims_landed(l->c, l->id, &l->loc);
+	return NULL;
+}
+
+static void push_against(const char *dir, const char *tag, bool bogus)
+{
+	char img[300], store[300], snap[300], sid[1280];
+	snprintf(img, sizeof(img), "%s/img-%s", dir, tag);
+	snprintf(store, sizeof(store), "%s/store-%s", dir, tag);
+	snprintf(snap, sizeof(snap), "%s/snap-%s", dir, tag);
+	/* One chunk: smaller than the smallest chunk size. */
+	uint8_t data[8192];
+	for (size_t i = 0; i < sizeof(data); i += 8) {
+		uint64_t v = rnd();
+		memcpy(data + i, &v, 8);
+	}
+	FILE *f = fopen(img, "wb");
+	REQUIRE(f && fwrite(data, 1, sizeof(data), f) == sizeof(data) && fclose(f) == 0, "img");
+	/* The store's identity, as a push computes it. */
+	struct ss_loop *loop;
+	struct ss_backend *b;
+	struct ss_backend_opts bo = {0};
+	struct ss_err e = {0};
+	REQUIRE(ss_loop_new(8, &loop) == 0, "loop");
+	REQUIRE(ss_backend_open(store, loop, &bo, &b, &e) == 0, "open %s: %s", store, e.msg);
+	REQUIRE(ss_backend_identity(b, sid, sizeof(sid)) == 0, "identity");
+	ss_backend_free(b);
+	ss_loop_free(loop);
+
+	struct lander l = {.c = join(sid)};
+	XXH128_canonical_t cid;
+	XXH128_canonicalFromHash(&cid, XXH3_128bits(data, sizeof(data)));
+	memcpy(l.id, cid.digest, 16);
+	uint32_t ref;
+	REQUIRE(ss_claims_claim(l.c, l.id, &ref) == SS_CLAIM_MINE, "claim the image's chunk");
+	if (bogus) {
+		/* A raw chunk cannot be stored longer than it is. */
+		l.loc = (struct ss_claim_loc){.offset = 0, .stored_len = sizeof(data) + 1,
+					      .codec = SS_CODEC_RAW};
+	} else {
+		/* A pack that does not exist: the push names it, and the
+		 * snapshot's pull then fails to find it -- which shows the
+		 * push took the claimer's location rather than storing. */
+		l.loc = (struct ss_claim_loc){.offset = 0, .stored_len = sizeof(data),
+					      .codec = SS_CODEC_RAW};
+		memset(l.loc.pack_id, 0xab, 16);
+	}
+	pthread_t th;
+	REQUIRE(pthread_create(&th, NULL, land_later, &l) == 0, "thread");
+	struct ss_config cfg = {.threads = 2, .no_fsync = true};
+	struct ss_push_opts po = {.source = img, .snapshot = snap, .store = store};
+	struct ss_stats st;
+	char err[512];
+	int r = ss_push(&po, &cfg, &st, err, sizeof(err));
+	pthread_join(th, NULL);
+	CHECK(r == 0, "%s: push: %s", tag, err);
+	CHECK(st.seconds >= 0.25, "%s: the push waited for the claimer (%.3f s)", tag, st.seconds);
+	struct ss_verify_opts vo = {.snapshot = snap};
+	struct ss_stats vs;
+	int v = ss_verify(&vo, &cfg, &vs, err, sizeof(err));
+	if (bogus) {
+		CHECK(st.new_stored_bytes > 0, "bogus: the push stored the chunk itself");
+		CHECK(v == 0, "bogus: the snapshot verifies: %s", err);
+	} else {
+		CHECK(st.new_stored_bytes == 0, "landed: the push stored nothing (%llu bytes)",
+		      (unsigned long long)st.new_stored_bytes);
+		CHECK(v != 0, "landed: the snapshot names the claimer's (here: absent) pack");
+	}
+	ss_claims_close(l.c);
+}
+
+static void test_push_waits_for_claimer(void)
+{
+	char dir[] = "/tmp/ss-claims-XXXXXX";
+	REQUIRE(mkdtemp(dir), "mkdtemp");
+	push_against(dir, "landed", false);
+	push_against(dir, "bogus", true);
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	REQUIRE(system(cmd) == 0, "cleanup");
+}
+
 int main(void)
 {
 	if (access("/dev/shm", W_OK) != 0) {
@@ -268,6 +367,7 @@ int main(void)
 	test_killed_claimer();
 	test_many_and_apart();
 	test_foreign_file_refused();
+	test_push_waits_for_claimer();
 	if (failures)
 		fprintf(stderr, "%d failure(s)\n", failures);
 	return failures ? 1 : 0;
