@@ -1543,21 +1543,8 @@ static int repair_index(struct check *C)
 		}
 		if (!n)
 			break;
-		uint8_t *buf = NULL;
-		size_t len = 0;
-		uint8_t id[16];
-		char hex[33], key[64];
 		struct ss_err e = {0};
-		r = ss_index_encode(v, n, &buf, &len);
-		if (!r)
-			r = ss_random_id(id);
-		if (!r) {
-			ss_hex(id, 16, hex);
-			snprintf(key, sizeof(key), "index/%s", hex);
-			r = ss_put_object(C->b, C->loop, key, buf, len, SS_PUT_IF_ABSENT,
-					  &C->st->requests, &e);
-		}
-		free(buf);
+		r = ss_index_put(C->b, C->loop, v, n, &C->st->requests, &e);
 		if (r) {
 			ss_err_set(C->err, r, "cannot write a new index object to %s: %s", C->store,
 				   e.msg[0] ? e.msg : strerror(-r));

@@ -523,20 +523,7 @@ static int rewrite_index(struct gc *G)
 			continue;
 		}
 		if (keep) {
-			uint8_t *nb = NULL;
-			size_t nl = 0;
-			uint8_t id[16];
-			char hex[33], key[64];
-			r = ss_index_encode(ip, keep, &nb, &nl);
-			if (!r)
-				r = ss_random_id(id);
-			if (!r) {
-				ss_hex(id, 16, hex);
-				snprintf(key, sizeof(key), "index/%s", hex);
-				r = ss_put_object(G->b, G->loop, key, nb, nl, SS_PUT_IF_ABSENT,
-						  &G->st->requests, &e);
-			}
-			free(nb);
+			r = ss_index_put(G->b, G->loop, ip, keep, &G->st->requests, &e);
 			if (r) {
 				ss_index_free(ip, keep);
 				ss_err_set(G->err, r, "cannot rewrite %s/%s: %s", G->opts->store,

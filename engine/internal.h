@@ -170,6 +170,11 @@ int ss_store_note_unindexed(struct ss_store *s, const uint8_t id[16], uint64_t s
 
 /* Write one index object covering every unindexed pack. */
 int ss_store_write_index(struct ss_store *s, struct ss_loop *l, struct ss_err *err);
+/* Write packs[0..n) as a new index object under a fresh random name
+ * (create-only), as a push, gc's rewrite and check --repair do. Returns 0
+ * or -errno with err set by the put (or not, for an encoding failure). */
+int ss_index_put(struct ss_backend *b, struct ss_loop *l, const struct ss_index_pack *packs,
+		 uint32_t n, uint64_t *requests, struct ss_err *err);
 
 /* "packs/ab/ab…" for a pack id (out: at least 64 bytes). */
 void ss_pack_key(const uint8_t id[16], char *out);

@@ -418,24 +418,30 @@ int ss_store_load(struct ss_store *s, struct ss_loop *l, struct ss_dedup *d, str
 	return r;
 }
 
+int ss_index_put(struct ss_backend *b, struct ss_loop *l, const struct ss_index_pack *packs,
+		 uint32_t n, uint64_t *requests, struct ss_err *err)
+{
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	uint8_t id[16];
+	char hex[33], key[64];
+	int r = ss_index_encode(packs, n, &buf, &len);
+	if (!r)
+		r = ss_random_id(id);
+	if (!r) {
+		ss_hex(id, 16, hex);
+		snprintf(key, sizeof(key), "index/%s", hex);
+		r = ss_put_object(b, l, key, buf, len, SS_PUT_IF_ABSENT, requests, err);
+	}
+	free(buf);
+	return r;
+}
+
 int ss_store_write_index(struct ss_store *s, struct ss_loop *l, struct ss_err *err)
 {
 	if (!s->nunindexed)
 		return 0;
-	uint8_t *buf;
-	size_t len;
-	int r = ss_index_encode(s->unindexed, s->nunindexed, &buf, &len);
-	if (r)
-		return ss_err_set(err, r, "cannot encode the store index: %s", strerror(-r));
-	uint8_t id[16];
-	char hex[33], key[64];
-	r = ss_random_id(id);
-	if (!r) {
-		ss_hex(id, 16, hex);
-		snprintf(key, sizeof(key), "index/%s", hex);
-		r = ss_put_object(s->b, l, key, buf, len, SS_PUT_IF_ABSENT, &s->requests, err);
-	}
-	free(buf);
+	int r = ss_index_put(s->b, l, s->unindexed, s->nunindexed, &s->requests, err);
 	if (r)
 		return ss_err_set(err, r, "cannot write the store index to %s: %s", s->uri,
 				  strerror(-r));
