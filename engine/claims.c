@@ -23,13 +23,14 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #define MAGIC 0x316d6c6370616e73ull     /* "snapclm1" */
 #define VERSION 1u
 #define NOWNERS 256u                    /* pushes at once on one host */
-#define NSLOTS (1u << 18)               /* 16 MiB of slots, touched as used */
+#define NSLOTS (1u << 16)               /* 4 MiB of slots, touched as used */
 #define PROBE 64u                       /* slots looked at per id */
 #define HDR_SIZE 8192u
 #define FILE_SIZE ((off_t)HDR_SIZE + (off_t)NSLOTS * 64)
@@ -82,7 +83,13 @@ struct ss_claims {
 	uint32_t gen;
 	uint32_t start;             /* table sequence when this push joined */
 	uint32_t reclaim_below;     /* landings at or before this no push needs */
+	/* What the kernel last said of each owner's lock: generation, alive
+	 * bit and when (ms), so that probing a table full of one running
+	 * push's claims asks at most once per owner every LIVE_MS. */
+	_Atomic uint64_t live[NOWNERS];
 };
+
+#define LIVE_MS 10
 
 static int ofd_lock(int fd, int cmd, short type, off_t at)
 {
@@ -99,13 +106,28 @@ static bool byte_held(int fd, off_t at)
 	return fl.l_type != F_UNLCK;
 }
 
-static bool alive(const struct ss_claims *c, unsigned owner, uint32_t gen)
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static bool alive(struct ss_claims *c, unsigned owner, uint32_t gen)
 {
 	if (owner == c->me)
 		return gen == c->gen;
 	if ((atomic_load(&c->h->owner[owner].gen) & GEN_MASK) != gen)
 		return false;   /* the index has since gone to another push */
-	return byte_held(c->fd, owner);
+	/* live[]: gen (22 bits) | alive (1) | ms (41). A push that died is
+	 * seen as running for at most LIVE_MS more: waiters only wait. */
+	uint64_t t = now_ms(), v = atomic_load_explicit(&c->live[owner], memory_order_relaxed);
+	if (v && (uint32_t)(v & GEN_MASK) == gen && t - (v >> 23) < LIVE_MS)
+		return (v >> 22) & 1;
+	bool held = byte_held(c->fd, owner);
+	atomic_store_explicit(&c->live[owner], gen | (uint64_t)held << 22 | t << 23,
+			      memory_order_relaxed);
+	return held;
 }
 
 static void id_words(const uint8_t id[16], uint64_t w[2])
@@ -117,7 +139,7 @@ static void id_words(const uint8_t id[16], uint64_t w[2])
  * for the few instructions that write its id, so readers wait it out;
  * unless its writer died there, which leaves it K_BUSY (words zero) and
  * free to take. */
-static uint64_t slot_read(const struct ss_claims *c, const struct slot *s, uint64_t w[6])
+static uint64_t slot_read(struct ss_claims *c, const struct slot *s, uint64_t w[6])
 {
 	for (;;) {
 		uint64_t a = atomic_load_explicit(&s->state, memory_order_acquire);
@@ -157,7 +179,7 @@ static bool landed_since_start(const struct ss_claims *c, uint64_t st)
 	return (int32_t)(SEQ(st) - c->start) > 0;
 }
 
-static bool reusable(const struct ss_claims *c, uint64_t st)
+static bool reusable(struct ss_claims *c, uint64_t st)
 {
 	if (KIND(st) == K_LANDED)
 		return (int32_t)(SEQ(st) - c->reclaim_below) <= 0;
