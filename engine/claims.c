@@ -13,6 +13,7 @@
  */
 #include "claims.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -287,12 +288,14 @@ int ss_claims_poll(struct ss_claims *c, uint32_t ref, const uint8_t id[16],
 	return -ENOENT;
 }
 
+#define NAME_PREFIX "snapstream-claims-"
+
 /* The table file: one per user and store, named by a hash of the store's
  * identity (another user's pushes never share it, nor stand in its way). */
 static int open_file(const char *identity, char path[128], int *out)
 {
 	XXH128_hash_t h = XXH3_128bits(identity, strlen(identity));
-	snprintf(path, 128, "/dev/shm/snapstream-claims-%u-%016llx%016llx", (unsigned)geteuid(),
+	snprintf(path, 128, "/dev/shm/" NAME_PREFIX "%u-%016llx%016llx", (unsigned)geteuid(),
 		 (unsigned long long)h.high64, (unsigned long long)h.low64);
 	int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
@@ -406,6 +409,51 @@ fail:
 	return r;
 }
 
+/* Remove the table at path if no push uses it: under its join lock, as
+ * the last push to leave does. */
+static bool remove_unused(const char *path, unsigned max_age_s)
+{
+	int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	struct stat st;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	bool gone = false;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
+	    now.tv_sec - st.st_mtim.tv_sec >= (time_t)max_age_s &&
+	    now.tv_sec - st.st_ctim.tv_sec >= (time_t)max_age_s &&
+	    ofd_lock(fd, F_OFD_SETLK, F_WRLCK, REG_BYTE) == 0) {
+		bool used = false;
+		for (unsigned i = 0; i < NOWNERS && !used; i++)
+			used = byte_held(fd, i);
+		gone = !used && unlink(path) == 0;
+		ofd_lock(fd, F_OFD_SETLK, F_UNLCK, REG_BYTE);
+	}
+	close(fd);
+	return gone;
+}
+
+int ss_claims_sweep(unsigned max_age_s)
+{
+	char mine[64];
+	snprintf(mine, sizeof(mine), NAME_PREFIX "%u-", (unsigned)geteuid());
+	DIR *d = opendir("/dev/shm");
+	if (!d)
+		return 0;
+	int n = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		char path[300];
+		if (strncmp(de->d_name, mine, strlen(mine)) != 0 ||
+		    snprintf(path, sizeof(path), "/dev/shm/%s", de->d_name) >= (int)sizeof(path))
+			continue;
+		n += remove_unused(path, max_age_s);
+	}
+	closedir(d);
+	return n;
+}
+
 void ss_claims_close(struct ss_claims *c)
 {
 	if (!c)
@@ -423,6 +471,11 @@ void ss_claims_close(struct ss_claims *c)
 		if (!others)
 			unlink(c->path);
 		ofd_lock(c->fd, F_OFD_SETLK, F_UNLCK, REG_BYTE);
+		/* Rare (the last push out) and cheap: also collect what pushes
+		 * killed while alone left for other stores, which would hold
+		 * their pages until the next push there, or the next boot. */
+		if (!others)
+			ss_claims_sweep(600);
 	}
 	close(c->fd);
 	free(c);

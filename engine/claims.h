@@ -50,8 +50,15 @@ enum ss_claim {
  * (the push then goes on without). */
 int ss_claims_open(const char *identity, struct ss_claims **out);
 
-/* Leave the table. Chunks claimed and not landed become free to take. */
+/* Leave the table. Chunks claimed and not landed become free to take.
+ * The last push to leave removes the table, and then the tables of this
+ * user's other stores that pushes killed while alone left behind
+ * (ss_claims_sweep with an age of 600 s). */
 void ss_claims_close(struct ss_claims *c);
+
+/* Remove this user's tables in /dev/shm that no push uses and that have
+ * not changed for max_age_s seconds. Returns how many it removed. */
+int ss_claims_sweep(unsigned max_age_s);
 
 /* Claim id (a chunk this push found neither in the store nor in itself).
  * Returns an enum ss_claim; for SS_CLAIM_THEIRS, *ref names the entry. */

@@ -282,6 +282,46 @@ static void test_full_table(void)
 	drop_table(id);
 }
 
+/* A push killed while alone leaves its table; the sweep that the last
+ * push to leave any table runs removes it, and never a table in use. */
+static void test_sweep(void)
+{
+	char stale[128], busy[128], ps[128], pb[128];
+	snprintf(stale, sizeof(stale), "%s", new_ident());
+	snprintf(busy, sizeof(busy), "%s", new_ident());
+	table_path(stale, ps, sizeof(ps));
+	table_path(busy, pb, sizeof(pb));
+	pid_t pid = fork();
+	REQUIRE(pid >= 0, "fork");
+	if (pid == 0) {
+		struct ss_claims *a = NULL;
+		uint8_t x[16] = {1};
+		uint32_t ref;
+		if (ss_claims_open(stale, &a) || ss_claims_claim(a, x, &ref) != SS_CLAIM_MINE)
+			_exit(2);
+		kill(getpid(), SIGKILL);
+		_exit(3);
+	}
+	int status;
+	REQUIRE(waitpid(pid, &status, 0) == pid && WIFSIGNALED(status), "the child was killed");
+	struct stat st;
+	CHECK(stat(ps, &st) == 0, "a push killed while alone leaves its table");
+	struct ss_claims *b = join(busy);
+	uint8_t y[16];
+	random_id(y);
+	uint32_t ref;
+	CHECK(ss_claims_claim(b, y, &ref) == SS_CLAIM_MINE, "claim in the busy table");
+	CHECK(ss_claims_sweep(3600) >= 0 && stat(ps, &st) == 0, "a young table is kept");
+	CHECK(ss_claims_sweep(0) >= 1, "the sweep removes something");
+	CHECK(stat(ps, &st) < 0 && errno == ENOENT, "the stale table is gone");
+	CHECK(stat(pb, &st) == 0, "a table in use is kept");
+	struct ss_claims *c = join(busy);
+	CHECK(ss_claims_claim(c, y, &ref) == SS_CLAIM_THEIRS, "and still shared");
+	ss_claims_close(c);
+	ss_claims_close(b);
+	CHECK(stat(pb, &st) < 0 && errno == ENOENT, "the last push out removed it");
+}
+
 static void test_foreign_file_refused(void)
 {
 	const char *id = new_ident();
@@ -406,6 +446,7 @@ int main(void)
 	test_killed_claimer();
 	test_many_and_apart();
 	test_full_table();
+	test_sweep();
 	test_foreign_file_refused();
 	test_push_waits_for_claimer();
 	if (failures)
