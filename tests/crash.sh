@@ -16,9 +16,9 @@
 # s3rver writes a PUT's body straight to the object's final path, so a
 # push killed mid-upload leaves a truncated object under a pack name there
 # (S3 and GCS commit a PUT whole or not at all). On s3rver those -- packs
-# no snapshot references, with a bad trailer -- are counted as
-# s3rver_partial_puts instead of failing (b) and (b'); every other problem
-# still fails, and (c) counts whole packs only. The same holds for a push
+# no snapshot references, with a bad trailer, and likewise truncated index
+# objects and refs -- are counted as s3rver_partial_puts instead of failing (b) and
+# (b'); every other problem still fails, and (c) counts whole packs only. The same holds for a push
 # killed while it uploads its manifest: s3rver keeps an empty or truncated
 # manifest under the final name, which `info` refuses as corrupt (exit 4)
 # and `check` reports as the one unreadable snapshot; those are counted as
@@ -69,14 +69,17 @@ cleanup_run() {
 	else rm -rf "$work/runs/$1"; fi
 }
 
-# Of a check's findings (JSON in $1): the damaged packs no snapshot
-# references whose trailer is gone, as s3rver leaves a killed upload.
+# Of a check's findings (JSON in $1): what s3rver leaves of a killed
+# upload: damaged packs no snapshot references whose trailer is gone,
+# damaged index objects (which pushes skip; the packs describe themselves)
+# and refs that are no ref (a truncated refs/ object).
 s3rver_partials() {
 	$PY - "$1" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))
-print(sum(1 for f in j.get("findings", []) if f["kind"] == "damaged-pack" and f["problem"]
-          and "no snapshot references it" in f["message"] and "trailer" in f["message"]))
+print(sum(1 for f in j.get("findings", []) if f["problem"] and (
+    (f["kind"] == "damaged-pack" and "no snapshot references it" in f["message"]
+     and "trailer" in f["message"]) or f["kind"] in ("damaged-index", "bad-ref"))))
 PY
 }
 
@@ -266,7 +269,7 @@ F=$(total fails)
 echo "crash summary: kills=$(total kills) kills_after_pack_stored=$(total pack_kills)" \
 	"reruns_uploading_less_than_cold=$(total less) pull_kills=$(total pull_kills)" \
 	"stores_checked_clean=$(total checks) (orphan packs seen $(total orphans)," \
-	"truncated packs s3rver kept from killed uploads $(total s3rver_partial_puts)," \
+	"truncated packs and index objects s3rver kept from killed uploads $(total s3rver_partial_puts)," \
 	"truncated manifests $(total s3rver_torn_manifests))" \
 	"failures=$F (also: push finished before the kill $(total done_before_kill)," \
 	"killed after commit $(total killed_committed), store .tmp- files left $(total tmp_left)," \
