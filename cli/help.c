@@ -175,6 +175,11 @@ const struct command cli_commands[] = {
 		"chunks the store already holds are not uploaded again, and the\n"
 		"snapshot appears only once everything is stored.\n"
 		"\n"
+		"Pushes into the same store may run at once. Those on one host agree\n"
+		"on which of them stores each chunk they share (a table in /dev/shm,\n"
+		"per user and store), so pushing related images together stores what\n"
+		"pushing them one by one would.\n"
+		"\n"
 		"With - the image is read from stdin as it arrives (a pipe from a\n"
 		"checkpointing tool) and becomes a one-file snapshot; nothing is\n"
 		"written to local disk on the way.",
