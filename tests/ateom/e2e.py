@@ -270,8 +270,6 @@ def main():
             v = sh(cid, "/bin/cat", "/data/counter")
             return int(v) if v and v.isdigit() else None
 
-        RUN, CKPT, REST = ("/ateom.Ateom/RunWorkload", "/ateom.Ateom/CheckpointWorkload",
-                           "/ateom.Ateom/RestoreWorkload")
         spec = A.WorkloadSpec(containers=[A.Container(name="main")])
         ident = dict(actor_template_namespace="ns1", actor_template_name="counter",
                      actor_id=ACTOR)
@@ -516,6 +514,53 @@ def main():
     return 1 if n else 0
 
 
+RUN, CKPT, REST = ("/ateom.Ateom/RunWorkload", "/ateom.Ateom/CheckpointWorkload",
+                   "/ateom.Ateom/RestoreWorkload")
+
+
+def server_cycle(tag, cmd, log_path, rpc_target, A, H, ident, spec, sandboxes, counter, snap,
+                 before_checkpoint=None, after_checkpoint=None, after_restore=None):
+    """Start a server with cmd, run the workload, checkpoint it to snap and
+    restore it; the counter must go on. The hooks add a cycle's own checks:
+    before_checkpoint() returns a value that after_restore(rpc, value)
+    gets; after_checkpoint() runs between checkpoint and restore. The
+    server is stopped with SIGTERM and must leave no sandbox."""
+    log_f = open(log_path, "a")
+    server = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT)
+    try:
+        sock = rpc_target[len("unix:"):]
+        for _ in range(100):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)
+        rpc = Rpc(rpc_target, A, H)
+        check(rpc.code(RUN, A.RunWorkloadRequest(**ident, spec=spec))[0] == "OK", f"{tag}: run")
+        deadline = time.time() + 120
+        while counter(ACTOR) is None and time.time() < deadline:
+            time.sleep(0.2)
+        before = counter(ACTOR)
+        kept = before_checkpoint() if before_checkpoint else None
+        code, msg = rpc.code(CKPT, A.CheckpointWorkloadRequest(**ident, spec=spec,
+                                                               snapshot_uri_prefix=snap))
+        check(code == "OK", f"{tag}: checkpoint to {snap}: {code} {msg}")
+        if after_checkpoint:
+            after_checkpoint()
+        code, msg = rpc.code(REST, A.RestoreWorkloadRequest(**ident, spec=spec,
+                                                            snapshot_uri_prefix=snap))
+        check(code == "OK", f"{tag}: restore from {snap}: {code} {msg}")
+        after = counter(ACTOR)
+        check(after is not None and before is not None and after >= before,
+              f"{tag}: counter continues ({before} -> {after})")
+        if after_restore:
+            after_restore(rpc, kept)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=120)
+        log_f.close()
+        check(sandboxes() == [], f"{tag}: no sandbox left")
+
+
 def keyed_cycle(a, cmd, log_path, tmp, rpc_target, A, H, ident, spec, sandboxes, counter):
     """--key-file: checkpoint into a keyed store, restore; the snapshot's chunk
     ids are keyed and nobody without the key can read it."""
@@ -536,79 +581,34 @@ def keyed_cycle(a, cmd, log_path, tmp, rpc_target, A, H, ident, spec, sandboxes,
                        text=True)
     check(p.returncode == 0, f"keyed: init {kstore}: {p.stderr.strip()}")
     snap = os.path.join(tmp, "ksnaps", ACTOR, "snap-k")
-    log_f = open(log_path, "a")
-    server = subprocess.Popen(cmd + [f"--key-file={key}", f"--store={kstore}"], stdout=log_f,
-                              stderr=subprocess.STDOUT)
-    try:
-        sock = rpc_target[len("unix:"):]
-        for _ in range(100):
-            if os.path.exists(sock):
-                break
-            time.sleep(0.05)
-        time.sleep(0.3)
-        rpc = Rpc(rpc_target, A, H)
-        RUN, CKPT, REST = ("/ateom.Ateom/RunWorkload", "/ateom.Ateom/CheckpointWorkload",
-                           "/ateom.Ateom/RestoreWorkload")
-        check(rpc.code(RUN, A.RunWorkloadRequest(**ident, spec=spec))[0] == "OK", "keyed: run")
-        deadline = time.time() + 120
-        while counter(ACTOR) is None and time.time() < deadline:
-            time.sleep(0.2)
-        before = counter(ACTOR)
-        code, msg = rpc.code(CKPT, A.CheckpointWorkloadRequest(**ident, spec=spec,
-                                                               snapshot_uri_prefix=snap))
-        check(code == "OK", f"keyed: checkpoint: {code} {msg}")
+
+    def keyed_snapshot():
         info = subprocess.run([cli, "info", snap, "--json"], capture_output=True, text=True)
         ids = json.loads(info.stdout or "{}").get("chunking", {}).get("chunk_ids")
         check(ids == "xxh3-128-keyed", f"keyed: the snapshot's chunk ids are keyed ({ids})")
         p = subprocess.run([cli, "verify", snap, "--quiet"], capture_output=True, text=True)
         check(p.returncode != 0 and "keyed" in p.stderr,
               f"keyed: verify without the key is refused: {p.stderr.strip()}")
-        code, msg = rpc.code(REST, A.RestoreWorkloadRequest(**ident, spec=spec,
-                                                            snapshot_uri_prefix=snap))
-        check(code == "OK", f"keyed: restore: {code} {msg}")
-        after = counter(ACTOR)
-        check(after is not None and before is not None and after >= before,
-              f"keyed: counter continues ({before} -> {after})")
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=120)
-        check(sandboxes() == [], "keyed: no sandbox left")
+
+    server_cycle("keyed", cmd + [f"--key-file={key}", f"--store={kstore}"], log_path, rpc_target,
+                 A, H, ident, spec, sandboxes, counter, snap, after_checkpoint=keyed_snapshot)
 
 
 def s3_cycle(a, cmd, log_path, rpc_target, A, H, ident, spec, sandboxes, counter, sh, digest):
     """Run, checkpoint to s3://, restore from it: the store is the object store."""
     uri = f"s3://{os.environ['SS_S3_BUCKET']}/ateom/{ACTOR}/snap-s3"
-    log_f = open(log_path, "a")
-    server = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT)
-    try:
-        time.sleep(0.5)
-        rpc = Rpc(rpc_target, A, H)
-        RUN, CKPT, REST = ("/ateom.Ateom/RunWorkload", "/ateom.Ateom/CheckpointWorkload",
-                           "/ateom.Ateom/RestoreWorkload")
-        check(rpc.code(RUN, A.RunWorkloadRequest(**ident, spec=spec))[0] == "OK", "s3: run")
-        deadline = time.time() + 120
-        while counter(ACTOR) is None and time.time() < deadline:
-            time.sleep(0.2)
-        before = counter(ACTOR)
-        d = (sh(ACTOR, "/bin/sha256sum", "/data/blob") or "").split()[0:1]
-        code, msg = rpc.code(CKPT, A.CheckpointWorkloadRequest(**ident, spec=spec,
-                                                               snapshot_uri_prefix=uri))
-        check(code == "OK", f"s3: checkpoint to {uri}: {code} {msg}")
-        code, msg = rpc.code(REST, A.RestoreWorkloadRequest(**ident, spec=spec,
-                                                            snapshot_uri_prefix=uri))
-        check(code == "OK", f"s3: restore from {uri}: {code} {msg}")
-        after = counter(ACTOR)
-        check(after is not None and before is not None and after >= before,
-              f"s3: counter continues ({before} -> {after})")
-        check((sh(ACTOR, "/bin/sha256sum", "/data/blob") or "").split()[0:1] == d,
-              "s3: data unchanged")
+
+    def blob_digest():
+        return (sh(ACTOR, "/bin/sha256sum", "/data/blob") or "").split()[0:1]
+
+    def same_data_and_again(rpc, d):
+        check(blob_digest() == d, "s3: data unchanged")
         code, msg = rpc.code(CKPT, A.CheckpointWorkloadRequest(
             **ident, spec=spec, snapshot_uri_prefix=uri + "-2"))
         check(code == "OK", f"s3: second checkpoint: {code} {msg}")
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=120)
-        check(sandboxes() == [], "s3: no sandbox left")
+
+    server_cycle("s3", cmd, log_path, rpc_target, A, H, ident, spec, sandboxes, counter, uri,
+                 before_checkpoint=blob_digest, after_restore=same_data_and_again)
 
 
 def bench(a, rs, bundles, tmp, ckpt_s, rest_s):
