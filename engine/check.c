@@ -713,17 +713,6 @@ static int read_all_packs(struct check *C)
 
 /* ---------------------------------------------------------------- index */
 
-static bool entries_equal(const struct ss_pack_entry *a, const struct ss_pack_entry *b,
-			  uint32_t n)
-{
-	for (uint32_t i = 0; i < n; i++)
-		if (memcmp(a[i].id, b[i].id, 16) || a[i].offset != b[i].offset ||
-		    a[i].stored_len != b[i].stored_len || a[i].raw_len != b[i].raw_len ||
-		    a[i].codec != b[i].codec || a[i].frame_off != b[i].frame_off)
-			return false;
-	return true;
-}
-
 /* One index object: every pack it lists must exist, be readable, and be
  * described exactly as the pack describes itself. */
 static int check_index(struct check *C, struct cindex *x)
@@ -772,7 +761,7 @@ static int check_index(struct check *C, struct cindex *x)
 		else if (cp->state == P_DAMAGED)
 			w = "lists a damaged pack";
 		else if (cp->size != ip[p].pack_size || cp->count != ip[p].count ||
-			 !entries_equal(cp->entries, ip[p].entries, cp->count))
+			 !ss_pack_entries_equal(cp->entries, ip[p].entries, cp->count))
 			w = "disagrees with the pack's own index";
 		cp->in_index = true;
 		if (w && !why) {

@@ -1122,10 +1122,9 @@ static int resolve_foreign(struct push *P)
 		}
 	}
 	struct ss_err e = {0};
-	if (!r && stored && (r = ss_packer_flush(P->packer, &e)) < 0)
-		ss_err_set(P->err, r, "%s", e.msg);
-	else
-		r = r > 0 ? 0 : r;
+	int f = !r && stored ? ss_packer_flush(P->packer, &e) : 0;
+	if (f < 0)
+		r = ss_err_set(P->err, f, "%s", e.msg);
 	while (!r && !P->failed && ss_packer_inflight(P->packer)) {
 		int t = ss_loop_turn(P->loop, true);
 		if (t < 0)

@@ -377,3 +377,14 @@ void ss_index_free(struct ss_index_pack *packs, uint32_t npacks)
 		free(packs[i].entries);
 	free(packs);
 }
+
+bool ss_pack_entries_equal(const struct ss_pack_entry *a, const struct ss_pack_entry *b,
+			   uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (memcmp(a[i].id, b[i].id, 16) || a[i].offset != b[i].offset ||
+		    a[i].stored_len != b[i].stored_len || a[i].raw_len != b[i].raw_len ||
+		    a[i].codec != b[i].codec || a[i].frame_off != b[i].frame_off)
+			return false;
+	return true;
+}

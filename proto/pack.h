@@ -25,6 +25,7 @@
 #ifndef SS_PACK_H
 #define SS_PACK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -73,6 +74,11 @@ struct ss_index_pack {
 	uint32_t count;
 	struct ss_pack_entry *entries;
 };
+
+/* Whether a[0..n) and b[0..n) describe the same chunks at the same
+ * places, field by field. */
+bool ss_pack_entries_equal(const struct ss_pack_entry *a, const struct ss_pack_entry *b,
+			   uint32_t n);
 
 /* Encode an index object. *out malloc'd. Returns 0 or -errno. */
 int ss_index_encode(const struct ss_index_pack *packs, uint32_t npacks, uint8_t **out,

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "internal.h"
-#include "testutil.h"
+#include "testengine.h"
 
 static char dir[256];
 static struct ss_memstore *mem;
@@ -172,17 +172,8 @@ static uint8_t *read_all(const char *path, size_t *n)
 
 static struct ss_manifest *load(const char *uri)
 {
-	struct ss_loop *l;
-	REQUIRE(ss_loop_new(64, &l) == 0, "loop");
-	struct ss_cfg c;
 	struct ss_config in = cfg(NULL);
-	REQUIRE(ss_cfg_resolve(&in, &c, NULL) == 0, "cfg");
-	struct ss_manifest *m = NULL;
-	struct ss_err e = {0};
-	int r = ss_manifest_load(uri, l, &c, &m, NULL, NULL, &e);
-	ss_loop_free(l);
-	REQUIRE(r == 0, "load %s: %s", uri, e.msg);
-	return m;
+	return load_manifest(&in, uri);
 }
 
 static void test_engine(void)

@@ -140,16 +140,6 @@ static int parse_pack(const uint8_t *buf, size_t len, struct ss_pack_entry **out
 	return r;
 }
 
-static bool entries_equal(const struct ss_pack_entry *a, const struct ss_pack_entry *b, uint32_t n)
-{
-	for (uint32_t i = 0; i < n; i++)
-		if (memcmp(a[i].id, b[i].id, 16) || a[i].offset != b[i].offset ||
-		    a[i].stored_len != b[i].stored_len || a[i].raw_len != b[i].raw_len ||
-		    a[i].codec != b[i].codec || a[i].frame_off != b[i].frame_off)
-			return false;
-	return true;
-}
-
 /* Re-seal a damaged index so the checksum is right and the semantic
  * checks are what refuse it. */
 static void reseal(uint8_t *index, uint32_t n)
@@ -186,7 +176,7 @@ static void test_pack_round_trip(void)
 		uint32_t n = 0;
 		int r = parse_pack(p.buf, p.len, &e, &n, &err);
 		CHECK(r == 0, "%u entries: %s", sizes[s], err.msg);
-		CHECK(n == p.n && e && entries_equal(e, p.e, n), "%u entries differ", sizes[s]);
+		CHECK(n == p.n && e && ss_pack_entries_equal(e, p.e, n), "%u entries differ", sizes[s]);
 		free(e);
 		pack_free(&p);
 	}
@@ -222,7 +212,7 @@ static void test_pack_round_trip(void)
 	struct ss_pack_entry *e = NULL;
 	uint32_t n = 0;
 	int r = parse_pack(img, sizeof(img), &e, &n, &err);
-	CHECK(r == 0 && n == 3 && entries_equal(e, fe, 3), "frame round trip: %s", err.msg);
+	CHECK(r == 0 && n == 3 && ss_pack_entries_equal(e, fe, 3), "frame round trip: %s", err.msg);
 	free(e);
 }
 
@@ -511,7 +501,7 @@ static void test_index_object(void)
 		      out[i].pack_size == ip[i].pack_size && out[i].count == ip[i].count,
 		      "pack %u header", i);
 		CHECK(out[i].count == ip[i].count &&
-		      entries_equal(out[i].entries, ip[i].entries, ip[i].count), "pack %u entries", i);
+		      ss_pack_entries_equal(out[i].entries, ip[i].entries, ip[i].count), "pack %u entries", i);
 	}
 	ss_index_free(out, n);
 	printf("  %u packs, %zu bytes: round trip ok\n", np, len);
