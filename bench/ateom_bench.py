@@ -10,7 +10,12 @@ counts. Per run:
           gRPC call's wall time: runsc checkpoint plus the push, runsc
           restore plus the pull);
   runsc:  `runsc run --detach`, then `runsc checkpoint --image-path` and
-          `runsc restore --image-path` alone, timed the same way.
+          `runsc restore --image-path` alone, timed the same way; then
+          `snapstream push` of that image into a fresh store (push-after:
+          what the push costs when it does not overlap the checkpoint);
+  spin:   `runsc checkpoint` alone again, beside one busy thread at
+          SCHED_IDLE that touches no memory (runsc-idle-spin: how much
+          the checkpoint slows for any concurrent work on this machine).
 
 The work directory and stores are on tmpfs. Besides the wall time, each
 call records the machine's busy CPU seconds meanwhile (/proc/stat: the work
@@ -93,8 +98,9 @@ def reaping_run(argv):
 PROTO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "proto")
 
 
-def roundtrip(ateom, wd, mb, runs, record):
-    """record(tool, scenario, run, wall_s, **extra) for every timed call."""
+def roundtrip(ateom, wd, mb, runs, record, snapstream=None):
+    """record(tool, scenario, run, wall_s, **extra) for every timed call;
+    with snapstream (the CLI), also the push of runsc's image after it."""
     runsc, busybox = runsc_preflight()
     if not ateom or not os.access(ateom, os.X_OK):
         raise Skipped("ateom is not built (build/ateom/ateom)")
@@ -208,6 +214,41 @@ def roundtrip(ateom, wd, mb, runs, record):
             reaping_run(rs + ["restore", "--detach", "--image-path", img, "--bundle", bundle, cid])
             record("runsc", "restore", i, time.perf_counter() - t,
                    machine_cpu_s=round(machine_cpu_s() - c, 3))
+            reaping_run(rs + ["delete", "-force", cid])
+            if snapstream:
+                # The push alone, after the checkpoint rather than beside
+                # it: what a no-overlap CheckpointWorkload would add.
+                store = os.path.join(tmp, "seq-store-%d" % i)
+                c, t = machine_cpu_s(), time.perf_counter()
+                reaping_run([snapstream, "push", img, os.path.join(store, "snap")])
+                record("push-after", "checkpoint", i, time.perf_counter() - t,
+                       machine_cpu_s=round(machine_cpu_s() - c, 3))
+                rm(store)
+            rm(img)
+
+        # How much runsc checkpoint suffers from any other work on the
+        # machine: one busy thread at SCHED_IDLE, the lowest priority there
+        # is, touching no memory. On a machine whose cores runsc checkpoint
+        # already keeps busy this is the cost any upload beside it pays.
+        for i in range(runs):
+            log("ateom run %d/%d: runsc alone beside an idle-priority busy thread" % (i + 1, runs))
+            cid = "ssbench-spin-%d-%d" % (os.getpid(), i)
+            img = os.path.join(tmp, "img-spin-%d" % i)
+            os.makedirs(img)
+            reaping_run(rs + ["run", "--detach", "--bundle", bundle, cid])
+            wait_counter(cid)
+            spin = subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                                    preexec_fn=lambda: os.sched_setscheduler(
+                                        0, os.SCHED_IDLE, os.sched_param(0)))
+            try:
+                time.sleep(0.2)
+                c, t = machine_cpu_s(), time.perf_counter()
+                reaping_run(rs + ["checkpoint", "--image-path", img, cid])
+                record("runsc-idle-spin", "checkpoint", i, time.perf_counter() - t,
+                       machine_cpu_s=round(machine_cpu_s() - c, 3))
+            finally:
+                spin.kill()
+                spin.wait()
             reaping_run(rs + ["delete", "-force", cid])
             rm(img)
     finally:

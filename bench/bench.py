@@ -367,7 +367,8 @@ class Harness:
             samples.append(dict(tool=tool, scenario=sc, run=i, wall_s=round(wall, 4), **extra))
         t0 = time.time()
         try:
-            ateom_bench.roundtrip(self.ateom, self.wd, cfg["mb"], res["runs"], record)
+            ateom_bench.roundtrip(self.ateom, self.wd, cfg["mb"], res["runs"], record,
+                                  snapstream=self.snapstream)
         except Skipped as e:
             res["skipped"] = str(e)
             self.notes.append("Ateom round trip skipped: %s" % e)
@@ -376,7 +377,7 @@ class Harness:
             self.failures.append("Ateom round trip: %s" % e)
         res["samples"] = samples
         res["stats"] = {}
-        for tool in ("ateom", "runsc"):
+        for tool in ("ateom", "runsc", "push-after", "runsc-idle-spin"):
             for sc in ("checkpoint", "restore"):
                 mine = [s for s in samples if s["tool"] == tool and s["scenario"] == sc]
                 v = summarize([s["wall_s"] for s in mine])

@@ -323,6 +323,35 @@ def ateom_section(res):
     L.append("")
     L.append("Machine CPU: busy CPU seconds of the whole machine (all cores, /proc/stat) during "
              "the call: the sandbox, runsc, the server and the engine together.\n")
+    rc, spin, after = st.get("runsc/checkpoint"), st.get("runsc-idle-spin/checkpoint"), \
+        st.get("push-after/checkpoint")
+    if rc and (spin or after):
+        L.append("References for the checkpoint ratio, same run: how much `runsc checkpoint` "
+                 "slows for any other work on this machine, and what the push would add if it "
+                 "ran after the checkpoint instead of beside it.\n")
+        L += ["| | s | / runsc checkpoint alone | machine CPU, s |", "|---|---|---|---|"]
+        if spin:
+            L.append("| runsc checkpoint beside one busy thread at SCHED_IDLE | %s | %.2fx | %s |"
+                     % (cell(spin), spin["median"] / rc["median"],
+                        cell(st.get("runsc-idle-spin/checkpoint/cpu"))))
+        if after:
+            L.append("| `snapstream push` of runsc's image, after it | %s | - | %s |"
+                     % (cell(after), cell(st.get("push-after/checkpoint/cpu"))))
+            L.append("| runsc checkpoint, then that push (no overlap) | %.2f | %.2fx | - |"
+                     % (rc["median"] + after["median"],
+                        (rc["median"] + after["median"]) / rc["median"]))
+        L.append("")
+        rcpu, acpu = st.get("runsc/checkpoint/cpu"), st.get("push-after/checkpoint/cpu")
+        ncpu = (res.get("machine") or {}).get("cores_usable") or os.cpu_count()
+        if rcpu and acpu and ncpu:
+            have = ncpu * 1.3 * rc["median"]
+            need = rcpu["median"] + acpu["median"]
+            L.append("CPU budget of the 1.3x checkpoint target: %d cores x 1.3 x %.2f s = %.2f "
+                     "CPU-s; runsc checkpoint alone %.2f + the push of its image %.2f = %.2f "
+                     "CPU-s, leaving %.2f CPU-s (%.0f%%) for all scheduling slack and the "
+                     "re-check of a followed image.\n"
+                     % (ncpu, rc["median"], have, rcpu["median"], acpu["median"], need,
+                        have - need, 100 * (have - need) / have))
     rows = []
     for sc in ("checkpoint", "restore"):
         pre = "ateom/%s/phase/" % sc
