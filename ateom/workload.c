@@ -280,22 +280,27 @@ fail:;
 	return NULL;
 }
 
-/* runsc delete -force every container, sub-containers first. Reads w
- * only, so it may run on another thread while the push reads w too.
+/* runsc delete -force each of ids, the last (sub-containers) first.
  * Returns 0 or the first failure, whose tail is in out (if not NULL). */
-static int delete_containers(const struct wl *w, struct runsc_out *out)
+static int delete_ids(const struct runsc *rs, char *const *ids, size_t nids, int log_fd,
+		      struct runsc_out *out)
 {
 	int ret = 0;
-	struct runsc rs = runsc_with(w, w->runsc_path ? w->runsc_path : w->runsc);
-	if (w->deleted)
-		return 0;
-	for (size_t i = w->nids; i-- > 0;) {
-		const char *cmd[] = {"delete", "-force", w->ids[i], NULL};
-		int r = runsc_call(&rs, cmd, w->log_fd >= 0 ? w->log_fd : STDERR_FILENO, out);
+	for (size_t i = nids; i-- > 0;) {
+		const char *cmd[] = {"delete", "-force", ids[i], NULL};
+		int r = runsc_call(rs, cmd, log_fd >= 0 ? log_fd : STDERR_FILENO, out);
 		if (r < 0 && !ret)
 			ret = r;
 	}
 	return ret;
+}
+
+static int delete_containers(const struct wl *w, struct runsc_out *out)
+{
+	if (w->deleted)
+		return 0;
+	struct runsc rs = runsc_with(w, w->runsc_path ? w->runsc_path : w->runsc);
+	return delete_ids(&rs, w->ids, w->nids, w->log_fd, out);
 }
 
 /* Forget the sandbox: delete its containers, close its log, remove its
@@ -512,7 +517,6 @@ void wl_run(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	size_t created = 0;
 
 	res->code = WL_OK;
-	reap(w, res);
 	if (!check_start(w, q, res, bundles))
 		goto done;
 	if (q->ncontainers > 1) {
@@ -530,6 +534,7 @@ void wl_run(struct wl *w, const struct wl_req *q, struct wl_result *res)
 		abort_start(w, 0, q->ncontainers);
 		goto done;
 	}
+	reap(w, res);
 	struct runsc rs = runsc_with(w, runsc);
 	now(&t0);
 	for (size_t i = 0; i < q->ncontainers; i++) {
@@ -559,29 +564,63 @@ done:
  * for the sandbox and gofer processes to go), while the image it left is
  * all the push needs. So the delete runs on a thread of its own, beside
  * the push, and if the push finishes first the reply goes out at once:
- * the sandbox is stopped for good either way. Every later call (and
- * wl_free) first reaps the delete, so a new sandbox never starts before
- * the old one is gone. */
+ * the sandbox is stopped for good either way. The call that starts the
+ * next sandbox (and wl_free) reaps the delete just before runsc creates
+ * it, so a new sandbox never starts before the old one is gone, and a
+ * restore pulls its image meanwhile. */
 struct deleter {
 	pthread_t th;
-	const struct wl *w;
+	/* Copies of what the delete needs: the sandbox is forgotten (and the
+	 * next call prepares its own) while the delete still runs. */
+	struct runsc rs;
+	char *runsc_path;
+	char *ids[WL_MAX_CONTAINERS];
+	size_t nids;
+	int log_fd;
 	struct runsc_out out;
 	int r;
-	double ms;
 };
+
+static void deleter_free(struct deleter *d)
+{
+	for (size_t i = 0; i < d->nids; i++)
+		free(d->ids[i]);
+	free(d->runsc_path);
+	if (d->log_fd >= 0)
+		close(d->log_fd);
+	free(d);
+}
 
 static void *deleter_main(void *arg)
 {
 	struct deleter *d = arg;
-	struct timespec t0;
-	now(&t0);
-	d->r = delete_containers(d->w, &d->out);
-	d->ms = ms_since(&t0);
+	d->r = delete_ids(&d->rs, d->ids, d->nids, d->log_fd, &d->out);
 	return NULL;
 }
 
-/* Finish a delete left running by the last checkpoint, then forget that
- * sandbox. Its time goes into res as phase "previous_delete". */
+/* Start deleting w's containers on a thread. NULL if it cannot start:
+ * then the caller deletes them inline. */
+static struct deleter *deleter_start(const struct wl *w)
+{
+	struct deleter *d = calloc(1, sizeof(*d));
+	if (!d)
+		return NULL;
+	d->log_fd = w->log_fd >= 0 ? fcntl(w->log_fd, F_DUPFD_CLOEXEC, 0) : -1;
+	d->runsc_path = strdup(w->runsc_path ? w->runsc_path : w->runsc);
+	bool ok = d->runsc_path && (w->log_fd < 0 || d->log_fd >= 0);
+	for (; ok && d->nids < w->nids; d->nids++)
+		ok = (d->ids[d->nids] = strdup(w->ids[d->nids])) != NULL;
+	d->rs = runsc_with(w, d->runsc_path);
+	if (!ok || pthread_create(&d->th, NULL, deleter_main, d) != 0) {
+		deleter_free(d);
+		return NULL;
+	}
+	return d;
+}
+
+/* Finish a delete left running by the last checkpoint. Its time goes
+ * into res as phase "previous_delete". Called before runsc creates a
+ * sandbox, which reuses the ids. */
 static void reap(struct wl *w, struct wl_result *res)
 {
 	struct timespec t0;
@@ -591,10 +630,8 @@ static void reap(struct wl *w, struct wl_result *res)
 	pthread_join(w->cleanup->th, NULL);
 	if (res)
 		phase(res, "previous_delete", &t0);
-	free(w->cleanup);
+	deleter_free(w->cleanup);
 	w->cleanup = NULL;
-	w->deleted = true;
-	teardown(w, NULL);
 }
 
 /* The upload of one checkpoint image directory, on a thread of its own.
@@ -799,15 +836,7 @@ void wl_checkpoint(struct wl *w, const struct wl_req *q, struct wl_result *res)
 		/* runsc delete of a stopped sandbox takes seconds (it waits for
 		 * the sandbox and gofer processes to go): overlap it with the
 		 * push, which needs only the image. */
-		del = calloc(1, sizeof(*del));
-		if (del) {
-			del->w = w;
-			if (pthread_create(&del->th, NULL, deleter_main, del) != 0) {
-				free(del);
-				del = NULL;
-			}
-		}
-		if (!del)
+		if (!(del = deleter_start(w)))
 			delete_containers(w, NULL);
 		now(&t0);
 	} else {
@@ -819,7 +848,7 @@ void wl_checkpoint(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	if (r < 0) {
 		if (del) {
 			pthread_join(del->th, NULL);
-			free(del);
+			deleter_free(del);
 		}
 		/* The sandbox is gone: only the image holds the workload now. */
 		w->deleted = true;
@@ -833,16 +862,14 @@ void wl_checkpoint(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	w->image_pending = false;
 	/* In the store now; the rest goes with the sandbox. */
 	trash_put(w->trash, img);
-	if (del) {
-		/* The snapshot is committed and the sandbox stopped for good:
-		 * the state is available, and the next call reaps the delete. A
-		 * delete that fails does not undo a committed checkpoint. */
-		w->cleanup = del;
-		w->executing = false;
-	} else {
-		w->deleted = true;
-		teardown(w, NULL);
-	}
+	/* The snapshot is committed and the sandbox stopped for good: the
+	 * state is available. A delete still running goes on with its own
+	 * copies, and the next call reaps it just before runsc creates a
+	 * sandbox, so a restore pulls meanwhile. A delete that fails does
+	 * not undo a committed checkpoint. */
+	w->cleanup = del;
+	w->deleted = true;
+	teardown(w, NULL);
 done:
 	res->state = wl_state(w);
 }
@@ -859,7 +886,6 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	int r;
 
 	res->code = WL_OK;
-	reap(w, res);
 	if (!check_start(w, q, res, bundles))
 		goto done;
 	if (!q->snapshot_uri || !*q->snapshot_uri) {
@@ -926,6 +952,9 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 		goto done;
 	}
 
+	/* The last checkpoint's delete ran beside the pull; the sandbox
+	 * about to start reuses its ids. */
+	reap(w, res);
 	struct runsc rs = runsc_with(w, runsc);
 	now(&t0);
 	const char *cmd[] = {"restore", "--detach", "--image-path", img, "--bundle", bundles[0],
