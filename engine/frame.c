@@ -16,3 +16,21 @@ bool ss_frame_prefix(ZSTD_DCtx *dc, const uint8_t *src, size_t srclen, uint8_t *
 	}
 	return true;
 }
+
+ZSTD_CCtx *ss_frame_cctx(int level)
+{
+	ZSTD_CCtx *cc = ZSTD_createCCtx();
+	if (cc) {
+		ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, level);
+		ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 0);
+		ZSTD_CCtx_setParameter(cc, ZSTD_c_contentSizeFlag, 0);
+		ZSTD_CCtx_setParameter(cc, ZSTD_c_dictIDFlag, 0);
+	}
+	return cc;
+}
+
+size_t ss_frame_compress(ZSTD_CCtx *cc, void *dst, const void *src, size_t n)
+{
+	size_t z = ZSTD_compress2(cc, dst, ZSTD_compressBound(n), src, n);
+	return !ZSTD_isError(z) && z > 0 && z < n - n / 20 ? z : 0;
+}

@@ -381,13 +381,7 @@ static void *wctx_create(void *arg)
 		return NULL;
 	w->scratch_len = P->cfg.frame_max;
 	w->scratch = ss_map_alloc(w->scratch_len);
-	w->cc = ZSTD_createCCtx();
-	if (w->cc) {
-		ZSTD_CCtx_setParameter(w->cc, ZSTD_c_compressionLevel, P->cfg.zstd_level);
-		ZSTD_CCtx_setParameter(w->cc, ZSTD_c_checksumFlag, 0);
-		ZSTD_CCtx_setParameter(w->cc, ZSTD_c_contentSizeFlag, 0);
-		ZSTD_CCtx_setParameter(w->cc, ZSTD_c_dictIDFlag, 0);
-	}
+	w->cc = ss_frame_cctx(P->cfg.zstd_level);
 	return w;
 }
 
@@ -469,9 +463,9 @@ static void frame_flush(struct wctx *w, struct seg *s)
 					   PROBE_BYTES);
 		try = !ZSTD_isError(pz) && pz < PROBE_BYTES - PROBE_BYTES / 32;
 	}
-	size_t z = try ? ZSTD_compress2(w->cc, dst, ZSTD_compressBound(raw), src, raw) : 0;
+	size_t z = try ? ss_frame_compress(w->cc, dst, src, raw) : 0;
 	if (w)
-		w->last_raw = !(try && !ZSTD_isError(z) && z > 0 && z < (size_t)raw - raw / 20);
+		w->last_raw = z == 0;
 	if (w && !w->last_raw) {
 		uint32_t off = 0;
 		for (uint32_t i = 0; i < n; i++) {
@@ -1016,7 +1010,7 @@ static int run_pipeline(struct push *P)
 /* Store a chunk another push claimed and never landed: read it again from
  * the source (it must still hash to its id), compress it alone. */
 static int store_foreign(struct push *P, const struct foreign *f, uint8_t *buf, uint8_t *zbuf,
-			 size_t zcap, ZSTD_CCtx *cc)
+			 ZSTD_CCtx *cc)
 {
 	struct pfile *pf = &P->files[f->file];
 	struct ss_dentry *de = ss_dedup_entry(P->dedup, f->slot);
@@ -1036,8 +1030,8 @@ static int store_foreign(struct push *P, const struct foreign *f, uint8_t *buf, 
 		return ss_err_set(P->err, -EAGAIN,
 				  "%s changed while it was being pushed (no snapshot written)",
 				  pf->path);
-	size_t z = ZSTD_compressCCtx(cc, zbuf, zcap, buf, f->len, P->cfg.zstd_level);
-	bool zs = !ZSTD_isError(z) && z < (size_t)f->len - f->len / 20;
+	size_t z = ss_frame_compress(cc, zbuf, buf, f->len);
+	bool zs = z != 0;
 	struct ss_packer_chunk pc = {.slot = f->slot, .frame_off = 0};
 	struct ss_err e = {0};
 	int r;
@@ -1063,9 +1057,8 @@ static int resolve_foreign(struct push *P)
 		return 0;
 	uint64_t deadline = ss_now_ns() + FOREIGN_WAIT_NS;
 	uint32_t max = P->cfg.chunk.max_size;
-	size_t zcap = ZSTD_compressBound(max);
-	uint8_t *buf = malloc(max), *zbuf = malloc(zcap);
-	ZSTD_CCtx *cc = ZSTD_createCCtx();
+	uint8_t *buf = malloc(max), *zbuf = malloc(ZSTD_compressBound(max));
+	ZSTD_CCtx *cc = ss_frame_cctx(P->cfg.zstd_level);
 	int r = buf && zbuf && cc ? 0 : ss_err_set(P->err, -ENOMEM, "out of memory");
 	size_t left = P->nforeign;
 	bool stored = false;
@@ -1111,7 +1104,7 @@ static int resolve_foreign(struct push *P)
 				P->foreign[k++] = f;
 				continue;
 			}
-			r = store_foreign(P, &f, buf, zbuf, zcap, cc);
+			r = store_foreign(P, &f, buf, zbuf, cc);
 			stored = true;
 		}
 		left = k;

@@ -170,12 +170,8 @@ static void *wctx_create(void *arg)
 {
 	struct spush *P = arg;
 	struct wctx *w = calloc(1, sizeof(*w));
-	if (w && (w->cc = ZSTD_createCCtx())) {
-		ZSTD_CCtx_setParameter(w->cc, ZSTD_c_compressionLevel, P->cfg.zstd_level);
-		ZSTD_CCtx_setParameter(w->cc, ZSTD_c_checksumFlag, 0);
-		ZSTD_CCtx_setParameter(w->cc, ZSTD_c_contentSizeFlag, 0);
-		ZSTD_CCtx_setParameter(w->cc, ZSTD_c_dictIDFlag, 0);
-	}
+	if (w)
+		w->cc = ss_frame_cctx(P->cfg.zstd_level);
 	return w;
 }
 
@@ -193,10 +189,8 @@ static void frame_work(struct ss_task *t, void *wp)
 {
 	struct frame *f = (struct frame *)t;
 	struct wctx *w = wp;
-	size_t z = w && w->cc ? ZSTD_compress2(w->cc, f->out, ZSTD_compressBound(f->raw_len), f->raw,
-					      f->raw_len)
-			      : 0;
-	if (w && w->cc && !ZSTD_isError(z) && z > 0 && z < (size_t)f->raw_len - f->raw_len / 20) {
+	size_t z = w && w->cc ? ss_frame_compress(w->cc, f->out, f->raw, f->raw_len) : 0;
+	if (z) {
 		f->codec = SS_CODEC_ZSTD;
 		f->out_len = z;
 	} else {
