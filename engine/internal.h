@@ -331,19 +331,42 @@ int ss_load_parents(const struct ss_push_opts *opts, struct ss_loop *l, const st
 		    struct ss_store *store, struct ss_dedup *dedup, struct ss_manifest **guide,
 		    uint64_t *requests, struct ss_err *err);
 
-/* Open the backend that holds a push's snapshot (loc from
- * ss_snaploc_parse) and refuse a snapshot that exists unless opts->force:
- * -EEXIST with a message. *snapb is the caller's to free, also on error. */
-int ss_push_target(const struct ss_push_opts *opts, const struct ss_snaploc *loc,
-		   struct ss_loop *l, const struct ss_cfg *cfg, struct ss_backend **snapb,
-		   uint64_t *requests, struct ss_err *err);
+/* What every push holds from its setup to its commit (ss_push,
+ * ss_push_fd). */
+struct ss_pushbase {
+	struct ss_cfg cfg;
+	struct ss_snaploc loc;      /* the snapshot */
+	struct ss_loop *loop;
+	struct ss_backend *snapb;   /* where the manifest goes */
+	struct ss_store *store;
+	struct ss_claims *claims;   /* NULL: no table, the push goes on alone */
+	struct ss_dedup *dedup;     /* the store's chunks, then this push's too */
+};
+
+/* Resolve the configuration, parse the snapshot's location, set up the
+ * loop and open the backend that will hold the manifest, refusing a
+ * snapshot that exists unless opts->force (-EEXIST with a message). b is
+ * zeroed first; ss_pushbase_close frees it, also after an error. */
+int ss_pushbase_open(struct ss_pushbase *b, const struct ss_push_opts *opts,
+		     const struct ss_config *config, uint64_t *requests, struct ss_err *err);
+
+/* Open the store (opts->store, or the snapshot's default), join the
+ * host's claims on it, then learn its chunks into a new dedup table: in
+ * that order, so only chunks that land after joining are taken from
+ * other pushes. */
+int ss_pushbase_store(struct ss_pushbase *b, const struct ss_push_opts *opts,
+		      struct ss_err *err);
 
 /* Store a finished push in the crash-safe order, after its packs: encode
  * m, write the index object listing every unindexed pack, the ref, and the
  * manifest last (refused if it exists, unless opts->force). Sets
  * st->manifest_bytes, counts requests. Returns 0 or -errno with err set. */
-int ss_push_commit(struct ss_store *store, struct ss_backend *snapb, struct ss_loop *l,
-		   const struct ss_snaploc *loc, const struct ss_push_opts *opts,
-		   const struct ss_manifest *m, struct ss_stats *st, struct ss_err *err);
+int ss_pushbase_commit(struct ss_pushbase *b, const struct ss_push_opts *opts,
+		       const struct ss_manifest *m, struct ss_stats *st, struct ss_err *err);
+
+/* Free what ss_pushbase_open and _store set up, once nothing is in flight
+ * on the loop. Leaving the claims table frees what this push claimed and
+ * did not land, so call it after the packs. */
+void ss_pushbase_close(struct ss_pushbase *b);
 
 #endif

@@ -1,4 +1,4 @@
-/* The manifest builder, parent loading and the commit step shared by
+/* The setup, manifest builder, parent loading and commit shared by
  * ss_push and ss_push_fd (docs/DESIGN.md, "Manifest"). */
 #include "internal.h"
 
@@ -273,15 +273,22 @@ int ss_load_parents(const struct ss_push_opts *opts, struct ss_loop *l, const st
 	return 0;
 }
 
-int ss_push_target(const struct ss_push_opts *opts, const struct ss_snaploc *loc,
-		   struct ss_loop *l, const struct ss_cfg *cfg, struct ss_backend **snapb,
-		   uint64_t *requests, struct ss_err *err)
+/* ---------------------------------------------------------------- setup */
+
+int ss_pushbase_open(struct ss_pushbase *b, const struct ss_push_opts *opts,
+		     const struct ss_config *config, uint64_t *requests, struct ss_err *err)
 {
-	int r = ss_backend_open(loc->backend_uri, l, &cfg->bopts, snapb, err);
-	if (r)
+	memset(b, 0, sizeof(*b));
+	int r;
+	if ((r = ss_cfg_resolve(config, &b->cfg, err)) ||
+	    (r = ss_snaploc_parse(opts->snapshot, &b->loc, err)))
 		return r;
-	struct ss_req sr = {.kind = SS_REQ_STAT, .key = loc->key, .err = err};
-	r = ss_call(*snapb, l, &sr, requests);
+	if ((r = ss_loop_new(256, &b->loop)))
+		return ss_err_set(err, r, "cannot set up io_uring: %s", strerror(-r));
+	if ((r = ss_backend_open(b->loc.backend_uri, b->loop, &b->cfg.bopts, &b->snapb, err)))
+		return r;
+	struct ss_req sr = {.kind = SS_REQ_STAT, .key = b->loc.key, .err = err};
+	r = ss_call(b->snapb, b->loop, &sr, requests);
 	if (r == 0 && !opts->force)
 		return ss_err_set(err, -EEXIST,
 				  "snapshot %s already exists (use --force to replace it)",
@@ -292,12 +299,41 @@ int ss_push_target(const struct ss_push_opts *opts, const struct ss_snaploc *loc
 	return 0;
 }
 
+int ss_pushbase_store(struct ss_pushbase *b, const struct ss_push_opts *opts,
+		      struct ss_err *err)
+{
+	const char *uri = opts->store ? opts->store : b->loc.default_store;
+	int r = ss_store_open(uri, b->loop, &b->cfg, &b->store, err);
+	if (r)
+		return r;
+	/* Without a table (no /dev/shm, mem://) the push goes on alone. */
+	b->claims = ss_store_join_claims(b->store);
+	if ((r = ss_dedup_new(1u << 31, &b->dedup)))
+		return ss_err_set(err, r, "out of memory");
+	return ss_store_load(b->store, b->loop, b->dedup, err);
+}
+
+void ss_pushbase_close(struct ss_pushbase *b)
+{
+	ss_claims_close(b->claims);
+	ss_store_free(b->store);
+	ss_dedup_free(b->dedup);
+	/* Backends live on the loop (object stores keep timers there). */
+	ss_backend_free(b->snapb);
+	ss_loop_free(b->loop);
+	ss_snaploc_free(&b->loc);
+	ss_cfg_wipe(&b->cfg);
+	memset(b, 0, sizeof(*b));
+}
+
 /* ---------------------------------------------------------------- commit */
 
-int ss_push_commit(struct ss_store *store, struct ss_backend *snapb, struct ss_loop *l,
-		   const struct ss_snaploc *loc, const struct ss_push_opts *opts,
-		   const struct ss_manifest *m, struct ss_stats *st, struct ss_err *err)
+int ss_pushbase_commit(struct ss_pushbase *b, const struct ss_push_opts *opts,
+		       const struct ss_manifest *m, struct ss_stats *st, struct ss_err *err)
 {
+	struct ss_store *store = b->store;
+	struct ss_loop *l = b->loop;
+	const struct ss_snaploc *loc = &b->loc;
 	uint8_t *mbuf = NULL;
 	size_t mlen = 0;
 	int r = ss_manifest_encode(m, &mbuf, &mlen);
@@ -309,7 +345,7 @@ int ss_push_commit(struct ss_store *store, struct ss_backend *snapb, struct ss_l
 	if ((r = ss_store_write_index(store, l, err)) ||
 	    (r = ss_store_write_ref(store, l, loc->canonical, err)))
 		goto out;
-	r = ss_put_object(snapb, l, loc->key, mbuf, mlen, opts->force ? 0 : SS_PUT_IF_ABSENT,
+	r = ss_put_object(b->snapb, l, loc->key, mbuf, mlen, opts->force ? 0 : SS_PUT_IF_ABSENT,
 			  &st->requests, err);
 	if (r == -EEXIST)
 		r = ss_err_set(err, r, "snapshot %s was created by someone else meanwhile",

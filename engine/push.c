@@ -106,12 +106,9 @@ struct foreign {
 };
 
 struct push {
-	struct ss_cfg cfg;
+	struct ss_pushbase b;         /* config, loop, store, claims, dedup */
 	const struct ss_push_opts *opts;
-	struct ss_loop *loop;
 	struct ss_pool *pool;
-	struct ss_store *store;
-	struct ss_dedup *dedup;
 	struct ss_chunker chunker;
 	struct ss_manifest *guide;   /* a parent chunked with our parameters */
 	struct ss_err *err;
@@ -153,8 +150,7 @@ struct push {
 	struct ss_packer_chunk *fc;   /* the frame being packed */
 	uint32_t fc_cap;
 
-	/* Pushes on this host into the same store share who stores what. */
-	struct ss_claims *claims;
+	/* Chunks other pushes on this host claimed (P->b.claims). */
 	pthread_mutex_t foreign_mu;
 	struct foreign *foreign;
 	size_t nforeign, foreign_cap;
@@ -379,9 +375,9 @@ static void *wctx_create(void *arg)
 	struct wctx *w = calloc(1, sizeof(*w));
 	if (!w)
 		return NULL;
-	w->scratch_len = P->cfg.frame_max;
+	w->scratch_len = P->b.cfg.frame_max;
 	w->scratch = ss_map_alloc(w->scratch_len);
-	w->cc = ss_frame_cctx(P->cfg.zstd_level);
+	w->cc = ss_frame_cctx(P->b.cfg.zstd_level);
 	return w;
 }
 
@@ -525,7 +521,7 @@ static bool guide_next(struct push *P, const struct pfile *f, const struct seg *
 				return false;
 		}
 	}
-	ss_chunk_id(&P->cfg.ids, s->buf + off, len, id->digest);
+	ss_chunk_id(&P->b.cfg.ids, s->buf + off, len, id->digest);
 	if (memcmp(id->digest, P->guide->chunks[gf->ext[*k].chunk - 1].id, 16) != 0)
 		return false;
 	e->len = len;
@@ -593,13 +589,13 @@ static void seg_work(struct ss_task *t, void *wp)
 		} else {
 			const uint8_t *p = s->buf + off;
 			if (!hashed)
-				ss_chunk_id(&P->cfg.ids, p, e.len, c.digest);
+				ss_chunk_id(&P->b.cfg.ids, p, e.len, c.digest);
 			uint32_t slot;
 			bool is_new;
-			r = ss_dedup_claim(P->dedup, c.digest, (uint32_t)e.len, &slot, &is_new);
+			r = ss_dedup_claim(P->b.dedup, c.digest, (uint32_t)e.len, &slot, &is_new);
 			uint32_t ref;
-			if (!r && is_new && P->claims &&
-			    ss_claims_claim(P->claims, c.digest, &ref) == SS_CLAIM_THEIRS) {
+			if (!r && is_new && P->b.claims &&
+			    ss_claims_claim(P->b.claims, c.digest, &ref) == SS_CLAIM_THEIRS) {
 				/* Another push is storing it: resolve_foreign. */
 				struct foreign fo = {.slot = slot, .ref = ref, .file = s->file,
 						     .len = (uint32_t)e.len, .off = s->off + off};
@@ -607,7 +603,7 @@ static void seg_work(struct ss_task *t, void *wp)
 				is_new = false;
 			}
 			if (!r && is_new) {
-				if (s->frame_raw + e.len > P->cfg.frame_max)
+				if (s->frame_raw + e.len > P->b.cfg.frame_max)
 					frame_flush(w, s);
 				struct newc nc = {.slot = slot, .raw = p, .raw_len = (uint32_t)e.len};
 				r = seg_add_new(s, &nc);
@@ -764,7 +760,7 @@ static void dispatch_ready(struct push *P)
 
 static void read_submit(struct push *P, struct seg *s)
 {
-	struct io_uring_sqe *sqe = ss_loop_sqe(P->loop, &s->rop);
+	struct io_uring_sqe *sqe = ss_loop_sqe(P->b.loop, &s->rop);
 	struct pfile *f = &P->files[s->file];
 	if (P->fixed_bufs)
 		io_uring_prep_read_fixed(sqe, f->fd, s->buf + s->got, s->len - s->got,
@@ -831,7 +827,7 @@ static int note_seq(struct push *P, struct pfile *f, uint64_t seq)
  * segment is read whole, or as the end of a file whose size is final. */
 static void issue_reads(struct push *P)
 {
-	uint64_t ss = P->cfg.chunk.seg_size;
+	uint64_t ss = P->b.cfg.chunk.seg_size;
 	for (size_t i = P->rd_file; !P->failed && P->free_segs && i < P->nfiles; i++) {
 		struct pfile *f = &P->files[i];
 		while (!P->failed && P->free_segs &&
@@ -884,11 +880,11 @@ static int pools_init(struct push *P)
 {
 	/* Enough segments for the reads in flight plus two per worker (one
 	 * being chunked, one queued), so neither side starves the other. */
-	P->nsegs = P->cfg.read_depth + 2 * P->cfg.threads;
-	size_t ss = P->cfg.chunk.seg_size;
+	P->nsegs = P->b.cfg.read_depth + 2 * P->b.cfg.threads;
+	size_t ss = P->b.cfg.chunk.seg_size;
 	/* Output holds at most the segment's bytes (a chunk is never stored
 	 * larger than raw), plus zstd's worst-case slack for the last one. */
-	size_t os = SS_ALIGN_UP(ss + ZSTD_compressBound(P->cfg.frame_max) - P->cfg.frame_max,
+	size_t os = SS_ALIGN_UP(ss + ZSTD_compressBound(P->b.cfg.frame_max) - P->b.cfg.frame_max,
 				4096);
 	P->seg_mem_len = ss * P->nsegs;
 	P->out_mem_len = os * P->nsegs;
@@ -915,18 +911,18 @@ static int pools_init(struct push *P)
 		iov[i] = (struct iovec){.iov_base = s->buf, .iov_len = ss};
 	}
 	/* Registered buffers spare the kernel a page walk per read. */
-	P->fixed_bufs = io_uring_register_buffers(ss_loop_ring(P->loop), iov, P->nsegs) == 0;
+	P->fixed_bufs = io_uring_register_buffers(ss_loop_ring(P->b.loop), iov, P->nsegs) == 0;
 	free(iov);
-	int r = ss_packer_new(P->store, P->dedup, &P->cfg, P->st, pack_done, P, &P->packer);
-	if (!r && P->claims)
-		ss_packer_set_claims(P->packer, P->claims);
+	int r = ss_packer_new(P->b.store, P->b.dedup, &P->b.cfg, P->st, pack_done, P, &P->packer);
+	if (!r && P->b.claims)
+		ss_packer_set_claims(P->packer, P->b.claims);
 	return r;
 }
 
 static void pools_free(struct push *P)
 {
 	if (P->fixed_bufs)
-		io_uring_unregister_buffers(ss_loop_ring(P->loop));
+		io_uring_unregister_buffers(ss_loop_ring(P->b.loop));
 	P->fixed_bufs = false;
 	ss_map_free(P->seg_mem, P->seg_mem_len);
 	ss_map_free(P->out_mem, P->out_mem_len);
@@ -955,7 +951,7 @@ static void progress(struct push *P, bool force)
 	P->prog.bytes_total = P->total_bytes;
 	P->prog.dedup_bytes = P->chunk_bytes - P->st->new_raw_bytes;
 	P->prog.stored_bytes = P->st->new_stored_bytes;
-	ss_tick(&P->cfg, &P->ticker, &P->prog, force);
+	ss_tick(&P->b.cfg, &P->ticker, &P->prog, force);
 }
 
 /* Run the pipeline until every byte is chunked and every pack stored. */
@@ -986,11 +982,11 @@ static int run_pipeline(struct push *P)
 		/* While following a writer, wake up regularly to look again. */
 		if (P->follow && !P->writer_done && !P->tick_armed) {
 			P->tick.done = tick_done;
-			io_uring_prep_timeout(ss_loop_sqe(P->loop, &P->tick), (struct __kernel_timespec *)&tick,
+			io_uring_prep_timeout(ss_loop_sqe(P->b.loop, &P->tick), (struct __kernel_timespec *)&tick,
 					      0, 0);
 			P->tick_armed = true;
 		}
-		int r = ss_loop_turn(P->loop, true);
+		int r = ss_loop_turn(P->b.loop, true);
 		if (r < 0) {
 			fail(P, r, "event loop failed");
 			/* Nothing more will complete; do not wait for it. */
@@ -1013,7 +1009,7 @@ static int store_foreign(struct push *P, const struct foreign *f, uint8_t *buf, 
 			 ZSTD_CCtx *cc)
 {
 	struct pfile *pf = &P->files[f->file];
-	struct ss_dentry *de = ss_dedup_entry(P->dedup, f->slot);
+	struct ss_dentry *de = ss_dedup_entry(P->b.dedup, f->slot);
 	for (uint32_t got = 0; got < f->len;) {
 		ssize_t n = pread(pf->fd, buf + got, f->len - got, (off_t)(f->off + got));
 		if (n < 0 && errno == EINTR)
@@ -1025,7 +1021,7 @@ static int store_foreign(struct push *P, const struct foreign *f, uint8_t *buf, 
 		got += (uint32_t)n;
 	}
 	uint8_t id[16];
-	ss_chunk_id(&P->cfg.ids, buf, f->len, id);
+	ss_chunk_id(&P->b.cfg.ids, buf, f->len, id);
 	if (memcmp(id, de->id, 16) != 0)
 		return ss_err_set(P->err, -EAGAIN,
 				  "%s changed while it was being pushed (no snapshot written)",
@@ -1038,7 +1034,7 @@ static int store_foreign(struct push *P, const struct foreign *f, uint8_t *buf, 
 	while ((r = ss_packer_add(P->packer, zs ? zbuf : buf, zs ? (uint32_t)z : f->len,
 				  zs ? SS_CODEC_ZSTD : SS_CODEC_RAW, &pc, 1, &e)) == -EAGAIN) {
 		/* Every pack buffer is uploading: wait for one. */
-		if ((r = ss_loop_turn(P->loop, true)) < 0)
+		if ((r = ss_loop_turn(P->b.loop, true)) < 0)
 			return ss_err_set(P->err, r, "event loop failed: %s", strerror(-r));
 		if (P->failed)
 			return P->err->code;
@@ -1056,9 +1052,9 @@ static int resolve_foreign(struct push *P)
 	if (!P->nforeign)
 		return 0;
 	uint64_t deadline = ss_now_ns() + FOREIGN_WAIT_NS;
-	uint32_t max = P->cfg.chunk.max_size;
+	uint32_t max = P->b.cfg.chunk.max_size;
 	uint8_t *buf = malloc(max), *zbuf = malloc(ZSTD_compressBound(max));
-	ZSTD_CCtx *cc = ss_frame_cctx(P->cfg.zstd_level);
+	ZSTD_CCtx *cc = ss_frame_cctx(P->b.cfg.zstd_level);
 	int r = buf && zbuf && cc ? 0 : ss_err_set(P->err, -ENOMEM, "out of memory");
 	size_t left = P->nforeign;
 	bool stored = false;
@@ -1067,9 +1063,9 @@ static int resolve_foreign(struct push *P)
 		size_t k = 0;
 		for (size_t i = 0; !r && i < left; i++) {
 			struct foreign f = P->foreign[i];
-			struct ss_dentry *de = ss_dedup_entry(P->dedup, f.slot);
+			struct ss_dentry *de = ss_dedup_entry(P->b.dedup, f.slot);
 			struct ss_claim_loc loc;
-			int pr = ss_claims_poll(P->claims, f.ref, de->id, &loc);
+			int pr = ss_claims_poll(P->b.claims, f.ref, de->id, &loc);
 			/* Shared memory is input too: a location must make sense
 			 * (pull verifies the chunk's bytes against its id). */
 			bool bad = pr == 0 && !(loc.codec == SS_CODEC_ZSTD
@@ -1082,7 +1078,7 @@ static int resolve_foreign(struct push *P)
 				pr = -ENOENT;
 			if (pr == 0) {
 				uint32_t idx;
-				if ((r = ss_store_pack_index(P->store, loc.pack_id, 0, &idx))) {
+				if ((r = ss_store_pack_index(P->b.store, loc.pack_id, 0, &idx))) {
 					ss_err_set(P->err, r, "out of memory");
 					break;
 				}
@@ -1099,7 +1095,7 @@ static int resolve_foreign(struct push *P)
 			}
 			uint32_t ref;
 			if (!expired && !bad &&
-			    ss_claims_claim(P->claims, de->id, &ref) == SS_CLAIM_THEIRS) {
+			    ss_claims_claim(P->b.claims, de->id, &ref) == SS_CLAIM_THEIRS) {
 				f.ref = ref;    /* another push took it over first */
 				P->foreign[k++] = f;
 				continue;
@@ -1119,7 +1115,7 @@ static int resolve_foreign(struct push *P)
 	if (f < 0)
 		r = ss_err_set(P->err, f, "%s", e.msg);
 	while (!r && !P->failed && ss_packer_inflight(P->packer)) {
-		int t = ss_loop_turn(P->loop, true);
+		int t = ss_loop_turn(P->b.loop, true);
 		if (t < 0)
 			r = ss_err_set(P->err, t, "event loop failed: %s", strerror(-t));
 	}
@@ -1181,8 +1177,8 @@ static int recheck_segment(struct recheck *rc, const struct recheck_item *it, ui
 				return 1;
 		} else {
 			uint8_t id[16];
-			ss_chunk_id(&P->cfg.ids, buf + at, e->len, id);
-			if (memcmp(id, ss_dedup_entry(P->dedup, e->slot)->id, 16) != 0)
+			ss_chunk_id(&P->b.cfg.ids, buf + at, e->len, id);
+			if (memcmp(id, ss_dedup_entry(P->b.dedup, e->slot)->id, 16) != 0)
 				return 1;
 		}
 		at += e->len;
@@ -1193,7 +1189,7 @@ static int recheck_segment(struct recheck *rc, const struct recheck_item *it, ui
 static void *recheck_main(void *arg)
 {
 	struct recheck *rc = arg;
-	uint8_t *buf = ss_map_alloc(rc->P->cfg.chunk.seg_size);
+	uint8_t *buf = ss_map_alloc(rc->P->b.cfg.chunk.seg_size);
 	if (!buf) {
 		atomic_store(&rc->err, -ENOMEM);
 		return NULL;
@@ -1211,7 +1207,7 @@ static void *recheck_main(void *arg)
 			atomic_compare_exchange_strong(&rc->bad, &none, rc->items[i].file + 1);
 		}
 	}
-	ss_map_free(buf, rc->P->cfg.chunk.seg_size);
+	ss_map_free(buf, rc->P->b.cfg.chunk.seg_size);
 	return NULL;
 }
 
@@ -1260,7 +1256,7 @@ static int check_followed(struct push *P)
 	atomic_init(&rc.bad, 0);
 	atomic_init(&rc.err, 0);
 	pthread_t th[SS_MAX_THREADS];
-	unsigned nth = 0, want = (unsigned)SS_MIN((size_t)P->cfg.threads, rc.n);
+	unsigned nth = 0, want = (unsigned)SS_MIN((size_t)P->b.cfg.threads, rc.n);
 	while (nth + 1 < want && pthread_create(&th[nth], NULL, recheck_main, &rc) == 0)
 		nth++;
 	recheck_main(&rc);
@@ -1303,7 +1299,7 @@ static int check_unchanged(struct push *P)
 static int build_manifest(struct push *P, struct ss_manifest **out)
 {
 	struct ss_mbuild *b = NULL;
-	int r = ss_mbuild_new(&P->cfg, P->opts, P->store, P->dedup, P->root_is_dir, &b);
+	int r = ss_mbuild_new(&P->b.cfg, P->opts, P->b.store, P->b.dedup, P->root_is_dir, &b);
 	for (size_t i = 0; !r && i < P->nfiles; i++) {
 		struct pfile *f = &P->files[i];
 		size_t next = 0;
@@ -1355,7 +1351,7 @@ static int map_guide(struct push *P)
 
 static int load_parents(struct push *P)
 {
-	int r = ss_load_parents(P->opts, P->loop, &P->cfg, P->store, P->dedup, &P->guide,
+	int r = ss_load_parents(P->opts, P->b.loop, &P->b.cfg, P->b.store, P->b.dedup, &P->guide,
 				&P->st->requests, P->err);
 	if (!r && P->guide)
 		r = map_guide(P);
@@ -1368,8 +1364,6 @@ int ss_push(const struct ss_push_opts *opts, const struct ss_config *config, str
 	struct ss_err err = {0};
 	struct push *P = calloc(1, sizeof(*P));
 	struct ss_stats local_st;
-	struct ss_snaploc loc = {0};
-	struct ss_backend *snapb = NULL;
 	struct ss_manifest *m = NULL;
 	uint64_t t0 = ss_now_ns();
 	int r;
@@ -1390,39 +1384,21 @@ int ss_push(const struct ss_push_opts *opts, const struct ss_config *config, str
 	P->opts = opts;
 	P->follow = opts->writer_status != NULL;
 	P->writer_done = !P->follow;
-	if ((r = ss_cfg_resolve(config, &P->cfg, &err)))
+	if ((r = ss_pushbase_open(&P->b, opts, config, &st->requests, &err)))
 		goto out;
-	ss_chunker_init(&P->chunker, &P->cfg.chunk);
-	if ((r = ss_snaploc_parse(opts->snapshot, &loc, &err)))
-		goto out;
-	if ((r = ss_loop_new(256, &P->loop))) {
-		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
-		goto out;
-	}
-	if ((r = ss_push_target(opts, &loc, P->loop, &P->cfg, &snapb, &st->requests, &err)))
-		goto out;
+	ss_chunker_init(&P->chunker, &P->b.cfg.chunk);
 	if ((r = collect_files(P)))
 		goto out;
-	const char *store_uri = opts->store ? opts->store : loc.default_store;
-	if ((r = ss_store_open(store_uri, P->loop, &P->cfg, &P->store, &err)))
-		goto out;
-	/* Join the host's claims on this store before learning its chunks:
-	 * only chunks that land after this point are taken from other pushes.
-	 * Without a table (no /dev/shm, mem://) the push goes on alone. */
-	P->claims = ss_store_join_claims(P->store);
-	/* Every chunk the store already holds, plus this push's. */
-	if ((r = ss_dedup_new(1u << 31, &P->dedup))) {
-		ss_err_set(&err, r, "out of memory");
-		goto out;
-	}
+	/* The store is opened, and its chunks learnt, only for a source that
+	 * can be read: a bad path leaves no store behind. */
 	P->prog.phase = "index";
-	ss_tick(&P->cfg, &P->ticker, &P->prog, true);
-	if ((r = ss_store_load(P->store, P->loop, P->dedup, &err)))
+	ss_tick(&P->b.cfg, &P->ticker, &P->prog, true);
+	if ((r = ss_pushbase_store(&P->b, opts, &err)))
 		goto out;
 	if ((r = load_parents(P)))
 		goto out;
 	struct ss_worker_ctx_ops wops = {.create = wctx_create, .destroy = wctx_destroy, .arg = P};
-	if ((r = pools_init(P)) || (r = ss_pool_new(P->loop, P->cfg.threads, &wops, &P->pool))) {
+	if ((r = pools_init(P)) || (r = ss_pool_new(P->b.loop, P->b.cfg.threads, &wops, &P->pool))) {
 		ss_err_set(&err, r, "cannot allocate the push pipeline: %s", strerror(-r));
 		goto out;
 	}
@@ -1450,11 +1426,11 @@ int ss_push(const struct ss_push_opts *opts, const struct ss_config *config, str
 		ss_err_set(&err, r, "cannot build the manifest: %s", strerror(-r));
 		goto out;
 	}
-	r = ss_push_commit(P->store, snapb, P->loop, &loc, opts, m, st, &err);
+	r = ss_pushbase_commit(&P->b, opts, m, st, &err);
 out:
 	if (P) {
 		/* On failure, let everything in flight finish before freeing. */
-		while (P->loop && busy(P) && ss_loop_turn(P->loop, true) >= 0)
+		while (P->b.loop && busy(P) && ss_loop_turn(P->b.loop, true) >= 0)
 			;
 		ss_pool_free(P->pool);
 		if (P->segs || P->seg_mem)
@@ -1462,8 +1438,8 @@ out:
 		st->files = P->nfiles;
 		st->logical_bytes = P->total_bytes;
 		st->dedup_bytes = P->total_bytes - st->zero_bytes - st->new_raw_bytes;
-		if (P->store)
-			st->requests += P->store->requests;
+		if (P->b.store)
+			st->requests += P->b.store->requests;
 		if (P->seg_ext)
 			for (uint64_t i = 0; i < P->next_seq; i++)
 				free(P->seg_ext[i].ext);
@@ -1471,9 +1447,6 @@ out:
 		free(P->fc);
 		free(P->foreign);
 		pthread_mutex_destroy(&P->foreign_mu);
-		/* After the packs: what this push claimed and did not land is
-		 * free for the others to take once we are gone. */
-		ss_claims_close(P->claims);
 		for (size_t i = 0; i < P->nfiles; i++) {
 			if (P->files[i].fd >= 0)
 				close(P->files[i].fd);
@@ -1484,16 +1457,10 @@ out:
 			free(P->files[i].name);
 		}
 		free(P->files);
-		ss_store_free(P->store);
-		ss_dedup_free(P->dedup);
 		ss_manifest_free(P->guide);
-		ss_backend_free(snapb);
-		ss_loop_free(P->loop);
+		ss_pushbase_close(&P->b);
 	}
 	ss_manifest_free(m);
-	ss_snaploc_free(&loc);
-	if (P)
-		ss_cfg_wipe(&P->cfg);
 	free(P);
 	st->seconds = (double)(ss_now_ns() - t0) / 1e9;
 	if (r && errbuf && errlen)

@@ -47,13 +47,14 @@ struct frame {
 };
 
 struct spush {
-	struct ss_cfg cfg;
+	/* Config, loop, store, dedup and the host's claims (claims.h): a
+	 * stream cannot read a chunk again, so it stores every new chunk, but
+	 * claims them first so that file pushes running meanwhile wait for
+	 * its copy instead of storing one. */
+	struct ss_pushbase b;
 	const struct ss_push_opts *opts;
 	int fd;
-	struct ss_loop *loop;
 	struct ss_pool *pool;
-	struct ss_store *store;
-	struct ss_dedup *dedup;
 	struct ss_chunker chunker;
 	struct ss_chunk_stream *cs;
 	struct ss_err *err;
@@ -80,10 +81,6 @@ struct spush {
 	uint32_t fcap;              /* chunks a frame can list */
 	struct frame *parked_head, *parked_tail;
 	struct ss_packer *packer;
-	/* The host's claims (claims.h): a stream cannot read a chunk again,
-	 * so it stores every new chunk, but claims them first so that file
-	 * pushes running meanwhile wait for its copy instead of storing one. */
-	struct ss_claims *claims;
 	/* The file */
 	struct sext *ext;
 	size_t next, ext_cap;
@@ -137,15 +134,15 @@ static int emit(void *arg, uint64_t off, const struct ss_extent *e, const uint8_
 		return add_ext(P, e->len, SS_SLOT_NONE);
 	}
 	XXH128_canonical_t c;
-	ss_chunk_id(&P->cfg.ids, bytes, e->len, c.digest);
+	ss_chunk_id(&P->b.cfg.ids, bytes, e->len, c.digest);
 	uint32_t slot;
 	bool is_new;
-	int r = ss_dedup_claim(P->dedup, c.digest, (uint32_t)e->len, &slot, &is_new);
+	int r = ss_dedup_claim(P->b.dedup, c.digest, (uint32_t)e->len, &slot, &is_new);
 	if (r)
 		return r;
 	uint32_t ref;
-	if (is_new && P->claims)
-		(void)ss_claims_claim(P->claims, c.digest, &ref);
+	if (is_new && P->b.claims)
+		(void)ss_claims_claim(P->b.claims, c.digest, &ref);
 	if (is_new) {
 		if (P->stage_len + e->len > P->stage_cap || P->sq_n == P->sq_cap)
 			return -ENOBUFS;   /* cannot happen: sized for one read */
@@ -171,7 +168,7 @@ static void *wctx_create(void *arg)
 	struct spush *P = arg;
 	struct wctx *w = calloc(1, sizeof(*w));
 	if (w)
-		w->cc = ss_frame_cctx(P->cfg.zstd_level);
+		w->cc = ss_frame_cctx(P->b.cfg.zstd_level);
 	return w;
 }
 
@@ -227,7 +224,7 @@ static void fill_frames(struct spush *P)
 {
 	while (P->sq_n && !P->failed) {
 		struct staged *s = &P->sq[P->sq_head];
-		if (P->cur && (P->cur->raw_len + s->len > P->cfg.frame_max || P->cur->n == P->fcap)) {
+		if (P->cur && (P->cur->raw_len + s->len > P->b.cfg.frame_max || P->cur->n == P->fcap)) {
 			frame_submit(P, P->cur);
 			P->cur = NULL;
 		}
@@ -306,7 +303,7 @@ static void read_done(struct ss_op *op, int res)
 static void read_submit(struct spush *P)
 {
 	P->rop.done = read_done;
-	struct io_uring_sqe *sqe = ss_loop_sqe(P->loop, &P->rop);
+	struct io_uring_sqe *sqe = ss_loop_sqe(P->b.loop, &P->rop);
 	/* -1: the descriptor's own position, so pipes and files both work. */
 	io_uring_prep_read(sqe, P->fd, P->rbuf, READ_SIZE, (uint64_t)-1);
 	P->reading = true;
@@ -370,7 +367,7 @@ static int run(struct spush *P)
 				break;
 			}
 		}
-		int t = ss_loop_turn(P->loop, true);
+		int t = ss_loop_turn(P->b.loop, true);
 		if (t < 0) {
 			fail(P, t, "event loop failed");
 			return t;
@@ -379,7 +376,7 @@ static int run(struct spush *P)
 		P->prog.zero_bytes = P->st->zero_bytes;
 		P->prog.dedup_bytes = P->chunk_bytes - P->st->new_raw_bytes;
 		P->prog.stored_bytes = P->st->new_stored_bytes;
-		ss_tick(&P->cfg, &P->ticker, &P->prog, false);
+		ss_tick(&P->b.cfg, &P->ticker, &P->prog, false);
 	}
 	return P->failed ? P->err->code : 0;
 }
@@ -391,24 +388,24 @@ static int setup(struct spush *P)
 	P->rbuf = ss_map_alloc(READ_SIZE);
 	/* One read's chunks, plus what the chunker held back (at most a
 	 * segment) and one more chunk: the stage never overflows. */
-	P->stage_cap = READ_SIZE + P->cfg.chunk.seg_size + P->cfg.chunk.max_size;
+	P->stage_cap = READ_SIZE + P->b.cfg.chunk.seg_size + P->b.cfg.chunk.max_size;
 	P->stage = ss_map_alloc(P->stage_cap);
 	/* A chunk shorter than a page is cut short by the zero page after it,
 	 * which is not staged: at most two chunks per page of input. */
 	P->sq_cap = 2 * (P->stage_cap / SS_PAGE_SIZE) + 64;
 	P->sq = malloc(sizeof(*P->sq) * P->sq_cap);
-	P->nframes = P->cfg.threads * 2 + 2;
+	P->nframes = P->b.cfg.threads * 2 + 2;
 	P->frames = calloc(P->nframes, sizeof(*P->frames));
 	if (!P->hs || !P->cs || !P->rbuf || !P->stage || !P->sq || !P->frames)
 		return -ENOMEM;
 	XXH3_128bits_reset(P->hs);
-	P->fcap = 2 * (P->cfg.frame_max / SS_PAGE_SIZE) + 4;
+	P->fcap = 2 * (P->b.cfg.frame_max / SS_PAGE_SIZE) + 4;
 	uint32_t fcap = P->fcap;
 	for (unsigned i = 0; i < P->nframes; i++) {
 		struct frame *f = &P->frames[i];
 		f->P = P;
-		f->raw = ss_map_alloc(P->cfg.frame_max);
-		f->out = ss_map_alloc(ZSTD_compressBound(P->cfg.frame_max));
+		f->raw = ss_map_alloc(P->b.cfg.frame_max);
+		f->out = ss_map_alloc(ZSTD_compressBound(P->b.cfg.frame_max));
 		f->c = malloc(sizeof(*f->c) * fcap);
 		if (!f->raw || !f->out || !f->c)
 			return -ENOMEM;
@@ -417,13 +414,13 @@ static int setup(struct spush *P)
 		f->next = P->free_frames;
 		P->free_frames = f;
 	}
-	int r = ss_packer_new(P->store, P->dedup, &P->cfg, P->st, pack_done, P, &P->packer);
+	int r = ss_packer_new(P->b.store, P->b.dedup, &P->b.cfg, P->st, pack_done, P, &P->packer);
 	if (r)
 		return r;
-	if (P->claims)
-		ss_packer_set_claims(P->packer, P->claims);
+	if (P->b.claims)
+		ss_packer_set_claims(P->packer, P->b.claims);
 	struct ss_worker_ctx_ops wops = {.create = wctx_create, .destroy = wctx_destroy, .arg = P};
-	return ss_pool_new(P->loop, P->cfg.threads, &wops, &P->pool);
+	return ss_pool_new(P->b.loop, P->b.cfg.threads, &wops, &P->pool);
 }
 
 static void teardown(struct spush *P)
@@ -432,8 +429,8 @@ static void teardown(struct spush *P)
 	P->pool = NULL;
 	if (P->frames)
 		for (unsigned i = 0; i < P->nframes; i++) {
-			ss_map_free(P->frames[i].raw, P->cfg.frame_max);
-			ss_map_free(P->frames[i].out, ZSTD_compressBound(P->cfg.frame_max));
+			ss_map_free(P->frames[i].raw, P->b.cfg.frame_max);
+			ss_map_free(P->frames[i].out, ZSTD_compressBound(P->b.cfg.frame_max));
 			free(P->frames[i].c);
 		}
 	free(P->frames);
@@ -454,7 +451,7 @@ static void teardown(struct spush *P)
 static int build_manifest(struct spush *P, const char *name, struct ss_manifest **out)
 {
 	struct ss_mbuild *b = NULL;
-	int r = ss_mbuild_new(&P->cfg, P->opts, P->store, P->dedup, false, &b);
+	int r = ss_mbuild_new(&P->b.cfg, P->opts, P->b.store, P->b.dedup, false, &b);
 	if (!r) {
 		XXH128_canonical_t d;
 		XXH128_canonicalFromHash(&d, XXH3_128bits_digest(P->hs));
@@ -476,8 +473,6 @@ int ss_push_fd(const struct ss_push_opts *opts, int fd, const char *name,
 	struct ss_err err = {0};
 	struct ss_stats local_st;
 	struct spush *P = calloc(1, sizeof(*P));
-	struct ss_snaploc loc = {0};
-	struct ss_backend *snapb = NULL;
 	struct ss_manifest *m = NULL;
 	uint64_t t0 = ss_now_ns();
 	int r;
@@ -502,25 +497,9 @@ int ss_push_fd(const struct ss_push_opts *opts, int fd, const char *name,
 		r = ss_err_set(&err, -EINVAL, "cannot store file name '%s'", name);
 		goto out;
 	}
-	if ((r = ss_cfg_resolve(config, &P->cfg, &err)))
+	if ((r = ss_pushbase_open(&P->b, opts, config, &st->requests, &err)))
 		goto out;
-	ss_chunker_init(&P->chunker, &P->cfg.chunk);
-	if ((r = ss_snaploc_parse(opts->snapshot, &loc, &err)))
-		goto out;
-	if ((r = ss_loop_new(256, &P->loop))) {
-		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
-		goto out;
-	}
-	if ((r = ss_push_target(opts, &loc, P->loop, &P->cfg, &snapb, &st->requests, &err)))
-		goto out;
-	const char *store_uri = opts->store ? opts->store : loc.default_store;
-	if ((r = ss_store_open(store_uri, P->loop, &P->cfg, &P->store, &err)))
-		goto out;
-	P->claims = ss_store_join_claims(P->store);
-	if ((r = ss_dedup_new(1u << 31, &P->dedup))) {
-		ss_err_set(&err, r, "out of memory");
-		goto out;
-	}
+	ss_chunker_init(&P->chunker, &P->b.cfg.chunk);
 	P->prog.phase = "index";
 	struct stat sb;
 	if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode)) {
@@ -528,11 +507,11 @@ int ss_push_fd(const struct ss_push_opts *opts, int fd, const char *name,
 		if (pos >= 0 && sb.st_size > pos)
 			P->prog.bytes_total = (uint64_t)(sb.st_size - pos);
 	}
-	ss_tick(&P->cfg, &P->ticker, &P->prog, true);
+	ss_tick(&P->b.cfg, &P->ticker, &P->prog, true);
 	/* Parents seed dedup only: no cut-point guide, as a stream is not a
 	 * file whose offsets can be compared ahead of time. */
-	if ((r = ss_store_load(P->store, P->loop, P->dedup, &err)) ||
-	    (r = ss_load_parents(opts, P->loop, &P->cfg, P->store, P->dedup, NULL,
+	if ((r = ss_pushbase_store(&P->b, opts, &err)) ||
+	    (r = ss_load_parents(opts, P->b.loop, &P->b.cfg, P->b.store, P->b.dedup, NULL,
 				 &st->requests, &err)))
 		goto out;
 	if ((r = setup(P))) {
@@ -543,37 +522,27 @@ int ss_push_fd(const struct ss_push_opts *opts, int fd, const char *name,
 		goto out;
 	teardown(P);
 	P->prog.phase = "commit";
-	ss_tick(&P->cfg, &P->ticker, &P->prog, true);
+	ss_tick(&P->b.cfg, &P->ticker, &P->prog, true);
 	if ((r = build_manifest(P, name, &m))) {
 		ss_err_set(&err, r, "cannot build the manifest: %s", strerror(-r));
 		goto out;
 	}
-	r = ss_push_commit(P->store, snapb, P->loop, &loc, opts, m, st, &err);
+	r = ss_pushbase_commit(&P->b, opts, m, st, &err);
 out:
 	if (P) {
-		while (P->loop && busy(P) && ss_loop_turn(P->loop, true) >= 0)
+		while (P->b.loop && busy(P) && ss_loop_turn(P->b.loop, true) >= 0)
 			;
 		teardown(P);
 		st->files = 1;
 		st->logical_bytes = P->total;
 		st->dedup_bytes = P->chunk_bytes - st->new_raw_bytes;
-		if (P->store)
-			st->requests += P->store->requests;
+		if (P->b.store)
+			st->requests += P->b.store->requests;
 		free(P->ext);
 		XXH3_freeState(P->hs);
-		ss_claims_close(P->claims);
-		ss_store_free(P->store);
-		ss_dedup_free(P->dedup);
-		/* Backends live on the loop (object stores keep timers there). */
-		ss_backend_free(snapb);
-		ss_loop_free(P->loop);
-	} else {
-		ss_backend_free(snapb);
+		ss_pushbase_close(&P->b);
 	}
 	ss_manifest_free(m);
-	ss_snaploc_free(&loc);
-	if (P)
-		ss_cfg_wipe(&P->cfg);
 	free(P);
 	st->seconds = (double)(ss_now_ns() - t0) / 1e9;
 	if (r && errbuf && errlen)
