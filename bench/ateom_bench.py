@@ -198,31 +198,36 @@ def roundtrip(ateom, wd, mb, runs, record, snapstream=None):
 
         if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
             raise Skipped("cannot become a subreaper to time runsc alone as ateom runs it")
+
+        def timed(argv):
+            """(wall s, machine CPU s) of one reaped command."""
+            c, t = machine_cpu_s(), time.perf_counter()
+            reaping_run(argv)
+            return time.perf_counter() - t, round(machine_cpu_s() - c, 3)
+
+        def sandbox(cid, img):
+            """A counting sandbox cid and an empty image directory img."""
+            os.makedirs(img)
+            reaping_run(rs + ["run", "--detach", "--bundle", bundle, cid])
+            wait_counter(cid)
+
         for i in range(runs):
             log("ateom run %d/%d: runsc alone" % (i + 1, runs))
             cid = "ssbench-runsc-%d-%d" % (os.getpid(), i)
             img = os.path.join(tmp, "img-%d" % i)
-            os.makedirs(img)
-            reaping_run(rs + ["run", "--detach", "--bundle", bundle, cid])
-            wait_counter(cid)
-            c, t = machine_cpu_s(), time.perf_counter()
-            reaping_run(rs + ["checkpoint", "--image-path", img, cid])
-            record("runsc", "checkpoint", i, time.perf_counter() - t, image_bytes=logical_bytes(img),
-                   machine_cpu_s=round(machine_cpu_s() - c, 3))
+            sandbox(cid, img)
+            w, cpu = timed(rs + ["checkpoint", "--image-path", img, cid])
+            record("runsc", "checkpoint", i, w, image_bytes=logical_bytes(img), machine_cpu_s=cpu)
             reaping_run(rs + ["delete", "-force", cid])
-            c, t = machine_cpu_s(), time.perf_counter()
-            reaping_run(rs + ["restore", "--detach", "--image-path", img, "--bundle", bundle, cid])
-            record("runsc", "restore", i, time.perf_counter() - t,
-                   machine_cpu_s=round(machine_cpu_s() - c, 3))
+            w, cpu = timed(rs + ["restore", "--detach", "--image-path", img, "--bundle", bundle, cid])
+            record("runsc", "restore", i, w, machine_cpu_s=cpu)
             reaping_run(rs + ["delete", "-force", cid])
             if snapstream:
                 # The push alone, after the checkpoint rather than beside
                 # it: what a no-overlap CheckpointWorkload would add.
                 store = os.path.join(tmp, "seq-store-%d" % i)
-                c, t = machine_cpu_s(), time.perf_counter()
-                reaping_run([snapstream, "push", img, os.path.join(store, "snap")])
-                record("push-after", "checkpoint", i, time.perf_counter() - t,
-                       machine_cpu_s=round(machine_cpu_s() - c, 3))
+                w, cpu = timed([snapstream, "push", img, os.path.join(store, "snap")])
+                record("push-after", "checkpoint", i, w, machine_cpu_s=cpu)
                 rm(store)
             rm(img)
 
@@ -234,18 +239,14 @@ def roundtrip(ateom, wd, mb, runs, record, snapstream=None):
             log("ateom run %d/%d: runsc alone beside an idle-priority busy thread" % (i + 1, runs))
             cid = "ssbench-spin-%d-%d" % (os.getpid(), i)
             img = os.path.join(tmp, "img-spin-%d" % i)
-            os.makedirs(img)
-            reaping_run(rs + ["run", "--detach", "--bundle", bundle, cid])
-            wait_counter(cid)
+            sandbox(cid, img)
             spin = subprocess.Popen([sys.executable, "-c", "while True: pass"],
                                     preexec_fn=lambda: os.sched_setscheduler(
                                         0, os.SCHED_IDLE, os.sched_param(0)))
             try:
                 time.sleep(0.2)
-                c, t = machine_cpu_s(), time.perf_counter()
-                reaping_run(rs + ["checkpoint", "--image-path", img, cid])
-                record("runsc-idle-spin", "checkpoint", i, time.perf_counter() - t,
-                       machine_cpu_s=round(machine_cpu_s() - c, 3))
+                w, cpu = timed(rs + ["checkpoint", "--image-path", img, cid])
+                record("runsc-idle-spin", "checkpoint", i, w, machine_cpu_s=cpu)
             finally:
                 spin.kill()
                 spin.wait()
