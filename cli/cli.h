@@ -112,12 +112,14 @@ void cli_time(int64_t unix_ns, char *out, size_t n);
 void cli_progress_cb(void *arg, const struct ss_progress *p);
 void cli_progress_clear(struct cli *c);
 
-/* A tiny JSON writer to stdout (or another stream): values are escaped,
- * commas placed by nesting depth. */
+/* The --json result, built as a json-c tree (json/ssjson.h: strings made
+ * valid UTF-8) and written as one line by json_finish. */
+struct json_object;
 struct json {
 	FILE *f;
-	int depth;
-	bool first[16];
+	struct json_object *root;       /* the top-level value */
+	struct json_object *open;       /* json-c array: containers not yet ended */
+	bool failed;                    /* out of memory on the way */
 };
 void json_begin(struct json *j, FILE *f);
 void json_obj(struct json *j, const char *key);    /* key NULL inside arrays */
@@ -129,7 +131,11 @@ void json_u64(struct json *j, const char *key, uint64_t v);
 void json_i64(struct json *j, const char *key, int64_t v);
 void json_f64(struct json *j, const char *key, double v);
 void json_bool(struct json *j, const char *key, bool v);
-void json_finish(struct json *j);   /* newline after the top-level object */
+/* Write the value and a newline, free the tree. A result that cannot be
+ * written (out of memory, a write error) is reported on stderr and the
+ * program exits EXIT_FAIL, so that no script takes a missing result for
+ * success. */
+void json_finish(struct json *j);
 /* Begin the result object of a command that succeeded: {"ok":true,"op":op,... */
 void json_result(struct json *j, FILE *f, const char *op);
 

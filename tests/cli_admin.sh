@@ -139,6 +139,34 @@ check "a read-only command creates nothing" [ ! -e nodir ]
 expect_rc 3 "info under a missing directory" "$S" info nodir/x
 check "info created no directory" [ ! -e nodir ]
 
+# ---------------------------------------------------------------- hostile names
+# --json stays valid JSON in strict UTF-8 whatever bytes a name holds:
+# ill-formed UTF-8 (a stray byte, an encoded surrogate, a code point past
+# U+10FFFF, an overlong form, a cut-off sequence) becomes U+FFFD exactly as
+# Python's decode(errors="replace") does; quotes and backslashes survive.
+# jstrict <file> <expr over j>: strict UTF-8 and strict JSON, or it fails.
+jstrict() { $PY -c 'import json,sys; j=json.loads(open(sys.argv[1],"rb").read().decode("utf-8"), strict=True); print(eval(sys.argv[2]))' "$@"; }
+mkdir hostile-src
+names=(
+	$'stray\xff byte' $'surrogate\xed\xa0\x80' $'past\xf4\x90\x80\x80max' $'overlong\xc0\xaf\xe0\x80\xaf'
+	$'cut\xf0\x9f\x98' 'quo"te and back\slash' $'caf\xc3\xa9 \xf0\x9f\x98\x80'
+)
+for n in "${names[@]}"; do printf '%s' "$n" >"hostile-src/$n"; done
+expect_rc 0 "push names that are not UTF-8" "$S" push hostile-src hostile/h --label $'k\xfe=v\xed\xbf\xbf' --json
+check "push --json of hostile names is strict JSON" [ "$(jstrict out 'j["files"]')" = "${#names[@]}" ]
+expect_rc 0 "info --json of hostile names" "$S" info hostile/h --json
+cp out hostile.json
+want=$($PY -c 'import os,sys; print(sorted(os.fsencode(n).decode("utf-8","replace") for n in os.listdir(sys.argv[1])))' hostile-src)
+check "info names: each ill-formed sequence is one U+FFFD" [ "$(jstrict hostile.json 'sorted(f["name"] for f in j["file_list"])')" = "$want" ]
+check "info labels made UTF-8" [ "$(jstrict hostile.json 'ascii(j["labels"])')" = "{'k\\ufffd': 'v\\ufffd\\ufffd\\ufffd'}" ]
+check "no byte passed off as a Latin-1 escape" [ "$(grep -c '\\u00ff\|\\u00ed' hostile.json)" = 0 ]
+expect_rc 0 "ls --json of hostile names" "$S" ls hostile --json
+check "ls --json is strict JSON" [ "$(jstrict out 'len(j["snapshots"])')" = 1 ]
+# A name push refuses (a control character) is quoted in the error object.
+mkdir hostile-ctl && printf x >"hostile-ctl/$(printf 'c\x01t\xed\xa0\x80l\n"\\')"
+expect_rc 2 "push of a control-character name" "$S" push hostile-ctl hostile/c --json
+check "error --json with control characters is strict JSON" [ "$(jstrict out '(j["ok"], j["exit"], "c\x01t\ufffd\ufffd\ufffdl\n\"\\" in j["error"])')" = "(False, 2, True)" ]
+
 # ---------------------------------------------------------------- verify
 expect_rc 0 "verify" "$S" verify snaps/dir
 expect_rc 0 "verify --json" "$S" verify snaps/f --json
