@@ -289,11 +289,12 @@ static const struct option *long_match(const char *arg)
 {
 	size_t len = strcspn(arg, "=");
 	const struct option *hit = NULL;
+	for (const struct option *l = long_opts; l->name; l++)
+		if (!strncmp(l->name, arg, len) && strlen(l->name) == len)
+			return l;
 	for (const struct option *l = long_opts; l->name; l++) {
 		if (strncmp(l->name, arg, len))
 			continue;
-		if (strlen(l->name) == len)
-			return l;
 		if (hit)
 			return NULL;   /* ambiguous: getopt_long reports it */
 		hit = l;
