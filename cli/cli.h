@@ -42,6 +42,7 @@ enum {
 	O_KEY = 1u << 15,       /* --key-file */
 	O_REPAIR = 1u << 16,
 	O_DEEP = 1u << 17,
+	O_WHILE = 1u << 18,     /* push --while -- <command> [args...] */
 };
 
 struct opt_help {
@@ -79,6 +80,8 @@ struct cli {
 	size_t nlabels;
 	const char *name;
 	bool force, json, quiet, quick, dry_run, break_lock, repair, deep;
+	bool follow;            /* --while */
+	char **run_argv;        /* --while: the command, NULL-terminated */
 	int64_t grace;          /* ss_gc_opts.grace_seconds convention */
 	char **args;
 	int nargs;
@@ -150,6 +153,14 @@ int cmd_rm(struct cli *c);
 int cmd_gc(struct cli *c);
 int cmd_init(struct cli *c);
 int cmd_check(struct cli *c);
+
+/* follow.c: push --while. Run c->run_argv once the push is under way,
+ * push the source as the command writes it, and commit only when the
+ * command exits 0. The command is reaped on every path. Returns 0 or
+ * -errno with err set; -ECANCELED when the command failed or could not
+ * run (err names it and its status). */
+int cli_push_while(struct cli *c, struct ss_push_opts *o, struct ss_stats *st, char *err,
+		   size_t errlen);
 
 /* The store as given (flag or SNAPSTREAM_STORE), local paths made
  * absolute so manifests record a store any directory can reach. */
