@@ -1,7 +1,7 @@
 /* verify and cat: a snapshot's files read in order through oread, checked
  * chunk by chunk and file by file; cat also writes one file to a
  * descriptor. */
-#include "oread.h"
+#include "pull.h"
 
 #include <fcntl.h>
 #include <limits.h>

@@ -7,7 +7,7 @@
  * chunk extents are written, so zero runs stay holes. Nothing appears
  * under the destination's name until every byte has been verified.
  */
-#include "internal.h"
+#include "pull.h"
 
 #include <dirent.h>
 #include <fcntl.h>

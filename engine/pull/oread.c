@@ -1,6 +1,6 @@
 /* oread — a snapshot's files in file order, every chunk verified (see
  * oread.h). */
-#include "oread.h"
+#include "pull.h"
 
 #include <limits.h>
 #include <stdarg.h>

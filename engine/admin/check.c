@@ -23,8 +23,7 @@
  *
  * Repair holds gc/lock, writes before it deletes, and never deletes or
  * moves a pack a snapshot references (see repair() below). */
-#include "gclock.h"
-#include "internal.h"
+#include "admin.h"
 
 #include <inttypes.h>
 #include <limits.h>

@@ -10,7 +10,7 @@
  * uploads full packs. Memory is bounded by the segment pool and the pack
  * buffers: a slow store parks finished segments, which stops reads.
  */
-#include "internal.h"
+#include "push.h"
 
 #include <dirent.h>
 #include <fcntl.h>

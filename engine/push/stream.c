@@ -10,7 +10,7 @@
  * issued only once the stage is empty, which bounds memory: read buffer +
  * stage + frames + two packs, plus ~16 bytes per extent for the manifest.
  */
-#include "internal.h"
+#include "push.h"
 
 #include <fcntl.h>
 #include <stdio.h>

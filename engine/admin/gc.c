@@ -19,8 +19,7 @@
  * after the removal. Index objects that list a pack are rewritten without
  * it before the pack goes, and a pack leaves gc/state only once it is gone.
  * One gc runs at a time (gc/lock): two would undo each other's rescues. */
-#include "gclock.h"
-#include "internal.h"
+#include "admin.h"
 
 #include <inttypes.h>
 #include <limits.h>

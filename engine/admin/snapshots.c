@@ -4,7 +4,7 @@
  * Read-only commands must not change anything, so local locations are
  * checked with stat before a backend is opened on them (the local backend
  * creates its root directory, which a push wants and `info` does not). */
-#include "internal.h"
+#include "admin.h"
 
 #include <dirent.h>
 #include <limits.h>
@@ -18,81 +18,7 @@
 
 /* ---------------------------------------------------------------- helpers */
 
-/* For a local location, whether path exists; object stores: assume so. */
-static int local_exists(const char *uri, const char *suffix, bool *exists, struct ss_err *err)
-{
-	const char *scheme;
-	char *path;
-	*exists = true;
-	int r = ss_location_parse(uri, &scheme, &path, err);
-	if (r)
-		return r;
-	if (strcmp(scheme, "file") == 0) {
-		char p[PATH_MAX];
-		struct stat st;
-		snprintf(p, sizeof(p), "%s%s", path, suffix);
-		*exists = stat(p, &st) == 0;
-	}
-	free(path);
-	return 0;
-}
-
-int ss_store_backend_open(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
-			  struct ss_backend **out, struct ss_err *err)
-{
-	bool exists;
-	int r = local_exists(uri, "", &exists, err);
-	if (r)
-		return r;
-	if (!exists)
-		return ss_err_set(err, -ENOENT, "no store at %s", uri);
-	return ss_backend_open(uri, l, &cfg->bopts, out, err);
-}
-
-const char *ss_store_for(const char *explicit_store, const struct ss_manifest *m,
-			 const struct ss_snaploc *loc)
-{
-	if (explicit_store)
-		return explicit_store;
-	if (m && m->store_uri && *m->store_uri)
-		return m->store_uri;
-	return loc->default_store;
-}
-
 /* ---------------------------------------------------------------- info */
-
-struct frame_key {
-	uint32_t pack;
-	uint32_t stored_len;
-	uint64_t offset;
-};
-
-static int cmp_frame(const void *a, const void *b)
-{
-	const struct frame_key *x = a, *y = b;
-	if (x->pack != y->pack)
-		return x->pack < y->pack ? -1 : 1;
-	return x->offset < y->offset ? -1 : x->offset > y->offset;
-}
-
-uint64_t ss_manifest_stored_bytes(const struct ss_manifest *m)
-{
-	/* Chunks of one frame share its stored bytes; count each frame once,
-	 * wherever its chunks sit in the table. */
-	struct frame_key *k = malloc(sizeof(*k) * (m->nchunks ? m->nchunks : 1));
-	if (!k)
-		return m->stats.stored_bytes;
-	for (size_t i = 0; i < m->nchunks; i++)
-		k[i] = (struct frame_key){m->chunks[i].pack, m->chunks[i].stored_len,
-					  m->chunks[i].offset};
-	qsort(k, m->nchunks, sizeof(*k), cmp_frame);
-	uint64_t sum = 0;
-	for (size_t i = 0; i < m->nchunks; i++)
-		if (!i || cmp_frame(&k[i], &k[i - 1]))
-			sum += k[i].stored_len;
-	free(k);
-	return sum;
-}
 
 static char *xstrdup(const char *s, bool *oom)
 {
@@ -346,43 +272,6 @@ static int collect_ref_key(void *arg, const char *key, uint64_t size)
 {
 	(void)size;   /* checked after reading: the listing may be stale */
 	return urilist_add(arg, key, strlen(key));
-}
-
-static void many_done(struct ss_op *op, int res)
-{
-	struct ss_req *r = (struct ss_req *)op;
-	op->res = res;
-	(*(size_t *)r->user)++;
-}
-
-int ss_call_many(struct ss_backend *b, struct ss_loop *l, struct ss_req *reqs, size_t n,
-		 uint64_t *requests)
-{
-	size_t done = 0, next = 0;
-	while (done < n) {
-		while (next < n) {
-			struct ss_req *q = &reqs[next];
-			q->op.done = many_done;
-			q->user = &done;
-			int s = ss_backend_submit(b, q);
-			if (s == -EAGAIN)
-				break;
-			next++;
-			if (s) {
-				q->op.res = s;
-				done++;
-				continue;
-			}
-			if (requests)
-				(*requests)++;
-		}
-		if (done == n)
-			break;
-		int t = ss_loop_turn(l, true);
-		if (t < 0)
-			return t;
-	}
-	return 0;
 }
 
 #define REF_BATCH 256

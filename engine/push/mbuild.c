@@ -1,6 +1,6 @@
 /* The setup, manifest builder, parent loading and commit shared by
  * ss_push and ss_push_fd (docs/DESIGN.md, "Manifest"). */
-#include "internal.h"
+#include "push.h"
 
 #include <stdio.h>
 #include <stdlib.h>
