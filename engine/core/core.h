@@ -217,6 +217,97 @@ uint64_t ss_manifest_stored_bytes(const struct ss_manifest *m);
 int ss_call_many(struct ss_backend *b, struct ss_loop *l, struct ss_req *reqs, size_t n,
 		 uint64_t *requests);
 
+/* --- reading a range of a pack (range.c) --------------------------------
+ *
+ * "GET a range of a pack, decompress its frames, verify the chunk ids",
+ * for pull, oread and check --deep alike. The GET runs on the loop thread;
+ * decoding on a worker of a pool made with ss_rdec_ops. */
+
+/* One ranged GET of a pack. */
+struct ss_range {
+	struct ss_req req;          /* req.user is the caller's */
+	char key[64];               /* "packs/…" */
+	struct ss_err err;          /* the store's message */
+};
+
+/* Prepare a GET of bytes [off, off + len) of pack id into buf; done runs
+ * on the loop thread with the byte count or -errno. */
+void ss_range_prep(struct ss_range *g, const uint8_t id[16], uint64_t off, uint64_t len,
+		   uint8_t *buf, ss_op_fn done, void *user);
+/* Start it: 0 (counted in *requests, which may be NULL), -EAGAIN (the
+ * backend is full: submit again once something finished) or -errno. */
+int ss_range_submit(struct ss_backend *b, struct ss_range *g, uint64_t *requests);
+
+enum ss_range_res {
+	SS_RANGE_OK = 0,            /* every byte asked for */
+	SS_RANGE_MISSING,           /* no such pack */
+	SS_RANGE_SHORT,             /* fewer bytes: truncated, replaced or torn */
+	SS_RANGE_FAILED,            /* the store could not be read */
+};
+/* What a finished GET's result res means. */
+enum ss_range_res ss_range_result(const struct ss_range *g, int res);
+/* Set err to why the GET failed, after where ("" or "snapshot S: file F
+ * at offset N: "): a missing or shorter pack is -EBADMSG (integrity), any
+ * other failure keeps res and the store's message. Returns the code, 0
+ * when the GET brought every byte. */
+int ss_range_explain(const struct ss_range *g, int res, const char *where, struct ss_err *err);
+
+/* A decoding worker's context: a zstd decompression context, and with
+ * ss_rdec_scratch_ops room for one frame of up to SS_FRAME_MAX_LIMIT
+ * bytes. Either may be NULL when the worker could not make it; decoding
+ * then fails. */
+struct ss_rdec {
+	void *dc;                   /* ZSTD_DCtx */
+	uint8_t *scratch;
+};
+extern const struct ss_worker_ctx_ops ss_rdec_ops, ss_rdec_scratch_ops;
+
+/* A chunk as the range reader sees it: from a manifest's chunk table or a
+ * pack's own index. Chunks of one frame share offset and stored_len. */
+struct ss_rchunk {
+	const uint8_t *id;
+	uint64_t offset;            /* its frame's, in the pack */
+	uint32_t stored_len, raw_len, frame_off;
+	uint8_t codec;
+};
+
+enum ss_range_bad {
+	SS_RANGE_UNDECODABLE = 1,   /* its frame does not decompress that far */
+	SS_RANGE_MISMATCH,          /* its bytes do not hash to its id */
+};
+/* "cannot be decompressed to its recorded size", "does not match its
+ * checksum": for messages that name the chunk. */
+const char *ss_range_why(enum ss_range_bad why);
+
+/* The two steps, for readers that go through frames in an order of their
+ * own (oread): decompress the frame at src (stored_len bytes) into dst as
+ * far as need bytes; check a chunk's bytes p against its id. */
+bool ss_range_frame(const struct ss_rdec *w, const uint8_t *src, uint32_t stored_len,
+		    uint8_t *dst, size_t need);
+bool ss_range_chunk_ok(const struct ss_idkey *ids, const uint8_t *p, const struct ss_rchunk *c);
+
+/* A run of chunks in pack order inside one GET's bytes. */
+struct ss_rrun {
+	const struct ss_idkey *ids;
+	const uint8_t *in;          /* the stored bytes, from pack offset base */
+	uint64_t base;
+	uint32_t n;
+	void (*at)(void *arg, uint32_t k, struct ss_rchunk *c);   /* chunk k */
+	/* Where frames go: one after another in dec (dec_cap bytes), the
+	 * bytes kept; or, dec NULL, each in the worker's scratch in turn. */
+	uint8_t *dec;
+	size_t dec_cap;
+	const uint8_t **ptr;        /* NULL, or per chunk: its bytes */
+	/* Each chunk that fails; return true to go on with the others. */
+	bool (*bad)(void *arg, uint32_t k, enum ss_range_bad why);
+	/* NULL, or each chunk whose id was checked (matching or not). */
+	void (*checked)(void *arg, uint32_t k);
+	void *arg;
+};
+/* Decode and verify a run (worker). Returns 0 when every chunk is intact,
+ * else -EBADMSG after the bad callbacks. */
+int ss_range_decode(const struct ss_rdec *w, const struct ss_rrun *run);
+
 /* --- progress --------------------------------------------------------- */
 
 struct ss_ticker {

@@ -46,19 +46,18 @@ struct wop {
 	struct rtask *t;
 	int fd;
 	uint32_t file, ext0, next;  /* the extents this write completes */
-	uint8_t *p;
+	const uint8_t *p;
 	uint64_t off;
 	size_t len;
 };
 
 struct rtask {
 	struct ss_task task;
-	struct ss_req req;
+	struct ss_range g;         /* the GET */
 	struct pull *P;
 	struct range *rg;
 	uint8_t *in, *out;
-	uint8_t **cptr;            /* each chunk's bytes: in `out`, or raw in `in` */
-	char key[64];
+	const uint8_t **cptr;      /* each chunk's bytes: in `out`, or raw in `in` */
 	struct wop *w;
 	uint32_t nw, wcap;
 	unsigned writes_pending;
@@ -238,27 +237,6 @@ static int plan(struct pull *P)
 
 /* ---------------------------------------------------------------- workers */
 
-struct wctx {
-	ZSTD_DCtx *dc;
-};
-
-static void *wctx_create(void *arg)
-{
-	(void)arg;
-	struct wctx *w = calloc(1, sizeof(*w));
-	if (w)
-		w->dc = ZSTD_createDCtx();
-	return w;
-}
-
-static void wctx_destroy(void *p)
-{
-	struct wctx *w = p;
-	if (w)
-		ZSTD_freeDCtx(w->dc);
-	free(w);
-}
-
 static void where(struct pull *P, uint32_t chunk, char *buf, size_t n)
 {
 	struct ss_manifest *m = P->m;
@@ -271,62 +249,37 @@ static void where(struct pull *P, uint32_t chunk, char *buf, size_t n)
 		 (unsigned long long)t->off);
 }
 
+static void range_chunk(void *arg, uint32_t k, struct ss_rchunk *out)
+{
+	struct rtask *t = arg;
+	const struct ss_chunk_ref *c = &t->P->m->chunks[t->P->order[t->rg->first + k]];
+	*out = (struct ss_rchunk){.id = c->id, .offset = c->offset, .stored_len = c->stored_len,
+				  .raw_len = c->raw_len, .frame_off = c->frame_off,
+				  .codec = c->codec};
+}
+
+/* The first bad chunk stops the range: name it and where it goes. */
+static bool range_bad(void *arg, uint32_t k, enum ss_range_bad why)
+{
+	struct rtask *t = arg;
+	struct pull *P = t->P;
+	uint32_t ci = P->order[t->rg->first + k];
+	char loc[PATH_MAX + 64];
+	where(P, ci, loc, sizeof(loc));
+	char hex[33];
+	ss_hex(P->m->chunks[ci].id, 16, hex);
+	ss_err_set(&t->werr, -EBADMSG, "corrupted data: chunk %s for %s %s (pack %s)", hex, loc,
+		   ss_range_why(why), t->g.key);
+	return false;
+}
+
 static void range_work(struct ss_task *task, void *wp)
 {
 	struct rtask *t = (struct rtask *)task;
-	struct pull *P = t->P;
-	struct wctx *w = wp;
-	struct range *rg = t->rg;
-	size_t pos = 0;             /* end of what is in out */
-	size_t frame_base = 0;
-	const struct ss_chunk_ref *fc = NULL;   /* first chunk of the current frame */
-	for (uint32_t i = 0; i < rg->count; i++) {
-		uint32_t ci = P->order[rg->first + i];
-		const struct ss_chunk_ref *c = &P->m->chunks[ci];
-		const uint8_t *src = t->in + (c->offset - rg->off);
-		const char *bad = NULL;
-		if (c->codec == SS_CODEC_RAW) {
-			/* Verified and written straight from the fetched bytes. */
-			t->cptr[i] = (uint8_t *)src;
-			fc = NULL;
-		} else {
-			if (!fc || fc->pack != c->pack || fc->offset != c->offset) {
-				/* A new frame: decompress as far as this range needs it. */
-				fc = c;
-				size_t need = 0;
-				for (uint32_t j = i; j < rg->count; j++) {
-					const struct ss_chunk_ref *d = &P->m->chunks[P->order[rg->first + j]];
-					if (d->pack != c->pack || d->offset != c->offset ||
-					    d->codec != SS_CODEC_ZSTD)
-						break;
-					need = SS_MAX(need, (size_t)d->frame_off + d->raw_len);
-				}
-				frame_base = pos;
-				if (pos + need > P->out_cap ||
-				    !ss_frame_prefix(w ? w->dc : NULL, src, c->stored_len, t->out + pos, need))
-					bad = "cannot be decompressed to its recorded size";
-				pos += need;
-			}
-			t->cptr[i] = t->out + frame_base + c->frame_off;
-		}
-		if (!bad) {
-			uint8_t h[16];
-			ss_chunk_id(P->ids, t->cptr[i], c->raw_len, h);
-			if (memcmp(h, c->id, 16) != 0)
-				bad = "does not match its checksum";
-		}
-		if (bad) {
-			char loc[PATH_MAX + 64];
-			where(P, ci, loc, sizeof(loc));
-			char hex[33];
-			ss_hex(c->id, 16, hex);
-			ss_err_set(&t->werr, -EBADMSG, "corrupted data: chunk %s for %s %s (pack %s)",
-				   hex, loc, bad, t->key);
-			t->err = -EBADMSG;
-			return;
-		}
-	}
-	t->err = 0;
+	struct ss_rrun run = {.ids = t->P->ids, .in = t->in, .base = t->rg->off, .n = t->rg->count,
+			      .at = range_chunk, .dec = t->out, .dec_cap = t->P->out_cap,
+			      .ptr = t->cptr, .bad = range_bad, .arg = t};
+	t->err = ss_range_decode(wp, &run);
 }
 
 /* ---------------------------------------------------------------- writes */
@@ -372,7 +325,8 @@ static void write_done(struct ss_op *op, int res)
 		task_release(P, t);
 }
 
-static int add_write(struct rtask *t, int fd, const struct target *tg, uint8_t *p, size_t len)
+static int add_write(struct rtask *t, int fd, const struct target *tg, const uint8_t *p,
+		     size_t len)
 {
 	if (t->nw) {
 		struct wop *last = &t->w[t->nw - 1];
@@ -417,7 +371,7 @@ static void range_done(struct ss_op *op, int res)
 	for (uint32_t i = 0; i < rg->count; i++) {
 		uint32_t ci = P->order[rg->first + i];
 		uint32_t len = P->m->chunks[ci].raw_len;
-		uint8_t *p = t->cptr[i];
+		const uint8_t *p = t->cptr[i];
 		for (uint32_t k = P->tstart[ci]; k < P->tstart[ci + 1]; k++) {
 			struct target *tg = &P->targets[k];
 			if (add_write(t, P->files[tg->file].fd, tg, p, len)) {
@@ -448,22 +402,10 @@ static void get_done(struct ss_op *op, int res)
 	struct rtask *t = req->user;
 	struct pull *P = t->P;
 	P->gets_inflight--;
-	if (res >= 0 && (uint64_t)res != t->rg->len)
-		res = ss_err_set(&t->werr, -EBADMSG,
-				 "pack %s is shorter than the manifest says (truncated or replaced)",
-				 t->key);
-	if (res < 0 || P->failed) {
-		if (res < 0 && !P->failed) {
+	if (ss_range_result(&t->g, res) != SS_RANGE_OK || P->failed) {
+		if (!P->failed) {
 			P->failed = true;
-			if (res == -ENOENT)
-				ss_err_set(P->err, -EBADMSG,
-					   "pack %s is missing from the store (was it deleted?)",
-					   t->key);
-			else if (t->werr.code)
-				ss_err_set(P->err, res, "%s", t->werr.msg);
-			else
-				ss_err_set(P->err, res, "cannot read pack %s: %s", t->key,
-					   strerror(-res));
+			ss_range_explain(&t->g, res, "", P->err);
 		}
 		task_release(P, t);
 		return;
@@ -483,17 +425,8 @@ static void issue_gets(struct pull *P)
 		t->rg = rg;
 		t->err = 0;
 		ss_err_clear(&t->werr);
-		ss_pack_key(P->m->pack_ids[rg->pack], t->key);
-		memset(&t->req, 0, sizeof(t->req));
-		t->req.op.done = get_done;
-		t->req.kind = SS_REQ_GET;
-		t->req.key = t->key;
-		t->req.off = rg->off;
-		t->req.len = rg->len;
-		t->req.buf = t->in;
-		t->req.err = &t->werr;
-		t->req.user = t;
-		int r = ss_backend_submit(P->store, &t->req);
+		ss_range_prep(&t->g, P->m->pack_ids[rg->pack], rg->off, rg->len, t->in, get_done, t);
+		int r = ss_range_submit(P->store, &t->g, &P->st->requests);
 		if (r == -EAGAIN)
 			return;
 		if (r) {
@@ -503,7 +436,6 @@ static void issue_gets(struct pull *P)
 		P->free_tasks = t->next_free;
 		P->next_range++;
 		P->gets_inflight++;
-		P->st->requests++;
 	}
 }
 
@@ -939,8 +871,7 @@ int ss_pull(const struct ss_pull_opts *opts, const struct ss_config *config, str
 	malloc_trim(0);
 	if ((r = create_outputs(P)))
 		goto out;
-	struct ss_worker_ctx_ops wops = {.create = wctx_create, .destroy = wctx_destroy};
-	if ((r = ss_pool_new(P->loop, P->cfg.threads, &wops, &P->pool))) {
+	if ((r = ss_pool_new(P->loop, P->cfg.threads, &ss_rdec_ops, &P->pool))) {
 		ss_err_set(&err, r, "cannot start workers: %s", strerror(-r));
 		goto out;
 	}
