@@ -7,7 +7,35 @@
 
 #include "core.h"
 
-/* --- refs and snapshots (live.c) --------------------------------------- */
+/* --- which snapshots are live (live.c) ---------------------------------- */
+
+/* The snapshots whose packs stay: every snapshot a ref names, and, for a
+ * local store named .snapstream, every snapshot beside it (one level
+ * down) that no ref names, so that a directory moved with its store (whose
+ * refs name the old place) keeps its packs. gc keeps what they reference
+ * (and what gc/removed/ records list, for the grace period); check checks
+ * exactly these. */
+struct ss_live {
+	char **uris, **keys;        /* named by refs: uris[i] under keys[i] */
+	size_t n;
+	char **sib;                 /* beside the store, named by no ref */
+	size_t ns;
+};
+
+/* strict as for ss_read_refs. Returns 0 or -errno with err set; *out is
+ * empty after an error. */
+int ss_live_read(struct ss_backend *b, struct ss_loop *l, const char *store, bool strict,
+		 struct ss_live *out, uint64_t *requests, struct ss_err *err);
+void ss_live_free(struct ss_live *lv);
+
+/* A growing array of strings. */
+struct ss_strvec {
+	char **v;
+	size_t n, cap;
+};
+/* Append a copy of s[0..len). Returns 0 or -ENOMEM. */
+int ss_strvec_add(struct ss_strvec *u, const char *s, size_t len);
+void ss_strvec_free(struct ss_strvec *u);
 
 /* Every ref in a store: uris[i] is the snapshot URI recorded under
  * keys[i]. Arrays and strings malloc'd (ss_refs_free). strict: an object

@@ -236,41 +236,6 @@ static int list_keys(struct check *C, const char *prefix, ss_list_fn fn, void *a
 	return 0;
 }
 
-struct strvec {
-	char **v;
-	size_t n, cap;
-};
-
-static int strvec_add(struct strvec *s, const char *str)
-{
-	if (s->n == s->cap) {
-		size_t ncap = s->cap ? s->cap * 2 : 32;
-		void *a = realloc(s->v, sizeof(*s->v) * ncap);
-		if (!a)
-			return -ENOMEM;
-		s->v = a;
-		s->cap = ncap;
-	}
-	if (!(s->v[s->n] = strdup(str)))
-		return -ENOMEM;
-	s->n++;
-	return 0;
-}
-
-static void strvec_free(struct strvec *s)
-{
-	for (size_t i = 0; i < s->n; i++)
-		free(s->v[i]);
-	free(s->v);
-	memset(s, 0, sizeof(*s));
-}
-
-static int strvec_collect(void *arg, const char *key, uint64_t size)
-{
-	(void)size;
-	return strvec_add(arg, key);
-}
-
 /* Whether two store URIs name the same place. */
 static bool same_store(const char *a, const char *b)
 {
@@ -281,28 +246,6 @@ static bool same_store(const char *a, const char *b)
 	free(pa);
 	free(pb);
 	return same;
-}
-
-/* For a local store named .snapstream: the directory beside it, where gc
- * also looks for snapshots (malloc'd), else NULL. */
-static char *sibling_dir(const char *store)
-{
-	const char *scheme;
-	char *path = NULL;
-	if (ss_location_parse(store, &scheme, &path, NULL) || strcmp(scheme, "file")) {
-		free(path);
-		return NULL;
-	}
-	char *slash = strrchr(path, '/');
-	if (!slash || strcmp(slash + 1, ".snapstream") != 0) {
-		free(path);
-		return NULL;
-	}
-	if (slash == path)
-		slash[1] = '\0';   /* "/.snapstream": the root */
-	else
-		*slash = '\0';
-	return path;
 }
 
 /* ---------------------------------------------------------------- pack table */
@@ -588,8 +531,9 @@ static int read_gc_state(struct check *C)
 static int read_tombstones(struct check *C)
 {
 	struct ss_err e = {0};
-	struct strvec keys = {0};
-	int r = list_keys(C, SS_GC_REMOVED_PREFIX, strvec_collect, &keys);
+	struct ss_keylist keys = {0};
+	int r = ss_list_keys(C->b, C->loop, C->store, SS_GC_REMOVED_PREFIX, &keys, &C->st->requests,
+			     C->err);
 	if (r)
 		goto out;
 	for (size_t i = 0; !r && i < keys.n; i++) {
@@ -597,7 +541,7 @@ static int read_tombstones(struct check *C)
 		size_t len = 0;
 		struct ss_tombstone t;
 		ss_err_clear(&e);
-		r = ss_get_object(C->b, C->loop, keys.v[i], RECORD_MAX, &buf, &len, &C->st->requests,
+		r = ss_get_object(C->b, C->loop, keys.keys[i], RECORD_MAX, &buf, &len, &C->st->requests,
 				  &e);
 		if (r == -ENOENT) {
 			r = 0;   /* expired and deleted by a gc meanwhile */
@@ -607,7 +551,7 @@ static int read_tombstones(struct check *C)
 			r = r ? r : ss_tombstone_decode(buf, len, &t, &e);
 		free(buf);
 		if (r == -EBADMSG || r == -EFBIG) {
-			size_t fi = finding(C, SS_CHECK_RECORD_DAMAGED, true, keys.v[i], NULL, 0, len,
+			size_t fi = finding(C, SS_CHECK_RECORD_DAMAGED, true, keys.keys[i], NULL, 0, len,
 					    "%s: gc deletes nothing while it cannot tell what a "
 					    "removed snapshot used",
 					    e.msg);
@@ -623,14 +567,14 @@ static int read_tombstones(struct check *C)
 				r = oom(C);
 				break;
 			}
-			C->tomb_bad[C->ntomb_bad] = keys.v[i];
+			C->tomb_bad[C->ntomb_bad] = keys.keys[i];
 			C->tomb_bad_finding[C->ntomb_bad++] = fi;
-			keys.v[i] = NULL;
+			keys.keys[i] = NULL;
 			r = 0;
 			continue;
 		}
 		if (r) {
-			ss_err_set(C->err, r, "cannot read %s/%s: %s", C->store, keys.v[i],
+			ss_err_set(C->err, r, "cannot read %s/%s: %s", C->store, keys.keys[i],
 				   e.msg[0] ? e.msg : strerror(-r));
 			break;
 		}
@@ -644,9 +588,7 @@ static int read_tombstones(struct check *C)
 		ss_tombstone_free(&t);
 	}
 out:
-	for (size_t i = 0; i < keys.n; i++)
-		free(keys.v[i]);
-	free(keys.v);
+	ss_keylist_free(&keys);
 	return r;
 }
 
@@ -791,8 +733,8 @@ static int check_index(struct check *C, struct cindex *x)
  * snapshots were read wrote its index object after the first listing. */
 static int read_all_index(struct check *C)
 {
-	struct strvec keys = {0};
-	int r = list_keys(C, "index/", strvec_collect, &keys);
+	struct ss_keylist keys = {0};
+	int r = ss_list_keys(C->b, C->loop, C->store, "index/", &keys, &C->st->requests, C->err);
 	void *a = r ? NULL : realloc(C->idx, sizeof(*C->idx) * (C->nidx + keys.n + 1));
 	if (!r && !a)
 		r = oom(C);
@@ -803,16 +745,16 @@ static int read_all_index(struct check *C)
 	for (size_t i = 0; !r && i < keys.n; i++) {
 		bool seen = false;
 		for (size_t k = 0; !seen && k < C->nidx; k++)
-			seen = strcmp(C->idx[k].key, keys.v[i]) == 0;
+			seen = strcmp(C->idx[k].key, keys.keys[i]) == 0;
 		if (seen)
 			continue;
-		C->idx[C->nidx] = (struct cindex){.key = keys.v[i]};
-		keys.v[i] = NULL;
+		C->idx[C->nidx] = (struct cindex){.key = keys.keys[i]};
+		keys.keys[i] = NULL;
 		r = check_index(C, &C->idx[C->nidx++]);
 		C->prog.items_done = i + 1;
 		ss_tick(&C->cfg, &C->ticker, &C->prog, false);
 	}
-	strvec_free(&keys);
+	ss_keylist_free(&keys);
 	return r;
 }
 
@@ -830,13 +772,12 @@ static int read_all_index(struct check *C)
 
 struct dslot {
 	struct ss_task task;       /* first: the pool hands it back as a task */
-	struct ss_req req;
+	struct ss_range g;         /* the GET */
 	struct check *C;
 	struct deep *D;
 	size_t pack;               /* row in C->packs */
 	uint32_t e0, e1;           /* its entries [e0, e1) */
 	uint8_t *in;
-	char key[64];
 	bool busy, queued;
 	uint64_t bad, verified, raw;
 	char why[200];
@@ -853,34 +794,6 @@ struct deep {
 	struct ss_err ferr;
 };
 
-struct dwork {
-	ZSTD_DCtx *dc;
-	uint8_t *out;
-};
-
-static void *dwork_create(void *arg)
-{
-	(void)arg;
-	struct dwork *w = calloc(1, sizeof(*w));
-	if (!w)
-		return NULL;
-	w->dc = ZSTD_createDCtx();
-	/* Mapped, so only what frames really fill is ever touched. */
-	w->out = ss_map_alloc(SS_FRAME_MAX_LIMIT + 1);
-	return w;
-}
-
-static void dwork_destroy(void *wp)
-{
-	struct dwork *w = wp;
-	if (!w)
-		return;
-	ZSTD_freeDCtx(w->dc);
-	if (w->out)
-		ss_map_free(w->out, SS_FRAME_MAX_LIMIT + 1);
-	free(w);
-}
-
 static void slot_bad(struct dslot *s, struct cpack *p, uint32_t e, const char *why)
 {
 	if (!p->bad[e]) {
@@ -895,45 +808,41 @@ static void slot_bad(struct dslot *s, struct cpack *p, uint32_t e, const char *w
 	}
 }
 
-/* Worker: decompress each frame once, as far as its chunks reach, and
- * hash every chunk. Entries were validated by the pack parser: frames lie
+static void deep_chunk(void *arg, uint32_t k, struct ss_rchunk *out)
+{
+	struct dslot *s = arg;
+	const struct ss_pack_entry *e = &s->C->packs[s->pack].entries[s->e0 + k];
+	*out = (struct ss_rchunk){.id = e->id, .offset = e->offset, .stored_len = e->stored_len,
+				  .raw_len = e->raw_len, .frame_off = e->frame_off,
+				  .codec = e->codec};
+}
+
+static bool deep_bad(void *arg, uint32_t k, enum ss_range_bad why)
+{
+	struct dslot *s = arg;
+	slot_bad(s, &s->C->packs[s->pack], s->e0 + k,
+		 why == SS_RANGE_MISMATCH ? "does not match its id" : ss_range_why(why));
+	return true;   /* every damaged chunk is counted */
+}
+
+static void deep_checked(void *arg, uint32_t k)
+{
+	struct dslot *s = arg;
+	s->verified++;
+	s->raw += s->C->packs[s->pack].entries[s->e0 + k].raw_len;
+}
+
+/* Worker: every chunk of the range, each frame decompressed once into the
+ * worker's scratch. Entries were validated by the pack parser: frames lie
  * inside the data and chunks inside SS_FRAME_MAX_LIMIT. */
 static void deep_work(struct ss_task *task, void *wp)
 {
 	struct dslot *s = (struct dslot *)task;
-	struct dwork *w = wp;
 	struct cpack *p = &s->C->packs[s->pack];
-	uint64_t base = p->entries[s->e0].offset;
-	for (uint32_t i = s->e0; i < s->e1;) {
-		const struct ss_pack_entry *e = &p->entries[i];
-		uint32_t j = i + 1;
-		while (j < s->e1 && p->entries[j].offset == e->offset)
-			j++;
-		const uint8_t *src = s->in + (e->offset - base);
-		if (e->codec == SS_CODEC_ZSTD) {
-			size_t need = 0;
-			for (uint32_t k = i; k < j; k++)
-				need = SS_MAX(need, (size_t)p->entries[k].frame_off + p->entries[k].raw_len);
-			if (!w || !w->out || !w->dc ||
-			    !ss_frame_prefix(w->dc, src, e->stored_len, w->out, need)) {
-				for (uint32_t k = i; k < j; k++)
-					slot_bad(s, p, k, "cannot be decompressed to its recorded size");
-				i = j;
-				continue;
-			}
-			src = w->out;
-		}
-		for (uint32_t k = i; k < j; k++) {
-			const struct ss_pack_entry *c = &p->entries[k];
-			uint8_t h[16];
-			ss_chunk_id(s->C->ids, src + c->frame_off, c->raw_len, h);
-			if (memcmp(h, c->id, 16))
-				slot_bad(s, p, k, "does not match its id");
-			s->verified++;
-			s->raw += c->raw_len;
-		}
-		i = j;
-	}
+	struct ss_rrun run = {.ids = s->C->ids, .in = s->in, .base = p->entries[s->e0].offset,
+			      .n = s->e1 - s->e0, .at = deep_chunk, .bad = deep_bad,
+			      .checked = deep_checked, .arg = s};
+	ss_range_decode(wp, &run);
 }
 
 static void deep_free_slot(struct dslot *s)
@@ -953,7 +862,7 @@ static void deep_task_done(struct ss_op *op, int res)
 	p->bad_chunks += s->bad;
 	if (s->why[0] && !p->why)
 		p->why = strdup(s->why);
-	C->prog.bytes_done += s->req.len;
+	C->prog.bytes_done += s->g.req.len;
 	deep_free_slot(s);
 }
 
@@ -963,16 +872,17 @@ static void deep_get_done(struct ss_op *op, int res)
 	struct dslot *s = r->user;
 	struct deep *D = s->D;
 	struct cpack *p = &s->C->packs[s->pack];
-	if (res == -ENOENT) {
+	enum ss_range_res rr = ss_range_result(&s->g, res);
+	if (rr == SS_RANGE_MISSING) {
 		/* Removed since it was read: a gc, with nothing referencing it. */
 		pack_clear(p);
 		p->state = P_MISSING;
-	} else if (res < 0 && res != -EBADMSG) {
+	} else if (rr == SS_RANGE_FAILED) {
 		if (!D->failed)
-			ss_err_set(&D->ferr, res, "cannot read %s/%s: %s", s->C->store, s->key,
+			ss_err_set(&D->ferr, res, "cannot read %s/%s: %s", s->C->store, s->g.key,
 				   strerror(-res));
 		D->failed = res;
-	} else if ((uint64_t)res != r->len || res == -EBADMSG) {
+	} else if (rr == SS_RANGE_SHORT) {
 		for (uint32_t k = s->e0; k < s->e1; k++)
 			slot_bad(s, p, k, "lies past the end of the pack (truncated)");
 		s->C->st->chunks_damaged += s->bad;
@@ -1040,9 +950,7 @@ static bool deep_next(struct deep *D, struct dslot *s)
 		s->e0 = D->entry;
 		s->e1 = i;
 		D->entry = i;
-		pack_name(p->id, s->key);
-		s->req = (struct ss_req){.kind = SS_REQ_GET, .key = s->key, .off = off,
-					 .len = end - off, .buf = s->in, .user = s};
+		ss_range_prep(&s->g, p->id, off, end - off, s->in, deep_get_done, s);
 		return true;
 	}
 	return false;
@@ -1065,8 +973,7 @@ static int deep_check(struct check *C)
 	D.slots = calloc(D.nslots, sizeof(*D.slots));
 	if (!D.slots)
 		return oom(C);
-	struct ss_worker_ctx_ops wops = {.create = dwork_create, .destroy = dwork_destroy};
-	if ((r = ss_pool_new(C->loop, C->cfg.threads, &wops, &D.pool))) {
+	if ((r = ss_pool_new(C->loop, C->cfg.threads, &ss_rdec_scratch_ops, &D.pool))) {
 		ss_err_set(C->err, r, "cannot start workers: %s", strerror(-r));
 		goto out;
 	}
@@ -1097,14 +1004,12 @@ static int deep_check(struct check *C)
 				s->busy = s->queued = more;
 			}
 			if (s->busy && s->queued) {
-				s->req.op.done = deep_get_done;
-				int sr = ss_backend_submit(C->b, &s->req);
+				int sr = ss_range_submit(C->b, &s->g, &C->st->requests);
 				if (sr == 0) {
 					s->queued = false;
-					C->st->requests++;
 				} else if (sr != -EAGAIN) {
 					D.failed = sr;
-					ss_err_set(&D.ferr, sr, "cannot read %s/%s: %s", C->store, s->key,
+					ss_err_set(&D.ferr, sr, "cannot read %s/%s: %s", C->store, s->g.key,
 						   strerror(-sr));
 					s->busy = s->queued = false;
 				}
@@ -1317,77 +1222,45 @@ out:
 	return r;
 }
 
-/* Every snapshot gc would mark: those the refs name, and for a local
- * .snapstream those beside the store (one level down, as gc looks:
- * default stores sit beside their snapshots). */
-struct snaplist {
-	char **uris, **keys;        /* from refs/ */
-	size_t n;
-	char **sib;                 /* beside the store */
-	size_t ns;
-};
-
-static void snaplist_free(struct snaplist *sl)
-{
-	ss_refs_free(sl->uris, sl->keys, sl->n);
-	for (size_t i = 0; i < sl->ns; i++)
-		free(sl->sib[i]);
-	free(sl->sib);
-	memset(sl, 0, sizeof(*sl));
-}
-
-/* report: an object under refs/ that is no ref becomes a finding (and the
- * others are read anyway), else it is skipped. */
-static int snaplist_read(struct check *C, bool report, struct snaplist *sl)
+/* Every live snapshot (live.c: those gc marks). report: an object under
+ * refs/ that is no ref becomes a finding (and the others are read anyway),
+ * else it is skipped. */
+static int live_read(struct check *C, bool report, struct ss_live *lv)
 {
 	struct ss_err e = {0};
-	memset(sl, 0, sizeof(*sl));
-	int r = ss_read_refs(C->b, C->loop, report, &sl->uris, &sl->keys, &sl->n,
-			     &C->st->requests, &e);
+	int r = ss_live_read(C->b, C->loop, C->store, report, lv, &C->st->requests, &e);
 	if (r == -EBADMSG && report) {
 		if (!finding(C, SS_CHECK_REF_BAD, true, NULL, NULL, 0, 0,
 			     "%s (remove it by hand if it is no snapshot's)", e.msg))
 			return -ENOMEM;
 		ss_err_clear(&e);
-		r = ss_read_refs(C->b, C->loop, false, &sl->uris, &sl->keys, &sl->n,
-				 &C->st->requests, &e);
+		r = ss_live_read(C->b, C->loop, C->store, false, lv, &C->st->requests, &e);
 	}
 	if (r)
 		return ss_err_set(C->err, r, "%s", e.msg);
-	char *dir = sibling_dir(C->store);
-	if (dir && (r = ss_scan_manifests(dir, 1, &sl->sib, &sl->ns)))
-		ss_err_set(C->err, r, "cannot scan beside the store: %s", strerror(-r));
-	free(dir);
-	if (r)
-		snaplist_free(sl);
-	return r;
+	return 0;
 }
 
 /* Check every snapshot; those beside the store that no ref names lack a
  * ref. */
 static int check_snapshots(struct check *C)
 {
-	struct snaplist sl;
-	int r = snaplist_read(C, true, &sl);
+	struct ss_live lv;
+	int r = live_read(C, true, &lv);
 	if (r)
 		return r;
-	size_t n = sl.n, ns = sl.ns;
-	char **uris = sl.uris, **sib = sl.sib;
+	size_t n = lv.n, ns = lv.ns;
+	char **sib = lv.sib;
 	C->prog.phase = "snapshots";
 	C->prog.items_total = n + ns;
 	C->prog.items_done = 0;
 	for (size_t i = 0; !r && i < n; i++) {
-		r = check_snapshot(C, uris[i], sl.keys[i], true);
+		r = check_snapshot(C, lv.uris[i], lv.keys[i], true);
 		C->prog.items_done = i + 1;
 		ss_tick(&C->cfg, &C->ticker, &C->prog, false);
 	}
 	for (size_t i = 0; !r && i < ns; i++) {
-		bool known = false;
-		for (size_t k = 0; !known && k < n; k++)
-			known = strcmp(sib[i], uris[k]) == 0;
 		C->prog.items_done = n + i + 1;
-		if (known)
-			continue;
 		size_t before = C->nsnaps;
 		if ((r = check_snapshot(C, sib[i], NULL, false)) || C->nsnaps == before)
 			continue;   /* failed, gone, elsewhere or unreadable */
@@ -1415,7 +1288,7 @@ static int check_snapshots(struct check *C)
 		}
 		C->ref_missing_finding[C->nref_missing++] = fi;
 	}
-	snaplist_free(&sl);
+	ss_live_free(&lv);
 	return r;
 }
 
@@ -1635,12 +1508,12 @@ static int repair_records(struct check *C)
  * a push that finished since the first look may have used them. */
 static int remark(struct check *C, bool *cand)
 {
-	struct snaplist sl;
-	int r = snaplist_read(C, false, &sl);
-	for (size_t i = 0; !r && i < sl.n + sl.ns; i++) {
+	struct ss_live lv;
+	int r = live_read(C, false, &lv);
+	for (size_t i = 0; !r && i < lv.n + lv.ns; i++) {
 		struct ss_manifest *m = NULL;
 		struct ss_err e = {0};
-		int mr = ss_manifest_load(i < sl.n ? sl.uris[i] : sl.sib[i - sl.n], C->loop, &C->cfg,
+		int mr = ss_manifest_load(i < lv.n ? lv.uris[i] : lv.sib[i - lv.n], C->loop, &C->cfg,
 					  &m, NULL, &C->st->requests, &e);
 		if (mr == -ENOENT)
 			continue;
@@ -1657,7 +1530,7 @@ static int remark(struct check *C, bool *cand)
 		ss_manifest_free(m);
 	}
 	if (!r)
-		snaplist_free(&sl);
+		ss_live_free(&lv);
 	return r;
 }
 

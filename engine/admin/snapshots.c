@@ -1,9 +1,9 @@
-/* Inspecting and removing snapshots: info, ls, rm, and the read-only
- * helpers they share with verify, cat and gc.
+/* Inspecting and removing snapshots: info, ls, rm.
  *
  * Read-only commands must not change anything, so local locations are
- * checked with stat before a backend is opened on them (the local backend
- * creates its root directory, which a push wants and `info` does not). */
+ * checked with stat before a backend is opened on them
+ * (ss_store_backend_open: the local backend creates its root directory,
+ * which a push wants and `info` does not). */
 #include "admin.h"
 
 #include <dirent.h>
@@ -13,10 +13,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define REF_MAX (8u << 10)   /* a ref is one URI */
-
-/* ---------------------------------------------------------------- helpers */
 
 /* ---------------------------------------------------------------- info */
 
@@ -184,36 +180,6 @@ out:
 
 /* ---------------------------------------------------------------- ls */
 
-struct urilist {
-	char **v;
-	size_t n, cap;
-};
-
-static int urilist_add(struct urilist *u, const char *s, size_t len)
-{
-	if (u->n == u->cap) {
-		size_t ncap = u->cap ? u->cap * 2 : 32;
-		void *a = realloc(u->v, sizeof(*u->v) * ncap);
-		if (!a)
-			return -ENOMEM;
-		u->v = a;
-		u->cap = ncap;
-	}
-	char *d = strndup(s, len);
-	if (!d)
-		return -ENOMEM;
-	u->v[u->n++] = d;
-	return 0;
-}
-
-static void urilist_free(struct urilist *u)
-{
-	for (size_t i = 0; i < u->n; i++)
-		free(u->v[i]);
-	free(u->v);
-	memset(u, 0, sizeof(*u));
-}
-
 static int cmp_str(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
@@ -234,146 +200,6 @@ static bool matches(const struct matcher *mt, const char *uri)
 	return !mt->dir || uri[n] == '\0' || uri[n] == '/' || (n && mt->canon[n - 1] == '/');
 }
 
-/* Local prefixes: every directory below holding a manifest, so that
- * snapshots whose refs live in another store are listed too. */
-static int scan_dir(const char *dir, int depth, int max_depth, struct urilist *out)
-{
-	char p[PATH_MAX];
-	struct stat st;
-	if (snprintf(p, sizeof(p), "%s/%s", dir, SS_MANIFEST_KEY) < (int)sizeof(p) &&
-	    stat(p, &st) == 0 && S_ISREG(st.st_mode)) {
-		char uri[PATH_MAX + 8];
-		snprintf(uri, sizeof(uri), "file://%s", dir);
-		int r = urilist_add(out, uri, strlen(uri));
-		if (r)
-			return r;
-	}
-	if (depth >= max_depth)
-		return 0;
-	DIR *d = opendir(dir);
-	if (!d)
-		return 0;
-	struct dirent *de;
-	int r = 0;
-	while (!r && (de = readdir(d))) {
-		if (de->d_name[0] == '.')   /* the store, temporaries, . and .. */
-			continue;
-		if (snprintf(p, sizeof(p), "%s/%s", strcmp(dir, "/") ? dir : "", de->d_name) >=
-		    (int)sizeof(p))
-			continue;
-		if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
-			r = scan_dir(p, depth + 1, max_depth, out);
-	}
-	closedir(d);
-	return r;
-}
-
-static int collect_ref_key(void *arg, const char *key, uint64_t size)
-{
-	(void)size;   /* checked after reading: the listing may be stale */
-	return urilist_add(arg, key, strlen(key));
-}
-
-#define REF_BATCH 256
-
-int ss_read_refs(struct ss_backend *b, struct ss_loop *l, bool strict, char ***uris,
-		 char ***keys, size_t *n, uint64_t *requests, struct ss_err *err)
-{
-	struct urilist k = {0}, u = {0}, kk = {0};
-	struct ss_req *reqs = NULL;
-	uint8_t *bufs = NULL;
-	struct ss_req lr = {.kind = SS_REQ_LIST, .key = "refs/", .on_key = collect_ref_key,
-			    .arg = &k, .err = err};
-	int r = ss_call(b, l, &lr, requests);
-	if (r < 0) {
-		ss_err_set(err, r, "cannot list refs/: %s", strerror(-r));
-		goto fail;
-	}
-	r = 0;
-	/* GETs in parallel: a store may hold thousands of refs. A GET past the
-	 * end returns what exists, so no STAT is needed for the size. */
-	reqs = calloc(REF_BATCH, sizeof(*reqs));
-	bufs = malloc((size_t)REF_BATCH * REF_MAX);
-	if (!reqs || !bufs) {
-		r = ss_err_set(err, -ENOMEM, "out of memory");
-		goto fail;
-	}
-	for (size_t base = 0; !r && base < k.n; base += REF_BATCH) {
-		size_t cnt = SS_MIN(k.n - base, (size_t)REF_BATCH);
-		for (size_t i = 0; i < cnt; i++)
-			reqs[i] = (struct ss_req){.kind = SS_REQ_GET, .key = k.v[base + i],
-						  .len = REF_MAX, .buf = bufs + i * REF_MAX};
-		if ((r = ss_call_many(b, l, reqs, cnt, requests))) {
-			ss_err_set(err, r, "event loop failed: %s", strerror(-r));
-			break;
-		}
-		for (size_t i = 0; !r && i < cnt; i++) {
-			int res = reqs[i].op.res;
-			if (res == -ENOENT)
-				continue;   /* removed meanwhile */
-			if (res < 0) {
-				r = ss_err_set(err, res, "cannot read %s: %s", k.v[base + i],
-					       strerror(-res));
-				break;
-			}
-			const char *s = (const char *)bufs + i * REF_MAX;
-			size_t len = (size_t)res;
-			if (len == 0 || len >= REF_MAX || memchr(s, '\0', len)) {
-				if (!strict)
-					continue;   /* not a ref this version wrote */
-				r = ss_err_set(err, -EBADMSG,
-					       "%s is not a ref this version of snapstream "
-					       "understands (one snapshot URI); gc deletes nothing "
-					       "while a ref cannot be read",
-					       k.v[base + i]);
-				break;
-			}
-			if ((r = urilist_add(&u, s, len)) ||
-			    (r = urilist_add(&kk, k.v[base + i], strlen(k.v[base + i]))))
-				ss_err_set(err, r, "out of memory");
-		}
-	}
-	if (r)
-		goto fail;
-	free(reqs);
-	free(bufs);
-	urilist_free(&k);
-	*uris = u.v;
-	*keys = kk.v;
-	*n = u.n;
-	return 0;
-fail:
-	free(reqs);
-	free(bufs);
-	urilist_free(&k);
-	urilist_free(&u);
-	urilist_free(&kk);
-	return r;
-}
-
-void ss_refs_free(char **uris, char **keys, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		free(uris[i]);
-		free(keys[i]);
-	}
-	free(uris);
-	free(keys);
-}
-
-int ss_scan_manifests(const char *dir, int depth, char ***uris, size_t *n)
-{
-	struct urilist u = {0};
-	int r = scan_dir(dir, 0, depth, &u);
-	if (r) {
-		urilist_free(&u);
-		return r;
-	}
-	*uris = u.v;
-	*n = u.n;
-	return 0;
-}
-
 void ss_ls_free(struct ss_snapshot_info *v, size_t n)
 {
 	if (!v)
@@ -390,7 +216,7 @@ int ss_ls(const struct ss_ls_opts *opts, const struct ss_config *config,
 	struct ss_cfg cfg;
 	struct ss_loop *l = NULL;
 	struct ss_backend *sb = NULL;
-	struct urilist found = {0};
+	struct ss_strvec found = {0};
 	struct ss_snapshot_info *v = NULL;
 	size_t nv = 0;
 	char *path = NULL;
@@ -440,7 +266,7 @@ int ss_ls(const struct ss_ls_opts *opts, const struct ss_config *config,
 	}
 	for (size_t i = 0; !r && i < nrefs; i++)
 		if (matches(&mt, ruris[i]))
-			r = urilist_add(&found, ruris[i], strlen(ruris[i]));
+			r = ss_strvec_add(&found, ruris[i], strlen(ruris[i]));
 	if (!r && local) {
 		char dir[PATH_MAX];
 		snprintf(dir, sizeof(dir), "%s", path);
@@ -451,13 +277,13 @@ int ss_ls(const struct ss_ls_opts *opts, const struct ss_config *config,
 			else
 				snprintf(dir, sizeof(dir), "/");
 		}
-		struct urilist scanned = {0};
+		struct ss_strvec scanned = {0};
 		/* Below a directory, a few levels; beside a name prefix, one. */
-		r = scan_dir(dir, 0, is_dir ? 6 : 1, &scanned);
+		r = ss_scan_manifests(dir, is_dir ? 6 : 1, &scanned.v, &scanned.n);
 		for (size_t i = 0; !r && i < scanned.n; i++)
 			if (matches(&mt, scanned.v[i]))
-				r = urilist_add(&found, scanned.v[i], strlen(scanned.v[i]));
-		urilist_free(&scanned);
+				r = ss_strvec_add(&found, scanned.v[i], strlen(scanned.v[i]));
+		ss_strvec_free(&scanned);
 	}
 	if (r) {
 		ss_err_set(&err, r, "out of memory");
@@ -505,7 +331,7 @@ int ss_ls(const struct ss_ls_opts *opts, const struct ss_config *config,
 out:
 	ss_ls_free(v, nv);
 	ss_refs_free(ruris, rkeys, nrefs);
-	urilist_free(&found);
+	ss_strvec_free(&found);
 	ss_backend_free(sb);
 	ss_loop_free(l);
 	ss_snaploc_free(&loc);
