@@ -544,9 +544,7 @@ int ss_gc(const struct ss_gc_opts *opts, const struct ss_config *config, struct 
 	struct gc *G = calloc(1, sizeof(*G));
 	uint64_t t0 = ss_now_ns();
 	int r;
-	if (!st)
-		st = &local_st;
-	memset(st, 0, sizeof(*st));
+	st = ss_stats_init(st, &local_st, sizeof(*st));
 	if (!G) {
 		r = ss_err_set(&err, -ENOMEM, "out of memory");
 		goto out;
@@ -619,8 +617,5 @@ out:
 		ss_loop_free(G->loop);
 		free(G);
 	}
-	st->seconds = (double)(ss_now_ns() - t0) / 1e9;
-	if (r && errbuf && errlen)
-		snprintf(errbuf, errlen, "%s", err.msg[0] ? err.msg : strerror(-r));
-	return r;
+	return ss_op_end(&err, r, t0, &st->seconds, errbuf, errlen);
 }

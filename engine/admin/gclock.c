@@ -1,4 +1,4 @@
-/* gc/lock, shared by gc and check --repair (gclock.h). */
+/* gc/lock, shared by gc and check --repair (admin.h). */
 
 #include <inttypes.h>
 #include <stdio.h>

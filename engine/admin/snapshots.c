@@ -134,12 +134,6 @@ static int info_fill(const struct ss_manifest *m, const char *uri, uint64_t mlen
 	return 0;
 }
 
-static void copy_err(const struct ss_err *e, int r, char *buf, size_t len)
-{
-	if (r && buf && len)
-		snprintf(buf, len, "%s", e->msg[0] ? e->msg : strerror(-r));
-}
-
 int ss_info(const char *snapshot, const struct ss_config *config, struct ss_snapshot_info **out,
 	    char *errbuf, size_t errlen)
 {
@@ -174,8 +168,7 @@ out:
 	ss_manifest_free(m);
 	ss_loop_free(l);
 	ss_snaploc_free(&loc);
-	copy_err(&err, r, errbuf, errlen);
-	return r;
+	return ss_err_out(&err, r, errbuf, errlen);
 }
 
 /* ---------------------------------------------------------------- ls */
@@ -336,8 +329,7 @@ out:
 	ss_loop_free(l);
 	ss_snaploc_free(&loc);
 	free(path);
-	copy_err(&err, r, errbuf, errlen);
-	return r;
+	return ss_err_out(&err, r, errbuf, errlen);
 }
 
 /* ---------------------------------------------------------------- rm */
@@ -474,6 +466,5 @@ out:
 	ss_backend_free(sb);
 	ss_loop_free(l);
 	ss_snaploc_free(&loc);
-	copy_err(&err, r, errbuf, errlen);
-	return r;
+	return ss_err_out(&err, r, errbuf, errlen);
 }

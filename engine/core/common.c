@@ -239,6 +239,28 @@ void ss_pack_key(const uint8_t id[16], char *out)
 	snprintf(out, 64, "packs/%.2s/%s", hex, hex);
 }
 
+void *ss_stats_init(void *st, void *local, size_t size)
+{
+	if (!st)
+		st = local;
+	memset(st, 0, size);
+	return st;
+}
+
+int ss_err_out(const struct ss_err *e, int r, char *buf, size_t len)
+{
+	if (r && buf && len)
+		snprintf(buf, len, "%s", e->msg[0] ? e->msg : strerror(-r));
+	return r;
+}
+
+int ss_op_end(const struct ss_err *e, int r, uint64_t t0, double *seconds, char *buf,
+	      size_t len)
+{
+	*seconds = (double)(ss_now_ns() - t0) / 1e9;
+	return ss_err_out(e, r, buf, len);
+}
+
 void ss_tick(const struct ss_cfg *cfg, struct ss_ticker *t, struct ss_progress *p, bool force)
 {
 	if (!cfg->progress)

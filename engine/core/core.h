@@ -308,6 +308,19 @@ struct ss_rrun {
  * else -EBADMSG after the bad callbacks. */
 int ss_range_decode(const struct ss_rdec *w, const struct ss_rrun *run);
 
+/* --- entry points ------------------------------------------------------ */
+
+/* The statistics an operation fills: the caller's st, or local when it
+ * passed none; zeroed either way. */
+void *ss_stats_init(void *st, void *local, size_t size);
+
+/* Hand an entry point's result to its caller: e's message (or
+ * strerror(-r) when it has none) into buf when r failed. Returns r. */
+int ss_err_out(const struct ss_err *e, int r, char *buf, size_t len);
+/* The same, after setting *seconds to the time since t0 (ss_now_ns). */
+int ss_op_end(const struct ss_err *e, int r, uint64_t t0, double *seconds, char *buf,
+	      size_t len);
+
 /* --- progress --------------------------------------------------------- */
 
 struct ss_ticker {

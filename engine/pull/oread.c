@@ -1,5 +1,5 @@
 /* oread — a snapshot's files in file order, every chunk verified (see
- * oread.h). */
+ * pull.h). */
 #include "pull.h"
 
 #include <limits.h>

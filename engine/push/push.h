@@ -73,6 +73,46 @@ unsigned ss_packer_inflight(const struct ss_packer *pk);
 /* Report each stored pack's chunks to the host's claims (claims.h). */
 void ss_packer_set_claims(struct ss_packer *pk, struct ss_claims *claims);
 
+/* --- the pipelines' shared state (pipe.c) ------------------------------- */
+
+/* Work a worker finished, waiting for room in a pack buffer. */
+struct ss_parked {
+	struct ss_parked *next;
+};
+
+/* The state ss_push and ss_push_fd keep alike while their pipelines run
+ * (loop thread only). */
+struct ss_pipe {
+	struct ss_err *err;         /* the operation's: the first failure */
+	bool failed;
+	struct ss_parked *head, *tail;   /* parked, in order */
+	/* Copy one parked item into packs; false when no pack buffer is free
+	 * yet (it stays parked and is offered again). */
+	bool (*pack)(void *arg, struct ss_parked *it);
+	/* An item that is packed whole. */
+	void (*release)(void *arg, struct ss_parked *it);
+	void *arg;
+};
+
+/* Fail the pipeline (the first failure wins): "what: strerror(-r)", or
+ * msg as it is. */
+void ss_pipe_fail(struct ss_pipe *p, int r, const char *what);
+void ss_pipe_fail_msg(struct ss_pipe *p, int r, const char *msg);
+/* Park an item behind the others, then pack what the pack buffers take. */
+void ss_pipe_park(struct ss_pipe *p, struct ss_parked *it);
+void ss_pipe_drain(struct ss_pipe *p);
+/* The packer's done callback (arg: the pipe): a free buffer lets parked
+ * work go on; a failed put fails the pipeline. */
+void ss_pipe_pack_done(void *arg, int res, const char *msg);
+/* The input is done and every frame packed: upload the last, partial
+ * pack (ss_packer_flush), failing the pipeline if that fails. Returns 1
+ * when a put started (turn the loop until it lands), 0 when there was
+ * nothing to store, else -errno. */
+int ss_pipe_flush(struct ss_pipe *p, struct ss_packer *pk);
+/* One turn of the loop (waiting for completions); a failed loop fails the
+ * pipeline. Returns ss_loop_turn's result. */
+int ss_pipe_turn(struct ss_pipe *p, struct ss_loop *l);
+
 /* --- building manifests (mbuild.c) ------------------------------------- */
 
 /* Builds the manifest of a push from its files' extents, after every new
@@ -152,9 +192,14 @@ int ss_pushbase_store(struct ss_pushbase *b, const struct ss_push_opts *opts,
 int ss_pushbase_commit(struct ss_pushbase *b, const struct ss_push_opts *opts,
 		       const struct ss_manifest *m, struct ss_stats *st, struct ss_err *err);
 
+/* Let everything in flight on the loop finish (after a failure, before
+ * anything is freed): turn it while busy(arg) says so, or until it fails. */
+void ss_pushbase_settle(struct ss_pushbase *b, bool (*busy)(const void *arg), const void *arg);
+
 /* Free what ss_pushbase_open and _store set up, once nothing is in flight
- * on the loop. Leaving the claims table frees what this push claimed and
- * did not land, so call it after the packs. */
-void ss_pushbase_close(struct ss_pushbase *b);
+ * on the loop, adding the store's requests to st (may be NULL). Leaving
+ * the claims table frees what this push claimed and did not land, so call
+ * it after the packs. */
+void ss_pushbase_close(struct ss_pushbase *b, struct ss_stats *st);
 
 #endif
