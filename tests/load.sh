@@ -12,7 +12,7 @@
 #         part reuses the figure, which does not depend on the backend).
 #  cold   the 8 pushed at once into one empty store: all succeed; the store
 #         must hold at most seq + 5 % (+ 1 MiB): pushes running at the same
-#         time agree on who stores each shared chunk (engine/claims.h).
+#         time agree on who stores each shared chunk (engine/push/claims.h).
 #  mixed  at the same time, 8 pulls of the cold snapshots to 8 destinations
 #         and 8 pushes of the same images under new names: every pull equals
 #         its image byte for byte (cmp), every push stores 0 new bytes.

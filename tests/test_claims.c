@@ -1,4 +1,4 @@
-/* The host's claims table (engine/claims.h), which lets pushes running at
+/* The host's claims table (engine/push/claims.h), which lets pushes running at
  * the same time into one store agree on who stores each chunk: a claim is
  * seen by every other push as theirs, a landed chunk's location reaches
  * them, a claimer that dies (SIGKILL, in another process) or leaves frees
@@ -16,7 +16,7 @@
 
 #include "backend.h"
 #include "claims.h"
-#include "internal.h"
+#include "push.h"
 #include "testutil.h"
 
 static char ident[128];

@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "push.h"
 #include "testengine.h"
 
 static char dir[256];

@@ -3,7 +3,7 @@
 #ifndef SS_TESTENGINE_H
 #define SS_TESTENGINE_H
 
-#include "internal.h"
+#include "push.h"
 #include "testutil.h"
 
 /* The manifest at uri, read with the configuration `in` (which names the

@@ -2,7 +2,7 @@
  *
  * The input is: need u16 (little-endian, the decompressed prefix the
  * reader asks for), id[16] (the chunk's XXH3-128), then the stored zstd
- * frame. ss_frame_prefix (engine/frame.c, the code pull, cat and verify
+ * frame. ss_frame_prefix (engine/core/frame.c, the code pull, cat and verify
  * use) must never write past dst whatever the frame claims, and what it produces is
  * accepted only when its XXH3-128 matches. libzstd is not instrumented, so
  * dst ends exactly where an inaccessible guard page begins: a write past it

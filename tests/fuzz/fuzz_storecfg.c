@@ -1,5 +1,5 @@
 /* fuzz_storecfg — libFuzzer target for a store's `config` object
- * (engine/chunkid.c), which comes from the store and is untrusted.
+ * (engine/core/chunkid.c), which comes from the store and is untrusted.
  *
  * Whatever ss_store_config_decode accepts must encode back to the same
  * bytes (one canonical form), and a check against a key must return one

@@ -45,7 +45,7 @@ protoc-c --proto_path="$root/proto" --c_out="$work" "$root/proto/snapshot.proto"
 san="-fsanitize=address,undefined -fno-sanitize-recover=all"
 common=(-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Wall -Wextra
 	-Wno-missing-field-initializers -I"$root" -I"$work" -I"$root/util" -I"$root/proto"
-	-I"$root/backends" -I"$root/loop" -I"$root/engine")
+	-I"$root/backends" -I"$root/loop" -I"$root/engine" -I"$root/engine/core")
 
 # Sources and libraries each target links; the project's own sources are
 # compiled here, instrumented, rather than taken from meson's gcc build.
@@ -56,7 +56,7 @@ MAXLEN[fuzz_manifest]=16384
 SRCS[fuzz_pack]="util/util.c proto/pack.c"
 LIBS[fuzz_pack]="libxxhash"
 MAXLEN[fuzz_pack]=65536
-SRCS[fuzz_frame]="engine/frame.c"
+SRCS[fuzz_frame]="engine/core/frame.c"
 LIBS[fuzz_frame]="libzstd libxxhash"
 MAXLEN[fuzz_frame]=16384
 # ss_location_parse consults the backend registry, so every backend links.
@@ -64,7 +64,7 @@ SRCS[fuzz_uri]="util/util.c loop/loop.c backends/backend.c backends/mem.c backen
 	backends/http.c backends/s3.c backends/s3xml.c backends/gauth.c"
 LIBS[fuzz_uri]="liburing libcurl expat json-c libcrypto"
 MAXLEN[fuzz_uri]=4096
-SRCS[fuzz_storecfg]="util/util.c engine/chunkid.c"
+SRCS[fuzz_storecfg]="util/util.c engine/core/chunkid.c"
 LIBS[fuzz_storecfg]="libxxhash libcrypto"
 MAXLEN[fuzz_storecfg]=8192
 SRCS[fuzz_s3xml]="backends/s3xml.c"

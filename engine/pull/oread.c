@@ -1,6 +1,6 @@
 /* oread — a snapshot's files in file order, every chunk verified (see
- * oread.h). */
-#include "oread.h"
+ * pull.h). */
+#include "pull.h"
 
 #include <limits.h>
 #include <stdarg.h>
@@ -27,7 +27,7 @@ struct oframe {
 
 struct ounit {
 	struct ss_task task;        /* worker: decode and verify */
-	struct ss_req req;
+	struct ss_range g;          /* the GET */
 	struct ss_oread *R;
 	uint64_t seq;
 	struct ss_ounit_view v;
@@ -43,7 +43,6 @@ struct ounit {
 	bool ready;
 	int err;
 	struct ss_err werr;
-	char key[64];
 	struct ounit *next_free;
 };
 
@@ -214,17 +213,6 @@ static void build_unit(struct ss_oread *R, struct ounit *u)
 	}
 }
 
-static void *wctx_create(void *arg)
-{
-	(void)arg;
-	return ZSTD_createDCtx();
-}
-
-static void wctx_destroy(void *p)
-{
-	ZSTD_freeDCtx(p);
-}
-
 static void unit_work(struct ss_task *task, void *wp)
 {
 	struct ounit *u = (struct ounit *)task;
@@ -236,8 +224,8 @@ static void unit_work(struct ss_task *task, void *wp)
 		const struct oframe *fr = &u->frames[k];
 		if (fr->codec != SS_CODEC_ZSTD || !fr->need)
 			continue;
-		if (!ss_frame_prefix(wp, u->in + (fr->off - u->rs), fr->stored, u->dec + fr->dec_off,
-				  fr->need)) {
+		if (!ss_range_frame(wp, u->in + (fr->off - u->rs), fr->stored, u->dec + fr->dec_off,
+				    fr->need)) {
 			/* Name the first extent that needs this frame. */
 			size_t i = 0;
 			while (u->fidx[i] != k)
@@ -246,13 +234,12 @@ static void unit_work(struct ss_task *task, void *wp)
 			char hex[33];
 			ss_hex(c->id, 16, hex);
 			u->err = ss_err_set(&u->werr, -EBADMSG,
-					    "snapshot %s: file '%s' at offset %llu: chunk %s cannot be "
-					    "decompressed to its recorded size (pack %s)",
+					    "snapshot %s: file '%s' at offset %llu: chunk %s %s (pack %s)",
 					    R->o->snapshot, f->name,
 					    (unsigned long long)(u->v.off +
 								 file_off_of(f, u->v.e0 + i) -
 								 file_off_of(f, u->v.e0)),
-					    hex, u->key);
+					    hex, ss_range_why(SS_RANGE_UNDECODABLE), u->g.key);
 			return;
 		}
 	}
@@ -267,16 +254,15 @@ static void unit_work(struct ss_task *task, void *wp)
 			const uint8_t *p = c->codec == SS_CODEC_RAW
 						   ? u->in + (c->offset - u->rs)
 						   : u->dec + fr->dec_off + c->frame_off;
-			uint8_t h[16];
-			ss_chunk_id(R->o->ids, p, c->raw_len, h);
-			if (memcmp(h, c->id, 16) != 0) {
+			struct ss_rchunk rc = {.id = c->id, .raw_len = c->raw_len};
+			if (!ss_range_chunk_ok(R->o->ids, p, &rc)) {
 				char hex[33];
 				ss_hex(c->id, 16, hex);
 				u->err = ss_err_set(&u->werr, -EBADMSG,
-						    "snapshot %s: file '%s' at offset %llu: chunk %s does "
-						    "not match its checksum (pack %s)",
+						    "snapshot %s: file '%s' at offset %llu: chunk %s %s "
+						    "(pack %s)",
 						    R->o->snapshot, f->name, (unsigned long long)off, hex,
-						    u->key);
+						    ss_range_why(SS_RANGE_MISMATCH), u->g.key);
 				return;
 			}
 			u->ptr[i] = p;
@@ -304,23 +290,14 @@ static void get_done(struct ss_op *op, int res)
 	struct ounit *u = req->user;
 	struct ss_oread *R = u->R;
 	R->gets--;
-	const struct ss_mfile *f = &R->m->files[u->v.file];
-	if (res >= 0 && (uint64_t)res != u->re - u->rs)
-		res = ss_err_set(&u->werr, -EBADMSG,
-				 "snapshot %s: file '%s' at offset %llu: pack %s is shorter than "
-				 "the manifest says (truncated or replaced)",
-				 R->o->snapshot, f->name, (unsigned long long)u->v.off, u->key);
-	if (res == -ENOENT)
-		res = ss_err_set(&u->werr, -EBADMSG,
-				 "snapshot %s: file '%s' at offset %llu: pack %s is missing from the "
-				 "store (was it deleted?)",
-				 R->o->snapshot, f->name, (unsigned long long)u->v.off, u->key);
-	if (res < 0) {
-		if (u->werr.code)
-			ss_oread_fail(R, res, "%s", u->werr.msg);
-		else
-			ss_oread_fail(R, res, "snapshot %s: cannot read pack %s: %s", R->o->snapshot,
-				      u->key, strerror(-res));
+	if (ss_range_result(&u->g, res) != SS_RANGE_OK) {
+		const struct ss_mfile *f = &R->m->files[u->v.file];
+		char where[PATH_MAX + 128];
+		snprintf(where, sizeof(where), "snapshot %s: file '%s' at offset %llu: ",
+			 R->o->snapshot, f->name, (unsigned long long)u->v.off);
+		struct ss_err e = {0};
+		int code = ss_range_explain(&u->g, res, where, &e);
+		ss_oread_fail(R, code, "%s", e.msg);
 		u->ready = true;
 		return;
 	}
@@ -336,21 +313,10 @@ static void get_done(struct ss_op *op, int res)
 
 static int submit_get(struct ss_oread *R, struct ounit *u)
 {
-	ss_pack_key(R->m->pack_ids[u->pack], u->key);
-	memset(&u->req, 0, sizeof(u->req));
-	u->req.op.done = get_done;
-	u->req.kind = SS_REQ_GET;
-	u->req.key = u->key;
-	u->req.off = u->rs;
-	u->req.len = u->re - u->rs;
-	u->req.buf = u->in;
-	u->req.err = &u->werr;
-	u->req.user = u;
-	int r = ss_backend_submit(R->o->store, &u->req);
-	if (r == 0) {
+	ss_range_prep(&u->g, R->m->pack_ids[u->pack], u->rs, u->re - u->rs, u->in, get_done, u);
+	int r = ss_range_submit(R->o->store, &u->g, &R->o->st->requests);
+	if (r == 0)
 		R->gets++;
-		R->o->st->requests++;
-	}
 	return r;
 }
 
@@ -384,7 +350,7 @@ static void fill(struct ss_oread *R)
 		R->pending = NULL;
 		if (r) {
 			ss_oread_fail(R, r, "snapshot %s: cannot request pack %s: %s", R->o->snapshot,
-				      u->key, strerror(-r));
+				      u->g.key, strerror(-r));
 			u->ready = true;
 			return;
 		}
@@ -489,8 +455,7 @@ static int setup(struct ss_oread *R)
 		u->next_free = R->free_units;
 		R->free_units = u;
 	}
-	struct ss_worker_ctx_ops wops = {.create = wctx_create, .destroy = wctx_destroy};
-	return ss_pool_new(R->o->loop, cfg->threads, &wops, &R->pool);
+	return ss_pool_new(R->o->loop, cfg->threads, &ss_rdec_ops, &R->pool);
 }
 
 int ss_oread_run(const struct ss_oread_opts *o, struct ss_err *err)

@@ -1,10 +1,10 @@
-/* Inspecting and removing snapshots: info, ls, rm, and the read-only
- * helpers they share with verify, cat and gc.
+/* Inspecting and removing snapshots: info, ls, rm.
  *
  * Read-only commands must not change anything, so local locations are
- * checked with stat before a backend is opened on them (the local backend
- * creates its root directory, which a push wants and `info` does not). */
-#include "internal.h"
+ * checked with stat before a backend is opened on them
+ * (ss_store_backend_open: the local backend creates its root directory,
+ * which a push wants and `info` does not). */
+#include "admin.h"
 
 #include <dirent.h>
 #include <limits.h>
@@ -14,85 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define REF_MAX (8u << 10)   /* a ref is one URI */
-
-/* ---------------------------------------------------------------- helpers */
-
-/* For a local location, whether path exists; object stores: assume so. */
-static int local_exists(const char *uri, const char *suffix, bool *exists, struct ss_err *err)
-{
-	const char *scheme;
-	char *path;
-	*exists = true;
-	int r = ss_location_parse(uri, &scheme, &path, err);
-	if (r)
-		return r;
-	if (strcmp(scheme, "file") == 0) {
-		char p[PATH_MAX];
-		struct stat st;
-		snprintf(p, sizeof(p), "%s%s", path, suffix);
-		*exists = stat(p, &st) == 0;
-	}
-	free(path);
-	return 0;
-}
-
-int ss_store_backend_open(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
-			  struct ss_backend **out, struct ss_err *err)
-{
-	bool exists;
-	int r = local_exists(uri, "", &exists, err);
-	if (r)
-		return r;
-	if (!exists)
-		return ss_err_set(err, -ENOENT, "no store at %s", uri);
-	return ss_backend_open(uri, l, &cfg->bopts, out, err);
-}
-
-const char *ss_store_for(const char *explicit_store, const struct ss_manifest *m,
-			 const struct ss_snaploc *loc)
-{
-	if (explicit_store)
-		return explicit_store;
-	if (m && m->store_uri && *m->store_uri)
-		return m->store_uri;
-	return loc->default_store;
-}
-
 /* ---------------------------------------------------------------- info */
-
-struct frame_key {
-	uint32_t pack;
-	uint32_t stored_len;
-	uint64_t offset;
-};
-
-static int cmp_frame(const void *a, const void *b)
-{
-	const struct frame_key *x = a, *y = b;
-	if (x->pack != y->pack)
-		return x->pack < y->pack ? -1 : 1;
-	return x->offset < y->offset ? -1 : x->offset > y->offset;
-}
-
-uint64_t ss_manifest_stored_bytes(const struct ss_manifest *m)
-{
-	/* Chunks of one frame share its stored bytes; count each frame once,
-	 * wherever its chunks sit in the table. */
-	struct frame_key *k = malloc(sizeof(*k) * (m->nchunks ? m->nchunks : 1));
-	if (!k)
-		return m->stats.stored_bytes;
-	for (size_t i = 0; i < m->nchunks; i++)
-		k[i] = (struct frame_key){m->chunks[i].pack, m->chunks[i].stored_len,
-					  m->chunks[i].offset};
-	qsort(k, m->nchunks, sizeof(*k), cmp_frame);
-	uint64_t sum = 0;
-	for (size_t i = 0; i < m->nchunks; i++)
-		if (!i || cmp_frame(&k[i], &k[i - 1]))
-			sum += k[i].stored_len;
-	free(k);
-	return sum;
-}
 
 static char *xstrdup(const char *s, bool *oom)
 {
@@ -212,12 +134,6 @@ static int info_fill(const struct ss_manifest *m, const char *uri, uint64_t mlen
 	return 0;
 }
 
-static void copy_err(const struct ss_err *e, int r, char *buf, size_t len)
-{
-	if (r && buf && len)
-		snprintf(buf, len, "%s", e->msg[0] ? e->msg : strerror(-r));
-}
-
 int ss_info(const char *snapshot, const struct ss_config *config, struct ss_snapshot_info **out,
 	    char *errbuf, size_t errlen)
 {
@@ -252,41 +168,10 @@ out:
 	ss_manifest_free(m);
 	ss_loop_free(l);
 	ss_snaploc_free(&loc);
-	copy_err(&err, r, errbuf, errlen);
-	return r;
+	return ss_err_out(&err, r, errbuf, errlen);
 }
 
 /* ---------------------------------------------------------------- ls */
-
-struct urilist {
-	char **v;
-	size_t n, cap;
-};
-
-static int urilist_add(struct urilist *u, const char *s, size_t len)
-{
-	if (u->n == u->cap) {
-		size_t ncap = u->cap ? u->cap * 2 : 32;
-		void *a = realloc(u->v, sizeof(*u->v) * ncap);
-		if (!a)
-			return -ENOMEM;
-		u->v = a;
-		u->cap = ncap;
-	}
-	char *d = strndup(s, len);
-	if (!d)
-		return -ENOMEM;
-	u->v[u->n++] = d;
-	return 0;
-}
-
-static void urilist_free(struct urilist *u)
-{
-	for (size_t i = 0; i < u->n; i++)
-		free(u->v[i]);
-	free(u->v);
-	memset(u, 0, sizeof(*u));
-}
 
 static int cmp_str(const void *a, const void *b)
 {
@@ -308,183 +193,6 @@ static bool matches(const struct matcher *mt, const char *uri)
 	return !mt->dir || uri[n] == '\0' || uri[n] == '/' || (n && mt->canon[n - 1] == '/');
 }
 
-/* Local prefixes: every directory below holding a manifest, so that
- * snapshots whose refs live in another store are listed too. */
-static int scan_dir(const char *dir, int depth, int max_depth, struct urilist *out)
-{
-	char p[PATH_MAX];
-	struct stat st;
-	if (snprintf(p, sizeof(p), "%s/%s", dir, SS_MANIFEST_KEY) < (int)sizeof(p) &&
-	    stat(p, &st) == 0 && S_ISREG(st.st_mode)) {
-		char uri[PATH_MAX + 8];
-		snprintf(uri, sizeof(uri), "file://%s", dir);
-		int r = urilist_add(out, uri, strlen(uri));
-		if (r)
-			return r;
-	}
-	if (depth >= max_depth)
-		return 0;
-	DIR *d = opendir(dir);
-	if (!d)
-		return 0;
-	struct dirent *de;
-	int r = 0;
-	while (!r && (de = readdir(d))) {
-		if (de->d_name[0] == '.')   /* the store, temporaries, . and .. */
-			continue;
-		if (snprintf(p, sizeof(p), "%s/%s", strcmp(dir, "/") ? dir : "", de->d_name) >=
-		    (int)sizeof(p))
-			continue;
-		if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
-			r = scan_dir(p, depth + 1, max_depth, out);
-	}
-	closedir(d);
-	return r;
-}
-
-static int collect_ref_key(void *arg, const char *key, uint64_t size)
-{
-	(void)size;   /* checked after reading: the listing may be stale */
-	return urilist_add(arg, key, strlen(key));
-}
-
-static void many_done(struct ss_op *op, int res)
-{
-	struct ss_req *r = (struct ss_req *)op;
-	op->res = res;
-	(*(size_t *)r->user)++;
-}
-
-int ss_call_many(struct ss_backend *b, struct ss_loop *l, struct ss_req *reqs, size_t n,
-		 uint64_t *requests)
-{
-	size_t done = 0, next = 0;
-	while (done < n) {
-		while (next < n) {
-			struct ss_req *q = &reqs[next];
-			q->op.done = many_done;
-			q->user = &done;
-			int s = ss_backend_submit(b, q);
-			if (s == -EAGAIN)
-				break;
-			next++;
-			if (s) {
-				q->op.res = s;
-				done++;
-				continue;
-			}
-			if (requests)
-				(*requests)++;
-		}
-		if (done == n)
-			break;
-		int t = ss_loop_turn(l, true);
-		if (t < 0)
-			return t;
-	}
-	return 0;
-}
-
-#define REF_BATCH 256
-
-int ss_read_refs(struct ss_backend *b, struct ss_loop *l, bool strict, char ***uris,
-		 char ***keys, size_t *n, uint64_t *requests, struct ss_err *err)
-{
-	struct urilist k = {0}, u = {0}, kk = {0};
-	struct ss_req *reqs = NULL;
-	uint8_t *bufs = NULL;
-	struct ss_req lr = {.kind = SS_REQ_LIST, .key = "refs/", .on_key = collect_ref_key,
-			    .arg = &k, .err = err};
-	int r = ss_call(b, l, &lr, requests);
-	if (r < 0) {
-		ss_err_set(err, r, "cannot list refs/: %s", strerror(-r));
-		goto fail;
-	}
-	r = 0;
-	/* GETs in parallel: a store may hold thousands of refs. A GET past the
-	 * end returns what exists, so no STAT is needed for the size. */
-	reqs = calloc(REF_BATCH, sizeof(*reqs));
-	bufs = malloc((size_t)REF_BATCH * REF_MAX);
-	if (!reqs || !bufs) {
-		r = ss_err_set(err, -ENOMEM, "out of memory");
-		goto fail;
-	}
-	for (size_t base = 0; !r && base < k.n; base += REF_BATCH) {
-		size_t cnt = SS_MIN(k.n - base, (size_t)REF_BATCH);
-		for (size_t i = 0; i < cnt; i++)
-			reqs[i] = (struct ss_req){.kind = SS_REQ_GET, .key = k.v[base + i],
-						  .len = REF_MAX, .buf = bufs + i * REF_MAX};
-		if ((r = ss_call_many(b, l, reqs, cnt, requests))) {
-			ss_err_set(err, r, "event loop failed: %s", strerror(-r));
-			break;
-		}
-		for (size_t i = 0; !r && i < cnt; i++) {
-			int res = reqs[i].op.res;
-			if (res == -ENOENT)
-				continue;   /* removed meanwhile */
-			if (res < 0) {
-				r = ss_err_set(err, res, "cannot read %s: %s", k.v[base + i],
-					       strerror(-res));
-				break;
-			}
-			const char *s = (const char *)bufs + i * REF_MAX;
-			size_t len = (size_t)res;
-			if (len == 0 || len >= REF_MAX || memchr(s, '\0', len)) {
-				if (!strict)
-					continue;   /* not a ref this version wrote */
-				r = ss_err_set(err, -EBADMSG,
-					       "%s is not a ref this version of snapstream "
-					       "understands (one snapshot URI); gc deletes nothing "
-					       "while a ref cannot be read",
-					       k.v[base + i]);
-				break;
-			}
-			if ((r = urilist_add(&u, s, len)) ||
-			    (r = urilist_add(&kk, k.v[base + i], strlen(k.v[base + i]))))
-				ss_err_set(err, r, "out of memory");
-		}
-	}
-	if (r)
-		goto fail;
-	free(reqs);
-	free(bufs);
-	urilist_free(&k);
-	*uris = u.v;
-	*keys = kk.v;
-	*n = u.n;
-	return 0;
-fail:
-	free(reqs);
-	free(bufs);
-	urilist_free(&k);
-	urilist_free(&u);
-	urilist_free(&kk);
-	return r;
-}
-
-void ss_refs_free(char **uris, char **keys, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		free(uris[i]);
-		free(keys[i]);
-	}
-	free(uris);
-	free(keys);
-}
-
-int ss_scan_manifests(const char *dir, int depth, char ***uris, size_t *n)
-{
-	struct urilist u = {0};
-	int r = scan_dir(dir, 0, depth, &u);
-	if (r) {
-		urilist_free(&u);
-		return r;
-	}
-	*uris = u.v;
-	*n = u.n;
-	return 0;
-}
-
 void ss_ls_free(struct ss_snapshot_info *v, size_t n)
 {
 	if (!v)
@@ -501,7 +209,7 @@ int ss_ls(const struct ss_ls_opts *opts, const struct ss_config *config,
 	struct ss_cfg cfg;
 	struct ss_loop *l = NULL;
 	struct ss_backend *sb = NULL;
-	struct urilist found = {0};
+	struct ss_strvec found = {0};
 	struct ss_snapshot_info *v = NULL;
 	size_t nv = 0;
 	char *path = NULL;
@@ -551,7 +259,7 @@ int ss_ls(const struct ss_ls_opts *opts, const struct ss_config *config,
 	}
 	for (size_t i = 0; !r && i < nrefs; i++)
 		if (matches(&mt, ruris[i]))
-			r = urilist_add(&found, ruris[i], strlen(ruris[i]));
+			r = ss_strvec_add(&found, ruris[i], strlen(ruris[i]));
 	if (!r && local) {
 		char dir[PATH_MAX];
 		snprintf(dir, sizeof(dir), "%s", path);
@@ -562,13 +270,13 @@ int ss_ls(const struct ss_ls_opts *opts, const struct ss_config *config,
 			else
 				snprintf(dir, sizeof(dir), "/");
 		}
-		struct urilist scanned = {0};
+		struct ss_strvec scanned = {0};
 		/* Below a directory, a few levels; beside a name prefix, one. */
-		r = scan_dir(dir, 0, is_dir ? 6 : 1, &scanned);
+		r = ss_scan_manifests(dir, is_dir ? 6 : 1, &scanned.v, &scanned.n);
 		for (size_t i = 0; !r && i < scanned.n; i++)
 			if (matches(&mt, scanned.v[i]))
-				r = urilist_add(&found, scanned.v[i], strlen(scanned.v[i]));
-		urilist_free(&scanned);
+				r = ss_strvec_add(&found, scanned.v[i], strlen(scanned.v[i]));
+		ss_strvec_free(&scanned);
 	}
 	if (r) {
 		ss_err_set(&err, r, "out of memory");
@@ -616,13 +324,12 @@ int ss_ls(const struct ss_ls_opts *opts, const struct ss_config *config,
 out:
 	ss_ls_free(v, nv);
 	ss_refs_free(ruris, rkeys, nrefs);
-	urilist_free(&found);
+	ss_strvec_free(&found);
 	ss_backend_free(sb);
 	ss_loop_free(l);
 	ss_snaploc_free(&loc);
 	free(path);
-	copy_err(&err, r, errbuf, errlen);
-	return r;
+	return ss_err_out(&err, r, errbuf, errlen);
 }
 
 /* ---------------------------------------------------------------- rm */
@@ -759,6 +466,5 @@ out:
 	ss_backend_free(sb);
 	ss_loop_free(l);
 	ss_snaploc_free(&loc);
-	copy_err(&err, r, errbuf, errlen);
-	return r;
+	return ss_err_out(&err, r, errbuf, errlen);
 }

@@ -2,7 +2,7 @@
  * copied into the current pack buffer, full packs are uploaded while the
  * next one fills, and each stored pack is recorded in the store for the
  * index object that will list it (docs/DESIGN.md, "Store layout"). */
-#include "internal.h"
+#include "push.h"
 
 #include <stdio.h>
 #include <stdlib.h>

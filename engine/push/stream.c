@@ -10,7 +10,7 @@
  * issued only once the stage is empty, which bounds memory: read buffer +
  * stage + frames + two packs, plus ~16 bytes per extent for the manifest.
  */
-#include "internal.h"
+#include "push.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -43,7 +43,8 @@ struct frame {
 	uint8_t codec;              /* whole frame: zstd, or raw chunks */
 	struct ss_packer_chunk *c;  /* frame_off: in raw */
 	uint32_t n;
-	struct frame *next;
+	struct frame *next;         /* free list */
+	struct ss_parked parked;    /* waiting for pack space */
 };
 
 struct spush {
@@ -57,9 +58,8 @@ struct spush {
 	struct ss_pool *pool;
 	struct ss_chunker chunker;
 	struct ss_chunk_stream *cs;
-	struct ss_err *err;
+	struct ss_pipe pipe;        /* the first failure; parked frames */
 	struct ss_stats *st;
-	bool failed;
 
 	XXH3_state_t *hs;
 	uint64_t total, chunk_bytes;
@@ -79,7 +79,6 @@ struct spush {
 	unsigned nframes, tasks;
 	struct frame *free_frames, *cur;
 	uint32_t fcap;              /* chunks a frame can list */
-	struct frame *parked_head, *parked_tail;
 	struct ss_packer *packer;
 	/* The file */
 	struct sext *ext;
@@ -88,22 +87,6 @@ struct spush {
 	struct ss_progress prog;
 	struct ss_ticker ticker;
 };
-
-static void fail(struct spush *P, int r, const char *what)
-{
-	if (!P->failed) {
-		P->failed = true;
-		ss_err_set(P->err, r, "%s: %s", what, strerror(-r));
-	}
-}
-
-static void fail_msg(struct spush *P, int r, const char *msg)
-{
-	if (!P->failed) {
-		P->failed = true;
-		ss_err_set(P->err, r, "%s", msg);
-	}
-}
 
 static int add_ext(struct spush *P, uint64_t len, uint32_t slot)
 {
@@ -196,21 +179,13 @@ static void frame_work(struct ss_task *t, void *wp)
 	}
 }
 
-static void drain_parked(struct spush *P);
-
 static void frame_done(struct ss_op *op, int res)
 {
 	(void)res;
 	struct frame *f = (struct frame *)((char *)op - offsetof(struct ss_task, op));
 	struct spush *P = f->P;
 	P->tasks--;
-	f->next = NULL;
-	if (P->parked_tail)
-		P->parked_tail->next = f;
-	else
-		P->parked_head = f;
-	P->parked_tail = f;
-	drain_parked(P);
+	ss_pipe_park(&P->pipe, &f->parked);
 }
 
 static void frame_submit(struct spush *P, struct frame *f)
@@ -222,7 +197,7 @@ static void frame_submit(struct spush *P, struct frame *f)
 /* Move staged chunks into frames while frames are free. */
 static void fill_frames(struct spush *P)
 {
-	while (P->sq_n && !P->failed) {
+	while (P->sq_n && !P->pipe.failed) {
 		struct staged *s = &P->sq[P->sq_head];
 		if (P->cur && (P->cur->raw_len + s->len > P->b.cfg.frame_max || P->cur->n == P->fcap)) {
 			frame_submit(P, P->cur);
@@ -262,32 +237,22 @@ static bool frame_pack(struct spush *P, struct frame *f)
 	if (r == -EAGAIN)
 		return false;
 	if (r)
-		fail_msg(P, r, e.msg);
+		ss_pipe_fail_msg(&P->pipe, r, e.msg);
 	return true;
 }
 
-static void drain_parked(struct spush *P)
+static bool frame_pack_parked(void *arg, struct ss_parked *it)
 {
-	while (P->parked_head && !P->failed) {
-		struct frame *f = P->parked_head;
-		if (!frame_pack(P, f))
-			return;
-		P->parked_head = f->next;
-		if (!P->parked_head)
-			P->parked_tail = NULL;
-		f->next = P->free_frames;
-		P->free_frames = f;
-	}
+	return frame_pack(arg, (struct frame *)((char *)it - offsetof(struct frame, parked)));
 }
 
-/* A pack put finished: a free buffer may let parked frames go on. */
-static void pack_done(void *arg, int res, const char *msg)
+/* A packed frame is free again. */
+static void frame_release(void *arg, struct ss_parked *it)
 {
 	struct spush *P = arg;
-	if (res < 0)
-		fail_msg(P, res, msg);
-	else
-		drain_parked(P);
+	struct frame *f = (struct frame *)((char *)it - offsetof(struct frame, parked));
+	f->next = P->free_frames;
+	P->free_frames = f;
 }
 
 /* ---------------------------------------------------------------- reading */
@@ -317,7 +282,7 @@ static void feed(struct spush *P)
 	if (res < 0) {
 		if (res == -EINTR || res == -EAGAIN)
 			return;
-		fail(P, res, "cannot read the input");
+		ss_pipe_fail(&P->pipe, res, "cannot read the input");
 		return;
 	}
 	int r;
@@ -330,11 +295,12 @@ static void feed(struct spush *P)
 		r = ss_chunk_stream_feed(P->cs, P->rbuf, (size_t)res, emit, P);
 	}
 	if (r)
-		fail(P, r, "cannot chunk the input");
+		ss_pipe_fail(&P->pipe, r, "cannot chunk the input");
 }
 
-static bool busy(const struct spush *P)
+static bool busy(const void *arg)
 {
+	const struct spush *P = arg;
 	return P->reading || P->tasks || ss_packer_inflight(P->packer);
 }
 
@@ -342,10 +308,10 @@ static int run(struct spush *P)
 {
 	P->prog.phase = "push";
 	for (;;) {
-		if (P->got_ready && !P->failed)
+		if (P->got_ready && !P->pipe.failed)
 			feed(P);
 		fill_frames(P);
-		if (P->failed) {
+		if (P->pipe.failed) {
 			if (!busy(P))
 				break;
 		} else if (!P->eof) {
@@ -357,28 +323,22 @@ static int run(struct spush *P)
 				frame_submit(P, P->cur);
 				P->cur = NULL;
 			}
-			if (!P->tasks && !P->parked_head && !ss_packer_inflight(P->packer)) {
-				struct ss_err e = {0};
-				int r = ss_packer_flush(P->packer, &e);
-				if (r < 0)
-					fail_msg(P, r, e.msg);
-				if (r)
+			if (!P->tasks && !P->pipe.head && !ss_packer_inflight(P->packer)) {
+				if (ss_pipe_flush(&P->pipe, P->packer))
 					continue;
 				break;
 			}
 		}
-		int t = ss_loop_turn(P->b.loop, true);
-		if (t < 0) {
-			fail(P, t, "event loop failed");
+		int t = ss_pipe_turn(&P->pipe, P->b.loop);
+		if (t < 0)
 			return t;
-		}
 		P->prog.bytes_done = P->total;
 		P->prog.zero_bytes = P->st->zero_bytes;
 		P->prog.dedup_bytes = P->chunk_bytes - P->st->new_raw_bytes;
 		P->prog.stored_bytes = P->st->new_stored_bytes;
 		ss_tick(&P->b.cfg, &P->ticker, &P->prog, false);
 	}
-	return P->failed ? P->err->code : 0;
+	return P->pipe.failed ? P->pipe.err->code : 0;
 }
 
 static int setup(struct spush *P)
@@ -414,7 +374,8 @@ static int setup(struct spush *P)
 		f->next = P->free_frames;
 		P->free_frames = f;
 	}
-	int r = ss_packer_new(P->b.store, P->b.dedup, &P->b.cfg, P->st, pack_done, P, &P->packer);
+	int r = ss_packer_new(P->b.store, P->b.dedup, &P->b.cfg, P->st, ss_pipe_pack_done, &P->pipe,
+			      &P->packer);
 	if (r)
 		return r;
 	if (P->b.claims)
@@ -448,7 +409,8 @@ static void teardown(struct spush *P)
 
 /* ---------------------------------------------------------------- manifest */
 
-static int build_manifest(struct spush *P, const char *name, struct ss_manifest **out)
+static int build_manifest(struct spush *P, const char *name, struct ss_manifest **out,
+			  struct ss_err *err)
 {
 	struct ss_mbuild *b = NULL;
 	int r = ss_mbuild_new(&P->b.cfg, P->opts, P->b.store, P->b.dedup, false, &b);
@@ -464,6 +426,8 @@ static int build_manifest(struct spush *P, const char *name, struct ss_manifest 
 	if (!r)
 		r = ss_mbuild_finish(b, P->total, P->st, out);
 	ss_mbuild_free(b);
+	if (r)
+		ss_err_set(err, r, "cannot build the manifest: %s", strerror(-r));
 	return r;
 }
 
@@ -476,16 +440,15 @@ int ss_push_fd(const struct ss_push_opts *opts, int fd, const char *name,
 	struct ss_manifest *m = NULL;
 	uint64_t t0 = ss_now_ns();
 	int r;
-	if (!st)
-		st = &local_st;
-	memset(st, 0, sizeof(*st));
+	st = ss_stats_init(st, &local_st, sizeof(*st));
 	if (!P) {
 		r = ss_err_set(&err, -ENOMEM, "out of memory");
 		goto out;
 	}
 	P->opts = opts;
 	P->fd = fd;
-	P->err = &err;
+	P->pipe = (struct ss_pipe){.err = &err, .pack = frame_pack_parked,
+				   .release = frame_release, .arg = P};
 	P->st = st;
 	if (!opts || !opts->snapshot || fd < 0) {
 		r = ss_err_set(&err, -EINVAL, "push needs an input and a snapshot location");
@@ -523,29 +486,20 @@ int ss_push_fd(const struct ss_push_opts *opts, int fd, const char *name,
 	teardown(P);
 	P->prog.phase = "commit";
 	ss_tick(&P->b.cfg, &P->ticker, &P->prog, true);
-	if ((r = build_manifest(P, name, &m))) {
-		ss_err_set(&err, r, "cannot build the manifest: %s", strerror(-r));
-		goto out;
-	}
-	r = ss_pushbase_commit(&P->b, opts, m, st, &err);
+	if (!(r = build_manifest(P, name, &m, &err)))
+		r = ss_pushbase_commit(&P->b, opts, m, st, &err);
 out:
 	if (P) {
-		while (P->b.loop && busy(P) && ss_loop_turn(P->b.loop, true) >= 0)
-			;
+		ss_pushbase_settle(&P->b, busy, P);
 		teardown(P);
 		st->files = 1;
 		st->logical_bytes = P->total;
 		st->dedup_bytes = P->chunk_bytes - st->new_raw_bytes;
-		if (P->b.store)
-			st->requests += P->b.store->requests;
 		free(P->ext);
 		XXH3_freeState(P->hs);
-		ss_pushbase_close(&P->b);
+		ss_pushbase_close(&P->b, st);
 	}
 	ss_manifest_free(m);
 	free(P);
-	st->seconds = (double)(ss_now_ns() - t0) / 1e9;
-	if (r && errbuf && errlen)
-		snprintf(errbuf, errlen, "%s", err.msg[0] ? err.msg : strerror(-r));
-	return r;
+	return ss_op_end(&err, r, t0, &st->seconds, errbuf, errlen);
 }

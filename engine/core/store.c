@@ -4,21 +4,21 @@
  *   index/<32 hex>           which chunks each pack holds, written by each
  *                            push after its packs and before its manifest
  *   refs/<32 hex>            one record per snapshot pushed here (for gc)
+ *   config                   how the store's chunk ids are made (ss_init)
  *
- * Loading reads every index object, then lists packs/ for packs no index
- * covers (those of an interrupted push) and reads their own trailing index,
- * so a re-run reuses them; the next index object written covers them.
- * Packs that gc has hidden (gc/state) are skipped either way: gc deletes
- * them once its grace period has passed, so nothing new may refer to them
- * (docs/DESIGN.md, "Garbage collection"). */
-#include "internal.h"
+ * A push loads what the store holds through push/storeload.c.
+ *
+ * Read-only commands must not change anything, so local locations are
+ * checked with stat before a backend is opened on them (the local backend
+ * creates its root directory, which a push wants and `info` does not). */
+#include "core.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <xxhash.h>
-
-#define SS_INDEX_OBJ_MAX SS_INDEX_MAX_SIZE
 
 int ss_store_open(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
 		  struct ss_store **out, struct ss_err *err)
@@ -95,15 +95,6 @@ int ss_store_pack_find(const struct ss_store *s, const uint8_t id[16], uint32_t 
 	return -ENOENT;
 }
 
-struct ss_claims *ss_store_join_claims(struct ss_store *s)
-{
-	char ident[1280];
-	struct ss_claims *c = NULL;
-	if (ss_backend_identity(s->b, ident, sizeof(ident)) || ss_claims_open(ident, &c))
-		return NULL;
-	return c;
-}
-
 int ss_store_pack_index(struct ss_store *s, const uint8_t id[16], uint64_t size, uint32_t *idx)
 {
 	if (ss_store_pack_find(s, id, idx) == 0)
@@ -154,26 +145,18 @@ int ss_store_note_unindexed(struct ss_store *s, const uint8_t id[16], uint64_t s
 	return 0;
 }
 
-static int add_pack_entries(struct ss_store *s, struct ss_dedup *d, const uint8_t id[16],
-			    uint64_t size, const struct ss_pack_entry *e, uint32_t n)
+void ss_keylist_free(struct ss_keylist *kl)
 {
-	uint32_t idx;
-	int r = ss_store_pack_index(s, id, size, &idx);
-	for (uint32_t i = 0; !r && i < n; i++)
-		r = ss_dedup_add(d, e[i].id, idx, e[i].offset, e[i].stored_len, e[i].raw_len,
-				 e[i].codec, e[i].frame_off);
-	return r;
+	for (size_t i = 0; i < kl->n; i++)
+		free(kl->keys[i]);
+	free(kl->keys);
+	free(kl->sizes);
+	memset(kl, 0, sizeof(*kl));
 }
-
-struct keylist {
-	char **keys;
-	uint64_t *sizes;
-	size_t n, cap;
-};
 
 static int collect_key(void *arg, const char *key, uint64_t size)
 {
-	struct keylist *kl = arg;
+	struct ss_keylist *kl = arg;
 	if (kl->n == kl->cap) {
 		size_t ncap = kl->cap ? kl->cap * 2 : 64;
 		void *a = realloc(kl->keys, sizeof(*kl->keys) * ncap);
@@ -192,58 +175,17 @@ static int collect_key(void *arg, const char *key, uint64_t size)
 	return 0;
 }
 
-static void keylist_free(struct keylist *kl)
+int ss_list_keys(struct ss_backend *b, struct ss_loop *l, const char *store, const char *prefix,
+		 struct ss_keylist *kl, uint64_t *requests, struct ss_err *err)
 {
-	for (size_t i = 0; i < kl->n; i++)
-		free(kl->keys[i]);
-	free(kl->keys);
-	free(kl->sizes);
-	memset(kl, 0, sizeof(*kl));
-}
-
-static int list_keys(struct ss_store *s, struct ss_loop *l, const char *prefix,
-		     struct keylist *kl, struct ss_err *err)
-{
+	struct ss_err e = {0};
 	struct ss_req r = {.kind = SS_REQ_LIST, .key = prefix, .on_key = collect_key, .arg = kl,
-			   .err = err};
-	int res = ss_call(s->b, l, &r, &s->requests);
+			   .err = &e};
+	int res = ss_call(b, l, &r, requests);
 	if (res < 0)
-		return ss_err_set(err, res, "cannot list %s/%s: %s", s->uri, prefix,
-				  strerror(-res));
+		return ss_err_set(err, res, "cannot list %s/%s: %s", store, prefix,
+				  e.msg[0] ? e.msg : strerror(-res));
 	return 0;
-}
-
-/* Read a pack's own index (trailer first, then the index before it). */
-static int read_pack_index(struct ss_store *s, struct ss_loop *l, const char *key,
-			   struct ss_pack_entry **entries, uint32_t *count, uint64_t *size,
-			   struct ss_err *err)
-{
-	uint8_t trailer[SS_PACK_TRAILER_SIZE];
-	struct ss_req g = {.kind = SS_REQ_GET, .flags = SS_GET_SUFFIX, .key = key,
-			   .len = sizeof(trailer), .buf = trailer, .err = err};
-	int r = ss_call(s->b, l, &g, &s->requests);
-	if (r < 0)
-		return r;
-	if (r != (int)sizeof(trailer))
-		return ss_err_set(err, -EBADMSG, "pack %s is truncated", key);
-	uint64_t index_off;
-	r = ss_pack_parse_trailer(trailer, g.size, count, &index_off, err);
-	if (r)
-		return r;
-	size_t ilen = (size_t)*count * SS_PACK_ENTRY_SIZE;
-	uint8_t *buf = malloc(ilen + SS_PACK_TRAILER_SIZE);
-	if (!buf)
-		return ss_err_set(err, -ENOMEM, "out of memory");
-	struct ss_req gi = {.kind = SS_REQ_GET, .key = key, .off = index_off,
-			    .len = ilen + SS_PACK_TRAILER_SIZE, .buf = buf, .err = err};
-	r = ss_call(s->b, l, &gi, &s->requests);
-	if (r >= 0 && (size_t)r != ilen + SS_PACK_TRAILER_SIZE)
-		r = ss_err_set(err, -EBADMSG, "pack %s changed while reading", key);
-	if (r >= 0)
-		r = ss_pack_parse_index(buf, *count, index_off, buf + ilen, entries, err);
-	free(buf);
-	*size = g.size;
-	return r < 0 ? r : 0;
 }
 
 /* The store's config object, or *p = NULL when it has none. */
@@ -309,10 +251,10 @@ int ss_init(const struct ss_init_opts *opts, const struct ss_config *config, cha
 	if (cfg.ids.keyed) {
 		/* Chunks already stored keep their plain ids, and would let
 		 * the keyed store's dedup be probed with known data. */
-		struct keylist packs = {0};
-		r = list_keys(s, l, "packs/", &packs, &err);
+		struct ss_keylist packs = {0};
+		r = ss_list_keys(s->b, l, s->uri, "packs/", &packs, &s->requests, &err);
 		size_t np = packs.n;
-		keylist_free(&packs);
+		ss_keylist_free(&packs);
 		if (r)
 			goto out;
 		if (np) {
@@ -338,83 +280,6 @@ out:
 	ss_cfg_wipe(&cfg);
 	if (r && errbuf && errlen)
 		snprintf(errbuf, errlen, "%s", err.msg);
-	return r;
-}
-
-int ss_store_load(struct ss_store *s, struct ss_loop *l, struct ss_dedup *d, struct ss_err *err)
-{
-	struct keylist idx = {0}, packs = {0};
-	int r = ss_store_check_ids(s, l, err);
-	if (r)
-		return r;
-	/* Read before the listings: a pack hidden after this read was seen by
-	 * a load that started earlier, which the grace period covers. */
-	r = ss_gcstate_load(s->b, l, s->uri, &s->hidden, &s->requests, err);
-	if (r)
-		return r;
-	r = list_keys(s, l, "index/", &idx, err);
-	for (size_t i = 0; !r && i < idx.n; i++) {
-		uint8_t *buf;
-		size_t len;
-		r = ss_get_object(s->b, l, idx.keys[i], SS_INDEX_OBJ_MAX, &buf, &len, &s->requests,
-				  err);
-		if (r == -ENOENT) {   /* removed by a concurrent gc: its packs too */
-			ss_err_clear(err);
-			r = 0;
-			continue;
-		}
-		if (r)
-			break;
-		struct ss_index_pack *ip = NULL;
-		uint32_t np = 0;
-		struct ss_err derr = {0};
-		r = ss_index_decode(buf, len, &ip, &np, &derr);
-		free(buf);
-		if (r) {
-			/* The packs describe themselves: those this object listed
-			 * are read below like an interrupted push's, and this
-			 * push's index object covers them again. `snapstream
-			 * check --repair` removes the damaged object. */
-			r = 0;
-			continue;
-		}
-		for (uint32_t p = 0; !r && p < np; p++)
-			if (!ss_gcstate_find(&s->hidden, ip[p].pack_id))
-				r = add_pack_entries(s, d, ip[p].pack_id, ip[p].pack_size,
-						     ip[p].entries, ip[p].count);
-		ss_index_free(ip, np);
-		s->nindex_objects++;
-		if (r)
-			ss_err_set(err, r, "cannot load the store index: %s", strerror(-r));
-	}
-	if (!r)
-		r = list_keys(s, l, "packs/", &packs, err);
-	for (size_t i = 0; !r && i < packs.n; i++) {
-		const char *base = strrchr(packs.keys[i], '/');
-		uint8_t id[16];
-		uint32_t known;
-		if (!base || ss_unhex(base + 1, id, 16))
-			continue;   /* not a pack: ignore foreign files */
-		if (ss_store_pack_find(s, id, &known) == 0 || ss_gcstate_find(&s->hidden, id))
-			continue;
-		struct ss_pack_entry *e = NULL;
-		uint32_t count = 0;
-		uint64_t size = 0;
-		struct ss_err perr = {0};
-		int pr = read_pack_index(s, l, packs.keys[i], &e, &count, &size, &perr);
-		if (pr) {
-			/* A damaged orphan cannot be reused; 'check' reports it. */
-			free(e);
-			continue;
-		}
-		r = add_pack_entries(s, d, id, size, e, count);
-		if (!r)
-			r = ss_store_note_unindexed(s, id, size, e, count);
-		else
-			free(e);
-	}
-	keylist_free(&idx);
-	keylist_free(&packs);
 	return r;
 }
 
@@ -471,4 +336,45 @@ int ss_store_write_ref(struct ss_store *s, struct ss_loop *l, const char *snapsh
 	if (r)
 		return ss_err_set(err, r, "cannot write the snapshot reference: %s", strerror(-r));
 	return 0;
+}
+
+/* For a local location, whether path exists; object stores: assume so. */
+static int local_exists(const char *uri, const char *suffix, bool *exists, struct ss_err *err)
+{
+	const char *scheme;
+	char *path;
+	*exists = true;
+	int r = ss_location_parse(uri, &scheme, &path, err);
+	if (r)
+		return r;
+	if (strcmp(scheme, "file") == 0) {
+		char p[PATH_MAX];
+		struct stat st;
+		snprintf(p, sizeof(p), "%s%s", path, suffix);
+		*exists = stat(p, &st) == 0;
+	}
+	free(path);
+	return 0;
+}
+
+int ss_store_backend_open(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
+			  struct ss_backend **out, struct ss_err *err)
+{
+	bool exists;
+	int r = local_exists(uri, "", &exists, err);
+	if (r)
+		return r;
+	if (!exists)
+		return ss_err_set(err, -ENOENT, "no store at %s", uri);
+	return ss_backend_open(uri, l, &cfg->bopts, out, err);
+}
+
+const char *ss_store_for(const char *explicit_store, const struct ss_manifest *m,
+			 const struct ss_snaploc *loc)
+{
+	if (explicit_store)
+		return explicit_store;
+	if (m && m->store_uri && *m->store_uri)
+		return m->store_uri;
+	return loc->default_store;
 }

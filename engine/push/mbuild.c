@@ -1,6 +1,6 @@
 /* The setup, manifest builder, parent loading and commit shared by
  * ss_push and ss_push_fd (docs/DESIGN.md, "Manifest"). */
-#include "internal.h"
+#include "push.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -313,8 +313,16 @@ int ss_pushbase_store(struct ss_pushbase *b, const struct ss_push_opts *opts,
 	return ss_store_load(b->store, b->loop, b->dedup, err);
 }
 
-void ss_pushbase_close(struct ss_pushbase *b)
+void ss_pushbase_settle(struct ss_pushbase *b, bool (*busy)(const void *arg), const void *arg)
 {
+	while (b->loop && busy(arg) && ss_loop_turn(b->loop, true) >= 0)
+		;
+}
+
+void ss_pushbase_close(struct ss_pushbase *b, struct ss_stats *st)
+{
+	if (st && b->store)
+		st->requests += b->store->requests;
 	ss_claims_close(b->claims);
 	ss_store_free(b->store);
 	ss_dedup_free(b->dedup);

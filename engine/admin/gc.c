@@ -19,8 +19,7 @@
  * after the removal. Index objects that list a pack are rewritten without
  * it before the pack goes, and a pack leaves gc/state only once it is gone.
  * One gc runs at a time (gc/lock): two would undo each other's rescues. */
-#include "gclock.h"
-#include "internal.h"
+#include "admin.h"
 
 #include <inttypes.h>
 #include <limits.h>
@@ -158,82 +157,6 @@ static int mark_snapshot(struct gc *G, const char *uri, const char *via, bool *f
 	return 0;
 }
 
-/* Local stores named .snapstream: the snapshots beside them too, so that a
- * directory moved with its store (whose refs name the old place) keeps its
- * packs. */
-static int mark_siblings(struct gc *G, char **ref_uris, size_t nrefs)
-{
-	const char *scheme;
-	char *path = NULL;
-	if (ss_location_parse(G->opts->store, &scheme, &path, NULL) || strcmp(scheme, "file")) {
-		free(path);
-		return 0;
-	}
-	char *slash = strrchr(path, '/');
-	if (!slash || strcmp(slash + 1, ".snapstream") != 0) {
-		free(path);
-		return 0;
-	}
-	*slash = '\0';
-	char **uris = NULL;
-	size_t n = 0;
-	/* Default stores sit beside their snapshots: one level is enough, and
-	 * a store in a home directory must not make gc walk all of it. */
-	int r = ss_scan_manifests(*path ? path : "/", 1, &uris, &n);
-	free(path);
-	if (r)
-		return ss_err_set(G->err, r, "cannot scan beside the store: %s", strerror(-r));
-	for (size_t i = 0; !r && i < n; i++) {
-		bool known = false;
-		for (size_t k = 0; !known && k < nrefs; k++)
-			known = strcmp(uris[i], ref_uris[k]) == 0;
-		bool found;
-		if (!known && !(r = mark_snapshot(G, uris[i], "found beside the store", &found)) &&
-		    found)
-			G->st->snapshots++;
-	}
-	for (size_t i = 0; i < n; i++)
-		free(uris[i]);
-	free(uris);
-	return r;
-}
-
-struct keyvec {
-	char **v;
-	uint64_t *size;
-	size_t n, cap;
-};
-
-static int collect(void *arg, const char *key, uint64_t size)
-{
-	struct keyvec *kv = arg;
-	if (kv->n == kv->cap) {
-		size_t ncap = kv->cap ? kv->cap * 2 : 256;
-		void *a = realloc(kv->v, sizeof(*kv->v) * ncap);
-		if (!a)
-			return -ENOMEM;
-		kv->v = a;
-		void *b = realloc(kv->size, sizeof(*kv->size) * ncap);
-		if (!b)
-			return -ENOMEM;
-		kv->size = b;
-		kv->cap = ncap;
-	}
-	if (!(kv->v[kv->n] = strdup(key)))
-		return -ENOMEM;
-	kv->size[kv->n++] = size;
-	return 0;
-}
-
-static void keyvec_free(struct keyvec *kv)
-{
-	for (size_t i = 0; i < kv->n; i++)
-		free(kv->v[i]);
-	free(kv->v);
-	free(kv->size);
-	memset(kv, 0, sizeof(*kv));
-}
-
 static int stop_at_first(void *arg, const char *key, uint64_t size)
 {
 	(void)key;
@@ -256,16 +179,9 @@ static int any_under(struct gc *G, const char *prefix, bool *found)
 	return 0;
 }
 
-static int list(struct gc *G, const char *prefix, struct keyvec *kv)
+static int list(struct gc *G, const char *prefix, struct ss_keylist *kv)
 {
-	struct ss_err e = {0};
-	struct ss_req r = {.kind = SS_REQ_LIST, .key = prefix, .on_key = collect, .arg = kv,
-			   .err = &e};
-	int res = ss_call(G->b, G->loop, &r, &G->st->requests);
-	if (res < 0)
-		return ss_err_set(G->err, res, "cannot list %s/%s: %s", G->opts->store, prefix,
-				  e.msg[0] ? e.msg : strerror(-res));
-	return 0;
+	return ss_list_keys(G->b, G->loop, G->opts->store, prefix, kv, &G->st->requests, G->err);
 }
 
 static int expired_add(struct gc *G, char *key)
@@ -285,13 +201,13 @@ static int expired_add(struct gc *G, char *key)
 /* Records of removed snapshots: their packs stay referenced for G. */
 static int mark_removed(struct gc *G)
 {
-	struct keyvec kv = {0};
+	struct ss_keylist kv = {0};
 	int r = list(G, SS_GC_REMOVED_PREFIX, &kv);
 	for (size_t i = 0; !r && i < kv.n; i++) {
 		uint8_t *buf = NULL;
 		size_t len = 0;
 		struct ss_err e = {0};
-		r = ss_get_object(G->b, G->loop, kv.v[i], RECORD_MAX, &buf, &len, &G->st->requests,
+		r = ss_get_object(G->b, G->loop, kv.keys[i], RECORD_MAX, &buf, &len, &G->st->requests,
 				  &e);
 		if (r == -ENOENT) {
 			r = 0;
@@ -306,7 +222,7 @@ static int mark_removed(struct gc *G)
 				   "cannot read %s/%s: %s; gc deletes nothing while it cannot tell "
 				   "what a removed snapshot used (delete that record by hand once no "
 				   "push uses the removed snapshot as its parent)",
-				   G->opts->store, kv.v[i], e.msg);
+				   G->opts->store, kv.keys[i], e.msg);
 			break;
 		}
 		if (!G->no_grace && t.removed_ns + G->grace_ns > G->t0) {
@@ -315,31 +231,32 @@ static int mark_removed(struct gc *G)
 				r = add_refd(G, t.packs[p]);
 			if (r)
 				ss_err_set(G->err, r, "out of memory");
-		} else if ((r = expired_add(G, kv.v[i]))) {
+		} else if ((r = expired_add(G, kv.keys[i]))) {
 			ss_err_set(G->err, r, "out of memory");
 		} else {
-			kv.v[i] = NULL;
+			kv.keys[i] = NULL;
 		}
 		ss_tombstone_free(&t);
 	}
-	keyvec_free(&kv);
+	ss_keylist_free(&kv);
 	return r;
 }
 
+/* Keep what every live snapshot references (live.c), and what removed
+ * ones did for the grace period. */
 static int mark(struct gc *G)
 {
-	char **uris = NULL, **keys = NULL;
-	size_t n = 0;
-	int r = ss_read_refs(G->b, G->loop, true, &uris, &keys, &n, &G->st->requests, G->err);
+	struct ss_live lv;
+	int r = ss_live_read(G->b, G->loop, G->opts->store, true, &lv, &G->st->requests, G->err);
 	if (r)
 		return r;
 	G->prog.phase = "mark";
-	G->prog.items_total = n;
-	for (size_t i = 0; !r && i < n; i++) {
+	G->prog.items_total = lv.n;
+	for (size_t i = 0; !r && i < lv.n; i++) {
 		bool found;
 		char via[96];
-		snprintf(via, sizeof(via), "named by %s", keys[i]);
-		r = mark_snapshot(G, uris[i], via, &found);
+		snprintf(via, sizeof(via), "named by %s", lv.keys[i]);
+		r = mark_snapshot(G, lv.uris[i], via, &found);
 		if (found)
 			G->st->snapshots++;
 		else if (!r)
@@ -347,9 +264,14 @@ static int mark(struct gc *G)
 		G->prog.items_done = i + 1;
 		ss_tick(&G->cfg, &G->ticker, &G->prog, false);
 	}
-	if (!r)
-		r = mark_siblings(G, uris, n);
-	ss_refs_free(uris, keys, n);
+	/* Beside a local .snapstream: a directory moved with its store, whose
+	 * refs name the old place, keeps its packs. */
+	for (size_t i = 0; !r && i < lv.ns; i++) {
+		bool found;
+		if (!(r = mark_snapshot(G, lv.sib[i], "found beside the store", &found)) && found)
+			G->st->snapshots++;
+	}
+	ss_live_free(&lv);
 	if (!r)
 		r = mark_removed(G);
 	if (G->nrefd)
@@ -361,10 +283,10 @@ static int mark(struct gc *G)
 
 static int list_packs(struct gc *G)
 {
-	struct keyvec kv = {0};
+	struct ss_keylist kv = {0};
 	int r = list(G, "packs/", &kv);
 	for (size_t i = 0; !r && i < kv.n; i++) {
-		const char *base = strrchr(kv.v[i], '/');
+		const char *base = strrchr(kv.keys[i], '/');
 		uint8_t id[16];
 		if (!base || ss_unhex(base + 1, id, 16))
 			continue;   /* not a pack */
@@ -378,10 +300,10 @@ static int list_packs(struct gc *G)
 			G->packs = a;
 			G->packs_cap = ncap;
 		}
-		G->packs[G->npacks++] = (struct gpack){.size = kv.size[i]};
+		G->packs[G->npacks++] = (struct gpack){.size = kv.sizes[i]};
 		memcpy(G->packs[G->npacks - 1].id, id, 16);
 	}
-	keyvec_free(&kv);
+	ss_keylist_free(&kv);
 	if (G->npacks)   /* id is the first member: sort and search by it */
 		qsort(G->packs, G->npacks, sizeof(*G->packs), cmp_id);
 	return r;
@@ -491,20 +413,20 @@ static bool going(const struct gc *G, const uint8_t id[16])
  * is deleted: index objects only save reading packs' own trailers. */
 static int rewrite_index(struct gc *G)
 {
-	struct keyvec kv = {0};
+	struct ss_keylist kv = {0};
 	int r = list(G, "index/", &kv);
 	for (size_t i = 0; !r && i < kv.n; i++) {
 		uint8_t *buf = NULL;
 		size_t len = 0;
 		struct ss_err e = {0};
-		r = ss_get_object(G->b, G->loop, kv.v[i], SS_INDEX_MAX_SIZE, &buf, &len,
+		r = ss_get_object(G->b, G->loop, kv.keys[i], SS_INDEX_MAX_SIZE, &buf, &len,
 				  &G->st->requests, &e);
 		if (r == -ENOENT) {
 			r = 0;
 			continue;
 		}
 		if (r) {
-			ss_err_set(G->err, r, "cannot read %s/%s: %s", G->opts->store, kv.v[i],
+			ss_err_set(G->err, r, "cannot read %s/%s: %s", G->opts->store, kv.keys[i],
 				   e.msg[0] ? e.msg : strerror(-r));
 			break;
 		}
@@ -527,7 +449,7 @@ static int rewrite_index(struct gc *G)
 			if (r) {
 				ss_index_free(ip, keep);
 				ss_err_set(G->err, r, "cannot rewrite %s/%s: %s", G->opts->store,
-					   kv.v[i], e.msg[0] ? e.msg : strerror(-r));
+					   kv.keys[i], e.msg[0] ? e.msg : strerror(-r));
 				break;
 			}
 			G->st->index_rewritten++;
@@ -535,15 +457,15 @@ static int rewrite_index(struct gc *G)
 			G->st->index_deleted++;
 		}
 		ss_index_free(ip, keep);
-		struct ss_req d = {.kind = SS_REQ_DELETE, .key = kv.v[i], .err = &e};
+		struct ss_req d = {.kind = SS_REQ_DELETE, .key = kv.keys[i], .err = &e};
 		r = ss_call(G->b, G->loop, &d, &G->st->requests);
 		if (r == -ENOENT)
 			r = 0;
 		if (r)
-			ss_err_set(G->err, r, "cannot delete %s/%s: %s", G->opts->store, kv.v[i],
+			ss_err_set(G->err, r, "cannot delete %s/%s: %s", G->opts->store, kv.keys[i],
 				   e.msg[0] ? e.msg : strerror(-r));
 	}
-	keyvec_free(&kv);
+	ss_keylist_free(&kv);
 	return r;
 }
 
@@ -622,9 +544,7 @@ int ss_gc(const struct ss_gc_opts *opts, const struct ss_config *config, struct 
 	struct gc *G = calloc(1, sizeof(*G));
 	uint64_t t0 = ss_now_ns();
 	int r;
-	if (!st)
-		st = &local_st;
-	memset(st, 0, sizeof(*st));
+	st = ss_stats_init(st, &local_st, sizeof(*st));
 	if (!G) {
 		r = ss_err_set(&err, -ENOMEM, "out of memory");
 		goto out;
@@ -697,8 +617,5 @@ out:
 		ss_loop_free(G->loop);
 		free(G);
 	}
-	st->seconds = (double)(ss_now_ns() - t0) / 1e9;
-	if (r && errbuf && errlen)
-		snprintf(errbuf, errlen, "%s", err.msg[0] ? err.msg : strerror(-r));
-	return r;
+	return ss_op_end(&err, r, t0, &st->seconds, errbuf, errlen);
 }

@@ -1,5 +1,4 @@
-/* gc/lock, shared by gc and check --repair (gclock.h). */
-#include "gclock.h"
+/* gc/lock, shared by gc and check --repair (admin.h). */
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -7,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "admin.h"
 
 #define LOCK_MAX 4096
 

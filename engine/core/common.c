@@ -1,6 +1,6 @@
 /* Configuration, snapshot locations, and small blocking helpers over the
  * asynchronous backends for metadata steps. */
-#include "internal.h"
+#include "core.h"
 
 #include <libgen.h>
 #include <limits.h>
@@ -239,6 +239,28 @@ void ss_pack_key(const uint8_t id[16], char *out)
 	snprintf(out, 64, "packs/%.2s/%s", hex, hex);
 }
 
+void *ss_stats_init(void *st, void *local, size_t size)
+{
+	if (!st)
+		st = local;
+	memset(st, 0, size);
+	return st;
+}
+
+int ss_err_out(const struct ss_err *e, int r, char *buf, size_t len)
+{
+	if (r && buf && len)
+		snprintf(buf, len, "%s", e->msg[0] ? e->msg : strerror(-r));
+	return r;
+}
+
+int ss_op_end(const struct ss_err *e, int r, uint64_t t0, double *seconds, char *buf,
+	      size_t len)
+{
+	*seconds = (double)(ss_now_ns() - t0) / 1e9;
+	return ss_err_out(e, r, buf, len);
+}
+
 void ss_tick(const struct ss_cfg *cfg, struct ss_ticker *t, struct ss_progress *p, bool force)
 {
 	if (!cfg->progress)
@@ -251,4 +273,74 @@ void ss_tick(const struct ss_cfg *cfg, struct ss_ticker *t, struct ss_progress *
 	t->last_ns = now;
 	p->seconds = (double)(now - t->start_ns) / 1e9;
 	cfg->progress(cfg->progress_arg, p);
+}
+
+struct frame_key {
+	uint32_t pack;
+	uint32_t stored_len;
+	uint64_t offset;
+};
+
+static int cmp_frame(const void *a, const void *b)
+{
+	const struct frame_key *x = a, *y = b;
+	if (x->pack != y->pack)
+		return x->pack < y->pack ? -1 : 1;
+	return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+uint64_t ss_manifest_stored_bytes(const struct ss_manifest *m)
+{
+	/* Chunks of one frame share its stored bytes; count each frame once,
+	 * wherever its chunks sit in the table. */
+	struct frame_key *k = malloc(sizeof(*k) * (m->nchunks ? m->nchunks : 1));
+	if (!k)
+		return m->stats.stored_bytes;
+	for (size_t i = 0; i < m->nchunks; i++)
+		k[i] = (struct frame_key){m->chunks[i].pack, m->chunks[i].stored_len,
+					  m->chunks[i].offset};
+	qsort(k, m->nchunks, sizeof(*k), cmp_frame);
+	uint64_t sum = 0;
+	for (size_t i = 0; i < m->nchunks; i++)
+		if (!i || cmp_frame(&k[i], &k[i - 1]))
+			sum += k[i].stored_len;
+	free(k);
+	return sum;
+}
+
+static void many_done(struct ss_op *op, int res)
+{
+	struct ss_req *r = (struct ss_req *)op;
+	op->res = res;
+	(*(size_t *)r->user)++;
+}
+
+int ss_call_many(struct ss_backend *b, struct ss_loop *l, struct ss_req *reqs, size_t n,
+		 uint64_t *requests)
+{
+	size_t done = 0, next = 0;
+	while (done < n) {
+		while (next < n) {
+			struct ss_req *q = &reqs[next];
+			q->op.done = many_done;
+			q->user = &done;
+			int s = ss_backend_submit(b, q);
+			if (s == -EAGAIN)
+				break;
+			next++;
+			if (s) {
+				q->op.res = s;
+				done++;
+				continue;
+			}
+			if (requests)
+				(*requests)++;
+		}
+		if (done == n)
+			break;
+		int t = ss_loop_turn(l, true);
+		if (t < 0)
+			return t;
+	}
+	return 0;
 }

@@ -1,4 +1,9 @@
-/* oread — read a snapshot's files in file order, verified, without
+/* pull — the read path's private header (docs/DESIGN.md, "Module map"):
+ * ss_pull (pull.c) writes a snapshot's files; ss_verify and ss_cat
+ * (verify.c) read them through oread (oread.c), declared here. Builds on
+ * core, whose range reader (core/range.c) all of them read packs with.
+ *
+ * oread — read a snapshot's files in file order, verified, without
  * writing them anywhere (verify) or to a stream (cat).
  *
  * Pull reads chunks in store order and writes them at their offsets; a
@@ -13,10 +18,10 @@
  *
  * Loop thread only.
  */
-#ifndef SS_ENGINE_OREAD_H
-#define SS_ENGINE_OREAD_H
+#ifndef SS_ENGINE_PULL_H
+#define SS_ENGINE_PULL_H
 
-#include "internal.h"
+#include "core.h"
 
 struct ss_oread;
 

@@ -9,7 +9,7 @@
  * and end with a checksum line: a damaged record is refused, never half
  * read (a damaged gc/state could otherwise unhide packs that are about to
  * be deleted). */
-#include "internal.h"
+#include "core.h"
 
 #include <inttypes.h>
 #include <stdio.h>

@@ -1,12 +1,15 @@
-/* Engine internals shared by push.c, pull.c, store.c and snapshot.c. */
-#ifndef SS_ENGINE_INTERNAL_H
-#define SS_ENGINE_INTERNAL_H
+/* core — what every part of the engine shares (docs/DESIGN.md, "Module
+ * map"): the effective configuration, snapshot locations, object calls,
+ * the store (its packs, index objects, refs and config object), chunk ids
+ * (chunkid.h), frames (frame.h), gc's records, and reading a range of a
+ * pack (range.c). The write path (push/), the read path (pull/) and the
+ * maintenance commands (admin/) build on it; it depends on none of them. */
+#ifndef SS_ENGINE_CORE_H
+#define SS_ENGINE_CORE_H
 
 #include "backend.h"
 #include "chunker.h"
 #include "chunkid.h"
-#include "claims.h"
-#include "dedup.h"
 #include "frame.h"
 #include "loop.h"
 #include "manifest.h"
@@ -151,13 +154,6 @@ void ss_store_free(struct ss_store *s);
  * object; no object means plain ids). */
 int ss_store_check_ids(struct ss_store *s, struct ss_loop *l, struct ss_err *err);
 
-/* Load every index object and every unindexed pack's own index into d,
- * after ss_store_check_ids. */
-int ss_store_load(struct ss_store *s, struct ss_loop *l, struct ss_dedup *d, struct ss_err *err);
-/* The host's claims on the store (claims.h), joined now; call before
- * ss_store_load. NULL where the host has none (no /dev/shm, mem://): the
- * push then goes on alone. */
-struct ss_claims *ss_store_join_claims(struct ss_store *s);
 
 /* The index of pack id in s, adding it if new. -ENOMEM on failure. */
 int ss_store_pack_index(struct ss_store *s, const uint8_t id[16], uint64_t size, uint32_t *idx);
@@ -190,11 +186,6 @@ void ss_ref_key(const char *snapshot_uri, char *out);
 int ss_store_write_ref(struct ss_store *s, struct ss_loop *l, const char *snapshot_uri,
 		       struct ss_err *err);
 
-/* --- reading snapshots without side effects (admin.c) ----------------- */
-
-/* Stored bytes of the distinct frames a manifest references. */
-uint64_t ss_manifest_stored_bytes(const struct ss_manifest *m);
-
 /* Open a store that must exist: -ENOENT ("no store at ...") for a local
  * directory that does not, instead of creating it. */
 int ss_store_backend_open(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
@@ -205,24 +196,130 @@ int ss_store_backend_open(const char *uri, struct ss_loop *l, const struct ss_cf
 const char *ss_store_for(const char *explicit_store, const struct ss_manifest *m,
 			 const struct ss_snaploc *loc);
 
+/* Every key under prefix with its size (one LIST, all pages). Free with
+ * ss_keylist_free. Returns 0 or -errno with err set ("cannot list
+ * store/prefix: ..."). */
+struct ss_keylist {
+	char **keys;
+	uint64_t *sizes;
+	size_t n, cap;
+};
+int ss_list_keys(struct ss_backend *b, struct ss_loop *l, const char *store, const char *prefix,
+		 struct ss_keylist *kl, uint64_t *requests, struct ss_err *err);
+void ss_keylist_free(struct ss_keylist *kl);
+
+/* Stored bytes of the distinct frames a manifest references. */
+uint64_t ss_manifest_stored_bytes(const struct ss_manifest *m);
+
 /* Run reqs[0..n) with as many in flight as the backend allows; each
  * result lands in reqs[i].op.res (op.done and user are taken). Returns 0,
  * or -errno when the loop itself failed. */
 int ss_call_many(struct ss_backend *b, struct ss_loop *l, struct ss_req *reqs, size_t n,
 		 uint64_t *requests);
 
-/* Every ref in a store: uris[i] is the snapshot URI recorded under
- * keys[i]. Arrays and strings malloc'd (ss_refs_free). strict: an object
- * under refs/ that is not a URI is -EBADMSG (gc must know every
- * snapshot), else it is skipped (ls). */
-int ss_read_refs(struct ss_backend *b, struct ss_loop *l, bool strict, char ***uris,
-		 char ***keys, size_t *n, uint64_t *requests, struct ss_err *err);
-void ss_refs_free(char **uris, char **keys, size_t n);
+/* --- reading a range of a pack (range.c) --------------------------------
+ *
+ * "GET a range of a pack, decompress its frames, verify the chunk ids",
+ * for pull, oread and check --deep alike. The GET runs on the loop thread;
+ * decoding on a worker of a pool made with ss_rdec_ops. */
 
-/* Local snapshots at or below dir (at most depth levels down;
- * dot-directories such as stores are skipped), as file:// URIs. *uris
- * malloc'd, each string too. */
-int ss_scan_manifests(const char *dir, int depth, char ***uris, size_t *n);
+/* One ranged GET of a pack. */
+struct ss_range {
+	struct ss_req req;          /* req.user is the caller's */
+	char key[64];               /* "packs/…" */
+	struct ss_err err;          /* the store's message */
+};
+
+/* Prepare a GET of bytes [off, off + len) of pack id into buf; done runs
+ * on the loop thread with the byte count or -errno. */
+void ss_range_prep(struct ss_range *g, const uint8_t id[16], uint64_t off, uint64_t len,
+		   uint8_t *buf, ss_op_fn done, void *user);
+/* Start it: 0 (counted in *requests, which may be NULL), -EAGAIN (the
+ * backend is full: submit again once something finished) or -errno. */
+int ss_range_submit(struct ss_backend *b, struct ss_range *g, uint64_t *requests);
+
+enum ss_range_res {
+	SS_RANGE_OK = 0,            /* every byte asked for */
+	SS_RANGE_MISSING,           /* no such pack */
+	SS_RANGE_SHORT,             /* fewer bytes: truncated, replaced or torn */
+	SS_RANGE_FAILED,            /* the store could not be read */
+};
+/* What a finished GET's result res means. */
+enum ss_range_res ss_range_result(const struct ss_range *g, int res);
+/* Set err to why the GET failed, after where ("" or "snapshot S: file F
+ * at offset N: "): a missing or shorter pack is -EBADMSG (integrity), any
+ * other failure keeps res and the store's message. Returns the code, 0
+ * when the GET brought every byte. */
+int ss_range_explain(const struct ss_range *g, int res, const char *where, struct ss_err *err);
+
+/* A decoding worker's context: a zstd decompression context, and with
+ * ss_rdec_scratch_ops room for one frame of up to SS_FRAME_MAX_LIMIT
+ * bytes. Either may be NULL when the worker could not make it; decoding
+ * then fails. */
+struct ss_rdec {
+	void *dc;                   /* ZSTD_DCtx */
+	uint8_t *scratch;
+};
+extern const struct ss_worker_ctx_ops ss_rdec_ops, ss_rdec_scratch_ops;
+
+/* A chunk as the range reader sees it: from a manifest's chunk table or a
+ * pack's own index. Chunks of one frame share offset and stored_len. */
+struct ss_rchunk {
+	const uint8_t *id;
+	uint64_t offset;            /* its frame's, in the pack */
+	uint32_t stored_len, raw_len, frame_off;
+	uint8_t codec;
+};
+
+enum ss_range_bad {
+	SS_RANGE_UNDECODABLE = 1,   /* its frame does not decompress that far */
+	SS_RANGE_MISMATCH,          /* its bytes do not hash to its id */
+};
+/* "cannot be decompressed to its recorded size", "does not match its
+ * checksum": for messages that name the chunk. */
+const char *ss_range_why(enum ss_range_bad why);
+
+/* The two steps, for readers that go through frames in an order of their
+ * own (oread): decompress the frame at src (stored_len bytes) into dst as
+ * far as need bytes; check a chunk's bytes p against its id. */
+bool ss_range_frame(const struct ss_rdec *w, const uint8_t *src, uint32_t stored_len,
+		    uint8_t *dst, size_t need);
+bool ss_range_chunk_ok(const struct ss_idkey *ids, const uint8_t *p, const struct ss_rchunk *c);
+
+/* A run of chunks in pack order inside one GET's bytes. */
+struct ss_rrun {
+	const struct ss_idkey *ids;
+	const uint8_t *in;          /* the stored bytes, from pack offset base */
+	uint64_t base;
+	uint32_t n;
+	void (*at)(void *arg, uint32_t k, struct ss_rchunk *c);   /* chunk k */
+	/* Where frames go: one after another in dec (dec_cap bytes), the
+	 * bytes kept; or, dec NULL, each in the worker's scratch in turn. */
+	uint8_t *dec;
+	size_t dec_cap;
+	const uint8_t **ptr;        /* NULL, or per chunk: its bytes */
+	/* Each chunk that fails; return true to go on with the others. */
+	bool (*bad)(void *arg, uint32_t k, enum ss_range_bad why);
+	/* NULL, or each chunk whose id was checked (matching or not). */
+	void (*checked)(void *arg, uint32_t k);
+	void *arg;
+};
+/* Decode and verify a run (worker). Returns 0 when every chunk is intact,
+ * else -EBADMSG after the bad callbacks. */
+int ss_range_decode(const struct ss_rdec *w, const struct ss_rrun *run);
+
+/* --- entry points ------------------------------------------------------ */
+
+/* The statistics an operation fills: the caller's st, or local when it
+ * passed none; zeroed either way. */
+void *ss_stats_init(void *st, void *local, size_t size);
+
+/* Hand an entry point's result to its caller: e's message (or
+ * strerror(-r) when it has none) into buf when r failed. Returns r. */
+int ss_err_out(const struct ss_err *e, int r, char *buf, size_t len);
+/* The same, after setting *seconds to the time since t0 (ss_now_ns). */
+int ss_op_end(const struct ss_err *e, int r, uint64_t t0, double *seconds, char *buf,
+	      size_t len);
 
 /* --- progress --------------------------------------------------------- */
 
@@ -231,142 +328,5 @@ struct ss_ticker {
 };
 /* Report p when 100 ms have passed since the last report (or force). */
 void ss_tick(const struct ss_cfg *cfg, struct ss_ticker *t, struct ss_progress *p, bool force);
-
-/* --- writing packs (packer.c) ------------------------------------------ */
-
-/* Fills packs with stored frames and uploads them, for ss_push and
- * ss_push_fd. It owns SS_NPACKBUF pack buffers: one is filled while the
- * others upload, and when all are uploading the caller parks its work and
- * retries once told that a put finished. Loop thread only. */
-struct ss_packer;
-
-#define SS_NPACKBUF 2
-
-/* Called on the loop thread when a pack put finishes: res 0 once the pack
- * is stored and recorded as unindexed in the store (time to retry parked
- * work), else -errno with msg saying what failed. */
-typedef void (*ss_packer_done_fn)(void *arg, int res, const char *msg);
-
-/* One chunk of a stored frame: its dedup slot (claimed by this push), and
- * where it starts, in the decompressed zstd frame or in a block of raw
- * chunks. */
-struct ss_packer_chunk {
-	uint32_t slot;
-	uint32_t frame_off;
-};
-
-/* Packs go to store and its pack table; chunk locations go to dedup; the
- * pack statistics to st. All must outlive the packer. Returns 0 or
- * -ENOMEM; *out is freed with ss_packer_free. */
-int ss_packer_new(struct ss_store *store, struct ss_dedup *dedup, const struct ss_cfg *cfg,
-		  struct ss_stats *st, ss_packer_done_fn done, void *arg,
-		  struct ss_packer **out);
-/* Free the buffers; NULL is a no-op. No put may be in flight. */
-void ss_packer_free(struct ss_packer *pk);
-
-/* Add one stored frame of n chunks to the current pack (a frame never
- * spans packs: a full pack is uploaded first). SS_CODEC_ZSTD: stored is
- * one zstd frame; its chunks share its offset and stored_len and differ in
- * frame_off. SS_CODEC_RAW: stored is n raw chunks back to back, each
- * recorded as its own raw entry at its frame_off in the block. The bytes
- * are copied. Returns 0 when added, -EAGAIN when no pack buffer is free
- * yet (park and retry after the done callback), else -errno with err set. */
-int ss_packer_add(struct ss_packer *pk, const uint8_t *stored, uint32_t stored_len,
-		  uint8_t codec, const struct ss_packer_chunk *c, uint32_t n,
-		  struct ss_err *err);
-
-/* Upload the partial pack at the end of a push. Returns 1 when a put was
- * started (wait for it), 0 when there was nothing to store, else -errno
- * with err set. */
-int ss_packer_flush(struct ss_packer *pk, struct ss_err *err);
-
-/* Pack puts in flight. */
-unsigned ss_packer_inflight(const struct ss_packer *pk);
-/* Report each stored pack's chunks to the host's claims (claims.h). */
-void ss_packer_set_claims(struct ss_packer *pk, struct ss_claims *claims);
-
-/* --- building manifests (mbuild.c) ------------------------------------- */
-
-/* Builds the manifest of a push from its files' extents, after every new
- * chunk is packed. Loop thread only. */
-struct ss_mbuild;
-
-/* Start a manifest: tool version, creation time, chunk parameters, labels,
- * parents (canonicalised; -EINVAL when one does not parse), the store's
- * URI, root_is_dir. store and dedup must outlive the builder. Returns 0 or
- * -errno; *out is freed with ss_mbuild_free. */
-int ss_mbuild_new(const struct ss_cfg *cfg, const struct ss_push_opts *opts,
-		  struct ss_store *store, struct ss_dedup *dedup, bool root_is_dir,
-		  struct ss_mbuild **out);
-/* Free the builder and the manifest if not taken; NULL is a no-op. */
-void ss_mbuild_free(struct ss_mbuild *b);
-
-/* When the manifest says it was created (wall clock, ns). */
-int64_t ss_mbuild_created_ns(const struct ss_mbuild *b);
-
-/* Start the next file (files come in manifest order); ext_hint: how many
- * extents to expect, 0 if unknown. Returns 0 or -ENOMEM. */
-int ss_mbuild_file(struct ss_mbuild *b, const char *name, uint64_t size, uint32_t mode,
-		   int64_t mtime_ns, const uint8_t digest[16], size_t ext_hint);
-
-/* Append an extent to the current file: len bytes of the chunk in dedup
- * slot, or a zero run for SS_SLOT_NONE (merged with a zero run before
- * it). A chunk gets its index in the snapshot on first use (through
- * ss_dentry.snap_idx). Returns 0, -ENOMEM, or -EIO for a chunk that was
- * never packed (a bug). */
-int ss_mbuild_extent(struct ss_mbuild *b, uint64_t len, uint32_t slot);
-
-/* Finish: the pack table and the statistics (logical_bytes bytes in all;
- * zero, new and chunk counts from st, whose unique_chunks is set). On
- * success *out is the manifest (the caller's) and b keeps nothing. */
-int ss_mbuild_finish(struct ss_mbuild *b, uint64_t logical_bytes, struct ss_stats *st,
-		     struct ss_manifest **out);
-
-/* Load each parent named in opts into dedup: the chunks whose packs live
- * in store (or that store is the parent's own, whose index may lag).
- * guide, if not NULL, receives the first parent chunked with cfg's
- * parameters (the caller's, may stay NULL), for predicting cut points.
- * Returns 0 or -errno with err set. */
-int ss_load_parents(const struct ss_push_opts *opts, struct ss_loop *l, const struct ss_cfg *cfg,
-		    struct ss_store *store, struct ss_dedup *dedup, struct ss_manifest **guide,
-		    uint64_t *requests, struct ss_err *err);
-
-/* What every push holds from its setup to its commit (ss_push,
- * ss_push_fd). */
-struct ss_pushbase {
-	struct ss_cfg cfg;
-	struct ss_snaploc loc;      /* the snapshot */
-	struct ss_loop *loop;
-	struct ss_backend *snapb;   /* where the manifest goes */
-	struct ss_store *store;
-	struct ss_claims *claims;   /* NULL: no table, the push goes on alone */
-	struct ss_dedup *dedup;     /* the store's chunks, then this push's too */
-};
-
-/* Resolve the configuration, parse the snapshot's location, set up the
- * loop and open the backend that will hold the manifest, refusing a
- * snapshot that exists unless opts->force (-EEXIST with a message). b is
- * zeroed first; ss_pushbase_close frees it, also after an error. */
-int ss_pushbase_open(struct ss_pushbase *b, const struct ss_push_opts *opts,
-		     const struct ss_config *config, uint64_t *requests, struct ss_err *err);
-
-/* Open the store (opts->store, or the snapshot's default), join the
- * host's claims on it, then learn its chunks into a new dedup table: in
- * that order, so only chunks that land after joining are taken from
- * other pushes. */
-int ss_pushbase_store(struct ss_pushbase *b, const struct ss_push_opts *opts,
-		      struct ss_err *err);
-
-/* Store a finished push in the crash-safe order, after its packs: encode
- * m, write the index object listing every unindexed pack, the ref, and the
- * manifest last (refused if it exists, unless opts->force). Sets
- * st->manifest_bytes, counts requests. Returns 0 or -errno with err set. */
-int ss_pushbase_commit(struct ss_pushbase *b, const struct ss_push_opts *opts,
-		       const struct ss_manifest *m, struct ss_stats *st, struct ss_err *err);
-
-/* Free what ss_pushbase_open and _store set up, once nothing is in flight
- * on the loop. Leaving the claims table frees what this push claimed and
- * did not land, so call it after the packs. */
-void ss_pushbase_close(struct ss_pushbase *b);
 
 #endif

@@ -1,7 +1,7 @@
 /* verify and cat: a snapshot's files read in order through oread, checked
  * chunk by chunk and file by file; cat also writes one file to a
  * descriptor. */
-#include "oread.h"
+#include "pull.h"
 
 #include <fcntl.h>
 #include <limits.h>
@@ -58,12 +58,6 @@ static void reader_close(struct reader *rd)
 	ss_loop_free(rd->loop);
 	ss_snaploc_free(&rd->loc);
 	ss_cfg_wipe(&rd->cfg);
-}
-
-static void finish_err(const struct ss_err *e, int r, char *buf, size_t len)
-{
-	if (r && buf && len)
-		snprintf(buf, len, "%s", e->msg[0] ? e->msg : strerror(-r));
 }
 
 /* ---------------------------------------------------------------- verify */
@@ -155,9 +149,7 @@ int ss_verify(const struct ss_verify_opts *opts, const struct ss_config *config,
 	struct reader rd = {0};
 	uint64_t t0 = ss_now_ns();
 	int r;
-	if (!st)
-		st = &local_st;
-	memset(st, 0, sizeof(*st));
+	st = ss_stats_init(st, &local_st, sizeof(*st));
 	if (!opts || !opts->snapshot) {
 		r = ss_err_set(&err, -EINVAL, "verify needs a snapshot");
 		goto out;
@@ -192,9 +184,7 @@ int ss_verify(const struct ss_verify_opts *opts, const struct ss_config *config,
 		ss_tick(&rd.cfg, &rd.ticker, &rd.prog, true);
 out:
 	reader_close(&rd);
-	st->seconds = (double)(ss_now_ns() - t0) / 1e9;
-	finish_err(&err, r, errbuf, errlen);
-	return r;
+	return ss_op_end(&err, r, t0, &st->seconds, errbuf, errlen);
 }
 
 /* ---------------------------------------------------------------- cat */
@@ -325,9 +315,7 @@ int ss_cat(const struct ss_cat_opts *opts, const struct ss_config *config, struc
 	struct catw w = {0};
 	uint64_t t0 = ss_now_ns();
 	int r;
-	if (!st)
-		st = &local_st;
-	memset(st, 0, sizeof(*st));
+	st = ss_stats_init(st, &local_st, sizeof(*st));
 	if (!opts || !opts->snapshot || opts->fd < 0) {
 		r = ss_err_set(&err, -EINVAL, "cat needs a snapshot and a descriptor");
 		goto out;
@@ -414,7 +402,5 @@ out:
 	free(w.qv);
 	free((void *)w.zeros);
 	reader_close(&rd);
-	st->seconds = (double)(ss_now_ns() - t0) / 1e9;
-	finish_err(&err, r, errbuf, errlen);
-	return r;
+	return ss_op_end(&err, r, t0, &st->seconds, errbuf, errlen);
 }

@@ -1,0 +1,128 @@
+/* filepull — ss_pull's own structures, shared by the files that make it
+ * up (docs/DESIGN.md, "Module map"):
+ *
+ *   pull.c   the plan (chunks by pack, merged into ranged GETs), the GETs,
+ *            the workers' decoding through core's range reader, the writes
+ *            and ss_pull itself
+ *   files.c  the output files: created, hashed in order, verified, renamed
+ *            into place, or removed after a failure
+ */
+#ifndef SS_ENGINE_FILEPULL_H
+#define SS_ENGINE_FILEPULL_H
+
+#include "pull.h"
+
+#include <xxhash.h>
+
+struct target {
+	uint32_t file;
+	uint32_t ext;            /* extent index within the file */
+	uint64_t off;
+};
+
+struct range {
+	uint32_t pack;
+	uint64_t off, len;
+	uint32_t first, count;   /* into P->order */
+	uint64_t raw;
+};
+
+struct pull;
+
+struct wop {
+	struct ss_op op;
+	struct rtask *t;
+	int fd;
+	uint32_t file, ext0, next;  /* the extents this write completes */
+	const uint8_t *p;
+	uint64_t off;
+	size_t len;
+};
+
+struct rtask {
+	struct ss_task task;
+	struct ss_range g;         /* the GET */
+	struct pull *P;
+	struct range *rg;
+	uint8_t *in, *out;
+	const uint8_t **cptr;      /* each chunk's bytes: in `out`, or raw in `in` */
+	struct wop *w;
+	uint32_t nw, wcap;
+	unsigned writes_pending;
+	int err;
+	struct ss_err werr;
+	struct rtask *next_free;
+};
+
+/* Each file's digest is computed while the pull runs: a worker hashes the
+ * written prefix in order as it grows, so verification does not add a
+ * serial pass over the data at the end. */
+struct htask {
+	struct ss_task task;
+	struct pull *P;
+	uint32_t file;
+	size_t from, to;           /* extents to hash */
+	uint64_t off;              /* file offset of `from` */
+	int err;
+};
+
+struct ofile {
+	int fd;
+	uint8_t *done;             /* per extent: written */
+	size_t frontier;           /* extents [0, frontier) are written */
+	size_t hashed;             /* extents [0, hashed) are hashed */
+	uint64_t hashed_off;
+	XXH3_state_t *hs;
+	bool hashing, verified;
+	struct htask ht;
+};
+
+struct pull {
+	struct ss_cfg cfg;
+	const struct ss_pull_opts *opts;
+	struct ss_loop *loop;
+	struct ss_pool *pool;
+	struct ss_backend *store;
+	struct ss_manifest *m;
+	const struct ss_idkey *ids;   /* the manifest's chunk ids */
+	struct ss_err *err;
+	bool failed;
+	struct ss_stats *st;
+
+	uint32_t *tstart;          /* nchunks + 1 */
+	struct target *targets;
+	uint32_t *order;
+	struct range *ranges;
+	size_t nranges, next_range;
+	uint32_t max_range_chunks;
+	size_t in_cap, out_cap;    /* per task buffer sizes */
+
+	struct rtask *tasks;
+	unsigned ntasks;
+	struct rtask *free_tasks;
+	uint8_t *mem;
+	size_t mem_len;
+	unsigned gets_inflight, tasks_inflight, writes_inflight, max_gets;
+
+	char *tmp;                 /* temp file or directory beside dest */
+	bool tmp_is_dir;
+	char *final;
+	struct ofile *files;
+
+	struct ss_progress prog;
+	struct ss_ticker ticker;
+};
+
+/* files.c: create every output file beside its destination, at full size
+ * (zero runs stay holes). */
+int pull_create_outputs(struct pull *P);
+/* Extents up to where file has been written: hash what is now contiguous
+ * (loop thread). */
+void pull_advance(struct pull *P, uint32_t file);
+/* Once every write is done: digests checked, fsync, metadata, rename into
+ * place. */
+int pull_finish_files(struct pull *P);
+/* Remove a temporary tree left by a failed pull. */
+int pull_rm_rf(const char *path);
+
+#endif

@@ -1,0 +1,334 @@
+/* ss_pull's output files: created beside the destination at full size,
+ * hashed in order as their written prefix grows, verified, fsynced and
+ * renamed into place (or removed after a failure). */
+#include "filepull.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+int pull_rm_rf(const char *path)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISDIR(st.st_mode))
+		return unlink(path) < 0 ? -errno : 0;
+	DIR *d = opendir(path);
+	if (!d)
+		return -errno;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		char sub[PATH_MAX];
+		if (snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name) < (int)sizeof(sub))
+			pull_rm_rf(sub);
+	}
+	closedir(d);
+	return rmdir(path) < 0 ? -errno : 0;
+}
+
+int pull_create_outputs(struct pull *P)
+{
+	struct ss_manifest *m = P->m;
+	const char *dest = P->opts->dest;
+	struct stat st;
+	bool exists = lstat(dest, &st) == 0;
+	char final[PATH_MAX];
+	if (!m->root_is_dir) {
+		if (m->nfiles != 1)
+			return ss_err_set(P->err, -EBADMSG, "a one-file snapshot holds %zu files",
+					  m->nfiles);
+		/* Pulling a file snapshot into an existing directory puts it there. */
+		if (exists && S_ISDIR(st.st_mode)) {
+			snprintf(final, sizeof(final), "%s/%s", dest, m->files[0].name);
+			exists = lstat(final, &st) == 0;
+		} else {
+			snprintf(final, sizeof(final), "%s", dest);
+		}
+	} else {
+		snprintf(final, sizeof(final), "%s", dest);
+	}
+	if (exists && !P->opts->force) {
+		bool empty_dir = false;
+		if (m->root_is_dir && S_ISDIR(st.st_mode)) {
+			DIR *d = opendir(final);
+			empty_dir = d != NULL;
+			struct dirent *de;
+			while (d && (de = readdir(d)))
+				if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+					empty_dir = false;
+			if (d)
+				closedir(d);
+		}
+		if (!empty_dir)
+			return ss_err_set(P->err, -EEXIST,
+					  "%s already exists (use --force to replace it)", final);
+	}
+	if (!(P->final = strdup(final)))
+		return -ENOMEM;
+	size_t tl = strlen(final) + 32;
+	if (!(P->tmp = malloc(tl)))
+		return -ENOMEM;
+	snprintf(P->tmp, tl, "%s.ss-tmp-XXXXXX", final);
+	P->files = calloc(m->nfiles ? m->nfiles : 1, sizeof(*P->files));
+	if (!P->files)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->nfiles; i++) {
+		P->files[i].fd = -1;
+		P->files[i].done = calloc(m->files[i].next ? m->files[i].next : 1, 1);
+		P->files[i].hs = XXH3_createState();
+		if (!P->files[i].done || !P->files[i].hs)
+			return -ENOMEM;
+		XXH3_128bits_reset(P->files[i].hs);
+	}
+	if (!m->root_is_dir) {
+		int fd = mkostemp(P->tmp, O_CLOEXEC);
+		if (fd < 0) {
+			int e = -errno;
+			P->tmp[0] = '\0';
+			return ss_err_set(P->err, e, "cannot create a file beside %s: %s", final,
+					  strerror(-e));
+		}
+		P->files[0].fd = fd;
+	} else {
+		if (!mkdtemp(P->tmp)) {
+			int e = -errno;
+			P->tmp[0] = '\0';
+			return ss_err_set(P->err, e, "cannot create a directory beside %s: %s", final,
+					  strerror(-e));
+		}
+		P->tmp_is_dir = true;
+	}
+	/* Raise the descriptor limit for image directories with many files. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	for (size_t i = 0; i < m->nfiles; i++) {
+		struct ss_mfile *f = &m->files[i];
+		if (m->root_is_dir) {
+			char path[PATH_MAX];
+			if (snprintf(path, sizeof(path), "%s/%s", P->tmp, f->name) >= (int)sizeof(path))
+				return ss_err_set(P->err, -ENAMETOOLONG, "path too long: %s", f->name);
+			char *slash = strrchr(path, '/');
+			*slash = '\0';
+			int r = ss_mkdir_p(path, 0755);
+			*slash = '/';
+			if (r)
+				return ss_err_set(P->err, r, "cannot create %s: %s", path, strerror(-r));
+			/* O_EXCL and O_NOFOLLOW: names were validated, but never follow
+			 * anything into place. */
+			P->files[i].fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+					      0600);
+			if (P->files[i].fd < 0)
+				return ss_err_set(P->err, -errno, "cannot create %s: %s", path,
+						  strerror(errno));
+		}
+		if (ftruncate(P->files[i].fd, (off_t)f->size) < 0)
+			return ss_err_set(P->err, -errno, "cannot size %s (%llu bytes): %s", f->name,
+					  (unsigned long long)f->size, strerror(errno));
+	}
+	return 0;
+}
+
+/* Hash extents [from, to) of a file: zero runs from memory, the rest from
+ * a read-only mapping of the file, so the digest proves what is on disk
+ * without copying it back (hole pages are never touched). */
+static void hash_work(struct ss_task *task, void *wp)
+{
+	(void)wp;
+	struct htask *h = (struct htask *)task;
+	struct pull *P = h->P;
+	struct ss_mfile *f = &P->m->files[h->file];
+	struct ofile *o = &P->files[h->file];
+	static const uint8_t zeros[65536];
+	uint64_t end = h->off;
+	for (size_t e = h->from; e < h->to; e++)
+		end += f->ext[e].len;
+	uint64_t base = h->off & ~(uint64_t)4095;
+	size_t maplen = (size_t)(end - base);
+	uint8_t *map = NULL;
+	h->err = 0;
+	if (maplen) {
+		map = mmap(NULL, maplen, PROT_READ, MAP_SHARED, o->fd, (off_t)base);
+		if (map == MAP_FAILED) {
+			h->err = -errno;
+			return;
+		}
+		madvise(map, maplen, MADV_SEQUENTIAL);
+	}
+	uint64_t off = h->off;
+	for (size_t e = h->from; e < h->to; e++) {
+		uint64_t len = f->ext[e].len;
+		if (f->ext[e].chunk) {
+			XXH3_128bits_update(o->hs, map + (off - base), (size_t)len);
+		} else {
+			for (uint64_t left = len; left;) {
+				size_t k = (size_t)SS_MIN(left, sizeof(zeros));
+				XXH3_128bits_update(o->hs, zeros, k);
+				left -= k;
+			}
+		}
+		off += len;
+	}
+	if (map)
+		munmap(map, maplen);
+	if (h->to == f->next) {
+		XXH128_canonical_t c;
+		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(o->hs));
+		if (memcmp(c.digest, f->digest, 16) != 0)
+			h->err = -EBADMSG;
+	}
+	h->off = off;
+}
+
+static void hash_done(struct ss_op *op, int res)
+{
+	(void)res;
+	struct htask *h = (struct htask *)((char *)op - offsetof(struct ss_task, op));
+	struct pull *P = h->P;
+	struct ofile *o = &P->files[h->file];
+	P->tasks_inflight--;
+	o->hashing = false;
+	if (h->err) {
+		if (!P->failed) {
+			P->failed = true;
+			if (h->err == -EBADMSG)
+				ss_err_set(P->err, h->err,
+					   "corrupted data: file '%s' does not match its recorded digest",
+					   P->m->files[h->file].name);
+			else
+				ss_err_set(P->err, h->err, "cannot read back '%s': %s",
+					   P->m->files[h->file].name, strerror(-h->err));
+		}
+		return;
+	}
+	o->hashed = h->to;
+	o->hashed_off = h->off;
+	if (o->hashed == P->m->files[h->file].next)
+		o->verified = true;
+	pull_advance(P, h->file);
+}
+
+/* Move a file's written frontier forward and hash what it uncovered. */
+void pull_advance(struct pull *P, uint32_t file)
+{
+	struct ss_mfile *f = &P->m->files[file];
+	struct ofile *o = &P->files[file];
+	while (o->frontier < f->next && (!f->ext[o->frontier].chunk || o->done[o->frontier]))
+		o->frontier++;
+	if (P->failed || o->hashing || o->verified)
+		return;
+	/* Hash in steps of at least 8 MiB (or the rest) so tasks stay few. */
+	if (o->frontier < f->next && o->frontier - o->hashed < 128)
+		return;
+	if (o->frontier == o->hashed && f->next)
+		return;
+	struct htask *h = &o->ht;
+	h->P = P;
+	h->file = file;
+	h->from = o->hashed;
+	/* At most 16 MiB of file per step: the mapping counts towards RSS. */
+	uint64_t span = 0;
+	h->to = h->from;
+	while (h->to < o->frontier && (h->to == h->from || span + f->ext[h->to].len <= (16u << 20)))
+		span += f->ext[h->to++].len;
+	h->off = o->hashed_off;
+	h->task.run = hash_work;
+	h->task.op.done = hash_done;
+	o->hashing = true;
+	P->tasks_inflight++;
+	ss_pool_submit(P->pool, &h->task);
+}
+
+static int verify_files(struct pull *P)
+{
+	/* Start the files that had nothing to write (all zero, or empty). */
+	for (size_t i = 0; i < P->m->nfiles; i++)
+		pull_advance(P, (uint32_t)i);
+	while (P->tasks_inflight && ss_loop_turn(P->loop, true) >= 0)
+		;
+	for (size_t i = 0; !P->failed && i < P->m->nfiles; i++)
+		if (!P->files[i].verified)
+			return ss_err_set(P->err, -EIO, "internal error: '%s' was not verified",
+					  P->m->files[i].name);
+	return P->failed ? P->err->code : 0;
+}
+
+int pull_finish_files(struct pull *P)
+{
+	struct ss_manifest *m = P->m;
+	if (!P->cfg.bopts.no_fsync)
+		for (size_t i = 0; i < m->nfiles; i++)
+			if (fsync(P->files[i].fd) < 0)
+				return ss_err_set(P->err, -errno, "cannot fsync %s: %s", m->files[i].name,
+						  strerror(errno));
+	P->prog.phase = "verify";
+	ss_tick(&P->cfg, &P->ticker, &P->prog, true);
+	int r = verify_files(P);
+	if (r)
+		return r;
+	for (size_t i = 0; i < m->nfiles; i++) {
+		struct ss_mfile *f = &m->files[i];
+		struct timespec ts[2] = {
+			{.tv_sec = 0, .tv_nsec = UTIME_OMIT},
+			{.tv_sec = f->mtime_ns / 1000000000, .tv_nsec = f->mtime_ns % 1000000000},
+		};
+		if (f->mtime_ns < 0)
+			ts[1].tv_nsec = UTIME_OMIT;
+		if (fchmod(P->files[i].fd, f->mode & 07777) < 0 || futimens(P->files[i].fd, ts) < 0)
+			return ss_err_set(P->err, -errno, "cannot set attributes of %s: %s", f->name,
+					  strerror(errno));
+		close(P->files[i].fd);
+		P->files[i].fd = -1;
+	}
+	/* Into place, atomically. An existing destination (with --force, or an
+	 * empty directory) is replaced. */
+	struct stat st;
+	char old[PATH_MAX] = "";
+	if (P->tmp_is_dir && lstat(P->final, &st) == 0) {
+		snprintf(old, sizeof(old), "%s.ss-old-XXXXXX", P->final);
+		if (!mkdtemp(old))
+			return ss_err_set(P->err, -errno, "cannot replace %s: %s", P->final,
+					  strerror(errno));
+		if (rename(P->final, old) < 0) {
+			int e = -errno;
+			rmdir(old);
+			return ss_err_set(P->err, e, "cannot replace %s: %s", P->final, strerror(-e));
+		}
+	}
+	if (rename(P->tmp, P->final) < 0) {
+		int e = -errno;
+		if (old[0])
+			rename(old, P->final);
+		return ss_err_set(P->err, e, "cannot move the result into %s: %s", P->final,
+				  strerror(-e));
+	}
+	P->tmp[0] = '\0';
+	if (old[0])
+		pull_rm_rf(old);
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", P->final);
+	char *slash = strrchr(dir, '/');
+	if (slash)
+		*slash = slash == dir ? (slash[1] = '\0', '/') : '\0';
+	int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		if (!P->cfg.bopts.no_fsync)
+			fsync(dfd);
+		close(dfd);
+	}
+	return 0;
+}

@@ -1,0 +1,496 @@
+/* Pull: manifest → plan (chunks grouped by pack, merged into large ranged
+ * reads) → store GETs, many in flight → workers decompress and verify each
+ * chunk's XXH3-128 → io_uring writes at file offsets, in any order → fsync
+ * → whole-file digests checked → rename into place.
+ *
+ * Output files are created at their full size with ftruncate and only
+ * chunk extents are written, so zero runs stay holes. Nothing appears
+ * under the destination's name until every byte has been verified.
+ */
+#include "filepull.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+#define RANGE_MAX (8u << 20)       /* stored bytes per GET, and raw per task */
+#define RANGE_GAP (256u << 10)     /* read through gaps up to this size */
+static void fail(struct pull *P, int r, const char *what)
+{
+	if (!P->failed) {
+		P->failed = true;
+		ss_err_set(P->err, r, "%s: %s", what, strerror(-r));
+	}
+}
+
+/* ---------------------------------------------------------------- plan */
+
+static int cmp_chunk(const void *a, const void *b, void *arg)
+{
+	const struct ss_manifest *m = arg;
+	const struct ss_chunk_ref *x = &m->chunks[*(const uint32_t *)a];
+	const struct ss_chunk_ref *y = &m->chunks[*(const uint32_t *)b];
+	if (x->pack != y->pack)
+		return x->pack < y->pack ? -1 : 1;
+	if (x->offset != y->offset)
+		return x->offset < y->offset ? -1 : 1;
+	return x->frame_off < y->frame_off ? -1 : x->frame_off > y->frame_off;
+}
+
+static int plan(struct pull *P)
+{
+	struct ss_manifest *m = P->m;
+	size_t n = m->nchunks;
+	P->tstart = calloc(n + 1, sizeof(*P->tstart));
+	P->order = malloc(sizeof(*P->order) * (n ? n : 1));
+	if (!P->tstart || !P->order)
+		return -ENOMEM;
+	uint64_t ntargets = 0;
+	for (size_t f = 0; f < m->nfiles; f++)
+		for (size_t e = 0; e < m->files[f].next; e++)
+			if (m->files[f].ext[e].chunk) {
+				P->tstart[m->files[f].ext[e].chunk]++;
+				ntargets++;
+			}
+	if (ntargets > UINT32_MAX)
+		return -EFBIG;
+	/* Counting sort: chunk c's count sits at tstart[c + 1] (extent chunk
+	 * numbers are 1-based), so a running sum leaves tstart[c] ..
+	 * tstart[c + 1] as chunk c's targets. */
+	for (size_t c = 1; c <= n; c++)
+		P->tstart[c] += P->tstart[c - 1];
+	P->targets = malloc(sizeof(*P->targets) * (ntargets ? ntargets : 1));
+	uint32_t *fill = calloc(n + 1, sizeof(*fill));
+	if (!P->targets || !fill) {
+		free(fill);
+		return -ENOMEM;
+	}
+	for (size_t f = 0; f < m->nfiles; f++) {
+		uint64_t off = 0;
+		for (size_t e = 0; e < m->files[f].next; e++) {
+			struct ss_mextent *x = &m->files[f].ext[e];
+			if (x->chunk) {
+				uint32_t c = x->chunk - 1;
+				P->targets[P->tstart[c] + fill[c]++] =
+					(struct target){(uint32_t)f, (uint32_t)e, off};
+			}
+			off += x->len;
+		}
+	}
+	free(fill);
+	for (size_t c = 0; c < n; c++)
+		P->order[c] = (uint32_t)c;
+	/* Chunks no file uses (none in a valid manifest) are still fetched,
+	 * which costs little and keeps the plan simple. */
+	qsort_r(P->order, n, sizeof(*P->order), cmp_chunk, m);
+
+	size_t cap = 64;
+	P->ranges = malloc(sizeof(*P->ranges) * cap);
+	if (!P->ranges)
+		return -ENOMEM;
+	struct range *cur = NULL;
+	const struct ss_chunk_ref *prev = NULL;
+	for (size_t i = 0; i < n; i++) {
+		const struct ss_chunk_ref *c = &m->chunks[P->order[i]];
+		/* A frame is decompressed once, up to the end of the last chunk
+		 * needed from it, and is never split between ranges. */
+		bool same_frame = prev && prev->pack == c->pack && prev->offset == c->offset &&
+				  c->codec == SS_CODEC_ZSTD && prev->codec == SS_CODEC_ZSTD;
+		uint64_t raw_add = same_frame ? c->frame_off + c->raw_len -
+							SS_MIN(c->frame_off + c->raw_len,
+							       prev->frame_off + prev->raw_len)
+					      : c->frame_off + c->raw_len;
+		uint64_t end = cur ? cur->off + cur->len : 0;
+		if (!same_frame &&
+		    (!cur || c->pack != cur->pack || c->offset < end || c->offset - end > RANGE_GAP ||
+		     c->offset + c->stored_len - cur->off > RANGE_MAX ||
+		     cur->raw + raw_add > RANGE_MAX)) {
+			if (P->nranges == cap) {
+				cap *= 2;
+				void *a = realloc(P->ranges, sizeof(*P->ranges) * cap);
+				if (!a)
+					return -ENOMEM;
+				P->ranges = a;
+			}
+			cur = &P->ranges[P->nranges++];
+			*cur = (struct range){.pack = c->pack, .off = c->offset, .first = (uint32_t)i};
+		}
+		cur->len = SS_MAX(cur->len, c->offset + c->stored_len - cur->off);
+		cur->raw += raw_add;
+		cur->count++;
+		if (cur->count > P->max_range_chunks)
+			P->max_range_chunks = cur->count;
+		prev = c;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- workers */
+
+static void where(struct pull *P, uint32_t chunk, char *buf, size_t n)
+{
+	struct ss_manifest *m = P->m;
+	if (P->tstart[chunk] == P->tstart[chunk + 1]) {
+		snprintf(buf, n, "an unused chunk");
+		return;
+	}
+	struct target *t = &P->targets[P->tstart[chunk]];
+	snprintf(buf, n, "file '%s' at offset %llu", m->files[t->file].name,
+		 (unsigned long long)t->off);
+}
+
+static void range_chunk(void *arg, uint32_t k, struct ss_rchunk *out)
+{
+	struct rtask *t = arg;
+	const struct ss_chunk_ref *c = &t->P->m->chunks[t->P->order[t->rg->first + k]];
+	*out = (struct ss_rchunk){.id = c->id, .offset = c->offset, .stored_len = c->stored_len,
+				  .raw_len = c->raw_len, .frame_off = c->frame_off,
+				  .codec = c->codec};
+}
+
+/* The first bad chunk stops the range: name it and where it goes. */
+static bool range_bad(void *arg, uint32_t k, enum ss_range_bad why)
+{
+	struct rtask *t = arg;
+	struct pull *P = t->P;
+	uint32_t ci = P->order[t->rg->first + k];
+	char loc[PATH_MAX + 64];
+	where(P, ci, loc, sizeof(loc));
+	char hex[33];
+	ss_hex(P->m->chunks[ci].id, 16, hex);
+	ss_err_set(&t->werr, -EBADMSG, "corrupted data: chunk %s for %s %s (pack %s)", hex, loc,
+		   ss_range_why(why), t->g.key);
+	return false;
+}
+
+static void range_work(struct ss_task *task, void *wp)
+{
+	struct rtask *t = (struct rtask *)task;
+	struct ss_rrun run = {.ids = t->P->ids, .in = t->in, .base = t->rg->off, .n = t->rg->count,
+			      .at = range_chunk, .dec = t->out, .dec_cap = t->P->out_cap,
+			      .ptr = t->cptr, .bad = range_bad, .arg = t};
+	t->err = ss_range_decode(wp, &run);
+}
+
+/* ---------------------------------------------------------------- writes */
+
+static void task_release(struct pull *P, struct rtask *t)
+{
+	t->next_free = P->free_tasks;
+	P->free_tasks = t;
+}
+
+static void write_submit(struct pull *P, struct wop *w)
+{
+	struct io_uring_sqe *sqe = ss_loop_sqe(P->loop, &w->op);
+	io_uring_prep_write(sqe, w->fd, w->p, (unsigned)SS_MIN(w->len, 1u << 30), w->off);
+	P->writes_inflight++;
+}
+
+static void write_done(struct ss_op *op, int res)
+{
+	struct wop *w = (struct wop *)op;
+	struct rtask *t = w->t;
+	struct pull *P = t->P;
+	P->writes_inflight--;
+	if (res <= 0) {
+		int e = res < 0 ? res : -EIO;
+		if (!P->failed) {
+			P->failed = true;
+			ss_err_set(P->err, e, "cannot write %s: %s", P->final, strerror(-e));
+		}
+	} else if ((size_t)res < w->len && !P->failed) {
+		w->p += res;
+		w->off += (uint64_t)res;
+		w->len -= (size_t)res;
+		write_submit(P, w);
+		return;
+	} else {
+		memset(P->files[w->file].done + w->ext0, 1, w->next);
+		pull_advance(P, w->file);
+	}
+	if (--t->writes_pending == 0)
+		task_release(P, t);
+}
+
+static int add_write(struct rtask *t, int fd, const struct target *tg, const uint8_t *p,
+		     size_t len)
+{
+	if (t->nw) {
+		struct wop *last = &t->w[t->nw - 1];
+		/* Neighbouring chunks usually land side by side: one write. Side
+		 * by side in a file means consecutive extents of it. */
+		if (last->file == tg->file && last->off + last->len == tg->off &&
+		    last->p + last->len == p && last->ext0 + last->next == tg->ext) {
+			last->len += len;
+			last->next++;
+			return 0;
+		}
+	}
+	if (t->nw == t->wcap) {
+		uint32_t ncap = t->wcap ? t->wcap * 2 : 64;
+		void *a = realloc(t->w, sizeof(*t->w) * ncap);
+		if (!a)
+			return -ENOMEM;
+		t->w = a;
+		t->wcap = ncap;
+	}
+	t->w[t->nw++] = (struct wop){.t = t, .fd = fd, .file = tg->file, .ext0 = tg->ext,
+				     .next = 1, .p = p, .off = tg->off, .len = len};
+	return 0;
+}
+
+static void range_done(struct ss_op *op, int res)
+{
+	(void)res;
+	struct rtask *t = (struct rtask *)((char *)op - offsetof(struct ss_task, op));
+	struct pull *P = t->P;
+	P->tasks_inflight--;
+	if (t->err || P->failed) {
+		if (t->err && !P->failed) {
+			P->failed = true;
+			ss_err_set(P->err, t->err, "%s", t->werr.msg);
+		}
+		task_release(P, t);
+		return;
+	}
+	struct range *rg = t->rg;
+	t->nw = 0;
+	for (uint32_t i = 0; i < rg->count; i++) {
+		uint32_t ci = P->order[rg->first + i];
+		uint32_t len = P->m->chunks[ci].raw_len;
+		const uint8_t *p = t->cptr[i];
+		for (uint32_t k = P->tstart[ci]; k < P->tstart[ci + 1]; k++) {
+			struct target *tg = &P->targets[k];
+			if (add_write(t, P->files[tg->file].fd, tg, p, len)) {
+				fail(P, -ENOMEM, "cannot plan writes");
+				task_release(P, t);
+				return;
+			}
+			P->prog.bytes_done += len;
+		}
+	}
+	if (!t->nw) {
+		task_release(P, t);
+		return;
+	}
+	/* Every wop must exist before any completes: the array may move. */
+	t->writes_pending = t->nw;
+	for (uint32_t i = 0; i < t->nw; i++) {
+		t->w[i].op.done = write_done;
+		write_submit(P, &t->w[i]);
+	}
+}
+
+/* ---------------------------------------------------------------- gets */
+
+static void get_done(struct ss_op *op, int res)
+{
+	struct ss_req *req = (struct ss_req *)op;
+	struct rtask *t = req->user;
+	struct pull *P = t->P;
+	P->gets_inflight--;
+	if (ss_range_result(&t->g, res) != SS_RANGE_OK || P->failed) {
+		if (!P->failed) {
+			P->failed = true;
+			ss_range_explain(&t->g, res, "", P->err);
+		}
+		task_release(P, t);
+		return;
+	}
+	P->st->transferred_bytes += t->rg->len;
+	P->prog.stored_bytes += t->rg->len;
+	P->tasks_inflight++;
+	ss_pool_submit(P->pool, &t->task);
+}
+
+static void issue_gets(struct pull *P)
+{
+	while (!P->failed && P->free_tasks && P->next_range < P->nranges &&
+	       P->gets_inflight < P->max_gets) {
+		struct rtask *t = P->free_tasks;
+		struct range *rg = &P->ranges[P->next_range];
+		t->rg = rg;
+		t->err = 0;
+		ss_err_clear(&t->werr);
+		ss_range_prep(&t->g, P->m->pack_ids[rg->pack], rg->off, rg->len, t->in, get_done, t);
+		int r = ss_range_submit(P->store, &t->g, &P->st->requests);
+		if (r == -EAGAIN)
+			return;
+		if (r) {
+			fail(P, r, "cannot request a pack");
+			return;
+		}
+		P->free_tasks = t->next_free;
+		P->next_range++;
+		P->gets_inflight++;
+	}
+}
+
+/* ---------------------------------------------------------------- main */
+
+static bool busy(const struct pull *P)
+{
+	return P->gets_inflight || P->tasks_inflight || P->writes_inflight;
+}
+
+static int run_pipeline(struct pull *P)
+{
+	/* Enough tasks to keep every worker busy while GETs are in flight. */
+	P->ntasks = P->cfg.threads * 2 + 2;
+	if (P->ntasks > (unsigned)P->nranges)
+		P->ntasks = (unsigned)SS_MAX(P->nranges, 1);
+	P->max_gets = SS_MIN(P->ntasks, ss_backend_max_inflight(P->store));
+	/* A range may overrun its budget by one frame, which is never split. */
+	uint32_t fmax = SS_MAX(P->m->frame_max, P->m->chunk_max);
+	P->in_cap = SS_ALIGN_UP((size_t)RANGE_MAX + ZSTD_compressBound(fmax), 4096);
+	P->out_cap = SS_ALIGN_UP((size_t)RANGE_MAX + fmax, 4096);
+	size_t per = P->in_cap + P->out_cap;
+	P->mem_len = per * P->ntasks;
+	P->mem = ss_map_alloc(P->mem_len);
+	P->tasks = calloc(P->ntasks, sizeof(*P->tasks));
+	if (!P->mem || !P->tasks)
+		return ss_err_set(P->err, -ENOMEM, "cannot allocate the pull pipeline");
+	for (unsigned i = 0; i < P->ntasks; i++) {
+		struct rtask *t = &P->tasks[i];
+		t->P = P;
+		t->in = P->mem + per * i;
+		t->out = t->in + P->in_cap;
+		t->cptr = malloc(sizeof(*t->cptr) * (P->max_range_chunks ? P->max_range_chunks : 1));
+		if (!t->cptr)
+			return ss_err_set(P->err, -ENOMEM, "cannot allocate the pull pipeline");
+		t->task.run = range_work;
+		t->task.op.done = range_done;
+		task_release(P, t);
+	}
+	P->prog.phase = "pull";
+	for (;;) {
+		issue_gets(P);
+		if (!busy(P) && (P->failed || P->next_range >= P->nranges))
+			break;
+		int r = ss_loop_turn(P->loop, true);
+		if (r < 0) {
+			fail(P, r, "event loop failed");
+			return r;
+		}
+		ss_tick(&P->cfg, &P->ticker, &P->prog, false);
+	}
+	return P->failed ? P->err->code : 0;
+}
+
+int ss_pull(const struct ss_pull_opts *opts, const struct ss_config *config, struct ss_stats *st,
+	    char *errbuf, size_t errlen)
+{
+	struct ss_err err = {0};
+	struct ss_stats local_st;
+	struct pull *P = calloc(1, sizeof(*P));
+	struct ss_snaploc loc = {0};
+	uint64_t t0 = ss_now_ns();
+	int r;
+	st = ss_stats_init(st, &local_st, sizeof(*st));
+	if (!P) {
+		r = ss_err_set(&err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	P->opts = opts;
+	P->err = &err;
+	P->st = st;
+	if (!opts || !opts->snapshot || !opts->dest || !*opts->dest) {
+		r = ss_err_set(&err, -EINVAL, "pull needs a snapshot and a destination");
+		goto out;
+	}
+	if ((r = ss_cfg_resolve(config, &P->cfg, &err)))
+		goto out;
+	if ((r = ss_snaploc_parse(opts->snapshot, &loc, &err)))
+		goto out;
+	if ((r = ss_loop_new(256, &P->loop))) {
+		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
+		goto out;
+	}
+	if ((r = ss_manifest_load(opts->snapshot, P->loop, &P->cfg, &P->m, NULL, &st->requests, &err)) ||
+	    (r = ss_idkey_for_manifest(&P->cfg.ids, P->m->keyed_ids, P->m->key_check,
+				       opts->snapshot, &P->ids, &err)))
+		goto out;
+	const char *store_uri = opts->store       ? opts->store
+				: P->m->store_uri ? P->m->store_uri
+						  : loc.default_store;
+	struct ss_backend_opts ro = P->cfg.bopts;
+	ro.read_only = true;
+	if ((r = ss_backend_open(store_uri, P->loop, &ro, &P->store, &err))) {
+		if (r == -ENOENT)   /* the manifest exists, its store does not */
+			r = -EBADMSG;
+		goto out;
+	}
+	st->files = P->m->nfiles;
+	for (size_t i = 0; i < P->m->nfiles; i++)
+		st->logical_bytes += P->m->files[i].size;
+	st->zero_bytes = P->m->stats.zero_bytes;
+	st->unique_chunks = P->m->nchunks;
+	st->packs = P->m->npacks;
+	P->prog.bytes_total = st->logical_bytes - st->zero_bytes;
+	if ((r = plan(P))) {
+		ss_err_set(&err, r, "cannot plan the pull: %s", strerror(-r));
+		goto out;
+	}
+	/* Decoding the manifest and planning leave large freed temporaries in
+	 * the heap; give them back before the pipeline's buffers arrive, so the
+	 * peak does not carry them (bounded memory at any image size). */
+	malloc_trim(0);
+	if ((r = pull_create_outputs(P)))
+		goto out;
+	if ((r = ss_pool_new(P->loop, P->cfg.threads, &ss_rdec_ops, &P->pool))) {
+		ss_err_set(&err, r, "cannot start workers: %s", strerror(-r));
+		goto out;
+	}
+	if ((r = run_pipeline(P)))
+		goto out;
+	ss_map_free(P->mem, P->mem_len);
+	P->mem = NULL;
+	r = pull_finish_files(P);
+out:
+	if (P) {
+		while (P->loop && busy(P) && ss_loop_turn(P->loop, true) >= 0)
+			;
+		ss_pool_free(P->pool);
+		if (P->files && P->m)
+			for (size_t i = 0; i < P->m->nfiles; i++) {
+				if (P->files[i].fd >= 0)
+					close(P->files[i].fd);
+				free(P->files[i].done);
+				XXH3_freeState(P->files[i].hs);
+			}
+		if (r && P->tmp && P->tmp[0])
+			pull_rm_rf(P->tmp);
+		free(P->files);
+		free(P->tmp);
+		free(P->final);
+		if (P->tasks)
+			for (unsigned i = 0; i < P->ntasks; i++) {
+				free(P->tasks[i].w);
+				free(P->tasks[i].cptr);
+			}
+		free(P->tasks);
+		ss_map_free(P->mem, P->mem_len);
+		free(P->tstart);
+		free(P->targets);
+		free(P->order);
+		free(P->ranges);
+		ss_manifest_free(P->m);
+		ss_backend_free(P->store);
+		ss_loop_free(P->loop);
+		ss_cfg_wipe(&P->cfg);
+		free(P);
+	}
+	ss_snaploc_free(&loc);
+	return ss_op_end(&err, r, t0, &st->seconds, errbuf, errlen);
+}

@@ -1,0 +1,177 @@
+/* filepush — ss_push's own structures, shared by the files that make it
+ * up (docs/DESIGN.md, "Module map"):
+ *
+ *   push.c     the loop: segment reads, in-order hashing, packing, setup,
+ *              the manifest and ss_push itself
+ *   walk.c     the sources: the file table, and follow mode's rescans
+ *   seg.c      the workers: one segment each, chunked, deduplicated and
+ *              compressed
+ *   foreign.c  chunks another push on the host claimed and did not land
+ *   recheck.c  the files read again once done (follow mode, or a source
+ *              that must not have changed)
+ *
+ * ss_push_fd (stream.c) shares only push.h with it. */
+#ifndef SS_ENGINE_FILEPUSH_H
+#define SS_ENGINE_FILEPUSH_H
+
+#include "push.h"
+
+#include <pthread.h>
+#include <xxhash.h>
+
+struct sext {
+	uint32_t len;
+	uint32_t slot;          /* SS_SLOT_NONE: zero run */
+};
+
+/* A chunk this push stores. Chunks compressed together share their stored
+ * bytes and stored_len (their frame) and differ in frame_off. */
+struct newc {
+	uint32_t slot;
+	uint32_t stored_len;
+	uint32_t frame_off;
+	uint32_t raw_len;
+	uint8_t codec;
+	bool first;             /* first chunk of its frame */
+	const uint8_t *raw;     /* the chunk's bytes in the segment */
+	const uint8_t *stored;  /* what goes into the pack (in out, or raw) */
+};
+
+struct push;
+
+struct seg {
+	struct ss_task task;    /* worker: seg_work; loop: seg_done */
+	struct ss_op rop;       /* read completions */
+	struct push *P;
+	unsigned idx;           /* index in the pool (registered buffer) */
+	uint32_t file;
+	uint64_t off;
+	uint32_t len, got;
+	uint64_t seq;
+	uint8_t *buf;
+	uint8_t *out;
+	size_t out_len;
+	struct sext *ext;
+	uint32_t next, ext_cap;
+	struct newc *nc;
+	uint32_t nnc, nc_cap, nc_done;
+	uint32_t frame_first;   /* first newc of the frame being built */
+	uint32_t frame_raw;     /* its raw bytes so far */
+	uint64_t zero_bytes, chunk_bytes, chunks;
+	int err;
+	struct ss_err werr;
+	struct seg *next_free;
+	struct ss_parked parked;   /* waiting for pack space */
+};
+
+struct pfile {
+	char *path;
+	char *name;
+	uint64_t size;
+	uint32_t mode;
+	int64_t mtime_ns;
+	int fd;
+	XXH3_state_t *hs;
+	uint8_t digest[16];
+	uint64_t *seqs;          /* the file's segments, in file order */
+	size_t nseqs, seqs_cap;
+	uint64_t read_off;
+	uint64_t avail;          /* bytes that may be read now (follow mode) */
+	/* The same file in the guide (parent) snapshot, with each extent's
+	 * start offset, for predicting cut points. */
+	const struct ss_mfile *gf;
+	uint64_t *gstart;
+};
+
+struct segext {
+	struct sext *ext;
+	uint32_t n;
+};
+
+/* A chunk another push on this host claimed (claims.h): where one copy of
+ * it is in our source, should we have to store it after all. */
+struct foreign {
+	uint32_t slot;           /* our dedup entry, pack SS_PACK_PENDING */
+	uint32_t ref;            /* its claims entry */
+	uint32_t file;
+	uint32_t len;
+	uint64_t off;
+};
+
+struct push {
+	struct ss_pushbase b;         /* config, loop, store, claims, dedup */
+	const struct ss_push_opts *opts;
+	struct ss_pool *pool;
+	struct ss_chunker chunker;
+	struct ss_manifest *guide;   /* a parent chunked with our parameters */
+	struct ss_pipe pipe;          /* the first failure; parked segments */
+
+	struct pfile *files;
+	size_t nfiles, files_cap;
+	bool root_is_dir;
+	uint64_t total_bytes;
+	/* Follow mode: the files are still being written. */
+	bool follow, writer_done;
+	uint64_t last_scan_ns;
+	struct ss_op tick;       /* a timeout, so the loop wakes to poll */
+	bool tick_armed;
+
+	struct seg *segs;
+	unsigned nsegs;
+	uint8_t *seg_mem, *out_mem;
+	size_t seg_mem_len, out_mem_len;
+	struct seg *free_segs;
+	bool fixed_bufs;
+
+	/* Reading position */
+	size_t rd_file;
+	uint64_t next_seq;
+	unsigned reads_inflight, tasks_inflight;
+
+	/* In-order hashing: finished reads wait here by seq. */
+	struct seg **hold;
+	uint64_t next_hash_seq;
+
+	struct segext *seg_ext;  /* by seq, grown as segments are issued */
+	size_t seg_ext_cap;
+
+
+	struct ss_packer *packer;
+	struct ss_packer_chunk *fc;   /* the frame being packed */
+	uint32_t fc_cap;
+
+	/* Chunks other pushes on this host claimed (P->b.claims). */
+	pthread_mutex_t foreign_mu;
+	struct foreign *foreign;
+	size_t nforeign, foreign_cap;
+
+	struct ss_stats *st;
+	uint64_t chunk_bytes;
+	struct ss_progress prog;
+	struct ss_ticker ticker;
+};
+
+/* walk.c: fill P->files from opts->source (-errno with P->pipe.err set); in
+ * follow mode, pick up what the writer added since the last call. */
+int push_collect_files(struct push *P);
+int push_follow_poll(struct push *P);
+/* Files in manifest order (by name). */
+int push_cmp_pfile(const void *a, const void *b);
+
+/* seg.c: the workers' contexts (arg: the push) and their task. */
+extern const struct ss_worker_ctx_ops push_wctx_ops;
+void push_seg_work(struct ss_task *t, void *wp);
+
+/* foreign.c: after the pipeline, wait for or store every chunk another
+ * push claimed. */
+int push_resolve_foreign(struct push *P);
+
+/* recheck.c: prove the files held, when the push read them, what they
+ * hold now. */
+int push_check_followed(struct push *P);
+int push_check_unchanged(struct push *P);
+
+/* push.c: report progress (every 100 ms, or now). */
+void push_progress(struct push *P, bool force);
+
+#endif

@@ -1,0 +1,524 @@
+/* Push: files → segments read through io_uring → workers (zero pages,
+ * FastCDC, XXH3-128, dedup, zstd) → packs → store → manifest, last.
+ *
+ * The loop thread reads fixed-size segments with many reads in flight,
+ * hashes each file's bytes in order for its whole-file digest, and hands
+ * each segment to a worker. Segments are independent units of chunking
+ * (extents never cross a segment boundary), so workers need no carry-over
+ * between them. A worker returns the segment's extents and its new chunks,
+ * already compressed; the loop copies those into the current pack and
+ * uploads full packs. Memory is bounded by the segment pool and the pack
+ * buffers: a slow store parks finished segments, which stops reads.
+ */
+#include "filepush.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+/* ---------------------------------------------------------------- packs */
+
+/* Move a segment's new chunks into packs, a frame at a time (raw chunks
+ * each on their own). Returns false when it had to stop for a free pack
+ * buffer (the segment stays parked and resumes at a frame boundary). */
+static bool seg_pack(struct push *P, struct seg *s)
+{
+	while (s->nc_done < s->nnc) {
+		const struct newc *c = &s->nc[s->nc_done];
+		uint32_t n = 1;
+		while (s->nc_done + n < s->nnc && !c[n].first)
+			n++;
+		if (n > P->fc_cap) {
+			void *a = realloc(P->fc, sizeof(*P->fc) * n);
+			if (!a) {
+				ss_pipe_fail(&P->pipe, -ENOMEM, "cannot pack a frame");
+				return true;
+			}
+			P->fc = a;
+			P->fc_cap = n;
+		}
+		for (uint32_t i = 0; i < n; i++)
+			P->fc[i] = (struct ss_packer_chunk){.slot = c[i].slot,
+							    .frame_off = c[i].frame_off};
+		struct ss_err e = {0};
+		int r = ss_packer_add(P->packer, c->stored, c->stored_len, c->codec, P->fc, n, &e);
+		if (r == -EAGAIN)
+			return false;   /* every pack buffer is uploading */
+		if (r) {
+			ss_pipe_fail_msg(&P->pipe, r, e.msg);
+			return true;
+		}
+		s->nc_done += n;
+	}
+	return true;
+}
+
+static void seg_release(struct push *P, struct seg *s)
+{
+	/* The extents now belong to the snapshot being built. */
+	P->seg_ext[s->seq] = (struct segext){.ext = s->ext, .n = s->next};
+	s->ext = NULL;
+	s->next = s->ext_cap = 0;
+	s->next_free = P->free_segs;
+	P->free_segs = s;
+}
+
+static bool seg_pack_parked(void *arg, struct ss_parked *it)
+{
+	return seg_pack(arg, (struct seg *)((char *)it - offsetof(struct seg, parked)));
+}
+
+static void seg_release_parked(void *arg, struct ss_parked *it)
+{
+	seg_release(arg, (struct seg *)((char *)it - offsetof(struct seg, parked)));
+}
+
+static void seg_done(struct ss_op *op, int res)
+{
+	(void)res;
+	struct seg *s = (struct seg *)((char *)op - offsetof(struct ss_task, op));
+	struct push *P = s->P;
+	P->tasks_inflight--;
+	if (s->err) {
+		if (!P->pipe.failed) {
+			P->pipe.failed = true;
+			ss_err_set(P->pipe.err, s->err, "%s", s->werr.msg);
+		}
+		seg_release(P, s);
+		return;
+	}
+	P->st->zero_bytes += s->zero_bytes;
+	P->st->chunks += s->chunks;
+	P->chunk_bytes += s->chunk_bytes;
+	P->prog.zero_bytes += s->zero_bytes;
+	ss_pipe_park(&P->pipe, &s->parked);
+}
+
+/* ---------------------------------------------------------------- reads */
+
+static void dispatch_ready(struct push *P)
+{
+	for (;;) {
+		struct seg **slot = &P->hold[P->next_hash_seq % P->nsegs];
+		struct seg *s = *slot;
+		if (!s || s->seq != P->next_hash_seq)
+			return;
+		*slot = NULL;
+		struct pfile *f = &P->files[s->file];
+		XXH3_128bits_update(f->hs, s->buf, s->len);
+		P->prog.bytes_done += s->len;
+		P->next_hash_seq++;
+		P->tasks_inflight++;
+		ss_pool_submit(P->pool, &s->task);
+	}
+}
+
+static void read_submit(struct push *P, struct seg *s)
+{
+	struct io_uring_sqe *sqe = ss_loop_sqe(P->b.loop, &s->rop);
+	struct pfile *f = &P->files[s->file];
+	if (P->fixed_bufs)
+		io_uring_prep_read_fixed(sqe, f->fd, s->buf + s->got, s->len - s->got,
+					 s->off + s->got, (int)s->idx);
+	else
+		io_uring_prep_read(sqe, f->fd, s->buf + s->got, s->len - s->got, s->off + s->got);
+	P->reads_inflight++;
+}
+
+static void read_done(struct ss_op *op, int res)
+{
+	struct seg *s = (struct seg *)((char *)op - offsetof(struct seg, rop));
+	struct push *P = s->P;
+	P->reads_inflight--;
+	struct pfile *f = &P->files[s->file];
+	if (res < 0 || (res == 0 && s->got < s->len)) {
+		if (!P->pipe.failed) {
+			P->pipe.failed = true;
+			if (res < 0)
+				ss_err_set(P->pipe.err, res, "cannot read %s: %s", f->path, strerror(-res));
+			else
+				ss_err_set(P->pipe.err, -EIO,
+					   "%s shrank while it was being pushed (no snapshot written)",
+					   f->path);
+		}
+		s->next_free = P->free_segs;
+		P->free_segs = s;
+		return;
+	}
+	s->got += (uint32_t)res;
+	if (s->got < s->len && !P->pipe.failed) {
+		read_submit(P, s);
+		return;
+	}
+	P->hold[s->seq % P->nsegs] = s;
+	dispatch_ready(P);
+}
+
+static int note_seq(struct push *P, struct pfile *f, uint64_t seq)
+{
+	if (seq >= P->seg_ext_cap) {
+		size_t ncap = P->seg_ext_cap ? P->seg_ext_cap * 2 : 256;
+		void *a = realloc(P->seg_ext, sizeof(*P->seg_ext) * ncap);
+		if (!a)
+			return -ENOMEM;
+		memset((struct segext *)a + P->seg_ext_cap, 0,
+		       sizeof(*P->seg_ext) * (ncap - P->seg_ext_cap));
+		P->seg_ext = a;
+		P->seg_ext_cap = ncap;
+	}
+	if (f->nseqs == f->seqs_cap) {
+		size_t ncap = f->seqs_cap ? f->seqs_cap * 2 : 16;
+		void *a = realloc(f->seqs, sizeof(*f->seqs) * ncap);
+		if (!a)
+			return -ENOMEM;
+		f->seqs = a;
+		f->seqs_cap = ncap;
+	}
+	f->seqs[f->nseqs++] = seq;
+	return 0;
+}
+
+/* Start reads for free segments: files in order, each front to back. A
+ * segment is read whole, or as the end of a file whose size is final. */
+static void issue_reads(struct push *P)
+{
+	uint64_t ss = P->b.cfg.chunk.seg_size;
+	for (size_t i = P->rd_file; !P->pipe.failed && P->free_segs && i < P->nfiles; i++) {
+		struct pfile *f = &P->files[i];
+		while (!P->pipe.failed && P->free_segs &&
+		       (f->read_off + ss <= f->avail ||
+			(P->writer_done && f->read_off < f->size))) {
+			struct seg *s = P->free_segs;
+			uint64_t seq = P->next_seq;
+			if (note_seq(P, f, seq)) {
+				ss_pipe_fail(&P->pipe, -ENOMEM, "cannot track segments");
+				return;
+			}
+			P->next_seq++;
+			P->free_segs = s->next_free;
+			s->file = (uint32_t)i;
+			s->off = f->read_off;
+			s->len = (uint32_t)SS_MIN(ss, (P->writer_done ? f->size : f->avail) - f->read_off);
+			s->got = 0;
+			s->seq = seq;
+			s->err = 0;
+			ss_err_clear(&s->werr);
+			f->read_off += s->len;
+			read_submit(P, s);
+		}
+		/* Outside follow mode a file is done once all of it is issued. */
+		if (P->writer_done && i == P->rd_file && f->read_off >= f->size)
+			P->rd_file++;
+	}
+}
+
+static bool all_issued(const struct push *P)
+{
+	if (!P->writer_done)
+		return false;
+	for (size_t i = P->rd_file; i < P->nfiles; i++)
+		if (P->files[i].read_off < P->files[i].size)
+			return false;
+	return true;
+}
+
+static void tick_done(struct ss_op *op, int res)
+{
+	(void)res;
+	struct push *P = (struct push *)((char *)op - offsetof(struct push, tick));
+	P->tick_armed = false;
+}
+
+/* ---------------------------------------------------------------- setup */
+
+static int pools_init(struct push *P)
+{
+	/* Enough segments for the reads in flight plus two per worker (one
+	 * being chunked, one queued), so neither side starves the other. */
+	P->nsegs = P->b.cfg.read_depth + 2 * P->b.cfg.threads;
+	size_t ss = P->b.cfg.chunk.seg_size;
+	/* Output holds at most the segment's bytes (a chunk is never stored
+	 * larger than raw), plus zstd's worst-case slack for the last one. */
+	size_t os = SS_ALIGN_UP(ss + ZSTD_compressBound(P->b.cfg.frame_max) - P->b.cfg.frame_max,
+				4096);
+	P->seg_mem_len = ss * P->nsegs;
+	P->out_mem_len = os * P->nsegs;
+	P->seg_mem = ss_map_alloc(P->seg_mem_len);
+	P->out_mem = ss_map_alloc(P->out_mem_len);
+	P->segs = calloc(P->nsegs, sizeof(*P->segs));
+	P->hold = calloc(P->nsegs, sizeof(*P->hold));
+	if (!P->seg_mem || !P->out_mem || !P->segs || !P->hold)
+		return -ENOMEM;
+	struct iovec *iov = calloc(P->nsegs, sizeof(*iov));
+	if (!iov)
+		return -ENOMEM;
+	for (unsigned i = 0; i < P->nsegs; i++) {
+		struct seg *s = &P->segs[i];
+		s->P = P;
+		s->idx = i;
+		s->buf = P->seg_mem + ss * i;
+		s->out = P->out_mem + os * i;
+		s->task.run = push_seg_work;
+		s->task.op.done = seg_done;
+		s->rop.done = read_done;
+		s->next_free = P->free_segs;
+		P->free_segs = s;
+		iov[i] = (struct iovec){.iov_base = s->buf, .iov_len = ss};
+	}
+	/* Registered buffers spare the kernel a page walk per read. */
+	P->fixed_bufs = io_uring_register_buffers(ss_loop_ring(P->b.loop), iov, P->nsegs) == 0;
+	free(iov);
+	int r = ss_packer_new(P->b.store, P->b.dedup, &P->b.cfg, P->st, ss_pipe_pack_done, &P->pipe,
+			      &P->packer);
+	if (!r && P->b.claims)
+		ss_packer_set_claims(P->packer, P->b.claims);
+	return r;
+}
+
+static void pools_free(struct push *P)
+{
+	if (P->fixed_bufs)
+		io_uring_unregister_buffers(ss_loop_ring(P->b.loop));
+	P->fixed_bufs = false;
+	ss_map_free(P->seg_mem, P->seg_mem_len);
+	ss_map_free(P->out_mem, P->out_mem_len);
+	P->seg_mem = P->out_mem = NULL;
+	if (P->segs)
+		for (unsigned i = 0; i < P->nsegs; i++) {
+			free(P->segs[i].ext);
+			free(P->segs[i].nc);
+		}
+	free(P->segs);
+	P->segs = NULL;
+	free(P->hold);
+	P->hold = NULL;
+	ss_packer_free(P->packer);
+	P->packer = NULL;
+}
+
+static bool busy(const void *arg)
+{
+	const struct push *P = arg;
+	return P->reads_inflight || P->tasks_inflight || ss_packer_inflight(P->packer);
+}
+
+void push_progress(struct push *P, bool force)
+{
+	P->prog.phase = "push";
+	P->prog.bytes_total = P->total_bytes;
+	P->prog.dedup_bytes = P->chunk_bytes - P->st->new_raw_bytes;
+	P->prog.stored_bytes = P->st->new_stored_bytes;
+	ss_tick(&P->b.cfg, &P->ticker, &P->prog, force);
+}
+
+/* Run the pipeline until every byte is chunked and every pack stored. */
+static int run_pipeline(struct push *P)
+{
+	static const struct __kernel_timespec tick = {.tv_nsec = 5000000};
+	for (;;) {
+		if (P->follow && !P->pipe.failed) {
+			int r = push_follow_poll(P);
+			if (r) {
+				P->pipe.failed = true;
+				continue;
+			}
+		}
+		issue_reads(P);
+		if (!busy(P) && (P->pipe.failed || (all_issued(P) && !P->pipe.head))) {
+			if (P->pipe.failed)
+				break;
+			/* Everything chunked: store the last, partial pack. */
+			if (ss_pipe_flush(&P->pipe, P->packer))
+				continue;
+			break;
+		}
+		/* While following a writer, wake up regularly to look again. */
+		if (P->follow && !P->writer_done && !P->tick_armed) {
+			P->tick.done = tick_done;
+			io_uring_prep_timeout(ss_loop_sqe(P->b.loop, &P->tick), (struct __kernel_timespec *)&tick,
+					      0, 0);
+			P->tick_armed = true;
+		}
+		if (ss_pipe_turn(&P->pipe, P->b.loop) < 0)
+			/* Nothing more will complete; do not wait for it. */
+			return P->pipe.err->code;
+		push_progress(P, false);
+	}
+	return P->pipe.failed ? P->pipe.err->code : 0;
+}
+
+/* ---------------------------------------------------------------- manifest */
+
+static int build_manifest(struct push *P, struct ss_manifest **out, struct ss_err *err)
+{
+	struct ss_mbuild *b = NULL;
+	int r = ss_mbuild_new(&P->b.cfg, P->opts, P->b.store, P->b.dedup, P->root_is_dir, &b);
+	for (size_t i = 0; !r && i < P->nfiles; i++) {
+		struct pfile *f = &P->files[i];
+		size_t next = 0;
+		for (size_t q = 0; q < f->nseqs; q++)
+			next += P->seg_ext[f->seqs[q]].n;
+		r = ss_mbuild_file(b, f->name, f->size, f->mode, f->mtime_ns, f->digest, next);
+		for (size_t q = 0; !r && q < f->nseqs; q++) {
+			struct segext *se = &P->seg_ext[f->seqs[q]];
+			for (uint32_t k = 0; !r && k < se->n; k++)
+				r = ss_mbuild_extent(b, se->ext[k].len, se->ext[k].slot);
+			/* Free as we go: this is the largest metadata of a push. */
+			free(se->ext);
+			se->ext = NULL;
+		}
+	}
+	if (!r)
+		r = ss_mbuild_finish(b, P->total_bytes, P->st, out);
+	ss_mbuild_free(b);
+	if (r)
+		ss_err_set(err, r, "cannot build the manifest: %s", strerror(-r));
+	return r;
+}
+
+/* Pair each file with the guide's file of the same name (or the only file
+ * of two one-file snapshots) and index the guide's extent offsets. */
+static int map_guide(struct push *P)
+{
+	struct ss_manifest *g = P->guide;
+	for (size_t i = 0; i < P->nfiles; i++) {
+		struct pfile *f = &P->files[i];
+		const struct ss_mfile *gf = NULL;
+		if (!P->root_is_dir && !g->root_is_dir && g->nfiles == 1)
+			gf = &g->files[0];
+		for (size_t j = 0; !gf && P->root_is_dir && g->root_is_dir && j < g->nfiles; j++)
+			if (strcmp(g->files[j].name, f->name) == 0)
+				gf = &g->files[j];
+		if (!gf || !gf->next)
+			continue;
+		f->gstart = malloc(sizeof(*f->gstart) * gf->next);
+		if (!f->gstart)
+			return ss_err_set(P->pipe.err, -ENOMEM, "out of memory");
+		uint64_t at = 0;
+		for (size_t e = 0; e < gf->next; e++) {
+			f->gstart[e] = at;
+			at += gf->ext[e].len;
+		}
+		f->gf = gf;
+	}
+	return 0;
+}
+
+static int load_parents(struct push *P)
+{
+	int r = ss_load_parents(P->opts, P->b.loop, &P->b.cfg, P->b.store, P->b.dedup, &P->guide,
+				&P->st->requests, P->pipe.err);
+	if (!r && P->guide)
+		r = map_guide(P);
+	return r;
+}
+
+int ss_push(const struct ss_push_opts *opts, const struct ss_config *config, struct ss_stats *st,
+	    char *errbuf, size_t errlen)
+{
+	struct ss_err err = {0};
+	struct push *P = calloc(1, sizeof(*P));
+	struct ss_stats local_st;
+	struct ss_manifest *m = NULL;
+	uint64_t t0 = ss_now_ns();
+	int r;
+	st = ss_stats_init(st, &local_st, sizeof(*st));
+	if (!P) {
+		r = ss_err_set(&err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	P->pipe = (struct ss_pipe){.err = &err, .pack = seg_pack_parked,
+				   .release = seg_release_parked, .arg = P};
+	P->st = st;
+	pthread_mutex_init(&P->foreign_mu, NULL);
+	if (!opts || !opts->source || !opts->snapshot) {
+		r = ss_err_set(&err, -EINVAL, "push needs a source and a snapshot location");
+		goto out;
+	}
+	P->opts = opts;
+	P->follow = opts->writer_status != NULL;
+	P->writer_done = !P->follow;
+	if ((r = ss_pushbase_open(&P->b, opts, config, &st->requests, &err)))
+		goto out;
+	ss_chunker_init(&P->chunker, &P->b.cfg.chunk);
+	if ((r = push_collect_files(P)))
+		goto out;
+	/* The store is opened, and its chunks learnt, only for a source that
+	 * can be read: a bad path leaves no store behind. */
+	P->prog.phase = "index";
+	ss_tick(&P->b.cfg, &P->ticker, &P->prog, true);
+	if ((r = ss_pushbase_store(&P->b, opts, &err)))
+		goto out;
+	if ((r = load_parents(P)))
+		goto out;
+	struct ss_worker_ctx_ops wops = push_wctx_ops;
+	wops.arg = P;
+	if ((r = pools_init(P)) || (r = ss_pool_new(P->b.loop, P->b.cfg.threads, &wops, &P->pool))) {
+		ss_err_set(&err, r, "cannot allocate the push pipeline: %s", strerror(-r));
+		goto out;
+	}
+	if ((r = run_pipeline(P)) || (r = push_resolve_foreign(P)))
+		goto out;
+	for (size_t i = 0; i < P->nfiles; i++) {
+		XXH128_canonical_t c;
+		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(P->files[i].hs));
+		memcpy(P->files[i].digest, c.digest, 16);
+	}
+	if ((r = P->follow ? push_check_followed(P) : push_check_unchanged(P)))
+		goto out;
+	/* Files found while following are in discovery order; a manifest
+	 * lists them by name, as a push of the finished directory would. */
+	if (P->follow)
+		qsort(P->files, P->nfiles, sizeof(*P->files), push_cmp_pfile);
+	/* The pipeline is done: give its buffers back before the manifest. */
+	ss_pool_free(P->pool);
+	P->pool = NULL;
+	pools_free(P);
+
+	P->prog.phase = "commit";
+	push_progress(P, true);
+	if (!(r = build_manifest(P, &m, &err)))
+		r = ss_pushbase_commit(&P->b, opts, m, st, &err);
+out:
+	if (P) {
+		ss_pushbase_settle(&P->b, busy, P);
+		ss_pool_free(P->pool);
+		if (P->segs || P->seg_mem)
+			pools_free(P);
+		st->files = P->nfiles;
+		st->logical_bytes = P->total_bytes;
+		st->dedup_bytes = P->total_bytes - st->zero_bytes - st->new_raw_bytes;
+		if (P->seg_ext)
+			for (uint64_t i = 0; i < P->next_seq; i++)
+				free(P->seg_ext[i].ext);
+		free(P->seg_ext);
+		free(P->fc);
+		free(P->foreign);
+		pthread_mutex_destroy(&P->foreign_mu);
+		for (size_t i = 0; i < P->nfiles; i++) {
+			if (P->files[i].fd >= 0)
+				close(P->files[i].fd);
+			XXH3_freeState(P->files[i].hs);
+			free(P->files[i].gstart);
+			free(P->files[i].seqs);
+			free(P->files[i].path);
+			free(P->files[i].name);
+		}
+		free(P->files);
+		ss_manifest_free(P->guide);
+		ss_pushbase_close(&P->b, st);
+	}
+	ss_manifest_free(m);
+	free(P);
+	return ss_op_end(&err, r, t0, &st->seconds, errbuf, errlen);
+}

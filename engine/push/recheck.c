@@ -1,0 +1,183 @@
+/* Follow mode's last step: the files re-read and re-hashed once their
+ * writer is done (docs/DESIGN.md, "Following a checkpointer"). */
+#include "filepush.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+/* Follow mode: the reads raced a writer, so each file is hashed once more
+ * now that it is final; a file rewritten behind the reader fails the push
+ * instead of producing a snapshot of bytes that never existed together. */
+/* Re-reading a followed image after its writer exited, to prove that what
+ * was chunked is what the file now holds: every chunk extent must hash to
+ * its id again and every zero run must still be zero. Extents never cross
+ * segments, so the segments are checked in parallel, which halves the tail
+ * of a push that follows a checkpointer (the whole image is re-read). */
+struct recheck_item {
+	uint32_t file;
+	uint32_t seq;
+	uint64_t off;
+	uint64_t len;
+};
+
+struct recheck {
+	struct push *P;
+	struct recheck_item *items;
+	size_t n;
+	atomic_size_t next;
+	atomic_size_t bad;      /* 1 + index of the first file found changed */
+	atomic_int err;         /* -errno of a failed read */
+};
+
+static int recheck_segment(struct recheck *rc, const struct recheck_item *it, uint8_t *buf)
+{
+	struct push *P = rc->P;
+	const struct pfile *f = &P->files[it->file];
+	for (uint64_t got = 0; got < it->len;) {
+		ssize_t n = pread(f->fd, buf + got, (size_t)(it->len - got), (off_t)(it->off + got));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return 1;   /* shorter than it was */
+		got += (uint64_t)n;
+	}
+	const struct segext *se = &P->seg_ext[it->seq];
+	uint64_t at = 0;
+	for (uint32_t k = 0; k < se->n; k++) {
+		const struct sext *e = &se->ext[k];
+		if (at + e->len > it->len)
+			return 1;
+		if (e->slot == SS_SLOT_NONE) {
+			if (!ss_is_zero(buf + at, e->len))
+				return 1;
+		} else {
+			uint8_t id[16];
+			ss_chunk_id(&P->b.cfg.ids, buf + at, e->len, id);
+			if (memcmp(id, ss_dedup_entry(P->b.dedup, e->slot)->id, 16) != 0)
+				return 1;
+		}
+		at += e->len;
+	}
+	return at == it->len ? 0 : 1;
+}
+
+static void *recheck_main(void *arg)
+{
+	struct recheck *rc = arg;
+	uint8_t *buf = ss_map_alloc(rc->P->b.cfg.chunk.seg_size);
+	if (!buf) {
+		atomic_store(&rc->err, -ENOMEM);
+		return NULL;
+	}
+	for (;;) {
+		size_t i = atomic_fetch_add(&rc->next, 1);
+		if (i >= rc->n || atomic_load(&rc->bad) || atomic_load(&rc->err))
+			break;
+		int r = recheck_segment(rc, &rc->items[i], buf);
+		if (r < 0) {
+			int zero = 0;
+			atomic_compare_exchange_strong(&rc->err, &zero, r);
+		} else if (r > 0) {
+			size_t none = 0;
+			atomic_compare_exchange_strong(&rc->bad, &none, rc->items[i].file + 1);
+		}
+	}
+	ss_map_free(buf, rc->P->b.cfg.chunk.seg_size);
+	return NULL;
+}
+
+int push_check_followed(struct push *P)
+{
+	struct recheck rc = {.P = P};
+	size_t cap = 0;
+	for (size_t i = 0; i < P->nfiles; i++)
+		cap += P->files[i].nseqs;
+	rc.items = malloc(sizeof(*rc.items) * (cap ? cap : 1));
+	if (!rc.items)
+		return ss_err_set(P->pipe.err, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < P->nfiles; i++) {
+		struct pfile *f = &P->files[i];
+		struct stat st;
+		if (fstat(f->fd, &st) < 0) {
+			int e = errno;
+			free(rc.items);
+			return ss_err_set(P->pipe.err, -e, "cannot re-read %s: %s", f->path, strerror(e));
+		}
+		if ((uint64_t)st.st_size != f->size) {
+			free(rc.items);
+			return ss_err_set(P->pipe.err, -EAGAIN,
+					  "%s changed size after its writer finished (no snapshot "
+					  "written)",
+					  f->path);
+		}
+		uint64_t off = 0;
+		for (size_t q = 0; q < f->nseqs; q++) {
+			const struct segext *se = &P->seg_ext[f->seqs[q]];
+			uint64_t len = 0;
+			for (uint32_t k = 0; k < se->n; k++)
+				len += se->ext[k].len;
+			if (len)
+				rc.items[rc.n++] = (struct recheck_item){(uint32_t)i, (uint32_t)f->seqs[q],
+									 off, len};
+			off += len;
+		}
+		if (off != f->size) {
+			free(rc.items);
+			return ss_err_set(P->pipe.err, -EIO, "%s: read %llu of %llu bytes (a bug)", f->path,
+					  (unsigned long long)off, (unsigned long long)f->size);
+		}
+	}
+	atomic_init(&rc.next, 0);
+	atomic_init(&rc.bad, 0);
+	atomic_init(&rc.err, 0);
+	pthread_t th[SS_MAX_THREADS];
+	unsigned nth = 0, want = (unsigned)SS_MIN((size_t)P->b.cfg.threads, rc.n);
+	while (nth + 1 < want && pthread_create(&th[nth], NULL, recheck_main, &rc) == 0)
+		nth++;
+	recheck_main(&rc);
+	for (unsigned t = 0; t < nth; t++)
+		pthread_join(th[t], NULL);
+	free(rc.items);
+	size_t bad = atomic_load(&rc.bad);
+	int e = atomic_load(&rc.err);
+	if (bad)
+		return ss_err_set(P->pipe.err, -EAGAIN,
+				  "%s was rewritten behind the reader while it was being written "
+				  "(no snapshot written)",
+				  P->files[bad - 1].path);
+	if (e)
+		return ss_err_set(P->pipe.err, e, "cannot re-read the image: %s", strerror(-e));
+	return 0;
+}
+
+/* Files must be what they were when the push started. */
+int push_check_unchanged(struct push *P)
+{
+	for (size_t i = 0; i < P->nfiles; i++) {
+		struct pfile *f = &P->files[i];
+		struct stat st;
+		if (fstat(f->fd, &st) < 0)
+			return ss_err_set(P->pipe.err, -errno, "cannot stat %s: %s", f->path,
+					  strerror(errno));
+		int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+		if ((uint64_t)st.st_size != f->size || mt != f->mtime_ns)
+			return ss_err_set(P->pipe.err, -EAGAIN,
+					  "%s changed while it was being pushed (no snapshot written); "
+					  "push it again once it is stable",
+					  f->path);
+	}
+	return 0;
+}

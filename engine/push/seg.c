@@ -1,0 +1,299 @@
+/* ss_push's workers: one segment each, cut into chunks (zero runs
+ * skipped, cut points guided by a parent), looked up in the dedup table and
+ * claims, and new chunks compressed into frames. */
+#include "filepush.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+/* ---------------------------------------------------------------- workers */
+
+/* Incompressible input (random data, an image its writer compressed
+ * already) would cost zstd's full effort on every frame for nothing. After
+ * a frame stored raw, the next frame is first probed: PROBE_SLICES slices
+ * from across it, compressed together; only if they shrink by 3 % is the
+ * whole frame compressed. Probing costs ~6 % of compressing; compressible
+ * input never pays it, since it follows frames that compressed. */
+#define PROBE_SLICES 4
+#define PROBE_SLICE (16u << 10)
+#define PROBE_BYTES (PROBE_SLICES * PROBE_SLICE)
+
+struct wctx {
+	ZSTD_CCtx *cc;
+	uint8_t *scratch;       /* frame_max bytes, to gather a frame */
+	size_t scratch_len;
+	bool last_raw;          /* this worker's last frame did not compress */
+	uint8_t probe[PROBE_BYTES];
+	uint8_t probe_out[ZSTD_COMPRESSBOUND(PROBE_BYTES)];
+};
+
+static void *wctx_create(void *arg)
+{
+	struct push *P = arg;
+	struct wctx *w = calloc(1, sizeof(*w));
+	if (!w)
+		return NULL;
+	w->scratch_len = P->b.cfg.frame_max;
+	w->scratch = ss_map_alloc(w->scratch_len);
+	w->cc = ss_frame_cctx(P->b.cfg.zstd_level);
+	return w;
+}
+
+static void wctx_destroy(void *p)
+{
+	struct wctx *w = p;
+	if (w) {
+		ZSTD_freeCCtx(w->cc);
+		ss_map_free(w->scratch, w->scratch_len);
+	}
+	free(w);
+}
+
+static int seg_add_ext(struct seg *s, uint32_t len, uint32_t slot)
+{
+	if (slot == SS_SLOT_NONE && s->next && s->ext[s->next - 1].slot == SS_SLOT_NONE) {
+		s->ext[s->next - 1].len += len;
+		return 0;
+	}
+	if (s->next == s->ext_cap) {
+		uint32_t ncap = s->ext_cap ? s->ext_cap * 2 : 64;
+		void *a = realloc(s->ext, sizeof(*s->ext) * ncap);
+		if (!a)
+			return -ENOMEM;
+		s->ext = a;
+		s->ext_cap = ncap;
+	}
+	s->ext[s->next++] = (struct sext){.len = len, .slot = slot};
+	return 0;
+}
+
+static int seg_add_new(struct seg *s, const struct newc *c)
+{
+	if (s->nnc == s->nc_cap) {
+		uint32_t ncap = s->nc_cap ? s->nc_cap * 2 : 64;
+		void *a = realloc(s->nc, sizeof(*s->nc) * ncap);
+		if (!a)
+			return -ENOMEM;
+		s->nc = a;
+		s->nc_cap = ncap;
+	}
+	s->nc[s->nnc++] = *c;
+	return 0;
+}
+
+/* Compress the frame of new chunks nc[frame_first..nnc) into the
+ * segment's output. Chunks that are neighbours in the segment are
+ * compressed in place; others are first gathered into the worker's
+ * scratch buffer. A frame that zstd cannot shrink by 5 % is stored as raw
+ * chunks: decompressing it would cost time for no space. The destination
+ * always has ZSTD_compressBound room (see pools_init): with less, zstd
+ * falls back to its buffered streaming path, which costs far more. */
+static void frame_flush(struct wctx *w, struct seg *s)
+{
+	uint32_t n = s->nnc - s->frame_first;
+	if (!n)
+		return;
+	struct newc *c = &s->nc[s->frame_first];
+	const uint8_t *src = c[0].raw;
+	for (uint32_t i = 1; i < n && src; i++)
+		if (c[i].raw != c[i - 1].raw + c[i - 1].raw_len)
+			src = NULL;
+	if (!src && w && w->scratch) {
+		uint32_t at = 0;
+		for (uint32_t i = 0; i < n; i++) {
+			memcpy(w->scratch + at, c[i].raw, c[i].raw_len);
+			at += c[i].raw_len;
+		}
+		src = w->scratch;
+	}
+	uint32_t raw = s->frame_raw;
+	uint8_t *dst = s->out + s->out_len;
+	bool try = src && w && w->cc;
+	if (try && w->last_raw && raw >= 2 * PROBE_BYTES) {
+		for (uint32_t i = 0; i < PROBE_SLICES; i++)
+			memcpy(w->probe + i * PROBE_SLICE,
+			       src + (uint64_t)(raw - PROBE_SLICE) * i / (PROBE_SLICES - 1), PROBE_SLICE);
+		size_t pz = ZSTD_compress2(w->cc, w->probe_out, sizeof(w->probe_out), w->probe,
+					   PROBE_BYTES);
+		try = !ZSTD_isError(pz) && pz < PROBE_BYTES - PROBE_BYTES / 32;
+	}
+	size_t z = try ? ss_frame_compress(w->cc, dst, src, raw) : 0;
+	if (w)
+		w->last_raw = z == 0;
+	if (w && !w->last_raw) {
+		uint32_t off = 0;
+		for (uint32_t i = 0; i < n; i++) {
+			c[i].codec = SS_CODEC_ZSTD;
+			c[i].stored = dst;
+			c[i].stored_len = (uint32_t)z;
+			c[i].frame_off = off;
+			c[i].first = i == 0;
+			off += c[i].raw_len;
+		}
+		s->out_len += z;
+	} else {
+		/* Raw chunks go to the pack straight from the segment buffer,
+		 * which stays ours until the segment is packed. */
+		for (uint32_t i = 0; i < n; i++) {
+			c[i].codec = SS_CODEC_RAW;
+			c[i].stored = c[i].raw;
+			c[i].stored_len = c[i].raw_len;
+			c[i].frame_off = 0;
+			c[i].first = true;
+		}
+	}
+	s->frame_first = s->nnc;
+	s->frame_raw = 0;
+}
+
+/* Predict the extent at `off` from the guide snapshot: when the parent has
+ * a chunk starting at the same file offset and these bytes hash to its id,
+ * FastCDC would cut exactly there too (a cut depends only on the chunk's
+ * own bytes), so the gear-hash scan is skipped and the id hash, needed
+ * anyway, is the only pass over the bytes. Cuts the parent was forced to
+ * make by its end of file, or by a zero page that is no longer zero, are
+ * not trusted. The result is always what ss_chunk_next would return; the
+ * engine test checks that. Returns true with *e and *id filled. */
+static bool guide_next(struct push *P, const struct pfile *f, const struct seg *s, size_t off,
+		       size_t *k, struct ss_extent *e, XXH128_canonical_t *id)
+{
+	const struct ss_mfile *gf = f->gf;
+	if (!gf)
+		return false;
+	uint64_t x = s->off + off;
+	while (*k < gf->next && f->gstart[*k] < x)
+		(*k)++;
+	if (*k >= gf->next || f->gstart[*k] != x || !gf->ext[*k].chunk)
+		return false;
+	uint64_t len = gf->ext[*k].len;
+	if (off + len > s->len)
+		return false;
+	if (off + len < s->len) {
+		/* The new data goes on past the cut: the parent's cut must not
+		 * have been forced by its end or by a zero page now gone. */
+		if (*k + 1 >= gf->next)
+			return false;
+		if (!gf->ext[*k + 1].chunk) {
+			size_t z = SS_MIN((size_t)SS_PAGE_SIZE, s->len - off - len);
+			if (!ss_is_zero(s->buf + off + len, z))
+				return false;
+		}
+	}
+	ss_chunk_id(&P->b.cfg.ids, s->buf + off, len, id->digest);
+	if (memcmp(id->digest, P->guide->chunks[gf->ext[*k].chunk - 1].id, 16) != 0)
+		return false;
+	e->len = len;
+	e->kind = SS_EXTENT_CHUNK;
+	return true;
+}
+
+static int add_foreign(struct push *P, const struct foreign *f)
+{
+	int r = 0;
+	pthread_mutex_lock(&P->foreign_mu);
+	if (P->nforeign == P->foreign_cap) {
+		size_t ncap = P->foreign_cap ? P->foreign_cap * 2 : 256;
+		void *a = realloc(P->foreign, sizeof(*P->foreign) * ncap);
+		if (a) {
+			P->foreign = a;
+			P->foreign_cap = ncap;
+		} else {
+			r = -ENOMEM;
+		}
+	}
+	if (!r)
+		P->foreign[P->nforeign++] = *f;
+	pthread_mutex_unlock(&P->foreign_mu);
+	return r;
+}
+
+void push_seg_work(struct ss_task *t, void *wp)
+{
+	struct seg *s = (struct seg *)t;
+	struct push *P = s->P;
+	struct wctx *w = wp;
+	size_t off = 0;
+	int r = 0;
+	s->next = s->nnc = s->nc_done = 0;
+	s->frame_first = s->frame_raw = 0;
+	s->out_len = 0;
+	s->zero_bytes = s->chunk_bytes = s->chunks = 0;
+	const struct pfile *f = &P->files[s->file];
+	/* The guide's first extent at or after this segment. */
+	size_t k = 0, hi = f->gf ? f->gf->next : 0;
+	while (k < hi) {
+		size_t mid = k + (hi - k) / 2;
+		if (f->gstart[mid] < s->off)
+			k = mid + 1;
+		else
+			hi = mid;
+	}
+	while (off < s->len) {
+		struct ss_extent e;
+		XXH128_canonical_t c;
+		bool hashed = guide_next(P, f, s, off, &k, &e, &c);
+		if (!hashed) {
+			r = ss_chunk_next(&P->chunker, s->buf + off, s->len - off, s->off + off, true,
+					  &e);
+			if (r != 1) {
+				r = r < 0 ? r : -EIO;
+				break;
+			}
+		}
+		r = 0;
+		if (e.kind == SS_EXTENT_ZERO) {
+			s->zero_bytes += e.len;
+			r = seg_add_ext(s, (uint32_t)e.len, SS_SLOT_NONE);
+		} else {
+			const uint8_t *p = s->buf + off;
+			if (!hashed)
+				ss_chunk_id(&P->b.cfg.ids, p, e.len, c.digest);
+			uint32_t slot;
+			bool is_new;
+			r = ss_dedup_claim(P->b.dedup, c.digest, (uint32_t)e.len, &slot, &is_new);
+			uint32_t ref;
+			if (!r && is_new && P->b.claims &&
+			    ss_claims_claim(P->b.claims, c.digest, &ref) == SS_CLAIM_THEIRS) {
+				/* Another push is storing it: push_resolve_foreign. */
+				struct foreign fo = {.slot = slot, .ref = ref, .file = s->file,
+						     .len = (uint32_t)e.len, .off = s->off + off};
+				r = add_foreign(P, &fo);
+				is_new = false;
+			}
+			if (!r && is_new) {
+				if (s->frame_raw + e.len > P->b.cfg.frame_max)
+					frame_flush(w, s);
+				struct newc nc = {.slot = slot, .raw = p, .raw_len = (uint32_t)e.len};
+				r = seg_add_new(s, &nc);
+				s->frame_raw += (uint32_t)e.len;
+			}
+			if (!r)
+				r = seg_add_ext(s, (uint32_t)e.len, slot);
+			s->chunk_bytes += e.len;
+			s->chunks++;
+		}
+		if (r)
+			break;
+		off += e.len;
+	}
+	if (!r)
+		frame_flush(w, s);
+	if (r)
+		ss_err_set(&s->werr, r, "chunking %s at offset %llu: %s", P->files[s->file].name,
+			   (unsigned long long)(s->off + off), strerror(-r));
+	s->err = r;
+}
+
+const struct ss_worker_ctx_ops push_wctx_ops = {.create = wctx_create,
+					      .destroy = wctx_destroy};
