@@ -70,7 +70,7 @@ asan_secs=$((SECONDS - t0))
 
 # ---- 2. ThreadSanitizer: the 'tsan' suite (of the selection, if any).
 t0=$SECONDS
-names() { meson test -C build-tsan --list "$@" 2>/dev/null | sed -n 's|^.* / ||p' | sort; }
+names() { meson test -C build-tsan --list "$@" 2>/dev/null | sed -n 's|^[^ ]*:[^ ]* / ||p' | sort; }
 in_suite=$(names --suite tsan)
 for t in "${TSAN_REQUIRED[@]}"; do
 	grep -qx -- "$t" <<<"$in_suite" || {
