@@ -38,6 +38,7 @@ S="$(realpath "$1")"
 GEN="$(realpath "$2")"
 MAN="$(realpath "$3")"
 PY=/usr/bin/python3
+. "$(dirname "$(realpath "$0")")/strict.sh"
 work="$(mktemp -d "${TMPDIR:-/tmp}/ss-admin.XXXXXX")"
 trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 cd "$work"
@@ -362,6 +363,10 @@ if command -v script >/dev/null; then
 	grep -q "rc=2" tty.out && grep -q "terminal" tty.out && ok || bad "pull - to a terminal: $(cat tty.out)"
 	script -qec "'$S' push - '$work/e/tty3'; echo rc=\$?" /dev/null >tty.out 2>&1 </dev/null
 	grep -q "rc=2" tty.out && grep -q "terminal" tty.out && ok || bad "push - from a terminal: $(cat tty.out)"
+elif strict; then
+	bad "script(1) (util-linux) is missing: the terminal checks cannot run (SNAPSTREAM_TEST_STRICT)"
+else
+	echo "SKIP: script(1) (util-linux) is missing: no terminal checks" >&2
 fi
 
 # ---------------------------------------------------------------- keyed

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The admin subcommands on s3:// URIs against a real S3 server (s3rver on
 # loopback, started by tests/s3/harness.py). Skips (77) when s3rver is not
-# installed (scripts/setup.sh installs it).
+# installed (scripts/setup.sh installs it); fails instead under
+# SNAPSTREAM_TEST_STRICT (tests/strict.sh).
 # Usage: cli_s3.sh <snapstream> <ss-genimage>
 #
 # Proves, through the same backend API as the local store: push - and
@@ -16,9 +17,9 @@ S="$(realpath "$1")"
 GEN="$(realpath "$2")"
 H="$(dirname "$(realpath "$0")")/s3/harness.py"
 S3RVER="$(dirname "$H")/node_modules/s3rver/bin/s3rver.js"
+. "$(dirname "$(realpath "$0")")/strict.sh"
 if ! command -v node >/dev/null || [ ! -f "$S3RVER" ]; then
-	echo "s3rver not installed (scripts/setup.sh): skipping"
-	exit 77
+	cannot_run cli-s3 "s3rver is not installed (scripts/setup.sh installs it)"
 fi
 AWS=/usr/bin/aws
 [ -x "$AWS" ] || AWS=aws

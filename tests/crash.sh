@@ -33,7 +33,8 @@
 # Environment: CRASH_RUNS (push kills per store, default 30),
 # CRASH_PULL_RUNS (pull kills per store, default 30), CRASH_SEED (random
 # seed, default: time; printed so a failure can be replayed).
-# Exit 0 pass, 1 fail, 77 skip (nothing could run).
+# Exit 0 pass, 1 fail. Without s3rver the s3 part is skipped with a note,
+# or is a failure under SNAPSTREAM_TEST_STRICT (tests/parts.sh).
 set -uo pipefail
 part=main
 if [ "${1:-}" = "--part" ]; then part="$2"; shift 2; fi

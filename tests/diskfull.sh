@@ -2,7 +2,8 @@
 # Disk full (issue 6, requirement 3, the local part): a push to a local
 # store and a pull to a local destination on a small tmpfs.
 # Usage: diskfull.sh <snapstream> <ss-genimage>
-# Needs root (mount -t tmpfs); skips (77) without it or when mount fails.
+# Needs root (mount -t tmpfs); skips (77) without it or when mount fails,
+# and fails instead under SNAPSTREAM_TEST_STRICT (tests/strict.sh).
 #
 #  (a) push of a 128 MiB image (~65 MiB stored) to a store on a 48 MiB
 #      tmpfs: exit 1, "No space left on device" naming the pack it was
@@ -29,11 +30,9 @@ GEN="$(realpath "$2")"
 HERE="$(dirname "$(realpath "$0")")"
 PY=/usr/bin/python3
 CHK="$HERE/crash_packs.py"
+. "$HERE/strict.sh"
 
-if [ "$(id -u)" -ne 0 ]; then
-	echo "diskfull: needs root to mount a tmpfs: skipping"
-	exit 77
-fi
+[ "$(id -u)" -eq 0 ] || cannot_run diskfull "needs root to mount a tmpfs"
 work="$(mktemp -d "${TMPDIR:-/tmp}/ss-diskfull.XXXXXX")"
 A="$work/a" B="$work/b"
 cleanup() {
@@ -47,8 +46,7 @@ trap cleanup EXIT
 mkdir -p "$A" "$B"
 if ! mount -t tmpfs -o size=48m,mode=0755 ss-diskfull "$A" 2>"$work/merr" ||
 	! mount -t tmpfs -o size=48m,mode=0755 ss-diskfull "$B" 2>>"$work/merr"; then
-	echo "diskfull: cannot mount a tmpfs ($(head -c 200 "$work/merr")): skipping"
-	exit 77
+	cannot_run diskfull "cannot mount a tmpfs ($(head -c 200 "$work/merr"))"
 fi
 
 fails=0

@@ -13,7 +13,8 @@
 # then fuzzes with tests/fuzz/corpus/<target>/ as seeds; the seed corpus
 # in the repository is only read. Exit 0 when nothing was found, 1 on any
 # crash, leak, timeout (-timeout=10) or out-of-memory (-rss_limit_mb=2048),
-# 77 when clang or libFuzzer is missing. A crashing input is left in the
+# 77 when clang or libFuzzer is missing (1 under SNAPSTREAM_TEST_STRICT,
+# as scripts/test.sh runs it: tests/strict.sh). A crashing input is left in the
 # work directory and named in the output: copy it to regress/<target>/.
 set -uo pipefail
 
@@ -22,7 +23,8 @@ root="$(cd "$here/../.." && pwd)"
 seconds="${FUZZ_SECONDS:-15}"
 CC="${CC:-clang}"
 
-skip() { echo "fuzz: SKIP: $*" >&2; exit 77; }
+. "$here/../strict.sh"
+skip() { cannot_run fuzz "$*"; }
 
 command -v "$CC" >/dev/null 2>&1 || skip "$CC not found (apt-get install clang libclang-rt-14-dev)"
 command -v protoc-c >/dev/null 2>&1 || skip "protoc-c not found"
