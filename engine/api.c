@@ -54,9 +54,11 @@ __attribute__((format(printf, 4, 5))) static int fail(char *err, size_t errlen, 
 }
 
 /* Check the size-tagged struct at src (NULL passes: the entry point
- * decides what NULL means) against the sizes this build knows. */
-static int check_in(const void *src, size_t full, size_t v1, const char *what, char *err,
-		    size_t errlen)
+ * decides what NULL means) against the sizes this build knows. An output
+ * (out) only needs its first version's size: what lies beyond is written,
+ * never read. */
+static int check_in(const void *src, size_t full, size_t v1, bool out, const char *what,
+		    char *err, size_t errlen)
 {
 	if (!src)
 		return 0;
@@ -69,7 +71,7 @@ static int check_in(const void *src, size_t full, size_t v1, const char *what, c
 			    what, n, v1);
 	/* Fields this library does not know may be left zero (not used);
 	 * anything else asks for what it cannot do. */
-	for (size_t i = full; i < n; i++)
+	for (size_t i = full; !out && i < n; i++)
 		if (((const unsigned char *)src)[i])
 			return fail(err, errlen, -E2BIG,
 				    "struct %s: the caller's %zu bytes set fields this library "
@@ -106,12 +108,14 @@ static void copy_out(void *dst, const void *src, size_t full)
 		memset((char *)dst + full, 0, n - full);
 }
 
-#define CHECK_IN(p, tag, v1)                                                             \
+#define CHECK_SIZE(p, tag, v1, out)                                                      \
 	do {                                                                             \
-		int r_ = check_in(p, sizeof(struct tag), v1, #tag, err, errlen);         \
+		int r_ = check_in(p, sizeof(struct tag), v1, out, #tag, err, errlen);    \
 		if (r_)                                                                  \
 			return r_;                                                       \
 	} while (0)
+#define CHECK_IN(p, tag, v1) CHECK_SIZE(p, tag, v1, false)
+#define CHECK_OUT(p, tag, v1) CHECK_SIZE(p, tag, v1, true)
 
 /* The caller's configuration, checked and copied; NULL stays all defaults. */
 static int config_in(const struct ss_config *cfg, struct ss_config_in *in, char *err,
@@ -131,7 +135,7 @@ int ss_push(const struct ss_push_opts *opts, const struct ss_config *cfg, struct
 	struct ss_stats s;
 	int r;
 	CHECK_IN(opts, ss_push_opts, V1_PUSH);
-	CHECK_IN(st, ss_stats, V1_STATS);
+	CHECK_OUT(st, ss_stats, V1_STATS);
 	if ((r = config_in(cfg, &c, err, errlen)))
 		return r;
 	copy_in(&o, sizeof(o), opts);
@@ -149,7 +153,7 @@ int ss_push_fd(const struct ss_push_opts *opts, int fd, const char *name,
 	struct ss_stats s;
 	int r;
 	CHECK_IN(opts, ss_push_opts, V1_PUSH);
-	CHECK_IN(st, ss_stats, V1_STATS);
+	CHECK_OUT(st, ss_stats, V1_STATS);
 	if ((r = config_in(cfg, &c, err, errlen)))
 		return r;
 	copy_in(&o, sizeof(o), opts);
@@ -167,7 +171,7 @@ int ss_pull(const struct ss_pull_opts *opts, const struct ss_config *cfg, struct
 	struct ss_stats s;
 	int r;
 	CHECK_IN(opts, ss_pull_opts, V1_PULL);
-	CHECK_IN(st, ss_stats, V1_STATS);
+	CHECK_OUT(st, ss_stats, V1_STATS);
 	if ((r = config_in(cfg, &c, err, errlen)))
 		return r;
 	copy_in(&o, sizeof(o), opts);
@@ -185,7 +189,7 @@ int ss_cat(const struct ss_cat_opts *opts, const struct ss_config *cfg, struct s
 	struct ss_stats s;
 	int r;
 	CHECK_IN(opts, ss_cat_opts, V1_CAT);
-	CHECK_IN(st, ss_stats, V1_STATS);
+	CHECK_OUT(st, ss_stats, V1_STATS);
 	if ((r = config_in(cfg, &c, err, errlen)))
 		return r;
 	copy_in(&o, sizeof(o), opts);
@@ -203,7 +207,7 @@ int ss_verify(const struct ss_verify_opts *opts, const struct ss_config *cfg,
 	struct ss_stats s;
 	int r;
 	CHECK_IN(opts, ss_verify_opts, V1_VERIFY);
-	CHECK_IN(st, ss_stats, V1_STATS);
+	CHECK_OUT(st, ss_stats, V1_STATS);
 	if ((r = config_in(cfg, &c, err, errlen)))
 		return r;
 	copy_in(&o, sizeof(o), opts);
@@ -295,7 +299,7 @@ int ss_gc(const struct ss_gc_opts *opts, const struct ss_config *cfg, struct ss_
 	struct ss_gc_stats s;
 	int r;
 	CHECK_IN(opts, ss_gc_opts, V1_GC);
-	CHECK_IN(st, ss_gc_stats, V1_GC_STATS);
+	CHECK_OUT(st, ss_gc_stats, V1_GC_STATS);
 	if ((r = config_in(cfg, &c, err, errlen)))
 		return r;
 	copy_in(&o, sizeof(o), opts);
@@ -341,7 +345,7 @@ int ss_check(const struct ss_check_opts *opts, const struct ss_config *cfg,
 	struct check_relay x = {0};
 	int r;
 	CHECK_IN(opts, ss_check_opts, V1_CHECK);
-	CHECK_IN(st, ss_check_stats, V1_CHECK_STATS);
+	CHECK_OUT(st, ss_check_stats, V1_CHECK_STATS);
 	if ((r = config_in(cfg, &c, err, errlen)))
 		return r;
 	copy_in(&o, sizeof(o), opts);
