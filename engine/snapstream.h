@@ -25,10 +25,9 @@
  * -ENOKEY / -EKEYREJECTED (a keyed store or snapshot, and no key or
  * another key than its own: see ss_config.key).
  *
- * The library reads no environment variable and changes no process-wide
- * state: credentials, endpoints and object-store tuning come from the
- * environment block the caller passes in ss_config.env (the CLI passes its
- * environ; see "Environment" below).
+ * The library reads no environment variable: credentials, endpoints and
+ * object-store tuning come from the environment block the caller passes in
+ * ss_config.env (the CLI passes its environ).
  *
  * Growing without breaking programs (the ABI rule)
  * -------------------------------------------------
@@ -51,11 +50,13 @@
  *    -EINVAL; a larger size than the library knows is accepted when the
  *    bytes it does not know are zero, else refused with -E2BIG (the
  *    caller asks for something this library cannot do). Output structs
- *    (the stats) are written only up to `size`.
+ *    (the stats) are written only up to `size`, and what lies between
+ *    the library's size and the caller's is zeroed.
  *  - Structs the library allocates or fills (ss_progress,
  *    ss_check_finding, ss_snapshot_info, ss_file_info) also begin with
  *    `size_t size`, set by the library: a field is there when
- *    SS_HAS(struct, ptr, field). They are handed out one at a time or as
+ *    SS_HAS(tag, ptr, field), e.g. SS_HAS(ss_progress, p, items_total).
+ *    They are handed out one at a time or as
  *    arrays of pointers, never as arrays of structs, so their size may
  *    grow. ss_label_kv (two strings) is fixed and never grows.
  *  - New fields are added only at the end; no field is removed, reordered
