@@ -73,12 +73,20 @@
 #include <stdint.h>
 
 #ifdef __cplusplus
+/* C++ has designated initializers only from C++20: a value-initialized
+ * struct (all zero) with its size set. */
+template <typename T> static inline T ss_sized_(void)
+{
+	T t = T();
+	t.size = sizeof(T);
+	return t;
+}
 extern "C" {
 #endif
 
 /* Initializers for the size-tagged structs (see the ABI rule above). */
 #ifdef __cplusplus
-#define SS_INIT(tag) { sizeof(struct tag) }
+#define SS_INIT(tag) ss_sized_<struct tag>()
 #else
 #define SS_INIT(tag) { .size = sizeof(struct tag) }
 #endif
