@@ -1,4 +1,4 @@
-/* ateom — the Ateom gRPC service (proto/ateom.proto) over gRPC core.
+/* ateom — the Ateom gRPC service (ateom.proto) over gRPC core.
  *
  * Threads:
  *   main     drives the one completion queue: accepts calls, answers
@@ -43,6 +43,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAX_RUNSC_ARGS 32
 #define MAX_REQUEST_BYTES (1 << 20)
@@ -598,7 +599,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ateom: cannot become the sandboxes' subreaper (%s): runsc delete "
 			"and checkpoint wait for init to reap them\n", strerror(-rr));
 	struct wl_config wc = {f.bundle_root, f.work_dir, f.runsc, f.runsc_args, f.nrunsc_args,
-			       f.store, f.no_follow, f.key_file ? key : NULL, key_len, reaper};
+			       f.store, f.no_follow, f.key_file ? key : NULL, key_len, reaper,
+			       (const char *const *)environ};
 	struct server s;
 	memset(&s, 0, sizeof(s));
 	s.wl = wl_new(&wc);
@@ -635,7 +637,7 @@ int main(int argc, char **argv)
 	st.s = &s;
 	pthread_create(&sigthr, NULL, signal_main, &st);
 	fprintf(stderr, "ateom: serving on %s (port %d), snapstream %s, bundles in %s\n", f.listen,
-		port, SNAPSTREAM_VERSION, f.bundle_root);
+		port, ss_version(), f.bundle_root);
 
 	serve(&s);
 

@@ -41,6 +41,7 @@ struct wl {
 	struct reaper *reaper;  /* main's, or NULL */
 	uint8_t key[4096];      /* a keyed store's key; key_len 0: none */
 	size_t key_len;
+	const char *const *env;  /* the engine's environment block (wl_config.env) */
 	char **runsc_args;
 	size_t nrunsc_args;
 	bool follow;
@@ -255,6 +256,7 @@ struct wl *wl_new(const struct wl_config *cfg)
 	w->runsc = xstrdup(cfg->runsc ? cfg->runsc : "runsc");
 	w->store = xstrdup(cfg->store);
 	w->reaper = cfg->reaper;
+	w->env = cfg->env;
 	if (cfg->key && cfg->key_len <= sizeof(w->key)) {
 		memcpy(w->key, cfg->key, cfg->key_len);
 		w->key_len = cfg->key_len;
@@ -672,6 +674,9 @@ static void upload_start(struct upload *u, const struct wl *w, const struct ss_p
 {
 	memset(u, 0, sizeof(*u));
 	u->opts = *opts;
+	u->cfg.size = sizeof(u->cfg);
+	u->cfg.env = w->env;
+	u->st.size = sizeof(u->st);
 	if (w->key_len) {
 		u->cfg.key = w->key;
 		u->cfg.key_len = w->key_len;
@@ -800,6 +805,7 @@ void wl_checkpoint(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	const char *parents[] = {w->restored_from};
 	snprintf(img, sizeof(img), "%s/checkpoint", w->dir);
 	struct ss_push_opts po = {
+		.size = sizeof(po),
 		.source = img,
 		.snapshot = q->snapshot_uri,
 		.store = w->store,
@@ -925,10 +931,12 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 
 	/* The pulled image is scratch: if the machine dies the sandbox dies
 	 * with it, so fsync would only slow the restore down. */
-	struct ss_config cfg = {.no_fsync = true, .key = w->key_len ? w->key : NULL,
+	struct ss_config cfg = {.size = sizeof(cfg), .env = w->env, .no_fsync = true,
+				.key = w->key_len ? w->key : NULL,
 				.key_len = w->key_len};
-	struct ss_pull_opts po = {.snapshot = q->snapshot_uri, .dest = img, .store = w->store};
-	struct ss_stats st;
+	struct ss_pull_opts po = {.size = sizeof(po), .snapshot = q->snapshot_uri, .dest = img,
+				  .store = w->store};
+	struct ss_stats st = SS_STATS_INIT;
 	char err[512];
 	r = ss_pull(&po, &cfg, &st, err, sizeof(err));
 	phase(res, "pull", &t0);

@@ -45,6 +45,9 @@ struct wl_config {
 	const uint8_t *key;             /* a keyed store's key (copied), or NULL */
 	size_t key_len;
 	struct reaper *reaper;          /* main's; NULL when not the subreaper */
+	/* The environment the engine configures object stores from
+	 * (ss_config.env); borrowed for the workload's life. */
+	const char *const *env;
 };
 
 /* One request, decoded; strings are borrowed for the duration of the call.

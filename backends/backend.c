@@ -97,6 +97,15 @@ int ss_location_parse(const char *uri, const char **scheme, char **path, struct 
 	return 0;
 }
 
+const char *ss_env_get(const char *const *env, const char *name)
+{
+	size_t n = strlen(name);
+	for (; env && *env; env++)
+		if (strncmp(*env, name, n) == 0 && (*env)[n] == '=')
+			return (*env)[n + 1] ? *env + n + 1 : NULL;
+	return NULL;
+}
+
 bool ss_uri_is_object_store(const char *uri)
 {
 	return uri && (strncmp(uri, "s3://", 5) == 0 || strncmp(uri, "gs://", 5) == 0);
@@ -162,6 +171,7 @@ int ss_backend_open(const char *uri, struct ss_loop *l, const struct ss_backend_
 		b->opts = *o;
 	r = ops->open(b, path, err);
 	free(path);
+	b->opts.env = NULL;   /* borrowed for the open only */
 	if (r) {
 		free(b);
 		return r;

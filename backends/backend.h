@@ -73,8 +73,14 @@ struct ss_backend_opts {
 	bool no_fsync;             /* local: skip fsync (tests, tmpfs) */
 	bool read_only;            /* local: a missing root is -ENOENT, not created */
 	struct ss_memstore *mem;   /* the store that mem:// URIs name */
-	/* Object stores (s3://, gs://). Zero fields take the environment's
-	 * value (SNAPSTREAM_RETRY_MAX, SNAPSTREAM_RETRY_SECONDS,
+	/* Object stores (s3://, gs://): credentials, endpoints and tuning
+	 * come from this environment block ("NAME=value" strings ending with
+	 * NULL; NULL: no variable set), never from the process environment
+	 * (snapstream.h, ss_config.env, lists the names). Borrowed until
+	 * the open returns. */
+	const char *const *env;
+	/* Zero fields take the environment block's value
+	 * (SNAPSTREAM_RETRY_MAX, SNAPSTREAM_RETRY_SECONDS,
 	 * SNAPSTREAM_STALL_SECONDS, SNAPSTREAM_PART_SIZE,
 	 * SNAPSTREAM_MULTIPART_THRESHOLD, SNAPSTREAM_LIST_PAGE), else the
 	 * default in parentheses. */
@@ -99,6 +105,12 @@ int ss_location_parse(const char *uri, const char **scheme, char **path, struct 
  * -EINVAL for a malformed bucket or key, or -EPROTONOSUPPORT for a URI
  * that is not an object store's (a path, file://, mem://). */
 int ss_objuri_split(const char *uri, char **bucket_uri, char **key, struct ss_err *err);
+
+/* The value of variable name in an environment block (see
+ * ss_backend_opts.env), or NULL when env is NULL, the variable is not in
+ * it, or its value is empty. The first entry of that name wins, as with
+ * getenv. */
+const char *ss_env_get(const char *const *env, const char *name);
 
 /* True when uri names an object store (s3://, gs://). */
 bool ss_uri_is_object_store(const char *uri);

@@ -406,21 +406,21 @@ static int load_key(struct gauth *g, const char *path, struct ss_err *err)
 	return r;
 }
 
-int gauth_new(struct ss_http *h, struct gauth **out, struct ss_err *err)
+int gauth_new(struct ss_http *h, const char *const *env, struct gauth **out, struct ss_err *err)
 {
 	struct gauth *g = calloc(1, sizeof(*g));
 	if (!g)
 		return ss_err_set(err, -ENOMEM, "out of memory");
 	g->http = h;
 	int r = 0;
-	const char *keyfile = getenv("GOOGLE_APPLICATION_CREDENTIALS");
-	if (keyfile && *keyfile) {
+	const char *keyfile = ss_env_get(env, "GOOGLE_APPLICATION_CREDENTIALS");
+	if (keyfile) {
 		g->src = G_SERVICE_ACCOUNT;
 		r = load_key(g, keyfile, err);
 	} else {
 		g->src = G_METADATA;
-		const char *host = getenv("GCE_METADATA_HOST");
-		if (!host || !*host)
+		const char *host = ss_env_get(env, "GCE_METADATA_HOST");
+		if (!host)
 			host = DEFAULT_METADATA_HOST;
 		if (!printable(host, 256)) {
 			r = ss_err_set(err, -EINVAL, "GCE_METADATA_HOST is not a host name");

@@ -23,9 +23,11 @@
 
 struct gauth;
 
-/* Read the environment (and the key file, a small blocking read at open)
- * and set up. Returns 0 or -errno with err set. */
-int gauth_new(struct ss_http *h, struct gauth **out, struct ss_err *err);
+/* Set up from the caller's environment block env (GOOGLE_APPLICATION_
+ * CREDENTIALS, GCE_METADATA_HOST; NULL: none set) and the key file it
+ * names (a small blocking read at open). Returns 0 or -errno with err set. */
+int gauth_new(struct ss_http *h, const char *const *env, struct gauth **out,
+	      struct ss_err *err);
 void gauth_free(struct gauth *g);
 
 /* "service account <email>" or "metadata server", for messages. */

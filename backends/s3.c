@@ -1055,18 +1055,19 @@ static int s3_submit(struct ss_backend *b, struct ss_req *r)
 
 /* --- configuration ---------------------------------------------------- */
 
-static const char *env(const char *name)
+/* A variable of the caller's environment block (never the process's:
+ * backend.h, ss_backend_opts.env). */
+static const char *env(const struct s3 *s, const char *name)
 {
-	const char *v = getenv(name);
-	return v && *v ? v : NULL;
+	return ss_env_get(s->b->opts.env, name);
 }
 
 /* A size or count from the environment: digits with an optional K, M or
  * G (binary). 0 when unset. */
-static int env_u64(const char *name, uint64_t min, uint64_t max, uint64_t *out,
-		   struct ss_err *err)
+static int env_u64(const struct s3 *s, const char *name, uint64_t min, uint64_t max,
+		   uint64_t *out, struct ss_err *err)
 {
-	const char *v = env(name);
+	const char *v = env(s, name);
 	*out = 0;
 	if (!v)
 		return 0;
@@ -1090,11 +1091,11 @@ static int env_u64(const char *name, uint64_t min, uint64_t max, uint64_t *out,
 	return 0;
 }
 
-static int pick_u(unsigned opt, const char *name, unsigned min, unsigned max, unsigned dflt,
-		  unsigned *out, struct ss_err *err)
+static int pick_u(const struct s3 *s, unsigned opt, const char *name, unsigned min,
+		  unsigned max, unsigned dflt, unsigned *out, struct ss_err *err)
 {
 	uint64_t v;
-	int r = env_u64(name, min, max, &v, err);
+	int r = env_u64(s, name, min, max, &v, err);
 	if (r)
 		return r;
 	*out = opt ? opt : v ? (unsigned)v : dflt;
@@ -1159,31 +1160,31 @@ static char *ini_get(const char *path, const char *section, const char *key)
 	return out;
 }
 
-static char *aws_file(const char *envname, const char *leaf)
+static char *aws_file(const struct s3 *s, const char *envname, const char *leaf)
 {
-	const char *p = env(envname);
+	const char *p = env(s, envname);
 	if (p)
 		return strdup(p);
-	const char *home = env("HOME");
+	const char *home = env(s, "HOME");
 	return home ? xasprintf("%s/.aws/%s", home, leaf) : NULL;
 }
 
 static int aws_setup(struct s3 *s, char *region, size_t regcap, struct ss_err *err)
 {
-	const char *profile = env("AWS_PROFILE");
+	const char *profile = env(s, "AWS_PROFILE");
 	if (!profile)
-		profile = env("AWS_DEFAULT_PROFILE");
+		profile = env(s, "AWS_DEFAULT_PROFILE");
 	if (!profile)
 		profile = "default";
-	const char *ak = env("AWS_ACCESS_KEY_ID"), *sk = env("AWS_SECRET_ACCESS_KEY");
+	const char *ak = env(s, "AWS_ACCESS_KEY_ID"), *sk = env(s, "AWS_SECRET_ACCESS_KEY");
 	if (ak && sk) {
 		s->access_key = strdup(ak);
 		s->secret_key = strdup(sk);
-		const char *st = env("AWS_SESSION_TOKEN");
+		const char *st = env(s, "AWS_SESSION_TOKEN");
 		if (st)
 			s->session_token = strdup(st);
 	} else {
-		char *path = aws_file("AWS_SHARED_CREDENTIALS_FILE", "credentials");
+		char *path = aws_file(s, "AWS_SHARED_CREDENTIALS_FILE", "credentials");
 		if (path) {
 			s->access_key = ini_get(path, profile, "aws_access_key_id");
 			s->secret_key = ini_get(path, profile, "aws_secret_access_key");
@@ -1197,12 +1198,12 @@ static int aws_setup(struct s3 *s, char *region, size_t regcap, struct ss_err *e
 					  "~/.aws/credentials",
 					  profile);
 	}
-	const char *reg = env("AWS_REGION");
+	const char *reg = env(s, "AWS_REGION");
 	if (!reg)
-		reg = env("AWS_DEFAULT_REGION");
+		reg = env(s, "AWS_DEFAULT_REGION");
 	char *from_file = NULL;
 	if (!reg) {
-		char *path = aws_file("AWS_CONFIG_FILE", "config");
+		char *path = aws_file(s, "AWS_CONFIG_FILE", "config");
 		char sect[300];
 		snprintf(sect, sizeof(sect), strcmp(profile, "default") == 0 ? "%s" : "profile %s",
 			 profile);
@@ -1215,7 +1216,7 @@ static int aws_setup(struct s3 *s, char *region, size_t regcap, struct ss_err *e
 	for (const char *c = region; *c; c++)
 		if (!isalnum((unsigned char)*c) && *c != '-')
 			return ss_err_set(err, -EINVAL, "AWS region '%s' is not a region name", region);
-	if (!s->access_key || !s->secret_key || (env("AWS_SESSION_TOKEN") && !s->session_token))
+	if (!s->access_key || !s->secret_key || (env(s, "AWS_SESSION_TOKEN") && !s->session_token))
 		return ss_err_set(err, -ENOMEM, "out of memory");
 	if (strchr(s->access_key, ':'))
 		return ss_err_set(err, -EINVAL, "AWS access key id has a ':'");
@@ -1306,17 +1307,17 @@ static int objstore_open(struct ss_backend *b, const char *location, bool gcs,
 	struct ss_http_opts ho = {0};
 	unsigned inflight = o->max_inflight ? o->max_inflight : 32;
 	uint64_t v;
-	if ((r = pick_u(o->retry_max, "SNAPSTREAM_RETRY_MAX", 1, 100, 8, &ho.retry_max, err)) ||
-	    (r = pick_u(o->retry_seconds, "SNAPSTREAM_RETRY_SECONDS", 1, 86400, 300,
+	if ((r = pick_u(s, o->retry_max, "SNAPSTREAM_RETRY_MAX", 1, 100, 8, &ho.retry_max, err)) ||
+	    (r = pick_u(s, o->retry_seconds, "SNAPSTREAM_RETRY_SECONDS", 1, 86400, 300,
 			&ho.retry_seconds, err)) ||
-	    (r = pick_u(o->stall_seconds, "SNAPSTREAM_STALL_SECONDS", 1, 3600, 30,
+	    (r = pick_u(s, o->stall_seconds, "SNAPSTREAM_STALL_SECONDS", 1, 3600, 30,
 			&ho.stall_seconds, err)) ||
-	    (r = pick_u(o->list_page, "SNAPSTREAM_LIST_PAGE", 1, 1000, 1000, &s->list_page, err)))
+	    (r = pick_u(s, o->list_page, "SNAPSTREAM_LIST_PAGE", 1, 1000, 1000, &s->list_page, err)))
 		goto fail;
-	if ((r = env_u64("SNAPSTREAM_PART_SIZE", MIN_PART, MAX_PART, &v, err)))
+	if ((r = env_u64(s, "SNAPSTREAM_PART_SIZE", MIN_PART, MAX_PART, &v, err)))
 		goto fail;
 	s->part_size = o->part_size ? o->part_size : v ? v : 16ull << 20;
-	if ((r = env_u64("SNAPSTREAM_MULTIPART_THRESHOLD", 1, UINT64_MAX >> 1, &v, err)))
+	if ((r = env_u64(s, "SNAPSTREAM_MULTIPART_THRESHOLD", 1, UINT64_MAX >> 1, &v, err)))
 		goto fail;
 	s->mp_threshold = o->multipart_threshold ? o->multipart_threshold : v ? v : 64ull << 20;
 	if (s->part_size < MIN_PART || s->part_size > MAX_PART) {
@@ -1326,9 +1327,9 @@ static int objstore_open(struct ss_backend *b, const char *location, bool gcs,
 	ho.max_xfers = inflight;
 	ho.log = o->log;
 	ho.log_arg = o->log_arg;
-	const char *ca = env("SNAPSTREAM_CA_BUNDLE");
+	const char *ca = env(s, "SNAPSTREAM_CA_BUNDLE");
 	if (!ca && !gcs)
-		ca = env("AWS_CA_BUNDLE");
+		ca = env(s, "AWS_CA_BUNDLE");
 	if (ca && !(s->ca_bundle = strdup(ca))) {
 		r = ss_err_set(err, -ENOMEM, "out of memory");
 		goto fail;
@@ -1341,7 +1342,7 @@ static int objstore_open(struct ss_backend *b, const char *location, bool gcs,
 		goto fail;
 
 	if (gcs) {
-		const char *ep = env("SNAPSTREAM_GCS_ENDPOINT");
+		const char *ep = env(s, "SNAPSTREAM_GCS_ENDPOINT");
 		if (!ep)
 			ep = "https://storage.googleapis.com";
 		if (endpoint_ok(ep)) {
@@ -1350,8 +1351,8 @@ static int objstore_open(struct ss_backend *b, const char *location, bool gcs,
 		}
 		if ((r = s3_setup_urls(s, ep, true, err)))
 			goto fail;
-		const char *hid = env("SNAPSTREAM_GCS_HMAC_ACCESS_ID");
-		const char *hsec = env("SNAPSTREAM_GCS_HMAC_SECRET");
+		const char *hid = env(s, "SNAPSTREAM_GCS_HMAC_ACCESS_ID");
+		const char *hsec = env(s, "SNAPSTREAM_GCS_HMAC_SECRET");
 		if (hid && hsec) {
 			/* GCS takes S3's SigV4 with HMAC keys, region "auto". */
 			s->access_key = strdup(hid);
@@ -1361,7 +1362,7 @@ static int objstore_open(struct ss_backend *b, const char *location, bool gcs,
 				r = ss_err_set(err, -ENOMEM, "out of memory");
 				goto fail;
 			}
-		} else if ((r = gauth_new(s->http, &s->ga, err))) {
+		} else if ((r = gauth_new(s->http, o->env, &s->ga, err))) {
 			goto fail;
 		}
 	} else {
@@ -1369,14 +1370,14 @@ static int objstore_open(struct ss_backend *b, const char *location, bool gcs,
 		if ((r = aws_setup(s, region, sizeof(region), err)))
 			goto fail;
 		snprintf(s->sigv4, sizeof(s->sigv4), "aws:amz:%s:s3", region);
-		const char *ep = env("AWS_ENDPOINT_URL_S3");
+		const char *ep = env(s, "AWS_ENDPOINT_URL_S3");
 		if (!ep)
-			ep = env("AWS_ENDPOINT_URL");
+			ep = env(s, "AWS_ENDPOINT_URL");
 		if (ep && endpoint_ok(ep)) {
 			r = ss_err_set(err, -EINVAL, "AWS_ENDPOINT_URL is not an http(s) URL");
 			goto fail;
 		}
-		const char *style = env("SNAPSTREAM_S3_ADDRESSING");
+		const char *style = env(s, "SNAPSTREAM_S3_ADDRESSING");
 		bool path_style;
 		if (!style || strcmp(style, "auto") == 0) {
 			/* Custom endpoints (MinIO, s3rver) want paths; dotted

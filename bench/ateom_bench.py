@@ -95,7 +95,7 @@ def reaping_run(argv):
             return
 
 
-PROTO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "proto")
+PROTO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ateom")
 
 
 def roundtrip(ateom, wd, mb, runs, record, snapstream=None):

@@ -49,8 +49,10 @@ int cmd_ls(struct cli *c)
 {
 	const char *prefix = c->nargs ? c->args[0] : ".";
 	c->subject = prefix;
-	struct ss_ls_opts o = {.prefix = prefix, .store = cli_store(c)};
-	struct ss_snapshot_info *v = NULL;
+	struct ss_ls_opts o = SS_LS_OPTS_INIT;
+	o.prefix = prefix;
+	o.store = cli_store(c);
+	struct ss_snapshot_info **v = NULL;
 	size_t n = 0;
 	char err[1024];
 	int r = ss_ls(&o, &c->cfg, &v, &n, err, sizeof(err));
@@ -61,8 +63,8 @@ int cmd_ls(struct cli *c)
 	/* Unreadable snapshots are listed, and then reflected in the status. */
 	int worst = 0;
 	for (size_t i = 0; i < n; i++)
-		if (v[i].error && (worst != -EBADMSG))
-			worst = v[i].error_code == -EBADMSG ? -EBADMSG : v[i].error_code;
+		if (v[i]->error && (worst != -EBADMSG))
+			worst = v[i]->error_code == -EBADMSG ? -EBADMSG : v[i]->error_code;
 	if (c->json) {
 		struct json j;
 		json_begin(&j, stdout);
@@ -73,7 +75,7 @@ int cmd_ls(struct cli *c)
 		json_arr(&j, "snapshots");
 		for (size_t i = 0; i < n; i++) {
 			json_obj(&j, NULL);
-			info_json(&j, &v[i]);
+			info_json(&j, v[i]);
 			json_end_obj(&j);
 		}
 		json_end_arr(&j);
@@ -83,16 +85,17 @@ int cmd_ls(struct cli *c)
 		printf("%-20s  %10s  %10s  %5s  %s\n", "CREATED", "LOGICAL", "STORED", "FILES",
 		       "SNAPSHOT");
 		for (size_t i = 0; i < n; i++) {
-			if (v[i].error) {
-				printf("%-20s  %10s  %10s  %5s  %s\n", "?", "?", "?", "?", v[i].uri);
-				fprintf(stderr, "%s ls: %s\n", c->prog, v[i].error);
+			const struct ss_snapshot_info *e = v[i];
+			if (e->error) {
+				printf("%-20s  %10s  %10s  %5s  %s\n", "?", "?", "?", "?", e->uri);
+				fprintf(stderr, "%s ls: %s\n", c->prog, e->error);
 				continue;
 			}
 			char t[40], l[32], s[32];
-			cli_time(v[i].created_unix_ns, t, sizeof(t));
-			cli_human((double)v[i].logical_bytes, l, sizeof(l));
-			cli_human((double)v[i].stored_bytes, s, sizeof(s));
-			printf("%-20s  %10s  %10s  %5" PRIu64 "  %s\n", t, l, s, v[i].files, v[i].uri);
+			cli_time(e->created_unix_ns, t, sizeof(t));
+			cli_human((double)e->logical_bytes, l, sizeof(l));
+			cli_human((double)e->stored_bytes, s, sizeof(s));
+			printf("%-20s  %10s  %10s  %5" PRIu64 "  %s\n", t, l, s, e->files, e->uri);
 		}
 	}
 	ss_ls_free(v, n);
@@ -179,10 +182,10 @@ int cmd_info(struct cli *c)
 		json_end_arr(&j);
 		json_arr(&j, "file_list");
 		for (size_t i = 0; i < in->nfiles_v; i++) {
-			const struct ss_file_info *f = &in->files_v[i];
+			const struct ss_file_info *f = in->files_v[i];
 			json_obj(&j, NULL);
 			json_str(&j, "name", f->name);
-			json_u64(&j, "size", f->size);
+			json_u64(&j, "size", f->bytes);
 			json_u64(&j, "mode", f->mode);
 			json_i64(&j, "mtime_ns", f->mtime_ns);
 			json_str(&j, "xxh128", f->digest);
@@ -241,10 +244,10 @@ int cmd_info(struct cli *c)
 		printf("parent      %s\n", in->parents[i]);
 	printf("\n%-10s  %10s  %10s  %-32s  %s\n", "MODE", "SIZE", "ZERO", "XXH128", "NAME");
 	for (size_t i = 0; i < in->nfiles_v; i++) {
-		const struct ss_file_info *f = &in->files_v[i];
+		const struct ss_file_info *f = in->files_v[i];
 		char m[10];
 		mode_str(f->mode, m);
-		cli_human((double)f->size, b, sizeof(b));
+		cli_human((double)f->bytes, b, sizeof(b));
 		cli_human((double)f->zero_bytes, b2, sizeof(b2));
 		printf("%-10s  %10s  %10s  %s  %s\n", m, b, b2, f->digest, f->name);
 	}
@@ -258,8 +261,9 @@ int cmd_verify(struct cli *c)
 {
 	const char *snap = c->args[0];
 	c->subject = snap;
-	struct ss_verify_opts o = {.snapshot = snap, .store = cli_store(c), .quick = c->quick};
-	struct ss_stats st;
+	struct ss_verify_opts o = {.size = sizeof(o), .snapshot = snap, .store = cli_store(c),
+				   .quick = c->quick};
+	struct ss_stats st = SS_STATS_INIT;
 	char err[1024];
 	int r = ss_verify(&o, &c->cfg, &st, err, sizeof(err));
 	cli_progress_clear(c);
@@ -304,7 +308,7 @@ int cmd_rm(struct cli *c)
 {
 	const char *snap = c->args[0];
 	c->subject = snap;
-	struct ss_rm_opts o = {.snapshot = snap, .store = cli_store(c)};
+	struct ss_rm_opts o = {.size = sizeof(o), .snapshot = snap, .store = cli_store(c)};
 	char err[1024];
 	int r = ss_rm(&o, &c->cfg, err, sizeof(err));
 	if (r) {
@@ -333,7 +337,7 @@ int cmd_init(struct cli *c)
 		store = cli_store(c);
 	}
 	c->subject = store;
-	struct ss_init_opts o = {.store = store};
+	struct ss_init_opts o = {.size = sizeof(o), .store = store};
 	char err[1024];
 	int r = ss_init(&o, &c->cfg, err, sizeof(err));
 	if (r) {
@@ -362,9 +366,9 @@ int cmd_gc(struct cli *c)
 		store = cli_store(c);
 	}
 	c->subject = store;
-	struct ss_gc_opts o = {.store = store, .grace_seconds = c->grace, .dry_run = c->dry_run,
-			       .break_lock = c->break_lock};
-	struct ss_gc_stats st;
+	struct ss_gc_opts o = {.size = sizeof(o), .store = store, .grace_seconds = c->grace,
+			       .dry_run = c->dry_run, .break_lock = c->break_lock};
+	struct ss_gc_stats st = SS_GC_STATS_INIT;
 	char err[1024];
 	int r = ss_gc(&o, &c->cfg, &st, err, sizeof(err));
 	cli_progress_clear(c);

@@ -212,9 +212,10 @@ static int check_run(struct cli *c, const struct check_flags *fl)
 	if (c->bar.on)
 		c->cfg.progress = check_progress;
 	struct found fs = {0};
-	struct ss_check_opts o = {.store = store, .repair = fl->repair, .deep = fl->deep,
-				  .break_lock = c->break_lock, .on_finding = on_finding, .arg = &fs};
-	struct ss_check_stats st;
+	struct ss_check_opts o = {.size = sizeof(o), .store = store, .repair = fl->repair,
+				  .deep = fl->deep, .break_lock = c->break_lock,
+				  .on_finding = on_finding, .arg = &fs};
+	struct ss_check_stats st = SS_CHECK_STATS_INIT;
 	char err[1024];
 	int r = ss_check(&o, &c->cfg, &st, err, sizeof(err));
 	cli_progress_clear(c);

@@ -65,6 +65,7 @@ int cmd_push(struct cli *c)
 	const char *src = c->args[0], *snap = c->args[1];
 	c->subject = snap;
 	struct ss_push_opts o = {
+		.size = sizeof(o),
 		.source = src,
 		.snapshot = snap,
 		.store = cli_store(c),
@@ -74,7 +75,7 @@ int cmd_push(struct cli *c)
 		.nlabels = c->nlabels,
 		.force = c->force,
 	};
-	struct ss_stats st;
+	struct ss_stats st = SS_STATS_INIT;
 	char err[1024];
 	int r;
 	if (!strcmp(src, "-")) {
@@ -120,9 +121,9 @@ static int to_stdout(struct cli *c, const char *snap, const char *file)
 	int r = refuse_tty_stdout(c);
 	if (r >= 0)
 		return r;
-	struct ss_cat_opts o = {.snapshot = snap, .store = cli_store(c), .file = file,
-				.fd = STDOUT_FILENO};
-	struct ss_stats st;
+	struct ss_cat_opts o = {.size = sizeof(o), .snapshot = snap, .store = cli_store(c),
+				.file = file, .fd = STDOUT_FILENO};
+	struct ss_stats st = SS_STATS_INIT;
 	char err[1024];
 	r = ss_cat(&o, &c->cfg, &st, err, sizeof(err));
 	if (r) {
@@ -143,12 +144,13 @@ int cmd_pull(struct cli *c)
 		return to_stdout(c, snap, NULL);
 	}
 	struct ss_pull_opts o = {
+		.size = sizeof(o),
 		.snapshot = snap,
 		.dest = dest,
 		.store = cli_store(c),
 		.force = c->force,
 	};
-	struct ss_stats st;
+	struct ss_stats st = SS_STATS_INIT;
 	char err[1024];
 	int r = ss_pull(&o, &c->cfg, &st, err, sizeof(err));
 	if (r) {

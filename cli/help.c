@@ -469,7 +469,7 @@ void cli_man(FILE *f)
 		".TH SNAPSTREAM 1 \"\" \"snapstream %s\" \"User Commands\"\n"
 		".SH NAME\nsnapstream \\- stream sandbox checkpoint images to and from a store\n"
 		".SH SYNOPSIS\n",
-		SNAPSTREAM_VERSION);
+		ss_version());
 	for (size_t i = 0; i < cli_ncommands; i++) {
 		fprintf(f, ".B snapstream %s\n", cli_commands[i].name);
 		if (*cli_commands[i].args) {

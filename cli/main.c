@@ -4,6 +4,7 @@
  * Exit codes: 0 success, 1 failure, 2 usage error, 3 not found,
  * 4 integrity error (corrupted or tampered data). */
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -26,14 +27,17 @@ static int help(struct cli *c, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-	struct cli c = {.prog = "snapstream"};
+	/* The library reads no environment: the CLI hands it its own, which
+	 * configures the object stores (snapstream.h, ss_config.env). */
+	struct cli c = {.prog = "snapstream", .cfg = SS_CONFIG_INIT};
+	c.cfg.env = (const char *const *)environ;
 	if (argc < 2)
 		return cli_usage_error(&c, "missing command");
 	const char *name = argv[1];
 	if (!strcmp(name, "--help") || !strcmp(name, "-h") || !strcmp(name, "help"))
 		return help(&c, argc, argv);
 	if (!strcmp(name, "--version") || !strcmp(name, "version")) {
-		printf("snapstream %s\n", SNAPSTREAM_VERSION);
+		printf("snapstream %s\n", ss_version());
 		return EXIT_OK;
 	}
 	c.cmd = cli_find(name);

@@ -12,7 +12,7 @@
  * ss_ls, ss_rm and ss_gc for inspecting and cleaning up a store.
  *
  * Locations are URIs: a local path or file:///abs/path, s3://bucket/key,
- * gs://bucket/key (and mem:// for tests). A snapshot lives at its URI as
+ * gs://bucket/key. A snapshot lives at its URI as
  * <uri>/manifest; packs live in a store, by default <parent of the
  * snapshot>/.snapstream (for buckets: <bucket>/.snapstream).
  *
@@ -24,6 +24,46 @@
  * data), -EPROTONOSUPPORT (a newer format), -EINVAL (bad arguments),
  * -ENOKEY / -EKEYREJECTED (a keyed store or snapshot, and no key or
  * another key than its own: see ss_config.key).
+ *
+ * The library reads no environment variable: credentials, endpoints and
+ * object-store tuning come from the environment block the caller passes in
+ * ss_config.env (the CLI passes its environ).
+ *
+ * Growing without breaking programs (the ABI rule)
+ * -------------------------------------------------
+ * libsnapstream.so keeps its ABI within a SONAME (libsnapstream.so.1):
+ * a program built against this header runs with any later library of the
+ * same SONAME. To let structs gain fields:
+ *
+ *  - Every struct the caller allocates and passes in (ss_config, the
+ *    ss_*_opts, ss_stats, ss_gc_stats, ss_check_stats) begins with
+ *    `size_t size`, which the caller sets to sizeof the struct as its
+ *    header declares it, with the matching initializer:
+ *
+ *        struct ss_config cfg = SS_CONFIG_INIT;
+ *        struct ss_push_opts o = SS_PUSH_OPTS_INIT;
+ *        o.source = "img";  ...
+ *
+ *    The library copies what `size` covers into a zeroed struct of its own
+ *    size, so fields the caller's header did not have read as zero (their
+ *    default). A size below the struct's first version is refused with
+ *    -EINVAL; a larger size than the library knows is accepted when the
+ *    bytes it does not know are zero, else refused with -E2BIG (the
+ *    caller asks for something this library cannot do). Output structs
+ *    (the stats) are written only up to `size`, and what lies between
+ *    the library's size and the caller's is zeroed.
+ *  - Structs the library allocates or fills (ss_progress,
+ *    ss_check_finding, ss_snapshot_info, ss_file_info) also begin with
+ *    `size_t size`, set by the library: a field is there when
+ *    SS_HAS(tag, ptr, field), e.g. SS_HAS(ss_progress, p, items_total).
+ *    They are handed out one at a time or as
+ *    arrays of pointers, never as arrays of structs, so their size may
+ *    grow. ss_label_kv (two strings) is fixed and never grows.
+ *  - New fields are added only at the end; no field is removed, reordered
+ *    or retyped; new behaviour is off when its field is zero. Anything
+ *    else changes the SONAME.
+ *
+ * ss_version() says which library is loaded.
  */
 #ifndef SNAPSTREAM_H
 #define SNAPSTREAM_H
@@ -33,15 +73,49 @@
 #include <stdint.h>
 
 #ifdef __cplusplus
+/* C++ has designated initializers only from C++20: a value-initialized
+ * struct (all zero) with its size set. */
+template <typename T> static inline T ss_sized_(void)
+{
+	T t = T();
+	t.size = sizeof(T);
+	return t;
+}
 extern "C" {
 #endif
 
-#define SNAPSTREAM_VERSION "0.1.0"
+/* Initializers for the size-tagged structs (see the ABI rule above). */
+#ifdef __cplusplus
+#define SS_INIT(tag) ss_sized_<struct tag>()
+#else
+#define SS_INIT(tag) { .size = sizeof(struct tag) }
+#endif
+#define SS_CONFIG_INIT SS_INIT(ss_config)
+#define SS_PUSH_OPTS_INIT SS_INIT(ss_push_opts)
+#define SS_PULL_OPTS_INIT SS_INIT(ss_pull_opts)
+#define SS_CAT_OPTS_INIT SS_INIT(ss_cat_opts)
+#define SS_VERIFY_OPTS_INIT SS_INIT(ss_verify_opts)
+#define SS_LS_OPTS_INIT SS_INIT(ss_ls_opts)
+#define SS_RM_OPTS_INIT SS_INIT(ss_rm_opts)
+#define SS_GC_OPTS_INIT SS_INIT(ss_gc_opts)
+#define SS_INIT_OPTS_INIT SS_INIT(ss_init_opts)
+#define SS_CHECK_OPTS_INIT SS_INIT(ss_check_opts)
+#define SS_STATS_INIT SS_INIT(ss_stats)
+#define SS_GC_STATS_INIT SS_INIT(ss_gc_stats)
+#define SS_CHECK_STATS_INIT SS_INIT(ss_check_stats)
 
-struct ss_memstore;
+/* True when the struct *ptr, which the library filled, has `field` (a
+ * library older than the caller's header may not have it). */
+#define SS_HAS(tag, ptr, field) \
+	((ptr)->size >= offsetof(struct tag, field) + sizeof(((struct tag *)0)->field))
+
+/* The library's version ("1.2.3"), as meson's project version. Static
+ * string; any thread. */
+const char *ss_version(void);
 
 /* Progress, reported on the calling thread about ten times a second. */
 struct ss_progress {
+	size_t size;                /* set by the library */
 	const char *phase;          /* "index", "push", "commit", "pull", "verify" */
 	uint64_t bytes_done;        /* logical bytes read (push) or written (pull) */
 	uint64_t bytes_total;
@@ -60,6 +134,7 @@ typedef void (*ss_progress_fn)(void *arg, const struct ss_progress *p);
 /* Tuning. Zero fields take the defaults, which were chosen by measurement
  * (docs/DESIGN.md). */
 struct ss_config {
+	size_t size;                /* SS_CONFIG_INIT */
 	unsigned threads;           /* worker threads; default: online CPUs */
 	uint32_t chunk_min;         /* FastCDC sizes; default 16/64/256 KiB */
 	uint32_t chunk_avg;
@@ -71,7 +146,6 @@ struct ss_config {
 	bool no_fsync;              /* skip fsync (tmpfs, tests) */
 	ss_progress_fn progress;
 	void *progress_arg;
-	struct ss_memstore *mem;    /* the store behind mem:// URIs (tests) */
 	/* The secret key of a keyed store (ss_init), 16..4096 bytes, or NULL.
 	 * In a keyed store chunk ids are XXH3-128 with a secret derived from
 	 * the key, so nobody without it can craft data that collides with
@@ -81,6 +155,23 @@ struct ss_config {
 	 * caller may wipe it once the call returns. */
 	const uint8_t *key;
 	size_t key_len;
+	/* The environment the object stores are configured from, as
+	 * "NAME=value" strings ending with NULL (the CLI passes environ). The
+	 * library never reads the process environment: NULL means none of
+	 * these variables is set. Consulted for s3:// and gs:// only:
+	 *   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
+	 *   AWS_PROFILE, AWS_DEFAULT_PROFILE, AWS_SHARED_CREDENTIALS_FILE,
+	 *   AWS_CONFIG_FILE, HOME (for ~/.aws), AWS_REGION, AWS_DEFAULT_REGION,
+	 *   AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS_CA_BUNDLE;
+	 *   GOOGLE_APPLICATION_CREDENTIALS, GCE_METADATA_HOST;
+	 *   SNAPSTREAM_CA_BUNDLE, SNAPSTREAM_S3_ADDRESSING,
+	 *   SNAPSTREAM_GCS_ENDPOINT, SNAPSTREAM_GCS_HMAC_ACCESS_ID,
+	 *   SNAPSTREAM_GCS_HMAC_SECRET, SNAPSTREAM_RETRY_MAX,
+	 *   SNAPSTREAM_RETRY_SECONDS, SNAPSTREAM_STALL_SECONDS,
+	 *   SNAPSTREAM_PART_SIZE, SNAPSTREAM_MULTIPART_THRESHOLD,
+	 *   SNAPSTREAM_LIST_PAGE (README.md, "Object stores", says what each
+	 *   does). Read during the call only; not copied. */
+	const char *const *env;
 };
 
 struct ss_label_kv {
@@ -89,6 +180,7 @@ struct ss_label_kv {
 };
 
 struct ss_push_opts {
+	size_t size;                /* SS_PUSH_OPTS_INIT */
 	const char *source;         /* a regular file or a directory */
 	const char *snapshot;       /* snapshot URI; must not exist unless force */
 	const char *store;          /* store URI, or NULL for the default */
@@ -110,6 +202,7 @@ struct ss_push_opts {
 };
 
 struct ss_pull_opts {
+	size_t size;                /* SS_PULL_OPTS_INIT */
 	const char *snapshot;
 	const char *dest;           /* file (one-file snapshot) or directory */
 	const char *store;          /* NULL: as recorded in the manifest, else default */
@@ -117,6 +210,7 @@ struct ss_pull_opts {
 };
 
 struct ss_stats {
+	size_t size;                /* SS_STATS_INIT */
 	uint64_t files;
 	uint64_t logical_bytes;     /* sum of file sizes */
 	uint64_t zero_bytes;        /* in zero-page runs: never stored or moved */
@@ -156,6 +250,7 @@ int ss_push_fd(const struct ss_push_opts *opts, int fd, const char *name,
 	       const struct ss_config *cfg, struct ss_stats *st, char *err, size_t errlen);
 
 struct ss_cat_opts {
+	size_t size;                /* SS_CAT_OPTS_INIT */
 	const char *snapshot;
 	const char *store;          /* NULL: as recorded in the manifest, else default */
 	const char *file;           /* name in the snapshot; NULL: its only file */
@@ -176,6 +271,7 @@ int ss_cat(const struct ss_cat_opts *opts, const struct ss_config *cfg, struct s
 /* --- inspection and maintenance ----------------------------------------- */
 
 struct ss_verify_opts {
+	size_t size;                /* SS_VERIFY_OPTS_INIT */
 	const char *snapshot;
 	const char *store;          /* NULL: as recorded in the manifest, else default */
 	bool quick;                 /* only check that every referenced pack exists */
@@ -191,8 +287,9 @@ int ss_verify(const struct ss_verify_opts *opts, const struct ss_config *cfg,
 	      struct ss_stats *st, char *err, size_t errlen);
 
 struct ss_file_info {
+	size_t size;                /* set by the library */
 	char *name;
-	uint64_t size;
+	uint64_t bytes;             /* the file's size */
 	uint32_t mode;
 	int64_t mtime_ns;
 	char digest[33];            /* XXH3-128, hex; what xxh128sum prints */
@@ -204,6 +301,7 @@ struct ss_file_info {
  * that made it: dedup_bytes are chunk bytes it did not store anew (repeats
  * within the image, or chunks the store or a parent already had). */
 struct ss_snapshot_info {
+	size_t size;                /* set by the library */
 	char *uri;                  /* canonical snapshot URI */
 	char *store;                /* store recorded in the manifest */
 	char *tool_version;
@@ -230,7 +328,7 @@ struct ss_snapshot_info {
 	size_t nlabels;
 	char **parents;
 	size_t nparents;
-	struct ss_file_info *files_v;   /* ss_info only; NULL from ss_ls */
+	struct ss_file_info **files_v;  /* ss_info only; NULL from ss_ls */
 	size_t nfiles_v;
 	char *error;                /* ss_ls only: why this snapshot is unreadable */
 	int error_code;             /* its -errno */
@@ -243,6 +341,7 @@ int ss_info(const char *snapshot, const struct ss_config *cfg, struct ss_snapsho
 void ss_info_free(struct ss_snapshot_info *info);
 
 struct ss_ls_opts {
+	size_t size;                /* SS_LS_OPTS_INIT */
 	const char *prefix;         /* a directory, bucket/dir, or a name prefix */
 	const char *store;          /* whose refs/ to read; NULL: the default store
 				     * of snapshots under prefix */
@@ -251,12 +350,13 @@ struct ss_ls_opts {
 /* The snapshots under a prefix, sorted by URI: those the store's refs/
  * records name, plus (local prefixes) every <dir>/manifest below the prefix
  * directory. Entries whose manifest cannot be read carry `error`. *out is
- * an array of *n entries (ss_ls_free). Returns 0 or -errno. */
+ * an array of *n pointers to entries (ss_ls_free). Returns 0 or -errno. */
 int ss_ls(const struct ss_ls_opts *opts, const struct ss_config *cfg,
-	  struct ss_snapshot_info **out, size_t *n, char *err, size_t errlen);
-void ss_ls_free(struct ss_snapshot_info *v, size_t n);
+	  struct ss_snapshot_info ***out, size_t *n, char *err, size_t errlen);
+void ss_ls_free(struct ss_snapshot_info **v, size_t n);
 
 struct ss_rm_opts {
+	size_t size;                /* SS_RM_OPTS_INIT */
 	const char *snapshot;
 	const char *store;          /* NULL: as recorded in the manifest, else default */
 };
@@ -275,6 +375,7 @@ int ss_rm(const struct ss_rm_opts *opts, const struct ss_config *cfg, char *err,
 #define SS_GC_GRACE_DEFAULT_SECONDS (24 * 3600)
 
 struct ss_gc_opts {
+	size_t size;                /* SS_GC_OPTS_INIT */
 	const char *store;          /* the store's URI */
 	/* 0: SS_GC_GRACE_DEFAULT_SECONDS; negative: no grace at all (only
 	 * safe when nothing else uses the store). */
@@ -284,6 +385,7 @@ struct ss_gc_opts {
 };
 
 struct ss_gc_stats {
+	size_t size;                /* SS_GC_STATS_INIT */
 	uint64_t snapshots;         /* live snapshots whose packs were kept */
 	uint64_t refs_dangling;     /* refs whose manifest is gone (left alone) */
 	uint64_t tombstones;        /* records of removed snapshots still in grace */
@@ -313,6 +415,7 @@ int ss_gc(const struct ss_gc_opts *opts, const struct ss_config *cfg, struct ss_
 	  char *err, size_t errlen);
 
 struct ss_init_opts {
+	size_t size;                /* SS_INIT_OPTS_INIT */
 	const char *store;          /* the store's URI */
 };
 
@@ -361,6 +464,7 @@ enum ss_check_kind {
 };
 
 struct ss_check_finding {
+	size_t size;                /* set by the library */
 	enum ss_check_kind kind;
 	bool problem;               /* false: a note */
 	bool repairable;            /* --repair can fix it */
@@ -379,6 +483,7 @@ struct ss_check_finding {
 typedef void (*ss_check_fn)(void *arg, const struct ss_check_finding *f);
 
 struct ss_check_opts {
+	size_t size;                /* SS_CHECK_OPTS_INIT */
 	const char *store;          /* the store's URI */
 	/* Rebuild what the packs themselves describe (index objects, refs of
 	 * snapshots beside the store, damaged gc records), set damaged packs
@@ -395,6 +500,7 @@ struct ss_check_opts {
 };
 
 struct ss_check_stats {
+	size_t size;                /* SS_CHECK_STATS_INIT */
 	uint64_t packs;             /* packs in the store */
 	uint64_t pack_bytes;
 	uint64_t packs_ok;          /* own index readable (and, deep, every chunk) */

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CLI people reach for: every subcommand and every exit code against a
 # local store, with --json parsed, the environment, help and man page.
-# Usage: cli_admin.sh <snapstream> <ss-genimage> <docs/snapstream.1>
+# Usage: cli_admin.sh <snapstream> <ss-genimage> <docs/snapstream.1> <version>
 #
 # Proves:
 #  - push - (a real pipe and a redirected file) stores the same chunks as a
@@ -37,6 +37,7 @@ set -uo pipefail
 S="$(realpath "$1")"
 GEN="$(realpath "$2")"
 MAN="$(realpath "$3")"
+VERSION="$4"   # meson's project version, the one place it is written
 PY=/usr/bin/python3
 . "$(dirname "$(realpath "$0")")/strict.sh"
 work="$(mktemp -d "${TMPDIR:-/tmp}/ss-admin.XXXXXX")"
@@ -434,8 +435,13 @@ for cmd in push pull cat ls info verify rm gc init; do
 	expect_rc 0 "help $cmd" "$S" help "$cmd"
 done
 expect_rc 0 "man page" "$S" help --man
-cmp -s out "$MAN" && ok || bad "docs/snapstream.1 is stale: run scripts/manpage.sh"
+# The committed page leaves the version to meson (@VERSION@).
+sed '2s/"snapstream [^"]*"/"snapstream @VERSION@"/' out >out.man
+cmp -s out.man "$MAN" && ok || bad "docs/snapstream.1 is stale: run scripts/manpage.sh"
+grep -q "^\.TH SNAPSTREAM 1 \"\" \"snapstream $("$S" --version | cut -d' ' -f2)\"" out && ok ||
+	bad "help --man does not carry the version --version prints"
 expect_rc 0 "version" "$S" --version
+[ "$(cat out)" = "snapstream $VERSION" ] && ok || bad "--version says '$(cat out)', not meson's $VERSION"
 
 # ---------------------------------------------------------------- options
 # Every command that reads a snapshot takes --store, as restic's -r and

@@ -94,9 +94,9 @@ static void test_tombstone(void)
 static char dir[256];
 static struct ss_memstore *mem;
 
-static struct ss_config cfg(void)
+static struct ss_config_in cfg(void)
 {
-	return (struct ss_config){.threads = 2, .no_fsync = true, .mem = mem};
+	return (struct ss_config_in){.pub = {.threads = 2, .no_fsync = true}, .mem = mem};
 }
 
 struct feeder {
@@ -125,7 +125,7 @@ static void *feed(void *arg)
 
 static struct ss_manifest *load(const char *uri)
 {
-	struct ss_config in = cfg();
+	struct ss_config_in in = cfg();
 	return load_manifest(&in, uri);
 }
 
@@ -134,7 +134,7 @@ static void store_manifest(const char *uri, struct ss_manifest *m)
 	struct ss_loop *l;
 	REQUIRE(ss_loop_new(64, &l) == 0, "loop");
 	struct ss_cfg c;
-	struct ss_config in = cfg();
+	struct ss_config_in in = cfg();
 	REQUIRE(ss_cfg_resolve(&in, &c, NULL) == 0, "cfg");
 	struct ss_snaploc loc;
 	REQUIRE(ss_snaploc_parse(uri, &loc, NULL) == 0, "loc");
@@ -155,11 +155,11 @@ static void test_stream_and_tamper(void)
 	char img[300];
 	snprintf(img, sizeof(img), "%s/img", dir);
 	write_image(img, (6u << 20) + 1234);
-	struct ss_config c = cfg();
+	struct ss_config_in c = cfg();
 	char err[512];
 	struct ss_stats st;
 	struct ss_push_opts po = {.source = img, .snapshot = "mem://t/file"};
-	REQUIRE(ss_push(&po, &c, &st, err, sizeof(err)) == 0, "push: %s", err);
+	REQUIRE(ss_push_impl(&po, &c, &st, err, sizeof(err)) == 0, "push: %s", err);
 
 	int p[2];
 	REQUIRE(pipe(p) == 0, "pipe");
@@ -167,7 +167,7 @@ static void test_stream_and_tamper(void)
 	pthread_t th;
 	pthread_create(&th, NULL, feed, &f);
 	struct ss_push_opts so = {.snapshot = "mem://t/stream"};
-	int r = ss_push_fd(&so, p[0], "img", &c, &st, err, sizeof(err));
+	int r = ss_push_fd_impl(&so, p[0], "img", &c, &st, err, sizeof(err));
 	pthread_join(th, NULL);
 	close(p[0]);
 	REQUIRE(r == 0, "push_fd: %s", err);
@@ -203,7 +203,7 @@ static void test_stream_and_tamper(void)
 	}
 	close(p[0]);
 	struct ss_cat_opts co = {.snapshot = "mem://t/stream", .fd = p[1]};
-	r = ss_cat(&co, &c, &st, err, sizeof(err));
+	r = ss_cat_impl(&co, &c, &st, err, sizeof(err));
 	close(p[1]);
 	waitpid(pid, NULL, 0);
 	CHECK(r == 0, "cat: %s", err);
@@ -216,15 +216,15 @@ static void test_stream_and_tamper(void)
 	store_manifest("mem://t/stream", b);
 	ss_manifest_free(b);
 	struct ss_verify_opts vo = {.snapshot = "mem://t/stream"};
-	r = ss_verify(&vo, &c, &st, err, sizeof(err));
+	r = ss_verify_impl(&vo, &c, &st, err, sizeof(err));
 	CHECK(r == -EBADMSG, "verify of a tampered digest: %d", r);
 	CHECK(strstr(err, "digest") && strstr(err, "'img'") && strstr(err, "mem://t/stream"),
 	      "message: %s", err);
 	vo.quick = true;
-	CHECK(ss_verify(&vo, &c, &st, err, sizeof(err)) == 0, "quick verify reads no chunk");
+	CHECK(ss_verify_impl(&vo, &c, &st, err, sizeof(err)) == 0, "quick verify reads no chunk");
 	int null = open("/dev/null", O_WRONLY);
 	co.fd = null;
-	CHECK(ss_cat(&co, &c, &st, err, sizeof(err)) == -EBADMSG, "cat of a tampered digest");
+	CHECK(ss_cat_impl(&co, &c, &st, err, sizeof(err)) == -EBADMSG, "cat of a tampered digest");
 	close(null);
 	unlink(out);
 	unlink(img);
@@ -235,37 +235,37 @@ static void test_gc_hides(void)
 	char img[300];
 	snprintf(img, sizeof(img), "%s/img2", dir);
 	write_image(img, 3u << 20);
-	struct ss_config c = cfg();
+	struct ss_config_in c = cfg();
 	char err[512];
 	struct ss_stats st;
 	struct ss_push_opts po = {.source = img, .snapshot = "mem://g/a"};
-	REQUIRE(ss_push(&po, &c, &st, err, sizeof(err)) == 0, "push: %s", err);
+	REQUIRE(ss_push_impl(&po, &c, &st, err, sizeof(err)) == 0, "push: %s", err);
 	uint64_t stored = st.new_stored_bytes;
 	struct ss_rm_opts ro = {.snapshot = "mem://g/a"};
-	REQUIRE(ss_rm(&ro, &c, err, sizeof(err)) == 0, "rm: %s", err);
+	REQUIRE(ss_rm_impl(&ro, &c, err, sizeof(err)) == 0, "rm: %s", err);
 	struct ss_gc_stats gs;
 	struct ss_gc_opts go = {.store = "mem://g/.snapstream", .grace_seconds = 3600};
-	CHECK(ss_gc(&go, &c, &gs, err, sizeof(err)) == 0, "gc: %s", err);
+	CHECK(ss_gc_impl(&go, &c, &gs, err, sizeof(err)) == 0, "gc: %s", err);
 	CHECK(gs.tombstones == 1 && gs.packs_pending == 0, "the removal record protects");
 	go.grace_seconds = 0;
 	/* Past the record's grace: hide, but not delete, with a long grace. */
 	struct ss_gc_opts g1 = {.store = "mem://g/.snapstream", .grace_seconds = 1};
 	sleep(2);
-	CHECK(ss_gc(&g1, &c, &gs, err, sizeof(err)) == 0, "gc: %s", err);
+	CHECK(ss_gc_impl(&g1, &c, &gs, err, sizeof(err)) == 0, "gc: %s", err);
 	CHECK(gs.packs_pending >= 1 && gs.packs_deleted == 0, "hidden %llu deleted %llu",
 	      (unsigned long long)gs.packs_pending, (unsigned long long)gs.packs_deleted);
 	po.snapshot = "mem://g/b";
-	REQUIRE(ss_push(&po, &c, &st, err, sizeof(err)) == 0, "push: %s", err);
+	REQUIRE(ss_push_impl(&po, &c, &st, err, sizeof(err)) == 0, "push: %s", err);
 	CHECK(st.new_stored_bytes == stored, "a hidden pack was offered for dedup (%llu of %llu)",
 	      (unsigned long long)st.new_stored_bytes, (unsigned long long)stored);
 	sleep(2);
-	CHECK(ss_gc(&g1, &c, &gs, err, sizeof(err)) == 0, "gc: %s", err);
+	CHECK(ss_gc_impl(&g1, &c, &gs, err, sizeof(err)) == 0, "gc: %s", err);
 	CHECK(gs.packs_deleted >= 1 && gs.packs_pending == 0, "deleted %llu",
 	      (unsigned long long)gs.packs_deleted);
 	struct ss_verify_opts vo = {.snapshot = "mem://g/b"};
-	CHECK(ss_verify(&vo, &c, &st, err, sizeof(err)) == 0, "verify after gc: %s", err);
+	CHECK(ss_verify_impl(&vo, &c, &st, err, sizeof(err)) == 0, "verify after gc: %s", err);
 	go.grace_seconds = -1;
-	CHECK(ss_gc(&go, &c, &gs, err, sizeof(err)) == 0 && gs.packs_deleted == 0,
+	CHECK(ss_gc_impl(&go, &c, &gs, err, sizeof(err)) == 0 && gs.packs_deleted == 0,
 	      "nothing referenced goes");
 	unlink(img);
 }
@@ -289,12 +289,12 @@ static void tally_finding(void *arg, const struct ss_check_finding *f)
 
 static int run_check(const char *store, bool repair, struct tally *t, struct ss_check_stats *st)
 {
-	struct ss_config c = cfg();
+	struct ss_config_in c = cfg();
 	struct ss_check_opts o = {.store = store, .repair = repair, .deep = true,
 				  .on_finding = tally_finding, .arg = t};
 	char err[512] = "";
 	memset(t, 0, sizeof(*t));
-	int r = ss_check(&o, &c, st, err, sizeof(err));
+	int r = ss_check_impl(&o, &c, st, err, sizeof(err));
 	CHECK(r == 0 || r == -EBADMSG, "check %s: %d %s", store, r, err);
 	return r;
 }
@@ -328,10 +328,10 @@ static void test_check_hostile(void)
 	char img[300];
 	snprintf(img, sizeof(img), "%s/himg", dir);
 	write_image(img, 3u << 20);
-	struct ss_config c = cfg();
+	struct ss_config_in c = cfg();
 	struct ss_push_opts po = {.source = img, .snapshot = "mem://h/a"};
 	char err[512];
-	REQUIRE(ss_push(&po, &c, NULL, err, sizeof(err)) == 0, "push: %s", err);
+	REQUIRE(ss_push_impl(&po, &c, NULL, err, sizeof(err)) == 0, "push: %s", err);
 	const char *store = "mem://h/.snapstream";
 	struct tally t;
 	struct ss_check_stats st;
@@ -408,9 +408,9 @@ static void test_check_hostile(void)
 
 	/* The snapshot verifies, and the store takes pushes again. */
 	struct ss_verify_opts vo = {.snapshot = "mem://h/a"};
-	CHECK(ss_verify(&vo, &c, NULL, err, sizeof(err)) == 0, "verify after repair: %s", err);
+	CHECK(ss_verify_impl(&vo, &c, NULL, err, sizeof(err)) == 0, "verify after repair: %s", err);
 	po.snapshot = "mem://h/b";
-	CHECK(ss_push(&po, &c, NULL, err, sizeof(err)) == 0, "push after repair: %s", err);
+	CHECK(ss_push_impl(&po, &c, NULL, err, sizeof(err)) == 0, "push after repair: %s", err);
 	ss_backend_free(b);
 	ss_cfg_wipe(&rc);
 	ss_loop_free(l);

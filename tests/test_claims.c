@@ -402,16 +402,17 @@ static void push_against(const char *dir, const char *tag, bool bogus)
 	}
 	pthread_t th;
 	REQUIRE(pthread_create(&th, NULL, land_later, &l) == 0, "thread");
-	struct ss_config cfg = {.threads = 2, .no_fsync = true};
-	struct ss_push_opts po = {.source = img, .snapshot = snap, .store = store};
-	struct ss_stats st;
+	struct ss_config cfg = {.size = sizeof(cfg), .threads = 2, .no_fsync = true};
+	struct ss_push_opts po = {.size = sizeof(po), .source = img, .snapshot = snap,
+				  .store = store};
+	struct ss_stats st = SS_STATS_INIT;
 	char err[512];
 	int r = ss_push(&po, &cfg, &st, err, sizeof(err));
 	pthread_join(th, NULL);
 	CHECK(r == 0, "%s: push: %s", tag, err);
 	CHECK(st.seconds >= 0.25, "%s: the push waited for the claimer (%.3f s)", tag, st.seconds);
-	struct ss_verify_opts vo = {.snapshot = snap};
-	struct ss_stats vs;
+	struct ss_verify_opts vo = {.size = sizeof(vo), .snapshot = snap};
+	struct ss_stats vs = SS_STATS_INIT;
 	int v = ss_verify(&vo, &cfg, &vs, err, sizeof(err));
 	if (bogus) {
 		CHECK(st.new_stored_bytes > 0, "bogus: the push stored the chunk itself");

@@ -14,9 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "backend.h"
-#include "manifest.h"
-#include "snapstream.h"
+#include "core.h"   /* the entry points behind api.c, for mem:// */
 
 #include "testutil.h"
 
@@ -131,26 +129,26 @@ static void rm_rf(const char *p)
 		exit(1);
 }
 
-static struct ss_config cfg_base(struct ss_memstore *m)
+static struct ss_config_in cfg_base(struct ss_memstore *m)
 {
-	struct ss_config c = {0};
+	struct ss_config_in c = {0};
 	c.mem = m;
-	c.no_fsync = true;
-	c.pack_size = 1u << 20;   /* several packs even for small trees */
-	c.threads = 2;
+	c.pub.no_fsync = true;
+	c.pub.pack_size = 1u << 20;   /* several packs even for small trees */
+	c.pub.threads = 2;
 	return c;
 }
 
 static void test_mem_roundtrip(void)
 {
 	struct ss_memstore *m = ss_memstore_new();
-	struct ss_config cfg = cfg_base(m);
+	struct ss_config_in cfg = cfg_base(m);
 	char src[1024], dst[1024], err[1024];
 	path_of(src, sizeof(src), "tree");
 	path_of(dst, sizeof(dst), "out-mem");
 	struct ss_push_opts po = {.source = src, .snapshot = "mem://snaps/a"};
 	struct ss_stats st;
-	int r = ss_push(&po, &cfg, &st, err, sizeof(err));
+	int r = ss_push_impl(&po, &cfg, &st, err, sizeof(err));
 	CHECK(r == 0, "push: %s", err);
 	CHECK(st.files == 9, "files %llu", (unsigned long long)st.files);
 	CHECK(st.zero_bytes >= (1u << 20), "zero runs not found: %llu",
@@ -159,32 +157,32 @@ static void test_mem_roundtrip(void)
 	CHECK(st.new_stored_bytes < st.new_raw_bytes, "nothing compressed");
 
 	struct ss_pull_opts pl = {.snapshot = "mem://snaps/a", .dest = dst};
-	r = ss_pull(&pl, &cfg, &st, err, sizeof(err));
+	r = ss_pull_impl(&pl, &cfg, &st, err, sizeof(err));
 	CHECK(r == 0, "pull: %s", err);
 	check_tree(src, dst);
 
 	/* The same tree again stores no chunk data at all. */
 	po.snapshot = "mem://snaps/b";
-	r = ss_push(&po, &cfg, &st, err, sizeof(err));
+	r = ss_push_impl(&po, &cfg, &st, err, sizeof(err));
 	CHECK(r == 0, "second push: %s", err);
 	CHECK(st.new_chunks == 0 && st.new_stored_bytes == 0 && st.packs == 0,
 	      "second push stored %llu chunks", (unsigned long long)st.new_chunks);
 
 	/* An existing snapshot is not replaced without force. */
-	r = ss_push(&po, &cfg, &st, err, sizeof(err));
+	r = ss_push_impl(&po, &cfg, &st, err, sizeof(err));
 	CHECK(r == -EEXIST, "push over an existing snapshot: %d", r);
 	CHECK(strstr(err, "already exists") != NULL, "message: %s", err);
 	po.force = true;
-	r = ss_push(&po, &cfg, &st, err, sizeof(err));
+	r = ss_push_impl(&po, &cfg, &st, err, sizeof(err));
 	CHECK(r == 0, "forced push: %s", err);
 
 	/* Pulling onto an existing destination is refused. */
-	r = ss_pull(&pl, &cfg, &st, err, sizeof(err));
+	r = ss_pull_impl(&pl, &cfg, &st, err, sizeof(err));
 	CHECK(r == -EEXIST, "pull over existing dest: %d", r);
 
 	/* A missing snapshot is -ENOENT and says which. */
 	pl.snapshot = "mem://snaps/nope";
-	r = ss_pull(&pl, &cfg, &st, err, sizeof(err));
+	r = ss_pull_impl(&pl, &cfg, &st, err, sizeof(err));
 	CHECK(r == -ENOENT && strstr(err, "mem://snaps/nope"), "missing snapshot: %d %s", r, err);
 	rm_rf(dst);
 	ss_memstore_free(m);
@@ -195,7 +193,7 @@ static void test_mem_roundtrip(void)
 static void test_interrupted_push(void)
 {
 	struct ss_memstore *m = ss_memstore_new();
-	struct ss_config cfg = cfg_base(m);
+	struct ss_config_in cfg = cfg_base(m);
 	char src[1024], err[1024];
 	path_of(src, sizeof(src), "tree");
 	struct ss_push_opts po = {.source = src, .snapshot = "mem://snaps/i"};
@@ -203,13 +201,13 @@ static void test_interrupted_push(void)
 
 	/* A full push into an empty store, for comparison. */
 	struct ss_memstore *probe = ss_memstore_new();
-	struct ss_config pc = cfg_base(probe);
-	CHECK(ss_push(&po, &pc, &st1, err, sizeof(err)) == 0, "probe push: %s", err);
+	struct ss_config_in pc = cfg_base(probe);
+	CHECK(ss_push_impl(&po, &pc, &st1, err, sizeof(err)) == 0, "probe push: %s", err);
 	ss_memstore_free(probe);
 
 	/* Every pack goes in, then the index put fails. */
 	ss_memstore_fail(m, SS_REQ_PUT, "index/", 0, 1, -EIO);
-	int r = ss_push(&po, &cfg, &st, err, sizeof(err));
+	int r = ss_push_impl(&po, &cfg, &st, err, sizeof(err));
 	CHECK(r == -EIO, "push should fail: %d", r);
 	/* Which worker stores a repeated chunk first varies, and so does the
 	 * make-up of frames and their compressed size; the chunks do not. */
@@ -221,25 +219,25 @@ static void test_interrupted_push(void)
 	char dst[1024];
 	path_of(dst, sizeof(dst), "out-int");
 	struct ss_pull_opts pl = {.snapshot = "mem://snaps/i", .dest = dst};
-	r = ss_pull(&pl, &cfg, &st, err, sizeof(err));
+	r = ss_pull_impl(&pl, &cfg, &st, err, sizeof(err));
 	CHECK(r == -ENOENT, "no snapshot may be visible after a failed push: %d", r);
 
-	r = ss_push(&po, &cfg, &st, err, sizeof(err));
+	r = ss_push_impl(&po, &cfg, &st, err, sizeof(err));
 	CHECK(r == 0, "rerun: %s", err);
 	CHECK(st.new_stored_bytes == 0, "rerun uploaded %llu bytes again",
 	      (unsigned long long)st.new_stored_bytes);
-	r = ss_pull(&pl, &cfg, &st, err, sizeof(err));
+	r = ss_pull_impl(&pl, &cfg, &st, err, sizeof(err));
 	CHECK(r == 0, "pull after rerun: %s", err);
 	check_tree(src, dst);
 	rm_rf(dst);
 
 	/* A failure in the middle of the packs: the rerun uploads the rest. */
 	struct ss_memstore *m2 = ss_memstore_new();
-	struct ss_config c2 = cfg_base(m2);
+	struct ss_config_in c2 = cfg_base(m2);
 	ss_memstore_fail(m2, SS_REQ_PUT, "packs/", 1, 1, -EIO);
-	r = ss_push(&po, &c2, &st, err, sizeof(err));
+	r = ss_push_impl(&po, &c2, &st, err, sizeof(err));
 	CHECK(r == -EIO, "push should fail: %d", r);
-	r = ss_push(&po, &c2, &st, err, sizeof(err));
+	r = ss_push_impl(&po, &c2, &st, err, sizeof(err));
 	CHECK(r == 0, "rerun: %s", err);
 	CHECK(st.new_stored_bytes < st1.new_stored_bytes,
 	      "rerun should reuse the first pack: %llu vs %llu",
@@ -275,18 +273,18 @@ static int find_pack(const char *dir, char *out, size_t n)
 
 static void test_local_store_corruption(void)
 {
-	struct ss_config cfg = cfg_base(NULL);
-	cfg.pack_size = 0;
+	struct ss_config_in cfg = cfg_base(NULL);
+	cfg.pub.pack_size = 0;
 	char src[1024], snap[1024], dst[1024], err[1024];
 	path_of(src, sizeof(src), "tree/random.bin");
 	path_of(snap, sizeof(snap), "local/snaps/r1");
 	path_of(dst, sizeof(dst), "out-local.bin");
 	struct ss_push_opts po = {.source = src, .snapshot = snap};
 	struct ss_stats st;
-	int r = ss_push(&po, &cfg, &st, err, sizeof(err));
+	int r = ss_push_impl(&po, &cfg, &st, err, sizeof(err));
 	CHECK(r == 0, "local push: %s", err);
 	struct ss_pull_opts pl = {.snapshot = snap, .dest = dst};
-	r = ss_pull(&pl, &cfg, &st, err, sizeof(err));
+	r = ss_pull_impl(&pl, &cfg, &st, err, sizeof(err));
 	CHECK(r == 0, "local pull: %s", err);
 	CHECK(same_file(src, dst), "local round trip differs");
 	unlink(dst);
@@ -302,7 +300,7 @@ static void test_local_store_corruption(void)
 	b ^= 0x40;
 	CHECK(pwrite(fd, &b, 1, at) == 1, "write pack");
 	close(fd);
-	r = ss_pull(&pl, &cfg, &st, err, sizeof(err));
+	r = ss_pull_impl(&pl, &cfg, &st, err, sizeof(err));
 	CHECK(r == -EBADMSG, "corrupted pull should fail with -EBADMSG: %d (%s)", r, err);
 	CHECK(strstr(err, "random.bin") && strstr(err, "offset"),
 	      "error should name the file and offset: %s", err);
@@ -317,21 +315,21 @@ static void test_local_store_corruption(void)
 
 static void test_sparse_and_default_store(void)
 {
-	struct ss_config cfg = cfg_base(NULL);
+	struct ss_config_in cfg = cfg_base(NULL);
 	char src[1024], snap[1024], dst[1024], store[1024], err[1024];
 	path_of(src, sizeof(src), "tree/zeros");
 	path_of(snap, sizeof(snap), "sparse/s");
 	path_of(dst, sizeof(dst), "sparse-out");
 	struct ss_push_opts po = {.source = src, .snapshot = snap};
 	struct ss_stats st;
-	CHECK(ss_push(&po, &cfg, &st, err, sizeof(err)) == 0, "push zeros: %s", err);
+	CHECK(ss_push_impl(&po, &cfg, &st, err, sizeof(err)) == 0, "push zeros: %s", err);
 	CHECK(st.new_chunks <= 1, "an all-zero file stores at most its odd tail: %llu",
 	      (unsigned long long)st.new_chunks);
 	path_of(store, sizeof(store), "sparse/.snapstream/refs");
 	struct stat sb;
 	CHECK(stat(store, &sb) == 0, "default store beside the snapshot is missing");
 	struct ss_pull_opts pl = {.snapshot = snap, .dest = dst};
-	CHECK(ss_pull(&pl, &cfg, &st, err, sizeof(err)) == 0, "pull zeros: %s", err);
+	CHECK(ss_pull_impl(&pl, &cfg, &st, err, sizeof(err)) == 0, "pull zeros: %s", err);
 	CHECK(same_file(src, dst), "zeros differ");
 	stat(dst, &sb);
 	CHECK((uint64_t)sb.st_blocks * 512 < 64 * 1024, "output is not sparse: %lld blocks",
@@ -340,14 +338,14 @@ static void test_sparse_and_default_store(void)
 
 static void test_bad_inputs(void)
 {
-	struct ss_config cfg = cfg_base(NULL);
+	struct ss_config_in cfg = cfg_base(NULL);
 	char err[1024], snap[1024], dst[1024];
 	struct ss_stats st;
 	path_of(snap, sizeof(snap), "bad/s");
 	struct ss_push_opts po = {.source = "/nonexistent/file", .snapshot = snap};
-	CHECK(ss_push(&po, &cfg, &st, err, sizeof(err)) == -ENOENT, "missing source");
+	CHECK(ss_push_impl(&po, &cfg, &st, err, sizeof(err)) == -ENOENT, "missing source");
 	po.source = "/dev/null";
-	CHECK(ss_push(&po, &cfg, &st, err, sizeof(err)) == -EINVAL, "device as source: %s", err);
+	CHECK(ss_push_impl(&po, &cfg, &st, err, sizeof(err)) == -EINVAL, "device as source: %s", err);
 
 	/* A manifest that is garbage is an integrity error, not a crash. */
 	char dir[1024], mf[2100];
@@ -357,13 +355,13 @@ static void test_bad_inputs(void)
 	write_file(mf, 1000, 1, 0644);
 	path_of(dst, sizeof(dst), "bad-out");
 	struct ss_pull_opts pl = {.snapshot = dir, .dest = dst};
-	int r = ss_pull(&pl, &cfg, &st, err, sizeof(err));
+	int r = ss_pull_impl(&pl, &cfg, &st, err, sizeof(err));
 	CHECK(r == -EBADMSG, "garbage manifest: %d %s", r, err);
 
-	struct ss_config bad = cfg;
-	bad.chunk_avg = 1000;   /* not a power of two */
+	struct ss_config_in bad = cfg;
+	bad.pub.chunk_avg = 1000;   /* not a power of two */
 	po.source = mf;
-	CHECK(ss_push(&po, &bad, &st, err, sizeof(err)) == -EINVAL, "bad chunk size accepted");
+	CHECK(ss_push_impl(&po, &bad, &st, err, sizeof(err)) == -EINVAL, "bad chunk size accepted");
 }
 
 static struct ss_manifest *load_manifest(const char *snap)
@@ -389,8 +387,8 @@ static struct ss_manifest *load_manifest(const char *snap)
  * parent's end of file. */
 static void test_guided_chunking(void)
 {
-	struct ss_config cfg = cfg_base(NULL);
-	cfg.chunk_avg = 16384;   /* many chunks in a small image */
+	struct ss_config_in cfg = cfg_base(NULL);
+	cfg.pub.chunk_avg = 16384;   /* many chunks in a small image */
 	char a[1024], b[1024], pa[1024], pb[1024], pc[1024], err[1024];
 	path_of(a, sizeof(a), "guide-a.img");
 	path_of(b, sizeof(b), "guide-b.img");
@@ -434,14 +432,14 @@ static void test_guided_chunking(void)
 	path_of(pc, sizeof(pc), "guide2/b");
 	struct ss_stats st, stb;
 	struct ss_push_opts po = {.source = a, .snapshot = pa};
-	CHECK(ss_push(&po, &cfg, &st, err, sizeof(err)) == 0, "push a: %s", err);
+	CHECK(ss_push_impl(&po, &cfg, &st, err, sizeof(err)) == 0, "push a: %s", err);
 	const char *parents[] = {pa};
 	struct ss_push_opts pbo = {.source = b, .snapshot = pb, .parents = parents, .nparents = 1};
-	CHECK(ss_push(&pbo, &cfg, &stb, err, sizeof(err)) == 0, "push b with parent: %s", err);
+	CHECK(ss_push_impl(&pbo, &cfg, &stb, err, sizeof(err)) == 0, "push b with parent: %s", err);
 	CHECK(stb.new_raw_bytes < size / 2, "guided push stored %llu of %zu bytes",
 	      (unsigned long long)stb.new_raw_bytes, size);
 	struct ss_push_opts pco = {.source = b, .snapshot = pc};
-	CHECK(ss_push(&pco, &cfg, &st, err, sizeof(err)) == 0, "push b alone: %s", err);
+	CHECK(ss_push_impl(&pco, &cfg, &st, err, sizeof(err)) == 0, "push b alone: %s", err);
 
 	struct ss_manifest *mb = load_manifest(pb), *mc = load_manifest(pc);
 	CHECK(mb && mc, "manifests");
@@ -465,7 +463,7 @@ static void test_guided_chunking(void)
 	char out[1024];
 	path_of(out, sizeof(out), "guide-out.img");
 	struct ss_pull_opts pl = {.snapshot = pb, .dest = out};
-	CHECK(ss_pull(&pl, &cfg, &st, err, sizeof(err)) == 0, "pull b: %s", err);
+	CHECK(ss_pull_impl(&pl, &cfg, &st, err, sizeof(err)) == 0, "pull b: %s", err);
 	CHECK(same_file(b, out), "guided snapshot restores different bytes");
 }
 
@@ -519,7 +517,7 @@ static void *writer_main(void *arg)
 
 static void test_follow(void)
 {
-	struct ss_config cfg = cfg_base(NULL);
+	struct ss_config_in cfg = cfg_base(NULL);
 	char err[1024], snap[1024], out[1024];
 	for (int mode = 0; mode < 3; mode++) {
 		struct writer w = {.fail_at = mode == 1 ? 120 : 0, .rewrite = mode == 2};
@@ -531,14 +529,14 @@ static void test_follow(void)
 		struct ss_push_opts po = {.source = w.dir, .snapshot = snap,
 					  .writer_status = writer_status, .writer_arg = &w};
 		struct ss_stats st;
-		int r = ss_push(&po, &cfg, &st, err, sizeof(err));
+		int r = ss_push_impl(&po, &cfg, &st, err, sizeof(err));
 		pthread_join(th, NULL);
 		path_of(out, sizeof(out), "follow-out-%d", mode);
 		struct ss_pull_opts pl = {.snapshot = snap, .dest = out};
 		if (mode == 0) {
 			CHECK(r == 0, "follow push: %s", err);
 			CHECK(st.files == 2, "follow push found %llu files", (unsigned long long)st.files);
-			CHECK(ss_pull(&pl, &cfg, &st, err, sizeof(err)) == 0, "pull followed: %s", err);
+			CHECK(ss_pull_impl(&pl, &cfg, &st, err, sizeof(err)) == 0, "pull followed: %s", err);
 			char a[2100], b[2100];
 			snprintf(a, sizeof(a), "%s/pages.img", w.dir);
 			snprintf(b, sizeof(b), "%s/pages.img", out);
@@ -550,14 +548,14 @@ static void test_follow(void)
 			char plain[1024];
 			path_of(plain, sizeof(plain), "follow-snaps/plain");
 			struct ss_push_opts pp = {.source = w.dir, .snapshot = plain};
-			CHECK(ss_push(&pp, &cfg, &st, err, sizeof(err)) == 0, "plain push: %s", err);
+			CHECK(ss_push_impl(&pp, &cfg, &st, err, sizeof(err)) == 0, "plain push: %s", err);
 			CHECK(st.new_chunks == 0, "plain push after follow stored %llu new chunks",
 			      (unsigned long long)st.new_chunks);
 		} else {
 			CHECK(r != 0, "follow push mode %d should fail", mode);
 			CHECK(strstr(err, mode == 1 ? "checkpointer failed" : "rewritten"),
 			      "mode %d message: %s", mode, err);
-			CHECK(ss_pull(&pl, &cfg, &st, err, sizeof(err)) == -ENOENT,
+			CHECK(ss_pull_impl(&pl, &cfg, &st, err, sizeof(err)) == -ENOENT,
 			      "no snapshot may exist after a failed follow push (mode %d)", mode);
 		}
 	}

@@ -18,10 +18,11 @@ static char dir[256];
 static struct ss_memstore *mem;
 static uint8_t key1[32], key2[32];
 
-static struct ss_config cfg(const uint8_t *key)
+static struct ss_config_in cfg(const uint8_t *key)
 {
-	return (struct ss_config){.threads = 2, .no_fsync = true, .mem = mem, .key = key,
-				  .key_len = key ? 32 : 0};
+	return (struct ss_config_in){
+		.pub = {.threads = 2, .no_fsync = true, .key = key, .key_len = key ? 32 : 0},
+		.mem = mem};
 }
 
 static void hex_of(const uint8_t *p, size_t n, char *out)
@@ -172,7 +173,7 @@ static uint8_t *read_all(const char *path, size_t *n)
 
 static struct ss_manifest *load(const char *uri)
 {
-	struct ss_config in = cfg(NULL);
+	struct ss_config_in in = cfg(NULL);
 	return load_manifest(&in, uri);
 }
 
@@ -184,17 +185,17 @@ static void test_engine(void)
 	write_image(img, (5u << 20) + 777);
 	char err[512];
 	struct ss_stats st;
-	struct ss_config k1 = cfg(key1), k2 = cfg(key2), plain = cfg(NULL);
+	struct ss_config_in k1 = cfg(key1), k2 = cfg(key2), plain = cfg(NULL);
 
 	struct ss_init_opts io = {.store = "mem://k/.snapstream"};
-	REQUIRE(ss_init(&io, &k1, err, sizeof(err)) == 0, "init: %s", err);
-	CHECK(ss_init(&io, &k1, err, sizeof(err)) == -EEXIST, "second init");
+	REQUIRE(ss_init_impl(&io, &k1, err, sizeof(err)) == 0, "init: %s", err);
+	CHECK(ss_init_impl(&io, &k1, err, sizeof(err)) == -EEXIST, "second init");
 
 	struct ss_push_opts po = {.source = img, .snapshot = "mem://k/a"};
-	CHECK(ss_push(&po, &plain, &st, err, sizeof(err)) == -ENOKEY, "push without key: %s", err);
-	CHECK(ss_push(&po, &k2, &st, err, sizeof(err)) == -EKEYREJECTED, "push, other key: %s",
+	CHECK(ss_push_impl(&po, &plain, &st, err, sizeof(err)) == -ENOKEY, "push without key: %s", err);
+	CHECK(ss_push_impl(&po, &k2, &st, err, sizeof(err)) == -EKEYREJECTED, "push, other key: %s",
 	      err);
-	REQUIRE(ss_push(&po, &k1, &st, err, sizeof(err)) == 0, "push: %s", err);
+	REQUIRE(ss_push_impl(&po, &k1, &st, err, sizeof(err)) == 0, "push: %s", err);
 	CHECK(st.new_raw_bytes > 0, "stored something");
 
 	/* Every chunk is named by the keyed hash of its bytes, never the
@@ -229,16 +230,16 @@ static void test_engine(void)
 	po.snapshot = "mem://k/b";
 	po.parents = (const char *const[]){"mem://k/a"};
 	po.nparents = 1;
-	REQUIRE(ss_push(&po, &k1, &st, err, sizeof(err)) == 0, "push b: %s", err);
+	REQUIRE(ss_push_impl(&po, &k1, &st, err, sizeof(err)) == 0, "push b: %s", err);
 	CHECK(st.new_raw_bytes == 0, "second push stored %llu bytes",
 	      (unsigned long long)st.new_raw_bytes);
 
 	/* Reading needs the key too. */
 	struct ss_pull_opts pl = {.snapshot = "mem://k/a", .dest = out};
-	CHECK(ss_pull(&pl, &plain, &st, err, sizeof(err)) == -ENOKEY, "pull without key");
-	CHECK(ss_pull(&pl, &k2, &st, err, sizeof(err)) == -EKEYREJECTED, "pull, other key");
+	CHECK(ss_pull_impl(&pl, &plain, &st, err, sizeof(err)) == -ENOKEY, "pull without key");
+	CHECK(ss_pull_impl(&pl, &k2, &st, err, sizeof(err)) == -EKEYREJECTED, "pull, other key");
 	CHECK(access(out, F_OK) != 0, "nothing pulled without the key");
-	REQUIRE(ss_pull(&pl, &k1, &st, err, sizeof(err)) == 0, "pull: %s", err);
+	REQUIRE(ss_pull_impl(&pl, &k1, &st, err, sizeof(err)) == 0, "pull: %s", err);
 	uint8_t *back = read_all(out, &n);
 	size_t n0;
 	free(read_all(img, &n0));
@@ -246,20 +247,20 @@ static void test_engine(void)
 	free(back);
 	free(data);
 	struct ss_verify_opts vo = {.snapshot = "mem://k/b"};
-	CHECK(ss_verify(&vo, &plain, &st, err, sizeof(err)) == -ENOKEY, "verify without key");
-	CHECK(ss_verify(&vo, &k1, &st, err, sizeof(err)) == 0, "verify: %s", err);
+	CHECK(ss_verify_impl(&vo, &plain, &st, err, sizeof(err)) == -ENOKEY, "verify without key");
+	CHECK(ss_verify_impl(&vo, &k1, &st, err, sizeof(err)) == 0, "verify: %s", err);
 	int null = open("/dev/null", O_WRONLY);
 	struct ss_cat_opts co = {.snapshot = "mem://k/b", .fd = null};
-	CHECK(ss_cat(&co, &k2, &st, err, sizeof(err)) == -EKEYREJECTED, "cat, other key");
-	CHECK(ss_cat(&co, &k1, &st, err, sizeof(err)) == 0, "cat: %s", err);
+	CHECK(ss_cat_impl(&co, &k2, &st, err, sizeof(err)) == -EKEYREJECTED, "cat, other key");
+	CHECK(ss_cat_impl(&co, &k1, &st, err, sizeof(err)) == 0, "cat: %s", err);
 
 	/* A stream push into the keyed store dedups against the file push. */
 	int fd = open(img, O_RDONLY);
 	struct ss_push_opts so = {.snapshot = "mem://k/s"};
-	CHECK(ss_push_fd(&so, fd, "img", &plain, &st, err, sizeof(err)) == -ENOKEY,
+	CHECK(ss_push_fd_impl(&so, fd, "img", &plain, &st, err, sizeof(err)) == -ENOKEY,
 	      "stream push without key");
 	lseek(fd, 0, SEEK_SET);
-	CHECK(ss_push_fd(&so, fd, "img", &k1, &st, err, sizeof(err)) == 0 && st.new_raw_bytes == 0,
+	CHECK(ss_push_fd_impl(&so, fd, "img", &k1, &st, err, sizeof(err)) == 0 && st.new_raw_bytes == 0,
 	      "stream push: %s (%llu new)", err, (unsigned long long)st.new_raw_bytes);
 	close(fd);
 
@@ -267,15 +268,15 @@ static void test_engine(void)
 	 * and a key cannot be added to a store with packs; a plain parent
 	 * cannot guide a keyed push. */
 	struct ss_push_opts pp = {.source = img, .snapshot = "mem://p/a"};
-	REQUIRE(ss_push(&pp, &plain, &st, err, sizeof(err)) == 0, "plain push: %s", err);
+	REQUIRE(ss_push_impl(&pp, &plain, &st, err, sizeof(err)) == 0, "plain push: %s", err);
 	pp.snapshot = "mem://p/b";
-	CHECK(ss_push(&pp, &k1, &st, err, sizeof(err)) == -EKEYREJECTED, "key for a plain store");
+	CHECK(ss_push_impl(&pp, &k1, &st, err, sizeof(err)) == -EKEYREJECTED, "key for a plain store");
 	struct ss_init_opts pio = {.store = "mem://p/.snapstream"};
-	CHECK(ss_init(&pio, &k1, err, sizeof(err)) == -EEXIST && strstr(err, "packs"),
+	CHECK(ss_init_impl(&pio, &k1, err, sizeof(err)) == -EEXIST && strstr(err, "packs"),
 	      "keyed init of a store with packs: %s", err);
 	po.snapshot = "mem://k/c";
 	po.parents = (const char *const[]){"mem://p/a"};
-	CHECK(ss_push(&po, &k1, &st, err, sizeof(err)) == -EKEYREJECTED && strstr(err, "parent"),
+	CHECK(ss_push_impl(&po, &k1, &st, err, sizeof(err)) == -EKEYREJECTED && strstr(err, "parent"),
 	      "plain parent for a keyed push: %s", err);
 	close(null);
 	unlink(out);

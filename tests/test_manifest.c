@@ -140,7 +140,7 @@ static void set_digest(struct ss_mfile *f)
 static struct ss_manifest *make_manifest(size_t nchunks, unsigned per_frame)
 {
 	struct ss_manifest *m = xcalloc(1, sizeof(*m));
-	m->tool_version = xstrdup("snapstream 0.1.0");
+	m->tool_version = xstrdup("snapstream test");
 	m->created_unix_ns = 1700000000123456789ll;
 	m->keyed_ids = true;
 	memset(m->key_check, 0x5a, sizeof(m->key_check));

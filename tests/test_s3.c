@@ -73,6 +73,8 @@ static int open_env(struct env *e, const char *uri)
 {
 	struct ss_err err = {0};
 	e->uri = uri;
+	/* The harness configures the stores through this process's environment. */
+	e->o.env = (const char *const *)environ;
 	if (getenv("SS_TEST_VERBOSE")) {
 		e->o.log = log_line;
 		e->o.log_arg = NULL;

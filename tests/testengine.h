@@ -8,7 +8,7 @@
 
 /* The manifest at uri, read with the configuration `in` (which names the
  * mem:// store, and a key if any); exits the test if it cannot be read. */
-static inline struct ss_manifest *load_manifest(const struct ss_config *in, const char *uri)
+static inline struct ss_manifest *load_manifest(const struct ss_config_in *in, const char *uri)
 {
 	struct ss_loop *l;
 	REQUIRE(ss_loop_new(64, &l) == 0, "loop");

@@ -525,7 +525,7 @@ static int run(struct check *C)
 	return 0;
 }
 
-int ss_check(const struct ss_check_opts *opts, const struct ss_config *config,
+int ss_check_impl(const struct ss_check_opts *opts, const struct ss_config_in *config,
 	     struct ss_check_stats *st, char *errbuf, size_t errlen)
 {
 	struct ss_err err = {0};

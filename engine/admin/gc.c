@@ -536,7 +536,7 @@ static void delete_expired(struct gc *G)
 	}
 }
 
-int ss_gc(const struct ss_gc_opts *opts, const struct ss_config *config, struct ss_gc_stats *st,
+int ss_gc_impl(const struct ss_gc_opts *opts, const struct ss_config_in *config, struct ss_gc_stats *st,
 	  char *errbuf, size_t errlen)
 {
 	struct ss_err err = {0};

@@ -39,8 +39,10 @@ static void info_clear(struct ss_snapshot_info *in)
 	for (size_t i = 0; i < in->nparents; i++)
 		free(in->parents[i]);
 	free(in->parents);
-	for (size_t i = 0; i < in->nfiles_v; i++)
-		free(in->files_v[i].name);
+	for (size_t i = 0; i < in->nfiles_v; i++) {
+		free(in->files_v[i]->name);
+		free(in->files_v[i]);
+	}
 	free(in->files_v);
 	free(in->error);
 	memset(in, 0, sizeof(*in));
@@ -113,9 +115,14 @@ static int info_fill(const struct ss_manifest *m, const char *uri, uint64_t mlen
 			oom = true;
 		for (size_t i = 0; in->files_v && i < m->nfiles; i++) {
 			const struct ss_mfile *f = &m->files[i];
-			struct ss_file_info *fi = &in->files_v[in->nfiles_v++];
+			struct ss_file_info *fi = calloc(1, sizeof(*fi));
+			if (!(in->files_v[in->nfiles_v] = fi)) {
+				oom = true;
+				break;
+			}
+			in->nfiles_v++;
 			fi->name = xstrdup(f->name, &oom);
-			fi->size = f->size;
+			fi->bytes = f->size;
 			fi->mode = f->mode;
 			fi->mtime_ns = f->mtime_ns;
 			ss_hex(f->digest, 16, fi->digest);
@@ -134,7 +141,7 @@ static int info_fill(const struct ss_manifest *m, const char *uri, uint64_t mlen
 	return 0;
 }
 
-int ss_info(const char *snapshot, const struct ss_config *config, struct ss_snapshot_info **out,
+int ss_info_impl(const char *snapshot, const struct ss_config_in *config, struct ss_snapshot_info **out,
 	    char *errbuf, size_t errlen)
 {
 	struct ss_err err = {0};
@@ -193,7 +200,7 @@ static bool matches(const struct matcher *mt, const char *uri)
 	return !mt->dir || uri[n] == '\0' || uri[n] == '/' || (n && mt->canon[n - 1] == '/');
 }
 
-void ss_ls_free(struct ss_snapshot_info *v, size_t n)
+void ss_ls_free_impl(struct ss_snapshot_info *v, size_t n)
 {
 	if (!v)
 		return;
@@ -202,7 +209,7 @@ void ss_ls_free(struct ss_snapshot_info *v, size_t n)
 	free(v);
 }
 
-int ss_ls(const struct ss_ls_opts *opts, const struct ss_config *config,
+int ss_ls_impl(const struct ss_ls_opts *opts, const struct ss_config_in *config,
 	  struct ss_snapshot_info **out, size_t *nout, char *errbuf, size_t errlen)
 {
 	struct ss_err err = {0};
@@ -322,7 +329,7 @@ int ss_ls(const struct ss_ls_opts *opts, const struct ss_config *config,
 	*nout = nv;
 	v = NULL;
 out:
-	ss_ls_free(v, nv);
+	ss_ls_free_impl(v, nv);
 	ss_refs_free(ruris, rkeys, nrefs);
 	ss_strvec_free(&found);
 	ss_backend_free(sb);
@@ -349,7 +356,7 @@ static int put_tombstone(struct ss_backend *sb, struct ss_loop *l, const struct 
 	return r;
 }
 
-int ss_rm(const struct ss_rm_opts *opts, const struct ss_config *config, char *errbuf,
+int ss_rm_impl(const struct ss_rm_opts *opts, const struct ss_config_in *config, char *errbuf,
 	  size_t errlen)
 {
 	struct ss_err err = {0};

@@ -9,11 +9,12 @@
 #include <string.h>
 #include <sys/random.h>
 
-int ss_cfg_resolve(const struct ss_config *in, struct ss_cfg *out, struct ss_err *err)
+int ss_cfg_resolve(const struct ss_config_in *cin, struct ss_cfg *out, struct ss_err *err)
 {
-	static const struct ss_config zero;
-	if (!in)
-		in = &zero;
+	static const struct ss_config_in zero;
+	if (!cin)
+		cin = &zero;
+	const struct ss_config *in = &cin->pub;
 	memset(out, 0, sizeof(*out));
 	out->threads = in->threads ? in->threads : ss_cpu_count();
 	if (out->threads > SS_MAX_THREADS)
@@ -45,7 +46,8 @@ int ss_cfg_resolve(const struct ss_config *in, struct ss_cfg *out, struct ss_err
 	out->io_depth = in->io_depth;
 	out->bopts.max_inflight = in->io_depth;
 	out->bopts.no_fsync = in->no_fsync;
-	out->bopts.mem = in->mem;
+	out->bopts.mem = cin->mem;
+	out->bopts.env = in->env;
 	out->progress = in->progress;
 	out->progress_arg = in->progress_arg;
 	if (in->key || in->key_len)
@@ -271,6 +273,7 @@ void ss_tick(const struct ss_cfg *cfg, struct ss_ticker *t, struct ss_progress *
 	if (!force && now - t->last_ns < 100000000ull)
 		return;
 	t->last_ns = now;
+	p->size = sizeof(*p);
 	p->seconds = (double)(now - t->start_ns) / 1e9;
 	cfg->progress(cfg->progress_arg, p);
 }

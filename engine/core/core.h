@@ -45,9 +45,51 @@ struct ss_cfg {
 	struct ss_idkey ids;
 };
 
-/* ss_cfg_resolve derives ids from the key; ss_cfg_wipe forgets it. */
-int ss_cfg_resolve(const struct ss_config *in, struct ss_cfg *out, struct ss_err *err);
+/* The caller's configuration as the entry points receive it from the ABI
+ * boundary (engine/api.c): the public struct copied whole into one of this
+ * build's size (zero where the caller's ended), and what only tests set,
+ * which the public configuration does not carry. */
+struct ss_config_in {
+	struct ss_config pub;
+	struct ss_memstore *mem;    /* the store behind mem:// URIs (tests) */
+};
+
+/* ss_cfg_resolve derives ids from the key; ss_cfg_wipe forgets it. in may
+ * be NULL (every default). */
+int ss_cfg_resolve(const struct ss_config_in *in, struct ss_cfg *out, struct ss_err *err);
 void ss_cfg_wipe(struct ss_cfg *cfg);
+
+/* --- entry points ------------------------------------------------------
+ *
+ * What the public functions of snapstream.h run once api.c has checked
+ * and copied the caller's size-tagged structs: every struct here is full
+ * size, so these read every field. Same contracts as the public ones;
+ * tests call them directly to use a mem:// store. ss_ls_impl returns an
+ * array of entries (ss_ls_free_impl), which api.c hands out as pointers. */
+int ss_push_impl(const struct ss_push_opts *opts, const struct ss_config_in *cfg,
+		 struct ss_stats *st, char *err, size_t errlen);
+int ss_push_fd_impl(const struct ss_push_opts *opts, int fd, const char *name,
+		    const struct ss_config_in *cfg, struct ss_stats *st, char *err,
+		    size_t errlen);
+int ss_pull_impl(const struct ss_pull_opts *opts, const struct ss_config_in *cfg,
+		 struct ss_stats *st, char *err, size_t errlen);
+int ss_cat_impl(const struct ss_cat_opts *opts, const struct ss_config_in *cfg,
+		struct ss_stats *st, char *err, size_t errlen);
+int ss_verify_impl(const struct ss_verify_opts *opts, const struct ss_config_in *cfg,
+		   struct ss_stats *st, char *err, size_t errlen);
+int ss_info_impl(const char *snapshot, const struct ss_config_in *cfg,
+		 struct ss_snapshot_info **out, char *err, size_t errlen);
+int ss_ls_impl(const struct ss_ls_opts *opts, const struct ss_config_in *cfg,
+	       struct ss_snapshot_info **out, size_t *n, char *err, size_t errlen);
+void ss_ls_free_impl(struct ss_snapshot_info *v, size_t n);
+int ss_rm_impl(const struct ss_rm_opts *opts, const struct ss_config_in *cfg, char *err,
+	       size_t errlen);
+int ss_gc_impl(const struct ss_gc_opts *opts, const struct ss_config_in *cfg,
+	       struct ss_gc_stats *st, char *err, size_t errlen);
+int ss_init_impl(const struct ss_init_opts *opts, const struct ss_config_in *cfg, char *err,
+		 size_t errlen);
+int ss_check_impl(const struct ss_check_opts *opts, const struct ss_config_in *cfg,
+		  struct ss_check_stats *st, char *err, size_t errlen);
 
 /* Run one backend request to completion (metadata steps). Counts it. */
 int ss_call(struct ss_backend *b, struct ss_loop *l, struct ss_req *r, uint64_t *requests);

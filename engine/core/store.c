@@ -215,7 +215,7 @@ int ss_store_check_ids(struct ss_store *s, struct ss_loop *l, struct ss_err *err
 	return r;
 }
 
-int ss_init(const struct ss_init_opts *opts, const struct ss_config *config, char *errbuf,
+int ss_init_impl(const struct ss_init_opts *opts, const struct ss_config_in *config, char *errbuf,
 	    size_t errlen)
 {
 	struct ss_err err = {0};

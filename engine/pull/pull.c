@@ -388,7 +388,7 @@ static int run_pipeline(struct pull *P)
 	return P->failed ? P->err->code : 0;
 }
 
-int ss_pull(const struct ss_pull_opts *opts, const struct ss_config *config, struct ss_stats *st,
+int ss_pull_impl(const struct ss_pull_opts *opts, const struct ss_config_in *config, struct ss_stats *st,
 	    char *errbuf, size_t errlen)
 {
 	struct ss_err err = {0};

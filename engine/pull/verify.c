@@ -25,7 +25,7 @@ struct reader {
 };
 
 static int reader_open(struct reader *rd, const char *snapshot, const char *store,
-		       const struct ss_config *config, struct ss_stats *st, struct ss_err *err)
+		       const struct ss_config_in *config, struct ss_stats *st, struct ss_err *err)
 {
 	int r;
 	if ((r = ss_cfg_resolve(config, &rd->cfg, err)) ||
@@ -141,7 +141,7 @@ out:
 	return r;
 }
 
-int ss_verify(const struct ss_verify_opts *opts, const struct ss_config *config,
+int ss_verify_impl(const struct ss_verify_opts *opts, const struct ss_config_in *config,
 	      struct ss_stats *st, char *errbuf, size_t errlen)
 {
 	struct ss_err err = {0};
@@ -306,7 +306,7 @@ static int cat_sink(void *arg, const struct ss_ounit_view *u)
 	return 1;
 }
 
-int ss_cat(const struct ss_cat_opts *opts, const struct ss_config *config, struct ss_stats *st,
+int ss_cat_impl(const struct ss_cat_opts *opts, const struct ss_config_in *config, struct ss_stats *st,
 	   char *errbuf, size_t errlen)
 {
 	struct ss_err err = {0};

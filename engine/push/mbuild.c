@@ -35,7 +35,7 @@ int64_t ss_mbuild_created_ns(const struct ss_mbuild *b)
 static int header(struct ss_manifest *m, const struct ss_cfg *cfg, const struct ss_push_opts *o,
 		  const char *store_uri, bool root_is_dir)
 {
-	m->tool_version = strdup(SNAPSTREAM_VERSION);
+	m->tool_version = strdup(ss_version());
 	m->store_uri = strdup(store_uri);
 	if (!m->tool_version || !m->store_uri)
 		return -ENOMEM;
@@ -276,7 +276,7 @@ int ss_load_parents(const struct ss_push_opts *opts, struct ss_loop *l, const st
 /* ---------------------------------------------------------------- setup */
 
 int ss_pushbase_open(struct ss_pushbase *b, const struct ss_push_opts *opts,
-		     const struct ss_config *config, uint64_t *requests, struct ss_err *err)
+		     const struct ss_config_in *config, uint64_t *requests, struct ss_err *err)
 {
 	memset(b, 0, sizeof(*b));
 	int r;

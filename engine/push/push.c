@@ -423,7 +423,7 @@ static int load_parents(struct push *P)
 	return r;
 }
 
-int ss_push(const struct ss_push_opts *opts, const struct ss_config *config, struct ss_stats *st,
+int ss_push_impl(const struct ss_push_opts *opts, const struct ss_config_in *config, struct ss_stats *st,
 	    char *errbuf, size_t errlen)
 {
 	struct ss_err err = {0};

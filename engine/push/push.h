@@ -176,7 +176,7 @@ struct ss_pushbase {
  * snapshot that exists unless opts->force (-EEXIST with a message). b is
  * zeroed first; ss_pushbase_close frees it, also after an error. */
 int ss_pushbase_open(struct ss_pushbase *b, const struct ss_push_opts *opts,
-		     const struct ss_config *config, uint64_t *requests, struct ss_err *err);
+		     const struct ss_config_in *config, uint64_t *requests, struct ss_err *err);
 
 /* Open the store (opts->store, or the snapshot's default), join the
  * host's claims on it, then learn its chunks into a new dedup table: in

@@ -431,8 +431,8 @@ static int build_manifest(struct spush *P, const char *name, struct ss_manifest 
 	return r;
 }
 
-int ss_push_fd(const struct ss_push_opts *opts, int fd, const char *name,
-	       const struct ss_config *config, struct ss_stats *st, char *errbuf, size_t errlen)
+int ss_push_fd_impl(const struct ss_push_opts *opts, int fd, const char *name,
+	       const struct ss_config_in *config, struct ss_stats *st, char *errbuf, size_t errlen)
 {
 	struct ss_err err = {0};
 	struct ss_stats local_st;

@@ -8,7 +8,7 @@ Builds a minimal OCI bundle (static busybox, config.json from `runsc spec`)
 whose workload fills a tmpfs with N MiB of random data, records a random
 boot id, and counts. Starts ateom on a unix socket with runsc's ptrace
 platform and no network, and drives it with grpcio using messages compiled
-from proto/ateom.proto by protoc at test time:
+from ateom/ateom.proto by protoc at test time:
 
   - health check; bad inputs and wrong-state calls get their status codes;
   - a RunWorkload whose runsc fails is INTERNAL with runsc's stderr, and
@@ -46,7 +46,7 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PROTO_DIR = os.path.join(HERE, "..", "..", "proto")
+PROTO_DIR = os.path.join(HERE, "..", "..", "ateom")
 SKIP = 77
 RUNSC_FLAGS = ["--platform=ptrace", "--network=none"]
 # gVisor names a sandbox's control socket (an abstract unix socket) after
