@@ -17,6 +17,7 @@
  * Each call is one struct call, used as its own completion tag; it has at
  * most one batch outstanding at a time, and c->stage says which.
  */
+#include "log.h"
 #include "reaper.h"
 #include "workload.h"
 
@@ -94,81 +95,17 @@ struct server {
 	unsigned signals;
 };
 
-/* ---- JSON log: one line per RPC ---- */
-
-static void json_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-		if (*p == '"' || *p == '\\')
-			fprintf(f, "\\%c", *p);
-		else if (*p == '\n')
-			fputs("\\n", f);
-		else if (*p < 0x20 || *p == 0x7f)
-			fprintf(f, "\\u%04x", *p);
-		else
-			fputc(*p, f);
-	}
-	fputc('"', f);
-}
-
-static const char *code_name(int code)
-{
-	static const char *const names[] = {
-		"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-		"NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-		"FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
-		"UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
-	};
-	return code >= 0 && code < (int)(sizeof(names) / sizeof(names[0])) ? names[code] : "?";
-}
+/* ---- JSON log: one line per RPC (log.c) ---- */
 
 static void log_rpc(enum method m, const struct wl_req *q, const struct wl_result *res,
 		    double total_ms, double queued_ms)
 {
-	struct timespec ts;
-	char when[64];
-	clock_gettime(CLOCK_REALTIME, &ts);
-	struct tm tm;
-	gmtime_r(&ts.tv_sec, &tm);
-	size_t n = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(when + n, sizeof(when) - n, ".%03ldZ", ts.tv_nsec / 1000000);
-
-	flockfile(stdout);
-	printf("{\"time\":\"%s\",\"rpc\":\"%s\",\"code\":\"%s\",", when, method_name[m],
-	       code_name((int)res->code));
-	if (q) {
-		printf("\"actor_id\":");
-		json_str(stdout, q->actor_id);
-		printf(",\"namespace\":");
-		json_str(stdout, q->ns);
-		printf(",\"template\":");
-		json_str(stdout, q->name);
-		if (q->snapshot_uri && *q->snapshot_uri) {
-			printf(",\"snapshot\":");
-			json_str(stdout, q->snapshot_uri);
-		}
-		printf(",");
-	}
-	printf("\"state\":\"%s\",\"ms\":%.1f,\"queued_ms\":%.1f,\"phases\":{",
-	       res->state ? res->state : "", total_ms, queued_ms);
-	for (size_t i = 0; i < res->nphases; i++)
-		printf("%s\"%s\":%.1f", i ? "," : "", res->phase[i].name, res->phase[i].ms);
-	printf("}");
-	if (res->have_stats)
-		printf(",\"bytes\":{\"logical\":%llu,\"zero\":%llu,\"dedup\":%llu,\"new_stored\":%llu,"
-		       "\"transferred\":%llu}",
-		       (unsigned long long)res->logical_bytes, (unsigned long long)res->zero_bytes,
-		       (unsigned long long)res->dedup_bytes,
-		       (unsigned long long)res->new_stored_bytes,
-		       (unsigned long long)res->transferred_bytes);
-	if (res->msg[0]) {
-		printf(",\"message\":");
-		json_str(stdout, res->msg);
-	}
-	printf("}\n");
-	fflush(stdout);
-	funlockfile(stdout);
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	int r = log_rpc_line(stdout, method_name[m], q, res, total_ms, queued_ms, &now);
+	if (r)
+		fprintf(stderr, "ateom: cannot write the log line of %s: %s\n", method_name[m],
+			strerror(-r));
 }
 
 /* ---- calls ---- */

@@ -718,7 +718,12 @@ static int write_meta(const struct wl *w, const char *dir, const char *version)
 	for (size_t i = 0; i < w->nids; i++)
 		fprintf(f, "%s%s", i ? "," : "", w->names[i]);
 	fputc('\n', f);
-	return fclose(f) == 0 ? 0 : -EIO;
+	/* The first failed write's errno (ENOSPC, EDQUOT, EIO) is the cause;
+	 * fclose's flush may report it only now. */
+	int err = ferror(f) ? (errno ? errno : EIO) : 0;
+	if (fclose(f) != 0 && !err)
+		err = errno ? errno : EIO;
+	return -err;
 }
 
 /* The value of key in a meta file, or "" when absent. */
@@ -805,8 +810,11 @@ void wl_checkpoint(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	};
 
 	if (!w->image_pending) {
-		if (mkdir(img, 0700) < 0 || (r = write_meta(w, img, version)) < 0) {
-			fail(res, WL_INTERNAL, "cannot prepare %s: %s", img, strerror(errno));
+		/* write_meta's errors are its return value, not errno; the path is
+		 * cut so that a long one leaves room for the cause. */
+		r = mkdir(img, 0700) < 0 ? -errno : write_meta(w, img, version);
+		if (r < 0) {
+			fail(res, WL_INTERNAL, "cannot prepare %.1000s: %s", img, strerror(-r));
 			goto done;
 		}
 		upload_start(&up, w, &po, w->follow);

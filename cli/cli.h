@@ -42,6 +42,7 @@ enum {
 	O_KEY = 1u << 15,       /* --key-file */
 	O_REPAIR = 1u << 16,
 	O_DEEP = 1u << 17,
+	O_WHILE = 1u << 18,     /* push --while -- <command> [args...] */
 };
 
 struct opt_help {
@@ -79,6 +80,8 @@ struct cli {
 	size_t nlabels;
 	const char *name;
 	bool force, json, quiet, quick, dry_run, break_lock, repair, deep;
+	bool follow;            /* --while */
+	char **run_argv;        /* --while: the command, NULL-terminated */
 	int64_t grace;          /* ss_gc_opts.grace_seconds convention */
 	char **args;
 	int nargs;
@@ -112,12 +115,14 @@ void cli_time(int64_t unix_ns, char *out, size_t n);
 void cli_progress_cb(void *arg, const struct ss_progress *p);
 void cli_progress_clear(struct cli *c);
 
-/* A tiny JSON writer to stdout (or another stream): values are escaped,
- * commas placed by nesting depth. */
+/* The --json result, built as a json-c tree (json/ssjson.h: strings made
+ * valid UTF-8) and written as one line by json_finish. */
+struct json_object;
 struct json {
 	FILE *f;
-	int depth;
-	bool first[16];
+	struct json_object *root;       /* the top-level value */
+	struct json_object *open;       /* json-c array: containers not yet ended */
+	bool failed;                    /* out of memory on the way */
 };
 void json_begin(struct json *j, FILE *f);
 void json_obj(struct json *j, const char *key);    /* key NULL inside arrays */
@@ -129,7 +134,11 @@ void json_u64(struct json *j, const char *key, uint64_t v);
 void json_i64(struct json *j, const char *key, int64_t v);
 void json_f64(struct json *j, const char *key, double v);
 void json_bool(struct json *j, const char *key, bool v);
-void json_finish(struct json *j);   /* newline after the top-level object */
+/* Write the value and a newline, free the tree. A result that cannot be
+ * written (out of memory, a write error) is reported on stderr and the
+ * program exits EXIT_FAIL, so that no script takes a missing result for
+ * success. */
+void json_finish(struct json *j);
 /* Begin the result object of a command that succeeded: {"ok":true,"op":op,... */
 void json_result(struct json *j, FILE *f, const char *op);
 
@@ -144,6 +153,14 @@ int cmd_rm(struct cli *c);
 int cmd_gc(struct cli *c);
 int cmd_init(struct cli *c);
 int cmd_check(struct cli *c);
+
+/* follow.c: push --while. Run c->run_argv once the push is under way,
+ * push the source as the command writes it, and commit only when the
+ * command exits 0. The command is reaped on every path. Returns 0 or
+ * -errno with err set; -ECANCELED when the command failed or could not
+ * run (err names it and its status). */
+int cli_push_while(struct cli *c, struct ss_push_opts *o, struct ss_stats *st, char *err,
+		   size_t errlen);
 
 /* The store as given (flag or SNAPSTREAM_STORE), local paths made
  * absolute so manifests record a store any directory can reach. */

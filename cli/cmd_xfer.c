@@ -83,9 +83,19 @@ int cmd_push(struct cli *c)
 						  "terminal; pipe or redirect the image into it");
 		o.source = NULL;
 		r = ss_push_fd(&o, STDIN_FILENO, c->name, &c->cfg, &st, err, sizeof(err));
+	} else if (c->run_argv) {
+		r = cli_push_while(c, &o, &st, err, sizeof(err));
 	} else {
 		r = ss_push(&o, &c->cfg, &st, err, sizeof(err));
 	}
+	/* The engine says -EINVAL both for bad arguments and for a source
+	 * holding what a snapshot cannot (a symlink, FIFO or device), and
+	 * names the path in the latter. That is no usage error: the command
+	 * was right, the data is not (exit 1). */
+	size_t srclen = strlen(src);
+	if (r == -EINVAL && !strncmp(err, src, srclen) && (err[srclen] == ' ' || err[srclen] == '/') &&
+	    strstr(err, " is not a regular file or directory"))
+		r = -ENOTSUP;
 	if (r) {
 		if (r == -ENOENT && !strstr(err, snap))
 			c->subject = NULL;   /* the source is missing, not the snapshot */

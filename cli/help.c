@@ -5,9 +5,9 @@
 #include "cli.h"
 
 #define OPT_STORE_READ {"--store <uri>", "store to read chunks from (default: the one the\nsnapshot was pushed to; env SNAPSTREAM_STORE)"}
-#define OPT_THREADS {"--threads <n>", "worker threads (default: online CPUs; env\nSNAPSTREAM_THREADS)"}
+#define OPT_THREADS {"-j, --threads <n>", "worker threads (default: online CPUs; env\nSNAPSTREAM_THREADS)"}
 #define OPT_JSON {"--json", "print one JSON result (or error) object on stdout"}
-#define OPT_QUIET {"--quiet", "no progress and no summary (env SNAPSTREAM_QUIET=1)"}
+#define OPT_QUIET {"-q, --quiet", "no progress and no summary (env SNAPSTREAM_QUIET=1)"}
 #define OPT_KEY {"--key-file <file>", "the key of a keyed store (see 'init'); env\nSNAPSTREAM_KEY_FILE"}
 
 static const struct opt_help push_opts[] = {
@@ -15,14 +15,15 @@ static const struct opt_help push_opts[] = {
 	{"--parent <snapshot>", "a previous snapshot to deduplicate against\n(repeatable; the store's chunks are used anyway)"},
 	{"--label <key=value>", "record a label in the manifest (repeatable)"},
 	{"--name <name>", "with -: the file name to record (default: stdin)"},
-	{"--force", "replace the snapshot if it exists"},
+	{"-f, --force", "replace the snapshot if it exists"},
 	OPT_THREADS,
-	{"--chunk-avg <bytes>", "average chunk size, a power of two (default 64K);\n--chunk-min and --chunk-max default to avg/4, avg*4"},
+	{"--chunk-avg <bytes>", "average chunk size, a power of two from 256 to 4M\n(default 64K); --chunk-min (64 up) and --chunk-max\n(up to 1G) default to avg/4, avg*4"},
 	{"--zstd-level <n>", "compression level, -7..19 (default 2; env\nSNAPSTREAM_ZSTD_LEVEL)"},
 	{"--no-fsync", "do not fsync (tmpfs, throwaway stores; env\nSNAPSTREAM_NO_FSYNC=1)"},
 	OPT_JSON,
 	OPT_QUIET,
 	OPT_KEY,
+	{"--while -- <command> [args...]", "run the command and push <dir> while it writes it\n(a checkpointer: criu dump -D <dir>, runsc\ncheckpoint, a Firecracker snapshot); commit when it\nexits 0, else write no snapshot and exit 1 naming its\nstatus. Signals sent to snapstream are passed on to\nit, and it is always waited for"},
 	{NULL, NULL},
 };
 
@@ -30,12 +31,13 @@ static const char *const push_ex[] = {
 	"snapstream push /run/ckpt/pages.img /snaps/job-1",
 	"snapstream push /run/ckpt/ /snaps/job-2 --parent /snaps/job-1",
 	"ssh host cat /run/ckpt/pages.img | snapstream push - s3://bucket/job-3 --name pages.img",
+	"snapstream push /run/ckpt/ s3://bucket/job-4 --while -- criu dump -t 4242 -D /run/ckpt/",
 	NULL,
 };
 
 static const struct opt_help pull_opts[] = {
 	OPT_STORE_READ,
-	{"--force", "replace <dest> if it exists"},
+	{"-f, --force", "replace <dest> if it exists"},
 	OPT_THREADS,
 	{"--no-fsync", "do not fsync the restored files"},
 	{"--json", "print one JSON result object (on stderr when <dest>\nis -)"},
@@ -79,6 +81,7 @@ static const char *const ls_ex[] = {
 };
 
 static const struct opt_help info_opts[] = {
+	{"--store <uri>", "the store the snapshot must use: a snapshot whose\nmanifest names another is refused (env\nSNAPSTREAM_STORE)"},
 	OPT_JSON,
 	{NULL, NULL},
 };
@@ -120,7 +123,7 @@ static const char *const rm_ex[] = {
 static const struct opt_help gc_opts[] = {
 	{"--store <uri>", "the store (default: env SNAPSTREAM_STORE, else\n./.snapstream)"},
 	{"--grace <duration>", "how long an unreferenced pack stays hidden before it\nis deleted: 90s, 30m, 6h, 2d (default 24h; env\nSNAPSTREAM_GC_GRACE). Must exceed the longest push,\npull or verify; 0 deletes at once and is safe only\nwhen nothing else uses the store"},
-	{"--dry-run", "report what would be hidden and deleted; change\nnothing"},
+	{"-n, --dry-run", "report what would be hidden and deleted; change\nnothing"},
 	{"--break-lock", "remove the lock of a gc that died, then run"},
 	OPT_JSON,
 	OPT_QUIET,
@@ -150,7 +153,7 @@ static const struct opt_help check_opts[] = {
 	OPT_THREADS,
 	{"--no-fsync", "do not fsync what repair writes (tmpfs, tests)"},
 	OPT_JSON,
-	{"--quiet", "print only the problems left, no progress or summary\n(env SNAPSTREAM_QUIET=1)"},
+	{"-q, --quiet", "print only the problems left, no progress or summary\n(env SNAPSTREAM_QUIET=1)"},
 	{NULL, NULL},
 };
 
@@ -182,10 +185,18 @@ const struct command cli_commands[] = {
 		"\n"
 		"With - the image is read from stdin as it arrives (a pipe from a\n"
 		"checkpointing tool) and becomes a one-file snapshot; nothing is\n"
-		"written to local disk on the way.",
+		"written to local disk on the way.\n"
+		"\n"
+		"With --while -- <command> the command is run once the push has\n"
+		"started, and the directory is pushed as the command writes into it:\n"
+		"files may appear and grow (written front to back) until it exits.\n"
+		"The snapshot is committed only when the command exits 0; when it\n"
+		"fails nothing is written and the exit status is 1. A push that\n"
+		"cannot succeed (the snapshot exists, a bad store) fails before the\n"
+		"command is run.",
 		push_opts, push_ex,
 		O_STORE | O_PARENT | O_LABEL | O_FORCE | O_THREADS | O_CHUNK | O_ZSTD | O_NOFSYNC |
-			O_JSON | O_QUIET | O_NAME | O_KEY,
+			O_JSON | O_QUIET | O_NAME | O_KEY | O_WHILE,
 		2, 2, cmd_push,
 	},
 	{
@@ -227,7 +238,7 @@ const struct command cli_commands[] = {
 		"Describe a snapshot from its manifest: files and sizes, chunk and pack\n"
 		"counts, logical, stored and newly added bytes, what zero pages and\n"
 		"dedup saved when it was pushed, labels, parents, format version.",
-		info_opts, info_ex, O_JSON, 1, 1, cmd_info,
+		info_opts, info_ex, O_STORE | O_JSON, 1, 1, cmd_info,
 	},
 	{
 		"verify", "<snapshot>", "check every chunk and file of a snapshot",
@@ -395,7 +406,7 @@ void cli_help_cmd(FILE *f, const struct command *cmd)
 		put_indented(f, o->text, 25);
 		fputc('\n', f);
 	}
-	fprintf(f, "  %-22s show this help\n\nExamples:\n", "--help");
+	fprintf(f, "  %-22s show this help\n\nExamples:\n", "-h, --help");
 	for (const char *const *e = cmd->examples; *e; e++)
 		fprintf(f, "  %s\n", *e);
 	fprintf(f, "\nExit codes: 0 success, 1 failure, 2 usage error, 3 not found,\n"

@@ -37,6 +37,10 @@ int main(int argc, char **argv)
 		return EXIT_OK;
 	}
 	c.cmd = cli_find(name);
+	if (!c.cmd && name[0] == '-' && name[1])
+		return cli_usage_error(&c, "option '%.*s' before the command; options follow it: "
+					   "snapstream <command> [options]",
+				       (int)strcspn(name, "="), name);
 	if (!c.cmd)
 		return cli_usage_error(&c, "unknown command '%s'", name);
 	int r = cli_parse(&c, argc - 1, argv + 1);

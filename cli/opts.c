@@ -31,8 +31,12 @@ enum {
 	OPT_KEYFILE,
 	OPT_REPAIR,
 	OPT_DEEP,
+	OPT_WHILE,
 	OPT_HELP,
 };
+
+/* Short forms, as restic, rsync and make spell them. */
+static const char short_opts[] = ":hqfnj:";
 
 static const struct option long_opts[] = {
 	{"store", required_argument, NULL, OPT_STORE},
@@ -55,6 +59,7 @@ static const struct option long_opts[] = {
 	{"key-file", required_argument, NULL, OPT_KEYFILE},
 	{"repair", no_argument, NULL, OPT_REPAIR},
 	{"deep", no_argument, NULL, OPT_DEEP},
+	{"while", no_argument, NULL, OPT_WHILE},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
 };
@@ -83,6 +88,7 @@ static unsigned gate(int o)
 	case OPT_KEYFILE: return O_KEY;
 	case OPT_REPAIR: return O_REPAIR;
 	case OPT_DEEP: return O_DEEP;
+	case OPT_WHILE: return O_WHILE;
 	default: return 0;
 	}
 }
@@ -116,18 +122,46 @@ int cli_usage_error(const struct cli *c, const char *fmt, ...)
 	return EXIT_USAGE;
 }
 
-static bool parse_size(const char *s, uint32_t *out)
+/* The chunker's limits (ss_chunker_init in chunker/chunker.c, and the
+ * segment that must hold the largest chunk in engine/common.c): avg a
+ * power of two in 256..4 MiB, min 64..avg-1, max avg+1..1 GiB. Checked
+ * here so that a value the engine cannot take is a usage error naming its
+ * option, before any work starts. How min, avg and max relate is left to
+ * the engine, which knows the defaults. */
+struct size_opt {
+	const char *name;
+	uint32_t lo, hi;
+	const char *range;
+};
+static const struct size_opt chunk_avg_opt = {"--chunk-avg", 256, 4u << 20,
+					      "a power of two from 256 to 4M"};
+static const struct size_opt chunk_min_opt = {"--chunk-min", 64, (4u << 20) - 1,
+					      "64 to 4M-1"};
+static const struct size_opt chunk_max_opt = {"--chunk-max", 257, 1u << 30,
+					      "257 to 1G"};
+
+/* Bytes, or with a K, M or G suffix; within [lo, hi]. The bound is
+ * checked before the suffix multiplies, so no value wraps. */
+static bool parse_size(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
 {
+	if (*s < '0' || *s > '9')
+		return false;   /* strtoull would take "-1", " 1", "+1" */
 	char *end;
 	errno = 0;
 	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || end == s || *s == '-')
+	if (errno || end == s)
 		return false;
+	unsigned shift = 0;
 	if (*end == 'K' || *end == 'k')
-		v <<= 10, end++;
+		shift = 10, end++;
 	else if (*end == 'M' || *end == 'm')
-		v <<= 20, end++;
-	if (*end || v == 0 || v > UINT32_MAX)
+		shift = 20, end++;
+	else if (*end == 'G' || *end == 'g')
+		shift = 30, end++;
+	if (*end || v > ((unsigned long long)hi >> shift))
+		return false;
+	v <<= shift;
+	if (v < lo)
 		return false;
 	*out = (uint32_t)v;
 	return true;
@@ -229,28 +263,119 @@ static int apply_env(struct cli *c)
 	return -1;
 }
 
+/* How an option was spelled, for errors: "--store" (a long option, at
+ * its index in long_opts), "-j" (a short one). */
+static void opt_name(int o, int longindex, char *buf, size_t n)
+{
+	if (longindex >= 0) {
+		snprintf(buf, n, "--%s", long_opts[longindex].name);
+		return;
+	}
+	if (o > 0 && o < 256) {
+		snprintf(buf, n, "-%c", o);
+		return;
+	}
+	for (const struct option *l = long_opts; l->name; l++)
+		if (l->val == o) {
+			snprintf(buf, n, "--%s", l->name);
+			return;
+		}
+	snprintf(buf, n, "?");
+}
+
+/* The long option an argument spells (a unique prefix, as getopt_long
+ * takes it), or NULL. */
+static const struct option *long_match(const char *arg)
+{
+	size_t len = strcspn(arg, "=");
+	const struct option *hit = NULL;
+	for (const struct option *l = long_opts; l->name; l++)
+		if (!strncmp(l->name, arg, len) && strlen(l->name) == len)
+			return l;
+	for (const struct option *l = long_opts; l->name; l++) {
+		if (strncmp(l->name, arg, len))
+			continue;
+		if (hit)
+			return NULL;   /* ambiguous: getopt_long reports it */
+		hit = l;
+	}
+	return hit;
+}
+
+/* The index of the first "--" that ends the options (not an option's
+ * value), or argc. */
+static int find_dashdash(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "--"))
+			return i;
+		if (a[0] != '-' || !a[1])
+			continue;
+		if (a[1] == '-') {
+			const struct option *l = long_match(a + 2);
+			if (l && l->has_arg == required_argument && !strchr(a, '='))
+				i++;
+			continue;
+		}
+		/* A cluster of short options; one that takes a value ends it. */
+		for (const char *p = a + 1; *p; p++) {
+			const char *d = strchr(short_opts + 1, *p);
+			if (d && d[1] == ':') {
+				if (!p[1])
+					i++;
+				break;
+			}
+		}
+	}
+	return argc;
+}
+
 int cli_parse(struct cli *c, int argc, char **argv)
 {
 	int r = apply_env(c);
 	if (r >= 0)
 		return r;
+	/* Options end at "--". What follows is the command of --while, or
+	 * else more arguments; getopt must not look at it either way. */
+	int dd = find_dashdash(argc, argv);
 	optind = 1;
 	opterr = 0;
-	int o;
+	int o, li = -1;
+	char nm[64];
 	/* '-' alone is an argument (stdin/stdout), which getopt leaves be. */
-	while ((o = getopt_long(argc, argv, ":h", long_opts, NULL)) != -1) {
+	while ((o = getopt_long(dd, argv, short_opts, long_opts, &li)) != -1) {
 		long v;
+		opt_name(o, li, nm, sizeof(nm));   /* as typed: "-q" or "--quiet" */
+		li = -1;
+		switch (o) {
+		case 'q': o = OPT_QUIET; break;
+		case 'f': o = OPT_FORCE; break;
+		case 'n': o = OPT_DRYRUN; break;
+		case 'j': o = OPT_THREADS; break;
+		}
 		if (o == 'h' || o == OPT_HELP) {
 			cli_help_cmd(stdout, c->cmd);
 			return EXIT_OK;
 		}
-		if (o == ':')
-			return cli_usage_error(c, "option '%s' needs a value", argv[optind - 1]);
-		if (o == '?' || !gate(o))
-			return cli_usage_error(c, "unknown option '%s'", argv[optind - 1]);
+		if (o == ':') {
+			opt_name(optopt, -1, nm, sizeof(nm));
+			return cli_usage_error(c, "option '%s' needs a value", nm);
+		}
+		if (o == '?') {
+			if (optopt >= 256) {
+				opt_name(optopt, -1, nm, sizeof(nm));
+				return cli_usage_error(c, "option '%s' takes no value", nm);
+			}
+			if (optopt)
+				return cli_usage_error(c, "unknown option '-%c'", optopt);
+			/* An unknown or ambiguous long option: as typed, without
+			 * a value that may follow '='. */
+			const char *a = argv[optind - 1];
+			return cli_usage_error(c, "unknown option '%.*s'", (int)strcspn(a, "="), a);
+		}
 		if (!(c->cmd->allowed & gate(o)))
-			return cli_usage_error(c, "option '%s' is not for %s", argv[optind - 1],
-					       c->cmd->name);
+			return cli_usage_error(c, "option '%s' is not for %s", nm, c->cmd->name);
 		switch (o) {
 		case OPT_STORE:
 			c->store = optarg;
@@ -276,16 +401,20 @@ int cli_parse(struct cli *c, int argc, char **argv)
 			break;
 		case OPT_THREADS:
 			if (!parse_int(optarg, 1, 256, &v))
-				return cli_usage_error(c, "--threads takes 1..256, got '%s'", optarg);
+				return cli_usage_error(c, "%s takes 1..256, got '%s'", nm, optarg);
 			c->cfg.threads = (unsigned)v;
 			break;
 		case OPT_CHUNK_AVG:
 		case OPT_CHUNK_MIN:
 		case OPT_CHUNK_MAX: {
+			const struct size_opt *so = o == OPT_CHUNK_AVG ? &chunk_avg_opt
+						    : o == OPT_CHUNK_MIN ? &chunk_min_opt
+									 : &chunk_max_opt;
 			uint32_t sz;
-			if (!parse_size(optarg, &sz))
-				return cli_usage_error(c, "'%s' is not a size (bytes, or with K or M)",
-						       optarg);
+			if (!parse_size(optarg, so->lo, so->hi, &sz) ||
+			    (o == OPT_CHUNK_AVG && (sz & (sz - 1))))
+				return cli_usage_error(c, "%s takes %s bytes (suffix K, M or G), got "
+							  "'%s'", so->name, so->range, optarg);
 			if (o == OPT_CHUNK_AVG)
 				c->cfg.chunk_avg = sz;
 			else if (o == OPT_CHUNK_MIN)
@@ -335,6 +464,9 @@ int cli_parse(struct cli *c, int argc, char **argv)
 		case OPT_DEEP:
 			c->deep = true;
 			break;
+		case OPT_WHILE:
+			c->follow = true;
+			break;
 		case OPT_KEYFILE: {
 			int kr = read_key(c, optarg, "--key-file");
 			if (kr >= 0)
@@ -344,7 +476,17 @@ int cli_parse(struct cli *c, int argc, char **argv)
 		}
 	}
 	c->args = argv + optind;
-	c->nargs = argc - optind;
+	c->nargs = dd - optind;
+	if (c->follow) {
+		if (dd + 1 >= argc)
+			return cli_usage_error(c, "--while needs the command after '--': "
+						  "--while -- <command> [args...]");
+		c->run_argv = argv + dd + 1;   /* NULL-terminated, as argv is */
+	} else if (dd < argc) {
+		/* Plain "--": the rest are arguments too, next to the others. */
+		memmove(argv + dd, argv + dd + 1, sizeof(*argv) * (size_t)(argc - dd));
+		c->nargs = argc - 1 - optind;
+	}
 	const struct command *cmd = c->cmd;
 	if (c->nargs < cmd->min_args || c->nargs > cmd->max_args) {
 		if (cmd->max_args == 0)
@@ -354,6 +496,9 @@ int cli_parse(struct cli *c, int argc, char **argv)
 	}
 	if (c->name && !(c->nargs >= 1 && !strcmp(c->args[0], "-")))
 		return cli_usage_error(c, "--name is for 'push -' (reading stdin)");
+	if (c->follow && !strcmp(c->args[0], "-"))
+		return cli_usage_error(c, "--while follows a directory the command writes, not "
+					  "stdin");
 	c->bar.on = !c->quiet && !c->json && isatty(STDERR_FILENO);
 	if (c->bar.on) {
 		c->cfg.progress = cli_progress_cb;

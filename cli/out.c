@@ -3,11 +3,21 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+/* json-c calls a type json_bool, which is the name of the CLI's boolean
+ * writer (cli.h): rename json-c's within this file. */
+#define json_bool json_c_bool
+#include <json.h>
+#undef json_bool
+
 #include "cli.h"
+#include "ssjson.h"
+
+static int json_flush(struct json *j);
 
 int cli_exit_code(int r)
 {
@@ -56,7 +66,8 @@ void cli_error(struct cli *c, int r, const char *msg)
 		if (c->subject)
 			json_str(&j, "subject", c->subject);
 		json_end_obj(&j);
-		json_finish(&j);
+		/* The failure below is the one to report, not a second one. */
+		json_flush(&j);
 	}
 	fprintf(stderr, "%s %s: %s%s%s\n", c->prog, c->cmd->name, named ? "" : c->subject,
 		named ? "" : ": ", msg);
@@ -137,124 +148,132 @@ void cli_progress_cb(void *arg, const struct ss_progress *p)
 
 /* ---------------------------------------------------------------- json */
 
+/* The tree is built in memory and written at json_finish: json-c places
+ * the commas and escapes, so no nesting depth or name can break the
+ * output. A failed allocation sets j->failed and everything after it is
+ * dropped; json_finish reports it. */
+
 void json_begin(struct json *j, FILE *f)
 {
 	memset(j, 0, sizeof(*j));
 	j->f = f;
-	j->first[0] = true;
+	j->open = json_object_new_array();
+	j->failed = !j->open;
 }
 
-/* Length of the UTF-8 sequence at p, or 0 if it is not one. */
-static int utf8_len(const unsigned char *p)
+/* Add val (whose reference this takes) under k to the innermost open
+ * container, or make it the top-level value. */
+static void put(struct json *j, const char *k, struct json_object *val)
 {
-	int n = p[0] >= 0xf0 && p[0] <= 0xf4 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc2 ? 2 : 0;
-	for (int i = 1; i < n; i++)
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-	return n;
-}
-
-static void esc(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		int n;
-		if (*p == '"' || *p == '\\')
-			fprintf(f, "\\%c", *p);
-		else if (*p == '\n')
-			fputs("\\n", f);
-		else if (*p < 0x20 || *p == 0x7f)
-			fprintf(f, "\\u%04x", *p);
-		else if (*p < 0x80)
-			fputc(*p, f);
-		else if ((n = utf8_len(p))) {
-			fwrite(p, 1, (size_t)n, f);   /* file names may hold UTF-8 */
-			p += n - 1;
-		} else {
-			fprintf(f, "\\u%04x", *p);   /* not UTF-8: keep the JSON valid */
+	size_t n = j->open ? json_object_array_length(j->open) : 0;
+	int r;
+	if (j->failed) {
+		json_object_put(val);
+		return;
+	}
+	if (!n) {
+		if (!val || j->root) {
+			/* A second top-level value has no place in one JSON text. */
+			json_object_put(val);
+			j->failed = true;
+			return;
 		}
+		j->root = val;
+		return;
 	}
-	fputc('"', f);
+	struct json_object *parent = json_object_array_get_idx(j->open, n - 1);
+	if (json_object_is_type(parent, json_type_object))
+		r = ssjson_add(parent, k ? k : "", val);
+	else
+		r = ssjson_append(parent, val);
+	if (r)
+		j->failed = true;
 }
 
-/* A comma before every value but the first at its depth, then the key. */
-static void key(struct json *j, const char *k)
+static void open_(struct json *j, const char *k, struct json_object *o)
 {
-	if (!j->first[j->depth])
-		fputc(',', j->f);
-	j->first[j->depth] = false;
-	if (k) {
-		esc(j->f, k);
-		fputc(':', j->f);
+	/* One reference for the parent, one for the stack of open ones. */
+	json_object_get(o);
+	put(j, k, o);
+	if (j->failed || json_object_array_add(j->open, o)) {
+		json_object_put(o);
+		j->failed = true;
 	}
 }
 
-static void open_(struct json *j, const char *k, char ch)
+static void close_(struct json *j)
 {
-	key(j, k);
-	fputc(ch, j->f);
-	if (j->depth < 15)
-		j->first[++j->depth] = true;
+	size_t n = j->open ? json_object_array_length(j->open) : 0;
+	if (n)
+		json_object_array_del_idx(j->open, n - 1, 1);
 }
 
 void json_obj(struct json *j, const char *k)
 {
-	open_(j, k, '{');
+	open_(j, k, json_object_new_object());
 }
 
 void json_arr(struct json *j, const char *k)
 {
-	open_(j, k, '[');
+	open_(j, k, json_object_new_array());
 }
 
 void json_end_obj(struct json *j)
 {
-	fputc('}', j->f);
-	if (j->depth)
-		j->depth--;
+	close_(j);
 }
 
 void json_end_arr(struct json *j)
 {
-	fputc(']', j->f);
-	if (j->depth)
-		j->depth--;
+	close_(j);
 }
 
 void json_str(struct json *j, const char *k, const char *v)
 {
-	key(j, k);
-	esc(j->f, v ? v : "");
+	put(j, k, ssjson_string(v));
 }
 
 void json_u64(struct json *j, const char *k, uint64_t v)
 {
-	key(j, k);
-	fprintf(j->f, "%" PRIu64, v);
+	put(j, k, json_object_new_uint64(v));
 }
 
 void json_i64(struct json *j, const char *k, int64_t v)
 {
-	key(j, k);
-	fprintf(j->f, "%" PRId64, v);
+	put(j, k, json_object_new_int64(v));
 }
 
 void json_f64(struct json *j, const char *k, double v)
 {
-	key(j, k);
-	fprintf(j->f, "%.6f", v);
+	put(j, k, ssjson_fixed(v, 6));
 }
 
 void json_bool(struct json *j, const char *k, bool v)
 {
-	key(j, k);
-	fputs(v ? "true" : "false", j->f);
+	put(j, k, json_object_new_boolean(v));
+}
+
+/* Write and free; 0 or -errno. */
+static int json_flush(struct json *j)
+{
+	int r = j->failed || !j->root ? -ENOMEM : ssjson_write_line(j->f, j->root);
+	json_object_put(j->root);
+	json_object_put(j->open);
+	j->root = j->open = NULL;
+	return r;
 }
 
 void json_finish(struct json *j)
 {
-	fputc('\n', j->f);
-	fflush(j->f);
+	int r = json_flush(j);
+	if (r == -EPIPE) {
+		signal(SIGPIPE, SIG_DFL);
+		raise(SIGPIPE);
+	}
+	if (r) {
+		fprintf(stderr, "snapstream: cannot write the JSON result: %s\n", strerror(-r));
+		exit(EXIT_FAIL);
+	}
 }
 
 void json_result(struct json *j, FILE *f, const char *op)

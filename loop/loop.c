@@ -7,12 +7,23 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
+
+/* How long ss_loop_sqe waits for the kernel to take submissions again
+ * (-EAGAIN: no memory for requests) when no completion arrives to make
+ * room, in waits of STALL_WAIT_NS, before it gives up with -ENOMEM. */
+#define STALL_WAITS 200
+#define STALL_WAIT_NS 10000000ll
 
 struct ss_loop {
 	struct io_uring ring;
 	unsigned inflight;         /* SQEs handed out, CQE not yet reaped */
 	struct ss_op *defer_head, *defer_tail;
+	/* Set when the ring refuses submissions for good; every later
+	 * ss_loop_sqe completes its op with it and every turn returns it. */
+	int err;
+	struct io_uring_sqe dead_sqe;   /* handed out once err is set */
 
 	/* Worker → loop: finished tasks and an eventfd to wake the ring. */
 	pthread_mutex_t done_mu;
@@ -88,16 +99,6 @@ struct io_uring *ss_loop_ring(struct ss_loop *l)
 	return &l->ring;
 }
 
-struct io_uring_sqe *ss_loop_sqe(struct ss_loop *l, struct ss_op *op)
-{
-	struct io_uring_sqe *sqe;
-	while (!(sqe = io_uring_get_sqe(&l->ring)))
-		io_uring_submit(&l->ring);
-	io_uring_sqe_set_data(sqe, op);
-	l->inflight++;
-	return sqe;
-}
-
 void ss_loop_defer(struct ss_loop *l, struct ss_op *op, int res)
 {
 	op->res = res;
@@ -107,6 +108,83 @@ void ss_loop_defer(struct ss_loop *l, struct ss_op *op, int res)
 	else
 		l->defer_head = op;
 	l->defer_tail = op;
+}
+
+/* Move every CQE the ring holds to the deferred list, to run on the next
+ * turn: this frees completion-ring room without running callbacks under a
+ * caller that is half-way through preparing an SQE. Returns how many. */
+static unsigned park_cqes(struct ss_loop *l)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, k = 0;
+	io_uring_for_each_cqe(&l->ring, head, cqe) {
+		ss_loop_defer(l, io_uring_cqe_get_data(cqe), cqe->res);
+		k++;
+	}
+	io_uring_cq_advance(&l->ring, k);
+	l->inflight -= k;
+	return k;
+}
+
+/* Wait up to STALL_WAIT_NS for a completion, submitting nothing. Returns
+ * 0, or -errno when the ring has failed. */
+static int stall_wait(struct ss_loop *l)
+{
+	if (l->ring.features & IORING_FEAT_EXT_ARG) {
+		struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = STALL_WAIT_NS};
+		struct io_uring_cqe *cqe;
+		int r = io_uring_wait_cqe_timeout(&l->ring, &cqe, &ts);
+		if (r >= 0 || r == -ETIME || r == -EINTR || r == -EAGAIN || r == -EBUSY)
+			return 0;
+		return r;   /* -EBADR: completions were lost; nothing can wait on them */
+	}
+	/* Without EXT_ARG a timed wait needs an SQE, and there is none. */
+	struct timespec ts = {.tv_sec = 0, .tv_nsec = STALL_WAIT_NS};
+	nanosleep(&ts, NULL);
+	return 0;
+}
+
+struct io_uring_sqe *ss_loop_sqe(struct ss_loop *l, struct ss_op *op)
+{
+	struct io_uring_sqe *sqe = NULL;
+	unsigned stalls = 0;
+	while (!l->err && !(sqe = io_uring_get_sqe(&l->ring))) {
+		int r = io_uring_submit(&l->ring);
+		if (r > 0) {
+			stalls = 0;
+			continue;
+		}
+		if (r == -EINTR)
+			continue;
+		if (r < 0 && r != -EBUSY && r != -EAGAIN) {
+			l->err = r;
+			break;
+		}
+		/* The kernel takes nothing until completions are reaped:
+		 * -EBUSY when the CQEs it holds back cannot move into a full
+		 * completion ring, -EAGAIN when it has no memory for more
+		 * requests. Spinning would never clear either. */
+		if (park_cqes(l))
+			continue;
+		if (++stalls > STALL_WAITS) {
+			l->err = r == -EBUSY ? -EBUSY : -ENOMEM;
+			break;
+		}
+		if ((r = stall_wait(l)) < 0)
+			l->err = r;
+	}
+	if (!sqe) {
+		/* The ring is unusable: the caller still gets a slot to fill,
+		 * one that goes nowhere, and its op completes with the error
+		 * on the next turn, which also returns it. */
+		sqe = &l->dead_sqe;
+		memset(sqe, 0, sizeof(*sqe));
+		ss_loop_defer(l, op, l->err);
+		return sqe;
+	}
+	io_uring_sqe_set_data(sqe, op);
+	l->inflight++;
+	return sqe;
 }
 
 unsigned ss_loop_inflight(const struct ss_loop *l)
@@ -149,13 +227,21 @@ int ss_loop_turn(struct ss_loop *l, bool wait)
 {
 	int n = run_deferred(l);
 	n += run_finished_tasks(l);
+	if (l->err)
+		return l->err;
 	bool block = wait && n == 0 && !l->defer_head;
 	int r;
 	if (block)
 		r = io_uring_submit_and_wait(&l->ring, 1);
 	else
 		r = io_uring_submit(&l->ring);
-	if (r < 0 && r != -EINTR && r != -EBUSY)
+	/* -EBUSY and -EAGAIN clear as completions are reaped, below; when
+	 * there are none yet, wait a little for one rather than return to a
+	 * caller that would come straight back. */
+	if ((r == -EBUSY || r == -EAGAIN) && block && !io_uring_cq_ready(&l->ring) &&
+	    (r = stall_wait(l)) < 0)
+		return r;
+	if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN)
 		return r;
 
 	struct io_uring_cqe *cqe;
@@ -189,15 +275,22 @@ int ss_loop_turn(struct ss_loop *l, bool wait)
 
 /* --- worker pool ------------------------------------------------------ */
 
+struct ss_worker {
+	struct ss_pool *pool;
+	pthread_t thread;
+	void *wctx;
+};
+
 struct ss_pool {
 	struct ss_loop *loop;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct ss_task *head, *tail;
 	bool stopping;
-	unsigned nthreads;
+	unsigned nthreads;         /* started, to join */
+	unsigned nctx;             /* contexts created, to destroy */
 	struct ss_worker_ctx_ops ops;
-	pthread_t *threads;
+	struct ss_worker *workers;
 };
 
 static void task_finished(struct ss_pool *p, struct ss_task *t)
@@ -222,8 +315,9 @@ static void task_finished(struct ss_pool *p, struct ss_task *t)
 
 static void *worker_main(void *arg)
 {
-	struct ss_pool *p = arg;
-	void *wctx = p->ops.create ? p->ops.create(p->ops.arg) : NULL;
+	struct ss_worker *w = arg;
+	struct ss_pool *p = w->pool;
+	void *wctx = w->wctx;
 	for (;;) {
 		pthread_mutex_lock(&p->mu);
 		while (!p->head && !p->stopping)
@@ -240,8 +334,6 @@ static void *worker_main(void *arg)
 		t->run(t, wctx);
 		task_finished(p, t);
 	}
-	if (p->ops.destroy)
-		p->ops.destroy(wctx);
 	return NULL;
 }
 
@@ -258,13 +350,24 @@ int ss_pool_new(struct ss_loop *l, unsigned n, const struct ss_worker_ctx_ops *o
 		p->ops = *ops;
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_cond_init(&p->cv, NULL);
-	p->threads = calloc(n, sizeof(*p->threads));
-	if (!p->threads) {
+	p->workers = calloc(n, sizeof(*p->workers));
+	if (!p->workers) {
 		ss_pool_free(p);
 		return -ENOMEM;
 	}
+	/* Every context exists before any worker starts: a worker without
+	 * one would run its tasks without their decoder or scratch space,
+	 * and they would fail as if the data were corrupt. */
 	for (unsigned i = 0; i < n; i++) {
-		int r = pthread_create(&p->threads[i], NULL, worker_main, p);
+		p->workers[i].pool = p;
+		if (p->ops.create && !(p->workers[i].wctx = p->ops.create(p->ops.arg))) {
+			ss_pool_free(p);
+			return -ENOMEM;
+		}
+		p->nctx++;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		int r = pthread_create(&p->workers[i].thread, NULL, worker_main, &p->workers[i]);
 		if (r) {
 			ss_pool_free(p);
 			return -r;
@@ -284,8 +387,11 @@ void ss_pool_free(struct ss_pool *p)
 	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->mu);
 	for (unsigned i = 0; i < p->nthreads; i++)
-		pthread_join(p->threads[i], NULL);
-	free(p->threads);
+		pthread_join(p->workers[i].thread, NULL);
+	for (unsigned i = 0; i < p->nctx; i++)
+		if (p->ops.destroy && p->workers[i].wctx)
+			p->ops.destroy(p->workers[i].wctx);
+	free(p->workers);
 	pthread_cond_destroy(&p->cv);
 	pthread_mutex_destroy(&p->mu);
 	free(p);

@@ -37,7 +37,13 @@ void ss_loop_free(struct ss_loop *l);
 struct io_uring *ss_loop_ring(struct ss_loop *l);
 
 /* A submission slot for `op`; the op's done() runs when the CQE arrives.
- * Submits pending SQEs to make room when the ring is full; never NULL. */
+ * When the ring is full, submits pending SQEs to make room; if the kernel
+ * takes none until completions are reaped (-EBUSY, -EAGAIN), moves the
+ * CQEs it holds to the next turn (no callback runs here) and waits for
+ * some, for at most about two seconds. Never NULL: if the ring fails for
+ * good, the slot returned goes nowhere, op completes with the error on
+ * the next turn (-ENOMEM when the kernel had no memory), and every later
+ * ss_loop_turn returns it. */
 struct io_uring_sqe *ss_loop_sqe(struct ss_loop *l, struct ss_op *op);
 
 /* Complete op with res on the next loop turn (never re-entrantly), for
@@ -49,7 +55,8 @@ unsigned ss_loop_inflight(const struct ss_loop *l);
 
 /* One turn: submit what is queued, wait for at least one event if `wait`
  * and nothing is deferred, run completions (CQEs, deferred ops, worker
- * wakeups). Returns the number of completions run, or -errno. */
+ * wakeups). Returns the number of completions run, or -errno (after
+ * running what was deferred, once ss_loop_sqe found the ring failed). */
 int ss_loop_turn(struct ss_loop *l, bool wait);
 
 /* --- worker pool ------------------------------------------------------ */
@@ -64,8 +71,12 @@ struct ss_task {
 	struct ss_task *next;
 };
 
-/* Per-worker context: created on the worker thread at start, freed at exit
- * (zstd contexts and scratch buffers, allocated once and reused). */
+/* Per-worker context (zstd contexts and scratch buffers, allocated once
+ * and reused): ss_pool_new creates one per worker on the calling thread
+ * before any worker starts, and ss_pool_free destroys them after the
+ * workers are joined. create returns NULL only when out of memory, and
+ * that fails ss_pool_new: no task ever runs without its context. A create
+ * that builds several parts must return NULL unless it built them all. */
 struct ss_worker_ctx_ops {
 	void *(*create)(void *arg);
 	void (*destroy)(void *wctx);
@@ -74,7 +85,9 @@ struct ss_worker_ctx_ops {
 
 struct ss_pool;
 
-/* Start n worker threads bound to loop l. Returns 0 or -errno. */
+/* Start n worker threads bound to loop l. Returns 0, -ENOMEM (also when
+ * a context's create returned NULL; the ones made are destroyed) or
+ * -errno. */
 int ss_pool_new(struct ss_loop *l, unsigned n, const struct ss_worker_ctx_ops *ops,
 		struct ss_pool **out);
 /* Stop and join the workers (queued tasks still run first). NULL ok. */

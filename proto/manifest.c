@@ -87,6 +87,9 @@ static bool has_control(const char *s)
 	return false;
 }
 
+#define XSTR_(x) #x
+#define XSTR(x) XSTR_(x)
+
 /* Why a file name is refused, or NULL when it is fine. */
 static const char *name_problem(const char *name)
 {
@@ -102,6 +105,7 @@ static const char *name_problem(const char *name)
 	if (has_control(name))
 		return "contains a control character";
 	const char *p = name;
+	unsigned depth = 0;
 	for (;;) {
 		const char *slash = strchr(p, '/');
 		size_t clen = slash ? (size_t)(slash - p) : strlen(p);
@@ -111,6 +115,10 @@ static const char *name_problem(const char *name)
 			return "has a '.' or '..' component";
 		if (!slash)
 			break;
+		/* Push refuses deeper trees; deeper names only serve to make
+		 * whatever walks the restored tree recurse without end. */
+		if (++depth > SS_MANIFEST_MAX_DEPTH)
+			return "is nested more than " XSTR(SS_MANIFEST_MAX_DEPTH) " directories deep";
 		p = slash + 1;
 	}
 	return NULL;
@@ -377,6 +385,21 @@ int ss_manifest_validate(const struct ss_manifest *m, struct ss_err *err)
 
 	if ((r = validate_chunks(m, err)))
 		return r;
+	/* A one-file snapshot is restored as one file, possibly into an
+	 * existing directory: a '/' in its name would reach through whatever
+	 * that directory already holds (symlinks included). Push writes
+	 * exactly one file, named by its base name. */
+	if (!m->root_is_dir && m->nfiles != 1)
+		return ss_err_set(err, -EBADMSG,
+				  "manifest of a one-file snapshot lists %zu files (corrupt manifest)",
+				  m->nfiles);
+	if (!m->root_is_dir && m->files[0].name && strchr(m->files[0].name, '/')) {
+		char q[160];
+		return ss_err_set(err, -EBADMSG,
+				  "manifest of a one-file snapshot names file \"%s\" with a '/'; refusing "
+				  "to restore it (corrupt or malicious manifest)",
+				  quote(m->files[0].name, q, sizeof(q)));
+	}
 	for (size_t i = 0; i < m->nfiles; i++)
 		if ((r = validate_file(m, &m->files[i], err)))
 			return r;
@@ -856,12 +879,16 @@ static bool get_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v)
 	return false;
 }
 
-static bool wire_next(const uint8_t *p, size_t len, size_t *i, uint64_t *field, uint64_t *v)
+/* The next field at p[*i]: its number and, for a varint, its value; for a
+ * length-delimited field its length (and *type 2: the bytes end at *i). */
+static bool wire_next(const uint8_t *p, size_t len, size_t *i, uint64_t *field, uint64_t *v,
+		      unsigned *type)
 {
 	uint64_t key;
 	if (*i >= len || !get_varint(p, len, i, &key))
 		return false;
 	*field = key >> 3;
+	*type = (unsigned)(key & 7);
 	*v = 0;
 	if (*field == 0)
 		return false;
@@ -893,8 +920,9 @@ static bool peek_major(const uint8_t *p, size_t len, uint32_t *major)
 {
 	size_t i = 0;
 	uint64_t field, v;
+	unsigned type;
 	bool found = false;
-	while (wire_next(p, len, &i, &field, &v))
+	while (wire_next(p, len, &i, &field, &v, &type))
 		if (field == 1) {
 			*major = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
 			found = true;
@@ -903,17 +931,33 @@ static bool peek_major(const uint8_t *p, size_t len, uint32_t *major)
 }
 
 /* Count the Snapshot's repeated top-level messages and strings before
- * protobuf-c allocates for them. */
+ * protobuf-c allocates for them, and find file names holding a NUL byte:
+ * protobuf-c would hand them over cut at the NUL, so the name checked
+ * would not be the name written. */
 struct snap_counts {
 	uint64_t files, labels, parents, packs;
+	bool nul_name;
+	uint64_t nul_file;    /* index of the first file whose name holds a NUL */
 };
+
+static bool name_has_nul(const uint8_t *p, size_t len)
+{
+	size_t i = 0;
+	uint64_t field, v;
+	unsigned type;
+	while (wire_next(p, len, &i, &field, &v, &type))
+		if (field == 1 && type == 2 && memchr(p + i - v, 0, (size_t)v))
+			return true;
+	return false;
+}
 
 static void count_snapshot(const uint8_t *p, size_t len, struct snap_counts *c)
 {
 	size_t i = 0;
 	uint64_t field, v;
+	unsigned type;
 	memset(c, 0, sizeof(*c));
-	while (wire_next(p, len, &i, &field, &v)) {
+	while (wire_next(p, len, &i, &field, &v, &type)) {
 		switch (field) {
 		case 4:
 			c->labels++;
@@ -925,6 +969,10 @@ static void count_snapshot(const uint8_t *p, size_t len, struct snap_counts *c)
 			c->packs++;
 			break;
 		case 14:
+			if (type == 2 && !c->nul_name && name_has_nul(p + i - v, (size_t)v)) {
+				c->nul_name = true;
+				c->nul_file = c->files;
+			}
 			c->files++;
 			break;
 		}
@@ -1277,6 +1325,12 @@ int ss_manifest_decode(const uint8_t *buf, size_t len, struct ss_manifest **out,
 				       " (corrupt manifest)", lim[i].have, lim[i].what, lim[i].limit);
 			goto out;
 		}
+	if (cnt.nul_name) {
+		r = ss_err_set(err, -EBADMSG,
+			       "manifest file %" PRIu64 " has a name holding a NUL byte; refusing to "
+			       "restore it (corrupt or malicious manifest)", cnt.nul_file);
+		goto out;
+	}
 	/* A chunk table takes about 1.5x its encoding in memory once parsed;
 	 * a small file record up to ~8x (message, name, digest, bookkeeping),
 	 * hence the per-file allowance. Anything needing more is hostile. */

@@ -21,6 +21,11 @@
 #define SS_MANIFEST_MAX_FILES (1u << 20)
 #define SS_MANIFEST_MAX_CHUNKS (1u << 28)
 #define SS_MANIFEST_MAX_NAME 4096
+/* Directories a file name may pass through: at most this many '/' in a
+ * name. Push refuses a source tree deeper than this, and a decoder refuses
+ * a manifest that nests deeper, so nothing that restores or removes a tree
+ * meets more levels than push could have written. */
+#define SS_MANIFEST_MAX_DEPTH 64
 #define SS_MANIFEST_MAX_LABELS 1024
 
 enum ss_codec {
@@ -100,7 +105,8 @@ int ss_manifest_decode(const uint8_t *buf, size_t len, struct ss_manifest **out,
 		       struct ss_err *err);
 
 /* Check internal consistency: file names safe (ss_manifest_name_ok),
- * unique; extents sum to the file size; chunk indexes and pack indexes in
+ * unique; a one-file manifest (!root_is_dir) lists exactly one file whose
+ * name has no '/', as push writes it; extents sum to the file size; chunk indexes and pack indexes in
  * range; a chunk extent's length equals its chunk's raw length; codecs
  * known; stored_len > 0 and bounded by max_size-derived limits; raw_len
  * <= chunk_max. Returns 0 or -EBADMSG with a message. */
@@ -108,7 +114,9 @@ int ss_manifest_validate(const struct ss_manifest *m, struct ss_err *err);
 
 /* A file name a manifest may carry: non-empty, relative, components
  * separated by single '/', none empty, "." or "..", no control characters
- * (bytes < 0x20 or 0x7f), at most SS_MANIFEST_MAX_NAME bytes. */
+ * (bytes < 0x20 or 0x7f), at most SS_MANIFEST_MAX_NAME bytes and
+ * SS_MANIFEST_MAX_DEPTH '/'. (A decoder also refuses a name whose encoding
+ * holds a NUL byte, which a C string cannot carry.) */
 bool ss_manifest_name_ok(const char *name);
 
 /* Free everything; NULL is a no-op. Works on half-built manifests. */

@@ -76,6 +76,50 @@ expect_rc 2 "missing argument" "$S" push img
 expect_rc 2 "unknown option" "$S" push img snaps/x --bogus
 grep -q -- "--help" err && ok || bad "usage error should point to --help"
 expect_rc 2 "bad threads" "$S" push img snaps/x --threads 0
+# Sizes out of the chunker's range are usage errors naming the option and
+# its range, at once: --chunk-max 3000M once hung (the segment size
+# doubled past 2^31 and wrapped), 17592186044417M once wrapped to 1 MiB.
+expect_rc 2 "--chunk-max 3000M" timeout 10 "$S" push img snaps/x --chunk-max 3000M
+grep -q -- "--chunk-max takes 257 to 1G" err && ok || bad "range not named: $(cat err)"
+expect_rc 2 "--chunk-max that wraps when shifted" timeout 10 "$S" push img snaps/x \
+	--chunk-max 17592186044417M
+grep -q -- "--chunk-max" err && ok || bad "option not named: $(cat err)"
+[ ! -e snaps/x ] && ok || bad "a snapshot was pushed with a wrapped --chunk-max"
+expect_rc 2 "--chunk-avg past 32 bits" timeout 10 "$S" push img snaps/x --chunk-avg 4294967296
+expect_rc 2 "--chunk-avg not a power of two" timeout 10 "$S" push img snaps/x --chunk-avg 100000
+grep -q -- "--chunk-avg takes a power of two from 256 to 4M" err && ok || bad "avg range: $(cat err)"
+expect_rc 2 "--chunk-min 0" timeout 10 "$S" push img snaps/x --chunk-min 0
+expect_rc 2 "--chunk-min -1" timeout 10 "$S" push img snaps/x --chunk-min -1
+expect_rc 2 "--chunk-max 2G" timeout 10 "$S" push img snaps/x --chunk-max 2G
+expect_rc 2 "--chunk-min above --chunk-avg (the engine's check)" timeout 10 "$S" push img snaps/x \
+	--chunk-min 1M --chunk-avg 64K
+expect_rc 2 "--threads past long" "$S" push img snaps/x --threads 99999999999999999999
+grep -q -- "--threads takes 1..256" err && ok || bad "threads range: $(cat err)"
+expect_rc 2 "--zstd-level 20" "$S" push img snaps/x --zstd-level 20
+# (In a store of its own: the packs of snaps/ are corrupted below.)
+expect_rc 0 "in-range sizes with suffixes" "$S" push img snaps/sz --store sz-store \
+	--chunk-avg 256K --chunk-min 64k --chunk-max 1M --quiet --no-fsync
+expect_rc 0 "info of the sized push" "$S" info snaps/sz --json
+[ "$(json_field out chunking | tr -d ' ')" = "{'min':65536,'avg':262144,'max':1048576,'segment':4194304,'frame_max':1048576,'chunk_ids':'xxh3-128'}" ] &&
+	ok || bad "chunk sizes recorded: $(json_field out chunking)"
+# A source holding what a snapshot cannot hold is a failure (1) naming the
+# path, not a usage error: the command was right, the data is not.
+mkdir -p odd/link odd/fifo
+printf x >odd/link/a && ln -s a odd/link/l
+printf x >odd/fifo/a && mkfifo odd/fifo/p
+expect_rc 1 "a symlink in the source" "$S" push odd/link snaps/odd
+grep -q "odd/link/l" err && ok || bad "symlink path not named: $(cat err)"
+expect_rc 1 "a FIFO in the source" "$S" push odd/fifo snaps/odd
+grep -q "odd/fifo/p" err && ok || bad "FIFO path not named: $(cat err)"
+expect_rc 1 "a FIFO as the source" "$S" push odd/fifo/p snaps/odd
+expect_rc 1 "a device as the source" "$S" push /dev/null snaps/odd --json
+[ "$(json_field out exit)" = 1 ] && grep -q "/dev/null" out && ok || bad "device json: $(cat out)"
+if mknod odd/dev c 1 3 2>/dev/null; then
+	mkdir odd/devdir && mv odd/dev odd/devdir/null && printf x >odd/devdir/a
+	expect_rc 1 "a device in the source" "$S" push odd/devdir snaps/odd
+	grep -q "odd/devdir/null" err && ok || bad "device path not named: $(cat err)"
+fi
+[ ! -e snaps/odd ] && ok || bad "a refused source left a snapshot"
 expect_rc 0 "help" "$S" --help
 grep -q "Exit codes" out && ok || bad "help lists exit codes"
 expect_rc 0 "push help" "$S" push --help

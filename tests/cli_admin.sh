@@ -29,7 +29,10 @@
 #    progress; a TTY (script(1)) shows it;
 #  - usage errors are one line plus the --help hint (exit 2); every exit
 #    code has a --json error object; --help everywhere, with examples; the
-#    man page is what 'snapstream help --man' generates.
+#    man page is what 'snapstream help --man' generates;
+#  - every command that reads a snapshot takes --store (info refuses a
+#    snapshot of another store, naming both); errors name the option as
+#    typed, never its value; -q, -f, -j, -n and -h work.
 set -uo pipefail
 S="$(realpath "$1")"
 GEN="$(realpath "$2")"
@@ -138,6 +141,34 @@ grep -q "snaps/none" err && ok || bad "not found should name the URI: $(cat err)
 check "a read-only command creates nothing" [ ! -e nodir ]
 expect_rc 3 "info under a missing directory" "$S" info nodir/x
 check "info created no directory" [ ! -e nodir ]
+
+# ---------------------------------------------------------------- hostile names
+# --json stays valid JSON in strict UTF-8 whatever bytes a name holds:
+# ill-formed UTF-8 (a stray byte, an encoded surrogate, a code point past
+# U+10FFFF, an overlong form, a cut-off sequence) becomes U+FFFD exactly as
+# Python's decode(errors="replace") does; quotes and backslashes survive.
+# jstrict <file> <expr over j>: strict UTF-8 and strict JSON, or it fails.
+jstrict() { $PY -c 'import json,sys; j=json.loads(open(sys.argv[1],"rb").read().decode("utf-8"), strict=True); print(eval(sys.argv[2]))' "$@"; }
+mkdir hostile-src
+names=(
+	$'stray\xff byte' $'surrogate\xed\xa0\x80' $'past\xf4\x90\x80\x80max' $'overlong\xc0\xaf\xe0\x80\xaf'
+	$'cut\xf0\x9f\x98' 'quo"te and back\slash' $'caf\xc3\xa9 \xf0\x9f\x98\x80'
+)
+for n in "${names[@]}"; do printf '%s' "$n" >"hostile-src/$n"; done
+expect_rc 0 "push names that are not UTF-8" "$S" push hostile-src hostile/h --label $'k\xfe=v\xed\xbf\xbf' --json
+check "push --json of hostile names is strict JSON" [ "$(jstrict out 'j["files"]')" = "${#names[@]}" ]
+expect_rc 0 "info --json of hostile names" "$S" info hostile/h --json
+cp out hostile.json
+want=$($PY -c 'import os,sys; print(sorted(os.fsencode(n).decode("utf-8","replace") for n in os.listdir(sys.argv[1])))' hostile-src)
+check "info names: each ill-formed sequence is one U+FFFD" [ "$(jstrict hostile.json 'sorted(f["name"] for f in j["file_list"])')" = "$want" ]
+check "info labels made UTF-8" [ "$(jstrict hostile.json 'ascii(j["labels"])')" = "{'k\\ufffd': 'v\\ufffd\\ufffd\\ufffd'}" ]
+check "no byte passed off as a Latin-1 escape" [ "$(grep -c '\\u00ff\|\\u00ed' hostile.json)" = 0 ]
+expect_rc 0 "ls --json of hostile names" "$S" ls hostile --json
+check "ls --json is strict JSON" [ "$(jstrict out 'len(j["snapshots"])')" = 1 ]
+# A name push refuses (a control character) is quoted in the error object.
+mkdir hostile-ctl && printf x >"hostile-ctl/$(printf 'c\x01t\xed\xa0\x80l\n"\\')"
+expect_rc 2 "push of a control-character name" "$S" push hostile-ctl hostile/c --json
+check "error --json with control characters is strict JSON" [ "$(jstrict out '(j["ok"], j["exit"], "c\x01t\ufffd\ufffd\ufffdl\n\"\\" in j["error"])')" = "(False, 2, True)" ]
 
 # ---------------------------------------------------------------- verify
 expect_rc 0 "verify" "$S" verify snaps/dir
@@ -400,6 +431,61 @@ done
 expect_rc 0 "man page" "$S" help --man
 cmp -s out "$MAN" && ok || bad "docs/snapstream.1 is stale: run scripts/manpage.sh"
 expect_rc 0 "version" "$S" --version
+
+# ---------------------------------------------------------------- options
+# Every command that reads a snapshot takes --store, as restic's -r and
+# the aws CLI's --endpoint are taken everywhere.
+st="snaps/.snapstream"
+expect_rc 0 "info --store" "$S" info snaps/s --store "$st"
+expect_rc 0 "info --store=, spelled file://, with a slash" "$S" info snaps/s --store="file://$work/$st/"
+expect_rc 0 "info with SNAPSTREAM_STORE" env SNAPSTREAM_STORE="$st" "$S" info snaps/s
+expect_rc 1 "info --store of another store" "$S" info snaps/s --store other-store
+grep -q "$work/$st" err && grep -q "other-store" err && ok || bad "info store mismatch names both: $(cat err)"
+expect_rc 0 "info --store of a snapshot in another store" "$S" info snaps/other --store other-store
+expect_rc 0 "pull --store" "$S" pull snaps/s opt-pull.img --store "$st" --quiet
+check "pull --store byte-exact" cmp -s img opt-pull.img
+"$S" cat snaps/s --store "$st" | cmp -s - img && ok || bad "cat --store"
+expect_rc 0 "verify --store" "$S" verify snaps/s --store "$st" --quiet
+expect_rc 0 "ls --store" "$S" ls snaps --store "$st"
+grep -q "snaps/s" out && ok || bad "ls --store lists: $(cat out)"
+# Errors name the option as typed, never its value.
+expect_rc 2 "an option not for the command, with a value" "$S" ls snaps --parent snaps/s
+grep -q "option '--parent' is not for ls" err && ! grep -q "'snaps/s'" err && ok ||
+	bad "misplaced option named: $(cat err)"
+expect_rc 2 "an option not for the command, --opt=value" "$S" gc --store="$st" --label=a=b
+grep -q "option '--label' is not for gc" err && ok || bad "--opt=value named: $(cat err)"
+expect_rc 2 "a short option not for the command" "$S" info snaps/s -q
+grep -q "option '-q' is not for info" err && ok || bad "short option named: $(cat err)"
+expect_rc 2 "an unknown option with a value" "$S" info snaps/s --bogus=7
+grep -q "unknown option '--bogus'" err && ok || bad "unknown option named: $(cat err)"
+expect_rc 2 "an unknown short option" "$S" info snaps/s -Z
+grep -q "unknown option '-Z'" err && ok || bad "unknown short option named: $(cat err)"
+expect_rc 2 "an option that needs a value, at the end" "$S" info snaps/s --store
+grep -q "option '--store' needs a value" err && ok || bad "missing value named: $(cat err)"
+expect_rc 2 "a flag given a value" "$S" verify snaps/s --quick=yes
+grep -q "option '--quick' takes no value" err && ok || bad "flag with value named: $(cat err)"
+expect_rc 2 "an option before the command" "$S" --store "$st" info snaps/s
+grep -q "option '--store' before the command" err && ok || bad "option before command: $(cat err)"
+# Short forms: -q --quiet, -f --force, -j --threads, -n --dry-run, -h --help.
+expect_rc 0 "push -q" "$S" push img opt/a -q
+check "-q: nothing on stderr" [ ! -s err ]
+expect_rc 1 "push onto it again" "$S" push img opt/a -q
+expect_rc 0 "push -f (and -fq together)" "$S" push img2 opt/a -fq -j 2
+check "-fq: nothing on stderr" [ ! -s err ]
+expect_rc 0 "pull -f -j3" "$S" pull opt/a opt-pull.img -f -j3 -q
+check "pull -f replaced the file" cmp -s img2 opt-pull.img
+expect_rc 2 "-j 0" "$S" verify opt/a -j 0
+grep -q -- "-j takes 1..256" err && ok || bad "-j range: $(cat err)"
+expect_rc 0 "gc -n" "$S" gc --store "$st" -n --json
+check "gc -n is a dry run" [ "$(jget out 'j["dry_run"]')" = True ]
+expect_rc 0 "info -h" "$S" info -h
+grep -q "^Usage: snapstream info" out && ok || bad "-h: $(head -2 out)"
+expect_rc 0 "push --help lists the short forms" "$S" push --help
+grep -q -- "-q, --quiet" out && grep -q -- "-f, --force" out && grep -q -- "-j, --threads" out &&
+	grep -q -- "--while -- <command>" out && ok || bad "push help short forms: $(cat out)"
+# A plain "--" ends the options: what follows is arguments.
+expect_rc 0 "pull -- <snapshot> <dest>" "$S" pull -q -- opt/a opt-dd.img
+check "pull after --" cmp -s img2 opt-dd.img
 
 echo "cli_admin: $pass checks passed, $fails failed"
 [ "$fails" -eq 0 ]

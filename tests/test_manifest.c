@@ -462,6 +462,57 @@ static void e_name_long(Snapshot *s)
 static void e_name_dup(Snapshot *s) { set_name(s, 2, "disk.img"); }
 static void e_name_prefix(Snapshot *s) { set_name(s, 2, "disk.img/inner"); }
 static void e_name_prefix2(Snapshot *s) { set_name(s, 2, "dir/sub"); }
+
+/* "d/d/.../d/f" with `dirs` directories: as deep as push goes (64) or one
+ * more. */
+static void set_deep_name(Snapshot *s, unsigned dirs)
+{
+	char n[2 * 80 + 2];
+	REQUIRE(dirs < 80, "too deep for the buffer");
+	size_t o = 0;
+	for (unsigned i = 0; i < dirs; i++) {
+		n[o++] = 'd';
+		n[o++] = '/';
+	}
+	n[o++] = 'f';
+	n[o] = 0;
+	set_name(s, 2, n);
+}
+static void e_name_depth64(Snapshot *s) { set_deep_name(s, SS_MANIFEST_MAX_DEPTH); }
+static void e_name_depth65(Snapshot *s) { set_deep_name(s, SS_MANIFEST_MAX_DEPTH + 1); }
+
+/* One-file snapshots: keep only file `keep`, as push of a single file
+ * writes it (root_is_dir false). */
+static void one_file(Snapshot *s, size_t keep)
+{
+	s->root_is_dir = false;
+	Snapstream__V1__File *k = s->files[keep];
+	for (size_t i = 0; i < s->n_files; i++)
+		if (i != keep)
+			protobuf_c_message_free_unpacked(&s->files[i]->base, NULL);
+	s->files[0] = k;
+	s->n_files = 1;
+}
+static void e_one_file(Snapshot *s) { one_file(s, 0); }
+static void e_one_file_slash(Snapshot *s) { one_file(s, 4); }   /* "dir/sub/f..." */
+static void e_one_file_slash2(Snapshot *s)
+{
+	one_file(s, 0);
+	set_name(s, 0, "sub/disk.img");
+}
+static void e_one_file_two(Snapshot *s) { s->root_is_dir = false; }   /* five files */
+static void e_one_file_none(Snapshot *s)
+{
+	one_file(s, 0);
+	protobuf_c_message_free_unpacked(&s->files[0]->base, NULL);
+	s->n_files = 0;
+}
+static const char *g_one_name;
+static void e_one_file_named(Snapshot *s)
+{
+	one_file(s, 0);
+	set_name(s, 0, g_one_name);
+}
 static void e_size(Snapshot *s) { s->files[0]->size += 1; }
 static void e_size_small(Snapshot *s) { s->files[3]->size -= 1; }
 static void e_chunk_oor(Snapshot *s)
@@ -861,8 +912,10 @@ static void test_round_trip(void)
 	free(b3);
 	snapstream__v1__envelope__free_unpacked(e, NULL);
 
-	/* An empty manifest (no files, no chunks) round-trips too. */
+	/* An empty manifest (an empty directory: no files, no chunks)
+	 * round-trips too. */
 	struct ss_manifest *em = xcalloc(1, sizeof(*em));
+	em->root_is_dir = true;
 	REQUIRE(ss_manifest_encode(em, &b3, &l3) == 0, "encode empty");
 	d2 = expect_ok("empty manifest", b3, l3);
 	if (d2)
@@ -918,6 +971,23 @@ static void test_names(void)
 	for (size_t i = 0; i < SS_ARRAY_SIZE(bad); i++)
 		CHECK(!ss_manifest_name_ok(bad[i]), "bad name \"%s\" accepted", bad[i]);
 	CHECK(!ss_manifest_name_ok(NULL), "NULL name accepted");
+	{
+		/* Depth: 64 directories as push allows, not 65. */
+		char d[2 * (SS_MANIFEST_MAX_DEPTH + 1) + 2];
+		size_t o = 0;
+		for (unsigned i = 0; i < SS_MANIFEST_MAX_DEPTH; i++) {
+			d[o++] = 'd';
+			d[o++] = '/';
+		}
+		d[o] = 'f';
+		d[o + 1] = 0;
+		CHECK(ss_manifest_name_ok(d), "name 64 directories deep refused");
+		d[o++] = 'd';
+		d[o++] = '/';
+		d[o] = 'f';
+		d[o + 1] = 0;
+		CHECK(!ss_manifest_name_ok(d), "name 65 directories deep accepted");
+	}
 	char *n = malloc(SS_MANIFEST_MAX_NAME + 2);
 	REQUIRE(n, "oom");
 	memset(n, 'x', SS_MANIFEST_MAX_NAME);
@@ -985,6 +1055,7 @@ static void test_many_files(void)
 	const size_t n = SS_MANIFEST_MAX_FILES;
 	printf("many files (%zu)\n", n);
 	struct ss_manifest *m = xcalloc(1, sizeof(*m));
+	m->root_is_dir = true;
 	m->files = xcalloc(n, sizeof(*m->files));
 	m->nfiles = n;
 	for (size_t i = 0; i < n; i++) {
@@ -1012,6 +1083,32 @@ static void test_many_files(void)
 	ss_manifest_free(d);
 	ss_manifest_free(m);
 	free(b);
+}
+
+/* A file name holding a NUL byte, which protobuf-c would pass on cut
+ * short ("disk.img\0/../x" read as "disk.img"): written on the wire, since
+ * protobuf-c packs C strings. */
+static void refuse_nul_name(void)
+{
+	static const char mark[] = "empty-NUL-HERE";
+	Envelope *e = env_unpack(g_base, g_base_len);
+	Snapshot *s = env_snapshot(e);
+	set_name(s, 2, mark);
+	size_t n = snapstream__v1__snapshot__get_packed_size(s);
+	uint8_t *raw = malloc(n);
+	REQUIRE(raw, "oom");
+	snapstream__v1__snapshot__pack(s, raw);
+	uint8_t *at = memmem(raw, n, mark, sizeof(mark) - 1);
+	REQUIRE(at, "marker not in the packed snapshot");
+	at[5] = 0;   /* "empty\0NUL-HERE" */
+	env_set_raw_body(e, raw, n);
+	size_t len;
+	uint8_t *b = env_pack(e, &len);
+	expect_refused("name holding a NUL", b, len, -EBADMSG, "NUL byte");
+	free(b);
+	free(raw);
+	snapstream__v1__snapshot__free_unpacked(s, NULL);
+	snapstream__v1__envelope__free_unpacked(e, NULL);
 }
 
 static void test_refusals(void)
@@ -1079,6 +1176,31 @@ static void test_refusals(void)
 	refuse_snap("duplicate name", e_name_dup, "twice");
 	refuse_snap("file inside a file", e_name_prefix, "disk.img/inner");
 	refuse_snap("dir prefix of a file", e_name_prefix2, "dir/sub");
+	accept_snap("name 64 directories deep", e_name_depth64);
+	refuse_snap("name 65 directories deep", e_name_depth65, "more than 64 directories deep");
+	refuse_nul_name();
+
+	/* One-file snapshots: one file, named as push names it. */
+	accept_snap("one-file snapshot", e_one_file);
+	refuse_snap("one-file name with '/'", e_one_file_slash, "with a '/'");
+	refuse_snap("one-file name sub/disk.img", e_one_file_slash2, "\"sub/disk.img\"");
+	refuse_snap("one-file snapshot of 5 files", e_one_file_two, "lists 5 files");
+	refuse_snap("one-file snapshot of 0 files", e_one_file_none, "lists 0 files");
+	{
+		/* Every other name push refuses, in a one-file snapshot too. */
+		static const char *bad[] = { "", ".", "..", "/", "/etc/passwd", "a\nb", "a\x7f" };
+		for (size_t i = 0; i < SS_ARRAY_SIZE(bad); i++) {
+			g_one_name = bad[i];
+			refuse_snap("one-file bad name", e_one_file_named, NULL);
+		}
+		char *n = malloc(SS_MANIFEST_MAX_NAME + 2);
+		REQUIRE(n, "oom");
+		memset(n, 'x', SS_MANIFEST_MAX_NAME + 1);
+		n[SS_MANIFEST_MAX_NAME + 1] = 0;
+		g_one_name = n;
+		refuse_snap("one-file 4097-byte name", e_one_file_named, "longer than");
+		free(n);
+	}
 	refuse_snap("extents > size", e_size, "disk.img");
 	refuse_snap("extents < size", e_size_small, "zeros.bin");
 	refuse_snap("chunk index out of range", e_chunk_oor, "refers to chunk");
