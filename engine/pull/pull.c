@@ -11,13 +11,13 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -441,26 +441,32 @@ static void issue_gets(struct pull *P)
 
 /* ---------------------------------------------------------------- files */
 
-static int rm_rf(const char *path)
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)ftw;
+	/* Best effort: remove what can be removed; rm_tree reports the rest. */
+	if (flag == FTW_DP)
+		rmdir(path);
+	else
+		unlink(path);
+	return 0;
+}
+
+/* Remove a tree (or a file) without recursing on this stack and without
+ * following symlinks: the old destination a --force pull replaces is the
+ * caller's and may be nested arbitrarily deep. Returns 0 when path is
+ * gone, else -errno. */
+static int rm_tree(const char *path)
 {
 	struct stat st;
 	if (lstat(path, &st) < 0)
 		return errno == ENOENT ? 0 : -errno;
-	if (!S_ISDIR(st.st_mode))
-		return unlink(path) < 0 ? -errno : 0;
-	DIR *d = opendir(path);
-	if (!d)
+	if (nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS) < 0)
 		return -errno;
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		char sub[PATH_MAX];
-		if (snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name) < (int)sizeof(sub))
-			rm_rf(sub);
-	}
-	closedir(d);
-	return rmdir(path) < 0 ? -errno : 0;
+	if (lstat(path, &st) == 0)
+		return -ENOTEMPTY;
+	return errno == ENOENT ? 0 : -errno;
 }
 
 static int create_outputs(struct pull *P)
@@ -470,10 +476,9 @@ static int create_outputs(struct pull *P)
 	struct stat st;
 	bool exists = lstat(dest, &st) == 0;
 	char final[PATH_MAX];
+	/* The manifest validator (proto/manifest.c) saw to it that a one-file
+	 * snapshot holds exactly one file, whose name has no '/'. */
 	if (!m->root_is_dir) {
-		if (m->nfiles != 1)
-			return ss_err_set(P->err, -EBADMSG, "a one-file snapshot holds %zu files",
-					  m->nfiles);
 		/* Pulling a file snapshot into an existing directory puts it there. */
 		if (exists && S_ISDIR(st.st_mode)) {
 			snprintf(final, sizeof(final), "%s/%s", dest, m->files[0].name);
@@ -535,12 +540,9 @@ static int create_outputs(struct pull *P)
 		}
 		P->tmp_is_dir = true;
 	}
-	/* Raise the descriptor limit for image directories with many files. */
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
+	/* Every file stays open until it is verified. The library lives with
+	 * the descriptor limit its caller set (the CLI and ateom raise it at
+	 * startup) and says so when the snapshot needs more. */
 	for (size_t i = 0; i < m->nfiles; i++) {
 		struct ss_mfile *f = &m->files[i];
 		if (m->root_is_dir) {
@@ -557,6 +559,12 @@ static int create_outputs(struct pull *P)
 			 * anything into place. */
 			P->files[i].fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 					      0600);
+			if (P->files[i].fd < 0 && (errno == EMFILE || errno == ENFILE))
+				return ss_err_set(P->err, -errno,
+						  "cannot create %s: %s (a pull keeps each of the "
+						  "snapshot's %zu files open until it is verified: "
+						  "raise the limit on open files)",
+						  path, strerror(errno), m->nfiles);
 			if (P->files[i].fd < 0)
 				return ss_err_set(P->err, -errno, "cannot create %s: %s", path,
 						  strerror(errno));
@@ -692,6 +700,95 @@ static int verify_files(struct pull *P)
 	return P->failed ? P->err->code : 0;
 }
 
+/* Make the rename into place durable: fsync the directory holding it. */
+static int sync_parent(struct pull *P)
+{
+	if (P->cfg.bopts.no_fsync)
+		return 0;
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", P->final);
+	char *slash = strrchr(dir, '/');
+	if (slash)
+		*slash = slash == dir ? (slash[1] = '\0', '/') : '\0';
+	int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r = dfd < 0 || fsync(dfd) < 0 ? -errno : 0;
+	if (dfd >= 0)
+		close(dfd);
+	if (r)
+		return ss_err_set(P->err, r, "pulled into %s, but cannot make that durable "
+					     "(fsync of its directory): %s",
+				  P->final, strerror(-r));
+	return 0;
+}
+
+/* The destination replaced the old way, for file systems without
+ * RENAME_EXCHANGE: the old tree moves aside, the new one in, and back
+ * when that fails. Not atomic: the destination is missing in between. */
+static int replace_by_moving(struct pull *P, char *old, size_t oldlen)
+{
+	snprintf(old, oldlen, "%s.ss-old-XXXXXX", P->final);
+	if (!mkdtemp(old))
+		return ss_err_set(P->err, -errno, "cannot replace %s: %s", P->final,
+				  strerror(errno));
+	if (rename(P->final, old) < 0) {
+		int e = -errno;
+		rmdir(old);
+		old[0] = '\0';
+		return ss_err_set(P->err, e, "cannot replace %s: %s", P->final, strerror(-e));
+	}
+	if (rename(P->tmp, P->final) < 0) {
+		int e = -errno;
+		if (rename(old, P->final) < 0)
+			return ss_err_set(P->err, e,
+					  "cannot move the result into %s: %s; the old %s is "
+					  "left in %s (cannot move it back: %s)",
+					  P->final, strerror(-e), P->final, old, strerror(errno));
+		old[0] = '\0';
+		return ss_err_set(P->err, e, "cannot move the result into %s: %s", P->final,
+				  strerror(-e));
+	}
+	return 0;
+}
+
+/* Into place. A new destination is renamed in; an existing one (with
+ * --force, or an empty directory) is exchanged with the result in one
+ * step, so that whoever looks sees the old tree or the new one and never
+ * neither, and removed afterwards. A one-file pull renames its file over
+ * the old one, which is as atomic. */
+static int install(struct pull *P)
+{
+	struct stat st;
+	bool exists = lstat(P->final, &st) == 0;
+	if (!exists && errno != ENOENT)
+		return ss_err_set(P->err, -errno, "cannot replace %s: %s", P->final,
+				  strerror(errno));
+	char old[PATH_MAX + 32] = "";
+	if (exists && P->tmp_is_dir) {
+		if (renameat2(AT_FDCWD, P->tmp, AT_FDCWD, P->final, RENAME_EXCHANGE) == 0) {
+			/* P->tmp now holds the old destination. */
+			snprintf(old, sizeof(old), "%s", P->tmp);
+		} else if (errno == EINVAL || errno == ENOSYS) {
+			int r = replace_by_moving(P, old, sizeof(old));
+			if (r)
+				return r;
+		} else {
+			return ss_err_set(P->err, -errno, "cannot replace %s: %s", P->final,
+					  strerror(errno));
+		}
+	} else if (rename(P->tmp, P->final) < 0) {
+		return ss_err_set(P->err, -errno, "cannot move the result into %s: %s", P->final,
+				  strerror(errno));
+	}
+	P->tmp[0] = '\0';
+	int r = sync_parent(P);
+	int rr = old[0] ? rm_tree(old) : 0;
+	if (!r && rr)
+		r = ss_err_set(P->err, rr, "pulled into %s, but cannot remove what it replaced "
+					   "(now %s): %s",
+			       P->final, old, strerror(-rr));
+	return r;
+}
+
 static int finish_files(struct pull *P)
 {
 	struct ss_manifest *m = P->m;
@@ -719,43 +816,7 @@ static int finish_files(struct pull *P)
 		close(P->files[i].fd);
 		P->files[i].fd = -1;
 	}
-	/* Into place, atomically. An existing destination (with --force, or an
-	 * empty directory) is replaced. */
-	struct stat st;
-	char old[PATH_MAX] = "";
-	if (P->tmp_is_dir && lstat(P->final, &st) == 0) {
-		snprintf(old, sizeof(old), "%s.ss-old-XXXXXX", P->final);
-		if (!mkdtemp(old))
-			return ss_err_set(P->err, -errno, "cannot replace %s: %s", P->final,
-					  strerror(errno));
-		if (rename(P->final, old) < 0) {
-			int e = -errno;
-			rmdir(old);
-			return ss_err_set(P->err, e, "cannot replace %s: %s", P->final, strerror(-e));
-		}
-	}
-	if (rename(P->tmp, P->final) < 0) {
-		int e = -errno;
-		if (old[0])
-			rename(old, P->final);
-		return ss_err_set(P->err, e, "cannot move the result into %s: %s", P->final,
-				  strerror(-e));
-	}
-	P->tmp[0] = '\0';
-	if (old[0])
-		rm_rf(old);
-	char dir[PATH_MAX];
-	snprintf(dir, sizeof(dir), "%s", P->final);
-	char *slash = strrchr(dir, '/');
-	if (slash)
-		*slash = slash == dir ? (slash[1] = '\0', '/') : '\0';
-	int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		if (!P->cfg.bopts.no_fsync)
-			fsync(dfd);
-		close(dfd);
-	}
-	return 0;
+	return install(P);
 }
 
 /* ---------------------------------------------------------------- main */
@@ -816,7 +877,8 @@ int ss_pull(const struct ss_pull_opts *opts, const struct ss_config *config, str
 	struct ss_stats local_st;
 	struct pull *P = calloc(1, sizeof(*P));
 	struct ss_snaploc loc = {0};
-	uint64_t t0 = ss_now_ns();
+	struct ss_snapshot_info *info = NULL;
+	uint64_t t0 = ss_now_ns(), mlen = 0;
 	int r;
 	if (!st)
 		st = &local_st;
@@ -840,13 +902,13 @@ int ss_pull(const struct ss_pull_opts *opts, const struct ss_config *config, str
 		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
 		goto out;
 	}
-	if ((r = ss_manifest_load(opts->snapshot, P->loop, &P->cfg, &P->m, NULL, &st->requests, &err)) ||
+	const char *store_uri;
+	if ((r = ss_manifest_load(opts->snapshot, P->loop, &P->cfg, &P->m, &mlen, &st->requests,
+				  &err)) ||
+	    (r = ss_store_for(opts->store, P->m, &loc, opts->snapshot, &store_uri, &err)) ||
 	    (r = ss_idkey_for_manifest(&P->cfg.ids, P->m->keyed_ids, P->m->key_check,
 				       opts->snapshot, &P->ids, &err)))
 		goto out;
-	const char *store_uri = opts->store       ? opts->store
-				: P->m->store_uri ? P->m->store_uri
-						  : loc.default_store;
 	struct ss_backend_opts ro = P->cfg.bopts;
 	ro.read_only = true;
 	if ((r = ss_backend_open(store_uri, P->loop, &ro, &P->store, &err))) {
@@ -879,7 +941,17 @@ int ss_pull(const struct ss_pull_opts *opts, const struct ss_config *config, str
 		goto out;
 	ss_map_free(P->mem, P->mem_len);
 	P->mem = NULL;
-	r = finish_files(P);
+	/* Made before anything is renamed into place, so that running out of
+	 * memory here leaves the destination as it was. */
+	if (opts->info &&
+	    (!(info = calloc(1, sizeof(*info))) || ss_info_fill(P->m, loc.canonical, mlen, false, info))) {
+		r = ss_err_set(&err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	if (!(r = finish_files(P)) && opts->info) {
+		*opts->info = info;
+		info = NULL;
+	}
 out:
 	if (P) {
 		while (P->loop && busy(P) && ss_loop_turn(P->loop, true) >= 0)
@@ -893,7 +965,7 @@ out:
 				XXH3_freeState(P->files[i].hs);
 			}
 		if (r && P->tmp && P->tmp[0])
-			rm_rf(P->tmp);
+			rm_tree(P->tmp);
 		free(P->files);
 		free(P->tmp);
 		free(P->final);
@@ -915,6 +987,7 @@ out:
 		free(P);
 	}
 	ss_snaploc_free(&loc);
+	ss_info_free(info);
 	st->seconds = (double)(ss_now_ns() - t0) / 1e9;
 	if (r && errbuf && errlen)
 		snprintf(errbuf, errlen, "%s", err.msg[0] ? err.msg : strerror(-r));
