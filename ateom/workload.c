@@ -30,7 +30,6 @@
 
 #define WL_MAX_CONTAINERS 16
 #define WL_MAX_NAME 128
-#define META_NAME "ateom.meta"
 #define LABEL_RUNSC_VERSION "runsc.version"
 
 struct deleter;
@@ -706,50 +705,13 @@ static int upload_finish(struct upload *u, bool writer_ok)
 	return ss_push(&u->opts, &u->cfg, &u->st, u->err, sizeof(u->err));
 }
 
-/* ateom.meta travels inside the snapshot: restore reads the runsc version
- * from it after the pull. (The same values are labels in the manifest, but
- * the engine's public API does not hand labels back on pull.) */
-static int write_meta(const struct wl *w, const char *dir, const char *version)
+/* A label of a pulled snapshot, or "" when it has none. */
+static const char *label_of(const struct ss_snapshot_info *in, const char *key)
 {
-	char path[PATH_MAX];
-	if (snprintf(path, sizeof(path), "%s/" META_NAME, dir) >= (int)sizeof(path))
-		return -ENAMETOOLONG;
-	FILE *f = fopen(path, "we");
-	if (!f)
-		return -errno;
-	fprintf(f, "runsc_version=%s\nactor_template_namespace=%s\nactor_template_name=%s\n"
-		   "actor_id=%s\ncontainers=",
-		version, w->ns, w->name, w->actor_id);
-	for (size_t i = 0; i < w->nids; i++)
-		fprintf(f, "%s%s", i ? "," : "", w->names[i]);
-	fputc('\n', f);
-	/* The first failed write's errno (ENOSPC, EDQUOT, EIO) is the cause;
-	 * fclose's flush may report it only now. */
-	int err = ferror(f) ? (errno ? errno : EIO) : 0;
-	if (fclose(f) != 0 && !err)
-		err = errno ? errno : EIO;
-	return -err;
-}
-
-/* The value of key in a meta file, or "" when absent. */
-static void read_meta(const char *dir, const char *key, char *buf, size_t len)
-{
-	char path[PATH_MAX], line[1024];
-	size_t kl = strlen(key);
-	buf[0] = '\0';
-	if (snprintf(path, sizeof(path), "%s/" META_NAME, dir) >= (int)sizeof(path))
-		return;
-	FILE *f = fopen(path, "re");
-	if (!f)
-		return;
-	while (fgets(line, sizeof(line), f)) {
-		if (!strncmp(line, key, kl) && line[kl] == '=') {
-			line[strcspn(line, "\r\n")] = '\0';
-			snprintf(buf, len, "%s", line + kl + 1);
-			break;
-		}
-	}
-	fclose(f);
+	for (size_t i = 0; in && i < in->nlabels; i++)
+		if (!strcmp(in->labels[i].key, key))
+			return in->labels[i].value;
+	return "";
 }
 
 void wl_checkpoint(struct wl *w, const struct wl_req *q, struct wl_result *res)
@@ -816,9 +778,9 @@ void wl_checkpoint(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	};
 
 	if (!w->image_pending) {
-		/* write_meta's errors are its return value, not errno; the path is
-		 * cut so that a long one leaves room for the cause. */
-		r = mkdir(img, 0700) < 0 ? -errno : write_meta(w, img, version);
+		/* The path is cut so that a long one leaves room for the cause.
+		 * What restore checks travels as the snapshot's labels. */
+		r = mkdir(img, 0700) < 0 ? -errno : 0;
 		if (r < 0) {
 			fail(res, WL_INTERNAL, "cannot prepare %.1000s: %s", img, strerror(-r));
 			goto done;
@@ -893,7 +855,8 @@ done:
 void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 {
 	char *bundles[WL_MAX_CONTAINERS] = {0};
-	char img[PATH_MAX], version[256], recorded[256], rec_containers[1024];
+	char img[PATH_MAX], version[256];
+	struct ss_snapshot_info *info = NULL;
 	struct timespec t0;
 	struct runsc_out out;
 	const char *runsc = runsc_for(w, q);
@@ -935,7 +898,7 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 				.key = w->key_len ? w->key : NULL,
 				.key_len = w->key_len};
 	struct ss_pull_opts po = {.size = sizeof(po), .snapshot = q->snapshot_uri, .dest = img,
-				  .store = w->store};
+				  .store = w->store, .info = &info};
 	struct ss_stats st = SS_STATS_INIT;
 	char err[512];
 	r = ss_pull(&po, &cfg, &st, err, sizeof(err));
@@ -950,7 +913,8 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	}
 	set_stats(res, &st);
 
-	read_meta(img, "runsc_version", recorded, sizeof(recorded));
+	/* The checkpoint recorded these as labels (wl_checkpoint). */
+	const char *recorded = label_of(info, LABEL_RUNSC_VERSION);
 	if (*recorded && strcmp(recorded, version)) {
 		fail(res, WL_FAILED_PRECONDITION,
 		     "snapshot %s was written by runsc %s, but %s is runsc %s: restore with "
@@ -959,7 +923,7 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 		abort_start(w, 0, q->ncontainers);
 		goto done;
 	}
-	read_meta(img, "containers", rec_containers, sizeof(rec_containers));
+	const char *rec_containers = label_of(info, "ateom.containers");
 	if (*rec_containers && strcmp(rec_containers, q->containers[0])) {
 		fail(res, WL_FAILED_PRECONDITION,
 		     "snapshot %s holds containers '%s'; the request names '%s'", q->snapshot_uri,
@@ -990,6 +954,7 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	w->restored_from = strdup(q->snapshot_uri);
 	w->executing = true;
 done:
+	ss_info_free(info);
 	free_bundles(bundles, q->ncontainers < WL_MAX_CONTAINERS ? q->ncontainers : WL_MAX_CONTAINERS);
 	res->state = wl_state(w);
 }

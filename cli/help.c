@@ -4,7 +4,7 @@
 
 #include "cli.h"
 
-#define OPT_STORE_READ {"--store <uri>", "store to read chunks from (default: the one the\nsnapshot was pushed to; env SNAPSTREAM_STORE)"}
+#define OPT_STORE_READ {"--store <uri>", "store to read chunks from (default: .snapstream\nbeside the snapshot; env SNAPSTREAM_STORE). A snapshot\nwhose manifest names another store is refused (exit 1)"}
 #define OPT_THREADS {"-j, --threads <n>", "worker threads (default: online CPUs; env\nSNAPSTREAM_THREADS)"}
 #define OPT_JSON {"--json", "print one JSON result (or error) object on stdout"}
 #define OPT_QUIET {"-q, --quiet", "no progress and no summary (env SNAPSTREAM_QUIET=1)"}
@@ -81,7 +81,7 @@ static const char *const ls_ex[] = {
 };
 
 static const struct opt_help info_opts[] = {
-	{"--store <uri>", "the store the snapshot must use: a snapshot whose\nmanifest names another is refused (env\nSNAPSTREAM_STORE)"},
+	{"--store <uri>", "the snapshot's store (default: .snapstream beside it;\nenv SNAPSTREAM_STORE). A snapshot whose manifest\nnames another store is refused (exit 1)"},
 	OPT_JSON,
 	{NULL, NULL},
 };
@@ -109,7 +109,7 @@ static const char *const verify_ex[] = {
 };
 
 static const struct opt_help rm_opts[] = {
-	{"--store <uri>", "store holding the snapshot's ref (default: the one the\nsnapshot was pushed to; env SNAPSTREAM_STORE)"},
+	{"--store <uri>", "store holding the snapshot's ref (default: .snapstream\nbeside the snapshot; env SNAPSTREAM_STORE). A snapshot\nwhose manifest names another store is refused (exit 1)"},
 	OPT_JSON,
 	OPT_QUIET,
 	{NULL, NULL},
@@ -366,7 +366,8 @@ static const char env_text[] =
 
 static const char exit_text[] =
 	"  0  success\n"
-	"  1  failure (I/O, network, a snapshot that exists, another gc running)\n"
+	"  1  failure (I/O, network, a snapshot that exists, another gc running,\n"
+	"     a snapshot whose manifest names another store than the one used)\n"
 	"  2  usage error (bad command, option or argument)\n"
 	"  3  not found (no such snapshot, file in it, store or source)\n"
 	"  4  integrity error (corrupted, truncated or missing data)";

@@ -5,8 +5,22 @@
  * 4 integrity error (corrupted or tampered data). */
 #include <string.h>
 #include <unistd.h>
+#include <sys/resource.h>
 
 #include "cli.h"
+
+/* A pull keeps each file of a snapshot open until it is verified, and
+ * image directories hold many files: take the whole descriptor limit the
+ * system allows. This is the program's decision, so it is made here: the
+ * library never changes process-wide limits. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);   /* else the library says what ran out */
+	}
+}
 
 static int help(struct cli *c, int argc, char **argv)
 {
@@ -31,6 +45,7 @@ int main(int argc, char **argv)
 	 * configures the object stores (snapstream.h, ss_config.env). */
 	struct cli c = {.prog = "snapstream", .cfg = SS_CONFIG_INIT};
 	c.cfg.env = (const char *const *)environ;
+	raise_nofile();
 	if (argc < 2)
 		return cli_usage_error(&c, "missing command");
 	const char *name = argv[1];

@@ -29,7 +29,7 @@ const char *ss_version(void)
  * caller that did not set `size`. */
 #define V1_CONFIG END_OF(ss_config, env)
 #define V1_PUSH END_OF(ss_push_opts, writer_arg)
-#define V1_PULL END_OF(ss_pull_opts, force)
+#define V1_PULL END_OF(ss_pull_opts, info)
 #define V1_CAT END_OF(ss_cat_opts, fd)
 #define V1_VERIFY END_OF(ss_verify_opts, quick)
 #define V1_LS END_OF(ss_ls_opts, store)
@@ -225,14 +225,14 @@ static void stamp_info(struct ss_snapshot_info *in)
 		in->files_v[i]->size = sizeof(*in->files_v[i]);
 }
 
-int ss_info(const char *snapshot, const struct ss_config *cfg, struct ss_snapshot_info **out,
-	    char *err, size_t errlen)
+int ss_info(const char *snapshot, const char *store, const struct ss_config *cfg,
+	    struct ss_snapshot_info **out, char *err, size_t errlen)
 {
 	struct ss_config_in c;
 	int r;
 	if ((r = config_in(cfg, &c, err, errlen)))
 		return r;
-	r = ss_info_impl(snapshot, &c, out, err, errlen);
+	r = ss_info_impl(snapshot, store, &c, out, err, errlen);
 	if (!r)
 		stamp_info(*out);
 	return r;

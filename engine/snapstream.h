@@ -23,7 +23,10 @@
  * and force is not set), -EBADMSG (integrity: corrupted or tampered
  * data), -EPROTONOSUPPORT (a newer format), -EINVAL (bad arguments),
  * -ENOKEY / -EKEYREJECTED (a keyed store or snapshot, and no key or
- * another key than its own: see ss_config.key).
+ * another key than its own: see ss_config.key), -EPERM (the snapshot's
+ * manifest names another store than the one given, or than the default
+ * beside it: a manifest never chooses which store is read, see
+ * docs/SECURITY.md).
  *
  * The library reads no environment variable: credentials, endpoints and
  * object-store tuning come from the environment block the caller passes in
@@ -201,12 +204,19 @@ struct ss_push_opts {
 	void *writer_arg;
 };
 
+struct ss_snapshot_info;
+
 struct ss_pull_opts {
 	size_t size;                /* SS_PULL_OPTS_INIT */
 	const char *snapshot;
 	const char *dest;           /* file (one-file snapshot) or directory */
-	const char *store;          /* NULL: as recorded in the manifest, else default */
+	const char *store;          /* NULL: the default beside the snapshot */
 	bool force;                 /* replace an existing destination */
+	/* NULL, or where a successful pull puts the snapshot's description
+	 * (as ss_info gives it: labels, parents, sizes, without the file
+	 * list), so that what a pusher recorded comes back with the files.
+	 * Owned by the caller (ss_info_free); untouched on failure. */
+	struct ss_snapshot_info **info;
 };
 
 struct ss_stats {
@@ -252,7 +262,7 @@ int ss_push_fd(const struct ss_push_opts *opts, int fd, const char *name,
 struct ss_cat_opts {
 	size_t size;                /* SS_CAT_OPTS_INIT */
 	const char *snapshot;
-	const char *store;          /* NULL: as recorded in the manifest, else default */
+	const char *store;          /* NULL: the default beside the snapshot */
 	const char *file;           /* name in the snapshot; NULL: its only file */
 	int fd;                     /* written in file order (a pipe, a file) */
 };
@@ -273,7 +283,7 @@ int ss_cat(const struct ss_cat_opts *opts, const struct ss_config *cfg, struct s
 struct ss_verify_opts {
 	size_t size;                /* SS_VERIFY_OPTS_INIT */
 	const char *snapshot;
-	const char *store;          /* NULL: as recorded in the manifest, else default */
+	const char *store;          /* NULL: the default beside the snapshot */
 	bool quick;                 /* only check that every referenced pack exists */
 };
 
@@ -303,7 +313,7 @@ struct ss_file_info {
 struct ss_snapshot_info {
 	size_t size;                /* set by the library */
 	char *uri;                  /* canonical snapshot URI */
-	char *store;                /* store recorded in the manifest */
+	char *store;                /* store recorded in the manifest ("" if none) */
 	char *tool_version;
 	uint32_t format_major, format_minor;
 	int64_t created_unix_ns;
@@ -334,10 +344,12 @@ struct ss_snapshot_info {
 	int error_code;             /* its -errno */
 };
 
-/* Describe a snapshot. *out is owned by the caller (ss_info_free).
- * Returns 0, -ENOENT, -EBADMSG (unreadable manifest) or another -errno. */
-int ss_info(const char *snapshot, const struct ss_config *cfg, struct ss_snapshot_info **out,
-	    char *err, size_t errlen);
+/* Describe a snapshot whose store is `store` (NULL: the default beside
+ * it). *out is owned by the caller (ss_info_free). Returns 0, -ENOENT,
+ * -EBADMSG (unreadable manifest), -EPERM (its manifest names another
+ * store) or another -errno. Reads only the manifest. */
+int ss_info(const char *snapshot, const char *store, const struct ss_config *cfg,
+	    struct ss_snapshot_info **out, char *err, size_t errlen);
 void ss_info_free(struct ss_snapshot_info *info);
 
 struct ss_ls_opts {
@@ -358,7 +370,7 @@ void ss_ls_free(struct ss_snapshot_info **v, size_t n);
 struct ss_rm_opts {
 	size_t size;                /* SS_RM_OPTS_INIT */
 	const char *snapshot;
-	const char *store;          /* NULL: as recorded in the manifest, else default */
+	const char *store;          /* NULL: the default beside the snapshot */
 };
 
 /* Delete a snapshot: its manifest and its ref in the store. Its packs

@@ -130,7 +130,7 @@ scenario_gone() {
 	chk gone
 	want 4 "gone: after repair"
 	is_true "gone: index fixed, pack still missing" "not F('stale-index') and len(F('missing-pack')) == 1"
-	"$S" pull "$(snap gone a)" "$work/$part.gone.out" --quiet --no-fsync 2>"$work/perr" && cmp -s img "$work/$part.gone.out" &&
+	"$S" pull "$(snap gone a)" "$work/$part.gone.out" --store "$(store gone)" --quiet --no-fsync 2>"$work/perr" && cmp -s img "$work/$part.gone.out" &&
 		ok || bad "gone: pull of the intact snapshot: $(cat "$work/perr")"
 }
 
@@ -149,7 +149,7 @@ scenario_index() {
 	chk index
 	want 0 "index: second check"
 	is_true "index: clean" "j['problems'] == 0 and j['index_damaged'] == 0"
-	"$S" pull "$(snap index a)" "$work/$part.index.out" --quiet --no-fsync 2>"$work/perr" && cmp -s img "$work/$part.index.out" &&
+	"$S" pull "$(snap index a)" "$work/$part.index.out" --store "$(store index)" --quiet --no-fsync 2>"$work/perr" && cmp -s img "$work/$part.index.out" &&
 		ok || bad "index: pull after repair: $(cat "$work/perr")"
 	push index img3 c && ok || bad "index: push after repair: $(cat "$work/perr")"
 	chk index
@@ -310,7 +310,7 @@ scenario_concurrent() {
 	want 0 "concurrent: after the pushes"
 	is_true "concurrent: every snapshot checked" "j['snapshots'] == 9 and j['packs_orphaned'] == 0"
 	for i in a p1 q1 p4 q4; do
-		"$S" verify "$(snap concurrent $i)" --quiet 2>"$work/verr" && ok || bad "concurrent: verify $i: $(cat "$work/verr")"
+		"$S" verify "$(snap concurrent $i)" --store "$(store concurrent)" --quiet 2>"$work/verr" && ok || bad "concurrent: verify $i: $(cat "$work/verr")"
 	done
 	echo "concurrent: $n checks and repairs ran during the pushes"
 }

@@ -99,7 +99,7 @@ expect_rc 2 "--zstd-level 20" "$S" push img snaps/x --zstd-level 20
 # (In a store of its own: the packs of snaps/ are corrupted below.)
 expect_rc 0 "in-range sizes with suffixes" "$S" push img snaps/sz --store sz-store \
 	--chunk-avg 256K --chunk-min 64k --chunk-max 1M --quiet --no-fsync
-expect_rc 0 "info of the sized push" "$S" info snaps/sz --json
+expect_rc 0 "info of the sized push" "$S" info snaps/sz --store sz-store --json
 [ "$(json_field out chunking | tr -d ' ')" = "{'min':65536,'avg':262144,'max':1048576,'segment':4194304,'frame_max':1048576,'chunk_ids':'xxh3-128'}" ] &&
 	ok || bad "chunk sizes recorded: $(json_field out chunking)"
 # A source holding what a snapshot cannot hold is a failure (1) naming the

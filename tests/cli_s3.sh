@@ -11,7 +11,8 @@
 # grace, deletes with --grace 0 and leaves every remaining snapshot
 # verifying, no index object listing a deleted pack; the gc lock; a flipped
 # byte in a pack (rewritten with the aws CLI) is exit 4 naming snapshot,
-# file and offset; a deleted pack fails --quick with 4; exit codes 2 and 3.
+# file and offset; a deleted pack fails --quick with 4; exit codes 2 and 3;
+# a manifest in the bucket naming a local store is refused (exit 1).
 set -uo pipefail
 S="$(realpath "$1")"
 GEN="$(realpath "$2")"
@@ -92,6 +93,19 @@ PY
 	[ "$(rc "$S" gc --store "$B/.snapstream")" = 1 ] && grep -q "another gc" err && ok "gc lock held: 1" || bad "lock: $(cat err)"
 	[ "$(rc "$S" gc --store "$B/.snapstream" --break-lock)" = 0 ] && ok "--break-lock" || bad "break-lock: $(cat err)"
 
+	# A manifest does not choose the store: one in the bucket naming a
+	# local directory (or another store in the bucket) is refused unless
+	# that store is the one given.
+	"$S" push img "$B/foreign/h" --store "$PWD/localstore" --quiet 2>err || bad "push foreign: $(cat err)"
+	for cmd in info verify; do
+		[ "$(rc "$S" $cmd "$B/foreign/h")" = 1 ] && grep -q "$PWD/localstore" err && grep -q "$B/.snapstream" err &&
+			ok "$cmd of a bucket manifest naming a local store: 1 naming both" || bad "$cmd foreign: $(cat err)"
+	done
+	[ "$(rc "$S" pull "$B/foreign/h" h.img)" = 1 ] && [ ! -e h.img ] && grep -q "$PWD/localstore" err &&
+		ok "pull of it: 1, nothing written" || bad "pull foreign: $(cat err)"
+	[ "$(rc "$S" pull "$B/foreign/h" h.img --store "file://$PWD/localstore/")" = 0 ] && cmp -s h.img img &&
+		ok "pull of it with its store named" || bad "pull foreign --store: $(cat err)"
+
 	# Integrity: a flipped byte, then a missing pack.
 	"$S" push img2 "$B/bad/a" --store "$B/badstore" --quiet 2>err || bad "push bad: $(cat err)"
 	key=$(aws s3 ls "$B/badstore/packs/" --recursive | sort -k3 -n | tail -1 | awk "{print \$4}")
@@ -100,12 +114,12 @@ PY
 import sys
 b = bytearray(open(\"pack.bin\", \"rb\").read()); b[1 << 20] ^= 0xff; open(\"pack.bin\", \"wb\").write(b)"
 	aws s3 cp --quiet pack.bin "s3://$SS_S3_BUCKET/$key"
-	[ "$(rc "$S" verify "$B/bad/a")" = 4 ] && grep -q "bad/a" err && grep -q "file .img2." err && grep -q "offset" err &&
+	[ "$(rc "$S" verify "$B/bad/a" --store "$B/badstore")" = 4 ] && grep -q "bad/a" err && grep -q "file .img2." err && grep -q "offset" err &&
 		ok "flipped byte: 4 naming snapshot, file and offset" || bad "flipped: $(cat err)"
 	aws s3 rm --quiet "s3://$SS_S3_BUCKET/$key"
-	[ "$(rc "$S" verify "$B/bad/a" --quick)" = 4 ] && grep -q missing err && ok "missing pack: --quick 4" || bad "missing pack: $(cat err)"
+	[ "$(rc "$S" verify "$B/bad/a" --quick --store "$B/badstore")" = 4 ] && grep -q missing err && ok "missing pack: --quick 4" || bad "missing pack: $(cat err)"
 ' 2>&1 | tee log
 pass=$(grep -c "^ok: " log)
 fail=$(grep -c "^FAIL" log)
 echo "cli s3: $pass passed, $fail failed"
-[ "$fail" -eq 0 ] && [ "$pass" -ge 25 ]
+[ "$fail" -eq 0 ] && [ "$pass" -ge 30 ]

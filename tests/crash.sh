@@ -109,7 +109,7 @@ push_part() {
 		kill -KILL "$pid" 2>/dev/null
 		wait "$pid"
 		rc=$?
-		ss info "$snap" >/dev/null 2>"$work/ierr"
+		ss info "$snap" --store "$(store_of $run)" >/dev/null 2>"$work/ierr"
 		irc=$?
 		if [ "$rc" -eq 0 ]; then
 			done_before_kill=$((done_before_kill + 1))
@@ -140,7 +140,7 @@ push_part() {
 		tmp=$(echo "$line" | sed -n 's/.*tmp=\([0-9]*\).*/\1/p')
 		tmp_left=$((tmp_left + ${tmp:-0}))
 		if [ "$irc" -eq 0 ]; then
-			ss verify "$snap" --quiet >/dev/null 2>"$work/verr" ||
+			ss verify "$snap" --store "$(store_of $run)" --quiet >/dev/null 2>"$work/verr" ||
 				bad "run $i: snapshot visible after kill does not verify: $(head -c 300 "$work/verr")"
 		fi
 		# (b') the store checks clean: orphans allowed, no problem.
@@ -174,7 +174,7 @@ push_part() {
 					[ "$new" -le $((cold - nbytes + cold * 3 / 100)) ] ||
 						bad "run $i: re-run stored $new bytes with $nbytes bytes of packs already there (cold $cold)"
 				fi
-				ss verify "$snap" --quiet >/dev/null 2>"$work/verr" ||
+				ss verify "$snap" --store "$(store_of $run)" --quiet >/dev/null 2>"$work/verr" ||
 					bad "run $i: re-run snapshot does not verify: $(head -c 300 "$work/verr")"
 				line=$(packs_check "$run") || [ "$kind" = s3 ] || bad "run $i: after re-run: $line"
 			else
@@ -191,7 +191,7 @@ pull_part() {
 	for r in 1 2; do
 		rm -rf "$work/pull"; mkdir "$work/pull"
 		t0=$(now_ms)
-		"$S" pull "$snap" "$work/pull/out.img" --quiet 2>"$work/err" ||
+		"$S" pull "$snap" "$work/pull/out.img" --store "$(store_of ref1)" --quiet 2>"$work/err" ||
 			{ bad "reference pull: $(cat "$work/err")"; return; }
 		dt=$(($(now_ms) - t0))
 		[ "$dt" -gt "$T" ] && T=$dt
@@ -201,7 +201,7 @@ pull_part() {
 	for i in $(seq 1 "$PULL_RUNS"); do
 		rm -rf "$work/pull"; mkdir "$work/pull"
 		d=$(rand_ms "$T")
-		"$S" pull "$snap" "$work/pull/out.img" --quiet 2>"$work/perr" &
+		"$S" pull "$snap" "$work/pull/out.img" --store "$(store_of ref1)" --quiet 2>"$work/perr" &
 		local pid=$!
 		sleep "$(secs "$d")"
 		kill -KILL "$pid" 2>/dev/null

@@ -129,7 +129,7 @@ verify_all() {
 	local phase="$1" name pids=() names=() i rc
 	shift
 	for name in "$@"; do
-		ss verify "$(snap_of "$phase" "$name")" --quiet >"$out/v.$name.out" 2>&1 &
+		ss verify "$(snap_of "$phase" "$name")" --store "$(store_of "$phase")" --quiet >"$out/v.$name.out" 2>&1 &
 		pids+=($!) names+=("$name")
 		if [ "${#pids[@]}" -ge 4 ]; then
 			for i in "${!pids[@]}"; do
@@ -184,7 +184,7 @@ run_part() {
 	t0=$(now_ms)
 	for img in $IMGS; do
 		rm -f "$work/pull/$img"
-		ss pull "$(snap_of cold "$img")" "$work/pull/$img" --quiet >"$out/pull.$img.out" 2>&1 &
+		ss pull "$(snap_of cold "$img")" "$work/pull/$img" --store "$(store_of cold)" --quiet >"$out/pull.$img.out" 2>&1 &
 		pids+=($!) names+=("$img")
 	done
 	specs=()
@@ -241,7 +241,7 @@ run_part() {
 	gc_ok same 8
 	pids=()
 	for i in 1 2 3 4 5 6 7 8; do
-		ss pull "$(snap_of same s$i)" "$work/pull/s$i" --quiet >"$out/pull.s$i.out" 2>&1 &
+		ss pull "$(snap_of same s$i)" "$work/pull/s$i" --store "$(store_of same)" --quiet >"$out/pull.s$i.out" 2>&1 &
 		pids+=($!)
 	done
 	for i in 1 2 3 4 5 6 7 8; do
@@ -289,7 +289,7 @@ killed_phase() {
 	secs_b=$(sed -n 's/.*"seconds":\([0-9.]*\).*/\1/p' "$out/killed.b.json")
 	awk -v s="${secs_b:-0}" 'BEGIN { exit !(s >= 0.9) }' ||
 		bad "killed: the second push took ${secs_b:-?} s: it did not wait for the stopped push's claims"
-	ss pull "$(snap_of killed b)" "$work/pull/rand" --quiet >"$out/pull.killed.out" 2>&1 ||
+	ss pull "$(snap_of killed b)" "$work/pull/rand" --store "$st" --quiet >"$out/pull.killed.out" 2>&1 ||
 		bad "killed: pull: $(head -c 400 "$out/pull.killed.out")"
 	cmp -s "$img" "$work/pull/rand" || bad "killed: the pull differs from the image"
 	rm -f "$work/pull/rand"

@@ -120,7 +120,7 @@ static void test_outputs(void)
 	char err[512];
 	struct ss_config cfg = SS_CONFIG_INIT;
 	struct ss_snapshot_info *in = NULL;
-	int r = ss_info(snap, &cfg, &in, err, sizeof(err));
+	int r = ss_info(snap, NULL, &cfg, &in, err, sizeof(err));
 	REQUIRE(r == 0, "info: %d %s", r, err);
 	CHECK(in->size == sizeof(*in) && SS_HAS(ss_snapshot_info, in, error_code), "info size %zu",
 	      in->size);
@@ -187,7 +187,7 @@ static void test_env(void)
 	/* ... and a call with no block sees none of it. */
 	struct ss_config cfg = SS_CONFIG_INIT;
 	struct ss_snapshot_info *in = NULL;
-	int r = ss_info("s3://ss-api-test/snap", &cfg, &in, err, sizeof(err));
+	int r = ss_info("s3://ss-api-test/snap", NULL, &cfg, &in, err, sizeof(err));
 	CHECK(r == -EACCES && strstr(err, "no AWS credentials"),
 	      "without a block the library found credentials: %d %s", r, err);
 
@@ -195,7 +195,7 @@ static void test_env(void)
 	const char *const bad[] = {"AWS_ACCESS_KEY_ID=AKIDBLOCK", "AWS_SECRET_ACCESS_KEY=x",
 				   "SNAPSTREAM_RETRY_MAX=0", NULL};
 	cfg.env = bad;
-	r = ss_info("s3://ss-api-test/snap", &cfg, &in, err, sizeof(err));
+	r = ss_info("s3://ss-api-test/snap", NULL, &cfg, &in, err, sizeof(err));
 	CHECK(r == -EINVAL && strstr(err, "SNAPSTREAM_RETRY_MAX=0"), "block not read: %d %s", r,
 	      err);
 
@@ -204,13 +204,13 @@ static void test_env(void)
 				    "AWS_ENDPOINT_URL=http://127.0.0.1:9", "SNAPSTREAM_RETRY_MAX=1",
 				    "SNAPSTREAM_RETRY_SECONDS=2", NULL};
 	cfg.env = good;
-	r = ss_info("s3://ss-api-test/snap", &cfg, &in, err, sizeof(err));
+	r = ss_info("s3://ss-api-test/snap", NULL, &cfg, &in, err, sizeof(err));
 	CHECK(r < 0 && r != -EACCES && r != -EINVAL && strstr(err, "127.0.0.1"),
 	      "the block's endpoint was not used: %d %s", r, err);
 
 	/* mem:// belongs to the tests' private interface. */
 	cfg.env = NULL;
-	r = ss_info("mem://x/snap", &cfg, &in, err, sizeof(err));
+	r = ss_info("mem://x/snap", NULL, &cfg, &in, err, sizeof(err));
 	CHECK(r == -EINVAL, "mem:// reachable through the public API: %d %s", r, err);
 }
 

@@ -16,133 +16,8 @@
 
 /* ---------------------------------------------------------------- info */
 
-static char *xstrdup(const char *s, bool *oom)
-{
-	char *d = strdup(s ? s : "");
-	if (!d)
-		*oom = true;
-	return d;
-}
-
-static void info_clear(struct ss_snapshot_info *in)
-{
-	if (!in)
-		return;
-	free(in->uri);
-	free(in->store);
-	free(in->tool_version);
-	for (size_t i = 0; i < in->nlabels; i++) {
-		free((char *)in->labels[i].key);
-		free((char *)in->labels[i].value);
-	}
-	free(in->labels);
-	for (size_t i = 0; i < in->nparents; i++)
-		free(in->parents[i]);
-	free(in->parents);
-	for (size_t i = 0; i < in->nfiles_v; i++) {
-		free(in->files_v[i]->name);
-		free(in->files_v[i]);
-	}
-	free(in->files_v);
-	free(in->error);
-	memset(in, 0, sizeof(*in));
-}
-
-void ss_info_free(struct ss_snapshot_info *info)
-{
-	info_clear(info);
-	free(info);
-}
-
-static int info_fill(const struct ss_manifest *m, const char *uri, uint64_t mlen,
-		     bool with_files, struct ss_snapshot_info *in)
-{
-	bool oom = false;
-	memset(in, 0, sizeof(*in));
-	in->uri = xstrdup(uri, &oom);
-	in->store = xstrdup(m->store_uri, &oom);
-	in->tool_version = xstrdup(m->tool_version, &oom);
-	in->format_major = m->format_major;
-	in->format_minor = m->format_minor;
-	in->created_unix_ns = m->created_unix_ns;
-	in->root_is_dir = m->root_is_dir;
-	in->chunk_min = m->chunk_min;
-	in->chunk_avg = m->chunk_avg;
-	in->chunk_max = m->chunk_max;
-	in->chunk_seg = m->chunk_seg;
-	in->frame_max = m->frame_max;
-	in->keyed_ids = m->keyed_ids;
-	if (m->keyed_ids)
-		ss_hex(m->key_check, sizeof(m->key_check), in->key_check);
-	in->files = m->nfiles;
-	in->chunks = m->nchunks;
-	in->packs = m->npacks;
-	in->manifest_bytes = mlen;
-	/* The manifest's own stats say what the push saw; sizes and extents
-	 * are recounted from the file table, which is what a pull restores. */
-	for (size_t i = 0; i < m->nfiles; i++) {
-		in->logical_bytes += m->files[i].size;
-		for (size_t e = 0; e < m->files[i].next; e++)
-			if (m->files[i].ext[e].chunk)
-				in->extents++;
-	}
-	in->zero_bytes = m->stats.zero_bytes;
-	in->chunk_bytes = m->stats.chunk_bytes;
-	in->unique_bytes = m->stats.unique_bytes;
-	in->stored_bytes = ss_manifest_stored_bytes(m);
-	in->new_raw_bytes = m->stats.new_raw_bytes;
-	in->new_stored_bytes = m->stats.new_stored_bytes;
-	in->dedup_bytes = in->chunk_bytes > in->new_raw_bytes ? in->chunk_bytes - in->new_raw_bytes
-							      : 0;
-	if (m->nlabels && (in->labels = calloc(m->nlabels, sizeof(*in->labels)))) {
-		for (size_t i = 0; i < m->nlabels; i++) {
-			in->labels[i].key = xstrdup(m->labels[i].key, &oom);
-			in->labels[i].value = xstrdup(m->labels[i].value, &oom);
-			in->nlabels++;
-		}
-	} else if (m->nlabels) {
-		oom = true;
-	}
-	if (m->nparents && (in->parents = calloc(m->nparents, sizeof(*in->parents)))) {
-		for (size_t i = 0; i < m->nparents; i++)
-			in->parents[in->nparents++] = xstrdup(m->parents[i], &oom);
-	} else if (m->nparents) {
-		oom = true;
-	}
-	if (with_files && m->nfiles) {
-		in->files_v = calloc(m->nfiles, sizeof(*in->files_v));
-		if (!in->files_v)
-			oom = true;
-		for (size_t i = 0; in->files_v && i < m->nfiles; i++) {
-			const struct ss_mfile *f = &m->files[i];
-			struct ss_file_info *fi = calloc(1, sizeof(*fi));
-			if (!(in->files_v[in->nfiles_v] = fi)) {
-				oom = true;
-				break;
-			}
-			in->nfiles_v++;
-			fi->name = xstrdup(f->name, &oom);
-			fi->bytes = f->size;
-			fi->mode = f->mode;
-			fi->mtime_ns = f->mtime_ns;
-			ss_hex(f->digest, 16, fi->digest);
-			for (size_t e = 0; e < f->next; e++) {
-				if (f->ext[e].chunk)
-					fi->extents++;
-				else
-					fi->zero_bytes += f->ext[e].len;
-			}
-		}
-	}
-	if (oom) {
-		info_clear(in);
-		return -ENOMEM;
-	}
-	return 0;
-}
-
-int ss_info_impl(const char *snapshot, const struct ss_config_in *config, struct ss_snapshot_info **out,
-	    char *errbuf, size_t errlen)
+int ss_info_impl(const char *snapshot, const char *store, const struct ss_config_in *config,
+		 struct ss_snapshot_info **out, char *errbuf, size_t errlen)
 {
 	struct ss_err err = {0};
 	struct ss_cfg cfg;
@@ -162,9 +37,11 @@ int ss_info_impl(const char *snapshot, const struct ss_config_in *config, struct
 		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
 		goto out;
 	}
-	if ((r = ss_manifest_load(snapshot, l, &cfg, &m, &mlen, NULL, &err)))
+	const char *used;
+	if ((r = ss_manifest_load(snapshot, l, &cfg, &m, &mlen, NULL, &err)) ||
+	    (r = ss_store_for(store, m, &loc, snapshot, &used, &err)))
 		goto out;
-	if (!(in = calloc(1, sizeof(*in))) || info_fill(m, loc.canonical, mlen, true, in)) {
+	if (!(in = calloc(1, sizeof(*in))) || ss_info_fill(m, loc.canonical, mlen, true, in)) {
 		free(in);
 		in = NULL;
 		r = ss_err_set(&err, -ENOMEM, "out of memory");
@@ -205,7 +82,7 @@ void ss_ls_free_impl(struct ss_snapshot_info *v, size_t n)
 	if (!v)
 		return;
 	for (size_t i = 0; i < n; i++)
-		info_clear(&v[i]);
+		ss_info_clear(&v[i]);
 	free(v);
 }
 
@@ -317,7 +194,7 @@ int ss_ls_impl(const struct ss_ls_opts *opts, const struct ss_config_in *config,
 			}
 			continue;
 		}
-		r = info_fill(m, found.v[i], mlen, false, in);
+		r = ss_info_fill(m, found.v[i], mlen, false, in);
 		ss_manifest_free(m);
 		if (r) {
 			ss_err_set(&err, r, "out of memory");
@@ -387,7 +264,9 @@ int ss_rm_impl(const struct ss_rm_opts *opts, const struct ss_config_in *config,
 	}
 	char refkey[64];
 	ss_ref_key(loc.canonical, refkey);
-	const char *store = ss_store_for(opts->store, m, &loc);
+	const char *store;
+	if ((r = ss_store_for(opts->store, m, &loc, opts->snapshot, &store, &err)))
+		goto out;
 	r = ss_store_backend_open(store, l, &cfg, &sb, &err);
 	if (r == -ENOENT && have_manifest) {
 		ss_err_clear(&err);   /* no store: only the manifest to remove */

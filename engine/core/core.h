@@ -77,7 +77,7 @@ int ss_cat_impl(const struct ss_cat_opts *opts, const struct ss_config_in *cfg,
 		struct ss_stats *st, char *err, size_t errlen);
 int ss_verify_impl(const struct ss_verify_opts *opts, const struct ss_config_in *cfg,
 		   struct ss_stats *st, char *err, size_t errlen);
-int ss_info_impl(const char *snapshot, const struct ss_config_in *cfg,
+int ss_info_impl(const char *snapshot, const char *store, const struct ss_config_in *cfg,
 		 struct ss_snapshot_info **out, char *err, size_t errlen);
 int ss_ls_impl(const struct ss_ls_opts *opts, const struct ss_config_in *cfg,
 	       struct ss_snapshot_info **out, size_t *n, char *err, size_t errlen);
@@ -233,10 +233,18 @@ int ss_store_write_ref(struct ss_store *s, struct ss_loop *l, const char *snapsh
 int ss_store_backend_open(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
 			  struct ss_backend **out, struct ss_err *err);
 
-/* The store a snapshot's packs live in: the explicit one, else the one
- * its manifest records, else the default beside it. */
-const char *ss_store_for(const char *explicit_store, const struct ss_manifest *m,
-			 const struct ss_snaploc *loc);
+/* The store a snapshot's packs are read from: explicit_store when the
+ * caller names one, else the default beside the snapshot (loc); never the
+ * one its manifest records, which whoever wrote the manifest chose
+ * (docs/SECURITY.md, "A manifest does not choose the store"). A manifest
+ * m (may be NULL) recording any other store is refused: -EPERM with err
+ * naming both. *out points into explicit_store or loc. */
+int ss_store_for(const char *explicit_store, const struct ss_manifest *m,
+		 const struct ss_snaploc *loc, const char *snapshot, const char **out,
+		 struct ss_err *err);
+/* Whether two store locations name the same store: file:// or a plain
+ * path, relative or absolute, trailing slashes, "." and "..", symlinks. */
+bool ss_same_store(const char *a, const char *b);
 
 /* Every key under prefix with its size (one LIST, all pages). Free with
  * ss_keylist_free. Returns 0 or -errno with err set ("cannot list
@@ -296,8 +304,8 @@ int ss_range_explain(const struct ss_range *g, int res, const char *where, struc
 
 /* A decoding worker's context: a zstd decompression context, and with
  * ss_rdec_scratch_ops room for one frame of up to SS_FRAME_MAX_LIMIT
- * bytes. Either may be NULL when the worker could not make it; decoding
- * then fails. */
+ * bytes. A worker that cannot make both fails ss_pool_new with -ENOMEM
+ * (never a decode that reports corruption). */
 struct ss_rdec {
 	void *dc;                   /* ZSTD_DCtx */
 	uint8_t *scratch;
@@ -362,6 +370,15 @@ int ss_err_out(const struct ss_err *e, int r, char *buf, size_t len);
 /* The same, after setting *seconds to the time since t0 (ss_now_ns). */
 int ss_op_end(const struct ss_err *e, int r, uint64_t t0, double *seconds, char *buf,
 	      size_t len);
+
+/* --- describing a snapshot (info.c) ------------------------------------ */
+
+/* Fill in from manifest m of the snapshot at uri (mlen: the manifest's
+ * encoded size), with the file list when with_files. Returns 0, or
+ * -ENOMEM with in cleared. ss_info_clear frees what in holds, not in. */
+int ss_info_fill(const struct ss_manifest *m, const char *uri, uint64_t mlen, bool with_files,
+		 struct ss_snapshot_info *in);
+void ss_info_clear(struct ss_snapshot_info *in);
 
 /* --- progress --------------------------------------------------------- */
 

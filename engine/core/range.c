@@ -75,18 +75,6 @@ int ss_range_explain(const struct ss_range *g, int res, const char *where, struc
 
 /* ---------------------------------------------------------------- workers */
 
-static void *rdec_create(void *arg)
-{
-	struct ss_rdec *w = calloc(1, sizeof(*w));
-	if (!w)
-		return NULL;
-	w->dc = ZSTD_createDCtx();
-	/* Mapped, so only what frames really fill is ever touched. */
-	if (arg)
-		w->scratch = ss_map_alloc(SS_FRAME_MAX_LIMIT + 1);
-	return w;
-}
-
 static void rdec_destroy(void *wp)
 {
 	struct ss_rdec *w = wp;
@@ -96,6 +84,24 @@ static void rdec_destroy(void *wp)
 	if (w->scratch)
 		ss_map_free(w->scratch, SS_FRAME_MAX_LIMIT + 1);
 	free(w);
+}
+
+static void *rdec_create(void *arg)
+{
+	struct ss_rdec *w = calloc(1, sizeof(*w));
+	if (!w)
+		return NULL;
+	w->dc = ZSTD_createDCtx();
+	/* Mapped, so only what frames really fill is ever touched. */
+	if (arg)
+		w->scratch = ss_map_alloc(SS_FRAME_MAX_LIMIT + 1);
+	/* All or nothing: a worker without its context would take every
+	 * frame for undecodable, i.e. report out of memory as corruption. */
+	if (!w->dc || (arg && !w->scratch)) {
+		rdec_destroy(w);
+		return NULL;
+	}
+	return w;
 }
 
 const struct ss_worker_ctx_ops ss_rdec_ops = {.create = rdec_create, .destroy = rdec_destroy};

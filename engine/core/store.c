@@ -369,12 +369,77 @@ int ss_store_backend_open(const char *uri, struct ss_loop *l, const struct ss_cf
 	return ss_backend_open(uri, l, &cfg->bopts, out, err);
 }
 
-const char *ss_store_for(const char *explicit_store, const struct ss_manifest *m,
-			 const struct ss_snaploc *loc)
+/* One spelling of a store location: scheme and path as
+ * ss_location_parse gives them (file:// dropped, relative paths made
+ * absolute, no trailing slash), local paths also without "." and ".."
+ * components or repeated slashes, and through realpath when they exist
+ * (a symlink to a store is that store). NULL when unparsable or out of
+ * memory. */
+static char *store_canon(const char *uri)
 {
-	if (explicit_store)
-		return explicit_store;
-	if (m && m->store_uri && *m->store_uri)
-		return m->store_uri;
-	return loc->default_store;
+	const char *scheme;
+	char *path = NULL;
+	if (ss_location_parse(uri, &scheme, &path, NULL))
+		return NULL;
+	if (strcmp(scheme, "file") == 0) {
+		/* Lexically first: "a/../b" names b whether or not a exists. */
+		size_t n = 0;
+		for (const char *c = path; *c;) {
+			while (*c == '/')
+				c++;
+			const char *e = c + strcspn(c, "/");
+			size_t len = (size_t)(e - c);
+			if (len == 0 || (len == 1 && c[0] == '.')) {
+				/* nothing */
+			} else if (len == 2 && c[0] == '.' && c[1] == '.') {
+				while (n > 0 && path[n - 1] != '/')
+					n--;
+				if (n > 0)
+					n--;
+			} else {
+				path[n++] = '/';
+				memmove(path + n, c, len);
+				n += len;
+			}
+			c = e;
+		}
+		if (n == 0)
+			path[n++] = '/';
+		path[n] = '\0';
+		char real[PATH_MAX];
+		if (realpath(path, real)) {
+			free(path);
+			path = strdup(real);
+		}
+	}
+	char *out = NULL;
+	if (path && asprintf(&out, "%s://%s", scheme, path) < 0)
+		out = NULL;
+	free(path);
+	return out;
+}
+
+bool ss_same_store(const char *a, const char *b)
+{
+	char *ca = a ? store_canon(a) : NULL, *cb = b ? store_canon(b) : NULL;
+	bool same = ca && cb && strcmp(ca, cb) == 0;
+	free(ca);
+	free(cb);
+	return same;
+}
+
+int ss_store_for(const char *explicit_store, const struct ss_manifest *m,
+		 const struct ss_snaploc *loc, const char *snapshot, const char **out,
+		 struct ss_err *err)
+{
+	const char *store = explicit_store ? explicit_store : loc->default_store;
+	if (m && m->store_uri && *m->store_uri && !ss_same_store(m->store_uri, store))
+		return ss_err_set(err, -EPERM,
+				  "snapshot %s: its manifest names the store %s, but its store is "
+				  "%s (%s); a manifest does not choose which store is read: name "
+				  "its store explicitly if you trust it",
+				  snapshot, m->store_uri, store,
+				  explicit_store ? "as given" : "the default beside it");
+	*out = store;
+	return 0;
 }

@@ -123,6 +123,6 @@ void pull_advance(struct pull *P, uint32_t file);
  * place. */
 int pull_finish_files(struct pull *P);
 /* Remove a temporary tree left by a failed pull. */
-int pull_rm_rf(const char *path);
+int pull_rm_tree(const char *path);
 
 #endif

@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
 #include <malloc.h>
 #include <stdio.h>
@@ -16,26 +17,32 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-int pull_rm_rf(const char *path)
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)ftw;
+	/* Best effort: remove what can be removed; rm_tree reports the rest. */
+	if (flag == FTW_DP)
+		rmdir(path);
+	else
+		unlink(path);
+	return 0;
+}
+
+/* Remove a tree (or a file) without recursing on this stack and without
+ * following symlinks: the old destination a --force pull replaces is the
+ * caller's and may be nested arbitrarily deep. Returns 0 when path is
+ * gone, else -errno. */
+int pull_rm_tree(const char *path)
 {
 	struct stat st;
 	if (lstat(path, &st) < 0)
 		return errno == ENOENT ? 0 : -errno;
-	if (!S_ISDIR(st.st_mode))
-		return unlink(path) < 0 ? -errno : 0;
-	DIR *d = opendir(path);
-	if (!d)
+	if (nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS) < 0)
 		return -errno;
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		char sub[PATH_MAX];
-		if (snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name) < (int)sizeof(sub))
-			pull_rm_rf(sub);
-	}
-	closedir(d);
-	return rmdir(path) < 0 ? -errno : 0;
+	if (lstat(path, &st) == 0)
+		return -ENOTEMPTY;
+	return errno == ENOENT ? 0 : -errno;
 }
 
 int pull_create_outputs(struct pull *P)
@@ -45,10 +52,9 @@ int pull_create_outputs(struct pull *P)
 	struct stat st;
 	bool exists = lstat(dest, &st) == 0;
 	char final[PATH_MAX];
+	/* The manifest validator (proto/manifest.c) saw to it that a one-file
+	 * snapshot holds exactly one file, whose name has no '/'. */
 	if (!m->root_is_dir) {
-		if (m->nfiles != 1)
-			return ss_err_set(P->err, -EBADMSG, "a one-file snapshot holds %zu files",
-					  m->nfiles);
 		/* Pulling a file snapshot into an existing directory puts it there. */
 		if (exists && S_ISDIR(st.st_mode)) {
 			snprintf(final, sizeof(final), "%s/%s", dest, m->files[0].name);
@@ -110,12 +116,9 @@ int pull_create_outputs(struct pull *P)
 		}
 		P->tmp_is_dir = true;
 	}
-	/* Raise the descriptor limit for image directories with many files. */
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
+	/* Every file stays open until it is verified. The library lives with
+	 * the descriptor limit its caller set (the CLI and ateom raise it at
+	 * startup) and says so when the snapshot needs more. */
 	for (size_t i = 0; i < m->nfiles; i++) {
 		struct ss_mfile *f = &m->files[i];
 		if (m->root_is_dir) {
@@ -132,6 +135,12 @@ int pull_create_outputs(struct pull *P)
 			 * anything into place. */
 			P->files[i].fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 					      0600);
+			if (P->files[i].fd < 0 && (errno == EMFILE || errno == ENFILE))
+				return ss_err_set(P->err, -errno,
+						  "cannot create %s: %s (a pull keeps each of the "
+						  "snapshot's %zu files open until it is verified: "
+						  "raise the limit on open files)",
+						  path, strerror(errno), m->nfiles);
 			if (P->files[i].fd < 0)
 				return ss_err_set(P->err, -errno, "cannot create %s: %s", path,
 						  strerror(errno));
@@ -267,6 +276,95 @@ static int verify_files(struct pull *P)
 	return P->failed ? P->err->code : 0;
 }
 
+/* Make the rename into place durable: fsync the directory holding it. */
+static int sync_parent(struct pull *P)
+{
+	if (P->cfg.bopts.no_fsync)
+		return 0;
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", P->final);
+	char *slash = strrchr(dir, '/');
+	if (slash)
+		*slash = slash == dir ? (slash[1] = '\0', '/') : '\0';
+	int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r = dfd < 0 || fsync(dfd) < 0 ? -errno : 0;
+	if (dfd >= 0)
+		close(dfd);
+	if (r)
+		return ss_err_set(P->err, r, "pulled into %s, but cannot make that durable "
+					     "(fsync of its directory): %s",
+				  P->final, strerror(-r));
+	return 0;
+}
+
+/* The destination replaced the old way, for file systems without
+ * RENAME_EXCHANGE: the old tree moves aside, the new one in, and back
+ * when that fails. Not atomic: the destination is missing in between. */
+static int replace_by_moving(struct pull *P, char *old, size_t oldlen)
+{
+	snprintf(old, oldlen, "%s.ss-old-XXXXXX", P->final);
+	if (!mkdtemp(old))
+		return ss_err_set(P->err, -errno, "cannot replace %s: %s", P->final,
+				  strerror(errno));
+	if (rename(P->final, old) < 0) {
+		int e = -errno;
+		rmdir(old);
+		old[0] = '\0';
+		return ss_err_set(P->err, e, "cannot replace %s: %s", P->final, strerror(-e));
+	}
+	if (rename(P->tmp, P->final) < 0) {
+		int e = -errno;
+		if (rename(old, P->final) < 0)
+			return ss_err_set(P->err, e,
+					  "cannot move the result into %s: %s; the old %s is "
+					  "left in %s (cannot move it back: %s)",
+					  P->final, strerror(-e), P->final, old, strerror(errno));
+		old[0] = '\0';
+		return ss_err_set(P->err, e, "cannot move the result into %s: %s", P->final,
+				  strerror(-e));
+	}
+	return 0;
+}
+
+/* Into place. A new destination is renamed in; an existing one (with
+ * --force, or an empty directory) is exchanged with the result in one
+ * step, so that whoever looks sees the old tree or the new one and never
+ * neither, and removed afterwards. A one-file pull renames its file over
+ * the old one, which is as atomic. */
+static int install(struct pull *P)
+{
+	struct stat st;
+	bool exists = lstat(P->final, &st) == 0;
+	if (!exists && errno != ENOENT)
+		return ss_err_set(P->err, -errno, "cannot replace %s: %s", P->final,
+				  strerror(errno));
+	char old[PATH_MAX + 32] = "";
+	if (exists && P->tmp_is_dir) {
+		if (renameat2(AT_FDCWD, P->tmp, AT_FDCWD, P->final, RENAME_EXCHANGE) == 0) {
+			/* P->tmp now holds the old destination. */
+			snprintf(old, sizeof(old), "%s", P->tmp);
+		} else if (errno == EINVAL || errno == ENOSYS) {
+			int r = replace_by_moving(P, old, sizeof(old));
+			if (r)
+				return r;
+		} else {
+			return ss_err_set(P->err, -errno, "cannot replace %s: %s", P->final,
+					  strerror(errno));
+		}
+	} else if (rename(P->tmp, P->final) < 0) {
+		return ss_err_set(P->err, -errno, "cannot move the result into %s: %s", P->final,
+				  strerror(errno));
+	}
+	P->tmp[0] = '\0';
+	int r = sync_parent(P);
+	int rr = old[0] ? pull_rm_tree(old) : 0;
+	if (!r && rr)
+		r = ss_err_set(P->err, rr, "pulled into %s, but cannot remove what it replaced "
+					   "(now %s): %s",
+			       P->final, old, strerror(-rr));
+	return r;
+}
+
 int pull_finish_files(struct pull *P)
 {
 	struct ss_manifest *m = P->m;
@@ -294,41 +392,5 @@ int pull_finish_files(struct pull *P)
 		close(P->files[i].fd);
 		P->files[i].fd = -1;
 	}
-	/* Into place, atomically. An existing destination (with --force, or an
-	 * empty directory) is replaced. */
-	struct stat st;
-	char old[PATH_MAX] = "";
-	if (P->tmp_is_dir && lstat(P->final, &st) == 0) {
-		snprintf(old, sizeof(old), "%s.ss-old-XXXXXX", P->final);
-		if (!mkdtemp(old))
-			return ss_err_set(P->err, -errno, "cannot replace %s: %s", P->final,
-					  strerror(errno));
-		if (rename(P->final, old) < 0) {
-			int e = -errno;
-			rmdir(old);
-			return ss_err_set(P->err, e, "cannot replace %s: %s", P->final, strerror(-e));
-		}
-	}
-	if (rename(P->tmp, P->final) < 0) {
-		int e = -errno;
-		if (old[0])
-			rename(old, P->final);
-		return ss_err_set(P->err, e, "cannot move the result into %s: %s", P->final,
-				  strerror(-e));
-	}
-	P->tmp[0] = '\0';
-	if (old[0])
-		pull_rm_rf(old);
-	char dir[PATH_MAX];
-	snprintf(dir, sizeof(dir), "%s", P->final);
-	char *slash = strrchr(dir, '/');
-	if (slash)
-		*slash = slash == dir ? (slash[1] = '\0', '/') : '\0';
-	int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		if (!P->cfg.bopts.no_fsync)
-			fsync(dfd);
-		close(dfd);
-	}
-	return 0;
+	return install(P);
 }

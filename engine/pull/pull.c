@@ -11,13 +11,13 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -395,7 +395,8 @@ int ss_pull_impl(const struct ss_pull_opts *opts, const struct ss_config_in *con
 	struct ss_stats local_st;
 	struct pull *P = calloc(1, sizeof(*P));
 	struct ss_snaploc loc = {0};
-	uint64_t t0 = ss_now_ns();
+	struct ss_snapshot_info *info = NULL;
+	uint64_t t0 = ss_now_ns(), mlen = 0;
 	int r;
 	st = ss_stats_init(st, &local_st, sizeof(*st));
 	if (!P) {
@@ -417,13 +418,13 @@ int ss_pull_impl(const struct ss_pull_opts *opts, const struct ss_config_in *con
 		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
 		goto out;
 	}
-	if ((r = ss_manifest_load(opts->snapshot, P->loop, &P->cfg, &P->m, NULL, &st->requests, &err)) ||
+	const char *store_uri;
+	if ((r = ss_manifest_load(opts->snapshot, P->loop, &P->cfg, &P->m, &mlen, &st->requests,
+				  &err)) ||
+	    (r = ss_store_for(opts->store, P->m, &loc, opts->snapshot, &store_uri, &err)) ||
 	    (r = ss_idkey_for_manifest(&P->cfg.ids, P->m->keyed_ids, P->m->key_check,
 				       opts->snapshot, &P->ids, &err)))
 		goto out;
-	const char *store_uri = opts->store       ? opts->store
-				: P->m->store_uri ? P->m->store_uri
-						  : loc.default_store;
 	struct ss_backend_opts ro = P->cfg.bopts;
 	ro.read_only = true;
 	if ((r = ss_backend_open(store_uri, P->loop, &ro, &P->store, &err))) {
@@ -456,7 +457,17 @@ int ss_pull_impl(const struct ss_pull_opts *opts, const struct ss_config_in *con
 		goto out;
 	ss_map_free(P->mem, P->mem_len);
 	P->mem = NULL;
-	r = pull_finish_files(P);
+	/* Made before anything is renamed into place, so that running out of
+	 * memory here leaves the destination as it was. */
+	if (opts->info &&
+	    (!(info = calloc(1, sizeof(*info))) || ss_info_fill(P->m, loc.canonical, mlen, false, info))) {
+		r = ss_err_set(&err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	if (!(r = pull_finish_files(P)) && opts->info) {
+		*opts->info = info;
+		info = NULL;
+	}
 out:
 	if (P) {
 		while (P->loop && busy(P) && ss_loop_turn(P->loop, true) >= 0)
@@ -470,7 +481,7 @@ out:
 				XXH3_freeState(P->files[i].hs);
 			}
 		if (r && P->tmp && P->tmp[0])
-			pull_rm_rf(P->tmp);
+			pull_rm_tree(P->tmp);
 		free(P->files);
 		free(P->tmp);
 		free(P->final);
@@ -492,5 +503,6 @@ out:
 		free(P);
 	}
 	ss_snaploc_free(&loc);
+	ss_info_free(info);
 	return ss_op_end(&err, r, t0, &st->seconds, errbuf, errlen);
 }

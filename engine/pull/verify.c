@@ -42,7 +42,8 @@ static int reader_open(struct reader *rd, const char *snapshot, const char *stor
 		st->logical_bytes += rd->m->files[i].size;
 	st->unique_chunks = rd->m->nchunks;
 	st->packs = rd->m->npacks;
-	rd->store_uri = ss_store_for(store, rd->m, &rd->loc);
+	if ((r = ss_store_for(store, rd->m, &rd->loc, snapshot, &rd->store_uri, err)))
+		return r;
 	r = ss_store_backend_open(rd->store_uri, rd->loop, &rd->cfg, &rd->store, err);
 	if (r == -ENOENT && rd->m->nchunks == 0) {
 		ss_err_clear(err);   /* nothing to fetch: all zero, or empty */

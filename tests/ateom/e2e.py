@@ -597,10 +597,10 @@ def keyed_cycle(a, cmd, log_path, tmp, rpc_target, A, H, ident, spec, sandboxes,
     snap = os.path.join(tmp, "ksnaps", ACTOR, "snap-k")
 
     def keyed_snapshot():
-        info = subprocess.run([cli, "info", snap, "--json"], capture_output=True, text=True)
+        info = subprocess.run([cli, "info", snap, "--store", kstore, "--json"], capture_output=True, text=True)
         ids = json.loads(info.stdout or "{}").get("chunking", {}).get("chunk_ids")
         check(ids == "xxh3-128-keyed", f"keyed: the snapshot's chunk ids are keyed ({ids})")
-        p = subprocess.run([cli, "verify", snap, "--quiet"], capture_output=True, text=True)
+        p = subprocess.run([cli, "verify", snap, "--store", kstore, "--quiet"], capture_output=True, text=True)
         check(p.returncode != 0 and "keyed" in p.stderr,
               f"keyed: verify without the key is refused: {p.stderr.strip()}")
 
