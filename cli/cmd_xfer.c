@@ -89,14 +89,6 @@ int cmd_push(struct cli *c)
 	} else {
 		r = ss_push(&o, &c->cfg, &st, err, sizeof(err));
 	}
-	/* The engine says -EINVAL both for bad arguments and for a source
-	 * holding what a snapshot cannot (a symlink, FIFO or device), and
-	 * names the path in the latter. That is no usage error: the command
-	 * was right, the data is not (exit 1). */
-	size_t srclen = strlen(src);
-	if (r == -EINVAL && !strncmp(err, src, srclen) && (err[srclen] == ' ' || err[srclen] == '/') &&
-	    strstr(err, " is not a regular file or directory"))
-		r = -ENOTSUP;
 	if (r) {
 		if (r == -ENOENT && !strstr(err, snap))
 			c->subject = NULL;   /* the source is missing, not the snapshot */

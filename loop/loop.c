@@ -273,6 +273,46 @@ int ss_loop_turn(struct ss_loop *l, bool wait)
 	return n;
 }
 
+int ss_loop_reap(struct ss_loop *l, long long timeout_ns)
+{
+	int n = run_deferred(l);
+	n += run_finished_tasks(l);
+	struct io_uring_cqe *cqe;
+	if (!n && !io_uring_cq_ready(&l->ring)) {
+		if (l->ring.features & IORING_FEAT_EXT_ARG) {
+			/* With EXT_ARG the timed wait submits nothing. */
+			struct __kernel_timespec ts = {.tv_sec = timeout_ns / 1000000000ll,
+						       .tv_nsec = timeout_ns % 1000000000ll};
+			int r = io_uring_wait_cqe_timeout(&l->ring, &cqe, &ts);
+			if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY)
+				return r;
+		} else {
+			struct timespec ts = {.tv_sec = timeout_ns / 1000000000ll,
+					      .tv_nsec = timeout_ns % 1000000000ll};
+			nanosleep(&ts, NULL);
+		}
+	}
+	unsigned head, k = 0;
+	struct ss_op *ops[256];
+	int res[256];
+	do {
+		k = 0;
+		io_uring_for_each_cqe(&l->ring, head, cqe) {
+			ops[k] = io_uring_cqe_get_data(cqe);
+			res[k] = cqe->res;
+			if (++k == SS_ARRAY_SIZE(ops))
+				break;
+		}
+		io_uring_cq_advance(&l->ring, k);
+		l->inflight -= k;
+		for (unsigned i = 0; i < k; i++)
+			ops[i]->done(ops[i], res[i]);
+		n += (int)k;
+	} while (k);
+	n += run_finished_tasks(l);
+	return n;
+}
+
 /* --- worker pool ------------------------------------------------------ */
 
 struct ss_worker {

@@ -59,6 +59,15 @@ unsigned ss_loop_inflight(const struct ss_loop *l);
  * running what was deferred, once ss_loop_sqe found the ring failed). */
 int ss_loop_turn(struct ss_loop *l, bool wait);
 
+/* After a turn failed: run what completes without submitting anything
+ * (deferred ops, finished tasks, CQEs of SQEs the kernel already holds),
+ * waiting up to timeout_ns for a CQE when there is nothing yet. A caller
+ * that owns buffers the kernel or its workers may still write into calls
+ * this until they are done, before freeing them. Returns the number of
+ * completions run (0: none in time), or -errno when the ring cannot even
+ * be waited on. */
+int ss_loop_reap(struct ss_loop *l, long long timeout_ns);
+
 /* --- worker pool ------------------------------------------------------ */
 
 struct ss_task;

@@ -411,7 +411,7 @@ static void push_against(const char *dir, const char *tag, bool bogus)
 	pthread_join(th, NULL);
 	CHECK(r == 0, "%s: push: %s", tag, err);
 	CHECK(st.seconds >= 0.25, "%s: the push waited for the claimer (%.3f s)", tag, st.seconds);
-	struct ss_verify_opts vo = {.size = sizeof(vo), .snapshot = snap};
+	struct ss_verify_opts vo = {.size = sizeof(vo), .snapshot = snap, .store = store};
 	struct ss_stats vs = SS_STATS_INIT;
 	int v = ss_verify(&vo, &cfg, &vs, err, sizeof(err));
 	if (bogus) {

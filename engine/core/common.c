@@ -9,6 +9,11 @@
 #include <string.h>
 #include <sys/random.h>
 
+/* The chunker's own bounds (ss_chunker_init): avg at most 4 MiB, a
+ * segment, and so max, at most 1 GiB. */
+#define SS_CHUNK_AVG_LIMIT (4u << 20)
+#define SS_CHUNK_SEG_LIMIT (1u << 30)
+
 int ss_cfg_resolve(const struct ss_config_in *cin, struct ss_cfg *out, struct ss_err *err)
 {
 	static const struct ss_config_in zero;
@@ -19,6 +24,16 @@ int ss_cfg_resolve(const struct ss_config_in *cin, struct ss_cfg *out, struct ss
 	out->threads = in->threads ? in->threads : ss_cpu_count();
 	if (out->threads > SS_MAX_THREADS)
 		return ss_err_set(err, -EINVAL, "--threads must be 1..%d", SS_MAX_THREADS);
+	/* Bound the sizes before any arithmetic on them: avg * 4 and the
+	 * segment doubling below would wrap past 2^31 and loop forever. The
+	 * chunker checks the rest (ss_chunker_init). */
+	if (in->chunk_avg > SS_CHUNK_AVG_LIMIT || in->chunk_min > SS_CHUNK_SEG_LIMIT ||
+	    in->chunk_max > SS_CHUNK_SEG_LIMIT)
+		return ss_err_set(err, -EINVAL,
+				  "invalid chunk sizes min=%u avg=%u max=%u (avg at most %u, min and "
+				  "max at most %u)",
+				  in->chunk_min, in->chunk_avg, in->chunk_max, SS_CHUNK_AVG_LIMIT,
+				  SS_CHUNK_SEG_LIMIT);
 	out->chunk.avg_size = in->chunk_avg ? in->chunk_avg : SS_CHUNK_AVG_DEFAULT;
 	out->chunk.min_size = in->chunk_min ? in->chunk_min
 			      : (in->chunk_avg ? in->chunk_avg / 4 : SS_CHUNK_MIN_DEFAULT);

@@ -44,7 +44,10 @@ struct seg {
 	struct ss_op rop;       /* read completions */
 	struct push *P;
 	unsigned idx;           /* index in the pool (registered buffer) */
-	uint32_t file;
+	/* Its file. Workers read the record while the loop thread, following
+	 * a writer, adds files to the table, so records never move: the table
+	 * holds pointers, and a worker never indexes it. */
+	struct pfile *pf;
 	uint64_t off;
 	uint32_t len, got;
 	uint64_t seq;
@@ -93,8 +96,9 @@ struct segext {
 struct foreign {
 	uint32_t slot;           /* our dedup entry, pack SS_PACK_PENDING */
 	uint32_t ref;            /* its claims entry */
-	uint32_t file;
 	uint32_t len;
+	bool mine;               /* claimed again by us: to store here */
+	struct pfile *pf;
 	uint64_t off;
 };
 
@@ -106,7 +110,7 @@ struct push {
 	struct ss_manifest *guide;   /* a parent chunked with our parameters */
 	struct ss_pipe pipe;          /* the first failure; parked segments */
 
-	struct pfile *files;
+	struct pfile **files;         /* each record its own allocation (struct seg) */
 	size_t nfiles, files_cap;
 	bool root_is_dir;
 	uint64_t total_bytes;
@@ -155,15 +159,19 @@ struct push {
  * follow mode, pick up what the writer added since the last call. */
 int push_collect_files(struct push *P);
 int push_follow_poll(struct push *P);
-/* Files in manifest order (by name). */
+/* Files in manifest order (by name), for qsort on P->files. */
 int push_cmp_pfile(const void *a, const void *b);
+/* Free a file record (closing its descriptor); NULL is a no-op. */
+void push_pfile_free(struct pfile *f);
 
-/* seg.c: the workers' contexts (arg: the push) and their task. */
+/* seg.c: the workers' contexts (arg: the push) and their task; a frame
+ * compressed with a worker's context (ss_frame_compress). */
 extern const struct ss_worker_ctx_ops push_wctx_ops;
 void push_seg_work(struct ss_task *t, void *wp);
+size_t push_wctx_compress(void *wctx, uint8_t *dst, const uint8_t *src, uint32_t len);
 
 /* foreign.c: after the pipeline, wait for or store every chunk another
- * push claimed. */
+ * push claimed, on the loop without blocking it (workers store them). */
 int push_resolve_foreign(struct push *P);
 
 /* recheck.c: prove the files held, when the push read them, what they

@@ -313,10 +313,33 @@ int ss_pushbase_store(struct ss_pushbase *b, const struct ss_push_opts *opts,
 	return ss_store_load(b->store, b->loop, b->dedup, err);
 }
 
-void ss_pushbase_settle(struct ss_pushbase *b, bool (*busy)(const void *arg), const void *arg)
+/* How long a failed loop may go without a completion while work is still
+ * in flight before settling gives up on it. */
+#define SETTLE_STUCK_NS (5ull * 1000000000ull)
+
+bool ss_pushbase_settle(struct ss_pushbase *b, bool (*busy)(const void *arg), const void *arg)
 {
 	while (b->loop && busy(arg) && ss_loop_turn(b->loop, true) >= 0)
 		;
+	if (!b->loop || !busy(arg))
+		return true;
+	/* The loop failed. Nothing new goes in, but what the kernel and the
+	 * workers hold still completes, into memory the caller is about to
+	 * free: reap it. Work that needed more submissions to finish (a put
+	 * half-way) never will; after a while without a completion, give up,
+	 * and the caller leaves its buffers allocated. */
+	uint64_t last = ss_now_ns();
+	while (busy(arg)) {
+		int n = ss_loop_reap(b->loop, 10000000ll);
+		if (n < 0)
+			break;
+		uint64_t now = ss_now_ns();
+		if (n > 0)
+			last = now;
+		else if (now - last > SETTLE_STUCK_NS)
+			break;
+	}
+	return !busy(arg);
 }
 
 void ss_pushbase_close(struct ss_pushbase *b, struct ss_stats *st)

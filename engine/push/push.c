@@ -114,7 +114,7 @@ static void dispatch_ready(struct push *P)
 		if (!s || s->seq != P->next_hash_seq)
 			return;
 		*slot = NULL;
-		struct pfile *f = &P->files[s->file];
+		struct pfile *f = s->pf;
 		XXH3_128bits_update(f->hs, s->buf, s->len);
 		P->prog.bytes_done += s->len;
 		P->next_hash_seq++;
@@ -126,7 +126,7 @@ static void dispatch_ready(struct push *P)
 static void read_submit(struct push *P, struct seg *s)
 {
 	struct io_uring_sqe *sqe = ss_loop_sqe(P->b.loop, &s->rop);
-	struct pfile *f = &P->files[s->file];
+	struct pfile *f = s->pf;
 	if (P->fixed_bufs)
 		io_uring_prep_read_fixed(sqe, f->fd, s->buf + s->got, s->len - s->got,
 					 s->off + s->got, (int)s->idx);
@@ -140,7 +140,7 @@ static void read_done(struct ss_op *op, int res)
 	struct seg *s = (struct seg *)((char *)op - offsetof(struct seg, rop));
 	struct push *P = s->P;
 	P->reads_inflight--;
-	struct pfile *f = &P->files[s->file];
+	struct pfile *f = s->pf;
 	if (res < 0 || (res == 0 && s->got < s->len)) {
 		if (!P->pipe.failed) {
 			P->pipe.failed = true;
@@ -156,7 +156,13 @@ static void read_done(struct ss_op *op, int res)
 		return;
 	}
 	s->got += (uint32_t)res;
-	if (s->got < s->len && !P->pipe.failed) {
+	if (P->pipe.failed) {
+		/* Draining after a failure: nothing more is read or chunked. */
+		s->next_free = P->free_segs;
+		P->free_segs = s;
+		return;
+	}
+	if (s->got < s->len) {
 		read_submit(P, s);
 		return;
 	}
@@ -194,7 +200,7 @@ static void issue_reads(struct push *P)
 {
 	uint64_t ss = P->b.cfg.chunk.seg_size;
 	for (size_t i = P->rd_file; !P->pipe.failed && P->free_segs && i < P->nfiles; i++) {
-		struct pfile *f = &P->files[i];
+		struct pfile *f = P->files[i];
 		while (!P->pipe.failed && P->free_segs &&
 		       (f->read_off + ss <= f->avail ||
 			(P->writer_done && f->read_off < f->size))) {
@@ -206,7 +212,7 @@ static void issue_reads(struct push *P)
 			}
 			P->next_seq++;
 			P->free_segs = s->next_free;
-			s->file = (uint32_t)i;
+			s->pf = f;
 			s->off = f->read_off;
 			s->len = (uint32_t)SS_MIN(ss, (P->writer_done ? f->size : f->avail) - f->read_off);
 			s->got = 0;
@@ -227,7 +233,7 @@ static bool all_issued(const struct push *P)
 	if (!P->writer_done)
 		return false;
 	for (size_t i = P->rd_file; i < P->nfiles; i++)
-		if (P->files[i].read_off < P->files[i].size)
+		if (P->files[i]->read_off < P->files[i]->size)
 			return false;
 	return true;
 }
@@ -364,7 +370,7 @@ static int build_manifest(struct push *P, struct ss_manifest **out, struct ss_er
 	struct ss_mbuild *b = NULL;
 	int r = ss_mbuild_new(&P->b.cfg, P->opts, P->b.store, P->b.dedup, P->root_is_dir, &b);
 	for (size_t i = 0; !r && i < P->nfiles; i++) {
-		struct pfile *f = &P->files[i];
+		struct pfile *f = P->files[i];
 		size_t next = 0;
 		for (size_t q = 0; q < f->nseqs; q++)
 			next += P->seg_ext[f->seqs[q]].n;
@@ -392,7 +398,7 @@ static int map_guide(struct push *P)
 {
 	struct ss_manifest *g = P->guide;
 	for (size_t i = 0; i < P->nfiles; i++) {
-		struct pfile *f = &P->files[i];
+		struct pfile *f = P->files[i];
 		const struct ss_mfile *gf = NULL;
 		if (!P->root_is_dir && !g->root_is_dir && g->nfiles == 1)
 			gf = &g->files[0];
@@ -471,14 +477,14 @@ int ss_push_impl(const struct ss_push_opts *opts, const struct ss_config_in *con
 		goto out;
 	for (size_t i = 0; i < P->nfiles; i++) {
 		XXH128_canonical_t c;
-		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(P->files[i].hs));
-		memcpy(P->files[i].digest, c.digest, 16);
+		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(P->files[i]->hs));
+		memcpy(P->files[i]->digest, c.digest, 16);
 	}
 	if ((r = P->follow ? push_check_followed(P) : push_check_unchanged(P)))
 		goto out;
 	/* Files found while following are in discovery order; a manifest
 	 * lists them by name, as a push of the finished directory would. */
-	if (P->follow)
+	if (P->follow && P->nfiles > 1)
 		qsort(P->files, P->nfiles, sizeof(*P->files), push_cmp_pfile);
 	/* The pipeline is done: give its buffers back before the manifest. */
 	ss_pool_free(P->pool);
@@ -491,7 +497,17 @@ int ss_push_impl(const struct ss_push_opts *opts, const struct ss_config_in *con
 		r = ss_pushbase_commit(&P->b, opts, m, st, &err);
 out:
 	if (P) {
-		ss_pushbase_settle(&P->b, busy, P);
+		if (!ss_pushbase_settle(&P->b, busy, P)) {
+			/* Reads or puts stay in flight on a failed loop: leave
+			 * the memory they use allocated rather than free it under
+			 * them. */
+			P->seg_mem = P->out_mem = NULL;
+			P->segs = NULL;
+			P->packer = NULL;
+			P->fixed_bufs = false;   /* the ring's exit drops them */
+			free(P->hold);
+			P->hold = NULL;
+		}
 		ss_pool_free(P->pool);
 		if (P->segs || P->seg_mem)
 			pools_free(P);
@@ -505,15 +521,8 @@ out:
 		free(P->fc);
 		free(P->foreign);
 		pthread_mutex_destroy(&P->foreign_mu);
-		for (size_t i = 0; i < P->nfiles; i++) {
-			if (P->files[i].fd >= 0)
-				close(P->files[i].fd);
-			XXH3_freeState(P->files[i].hs);
-			free(P->files[i].gstart);
-			free(P->files[i].seqs);
-			free(P->files[i].path);
-			free(P->files[i].name);
-		}
+		for (size_t i = 0; i < P->nfiles; i++)
+			push_pfile_free(P->files[i]);
 		free(P->files);
 		ss_manifest_free(P->guide);
 		ss_pushbase_close(&P->b, st);

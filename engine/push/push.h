@@ -193,8 +193,12 @@ int ss_pushbase_commit(struct ss_pushbase *b, const struct ss_push_opts *opts,
 		       const struct ss_manifest *m, struct ss_stats *st, struct ss_err *err);
 
 /* Let everything in flight on the loop finish (after a failure, before
- * anything is freed): turn it while busy(arg) says so, or until it fails. */
-void ss_pushbase_settle(struct ss_pushbase *b, bool (*busy)(const void *arg), const void *arg);
+ * anything is freed): turn it while busy(arg) says so; once a turn fails,
+ * reap what the kernel and the workers still complete without submitting
+ * more (ss_loop_reap). Returns false when work stayed in flight (a failed
+ * loop stuck for seconds): the caller must then not free what it may
+ * still use, and leaks it instead. */
+bool ss_pushbase_settle(struct ss_pushbase *b, bool (*busy)(const void *arg), const void *arg);
 
 /* Free what ss_pushbase_open and _store set up, once nothing is in flight
  * on the loop, adding the store's requests to st (may be NULL). Leaving

@@ -43,7 +43,7 @@ struct recheck {
 static int recheck_segment(struct recheck *rc, const struct recheck_item *it, uint8_t *buf)
 {
 	struct push *P = rc->P;
-	const struct pfile *f = &P->files[it->file];
+	const struct pfile *f = P->files[it->file];
 	for (uint64_t got = 0; got < it->len;) {
 		ssize_t n = pread(f->fd, buf + got, (size_t)(it->len - got), (off_t)(it->off + got));
 		if (n < 0 && errno == EINTR)
@@ -104,12 +104,12 @@ int push_check_followed(struct push *P)
 	struct recheck rc = {.P = P};
 	size_t cap = 0;
 	for (size_t i = 0; i < P->nfiles; i++)
-		cap += P->files[i].nseqs;
+		cap += P->files[i]->nseqs;
 	rc.items = malloc(sizeof(*rc.items) * (cap ? cap : 1));
 	if (!rc.items)
 		return ss_err_set(P->pipe.err, -ENOMEM, "out of memory");
 	for (size_t i = 0; i < P->nfiles; i++) {
-		struct pfile *f = &P->files[i];
+		struct pfile *f = P->files[i];
 		struct stat st;
 		if (fstat(f->fd, &st) < 0) {
 			int e = errno;
@@ -157,7 +157,7 @@ int push_check_followed(struct push *P)
 		return ss_err_set(P->pipe.err, -EAGAIN,
 				  "%s was rewritten behind the reader while it was being written "
 				  "(no snapshot written)",
-				  P->files[bad - 1].path);
+				  P->files[bad - 1]->path);
 	if (e)
 		return ss_err_set(P->pipe.err, e, "cannot re-read the image: %s", strerror(-e));
 	return 0;
@@ -167,7 +167,7 @@ int push_check_followed(struct push *P)
 int push_check_unchanged(struct push *P)
 {
 	for (size_t i = 0; i < P->nfiles; i++) {
-		struct pfile *f = &P->files[i];
+		struct pfile *f = P->files[i];
 		struct stat st;
 		if (fstat(f->fd, &st) < 0)
 			return ss_err_set(P->pipe.err, -errno, "cannot stat %s: %s", f->path,

@@ -38,6 +38,11 @@ struct wctx {
 	uint8_t probe_out[ZSTD_COMPRESSBOUND(PROBE_BYTES)];
 };
 
+static void wctx_destroy(void *p);
+
+/* NULL unless every part was made (ss_pool_new then fails with -ENOMEM):
+ * a worker without its compressor would store every frame raw, hiding
+ * that memory ran out. */
 static void *wctx_create(void *arg)
 {
 	struct push *P = arg;
@@ -47,6 +52,10 @@ static void *wctx_create(void *arg)
 	w->scratch_len = P->b.cfg.frame_max;
 	w->scratch = ss_map_alloc(w->scratch_len);
 	w->cc = ss_frame_cctx(P->b.cfg.zstd_level);
+	if (!w->scratch || !w->cc) {
+		wctx_destroy(w);
+		return NULL;
+	}
 	return w;
 }
 
@@ -229,7 +238,7 @@ void push_seg_work(struct ss_task *t, void *wp)
 	s->frame_first = s->frame_raw = 0;
 	s->out_len = 0;
 	s->zero_bytes = s->chunk_bytes = s->chunks = 0;
-	const struct pfile *f = &P->files[s->file];
+	const struct pfile *f = s->pf;
 	/* The guide's first extent at or after this segment. */
 	size_t k = 0, hi = f->gf ? f->gf->next : 0;
 	while (k < hi) {
@@ -266,7 +275,7 @@ void push_seg_work(struct ss_task *t, void *wp)
 			if (!r && is_new && P->b.claims &&
 			    ss_claims_claim(P->b.claims, c.digest, &ref) == SS_CLAIM_THEIRS) {
 				/* Another push is storing it: push_resolve_foreign. */
-				struct foreign fo = {.slot = slot, .ref = ref, .file = s->file,
+				struct foreign fo = {.slot = slot, .ref = ref, .pf = s->pf,
 						     .len = (uint32_t)e.len, .off = s->off + off};
 				r = add_foreign(P, &fo);
 				is_new = false;
@@ -290,9 +299,14 @@ void push_seg_work(struct ss_task *t, void *wp)
 	if (!r)
 		frame_flush(w, s);
 	if (r)
-		ss_err_set(&s->werr, r, "chunking %s at offset %llu: %s", P->files[s->file].name,
+		ss_err_set(&s->werr, r, "chunking %s at offset %llu: %s", s->pf->name,
 			   (unsigned long long)(s->off + off), strerror(-r));
 	s->err = r;
+}
+
+size_t push_wctx_compress(void *wctx, uint8_t *dst, const uint8_t *src, uint32_t len)
+{
+	return ss_frame_compress(((struct wctx *)wctx)->cc, dst, src, len);
 }
 
 const struct ss_worker_ctx_ops push_wctx_ops = {.create = wctx_create,

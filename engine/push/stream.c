@@ -146,12 +146,17 @@ struct wctx {
 	ZSTD_CCtx *cc;
 };
 
+/* NULL unless the compressor was made (ss_pool_new then fails with
+ * -ENOMEM): frames stored raw for want of one would hide that memory ran
+ * out. */
 static void *wctx_create(void *arg)
 {
 	struct spush *P = arg;
 	struct wctx *w = calloc(1, sizeof(*w));
-	if (w)
-		w->cc = ss_frame_cctx(P->b.cfg.zstd_level);
+	if (w && !(w->cc = ss_frame_cctx(P->b.cfg.zstd_level))) {
+		free(w);
+		w = NULL;
+	}
 	return w;
 }
 
@@ -490,7 +495,14 @@ int ss_push_fd_impl(const struct ss_push_opts *opts, int fd, const char *name,
 		r = ss_pushbase_commit(&P->b, opts, m, st, &err);
 out:
 	if (P) {
-		ss_pushbase_settle(&P->b, busy, P);
+		if (!ss_pushbase_settle(&P->b, busy, P)) {
+			/* A read or put stays in flight on a failed loop: leave
+			 * the memory it uses allocated rather than free it under
+			 * it. */
+			P->rbuf = NULL;
+			P->frames = NULL;
+			P->packer = NULL;
+		}
 		teardown(P);
 		st->files = 1;
 		st->logical_bytes = P->total;

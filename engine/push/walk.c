@@ -21,7 +21,7 @@
 static int add_file(struct push *P, const char *path, const char *name, const struct stat *st)
 {
 	for (size_t i = 0; P->follow && i < P->nfiles; i++)
-		if (strcmp(P->files[i].name, name) == 0)
+		if (strcmp(P->files[i]->name, name) == 0)
 			return 0;   /* a rescan found it again */
 	if (P->nfiles == P->files_cap) {
 		size_t ncap = P->files_cap ? P->files_cap * 2 : 16;
@@ -31,12 +31,13 @@ static int add_file(struct push *P, const char *path, const char *name, const st
 		P->files = a;
 		P->files_cap = ncap;
 	}
-	struct pfile *f = &P->files[P->nfiles];
-	memset(f, 0, sizeof(*f));
+	struct pfile *f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
 	f->fd = -1;
 	f->path = strdup(path);
 	f->name = strdup(name);
-	P->nfiles++;
+	P->files[P->nfiles++] = f;
 	if (!f->path || !f->name)
 		return -ENOMEM;
 	f->size = f->avail = (uint64_t)st->st_size;
@@ -54,9 +55,23 @@ static int add_file(struct push *P, const char *path, const char *name, const st
 	return 0;
 }
 
+void push_pfile_free(struct pfile *f)
+{
+	if (!f)
+		return;
+	if (f->fd >= 0)
+		close(f->fd);
+	XXH3_freeState(f->hs);
+	free(f->gstart);
+	free(f->seqs);
+	free(f->path);
+	free(f->name);
+	free(f);
+}
+
 int push_cmp_pfile(const void *a, const void *b)
 {
-	return strcmp(((const struct pfile *)a)->name, ((const struct pfile *)b)->name);
+	return strcmp((*(struct pfile *const *)a)->name, (*(struct pfile *const *)b)->name);
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -68,7 +83,9 @@ static int cmp_str(const void *a, const void *b)
  * its manifest, does not depend on readdir order. */
 static int walk_dir(struct push *P, const char *dir, const char *rel, int depth)
 {
-	if (depth > 64)
+	/* A file at depth d has d '/' in its name; a manifest holds at most
+	 * SS_MANIFEST_MAX_DEPTH. */
+	if (depth > SS_MANIFEST_MAX_DEPTH)
 		return ss_err_set(P->pipe.err, -ELOOP, "directory tree too deep at %s", dir);
 	DIR *d = opendir(dir);
 	if (!d)
@@ -122,7 +139,9 @@ static int walk_dir(struct push *P, const char *dir, const char *rel, int depth)
 			else
 				r = add_file(P, path, name, &st);
 		} else {
-			r = ss_err_set(P->pipe.err, -EINVAL,
+			/* Not a usage error: the source holds what a snapshot
+			 * cannot (a symlink, FIFO, socket or device). */
+			r = ss_err_set(P->pipe.err, -ENOTSUP,
 				       "%s is not a regular file or directory (snapshots hold "
 				       "regular files only)",
 				       path);
@@ -156,12 +175,15 @@ int push_collect_files(struct push *P)
 		if (r)
 			ss_err_set(P->pipe.err, r, "out of memory");
 	} else {
-		return ss_err_set(P->pipe.err, -EINVAL, "%s is not a regular file or directory", src);
+		return ss_err_set(P->pipe.err, -ENOTSUP,
+				  "%s is not a regular file or directory (snapshots hold regular "
+				  "files only)",
+				  src);
 	}
 	if (r)
 		return r;
 	for (size_t i = 0; i < P->nfiles; i++)
-		P->total_bytes += P->files[i].size;
+		P->total_bytes += P->files[i]->size;
 	return 0;
 }
 
@@ -170,6 +192,10 @@ int push_collect_files(struct push *P)
  * the finished files; the rest is read once the writer is done. */
 int push_follow_poll(struct push *P)
 {
+	/* The writer said it finished: the last rescan saw every file, and
+	 * their sizes are final. Neither it nor the directory is asked again. */
+	if (P->writer_done)
+		return 0;
 	uint64_t now = ss_now_ns();
 	int st = P->opts->writer_status(P->opts->writer_arg);
 	if (st < 0)
@@ -183,7 +209,7 @@ int push_follow_poll(struct push *P)
 	}
 	P->total_bytes = 0;
 	for (size_t i = 0; i < P->nfiles; i++) {
-		struct pfile *f = &P->files[i];
+		struct pfile *f = P->files[i];
 		struct stat sb;
 		if (fstat(f->fd, &sb) < 0)
 			return ss_err_set(P->pipe.err, -errno, "cannot stat %s: %s", f->path,

@@ -1,0 +1,440 @@
+/* The write path's failure and edge cases, through the public API (and a
+ * few library calls this program replaces to inject faults):
+ *
+ *   - chunk sizes too large for the segment arithmetic: -EINVAL at once;
+ *   - a symlink, FIFO or device in (or as) the source: -ENOTSUP, naming it;
+ *   - follow mode while the writer creates hundreds of files in bursts, so
+ *     the file table grows under workers chunking large segments; the
+ *     writer is not asked again once it said it finished;
+ *   - follow mode on a directory that stays empty;
+ *   - a worker's compressor that cannot be made: -ENOMEM, not raw frames;
+ *   - a loop that fails with reads still in the kernel: push waits for
+ *     them before it frees their buffers.
+ *
+ * Exit 0 pass, 1 fail. */
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include "snapstream.h"
+
+#include "testutil.h"
+
+/* A UBSan finding (qsort(NULL, 0)) fails the test, however it is run. */
+const char *__ubsan_default_options(void);
+const char *__ubsan_default_options(void)
+{
+	return "halt_on_error=1:print_stacktrace=1";
+}
+
+static char root[64];
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void path_of(char *out, size_t n, const char *fmt, ...)
+{
+	char rel[128];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(rel, sizeof(rel), fmt, ap);
+	va_end(ap);
+	snprintf(out, n, "%s/%s", root, rel);
+}
+
+static void write_random(const char *path, size_t size)
+{
+	uint8_t *b = malloc(size ? size : 1);
+	REQUIRE(b, "out of memory");
+	for (size_t i = 0; i + 8 <= size; i += 8) {
+		uint64_t v = rnd();
+		memcpy(b + i, &v, 8);
+	}
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	REQUIRE(fd >= 0 && write(fd, b, size) == (ssize_t)size, "write %s", path);
+	close(fd);
+	free(b);
+}
+
+static struct ss_config base_cfg(void)
+{
+	return (struct ss_config){.size = sizeof(struct ss_config), .threads = 2, .no_fsync = true};
+}
+
+/* --- fault injection: library calls this program replaces ------------- */
+
+/* ZSTD_createCCtx: the next fail_cctx calls fail. A push makes its
+ * workers' compressors first (the manifest's comes at the end). */
+static atomic_int fail_cctx;
+
+ZSTD_CCtx *ZSTD_createCCtx(void)
+{
+	static ZSTD_CCtx *(*real)(void);
+	int n = atomic_load(&fail_cctx);
+	while (n > 0 && !atomic_compare_exchange_weak(&fail_cctx, &n, n - 1))
+		;
+	if (n > 0)
+		return NULL;
+	if (!real)
+		real = (ZSTD_CCtx * (*)(void)) dlsym(RTLD_NEXT, "ZSTD_createCCtx");
+	return real();
+}
+
+/* open: the path fifo_as names opens the FIFO fifo_path instead, so that
+ * the push's reads of it wait in the kernel until this program writes. */
+static char fifo_as[300], fifo_path[300];
+static atomic_int fifo_fd = -1;
+
+static int open_impl(const char *name, const char *path, int flags, mode_t mode)
+{
+	int (*real)(const char *, int, ...) = (int (*)(const char *, int, ...))dlsym(RTLD_NEXT, name);
+	if (fifo_as[0] && !strcmp(path, fifo_as)) {
+		int fd = real(fifo_path, O_RDWR | O_CLOEXEC);
+		atomic_store(&fifo_fd, fd);
+		return fd;
+	}
+	return real(path, flags, mode);
+}
+
+/* With _FILE_OFFSET_BITS=64 (as meson builds) this is open64, the name
+ * the engine calls. */
+int open(const char *path, int flags, ...)
+{
+	va_list ap;
+	va_start(ap, flags);
+	mode_t mode = (flags & (O_CREAT | O_TMPFILE)) ? va_arg(ap, mode_t) : 0;
+	va_end(ap);
+	return open_impl("open64", path, flags, mode);
+}
+
+/* io_uring_submit_and_wait (the loop's blocking turn): once a read of the
+ * FIFO is submitted, it and every later call fail, as a ring that broke
+ * with reads in flight would. */
+static atomic_bool ring_broken;
+
+int io_uring_submit_and_wait(struct io_uring *ring, unsigned wait_nr)
+{
+	static int (*real)(struct io_uring *, unsigned);
+	if (!real)
+		real = (int (*)(struct io_uring *, unsigned))dlsym(RTLD_NEXT, "io_uring_submit_and_wait");
+	int ffd = atomic_load(&fifo_fd);
+	if (!atomic_load(&ring_broken) && ffd >= 0) {
+		for (unsigned i = ring->sq.sqe_head; i != ring->sq.sqe_tail; i++) {
+			struct io_uring_sqe *sqe = &ring->sq.sqes[i & *ring->sq.kring_mask];
+			if ((sqe->opcode == IORING_OP_READ || sqe->opcode == IORING_OP_READ_FIXED) &&
+			    sqe->fd == ffd) {
+				io_uring_submit(ring);   /* the reads go in */
+				atomic_store(&ring_broken, true);
+				break;
+			}
+		}
+	}
+	if (atomic_load(&ring_broken))
+		return -EIO;
+	return real(ring, wait_nr);
+}
+
+/* --- b: chunk sizes ------------------------------------------------------ */
+
+static void test_chunk_sizes(void)
+{
+	char src[300], snap[300];
+	path_of(src, sizeof(src), "sizes.img");
+	path_of(snap, sizeof(snap), "snaps/sizes");
+	write_random(src, 8192);
+	struct ss_push_opts po = {.size = sizeof(struct ss_push_opts), .source = src, .snapshot = snap};
+	struct {
+		uint32_t min, avg, max;
+	} bad[] = {
+		{0, 0, 3000u << 20},            /* --chunk-max 3000M */
+		{0, 0, 0x80000001u},
+		{0, 0, UINT32_MAX},
+		{0, 1u << 30, 0},               /* avg * 4 wraps */
+		{UINT32_MAX, 0, 0},
+	};
+	/* The old arithmetic looped forever: a hang fails the test. */
+	alarm(60);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct ss_config cfg = base_cfg();
+		cfg.chunk_min = bad[i].min;
+		cfg.chunk_avg = bad[i].avg;
+		cfg.chunk_max = bad[i].max;
+		char err[512] = "";
+		int r = ss_push(&po, &cfg, NULL, err, sizeof(err));
+		CHECK(r == -EINVAL, "sizes %u/%u/%u: got %d (%s)", bad[i].min, bad[i].avg, bad[i].max,
+		      r, err);
+		CHECK(strstr(err, "chunk sizes"), "sizes %zu: message names chunk sizes: %s", i, err);
+	}
+	alarm(0);
+	/* Sizes in range still work. */
+	struct ss_config cfg = base_cfg();
+	cfg.chunk_max = 1u << 20;
+	char err[512] = "";
+	int r = ss_push(&po, &cfg, NULL, err, sizeof(err));
+	CHECK(r == 0, "chunk-max 1 MiB: %s", err);
+}
+
+/* --- sources a snapshot cannot hold ------------------------------------ */
+
+static void test_not_regular(void)
+{
+	char dir[300], p[300], snap[300], err[512];
+	struct ss_config cfg = base_cfg();
+	path_of(dir, sizeof(dir), "odd-fifo");
+	REQUIRE(mkdir(dir, 0755) == 0, "mkdir");
+	path_of(p, sizeof(p), "odd-fifo/a");
+	write_random(p, 100);
+	path_of(p, sizeof(p), "odd-fifo/p");
+	REQUIRE(mkfifo(p, 0644) == 0, "mkfifo");
+	path_of(snap, sizeof(snap), "snaps/odd");
+	struct ss_push_opts po = {.size = sizeof(struct ss_push_opts), .source = dir, .snapshot = snap};
+	int r = ss_push(&po, &cfg, NULL, err, sizeof(err));
+	CHECK(r == -ENOTSUP, "a FIFO in the source: %d (%s)", r, err);
+	CHECK(strstr(err, p), "the FIFO is named: %s", err);
+
+	po.source = p;
+	r = ss_push(&po, &cfg, NULL, err, sizeof(err));
+	CHECK(r == -ENOTSUP, "a FIFO as the source: %d (%s)", r, err);
+
+	path_of(dir, sizeof(dir), "odd-link");
+	REQUIRE(mkdir(dir, 0755) == 0, "mkdir");
+	path_of(p, sizeof(p), "odd-link/l");
+	REQUIRE(symlink("/etc/hostname", p) == 0, "symlink");
+	po.source = dir;
+	r = ss_push(&po, &cfg, NULL, err, sizeof(err));
+	CHECK(r == -ENOTSUP, "a symlink in the source: %d (%s)", r, err);
+	CHECK(strstr(err, p), "the symlink is named: %s", err);
+
+	po.source = "/dev/null";
+	r = ss_push(&po, &cfg, NULL, err, sizeof(err));
+	CHECK(r == -ENOTSUP, "a device as the source: %d (%s)", r, err);
+}
+
+/* --- a: follow mode with a growing file table --------------------------- */
+
+#define FOLLOW_FILES 600     /* the table grows 16 -> 1024: six moves */
+#define FOLLOW_BURST 20
+
+struct writer {
+	char dir[300];
+	int made;
+	uint64_t start, last;
+	bool finished;
+	int calls_after;     /* calls after it said it finished */
+};
+
+/* On the pushing thread, every few milliseconds. Once the push is busy
+ * with the large file, create small files in bursts, so rescans add many
+ * at a time while workers chunk its segments. */
+static int writer_status(void *arg)
+{
+	struct writer *w = arg;
+	if (w->finished) {
+		w->calls_after++;
+		return 1;
+	}
+	uint64_t t = now_ns();
+	if (!w->start)
+		w->start = t;
+	if (t - w->start < 20000000ull || t - w->last < 5000000ull)
+		return 0;
+	w->last = t;
+	for (int i = 0; i < FOLLOW_BURST && w->made < FOLLOW_FILES; i++, w->made++) {
+		char p[400];
+		snprintf(p, sizeof(p), "%s/small-%04d", w->dir, w->made);
+		write_random(p, 4096 + (size_t)w->made);
+	}
+	if (w->made < FOLLOW_FILES)
+		return 0;
+	w->finished = true;
+	return 1;
+}
+
+static void test_follow_many_files(void)
+{
+	struct writer w = {0};
+	path_of(w.dir, sizeof(w.dir), "follow");
+	REQUIRE(mkdir(w.dir, 0755) == 0, "mkdir");
+	char big[400], snap[300], err[512] = "";
+	snprintf(big, sizeof(big), "%s/big", w.dir);
+	write_random(big, 96u << 20);   /* 24 segments for the workers */
+	path_of(snap, sizeof(snap), "snaps/follow");
+	struct ss_config cfg = base_cfg();
+	struct ss_push_opts po = {.size = sizeof(struct ss_push_opts), .source = w.dir, .snapshot = snap,
+				  .writer_status = writer_status, .writer_arg = &w};
+	struct ss_stats st = SS_STATS_INIT;
+	int r = ss_push(&po, &cfg, &st, err, sizeof(err));
+	CHECK(r == 0, "follow push: %s", err);
+	CHECK(w.made == FOLLOW_FILES, "the writer made its files (%d)", w.made);
+	CHECK(st.files == FOLLOW_FILES + 1, "the snapshot holds every file (%llu)",
+	      (unsigned long long)st.files);
+	CHECK(w.calls_after == 0, "writer_status asked %d times after it said it finished",
+	      w.calls_after);
+	struct ss_verify_opts vo = {.size = sizeof(struct ss_verify_opts), .snapshot = snap};
+	r = ss_verify(&vo, &cfg, NULL, err, sizeof(err));
+	CHECK(r == 0, "the followed snapshot verifies: %s", err);
+}
+
+static int writer_done(void *arg)
+{
+	(*(int *)arg)++;
+	return 1;
+}
+
+static void test_follow_empty(void)
+{
+	char dir[300], snap[300], err[512] = "";
+	path_of(dir, sizeof(dir), "empty");
+	REQUIRE(mkdir(dir, 0755) == 0, "mkdir");
+	path_of(snap, sizeof(snap), "snaps/empty");
+	int calls = 0;
+	struct ss_config cfg = base_cfg();
+	struct ss_push_opts po = {.size = sizeof(struct ss_push_opts), .source = dir, .snapshot = snap, .writer_status = writer_done,
+				  .writer_arg = &calls};
+	struct ss_stats st = SS_STATS_INIT;
+	int r = ss_push(&po, &cfg, &st, err, sizeof(err));
+	CHECK(r == 0, "follow push of an empty directory: %s", err);
+	CHECK(st.files == 0, "no files (%llu)", (unsigned long long)st.files);
+	CHECK(calls == 1, "writer_status asked %d times, once is enough", calls);
+}
+
+/* --- compressors that cannot be made ------------------------------------ */
+
+static void test_no_cctx(void)
+{
+	char src[300], snap[300], err[512] = "";
+	path_of(src, sizeof(src), "cctx.img");
+	write_random(src, 1u << 20);
+	path_of(snap, sizeof(snap), "snaps/cctx");
+	struct ss_config cfg = base_cfg();
+	struct ss_push_opts po = {.size = sizeof(struct ss_push_opts), .source = src, .snapshot = snap};
+	atomic_store(&fail_cctx, 1);
+	int r = ss_push(&po, &cfg, NULL, err, sizeof(err));
+	atomic_store(&fail_cctx, 0);
+	CHECK(r == -ENOMEM, "push without compressors: %d (%s)", r, err);
+
+	int fd = open(src, O_RDONLY | O_CLOEXEC);
+	REQUIRE(fd >= 0, "open");
+	path_of(snap, sizeof(snap), "snaps/cctx-fd");
+	po.source = NULL;
+	po.snapshot = snap;
+	atomic_store(&fail_cctx, 1);
+	r = ss_push_fd(&po, fd, "cctx.img", &cfg, NULL, err, sizeof(err));
+	atomic_store(&fail_cctx, 0);
+	close(fd);
+	CHECK(r == -ENOMEM, "stream push without compressors: %d (%s)", r, err);
+}
+
+/* --- g: a loop that fails with reads in flight --------------------------- */
+
+struct feeder {
+	atomic_bool stop;
+	atomic_ullong fed_at;
+};
+
+static void *feed(void *arg)
+{
+	struct feeder *f = arg;
+	usleep(500 * 1000);
+	int fd = open(fifo_path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	atomic_store(&f->fed_at, now_ns());
+	if (fd < 0)
+		return NULL;   /* ENXIO: the push no longer reads it */
+	static uint8_t buf[4096];
+	while (!atomic_load(&f->stop)) {
+		if (write(fd, buf, sizeof(buf)) < 0)
+			usleep(1000);
+	}
+	close(fd);
+	return NULL;
+}
+
+static void test_loop_failure_drains(void)
+{
+	char src[300], snap[300], err[512] = "";
+	path_of(src, sizeof(src), "reads.img");
+	write_random(src, 16u << 20);   /* what push stats: four segments */
+	path_of(fifo_path, sizeof(fifo_path), "reads.fifo");
+	REQUIRE(mkfifo(fifo_path, 0600) == 0, "mkfifo");
+	path_of(snap, sizeof(snap), "snaps/reads");
+	snprintf(fifo_as, sizeof(fifo_as), "%s", src);
+
+	struct feeder f = {0};
+	pthread_t th;
+	REQUIRE(pthread_create(&th, NULL, feed, &f) == 0, "thread");
+	struct ss_config cfg = base_cfg();
+	struct ss_push_opts po = {.size = sizeof(struct ss_push_opts), .source = src, .snapshot = snap};
+	int r = ss_push(&po, &cfg, NULL, err, sizeof(err));
+	uint64_t returned = now_ns();
+	atomic_store(&f.stop, true);
+	pthread_join(th, NULL);
+	fifo_as[0] = 0;
+	bool broke = atomic_load(&ring_broken);
+	atomic_store(&ring_broken, false);
+	atomic_store(&fifo_fd, -1);
+
+	REQUIRE(broke, "the ring failed with a read of the FIFO in flight");
+	CHECK(r == -EIO, "push reports the loop's failure: %d (%s)", r, err);
+	uint64_t fed = atomic_load(&f.fed_at);
+	CHECK(fed && returned > fed,
+	      "push returned (and freed its buffers) %.3f s before its reads completed",
+	      fed ? (double)(fed - returned) / 1e9 : 0.5);
+}
+
+static const struct {
+	const char *name;
+	void (*fn)(void);
+} tests[] = {
+	{"chunk-sizes", test_chunk_sizes},
+	{"not-regular", test_not_regular},
+	{"follow-empty", test_follow_empty},
+	{"no-cctx", test_no_cctx},
+	{"loop-failure", test_loop_failure_drains},
+	{"follow-many", test_follow_many_files},
+};
+
+/* test_push [name...]: the cases named, or all. */
+int main(int argc, char **argv)
+{
+	/* The FIFO's feeder may write after the push closed it. */
+	signal(SIGPIPE, SIG_IGN);
+	snprintf(root, sizeof(root), "/tmp/ss-push-XXXXXX");
+	REQUIRE(mkdtemp(root), "mkdtemp");
+	char p[300];
+	path_of(p, sizeof(p), "snaps");
+	REQUIRE(mkdir(p, 0755) == 0, "mkdir");
+
+	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
+		bool run = argc < 2;
+		for (int a = 1; a < argc; a++)
+			run |= !strcmp(argv[a], tests[i].name);
+		if (run)
+			tests[i].fn();
+	}
+
+	char cmd[400];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", root);
+	if (failures)
+		fprintf(stderr, "%d failure(s)\n", failures);
+	return failures ? 1 : 0;
+}
