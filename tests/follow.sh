@@ -6,10 +6,11 @@
 #
 # Proves:
 #  - a writer that creates 48 files (in subdirectories, some growing in
-#    pieces, some with zero pages) over about 1.5 s while a 40 MiB memory
-#    image grows beside them (so that segments are chunked while new files
-#    keep appearing) gives a snapshot that pulls back byte-exact, modes
-#    included;
+#    pieces, some with zero pages) over about 1.5 s, and 300 small ones in
+#    bursts of 30 (so rescans grow the push's file table past several of
+#    its capacities), while a 40 MiB memory image grows beside them (so
+#    that segments are chunked while new files keep appearing) gives a
+#    snapshot that pulls back byte-exact, modes included;
 #  - a command that exits 3 fails the push (exit 1) naming status 3, and
 #    leaves no snapshot; one killed by a signal names the signal;
 #  - SIGTERM sent to snapstream reaches the command, which is reaped: no
@@ -48,7 +49,8 @@ export SNAPSTREAM_NO_FSYNC=1
 # Meanwhile pages.img grows by 1 MiB (half of it zero pages) every 40 ms to
 # 40 MiB. It comes first, so that the push reads and chunks its whole
 # segments while it still finds new files (a followed file is read one
-# whole segment at a time, in order of discovery).
+# whole segment at a time, in order of discovery). Beside the 48, 300
+# small files appear in bursts of 30 every 50 ms.
 cat >writer.sh <<'EOF'
 #!/usr/bin/env bash
 set -eu
@@ -62,6 +64,16 @@ mkdir -p "$d/sub/deeper"
 ) &
 big=$!
 while [ "$(stat -c %s "$d/pages.img" 2>/dev/null || echo 0)" -lt $((5 << 20)) ]; do sleep 0.01; done
+mkdir -p "$d/many"
+(
+	for b in $(seq 10); do
+		for j in $(seq 30); do
+			printf 'burst %d file %d\n' "$b" "$j" >"$d/many/b$b-$j"
+		done
+		sleep 0.05
+	done
+) &
+many=$!
 for i in $(seq 0 47); do
 	case $((i % 3)) in
 	0) f="$d/f$i.img" ;;
@@ -82,19 +94,19 @@ for i in $(seq 0 47); do
 	[ $((i % 7)) -eq 0 ] && chmod 600 "$f"
 	sleep 0.015
 done
-wait $big
+wait $big $many
 EOF
 chmod +x writer.sh
 
 # ---------------------------------------------------------------- dozens of files
 mkdir src
-expect_rc 0 "push --while a writer creates 49 files" \
+expect_rc 0 "push --while a writer creates 349 files" \
 	timeout 120 "$S" push src snaps/w --json --while -- ./writer.sh src
-check "the writer wrote 49 files" [ "$(find src -type f | wc -l)" = 49 ]
+check "the writer wrote 349 files" [ "$(find src -type f | wc -l)" = 349 ]
 check "pages.img is 40 MiB" [ "$(stat -c %s src/pages.img)" = $((40 << 20)) ]
 expect_rc 0 "info of the followed snapshot" "$S" info snaps/w --json
-check "all 49 files in the snapshot" \
-	[ "$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["files"])' out)" = 49 ]
+check "all 349 files in the snapshot" \
+	[ "$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["files"])' out)" = 349 ]
 expect_rc 0 "pull the followed snapshot" "$S" pull snaps/w restored --quiet
 check "pulled byte-exact" diff -r src restored
 check "modes kept" [ "$(cd src && find . -type f -printf '%p %m\n' | sort)" = \

@@ -6,12 +6,14 @@
  * to it, tables of different stores are apart, a table left by pushes
  * that ended starts empty again (its memory freed), and a table file
  * another user could write is refused. */
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <xxhash.h>
 
 #include "backend.h"
@@ -436,6 +438,164 @@ static void test_push_waits_for_claimer(void)
 	REQUIRE(system(cmd) == 0, "cleanup");
 }
 
+/* Through the engine: while a push waits for one chunk another push
+ * claimed, its loop goes on serving its other requests. Here the push
+ * finds every chunk of x claimed by one claimer and y's chunk by another.
+ * Once the push has looked at all of them, the first claimer leaves, so
+ * the push stores x's chunks itself: more than a pack, so a pack put
+ * starts. The second claimer lands y only once that pack is in the store
+ * (or after 3 s: the pack never came, the loop stalled while waiting). */
+#define WAIT_X_BYTES (1536u << 10)   /* one full pack and part of the next */
+#define WAIT_Y_BYTES 8192u
+
+struct waiter {
+	struct ss_claims *cx, *cy;
+	uint8_t yid[16];
+	char packs[320];
+	int phase;
+	uint64_t left_ns;
+	bool stalled;
+};
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* A pack object in the store (packs/xx/<id>), not a temporary. */
+static bool store_has_pack(const char *packs)
+{
+	DIR *d = opendir(packs);
+	bool found = false;
+	struct dirent *de;
+	while (d && !found && (de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char sub[600];
+		snprintf(sub, sizeof(sub), "%s/%s", packs, de->d_name);
+		DIR *s = opendir(sub);
+		struct dirent *e;
+		while (s && !found && (e = readdir(s)))
+			found = e->d_name[0] != '.' && !strstr(e->d_name, ".tmp");
+		if (s)
+			closedir(s);
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/* Progress runs on the pushing thread, about every 100 ms, also while it
+ * waits for claims. */
+static void waiter_progress(void *arg, const struct ss_progress *p)
+{
+	struct waiter *w = arg;
+	if (w->phase == 0 && p->dedup_bytes >= WAIT_X_BYTES + WAIT_Y_BYTES) {
+		/* Every chunk was found claimed: x's claimer goes away. */
+		ss_claims_close(w->cx);
+		w->cx = NULL;
+		w->left_ns = mono_ns();
+		w->phase = 1;
+	} else if (w->phase == 1) {
+		bool pack = store_has_pack(w->packs);
+		if (pack || mono_ns() - w->left_ns > 3000000000ull) {
+			w->stalled = !pack;
+			/* A location that cannot be right (a raw chunk longer
+			 * than it is): the push stores y itself and finishes. */
+			struct ss_claim_loc loc = {.stored_len = WAIT_Y_BYTES + 1,
+						   .codec = SS_CODEC_RAW};
+			ss_claims_landed(w->cy, w->yid, &loc);
+			w->phase = 2;
+		}
+	}
+}
+
+static void test_loop_serves_while_waiting(void)
+{
+	char dir[] = "/tmp/ss-claims-XXXXXX";
+	REQUIRE(mkdtemp(dir), "mkdtemp");
+	char src[300], px[400], py[400], store[300], snap[300], sid[1280];
+	snprintf(src, sizeof(src), "%s/src", dir);
+	snprintf(store, sizeof(store), "%s/store", dir);
+	snprintf(snap, sizeof(snap), "%s/snap", dir);
+	REQUIRE(mkdir(src, 0755) == 0, "mkdir");
+	snprintf(px, sizeof(px), "%s/x", src);
+	snprintf(py, sizeof(py), "%s/y", src);
+	uint8_t *x = malloc(WAIT_X_BYTES), y[WAIT_Y_BYTES];
+	REQUIRE(x, "out of memory");
+	for (size_t i = 0; i < WAIT_X_BYTES; i += 8) {
+		uint64_t v = rnd();
+		memcpy(x + i, &v, 8);
+	}
+	for (size_t i = 0; i < WAIT_Y_BYTES; i += 8) {
+		uint64_t v = rnd();
+		memcpy(y + i, &v, 8);
+	}
+	FILE *f = fopen(px, "wb");
+	REQUIRE(f && fwrite(x, 1, WAIT_X_BYTES, f) == WAIT_X_BYTES && fclose(f) == 0, "x");
+	f = fopen(py, "wb");
+	REQUIRE(f && fwrite(y, 1, sizeof(y), f) == sizeof(y) && fclose(f) == 0, "y");
+
+	struct ss_loop *loop;
+	struct ss_backend *b;
+	struct ss_backend_opts bo = {0};
+	struct ss_err e = {0};
+	REQUIRE(ss_loop_new(8, &loop) == 0, "loop");
+	REQUIRE(ss_backend_open(store, loop, &bo, &b, &e) == 0, "open %s: %s", store, e.msg);
+	REQUIRE(ss_backend_identity(b, sid, sizeof(sid)) == 0, "identity");
+	ss_backend_free(b);
+	ss_loop_free(loop);
+
+	struct waiter w = {.cx = join(sid), .cy = join(sid)};
+	snprintf(w.packs, sizeof(w.packs), "%s/packs", store);
+	/* x's chunks, cut as the push cuts them (one segment, default sizes). */
+	struct ss_chunk_params cp = {.min_size = SS_CHUNK_MIN_DEFAULT,
+				     .avg_size = SS_CHUNK_AVG_DEFAULT,
+				     .max_size = SS_CHUNK_MAX_DEFAULT,
+				     .seg_size = SS_CHUNK_SEG_DEFAULT};
+	struct ss_chunker ch;
+	REQUIRE(ss_chunker_init(&ch, &cp) == 0, "chunker");
+	uint32_t ref;
+	int nx = 0;
+	for (size_t off = 0; off < WAIT_X_BYTES;) {
+		struct ss_extent ext;
+		REQUIRE(ss_chunk_next(&ch, x + off, WAIT_X_BYTES - off, off, true, &ext) == 1, "cut");
+		XXH128_canonical_t c;
+		XXH128_canonicalFromHash(&c, XXH3_128bits(x + off, ext.len));
+		REQUIRE(ss_claims_claim(w.cx, c.digest, &ref) == SS_CLAIM_MINE, "claim x");
+		off += ext.len;
+		nx++;
+	}
+	REQUIRE(nx > 4, "x has chunks (%d)", nx);
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, XXH3_128bits(y, sizeof(y)));
+	memcpy(w.yid, c.digest, 16);
+	REQUIRE(ss_claims_claim(w.cy, w.yid, &ref) == SS_CLAIM_MINE, "claim y");
+
+	struct ss_config cfg = {.threads = 2, .no_fsync = true, .pack_size = 1u << 20,
+				.progress = waiter_progress, .progress_arg = &w};
+	struct ss_push_opts po = {.source = src, .snapshot = snap, .store = store};
+	struct ss_stats st;
+	char err[512];
+	int r = ss_push(&po, &cfg, &st, err, sizeof(err));
+	CHECK(r == 0, "push: %s", err);
+	CHECK(w.phase == 2, "the push waited for both claimers (phase %d)", w.phase);
+	CHECK(!w.stalled, "a pack put made no progress for 3 s while the push waited for a claim");
+	CHECK(st.new_stored_bytes >= WAIT_X_BYTES, "the push stored x itself (%llu bytes)",
+	      (unsigned long long)st.new_stored_bytes);
+	struct ss_verify_opts vo = {.snapshot = snap, .store = store};
+	struct ss_stats vs;
+	CHECK(ss_verify(&vo, &cfg, &vs, err, sizeof(err)) == 0, "the snapshot verifies: %s", err);
+	ss_claims_close(w.cx);
+	ss_claims_close(w.cy);
+	free(x);
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	REQUIRE(system(cmd) == 0, "cleanup");
+}
+
 int main(void)
 {
 	if (access("/dev/shm", W_OK) != 0) {
@@ -454,6 +614,7 @@ int main(void)
 	test_sweep();
 	test_foreign_file_refused();
 	test_push_waits_for_claimer();
+	test_loop_serves_while_waiting();
 	if (failures)
 		fprintf(stderr, "%d failure(s)\n", failures);
 	return failures ? 1 : 0;
