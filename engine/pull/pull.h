@@ -1,7 +1,8 @@
 /* pull — the read path's private header (docs/DESIGN.md, "Module map"):
- * ss_pull (pull.c) writes a snapshot's files; ss_verify and ss_cat
- * (verify.c) read them through oread (oread.c), declared here. Builds on
- * core, whose range reader (core/range.c) all of them read packs with.
+ * ss_pull (pull.c, files.c; filepull.h) writes a snapshot's files;
+ * ss_verify and ss_cat (verify.c) read them through oread (oread.c),
+ * declared here. Builds on core, whose range reader (core/range.c) all of
+ * them read packs with.
  *
  * oread — read a snapshot's files in file order, verified, without
  * writing them anywhere (verify) or to a stream (cat).

@@ -1,8 +1,10 @@
 /* push — the write path's private header (docs/DESIGN.md, "Module map"):
  * what ss_push (push.c and the files beside it: walk.c, seg.c, foreign.c,
- * recheck.c) and ss_push_fd (stream.c) share: the store's chunks learnt
- * into the dedup table (storeload.c), the packer, the manifest builder and
- * the setup, commit and teardown of a push (mbuild.c). Builds on core. */
+ * recheck.c; filepush.h) and ss_push_fd (stream.c) share: the store's
+ * chunks learnt into the dedup table (storeload.c), the packer
+ * (packer.c), the running pipeline's state (pipe.c), the manifest builder
+ * and the setup, commit and teardown of a push (mbuild.c); dedup.h and
+ * claims.h for the tables. Builds on core. */
 #ifndef SS_ENGINE_PUSH_H
 #define SS_ENGINE_PUSH_H
 
