@@ -574,10 +574,10 @@ static void test_loop_serves_while_waiting(void)
 	memcpy(w.yid, c.digest, 16);
 	REQUIRE(ss_claims_claim(w.cy, w.yid, &ref) == SS_CLAIM_MINE, "claim y");
 
-	struct ss_config cfg = {.threads = 2, .no_fsync = true, .pack_size = 1u << 20,
+	struct ss_config cfg = {.size = sizeof(struct ss_config), .threads = 2, .no_fsync = true, .pack_size = 1u << 20,
 				.progress = waiter_progress, .progress_arg = &w};
-	struct ss_push_opts po = {.source = src, .snapshot = snap, .store = store};
-	struct ss_stats st;
+	struct ss_push_opts po = {.size = sizeof(struct ss_push_opts), .source = src, .snapshot = snap, .store = store};
+	struct ss_stats st = SS_STATS_INIT;
 	char err[512];
 	int r = ss_push(&po, &cfg, &st, err, sizeof(err));
 	CHECK(r == 0, "push: %s", err);
@@ -585,8 +585,8 @@ static void test_loop_serves_while_waiting(void)
 	CHECK(!w.stalled, "a pack put made no progress for 3 s while the push waited for a claim");
 	CHECK(st.new_stored_bytes >= WAIT_X_BYTES, "the push stored x itself (%llu bytes)",
 	      (unsigned long long)st.new_stored_bytes);
-	struct ss_verify_opts vo = {.snapshot = snap, .store = store};
-	struct ss_stats vs;
+	struct ss_verify_opts vo = {.size = sizeof(struct ss_verify_opts), .snapshot = snap, .store = store};
+	struct ss_stats vs = SS_STATS_INIT;
 	CHECK(ss_verify(&vo, &cfg, &vs, err, sizeof(err)) == 0, "the snapshot verifies: %s", err);
 	ss_claims_close(w.cx);
 	ss_claims_close(w.cy);
