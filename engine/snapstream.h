@@ -237,7 +237,8 @@ struct ss_stats {
 	double seconds;
 };
 
-/* Push opts->source to opts->snapshot. Returns 0 or -errno (err set). */
+/* Push opts->source to opts->snapshot. Returns 0 or -errno (err set);
+ * -ENOTSUP when the source is or holds a symlink, FIFO or device. */
 int ss_push(const struct ss_push_opts *opts, const struct ss_config *cfg, struct ss_stats *st,
 	    char *err, size_t errlen);
 
