@@ -19,6 +19,7 @@ python3-grpcio, as tests/ateom/e2e.py).
 
 import argparse
 import datetime
+import glob
 import os
 import shutil
 import subprocess
@@ -125,15 +126,16 @@ class Harness:
     def freeze(self, exe, sub):
         """Copy a built binary and the library beside it into the workdir:
         a rebuild of the tree during the run must not change what is
-        measured. build/X/exe finds ../engine/libsnapstream.so.0 through its
+        measured. build/X/exe finds ../engine/libsnapstream.so.N through its
         $ORIGIN run path, so the copy keeps that layout."""
         d = os.path.join(self.wd, "bin")
         dst = os.path.join(d, sub, os.path.basename(exe))
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         shutil.copy2(exe, dst)
         lib = os.path.join(os.path.dirname(os.path.dirname(exe)), "engine")
-        so = os.path.join(lib, "libsnapstream.so.0")
-        if os.path.lexists(so):
+        # The name the binary asks for is the library's SONAME
+        # (libsnapstream.so.<major>); old builds had .so.0, new ones .so.1.
+        for so in sorted(glob.glob(os.path.join(lib, "libsnapstream.so.[0-9]"))):
             # A rebuild in progress may have removed the library for a moment.
             for _ in range(60):
                 if os.path.exists(so):
@@ -142,7 +144,7 @@ class Harness:
             if not os.path.exists(so):
                 sys.exit("bench: %s is missing (a build in progress?)" % so)
             os.makedirs(os.path.join(d, "engine"), exist_ok=True)
-            shutil.copy2(os.path.realpath(so), os.path.join(d, "engine", "libsnapstream.so.0"))
+            shutil.copy2(os.path.realpath(so), os.path.join(d, "engine", os.path.basename(so)))
         return dst
 
     def find_tools(self):
