@@ -452,6 +452,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 		x->has_range = false;
 		x->range_total = -1;
 		x->etag[0] = '\0';
+		x->captured[0] = '\0';
 		return len;
 	}
 	if (len <= 2 && (p[0] == '\r' || p[0] == '\n')) {
@@ -491,6 +492,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 	} else if (nl == 4 && strncasecmp(p, "ETag", nl) == 0) {
 		if (vl < sizeof(x->etag))
 			memcpy(x->etag, val, vl + 1);
+	} else if (x->capture_name && nl == strlen(x->capture_name) &&
+		   strncasecmp(p, x->capture_name, nl) == 0) {
+		if (vl < sizeof(x->captured))
+			memcpy(x->captured, val, vl + 1);
 	}
 	return len;
 }
@@ -546,6 +551,7 @@ static void attempt_start(struct ss_http *h, struct ss_http_xfer *x)
 	x->has_range = false;
 	x->range_total = -1;
 	x->etag[0] = '\0';
+	x->captured[0] = '\0';
 	x->sink_len = 0;
 	x->recv_len = 0;
 	x->body.len = 0;

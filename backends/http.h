@@ -90,6 +90,9 @@ struct ss_http_xfer {
 	bool discard_body;             /* no sink: drop a 2xx body */
 	size_t body_cap;
 	bool fail_fast_dns;            /* a name that does not resolve is final */
+	/* Optional: the value of this response header (case-insensitive
+	 * name) goes to x->captured, if it fits. */
+	const char *capture_name;
 
 	/* Per attempt, owned by the transfer. */
 	struct curl_slist *headers;
@@ -101,6 +104,7 @@ struct ss_http_xfer {
 	uint64_t range_start, range_end;
 	int64_t range_total;           /* -1 for "*" */
 	char etag[130];
+	char captured[130];
 	uint64_t sink_len;             /* body bytes stored into sink */
 	uint64_t recv_len;             /* 2xx body bytes seen */
 	struct ss_buf body;

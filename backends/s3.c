@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 
 #define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 #define HASH_LIMIT (1u << 20)          /* bodies hashed for the signature */
@@ -59,6 +60,10 @@ struct s3 {
 	unsigned nfree_reqs;
 };
 
+/* The metadata header naming a multipart upload's tag. */
+#define S3_TAG_HEADER "x-amz-meta-snapstream-upload"
+#define GCS_TAG_HEADER "x-goog-meta-snapstream-upload"
+
 enum stage {
 	ST_HEAD_CHECK = 1,   /* PUT IF_ABSENT: is it there? */
 	ST_PUT,
@@ -66,6 +71,7 @@ enum stage {
 	ST_MP_PARTS,
 	ST_MP_COMPLETE,
 	ST_MP_ABORT,
+	ST_MP_VERIFY,        /* HEAD after a Complete whose answer was lost */
 	ST_GET,
 	ST_GET_EXACT,        /* suffix range again, spelled out */
 	ST_GET_SIZE,         /* HEAD after an empty or unsatisfiable GET */
@@ -86,6 +92,7 @@ struct s3call {
 	char range[64];
 	const char *ctype;
 	bool if_absent;
+	const char *upload_tag;       /* sent as object metadata (initiate) */
 	unsigned part;                /* 1-based part number, 0 if none */
 	bool used_token;
 	unsigned token_gen;
@@ -126,6 +133,11 @@ struct s3req {
 	struct s3call *slots;
 	bool *slot_busy;
 	int mp_res;
+	/* A random tag stored as the object's metadata: when a Complete's
+	 * (or a conditional PUT's) answer is lost and the retry finds the
+	 * upload gone (or the object there), a HEAD showing our tag proves
+	 * the first attempt won. */
+	char mp_tag[33];
 	struct s3req *next_free;
 };
 
@@ -284,6 +296,7 @@ static void call_init(struct s3call *c, struct s3req *q, enum ss_http_method m, 
 	c->range[0] = '\0';
 	c->ctype = NULL;
 	c->if_absent = false;
+	c->upload_tag = NULL;
 	c->used_token = false;
 	c->auth_retried = false;
 }
@@ -334,6 +347,9 @@ static int call_prepare(struct ss_http_xfer *x, CURL *e)
 	if (!r && c->if_absent)
 		r = s->gcs ? ss_http_header(x, "x-goog-if-generation-match: 0")
 			   : ss_http_header(x, "If-None-Match: *");
+	if (!r && c->upload_tag)
+		r = ss_http_header(x, "%s: %s", s->gcs ? GCS_TAG_HEADER : S3_TAG_HEADER,
+				   c->upload_tag);
 	return r;
 }
 
@@ -401,6 +417,22 @@ static void req_finish(struct s3req *q, int res)
 static void mp_abort(struct s3req *q);
 static void mp_pump(struct s3req *q);
 
+
+/* A fresh random tag for this upload (see mp_tag); on failure the
+ * request is finished with the error. */
+static int new_tag(struct s3req *q)
+{
+	uint8_t raw[16];
+	if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw)) {
+		req_finish(q, ss_err_set(q->r->err, -EIO, "%s %s: no random bytes for the upload tag",
+					 q->s->svc, q->what));
+		return -EIO;
+	}
+	for (size_t i = 0; i < sizeof(raw); i++)
+		snprintf(q->mp_tag + 2 * i, 3, "%02x", raw[i]);
+	return 0;
+}
+
 static void put_single(struct s3req *q)
 {
 	struct ss_req *r = q->r;
@@ -416,6 +448,13 @@ static void put_single(struct s3req *q)
 	c->x.iovcnt = r->iovcnt;
 	c->x.body_len = q->total;
 	c->if_absent = (r->flags & SS_PUT_IF_ABSENT) != 0;
+	/* A conditional put whose answer is lost is refused (412) on retry,
+	 * by its own object: the tag tells the two apart. */
+	if (c->if_absent) {
+		if (new_tag(q))
+			return;
+		c->upload_tag = q->mp_tag;
+	}
 	c->sha = "UNSIGNED-PAYLOAD";
 	if (q->total <= HASH_LIMIT) {
 		sha256_hex(r->iov, r->iovcnt, 0, q->total, c->shabuf);
@@ -441,9 +480,12 @@ static void mp_init(struct s3req *q)
 		req_finish(q, ss_err_set(q->r->err, -ENOMEM, "out of memory"));
 		return;
 	}
+	if (new_tag(q))
+		return;
 	q->part = part;
 	q->stage = ST_MP_INIT;
 	q->c.ctype = "application/octet-stream";
+	q->c.upload_tag = q->mp_tag;
 	call_start(&q->c);
 }
 
@@ -574,6 +616,41 @@ static void mp_abort(struct s3req *q)
 	ss_http_log(q->s->http, "%s %s: aborting the multipart upload", q->s->svc, q->what);
 	q->stage = ST_MP_ABORT;
 	call_start(&q->c);
+}
+
+/* A Complete or a conditional PUT failed after more than one attempt. An
+ * earlier attempt may have done the work with its answer lost on the way
+ * back (reset, stall); the retries then find no upload (NoSuchUpload, or
+ * a 500 from some servers) or the object present (412). HEAD the object:
+ * our tag on it, at our size, means the upload is done. Otherwise the
+ * error stands. */
+static void mp_verify(struct s3req *q, int res)
+{
+	q->mp_res = res;
+	char *url = obj_url(q, NULL);
+	call_init(&q->c, q, SS_HTTP_HEAD, url);
+	if (!url) {
+		mp_abort(q);
+		return;
+	}
+	ss_http_log(q->s->http, "%s %s: failed after a retry; did an earlier attempt succeed?",
+		    q->s->svc, q->what);
+	q->stage = ST_MP_VERIFY;
+	q->c.x.capture_name = q->s->gcs ? GCS_TAG_HEADER : S3_TAG_HEADER;
+	call_start(&q->c);
+}
+
+static void mp_verified(struct s3req *q, struct s3call *c, int res)
+{
+	if (res == 0 && c->x.status == 200 && c->x.content_length >= 0 &&
+	    (uint64_t)c->x.content_length == q->total && strcmp(c->x.captured, q->mp_tag) == 0) {
+		ss_http_log(q->s->http, "%s %s: an earlier attempt had succeeded", q->s->svc,
+			    q->what);
+		ss_err_clear(q->r->err);
+		req_finish(q, 0);
+		return;
+	}
+	mp_abort(q);
 }
 
 /* --- HEAD failures ---------------------------------------------------- */
@@ -838,6 +915,10 @@ static void call_done(struct ss_http_xfer *x, int res)
 		mp_part_done(c, res);
 		return;
 	}
+	if (q->stage == ST_MP_VERIFY) {
+		mp_verified(q, c, res);
+		return;
+	}
 	if (q->stage == ST_MP_ABORT) {
 		/* Best effort: the upload failed already; a lifecycle rule
 		 * reaps what an abort could not. */
@@ -849,7 +930,15 @@ static void call_done(struct ss_http_xfer *x, int res)
 	}
 	if (res < 0) {
 		res = transport_error(q, c, res);
+		if (q->stage == ST_PUT && c->upload_tag && x->attempts > 1) {
+			mp_verify(q, res);
+			return;
+		}
 		if (q->stage == ST_MP_COMPLETE) {
+			if (x->attempts > 1) {
+				mp_verify(q, res);
+				return;
+			}
 			q->mp_res = res;
 			mp_abort(q);
 			return;
@@ -878,6 +967,9 @@ static void call_done(struct ss_http_xfer *x, int res)
 	case ST_PUT:
 		if (x->status / 100 == 2)
 			req_finish(q, 0);
+		else if (x->status == 412 && x->attempts > 1 && c->upload_tag)
+			mp_verify(q, ss_err_set(r->err, -EEXIST, "%s %s: object exists", s->svc,
+						q->what));
 		else if (x->status == 412)
 			req_finish(q, ss_err_set(r->err, -EEXIST, "%s %s: object exists", s->svc,
 						 q->what));
@@ -904,13 +996,22 @@ static void call_done(struct ss_http_xfer *x, int res)
 		return;
 	case ST_MP_COMPLETE: {
 		if (x->status == 412) {
-			q->mp_res = ss_err_set(r->err, -EEXIST, "%s %s: object exists", s->svc,
-					       q->what);
+			int e = ss_err_set(r->err, -EEXIST, "%s %s: object exists", s->svc, q->what);
+			if (x->attempts > 1) {
+				mp_verify(q, e);
+				return;
+			}
+			q->mp_res = e;
 			mp_abort(q);
 			return;
 		}
 		if (x->status / 100 != 2) {
-			q->mp_res = http_error(q, c);
+			int e = http_error(q, c);
+			if (x->attempts > 1) {
+				mp_verify(q, e);
+				return;
+			}
+			q->mp_res = e;
 			mp_abort(q);
 			return;
 		}
@@ -928,9 +1029,14 @@ static void call_done(struct ss_http_xfer *x, int res)
 				return;
 		}
 		scrub(s, code);
-		q->mp_res = ss_err_set(r->err, k == 1 ? -EIO : -EBADMSG,
-				       "%s %s: CompleteMultipartUpload failed: %s", s->svc, q->what,
-				       k == 1 ? code : "malformed answer");
+		int e = ss_err_set(r->err, k == 1 ? -EIO : -EBADMSG,
+				   "%s %s: CompleteMultipartUpload failed: %s", s->svc, q->what,
+				   k == 1 ? code : "malformed answer");
+		if (x->attempts > 1) {
+			mp_verify(q, e);
+			return;
+		}
+		q->mp_res = e;
 		mp_abort(q);
 		return;
 	}
@@ -968,6 +1074,7 @@ static void call_done(struct ss_http_xfer *x, int res)
 		return;
 	case ST_MP_PARTS:
 	case ST_MP_ABORT:
+	case ST_MP_VERIFY:
 		break;
 	}
 	req_finish(q, ss_err_set(r->err, -EIO, "%s %s: internal state error", s->svc, q->what));

@@ -2,7 +2,7 @@
 """A fault-injecting HTTP proxy for object-store tests (python3 stdlib only).
 
 Usage: faultproxy.py --upstream HOST:PORT [--rate R] [--faults LIST]
-                     [--stall SECONDS] [--seed N] [--log FILE]
+                     [--match REGEX] [--stall SECONDS] [--seed N] [--log FILE]
 
 Listens on a free loopback port (printed as "faultproxy listening on
 127.0.0.1:PORT") and forwards each HTTP/1.1 request to the upstream server.
@@ -10,16 +10,19 @@ A fraction R of requests (0..1) instead suffers one fault from LIST
 (comma-separated, default all):
   reset    the connection is reset (RST), before or after the upstream
            handled the request
+  reset-after   always after the upstream handled it (the answer is lost)
   429 500 503   an S3-style error document with that status
   stall    the response stops halfway through its body (or never starts)
            and the connection hangs for --stall seconds before closing
-Each injected fault is appended to --log as one line, so a test can prove
+With --match, only requests whose "METHOD PATH" matches the regular
+expression can suffer a fault. Each injected fault is appended to --log as one line, so a test can prove
 faults really happened. Bounded: every wait has a timeout, and the process
 ends when its parent stops it.
 """
 import argparse
 import http.client
 import random
+import re
 import socket
 import socketserver
 import struct
@@ -40,7 +43,9 @@ class State:
         self.lock = threading.Lock()
         self.faults = [f for f in a.faults.split(",") if f]
 
-    def pick(self):
+    def pick(self, method, path):
+        if self.a.match and not re.search(self.a.match, f"{method} {path}"):
+            return None, 0
         with self.lock:
             if self.rng.random() >= self.a.rate:
                 return None, 0
@@ -94,7 +99,7 @@ class Handler(socketserver.StreamRequestHandler):
                 headers.append((k.strip(), v.strip()))
             hmap = {k.lower(): v for k, v in headers}
             length = int(hmap.get("content-length", "0") or 0)
-            fault, coin = st.pick()
+            fault, coin = st.pick(method, path)
             if fault == "reset" and coin < 0.5:
                 st.log(f"reset-before {method} {path}")
                 reset(self.connection)
@@ -126,7 +131,7 @@ class Handler(socketserver.StreamRequestHandler):
             except OSError:
                 reset(self.connection)
                 return
-            if fault == "reset":
+            if fault in ("reset", "reset-after"):
                 st.log(f"reset-after {method} {path}")
                 reset(self.connection)
                 return
@@ -181,6 +186,7 @@ def main():
     p.add_argument("--upstream", required=True)
     p.add_argument("--rate", type=float, default=0.1)
     p.add_argument("--faults", default="reset,429,500,503,stall")
+    p.add_argument("--match")
     p.add_argument("--stall", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--log")

@@ -611,6 +611,71 @@ static void test_failall(void)
 	free(uri);
 }
 
+/* lost: every Complete's answer is lost after the server acted on it (the
+ * proxy resets the connection then). The retries find the upload gone;
+ * the backend must see its own tag on the object and report success, and
+ * the object must read back whole. The same for a conditional put, whose
+ * retries are refused (412) by its own object.
+ * refused: every Complete is refused (503) before reaching the server,
+ * while an object of the same key and size is there already (put in one
+ * piece). That object must not be taken for this upload's success. */
+static void test_lostcomplete(bool refused)
+{
+	char *uri = key_uri();
+	struct env one = {0}, e = {0};
+	one.o.multipart_threshold = 64u << 20;
+	e.o.part_size = 5u << 20;
+	e.o.multipart_threshold = 6u << 20;
+	e.o.max_inflight = 4;
+	if (open_env(&one, uri) || open_env(&e, uri)) {
+		failures++;
+		free(uri);
+		return;
+	}
+	size_t n = (11u << 20) + 3;
+	uint8_t *big = malloc(n), *back = malloc(n), *first = malloc(n);
+	struct ss_err err = {0};
+	int r;
+	if (refused) {
+		fill(first, n, 20);
+		r = put(&one, "lost/multi", first, n, 0, &err);
+		CHECK(r == 0, "single put: %d %s", r, err.msg);
+	}
+	fill(big, n, 21);
+	ss_err_clear(&err);
+	r = put(&e, "lost/multi", big, n, 0, &err);
+	fprintf(stderr, "lostcomplete %s put: %d %s\n", refused ? "refused" : "lost", r, err.msg);
+	if (refused)
+		CHECK(r < 0 && strstr(err.msg, "503"),
+		      "a put whose Completes were all refused: %d %s", r, err.msg);
+	else
+		CHECK(r == 0, "a multipart put whose Complete answer was lost: %d %s", r, err.msg);
+	ss_err_clear(&err);
+	r = get(&e, "lost/multi", 0, n, 0, back, NULL, &err);
+	CHECK(r == (int)n && memcmp(refused ? first : big, back, n) == 0, "read back: %d %s", r,
+	      err.msg);
+	if (!refused) {
+		/* A conditional put's answer lost: its own object is no
+		 * refusal; another's is. */
+		ss_err_clear(&err);
+		r = put(&e, "lost/cond", big, 3000, SS_PUT_IF_ABSENT, &err);
+		CHECK(r == 0, "a conditional put whose answer was lost: %d %s", r, err.msg);
+		ss_err_clear(&err);
+		r = put(&e, "lost/cond", big + 1, 3000, SS_PUT_IF_ABSENT, &err);
+		CHECK(r < 0, "a second conditional put of the key succeeded");
+		ss_err_clear(&err);
+		r = get(&e, "lost/cond", 0, 3000, 0, back, NULL, &err);
+		CHECK(r == 3000 && memcmp(big, back, 3000) == 0, "conditional read back: %d %s", r,
+		      err.msg);
+	}
+	free(big);
+	free(back);
+	free(first);
+	close_env(&e);
+	close_env(&one);
+	free(uri);
+}
+
 /* --- the requests the SigV4 test checks ------------------------------- */
 
 static void test_sig(void)
@@ -753,7 +818,7 @@ int main(int argc, char **argv)
 {
 	setvbuf(stderr, NULL, _IOLBF, 0);
 	if (argc < 2) {
-		fprintf(stderr, "usage: test_s3 basic|faults|failall|sig|gcs-token|gcs-fail\n");
+		fprintf(stderr, "usage: test_s3 basic|faults|failall|lostcomplete|refusedcomplete|sig|gcs-token|gcs-fail|roundtrip\n");
 		return 1;
 	}
 	const char *mode = argv[1];
@@ -763,6 +828,10 @@ int main(int argc, char **argv)
 		test_faults();
 	else if (strcmp(mode, "failall") == 0)
 		test_failall();
+	else if (strcmp(mode, "lostcomplete") == 0)
+		test_lostcomplete(false);
+	else if (strcmp(mode, "refusedcomplete") == 0)
+		test_lostcomplete(true);
 	else if (strcmp(mode, "sig") == 0)
 		test_sig();
 	else if (strcmp(mode, "gcs-token") == 0)

@@ -36,5 +36,14 @@ cat "$out" >&2
 grep -q "HTTP 503 ServiceUnavailable.*after 3 attempts" "$out" ||
 	{ echo "FAIL: 503 with 3 attempts" >&2; fails=$((fails + 1)); }
 
+# Every CompleteMultipartUpload (and conditional PUT) acted on but its
+# answer lost: the put succeeds (the object carries this upload's tag). Every Complete refused
+# while an object of that key and size exists: the put fails.
+for mode in lostcomplete:reset-after refusedcomplete:503; do
+	/usr/bin/python3 "$H" --proxy "--rate 1.0 --faults ${mode#*:} --match ^POST.*[?&]uploadId=|^PUT.*/lost/cond --seed 10" -- \
+		env SNAPSTREAM_RETRY_MAX=3 SNAPSTREAM_RETRY_SECONDS=30 "$T" "${mode%%:*}" ||
+		{ echo "FAIL: ${mode%%:*}" >&2; fails=$((fails + 1)); }
+done
+
 [ "$fails" -eq 0 ] && echo "faults: ok" >&2
 exit $((fails > 0))
