@@ -712,7 +712,7 @@ int ss_manifest_encode(const struct ss_manifest *m, uint8_t **out, size_t *outle
 	*out = NULL;
 	*outlen = 0;
 	/* Never write what the decoder would refuse. */
-	if (ss_manifest_validate(m, NULL))
+	if (ss_manifest_validate(m, NULL) || m->format_major > SS_MANIFEST_MAJOR)
 		return -EINVAL;
 
 	Snapshot snap = SNAPSTREAM__V1__SNAPSHOT__INIT;
@@ -779,8 +779,8 @@ int ss_manifest_encode(const struct ss_manifest *m, uint8_t **out, size_t *outle
 	/* Envelope fields 1..4 by protobuf-c, then body and checksum, which
 	 * are what protobuf-c itself would write next (fields in order). */
 	Envelope env = SNAPSTREAM__V1__ENVELOPE__INIT;
-	env.format_major = SS_MANIFEST_MAJOR;
-	env.format_minor = SS_MANIFEST_MINOR;
+	env.format_major = m->format_major ? m->format_major : SS_MANIFEST_MAJOR;
+	env.format_minor = m->format_major ? m->format_minor : SS_MANIFEST_MINOR;
 	env.body_codec = SS_CODEC_ZSTD;
 	env.body_raw_size = raw_size;
 	uint8_t hdr[ENV_HDR_MAX];

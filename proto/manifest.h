@@ -12,7 +12,9 @@
 
 #include "util.h"
 
-#define SS_MANIFEST_MAJOR 1
+/* 2: whole-file digests fold zero pages (engine/core/fdigest.h); format 1
+ * manifests, which hash every byte, are still read and verified. */
+#define SS_MANIFEST_MAJOR 2
 #define SS_MANIFEST_MINOR 0
 
 /* Hard limits a decoder enforces before allocating anything. */
@@ -69,7 +71,10 @@ struct ss_mstats {
 };
 
 struct ss_manifest {
-	uint32_t format_major, format_minor;   /* filled by decode */
+	/* Filled by decode. The encoder writes them when set (0: this
+	 * build's format), so a decoded manifest encodes as the format it
+	 * was, whose digests it carries. */
+	uint32_t format_major, format_minor;
 	char *tool_version;
 	int64_t created_unix_ns;
 	uint32_t chunk_min, chunk_avg, chunk_max, chunk_seg, chunk_algorithm;
@@ -91,8 +96,9 @@ struct ss_manifest {
 	struct ss_mstats stats;
 };
 
-/* Serialize m as an Envelope (body zstd-compressed, checksummed).
- * On success *out is malloc'd and owned by the caller. Returns 0 or -errno. */
+/* Serialize m as an Envelope (body zstd-compressed, checksummed), in
+ * format m->format_major (0: SS_MANIFEST_MAJOR; newer: -EINVAL). On
+ * success *out is malloc'd and owned by the caller. Returns 0 or -errno. */
 int ss_manifest_encode(const struct ss_manifest *m, uint8_t **out, size_t *outlen);
 
 /* Parse an Envelope. Refuses, with a message in err:

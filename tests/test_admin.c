@@ -1,6 +1,7 @@
 /* Admin engine tests: gc's records refuse damaged input; a stream push
  * equals a file push chunk for chunk; verify and cat catch a manifest whose
- * file digest was tampered with (every chunk intact); cat writes in order
+ * file digest was tampered with (every chunk intact); format 1 manifests
+ * verify by their own digests; cat writes in order
  * through a pipe; gc hides, then deletes, and a hidden pack is never
  * offered to a new push; check names hostile objects in every corner of a
  * store and repair leaves it usable. Exit 0 pass, 1 fail. */
@@ -230,6 +231,67 @@ static void test_stream_and_tamper(void)
 	unlink(img);
 }
 
+/* A format 1 manifest, whose digests hash every byte, still verifies,
+ * pulls and cats: digests are checked as the manifest's format defines
+ * them. Format 2's digest (zero pages folded) under format 1 fails. */
+static void test_format1(void)
+{
+	char img[300], out[300];
+	snprintf(img, sizeof(img), "%s/img1", dir);
+	snprintf(out, sizeof(out), "%s/img1.out", dir);
+	write_image(img, (3u << 20) + 4321);   /* zero pages among others */
+	struct ss_config_in c = cfg();
+	char err[512];
+	struct ss_stats st;
+	struct ss_push_opts po = {.source = img, .snapshot = "mem://v/two"};
+	REQUIRE(ss_push_impl(&po, &c, &st, err, sizeof(err)) == 0, "push: %s", err);
+	struct ss_manifest *m = load("mem://v/two");
+	CHECK(m->format_major == 2, "a push writes format %u", m->format_major);
+	uint8_t folded[16];
+	memcpy(folded, m->files[0].digest, 16);
+	size_t size = (3u << 20) + 4321;
+	uint8_t *b = malloc(size);
+	int fd = open(img, O_RDONLY);
+	REQUIRE(b && fd >= 0 && read(fd, b, size) == (ssize_t)size, "read %s", img);
+	close(fd);
+	XXH128_canonical_t every;
+	XXH128_canonicalFromHash(&every, XXH3_128bits(b, size));
+	free(b);
+	CHECK(memcmp(every.digest, folded, 16) != 0, "the two definitions agree on a file with zero pages");
+
+	m->format_major = 1;
+	m->format_minor = 0;
+	memcpy(m->files[0].digest, every.digest, 16);
+	store_manifest("mem://v/one", m);
+	struct ss_verify_opts vo = {.snapshot = "mem://v/one"};
+	CHECK(ss_verify_impl(&vo, &c, &st, err, sizeof(err)) == 0, "verify format 1: %s", err);
+	struct ss_pull_opts pl = {.snapshot = "mem://v/one", .dest = out};
+	CHECK(ss_pull_impl(&pl, &c, &st, err, sizeof(err)) == 0, "pull format 1: %s", err);
+	char cmd[700];
+	snprintf(cmd, sizeof(cmd), "cmp -s %s %s", img, out);
+	CHECK(system(cmd) == 0, "format 1 pulled differs");
+	unlink(out);
+	int null = open("/dev/null", O_WRONLY);
+	struct ss_cat_opts co = {.snapshot = "mem://v/one", .fd = null};
+	CHECK(ss_cat_impl(&co, &c, &st, err, sizeof(err)) == 0, "cat format 1: %s", err);
+
+	memcpy(m->files[0].digest, folded, 16);
+	store_manifest("mem://v/mixed", m);
+	vo.snapshot = "mem://v/mixed";
+	CHECK(ss_verify_impl(&vo, &c, &st, err, sizeof(err)) == -EBADMSG,
+	      "a folded digest passed as format 1");
+	pl.snapshot = "mem://v/mixed";
+	CHECK(ss_pull_impl(&pl, &c, &st, err, sizeof(err)) == -EBADMSG,
+	      "pull of a folded digest as format 1");
+	co.snapshot = "mem://v/mixed";
+	CHECK(ss_cat_impl(&co, &c, &st, err, sizeof(err)) == -EBADMSG,
+	      "cat of a folded digest as format 1");
+	close(null);
+	ss_manifest_free(m);
+	unlink(out);
+	unlink(img);
+}
+
 static void test_gc_hides(void)
 {
 	char img[300];
@@ -425,6 +487,7 @@ int main(void)
 	test_gcstate();
 	test_tombstone();
 	test_stream_and_tamper();
+	test_format1();
 	test_gc_hides();
 	test_check_hostile();
 	ss_memstore_free(mem);

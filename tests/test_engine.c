@@ -1,6 +1,6 @@
 /* Engine tests: push and pull round trips through the in-memory store and
  * a local directory store, dedup, interrupted pushes, corruption, sparse
- * output, and refusing to overwrite. Exit 0 pass, 1 fail. */
+ * sources and output, and refusing to overwrite. Exit 0 pass, 1 fail. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -385,6 +385,11 @@ static struct ss_manifest *load_manifest(const char *snap)
  * result must be exactly what chunking from scratch gives, including where
  * the parent's cuts were forced by a zero page that is now data, or by the
  * parent's end of file. */
+static int writer_done_cb(void *arg)
+{
+	return *(int *)arg;
+}
+
 static void test_guided_chunking(void)
 {
 	struct ss_config_in cfg = cfg_base(NULL);
@@ -465,6 +470,124 @@ static void test_guided_chunking(void)
 	struct ss_pull_opts pl = {.snapshot = pb, .dest = out};
 	CHECK(ss_pull_impl(&pl, &cfg, &st, err, sizeof(err)) == 0, "pull b: %s", err);
 	CHECK(same_file(b, out), "guided snapshot restores different bytes");
+}
+
+/* The extents and digests of two one-file snapshots are the same. */
+static void same_extents(const char *sa, const char *sb, const char *what)
+{
+	struct ss_manifest *ma = load_manifest(sa), *mb = load_manifest(sb);
+	CHECK(ma && mb, "%s: manifests", what);
+	if (!ma || !mb) {
+		ss_manifest_free(ma);
+		ss_manifest_free(mb);
+		return;
+	}
+	struct ss_mfile *x = &ma->files[0], *y = &mb->files[0];
+	CHECK(x->next == y->next, "%s: %zu extents vs %zu", what, x->next, y->next);
+	size_t diff = 0;
+	for (size_t e = 0; e < x->next && e < y->next; e++) {
+		bool same = x->ext[e].len == y->ext[e].len && !x->ext[e].chunk == !y->ext[e].chunk;
+		if (same && x->ext[e].chunk)
+			same = !memcmp(ma->chunks[x->ext[e].chunk - 1].id,
+				       mb->chunks[y->ext[e].chunk - 1].id, 16);
+		diff += !same;
+	}
+	CHECK(diff == 0, "%s: %zu extents differ", what, diff);
+	CHECK(!memcmp(x->digest, y->digest, 16), "%s: digests differ", what);
+	ss_manifest_free(ma);
+	ss_manifest_free(mb);
+}
+
+/* Sparse sources: holes are found with SEEK_DATA and never read, yet the
+ * snapshot is the one of the same bytes read whole (each extent, chunk id
+ * and the digest), with or without a parent guiding the cuts, in follow
+ * mode too. The holes: page-aligned and not, one page, across segments,
+ * more data extents in one segment than a segment reads piece by piece,
+ * data and a hole at the file's end. */
+static void test_sparse_source(void)
+{
+	struct ss_config_in cfg = cfg_base(NULL);
+	cfg.pub.chunk_avg = 16384;   /* many chunks, some cut by holes */
+	char sparse[1024], dense[1024], dir[1024], err[1024];
+	path_of(dir, sizeof(dir), "sparse-src");
+	mkdir(dir, 0755);
+	path_of(sparse, sizeof(sparse), "sparse-src/mem.img");
+	path_of(dense, sizeof(dense), "sparse-dense.img");
+	const uint64_t size = (64u << 20) + 777, M = 1u << 20;
+	struct {
+		uint64_t off, len;
+	} ext[] = {
+		{0, 5000},
+		{3 * 4096, 4096},
+		{5 * 4096 + 100, 70000},
+		{(4 * M) - 8192, 8192},           /* up to a segment's end */
+		{(4 * M) + 4096, 300000},         /* after a one-page hole */
+		{(21 * M) + 1, 2 * M},            /* after a hole over segments */
+		{(40 * M) - 3000, 6000},          /* across a segment boundary */
+		{size - 5000, 5000},              /* the last, partial page */
+	};
+	int fs = open(sparse, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	REQUIRE(fs >= 0 && ftruncate(fs, (off_t)size) == 0, "create %s", sparse);
+	uint8_t *img = calloc(1, size);
+	REQUIRE(img, "out of memory");
+	for (size_t i = 0; i < sizeof(ext) / sizeof(ext[0]); i++) {
+		for (uint64_t j = 0; j < ext[i].len; j++)
+			img[ext[i].off + j] = (j / 4096) % 3 == 1 ? 0 : (uint8_t)rnd();
+		REQUIRE(pwrite(fs, img + ext[i].off, ext[i].len, (off_t)ext[i].off) ==
+				(ssize_t)ext[i].len,
+			"write");
+	}
+	/* 24 one-page data extents, one page apart, in one segment. */
+	for (uint64_t pg = 0; pg < 24; pg++) {
+		uint64_t off = 12 * M + pg * 8192;
+		for (int j = 0; j < 4096; j++)
+			img[off + j] = (uint8_t)("fragmented "[j % 11] + pg);
+		REQUIRE(pwrite(fs, img + off, 4096, (off_t)off) == 4096, "write");
+	}
+	close(fs);
+	int fd = open(dense, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	REQUIRE(fd >= 0 && write(fd, img, size) == (ssize_t)size, "write %s", dense);
+	close(fd);
+	free(img);
+
+	char ss[1024], sd[1024], sg[1024], sf[1024], out[1024];
+	path_of(ss, sizeof(ss), "sparse-snaps/sparse");
+	path_of(sd, sizeof(sd), "sparse-snaps/dense");
+	path_of(sg, sizeof(sg), "sparse-snaps/guided");
+	path_of(sf, sizeof(sf), "sparse-snaps/followed");
+	struct ss_stats st;
+	struct ss_push_opts po = {.source = dense, .snapshot = sd};
+	CHECK(ss_push_impl(&po, &cfg, &st, err, sizeof(err)) == 0, "push dense: %s", err);
+	po.source = sparse;
+	po.snapshot = ss;
+	CHECK(ss_push_impl(&po, &cfg, &st, err, sizeof(err)) == 0, "push sparse: %s", err);
+	CHECK(st.new_chunks == 0, "the sparse file stored %llu chunks the dense one had not",
+	      (unsigned long long)st.new_chunks);
+	same_extents(sd, ss, "sparse and dense");
+	const char *parents[] = {sd};
+	struct ss_push_opts pg = {.source = sparse, .snapshot = sg, .parents = parents,
+				  .nparents = 1};
+	CHECK(ss_push_impl(&pg, &cfg, &st, err, sizeof(err)) == 0, "guided push: %s", err);
+	same_extents(sd, sg, "guided by the dense one");
+	int done = 1;
+	struct ss_push_opts pf = {.source = dir, .snapshot = sf, .writer_status = writer_done_cb,
+				  .writer_arg = &done};
+	CHECK(ss_push_impl(&pf, &cfg, &st, err, sizeof(err)) == 0, "followed push: %s", err);
+	struct ss_manifest *mf = load_manifest(sf), *md = load_manifest(sd);
+	CHECK(mf && md && mf->nfiles == 1 && !memcmp(mf->files[0].digest, md->files[0].digest, 16),
+	      "followed sparse push: digest differs");
+	ss_manifest_free(mf);
+	ss_manifest_free(md);
+
+	path_of(out, sizeof(out), "sparse-out.img");
+	struct ss_pull_opts pl = {.snapshot = ss, .dest = out};
+	CHECK(ss_pull_impl(&pl, &cfg, &st, err, sizeof(err)) == 0, "pull sparse: %s", err);
+	CHECK(same_file(dense, out), "the pulled sparse file differs");
+	struct stat sb;
+	CHECK(stat(out, &sb) == 0 && (uint64_t)sb.st_blocks * 512 < 8 * M,
+	      "the pulled file allocates %lld bytes", (long long)sb.st_blocks * 512);
+	unlink(out);
+	unlink(dense);
 }
 
 /* Follow mode: a writer thread produces an image directory (files appear
@@ -580,6 +703,7 @@ int main(void)
 	test_sparse_and_default_store();
 	test_bad_inputs();
 	test_guided_chunking();
+	test_sparse_source();
 	test_follow();
 
 	rm_rf(root);

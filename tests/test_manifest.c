@@ -685,7 +685,7 @@ static void e_many_labels(Snapshot *s)
 	s->n_labels = n;
 }
 
-static void v_major2(Envelope *e) { e->format_major = 2; }
+static void v_major_next(Envelope *e) { e->format_major = SS_MANIFEST_MAJOR + 1; }
 static void v_major_huge(Envelope *e) { e->format_major = UINT32_MAX; }
 static void v_major0(Envelope *e) { e->format_major = 0; }
 static void v_flip_body(Envelope *e) { e->body.data[e->body.len / 2] ^= 0x10; }
@@ -855,6 +855,26 @@ static void test_round_trip(void)
 		ss_manifest_free(pd);
 		free(pb);
 		ss_manifest_free(pm);
+	}
+
+	/* A manifest keeps its format through decode and encode: one of
+	 * format 1 (digests over every byte) is written as format 1 again;
+	 * a format newer than this build's is never written. */
+	{
+		struct ss_manifest *om = make_manifest(100, 4);
+		om->format_major = 1;
+		uint8_t *ob = NULL;
+		size_t ol = 0;
+		REQUIRE(ss_manifest_encode(om, &ob, &ol) == 0, "encode format 1");
+		struct ss_manifest *od = expect_ok("format 1", ob, ol);
+		CHECK(od && od->format_major == 1 && od->format_minor == 0, "format 1 became %u.%u",
+		      od ? od->format_major : 0, od ? od->format_minor : 0);
+		ss_manifest_free(od);
+		free(ob);
+		ob = NULL;
+		om->format_major = SS_MANIFEST_MAJOR + 1;
+		CHECK(ss_manifest_encode(om, &ob, &ol) == -EINVAL && !ob, "encode of a newer format");
+		ss_manifest_free(om);
 	}
 
 	/* The envelope assembled by hand equals protobuf-c's own packing. */
@@ -1131,7 +1151,7 @@ static void test_refusals(void)
 	ss_manifest_free(expect_ok("unedited", b, l));
 	free(b);
 
-	refuse_env("newer major", v_major2, -EPROTONOSUPPORT, "newer snapstream");
+	refuse_env("newer major", v_major_next, -EPROTONOSUPPORT, "newer snapstream");
 	refuse_env("major 4294967295", v_major_huge, -EPROTONOSUPPORT, "newer snapstream");
 	refuse_env("major 0", v_major0, -EBADMSG, "format version 0");
 	refuse_env("flipped body byte", v_flip_body, -EBADMSG, "checksum mismatch");
@@ -1152,9 +1172,10 @@ static void test_refusals(void)
 
 	/* The newer-major check happens even when nothing else parses. */
 	{
-		const uint8_t future[] = { 0x08, 0x02, 0x2a, 0x7f, 0x01 };
-		expect_refused("newer major, odd body", future, sizeof(future), -EPROTONOSUPPORT,
-			       "2.x");
+		const uint8_t future[] = { 0x08, SS_MANIFEST_MAJOR + 1, 0x2a, 0x7f, 0x01 };
+		char fx[16];
+		snprintf(fx, sizeof(fx), "%u.x", SS_MANIFEST_MAJOR + 1);
+		expect_refused("newer major, odd body", future, sizeof(future), -EPROTONOSUPPORT, fx);
 		const uint8_t junk[] = "this is not a manifest";
 		expect_refused("text", junk, sizeof(junk) - 1, -EBADMSG, NULL);
 		expect_refused("empty buffer", junk, 0, -EBADMSG, "empty");

@@ -9,7 +9,9 @@
  *   - follow mode on a directory that stays empty;
  *   - a worker's compressor that cannot be made: -ENOMEM, not raw frames;
  *   - a loop that fails with reads still in the kernel: push waits for
- *     them before it frees their buffers.
+ *     them before it frees their buffers;
+ *   - a 16 GiB sparse source: its holes are never read (every read the
+ *     engine submits is checked), and come back as holes.
  *
  * Exit 0 pass, 1 fail. */
 
@@ -103,6 +105,18 @@ ZSTD_CCtx *ZSTD_createCCtx(void)
 static char fifo_as[300], fifo_path[300];
 static atomic_int fifo_fd = -1;
 
+/* Reads of the file watch_path names, as the engine submits them to its
+ * ring (note_reads): where a sparse source was read. Only the loop
+ * thread submits, and the test reads them once the push returned. */
+static char watch_path[300];
+static atomic_int watch_fd = -1;
+#define MAX_READS 4096
+static struct {
+	uint64_t off, len;
+} reads[MAX_READS];
+static size_t nreads;
+static bool reads_overflow;
+
 static int open_impl(const char *name, const char *path, int flags, mode_t mode)
 {
 	int (*real)(const char *, int, ...) = (int (*)(const char *, int, ...))dlsym(RTLD_NEXT, name);
@@ -111,7 +125,41 @@ static int open_impl(const char *name, const char *path, int flags, mode_t mode)
 		atomic_store(&fifo_fd, fd);
 		return fd;
 	}
-	return real(path, flags, mode);
+	int fd = real(path, flags, mode);
+	if (watch_path[0] && !strcmp(path, watch_path))
+		atomic_store(&watch_fd, fd);
+	return fd;
+}
+
+static void note_reads(struct io_uring *ring)
+{
+	int wfd = atomic_load(&watch_fd);
+	if (wfd < 0)
+		return;
+	for (unsigned i = ring->sq.sqe_head; i != ring->sq.sqe_tail; i++) {
+		struct io_uring_sqe *sqe = &ring->sq.sqes[i & *ring->sq.kring_mask];
+		bool rd = sqe->opcode == IORING_OP_READ || sqe->opcode == IORING_OP_READ_FIXED ||
+			  sqe->opcode == IORING_OP_READV;
+		if (!rd || sqe->fd != wfd)
+			continue;
+		if (nreads == MAX_READS) {
+			reads_overflow = true;
+			continue;
+		}
+		/* READV's len counts iovecs: call it unbounded. */
+		reads[nreads].off = sqe->off;
+		reads[nreads++].len = sqe->opcode == IORING_OP_READV ? UINT64_MAX / 2 : sqe->len;
+	}
+}
+
+/* io_uring_submit (the loop's turns that do not wait): reads noted. */
+int io_uring_submit(struct io_uring *ring)
+{
+	static int (*real)(struct io_uring *);
+	if (!real)
+		real = (int (*)(struct io_uring *))dlsym(RTLD_NEXT, "io_uring_submit");
+	note_reads(ring);
+	return real(ring);
 }
 
 /* With _FILE_OFFSET_BITS=64 (as meson builds) this is open64, the name
@@ -149,6 +197,7 @@ int io_uring_submit_and_wait(struct io_uring *ring, unsigned wait_nr)
 	}
 	if (atomic_load(&ring_broken))
 		return -EIO;
+	note_reads(ring);
 	return real(ring, wait_nr);
 }
 
@@ -226,6 +275,154 @@ static void test_not_regular(void)
 	po.source = "/dev/null";
 	r = ss_push(&po, &cfg, NULL, err, sizeof(err));
 	CHECK(r == -ENOTSUP, "a device as the source: %d (%s)", r, err);
+}
+
+/* --- sparse sources ------------------------------------------------------ */
+
+#define SPARSE_SIZE ((16ull << 30) + 123)   /* a partial last page of data */
+#define SPARSE_SLACK (64u << 10)
+
+/* The data extents written into the sparse image: page-aligned or not,
+ * across a segment boundary, zero pages inside (found by scanning), the
+ * file's last bytes. */
+static const struct {
+	uint64_t off, len;
+} sparse_ext[] = {
+	{0, 300u << 10},
+	{(1ull << 30) + 100, 200u << 10},              /* starts mid-page */
+	{(3ull << 30) - (128u << 10), 256u << 10},     /* across a 4 MiB boundary */
+	{(5ull << 30) + 8192, 4096},                   /* one page */
+	{(5ull << 30) + 4 * 4096, 2 * 4096},           /* a one-page hole before */
+	{(9ull << 30) + (1u << 20), 1u << 20},
+	{(13ull << 30) + 4096 * 7, 333333},
+	{SPARSE_SIZE - 123 - 8192, 8192 + 123},
+};
+#define SPARSE_N (sizeof(sparse_ext) / sizeof(sparse_ext[0]))
+
+/* Memory-like content for an extent: random, text-like and zero pages,
+ * zero pages written (allocated) like any others. */
+static void write_extent(int fd, uint64_t off, uint64_t len)
+{
+	uint8_t *b = malloc(len);
+	REQUIRE(b, "out of memory");
+	for (uint64_t i = 0; i < len; i += 4096) {
+		int kind = (int)(rnd() % 4);
+		for (uint64_t j = i; j < i + 4096 && j < len; j++)
+			b[j] = kind == 0 ? 0 : kind == 1 ? (uint8_t)("heap object "[j % 12]) : (uint8_t)rnd();
+	}
+	REQUIRE(pwrite(fd, b, len, (off_t)off) == (ssize_t)len, "write extent");
+	free(b);
+}
+
+/* Whether [off, off + len) of the image lies in its data, taken as whole
+ * pages (the file system allocates, and SEEK_DATA reports, whole blocks). */
+static bool in_data(uint64_t off, uint64_t len)
+{
+	for (size_t i = 0; i < SPARSE_N; i++) {
+		uint64_t a = sparse_ext[i].off & ~4095ull;
+		uint64_t b = (sparse_ext[i].off + sparse_ext[i].len + 4095) & ~4095ull;
+		if (off >= a && off + len <= b)
+			return true;
+	}
+	return false;
+}
+
+static bool same_range(int a, int b, uint64_t off, uint64_t len)
+{
+	uint8_t *x = malloc(len), *y = malloc(len);
+	bool same = x && y && pread(a, x, len, (off_t)off) == (ssize_t)len &&
+		    pread(b, y, len, (off_t)off) == (ssize_t)len && !memcmp(x, y, len);
+	free(x);
+	free(y);
+	return same;
+}
+
+/* A 16 GiB file holding 2 MiB of data is pushed reading its data only
+ * (every read the engine submits is checked), pulled back byte for byte
+ * with its holes, allocating no more than its data, and verifies. On
+ * tmpfs when there is one, where a hole read back through a mapping
+ * would be allocated, and so show in st_blocks. */
+static void test_sparse(void)
+{
+	char dir[300], src[400], snap[400], dst[400], err[512] = "";
+	snprintf(dir, sizeof(dir), "/dev/shm/ss-sparse-XXXXXX");
+	if (!mkdtemp(dir))
+		path_of(dir, sizeof(dir), "sparse");
+	else
+		REQUIRE(chmod(dir, 0700) == 0, "chmod");
+	mkdir(dir, 0700);
+	snprintf(src, sizeof(src), "%s/mem.img", dir);
+	snprintf(snap, sizeof(snap), "%s/snap", dir);
+	snprintf(dst, sizeof(dst), "%s/out.img", dir);
+	int fd = open(src, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	REQUIRE(fd >= 0 && ftruncate(fd, (off_t)SPARSE_SIZE) == 0, "create %s", src);
+	uint64_t data = 0;
+	for (size_t i = 0; i < SPARSE_N; i++) {
+		write_extent(fd, sparse_ext[i].off, sparse_ext[i].len);
+		data += sparse_ext[i].len;
+	}
+
+	struct ss_config cfg = base_cfg();
+	struct ss_push_opts po = {.size = sizeof(po), .source = src, .snapshot = snap};
+	struct ss_stats st = SS_STATS_INIT;
+	REQUIRE(strlen(src) < sizeof(watch_path), "path too long");
+	memcpy(watch_path, src, strlen(src) + 1);
+	nreads = 0;
+	int r = ss_push(&po, &cfg, &st, err, sizeof(err));
+	atomic_store(&watch_fd, -1);
+	watch_path[0] = '\0';
+	CHECK(r == 0, "push of a sparse file: %s", err);
+	CHECK(!reads_overflow && nreads > 0, "%zu reads of the source noted", nreads);
+	uint64_t read = 0;
+	size_t bad = 0, first_bad = 0;
+	for (size_t i = 0; i < nreads; i++) {
+		read += reads[i].len;
+		if (!in_data(reads[i].off, reads[i].len) && !bad++)
+			first_bad = i;
+	}
+	CHECK(!bad, "push read holes: %zu of %zu reads, the first %llu bytes at %llu", bad, nreads,
+	      (unsigned long long)reads[first_bad].len, (unsigned long long)reads[first_bad].off);
+	CHECK(read >= data && read <= data + SPARSE_N * 8192,
+	      "push read %llu bytes of a file holding %llu", (unsigned long long)read,
+	      (unsigned long long)data);
+	CHECK(st.logical_bytes == SPARSE_SIZE && st.zero_bytes >= SPARSE_SIZE - data,
+	      "logical %llu, zero %llu", (unsigned long long)st.logical_bytes,
+	      (unsigned long long)st.zero_bytes);
+
+	struct ss_pull_opts pl = {.size = sizeof(pl), .snapshot = snap, .dest = dst};
+	r = ss_pull(&pl, &cfg, &st, err, sizeof(err));
+	CHECK(r == 0, "pull of a sparse snapshot: %s", err);
+	int out = open(dst, O_RDONLY | O_CLOEXEC);
+	struct stat sb;
+	REQUIRE(out >= 0 && fstat(out, &sb) == 0, "open %s", dst);
+	CHECK((uint64_t)sb.st_size == SPARSE_SIZE, "pulled size %llu", (unsigned long long)sb.st_size);
+	CHECK((uint64_t)sb.st_blocks * 512 <= data + SPARSE_SLACK,
+	      "the pulled file allocates %llu bytes for %llu of data",
+	      (unsigned long long)sb.st_blocks * 512, (unsigned long long)data);
+	for (size_t i = 0; i < SPARSE_N; i++)
+		CHECK(same_range(fd, out, sparse_ext[i].off, sparse_ext[i].len),
+		      "data extent %zu differs", i);
+	/* Everything else is a hole: each data region of the output lies in
+	 * the image's data. */
+	for (off_t at = 0;;) {
+		off_t d = lseek(out, at, SEEK_DATA);
+		if (d < 0)
+			break;
+		off_t h = lseek(out, d, SEEK_HOLE);
+		REQUIRE(h > d, "SEEK_HOLE");
+		CHECK(in_data((uint64_t)d, (uint64_t)(h - d)), "the pulled file has data at %lld..%lld",
+		      (long long)d, (long long)h);
+		at = h;
+	}
+	close(out);
+
+	struct ss_verify_opts vo = {.size = sizeof(vo), .snapshot = snap};
+	r = ss_verify(&vo, &cfg, NULL, err, sizeof(err));
+	CHECK(r == 0, "the sparse snapshot verifies: %s", err);
+	close(fd);
+	char cmd[400];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	CHECK(system(cmd) == 0, "rm %s", dir);
 }
 
 /* --- a: follow mode with a growing file table --------------------------- */
@@ -409,6 +606,7 @@ static const struct {
 	{"no-cctx", test_no_cctx},
 	{"loop-failure", test_loop_failure_drains},
 	{"follow-many", test_follow_many_files},
+	{"sparse", test_sparse},
 };
 
 /* test_push [name...]: the cases named, or all. */

@@ -1,7 +1,7 @@
 /* core — what every part of the engine shares (docs/DESIGN.md, "Module
  * map"): the effective configuration, snapshot locations, object calls,
  * the store (its packs, index objects, refs and config object), chunk ids
- * (chunkid.h), frames (frame.h), gc's records, and reading a range of a
+ * (chunkid.h), frames (frame.h), whole-file digests (fdigest.h), gc's records, and reading a range of a
  * pack (range.c). The write path (push/), the read path (pull/) and the
  * maintenance commands (admin/) build on it; it depends on none of them. */
 #ifndef SS_ENGINE_CORE_H
@@ -10,6 +10,7 @@
 #include "backend.h"
 #include "chunker.h"
 #include "chunkid.h"
+#include "fdigest.h"
 #include "frame.h"
 #include "loop.h"
 #include "manifest.h"

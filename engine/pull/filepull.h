@@ -72,7 +72,7 @@ struct ofile {
 	size_t frontier;           /* extents [0, frontier) are written */
 	size_t hashed;             /* extents [0, hashed) are hashed */
 	uint64_t hashed_off;
-	XXH3_state_t *hs;
+	struct ss_fdigest *hs;   /* as the manifest's format defines it */
 	bool hashing, verified;
 	struct htask ht;
 };

@@ -93,10 +93,9 @@ int pull_create_outputs(struct pull *P)
 	for (size_t i = 0; i < m->nfiles; i++) {
 		P->files[i].fd = -1;
 		P->files[i].done = calloc(m->files[i].next ? m->files[i].next : 1, 1);
-		P->files[i].hs = XXH3_createState();
+		P->files[i].hs = ss_fdigest_new(m->format_major);
 		if (!P->files[i].done || !P->files[i].hs)
 			return -ENOMEM;
-		XXH3_128bits_reset(P->files[i].hs);
 	}
 	if (!m->root_is_dir) {
 		int fd = mkostemp(P->tmp, O_CLOEXEC);
@@ -152,9 +151,10 @@ int pull_create_outputs(struct pull *P)
 	return 0;
 }
 
-/* Hash extents [from, to) of a file: zero runs from memory, the rest from
- * a read-only mapping of the file, so the digest proves what is on disk
- * without copying it back (hole pages are never touched). */
+/* Hash extents [from, to) of a file: zero runs by their length, the rest
+ * from a read-only mapping of the file, so the digest proves what is on
+ * disk without copying it back. Only the chunks' span is mapped and only
+ * chunks are touched: a hole is never read back. */
 static void hash_work(struct ss_task *task, void *wp)
 {
 	(void)wp;
@@ -162,12 +162,16 @@ static void hash_work(struct ss_task *task, void *wp)
 	struct pull *P = h->P;
 	struct ss_mfile *f = &P->m->files[h->file];
 	struct ofile *o = &P->files[h->file];
-	static const uint8_t zeros[65536];
-	uint64_t end = h->off;
-	for (size_t e = h->from; e < h->to; e++)
-		end += f->ext[e].len;
-	uint64_t base = h->off & ~(uint64_t)4095;
-	size_t maplen = (size_t)(end - base);
+	uint64_t first = UINT64_MAX, end = 0, off = h->off;
+	for (size_t e = h->from; e < h->to; e++) {
+		if (f->ext[e].chunk) {
+			first = SS_MIN(first, off);
+			end = off + f->ext[e].len;
+		}
+		off += f->ext[e].len;
+	}
+	uint64_t base = first & ~(uint64_t)4095;
+	size_t maplen = first < end ? (size_t)(end - base) : 0;
 	uint8_t *map = NULL;
 	h->err = 0;
 	if (maplen) {
@@ -178,26 +182,28 @@ static void hash_work(struct ss_task *task, void *wp)
 		}
 		madvise(map, maplen, MADV_SEQUENTIAL);
 	}
-	uint64_t off = h->off;
-	for (size_t e = h->from; e < h->to; e++) {
+	off = h->off;
+	for (size_t e = h->from; e < h->to;) {
 		uint64_t len = f->ext[e].len;
-		if (f->ext[e].chunk) {
-			XXH3_128bits_update(o->hs, map + (off - base), (size_t)len);
-		} else {
-			for (uint64_t left = len; left;) {
-				size_t k = (size_t)SS_MIN(left, sizeof(zeros));
-				XXH3_128bits_update(o->hs, zeros, k);
-				left -= k;
-			}
+		if (!f->ext[e].chunk) {
+			ss_fdigest_zero(o->hs, len);
+			off += len;
+			e++;
+			continue;
 		}
-		off += len;
+		/* Neighbouring chunks in one call: no page is split between
+		 * calls, so none is copied. */
+		uint64_t at = off;
+		while (e < h->to && f->ext[e].chunk)
+			off += f->ext[e++].len;
+		ss_fdigest_data(o->hs, map + (at - base), (size_t)(off - at));
 	}
 	if (map)
 		munmap(map, maplen);
 	if (h->to == f->next) {
-		XXH128_canonical_t c;
-		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(o->hs));
-		if (memcmp(c.digest, f->digest, 16) != 0)
+		uint8_t d[16];
+		ss_fdigest_final(o->hs, d);
+		if (memcmp(d, f->digest, 16) != 0)
 			h->err = -EBADMSG;
 	}
 	h->off = off;

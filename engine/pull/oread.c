@@ -67,12 +67,9 @@ struct ss_oread {
 	uint64_t coff;
 	bool cursor_done;
 	/* The digest of the file being delivered. */
-	XXH3_state_t *hs;
+	struct ss_fdigest *hs;
 	uint32_t hfile;
-	uint8_t *zeros;
 };
-
-#define ZEROS_LEN (64u << 10)
 
 void ss_oread_fail(struct ss_oread *R, int code, const char *fmt, ...)
 {
@@ -370,30 +367,31 @@ static int hash_unit(struct ss_oread *R, struct ounit *u)
 {
 	const struct ss_mfile *f = &R->m->files[u->v.file];
 	if (u->v.e0 == 0) {
-		XXH3_128bits_reset(R->hs);
+		ss_fdigest_reset(R->hs);
 		R->hfile = u->v.file;
 	}
-	for (size_t e = u->v.e0; e < u->v.e1; e++) {
+	for (size_t e = u->v.e0; e < u->v.e1;) {
 		const uint8_t *p = u->ptr[e - u->v.e0];
-		uint64_t len = f->ext[e].len;
-		if (p) {
-			XXH3_128bits_update(R->hs, p, (size_t)len);
-			R->o->st->chunks++;
-		} else {
+		uint64_t len = f->ext[e++].len;
+		if (!p) {
 			R->o->prog->zero_bytes += len;
-			for (uint64_t left = len; left;) {
-				size_t k = (size_t)SS_MIN(left, ZEROS_LEN);
-				XXH3_128bits_update(R->hs, R->zeros, k);
-				left -= k;
-			}
+			ss_fdigest_zero(R->hs, len);
+			continue;
 		}
+		R->o->st->chunks++;
+		/* Chunks that lie side by side in memory in one call. */
+		while (e < u->v.e1 && u->ptr[e - u->v.e0] == p + len) {
+			len += f->ext[e++].len;
+			R->o->st->chunks++;
+		}
+		ss_fdigest_data(R->hs, p, (size_t)len);
 	}
 	R->o->prog->bytes_done += u->v.len;
 	if (u->v.e1 < f->next)
 		return 0;
-	XXH128_canonical_t c;
-	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(R->hs));
-	if (memcmp(c.digest, f->digest, 16) != 0) {
+	uint8_t d[16];
+	ss_fdigest_final(R->hs, d);
+	if (memcmp(d, f->digest, 16) != 0) {
 		ss_oread_fail(R, -EBADMSG,
 			      "snapshot %s: file '%s' (%llu bytes, from offset 0) does not match its "
 			      "recorded digest although every chunk did (tampered manifest?)",
@@ -436,9 +434,8 @@ static int setup(struct ss_oread *R)
 	R->mem = ss_map_alloc(R->mem_len);
 	R->units = calloc(R->nunits, sizeof(*R->units));
 	R->by_seq = calloc(R->nunits, sizeof(*R->by_seq));
-	R->hs = XXH3_createState();
-	R->zeros = calloc(1, ZEROS_LEN);
-	if (!R->mem || !R->units || !R->by_seq || !R->hs || !R->zeros)
+	R->hs = ss_fdigest_new(R->m->format_major);
+	if (!R->mem || !R->units || !R->by_seq || !R->hs)
 		return -ENOMEM;
 	for (unsigned i = 0; i < R->nunits; i++) {
 		struct ounit *u = &R->units[i];
@@ -511,8 +508,7 @@ int ss_oread_run(const struct ss_oread_opts *o, struct ss_err *err)
 	free(R->units);
 	free(R->by_seq);
 	ss_map_free(R->mem, R->mem_len);
-	XXH3_freeState(R->hs);
-	free(R->zeros);
+	ss_fdigest_free(R->hs);
 	free(R);
 	return r;
 }

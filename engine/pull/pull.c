@@ -478,7 +478,7 @@ out:
 				if (P->files[i].fd >= 0)
 					close(P->files[i].fd);
 				free(P->files[i].done);
-				XXH3_freeState(P->files[i].hs);
+				ss_fdigest_free(P->files[i].hs);
 			}
 		if (r && P->tmp && P->tmp[0])
 			pull_rm_tree(P->tmp);

@@ -39,6 +39,17 @@ struct newc {
 
 struct push;
 
+/* The parts of a segment that are read: the rest of it lies in holes of
+ * the source (SEEK_HOLE), zero without being read (docs/DESIGN.md,
+ * "Sparse sources"). Windows are page-aligned, or end at the file's end,
+ * in order and apart. A segment with more data extents than it has
+ * windows reads from its last window to its end, holes and all. */
+#define SEG_MAX_WIN 8
+
+struct swin {
+	uint32_t off, len;      /* within the segment */
+};
+
 struct seg {
 	struct ss_task task;    /* worker: seg_work; loop: seg_done */
 	struct ss_op rop;       /* read completions */
@@ -49,7 +60,10 @@ struct seg {
 	 * holds pointers, and a worker never indexes it. */
 	struct pfile *pf;
 	uint64_t off;
-	uint32_t len, got;
+	uint32_t len;
+	struct swin win[SEG_MAX_WIN];
+	uint32_t nwin;          /* 0: all hole, nothing to read */
+	uint32_t rwin, got;     /* the window being read, its bytes so far */
 	uint64_t seq;
 	uint8_t *buf;
 	uint8_t *out;
@@ -74,8 +88,14 @@ struct pfile {
 	uint32_t mode;
 	int64_t mtime_ns;
 	int fd;
-	XXH3_state_t *hs;
+	struct ss_fdigest *hs;
 	uint8_t digest[16];
+	/* Where the file has data (SEEK_DATA, SEEK_HOLE), learnt as reads are
+	 * issued: [map_from, map_data) is a hole and [map_data, map_hole)
+	 * data. dense: nothing to learn (fully allocated, or a file system
+	 * that cannot tell): every byte is read. */
+	uint64_t map_from, map_data, map_hole;
+	bool dense;
 	uint64_t *seqs;          /* the file's segments, in file order */
 	size_t nseqs, seqs_cap;
 	uint64_t read_off;
@@ -163,6 +183,11 @@ int push_follow_poll(struct push *P);
 int push_cmp_pfile(const void *a, const void *b);
 /* Free a file record (closing its descriptor); NULL is a no-op. */
 void push_pfile_free(struct pfile *f);
+/* Plan s, f's next segment from f->read_off, when bytes up to lim may be
+ * read (final: lim is the file's size): its offset, length and data
+ * windows. A unit with data is one segment (seg_size, or the tail); a run
+ * of units with none is one segment of up to 2 GiB with no window. */
+void push_plan_seg(struct push *P, struct pfile *f, struct seg *s, uint64_t lim, bool final);
 
 /* seg.c: the workers' contexts (arg: the push) and their task; a frame
  * compressed with a worker's context (ss_frame_compress). */

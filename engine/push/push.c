@@ -1,9 +1,10 @@
 /* Push: files → segments read through io_uring → workers (zero pages,
  * FastCDC, XXH3-128, dedup, zstd) → packs → store → manifest, last.
  *
- * The loop thread reads fixed-size segments with many reads in flight,
- * hashes each file's bytes in order for its whole-file digest, and hands
- * each segment to a worker. Segments are independent units of chunking
+ * The loop thread reads fixed-size segments with many reads in flight
+ * (only their data: holes of a sparse source are never read), hashes each
+ * file's bytes in order for its whole-file digest, and hands each segment
+ * to a worker. Segments are independent units of chunking
  * (extents never cross a segment boundary), so workers need no carry-over
  * between them. A worker returns the segment's extents and its new chunks,
  * already compressed; the loop copies those into the current pack and
@@ -115,11 +116,24 @@ static void dispatch_ready(struct push *P)
 			return;
 		*slot = NULL;
 		struct pfile *f = s->pf;
-		XXH3_128bits_update(f->hs, s->buf, s->len);
+		/* Holes go into the digest as lengths, never as bytes. */
+		uint32_t at = 0;
+		for (uint32_t w = 0; w < s->nwin; w++) {
+			ss_fdigest_zero(f->hs, s->win[w].off - at);
+			ss_fdigest_data(f->hs, s->buf + s->win[w].off, s->win[w].len);
+			at = s->win[w].off + s->win[w].len;
+		}
+		ss_fdigest_zero(f->hs, s->len - at);
 		P->prog.bytes_done += s->len;
 		P->next_hash_seq++;
 		P->tasks_inflight++;
-		ss_pool_submit(P->pool, &s->task);
+		if (s->nwin) {
+			ss_pool_submit(P->pool, &s->task);
+		} else {
+			/* All hole: one zero run, no worker needed. */
+			push_seg_work(&s->task, NULL);
+			seg_done(&s->task.op, 0);
+		}
 	}
 }
 
@@ -127,11 +141,12 @@ static void read_submit(struct push *P, struct seg *s)
 {
 	struct io_uring_sqe *sqe = ss_loop_sqe(P->b.loop, &s->rop);
 	struct pfile *f = s->pf;
+	const struct swin *w = &s->win[s->rwin];
+	uint32_t at = w->off + s->got, len = w->len - s->got;
 	if (P->fixed_bufs)
-		io_uring_prep_read_fixed(sqe, f->fd, s->buf + s->got, s->len - s->got,
-					 s->off + s->got, (int)s->idx);
+		io_uring_prep_read_fixed(sqe, f->fd, s->buf + at, len, s->off + at, (int)s->idx);
 	else
-		io_uring_prep_read(sqe, f->fd, s->buf + s->got, s->len - s->got, s->off + s->got);
+		io_uring_prep_read(sqe, f->fd, s->buf + at, len, s->off + at);
 	P->reads_inflight++;
 }
 
@@ -141,7 +156,7 @@ static void read_done(struct ss_op *op, int res)
 	struct push *P = s->P;
 	P->reads_inflight--;
 	struct pfile *f = s->pf;
-	if (res < 0 || (res == 0 && s->got < s->len)) {
+	if (res < 0 || res == 0) {
 		if (!P->pipe.failed) {
 			P->pipe.failed = true;
 			if (res < 0)
@@ -162,7 +177,11 @@ static void read_done(struct ss_op *op, int res)
 		P->free_segs = s;
 		return;
 	}
-	if (s->got < s->len) {
+	if (s->got == s->win[s->rwin].len && s->rwin + 1 < s->nwin) {
+		s->rwin++;
+		s->got = 0;
+	}
+	if (s->got < s->win[s->rwin].len) {
 		read_submit(P, s);
 		return;
 	}
@@ -195,7 +214,8 @@ static int note_seq(struct push *P, struct pfile *f, uint64_t seq)
 }
 
 /* Start reads for free segments: files in order, each front to back. A
- * segment is read whole, or as the end of a file whose size is final. */
+ * segment is a whole seg_size unit, or the end of a file whose size is
+ * final, or a run of units that are all hole (push_plan_seg). */
 static void issue_reads(struct push *P)
 {
 	uint64_t ss = P->b.cfg.chunk.seg_size;
@@ -213,14 +233,18 @@ static void issue_reads(struct push *P)
 			P->next_seq++;
 			P->free_segs = s->next_free;
 			s->pf = f;
-			s->off = f->read_off;
-			s->len = (uint32_t)SS_MIN(ss, (P->writer_done ? f->size : f->avail) - f->read_off);
-			s->got = 0;
+			push_plan_seg(P, f, s, P->writer_done ? f->size : f->avail, P->writer_done);
+			s->rwin = s->got = 0;
 			s->seq = seq;
 			s->err = 0;
 			ss_err_clear(&s->werr);
 			f->read_off += s->len;
-			read_submit(P, s);
+			if (s->nwin) {
+				read_submit(P, s);
+			} else {
+				P->hold[seq % P->nsegs] = s;
+				dispatch_ready(P);
+			}
 		}
 		/* Outside follow mode a file is done once all of it is issued. */
 		if (P->writer_done && i == P->rd_file && f->read_off >= f->size)
@@ -475,11 +499,8 @@ int ss_push_impl(const struct ss_push_opts *opts, const struct ss_config_in *con
 	}
 	if ((r = run_pipeline(P)) || (r = push_resolve_foreign(P)))
 		goto out;
-	for (size_t i = 0; i < P->nfiles; i++) {
-		XXH128_canonical_t c;
-		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(P->files[i]->hs));
-		memcpy(P->files[i]->digest, c.digest, 16);
-	}
+	for (size_t i = 0; i < P->nfiles; i++)
+		ss_fdigest_final(P->files[i]->hs, P->files[i]->digest);
 	if ((r = P->follow ? push_check_followed(P) : push_check_unchanged(P)))
 		goto out;
 	/* Files found while following are in discovery order; a manifest

@@ -21,7 +21,8 @@
  * instead of producing a snapshot of bytes that never existed together. */
 /* Re-reading a followed image after its writer exited, to prove that what
  * was chunked is what the file now holds: every chunk extent must hash to
- * its id again and every zero run must still be zero. Extents never cross
+ * its id again and every zero run must still be zero (its holes are not
+ * read: they are zero). Extents never cross
  * segments, so the segments are checked in parallel, which halves the tail
  * of a push that follows a checkpointer (the whole image is re-read). */
 struct recheck_item {
@@ -40,12 +41,12 @@ struct recheck {
 	atomic_int err;         /* -errno of a failed read */
 };
 
-static int recheck_segment(struct recheck *rc, const struct recheck_item *it, uint8_t *buf)
+/* Read exactly len bytes at off: 0, 1 when the file is now shorter, or
+ * -errno. */
+static int read_full(const struct pfile *f, uint8_t *buf, uint64_t len, uint64_t off)
 {
-	struct push *P = rc->P;
-	const struct pfile *f = P->files[it->file];
-	for (uint64_t got = 0; got < it->len;) {
-		ssize_t n = pread(f->fd, buf + got, (size_t)(it->len - got), (off_t)(it->off + got));
+	for (uint64_t got = 0; got < len;) {
+		ssize_t n = pread(f->fd, buf + got, (size_t)(len - got), (off_t)(off + got));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
@@ -54,22 +55,79 @@ static int recheck_segment(struct recheck *rc, const struct recheck_item *it, ui
 			return 1;   /* shorter than it was */
 		got += (uint64_t)n;
 	}
+	return 0;
+}
+
+/* Whether [off, off + len) of f is still all zero: 0 yes, 1 no, or
+ * -errno. Only its data is read (through buf, cap bytes at a time): a
+ * hole is zero, whatever its length. */
+static int still_zero(const struct pfile *f, uint64_t off, uint64_t len, uint8_t *buf, size_t cap)
+{
+	const uint64_t end = off + len;
+	while (off < end) {
+		uint64_t d = off, h = end;
+		if (!f->dense) {
+			off_t x = lseek(f->fd, (off_t)off, SEEK_DATA);
+			if (x < 0 && errno == ENXIO)
+				return 0;   /* a hole to the end of the file */
+			if (x >= 0) {
+				off_t y = lseek(f->fd, x, SEEK_HOLE);
+				d = SS_MAX((uint64_t)x, off);
+				h = y > x ? (uint64_t)y : end;
+			}
+		}
+		if (d >= end)
+			return 0;
+		h = SS_MIN(h, end);
+		for (uint64_t pos = d; pos < h;) {
+			size_t n = (size_t)SS_MIN((uint64_t)cap, h - pos);
+			int r = read_full(f, buf, n, pos);
+			if (r)
+				return r;
+			if (!ss_is_zero(buf, n))
+				return 1;
+			pos += n;
+		}
+		off = h;
+	}
+	return 0;
+}
+
+static int recheck_segment(struct recheck *rc, const struct recheck_item *it, uint8_t *buf)
+{
+	struct push *P = rc->P;
+	const struct pfile *f = P->files[it->file];
+	const size_t cap = P->b.cfg.chunk.seg_size;
 	const struct segext *se = &P->seg_ext[it->seq];
 	uint64_t at = 0;
-	for (uint32_t k = 0; k < se->n; k++) {
+	for (uint32_t k = 0; k < se->n;) {
 		const struct sext *e = &se->ext[k];
-		if (at + e->len > it->len)
-			return 1;
+		int r;
 		if (e->slot == SS_SLOT_NONE) {
-			if (!ss_is_zero(buf + at, e->len))
-				return 1;
-		} else {
-			uint8_t id[16];
-			ss_chunk_id(&P->b.cfg.ids, buf + at, e->len, id);
-			if (memcmp(id, ss_dedup_entry(P->b.dedup, e->slot)->id, 16) != 0)
-				return 1;
+			if ((r = still_zero(f, it->off + at, e->len, buf, cap)))
+				return r;
+			at += e->len;
+			k++;
+			continue;
 		}
-		at += e->len;
+		/* Neighbouring chunks are read at once (a chunk is at most
+		 * max_size <= seg_size bytes). */
+		uint32_t k2 = k;
+		uint64_t n = 0;
+		while (k2 < se->n && se->ext[k2].slot != SS_SLOT_NONE && n + se->ext[k2].len <= cap)
+			n += se->ext[k2++].len;
+		if (k2 == k)
+			return 1;   /* a chunk larger than a segment: not ours */
+		if ((r = read_full(f, buf, n, it->off + at)))
+			return r;
+		for (uint64_t b = 0; k < k2; k++) {
+			uint8_t id[16];
+			ss_chunk_id(&P->b.cfg.ids, buf + b, se->ext[k].len, id);
+			if (memcmp(id, ss_dedup_entry(P->b.dedup, se->ext[k].slot)->id, 16) != 0)
+				return 1;
+			b += se->ext[k].len;
+		}
+		at += n;
 	}
 	return at == it->len ? 0 : 1;
 }

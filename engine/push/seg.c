@@ -175,7 +175,7 @@ static void frame_flush(struct wctx *w, struct seg *s)
  * not trusted. The result is always what ss_chunk_next would return; the
  * engine test checks that. Returns true with *e and *id filled. */
 static bool guide_next(struct push *P, const struct pfile *f, const struct seg *s, size_t off,
-		       size_t *k, struct ss_extent *e, XXH128_canonical_t *id)
+		       size_t we, size_t *k, struct ss_extent *e, XXH128_canonical_t *id)
 {
 	const struct ss_mfile *gf = f->gf;
 	if (!gf)
@@ -186,15 +186,16 @@ static bool guide_next(struct push *P, const struct pfile *f, const struct seg *
 	if (*k >= gf->next || f->gstart[*k] != x || !gf->ext[*k].chunk)
 		return false;
 	uint64_t len = gf->ext[*k].len;
-	if (off + len > s->len)
-		return false;
+	if (off + len > we)
+		return false;   /* past the segment, or into a hole */
 	if (off + len < s->len) {
 		/* The new data goes on past the cut: the parent's cut must not
-		 * have been forced by its end or by a zero page now gone. */
+		 * have been forced by its end or by a zero page now gone (a
+		 * hole that follows is zero). */
 		if (*k + 1 >= gf->next)
 			return false;
-		if (!gf->ext[*k + 1].chunk) {
-			size_t z = SS_MIN((size_t)SS_PAGE_SIZE, s->len - off - len);
+		if (!gf->ext[*k + 1].chunk && off + len < we) {
+			size_t z = SS_MIN((size_t)SS_PAGE_SIZE, we - off - len);
 			if (!ss_is_zero(s->buf + off + len, z))
 				return false;
 		}
@@ -248,13 +249,31 @@ void push_seg_work(struct ss_task *t, void *wp)
 		else
 			hi = mid;
 	}
+	uint32_t wi = 0;
 	while (off < s->len) {
+		/* Up to the next window, or the end: a hole of the source, zero
+		 * and not read. */
+		size_t ws = wi < s->nwin ? s->win[wi].off : s->len;
+		if (off < ws) {
+			s->zero_bytes += ws - off;
+			if ((r = seg_add_ext(s, (uint32_t)(ws - off), SS_SLOT_NONE)))
+				break;
+			off = ws;
+			continue;
+		}
+		size_t we = (size_t)s->win[wi].off + s->win[wi].len;
+		if (off >= we) {
+			wi++;
+			continue;
+		}
+		/* A window's end cuts as the segment's end does: a hole that
+		 * follows starts with a zero page, which would end the chunk
+		 * there, so the extents are those of the same bytes read whole. */
 		struct ss_extent e;
 		XXH128_canonical_t c;
-		bool hashed = guide_next(P, f, s, off, &k, &e, &c);
+		bool hashed = guide_next(P, f, s, off, we, &k, &e, &c);
 		if (!hashed) {
-			r = ss_chunk_next(&P->chunker, s->buf + off, s->len - off, s->off + off, true,
-					  &e);
+			r = ss_chunk_next(&P->chunker, s->buf + off, we - off, s->off + off, true, &e);
 			if (r != 1) {
 				r = r < 0 ? r : -EIO;
 				break;

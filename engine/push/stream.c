@@ -61,7 +61,7 @@ struct spush {
 	struct ss_pipe pipe;        /* the first failure; parked frames */
 	struct ss_stats *st;
 
-	XXH3_state_t *hs;
+	struct ss_fdigest *hs;
 	uint64_t total, chunk_bytes;
 	/* Reading */
 	struct ss_op rop;
@@ -295,7 +295,7 @@ static void feed(struct spush *P)
 		P->eof = true;
 		r = ss_chunk_stream_finish(P->cs, emit, P);
 	} else {
-		XXH3_128bits_update(P->hs, P->rbuf, (size_t)res);
+		ss_fdigest_data(P->hs, P->rbuf, (size_t)res);
 		P->total += (uint64_t)res;
 		r = ss_chunk_stream_feed(P->cs, P->rbuf, (size_t)res, emit, P);
 	}
@@ -348,7 +348,7 @@ static int run(struct spush *P)
 
 static int setup(struct spush *P)
 {
-	P->hs = XXH3_createState();
+	P->hs = ss_fdigest_new(SS_MANIFEST_MAJOR);
 	P->cs = ss_chunk_stream_new(&P->chunker);
 	P->rbuf = ss_map_alloc(READ_SIZE);
 	/* One read's chunks, plus what the chunker held back (at most a
@@ -363,7 +363,6 @@ static int setup(struct spush *P)
 	P->frames = calloc(P->nframes, sizeof(*P->frames));
 	if (!P->hs || !P->cs || !P->rbuf || !P->stage || !P->sq || !P->frames)
 		return -ENOMEM;
-	XXH3_128bits_reset(P->hs);
 	P->fcap = 2 * (P->b.cfg.frame_max / SS_PAGE_SIZE) + 4;
 	uint32_t fcap = P->fcap;
 	for (unsigned i = 0; i < P->nframes; i++) {
@@ -420,10 +419,10 @@ static int build_manifest(struct spush *P, const char *name, struct ss_manifest 
 	struct ss_mbuild *b = NULL;
 	int r = ss_mbuild_new(&P->b.cfg, P->opts, P->b.store, P->b.dedup, false, &b);
 	if (!r) {
-		XXH128_canonical_t d;
-		XXH128_canonicalFromHash(&d, XXH3_128bits_digest(P->hs));
+		uint8_t d[16];
+		ss_fdigest_final(P->hs, d);
 		/* A stream has no mode or mtime of its own. */
-		r = ss_mbuild_file(b, name, P->total, 0644, ss_mbuild_created_ns(b), d.digest,
+		r = ss_mbuild_file(b, name, P->total, 0644, ss_mbuild_created_ns(b), d,
 				   P->next);
 	}
 	for (size_t i = 0; !r && i < P->next; i++)
@@ -508,7 +507,7 @@ out:
 		st->logical_bytes = P->total;
 		st->dedup_bytes = P->chunk_bytes - st->new_raw_bytes;
 		free(P->ext);
-		XXH3_freeState(P->hs);
+		ss_fdigest_free(P->hs);
 		ss_pushbase_close(&P->b, st);
 	}
 	ss_manifest_free(m);

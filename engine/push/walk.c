@@ -1,5 +1,6 @@
 /* ss_push's sources: walking a directory (or taking one file) into the
- * file table, and in follow mode rescanning it while a writer adds to it. */
+ * file table, in follow mode rescanning it while a writer adds to it, and
+ * where each file has data, so that its holes are never read. */
 #include "filepush.h"
 
 #include <dirent.h>
@@ -46,10 +47,12 @@ static int add_file(struct push *P, const char *path, const char *name, const st
 	f->fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (f->fd < 0)
 		return ss_err_set(P->pipe.err, -errno, "cannot open %s: %s", path, strerror(errno));
-	f->hs = XXH3_createState();
+	f->hs = ss_fdigest_new(SS_MANIFEST_MAJOR);
 	if (!f->hs)
 		return -ENOMEM;
-	XXH3_128bits_reset(f->hs);
+	/* A file with as many bytes allocated as it is long has no holes to
+	 * look for; a followed one is still growing. */
+	f->dense = !P->follow && (uint64_t)st->st_blocks * 512 >= f->size;
 	/* Tell the kernel we read each file once, front to back. */
 	posix_fadvise(f->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	return 0;
@@ -61,7 +64,7 @@ void push_pfile_free(struct pfile *f)
 		return;
 	if (f->fd >= 0)
 		close(f->fd);
-	XXH3_freeState(f->hs);
+	ss_fdigest_free(f->hs);
 	free(f->gstart);
 	free(f->seqs);
 	free(f->path);
@@ -227,4 +230,84 @@ int push_follow_poll(struct push *P)
 	}
 	P->writer_done = done;
 	return 0;
+}
+
+/* ---------------------------------------------------------------- holes */
+
+/* The first data of f at or after pos, as [*d, *h) with *d >= pos; *d >=
+ * end when there is none before end (what may be read now). The file
+ * system tells (SEEK_DATA, SEEK_HOLE), and its answer is kept, so each
+ * data extent costs two lseeks. Where it cannot tell, all is data: a file
+ * system without SEEK_DATA reports the whole file as data, and an error
+ * (EINVAL, EOPNOTSUPP) makes the file dense. ENXIO is no data up to end. */
+static void next_data(struct pfile *f, uint64_t pos, uint64_t end, uint64_t *d, uint64_t *h)
+{
+	if (!f->dense && (pos < f->map_from || pos >= f->map_hole)) {
+		off_t x = lseek(f->fd, (off_t)pos, SEEK_DATA);
+		off_t y = x >= 0 ? lseek(f->fd, x, SEEK_HOLE) : -1;
+		if (x < 0 && errno == ENXIO) {
+			f->map_from = pos;
+			f->map_data = f->map_hole = end;
+		} else if (x < 0 || (uint64_t)x < pos || y <= x) {
+			f->dense = true;
+		} else {
+			f->map_from = pos;
+			f->map_data = (uint64_t)x;
+			f->map_hole = (uint64_t)y;
+		}
+	}
+	if (f->dense) {
+		*d = pos;
+		*h = UINT64_MAX;
+		return;
+	}
+	*d = SS_MAX(pos, f->map_data);
+	*h = f->map_hole;
+}
+
+/* All-hole segments stay below 2 GiB: extents and lengths are 32-bit. */
+#define HOLE_SEG_MAX (1ull << 31)
+
+void push_plan_seg(struct push *P, struct pfile *f, struct seg *s, uint64_t lim, bool final)
+{
+	const uint64_t ss = P->b.cfg.chunk.seg_size;
+	const uint64_t off = f->read_off;
+	uint64_t end = off + SS_MIN(ss, lim - off);
+	uint64_t d, h;
+	next_data(f, off, lim, &d, &h);
+	s->off = off;
+	s->nwin = 0;
+	/* Windows are whole pages, so a hole shorter than one is read. */
+	if (d < lim)
+		d &= ~(uint64_t)(SS_PAGE_SIZE - 1);
+	if (d >= end) {
+		/* No data in this unit: it and every whole unit the hole
+		 * covers are one segment, the tail too once the size is final. */
+		uint64_t hend = SS_MIN(d, lim);
+		uint64_t n = final && hend == lim ? lim - off : (hend - off) / ss * ss;
+		uint64_t cap = SS_MAX(HOLE_SEG_MAX / ss, 1) * ss;
+		s->len = (uint32_t)SS_MIN(n, cap);
+		return;
+	}
+	s->len = (uint32_t)(end - off);
+	for (uint64_t pos = off; pos < end;) {
+		if (pos != off) {
+			next_data(f, pos, lim, &d, &h);
+			if (d >= end)
+				break;
+			d &= ~(uint64_t)(SS_PAGE_SIZE - 1);
+		}
+		uint64_t we = h >= end ? end : SS_MIN(SS_ALIGN_UP(h, SS_PAGE_SIZE), end);
+		struct swin *last = s->nwin ? &s->win[s->nwin - 1] : NULL;
+		if (last && off + last->off + last->len == d) {
+			last->len = (uint32_t)(we - off - last->off);
+		} else if (s->nwin == SEG_MAX_WIN) {
+			/* Too fragmented to read piece by piece: read the rest. */
+			last->len = (uint32_t)(end - off - last->off);
+			break;
+		} else {
+			s->win[s->nwin++] = (struct swin){(uint32_t)(d - off), (uint32_t)(we - d)};
+		}
+		pos = we;
+	}
 }
