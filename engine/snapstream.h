@@ -303,7 +303,10 @@ struct ss_file_info {
 	uint64_t bytes;             /* the file's size */
 	uint32_t mode;
 	int64_t mtime_ns;
-	char digest[33];            /* XXH3-128, hex; what xxh128sum prints */
+	/* The file's digest, hex: XXH3-128 with zero pages folded (format 2,
+	 * docs/DESIGN.md "File digests"), or of every byte (format 1, what
+	 * xxh128sum prints). */
+	char digest[33];
 	uint64_t zero_bytes;
 	uint64_t extents;
 };

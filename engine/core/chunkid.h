@@ -5,8 +5,8 @@
  * derived from that key, so that nobody without the key can compute the
  * id a piece of data will get, and so nobody can craft data whose chunk
  * collides with another tenant's chunk in that store (docs/SECURITY.md,
- * "Keyed chunk ids"). Whole-file digests stay plain XXH3-128, which is
- * what xxh128sum prints: they never decide what is shared.
+ * "Keyed chunk ids"). Whole-file digests stay unkeyed (fdigest.h), so
+ * anyone can compute them: they never decide what is shared.
  *
  * The key itself is never stored. A store's `config` object and every
  * manifest carry a 16-byte key check, HMAC-SHA256(key, label) cut to 16
