@@ -383,8 +383,9 @@ static struct ss_manifest *load_manifest(const char *snap)
 
 /* With a parent, push predicts cut points from the parent's extents. The
  * result must be exactly what chunking from scratch gives, including where
- * the parent's cuts were forced by a zero page that is now data, or by the
- * parent's end of file. */
+ * the parent's cuts were forced by a zero page that is now data, by the
+ * parent's end of file, or by a page chunk (a repeated page) that is an
+ * ordinary page now, and where a page of a parent's chunk repeats now. */
 static void test_guided_chunking(void)
 {
 	struct ss_config_in cfg = cfg_base(NULL);
@@ -419,6 +420,10 @@ static void test_guided_chunking(void)
 		if ((zero && rnd() % 4 == 0) || rnd() % 50 == 0)
 			for (int i = 0; i < 4096; i += 7)
 				p[i] = (uint8_t)rnd();
+		else if (rnd() % 40 == 0)
+			/* A copy of another page: pages unique in a repeat in
+			 * b, so b's page chunks are not a's. */
+			memcpy(p, buf + (size_t)(rnd() % (size / 4096)) * 4096, 4096);
 	}
 	for (size_t i = size; i < size + 100000; i++)
 		buf[i] = (uint8_t)rnd();

@@ -303,6 +303,8 @@ static void pools_free(struct push *P)
 		for (unsigned i = 0; i < P->nsegs; i++) {
 			free(P->segs[i].ext);
 			free(P->segs[i].nc);
+			free(P->segs[i].pcls);
+			free(P->segs[i].pid);
 		}
 	free(P->segs);
 	P->segs = NULL;
@@ -457,6 +459,12 @@ int ss_push_impl(const struct ss_push_opts *opts, const struct ss_config_in *con
 	if ((r = ss_pushbase_open(&P->b, opts, config, &st->requests, &err)))
 		goto out;
 	ss_chunker_init(&P->chunker, &P->b.cfg.chunk);
+	/* Remembering 2^21 pages (8 GiB of distinct data) costs at most
+	 * ~48 MiB; past that, pages are chunked like any other bytes. */
+	if ((r = ss_pageset_new((size_t)1 << 21, &P->pages))) {
+		ss_err_set(&err, r, "out of memory");
+		goto out;
+	}
 	if ((r = push_collect_files(P)))
 		goto out;
 	/* The store is opened, and its chunks learnt, only for a source that
@@ -471,6 +479,12 @@ int ss_push_impl(const struct ss_push_opts *opts, const struct ss_config_in *con
 	wops.arg = P;
 	if ((r = pools_init(P)) || (r = ss_pool_new(P->b.loop, P->b.cfg.threads, &wops, &P->pool))) {
 		ss_err_set(&err, r, "cannot allocate the push pipeline: %s", strerror(-r));
+		goto out;
+	}
+	/* A growing file cannot be counted ahead: pages met twice while
+	 * chunking become page chunks from their second copy on. */
+	if (!P->follow && (r = push_scan_pages(P))) {
+		ss_err_set(&err, r, "cannot count the pages: %s", strerror(-r));
 		goto out;
 	}
 	if ((r = run_pipeline(P)) || (r = push_resolve_foreign(P)))
@@ -525,6 +539,7 @@ out:
 			push_pfile_free(P->files[i]);
 		free(P->files);
 		ss_manifest_free(P->guide);
+		ss_pageset_free(P->pages);
 		ss_pushbase_close(&P->b, st);
 	}
 	ss_manifest_free(m);
