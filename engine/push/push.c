@@ -253,6 +253,15 @@ static int pools_init(struct push *P)
 	 * being chunked, one queued), so neither side starves the other. */
 	P->nsegs = P->b.cfg.read_depth + 2 * P->b.cfg.threads;
 	size_t ss = P->b.cfg.chunk.seg_size;
+	/* No more than the files have segments: a small image must not
+	 * fault in (and pin, registered) a pool sized for a large one.
+	 * Following a writer, the files' final sizes are unknown. */
+	if (!P->follow) {
+		uint64_t need = 0;
+		for (size_t i = 0; i < P->nfiles && need < P->nsegs; i++)
+			need += (P->files[i]->size + ss - 1) / ss;
+		P->nsegs = (unsigned)SS_MAX(1, SS_MIN((uint64_t)P->nsegs, need));
+	}
 	/* Output holds at most the segment's bytes (a chunk is never stored
 	 * larger than raw), plus zstd's worst-case slack for the last one. */
 	size_t os = SS_ALIGN_UP(ss + ZSTD_compressBound(P->b.cfg.frame_max) - P->b.cfg.frame_max,
