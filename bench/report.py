@@ -476,7 +476,7 @@ def runs_list(d, scale=1024.0, f="%.0f"):
 
 
 def samerun_section(res, st):
-    """Issue 14's same-run comparisons: every workload against zstd of the
+    """The same-run comparisons: every workload against zstd of the
     same file in the same run, as ratios taken per run."""
     wls = [n for n in res["workloads"] if wl_class(n)]
     if not any(per_run(st, n, "tmpfs", "snapstream", "cold") for n in wls):
@@ -558,14 +558,14 @@ def samerun_section(res, st):
     return L
 
 
-def issue14_targets(res, st):
-    """Issue 14's targets, each measured in this run: [(name, value,
-    target, pass or None when not measured, format)]."""
+def any_image_targets(res, st):
+    """The targets for memory speed on any image, each measured in this
+    run: [{name, value, target, pass (None: not measured), fmt, why}]."""
     out = []
     wls = res["workloads"]
 
     def add(name, value, goal, ok, f, why=None):
-        out.append({"name": name, "value": value, "target": goal, "fmt": f, "issue": 14,
+        out.append({"name": name, "value": value, "target": goal, "fmt": f, "set": "any image",
                     "pass": ok(value) if value is not None else None, "why": why})
 
     med = lambda v: v["median"] if v else None
@@ -629,10 +629,10 @@ def issue14_targets(res, st):
     return out
 
 
-def issue14_section(targets):
+def any_image_section(targets):
     if not targets:
         return []
-    L = ["## Targets: memory speed on any image, on any machine (issue 14)\n",
+    L = ["## Targets: memory speed on any image, on any machine\n",
          "Each target against this run's figures (same-run ratios, medians over the runs, "
          "tmpfs). Unmeasured rows say why.\n",
          "| target | value | goal | |", "|---|---|---|---|"]
@@ -677,9 +677,9 @@ def markdown(res, st, charts):
         L += workload_section(res, st, name, wl, charts)
     tl, targets = targets_section(res, st)
     L += tl
-    t14 = issue14_targets(res, st)
-    L += issue14_section(t14)
-    res["target_ratios"] = [{k: v for k, v in t.items() if k != "fmt"} for t in targets + t14]
+    t_any = any_image_targets(res, st)
+    L += any_image_section(t_any)
+    res["target_ratios"] = [{k: v for k, v in t.items() if k != "fmt"} for t in targets + t_any]
     if res["notes"] or res["failures"]:
         L.append("## Notes\n")
         L += ["- " + n for n in res["notes"]]
@@ -698,7 +698,7 @@ def readme_section(res):
     fill = lambda t: textwrap.fill(t, 76, break_on_hyphens=False, break_long_words=False) + "\n"
     L = ["## Benchmarks\n", "```sh",
          "bench/run --quick   # everyday: under two minutes, images included",
-         "bench/run --full    # the release figures below (~30-45 minutes on 2 cores)",
+         "bench/run --full    # the release figures below (~45 minutes on 2 cores)",
          "```\n",
          fill("A run writes `summary.md`, `results.json` and charts to `bench/reports/DATE-MODE/`; "
          "`bench/README.md` says what each workload, scenario and figure is. The peers are "

@@ -168,10 +168,12 @@ def sparse(gen, wd, logical, data, seed=1, extent_max=512):
     `data` bytes (page-granular content, zero pages included) are written,
     in extents of 1..extent_max pages scattered at random over the file;
     the rest are holes. Returns (the sparse file, the same data dense):
-    the dense file is the reference the sparse one is measured against."""
+    the dense file is the reference the sparse one is measured against.
+    The data's seed is seed + 10: other bytes than pages-64M's, one more
+    page-granular image measured against zstd."""
     dtag, ltag = fmt_size(data), fmt_size(logical)
     dense = os.path.join(wd, "dense-%s.img" % dtag)
-    rep = genimage(gen, wd, dense, size=data, seed=seed, extra=["--class", "pages"])
+    rep = genimage(gen, wd, dense, size=data, seed=seed + 10, extra=["--class", "pages"])
     rng = random.Random("%d/sparse/%d/%d" % (seed, logical, data))
     npages, ext = data // PAGE, []
     left = npages
@@ -198,7 +200,7 @@ def sparse(gen, wd, logical, data, seed=1, extent_max=512):
                  "a %s sparse file holding %s of data (ss-genimage --class pages --seed %d) in %d "
                  "extents of 1-%d pages scattered over it, the rest holes (%.1f MB allocated); "
                  "measured against dense-%s, the same data stored densely"
-                 % (ltag, dtag, seed, len(ext), extent_max, alloc / 1e6, dtag))
+                 % (ltag, dtag, seed + 10, len(ext), extent_max, alloc / 1e6, dtag))
     s.data_bytes = data
     d = Workload("dense-" + dtag, "%s dense (sparse-%s's data)" % (dtag, ltag), dense, [],
                  {"A": rep}, "the data of sparse-%s, stored densely: the reference for its "
