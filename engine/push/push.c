@@ -260,7 +260,12 @@ static int pools_init(struct push *P)
 		uint64_t need = 0;
 		for (size_t i = 0; i < P->nfiles && need < P->nsegs; i++)
 			need += (P->files[i]->size + ss - 1) / ss;
-		P->nsegs = (unsigned)SS_MAX(1, SS_MIN((uint64_t)P->nsegs, need));
+		/* A quarter of the segments in flight keeps two workers busy
+		 * on tmpfs or the page cache; the full depth is for images
+		 * large enough that their reads must run far ahead. */
+		uint64_t floor = 2 * (uint64_t)P->b.cfg.threads + 2;
+		P->nsegs = (unsigned)SS_MAX(1, SS_MIN((uint64_t)P->nsegs,
+						  SS_MIN(need, SS_MAX(floor, need / 4))));
 	}
 	/* Output holds at most the segment's bytes (a chunk is never stored
 	 * larger than raw), plus zstd's worst-case slack for the last one. */
