@@ -75,14 +75,8 @@ static int cmp_id(const void *a, const void *b)
 
 static int add_refd(struct gc *G, const uint8_t id[16])
 {
-	if (G->nrefd == G->refd_cap) {
-		size_t ncap = G->refd_cap ? G->refd_cap * 2 : 256;
-		void *a = realloc(G->refd, 16 * ncap);
-		if (!a)
-			return -ENOMEM;
-		G->refd = a;
-		G->refd_cap = ncap;
-	}
+	if (SS_GROW(G->refd, G->refd_cap, G->nrefd + 1, 256))
+		return -ENOMEM;
 	memcpy(G->refd[G->nrefd++], id, 16);
 	return 0;
 }
@@ -186,14 +180,8 @@ static int list(struct gc *G, const char *prefix, struct ss_keylist *kv)
 
 static int expired_add(struct gc *G, char *key)
 {
-	if (G->nexpired == G->expired_cap) {
-		size_t ncap = G->expired_cap ? G->expired_cap * 2 : 16;
-		void *a = realloc(G->expired, sizeof(*G->expired) * ncap);
-		if (!a)
-			return -ENOMEM;
-		G->expired = a;
-		G->expired_cap = ncap;
-	}
+	if (SS_GROW(G->expired, G->expired_cap, G->nexpired + 1, 16))
+		return -ENOMEM;
 	G->expired[G->nexpired++] = key;
 	return 0;
 }
@@ -290,15 +278,9 @@ static int list_packs(struct gc *G)
 		uint8_t id[16];
 		if (!base || ss_unhex(base + 1, id, 16))
 			continue;   /* not a pack */
-		if (G->npacks == G->packs_cap) {
-			size_t ncap = G->packs_cap ? G->packs_cap * 2 : 256;
-			void *a = realloc(G->packs, sizeof(*G->packs) * ncap);
-			if (!a) {
-				r = ss_err_set(G->err, -ENOMEM, "out of memory");
-				break;
-			}
-			G->packs = a;
-			G->packs_cap = ncap;
+		if (SS_GROW(G->packs, G->packs_cap, G->npacks + 1, 256)) {
+			r = ss_err_set(G->err, -ENOMEM, "out of memory");
+			break;
 		}
 		G->packs[G->npacks++] = (struct gpack){.size = kv.sizes[i]};
 		memcpy(G->packs[G->npacks - 1].id, id, 16);

@@ -94,14 +94,8 @@ static int add_ext(struct spush *P, uint64_t len, uint32_t slot)
 		P->ext[P->next - 1].len += len;
 		return 0;
 	}
-	if (P->next == P->ext_cap) {
-		size_t ncap = P->ext_cap ? P->ext_cap * 2 : 1024;
-		void *a = realloc(P->ext, sizeof(*P->ext) * ncap);
-		if (!a)
-			return -ENOMEM;
-		P->ext = a;
-		P->ext_cap = ncap;
-	}
+	if (SS_GROW(P->ext, P->ext_cap, P->next + 1, 1024))
+		return -ENOMEM;
 	P->ext[P->next++] = (struct sext){.len = len, .slot = slot};
 	return 0;
 }
