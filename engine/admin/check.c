@@ -489,8 +489,8 @@ static int run(struct check *C)
 {
 	const struct ss_check_opts *o = C->opts;
 	int r;
-	if ((r = ss_loop_new(256, &C->loop)))
-		return ss_err_set(C->err, r, "cannot set up io_uring: %s", strerror(-r));
+	if ((r = ss_loop_open(256, &C->loop, C->err)))
+		return r;
 	if ((r = ss_store_backend_open(o->store, C->loop, &C->cfg, &C->b, C->err)))
 		return r;
 	if (o->repair) {

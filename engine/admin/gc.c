@@ -543,10 +543,8 @@ int ss_gc_impl(const struct ss_gc_opts *opts, const struct ss_config_in *config,
 	G->no_grace = opts->grace_seconds < 0;
 	G->grace_ns = (opts->grace_seconds ? opts->grace_seconds : SS_GC_GRACE_DEFAULT_SECONDS) *
 		      (int64_t)1000000000;
-	if ((r = ss_loop_new(256, &G->loop))) {
-		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
+	if ((r = ss_loop_open(256, &G->loop, &err)))
 		goto out;
-	}
 	if ((r = ss_store_backend_open(opts->store, G->loop, &G->cfg, &G->b, &err)))
 		goto out;
 	/* No packs and no index: nothing to collect, and nothing is written

@@ -362,6 +362,10 @@ int ss_range_decode(const struct ss_rdec *w, const struct ss_rrun *run);
 
 /* --- entry points ------------------------------------------------------ */
 
+/* An entry point's loop of `entries` submission slots (ss_loop_new), a
+ * failure said in err. Returns 0 or -errno. */
+int ss_loop_open(unsigned entries, struct ss_loop **out, struct ss_err *err);
+
 /* The statistics an operation fills: the caller's st, or local when it
  * passed none; zeroed either way. */
 void *ss_stats_init(void *st, void *local, size_t size);

@@ -212,10 +212,8 @@ int ss_init_impl(const struct ss_init_opts *opts, const struct ss_config_in *con
 	}
 	if ((r = ss_cfg_resolve(config, &cfg, &err)))
 		goto out;
-	if ((r = ss_loop_new(16, &l))) {
-		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
+	if ((r = ss_loop_open(16, &l, &err)))
 		goto out;
-	}
 	if ((r = ss_store_open(opts->store, l, &cfg, &s, &err)) ||
 	    (r = load_config(s->b, l, s->uri, &p, &n, &s->requests, &err)))
 		goto out;

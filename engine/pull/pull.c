@@ -400,10 +400,8 @@ int ss_pull_impl(const struct ss_pull_opts *opts, const struct ss_config_in *con
 		goto out;
 	if ((r = ss_snaploc_parse(opts->snapshot, &loc, &err)))
 		goto out;
-	if ((r = ss_loop_new(256, &P->loop))) {
-		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
+	if ((r = ss_loop_open(256, &P->loop, &err)))
 		goto out;
-	}
 	const char *store_uri;
 	if ((r = ss_manifest_load(opts->snapshot, P->loop, &P->cfg, &P->m, &mlen, &st->requests,
 				  &err)) ||

@@ -265,8 +265,8 @@ int ss_pushbase_open(struct ss_pushbase *b, const struct ss_push_opts *opts,
 	if ((r = ss_cfg_resolve(config, &b->cfg, err)) ||
 	    (r = ss_snaploc_parse(opts->snapshot, &b->loc, err)))
 		return r;
-	if ((r = ss_loop_new(256, &b->loop)))
-		return ss_err_set(err, r, "cannot set up io_uring: %s", strerror(-r));
+	if ((r = ss_loop_open(256, &b->loop, err)))
+		return r;
 	if ((r = ss_backend_open(b->loc.backend_uri, b->loop, &b->cfg.bopts, &b->snapb, err)))
 		return r;
 	struct ss_req sr = {.kind = SS_REQ_STAT, .key = b->loc.key, .err = err};
@@ -293,6 +293,15 @@ int ss_pushbase_store(struct ss_pushbase *b, const struct ss_push_opts *opts,
 	if ((r = ss_dedup_new(1u << 31, &b->dedup)))
 		return ss_err_set(err, r, "out of memory");
 	return ss_store_load(b->store, b->loop, b->dedup, err);
+}
+
+int ss_pushbase_packer(struct ss_pushbase *b, struct ss_stats *st, struct ss_pipe *pipe,
+		       struct ss_packer **out)
+{
+	int r = ss_packer_new(b->store, b->dedup, &b->cfg, st, ss_pipe_pack_done, pipe, out);
+	if (!r && b->claims)
+		ss_packer_set_claims(*out, b->claims);
+	return r;
 }
 
 /* How long a failed loop may go without a completion while work is still

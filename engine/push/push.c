@@ -267,11 +267,7 @@ static int pools_init(struct push *P)
 	/* Registered buffers spare the kernel a page walk per read. */
 	P->fixed_bufs = io_uring_register_buffers(ss_loop_ring(P->b.loop), iov, P->nsegs) == 0;
 	free(iov);
-	int r = ss_packer_new(P->b.store, P->b.dedup, &P->b.cfg, P->st, ss_pipe_pack_done, &P->pipe,
-			      &P->packer);
-	if (!r && P->b.claims)
-		ss_packer_set_claims(P->packer, P->b.claims);
-	return r;
+	return ss_pushbase_packer(&P->b, P->st, &P->pipe, &P->packer);
 }
 
 static void pools_free(struct push *P)

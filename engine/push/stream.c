@@ -373,12 +373,9 @@ static int setup(struct spush *P)
 		f->next = P->free_frames;
 		P->free_frames = f;
 	}
-	int r = ss_packer_new(P->b.store, P->b.dedup, &P->b.cfg, P->st, ss_pipe_pack_done, &P->pipe,
-			      &P->packer);
+	int r = ss_pushbase_packer(&P->b, P->st, &P->pipe, &P->packer);
 	if (r)
 		return r;
-	if (P->b.claims)
-		ss_packer_set_claims(P->packer, P->b.claims);
 	struct ss_worker_ctx_ops wops = {.create = wctx_create, .destroy = wctx_destroy, .arg = P};
 	return ss_pool_new(P->b.loop, P->b.cfg.threads, &wops, &P->pool);
 }
