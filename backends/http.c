@@ -58,7 +58,8 @@ struct ss_http {
 	bool closing;
 	/* Transfers that are active or waiting for a retry, for teardown. */
 	struct ss_http_xfer **live;
-	unsigned nlive, live_cap;
+	unsigned nlive;
+	size_t live_cap;
 };
 
 uint64_t ss_http_now_ns(void)
@@ -106,14 +107,8 @@ static void noop_done(struct ss_op *op, int res)
 
 static int live_add(struct ss_http *h, struct ss_http_xfer *x)
 {
-	if (h->nlive == h->live_cap) {
-		unsigned cap = h->live_cap ? h->live_cap * 2 : 64;
-		struct ss_http_xfer **n = realloc(h->live, cap * sizeof(*n));
-		if (!n)
-			return -ENOMEM;
-		h->live = n;
-		h->live_cap = cap;
-	}
+	if (SS_GROW(h->live, h->live_cap, h->nlive + 1, 64))
+		return -ENOMEM;
 	h->live[h->nlive++] = x;
 	return 0;
 }

@@ -1,6 +1,7 @@
 /* Engine tests: push and pull round trips through the in-memory store and
  * a local directory store, dedup, interrupted pushes, corruption, sparse
- * output, and refusing to overwrite. Exit 0 pass, 1 fail. */
+ * output, and refusing to overwrite; the growable arrays (ss_grow) the
+ * engine's tables are built on. Exit 0 pass, 1 fail. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -566,6 +567,41 @@ static void test_follow(void)
 	}
 }
 
+/* ss_grow: doubles from its first size, reaches need when doubling falls
+ * short, keeps what the array held, and leaves array and capacity alone
+ * when it cannot grow. */
+static void test_grow(void)
+{
+	struct item {
+		uint64_t a, b;
+		uint32_t c;
+	} *v = NULL;
+	size_t cap = 0;
+	CHECK(SS_GROW(v, cap, 1, 8) == 0 && v && cap == 8, "first growth: cap %zu", cap);
+	for (size_t i = 0; i < 8; i++)
+		v[i] = (struct item){i, ~i, (uint32_t)(i * 3)};
+	struct item *was = v;
+	CHECK(SS_GROW(v, cap, 8, 8) == 0 && v == was && cap == 8, "room already: cap %zu", cap);
+	CHECK(SS_GROW(v, cap, 9, 8) == 0 && cap == 16, "doubling: cap %zu", cap);
+	CHECK(SS_GROW(v, cap, 100, 8) == 0 && cap == 100, "to need past double: cap %zu", cap);
+	for (size_t i = 0; i < 8; i++)
+		CHECK(v[i].a == i && v[i].b == ~i && v[i].c == i * 3, "element %zu kept", i);
+	v[99].c = 7;   /* all of it is there (ASan) */
+	was = v;
+	CHECK(SS_GROW(v, cap, SIZE_MAX / 2, 8) == -ENOMEM && v == was && cap == 100,
+	      "a size past SIZE_MAX: cap %zu", cap);
+	CHECK(v[0].b == ~(uint64_t)0 && v[99].c == 7, "kept after a refused growth");
+	free(v);
+
+	uint8_t (*ids)[16] = NULL;   /* arrays of arrays, as pack ids are */
+	size_t ncap = 0;
+	CHECK(SS_GROW(ids, ncap, 3, 2) == 0 && ncap == 3, "array of ids: cap %zu", ncap);
+	memset(ids[2], 0xab, 16);
+	CHECK(SS_GROW(ids, ncap, 4, 2) == 0 && ncap == 6 && ids[2][15] == 0xab,
+	      "ids kept: cap %zu", ncap);
+	free(ids);
+}
+
 int main(void)
 {
 	snprintf(root, sizeof(root), "%s/ss-engine-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
@@ -579,6 +615,7 @@ int main(void)
 	path_of(dir, sizeof(dir), "bad");
 	mkdir(dir, 0755);
 
+	test_grow();
 	test_mem_roundtrip();
 	test_interrupted_push();
 	test_local_store_corruption();

@@ -137,6 +137,27 @@ int ss_buf_reserve(struct ss_buf *b, size_t extra)
 	return 0;
 }
 
+int ss_grow(void *arrp, size_t *cap, size_t need, size_t elem, size_t first)
+{
+	if (need <= *cap)
+		return 0;
+	size_t n = *cap ? (*cap > SIZE_MAX / 2 ? SIZE_MAX : *cap * 2) : first;
+	if (n < need)
+		n = need;
+	if (!elem || n > SIZE_MAX / elem)
+		return -ENOMEM;
+	/* The array's pointer is read and written as bytes: arrp points at a
+	 * T *, not at a void *. */
+	void *a;
+	memcpy(&a, arrp, sizeof(a));
+	a = realloc(a, n * elem);
+	if (!a)
+		return -ENOMEM;
+	memcpy(arrp, &a, sizeof(a));
+	*cap = n;
+	return 0;
+}
+
 int ss_buf_append(struct ss_buf *b, const void *p, size_t n)
 {
 	int r = ss_buf_reserve(b, n);

@@ -171,13 +171,15 @@ struct ss_store {
 	char *uri;                 /* normalized */
 	uint8_t (*pack_ids)[16];   /* every pack known; dedup entries index it */
 	uint64_t *pack_sizes;
-	uint32_t npacks, packs_cap;
+	uint32_t npacks;
+	size_t packs_cap;
 	uint32_t *pack_map;        /* open addressing over pack_ids, for lookup */
 	uint32_t pack_map_cap;
 	/* Packs not yet covered by an index object (written by this push or
 	 * left by an interrupted one), with their entries. */
 	struct ss_index_pack *unindexed;
-	uint32_t nunindexed, unindexed_cap;
+	uint32_t nunindexed;
+	size_t unindexed_cap;
 	uint32_t nindex_objects;
 	uint64_t requests;
 	/* Packs gc has hidden (gc/state): never offered for dedup, since gc
@@ -359,6 +361,10 @@ struct ss_rrun {
 int ss_range_decode(const struct ss_rdec *w, const struct ss_rrun *run);
 
 /* --- entry points ------------------------------------------------------ */
+
+/* An entry point's loop of `entries` submission slots (ss_loop_new), a
+ * failure said in err. Returns 0 or -errno. */
+int ss_loop_open(unsigned entries, struct ss_loop **out, struct ss_err *err);
 
 /* The statistics an operation fills: the caller's st, or local when it
  * passed none; zeroed either way. */

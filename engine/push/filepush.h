@@ -151,7 +151,7 @@ struct push {
 
 	struct ss_packer *packer;
 	struct ss_packer_chunk *fc;   /* the frame being packed */
-	uint32_t fc_cap;
+	size_t fc_cap;
 
 	/* Chunks other pushes on this host claimed (P->b.claims). */
 	pthread_mutex_t foreign_mu;

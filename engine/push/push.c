@@ -38,14 +38,9 @@ static bool seg_pack(struct push *P, struct seg *s)
 		uint32_t n = 1;
 		while (s->nc_done + n < s->nnc && !c[n].first)
 			n++;
-		if (n > P->fc_cap) {
-			void *a = realloc(P->fc, sizeof(*P->fc) * n);
-			if (!a) {
-				ss_pipe_fail(&P->pipe, -ENOMEM, "cannot pack a frame");
-				return true;
-			}
-			P->fc = a;
-			P->fc_cap = n;
+		if (SS_GROW(P->fc, P->fc_cap, n, 64)) {
+			ss_pipe_fail(&P->pipe, -ENOMEM, "cannot pack a frame");
+			return true;
 		}
 		for (uint32_t i = 0; i < n; i++)
 			P->fc[i] = (struct ss_packer_chunk){.slot = c[i].slot,
@@ -172,24 +167,12 @@ static void read_done(struct ss_op *op, int res)
 
 static int note_seq(struct push *P, struct pfile *f, uint64_t seq)
 {
-	if (seq >= P->seg_ext_cap) {
-		size_t ncap = P->seg_ext_cap ? P->seg_ext_cap * 2 : 256;
-		void *a = realloc(P->seg_ext, sizeof(*P->seg_ext) * ncap);
-		if (!a)
-			return -ENOMEM;
-		memset((struct segext *)a + P->seg_ext_cap, 0,
-		       sizeof(*P->seg_ext) * (ncap - P->seg_ext_cap));
-		P->seg_ext = a;
-		P->seg_ext_cap = ncap;
-	}
-	if (f->nseqs == f->seqs_cap) {
-		size_t ncap = f->seqs_cap ? f->seqs_cap * 2 : 16;
-		void *a = realloc(f->seqs, sizeof(*f->seqs) * ncap);
-		if (!a)
-			return -ENOMEM;
-		f->seqs = a;
-		f->seqs_cap = ncap;
-	}
+	size_t had = P->seg_ext_cap;   /* what lies past it starts empty */
+	if (SS_GROW(P->seg_ext, P->seg_ext_cap, seq + 1, 256))
+		return -ENOMEM;
+	memset(P->seg_ext + had, 0, sizeof(*P->seg_ext) * (P->seg_ext_cap - had));
+	if (SS_GROW(f->seqs, f->seqs_cap, f->nseqs + 1, 16))
+		return -ENOMEM;
 	f->seqs[f->nseqs++] = seq;
 	return 0;
 }
@@ -298,11 +281,7 @@ static int pools_init(struct push *P)
 	/* Registered buffers spare the kernel a page walk per read. */
 	P->fixed_bufs = io_uring_register_buffers(ss_loop_ring(P->b.loop), iov, P->nsegs) == 0;
 	free(iov);
-	int r = ss_packer_new(P->b.store, P->b.dedup, &P->b.cfg, P->st, ss_pipe_pack_done, &P->pipe,
-			      &P->packer);
-	if (!r && P->b.claims)
-		ss_packer_set_claims(P->packer, P->b.claims);
-	return r;
+	return ss_pushbase_packer(&P->b, P->st, &P->pipe, &P->packer);
 }
 
 static void pools_free(struct push *P)
