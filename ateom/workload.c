@@ -193,6 +193,23 @@ static bool uri_ok(const char *s)
 	return true;
 }
 
+/* The request's snapshot_uri_prefix: given, and a URI (uri_ok). False,
+ * with res failed, when not. */
+static bool snapshot_uri_ok(const struct wl_req *q, struct wl_result *res)
+{
+	if (!q->snapshot_uri || !*q->snapshot_uri) {
+		fail(res, WL_INVALID_ARGUMENT, "snapshot_uri_prefix is required");
+		return false;
+	}
+	if (!uri_ok(q->snapshot_uri)) {
+		fail(res, WL_INVALID_ARGUMENT,
+		     "snapshot_uri_prefix '%s' is not a URI (scheme://...) or an absolute path",
+		     q->snapshot_uri);
+		return false;
+	}
+	return true;
+}
+
 /* The engine's -errno, as the failure class a client can act on. */
 static enum wl_code engine_code(int r)
 {
@@ -730,16 +747,8 @@ void wl_checkpoint(struct wl *w, const struct wl_req *q, struct wl_result *res)
 		     "no workload is executing: RunWorkload or RestoreWorkload first");
 		goto done;
 	}
-	if (!q->snapshot_uri || !*q->snapshot_uri) {
-		fail(res, WL_INVALID_ARGUMENT, "snapshot_uri_prefix is required");
+	if (!snapshot_uri_ok(q, res))
 		goto done;
-	}
-	if (!uri_ok(q->snapshot_uri)) {
-		fail(res, WL_INVALID_ARGUMENT,
-		     "snapshot_uri_prefix '%s' is not a URI (scheme://...) or an absolute path",
-		     q->snapshot_uri);
-		goto done;
-	}
 	if (q->actor_id && *q->actor_id && strcmp(q->actor_id, w->actor_id)) {
 		fail(res, WL_FAILED_PRECONDITION, "actor %s is executing, not %s", w->actor_id,
 		     q->actor_id);
@@ -865,16 +874,8 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	res->code = WL_OK;
 	if (!check_start(w, q, res, bundles))
 		goto done;
-	if (!q->snapshot_uri || !*q->snapshot_uri) {
-		fail(res, WL_INVALID_ARGUMENT, "snapshot_uri_prefix is required");
+	if (!snapshot_uri_ok(q, res))
 		goto done;
-	}
-	if (!uri_ok(q->snapshot_uri)) {
-		fail(res, WL_INVALID_ARGUMENT,
-		     "snapshot_uri_prefix '%s' is not a URI (scheme://...) or an absolute path",
-		     q->snapshot_uri);
-		goto done;
-	}
 	if (q->ncontainers > 1) {
 		fail(res, WL_UNIMPLEMENTED,
 		     "spec names %zu containers; this ateom restores single-container workloads",

@@ -189,7 +189,7 @@ out:
 static int fetch_prepare(struct ss_http_xfer *x, CURL *e)
 {
 	struct gauth *g = x->owner;
-	if (curl_easy_setopt(e, CURLOPT_URL, g->url) != CURLE_OK)
+	if (ss_curl()->easy_setopt(e, CURLOPT_URL, g->url) != CURLE_OK)
 		return -EINVAL;
 	if (g->src == G_METADATA)
 		return ss_http_header(x, "Metadata-Flavor: Google");
@@ -220,7 +220,7 @@ static int fetch_prepare(struct ss_http_xfer *x, CURL *e)
 	x->body_len = g->form_len;
 	/* The method was read before prepare: the body length must be set
 	 * here again for this attempt's JWT. */
-	if (curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)g->form_len) != CURLE_OK)
+	if (ss_curl()->easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)g->form_len) != CURLE_OK)
 		return -EINVAL;
 	return ss_http_header(x, "Content-Type: application/x-www-form-urlencoded");
 }

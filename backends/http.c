@@ -58,20 +58,9 @@ struct ss_http {
 	bool closing;
 	/* Transfers that are active or waiting for a retry, for teardown. */
 	struct ss_http_xfer **live;
-	unsigned nlive, live_cap;
+	unsigned nlive;
+	size_t live_cap;
 };
-
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static CURLcode curl_init_res;
-
-/* curl_global_init is not thread-safe and must run once before any other
- * libcurl call; pthread_once makes that true however many loops open
- * backends at once. It is never cleaned up: another thread may still use
- * libcurl, and the process exit releases it. */
-static void curl_init_once(void)
-{
-	curl_init_res = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
 
 uint64_t ss_http_now_ns(void)
 {
@@ -118,14 +107,8 @@ static void noop_done(struct ss_op *op, int res)
 
 static int live_add(struct ss_http *h, struct ss_http_xfer *x)
 {
-	if (h->nlive == h->live_cap) {
-		unsigned cap = h->live_cap ? h->live_cap * 2 : 64;
-		struct ss_http_xfer **n = realloc(h->live, cap * sizeof(*n));
-		if (!n)
-			return -ENOMEM;
-		h->live = n;
-		h->live_cap = cap;
-	}
+	if (SS_GROW(h->live, h->live_cap, h->nlive + 1, 64))
+		return -ENOMEM;
 	h->live[h->nlive++] = x;
 	return 0;
 }
@@ -205,7 +188,7 @@ static void sock_event(struct ss_op *op, int res)
 			ev |= CURL_CSELECT_ERR;
 		int running;
 		s->dispatching = true;
-		curl_multi_socket_action(h->multi, s->fd, ev, &running);
+		ss_curl()->multi_socket_action(h->multi, s->fd, ev, &running);
 		s->dispatching = false;
 	}
 	sock_settle(s);
@@ -221,7 +204,7 @@ static int socket_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *soc
 		if (s) {
 			s->dead = true;
 			s->want = 0;
-			curl_multi_assign(h->multi, fd, NULL);
+			ss_curl()->multi_assign(h->multi, fd, NULL);
 			sock_settle(s);
 		}
 		return 0;
@@ -237,7 +220,7 @@ static int socket_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *soc
 		if (h->socks)
 			h->socks->prev = s;
 		h->socks = s;
-		curl_multi_assign(h->multi, fd, s);
+		ss_curl()->multi_assign(h->multi, fd, s);
 	}
 	s->want = ((what & CURL_POLL_IN) ? POLLIN : 0) | ((what & CURL_POLL_OUT) ? POLLOUT : 0);
 	sock_settle(s);
@@ -272,7 +255,7 @@ static void timer_fired(struct ss_op *op, int res)
 	if (h->deadline_ns && ss_now_ns() >= h->deadline_ns) {
 		h->deadline_ns = 0;
 		int running;
-		curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+		ss_curl()->multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	}
 	if (h->deadline_ns && !h->timer_armed)
 		timer_arm(h);
@@ -288,7 +271,7 @@ static void kick_run(struct ss_op *op, int res)
 	if (h->closing)
 		return;
 	int running;
-	curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	ss_curl()->multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	check_done(h);
 }
 
@@ -504,7 +487,7 @@ static CURL *easy_get(struct ss_http *h)
 {
 	if (h->neasy_free)
 		return h->easy_free[--h->neasy_free];
-	return curl_easy_init();
+	return ss_curl()->easy_init();
 }
 
 static void easy_put(struct ss_http *h, CURL *e)
@@ -512,7 +495,7 @@ static void easy_put(struct ss_http *h, CURL *e)
 	if (h->neasy_free < h->o.max_xfers)
 		h->easy_free[h->neasy_free++] = e;
 	else
-		curl_easy_cleanup(e);
+		ss_curl()->easy_cleanup(e);
 }
 
 static void deferred_finish(struct ss_op *op, int res)
@@ -540,7 +523,7 @@ static void submit(struct ss_http *h, struct ss_http_xfer *x);
 
 #define SETOPT(e, opt, val)                                   \
 	do {                                                  \
-		if (curl_easy_setopt((e), (opt), (val)) != CURLE_OK) \
+		if (ss_curl()->easy_setopt((e), (opt), (val)) != CURLE_OK) \
 			goto setopt_fail;                     \
 	} while (0)
 
@@ -566,7 +549,7 @@ static void attempt_start(struct ss_http *h, struct ss_http_xfer *x)
 		finish_later(x, -ENOMEM);
 		return;
 	}
-	curl_easy_reset(e);
+	ss_curl()->easy_reset(e);
 	x->attempts++;
 	SETOPT(e, CURLOPT_PRIVATE, x);
 	SETOPT(e, CURLOPT_NOSIGNAL, 1L);
@@ -623,7 +606,7 @@ static void attempt_start(struct ss_http *h, struct ss_http_xfer *x)
 	}
 	int r = x->prepare(x, e);
 	if (r) {
-		curl_slist_free_all(x->headers);
+		ss_curl()->slist_free_all(x->headers);
 		x->headers = NULL;
 		easy_put(h, e);
 		if (!x->errmsg[0])
@@ -632,16 +615,16 @@ static void attempt_start(struct ss_http *h, struct ss_http_xfer *x)
 		return;
 	}
 	SETOPT(e, CURLOPT_HTTPHEADER, x->headers);
-	if (curl_multi_add_handle(h->multi, e) != CURLM_OK)
+	if (ss_curl()->multi_add_handle(h->multi, e) != CURLM_OK)
 		goto setopt_fail;
 	x->easy = e;
 	x->active = true;
 	h->active++;
 	return;
 setopt_fail:
-	curl_slist_free_all(x->headers);
+	ss_curl()->slist_free_all(x->headers);
 	x->headers = NULL;
-	curl_easy_cleanup(e);
+	ss_curl()->easy_cleanup(e);
 	snprintf(x->errmsg, sizeof(x->errmsg), "%s: cannot set up the request", x->what);
 	finish_later(x, -ENOMEM);
 }
@@ -771,13 +754,13 @@ static bool curl_retryable(const struct ss_http_xfer *x, CURLcode cc)
 static void attempt_over(struct ss_http *h, struct ss_http_xfer *x, CURLcode cc)
 {
 	CURL *e = x->easy;
-	curl_multi_remove_handle(h->multi, e);
+	ss_curl()->multi_remove_handle(h->multi, e);
 	easy_put(h, e);
 	x->easy = NULL;
 	x->active = false;
 	h->active--;
 	live_del(h, x);
-	curl_slist_free_all(x->headers);
+	ss_curl()->slist_free_all(x->headers);
 	x->headers = NULL;
 	int res = 0;
 	if (cc == CURLE_OK) {
@@ -790,7 +773,7 @@ static void attempt_over(struct ss_http *h, struct ss_http_xfer *x, CURLcode cc)
 	} else if (x->abort_res) {
 		res = x->abort_res;
 	} else {
-		const char *why = x->curl_err[0] ? x->curl_err : curl_easy_strerror(cc);
+		const char *why = x->curl_err[0] ? x->curl_err : ss_curl()->easy_strerror(cc);
 		snprintf(x->errmsg, sizeof(x->errmsg), "%.240s: %.250s", x->what, why);
 		res = curl_errno(cc);
 		if (curl_retryable(x, cc) && ss_http_retry(x, why) == 0)
@@ -808,14 +791,14 @@ static void check_done(struct ss_http *h)
 {
 	CURLMsg *m;
 	int left;
-	while ((m = curl_multi_info_read(h->multi, &left))) {
+	while ((m = ss_curl()->multi_info_read(h->multi, &left))) {
 		if (m->msg != CURLMSG_DONE)
 			continue;
 		/* The message dies with remove_handle: copy it first. */
 		CURL *e = m->easy_handle;
 		CURLcode cc = m->data.result;
 		struct ss_http_xfer *x = NULL;
-		curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x);
+		ss_curl()->easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x);
 		attempt_over(h, x, cc);
 	}
 	start_queued(h);
@@ -826,10 +809,9 @@ static void check_done(struct ss_http *h)
 int ss_http_new(struct ss_loop *l, const struct ss_http_opts *o, struct ss_http **out,
 		struct ss_err *err)
 {
-	pthread_once(&curl_once, curl_init_once);
-	if (curl_init_res != CURLE_OK)
-		return ss_err_set(err, -EIO, "cannot initialize libcurl: %s",
-				  curl_easy_strerror(curl_init_res));
+	int r = ss_curl_load(err);
+	if (r)
+		return r;
 	struct ss_http *h = calloc(1, sizeof(*h));
 	if (!h)
 		return ss_err_set(err, -ENOMEM, "out of memory");
@@ -850,18 +832,18 @@ int ss_http_new(struct ss_loop *l, const struct ss_http_opts *o, struct ss_http 
 		h->rng = ss_now_ns() ^ (uint64_t)(uintptr_t)h;
 	h->rng |= 1;
 	h->easy_free = calloc(h->o.max_xfers, sizeof(*h->easy_free));
-	h->multi = curl_multi_init();
+	h->multi = ss_curl()->multi_init();
 	if (!h->easy_free || !h->multi) {
 		ss_http_free(h);
 		return ss_err_set(err, -ENOMEM, "out of memory");
 	}
-	curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-	curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
-	curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-	curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+	ss_curl()->multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+	ss_curl()->multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+	ss_curl()->multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	ss_curl()->multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
 	/* Keep a connection for every transfer that can be in flight, so the
 	 * next request to the same host reuses one instead of handshaking. */
-	curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)h->o.max_xfers + 4);
+	ss_curl()->multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)h->o.max_xfers + 4);
 	*out = h;
 	return 0;
 }
@@ -874,9 +856,9 @@ void ss_http_free(struct ss_http *h)
 	for (unsigned i = 0; i < h->nlive; i++) {
 		struct ss_http_xfer *x = h->live[i];
 		if (x->active) {
-			curl_multi_remove_handle(h->multi, x->easy);
-			curl_easy_cleanup(x->easy);
-			curl_slist_free_all(x->headers);
+			ss_curl()->multi_remove_handle(h->multi, x->easy);
+			ss_curl()->easy_cleanup(x->easy);
+			ss_curl()->slist_free_all(x->headers);
 			x->headers = NULL;
 			x->easy = NULL;
 			x->active = false;
@@ -886,7 +868,7 @@ void ss_http_free(struct ss_http *h)
 		}
 	}
 	if (h->multi)
-		curl_multi_cleanup(h->multi);   /* closes the cached connections */
+		ss_curl()->multi_cleanup(h->multi);   /* closes the cached connections */
 	h->multi = NULL;
 	for (struct hsock *s = h->socks, *n; s; s = n) {
 		n = s->next;
@@ -908,7 +890,7 @@ void ss_http_free(struct ss_http *h)
 		free(s);
 	}
 	for (unsigned i = 0; i < h->neasy_free; i++)
-		curl_easy_cleanup(h->easy_free[i]);
+		ss_curl()->easy_cleanup(h->easy_free[i]);
 	free(h->easy_free);
 	free(h->live);
 	free(h);
@@ -933,7 +915,7 @@ void ss_http_run(struct ss_http *h, struct ss_http_xfer *x)
 void ss_http_xfer_reset(struct ss_http_xfer *x)
 {
 	ss_buf_free(&x->body);
-	curl_slist_free_all(x->headers);
+	ss_curl()->slist_free_all(x->headers);
 	x->headers = NULL;
 	x->attempts = 0;
 	x->first_ns = 0;
@@ -950,7 +932,7 @@ int ss_http_header(struct ss_http_xfer *x, const char *fmt, ...)
 	va_end(ap);
 	if (n < 0 || (size_t)n >= sizeof(line))
 		return -E2BIG;
-	struct curl_slist *l = curl_slist_append(x->headers, line);
+	struct curl_slist *l = ss_curl()->slist_append(x->headers, line);
 	/* The stack copy may hold a token: do not leave it behind. */
 	explicit_bzero(line, sizeof(line));
 	if (!l)

@@ -22,7 +22,7 @@
 #ifndef SS_HTTP_H
 #define SS_HTTP_H
 
-#include <curl/curl.h>
+#include "curlfn.h"
 
 #include "backend.h"
 

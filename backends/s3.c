@@ -323,7 +323,7 @@ static int call_prepare(struct ss_http_xfer *x, CURL *e)
 	struct s3call *c = x->owner;
 	struct s3 *s = c->q->s;
 	int r = 0;
-	if (curl_easy_setopt(e, CURLOPT_URL, c->url) != CURLE_OK)
+	if (ss_curl()->easy_setopt(e, CURLOPT_URL, c->url) != CURLE_OK)
 		return -EINVAL;
 	if (s->ga) {
 		const char *tok = gauth_token_any(s->ga, &c->token_gen);
@@ -332,9 +332,9 @@ static int call_prepare(struct ss_http_xfer *x, CURL *e)
 		c->used_token = true;
 		r = ss_http_header(x, "Authorization: Bearer %s", tok);
 	} else {
-		if (curl_easy_setopt(e, CURLOPT_AWS_SIGV4, s->sigv4) != CURLE_OK ||
-		    curl_easy_setopt(e, CURLOPT_USERNAME, s->access_key) != CURLE_OK ||
-		    curl_easy_setopt(e, CURLOPT_PASSWORD, s->secret_key) != CURLE_OK)
+		if (ss_curl()->easy_setopt(e, CURLOPT_AWS_SIGV4, s->sigv4) != CURLE_OK ||
+		    ss_curl()->easy_setopt(e, CURLOPT_USERNAME, s->access_key) != CURLE_OK ||
+		    ss_curl()->easy_setopt(e, CURLOPT_PASSWORD, s->secret_key) != CURLE_OK)
 			return -EINVAL;
 		r = ss_http_header(x, "x-amz-content-sha256: %s", c->sha);
 		if (!r && s->session_token)

@@ -2,7 +2,7 @@
 """snapstream benchmark harness. One command runs a suite and writes a
 report directory (summary.md, results.json, charts/):
 
-    bench/run --quick     # everyday: < 2 minutes on 2 cores, images included
+    bench/run --quick     # everyday: ~2-2.5 minutes on 2 cores, images included
     bench/run --full      # releases: every workload, target, peer and size
 
 (bench/run is /usr/bin/python3 bench/bench.py.) What each mode runs is the
@@ -21,6 +21,7 @@ import argparse
 import datetime
 import glob
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,7 @@ import workloads  # noqa: E402
 from common import (GiB, HERE, MiB, ROOT, CommandFailed, Skipped, first_line, fmt_size, fs_type,  # noqa: E402
                     log, machine_info, parse_size, read_through, rm, summarize, write_probe)
 from s3rver import S3rver  # noqa: E402
-from tools import Casync, Ctx, Restic, S3Copy, Snapstream, Target, Zstd  # noqa: E402
+from tools import SCENARIOS_MIN, Casync, Ctx, Restic, S3Copy, Snapstream, Target, Zstd  # noqa: E402
 
 LOCAL = ["snapstream", "zstd-1", "zstd-3", "restic", "casync"]
 S3_TOOLS = ["snapstream", "aws", "rclone"]
@@ -46,17 +47,41 @@ S3_TOOLS = ["snapstream", "aws", "rclone"]
 #   threads: also snapstream --threads 1 on tmpfs; dropped: on disk, also
 #            with the page cache dropped (needs root)
 #   primary: the workload of the summary's first rows and the target ratios
+#   scenarios: only these (tools.SCENARIOS_MIN: cold, next checkpoints,
+#            pull), to keep the quick mode short; default all
+#   group:   the workloads a make builds together (the sparse file and its
+#            dense reference) with the tools each is measured with; their
+#            runs interleave
+#
+# The page-granular, small-file and sparse workloads are measured against
+# zstd in the same run (report.py's "Same-run comparisons" and targets).
+SPARSE_GROUP = {"sparse": ["snapstream"], "dense": ["snapstream", "zstd-1"]}
 PLANS = {
     "quick": [
         dict(make=("memory", "256M", (0.01,)), tools=["snapstream", "zstd-1", "restic"],
              targets={"tmpfs": 2, "s3": 1}, s3_tools=["snapstream", "aws"], threads=True,
              primary=True),
-        dict(make=("memory", "64M", ()), tools=["snapstream", "zstd-1"], targets={"tmpfs": 2}),
+        dict(make=("memory", "64M", ()), tools=["snapstream", "zstd-1"], targets={"tmpfs": 3}),
+        dict(make=("pages", "64M", ()), tools=["snapstream", "zstd-1"], targets={"tmpfs": 3},
+             scenarios=SCENARIOS_MIN),
+        dict(make=("pages", "256M", (0.03,)), tools=["snapstream", "zstd-1", "restic"],
+             targets={"tmpfs": 3}, scenarios=SCENARIOS_MIN),
+        dict(make=("files", 2000, 42_000_000), tools=["snapstream", "zstd-1"], targets={"tmpfs": 3},
+             scenarios=SCENARIOS_MIN),
+        dict(make=("sparse", "16G", "64M"), group=SPARSE_GROUP, targets={"tmpfs": 3},
+             scenarios=SCENARIOS_MIN),
     ],
     "full": [
         dict(make=("memory", "1G", (0.01, 0.10)), tools=LOCAL,
              targets={"tmpfs": 5, "disk": 3, "s3": 3}, threads=True, dropped=True, primary=True),
         dict(make=("memory", "256M", (0.01, 0.10)), tools=LOCAL, targets={"tmpfs": 5}),
+        dict(make=("memory", "64M", ()), tools=["snapstream", "zstd-1", "restic"], targets={"tmpfs": 5}),
+        dict(make=("pages", "1G", (0.03,)), tools=LOCAL, targets={"tmpfs": 5}),
+        dict(make=("pages", "256M", (0.03,)), tools=["snapstream", "zstd-1", "restic"],
+             targets={"tmpfs": 5}),
+        dict(make=("pages", "64M", ()), tools=["snapstream", "zstd-1", "restic"], targets={"tmpfs": 5}),
+        dict(make=("files", 2000, 42_000_000), tools=LOCAL, targets={"tmpfs": 5}),
+        dict(make=("sparse", "16G", "64M"), group=SPARSE_GROUP, targets={"tmpfs": 5}),
         dict(make=("memory", "4G", ()), tools=["snapstream", "zstd-1"], targets={"tmpfs": 2}),
         dict(make=("uniform", "random", "1G"), tools=LOCAL, targets={"tmpfs": 3}),
         dict(make=("uniform", "zero", "1G"), tools=LOCAL, targets={"tmpfs": 3}),
@@ -79,6 +104,12 @@ def make_name(make):
         return "fc-" + make[1]
     if kind == "criu":
         return "criu-" + make[1]
+    if kind == "pages":
+        return "pages-" + make[1]
+    if kind == "files":
+        return "files-%d" % make[1]
+    if kind == "sparse":
+        return "sparse-" + make[1]
     return make[1]
 
 
@@ -92,6 +123,13 @@ def tmpfs_need(make):
         return int(parse_size(make[2]) * 3.2)
     if kind in ("firecracker", "criu"):
         return int(parse_size(make[1]) * 4.2)
+    if kind == "pages":
+        return int(parse_size(make[1]) * (1 + len(make[2]) + 1.5))
+    if kind == "files":
+        return int(make[2] * 5)
+    if kind == "sparse":
+        # the data twice (sparse and dense), a store, a restore of each
+        return int(parse_size(make[2]) * 6)
     return int(make[2] * MiB * 6)
 
 
@@ -105,6 +143,7 @@ class Harness:
         self.targets_desc = {}
         self.phase_s = {}
         self.primary = None
+        self.broken = {}
 
     # -- setup
 
@@ -212,6 +251,13 @@ class Harness:
             return workloads.firecracker(g, wd, parse_size(make[1]), seed=self.a.seed)
         if kind == "criu":
             return workloads.criu(g, wd, parse_size(make[1]), seed=self.a.seed)
+        if kind == "pages":
+            return workloads.pages(g, wd, parse_size(make[1]), make[2], seed=self.a.seed,
+                                   args=shlex.split(self.a.pages_args))
+        if kind == "files":
+            return workloads.smallfiles(g, wd, make[1], make[2], seed=self.a.seed)
+        if kind == "sparse":
+            return workloads.sparse(g, wd, parse_size(make[1]), parse_size(make[2]), seed=self.a.seed)
         if kind == "gvisor":
             return workloads.gvisor(wd, make[1], make[2], make[3])
         raise ValueError(kind)
@@ -219,15 +265,20 @@ class Harness:
     def runs(self, n):
         return self.a.runs if self.a.runs else n
 
-    def run_target(self, spec, wl, tgt_name):
+    def run_target(self, spec, wl, tgt_name, tools=None, only_run=None):
+        """Every run of wl on one target (only run number only_run when
+        given: a group's workloads interleave run by run); tools: the
+        spec's unless given."""
         a = self.a
         runs = self.runs(spec["targets"][tgt_name])
         c = self.ctx
         A, nexts, cleanup = wl.path, wl.nexts, []
+        scenarios = None if a.all_scenarios else spec.get("scenarios")
         if tgt_name == "tmpfs":
             root = os.path.join(self.wd, "t")
-            tgt = Target("tmpfs", root, "warm", threads=spec.get("threads", False))
-            tools = spec["tools"]
+            tgt = Target("tmpfs", root, "warm", threads=spec.get("threads", False),
+                         scenarios=scenarios)
+            tools = tools or spec["tools"]
             self.targets_desc["tmpfs"] = (
                 "tmpfs: images, stores and restores in %s (%s); page cache warm (tmpfs is the page "
                 "cache); write probe %s MB/s" % (self.wd, fs_type(self.wd),
@@ -235,8 +286,8 @@ class Harness:
         elif tgt_name == "disk":
             root = os.path.join(a.disk_dir, "t")
             dropped = spec.get("dropped", False) and os.geteuid() == 0
-            tgt = Target("disk", root, "warm", dropped=dropped)
-            tools = spec["tools"]
+            tgt = Target("disk", root, "warm", dropped=dropped, scenarios=scenarios)
+            tools = tools or spec["tools"]
             # The images are copied to the disk (untimed): a checkpoint
             # written to local disk, pushed into a store on the same disk.
             img = os.path.join(a.disk_dir, "images")
@@ -256,18 +307,19 @@ class Harness:
                 self.notes.append("disk: page cache not dropped (needs root): no 'dropped' rows")
         else:
             root = os.path.join(self.wd, "t")
-            tgt = Target("s3", root, "warm")
+            tgt = Target("s3", root, "warm", scenarios=scenarios)
             tools = spec.get("s3_tools", S3_TOOLS)
         os.makedirs(root, exist_ok=True)
         tools = [t for t in tools if t in self.tools]
-        broken = set()
+        # a tool that failed once is not retried, across a group's calls too
+        broken = self.broken.setdefault((wl.name, tgt_name), set())
         try:
             if tgt_name == "s3":
                 self.srv = S3rver(self.wd)
                 self.srv.start()
                 c.srv, c.s3_env = self.srv, self.srv.env()
                 cpu0 = self.srv.cpu()
-            for i in range(runs):
+            for i in range(runs) if only_run is None else (only_run,):
                 if tgt_name == "s3":
                     c.bucket = "ssbench-%s-run%d" % (wl.name.lower(), i + 1)
                     self.srv.make_bucket(c.bucket)
@@ -288,7 +340,7 @@ class Harness:
                         self.failures.append(msg)
                         self.samples.append({"workload": wl.name, "target": tgt_name, "tool": t,
                                              "scenario": "error", "run": i, "error": str(e)})
-                        broken.add(t)  # a tool that failed once is not retried
+                        broken.add(t)
                         rm(os.path.join(root, t))
                 if tgt_name == "s3":
                     self.srv.drop_bucket(c.bucket)
@@ -333,7 +385,7 @@ class Harness:
         t0 = time.time()
         log("%s: building the images" % name)
         try:
-            wl = self.build(spec)
+            built = self.build(spec)
         except Skipped as e:
             self.notes.append("%s skipped: %s" % (name, e))
             log(self.notes[-1])
@@ -342,10 +394,17 @@ class Harness:
             self.failures.append("%s: building the images failed: %s" % (name, e))
             log(self.failures[-1])
             return
-        self.workloads[wl.name] = wl
+        # A group (a tuple) is measured run by run, each workload with its
+        # own tools, so a drift of the machine hits the pair alike.
+        group = list(built) if isinstance(built, tuple) else [built]
+        tools = {w.name: spec["group"][w.name.split("-")[0]] if "group" in spec else None
+                 for w in group}
+        for wl in group:
+            self.workloads[wl.name] = wl
         if spec.get("primary"):
-            self.primary = wl.name
-        log("%s: %.0f MB built in %.1f s" % (name, wl.bytes / 1e6, time.time() - t0))
+            self.primary = group[0].name
+        log("%s: %.0f MB built in %.1f s" % (name, sum(w.bytes for w in group) / 1e6,
+                                             time.time() - t0))
         try:
             for tgt in spec["targets"]:
                 if tgt in self.a.skip:
@@ -355,11 +414,17 @@ class Harness:
                                       "tests/s3): no object-store rows")
                     continue
                 t1 = time.time()
-                self.run_target(spec, wl, tgt)
-                self.phase_s["%s/%s" % (wl.name, tgt)] = round(time.time() - t1, 1)
+                if len(group) == 1:
+                    self.run_target(spec, group[0], tgt)
+                else:
+                    for i in range(self.runs(spec["targets"][tgt])):
+                        for wl in group:
+                            self.run_target(spec, wl, tgt, tools=tools[wl.name], only_run=i)
+                self.phase_s["%s/%s" % (name, tgt)] = round(time.time() - t1, 1)
         finally:
-            wl.remove()
-        self.phase_s[wl.name] = round(time.time() - t0, 1)
+            for wl in group:
+                wl.remove()
+        self.phase_s[name] = round(time.time() - t0, 1)
 
     def ateom_phase(self, cfg):
         res = {"mb": cfg["mb"], "runs": self.runs(cfg["runs"])}
@@ -415,7 +480,7 @@ class Harness:
         ateom_res = None
         try:
             self.find_tools()
-            self.machine = machine_info()
+            self.machine = machine_info(self.wd)
             self.probe_tmpfs = write_probe(self.wd)
             self.probe_disk = write_probe(a.disk_dir) if os.path.exists(
                 os.path.join(a.disk_dir, ".ssbench-workdir")) else []
@@ -472,7 +537,7 @@ def main():
                     "See bench/README.md.")
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
-                      help="the everyday subset, under two minutes (the default)")
+                      help="the everyday subset, ~2-2.5 minutes on 2 cores (the default)")
     mode.add_argument("--full", dest="mode", action="store_const", const="full",
                       help="every workload, target, peer and size: the release figures")
     ap.set_defaults(mode="quick")
@@ -493,6 +558,14 @@ def main():
     ap.add_argument("--genimage", help="ss-genimage binary (default build/bench/ss-genimage)")
     ap.add_argument("--push-args", default="",
                     help="extra arguments for every snapstream push, e.g. '--zstd-level 3'")
+    ap.add_argument("--pages-args", default="",
+                    help="extra ss-genimage options for the page-granular images, to imitate "
+                         "others of the class, e.g. '--mix zero=20,repeat=30,text=30,random=20 "
+                         "--pool 3000'")
+    ap.add_argument("--all-scenarios", action="store_true",
+                    help="every scenario on every workload (the quick mode measures only cold "
+                         "push, next checkpoints and pull on the page-granular, small-file and "
+                         "sparse workloads)")
     ap.add_argument("--verify-all", action="store_true",
                     help="compare every restore with its image, not only the first run's")
     ap.add_argument("--keep", action="store_true", help="leave the scratch directories' contents")

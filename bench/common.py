@@ -4,6 +4,7 @@ command, sizes, the machine's description, statistics.
 Python 3 standard library only."""
 
 import datetime
+import errno
 import json
 import os
 import platform
@@ -134,12 +135,56 @@ def rm(path):
 
 
 
+def data_extents(fd, size):
+    """[(start, end)] of a file's data (SEEK_DATA/SEEK_HOLE); the whole
+    file where the filesystem cannot tell."""
+    out, off = [], 0
+    try:
+        while off < size:
+            try:
+                d = os.lseek(fd, off, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:  # only a hole is left
+                    break
+                raise
+            h = os.lseek(fd, d, os.SEEK_HOLE)
+            out.append((d, h))
+            off = h
+    except OSError:
+        return [(0, size)]
+    return out
+
+
+def same_sparse(a, b):
+    """Byte equality of two files, reading only where either has data:
+    holes read as zeros, so where both have holes they are equal. cmp(1)
+    would read a 16 GiB sparse file's every zero, twice."""
+    if os.path.getsize(a) != os.path.getsize(b):
+        return False
+    size = os.path.getsize(a)
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        spans = sorted(data_extents(fa.fileno(), size) + data_extents(fb.fileno(), size))
+        end = 0
+        for start, stop in spans:
+            start = max(start, end)
+            while start < stop:
+                n = min(stop - start, 4 * MiB)
+                if os.pread(fa.fileno(), n, start) != os.pread(fb.fileno(), n, start):
+                    return False
+                start += n
+            end = max(end, stop)
+    return True
+
+
 def same_content(a, b):
-    """cmp(1) for files, diff -r for directories: byte equality, outside
-    any timing."""
+    """cmp(1) for files (same_sparse for a file that is mostly holes),
+    diff -r for directories: byte equality, outside any timing."""
     if os.path.isdir(a):
         return subprocess.run(["diff", "-r", "-q", "--no-dereference", a, b],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    st = os.stat(a)
+    if st.st_blocks * 512 < st.st_size // 2 and os.path.isfile(b):
+        return same_sparse(a, b)
     return subprocess.run(["cmp", "-s", a, b]).returncode == 0
 
 
@@ -222,14 +267,38 @@ def meminfo():
 
 
 
-def machine_info():
-    """What the figures came from: CPU model, cores, memory, kernel."""
-    cpu = "?"
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def cpu_caches():
+    """'L1d 32K, L2 1024K, L3 32768K' of CPU 0, from sysfs."""
+    out = []
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    for d in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        level, kind, size = (_read(os.path.join(base, d, x)) for x in ("level", "type", "size"))
+        if level and size and kind != "Instruction":
+            out.append("L%s%s %s" % (level, "d" if kind == "Data" else "", size))
+    return ", ".join(out) or None
+
+
+def machine_info(workdir=None):
+    """What the figures came from: CPU model and features, cores, caches,
+    memory, kernel, transparent huge pages, and the workdir's filesystem
+    (tmpfs or a disk)."""
+    cpu, flags, mhz = "?", set(), None
     with open("/proc/cpuinfo") as f:
         for line in f:
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == "?":
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("cpu MHz") and mhz is None:
+                mhz = float(line.split(":", 1)[1])
     mem = meminfo()
     virt = None
     try:
@@ -239,25 +308,63 @@ def machine_info():
         pass
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
-    return {
+    thp = _read("/sys/kernel/mm/transparent_hugepage/enabled") or ""
+    up = _read("/proc/uptime")
+    info = {
         "cpu": cpu,
+        "cpu_mhz": mhz,
+        "cpu_features": sorted(flags & {"avx2", "avx512f", "avx512bw", "sha_ni", "bmi2", "sse4_2"}),
+        "cpu_caches": cpu_caches(),
         "cores_online": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)),
         "memory_bytes": mem.get("MemTotal"),
         "memory_available_bytes": mem.get("MemAvailable"),
+        "swap_bytes": mem.get("SwapTotal"),
+        "transparent_hugepages": thp[thp.find("[") + 1:thp.find("]")] if "[" in thp else thp or None,
         "kernel": platform.release(),
         "virtualization": virt,
+        "uptime_s": round(float(up.split()[0])) if up else None,
         "python": platform.python_version(),
         "loadavg_at_start": [float(x) for x in load],
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
+    if workdir:
+        info["workdir"] = workdir
+        info["workdir_fs"] = fs_type(workdir)
+    return info
 
 
 def machine_line(m):
-    return "%s, %d cores, %.1f GiB RAM, kernel %s%s" % (
-        m["cpu"], m["cores_online"], m["memory_bytes"] / GiB, m["kernel"],
+    usable = m.get("cores_usable")
+    return "%s, %d cores%s, %.1f GiB RAM, kernel %s%s" % (
+        m["cpu"], m["cores_online"],
+        " (%d usable)" % usable if usable and usable != m["cores_online"] else "",
+        m["memory_bytes"] / GiB, m["kernel"],
         " (virtualization: %s)" % m["virtualization"]
         if m.get("virtualization") not in (None, "none") else "")
+
+
+def machine_details(m):
+    """The rest of what the figures depend on, for the report's header;
+    older results.json files lack some of it."""
+    parts = []
+    if m.get("cpu_mhz"):
+        parts.append("%.0f MHz" % m["cpu_mhz"])
+    if m.get("cpu_features"):
+        parts.append("features " + " ".join(m["cpu_features"]))
+    if m.get("cpu_caches"):
+        parts.append("caches " + m["cpu_caches"])
+    if m.get("memory_available_bytes"):
+        parts.append("%.1f GiB available at the start" % (m["memory_available_bytes"] / GiB))
+    if m.get("swap_bytes") is not None:
+        parts.append("swap %.1f GiB" % (m["swap_bytes"] / GiB))
+    if m.get("transparent_hugepages"):
+        parts.append("transparent huge pages: %s" % m["transparent_hugepages"])
+    if m.get("uptime_s") is not None:
+        parts.append("up %.1f h" % (m["uptime_s"] / 3600))
+    if m.get("workdir"):
+        parts.append("workdir %s on %s" % (m["workdir"], m.get("workdir_fs", "?")))
+    return "; ".join(parts)
 
 
 def fs_type(path):

@@ -17,6 +17,10 @@
  *   ss-genimage --dir-layout runsc --size 1G --seed 1 --out DIR
  *       a runsc-style checkpoint directory (checkpoint.img, pages_meta.img,
  *       pages.img); pages.img is byte-identical to the single-file image.
+ *   ss-genimage --class pages --size 1G --seed 1 --out FILE
+ *       the page-granular class: zero, repeated (from a pool of distinct
+ *       pages), text, struct and random pages mixed every few pages, as in
+ *       memory a guest has used for a while.
  *
  * Only libc: the harness must build before the rest of the tree does.
  */
@@ -628,6 +632,152 @@ static void gen_image(int fd, const char *path, uint64_t size, uint64_t seed, st
 	free(G.buf);
 }
 
+/* ---- the page-granular class (--class pages) ----
+ *
+ * Memory after a guest has run for a while: classes change every few
+ * pages rather than every few MiB. Zero runs are as short as one page,
+ * and about a quarter of the pages are copies of a few thousand distinct
+ * pages (shared libraries in several processes, page-cache copies,
+ * KSM-able pages), each copy drawn on its own, so a repeated page sits
+ * between unrelated neighbours wherever it lands. Content-defined chunks
+ * of many KiB rarely see the same bytes twice here; only an engine that
+ * looks at whole pages finds the repeats. */
+enum pcls { P_ZERO, P_REPEAT, P_TEXT, P_STRUCT, P_RANDOM, P_COUNT };
+static const char *const pcls_name[P_COUNT] = {"zero", "repeat", "text", "struct", "random"};
+
+static double pmix[P_COUNT] = {
+	[P_ZERO] = 30, [P_REPEAT] = 25, [P_TEXT] = 20, [P_STRUCT] = 10, [P_RANDOM] = 15,
+};
+
+/* Run lengths in pages, log-uniform in [1, max]: short, so no class holds
+ * a region long enough for chunk-sized dedup or long zero extents. */
+static uint64_t prun_max[P_COUNT] = {
+	[P_ZERO] = 64, [P_REPEAT] = 8, [P_TEXT] = 16, [P_STRUCT] = 16, [P_RANDOM] = 16,
+};
+
+/* Distinct pages the repeated ones are drawn from; 0: the default (see
+ * pool_default). */
+static uint64_t pool_opt;
+
+struct pstats {
+	uint64_t pages[P_COUNT];
+	uint64_t pool;            /* distinct pages in the pool */
+	uint64_t repeat_distinct; /* pool pages that occur at least once */
+};
+
+/* A few thousand distinct pages, as the issue's images have, but never so
+ * many that a small image's copies are mostly first occurrences: each pool
+ * page occurs about twice or more on average. */
+static uint64_t pool_default(uint64_t npages)
+{
+	double total = 0;
+	for (int c = 0; c < P_COUNT; c++)
+		total += pmix[c];
+	uint64_t repeats = (uint64_t)(pmix[P_REPEAT] / total * (double)npages);
+	uint64_t n = repeats / 2;
+	return n > 4096 ? 4096 : n < 1 ? 1 : n;
+}
+
+static enum cls pool_page_class(rng_t *r)
+{
+	double nz = pmix[P_TEXT] + pmix[P_STRUCT] + pmix[P_RANDOM];
+	if (nz <= 0)
+		return C_TEXT;
+	double x = (double)(rng_next(r) >> 11) / 9007199254740992.0 * nz;
+	return x < pmix[P_TEXT] ? C_TEXT : x < pmix[P_TEXT] + pmix[P_STRUCT] ? C_STRUCT : C_RANDOM;
+}
+
+static void gen_pages_image(int fd, const char *path, uint64_t size, uint64_t seed, struct pstats *st)
+{
+	const uint64_t npages = (size + PAGE - 1) / PAGE;
+	const double lookahead = npages / 16 < 64 ? 64 : npages / 16 > 4096 ? 4096 : (double)(npages / 16);
+	memset(st, 0, sizeof *st);
+	/* Own streams (not the memory class's 1): the two classes share no
+	 * layout by accident. */
+	rng_t r, pr;
+	rng_seed(&r, seed, 5);
+	rng_seed(&pr, seed, 6);
+
+	/* The pool: text/struct/random pages in the image's proportions of
+	 * those classes, each its own region. */
+	const uint64_t npool = pool_opt ? pool_opt : pool_default(npages);
+	uint8_t *pool = xmalloc((size_t)npool * PAGE + SLACK);
+	uint8_t *used = xmalloc((size_t)npool);
+	for (uint64_t i = 0; i < npool; i++) {
+		struct region g;
+		region_init(&g, &pr);
+		enum cls c = pool_page_class(&pr);
+		uint8_t tmp[PAGE + SLACK];
+		gen_page(c, tmp, &pr, &g);
+		memcpy(pool + i * PAGE, tmp, PAGE);
+	}
+	st->pool = npool;
+
+	struct gen G = {.fd = fd, .path = path, .size = size};
+	G.buf = xmalloc((size_t)BUF_PAGES * PAGE + SLACK);
+
+	double total = 0;
+	for (int c = 0; c < P_COUNT; c++)
+		total += pmix[c];
+	uint64_t pos = 0, runs[P_COUNT] = {0};
+	while (pos < npages) {
+		/* As gen_image: weights are how far each class lags its share,
+		 * over its mean run length. */
+		double wsum = 0, w[P_COUNT];
+		for (int c = 0; c < P_COUNT; c++) {
+			double want = pmix[c] / total * ((double)pos + lookahead);
+			double mean = ((double)st->pages[c] + (double)(1 + prun_max[c]) / 4) / (double)(runs[c] + 1);
+			w[c] = want > (double)st->pages[c] ? (want - (double)st->pages[c]) / mean : 0;
+			wsum += w[c];
+		}
+		enum pcls c = P_RANDOM;
+		if (wsum > 0) {
+			double x = (double)(rng_next(&r) >> 11) / 9007199254740992.0 * wsum;
+			for (int k = 0; k < P_COUNT; k++) {
+				if (x < w[k] || k == P_COUNT - 1) {
+					c = (enum pcls)k;
+					break;
+				}
+				x -= w[k];
+			}
+		}
+		uint64_t len = rng_loguniform(&r, prun_max[c]);
+		if (len > npages - pos)
+			len = npages - pos;
+		struct region g;
+		region_init(&g, &r);
+		static const enum cls as_cls[P_COUNT] = {
+			[P_ZERO] = C_ZERO, [P_TEXT] = C_TEXT, [P_STRUCT] = C_STRUCT, [P_RANDOM] = C_RANDOM,
+		};
+		for (uint64_t i = 0; i < len; i++) {
+			uint8_t *p = gen_slot(&G);
+			if (c == P_REPEAT) {
+				/* Popularity skewed towards low indexes (the minimum
+				 * of two draws): some pages are everywhere, most
+				 * occur a few times. */
+				uint64_t a = rng_below(&r, npool), b = rng_below(&r, npool);
+				uint64_t k = a < b ? a : b;
+				memcpy(p, pool + k * PAGE, PAGE);
+				if (!used[k]) {
+					used[k] = 1;
+					st->repeat_distinct++;
+				}
+			} else {
+				gen_page(as_cls[c], p, &r, &g);
+			}
+			st->pages[c]++;
+			gen_commit_page(&G);
+		}
+		runs[c]++;
+		pos += len;
+	}
+	if (G.buf_n)
+		gen_flush(&G);
+	free(G.buf);
+	free(used);
+	free(pool);
+}
+
 /* ---- dirtying: the next checkpoint of the same sandbox ---- */
 
 struct dirty_stats {
@@ -669,10 +819,15 @@ static void copy_fd(int in, int out, uint64_t size, const char *inpath, const ch
 	free(buf);
 }
 
+/* Longest run of pages one dirty run rewrites (--dirty-run); the length is
+ * geometric with mean about a quarter of it. 64 (mean ~16): a process
+ * touching neighbouring pages; a few pages: writes scattered over memory. */
+static uint64_t dirty_run_max = 64;
+
 /* Copy base to out, then rewrite a fraction of its pages in clustered runs
- * (1-64 pages, geometric with mean ~16: a process touches neighbouring
- * pages) with fresh text/struct/random content. Every changed page is
- * compared against the old one so the reported change is exact. */
+ * (1-64 pages by default, geometric with mean ~16: a process touches
+ * neighbouring pages) with fresh text/struct/random content. Every changed
+ * page is compared against the old one so the reported change is exact. */
 static void dirty_file(const char *base, const char *outpath, double frac, uint64_t seed,
 		       uint64_t stream, struct dirty_stats *ds)
 {
@@ -701,9 +856,11 @@ static void dirty_file(const char *base, const char *outpath, double frac, uint6
 		nz = 1;
 
 	while (ds->dirty_pages < target) {
-		/* Geometric run length, p = 1/16, capped to 1..64. */
+		/* Geometric run length, p = 4/max (1/16 by default), capped
+		 * to 1..max. */
 		uint64_t len = 1;
-		while (len < 64 && rng_below(&r, 16) != 0)
+		const uint64_t odds = dirty_run_max / 4 ? dirty_run_max / 4 : 1;
+		while (len < dirty_run_max && rng_below(&r, odds) != 0)
 			len++;
 		uint64_t start = rng_below(&r, npages);
 		double x = (double)(rng_next(&r) >> 11) / 9007199254740992.0 * nz;
@@ -809,6 +966,7 @@ static void usage(void)
 	printf("usage: %s --size SIZE [--seed N] --out FILE\n"
 	       "       %s --dirty FRACTION --base FILE [--seed N] --out FILE\n"
 	       "       %s --dir-layout runsc (--size SIZE | --dirty F --base DIR) [--seed N] --out DIR\n"
+	       "       %s --class pages --size SIZE [--seed N] [--mix ..] [--pool N] [--run-max ..] --out FILE\n"
 	       "\n"
 	       "Generate a reproducible memory-like checkpoint image.\n"
 	       "\n"
@@ -823,11 +981,21 @@ static void usage(void)
 	       "  --report-json FILE  write what was generated/changed as JSON ('-' = stdout)\n"
 	       "  --mix SPEC          page mix in percent (for calibration); the default is\n"
 	       "                      zero=28,dup=5,clone=12,text=18,struct=16,random=21\n"
+	       "                      (--class pages: zero=30,repeat=25,text=20,struct=10,random=15)\n"
+	       "  --class CLASS       memory (default): classes in runs of pages to MiBs;\n"
+	       "                      pages: classes mixed at 4 KiB granularity, zero runs from\n"
+	       "                      one page, repeated pages drawn from a pool\n"
+	       "  --pool N            --class pages: distinct pages the repeated ones are drawn\n"
+	       "                      from (default: half the repeated pages, at most 4096)\n"
+	       "  --run-max SPEC      --class pages: longest run per class in pages; the default\n"
+	       "                      is zero=64,repeat=8,text=16,struct=16,random=16\n"
+	       "  --dirty-run N       --dirty: longest run of rewritten pages (default 64;\n"
+	       "                      run lengths are geometric with mean ~N/4)\n"
 	       "  --quiet             no summary line on stderr\n"
 	       "  --help              this text\n"
 	       "\n"
 	       "Exit status: 0 ok, 1 failure, 2 usage error.\n",
-	       prog, prog, prog);
+	       prog, prog, prog, prog);
 }
 
 static uint64_t parse_size(const char *s)
@@ -854,33 +1022,70 @@ static uint64_t parse_size(const char *s)
 	return (uint64_t)(v * (double)mul);
 }
 
-static void parse_mix(const char *spec)
+/* "name=value,..." against a table of names: each named value is stored
+ * in vals[] and flagged in set[]; unnamed entries are left alone. */
+static void parse_named(const char *opt, const char *spec, const char *const *names, int n,
+			double *vals, bool *set)
 {
-	double m[C_COUNT] = {0};
 	char *dup = strdup(spec), *save = NULL;
 	if (!dup)
 		die("out of memory");
 	for (char *t = strtok_r(dup, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
 		char *eq = strchr(t, '=');
 		if (!eq)
-			die_usage("bad --mix item '%s'", t);
+			die_usage("bad %s item '%s'", opt, t);
 		*eq = 0;
 		int c = 0;
-		while (c < C_COUNT && strcmp(cls_name[c], t) != 0)
+		while (c < n && strcmp(names[c], t) != 0)
 			c++;
 		char *end;
 		double v = strtod(eq + 1, &end);
-		if (c == C_COUNT || *end || v < 0)
-			die_usage("bad --mix item '%s'", t);
-		m[c] = v;
+		if (c == n || end == eq + 1 || *end || !(v >= 0 && v < 1e12))
+			die_usage("bad %s item '%s'", opt, t);
+		vals[c] = v;
+		set[c] = true;
 	}
 	free(dup);
+}
+
+static void parse_mix(const char *spec)
+{
+	double m[C_COUNT] = {0};
+	bool set[C_COUNT] = {0};
+	parse_named("--mix", spec, cls_name, C_COUNT, m, set);
 	double total = 0;
 	for (int c = 0; c < C_COUNT; c++)
 		total += m[c];
 	if (total <= 0 || (m[C_DUP] + m[C_CLONE] > 0 && m[C_TEXT] + m[C_STRUCT] + m[C_RANDOM] <= 0))
 		die_usage("--mix needs some non-zero, non-dup content");
 	memcpy(mix, m, sizeof mix);
+}
+
+static void parse_pmix(const char *spec)
+{
+	double m[P_COUNT] = {0};
+	bool set[P_COUNT] = {0};
+	parse_named("--mix", spec, pcls_name, P_COUNT, m, set);
+	double total = 0;
+	for (int c = 0; c < P_COUNT; c++)
+		total += m[c];
+	if (total <= 0)
+		die_usage("--mix needs some pages");
+	memcpy(pmix, m, sizeof pmix);
+}
+
+static void parse_run_max(const char *spec)
+{
+	double m[P_COUNT] = {0};
+	bool set[P_COUNT] = {0};
+	parse_named("--run-max", spec, pcls_name, P_COUNT, m, set);
+	for (int c = 0; c < P_COUNT; c++) {
+		if (!set[c])
+			continue;
+		if (m[c] < 1 || m[c] > (1u << 20) || m[c] != (double)(uint64_t)m[c])
+			die_usage("bad --run-max for %s (a whole number of pages, 1..%u)", pcls_name[c], 1u << 20);
+		prun_max[c] = (uint64_t)m[c];
+	}
 }
 
 static FILE *report_open(const char *path)
@@ -950,8 +1155,9 @@ static void dir_commit(const char *tmp, const char *out)
 int main(int argc, char **argv)
 {
 	const char *out = NULL, *base = NULL, *layout = NULL, *report = NULL;
+	const char *mix_spec = NULL, *run_max_spec = NULL;
 	uint64_t size = 0, seed = 1;
-	bool have_size = false, quiet = false;
+	bool have_size = false, quiet = false, pages = false, have_dirty_run = false;
 	double dirty = -1;
 
 	for (int i = 1; i < argc; i++) {
@@ -1000,7 +1206,30 @@ int main(int argc, char **argv)
 		} else if (!strcmp(a, "--report-json")) {
 			report = ARG();
 		} else if (!strcmp(a, "--mix")) {
-			parse_mix(ARG());
+			mix_spec = ARG(); /* parsed once the class is known */
+		} else if (!strcmp(a, "--class")) {
+			const char *s = ARG();
+			if (strcmp(s, "pages") != 0 && strcmp(s, "memory") != 0)
+				die_usage("unknown --class '%s' (memory or pages)", s);
+			pages = strcmp(s, "pages") == 0;
+		} else if (!strcmp(a, "--pool")) {
+			const char *s = ARG();
+			char *end;
+			errno = 0;
+			pool_opt = strtoull(s, &end, 0);
+			/* 2^20 pool pages: 4 GiB of pool held in memory, the limit */
+			if (end == s || *end || errno || *s == '-' || pool_opt < 1 || pool_opt > (1u << 20))
+				die_usage("bad --pool '%s' (1..%u pages)", s, 1u << 20);
+		} else if (!strcmp(a, "--run-max")) {
+			run_max_spec = ARG();
+		} else if (!strcmp(a, "--dirty-run")) {
+			const char *s = ARG();
+			char *end;
+			errno = 0;
+			dirty_run_max = strtoull(s, &end, 0);
+			if (end == s || *end || errno || *s == '-' || dirty_run_max < 1 || dirty_run_max > 65536)
+				die_usage("bad --dirty-run '%s' (1..65536 pages)", s);
+			have_dirty_run = true;
 		} else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
 			quiet = true;
 		} else {
@@ -1016,6 +1245,24 @@ int main(int argc, char **argv)
 		die_usage("--size is required");
 	if (dirty >= 0 && have_size)
 		die_usage("--size does not apply with --dirty (the base's size is kept)");
+	if (have_dirty_run && dirty < 0)
+		die_usage("--dirty-run goes with --dirty");
+	if (pages) {
+		if (mix_spec)
+			parse_pmix(mix_spec);
+		if (run_max_spec)
+			parse_run_max(run_max_spec);
+		/* A dirty pass writes text, struct and random pages in the
+		 * proportions the page-granular image has them. */
+		mix[C_TEXT] = pmix[P_TEXT];
+		mix[C_STRUCT] = pmix[P_STRUCT];
+		mix[C_RANDOM] = pmix[P_RANDOM];
+	} else {
+		if (mix_spec)
+			parse_mix(mix_spec);
+		if (run_max_spec || pool_opt)
+			die_usage("--run-max and --pool go with --class pages");
+	}
 
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
@@ -1026,6 +1273,7 @@ int main(int argc, char **argv)
 
 	if (dirty < 0) {
 		struct stats st;
+		struct pstats pst;
 		uint64_t ck = 0, meta = 0;
 		const char *img = out;
 		char *tmpdir = NULL, *imgpath = NULL;
@@ -1041,24 +1289,43 @@ int main(int argc, char **argv)
 		}
 		struct outfile o;
 		out_open(&o, img);
-		gen_image(o.fd, o.tmp, size, seed, &st);
+		if (pages)
+			gen_pages_image(o.fd, o.tmp, size, seed, &pst);
+		else
+			gen_image(o.fd, o.tmp, size, seed, &st);
 		out_commit(&o);
 		if (layout)
 			dir_commit(tmpdir, out);
 		double secs = now() - t0;
 		uint64_t np = (size + PAGE - 1) / PAGE;
+		const char *const *names = pages ? pcls_name : cls_name;
+		const uint64_t *count = pages ? pst.pages : st.pages;
+		const int ncls = pages ? P_COUNT : C_COUNT;
 		if (!quiet) {
 			fprintf(stderr, "%s: %s: %" PRIu64 " bytes, %" PRIu64 " pages:", prog, out, size, np);
-			for (int c = 0; c < C_COUNT; c++)
-				fprintf(stderr, " %s %.1f%%", cls_name[c], np ? 100.0 * (double)st.pages[c] / (double)np : 0);
+			for (int c = 0; c < ncls; c++)
+				fprintf(stderr, " %s %.1f%%", names[c], np ? 100.0 * (double)count[c] / (double)np : 0);
+			if (pages)
+				fprintf(stderr, " (%" PRIu64 " distinct of a %" PRIu64 "-page pool)",
+					pst.repeat_distinct, pst.pool);
 			fprintf(stderr, "; %.2f s, %.0f MB/s\n", secs, secs > 0 ? (double)size / secs / 1e6 : 0);
 		}
 		if (rep) {
-			fprintf(rep, "{\"mode\": \"generate\", \"layout\": \"%s\", \"seed\": %" PRIu64
+			fprintf(rep, "{\"mode\": \"generate\", \"class\": \"%s\", \"layout\": \"%s\", \"seed\": %" PRIu64
 				     ", \"size\": %" PRIu64 ", \"pages\": %" PRIu64,
-				layout ? layout : "file", seed, size, np);
-			for (int c = 0; c < C_COUNT; c++)
-				fprintf(rep, ", \"%s_pages\": %" PRIu64, cls_name[c], st.pages[c]);
+				pages ? "pages" : "memory", layout ? layout : "file", seed, size, np);
+			for (int c = 0; c < ncls; c++)
+				fprintf(rep, ", \"%s_pages\": %" PRIu64, names[c], count[c]);
+			if (pages) {
+				fprintf(rep, ", \"pool\": %" PRIu64 ", \"repeat_distinct\": %" PRIu64 ", \"run_max\": {",
+					pst.pool, pst.repeat_distinct);
+				for (int c = 0; c < P_COUNT; c++)
+					fprintf(rep, "%s\"%s\": %" PRIu64, c ? ", " : "", pcls_name[c], prun_max[c]);
+				fprintf(rep, "}, \"mix\": {");
+				for (int c = 0; c < P_COUNT; c++)
+					fprintf(rep, "%s\"%s\": %g", c ? ", " : "", pcls_name[c], pmix[c]);
+				fprintf(rep, "}");
+			}
 			if (layout)
 				fprintf(rep, ", \"checkpoint_bytes\": %" PRIu64 ", \"pages_meta_bytes\": %" PRIu64, ck, meta);
 			fprintf(rep, ", \"seconds\": %.3f}\n", secs);
@@ -1108,6 +1375,7 @@ int main(int argc, char **argv)
 				", \"differing_bytes\": %" PRIu64,
 				layout ? layout : "file", seed, dirty, ds.pages, ds.dirty_pages, ds.dirty_runs,
 				ds.changed_pages, changed, ds.differing_bytes + dm.differing_bytes + ck);
+			fprintf(rep, ", \"dirty_run_max\": %" PRIu64, dirty_run_max);
 			if (layout)
 				fprintf(rep, ", \"checkpoint_bytes\": %" PRIu64 ", \"pages_meta_changed_bytes\": %" PRIu64
 					     ", \"pages_changed_bytes\": %" PRIu64,

@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import textwrap
 
-from common import GiB, fmt_size, log, machine_line, summarize
+from common import GiB, fmt_size, log, machine_details, machine_line, summarize
 
 TOOL_ORDER = ["snapstream", "zstd-1", "zstd-3", "restic", "casync", "aws", "rclone"]
 TOOL_LABEL = {"snapstream": "snapstream", "zstd-1": "zstd -1 -T0", "zstd-3": "zstd -3 -T0",
@@ -430,10 +430,229 @@ def targets_section(res, st):
     return L, out
 
 
+# ---------------------------------------------------------------- same-run comparisons
+
+def per_run(st, wl, tgt, tool, sc, key="wall_s"):
+    """{run: value} of one tool's scenario."""
+    return {s["run"]: s[key] for s in st.samples
+            if s.get("workload") == wl and s.get("target") == tgt and s.get("tool") == tool
+            and s.get("scenario") == sc and s.get(key) is not None}
+
+
+def run_ratio(a, b):
+    """summarize() of a[i] / b[i] over the runs both have: a ratio taken
+    within each run, so a drift of the machine between runs cancels."""
+    return summarize([a[i] / b[i] for i in sorted(set(a) & set(b)) if b[i]])
+
+
+def snap_stored(st, wl, tgt="tmpfs"):
+    """{run: store + manifests} of snapstream's cold pushes."""
+    out = {}
+    for s in st.samples:
+        if (s.get("workload") == wl and s.get("target") == tgt and s.get("tool") == "snapstream"
+                and s.get("scenario") == "cold" and s.get("stored_bytes") is not None):
+            out[s["run"]] = s["stored_bytes"] + (s.get("manifest_bytes") or 0)
+    return out
+
+
+def wl_class(name):
+    """'memory', 'pages', 'files', 'sparse', 'dense' or None, from the name."""
+    kind = name.split("-", 1)[0]
+    return {"mem": "memory", "pages": "pages", "files": "files", "sparse": "sparse",
+            "dense": "dense"}.get(kind)
+
+
+def rcell(v, f="%.2fx"):
+    """A ratio's median (min-max)."""
+    if v is None:
+        return "-"
+    if v["n"] == 1 or (f % v["min"]) == (f % v["max"]):
+        return f % v["median"]
+    return (f + " (" + f + "-" + f + ")") % (v["median"], v["min"], v["max"])
+
+
+def runs_list(d, scale=1024.0, f="%.0f"):
+    return ", ".join(f % (d[i] / scale) for i in sorted(d)) or "-"
+
+
+def samerun_section(res, st):
+    """The same-run comparisons: every workload against zstd of the
+    same file in the same run, as ratios taken per run."""
+    wls = [n for n in res["workloads"] if wl_class(n)]
+    if not any(per_run(st, n, "tmpfs", "snapstream", "cold") for n in wls):
+        return []
+    L = ["## Same-run comparisons\n",
+         "On tmpfs. Each ratio is taken within one run (the tools measured back to back on the "
+         "same file) and given as the median (min-max) over the runs: push speedup = `zstd -1 "
+         "-T0` time / snapstream push time, pull speedup = `zstd -d` time / snapstream pull time "
+         "(above 1: snapstream is faster); for a directory the reference is `tar -cf - | zstd -1 "
+         "-T0` and `zstd -d | tar -x`. Stored = snapstream's store + manifests after a cold "
+         "push, against `zstd -1`'s output and restic's repository.\n"]
+    L += ["| workload | snapstream push, s | zstd -1 -T0, s | push speedup | snapstream pull, s "
+          "| zstd -d, s | pull speedup | push CPU, s | zstd -1 CPU, s | pull CPU, s | zstd -d CPU, s |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for n in wls:
+        sp, zp = per_run(st, n, "tmpfs", "snapstream", "cold"), per_run(st, n, "tmpfs", "zstd-1", "cold")
+        sl, zl = per_run(st, n, "tmpfs", "snapstream", "pull"), per_run(st, n, "tmpfs", "zstd-1", "pull")
+        if not sp or not zp:
+            continue
+        g = lambda tool, sc, key="wall_s": cell(st.get(n, "tmpfs", tool, sc, key))
+        L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            res["workloads"][n]["title"], g("snapstream", "cold"), g("zstd-1", "cold"),
+            rcell(run_ratio(zp, sp)), g("snapstream", "pull"), g("zstd-1", "pull"),
+            rcell(run_ratio(zl, sl)), g("snapstream", "cold", "cpu_s"), g("zstd-1", "cold", "cpu_s"),
+            g("snapstream", "pull", "cpu_s"), g("zstd-1", "pull", "cpu_s")))
+    L += ["", "| workload | snapstream stored, MB | zstd -1, MB | restic, MB | stored / zstd -1 "
+          "| stored / restic | next checkpoint: uploaded / changed |", "|---|---|---|---|---|---|---|"]
+    for n in wls:
+        ss = snap_stored(st, n)
+        if not ss:
+            continue
+        z = per_run(st, n, "tmpfs", "zstd-1", "cold", "stored_bytes")
+        r = per_run(st, n, "tmpfs", "restic", "cold", "stored_bytes")
+        nx = ["%s %s" % (x["tag"], cell(st.get(n, "tmpfs", "snapstream", x["tag"], "ratio")))
+              for x in res["workloads"][n]["nexts"]
+              if st.get(n, "tmpfs", "snapstream", x["tag"], "ratio")]
+        L.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+            res["workloads"][n]["title"], cell(summarize(list(ss.values())), 1e6, "%.1f"),
+            cell(summarize(list(z.values())), 1e6, "%.1f"), cell(summarize(list(r.values())), 1e6, "%.1f"),
+            rcell(run_ratio(ss, z), "%.3f"), rcell(run_ratio(ss, r), "%.3f"), "; ".join(nx) or "-"))
+    L += ["", "Peak RSS per run (MiB; run 1, 2, ...):\n",
+          "| workload | push | pull | zstd -1 -T0 | zstd -d |", "|---|---|---|---|---|"]
+    for n in wls:
+        sp = per_run(st, n, "tmpfs", "snapstream", "cold", "maxrss_kib")
+        if not sp:
+            continue
+        L.append("| %s | %s | %s | %s | %s |" % (
+            res["workloads"][n]["title"], runs_list(sp),
+            runs_list(per_run(st, n, "tmpfs", "snapstream", "pull", "maxrss_kib")),
+            runs_list(per_run(st, n, "tmpfs", "zstd-1", "cold", "maxrss_kib")),
+            runs_list(per_run(st, n, "tmpfs", "zstd-1", "pull", "maxrss_kib"))))
+    L.append("")
+    for n in wls:
+        if wl_class(n) != "sparse":
+            continue
+        info = res["workloads"][n]["info"]
+        dense = "dense-" + fmt_size(info["data_bytes"])
+        if dense not in res["workloads"]:
+            continue
+        row = lambda wl, tool, sc, key="wall_s": per_run(st, wl, "tmpfs", tool, sc, key)
+        alloc = row(n, "snapstream", "pull", "dest_allocated_bytes")
+        L += ["### %s against the same data stored densely\n" % res["workloads"][n]["title"],
+              "The sparse file and %s are pushed and pulled alternately in each run; ratio = "
+              "sparse / dense time in the same run (1: the holes cost nothing). The source "
+              "allocates %.1f MB.\n" % (dense, info["allocated_bytes"] / 1e6),
+              "| | sparse, s | dense, s | sparse / dense | zstd -1 -T0 (-d) of the dense file, s |",
+              "|---|---|---|---|---|"]
+        for lab, sc in (("push", "cold"), ("pull", "pull")):
+            L.append("| %s | %s | %s | %s | %s |" % (
+                lab, cell(st.get(n, "tmpfs", "snapstream", sc)), cell(st.get(dense, "tmpfs", "snapstream", sc)),
+                rcell(run_ratio(row(n, "snapstream", sc), row(dense, "snapstream", sc))),
+                cell(st.get(dense, "tmpfs", "zstd-1", sc))))
+        if alloc:
+            L.append("\nThe pulled file: %s bytes logical, allocated (st_blocks) %s MB per run, "
+                     "for %.1f MB of data: allocated / data %s.\n" % (
+                         res["workloads"][n]["bytes"], runs_list(alloc, 1e6, "%.1f"),
+                         info["data_bytes"] / 1e6,
+                         rcell(summarize([v / info["data_bytes"] for v in alloc.values()]), "%.3f")))
+    return L
+
+
+def any_image_targets(res, st):
+    """The targets for memory speed on any image, each measured in this
+    run: [{name, value, target, pass (None: not measured), fmt, why}]."""
+    out = []
+    wls = res["workloads"]
+
+    def add(name, value, goal, ok, f, why=None):
+        out.append({"name": name, "value": value, "target": goal, "fmt": f, "set": "any image",
+                    "pass": ok(value) if value is not None else None, "why": why})
+
+    med = lambda v: v["median"] if v else None
+    for cls, lab in (("memory", "memory-like"), ("pages", "page-granular")):
+        for size in ("64M", "256M", "1G"):
+            n = ("mem-" if cls == "memory" else "pages-") + size
+            why = None if n in wls else "not run"
+            for what, sc, ref in (("cold push", "cold", "zstd -1 -T0"), ("pull", "pull", "zstd -d")):
+                v = run_ratio(per_run(st, n, "tmpfs", "zstd-1", sc), per_run(st, n, "tmpfs", "snapstream", sc))
+                add("%s, %s %s: %s / snapstream" % (what, lab, size, ref), med(v), ">= 1.2x",
+                    lambda x: x >= 1.2, "%.2fx", why)
+    for n in wls:
+        ss = snap_stored(st, n)
+        if wl_class(n) == "pages":
+            add("stored, %s: snapstream / zstd -1" % wls[n]["title"],
+                med(run_ratio(ss, per_run(st, n, "tmpfs", "zstd-1", "cold", "stored_bytes"))),
+                "<= 0.80", lambda x: x <= 0.8, "%.3f")
+    for n in wls:
+        r = per_run(st, n, "tmpfs", "restic", "cold", "stored_bytes")
+        if r:
+            add("stored, %s: snapstream / restic" % wls[n]["title"], med(run_ratio(snap_stored(st, n), r)),
+                "<= 1.00", lambda x: x <= 1.0, "%.3f")
+    for n in wls:
+        if wl_class(n) == "pages":
+            for x in wls[n]["nexts"]:
+                v = st.get(n, "tmpfs", "snapstream", x["tag"], "ratio")
+                add("%s, %s: uploaded / changed bytes" % (wls[n]["title"], x["label"]), med(v),
+                    "<= 1.50", lambda y: y <= 1.5, "%.2f")
+    files = [n for n in wls if wl_class(n) == "files"]
+    for n in files or ["files-2000"]:
+        why = None if n in wls else "not run"
+        for what, sc, ref in (("push", "cold", "tar \\| zstd -1 -T0"), ("pull", "pull", "zstd -d \\| tar x")):
+            v = run_ratio(per_run(st, n, "tmpfs", "zstd-1", sc), per_run(st, n, "tmpfs", "snapstream", sc))
+            add("%s, %s: %s / snapstream" % (what, n, ref), med(v), ">= 1.00x", lambda x: x >= 1.0,
+                "%.2fx", why)
+    sparse = [n for n in wls if wl_class(n) == "sparse"]
+    for n in sparse or ["sparse-16G"]:
+        why = None if n in wls else "not run"
+        info = wls[n]["info"] if n in wls else {"data_bytes": 64 << 20}
+        dense = "dense-" + fmt_size(info["data_bytes"])
+        for what, sc in (("push", "cold"), ("pull", "pull")):
+            v = run_ratio(per_run(st, n, "tmpfs", "snapstream", sc), per_run(st, dense, "tmpfs", "snapstream", sc))
+            add("%s, %s: sparse / dense time" % (what, n), med(v), "<= 2.00x", lambda x: x <= 2.0,
+                "%.2fx", why)
+        alloc = per_run(st, n, "tmpfs", "snapstream", "pull", "dest_allocated_bytes")
+        add("pull, %s: allocated / data bytes" % n,
+            max(alloc.values()) / info["data_bytes"] if alloc else None, "<= 1.00",
+            lambda x: x <= 1.0, "%.3f", why)
+    rss = [s["maxrss_kib"] for s in st.samples if s.get("tool") == "snapstream" and "maxrss_kib" in s]
+    add("peak RSS, any snapstream command (MiB)", max(rss) / 1024 if rss else None, "<= 256",
+        lambda x: x <= 256, "%.0f")
+    for cls, pre in (("memory-like", "mem-"), ("page-granular", "pages-")):
+        small, big = pre + "64M", pre + "1G"
+        why = None if small in wls and big in wls else "needs %s and %s (--full runs both)" % (small, big)
+        for what, sc in (("push", "cold"), ("pull", "pull")):
+            a = per_run(st, small, "tmpfs", "snapstream", sc, "maxrss_kib")
+            b = per_run(st, big, "tmpfs", "snapstream", sc, "maxrss_kib")
+            add("peak RSS, %s %s: 64M / 1G" % (cls, what),
+                max(a.values()) / max(b.values()) if a and b else None, "<= 0.333",
+                lambda x: x <= 1 / 3, "%.3f", why)
+    return out
+
+
+def any_image_section(targets):
+    if not targets:
+        return []
+    L = ["## Targets: memory speed on any image, on any machine\n",
+         "Each target against this run's figures (same-run ratios, medians over the runs, "
+         "tmpfs). Unmeasured rows say why.\n",
+         "| target | value | goal | |", "|---|---|---|---|"]
+    for t in targets:
+        v = "-" if t["value"] is None else t["fmt"] % t["value"]
+        verdict = ("ok" if t["pass"] else "**MISSED**") if t["pass"] is not None else \
+            (t["why"] or "not measured")
+        L.append("| %s | %s | %s | %s |" % (t["name"], v, t["target"], verdict))
+    n_ok = sum(1 for t in targets if t["pass"])
+    n_miss = sum(1 for t in targets if t["pass"] is False)
+    L.append("\n%d met, %d missed, %d not measured.\n" % (n_ok, n_miss, len(targets) - n_ok - n_miss))
+    return L
+
+
 def markdown(res, st, charts):
     m = res["machine"]
     L = ["# snapstream benchmark: %s mode, %s\n" % (res["mode"], m["date"][:10])]
     L.append("- machine: %s" % machine_line(m))
+    if machine_details(m):
+        L.append("- machine, more: %s" % machine_details(m))
     L.append("- load: load average %s at the start; other processes' share of the CPUs during "
              "the measured commands: median %.0f%%, max %.0f%% (`bg_cpu_frac` per sample)"
              % (" ".join("%.2f" % x for x in m["loadavg_at_start"]), 100 * res["bg"]["median"],
@@ -449,6 +668,7 @@ def markdown(res, st, charts):
     L.append("## Summary\n")
     L += summary_table(res, st)
     L.append("")
+    L += samerun_section(res, st)
     L += ateom_section(res)
     L += scaling_section(res, st, charts)
     L += threads_section(res, st, charts)
@@ -457,7 +677,9 @@ def markdown(res, st, charts):
         L += workload_section(res, st, name, wl, charts)
     tl, targets = targets_section(res, st)
     L += tl
-    res["target_ratios"] = [{k: v for k, v in t.items() if k != "fmt"} for t in targets]
+    t_any = any_image_targets(res, st)
+    L += any_image_section(t_any)
+    res["target_ratios"] = [{k: v for k, v in t.items() if k != "fmt"} for t in targets + t_any]
     if res["notes"] or res["failures"]:
         L.append("## Notes\n")
         L += ["- " + n for n in res["notes"]]
@@ -476,7 +698,7 @@ def readme_section(res):
     fill = lambda t: textwrap.fill(t, 76, break_on_hyphens=False, break_long_words=False) + "\n"
     L = ["## Benchmarks\n", "```sh",
          "bench/run --quick   # everyday: under two minutes, images included",
-         "bench/run --full    # the release figures below (~30-45 minutes on 2 cores)",
+         "bench/run --full    # the release figures below (~45 minutes on 2 cores)",
          "```\n",
          fill("A run writes `summary.md`, `results.json` and charts to `bench/reports/DATE-MODE/`; "
          "`bench/README.md` says what each workload, scenario and figure is. The peers are "

@@ -33,14 +33,25 @@ S3_UNSET = ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDP
             "AWS_CA_BUNDLE", "SNAPSTREAM_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
 
 
+# The scenarios a short plan keeps: what a checkpointer does on every
+# checkpoint (cold push, next checkpoints, pull); "incr" stands for them all.
+SCENARIOS_MIN = ("cold", "incr", "pull")
+
+
 class Target:
     """Where a scenario's data lives: 'tmpfs' or 'disk' (a directory), or
     's3' (a bucket on s3rver, whose data directory is on tmpfs)."""
 
-    def __init__(self, name, root, cache, dropped=False, threads=False):
+    def __init__(self, name, root, cache, dropped=False, threads=False, scenarios=None):
         self.name, self.root, self.cache = name, root, cache
         self.dropped = dropped      # also measure with the page cache dropped
         self.threads = threads      # also measure snapstream --threads 1
+        self.scenarios = scenarios  # only these (SCENARIOS_MIN's names); None: all
+
+    def wants(self, sc):
+        if self.scenarios is None:
+            return True
+        return ("incr" if sc.startswith("incr") else sc) in self.scenarios
 
     def dir(self, tool):
         d = os.path.join(self.root, tool)
@@ -140,10 +151,12 @@ class Snapstream:
 
         j, s = push("cold", A, "a", wl.bytes)
         s.update(stored_bytes=du_sb(store), manifest_bytes=du_sb(snaps))
-        push("warm", A, "a-warm", wl.bytes)
-        # As a checkpointer pushes the next checkpoint of a workload: cut
-        # points are predicted from the parent, most chunking is skipped.
-        push("warm-parent", A, "a-warm-parent", wl.bytes, parent=snap("a"))
+        if tgt.wants("warm"):
+            push("warm", A, "a-warm", wl.bytes)
+        if tgt.wants("warm-parent"):
+            # As a checkpointer pushes the next checkpoint of a workload: cut
+            # points are predicted from the parent, most chunking is skipped.
+            push("warm-parent", A, "a-warm-parent", wl.bytes, parent=snap("a"))
         for n in nexts:
             j, s = push(n.tag, n.path, "b-" + n.tag, n.bytes, parent=snap("a"))
             up = j.get("new_stored_bytes")
@@ -160,8 +173,9 @@ class Snapstream:
             c.check_restore(i, A, dest, s)
             rm(dest)
         pull("pull")
-        r, s = m("verify", [self.exe, "verify", snap("a"), "--store", store, "--json"], wl.bytes)
-        s["json"] = parse_json_output(r.stdout)
+        if tgt.wants("verify"):
+            r, s = m("verify", [self.exe, "verify", snap("a"), "--store", store, "--json"], wl.bytes)
+            s["json"] = parse_json_output(r.stdout)
         if tgt.threads:
             st1 = os.path.join(d, "store-t1")
             push("cold-t1", A, "a-t1", wl.bytes, st=st1, threads=1, threads_used=1)
@@ -192,8 +206,10 @@ class Snapstream:
             return j, s
 
         push("cold", A, "a", wl.bytes)
-        push("warm", A, "a-warm", wl.bytes)
-        push("warm-parent", A, "a-warm-parent", wl.bytes, parent=snap("a"))
+        if tgt.wants("warm"):
+            push("warm", A, "a-warm", wl.bytes)
+        if tgt.wants("warm-parent"):
+            push("warm-parent", A, "a-warm-parent", wl.bytes, parent=snap("a"))
         for n in nexts:
             j, s = push(n.tag, n.path, "b-" + n.tag, n.bytes, parent=snap("a"))
             up = j.get("new_stored_bytes")
@@ -208,9 +224,10 @@ class Snapstream:
             c.check_restore(i, A, dest, s)
         finally:
             rm(dest)
-        r, s = c.measure(self.name, wl, tgt, "verify", i,
-                         [self.exe, "verify", snap("a"), "--json"], wl.bytes)
-        s["json"] = parse_json_output(r.stdout)
+        if tgt.wants("verify"):
+            r, s = c.measure(self.name, wl, tgt, "verify", i,
+                             [self.exe, "verify", snap("a"), "--json"], wl.bytes)
+            s["json"] = parse_json_output(r.stdout)
 
 
 # ---------------------------------------------------------------- zstd
@@ -258,7 +275,8 @@ class Zstd:
             c.check_restore(i, A, got, s)
             rm(dest)
         pull("pull")
-        m("verify", ["zstd", "-t", "-q", out], wl.bytes)
+        if tgt.wants("verify"):
+            m("verify", ["zstd", "-t", "-q", out], wl.bytes)
         if tgt.dropped:
             o2 = os.path.join(d, "a2.zst")
             _drop(tgt)
@@ -289,8 +307,10 @@ class Restic:
         # snapshot shortcut (size/mtime/inode unchanged: not read at all),
         # recorded as "warm-shortcut"; "warm" re-reads and re-chunks
         # (--force), as a push of a new checkpoint must.
-        m("warm-shortcut", R(repo, "backup", "--quiet", A), wl.bytes)
-        m("warm", R(repo, "backup", "--quiet", "--force", A), wl.bytes)
+        if tgt.wants("warm-shortcut"):
+            m("warm-shortcut", R(repo, "backup", "--quiet", A), wl.bytes)
+        if tgt.wants("warm"):
+            m("warm", R(repo, "backup", "--quiet", "--force", A), wl.bytes)
         target = os.path.join(d, "restore")
         restored = os.path.join(target, os.path.abspath(A).lstrip("/"))
 
@@ -300,7 +320,8 @@ class Restic:
             c.check_restore(i, A, restored, s)
             rm(target)
         pull("pull")
-        m("verify", R(repo, "check", "--read-data", "--quiet"), wl.bytes)
+        if tgt.wants("verify"):
+            m("verify", R(repo, "check", "--read-data", "--quiet"), wl.bytes)
         for n in nexts:
             before = du_sb(repo)
             r, s = m(n.tag, R(repo, "backup", "--quiet", n.path), n.bytes)
@@ -333,7 +354,8 @@ class Casync:
 
         r, s = m("cold", make(store, "a", A), wl.bytes)
         s.update(stored_bytes=du_sb(store), index_bytes=os.path.getsize(idx("a")))
-        m("warm", make(store, "a-warm", A), wl.bytes)
+        if tgt.wants("warm"):
+            m("warm", make(store, "a-warm", A), wl.bytes)
         dest = os.path.join(d, "restore")
 
         def pull(sc, cache=None):

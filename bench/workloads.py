@@ -25,6 +25,7 @@ Python 3 standard library only."""
 
 import importlib.util
 import json
+import math
 import os
 import random
 import shutil
@@ -32,7 +33,8 @@ import struct
 import subprocess
 import time
 
-from common import (MiB, ROOT, CommandFailed, Skipped, fmt_size, log, logical_bytes, rm, run)
+from common import (MiB, ROOT, CommandFailed, Skipped, allocated_bytes, fmt_size, log,
+                    logical_bytes, rm, run)
 
 PAGE = 4096
 
@@ -75,7 +77,7 @@ class Workload:
 
 # ---------------------------------------------------------------- ss-genimage
 
-def genimage(gen, wd, out, size=None, seed=1, mix=None, dirty=None, base=None):
+def genimage(gen, wd, out, size=None, seed=1, mix=None, dirty=None, base=None, extra=()):
     cmd = [gen, "--out", out, "--seed", str(seed), "--quiet", "--report-json", out + ".json"]
     if dirty is not None:
         cmd += ["--dirty", str(dirty), "--base", base]
@@ -83,6 +85,7 @@ def genimage(gen, wd, out, size=None, seed=1, mix=None, dirty=None, base=None):
         cmd += ["--size", str(size)]
     if mix:
         cmd += ["--mix", mix]
+    cmd += list(extra)
     r = run(cmd, wd)
     with open(out + ".json") as f:
         rep = json.load(f)
@@ -119,6 +122,90 @@ def uniform(gen, wd, kind, size, seed=1):
                     [], {"A": rep}, "ss-genimage --mix %s=100: every page %s"
                     % (kind, "random (incompressible, nothing repeats)" if kind == "random"
                        else "zero, written out (the file is not sparse)"))
+
+
+# Page-granular next checkpoints: a few pages rewritten here and there
+# (runs of 1-8 pages, mean ~2), not the memory class's 16-page clusters.
+PAGES_DIRTY_RUN = 8
+
+
+def pages(gen, wd, size, dirties=(0.03,), seed=1, args=()):
+    """ss-genimage --class pages (zero, repeated, text, struct and random
+    pages mixed at 4 KiB granularity) and its dirtied next checkpoints.
+    args: more ss-genimage options (--mix, --pool, --run-max), to imitate
+    other images of the class."""
+    tag = fmt_size(size)
+    A = os.path.join(wd, "pages-%s-A.img" % tag)
+    args = list(args)
+    rep = genimage(gen, wd, A, size=size, seed=seed, extra=["--class", "pages"] + args)
+    # The dirty pass writes text/struct/random in the image's proportions:
+    # it needs the same --mix (not --pool or --run-max, which it refuses
+    # only without --class pages).
+    mix = [a for i, a in enumerate(args) if a.startswith("--mix") or (i and args[i - 1] == "--mix")]
+    nexts = []
+    for k, frac in enumerate(dirties):
+        pct = "%g" % (100 * frac)
+        B = os.path.join(wd, "pages-%s-B%s.img" % (tag, pct))
+        r = genimage(gen, wd, B, dirty=frac, base=A, seed=seed + 1 + k,
+                     extra=["--class", "pages", "--dirty-run", str(PAGES_DIRTY_RUN)] + mix)
+        nexts.append(Next("incr" + pct, B, r["changed_bytes"],
+                          "incremental push (%s%% dirty)" % pct, r))
+    shares = ", ".join("%s %.1f%%" % (k[:-6], 100 * rep[k] / rep["pages"])
+                       for k in rep if k.endswith("_pages") and rep.get("pages"))
+    return Workload("pages-" + tag, "page-granular %s" % tag, A, nexts, {"A": rep},
+                    "ss-genimage --class pages --size %s --seed %d%s (%s; repeated pages: %d "
+                    "distinct of a %d-page pool, so %.1f MB are repeats of a page seen before)%s"
+                    % (tag, seed, (" " + " ".join(args)) if args else "", shares,
+                       rep["repeat_distinct"], rep["pool"],
+                       (rep["repeat_pages"] - rep["repeat_distinct"]) * PAGE / 1e6,
+                       "; next checkpoints: %s of the pages rewritten in runs of 1-%d pages" % (
+                           " and ".join("%g%%" % (100 * d) for d in dirties), PAGES_DIRTY_RUN)
+                       if dirties else ""))
+
+
+def sparse(gen, wd, logical, data, seed=1, extent_max=512):
+    """A guest memory file as VMMs leave it: `logical` bytes, of which only
+    `data` bytes (page-granular content, zero pages included) are written,
+    in extents of 1..extent_max pages scattered at random over the file;
+    the rest are holes. Returns (the sparse file, the same data dense):
+    the dense file is the reference the sparse one is measured against.
+    The data's seed is seed + 10: other bytes than pages-64M's, one more
+    page-granular image measured against zstd."""
+    dtag, ltag = fmt_size(data), fmt_size(logical)
+    dense = os.path.join(wd, "dense-%s.img" % dtag)
+    rep = genimage(gen, wd, dense, size=data, seed=seed + 10, extra=["--class", "pages"])
+    rng = random.Random("%d/sparse/%d/%d" % (seed, logical, data))
+    npages, ext = data // PAGE, []
+    left = npages
+    while left:
+        n = min(left, int(2 ** rng.uniform(0, math.log2(extent_max))))
+        ext.append(n)
+        left -= n
+    # Holes before each extent and after the last, exponential weights.
+    w = [rng.expovariate(1.0) for _ in range(len(ext) + 1)]
+    hole_pages = logical // PAGE - npages
+    gaps = [int(x / sum(w) * hole_pages) for x in w]
+    path = os.path.join(wd, "sparse-%s.img" % ltag)
+    with open(dense, "rb") as fi, open(path, "wb") as fo:
+        off = 0
+        for g, n in zip(gaps, ext):
+            off += g * PAGE
+            os.pwrite(fo.fileno(), fi.read(n * PAGE), off)
+            off += n * PAGE
+        fo.truncate(logical)
+    alloc = allocated_bytes(path)
+    info = {"data_bytes": data, "extents": len(ext), "extent_pages_max": extent_max,
+            "allocated_bytes": alloc, "dense": rep}
+    s = Workload("sparse-" + ltag, "sparse %s (%s of data)" % (ltag, dtag), path, [], info,
+                 "a %s sparse file holding %s of data (ss-genimage --class pages --seed %d) in %d "
+                 "extents of 1-%d pages scattered over it, the rest holes (%.1f MB allocated); "
+                 "measured against dense-%s, the same data stored densely"
+                 % (ltag, dtag, seed + 10, len(ext), extent_max, alloc / 1e6, dtag))
+    s.data_bytes = data
+    d = Workload("dense-" + dtag, "%s dense (sparse-%s's data)" % (dtag, ltag), dense, [],
+                 {"A": rep}, "the data of sparse-%s, stored densely: the reference for its "
+                 "push and pull times" % ltag)
+    return s, d
 
 
 # ---------------------------------------------------------------- small structured files
@@ -360,6 +447,65 @@ def criu(gen, wd, pages_size, seed=1, dirty=0.01):
                     "(%s, --mix %s: dumped pages, few zero); next: %s%% of the pages dirtied, "
                     "registers, pagemaps and some VMAs rewritten"
                     % (n, small // 1000, tag, CRIU_MIX, pct))
+
+
+def smallfiles(gen, wd, count=2000, total=42_000_000, seed=1):
+    """A CRIU-style image directory of many processes: `count` files,
+    `total` bytes in all. Per process core-, mm-, pagemap-, fdinfo-, fs-,
+    ids-PID.img (u32-framed protobuf-like entries, tens of bytes to a few
+    KB) and pages-N.img (its dumped pages, 4 KiB to ~1 MiB, log-uniform:
+    most processes are small), plus inventory, pstree, files, cgroup and
+    mountpoints images; no next checkpoint. Every file is written whole, so
+    a tool pays its per-file costs count times."""
+    name = "files-%d" % count
+    A = os.path.join(wd, name)
+    rm(A)
+    os.makedirs(A)
+    procs = max(1, (count - 5) // 7)
+    pids = [100 + 7 * k for k in range(procs)]
+    small = [("inventory.img", 0x58313116, "misc", 1), ("pstree.img", 0x50273030, "misc", procs),
+             ("files.img", 0x56303138, "file", 4 * procs), ("cgroup.img", 0x59383330, "text", 40),
+             ("mountpoints-12.img", 0x55573533, "text", 30)]
+    small += [("tty-info-%d.img" % k, 0x59433025, "misc", 2) for k in range(count - 5 - 7 * procs)]
+    rng = random.Random("%d/files/%d" % (seed, count))
+    for pid in pids:
+        small += [("mm-%d.img" % pid, 0x57492820, "vma", rng.randrange(20, 120)),
+                  ("pagemap-%d.img" % pid, 0x56084025, "pagemap", rng.randrange(10, 200)),
+                  ("fdinfo-%d.img" % pid, 0x56213732, "fd", rng.randrange(3, 40)),
+                  ("fs-%d.img" % pid, 0x61062014, "misc", 1), ("ids-%d.img" % pid, 0x54432030, "misc", 1)]
+    small_bytes = 0
+    for fname, magic, kind, n in small:
+        r = random.Random("%d/%s" % (seed, fname))
+        _image_file(os.path.join(A, fname), magic, [_message(r, kind) for _ in range(n)])
+        small_bytes += os.path.getsize(os.path.join(A, fname))
+    for pid in pids:
+        r = random.Random("%d/core-%d" % (seed, pid))
+        path = os.path.join(A, "core-%d.img" % pid)
+        _image_file(path, 0x55053847, [_message(r, "regs") for _ in range(3)] + [_message(r, "xsave")])
+        small_bytes += os.path.getsize(path)
+    # The pages: one memory-like image (CRIU's mix: few whole zero pages),
+    # cut into the processes' pages files.
+    weights = [2 ** rng.uniform(0, 8) for _ in pids]
+    budget = max(len(pids), (total - small_bytes) // PAGE)
+    npg = [max(1, round(w / sum(weights) * budget)) for w in weights]
+    img = os.path.join(wd, name + "-pages.img")
+    rep = genimage(gen, wd, img, size=sum(npg) * PAGE, seed=seed, mix=CRIU_MIX)
+    with open(img, "rb") as f:
+        for k, n in enumerate(npg):
+            with open(os.path.join(A, "pages-%d.img" % (k + 1)), "wb") as out:
+                out.write(f.read(n * PAGE))
+    os.unlink(img)
+    sizes = [os.path.getsize(os.path.join(A, x)) for x in os.listdir(A)]
+    info = {"files": len(sizes), "bytes": sum(sizes), "small_bytes": small_bytes,
+            "pages_bytes": sum(npg) * PAGE, "largest": max(sizes), "smallest": min(sizes),
+            "median": sorted(sizes)[len(sizes) // 2], "pages": rep}
+    return Workload(name, "%d small files" % len(sizes), A, [], info,
+                    "a CRIU-style image directory of %d processes: %d files, %.1f MB in all (median "
+                    "%d B, largest %d KB): per process core/mm/pagemap/fdinfo/fs/ids images "
+                    "(u32-framed protobuf-like entries, %.1f MB in all) and pages-N.img (4 KiB to "
+                    "~1 MiB of memory-like pages, --mix %s); no next checkpoint"
+                    % (procs, len(sizes), sum(sizes) / 1e6, info["median"], info["largest"] // 1000,
+                       small_bytes / 1e6, CRIU_MIX))
 
 
 # ---------------------------------------------------------------- gVisor

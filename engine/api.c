@@ -127,23 +127,39 @@ static int config_in(const struct ss_config *cfg, struct ss_config_in *in, char 
 	return 0;
 }
 
-int ss_push(const struct ss_push_opts *opts, const struct ss_config *cfg, struct ss_stats *st,
-	    char *err, size_t errlen)
-{
-	struct ss_config_in c;
-	struct ss_push_opts o;
-	struct ss_stats s;
-	int r;
-	CHECK_IN(opts, ss_push_opts, V1_PUSH);
-	CHECK_OUT(st, ss_stats, V1_STATS);
-	if ((r = config_in(cfg, &c, err, errlen)))
-		return r;
-	copy_in(&o, sizeof(o), opts);
-	copy_in(&s, sizeof(s), NULL);
-	r = ss_push_impl(opts ? &o : NULL, &c, &s, err, errlen);
-	copy_out(st, &s, sizeof(s));
-	return r;
-}
+/* What every entry point that takes options and fills statistics does
+ * first: check the caller's opts (struct otag) and st (struct stag), and
+ * copy them with cfg into this build's o, s and c, or return the error
+ * from the entry point when a size is wrong. After the call, copy_out(st,
+ * &s, sizeof(s)) hands the statistics back. */
+#define ENTER(otag, ov1, o, stag, sv1, s, c)                                            \
+	do {                                                                            \
+		CHECK_IN(opts, otag, ov1);                                              \
+		CHECK_OUT(st, stag, sv1);                                               \
+		int r_ = config_in(cfg, &(c), err, errlen);                             \
+		if (r_)                                                                 \
+			return r_;                                                      \
+		copy_in(&(o), sizeof(o), opts);                                         \
+		copy_in(&(s), sizeof(s), NULL);                                         \
+	} while (0)
+
+/* The entry points that take options and fill statistics and nothing
+ * else: name(opts, cfg, st, err, errlen) around name_impl, as snapstream.h
+ * declares them (which holds each definition to its prototype). */
+#define OPTS_STATS_ENTRY(name, otag, ov1, stag, sv1)                                    \
+	int name(const struct otag *opts, const struct ss_config *cfg, struct stag *st,  \
+		 char *err, size_t errlen)                                               \
+	{                                                                                \
+		struct ss_config_in c;                                                   \
+		struct otag o;                                                           \
+		struct stag s;                                                           \
+		ENTER(otag, ov1, o, stag, sv1, s, c);                                    \
+		int r = name##_impl(opts ? &o : NULL, &c, &s, err, errlen);             \
+		copy_out(st, &s, sizeof(s));                                             \
+		return r;                                                                \
+	}
+
+OPTS_STATS_ENTRY(ss_push, ss_push_opts, V1_PUSH, ss_stats, V1_STATS)
 
 int ss_push_fd(const struct ss_push_opts *opts, int fd, const char *name,
 	       const struct ss_config *cfg, struct ss_stats *st, char *err, size_t errlen)
@@ -151,71 +167,15 @@ int ss_push_fd(const struct ss_push_opts *opts, int fd, const char *name,
 	struct ss_config_in c;
 	struct ss_push_opts o;
 	struct ss_stats s;
-	int r;
-	CHECK_IN(opts, ss_push_opts, V1_PUSH);
-	CHECK_OUT(st, ss_stats, V1_STATS);
-	if ((r = config_in(cfg, &c, err, errlen)))
-		return r;
-	copy_in(&o, sizeof(o), opts);
-	copy_in(&s, sizeof(s), NULL);
-	r = ss_push_fd_impl(opts ? &o : NULL, fd, name, &c, &s, err, errlen);
+	ENTER(ss_push_opts, V1_PUSH, o, ss_stats, V1_STATS, s, c);
+	int r = ss_push_fd_impl(opts ? &o : NULL, fd, name, &c, &s, err, errlen);
 	copy_out(st, &s, sizeof(s));
 	return r;
 }
 
-int ss_pull(const struct ss_pull_opts *opts, const struct ss_config *cfg, struct ss_stats *st,
-	    char *err, size_t errlen)
-{
-	struct ss_config_in c;
-	struct ss_pull_opts o;
-	struct ss_stats s;
-	int r;
-	CHECK_IN(opts, ss_pull_opts, V1_PULL);
-	CHECK_OUT(st, ss_stats, V1_STATS);
-	if ((r = config_in(cfg, &c, err, errlen)))
-		return r;
-	copy_in(&o, sizeof(o), opts);
-	copy_in(&s, sizeof(s), NULL);
-	r = ss_pull_impl(opts ? &o : NULL, &c, &s, err, errlen);
-	copy_out(st, &s, sizeof(s));
-	return r;
-}
-
-int ss_cat(const struct ss_cat_opts *opts, const struct ss_config *cfg, struct ss_stats *st,
-	   char *err, size_t errlen)
-{
-	struct ss_config_in c;
-	struct ss_cat_opts o;
-	struct ss_stats s;
-	int r;
-	CHECK_IN(opts, ss_cat_opts, V1_CAT);
-	CHECK_OUT(st, ss_stats, V1_STATS);
-	if ((r = config_in(cfg, &c, err, errlen)))
-		return r;
-	copy_in(&o, sizeof(o), opts);
-	copy_in(&s, sizeof(s), NULL);
-	r = ss_cat_impl(opts ? &o : NULL, &c, &s, err, errlen);
-	copy_out(st, &s, sizeof(s));
-	return r;
-}
-
-int ss_verify(const struct ss_verify_opts *opts, const struct ss_config *cfg,
-	      struct ss_stats *st, char *err, size_t errlen)
-{
-	struct ss_config_in c;
-	struct ss_verify_opts o;
-	struct ss_stats s;
-	int r;
-	CHECK_IN(opts, ss_verify_opts, V1_VERIFY);
-	CHECK_OUT(st, ss_stats, V1_STATS);
-	if ((r = config_in(cfg, &c, err, errlen)))
-		return r;
-	copy_in(&o, sizeof(o), opts);
-	copy_in(&s, sizeof(s), NULL);
-	r = ss_verify_impl(opts ? &o : NULL, &c, &s, err, errlen);
-	copy_out(st, &s, sizeof(s));
-	return r;
-}
+OPTS_STATS_ENTRY(ss_pull, ss_pull_opts, V1_PULL, ss_stats, V1_STATS)
+OPTS_STATS_ENTRY(ss_cat, ss_cat_opts, V1_CAT, ss_stats, V1_STATS)
+OPTS_STATS_ENTRY(ss_verify, ss_verify_opts, V1_VERIFY, ss_stats, V1_STATS)
 
 /* Entries and their files carry this build's struct sizes. */
 static void stamp_info(struct ss_snapshot_info *in)
@@ -291,23 +251,7 @@ int ss_rm(const struct ss_rm_opts *opts, const struct ss_config *cfg, char *err,
 	return ss_rm_impl(opts ? &o : NULL, &c, err, errlen);
 }
 
-int ss_gc(const struct ss_gc_opts *opts, const struct ss_config *cfg, struct ss_gc_stats *st,
-	  char *err, size_t errlen)
-{
-	struct ss_config_in c;
-	struct ss_gc_opts o;
-	struct ss_gc_stats s;
-	int r;
-	CHECK_IN(opts, ss_gc_opts, V1_GC);
-	CHECK_OUT(st, ss_gc_stats, V1_GC_STATS);
-	if ((r = config_in(cfg, &c, err, errlen)))
-		return r;
-	copy_in(&o, sizeof(o), opts);
-	copy_in(&s, sizeof(s), NULL);
-	r = ss_gc_impl(opts ? &o : NULL, &c, &s, err, errlen);
-	copy_out(st, &s, sizeof(s));
-	return r;
-}
+OPTS_STATS_ENTRY(ss_gc, ss_gc_opts, V1_GC, ss_gc_stats, V1_GC_STATS)
 
 int ss_init(const struct ss_init_opts *opts, const struct ss_config *cfg, char *err,
 	    size_t errlen)
@@ -343,20 +287,14 @@ int ss_check(const struct ss_check_opts *opts, const struct ss_config *cfg,
 	struct ss_check_opts o;
 	struct ss_check_stats s;
 	struct check_relay x = {0};
-	int r;
-	CHECK_IN(opts, ss_check_opts, V1_CHECK);
-	CHECK_OUT(st, ss_check_stats, V1_CHECK_STATS);
-	if ((r = config_in(cfg, &c, err, errlen)))
-		return r;
-	copy_in(&o, sizeof(o), opts);
+	ENTER(ss_check_opts, V1_CHECK, o, ss_check_stats, V1_CHECK_STATS, s, c);
 	if (o.on_finding) {
 		x.fn = o.on_finding;
 		x.arg = o.arg;
 		o.on_finding = relay_finding;
 		o.arg = &x;
 	}
-	copy_in(&s, sizeof(s), NULL);
-	r = ss_check_impl(opts ? &o : NULL, &c, &s, err, errlen);
+	int r = ss_check_impl(opts ? &o : NULL, &c, &s, err, errlen);
 	copy_out(st, &s, sizeof(s));
 	return r;
 }

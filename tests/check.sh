@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `snapstream check [--repair] [--deep]` against real stores: a local
 # directory and s3rver (the s3 part skips when s3rver is not installed,
-# and fails instead under SNAPSTREAM_TEST_STRICT: tests/strict.sh).
+# and fails instead under SNAPSTREAM_TEST_STRICT: tests/parts.sh).
 # Usage: check.sh <snapstream> <ss-genimage>
 #
 # Each scenario damages a fresh store the way disks, people and crashes do
@@ -37,11 +37,8 @@ GEN="$(realpath "$2")"
 HERE="$(dirname "$(realpath "$0")")"
 PY=/usr/bin/python3
 OBJ="$HERE/check_obj.py"
-. "$HERE/strict.sh"
-
-pass=0 fails=0
-ok() { pass=$((pass + 1)); }
-bad() { echo "FAIL[$part]: $*" >&2; fails=$((fails + 1)); }
+. "$HERE/parts.sh"
+. "$HERE/asserts.sh"
 
 # Where scenario $1 keeps its snapshots and store.
 snap() { if [ "$part" = s3 ]; then echo "s3://$SS_S3_BUCKET/$1/$2"; else echo "$work/$part/$1/$2"; fi; }
@@ -352,17 +349,7 @@ cd "$work"
 part=local
 run_part
 
-note=""
-if command -v node >/dev/null && [ -f "$HERE/s3/node_modules/s3rver/bin/s3rver.js" ]; then
-	$PY "$HERE/s3/harness.py" -- bash "$SELF" --part s3 "$S" "$GEN"
-	[ -f "$work/counts.s3" ] || { echo "FAIL[s3]: the s3 part did not finish" >&2; echo "pass=0 fails=1" >"$work/counts.s3"; }
-elif strict; then
-	echo "FAIL[s3]: s3rver is not installed: the s3 part cannot run (SNAPSTREAM_TEST_STRICT)" >&2
-	echo "pass=0 fails=1" >"$work/counts.s3"
-else
-	note=" (s3 part SKIPPED: s3rver is not installed; scripts/setup.sh installs it)"
-fi
-total() { cat "$work"/counts.* | tr ' ' '\n' | sed -n "s/^$1=//p" | awk '{s += $1} END {print s + 0}'; }
+s3_part "$SELF" "$S" "$GEN"
 P=$(total pass) F=$(total fails)
-echo "check: $P passed, $F failed$note"
+echo "check: $P passed, $F failed$s3note"
 [ "$F" -eq 0 ]

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Helper for tests/check.sh: damage a store's objects, local or on s3rver.
+"""Helper for the tests: damage a store's objects, local or on s3rver, and
+check that its index objects list only packs it holds.
 
   check_obj.py <store> ls [prefix]          keys under the store (relative), one a line
   check_obj.py <store> get <key> <file>
@@ -8,6 +9,9 @@
   check_obj.py <store> cut <key> <n>        drop the last n bytes
   check_obj.py <store> flip <key> <offset>  invert one byte
   check_obj.py <store> sha <key>            sha256 of the object
+  check_obj.py <store> index-ok             every index object well-formed, every
+                                            pack it lists present (exit 1 and a
+                                            line per problem otherwise)
 
 <store> is a directory or s3://bucket/prefix (AWS_ENDPOINT_URL names s3rver,
 which answers unsigned requests). Exit 1 when an object is missing.
@@ -15,6 +19,7 @@ which answers unsigned requests). Exit 1 when an object is missing.
 import hashlib
 import os
 import signal
+import struct
 import sys
 import urllib.error
 import urllib.parse
@@ -88,6 +93,27 @@ class S3:
                                timeout=30).read()
 
 
+def index_problems(st):
+    """Each index object that is not one, and each pack one lists that the
+    store does not hold (docs/DESIGN.md, "Store layout")."""
+    have = set(st.ls("packs/"))
+    out = []
+    for key in st.ls("index/"):
+        b = st.get(key)
+        if b[:8] != b"SSINDX01":
+            out.append(f"{key}: not an index object")
+            continue
+        n, = struct.unpack_from("<I", b, 8)
+        off = 16
+        for _ in range(n):
+            pid = b[off:off + 16].hex()
+            count, = struct.unpack_from("<I", b, off + 24)
+            off += 32 + 32 * count
+            if f"packs/{pid[:2]}/{pid}" not in have:
+                out.append(f"{key} lists missing pack {pid}")
+    return out
+
+
 def main():
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)   # `ls | head` is fine
     a = sys.argv[1:]
@@ -114,6 +140,11 @@ def main():
             st.put(a[2], bytes(b))
         elif op == "sha":
             print(hashlib.sha256(st.get(a[2])).hexdigest())
+        elif op == "index-ok":
+            problems = index_problems(st)
+            for p in problems:
+                print(p)
+            return 1 if problems else 0
         else:
             print(__doc__, file=sys.stderr)
             return 2

@@ -42,14 +42,14 @@ S="$(realpath "$1")"
 GEN="$(realpath "$2")"
 HERE="$(dirname "$(realpath "$0")")"
 . "$HERE/parts.sh"
+. "$HERE/asserts.sh"
 PY=/usr/bin/python3
 CHK="$HERE/crash_packs.py"
 RUNS="${CRASH_RUNS:-30}"
 PULL_RUNS="${CRASH_PULL_RUNS:-30}"
 
-fails=0 kills=0 done_before_kill=0 killed_committed=0 pack_kills=0 less=0
+kills=0 done_before_kill=0 killed_committed=0 pack_kills=0 less=0
 pull_kills=0 pull_done=0 pull_tmp_left=0 tmp_left=0 checks=0 orphans=0 partial=0 torn=0
-bad() { echo "FAIL[$part]: $*" >&2; fails=$((fails + 1)); }
 # Commands that must finish: a hang (exit 124) is a failure, not a stuck test.
 ss() { timeout -k 5 60 "$S" "$@"; }
 now_ms() { date +%s%3N; }

@@ -38,30 +38,43 @@ def check_trailer(t, size):
     return None
 
 
+def judge(objects, tail):
+    """The packs among objects, (name under packs/, size) pairs; tail(name,
+    size) reads an object's last 32 bytes (all of it when shorter).
+    Returns (whole packs, their bytes, lines naming the bad ones)."""
+    n = nbytes = 0
+    bad = []
+    for rel, size in objects:
+        if not FINAL.match(rel):
+            bad.append(f"{rel}: unexpected name under packs/")
+            continue
+        why = check_trailer(tail(rel, size), size)
+        if why:
+            bad.append(f"{rel}: {why}")
+        else:
+            n += 1
+            nbytes += size
+    return n, nbytes, bad
+
+
 def local(store):
     root = os.path.join(store, "packs")
-    n = nbytes = tmp = 0
-    bad = []
+    objects = []
+    tmp = 0
     for dirpath, _dirs, files in os.walk(root):
         for f in files:
-            rel = os.path.relpath(os.path.join(dirpath, f), root)
             if ".tmp-" in f:
                 tmp += 1
                 continue
             path = os.path.join(dirpath, f)
-            size = os.path.getsize(path)
-            if not FINAL.match(rel):
-                bad.append(f"{rel}: unexpected name under packs/")
-                continue
-            with open(path, "rb") as fh:
-                if size >= 32:
-                    fh.seek(size - 32)
-                why = check_trailer(fh.read(32), size)
-            if why:
-                bad.append(f"{rel}: {why}")
-            else:
-                n += 1
-                nbytes += size
+            objects.append((os.path.relpath(path, root), os.path.getsize(path)))
+
+    def tail(rel, size):
+        with open(os.path.join(root, rel), "rb") as fh:
+            fh.seek(max(size - 32, 0))
+            return fh.read(32)
+
+    n, nbytes, bad = judge(objects, tail)
     return n, nbytes, tmp, bad
 
 
@@ -86,26 +99,17 @@ def s3_list(bucket, prefix):
 def s3(bucket, prefix):
     ep = os.environ["AWS_ENDPOINT_URL"].rstrip("/")
     base = prefix.rstrip("/") + "/packs/"
-    n = nbytes = tmp = 0
-    bad = []
-    for key, size in s3_list(bucket, base):
-        rel = key[len(base):]
-        if not FINAL.match(rel):
-            bad.append(f"{rel}: unexpected name under packs/")
-            continue
-        if size < 32:
-            bad.append(f"{rel}: {size} bytes")
-            continue
-        req = urllib.request.Request(f"{ep}/{bucket}/{urllib.parse.quote(key)}",
-                                     headers={"Range": f"bytes={size - 32}-{size - 1}"})
+
+    def tail(rel, size):
+        if size == 0:
+            return b""
+        req = urllib.request.Request(f"{ep}/{bucket}/{urllib.parse.quote(base + rel)}",
+                                     headers={"Range": f"bytes={max(size - 32, 0)}-{size - 1}"})
         with urllib.request.urlopen(req, timeout=30) as r:
-            why = check_trailer(r.read(), size)
-        if why:
-            bad.append(f"{rel}: {why}")
-        else:
-            n += 1
-            nbytes += size
-    return n, nbytes, tmp, bad
+            return r.read()
+
+    n, nbytes, bad = judge(((key[len(base):], size) for key, size in s3_list(bucket, base)), tail)
+    return n, nbytes, 0, bad
 
 
 def s3_purge(bucket, prefix):

@@ -31,6 +31,7 @@ HERE="$(dirname "$(realpath "$0")")"
 PY=/usr/bin/python3
 CHK="$HERE/crash_packs.py"
 . "$HERE/strict.sh"
+. "$HERE/asserts.sh"
 
 [ "$(id -u)" -eq 0 ] || cannot_run diskfull "needs root to mount a tmpfs"
 work="$(mktemp -d "${TMPDIR:-/tmp}/ss-diskfull.XXXXXX")"
@@ -49,9 +50,6 @@ if ! mount -t tmpfs -o size=48m,mode=0755 ss-diskfull "$A" 2>"$work/merr" ||
 	cannot_run diskfull "cannot mount a tmpfs ($(head -c 200 "$work/merr"))"
 fi
 
-fails=0
-bad() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-ok() { echo "ok: $*"; }
 fig() { echo "  $*"; }
 ss() { timeout -k 5 300 "$S" "$@"; }
 jnum() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" "$2"; }

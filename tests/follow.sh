@@ -20,27 +20,10 @@
 #  - --while without a command, or with 'push -', is a usage error (2).
 set -uo pipefail
 S="$(realpath "$1")"
+. "$(dirname "$(realpath "$0")")/asserts.sh"
 work="$(mktemp -d "${TMPDIR:-/tmp}/ss-follow.XXXXXX")"
 trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 cd "$work"
-fails=0
-pass=0
-ok() { pass=$((pass + 1)); }
-bad() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-check() { # check <description> <command...>: passes when the command does
-	local what="$1"
-	shift
-	if "$@"; then ok; else bad "$what"; fi
-}
-expect_rc() { # expect_rc <rc> <description> <command...>
-	local want="$1" what="$2"
-	shift 2
-	"$@" >out 2>err
-	local rc=$?
-	if [ "$rc" -eq "$want" ]; then ok; else
-		bad "$what: exit $rc, want $want; stderr: $(head -c 2000 err)"
-	fi
-}
 export SNAPSTREAM_NO_FSYNC=1
 
 # The writer: 48 files in three directories, written one after another
@@ -157,5 +140,4 @@ grep -q -- "--while" err && ok || bad "usage names --while: $(cat err)"
 expect_rc 2 "--while with stdin" "$S" push - snaps/x --while -- true </dev/null
 expect_rc 2 "--while is for push" "$S" pull snaps/w x --while -- true
 
-echo "follow: $pass checks passed, $fails failed"
-[ "$fails" -eq 0 ]
+asserts_summary follow

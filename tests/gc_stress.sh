@@ -24,6 +24,7 @@ GRACE=3      # seconds; every push, pull and verify here takes well under 1 s
 # goes on.
 DEADLINE=$(($(date +%s) + 4 * GRACE + 2))
 PY=/usr/bin/python3
+HERE="$(dirname "$(realpath "$0")")"
 work="$(mktemp -d "${TMPDIR:-/tmp}/ss-gcstress.XXXXXX")"
 trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 cd "$work"
@@ -139,19 +140,7 @@ for uri in $left; do
 done
 [ "$count" -eq $((2 * N)) ] || fail "expected $((2 * N)) snapshots, found $count"
 
-$PY - "$STORE" <<'PY' || fail "an index object lists a missing pack"
-import os, struct, sys
-store = sys.argv[1]
-for name in os.listdir(os.path.join(store, "index")):
-    b = open(os.path.join(store, "index", name), "rb").read()
-    n, = struct.unpack_from("<I", b, 8)
-    off = 16
-    for _ in range(n):
-        pid = b[off:off + 16].hex()
-        count, = struct.unpack_from("<I", b, off + 24)
-        off += 32 + 32 * count
-        assert os.path.exists(os.path.join(store, "packs", pid[:2], pid)), (name, pid)
-PY
+idx=$($PY "$HERE/check_obj.py" "$STORE" index-ok 2>&1) || fail "index objects: $idx"
 
 if [ -s failures ]; then
 	echo "gc_stress: FAILED" >&2

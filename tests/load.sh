@@ -47,11 +47,10 @@ S="$(realpath "$1")"
 GEN="$(realpath "$2")"
 HERE="$(dirname "$(realpath "$0")")"
 . "$HERE/parts.sh"
+. "$HERE/asserts.sh"
 PY=/usr/bin/python3
 IMGS="base d1 d2 d3 d4 d5 u1 u2"
 
-fails=0
-bad() { echo "FAIL[$part]: $*" >&2; fails=$((fails + 1)); }
 fig() { echo "[$part] $*"; }
 # Commands that must finish: a hang (exit 124) is a failure, not a stuck test.
 ss() { timeout -k 5 300 "$S" "$@"; }

@@ -1,6 +1,6 @@
 # Sourced by tests that run once on the local store and once more inside
 # tests/s3/harness.py (a fresh s3rver), each part saving its counters as
-# "name=N ..." in $work/counts.<part> (crash.sh, load.sh).
+# "name=N ..." in $work/counts.<part> (check.sh, crash.sh, load.sh).
 
 # s3_part <script> <args...>: runs "bash <script> --part s3 <args...>" in
 # the harness; a part that did not save its counts is one failure. Without

@@ -324,6 +324,21 @@ static void test_sweep(void)
 	CHECK(stat(pb, &st) < 0 && errno == ENOENT, "the last push out removed it");
 }
 
+/* The identity of the store at uri, as a push computes it to join the
+ * host's claims on that store. */
+static void store_identity(const char *uri, char *sid, size_t n)
+{
+	struct ss_loop *loop;
+	struct ss_backend *b;
+	struct ss_backend_opts bo = {0};
+	struct ss_err e = {0};
+	REQUIRE(ss_loop_new(8, &loop) == 0, "loop");
+	REQUIRE(ss_backend_open(uri, loop, &bo, &b, &e) == 0, "open %s: %s", uri, e.msg);
+	REQUIRE(ss_backend_identity(b, sid, n) == 0, "identity");
+	ss_backend_free(b);
+	ss_loop_free(loop);
+}
+
 static void test_foreign_file_refused(void)
 {
 	const char *id = new_ident();
@@ -373,16 +388,7 @@ static void push_against(const char *dir, const char *tag, bool bogus)
 	}
 	FILE *f = fopen(img, "wb");
 	REQUIRE(f && fwrite(data, 1, sizeof(data), f) == sizeof(data) && fclose(f) == 0, "img");
-	/* The store's identity, as a push computes it. */
-	struct ss_loop *loop;
-	struct ss_backend *b;
-	struct ss_backend_opts bo = {0};
-	struct ss_err e = {0};
-	REQUIRE(ss_loop_new(8, &loop) == 0, "loop");
-	REQUIRE(ss_backend_open(store, loop, &bo, &b, &e) == 0, "open %s: %s", store, e.msg);
-	REQUIRE(ss_backend_identity(b, sid, sizeof(sid)) == 0, "identity");
-	ss_backend_free(b);
-	ss_loop_free(loop);
+	store_identity(store, sid, sizeof(sid));
 
 	struct lander l = {.c = join(sid)};
 	XXH128_canonical_t cid;
@@ -538,15 +544,7 @@ static void test_loop_serves_while_waiting(void)
 	f = fopen(py, "wb");
 	REQUIRE(f && fwrite(y, 1, sizeof(y), f) == sizeof(y) && fclose(f) == 0, "y");
 
-	struct ss_loop *loop;
-	struct ss_backend *b;
-	struct ss_backend_opts bo = {0};
-	struct ss_err e = {0};
-	REQUIRE(ss_loop_new(8, &loop) == 0, "loop");
-	REQUIRE(ss_backend_open(store, loop, &bo, &b, &e) == 0, "open %s: %s", store, e.msg);
-	REQUIRE(ss_backend_identity(b, sid, sizeof(sid)) == 0, "identity");
-	ss_backend_free(b);
-	ss_loop_free(loop);
+	store_identity(store, sid, sizeof(sid));
 
 	struct waiter w = {.cx = join(sid), .cy = join(sid)};
 	snprintf(w.packs, sizeof(w.packs), "%s/packs", store);

@@ -1,6 +1,7 @@
 /* Engine tests: push and pull round trips through the in-memory store and
  * a local directory store, dedup, interrupted pushes, corruption, sparse
- * sources and output, and refusing to overwrite. Exit 0 pass, 1 fail. */
+ * sources and output, and refusing to overwrite; the growable arrays
+ * (ss_grow) the engine's tables are built on. Exit 0 pass, 1 fail. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -381,15 +382,16 @@ static struct ss_manifest *load_manifest(const char *snap)
 	return m;
 }
 
-/* With a parent, push predicts cut points from the parent's extents. The
- * result must be exactly what chunking from scratch gives, including where
- * the parent's cuts were forced by a zero page that is now data, or by the
- * parent's end of file. */
 static int writer_done_cb(void *arg)
 {
 	return *(int *)arg;
 }
 
+/* With a parent, push predicts cut points from the parent's extents. The
+ * result must be exactly what chunking from scratch gives, including where
+ * the parent's cuts were forced by a zero page that is now data, by the
+ * parent's end of file, or by a page chunk (a repeated page) that is an
+ * ordinary page now, and where a page of a parent's chunk repeats now. */
 static void test_guided_chunking(void)
 {
 	struct ss_config_in cfg = cfg_base(NULL);
@@ -424,6 +426,10 @@ static void test_guided_chunking(void)
 		if ((zero && rnd() % 4 == 0) || rnd() % 50 == 0)
 			for (int i = 0; i < 4096; i += 7)
 				p[i] = (uint8_t)rnd();
+		else if (rnd() % 40 == 0)
+			/* A copy of another page: pages unique in a repeat in
+			 * b, so b's page chunks are not a's. */
+			memcpy(p, buf + (size_t)(rnd() % (size / 4096)) * 4096, 4096);
 	}
 	for (size_t i = size; i < size + 100000; i++)
 		buf[i] = (uint8_t)rnd();
@@ -503,7 +509,7 @@ static void same_extents(const char *sa, const char *sb, const char *what)
  * and the digest), with or without a parent guiding the cuts, in follow
  * mode too. The holes: page-aligned and not, one page, across segments,
  * more data extents in one segment than a segment reads piece by piece,
- * data and a hole at the file's end. */
+ * data and a hole at the file's end; repeated pages beside holes. */
 static void test_sparse_source(void)
 {
 	struct ss_config_in cfg = cfg_base(NULL);
@@ -536,6 +542,14 @@ static void test_sparse_source(void)
 		REQUIRE(pwrite(fs, img + ext[i].off, ext[i].len, (off_t)ext[i].off) ==
 				(ssize_t)ext[i].len,
 			"write");
+	}
+	/* A page repeated in the data (a page chunk wherever it occurs): at a
+	 * window's start, inside data, just before a window's end. */
+	const uint64_t rep[] = {4 * M + 4096, 4 * M + 4096 * 21, 21 * M + 4096 * 5, 23 * M - 4096};
+	for (size_t i = 0; i < sizeof(rep) / sizeof(rep[0]); i++) {
+		for (int j = 0; j < 4096; j++)
+			img[rep[i] + j] = (uint8_t)("shared library "[j % 15]);
+		REQUIRE(pwrite(fs, img + rep[i], 4096, (off_t)rep[i]) == 4096, "write");
 	}
 	/* 24 one-page data extents, one page apart, in one segment. */
 	for (uint64_t pg = 0; pg < 24; pg++) {
@@ -684,6 +698,41 @@ static void test_follow(void)
 	}
 }
 
+/* ss_grow: doubles from its first size, reaches need when doubling falls
+ * short, keeps what the array held, and leaves array and capacity alone
+ * when it cannot grow. */
+static void test_grow(void)
+{
+	struct item {
+		uint64_t a, b;
+		uint32_t c;
+	} *v = NULL;
+	size_t cap = 0;
+	CHECK(SS_GROW(v, cap, 1, 8) == 0 && v && cap == 8, "first growth: cap %zu", cap);
+	for (size_t i = 0; i < 8; i++)
+		v[i] = (struct item){i, ~i, (uint32_t)(i * 3)};
+	struct item *was = v;
+	CHECK(SS_GROW(v, cap, 8, 8) == 0 && v == was && cap == 8, "room already: cap %zu", cap);
+	CHECK(SS_GROW(v, cap, 9, 8) == 0 && cap == 16, "doubling: cap %zu", cap);
+	CHECK(SS_GROW(v, cap, 100, 8) == 0 && cap == 100, "to need past double: cap %zu", cap);
+	for (size_t i = 0; i < 8; i++)
+		CHECK(v[i].a == i && v[i].b == ~i && v[i].c == i * 3, "element %zu kept", i);
+	v[99].c = 7;   /* all of it is there (ASan) */
+	was = v;
+	CHECK(SS_GROW(v, cap, SIZE_MAX / 2, 8) == -ENOMEM && v == was && cap == 100,
+	      "a size past SIZE_MAX: cap %zu", cap);
+	CHECK(v[0].b == ~(uint64_t)0 && v[99].c == 7, "kept after a refused growth");
+	free(v);
+
+	uint8_t (*ids)[16] = NULL;   /* arrays of arrays, as pack ids are */
+	size_t ncap = 0;
+	CHECK(SS_GROW(ids, ncap, 3, 2) == 0 && ncap == 3, "array of ids: cap %zu", ncap);
+	memset(ids[2], 0xab, 16);
+	CHECK(SS_GROW(ids, ncap, 4, 2) == 0 && ncap == 6 && ids[2][15] == 0xab,
+	      "ids kept: cap %zu", ncap);
+	free(ids);
+}
+
 int main(void)
 {
 	snprintf(root, sizeof(root), "%s/ss-engine-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
@@ -697,6 +746,7 @@ int main(void)
 	path_of(dir, sizeof(dir), "bad");
 	mkdir(dir, 0755);
 
+	test_grow();
 	test_mem_roundtrip();
 	test_interrupted_push();
 	test_local_store_corruption();

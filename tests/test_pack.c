@@ -140,6 +140,16 @@ static int parse_pack(const uint8_t *buf, size_t len, struct ss_pack_entry **out
 	return r;
 }
 
+/* Swap index entries i and j. */
+static void swap_entries(uint8_t *index, uint32_t i, uint32_t j)
+{
+	uint8_t t[SS_PACK_ENTRY_SIZE];
+	memcpy(t, index + (size_t)i * SS_PACK_ENTRY_SIZE, SS_PACK_ENTRY_SIZE);
+	memcpy(index + (size_t)i * SS_PACK_ENTRY_SIZE, index + (size_t)j * SS_PACK_ENTRY_SIZE,
+	       SS_PACK_ENTRY_SIZE);
+	memcpy(index + (size_t)j * SS_PACK_ENTRY_SIZE, t, SS_PACK_ENTRY_SIZE);
+}
+
 /* Re-seal a damaged index so the checksum is right and the semantic
  * checks are what refuse it. */
 static void reseal(uint8_t *index, uint32_t n)
@@ -297,13 +307,7 @@ static void test_pack_refusals(void)
 	reseal(idx, p.n);
 	expect_pack_refused("overlapping entries", b, p.len, "overlaps");
 	FRESH();
-	{
-		/* swap the entries before and at a frame start: out of order */
-		uint8_t t[32];
-		memcpy(t, idx + (ks - 1) * 32, 32);
-		memcpy(idx + (ks - 1) * 32, idx + ks * 32, 32);
-		memcpy(idx + ks * 32, t, 32);
-	}
+	swap_entries(idx, ks - 1, ks);   /* before and at a frame start: out of order */
 	reseal(idx, p.n);
 	expect_pack_refused("entries out of order", b, p.len, "overlaps");
 	FRESH();
@@ -339,13 +343,7 @@ static void test_pack_refusals(void)
 	reseal(idx, p.n);
 	expect_pack_refused("frame_off repeated", b, p.len, "does not increase");
 	FRESH();
-	{
-		/* swap two chunks of one frame: frame offsets decrease */
-		uint8_t t[32];
-		memcpy(t, idx + (kc - 1) * 32, 32);
-		memcpy(idx + (kc - 1) * 32, idx + kc * 32, 32);
-		memcpy(idx + kc * 32, t, 32);
-	}
+	swap_entries(idx, kc - 1, kc);   /* two chunks of one frame: frame offsets decrease */
 	reseal(idx, p.n);
 	expect_pack_refused("frame_off decreasing", b, p.len, "does not increase");
 	FRESH();

@@ -11,7 +11,8 @@
  *   - a loop that fails with reads still in the kernel: push waits for
  *     them before it frees their buffers;
  *   - a 16 GiB sparse source: its holes are never read (every read the
- *     engine submits is checked), and come back as holes.
+ *     engine submits is checked), and come back as holes;
+ *   - pages repeated at scattered offsets: each stored once.
  *
  * Exit 0 pass, 1 fail. */
 
@@ -596,6 +597,86 @@ static void test_loop_failure_drains(void)
 	      fed ? (double)(fed - returned) / 1e9 : 0.5);
 }
 
+/* --- repeated pages ------------------------------------------------------ */
+
+/* Pages of a pool repeated at scattered offsets among unique random pages
+ * and zero pages: each pool page is stored once, wherever it occurs (the
+ * first copy included); the same image pushed again without a parent
+ * stores nothing (where pages become chunks depends on the image alone);
+ * the image comes back byte-exact. Random pages, so compression cannot
+ * stand in for dedup. */
+static void test_repeated_pages(void)
+{
+	enum { POOL = 64, PAGES = 6144 };
+	char src[300], snap[300], snap2[300], out[300], err[512] = "";
+	path_of(src, sizeof(src), "pages.img");
+	path_of(snap, sizeof(snap), "snaps/pages");
+	path_of(snap2, sizeof(snap2), "snaps/pages2");
+	path_of(out, sizeof(out), "pages.out");
+	uint8_t *pool = malloc((size_t)POOL * 4096), *img = calloc(PAGES, 4096);
+	REQUIRE(pool && img, "out of memory");
+	for (size_t i = 0; i < (size_t)POOL * 4096; i += 8) {
+		uint64_t v = rnd();
+		memcpy(pool + i, &v, 8);
+	}
+	uint64_t unique = 0, repeats = 0;
+	bool used[POOL] = {false};
+	for (size_t p = 0; p < PAGES; p++) {
+		uint8_t *d = img + p * 4096;
+		unsigned k = (unsigned)(rnd() % 10);
+		if (k < 4) {
+			unsigned w = (unsigned)(rnd() % POOL);
+			memcpy(d, pool + (size_t)w * 4096, 4096);
+			used[w] = true;
+			repeats++;
+		} else if (k < 8) {
+			for (size_t i = 0; i < 4096; i += 8) {
+				uint64_t v = rnd();
+				memcpy(d + i, &v, 8);
+			}
+			unique++;
+		}
+	}
+	unsigned distinct = 0;
+	for (unsigned w = 0; w < POOL; w++)
+		distinct += used[w];
+	int fd = open(src, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	REQUIRE(fd >= 0 && write(fd, img, (size_t)PAGES * 4096) == (ssize_t)PAGES * 4096, "write");
+	close(fd);
+
+	struct ss_config cfg = base_cfg();
+	struct ss_push_opts po = {.size = sizeof(po), .source = src, .snapshot = snap};
+	struct ss_stats st = {.size = sizeof(st)};
+	int r = ss_push(&po, &cfg, &st, err, sizeof(err));
+	CHECK(r == 0, "push: %s", err);
+	/* Unique pages, and each pool page once; a page a chunk of its own
+	 * costs the chunk next to it nothing. */
+	uint64_t want = (unique + distinct) * 4096;
+	CHECK(st.new_raw_bytes == want, "stored %llu raw bytes, want %llu (%llu repeats)",
+	      (unsigned long long)st.new_raw_bytes, (unsigned long long)want,
+	      (unsigned long long)repeats);
+
+	po.snapshot = snap2;
+	struct ss_stats st2 = {.size = sizeof(st2)};
+	r = ss_push(&po, &cfg, &st2, err, sizeof(err));
+	CHECK(r == 0 && st2.new_raw_bytes == 0, "the same image again stored %llu bytes: %s",
+	      (unsigned long long)st2.new_raw_bytes, err);
+
+	struct ss_pull_opts pl = {.size = sizeof(pl), .snapshot = snap, .dest = out};
+	r = ss_pull(&pl, &cfg, NULL, err, sizeof(err));
+	CHECK(r == 0, "pull: %s", err);
+	uint8_t *back = malloc((size_t)PAGES * 4096);
+	fd = open(out, O_RDONLY | O_CLOEXEC);
+	CHECK(fd >= 0 && back && read(fd, back, (size_t)PAGES * 4096) == (ssize_t)PAGES * 4096 &&
+		      memcmp(back, img, (size_t)PAGES * 4096) == 0,
+	      "pulled image differs");
+	if (fd >= 0)
+		close(fd);
+	free(back);
+	free(pool);
+	free(img);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -607,6 +688,7 @@ static const struct {
 	{"loop-failure", test_loop_failure_drains},
 	{"follow-many", test_follow_many_files},
 	{"sparse", test_sparse},
+	{"repeated-pages", test_repeated_pages},
 };
 
 /* test_push [name...]: the cases named, or all. */

@@ -50,7 +50,9 @@ static inline uint64_t rnd(void)
 }
 
 /* A memory-like image of size bytes at path: a mix of zero, random and
- * text-like pages from rnd(). */
+ * text-like pages from rnd(). Text-like pages carry their offset, so no
+ * page repeats (push makes repeated pages chunks of their own, which only
+ * some tests want). */
 static inline void write_image(const char *path, size_t size)
 {
 	uint8_t *b = calloc(1, size);
@@ -58,7 +60,9 @@ static inline void write_image(const char *path, size_t size)
 	for (size_t i = 0; i < size; i += 4096) {
 		int kind = (int)(rnd() % 3);   /* zero, random, text-like pages */
 		for (size_t j = 0; j < 4096 && i + j < size; j++)
-			b[i + j] = kind == 1 ? (uint8_t)rnd() : kind == 2 ? (uint8_t)("page "[j % 5]) : 0;
+			b[i + j] = kind == 1   ? (uint8_t)rnd()
+				   : kind == 2 ? (j % 64 < 8 ? (uint8_t)(i >> (j % 8 * 8)) : (uint8_t)"page "[j % 5])
+					       : 0;
 	}
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	REQUIRE(fd >= 0 && write(fd, b, size) == (ssize_t)size, "write %s", path);

@@ -92,12 +92,21 @@ uint64_t ss_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+#define HUGE_MIN (4u << 20)
+
 void *ss_map_alloc(size_t n)
 {
 	if (n == 0)
 		n = 1;
 	void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	return p == MAP_FAILED ? NULL : p;
+	if (p == MAP_FAILED)
+		return NULL;
+	/* Large buffers (segment pools, packs, frames) are filled front to
+	 * back on every run: one fault per 2 MiB huge page instead of one
+	 * per 4 KiB page, where the kernel allows it (THP "madvise"). */
+	if (n >= HUGE_MIN)
+		madvise(p, n, MADV_HUGEPAGE);
+	return p;
 }
 
 void ss_map_free(void *p, size_t n)
@@ -125,6 +134,27 @@ int ss_buf_reserve(struct ss_buf *b, size_t extra)
 		return -ENOMEM;
 	b->data = d;
 	b->alloc = n;
+	return 0;
+}
+
+int ss_grow(void *arrp, size_t *cap, size_t need, size_t elem, size_t first)
+{
+	if (need <= *cap)
+		return 0;
+	size_t n = *cap ? (*cap > SIZE_MAX / 2 ? SIZE_MAX : *cap * 2) : first;
+	if (n < need)
+		n = need;
+	if (!elem || n > SIZE_MAX / elem)
+		return -ENOMEM;
+	/* The array's pointer is read and written as bytes: arrp points at a
+	 * T *, not at a void *. */
+	void *a;
+	memcpy(&a, arrp, sizeof(a));
+	a = realloc(a, n * elem);
+	if (!a)
+		return -ENOMEM;
+	memcpy(arrp, &a, sizeof(a));
+	*cap = n;
 	return 0;
 }
 

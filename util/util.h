@@ -87,6 +87,16 @@ int ss_buf_reserve(struct ss_buf *b, size_t extra);
 int ss_buf_append(struct ss_buf *b, const void *p, size_t n);
 void ss_buf_free(struct ss_buf *b);
 
+/* Room for need elements in a growable array: arrp is the address of the
+ * array's pointer (T **), holding *cap elements of elem bytes. When need
+ * is more than *cap, the array is reallocated to twice *cap (first when
+ * *cap is 0), or to need when that is more, and *cap set to that. Returns
+ * 0, or -ENOMEM (out of memory, or a size past SIZE_MAX) leaving the array
+ * and *cap as they were. SS_GROW takes the array and its size_t capacity
+ * themselves: SS_GROW(v, vcap, n + 1, 64). */
+int ss_grow(void *arrp, size_t *cap, size_t need, size_t elem, size_t first);
+#define SS_GROW(arr, cap, need, first) ss_grow(&(arr), &(cap), (need), sizeof(*(arr)), (first))
+
 /* Read a whole regular file of at most max bytes (blocking; for small
  * metadata only). Returns 0, -ENOENT, -EFBIG, or another -errno. */
 int ss_read_small_file(const char *path, size_t max, uint8_t **out, size_t *outlen);

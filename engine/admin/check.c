@@ -42,15 +42,9 @@ int check_oom(struct check *C)
 size_t check_finding(struct check *C, enum ss_check_kind kind, bool problem, const char *object,
 		      const char *snapshot, uint64_t chunks, uint64_t bytes, const char *fmt, ...)
 {
-	if (C->nf == C->fcap) {
-		size_t ncap = C->fcap ? C->fcap * 2 : 32;
-		void *a = realloc(C->f, sizeof(*C->f) * ncap);
-		if (!a) {
-			check_oom(C);
-			return 0;
-		}
-		C->f = a;
-		C->fcap = ncap;
+	if (SS_GROW(C->f, C->fcap, C->nf + 1, 32)) {
+		check_oom(C);
+		return 0;
 	}
 	struct cfinding *x = &C->f[C->nf];
 	memset(x, 0, sizeof(*x));
@@ -132,14 +126,8 @@ static bool same_store(const char *a, const char *b)
 
 static int snap_add(struct check *C, const char *uri, uint32_t *idx)
 {
-	if (C->nsnaps == C->snaps_cap) {
-		size_t ncap = C->snaps_cap ? C->snaps_cap * 2 : 32;
-		void *a = realloc(C->snaps, sizeof(*C->snaps) * ncap);
-		if (!a)
-			return check_oom(C);
-		C->snaps = a;
-		C->snaps_cap = ncap;
-	}
+	if (SS_GROW(C->snaps, C->snaps_cap, C->nsnaps + 1, 32))
+		return check_oom(C);
 	if (!(C->snaps[C->nsnaps] = strdup(uri)))
 		return check_oom(C);
 	*idx = (uint32_t)C->nsnaps++;
@@ -501,8 +489,8 @@ static int run(struct check *C)
 {
 	const struct ss_check_opts *o = C->opts;
 	int r;
-	if ((r = ss_loop_new(256, &C->loop)))
-		return ss_err_set(C->err, r, "cannot set up io_uring: %s", strerror(-r));
+	if ((r = ss_loop_open(256, &C->loop, C->err)))
+		return r;
 	if ((r = ss_store_backend_open(o->store, C->loop, &C->cfg, &C->b, C->err)))
 		return r;
 	if (o->repair) {

@@ -35,14 +35,8 @@ struct cpack *check_pack_find(const struct check *C, const uint8_t id[16])
 
 static int pack_append(struct check *C, const uint8_t id[16], uint64_t size)
 {
-	if (C->npacks == C->packs_cap) {
-		size_t ncap = C->packs_cap ? C->packs_cap * 2 : 256;
-		void *a = realloc(C->packs, sizeof(*C->packs) * ncap);
-		if (!a)
-			return -ENOMEM;
-		C->packs = a;
-		C->packs_cap = ncap;
-	}
+	if (SS_GROW(C->packs, C->packs_cap, C->npacks + 1, 256))
+		return -ENOMEM;
 	struct cpack *p = &C->packs[C->npacks++];
 	memset(p, 0, sizeof(*p));
 	memcpy(p->id, id, 16);

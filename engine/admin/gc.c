@@ -75,14 +75,8 @@ static int cmp_id(const void *a, const void *b)
 
 static int add_refd(struct gc *G, const uint8_t id[16])
 {
-	if (G->nrefd == G->refd_cap) {
-		size_t ncap = G->refd_cap ? G->refd_cap * 2 : 256;
-		void *a = realloc(G->refd, 16 * ncap);
-		if (!a)
-			return -ENOMEM;
-		G->refd = a;
-		G->refd_cap = ncap;
-	}
+	if (SS_GROW(G->refd, G->refd_cap, G->nrefd + 1, 256))
+		return -ENOMEM;
 	memcpy(G->refd[G->nrefd++], id, 16);
 	return 0;
 }
@@ -186,14 +180,8 @@ static int list(struct gc *G, const char *prefix, struct ss_keylist *kv)
 
 static int expired_add(struct gc *G, char *key)
 {
-	if (G->nexpired == G->expired_cap) {
-		size_t ncap = G->expired_cap ? G->expired_cap * 2 : 16;
-		void *a = realloc(G->expired, sizeof(*G->expired) * ncap);
-		if (!a)
-			return -ENOMEM;
-		G->expired = a;
-		G->expired_cap = ncap;
-	}
+	if (SS_GROW(G->expired, G->expired_cap, G->nexpired + 1, 16))
+		return -ENOMEM;
 	G->expired[G->nexpired++] = key;
 	return 0;
 }
@@ -290,15 +278,9 @@ static int list_packs(struct gc *G)
 		uint8_t id[16];
 		if (!base || ss_unhex(base + 1, id, 16))
 			continue;   /* not a pack */
-		if (G->npacks == G->packs_cap) {
-			size_t ncap = G->packs_cap ? G->packs_cap * 2 : 256;
-			void *a = realloc(G->packs, sizeof(*G->packs) * ncap);
-			if (!a) {
-				r = ss_err_set(G->err, -ENOMEM, "out of memory");
-				break;
-			}
-			G->packs = a;
-			G->packs_cap = ncap;
+		if (SS_GROW(G->packs, G->packs_cap, G->npacks + 1, 256)) {
+			r = ss_err_set(G->err, -ENOMEM, "out of memory");
+			break;
 		}
 		G->packs[G->npacks++] = (struct gpack){.size = kv.sizes[i]};
 		memcpy(G->packs[G->npacks - 1].id, id, 16);
@@ -561,10 +543,8 @@ int ss_gc_impl(const struct ss_gc_opts *opts, const struct ss_config_in *config,
 	G->no_grace = opts->grace_seconds < 0;
 	G->grace_ns = (opts->grace_seconds ? opts->grace_seconds : SS_GC_GRACE_DEFAULT_SECONDS) *
 		      (int64_t)1000000000;
-	if ((r = ss_loop_new(256, &G->loop))) {
-		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
+	if ((r = ss_loop_open(256, &G->loop, &err)))
 		goto out;
-	}
 	if ((r = ss_store_backend_open(opts->store, G->loop, &G->cfg, &G->b, &err)))
 		goto out;
 	/* No packs and no index: nothing to collect, and nothing is written

@@ -14,14 +14,8 @@
 
 int ss_strvec_add(struct ss_strvec *u, const char *s, size_t len)
 {
-	if (u->n == u->cap) {
-		size_t ncap = u->cap ? u->cap * 2 : 32;
-		void *a = realloc(u->v, sizeof(*u->v) * ncap);
-		if (!a)
-			return -ENOMEM;
-		u->v = a;
-		u->cap = ncap;
-	}
+	if (SS_GROW(u->v, u->cap, u->n + 1, 32))
+		return -ENOMEM;
 	char *d = strndup(s, len);
 	if (!d)
 		return -ENOMEM;

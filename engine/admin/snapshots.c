@@ -14,6 +14,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* What info and rm begin with: the configuration, the snapshot's location
+ * and a loop. */
+static int begin(const struct ss_config_in *config, const char *snapshot, struct ss_cfg *cfg,
+		 struct ss_snaploc *loc, struct ss_loop **l, struct ss_err *err)
+{
+	int r;
+	if ((r = ss_cfg_resolve(config, cfg, err)) || (r = ss_snaploc_parse(snapshot, loc, err)))
+		return r;
+	return ss_loop_open(64, l, err);
+}
+
 /* ---------------------------------------------------------------- info */
 
 int ss_info_impl(const char *snapshot, const char *store, const struct ss_config_in *config,
@@ -31,12 +42,8 @@ int ss_info_impl(const char *snapshot, const char *store, const struct ss_config
 		r = ss_err_set(&err, -EINVAL, "info needs a snapshot");
 		goto out;
 	}
-	if ((r = ss_cfg_resolve(config, &cfg, &err)) || (r = ss_snaploc_parse(snapshot, &loc, &err)))
+	if ((r = begin(config, snapshot, &cfg, &loc, &l, &err)))
 		goto out;
-	if ((r = ss_loop_new(64, &l))) {
-		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
-		goto out;
-	}
 	const char *used;
 	if ((r = ss_manifest_load(snapshot, l, &cfg, &m, &mlen, NULL, &err)) ||
 	    (r = ss_store_for(store, m, &loc, snapshot, &used, &err)))
@@ -128,10 +135,8 @@ int ss_ls_impl(const struct ss_ls_opts *opts, const struct ss_config_in *config,
 	if (!opts->store && (r = ss_snaploc_parse(probe, &loc, &err)))
 		goto out;
 	const char *store = opts->store ? opts->store : loc.default_store;
-	if ((r = ss_loop_new(64, &l))) {
-		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
+	if ((r = ss_loop_open(64, &l, &err)))
 		goto out;
-	}
 	r = ss_store_backend_open(store, l, &cfg, &sb, &err);
 	if (r == -ENOENT && !opts->store) {
 		ss_err_clear(&err);   /* no store yet: only the scan can find anything */
@@ -247,13 +252,8 @@ int ss_rm_impl(const struct ss_rm_opts *opts, const struct ss_config_in *config,
 		r = ss_err_set(&err, -EINVAL, "rm needs a snapshot");
 		goto out;
 	}
-	if ((r = ss_cfg_resolve(config, &cfg, &err)) ||
-	    (r = ss_snaploc_parse(opts->snapshot, &loc, &err)))
+	if ((r = begin(config, opts->snapshot, &cfg, &loc, &l, &err)))
 		goto out;
-	if ((r = ss_loop_new(64, &l))) {
-		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
-		goto out;
-	}
 	struct ss_err merr = {0};
 	int mr = ss_manifest_load(opts->snapshot, l, &cfg, &m, NULL, NULL, &merr);
 	/* An unreadable manifest is still removed: it is no one's parent. */

@@ -256,6 +256,14 @@ void ss_pack_key(const uint8_t id[16], char *out)
 	snprintf(out, 64, "packs/%.2s/%s", hex, hex);
 }
 
+int ss_loop_open(unsigned entries, struct ss_loop **out, struct ss_err *err)
+{
+	int r = ss_loop_new(entries, out);
+	if (r)
+		ss_err_set(err, r, "cannot set up io_uring: %s", strerror(-r));
+	return r;
+}
+
 void *ss_stats_init(void *st, void *local, size_t size)
 {
 	if (!st)

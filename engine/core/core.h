@@ -172,13 +172,15 @@ struct ss_store {
 	char *uri;                 /* normalized */
 	uint8_t (*pack_ids)[16];   /* every pack known; dedup entries index it */
 	uint64_t *pack_sizes;
-	uint32_t npacks, packs_cap;
+	uint32_t npacks;
+	size_t packs_cap;
 	uint32_t *pack_map;        /* open addressing over pack_ids, for lookup */
 	uint32_t pack_map_cap;
 	/* Packs not yet covered by an index object (written by this push or
 	 * left by an interrupted one), with their entries. */
 	struct ss_index_pack *unindexed;
-	uint32_t nunindexed, unindexed_cap;
+	uint32_t nunindexed;
+	size_t unindexed_cap;
 	uint32_t nindex_objects;
 	uint64_t requests;
 	/* Packs gc has hidden (gc/state): never offered for dedup, since gc
@@ -332,9 +334,9 @@ const char *ss_range_why(enum ss_range_bad why);
 
 /* The two steps, for readers that go through frames in an order of their
  * own (oread): decompress the frame at src (stored_len bytes) into dst as
- * far as need bytes; check a chunk's bytes p against its id. */
+ * far as need bytes (dst has room for cap, see ss_frame_prefix); check a chunk's bytes p against its id. */
 bool ss_range_frame(const struct ss_rdec *w, const uint8_t *src, uint32_t stored_len,
-		    uint8_t *dst, size_t need);
+		    uint8_t *dst, size_t need, size_t cap);
 bool ss_range_chunk_ok(const struct ss_idkey *ids, const uint8_t *p, const struct ss_rchunk *c);
 
 /* A run of chunks in pack order inside one GET's bytes. */
@@ -360,6 +362,10 @@ struct ss_rrun {
 int ss_range_decode(const struct ss_rdec *w, const struct ss_rrun *run);
 
 /* --- entry points ------------------------------------------------------ */
+
+/* An entry point's loop of `entries` submission slots (ss_loop_new), a
+ * failure said in err. Returns 0 or -errno. */
+int ss_loop_open(unsigned entries, struct ss_loop **out, struct ss_err *err);
 
 /* The statistics an operation fills: the caller's st, or local when it
  * passed none; zeroed either way. */

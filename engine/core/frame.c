@@ -1,9 +1,24 @@
 #include "frame.h"
 
-bool ss_frame_prefix(ZSTD_DCtx *dc, const uint8_t *src, size_t srclen, uint8_t *dst, size_t need)
+#include <zstd_errors.h>
+
+bool ss_frame_prefix(ZSTD_DCtx *dc, const uint8_t *src, size_t srclen, uint8_t *dst, size_t need,
+		     size_t cap)
 {
 	if (!dc || ZSTD_isError(ZSTD_DCtx_reset(dc, ZSTD_reset_session_only)))
 		return false;
+	/* One frame, exactly srclen bytes: the one-shot decoder, which
+	 * writes straight into dst, when the frame fits. (Our frames carry
+	 * no content size, so whether it fits shows only by trying.) */
+	if (cap > need && ZSTD_findFrameCompressedSize(src, srclen) == srclen) {
+		size_t r = ZSTD_decompressDCtx(dc, dst, cap, src, srclen);
+		if (!ZSTD_isError(r))
+			return r >= need;
+		if (ZSTD_getErrorCode(r) != ZSTD_error_dstSize_tooSmall)
+			return false;
+		if (ZSTD_isError(ZSTD_DCtx_reset(dc, ZSTD_reset_session_only)))
+			return false;
+	}
 	ZSTD_inBuffer in = {src, srclen, 0};
 	ZSTD_outBuffer out = {dst, need, 0};
 	while (out.pos < need) {

@@ -10,13 +10,16 @@
 #include <stdint.h>
 #include <zstd.h>
 
-/* Decompress the prefix [0, need) of the zstd frame src into dst. The
- * streaming decoder stops when dst is full, so a frame that would inflate
- * further (a decompression bomb) can never write past it. Returns false
- * for a corrupt or truncated frame, or one shorter than need. Any thread;
- * dc is the caller's. */
+/* Decompress the prefix [0, need) of the zstd frame src into dst, which
+ * has room for cap >= need bytes; bytes past need may be written, never
+ * past cap. When the whole frame fits in cap it is decoded in one call,
+ * straight into dst; otherwise the streaming decoder stops when need bytes
+ * are out (it goes through its own window buffer, one more copy). Either
+ * way a frame that would inflate further (a decompression bomb) never
+ * writes past cap. Returns false for a corrupt or truncated frame, or one
+ * shorter than need. Any thread; dc is the caller's. */
 bool ss_frame_prefix(ZSTD_DCtx *dc, const uint8_t *src, size_t srclen, uint8_t *dst,
-		     size_t need);
+		     size_t need, size_t cap);
 
 /* A compression context for frames at `level`: no checksum, content size
  * or dictionary id in the frame, since the pack index records each

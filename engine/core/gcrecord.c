@@ -125,14 +125,8 @@ static bool parse_id_time(const char *s, uint8_t id[16], int64_t *t)
 
 static int state_add(struct ss_gcstate *s, const uint8_t id[16], int64_t since)
 {
-	if (s->n == s->cap) {
-		size_t ncap = s->cap ? s->cap * 2 : 64;
-		void *a = realloc(s->packs, sizeof(*s->packs) * ncap);
-		if (!a)
-			return -ENOMEM;
-		s->packs = a;
-		s->cap = ncap;
-	}
+	if (SS_GROW(s->packs, s->cap, s->n + 1, 64))
+		return -ENOMEM;
 	memcpy(s->packs[s->n].id, id, 16);
 	s->packs[s->n++].since_ns = since;
 	return 0;
@@ -289,14 +283,9 @@ int ss_tombstone_decode(const uint8_t *buf, size_t len, struct ss_tombstone *t,
 			if (!have_time)
 				r = ss_err_set(err, -EBADMSG, "bad time in a removed-snapshot record");
 		} else if (strncmp(line, "pack ", 5) == 0 && strlen(line) == 37) {
-			if (t->npacks == cap) {
-				cap = cap ? cap * 2 : 64;
-				void *a = realloc(t->packs, 16 * cap);
-				if (!a) {
-					r = ss_err_set(err, -ENOMEM, "out of memory");
-					break;
-				}
-				t->packs = a;
+			if (SS_GROW(t->packs, cap, t->npacks + 1, 64)) {
+				r = ss_err_set(err, -ENOMEM, "out of memory");
+				break;
 			}
 			if (ss_unhex(line + 5, t->packs[t->npacks], 16))
 				r = ss_err_set(err, -EBADMSG, "bad pack id in a removed-snapshot record");

@@ -117,9 +117,9 @@ const char *ss_range_why(enum ss_range_bad why)
 }
 
 bool ss_range_frame(const struct ss_rdec *w, const uint8_t *src, uint32_t stored_len,
-		    uint8_t *dst, size_t need)
+		    uint8_t *dst, size_t need, size_t cap)
 {
-	return w && w->dc && ss_frame_prefix(w->dc, src, stored_len, dst, need);
+	return w && w->dc && ss_frame_prefix(w->dc, src, stored_len, dst, need, cap);
 }
 
 bool ss_range_chunk_ok(const struct ss_idkey *ids, const uint8_t *p, const struct ss_rchunk *c)
@@ -152,7 +152,7 @@ int ss_range_decode(const struct ss_rdec *w, const struct ss_rrun *run)
 			 * worker's scratch when the caller needs only verdicts. */
 			uint8_t *dst = run->dec ? run->dec + pos : w ? w->scratch : NULL;
 			size_t cap = run->dec ? run->dec_cap - pos : SS_FRAME_MAX_LIMIT + 1;
-			if (!dst || need > cap || !ss_range_frame(w, src, c.stored_len, dst, need)) {
+			if (!dst || need > cap || !ss_range_frame(w, src, c.stored_len, dst, need, cap)) {
 				r = -EBADMSG;
 				for (uint32_t k = i; k < j; k++)
 					if (!run->bad(run->arg, k, SS_RANGE_UNDECODABLE))

@@ -99,18 +99,12 @@ int ss_store_pack_index(struct ss_store *s, const uint8_t id[16], uint64_t size,
 {
 	if (ss_store_pack_find(s, id, idx) == 0)
 		return 0;
-	if (s->npacks == s->packs_cap) {
-		uint32_t ncap = s->packs_cap ? s->packs_cap * 2 : 64;
-		void *a = realloc(s->pack_ids, sizeof(*s->pack_ids) * ncap);
-		if (!a)
-			return -ENOMEM;
-		s->pack_ids = a;
-		void *z = realloc(s->pack_sizes, sizeof(*s->pack_sizes) * ncap);
-		if (!z)
-			return -ENOMEM;
-		s->pack_sizes = z;
-		s->packs_cap = ncap;
-	}
+	/* Two arrays of one capacity: the ids grow on a copy of it, so that
+	 * packs_cap grows only once both have. */
+	size_t ids_cap = s->packs_cap;
+	if (SS_GROW(s->pack_ids, ids_cap, s->npacks + 1, 64) ||
+	    SS_GROW(s->pack_sizes, s->packs_cap, s->npacks + 1, 64))
+		return -ENOMEM;
 	if ((s->npacks + 1) * 2 > s->pack_map_cap && pack_map_grow(s))
 		return -ENOMEM;
 	uint32_t i = s->npacks++;
@@ -127,15 +121,9 @@ int ss_store_pack_index(struct ss_store *s, const uint8_t id[16], uint64_t size,
 int ss_store_note_unindexed(struct ss_store *s, const uint8_t id[16], uint64_t size,
 			    struct ss_pack_entry *entries, uint32_t count)
 {
-	if (s->nunindexed == s->unindexed_cap) {
-		uint32_t ncap = s->unindexed_cap ? s->unindexed_cap * 2 : 16;
-		void *a = realloc(s->unindexed, sizeof(*s->unindexed) * ncap);
-		if (!a) {
-			free(entries);
-			return -ENOMEM;
-		}
-		s->unindexed = a;
-		s->unindexed_cap = ncap;
+	if (SS_GROW(s->unindexed, s->unindexed_cap, s->nunindexed + 1, 16)) {
+		free(entries);
+		return -ENOMEM;
 	}
 	struct ss_index_pack *p = &s->unindexed[s->nunindexed++];
 	memcpy(p->pack_id, id, 16);
@@ -157,18 +145,10 @@ void ss_keylist_free(struct ss_keylist *kl)
 static int collect_key(void *arg, const char *key, uint64_t size)
 {
 	struct ss_keylist *kl = arg;
-	if (kl->n == kl->cap) {
-		size_t ncap = kl->cap ? kl->cap * 2 : 64;
-		void *a = realloc(kl->keys, sizeof(*kl->keys) * ncap);
-		if (!a)
-			return -ENOMEM;
-		kl->keys = a;
-		void *b = realloc(kl->sizes, sizeof(*kl->sizes) * ncap);
-		if (!b)
-			return -ENOMEM;
-		kl->sizes = b;
-		kl->cap = ncap;
-	}
+	size_t keys_cap = kl->cap;   /* as for pack_ids and pack_sizes */
+	if (SS_GROW(kl->keys, keys_cap, kl->n + 1, 64) ||
+	    SS_GROW(kl->sizes, kl->cap, kl->n + 1, 64))
+		return -ENOMEM;
 	if (!(kl->keys[kl->n] = strdup(key)))
 		return -ENOMEM;
 	kl->sizes[kl->n++] = size;
@@ -232,10 +212,8 @@ int ss_init_impl(const struct ss_init_opts *opts, const struct ss_config_in *con
 	}
 	if ((r = ss_cfg_resolve(config, &cfg, &err)))
 		goto out;
-	if ((r = ss_loop_new(16, &l))) {
-		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
+	if ((r = ss_loop_open(16, &l, &err)))
 		goto out;
-	}
 	if ((r = ss_store_open(opts->store, l, &cfg, &s, &err)) ||
 	    (r = load_config(s->b, l, s->uri, &p, &n, &s->requests, &err)))
 		goto out;

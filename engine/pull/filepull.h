@@ -47,7 +47,8 @@ struct rtask {
 	uint8_t *in, *out;
 	const uint8_t **cptr;      /* each chunk's bytes: in `out`, or raw in `in` */
 	struct wop *w;
-	uint32_t nw, wcap;
+	uint32_t nw;
+	size_t wcap;
 	unsigned writes_pending;
 	int err;
 	struct ss_err werr;

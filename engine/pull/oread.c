@@ -222,7 +222,7 @@ static void unit_work(struct ss_task *task, void *wp)
 		if (fr->codec != SS_CODEC_ZSTD || !fr->need)
 			continue;
 		if (!ss_range_frame(wp, u->in + (fr->off - u->rs), fr->stored, u->dec + fr->dec_off,
-				    fr->need)) {
+				    fr->need, R->dec_cap - fr->dec_off)) {
 			/* Name the first extent that needs this frame. */
 			size_t i = 0;
 			while (u->fidx[i] != k)

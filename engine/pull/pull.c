@@ -94,10 +94,7 @@ static int plan(struct pull *P)
 	 * which costs little and keeps the plan simple. */
 	qsort_r(P->order, n, sizeof(*P->order), cmp_chunk, m);
 
-	size_t cap = 64;
-	P->ranges = malloc(sizeof(*P->ranges) * cap);
-	if (!P->ranges)
-		return -ENOMEM;
+	size_t cap = 0;
 	struct range *cur = NULL;
 	const struct ss_chunk_ref *prev = NULL;
 	for (size_t i = 0; i < n; i++) {
@@ -115,13 +112,8 @@ static int plan(struct pull *P)
 		    (!cur || c->pack != cur->pack || c->offset < end || c->offset - end > RANGE_GAP ||
 		     c->offset + c->stored_len - cur->off > RANGE_MAX ||
 		     cur->raw + raw_add > RANGE_MAX)) {
-			if (P->nranges == cap) {
-				cap *= 2;
-				void *a = realloc(P->ranges, sizeof(*P->ranges) * cap);
-				if (!a)
-					return -ENOMEM;
-				P->ranges = a;
-			}
+			if (SS_GROW(P->ranges, cap, P->nranges + 1, 64))
+				return -ENOMEM;
 			cur = &P->ranges[P->nranges++];
 			*cur = (struct range){.pack = c->pack, .off = c->offset, .first = (uint32_t)i};
 		}
@@ -237,14 +229,8 @@ static int add_write(struct rtask *t, int fd, const struct target *tg, const uin
 			return 0;
 		}
 	}
-	if (t->nw == t->wcap) {
-		uint32_t ncap = t->wcap ? t->wcap * 2 : 64;
-		void *a = realloc(t->w, sizeof(*t->w) * ncap);
-		if (!a)
-			return -ENOMEM;
-		t->w = a;
-		t->wcap = ncap;
-	}
+	if (SS_GROW(t->w, t->wcap, t->nw + 1, 64))
+		return -ENOMEM;
 	t->w[t->nw++] = (struct wop){.t = t, .fd = fd, .file = tg->file, .ext0 = tg->ext,
 				     .next = 1, .p = p, .off = tg->off, .len = len};
 	return 0;
@@ -414,10 +400,8 @@ int ss_pull_impl(const struct ss_pull_opts *opts, const struct ss_config_in *con
 		goto out;
 	if ((r = ss_snaploc_parse(opts->snapshot, &loc, &err)))
 		goto out;
-	if ((r = ss_loop_new(256, &P->loop))) {
-		ss_err_set(&err, r, "cannot set up io_uring: %s", strerror(-r));
+	if ((r = ss_loop_open(256, &P->loop, &err)))
 		goto out;
-	}
 	const char *store_uri;
 	if ((r = ss_manifest_load(opts->snapshot, P->loop, &P->cfg, &P->m, &mlen, &st->requests,
 				  &err)) ||

@@ -6,6 +6,7 @@
  *   walk.c     the sources: the file table, and follow mode's rescans
  *   seg.c      the workers: one segment each, chunked, deduplicated and
  *              compressed
+ *   pagescan.c the files' pages counted before chunking (pageset.h)
  *   foreign.c  chunks another push on the host claimed and did not land
  *   recheck.c  the files read again once done (follow mode, or a source
  *              that must not have changed)
@@ -14,6 +15,7 @@
 #ifndef SS_ENGINE_FILEPUSH_H
 #define SS_ENGINE_FILEPUSH_H
 
+#include "pageset.h"
 #include "push.h"
 
 #include <pthread.h>
@@ -75,6 +77,11 @@ struct seg {
 	uint32_t frame_first;   /* first newc of the frame being built */
 	uint32_t frame_raw;     /* its raw bytes so far */
 	uint64_t zero_bytes, chunk_bytes, chunks;
+	/* Its pages' classes (enum in seg.c), learnt as chunking reaches
+	 * them, and the ids of those that are repeats. */
+	uint8_t *pcls;
+	uint8_t (*pid)[16];
+	uint64_t page_refs;
 	int err;
 	struct ss_err werr;
 	struct seg *next_free;
@@ -127,6 +134,8 @@ struct push {
 	const struct ss_push_opts *opts;
 	struct ss_pool *pool;
 	struct ss_chunker chunker;
+	struct ss_pageset *pages;     /* the files' pages, counted */
+	bool pages_counted;           /* by pagescan.c, before chunking */
 	struct ss_manifest *guide;   /* a parent chunked with our parameters */
 	struct ss_pipe pipe;          /* the first failure; parked segments */
 
@@ -162,7 +171,7 @@ struct push {
 
 	struct ss_packer *packer;
 	struct ss_packer_chunk *fc;   /* the frame being packed */
-	uint32_t fc_cap;
+	size_t fc_cap;
 
 	/* Chunks other pushes on this host claimed (P->b.claims). */
 	pthread_mutex_t foreign_mu;
@@ -194,6 +203,9 @@ void push_plan_seg(struct push *P, struct pfile *f, struct seg *s, uint64_t lim,
 extern const struct ss_worker_ctx_ops push_wctx_ops;
 void push_seg_work(struct ss_task *t, void *wp);
 size_t push_wctx_compress(void *wctx, uint8_t *dst, const uint8_t *src, uint32_t len);
+
+/* pagescan.c: count the files' pages into P->pages (-ENOMEM). */
+int push_scan_pages(struct push *P);
 
 /* foreign.c: after the pipeline, wait for or store every chunk another
  * push claimed, on the loop without blocking it (workers store them). */

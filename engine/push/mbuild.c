@@ -111,14 +111,8 @@ int ss_mbuild_file(struct ss_mbuild *b, const char *name, uint64_t size, uint32_
 		   int64_t mtime_ns, const uint8_t digest[16], size_t ext_hint)
 {
 	struct ss_manifest *m = b->m;
-	if (m->nfiles == b->files_cap) {
-		size_t ncap = b->files_cap * 2;
-		void *a = realloc(m->files, sizeof(*m->files) * ncap);
-		if (!a)
-			return -ENOMEM;
-		m->files = a;
-		b->files_cap = ncap;
-	}
+	if (SS_GROW(m->files, b->files_cap, m->nfiles + 1, 16))
+		return -ENOMEM;
 	struct ss_mfile *mf = &m->files[m->nfiles++];
 	memset(mf, 0, sizeof(*mf));
 	b->ext_cap = ext_hint ? ext_hint : 16;
@@ -141,14 +135,8 @@ static int chunk_index(struct ss_mbuild *b, struct ss_dentry *de)
 		return 0;
 	if (de->pack == SS_PACK_PENDING || de->pack >= b->npmap)
 		return -EIO;   /* a chunk was never packed: a bug */
-	if (m->nchunks == b->chunks_cap) {
-		size_t ncap = b->chunks_cap * 2;
-		void *a = realloc(m->chunks, sizeof(*m->chunks) * ncap);
-		if (!a)
-			return -ENOMEM;
-		m->chunks = a;
-		b->chunks_cap = ncap;
-	}
+	if (SS_GROW(m->chunks, b->chunks_cap, m->nchunks + 1, 1024))
+		return -ENOMEM;
 	if (b->pmap[de->pack] == UINT32_MAX)
 		b->pmap[de->pack] = (uint32_t)m->npacks++;
 	struct ss_chunk_ref *c = &m->chunks[m->nchunks];
@@ -179,14 +167,8 @@ int ss_mbuild_extent(struct ss_mbuild *b, uint64_t len, uint32_t slot)
 			return r;
 		chunk = de->snap_idx + 1;
 	}
-	if (mf->next == b->ext_cap) {
-		size_t ncap = b->ext_cap * 2;
-		void *a = realloc(mf->ext, sizeof(*mf->ext) * ncap);
-		if (!a)
-			return -ENOMEM;
-		mf->ext = a;
-		b->ext_cap = ncap;
-	}
+	if (SS_GROW(mf->ext, b->ext_cap, mf->next + 1, 16))
+		return -ENOMEM;
 	mf->ext[mf->next++] = (struct ss_mextent){len, chunk};
 	return 0;
 }
@@ -283,8 +265,8 @@ int ss_pushbase_open(struct ss_pushbase *b, const struct ss_push_opts *opts,
 	if ((r = ss_cfg_resolve(config, &b->cfg, err)) ||
 	    (r = ss_snaploc_parse(opts->snapshot, &b->loc, err)))
 		return r;
-	if ((r = ss_loop_new(256, &b->loop)))
-		return ss_err_set(err, r, "cannot set up io_uring: %s", strerror(-r));
+	if ((r = ss_loop_open(256, &b->loop, err)))
+		return r;
 	if ((r = ss_backend_open(b->loc.backend_uri, b->loop, &b->cfg.bopts, &b->snapb, err)))
 		return r;
 	struct ss_req sr = {.kind = SS_REQ_STAT, .key = b->loc.key, .err = err};
@@ -311,6 +293,15 @@ int ss_pushbase_store(struct ss_pushbase *b, const struct ss_push_opts *opts,
 	if ((r = ss_dedup_new(1u << 31, &b->dedup)))
 		return ss_err_set(err, r, "out of memory");
 	return ss_store_load(b->store, b->loop, b->dedup, err);
+}
+
+int ss_pushbase_packer(struct ss_pushbase *b, struct ss_stats *st, struct ss_pipe *pipe,
+		       struct ss_packer **out)
+{
+	int r = ss_packer_new(b->store, b->dedup, &b->cfg, st, ss_pipe_pack_done, pipe, out);
+	if (!r && b->claims)
+		ss_packer_set_claims(*out, b->claims);
+	return r;
 }
 
 /* How long a failed loop may go without a completion while work is still

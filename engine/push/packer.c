@@ -16,7 +16,8 @@ struct packbuf {
 	uint8_t *data, *tail;
 	size_t len, cap, tail_cap;
 	struct ss_pack_entry *e;
-	uint32_t n, ecap;
+	uint32_t n;
+	size_t ecap;
 	uint8_t id[16];
 	uint32_t idx;
 	bool open, busy;
@@ -211,15 +212,8 @@ int ss_packer_add(struct ss_packer *pk, const uint8_t *stored, uint32_t stored_l
 			return r;
 	}
 	/* Room for every entry first: a frame is added whole or not at all. */
-	if (pb->n + n > pb->ecap) {
-		uint32_t ncap = SS_MAX(pb->ecap * 2, pb->n + n + 1024);
-		void *a = realloc(pb->e, sizeof(*pb->e) * ncap);
-		if (!a)
-			return ss_err_set(err, -ENOMEM, "cannot grow a pack index: %s",
-					  strerror(ENOMEM));
-		pb->e = a;
-		pb->ecap = ncap;
-	}
+	if (SS_GROW(pb->e, pb->ecap, (size_t)pb->n + n, 1024))
+		return ss_err_set(err, -ENOMEM, "cannot grow a pack index: %s", strerror(ENOMEM));
 	uint32_t at = (uint32_t)pb->len;
 	memcpy(pb->data + pb->len, stored, stored_len);
 	pb->len += stored_len;

@@ -39,14 +39,9 @@ static bool seg_pack(struct push *P, struct seg *s)
 		uint32_t n = 1;
 		while (s->nc_done + n < s->nnc && !c[n].first)
 			n++;
-		if (n > P->fc_cap) {
-			void *a = realloc(P->fc, sizeof(*P->fc) * n);
-			if (!a) {
-				ss_pipe_fail(&P->pipe, -ENOMEM, "cannot pack a frame");
-				return true;
-			}
-			P->fc = a;
-			P->fc_cap = n;
+		if (SS_GROW(P->fc, P->fc_cap, n, 64)) {
+			ss_pipe_fail(&P->pipe, -ENOMEM, "cannot pack a frame");
+			return true;
 		}
 		for (uint32_t i = 0; i < n; i++)
 			P->fc[i] = (struct ss_packer_chunk){.slot = c[i].slot,
@@ -191,24 +186,12 @@ static void read_done(struct ss_op *op, int res)
 
 static int note_seq(struct push *P, struct pfile *f, uint64_t seq)
 {
-	if (seq >= P->seg_ext_cap) {
-		size_t ncap = P->seg_ext_cap ? P->seg_ext_cap * 2 : 256;
-		void *a = realloc(P->seg_ext, sizeof(*P->seg_ext) * ncap);
-		if (!a)
-			return -ENOMEM;
-		memset((struct segext *)a + P->seg_ext_cap, 0,
-		       sizeof(*P->seg_ext) * (ncap - P->seg_ext_cap));
-		P->seg_ext = a;
-		P->seg_ext_cap = ncap;
-	}
-	if (f->nseqs == f->seqs_cap) {
-		size_t ncap = f->seqs_cap ? f->seqs_cap * 2 : 16;
-		void *a = realloc(f->seqs, sizeof(*f->seqs) * ncap);
-		if (!a)
-			return -ENOMEM;
-		f->seqs = a;
-		f->seqs_cap = ncap;
-	}
+	size_t had = P->seg_ext_cap;   /* what lies past it starts empty */
+	if (SS_GROW(P->seg_ext, P->seg_ext_cap, seq + 1, 256))
+		return -ENOMEM;
+	memset(P->seg_ext + had, 0, sizeof(*P->seg_ext) * (P->seg_ext_cap - had));
+	if (SS_GROW(f->seqs, f->seqs_cap, f->nseqs + 1, 16))
+		return -ENOMEM;
 	f->seqs[f->nseqs++] = seq;
 	return 0;
 }
@@ -277,6 +260,20 @@ static int pools_init(struct push *P)
 	 * being chunked, one queued), so neither side starves the other. */
 	P->nsegs = P->b.cfg.read_depth + 2 * P->b.cfg.threads;
 	size_t ss = P->b.cfg.chunk.seg_size;
+	/* No more than the files have segments: a small image must not
+	 * fault in (and pin, registered) a pool sized for a large one.
+	 * Following a writer, the files' final sizes are unknown. */
+	if (!P->follow) {
+		uint64_t need = 0;
+		for (size_t i = 0; i < P->nfiles && need < P->nsegs; i++)
+			need += (P->files[i]->size + ss - 1) / ss;
+		/* A quarter of the segments in flight keeps two workers busy
+		 * on tmpfs or the page cache; the full depth is for images
+		 * large enough that their reads must run far ahead. */
+		uint64_t floor = 2 * (uint64_t)P->b.cfg.threads + 2;
+		P->nsegs = (unsigned)SS_MAX(1, SS_MIN((uint64_t)P->nsegs,
+						  SS_MIN(need, SS_MAX(floor, need / 4))));
+	}
 	/* Output holds at most the segment's bytes (a chunk is never stored
 	 * larger than raw), plus zstd's worst-case slack for the last one. */
 	size_t os = SS_ALIGN_UP(ss + ZSTD_compressBound(P->b.cfg.frame_max) - P->b.cfg.frame_max,
@@ -308,11 +305,7 @@ static int pools_init(struct push *P)
 	/* Registered buffers spare the kernel a page walk per read. */
 	P->fixed_bufs = io_uring_register_buffers(ss_loop_ring(P->b.loop), iov, P->nsegs) == 0;
 	free(iov);
-	int r = ss_packer_new(P->b.store, P->b.dedup, &P->b.cfg, P->st, ss_pipe_pack_done, &P->pipe,
-			      &P->packer);
-	if (!r && P->b.claims)
-		ss_packer_set_claims(P->packer, P->b.claims);
-	return r;
+	return ss_pushbase_packer(&P->b, P->st, &P->pipe, &P->packer);
 }
 
 static void pools_free(struct push *P)
@@ -327,6 +320,8 @@ static void pools_free(struct push *P)
 		for (unsigned i = 0; i < P->nsegs; i++) {
 			free(P->segs[i].ext);
 			free(P->segs[i].nc);
+			free(P->segs[i].pcls);
+			free(P->segs[i].pid);
 		}
 	free(P->segs);
 	P->segs = NULL;
@@ -481,6 +476,12 @@ int ss_push_impl(const struct ss_push_opts *opts, const struct ss_config_in *con
 	if ((r = ss_pushbase_open(&P->b, opts, config, &st->requests, &err)))
 		goto out;
 	ss_chunker_init(&P->chunker, &P->b.cfg.chunk);
+	/* Remembering 2^21 pages (8 GiB of distinct data) costs at most
+	 * ~48 MiB; past that, pages are chunked like any other bytes. */
+	if ((r = ss_pageset_new((size_t)1 << 21, &P->pages))) {
+		ss_err_set(&err, r, "out of memory");
+		goto out;
+	}
 	if ((r = push_collect_files(P)))
 		goto out;
 	/* The store is opened, and its chunks learnt, only for a source that
@@ -495,6 +496,12 @@ int ss_push_impl(const struct ss_push_opts *opts, const struct ss_config_in *con
 	wops.arg = P;
 	if ((r = pools_init(P)) || (r = ss_pool_new(P->b.loop, P->b.cfg.threads, &wops, &P->pool))) {
 		ss_err_set(&err, r, "cannot allocate the push pipeline: %s", strerror(-r));
+		goto out;
+	}
+	/* A growing file cannot be counted ahead: pages met twice while
+	 * chunking become page chunks from their second copy on. */
+	if (!P->follow && (r = push_scan_pages(P))) {
+		ss_err_set(&err, r, "cannot count the pages: %s", strerror(-r));
 		goto out;
 	}
 	if ((r = run_pipeline(P)) || (r = push_resolve_foreign(P)))
@@ -546,6 +553,7 @@ out:
 			push_pfile_free(P->files[i]);
 		free(P->files);
 		ss_manifest_free(P->guide);
+		ss_pageset_free(P->pages);
 		ss_pushbase_close(&P->b, st);
 	}
 	ss_manifest_free(m);

@@ -194,6 +194,13 @@ int ss_pushbase_store(struct ss_pushbase *b, const struct ss_push_opts *opts,
 int ss_pushbase_commit(struct ss_pushbase *b, const struct ss_push_opts *opts,
 		       const struct ss_manifest *m, struct ss_stats *st, struct ss_err *err);
 
+/* The packer of a push whose pipeline state is pipe (ss_packer_new with
+ * ss_pipe_pack_done): packs go to b's store, chunk locations to b's dedup
+ * table, the chunks of each stored pack to b's claims, statistics to st.
+ * Returns 0 or -ENOMEM. */
+int ss_pushbase_packer(struct ss_pushbase *b, struct ss_stats *st, struct ss_pipe *pipe,
+		       struct ss_packer **out);
+
 /* Let everything in flight on the loop finish (after a failure, before
  * anything is freed): turn it while busy(arg) says so; once a turn fails,
  * reap what the kernel and the workers still complete without submitting

@@ -166,6 +166,84 @@ static void frame_flush(struct wctx *w, struct seg *s)
 	s->frame_raw = 0;
 }
 
+/* ------------------------------------------------------- repeated pages */
+
+/* A page's class, learnt once per segment as chunking reaches it. */
+enum { PC_UNKNOWN, PC_DATA, PC_ZERO, PC_REPEAT };
+
+/* Whole pages only: a file's last partial page is never a page chunk. */
+static uint8_t page_class(struct push *P, struct seg *s, uint32_t pi)
+{
+	if (s->pcls[pi])
+		return s->pcls[pi];
+	const uint8_t *p = s->buf + (size_t)pi * SS_PAGE_SIZE;
+	uint8_t c = PC_ZERO;
+	if (!ss_is_zero(p, SS_PAGE_SIZE)) {
+		c = PC_DATA;
+		if (ss_pageset_count(P->pages, XXH3_64bits(p, SS_PAGE_SIZE)) >= 2) {
+			c = PC_REPEAT;
+			ss_chunk_id(&P->b.cfg.ids, p, SS_PAGE_SIZE, s->pid[pi]);
+		}
+	}
+	s->pcls[pi] = c;
+	return c;
+}
+
+/* How far the content-defined chunk starting at off may reach: to the
+ * first repeated page after it, looking no further than a chunk can be,
+ * nor than the end we of the data window (a hole after it is zero pages,
+ * never repeated ones). The chunker then cuts there as it cuts before a
+ * zero page. */
+static size_t data_run(struct push *P, struct seg *s, size_t off, size_t we)
+{
+	size_t end = SS_MIN(we, off + P->b.cfg.chunk.max_size);
+	for (size_t pi = (off + SS_PAGE_SIZE - 1) / SS_PAGE_SIZE;
+	     (pi + 1) * SS_PAGE_SIZE <= we && pi * SS_PAGE_SIZE < end; pi++)
+		if (page_class(P, s, (uint32_t)pi) == PC_REPEAT)
+			return pi * SS_PAGE_SIZE - off;
+	return we - off;
+}
+
+/* The per-page arrays of a segment buffer, made on its first use. */
+static int pages_prepare(struct push *P, struct seg *s)
+{
+	size_t n = P->b.cfg.chunk.seg_size / SS_PAGE_SIZE + 1;
+	if (!s->pcls) {
+		s->pcls = malloc(n);
+		s->pid = malloc(n * sizeof(*s->pid));
+		if (!s->pcls || !s->pid) {
+			free(s->pcls);
+			free(s->pid);
+			s->pcls = NULL;
+			s->pid = NULL;
+			return -ENOMEM;
+		}
+	}
+	memset(s->pcls, PC_UNKNOWN, (s->len + SS_PAGE_SIZE - 1) / SS_PAGE_SIZE);
+	return 0;
+}
+
+/* Would plain chunking, with this image's page classes, cut a chunk of len
+ * bytes at off (given the bytes are the guide's)? Pages become chunks by
+ * their counts in this image, which may differ from the parent's: a
+ * parent's chunk may now hold a repeated page, or have been cut short by a
+ * page chunk that is an ordinary page now. `next` is the guide's following
+ * extent, if any. */
+static bool guide_pages_agree(struct push *P, struct seg *s, size_t off, size_t len, size_t we,
+			      const struct ss_mextent *next)
+{
+	if (off % SS_PAGE_SIZE == 0 && we - off >= SS_PAGE_SIZE &&
+	    page_class(P, s, (uint32_t)(off / SS_PAGE_SIZE)) == PC_REPEAT)
+		return len == SS_PAGE_SIZE;
+	size_t lim = data_run(P, s, off, we);
+	if (len >= lim)
+		return len == lim;
+	/* Cut short of where plain chunking must stop: by content, unless the
+	 * parent cut there for a page chunk that is none here. */
+	return !(next && next->chunk && next->len == SS_PAGE_SIZE &&
+		 (s->off + off + len) % SS_PAGE_SIZE == 0);
+}
+
 /* Predict the extent at `off` from the guide snapshot: when the parent has
  * a chunk starting at the same file offset and these bytes hash to its id,
  * FastCDC would cut exactly there too (a cut depends only on the chunk's
@@ -174,7 +252,7 @@ static void frame_flush(struct wctx *w, struct seg *s)
  * make by its end of file, or by a zero page that is no longer zero, are
  * not trusted. The result is always what ss_chunk_next would return; the
  * engine test checks that. Returns true with *e and *id filled. */
-static bool guide_next(struct push *P, const struct pfile *f, const struct seg *s, size_t off,
+static bool guide_next(struct push *P, const struct pfile *f, struct seg *s, size_t off,
 		       size_t we, size_t *k, struct ss_extent *e, XXH128_canonical_t *id)
 {
 	const struct ss_mfile *gf = f->gf;
@@ -200,6 +278,9 @@ static bool guide_next(struct push *P, const struct pfile *f, const struct seg *
 				return false;
 		}
 	}
+	if (P->pages_counted &&
+	    !guide_pages_agree(P, s, off, len, we, *k + 1 < gf->next ? &gf->ext[*k + 1] : NULL))
+		return false;
 	ss_chunk_id(&P->b.cfg.ids, s->buf + off, len, id->digest);
 	if (memcmp(id->digest, P->guide->chunks[gf->ext[*k].chunk - 1].id, 16) != 0)
 		return false;
@@ -238,8 +319,13 @@ void push_seg_work(struct ss_task *t, void *wp)
 	s->next = s->nnc = s->nc_done = 0;
 	s->frame_first = s->frame_raw = 0;
 	s->out_len = 0;
-	s->zero_bytes = s->chunk_bytes = s->chunks = 0;
+	s->zero_bytes = s->chunk_bytes = s->chunks = s->page_refs = 0;
 	const struct pfile *f = s->pf;
+	/* Segments start at multiples of seg_size, so segment offsets that
+	 * are page multiples are file offsets that are. */
+	bool pages = P->pages_counted && s->off % SS_PAGE_SIZE == 0 && s->nwin;
+	if (pages && (r = pages_prepare(P, s)))
+		goto failed;
 	/* The guide's first extent at or after this segment. */
 	size_t k = 0, hi = f->gf ? f->gf->next : 0;
 	while (k < hi) {
@@ -272,8 +358,23 @@ void push_seg_work(struct ss_task *t, void *wp)
 		struct ss_extent e;
 		XXH128_canonical_t c;
 		bool hashed = guide_next(P, f, s, off, we, &k, &e, &c);
+		size_t lim = we - off;
+		if (!hashed && pages) {
+			/* A page met before is a chunk of its own; content-defined
+			 * chunks stop short of it. */
+			if (off % SS_PAGE_SIZE == 0 && lim >= SS_PAGE_SIZE &&
+			    page_class(P, s, (uint32_t)(off / SS_PAGE_SIZE)) == PC_REPEAT) {
+				e.len = SS_PAGE_SIZE;
+				e.kind = SS_EXTENT_CHUNK;
+				memcpy(c.digest, s->pid[off / SS_PAGE_SIZE], 16);
+				hashed = true;
+				s->page_refs++;
+			} else {
+				lim = data_run(P, s, off, we);
+			}
+		}
 		if (!hashed) {
-			r = ss_chunk_next(&P->chunker, s->buf + off, we - off, s->off + off, true, &e);
+			r = ss_chunk_next(&P->chunker, s->buf + off, lim, s->off + off, true, &e);
 			if (r != 1) {
 				r = r < 0 ? r : -EIO;
 				break;
@@ -317,6 +418,7 @@ void push_seg_work(struct ss_task *t, void *wp)
 	}
 	if (!r)
 		frame_flush(w, s);
+failed:
 	if (r)
 		ss_err_set(&s->werr, r, "chunking %s at offset %llu: %s", s->pf->name,
 			   (unsigned long long)(s->off + off), strerror(-r));

@@ -94,14 +94,8 @@ static int add_ext(struct spush *P, uint64_t len, uint32_t slot)
 		P->ext[P->next - 1].len += len;
 		return 0;
 	}
-	if (P->next == P->ext_cap) {
-		size_t ncap = P->ext_cap ? P->ext_cap * 2 : 1024;
-		void *a = realloc(P->ext, sizeof(*P->ext) * ncap);
-		if (!a)
-			return -ENOMEM;
-		P->ext = a;
-		P->ext_cap = ncap;
-	}
+	if (SS_GROW(P->ext, P->ext_cap, P->next + 1, 1024))
+		return -ENOMEM;
 	P->ext[P->next++] = (struct sext){.len = len, .slot = slot};
 	return 0;
 }
@@ -378,12 +372,9 @@ static int setup(struct spush *P)
 		f->next = P->free_frames;
 		P->free_frames = f;
 	}
-	int r = ss_packer_new(P->b.store, P->b.dedup, &P->b.cfg, P->st, ss_pipe_pack_done, &P->pipe,
-			      &P->packer);
+	int r = ss_pushbase_packer(&P->b, P->st, &P->pipe, &P->packer);
 	if (r)
 		return r;
-	if (P->b.claims)
-		ss_packer_set_claims(P->packer, P->b.claims);
 	struct ss_worker_ctx_ops wops = {.create = wctx_create, .destroy = wctx_destroy, .arg = P};
 	return ss_pool_new(P->b.loop, P->b.cfg.threads, &wops, &P->pool);
 }

@@ -1,0 +1,39 @@
+/* pageset — the pages of one push: a set of 64-bit page hashes, each
+ * with a count that stops at two, that workers add to concurrently.
+ *
+ * A memory image repeats whole pages at scattered offsets (shared
+ * libraries mapped by several processes, page-cache copies, KSM-able
+ * pages); content-defined chunks, tens of KiB long, cannot match them.
+ * Before chunking, push counts the pages of its files (pagescan.c); a
+ * page found twice or more becomes a chunk of its own wherever it occurs
+ * (seg.c), so it is stored once and every copy is one reference. A
+ * collision of the 64-bit hashes costs nothing but a page chunk made
+ * without need: the chunk's id is its own full hash.
+ *
+ * Shards with their own lock keep workers from contending; each shard is
+ * an open-addressing table that grows, up to a bound on the whole set
+ * (past it, new pages are not counted and are chunked as any other bytes:
+ * memory stays bounded on any image).
+ */
+#ifndef SS_PAGESET_H
+#define SS_PAGESET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct ss_pageset;
+
+/* A set that holds at most max_pages distinct pages. -ENOMEM. */
+int ss_pageset_new(size_t max_pages, struct ss_pageset **out);
+void ss_pageset_free(struct ss_pageset *s);
+
+/* Count one more of page hash h, and return how many there were before
+ * (0, 1, or 2 for two or more). Thread-safe. Out of room or memory: 0, and
+ * h is not counted. */
+unsigned ss_pageset_add(struct ss_pageset *s, uint64_t h);
+
+/* How many of h were counted: 0, 1, or 2 for two or more. Thread-safe. */
+unsigned ss_pageset_count(struct ss_pageset *s, uint64_t h);
+
+#endif
