@@ -103,6 +103,7 @@ struct pfile {
 	 * that cannot tell): every byte is read. */
 	uint64_t map_from, map_data, map_hole;
 	bool dense;
+	uint64_t alloc;          /* bytes allocated when it was opened (st_blocks) */
 	uint64_t *seqs;          /* the file's segments, in file order */
 	size_t nseqs, seqs_cap;
 	uint64_t read_off;

@@ -266,7 +266,8 @@ static int pools_init(struct push *P)
 	if (!P->follow) {
 		uint64_t need = 0;
 		for (size_t i = 0; i < P->nfiles && need < P->nsegs; i++)
-			need += (P->files[i]->size + ss - 1) / ss;
+			/* A sparse file reads only its data (walk.c). */
+			need += (SS_MIN(P->files[i]->size, P->files[i]->alloc) + ss - 1) / ss;
 		/* A quarter of the segments in flight keeps two workers busy
 		 * on tmpfs or the page cache; the full depth is for images
 		 * large enough that their reads must run far ahead. */
