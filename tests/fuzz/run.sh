@@ -63,7 +63,7 @@ LIBS[fuzz_frame]="libzstd libxxhash"
 MAXLEN[fuzz_frame]=16384
 # ss_location_parse consults the backend registry, so every backend links.
 SRCS[fuzz_uri]="util/util.c loop/loop.c backends/backend.c backends/mem.c backends/local.c
-	backends/http.c backends/s3.c backends/s3xml.c backends/gauth.c"
+	backends/http.c backends/curlfn.c backends/s3.c backends/s3xml.c backends/gauth.c"
 LIBS[fuzz_uri]="liburing libcurl expat json-c libcrypto"
 MAXLEN[fuzz_uri]=4096
 SRCS[fuzz_storecfg]="util/util.c engine/core/chunkid.c"
