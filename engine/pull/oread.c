@@ -129,6 +129,10 @@ static void build_unit(struct ss_oread *R, struct ounit *u)
 		size_t i = e - u->v.e0;
 		if (!x->chunk) {
 			u->fidx[i] = UINT32_MAX;
+			/* A unit of zero runs only is never decoded (unit_work
+			 * sets the others): this slot may hold a pointer from
+			 * the unit's previous use. */
+			u->ptr[i] = NULL;
 			u->v.len += x->len;
 			continue;
 		}

@@ -433,7 +433,7 @@ int ss_pull_impl(const struct ss_pull_opts *opts, const struct ss_config_in *con
 	malloc_trim(0);
 	if ((r = pull_create_outputs(P)))
 		goto out;
-	if ((r = ss_pool_new(P->loop, P->cfg.threads, &ss_rdec_ops, &P->pool))) {
+	if ((r = ss_pool_new(P->loop, P->cfg.threads, &ss_rdec_scratch_ops, &P->pool))) {
 		ss_err_set(&err, r, "cannot start workers: %s", strerror(-r));
 		goto out;
 	}
