@@ -81,7 +81,6 @@ struct seg {
 	 * them, and the ids of those that are repeats. */
 	uint8_t *pcls;
 	uint8_t (*pid)[16];
-	uint64_t page_refs;
 	int err;
 	struct ss_err werr;
 	struct seg *next_free;

@@ -1,5 +1,5 @@
 /* Count the pages of a push's files before they are chunked (pageset.h):
- * the threads map each file's data in pieces and hash its non-zero pages.
+ * the threads read each file's data in pieces and hash its non-zero pages.
  *
  * This reads the data twice, but the first pass costs little next to
  * chunking and compressing: it reads 4 MiB pieces into a buffer of huge

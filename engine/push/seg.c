@@ -191,9 +191,9 @@ static uint8_t page_class(struct push *P, struct seg *s, uint32_t pi)
 
 /* How far the content-defined chunk starting at off may reach: to the
  * first repeated page after it, looking no further than a chunk can be,
- * nor than the end we of the data window (a hole after it is zero pages,
- * never repeated ones). The chunker then cuts there as it cuts before a
- * zero page. */
+ * nor past `we`, the end of the data window (a hole after it is zero
+ * pages, never repeated ones). The chunker then cuts there as it cuts
+ * before a zero page. */
 static size_t data_run(struct push *P, struct seg *s, size_t off, size_t we)
 {
 	size_t end = SS_MIN(we, off + P->b.cfg.chunk.max_size);
@@ -319,11 +319,12 @@ void push_seg_work(struct ss_task *t, void *wp)
 	s->next = s->nnc = s->nc_done = 0;
 	s->frame_first = s->frame_raw = 0;
 	s->out_len = 0;
-	s->zero_bytes = s->chunk_bytes = s->chunks = s->page_refs = 0;
+	s->zero_bytes = s->chunk_bytes = s->chunks = 0;
 	const struct pfile *f = s->pf;
 	/* Segments start at multiples of seg_size, so segment offsets that
 	 * are page multiples are file offsets that are. */
-	bool pages = P->pages_counted && s->off % SS_PAGE_SIZE == 0 && s->nwin;
+	bool pages = P->pages_counted && s->off % SS_PAGE_SIZE == 0 && s->nwin &&
+		     s->len <= P->b.cfg.chunk.seg_size;
 	if (pages && (r = pages_prepare(P, s)))
 		goto failed;
 	/* The guide's first extent at or after this segment. */
@@ -360,15 +361,14 @@ void push_seg_work(struct ss_task *t, void *wp)
 		bool hashed = guide_next(P, f, s, off, we, &k, &e, &c);
 		size_t lim = we - off;
 		if (!hashed && pages) {
-			/* A page met before is a chunk of its own; content-defined
-			 * chunks stop short of it. */
+			/* A page the file repeats is a chunk of its own;
+			 * content-defined chunks stop short of it. */
 			if (off % SS_PAGE_SIZE == 0 && lim >= SS_PAGE_SIZE &&
 			    page_class(P, s, (uint32_t)(off / SS_PAGE_SIZE)) == PC_REPEAT) {
 				e.len = SS_PAGE_SIZE;
 				e.kind = SS_EXTENT_CHUNK;
 				memcpy(c.digest, s->pid[off / SS_PAGE_SIZE], 16);
 				hashed = true;
-				s->page_refs++;
 			} else {
 				lim = data_run(P, s, off, we);
 			}
