@@ -264,16 +264,24 @@ static int pools_init(struct push *P)
 	 * fault in (and pin, registered) a pool sized for a large one.
 	 * Following a writer, the files' final sizes are unknown. */
 	if (!P->follow) {
-		uint64_t need = 0;
-		for (size_t i = 0; i < P->nfiles && need < P->nsegs; i++)
-			/* A sparse file reads only its data (walk.c). */
-			need += (SS_MIN(P->files[i]->size, P->files[i]->alloc) + ss - 1) / ss;
-		/* A quarter of the segments in flight keeps two workers busy
-		 * on tmpfs or the page cache; the full depth is for images
-		 * large enough that their reads must run far ahead. */
+		/* Segments the files have, and their
+		 * data in whole segments. A sparse file reads only its data
+		 * (walk.c). */
+		uint64_t segs = 0, bytes = 0;
+		for (size_t i = 0; i < P->nfiles; i++) {
+			uint64_t d = SS_MIN(P->files[i]->size, P->files[i]->alloc);
+			segs += (d + ss - 1) / ss;
+			bytes += d;
+		}
+		/* A quarter of the data's segments in flight keeps two workers
+		 * busy on tmpfs or the page cache (many small files included:
+		 * measured, 2,000 files pushed as fast with 6 as with 12); the
+		 * full depth is for images large enough that their reads must
+		 * run far ahead. */
 		uint64_t floor = 2 * (uint64_t)P->b.cfg.threads + 2;
+		uint64_t quarter = (bytes + ss - 1) / ss / 4;
 		P->nsegs = (unsigned)SS_MAX(1, SS_MIN((uint64_t)P->nsegs,
-						  SS_MIN(need, SS_MAX(floor, need / 4))));
+						  SS_MIN(segs, SS_MAX(floor, quarter))));
 	}
 	/* Output holds at most the segment's bytes (a chunk is never stored
 	 * larger than raw), plus zstd's worst-case slack for the last one. */
