@@ -71,7 +71,7 @@ enum stage {
 	ST_MP_PARTS,
 	ST_MP_COMPLETE,
 	ST_MP_ABORT,
-	ST_MP_VERIFY,        /* HEAD after a Complete whose answer was lost */
+	ST_CHECK_LOST,       /* HEAD after a Complete or conditional PUT whose answer was lost */
 	ST_GET,
 	ST_GET_EXACT,        /* suffix range again, spelled out */
 	ST_GET_SIZE,         /* HEAD after an empty or unsatisfiable GET */
@@ -137,7 +137,7 @@ struct s3req {
 	 * (or a conditional PUT's) answer is lost and the retry finds the
 	 * upload gone (or the object there), a HEAD showing our tag proves
 	 * the first attempt won. */
-	char mp_tag[33];
+	char tag[33];
 	struct s3req *next_free;
 };
 
@@ -418,7 +418,7 @@ static void mp_abort(struct s3req *q);
 static void mp_pump(struct s3req *q);
 
 
-/* A fresh random tag for this upload (see mp_tag); on failure the
+/* A fresh random tag for this upload (see tag); on failure the
  * request is finished with the error. */
 static int new_tag(struct s3req *q)
 {
@@ -429,7 +429,7 @@ static int new_tag(struct s3req *q)
 		return -EIO;
 	}
 	for (size_t i = 0; i < sizeof(raw); i++)
-		snprintf(q->mp_tag + 2 * i, 3, "%02x", raw[i]);
+		snprintf(q->tag + 2 * i, 3, "%02x", raw[i]);
 	return 0;
 }
 
@@ -453,7 +453,7 @@ static void put_single(struct s3req *q)
 	if (c->if_absent) {
 		if (new_tag(q))
 			return;
-		c->upload_tag = q->mp_tag;
+		c->upload_tag = q->tag;
 	}
 	c->sha = "UNSIGNED-PAYLOAD";
 	if (q->total <= HASH_LIMIT) {
@@ -485,7 +485,7 @@ static void mp_init(struct s3req *q)
 	q->part = part;
 	q->stage = ST_MP_INIT;
 	q->c.ctype = "application/octet-stream";
-	q->c.upload_tag = q->mp_tag;
+	q->c.upload_tag = q->tag;
 	call_start(&q->c);
 }
 
@@ -624,7 +624,7 @@ static void mp_abort(struct s3req *q)
  * a 500 from some servers) or the object present (412). HEAD the object:
  * our tag on it, at our size, means the upload is done. Otherwise the
  * error stands. */
-static void mp_verify(struct s3req *q, int res)
+static void check_lost_answer(struct s3req *q, int res)
 {
 	q->mp_res = res;
 	char *url = obj_url(q, NULL);
@@ -635,15 +635,15 @@ static void mp_verify(struct s3req *q, int res)
 	}
 	ss_http_log(q->s->http, "%s %s: failed after a retry; did an earlier attempt succeed?",
 		    q->s->svc, q->what);
-	q->stage = ST_MP_VERIFY;
+	q->stage = ST_CHECK_LOST;
 	q->c.x.capture_name = q->s->gcs ? GCS_TAG_HEADER : S3_TAG_HEADER;
 	call_start(&q->c);
 }
 
-static void mp_verified(struct s3req *q, struct s3call *c, int res)
+static void lost_answer_checked(struct s3req *q, struct s3call *c, int res)
 {
 	if (res == 0 && c->x.status == 200 && c->x.content_length >= 0 &&
-	    (uint64_t)c->x.content_length == q->total && strcmp(c->x.captured, q->mp_tag) == 0) {
+	    (uint64_t)c->x.content_length == q->total && strcmp(c->x.captured, q->tag) == 0) {
 		ss_http_log(q->s->http, "%s %s: an earlier attempt had succeeded", q->s->svc,
 			    q->what);
 		ss_err_clear(q->r->err);
@@ -915,8 +915,8 @@ static void call_done(struct ss_http_xfer *x, int res)
 		mp_part_done(c, res);
 		return;
 	}
-	if (q->stage == ST_MP_VERIFY) {
-		mp_verified(q, c, res);
+	if (q->stage == ST_CHECK_LOST) {
+		lost_answer_checked(q, c, res);
 		return;
 	}
 	if (q->stage == ST_MP_ABORT) {
@@ -931,12 +931,12 @@ static void call_done(struct ss_http_xfer *x, int res)
 	if (res < 0) {
 		res = transport_error(q, c, res);
 		if (q->stage == ST_PUT && c->upload_tag && x->attempts > 1) {
-			mp_verify(q, res);
+			check_lost_answer(q, res);
 			return;
 		}
 		if (q->stage == ST_MP_COMPLETE) {
 			if (x->attempts > 1) {
-				mp_verify(q, res);
+				check_lost_answer(q, res);
 				return;
 			}
 			q->mp_res = res;
@@ -968,7 +968,7 @@ static void call_done(struct ss_http_xfer *x, int res)
 		if (x->status / 100 == 2)
 			req_finish(q, 0);
 		else if (x->status == 412 && x->attempts > 1 && c->upload_tag)
-			mp_verify(q, ss_err_set(r->err, -EEXIST, "%s %s: object exists", s->svc,
+			check_lost_answer(q, ss_err_set(r->err, -EEXIST, "%s %s: object exists", s->svc,
 						q->what));
 		else if (x->status == 412)
 			req_finish(q, ss_err_set(r->err, -EEXIST, "%s %s: object exists", s->svc,
@@ -998,7 +998,7 @@ static void call_done(struct ss_http_xfer *x, int res)
 		if (x->status == 412) {
 			int e = ss_err_set(r->err, -EEXIST, "%s %s: object exists", s->svc, q->what);
 			if (x->attempts > 1) {
-				mp_verify(q, e);
+				check_lost_answer(q, e);
 				return;
 			}
 			q->mp_res = e;
@@ -1008,7 +1008,7 @@ static void call_done(struct ss_http_xfer *x, int res)
 		if (x->status / 100 != 2) {
 			int e = http_error(q, c);
 			if (x->attempts > 1) {
-				mp_verify(q, e);
+				check_lost_answer(q, e);
 				return;
 			}
 			q->mp_res = e;
@@ -1033,7 +1033,7 @@ static void call_done(struct ss_http_xfer *x, int res)
 				   "%s %s: CompleteMultipartUpload failed: %s", s->svc, q->what,
 				   k == 1 ? code : "malformed answer");
 		if (x->attempts > 1) {
-			mp_verify(q, e);
+			check_lost_answer(q, e);
 			return;
 		}
 		q->mp_res = e;
@@ -1074,7 +1074,7 @@ static void call_done(struct ss_http_xfer *x, int res)
 		return;
 	case ST_MP_PARTS:
 	case ST_MP_ABORT:
-	case ST_MP_VERIFY:
+	case ST_CHECK_LOST:
 		break;
 	}
 	req_finish(q, ss_err_set(r->err, -EIO, "%s %s: internal state error", s->svc, q->what));

@@ -71,9 +71,11 @@ struct seg {
 	uint8_t *out;
 	size_t out_len;
 	struct sext *ext;
-	uint32_t next, ext_cap;
+	uint32_t next;
+	size_t ext_cap;
 	struct newc *nc;
-	uint32_t nnc, nc_cap, nc_done;
+	uint32_t nnc, nc_done;
+	size_t nc_cap;
 	uint32_t frame_first;   /* first newc of the frame being built */
 	uint32_t frame_raw;     /* its raw bytes so far */
 	uint64_t zero_bytes, chunk_bytes, chunks;

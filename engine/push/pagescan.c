@@ -37,14 +37,8 @@ static int add_range(struct scan *S, int fd, uint64_t off, uint64_t end)
 	off &= ~(uint64_t)(SS_PAGE_SIZE - 1);
 	while (off < end) {
 		uint64_t len = SS_MIN((uint64_t)PIECE, end - off);
-		if (S->n == S->cap) {
-			size_t ncap = S->cap ? S->cap * 2 : 64;
-			void *a = realloc(S->p, ncap * sizeof(*S->p));
-			if (!a)
-				return -ENOMEM;
-			S->p = a;
-			S->cap = ncap;
-		}
+		if (SS_GROW(S->p, S->cap, S->n + 1, 64))
+			return -ENOMEM;
 		S->p[S->n++] = (struct piece){.fd = fd, .off = off, .len = len};
 		off += len;
 	}

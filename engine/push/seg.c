@@ -75,28 +75,16 @@ static int seg_add_ext(struct seg *s, uint32_t len, uint32_t slot)
 		s->ext[s->next - 1].len += len;
 		return 0;
 	}
-	if (s->next == s->ext_cap) {
-		uint32_t ncap = s->ext_cap ? s->ext_cap * 2 : 64;
-		void *a = realloc(s->ext, sizeof(*s->ext) * ncap);
-		if (!a)
-			return -ENOMEM;
-		s->ext = a;
-		s->ext_cap = ncap;
-	}
+	if (SS_GROW(s->ext, s->ext_cap, (size_t)s->next + 1, 64))
+		return -ENOMEM;
 	s->ext[s->next++] = (struct sext){.len = len, .slot = slot};
 	return 0;
 }
 
 static int seg_add_new(struct seg *s, const struct newc *c)
 {
-	if (s->nnc == s->nc_cap) {
-		uint32_t ncap = s->nc_cap ? s->nc_cap * 2 : 64;
-		void *a = realloc(s->nc, sizeof(*s->nc) * ncap);
-		if (!a)
-			return -ENOMEM;
-		s->nc = a;
-		s->nc_cap = ncap;
-	}
+	if (SS_GROW(s->nc, s->nc_cap, (size_t)s->nnc + 1, 64))
+		return -ENOMEM;
 	s->nc[s->nnc++] = *c;
 	return 0;
 }
@@ -291,18 +279,8 @@ static bool guide_next(struct push *P, const struct pfile *f, struct seg *s, siz
 
 static int add_foreign(struct push *P, const struct foreign *f)
 {
-	int r = 0;
 	pthread_mutex_lock(&P->foreign_mu);
-	if (P->nforeign == P->foreign_cap) {
-		size_t ncap = P->foreign_cap ? P->foreign_cap * 2 : 256;
-		void *a = realloc(P->foreign, sizeof(*P->foreign) * ncap);
-		if (a) {
-			P->foreign = a;
-			P->foreign_cap = ncap;
-		} else {
-			r = -ENOMEM;
-		}
-	}
+	int r = SS_GROW(P->foreign, P->foreign_cap, P->nforeign + 1, 256) ? -ENOMEM : 0;
 	if (!r)
 		P->foreign[P->nforeign++] = *f;
 	pthread_mutex_unlock(&P->foreign_mu);

@@ -24,14 +24,8 @@ static int add_file(struct push *P, const char *path, const char *name, const st
 	for (size_t i = 0; P->follow && i < P->nfiles; i++)
 		if (strcmp(P->files[i]->name, name) == 0)
 			return 0;   /* a rescan found it again */
-	if (P->nfiles == P->files_cap) {
-		size_t ncap = P->files_cap ? P->files_cap * 2 : 16;
-		void *a = realloc(P->files, sizeof(*P->files) * ncap);
-		if (!a)
-			return -ENOMEM;
-		P->files = a;
-		P->files_cap = ncap;
-	}
+	if (SS_GROW(P->files, P->files_cap, P->nfiles + 1, 16))
+		return -ENOMEM;
 	struct pfile *f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
@@ -102,14 +96,9 @@ static int walk_dir(struct push *P, const char *dir, const char *rel, int depth)
 	while ((de = readdir(d))) {
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
-		if (n == cap) {
-			cap = cap ? cap * 2 : 32;
-			char **a = realloc(names, sizeof(*names) * cap);
-			if (!a) {
-				r = -ENOMEM;
-				break;
-			}
-			names = a;
+		if (SS_GROW(names, cap, n + 1, 32)) {
+			r = -ENOMEM;
+			break;
 		}
 		if (!(names[n] = strdup(de->d_name))) {
 			r = -ENOMEM;
