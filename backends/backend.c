@@ -204,6 +204,11 @@ int ss_backend_identity(const struct ss_backend *b, char *buf, size_t n)
 	return b->ops->identity(b, buf, n);
 }
 
+bool ss_backend_local(const struct ss_backend *b)
+{
+	return b->ops->local;
+}
+
 unsigned ss_backend_max_inflight(const struct ss_backend *b)
 {
 	return b->max_inflight;

@@ -127,6 +127,10 @@ const char *ss_backend_name(const struct ss_backend *b);
  * claims.h) key on it. Returns 0, -ENOSPC for a too small buffer, or
  * -EOPNOTSUPP where the place is private to the process (mem://). */
 int ss_backend_identity(const struct ss_backend *b, char *buf, size_t n);
+/* Whether objects are files on this host (a local directory, memory):
+ * requests cost a system call rather than a round trip, so nothing is
+ * gained by making them large. */
+bool ss_backend_local(const struct ss_backend *b);
 /* Requests the backend allows in flight at once. */
 unsigned ss_backend_max_inflight(const struct ss_backend *b);
 

@@ -8,6 +8,9 @@
 struct ss_backend_ops {
 	const char *name;
 	const char *scheme;
+	/* Objects are files on this host: a request costs a system call,
+	 * not a round trip (ss_backend_local). */
+	bool local;
 	/* Set up b->priv for the location (the part after "scheme://" or the
 	 * absolute path). Returns 0 or -errno with err set. */
 	int (*open)(struct ss_backend *b, const char *location, struct ss_err *err);

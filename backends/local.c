@@ -461,6 +461,7 @@ static int local_identity(const struct ss_backend *b, char *buf, size_t n)
 const struct ss_backend_ops ss_local_ops = {
 	.name = "local",
 	.scheme = "file",
+	.local = true,
 	.open = local_open,
 	.identity = local_identity,
 	.submit = local_submit,

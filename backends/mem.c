@@ -258,6 +258,7 @@ static void mem_destroy(struct ss_backend *b)
 const struct ss_backend_ops ss_mem_ops = {
 	.name = "memory",
 	.scheme = "mem",
+	.local = true,
 	.open = mem_open,
 	.submit = mem_submit,
 	.destroy = mem_destroy,

@@ -143,7 +143,8 @@ struct ss_config {
 	uint32_t chunk_avg;
 	uint32_t chunk_max;
 	int zstd_level;             /* default 2; negative = faster levels */
-	uint32_t pack_size;         /* target pack size; default 32 MiB */
+	uint32_t pack_size;         /* target pack size; default 32 MiB, 8 MiB
+	                               in a local store */
 	unsigned read_depth;        /* file reads (push) / pack reads (pull) in flight */
 	unsigned io_depth;          /* store requests in flight */
 	bool no_fsync;              /* skip fsync (tmpfs, tests) */

@@ -109,6 +109,17 @@ void *ss_map_alloc(size_t n)
 	return p;
 }
 
+void *ss_map_alloc_sparse(size_t n)
+{
+	void *p = mmap(NULL, n ? n : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	/* Under THP "always" the kernel would back it with huge pages all the
+	 * same. */
+	madvise(p, n ? n : 1, MADV_NOHUGEPAGE);
+	return p;
+}
+
 void ss_map_free(void *p, size_t n)
 {
 	if (p)

@@ -73,6 +73,10 @@ uint64_t ss_now_ns(void);
  * returns it to the kernel (peak RSS stays a function of configuration).
  * Returns NULL on failure. ss_map_free(NULL, n) is a no-op. */
 void *ss_map_alloc(size_t n);
+/* The same for buffers only part of which is written per use (a segment's
+ * compressed output, a range's stored bytes): 4 KiB pages, so that what is
+ * faulted in is what is written, not the 2 MiB around it. */
+void *ss_map_alloc_sparse(size_t n);
 void ss_map_free(void *p, size_t n);
 
 /* Growable byte buffer with a hard cap: appends past `cap` fail with

@@ -52,8 +52,9 @@ int ss_cfg_resolve(const struct ss_config_in *cin, struct ss_cfg *out, struct ss
 	out->zstd_level = in->zstd_level ? in->zstd_level : SS_DEFAULT_ZSTD_LEVEL;
 	if (out->zstd_level < -7 || out->zstd_level > 19)
 		return ss_err_set(err, -EINVAL, "zstd level must be -7..19");
-	out->pack_size = in->pack_size ? in->pack_size : SS_DEFAULT_PACK_SIZE;
-	if (out->pack_size < (1u << 20) || out->pack_size > (256u << 20))
+	/* 0: the store's default, chosen when it is opened (packer.c). */
+	out->pack_size = in->pack_size;
+	if (out->pack_size && (out->pack_size < (1u << 20) || out->pack_size > (256u << 20)))
 		return ss_err_set(err, -EINVAL, "pack size must be 1 MiB .. 256 MiB");
 	out->read_depth = in->read_depth ? in->read_depth : SS_DEFAULT_READ_DEPTH;
 	if (out->read_depth > 256)

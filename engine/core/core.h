@@ -19,7 +19,12 @@
 #include "util.h"
 
 #define SS_DEFAULT_ZSTD_LEVEL 2
+/* Packs of an object store amortize a request's round trip over 32 MiB.
+ * A local store gains nothing from that, while every byte of a pack is
+ * staged in one of the push's two pack buffers, faulted in fresh on each
+ * run: its packs are 8 MiB (ss_config.pack_size overrides both). */
 #define SS_DEFAULT_PACK_SIZE (32u << 20)
+#define SS_LOCAL_PACK_SIZE (8u << 20)
 /* New chunks are compressed together in frames of up to this many raw
  * bytes: zstd on 1 MiB blocks stores ~7 % less than on 64 KiB chunks, and
  * runs faster (docs/DESIGN.md, "Compression frames"). */

@@ -96,6 +96,7 @@ struct pull {
 	struct range *ranges;
 	size_t nranges, next_range;
 	uint32_t max_range_chunks;
+	uint32_t range_max;     /* RANGE_MAX or RANGE_MAX_LOCAL (pull.c) */
 	size_t in_cap, out_cap;    /* per task buffer sizes */
 
 	struct rtask *tasks;

@@ -23,7 +23,12 @@
 #include <xxhash.h>
 #include <zstd.h>
 
-#define RANGE_MAX (8u << 20)       /* stored bytes per GET, and raw per task */
+/* Stored bytes per GET, and raw bytes per task. From an object store a
+ * GET costs a round trip, worth 8 MiB; from a local store a read costs a
+ * system call, and every task holds two buffers of this size, faulted in
+ * fresh on each run: 2 MiB keeps a 64 MiB pull's buffers at 24 MiB. */
+#define RANGE_MAX (8u << 20)
+#define RANGE_MAX_LOCAL (2u << 20)
 #define RANGE_GAP (256u << 10)     /* read through gaps up to this size */
 static void fail(struct pull *P, int r, const char *what)
 {
@@ -110,8 +115,8 @@ static int plan(struct pull *P)
 		uint64_t end = cur ? cur->off + cur->len : 0;
 		if (!same_frame &&
 		    (!cur || c->pack != cur->pack || c->offset < end || c->offset - end > RANGE_GAP ||
-		     c->offset + c->stored_len - cur->off > RANGE_MAX ||
-		     cur->raw + raw_add > RANGE_MAX)) {
+		     c->offset + c->stored_len - cur->off > P->range_max ||
+		     cur->raw + raw_add > P->range_max)) {
 			if (SS_GROW(P->ranges, cap, P->nranges + 1, 64))
 				return -ENOMEM;
 			cur = &P->ranges[P->nranges++];
@@ -339,8 +344,8 @@ static int run_pipeline(struct pull *P)
 	P->max_gets = SS_MIN(P->ntasks, ss_backend_max_inflight(P->store));
 	/* A range may overrun its budget by one frame, which is never split. */
 	uint32_t fmax = SS_MAX(P->m->frame_max, P->m->chunk_max);
-	P->in_cap = SS_ALIGN_UP((size_t)RANGE_MAX + ZSTD_compressBound(fmax), 4096);
-	P->out_cap = SS_ALIGN_UP((size_t)RANGE_MAX + fmax, 4096);
+	P->in_cap = SS_ALIGN_UP((size_t)P->range_max + ZSTD_compressBound(fmax), 4096);
+	P->out_cap = SS_ALIGN_UP((size_t)P->range_max + fmax, 4096);
 	size_t per = P->in_cap + P->out_cap;
 	P->mem_len = per * P->ntasks;
 	P->mem = ss_map_alloc(P->mem_len);
@@ -423,6 +428,7 @@ int ss_pull_impl(const struct ss_pull_opts *opts, const struct ss_config_in *con
 	st->unique_chunks = P->m->nchunks;
 	st->packs = P->m->npacks;
 	P->prog.bytes_total = st->logical_bytes - st->zero_bytes;
+	P->range_max = ss_backend_local(P->store) ? RANGE_MAX_LOCAL : RANGE_MAX;
 	if ((r = plan(P))) {
 		ss_err_set(&err, r, "cannot plan the pull: %s", strerror(-r));
 		goto out;

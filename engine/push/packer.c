@@ -53,7 +53,8 @@ int ss_packer_new(struct ss_store *store, struct ss_dedup *dedup, const struct s
 	pk->store = store;
 	pk->dedup = dedup;
 	pk->st = st;
-	pk->pack_size = cfg->pack_size;
+	pk->pack_size = cfg->pack_size ? cfg->pack_size
+			: ss_backend_local(store->b) ? SS_LOCAL_PACK_SIZE : SS_DEFAULT_PACK_SIZE;
 	pk->done = done;
 	pk->arg = arg;
 	for (unsigned i = 0; i < SS_NPACKBUF; i++) {
@@ -61,7 +62,7 @@ int ss_packer_new(struct ss_store *store, struct ss_dedup *dedup, const struct s
 		pb->pk = pk;
 		/* A pack is flushed before a frame would take it past
 		 * pack_size, so it never holds more than that plus a frame. */
-		pb->cap = cfg->pack_size + ZSTD_compressBound(cfg->frame_max);
+		pb->cap = pk->pack_size + ZSTD_compressBound(cfg->frame_max);
 		if (!(pb->data = ss_map_alloc(pb->cap))) {
 			ss_packer_free(pk);
 			return -ENOMEM;

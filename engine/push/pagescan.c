@@ -3,7 +3,8 @@
  *
  * This reads the data twice, but the first pass costs little next to
  * chunking and compressing: it reads 4 MiB pieces into a buffer of huge
- * pages and hashes with XXH3-64, ~0.17 CPU-s per GiB from tmpfs (mapping
+ * pages (the push's segment buffers, before the pipeline uses them) and
+ * hashes with XXH3-64, ~0.17 CPU-s per GiB from tmpfs (mapping
  * the file instead cost 4x that on a VM, one TLB miss per 4 KiB page, each
  * a nested page walk). In exchange a repeated page is a
  * page chunk at every occurrence, the first included, so it is stored
@@ -19,6 +20,8 @@
 #include <unistd.h>
 
 #define PIECE (4u << 20)
+/* A piece fits a segment buffer: segments are never smaller. */
+_Static_assert(PIECE <= SS_CHUNK_SEG_DEFAULT, "pagescan piece");
 
 struct piece {
 	int fd;
@@ -64,25 +67,28 @@ static int add_file(struct scan *S, int fd, uint64_t size)
 	return 0;
 }
 
+struct scanner {
+	struct scan *S;
+	uint8_t *buf;   /* PIECE bytes: a segment buffer of the push */
+	pthread_t t;
+};
+
 static void *scan_thread(void *arg)
 {
-	struct scan *S = arg;
-	uint8_t *buf = ss_map_alloc(PIECE);
-	if (!buf)
-		return NULL;   /* the other threads, or none: pages go uncounted */
+	struct scanner *w = arg;
+	struct scan *S = w->S;
 	for (;;) {
 		size_t i = atomic_fetch_add(&S->next, 1);
 		if (i >= S->n)
 			break;
 		const struct piece *p = &S->p[i];
-		ssize_t got = pread(p->fd, buf, (size_t)p->len, (off_t)p->off);
+		ssize_t got = pread(p->fd, w->buf, (size_t)p->len, (off_t)p->off);
 		/* A short or failed read is not fatal: those pages go
 		 * uncounted, and are chunked as usual. */
 		for (size_t at = 0; got > 0 && at + SS_PAGE_SIZE <= (size_t)got; at += SS_PAGE_SIZE)
-			if (!ss_is_zero(buf + at, SS_PAGE_SIZE))
-				ss_pageset_add(S->set, XXH3_64bits(buf + at, SS_PAGE_SIZE));
+			if (!ss_is_zero(w->buf + at, SS_PAGE_SIZE))
+				ss_pageset_add(S->set, XXH3_64bits(w->buf + at, SS_PAGE_SIZE));
 	}
-	ss_map_free(buf, PIECE);
 	return NULL;
 }
 
@@ -92,22 +98,27 @@ int push_scan_pages(struct push *P)
 	int r = 0;
 	for (size_t i = 0; i < P->nfiles && !r; i++)
 		r = add_file(&S, P->files[i]->fd, P->files[i]->size);
-	unsigned nt = SS_MAX(1u, SS_MIN(P->b.cfg.threads, (unsigned)S.n));
-	pthread_t *t = calloc(nt, sizeof(*t));
-	if (!r && !t)
+	/* The pipeline has not started: its segment buffers are free, and
+	 * already faulted in (registered), so the scan touches no memory of
+	 * its own. One thread per buffer at most. */
+	unsigned nt = SS_MAX(1u, SS_MIN(SS_MIN(P->b.cfg.threads, P->nsegs), (unsigned)S.n));
+	struct scanner *w = calloc(nt, sizeof(*w));
+	if (!r && !w)
 		r = -ENOMEM;
 	unsigned started = 0;
+	for (unsigned i = 0; !r && i < nt; i++)
+		w[i] = (struct scanner){.S = &S, .buf = P->segs[i].buf};
 	/* The calling thread scans too; extra threads only help. */
 	for (unsigned i = 1; !r && i < nt; i++)
-		if (pthread_create(&t[i], NULL, scan_thread, &S) == 0)
+		if (pthread_create(&w[i].t, NULL, scan_thread, &w[i]) == 0)
 			started = i;
 		else
 			break;
 	if (!r)
-		scan_thread(&S);
+		scan_thread(&w[0]);
 	for (unsigned i = 1; i <= started; i++)
-		pthread_join(t[i], NULL);
-	free(t);
+		pthread_join(w[i].t, NULL);
+	free(w);
 	free(S.p);
 	if (!r)
 		P->pages_counted = true;
