@@ -97,6 +97,7 @@ struct pull {
 	size_t nranges, next_range;
 	uint32_t max_range_chunks;
 	uint32_t range_max;     /* RANGE_MAX or RANGE_MAX_LOCAL (pull.c) */
+	uint8_t *lscratch;      /* the loop thread's hash buffer (files.c) */
 	size_t in_cap, out_cap;    /* per task buffer sizes */
 
 	struct rtask *tasks;

@@ -473,6 +473,7 @@ out:
 		if (r && P->tmp && P->tmp[0])
 			pull_rm_tree(P->tmp);
 		free(P->files);
+		free(P->lscratch);
 		free(P->tmp);
 		free(P->final);
 		if (P->tasks)

@@ -102,6 +102,29 @@ static void seg_done(struct ss_op *op, int res)
 
 /* ---------------------------------------------------------------- reads */
 
+/* A file digest for the next file to hash: the one the last file gave
+ * back, or a new one. NULL: out of memory. */
+static struct ss_fdigest *take_digest(struct push *P)
+{
+	struct ss_fdigest *d = P->spare_hs;
+	P->spare_hs = NULL;
+	if (!d)
+		return ss_fdigest_new(SS_MANIFEST_MAJOR);
+	ss_fdigest_reset(d);
+	return d;
+}
+
+static void finish_digest(struct push *P, struct pfile *f)
+{
+	ss_fdigest_final(f->hs, f->digest);
+	f->digested = true;
+	if (P->spare_hs)
+		ss_fdigest_free(f->hs);
+	else
+		P->spare_hs = f->hs;
+	f->hs = NULL;
+}
+
 static void dispatch_ready(struct push *P)
 {
 	for (;;) {
@@ -111,6 +134,10 @@ static void dispatch_ready(struct push *P)
 			return;
 		*slot = NULL;
 		struct pfile *f = s->pf;
+		if (!f->hs && !(f->hs = take_digest(P))) {
+			ss_pipe_fail(&P->pipe, -ENOMEM, "out of memory");
+			return;
+		}
 		/* Holes go into the digest as lengths, never as bytes. */
 		uint32_t at = 0;
 		for (uint32_t w = 0; w < s->nwin; w++) {
@@ -119,6 +146,11 @@ static void dispatch_ready(struct push *P)
 			at = s->win[w].off + s->win[w].len;
 		}
 		ss_fdigest_zero(f->hs, s->len - at);
+		/* Outside follow mode a file's size is final (a change is
+		 * caught by push_check_unchanged). */
+		f->hashed += s->len;
+		if (!P->follow && f->hashed == f->size)
+			finish_digest(P, f);
 		P->prog.bytes_done += s->len;
 		P->next_hash_seq++;
 		P->tasks_inflight++;
@@ -512,8 +544,17 @@ int ss_push_impl(const struct ss_push_opts *opts, const struct ss_config_in *con
 	}
 	if ((r = run_pipeline(P)) || (r = push_resolve_foreign(P)))
 		goto out;
-	for (size_t i = 0; i < P->nfiles; i++)
-		ss_fdigest_final(P->files[i]->hs, P->files[i]->digest);
+	for (size_t i = 0; i < P->nfiles; i++) {
+		struct pfile *f = P->files[i];
+		if (f->digested)
+			continue;
+		/* Empty files, and every file followed. */
+		if (!f->hs && !(f->hs = take_digest(P))) {
+			r = ss_err_set(&err, -ENOMEM, "out of memory");
+			goto out;
+		}
+		finish_digest(P, f);
+	}
 	if ((r = P->follow ? push_check_followed(P) : push_check_unchanged(P)))
 		goto out;
 	/* Files found while following are in discovery order; a manifest
@@ -558,6 +599,7 @@ out:
 		for (size_t i = 0; i < P->nfiles; i++)
 			push_pfile_free(P->files[i]);
 		free(P->files);
+		ss_fdigest_free(P->spare_hs);
 		ss_manifest_free(P->guide);
 		ss_pageset_free(P->pages);
 		ss_pushbase_close(&P->b, st);

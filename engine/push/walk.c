@@ -41,9 +41,6 @@ static int add_file(struct push *P, const char *path, const char *name, const st
 	f->fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (f->fd < 0)
 		return ss_err_set(P->pipe.err, -errno, "cannot open %s: %s", path, strerror(errno));
-	f->hs = ss_fdigest_new(SS_MANIFEST_MAJOR);
-	if (!f->hs)
-		return -ENOMEM;
 	/* A file with as many bytes allocated as it is long has no holes to
 	 * look for; a followed one is still growing. */
 	f->alloc = (uint64_t)st->st_blocks * 512;
