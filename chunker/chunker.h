@@ -35,9 +35,9 @@ struct ss_chunk_params {
 };
 
 /* Defaults, chosen by measurement (docs/DESIGN.md, "Chunk sizes"). */
-#define SS_CHUNK_MIN_DEFAULT (16u * 1024)
-#define SS_CHUNK_AVG_DEFAULT (64u * 1024)
-#define SS_CHUNK_MAX_DEFAULT (256u * 1024)
+#define SS_CHUNK_MIN_DEFAULT (2u * 1024)
+#define SS_CHUNK_AVG_DEFAULT (8u * 1024)
+#define SS_CHUNK_MAX_DEFAULT (32u * 1024)
 #define SS_CHUNK_SEG_DEFAULT (4u * 1024 * 1024)
 
 enum ss_extent_kind {

@@ -17,7 +17,7 @@ static const struct opt_help push_opts[] = {
 	{"--name <name>", "with -: the file name to record (default: stdin)"},
 	{"-f, --force", "replace the snapshot if it exists"},
 	OPT_THREADS,
-	{"--chunk-avg <bytes>", "average chunk size, a power of two from 256 to 4M\n(default 64K); --chunk-min (64 up) and --chunk-max\n(up to 1G) default to avg/4, avg*4"},
+	{"--chunk-avg <bytes>", "average chunk size, a power of two from 256 to 4M\n(default 8K); --chunk-min (64 up) and --chunk-max\n(up to 1G) default to avg/4, avg*4"},
 	{"--zstd-level <n>", "compression level, -7..19 (default 2; env\nSNAPSTREAM_ZSTD_LEVEL)"},
 	{"--no-fsync", "do not fsync (tmpfs, throwaway stores; env\nSNAPSTREAM_NO_FSYNC=1)"},
 	OPT_JSON,

@@ -460,6 +460,10 @@ static void fill_mixed(uint8_t *p, size_t n, uint64_t *seed)
 static const struct ss_chunk_params P_DEFAULT = {
 	SS_CHUNK_MIN_DEFAULT, SS_CHUNK_AVG_DEFAULT, SS_CHUNK_MAX_DEFAULT, SS_CHUNK_SEG_DEFAULT
 };
+/* The parameters the golden cut points and masks were recorded with (the
+ * defaults until 8 KiB chunks): manifests name their parameters, so the
+ * cut points of every size ever used stay format. */
+static const struct ss_chunk_params P_GOLDEN = { 16u * 1024, 64u * 1024, 256u * 1024, 4u << 20 };
 /* Small sizes: many chunks, many segment ends; odd min and max. */
 static const struct ss_chunk_params P_SMALL = { 1001, 4096, 15001, 65536 };
 /* max == seg, and max < a page. */
@@ -511,8 +515,9 @@ static void test_params(void)
 		      !(c.mask_s >> 63) && !(c.mask_l >> 63), "avg %u: shifted masks", avg);
 	}
 	CHECK(ss_chunker_init(&c, &P_DEFAULT) == 0, "defaults rejected");
+	CHECK(ss_chunker_init(&c, &P_GOLDEN) == 0, "golden parameters rejected");
 	CHECK(c.mask_s == 0x4949292524a48000ull && c.mask_l == 0x4489112224488000ull,
-	      "default masks changed: %016llx %016llx", (unsigned long long)c.mask_s,
+	      "64 KiB masks changed: %016llx %016llx", (unsigned long long)c.mask_s,
 	      (unsigned long long)c.mask_l);
 
 	/* ss_chunk_next argument checks. */
@@ -724,7 +729,7 @@ static void test_golden(void)
 	uint8_t *b = xmalloc(n);
 	fill_mixed(b, n, &seed);
 	struct ss_chunker c;
-	CHECK(ss_chunker_init(&c, &P_DEFAULT) == 0, "init");
+	CHECK(ss_chunker_init(&c, &P_GOLDEN) == 0, "init");
 	struct extlist w = chunk_whole(&c, b, n);
 	struct extlist l = el_merged(&w); /* zero-run pieces are not format */
 	el_free(&w);
