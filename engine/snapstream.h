@@ -202,6 +202,14 @@ struct ss_push_opts {
 	 * reader fails the push. NULL: the source is complete. */
 	int (*writer_status)(void *arg);
 	void *writer_arg;
+	/* Store gVisor state files (runsc's checkpoint.img) inflated, so
+	 * that consecutive checkpoints deduplicate: a file is taken for one
+	 * only when all of it parses (else it is stored as it is). Pull and
+	 * cat then write a file runsc restores whose header is the pushed
+	 * one byte for byte and whose body is framed anew: not the same
+	 * bytes as the pushed file (docs/DESIGN.md, "gVisor state files").
+	 * Works in follow mode; not for ss_push_fd. */
+	bool inflate_gvisor;
 };
 
 struct ss_snapshot_info;

@@ -403,6 +403,8 @@ static int build_manifest(struct push *P, struct ss_manifest **out, struct ss_er
 		for (size_t q = 0; q < f->nseqs; q++)
 			next += P->seg_ext[f->seqs[q]].n;
 		r = ss_mbuild_file(b, f->name, f->size, f->mode, f->mtime_ns, f->digest, next);
+		if (!r && f->gv)
+			r = ss_mbuild_transform(b, SS_TRANSFORM_GVISOR, push_gv_source_size(f));
 		for (size_t q = 0; !r && q < f->nseqs; q++) {
 			struct segext *se = &P->seg_ext[f->seqs[q]];
 			for (uint32_t k = 0; !r && k < se->n; k++)
@@ -457,8 +459,8 @@ static int load_parents(struct push *P)
 	return r;
 }
 
-int ss_push_impl(const struct ss_push_opts *opts, const struct ss_config_in *config, struct ss_stats *st,
-	    char *errbuf, size_t errlen)
+static int push_run(const struct ss_push_opts *opts, const struct ss_config_in *config,
+		    struct ss_stats *st, char *errbuf, size_t errlen, bool *gv_fallback)
 {
 	struct ss_err err = {0};
 	struct push *P = calloc(1, sizeof(*P));
@@ -561,6 +563,7 @@ out:
 		for (size_t i = 0; i < P->nfiles; i++)
 			push_pfile_free(P->files[i]);
 		free(P->files);
+		*gv_fallback = P->gv_fallback;
 		ss_manifest_free(P->guide);
 		ss_pageset_free(P->pages);
 		ss_pushbase_close(&P->b, st);
@@ -568,4 +571,19 @@ out:
 	ss_manifest_free(m);
 	free(P);
 	return ss_op_end(&err, r, t0, &st->seconds, errbuf, errlen);
+}
+
+int ss_push_impl(const struct ss_push_opts *opts, const struct ss_config_in *config,
+		 struct ss_stats *st, char *errbuf, size_t errlen)
+{
+	bool fallback = false;
+	int r = push_run(opts, config, st, errbuf, errlen, &fallback);
+	if (!fallback)
+		return r;
+	/* A followed file looked like a gVisor state file and then stopped
+	 * parsing (gvpush.c): push everything again as it is. Chunks the
+	 * first run stored are in packs the second finds and reuses. */
+	struct ss_push_opts plain = *opts;
+	plain.inflate_gvisor = false;
+	return push_run(&plain, config, st, errbuf, errlen, &fallback);
 }
