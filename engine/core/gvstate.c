@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "util.h"
+
 #include <libdeflate.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -39,8 +41,10 @@ static void put_be32(uint8_t *p, uint32_t v)
 int ss_gvs_header(const uint8_t *p, size_t n, struct ss_gvs_hdr *h, size_t *need)
 {
 	size_t want = SS_GVS_MAGIC_LEN;
-	if (n >= want && memcmp(p, SS_GVS_MAGIC, SS_GVS_MAGIC_LEN) != 0)
+	if (memcmp(p, SS_GVS_MAGIC, SS_MIN(n, want)) != 0)
 		return -EINVAL;
+	if (n < want)
+		goto more;
 	want += 8;
 	if (n < want)
 		goto more;

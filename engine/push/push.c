@@ -573,17 +573,43 @@ out:
 	return ss_op_end(&err, r, t0, &st->seconds, errbuf, errlen);
 }
 
+/* The writer's status, asked no more once it said it finished: gvpush.c
+ * asks again while it inflates the last bytes, and a second run after a
+ * fallback starts over. */
+struct writer_memo {
+	int (*fn)(void *arg);
+	void *arg;
+	bool done;
+};
+
+static int memo_status(void *arg)
+{
+	struct writer_memo *w = arg;
+	if (w->done)
+		return 1;
+	int st = w->fn(w->arg);
+	w->done = st > 0;
+	return st;
+}
+
 int ss_push_impl(const struct ss_push_opts *opts, const struct ss_config_in *config,
 		 struct ss_stats *st, char *errbuf, size_t errlen)
 {
+	if (!opts || !opts->inflate_gvisor)
+		return push_run(opts, config, st, errbuf, errlen, &(bool){false});
+	struct ss_push_opts o = *opts;
+	struct writer_memo memo = {opts->writer_status, opts->writer_arg, false};
+	if (o.writer_status) {
+		o.writer_status = memo_status;
+		o.writer_arg = &memo;
+	}
 	bool fallback = false;
-	int r = push_run(opts, config, st, errbuf, errlen, &fallback);
+	int r = push_run(&o, config, st, errbuf, errlen, &fallback);
 	if (!fallback)
 		return r;
 	/* A followed file looked like a gVisor state file and then stopped
 	 * parsing (gvpush.c): push everything again as it is. Chunks the
 	 * first run stored are in packs the second finds and reuses. */
-	struct ss_push_opts plain = *opts;
-	plain.inflate_gvisor = false;
-	return push_run(&plain, config, st, errbuf, errlen, &fallback);
+	o.inflate_gvisor = false;
+	return push_run(&o, config, st, errbuf, errlen, &fallback);
 }
