@@ -317,6 +317,13 @@ struct ss_file_info {
 	char digest[33];
 	uint64_t zero_bytes;
 	uint64_t extents;
+	/* 1: a gVisor state file stored inflated (ss_push_opts.inflate_gvisor):
+	 * bytes, digest and zero_bytes describe the inflated form (its header
+	 * and inflated body), which verify checks; a pull restores the header
+	 * byte for byte and the body framed anew, source_bytes long only by
+	 * chance. 0: stored as pushed. */
+	uint32_t transform;
+	uint64_t source_bytes;      /* transform 1: the pushed file's size */
 };
 
 /* What a manifest says about a snapshot. Byte counts come from the push
