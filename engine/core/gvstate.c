@@ -211,7 +211,7 @@ uint64_t ss_gvs_rebuilt_size(const struct ss_gvs_hdr *hdr, uint64_t stored)
 struct ss_gvs_out {
 	int fd;
 	uint8_t *hdr;              /* the header as it arrives */
-	size_t hdr_have;
+	size_t hdr_have, hdr_cap;
 	struct ss_gvs_hdr h;
 	bool in_body;
 	uint8_t *chunk;            /* the chunk being filled */
@@ -224,10 +224,11 @@ struct ss_gvs_out {
 int ss_gvs_out_new(int fd, struct ss_gvs_out **out)
 {
 	struct ss_gvs_out *o = calloc(1, sizeof(*o));
-	if (!o || !(o->hdr = malloc(SS_GVS_MAX_HDR))) {
+	if (!o || !(o->hdr = malloc(SS_GVS_HDR_FIXED))) {
 		free(o);
 		return -ENOMEM;
 	}
+	o->hdr_cap = SS_GVS_HDR_FIXED;
 	o->fd = fd;
 	*out = o;
 	return 0;
@@ -274,9 +275,20 @@ static int emit_chunk(struct ss_gvs_out *o)
 {
 	size_t need = ss_gvs_framed_len(o->chunk_have);
 	if (o->buf_len + need > o->buf_cap) {
-		int r = flush_buf(o);
-		if (r)
-			return r;
+		/* Grow up to OUT_BUF past one chunk, then write out. */
+		size_t cap = o->buf_cap * 2;
+		if (o->buf_len + need <= OUT_BUF + ss_gvs_framed_len(o->h.chunk_size) &&
+		    o->buf_len + need <= cap) {
+			uint8_t *b = realloc(o->buf, cap);
+			if (!b)
+				return -ENOMEM;
+			o->buf = b;
+			o->buf_cap = cap;
+		} else {
+			int r = flush_buf(o);
+			if (r)
+				return r;
+		}
 	}
 	o->buf_len += ss_gvs_frame(o->chunk, o->chunk_have, o->buf + o->buf_len);
 	o->chunk_have = 0;
@@ -286,7 +298,7 @@ static int emit_chunk(struct ss_gvs_out *o)
 static int start_body(struct ss_gvs_out *o)
 {
 	size_t cs = o->h.chunk_size;
-	o->buf_cap = ss_gvs_framed_len(cs) + OUT_BUF;
+	o->buf_cap = ss_gvs_framed_len(cs);
 	if (!(o->chunk = malloc(cs)) || !(o->buf = malloc(o->buf_cap)))
 		return -ENOMEM;
 	o->in_body = true;
@@ -303,6 +315,13 @@ int ss_gvs_out_put(struct ss_gvs_out *o, const uint8_t *p, size_t n)
 			break;
 		if (r != -EAGAIN)
 			return -EBADMSG;
+		if (need > o->hdr_cap) {
+			uint8_t *b = realloc(o->hdr, need);
+			if (!b)
+				return -ENOMEM;
+			o->hdr = b;
+			o->hdr_cap = need;
+		}
 		size_t take = need - o->hdr_have < n ? need - o->hdr_have : n;
 		if (p) {
 			memcpy(o->hdr + o->hdr_have, p, take);
