@@ -300,9 +300,19 @@ static void roundtrip(const char *tag, const uint8_t *p, size_t n, bool follow, 
 	CHECK(m->nfiles == 1 && m->files[0].transform == (expect ? SS_TRANSFORM_GVISOR : 0),
 	      "%s: stored %s", tag, expect ? "inflated" : "as it is");
 	CHECK(m->format_major == (expect ? 3u : 2u), "%s: format %u", tag, m->format_major);
-	if (expect)
+	if (expect) {
 		CHECK(m->files[0].source_size == n, "%s: source size %llu", tag,
 		      (unsigned long long)m->files[0].source_size);
+		/* Readers refuse what they cannot restore rightly. */
+		m->files[0].transform = 2;
+		CHECK(ss_manifest_validate(m, NULL) == -EBADMSG, "%s: unknown transform refused", tag);
+		m->files[0].transform = SS_TRANSFORM_GVISOR;
+		m->format_major = 2;
+		CHECK(ss_manifest_validate(m, NULL) == -EBADMSG,
+		      "%s: a transform in a format 2 manifest refused", tag);
+		m->format_major = 3;
+		CHECK(ss_manifest_validate(m, NULL) == 0, "%s: valid as pushed", tag);
+	}
 	ss_manifest_free(m);
 
 	struct ss_pull_opts pl = SS_PULL_OPTS_INIT;
