@@ -43,6 +43,7 @@ enum {
 	O_REPAIR = 1u << 16,
 	O_DEEP = 1u << 17,
 	O_WHILE = 1u << 18,     /* push --while -- <command> [args...] */
+	O_INFLATE = 1u << 19,   /* push --inflate-gvisor */
 };
 
 struct opt_help {
@@ -81,6 +82,7 @@ struct cli {
 	const char *name;
 	bool force, json, quiet, quick, dry_run, break_lock, repair, deep;
 	bool follow;            /* --while */
+	bool inflate_gvisor;    /* push --inflate-gvisor */
 	char **run_argv;        /* --while: the command, NULL-terminated */
 	int64_t grace;          /* ss_gc_opts.grace_seconds convention */
 	char **args;

@@ -162,6 +162,10 @@ int cmd_info(struct cli *c)
 			json_str(&j, "xxh128", f->digest);
 			json_u64(&j, "zero_bytes", f->zero_bytes);
 			json_u64(&j, "extents", f->extents);
+			if (f->transform) {
+				json_str(&j, "stored_as", "gvisor-inflated");
+				json_u64(&j, "pushed_size", f->source_bytes);
+			}
 			json_end_obj(&j);
 		}
 		json_end_arr(&j);
@@ -221,6 +225,18 @@ int cmd_info(struct cli *c)
 		cli_human((double)f->bytes, b, sizeof(b));
 		cli_human((double)f->zero_bytes, b2, sizeof(b2));
 		printf("%-10s  %10s  %10s  %s  %s\n", m, b, b2, f->digest, f->name);
+	}
+	for (size_t i = 0; i < in->nfiles_v; i++) {
+		const struct ss_file_info *f = in->files_v[i];
+		if (!f->transform)
+			continue;
+		cli_human((double)f->source_bytes, b, sizeof(b));
+		printf("\n%s: a gVisor state file of %s, stored inflated (size, zero pages\n"
+		       "and XXH128 above are of its header and inflated body, which verify\n"
+		       "checks). Pull and cat restore its header byte for byte and frame its\n"
+		       "body anew, which runsc restores: the body's bytes, and so the file's\n"
+		       "size and sha256, differ from the file that was pushed.\n",
+		       f->name, b);
 	}
 	ss_info_free(in);
 	return EXIT_OK;

@@ -74,10 +74,13 @@ int cmd_push(struct cli *c)
 		.labels = c->labels,
 		.nlabels = c->nlabels,
 		.force = c->force,
+		.inflate_gvisor = c->inflate_gvisor,
 	};
 	struct ss_stats st = SS_STATS_INIT;
 	char err[1024];
 	int r;
+	if (!strcmp(src, "-") && c->inflate_gvisor)
+		return cli_usage_error(c, "--inflate-gvisor needs a file or directory, not -");
 	if (!strcmp(src, "-")) {
 		if (isatty(STDIN_FILENO))
 			return cli_usage_error(c, "'push -' reads the image from stdin, which is a "

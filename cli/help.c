@@ -23,6 +23,7 @@ static const struct opt_help push_opts[] = {
 	OPT_JSON,
 	OPT_QUIET,
 	OPT_KEY,
+	{"--inflate-gvisor", "store gVisor state files (runsc's checkpoint.img)\ninflated, so that consecutive checkpoints dedup;\npull and cat then write a file runsc restores with\nthe same header but a body framed anew: its sha256sum\ndiffers from the pushed file's (off by default)"},
 	{"--while -- <command> [args...]", "run the command and push <dir> while it writes it\n(a checkpointer: criu dump -D <dir>, runsc\ncheckpoint, a Firecracker snapshot); commit when it\nexits 0, else write no snapshot and exit 1 naming its\nstatus. Signals sent to snapstream are passed on to\nit, and it is always waited for"},
 	{NULL, NULL},
 };
@@ -196,7 +197,7 @@ const struct command cli_commands[] = {
 		"command is run.",
 		push_opts, push_ex,
 		O_STORE | O_PARENT | O_LABEL | O_FORCE | O_THREADS | O_CHUNK | O_ZSTD | O_NOFSYNC |
-			O_JSON | O_QUIET | O_NAME | O_KEY | O_WHILE,
+			O_JSON | O_QUIET | O_NAME | O_KEY | O_WHILE | O_INFLATE,
 		2, 2, cmd_push,
 	},
 	{

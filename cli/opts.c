@@ -32,6 +32,7 @@ enum {
 	OPT_REPAIR,
 	OPT_DEEP,
 	OPT_WHILE,
+	OPT_INFLATE,
 	OPT_HELP,
 };
 
@@ -60,6 +61,7 @@ static const struct option long_opts[] = {
 	{"repair", no_argument, NULL, OPT_REPAIR},
 	{"deep", no_argument, NULL, OPT_DEEP},
 	{"while", no_argument, NULL, OPT_WHILE},
+	{"inflate-gvisor", no_argument, NULL, OPT_INFLATE},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
 };
@@ -89,6 +91,7 @@ static unsigned gate(int o)
 	case OPT_REPAIR: return O_REPAIR;
 	case OPT_DEEP: return O_DEEP;
 	case OPT_WHILE: return O_WHILE;
+	case OPT_INFLATE: return O_INFLATE;
 	default: return 0;
 	}
 }
@@ -398,6 +401,9 @@ int cli_parse(struct cli *c, int argc, char **argv)
 		}
 		case OPT_FORCE:
 			c->force = true;
+			break;
+		case OPT_INFLATE:
+			c->inflate_gvisor = true;
 			break;
 		case OPT_THREADS:
 			if (!parse_int(optarg, 1, 256, &v))

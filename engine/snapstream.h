@@ -203,6 +203,14 @@ struct ss_push_opts {
 	 * reader fails the push. NULL: the source is complete. */
 	int (*writer_status)(void *arg);
 	void *writer_arg;
+	/* Store gVisor state files (runsc's checkpoint.img) inflated, so
+	 * that consecutive checkpoints deduplicate: a file is taken for one
+	 * only when all of it parses (else it is stored as it is). Pull and
+	 * cat then write a file runsc restores whose header is the pushed
+	 * one byte for byte and whose body is framed anew: not the same
+	 * bytes as the pushed file (docs/DESIGN.md, "gVisor state files").
+	 * Works in follow mode; not for ss_push_fd. */
+	bool inflate_gvisor;
 };
 
 struct ss_snapshot_info;
@@ -310,6 +318,13 @@ struct ss_file_info {
 	char digest[33];
 	uint64_t zero_bytes;
 	uint64_t extents;
+	/* 1: a gVisor state file stored inflated (ss_push_opts.inflate_gvisor):
+	 * bytes, digest and zero_bytes describe the inflated form (its header
+	 * and inflated body), which verify checks; a pull restores the header
+	 * byte for byte and the body framed anew, source_bytes long only by
+	 * chance. 0: stored as pushed. */
+	uint32_t transform;
+	uint64_t source_bytes;      /* transform 1: the pushed file's size */
 };
 
 /* What a manifest says about a snapshot. Byte counts come from the push

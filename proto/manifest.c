@@ -268,6 +268,18 @@ static int validate_file(const struct ss_manifest *m, const struct ss_mfile *f,
 				  "manifest file \"%s\": mode 0%" PRIo32
 				  " has bits beyond the permission bits 07777 (corrupt manifest)",
 				  quote(f->name, q, sizeof(q)), f->mode);
+	if (f->transform > SS_TRANSFORM_GVISOR)
+		return ss_err_set(err, -EBADMSG,
+				  "manifest file \"%s\" is stored with transform %" PRIu32
+				  ", which this snapstream does not know (corrupt manifest, or "
+				  "written by a newer snapstream)",
+				  quote(f->name, q, sizeof(q)), f->transform);
+	/* A format 2 reader ignores the field: only format 3 may carry it. */
+	if (f->transform && m->format_major && m->format_major < 3)
+		return ss_err_set(err, -EBADMSG,
+				  "manifest file \"%s\" is transformed in a format %" PRIu32
+				  " manifest (corrupt manifest)",
+				  quote(f->name, q, sizeof(q)), m->format_major);
 	if (f->next && !f->ext)
 		return ss_err_set(err, -EBADMSG, "manifest file \"%s\" lists %zu extents but has none",
 				  quote(f->name, q, sizeof(q)), f->next);
@@ -686,6 +698,8 @@ static int build_snapshot(const struct ss_manifest *m, Snapshot *s, ChunkParams 
 			f.size = mf->size;
 			f.mode = mf->mode;
 			f.mtime_ns = mf->mtime_ns;
+			f.transform = mf->transform;
+			f.source_size = mf->transform ? mf->source_size : 0;
 			f.digest.len = 16;
 			f.digest.data = (uint8_t *)mf->digest;
 			f.n_extent_len = f.n_extent_chunk = mf->next;
@@ -1159,6 +1173,8 @@ static int from_snapshot(Snapshot *s, ProtobufCAllocator *pa, struct ss_manifest
 		mf->size = f->size;
 		mf->mode = f->mode;
 		mf->mtime_ns = f->mtime_ns;
+		mf->transform = f->transform;
+		mf->source_size = f->source_size;
 		if (f->n_extent_len != f->n_extent_chunk)
 			return ss_err_set(err, -EBADMSG,
 					  "manifest file \"%s\" has %zu extent lengths but %zu extent chunks (corrupt manifest)",

@@ -13,8 +13,13 @@
 #include "util.h"
 
 /* 2: whole-file digests fold zero pages (engine/core/fdigest.h); format 1
- * manifests, which hash every byte, are still read and verified. */
-#define SS_MANIFEST_MAJOR 2
+ * manifests, which hash every byte, are still read and verified.
+ * 3: files may be stored transformed (ss_mfile.transform), which a format
+ * 2 reader would ignore and restore wrongly; digests as in format 2. A
+ * push writes 3 only when a file is transformed (SS_MANIFEST_PLAIN_MAJOR
+ * otherwise), so older readers keep reading every other snapshot. */
+#define SS_MANIFEST_MAJOR 3
+#define SS_MANIFEST_PLAIN_MAJOR 2
 #define SS_MANIFEST_MINOR 0
 
 /* Hard limits a decoder enforces before allocating anything. */
@@ -50,14 +55,22 @@ struct ss_mextent {
 	uint32_t chunk;       /* 0 = zero run; else 1 + index into chunks */
 };
 
+/* How a file's stored bytes relate to the file that was pushed. */
+enum ss_transform {
+	SS_TRANSFORM_NONE = 0,
+	SS_TRANSFORM_GVISOR = 1,    /* gVisor state file, inflated (gvstate.h) */
+};
+
 struct ss_mfile {
 	char *name;
-	uint64_t size;
+	uint64_t size;        /* of the stored bytes (the inflated form) */
 	uint32_t mode;
 	int64_t mtime_ns;
 	uint8_t digest[16];
 	struct ss_mextent *ext;
 	size_t next;
+	uint32_t transform;   /* enum ss_transform; format 3 */
+	uint64_t source_size; /* transformed: the pushed file's size */
 };
 
 struct ss_label {

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 # Build and runtime dependencies, and the peers the benchmark compares with.
 PKGS=(meson ninja-build pkg-config gcc liburing-dev libzstd-dev libxxhash-dev
       libprotobuf-c-dev protobuf-c-compiler xxhash zstd restic casync python3
+      # gVisor state files are inflated on push and framed again on pull.
+      libdeflate-dev
       # Object stores: libcurl's multi interface and SigV4, expat for S3's
       # XML, json-c and OpenSSL for GCS tokens; awscli and botocore for the
       # tests that check our objects and signatures against AWS's own tools.

@@ -118,6 +118,8 @@ int ss_info_fill(const struct ss_manifest *m, const char *uri, uint64_t mlen,
 			fi->mode = f->mode;
 			fi->mtime_ns = f->mtime_ns;
 			ss_hex(f->digest, 16, fi->digest);
+			fi->transform = f->transform;
+			fi->source_bytes = f->transform ? f->source_size : f->size;
 			for (size_t e = 0; e < f->next; e++) {
 				if (f->ext[e].chunk)
 					fi->extents++;

@@ -2,6 +2,7 @@
  * hashed in order as their written prefix grows, verified, fsynced and
  * renamed into place (or removed after a failure). */
 #include "filepull.h"
+#include "gvstate.h"
 
 /* Bytes read back per call; page multiples, so the digest copies none. */
 #define HASH_PIECE (4u << 20)
@@ -51,6 +52,67 @@ int pull_rm_tree(const char *path)
 	if (lstat(path, &st) == 0)
 		return -ENOTEMPTY;
 	return errno == ENOENT ? 0 : -errno;
+}
+
+/* Where file i of the snapshot is assembled before the rename. */
+static int out_path(const struct pull *P, size_t i, char *path, size_t len)
+{
+	int n = P->m->root_is_dir ? snprintf(path, len, "%s/%s", P->tmp, P->m->files[i].name)
+				  : snprintf(path, len, "%s", P->tmp);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* A gVisor state file stored inflated (docs/DESIGN.md, "gVisor state
+ * files") is pulled, hashed and verified in that form in an unnamed file
+ * beside its output (memory when the file system has no O_TMPFILE), and
+ * rebuilt into the output once it verified. */
+static int gv_open(struct pull *P, size_t i)
+{
+	char path[PATH_MAX];
+	int r = out_path(P, i, path, sizeof(path));
+	if (r)
+		return ss_err_set(P->err, r, "path too long: %s", P->m->files[i].name);
+	char *slash = strrchr(path, '/');
+	if (slash)
+		*slash = '\0';
+	int fd = open(slash ? (*path ? path : "/") : ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0)
+		fd = memfd_create("snapstream-gvstate", MFD_CLOEXEC);
+	if (fd < 0)
+		return ss_err_set(P->err, -errno, "cannot create a file for %s: %s",
+				  P->m->files[i].name, strerror(errno));
+	close(P->files[i].fd);
+	P->files[i].fd = fd;
+	return 0;
+}
+
+static int gv_rebuild(struct pull *P)
+{
+	for (size_t i = 0; i < P->m->nfiles; i++) {
+		const struct ss_mfile *f = &P->m->files[i];
+		if (!f->transform)
+			continue;
+		char path[PATH_MAX];
+		int r = out_path(P, i, path, sizeof(path));
+		int fd = r ? -1 : open(path, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			return ss_err_set(P->err, r ? r : -errno, "cannot write %s: %s", f->name,
+					  strerror(r ? -r : errno));
+		r = ss_gvs_rebuild_fd(P->files[i].fd, f->size, fd);
+		if (!r && !P->cfg.bopts.no_fsync && fsync(fd) < 0)
+			r = -errno;
+		close(P->files[i].fd);
+		P->files[i].fd = fd;
+		if (r == -EBADMSG)
+			return ss_err_set(P->err, r,
+					  "'%s' is stored as an inflated gVisor state file, but its "
+					  "stored bytes have no state file header (corrupt or forged "
+					  "snapshot)",
+					  f->name);
+		if (r)
+			return ss_err_set(P->err, r, "cannot write %s: %s", f->name, strerror(-r));
+	}
+	return 0;
 }
 
 int pull_create_outputs(struct pull *P)
@@ -155,6 +217,11 @@ int pull_create_outputs(struct pull *P)
 			if (P->files[i].fd < 0)
 				return ss_err_set(P->err, -errno, "cannot create %s: %s", path,
 						  strerror(errno));
+		}
+		if (f->transform) {
+			int r = gv_open(P, i);
+			if (r)
+				return r;
 		}
 		if (ftruncate(P->files[i].fd, (off_t)f->size) < 0)
 			return ss_err_set(P->err, -errno, "cannot size %s (%llu bytes): %s", f->name,
@@ -420,6 +487,9 @@ static int sync_files(struct pull *P)
 	int pending = 0, err = 0, r = 0;
 	size_t failed = 0;
 	for (size_t i = 0; i < m->nfiles; i++) {
+		/* A transformed file is made durable once rebuilt. */
+		if (m->files[i].transform)
+			continue;
 		ops[i] = (struct syncop){.op.done = sync_done, .pending = &pending, .err = &err,
 					 .failed_file = &failed, .file = i};
 		io_uring_prep_fsync(ss_loop_sqe(P->loop, &ops[i].op), P->files[i].fd, 0);
@@ -450,7 +520,7 @@ int pull_finish_files(struct pull *P)
 	P->prog.phase = "verify";
 	ss_tick(&P->cfg, &P->ticker, &P->prog, true);
 	r = verify_files(P);
-	if (r)
+	if (r || (r = gv_rebuild(P)))
 		return r;
 	for (size_t i = 0; i < m->nfiles; i++) {
 		struct ss_mfile *f = &m->files[i];

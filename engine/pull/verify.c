@@ -1,6 +1,7 @@
 /* verify and cat: a snapshot's files read in order through oread, checked
  * chunk by chunk and file by file; cat also writes one file to a
  * descriptor. */
+#include "gvstate.h"
 #include "pull.h"
 
 #include <fcntl.h>
@@ -213,6 +214,8 @@ struct catw {
 	uint64_t cur_in;            /* bytes of that extent written */
 	bool inflight;
 	const struct ss_mfile *f;
+	/* A gVisor state file stored inflated: rebuilt as it arrives. */
+	struct ss_gvs_out *gv;
 };
 
 static void cat_next(struct catw *w);
@@ -293,9 +296,29 @@ static void cat_next(struct catw *w)
 	}
 }
 
+/* The inflated form goes through the rebuilder, which writes (blocking)
+ * the header and each framed chunk; the unit is done with at once. */
+static int cat_gv_sink(struct catw *w, const struct ss_ounit_view *u)
+{
+	int r = 0;
+	for (size_t e = u->e0; !r && e < u->e1; e++)
+		r = ss_gvs_out_put(w->gv, u->ptr[e - u->e0], w->f->ext[e].len);
+	if (r == -EBADMSG)
+		ss_oread_fail(ss_oread_of(u->unit), r,
+			      "'%s' is stored as an inflated gVisor state file, but its stored "
+			      "bytes have no state file header (corrupt or forged snapshot)",
+			      w->f->name);
+	else if (r)
+		ss_oread_fail(ss_oread_of(u->unit), r, "cannot write the output: %s",
+			      strerror(-r));
+	return r;
+}
+
 static int cat_sink(void *arg, const struct ss_ounit_view *u)
 {
 	struct catw *w = arg;
+	if (w->gv)
+		return cat_gv_sink(w, u);
 	w->R = ss_oread_of(u->unit);
 	if (w->qlen == w->qcap)
 		return -ENOSPC;   /* cannot happen: the reader has fewer units */
@@ -367,6 +390,13 @@ int ss_cat_impl(const struct ss_cat_opts *opts, const struct ss_config_in *confi
 		w.sparse = true;
 		w.base = (uint64_t)pos;
 	}
+	if (w.f->transform) {
+		w.sparse = false;
+		if ((r = ss_gvs_out_new(opts->fd, &w.gv))) {
+			ss_err_set(&err, r, "out of memory");
+			goto out;
+		}
+	}
 	rd.prog.phase = "cat";
 	rd.prog.bytes_total = w.f->size;
 	if (!rd.store && m->nchunks) {
@@ -389,6 +419,10 @@ int ss_cat_impl(const struct ss_cat_opts *opts, const struct ss_config_in *confi
 		.ticker = &rd.ticker,
 	};
 	r = ss_oread_run(&o, &err);
+	if (!r && w.gv && (r = ss_gvs_out_finish(w.gv)))
+		ss_err_set(&err, r, r == -EBADMSG ? "'%s' is stored as an inflated gVisor state "
+			   "file, but its stored bytes are too short for a header (corrupt or forged "
+			   "snapshot)" : "cannot write the output of '%s'", w.f->name);
 	if (!r && w.sparse && w.written) {
 		/* The holes at the end exist once the file has its full size. */
 		uint64_t end = w.base + w.written;
@@ -399,6 +433,7 @@ int ss_cat_impl(const struct ss_cat_opts *opts, const struct ss_config_in *confi
 			r = ss_err_set(&err, -errno, "cannot seek the output: %s", strerror(errno));
 	}
 out:
+	ss_gvs_out_free(w.gv);
 	free(w.q);
 	free(w.qv);
 	free((void *)w.zeros);

@@ -10,6 +10,7 @@
  *   foreign.c  chunks another push on the host claimed and did not land
  *   recheck.c  the files read again once done (follow mode, or a source
  *              that must not have changed)
+ *   gvpush.c   gVisor state files read in their inflated form
  *
  * ss_push_fd (stream.c) shares only push.h with it. */
 #ifndef SS_ENGINE_FILEPUSH_H
@@ -118,6 +119,9 @@ struct pfile {
 	 * start offset, for predicting cut points. */
 	const struct ss_mfile *gf;
 	uint64_t *gstart;
+	/* A gVisor state file pushed inflated (gvpush.c): fd is then its
+	 * inflated form, which gv makes from the file itself. NULL: plain. */
+	struct gvfile *gv;
 };
 
 struct segext {
@@ -186,6 +190,10 @@ struct push {
 	struct foreign *foreign;
 	size_t nforeign, foreign_cap;
 
+	/* gvpush.c: the writer reported done (later files are inflated at
+	 * once); a file taken for a state file turned out not to be one. */
+	bool gv_writer_done, gv_fallback;
+
 	struct ss_stats *st;
 	uint64_t chunk_bytes;
 	struct ss_progress prog;
@@ -223,6 +231,20 @@ int push_resolve_foreign(struct push *P);
  * hold now. */
 int push_check_followed(struct push *P);
 int push_check_unchanged(struct push *P);
+
+/* gvpush.c (docs/DESIGN.md, "gVisor state files"), with
+ * opts->inflate_gvisor. push_gv_add: f was just opened; when it is a
+ * state file, f->fd becomes its inflated form (at once, or in follow mode
+ * as the writer writes). push_gv_status: the writer's status as the files
+ * need it: done only when every state file is inflated; a file that
+ * stopped parsing sets P->gv_fallback and fails (the push runs again
+ * without the transform). push_gv_unchanged: the file itself (not its
+ * inflated form) is as it was. push_gv_free: stop and free f->gv. */
+int push_gv_add(struct push *P, struct pfile *f);
+int push_gv_status(struct push *P);
+int push_gv_unchanged(struct push *P, const struct pfile *f);
+uint64_t push_gv_source_size(const struct pfile *f);
+void push_gv_free(struct pfile *f);
 
 /* push.c: report progress (every 100 ms, or now). */
 void push_progress(struct push *P, bool force);

@@ -127,6 +127,14 @@ int ss_mbuild_file(struct ss_mbuild *b, const char *name, uint64_t size, uint32_
 	return 0;
 }
 
+int ss_mbuild_transform(struct ss_mbuild *b, uint32_t transform, uint64_t source_size)
+{
+	struct ss_mfile *mf = &b->m->files[b->m->nfiles - 1];
+	mf->transform = transform;
+	mf->source_size = source_size;
+	return 0;
+}
+
 /* The chunk's index in the snapshot's table, adding it on first use. */
 static int chunk_index(struct ss_mbuild *b, struct ss_dentry *de)
 {
@@ -177,6 +185,13 @@ int ss_mbuild_finish(struct ss_mbuild *b, uint64_t logical_bytes, struct ss_stat
 		     struct ss_manifest **out)
 {
 	struct ss_manifest *m = b->m;
+	/* The oldest format that describes the snapshot, so that readers
+	 * from before transforms read every snapshot without one. */
+	m->format_major = SS_MANIFEST_PLAIN_MAJOR;
+	for (size_t i = 0; i < m->nfiles; i++)
+		if (m->files[i].transform)
+			m->format_major = SS_MANIFEST_MAJOR;
+	m->format_minor = 0;
 	if (!(m->pack_ids = malloc(16 * (m->npacks ? m->npacks : 1))))
 		return -ENOMEM;
 	for (uint32_t p = 0; p < b->npmap; p++)

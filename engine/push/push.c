@@ -432,6 +432,8 @@ static int build_manifest(struct push *P, struct ss_manifest **out, struct ss_er
 		for (size_t q = 0; q < f->nseqs; q++)
 			next += P->seg_ext[f->seqs[q]].n;
 		r = ss_mbuild_file(b, f->name, f->size, f->mode, f->mtime_ns, f->digest, next);
+		if (!r && f->gv)
+			r = ss_mbuild_transform(b, SS_TRANSFORM_GVISOR, push_gv_source_size(f));
 		for (size_t q = 0; !r && q < f->nseqs; q++) {
 			struct segext *se = &P->seg_ext[f->seqs[q]];
 			for (uint32_t k = 0; !r && k < se->n; k++)
@@ -486,8 +488,8 @@ static int load_parents(struct push *P)
 	return r;
 }
 
-int ss_push_impl(const struct ss_push_opts *opts, const struct ss_config_in *config, struct ss_stats *st,
-	    char *errbuf, size_t errlen)
+static int push_run(const struct ss_push_opts *opts, const struct ss_config_in *config,
+		    struct ss_stats *st, char *errbuf, size_t errlen, bool *gv_fallback)
 {
 	struct ss_err err = {0};
 	struct push *P = calloc(1, sizeof(*P));
@@ -600,6 +602,7 @@ out:
 			push_pfile_free(P->files[i]);
 		free(P->files);
 		ss_fdigest_free(P->spare_hs);
+		*gv_fallback = P->gv_fallback;
 		ss_manifest_free(P->guide);
 		ss_pageset_free(P->pages);
 		ss_pushbase_close(&P->b, st);
@@ -607,4 +610,45 @@ out:
 	ss_manifest_free(m);
 	free(P);
 	return ss_op_end(&err, r, t0, &st->seconds, errbuf, errlen);
+}
+
+/* The writer's status, asked no more once it said it finished: gvpush.c
+ * asks again while it inflates the last bytes, and a second run after a
+ * fallback starts over. */
+struct writer_memo {
+	int (*fn)(void *arg);
+	void *arg;
+	bool done;
+};
+
+static int memo_status(void *arg)
+{
+	struct writer_memo *w = arg;
+	if (w->done)
+		return 1;
+	int st = w->fn(w->arg);
+	w->done = st > 0;
+	return st;
+}
+
+int ss_push_impl(const struct ss_push_opts *opts, const struct ss_config_in *config,
+		 struct ss_stats *st, char *errbuf, size_t errlen)
+{
+	if (!opts || !opts->inflate_gvisor)
+		return push_run(opts, config, st, errbuf, errlen, &(bool){false});
+	struct ss_push_opts o = *opts;
+	struct writer_memo memo = {opts->writer_status, opts->writer_arg, false};
+	if (o.writer_status) {
+		o.writer_status = memo_status;
+		o.writer_arg = &memo;
+	}
+	bool fallback = false;
+	int r = push_run(&o, config, st, errbuf, errlen, &fallback);
+	if (!fallback)
+		return r;
+	/* A followed file looked like a gVisor state file and then stopped
+	 * parsing (gvpush.c): push everything again as it is. Chunks the
+	 * first run stored are in packs the second finds and reuses. */
+	o.inflate_gvisor = false;
+	return push_run(&o, config, st, errbuf, errlen, &fallback);
 }

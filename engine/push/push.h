@@ -139,6 +139,10 @@ int64_t ss_mbuild_created_ns(const struct ss_mbuild *b);
 int ss_mbuild_file(struct ss_mbuild *b, const char *name, uint64_t size, uint32_t mode,
 		   int64_t mtime_ns, const uint8_t digest[16], size_t ext_hint);
 
+/* Record that the current file is stored transformed (enum
+ * ss_transform), from a pushed file of source_size bytes. Returns 0. */
+int ss_mbuild_transform(struct ss_mbuild *b, uint32_t transform, uint64_t source_size);
+
 /* Append an extent to the current file: len bytes of the chunk in dedup
  * slot, or a zero run for SS_SLOT_NONE (merged with a zero run before
  * it). A chunk gets its index in the snapshot on first use (through

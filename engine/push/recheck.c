@@ -227,6 +227,12 @@ int push_check_unchanged(struct push *P)
 	for (size_t i = 0; i < P->nfiles; i++) {
 		struct pfile *f = P->files[i];
 		struct stat st;
+		if (f->gv) {
+			int r = push_gv_unchanged(P, f);
+			if (r)
+				return r;
+			continue;
+		}
 		if (fstat(f->fd, &st) < 0)
 			return ss_err_set(P->pipe.err, -errno, "cannot stat %s: %s", f->path,
 					  strerror(errno));

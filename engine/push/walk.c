@@ -47,15 +47,16 @@ static int add_file(struct push *P, const char *path, const char *name, const st
 	f->dense = !P->follow && f->alloc >= f->size;
 	/* Tell the kernel we read each file once, front to back. */
 	posix_fadvise(f->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	return 0;
+	return push_gv_add(P, f);
 }
 
 void push_pfile_free(struct pfile *f)
 {
 	if (!f)
 		return;
-	if (f->fd >= 0)
+	if (f->fd >= 0 && !f->gv)
 		close(f->fd);
+	push_gv_free(f);   /* closes the file and its inflated form */
 	ss_fdigest_free(f->hs);
 	free(f->gstart);
 	free(f->seqs);
@@ -187,7 +188,7 @@ int push_follow_poll(struct push *P)
 	if (P->writer_done)
 		return 0;
 	uint64_t now = ss_now_ns();
-	int st = P->opts->writer_status(P->opts->writer_arg);
+	int st = push_gv_status(P);
 	if (st < 0)
 		return ss_err_set(P->pipe.err, st, "the checkpointer failed; no snapshot written");
 	bool done = st > 0;

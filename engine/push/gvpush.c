@@ -1,0 +1,523 @@
+/* gVisor state files pushed in their inflated form (docs/DESIGN.md,
+ * "gVisor state files"; the format in core/gvstate.h).
+ *
+ * The push pipeline reads files through io_uring at offsets; the inflated
+ * form of a state file exists nowhere on disk. So a state file's record
+ * gets a memfd instead of the file, and a decoder fills it: the header
+ * verbatim, then each chunk inflated (chunks are independent DEFLATE
+ * streams, inflated several at a time on threads of its own). To the
+ * rest of the push the memfd is the file: in follow mode it grows as the
+ * decoder reads behind the writer, and it is complete when the decoder
+ * has consumed every byte the writer wrote.
+ *
+ * A file is a state file only if every byte of it parses. Outside follow
+ * mode that is known before the push reads anything (the decoder runs to
+ * the end first; a file that fails is pushed as it is). In follow mode
+ * the header decides, before the push reads a byte of the file; a file
+ * whose body then fails to parse sets P->gv_fallback, the push fails, and
+ * ss_push_impl runs it again without the transform. */
+#include "filepush.h"
+#include "gvstate.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+enum gv_state {
+	GV_DECIDING,      /* waiting for the header */
+	GV_INFLATING,     /* a state file by its header: fd is the memfd */
+	GV_DONE,          /* every byte parsed; the memfd is complete */
+	GV_PLAIN,         /* not a state file: push the file itself */
+	GV_FAILED,        /* taken for one, then a byte did not parse */
+};
+
+/* Chunks inflated per batch, per thread: enough to keep each busy. */
+#define GV_BATCH_PER_THREAD 4
+/* Inflated bytes per batch at most, whatever the chunk size. */
+#define GV_BATCH_MAX (64u << 20)
+#define GV_POLL_NS 2000000
+
+struct gvfile {
+	int raw_fd, mem_fd;
+	unsigned threads;
+	bool follow;              /* read behind a writer, in a thread */
+	uint64_t raw_size;        /* bytes of the file (final once done) */
+	int64_t raw_mtime;
+	uint32_t raw_mode;
+	uint64_t stored;          /* bytes of the inflated form */
+	pthread_t th;
+	bool threaded;
+	atomic_int state;
+	atomic_bool writer_done, stop;
+	char why[200];
+};
+
+/* One batch of chunks inflated side by side. */
+struct gvbatch {
+	const uint8_t **src;
+	uint32_t *slen;
+	long *got;
+	uint8_t *dst;             /* chunk i at dst + i * cs */
+	uint32_t cs;
+	unsigned n;
+	atomic_uint next;
+};
+
+static void batch_run(struct gvbatch *b, struct ss_gvs_inflater *z)
+{
+	for (;;) {
+		unsigned i = atomic_fetch_add(&b->next, 1);
+		if (i >= b->n)
+			return;
+		b->got[i] = ss_gvs_inflate(z, b->src[i], b->slen[i], b->dst + (size_t)i * b->cs, b->cs);
+	}
+}
+
+static void *batch_helper(void *arg)
+{
+	struct gvbatch *b = arg;
+	struct ss_gvs_inflater *z = ss_gvs_inflater_new();
+	if (z)
+		batch_run(b, z);
+	ss_gvs_inflater_free(z);
+	return NULL;
+}
+
+static int read_full(int fd, uint8_t *buf, size_t len, uint64_t off)
+{
+	for (size_t got = 0; got < len;) {
+		ssize_t n = pread(fd, buf + got, len - got, (off_t)(off + got));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+static int write_full(int fd, const uint8_t *p, size_t len, uint64_t off)
+{
+	for (size_t put = 0; put < len;) {
+		ssize_t n = pwrite(fd, p + put, len - put, (off_t)(off + put));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		put += (size_t)n;
+	}
+	return 0;
+}
+
+static void nap(void)
+{
+	struct timespec ts = {.tv_nsec = GV_POLL_NS};
+	nanosleep(&ts, NULL);
+}
+
+static int raw_size_now(struct gvfile *g, uint64_t *size)
+{
+	struct stat st;
+	if (fstat(g->raw_fd, &st) < 0)
+		return -errno;
+	*size = (uint64_t)st.st_size;
+	g->raw_mtime = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+	g->raw_mode = st.st_mode & 07777;
+	return 0;
+}
+
+#define FAIL(...) (snprintf(g->why, sizeof(g->why), __VA_ARGS__), GV_FAILED)
+
+/* Wait for the header and decide: only the bytes it needs are read. */
+static int gv_header(struct gvfile *g, uint8_t *hdr, struct ss_gvs_hdr *h)
+{
+	size_t need = SS_GVS_MAGIC_LEN;
+	for (;;) {
+		bool done = atomic_load(&g->writer_done);   /* before the size */
+		uint64_t avail;
+		int r = raw_size_now(g, &avail);
+		if (r)
+			return FAIL("cannot stat it: %s", strerror(-r));
+		if (avail >= need) {
+			if ((r = read_full(g->raw_fd, hdr, need, 0)))
+				return FAIL("cannot read it: %s", strerror(-r));
+			r = ss_gvs_header(hdr, need, h, &need);
+			if (r == 0)
+				return GV_INFLATING;
+			if (r != -EAGAIN)
+				return GV_PLAIN;
+			continue;   /* need grew: read on at once */
+		}
+		if (done)
+			return GV_PLAIN;
+		if (atomic_load(&g->stop))
+			return FAIL("stopped");
+		nap();
+	}
+}
+
+/* Read the body behind the writer, inflate it and append it to the
+ * memfd, until the writer is done and every byte is consumed. */
+static int gv_body(struct gvfile *g, const struct ss_gvs_hdr *h, XXH3_state_t *xs)
+{
+	const uint32_t cs = h->chunk_size, maxc = ss_gvs_max_clen(cs);
+	unsigned k = SS_MAX(1u, g->threads * GV_BATCH_PER_THREAD);
+	k = SS_MIN(k, SS_MAX(1u, GV_BATCH_MAX / cs));
+	const size_t raw_cap = (size_t)k * (4 + (size_t)maxc);
+	uint8_t *raw = ss_map_alloc(raw_cap), *out = ss_map_alloc((size_t)k * cs);
+	const uint8_t **src = calloc(k, sizeof(*src));
+	uint32_t *slen = calloc(k, sizeof(*slen));
+	long *got = calloc(k, sizeof(*got));
+	struct iovec *iov = calloc(k, sizeof(*iov));
+	pthread_t *th = calloc(g->threads, sizeof(*th));
+	struct ss_gvs_inflater *z = ss_gvs_inflater_new();
+	int res = GV_DONE;
+	if (!raw || !out || !src || !slen || !got || !iov || !th || !z) {
+		res = FAIL("out of memory");
+		goto out;
+	}
+	uint64_t pos = h->len, put = h->len, nchunk = 0;
+	bool short_seen = false;
+	for (;;) {
+		if (atomic_load(&g->stop)) {
+			res = FAIL("stopped");
+			break;
+		}
+		bool done = atomic_load(&g->writer_done);
+		uint64_t avail;
+		int r = raw_size_now(g, &avail);
+		if (r) {
+			res = FAIL("cannot stat it: %s", strerror(-r));
+			break;
+		}
+		if (avail < pos) {
+			res = FAIL("it shrank while it was being written");
+			break;
+		}
+		size_t want = (size_t)SS_MIN(avail - pos, (uint64_t)raw_cap);
+		if (want && (r = read_full(g->raw_fd, raw, want, pos))) {
+			res = FAIL("cannot read it: %s", strerror(-r));
+			break;
+		}
+		/* The whole chunks among these bytes. */
+		size_t at = 0;
+		unsigned n = 0;
+		while (n < k && want - at >= 4) {
+			const uint8_t *p = raw + at;
+			uint32_t clen = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+					(uint32_t)p[2] << 8 | p[3];
+			if (clen == 0 || clen > maxc) {
+				res = FAIL("chunk %llu at offset %llu claims %u compressed bytes",
+					   (unsigned long long)(nchunk + n),
+					   (unsigned long long)(pos + at), clen);
+				goto out;
+			}
+			if (want - at - 4 < clen)
+				break;
+			src[n] = p + 4;
+			slen[n] = clen;
+			at += 4 + (size_t)clen;
+			n++;
+		}
+		if (n == 0) {
+			if (done && avail == pos)
+				break;   /* every byte parsed */
+			if (done) {
+				res = FAIL("%llu bytes at offset %llu are no whole chunk",
+					   (unsigned long long)(avail - pos), (unsigned long long)pos);
+				break;
+			}
+			nap();
+			continue;
+		}
+		if (short_seen) {
+			res = FAIL("chunk %llu follows a short chunk", (unsigned long long)nchunk);
+			break;
+		}
+		struct gvbatch b = {.src = src, .slen = slen, .got = got, .dst = out, .cs = cs, .n = n};
+		atomic_init(&b.next, 0);
+		unsigned nth = 0;
+		while (nth + 1 < SS_MIN(g->threads, n) &&
+		       pthread_create(&th[nth], NULL, batch_helper, &b) == 0)
+			nth++;
+		batch_run(&b, z);
+		for (unsigned t = 0; t < nth; t++)
+			pthread_join(th[t], NULL);
+		uint64_t bytes = 0;
+		for (unsigned i = 0; i < n; i++) {
+			/* Only the file's last chunk may be short. */
+			if (got[i] <= 0 || (got[i] < (long)cs && i + 1 < n)) {
+				res = FAIL("chunk %llu does not inflate to %u bytes",
+					   (unsigned long long)(nchunk + i), cs);
+				goto out;
+			}
+			short_seen = got[i] < (long)cs;
+			iov[i] = (struct iovec){out + (size_t)i * cs, (size_t)got[i]};
+			bytes += (uint64_t)got[i];
+		}
+		for (unsigned i = 0; i < n;) {
+			ssize_t w = pwritev(g->mem_fd, iov + i, (int)(n - i), (off_t)put);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0) {
+				res = FAIL("cannot store its inflated form: %s",
+					   strerror(w < 0 ? errno : EIO));
+				goto out;
+			}
+			put += (uint64_t)w;
+			while (i < n && (size_t)w >= iov[i].iov_len)
+				w -= (ssize_t)iov[i++].iov_len;
+			if (i < n) {
+				iov[i].iov_base = (uint8_t *)iov[i].iov_base + w;
+				iov[i].iov_len -= (size_t)w;
+			}
+		}
+		(void)bytes;
+		XXH3_128bits_update(xs, raw, at);
+		pos += at;
+		nchunk += n;
+	}
+	if (res == GV_DONE) {
+		g->raw_size = pos;
+		g->stored = put;
+	}
+out:
+	ss_map_free(raw, raw_cap);
+	ss_map_free(out, (size_t)k * cs);
+	free(src);
+	free(slen);
+	free(got);
+	free(iov);
+	free(th);
+	ss_gvs_inflater_free(z);
+	return res;
+}
+
+/* Reading behind a writer: the file must hold, now that it is final,
+ * what was inflated from it (as push checks every followed file). */
+static int gv_recheck(struct gvfile *g, const XXH3_state_t *xs)
+{
+	XXH3_state_t *again = XXH3_createState();
+	const size_t cap = 4u << 20;
+	uint8_t *buf = ss_map_alloc(cap);
+	int res = GV_DONE;
+	if (!again || !buf) {
+		res = FAIL("out of memory");
+		goto out;
+	}
+	XXH3_128bits_reset(again);
+	uint64_t size;
+	int r = raw_size_now(g, &size);
+	if (r || size != g->raw_size) {
+		res = FAIL("it changed size after its writer finished");
+		goto out;
+	}
+	for (uint64_t at = 0; at < size;) {
+		size_t n = (size_t)SS_MIN((uint64_t)cap, size - at);
+		if ((r = read_full(g->raw_fd, buf, n, at))) {
+			res = FAIL("cannot read it again: %s", strerror(-r));
+			goto out;
+		}
+		XXH3_128bits_update(again, buf, n);
+		at += n;
+	}
+	XXH128_hash_t a = XXH3_128bits_digest(xs), b = XXH3_128bits_digest(again);
+	if (!XXH128_isEqual(a, b))
+		res = FAIL("it was rewritten behind the reader");
+out:
+	XXH3_freeState(again);
+	ss_map_free(buf, cap);
+	return res;
+}
+
+static int gv_run(struct gvfile *g)
+{
+	uint8_t *hdr = malloc(SS_GVS_MAX_HDR);
+	XXH3_state_t *xs = XXH3_createState();
+	struct ss_gvs_hdr h;
+	int res;
+	if (!hdr || !xs) {
+		res = FAIL("out of memory");
+		goto out;
+	}
+	res = gv_header(g, hdr, &h);
+	if (res != GV_INFLATING)
+		goto out;
+	int r = write_full(g->mem_fd, hdr, h.len, 0);
+	if (r) {
+		res = FAIL("cannot store its inflated form: %s", strerror(-r));
+		goto out;
+	}
+	XXH3_128bits_reset(xs);
+	XXH3_128bits_update(xs, hdr, h.len);
+	atomic_store(&g->state, GV_INFLATING);
+	res = gv_body(g, &h, xs);
+	if (res == GV_DONE && g->follow)
+		res = gv_recheck(g, xs);
+	if (res == GV_DONE) {
+		/* Follow mode takes mode and mtime from the memfd at the end. */
+		struct timespec ts[2] = {
+			{.tv_nsec = UTIME_OMIT},
+			{.tv_sec = g->raw_mtime / 1000000000, .tv_nsec = g->raw_mtime % 1000000000},
+		};
+		if (fchmod(g->mem_fd, g->raw_mode) < 0 || futimens(g->mem_fd, ts) < 0)
+			res = FAIL("cannot set its attributes: %s", strerror(errno));
+	}
+out:
+	free(hdr);
+	XXH3_freeState(xs);
+	return res;
+}
+
+static void *gv_main(void *arg)
+{
+	struct gvfile *g = arg;
+	atomic_store(&g->state, gv_run(g));
+	return NULL;
+}
+
+static void gv_free(struct gvfile *g)
+{
+	if (!g)
+		return;
+	if (g->threaded) {
+		atomic_store(&g->stop, true);
+		pthread_join(g->th, NULL);
+	}
+	if (g->raw_fd >= 0)
+		close(g->raw_fd);
+	if (g->mem_fd >= 0)
+		close(g->mem_fd);
+	free(g);
+}
+
+void push_gv_free(struct pfile *f)
+{
+	gv_free(f->gv);
+	f->gv = NULL;
+}
+
+/* The file is pushed as it is after all. */
+static void gv_drop(struct pfile *f)
+{
+	struct gvfile *g = f->gv;
+	if (g->threaded) {
+		pthread_join(g->th, NULL);
+		g->threaded = false;
+	}
+	f->fd = g->raw_fd;
+	g->raw_fd = -1;
+	push_gv_free(f);
+}
+
+int push_gv_add(struct push *P, struct pfile *f)
+{
+	if (!P->opts->inflate_gvisor)
+		return 0;
+	struct gvfile *g = calloc(1, sizeof(*g));
+	if (!g)
+		return ss_err_set(P->pipe.err, -ENOMEM, "out of memory");
+	g->raw_fd = f->fd;
+	g->mem_fd = memfd_create("snapstream-gvstate", MFD_CLOEXEC);
+	if (g->mem_fd < 0) {
+		int e = -errno;
+		g->raw_fd = -1;
+		free(g);
+		return ss_err_set(P->pipe.err, e, "cannot inflate %s: memfd: %s", f->path,
+				  strerror(-e));
+	}
+	g->threads = P->b.cfg.threads;
+	g->raw_size = f->size;
+	g->raw_mtime = f->mtime_ns;
+	g->raw_mode = f->mode;
+	atomic_init(&g->state, GV_DECIDING);
+	atomic_init(&g->stop, false);
+	f->gv = g;
+	f->fd = g->mem_fd;
+	/* A file found once its writer is done (or with no writer) is final:
+	 * inflate it now, and push it as it is unless all of it parses. */
+	if (!P->follow || P->gv_writer_done) {
+		atomic_init(&g->writer_done, true);
+		int s = gv_run(g);
+		if (s != GV_DONE) {
+			gv_drop(f);
+			return 0;
+		}
+		atomic_store(&g->state, GV_DONE);
+		f->size = f->avail = g->stored;
+		f->alloc = g->stored;
+		f->dense = !P->follow;
+		return 0;
+	}
+	/* Following: nothing to read until the header decides. */
+	atomic_init(&g->writer_done, false);
+	g->follow = true;
+	f->size = f->avail = f->alloc = 0;
+	int e = pthread_create(&g->th, NULL, gv_main, g);
+	if (e)
+		return ss_err_set(P->pipe.err, -e, "cannot inflate %s: %s", f->path, strerror(e));
+	g->threaded = true;
+	return 0;
+}
+
+int push_gv_status(struct push *P)
+{
+	int st = P->opts->writer_status(P->opts->writer_arg);
+	if (st < 0 || !P->opts->inflate_gvisor)
+		return st;
+	if (st > 0 && !P->gv_writer_done) {
+		P->gv_writer_done = true;
+		for (size_t i = 0; i < P->nfiles; i++)
+			if (P->files[i]->gv)
+				atomic_store(&P->files[i]->gv->writer_done, true);
+	}
+	bool pending = false;
+	for (size_t i = 0; i < P->nfiles; i++) {
+		struct pfile *f = P->files[i];
+		if (!f->gv)
+			continue;
+		int s = atomic_load(&f->gv->state);
+		if (s == GV_PLAIN) {
+			gv_drop(f);   /* nothing of the memfd was read: it is empty */
+		} else if (s == GV_FAILED) {
+			P->gv_fallback = true;
+			return ss_err_set(P->pipe.err, -EILSEQ,
+					  "%s is not a gVisor state file after all (%s); pushing "
+					  "it as it is",
+					  f->path, f->gv->why);
+		} else if (s != GV_DONE) {
+			pending = true;
+		}
+	}
+	return st > 0 && !pending;
+}
+
+int push_gv_unchanged(struct push *P, const struct pfile *f)
+{
+	const struct gvfile *g = f->gv;
+	struct stat st;
+	if (fstat(g->raw_fd, &st) < 0)
+		return ss_err_set(P->pipe.err, -errno, "cannot stat %s: %s", f->path,
+				  strerror(errno));
+	int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+	if ((uint64_t)st.st_size != g->raw_size || mt != g->raw_mtime)
+		return ss_err_set(P->pipe.err, -EAGAIN,
+				  "%s changed while it was being pushed (no snapshot written); "
+				  "push it again once it is stable",
+				  f->path);
+	return 0;
+}
+
+uint64_t push_gv_source_size(const struct pfile *f)
+{
+	return f->gv ? f->gv->raw_size : f->size;
+}

@@ -1,0 +1,404 @@
+/* gVisor state files (engine/core/gvstate.c, engine/push/gvpush.c): the
+ * parser on valid files and on every malformed class, the rebuild, and
+ * push/pull/cat through the engine with --inflate-gvisor: a state file
+ * is stored inflated and comes back with its header byte for byte; any
+ * file that does not parse exactly is stored and restored as it is, also
+ * in follow mode when the damage appears after a valid header. */
+#include <libdeflate.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "gvstate.h"
+#include "testengine.h"
+
+/* A state file under construction. */
+struct sf {
+	uint8_t *p;
+	size_t n, cap;
+};
+
+static void put(struct sf *s, const void *p, size_t n)
+{
+	if (s->n + n > s->cap) {
+		s->cap = (s->n + n) * 2;
+		REQUIRE((s->p = realloc(s->p, s->cap)), "oom");
+	}
+	memcpy(s->p + s->n, p, n);
+	s->n += n;
+}
+
+static void put_be(struct sf *s, uint64_t v, int bytes)
+{
+	uint8_t b[8];
+	for (int i = 0; i < bytes; i++)
+		b[i] = (uint8_t)(v >> (8 * (bytes - 1 - i)));
+	put(s, b, (size_t)bytes);
+}
+
+/* Compressible body bytes: runs of a few patterns, random seasoning. */
+static uint8_t *make_body(size_t n)
+{
+	uint8_t *b = malloc(n ? n : 1);
+	REQUIRE(b, "oom");
+	for (size_t i = 0; i < n; i++)
+		b[i] = (i / 4096) % 3 == 0 ? (uint8_t)rnd() : (uint8_t)(i * 7 / 13);
+	return b;
+}
+
+enum damage {
+	D_NONE,
+	D_MAGIC,
+	D_HMAC,
+	D_META_LEN,      /* metadata length past the bound */
+	D_CHUNK_SIZE0,
+	D_CLEN_ZERO,
+	D_CLEN_BIG,      /* beyond the bound for the chunk size */
+	D_TRUNCATED,     /* last chunk cut short */
+	D_GARBAGE,       /* a chunk that is no DEFLATE stream */
+	D_SHORT_MIDDLE,  /* a chunk before the last inflates short */
+	D_LONG,          /* a chunk inflates past the chunk size */
+	D_TRAILING,      /* bytes after the last chunk */
+	D_INNER_TAIL,    /* bytes after a chunk's final block, inside its length */
+};
+
+/* A state file of body[0..n) in chunks of cs, deflated at level 1. */
+static struct sf make_file(const uint8_t *body, size_t n, uint32_t cs, enum damage d)
+{
+	struct sf s = {0};
+	const char *meta = "{\"k\":\"v\"}";
+	put(&s, "gVisorSF", 8);
+	put_be(&s, d == D_META_LEN ? (uint64_t)SS_GVS_MAX_META + 1 : strlen(meta), 8);
+	put(&s, meta, strlen(meta));
+	uint8_t mac[32];
+	unsigned ml = 32;
+	static const uint8_t nokey[1];
+	HMAC(EVP_sha256(), nokey, 0, s.p, s.n, mac, &ml);
+	if (d == D_HMAC)
+		mac[5] ^= 1;
+	if (d == D_MAGIC)
+		s.p[0] = 'g' ^ 0x20;
+	put(&s, mac, 32);
+	put_be(&s, d == D_CHUNK_SIZE0 ? 0 : cs, 4);
+	struct libdeflate_compressor *c = libdeflate_alloc_compressor(1);
+	size_t zcap = libdeflate_deflate_compress_bound(c, 2 * cs) + 64;
+	uint8_t *z = malloc(zcap);
+	REQUIRE(c && z, "oom");
+	size_t nchunks = (n + cs - 1) / cs;
+	for (size_t i = 0, at = 0; i < nchunks; i++) {
+		size_t len = SS_MIN((size_t)cs, n - at);
+		if (d == D_SHORT_MIDDLE && i == 0)
+			len = cs / 2;
+		if (d == D_LONG && i == 0)
+			len = SS_MIN((size_t)cs + 100, n - at);
+		size_t zl = libdeflate_deflate_compress(c, body + at, len, z, zcap);
+		REQUIRE(zl, "deflate");
+		if (d == D_GARBAGE && i == 1)
+			memset(z, 0xff, zl);
+		if (d == D_INNER_TAIL && i == nchunks - 1)
+			z[zl++] = 0;
+		uint32_t clen = (uint32_t)zl;
+		if (d == D_CLEN_ZERO && i == 1)
+			clen = 0;
+		if (d == D_CLEN_BIG && i == 1)
+			clen = ss_gvs_max_clen(cs) + 1;
+		put_be(&s, clen, 4);
+		put(&s, z, d == D_TRUNCATED && i == nchunks - 1 ? zl / 2 : zl);
+		at += len;
+		if (at >= n)
+			break;
+	}
+	if (d == D_TRAILING)
+		put(&s, "\0\0", 2);
+	libdeflate_free_compressor(c);
+	free(z);
+	return s;
+}
+
+static void test_parser(void)
+{
+	const uint32_t cs = 64 << 10;
+	const size_t n = 5 * cs + 1234;
+	uint8_t *body = make_body(n);
+	struct sf s = make_file(body, n, cs, D_NONE);
+	struct ss_gvs_hdr h;
+	uint64_t blen = 0;
+	CHECK(ss_gvs_scan(s.p, s.n, &h, &blen, NULL) == 0, "a valid state file scans");
+	CHECK(blen == n && h.chunk_size == cs, "body %llu of %zu, chunk %u",
+	      (unsigned long long)blen, n, h.chunk_size);
+	uint8_t *form = malloc(h.len + blen);
+	REQUIRE(form, "oom");
+	CHECK(ss_gvs_scan(s.p, s.n, &h, &blen, form) == 0, "inflated form");
+	CHECK(memcmp(form, s.p, h.len) == 0, "the header leads the inflated form verbatim");
+	CHECK(memcmp(form + h.len, body, n) == 0, "then the inflated body");
+
+	/* Every prefix of the header asks for more, then parses. */
+	size_t need = 0;
+	CHECK(ss_gvs_header(s.p, 3, &h, &need) == -EAGAIN && need == 8, "need %zu", need);
+	CHECK(ss_gvs_header(s.p, 8, &h, &need) == -EAGAIN && need == 16, "need %zu", need);
+	CHECK(ss_gvs_header(s.p, 16, &h, &need) == -EAGAIN && need == h.len, "need %zu", need);
+	CHECK(ss_gvs_header(s.p, h.len, &h, NULL) == 0, "whole header");
+
+	/* Rebuilt: the header byte for byte, a body that inflates the same. */
+	int fd = memfd_create("rebuilt", 0);
+	REQUIRE(fd >= 0, "memfd");
+	struct ss_gvs_out *o;
+	REQUIRE(ss_gvs_out_new(fd, &o) == 0, "out");
+	/* Fed in odd pieces, as cat feeds extents. */
+	size_t total = h.len + n;
+	for (size_t at = 0; at < total;) {
+		size_t k = SS_MIN(total - at, (size_t)(rnd() % 9000) + 1);
+		CHECK(ss_gvs_out_put(o, form + at, k) == 0, "put at %zu", at);
+		at += k;
+	}
+	CHECK(ss_gvs_out_finish(o) == 0, "finish");
+	uint64_t written = ss_gvs_out_written(o);
+	ss_gvs_out_free(o);
+	CHECK(written == ss_gvs_rebuilt_size(&h, total), "rebuilt size %llu, predicted %llu",
+	      (unsigned long long)written, (unsigned long long)ss_gvs_rebuilt_size(&h, total));
+	uint8_t *rb = malloc(written);
+	REQUIRE(rb && pread(fd, rb, written, 0) == (ssize_t)written, "read back");
+	struct ss_gvs_hdr h2;
+	uint64_t b2 = 0;
+	uint8_t *form2 = malloc(h.len + n);
+	CHECK(ss_gvs_scan(rb, written, &h2, &b2, form2) == 0, "the rebuilt file scans");
+	CHECK(b2 == n && memcmp(form2, form, h.len + n) == 0, "and inflates to the same form");
+	close(fd);
+
+	/* A stream that is no inflated form is refused. */
+	REQUIRE(ss_gvs_out_new(-1, &o) == 0, "out");
+	CHECK(ss_gvs_out_put(o, body, 100) == -EBADMSG, "no header: refused");
+	ss_gvs_out_free(o);
+	REQUIRE(ss_gvs_out_new(-1, &o) == 0, "out");
+	CHECK(ss_gvs_out_put(o, form, 10) == 0 && ss_gvs_out_finish(o) == -EBADMSG,
+	      "ends inside the header: refused");
+	ss_gvs_out_free(o);
+
+	static const struct {
+		enum damage d;
+		const char *what;
+	} bad[] = {
+		{D_MAGIC, "bad magic"},
+		{D_HMAC, "bad HMAC"},
+		{D_META_LEN, "metadata length out of bounds"},
+		{D_CHUNK_SIZE0, "chunk size 0"},
+		{D_CLEN_ZERO, "compressed length 0"},
+		{D_CLEN_BIG, "compressed length out of bounds"},
+		{D_TRUNCATED, "last chunk truncated"},
+		{D_GARBAGE, "a chunk that does not inflate"},
+		{D_SHORT_MIDDLE, "a short chunk before the last"},
+		{D_LONG, "a chunk longer than the chunk size"},
+		{D_TRAILING, "bytes after the last chunk"},
+		{D_INNER_TAIL, "bytes after a chunk's final block"},
+	};
+	for (size_t i = 0; i < SS_ARRAY_SIZE(bad); i++) {
+		struct sf b = make_file(body, n, cs, bad[i].d);
+		CHECK(ss_gvs_scan(b.p, b.n, &h, &blen, NULL) == -EINVAL, "%s: refused", bad[i].what);
+		free(b.p);
+	}
+	free(form);
+	free(form2);
+	free(rb);
+	free(s.p);
+	free(body);
+}
+
+/* --- through the engine --------------------------------------------------- */
+
+static char dir[256];
+
+static void write_file(const char *path, const uint8_t *p, size_t n)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	REQUIRE(fd >= 0 && write(fd, p, n) == (ssize_t)n && close(fd) == 0, "write %s", path);
+}
+
+static uint8_t *read_file(const char *path, size_t *n)
+{
+	int fd = open(path, O_RDONLY);
+	REQUIRE(fd >= 0, "open %s", path);
+	struct stat st;
+	fstat(fd, &st);
+	uint8_t *p = malloc((size_t)st.st_size + 1);
+	REQUIRE(p && read(fd, p, (size_t)st.st_size) == st.st_size, "read %s", path);
+	close(fd);
+	*n = (size_t)st.st_size;
+	return p;
+}
+
+struct feeder {
+	const char *path;
+	const uint8_t *p;
+	size_t n;
+	atomic_int status;
+};
+
+/* A writer that appends in small pieces, as runsc does. */
+static void *feed(void *arg)
+{
+	struct feeder *f = arg;
+	int fd = open(f->path, O_WRONLY | O_APPEND);
+	REQUIRE(fd >= 0, "open");
+	for (size_t at = 0; at < f->n;) {
+		size_t k = SS_MIN(f->n - at, (size_t)37000);
+		REQUIRE(write(fd, f->p + at, k) == (ssize_t)k, "write");
+		at += k;
+		struct timespec ts = {.tv_nsec = 200000};
+		nanosleep(&ts, NULL);
+	}
+	close(fd);
+	atomic_store(&f->status, 1);
+	return NULL;
+}
+
+static int feeder_status(void *arg)
+{
+	return atomic_load(&((struct feeder *)arg)->status);
+}
+
+/* Push file contents p with --inflate-gvisor (following a writer when
+ * follow), pull, cat, verify; check what came back. expect: stored
+ * transformed or not. */
+static void roundtrip(const char *tag, const uint8_t *p, size_t n, bool follow, bool expect)
+{
+	char src[512], snap[512], out[512], img[600];
+	snprintf(src, sizeof(src), "%s/src-%s", dir, tag);
+	snprintf(snap, sizeof(snap), "%s/snaps/%s", dir, tag);
+	snprintf(out, sizeof(out), "%s/out-%s", dir, tag);
+	snprintf(img, sizeof(img), "%s/checkpoint.img", src);
+	REQUIRE(mkdir(src, 0755) == 0, "mkdir");
+	struct ss_config_in cfg = {.pub = SS_CONFIG_INIT};
+	struct ss_push_opts po = SS_PUSH_OPTS_INIT;
+	po.source = src;
+	po.snapshot = snap;
+	po.inflate_gvisor = true;
+	struct feeder fd = {.path = img, .p = p, .n = n};
+	pthread_t th;
+	if (follow) {
+		write_file(img, p, 0);
+		atomic_init(&fd.status, 0);
+		po.writer_status = feeder_status;
+		po.writer_arg = &fd;
+		REQUIRE(pthread_create(&th, NULL, feed, &fd) == 0, "thread");
+	} else {
+		write_file(img, p, n);
+	}
+	char err[512] = "";
+	struct ss_stats st = SS_STATS_INIT;
+	int r = ss_push_impl(&po, &cfg, &st, err, sizeof(err));
+	if (follow)
+		pthread_join(th, NULL);
+	CHECK(r == 0, "%s: push: %s", tag, err);
+	if (r)
+		return;
+	struct ss_manifest *m = load_manifest(&cfg, snap);
+	CHECK(m->nfiles == 1 && m->files[0].transform == (expect ? SS_TRANSFORM_GVISOR : 0),
+	      "%s: stored %s", tag, expect ? "inflated" : "as it is");
+	CHECK(m->format_major == (expect ? 3u : 2u), "%s: format %u", tag, m->format_major);
+	if (expect) {
+		CHECK(m->files[0].source_size == n, "%s: source size %llu", tag,
+		      (unsigned long long)m->files[0].source_size);
+		/* Readers refuse what they cannot restore rightly. */
+		m->files[0].transform = 2;
+		CHECK(ss_manifest_validate(m, NULL) == -EBADMSG, "%s: unknown transform refused", tag);
+		m->files[0].transform = SS_TRANSFORM_GVISOR;
+		m->format_major = 2;
+		CHECK(ss_manifest_validate(m, NULL) == -EBADMSG,
+		      "%s: a transform in a format 2 manifest refused", tag);
+		m->format_major = 3;
+		CHECK(ss_manifest_validate(m, NULL) == 0, "%s: valid as pushed", tag);
+	}
+	ss_manifest_free(m);
+
+	struct ss_pull_opts pl = SS_PULL_OPTS_INIT;
+	pl.snapshot = snap;
+	pl.dest = out;
+	CHECK(ss_pull_impl(&pl, &cfg, NULL, err, sizeof(err)) == 0, "%s: pull: %s", tag, err);
+	snprintf(img, sizeof(img), "%s/checkpoint.img", out);
+	size_t gn = 0;
+	uint8_t *got = read_file(img, &gn);
+	struct stat sst;
+	CHECK(stat(img, &sst) == 0 && (sst.st_mode & 07777) == 0644, "%s: mode kept", tag);
+	if (!expect) {
+		CHECK(gn == n && memcmp(got, p, n) == 0, "%s: pulled byte for byte", tag);
+	} else {
+		struct ss_gvs_hdr h1, h2;
+		uint64_t b1, b2;
+		REQUIRE(ss_gvs_scan(p, n, &h1, &b1, NULL) == 0, "scan");
+		uint8_t *f1 = malloc(h1.len + b1), *f2 = malloc(h1.len + b1);
+		ss_gvs_scan(p, n, &h1, &b1, f1);
+		CHECK(ss_gvs_scan(got, gn, &h2, &b2, NULL) == 0 && b2 == b1 && h2.len == h1.len,
+		      "%s: the pulled file is a state file of the same body length", tag);
+		if (b2 == b1 && h2.len == h1.len) {
+			ss_gvs_scan(got, gn, &h2, &b2, f2);
+			CHECK(memcmp(f1, f2, h1.len + b1) == 0, "%s: same header and body", tag);
+		}
+		free(f1);
+		free(f2);
+	}
+	/* cat writes what pull wrote. */
+	int cfd = memfd_create("cat", 0);
+	struct ss_cat_opts co = SS_CAT_OPTS_INIT;
+	co.snapshot = snap;
+	co.fd = cfd;
+	CHECK(ss_cat_impl(&co, &cfg, NULL, err, sizeof(err)) == 0, "%s: cat: %s", tag, err);
+	struct stat cs;
+	fstat(cfd, &cs);
+	uint8_t *c = malloc(gn + 1);
+	CHECK((size_t)cs.st_size == gn && pread(cfd, c, gn, 0) == (ssize_t)gn &&
+		      memcmp(c, got, gn) == 0,
+	      "%s: cat gives the pulled bytes", tag);
+	close(cfd);
+	free(c);
+	struct ss_verify_opts vo = SS_VERIFY_OPTS_INIT;
+	vo.snapshot = snap;
+	CHECK(ss_verify_impl(&vo, &cfg, NULL, err, sizeof(err)) == 0, "%s: verify: %s", tag, err);
+	free(got);
+}
+
+static void test_engine(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/ss-test-gvstate-XXXXXX");
+	REQUIRE(mkdtemp(dir), "mkdtemp");
+	const uint32_t cs = 256 << 10;
+	const size_t n = 9 * cs + 777;
+	uint8_t *body = make_body(n);
+	struct sf ok = make_file(body, n, cs, D_NONE);
+	roundtrip("valid", ok.p, ok.n, false, true);
+	roundtrip("valid-follow", ok.p, ok.n, true, true);
+	struct sf trail = make_file(body, n, cs, D_TRAILING);
+	roundtrip("trailing", trail.p, trail.n, false, false);
+	/* Damage after a valid header: in follow mode the push has begun
+	 * reading the inflated form when the damage shows, and runs again. */
+	roundtrip("trailing-follow", trail.p, trail.n, true, false);
+	struct sf garb = make_file(body, n, cs, D_GARBAGE);
+	roundtrip("garbage-follow", garb.p, garb.n, true, false);
+	struct sf hmac = make_file(body, n, cs, D_HMAC);
+	roundtrip("hmac-follow", hmac.p, hmac.n, true, false);
+	/* Too short to tell, and plain bytes: as they are. */
+	roundtrip("tiny", (const uint8_t *)"gVis", 4, false, false);
+	roundtrip("plain", body, n, true, false);
+	free(ok.p);
+	free(trail.p);
+	free(garb.p);
+	free(hmac.p);
+	free(body);
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", dir);
+}
+
+int main(void)
+{
+	test_parser();
+	test_engine();
+	if (failures)
+		fprintf(stderr, "%d failure(s)\n", failures);
+	return failures ? 1 : 0;
+}
