@@ -143,7 +143,7 @@ static int gv_header(struct gvfile *g, uint8_t *hdr, struct ss_gvs_hdr *h)
 	size_t need = SS_GVS_MAGIC_LEN;
 	for (;;) {
 		bool done = atomic_load(&g->writer_done);   /* before the size */
-		uint64_t avail;
+		uint64_t avail = 0;
 		int r = raw_size_now(g, &avail);
 		if (r)
 			return FAIL("cannot stat it: %s", strerror(-r));
@@ -193,7 +193,7 @@ static int gv_body(struct gvfile *g, const struct ss_gvs_hdr *h, XXH3_state_t *x
 			break;
 		}
 		bool done = atomic_load(&g->writer_done);
-		uint64_t avail;
+		uint64_t avail = 0;
 		int r = raw_size_now(g, &avail);
 		if (r) {
 			res = FAIL("cannot stat it: %s", strerror(-r));
@@ -315,7 +315,7 @@ static int gv_recheck(struct gvfile *g, const XXH3_state_t *xs)
 		goto out;
 	}
 	XXH3_128bits_reset(again);
-	uint64_t size;
+	uint64_t size = 0;
 	int r = raw_size_now(g, &size);
 	if (r || size != g->raw_size) {
 		res = FAIL("it changed size after its writer finished");
