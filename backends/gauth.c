@@ -1,10 +1,9 @@
 /* gauth — OAuth2 access tokens for GCS; see gauth.h. */
 #include "gauth.h"
 
+#include "cryptofn.h"
+
 #include <json-c/json.h>
-#include <openssl/bio.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,6 +127,8 @@ static int make_jwt(struct gauth *g, char **out)
 	char *h64 = NULL, *c64 = NULL, *s64 = NULL, *signing = NULL;
 	uint8_t *sig = NULL;
 	EVP_MD_CTX *md = NULL;
+	/* Loaded with the key (gauth_load). */
+	const struct ss_cryptofn *C = ss_crypto();
 	struct json_object *hdr = json_object_new_object();
 	struct json_object *cl = json_object_new_object();
 	if (!hdr || !cl)
@@ -151,17 +152,17 @@ static int make_jwt(struct gauth *g, char **out)
 	if (!signing)
 		goto out;
 	snprintf(signing, sl + 1, "%s.%s", h64, c64);
-	md = EVP_MD_CTX_new();
+	md = C->md_ctx_new();
 	size_t siglen = 0;
 	r = -EKEYREJECTED;
-	if (!md || EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, g->pkey) != 1 ||
-	    EVP_DigestSign(md, NULL, &siglen, (const uint8_t *)signing, sl) != 1)
+	if (!md || C->digest_sign_init(md, NULL, C->sha256(), NULL, g->pkey) != 1 ||
+	    C->digest_sign(md, NULL, &siglen, (const uint8_t *)signing, sl) != 1)
 		goto out;
 	r = -ENOMEM;
 	if (!(sig = malloc(siglen)))
 		goto out;
 	r = -EKEYREJECTED;
-	if (EVP_DigestSign(md, sig, &siglen, (const uint8_t *)signing, sl) != 1)
+	if (C->digest_sign(md, sig, &siglen, (const uint8_t *)signing, sl) != 1)
 		goto out;
 	r = -ENOMEM;
 	if (!(s64 = b64url(sig, siglen)))
@@ -173,7 +174,7 @@ static int make_jwt(struct gauth *g, char **out)
 	*out = jwt;
 	r = 0;
 out:
-	EVP_MD_CTX_free(md);
+	C->md_ctx_free(md);
 	json_object_put(hdr);
 	json_object_put(cl);
 	free(h64);
@@ -382,11 +383,14 @@ static int load_key(struct gauth *g, const char *path, struct ss_err *err)
 		r = ss_err_set(err, -EINVAL, "%s: client_email or private_key missing", path);
 	else if (uri && strncmp(uri, "https://", 8) != 0 && strncmp(uri, "http://", 7) != 0)
 		r = ss_err_set(err, -EINVAL, "%s: token_uri is not an http(s) URL", path);
+	if (!r)
+		r = ss_crypto_load(err);
 	if (!r) {
-		BIO *bio = BIO_new_mem_buf(pem, (int)strlen(pem));
-		g->pkey = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
-		BIO_free(bio);
-		if (!g->pkey || EVP_PKEY_base_id(g->pkey) != EVP_PKEY_RSA)
+		const struct ss_cryptofn *C = ss_crypto();
+		BIO *bio = C->bio_new_mem_buf(pem, (int)strlen(pem));
+		g->pkey = bio ? C->pem_read_bio_privatekey(bio, NULL, NULL, NULL) : NULL;
+		C->bio_free(bio);
+		if (!g->pkey || C->pkey_base_id(g->pkey) != EVP_PKEY_RSA)
 			r = ss_err_set(err, -EINVAL, "%s: private_key is not an RSA key in PEM",
 				       path);
 	}
@@ -453,7 +457,8 @@ void gauth_free(struct gauth *g)
 	free(g->url);
 	free(g->email);
 	free(g->key_id);
-	EVP_PKEY_free(g->pkey);
+	if (g->pkey)
+		ss_crypto()->pkey_free(g->pkey);
 	free(g);
 }
 

@@ -18,12 +18,12 @@
  * hostile (s3xml.c).
  */
 #include "backend_module.h"
+#include "cryptofn.h"
 #include "gauth.h"
 #include "http.h"
 #include "s3xml.h"
 
 #include <ctype.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,9 +199,11 @@ static int sha256_hex(const struct iovec *iov, unsigned iovcnt, uint64_t off, ui
 {
 	uint8_t md[32];
 	unsigned mdlen = 0;
-	EVP_MD_CTX *c = EVP_MD_CTX_new();
-	if (!c || EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1) {
-		EVP_MD_CTX_free(c);
+	/* Loaded when the store was opened (s3_open). */
+	const struct ss_cryptofn *C = ss_crypto();
+	EVP_MD_CTX *c = C->md_ctx_new();
+	if (!c || C->digest_init_ex(c, C->sha256(), NULL) != 1) {
+		C->md_ctx_free(c);
 		return -ENOMEM;
 	}
 	for (unsigned i = 0; i < iovcnt && len; i++) {
@@ -210,12 +212,12 @@ static int sha256_hex(const struct iovec *iov, unsigned iovcnt, uint64_t off, ui
 			continue;
 		}
 		size_t k = (size_t)SS_MIN(len, iov[i].iov_len - off);
-		EVP_DigestUpdate(c, (const uint8_t *)iov[i].iov_base + off, k);
+		C->digest_update(c, (const uint8_t *)iov[i].iov_base + off, k);
 		len -= k;
 		off = 0;
 	}
-	EVP_DigestFinal_ex(c, md, &mdlen);
-	EVP_MD_CTX_free(c);
+	C->digest_final_ex(c, md, &mdlen);
+	C->md_ctx_free(c);
 	ss_hex(md, 32, out);
 	return 0;
 }
@@ -1384,6 +1386,10 @@ static void s3_destroy(struct ss_backend *b);
 static int objstore_open(struct ss_backend *b, const char *location, bool gcs,
 			 struct ss_err *err)
 {
+	/* Payload digests (sha256_hex) and GCS tokens. */
+	int lr = ss_crypto_load(err);
+	if (lr)
+		return lr;
 	struct s3 *s = calloc(1, sizeof(*s));
 	if (!s)
 		return ss_err_set(err, -ENOMEM, "out of memory");

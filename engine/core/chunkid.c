@@ -1,6 +1,7 @@
 /* Chunk ids: plain or keyed XXH3-128, key checks, the store config object. */
 #include "chunkid.h"
 #include "snapstream.h"
+#include "cryptofn.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -9,8 +10,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 const struct ss_idkey ss_idkey_plain;
 
@@ -23,7 +22,10 @@ static int hmac256(const uint8_t *key, size_t klen, const uint8_t *msg, size_t m
 		   uint8_t out[32])
 {
 	unsigned int olen = 0;
-	if (!HMAC(EVP_sha256(), key, (int)klen, msg, mlen, out, &olen) || olen != 32)
+	if (ss_crypto_load(NULL))
+		return -ENOENT;
+	const struct ss_cryptofn *C = ss_crypto();
+	if (!C->hmac(C->sha256(), key, (int)klen, msg, mlen, out, &olen) || olen != 32)
 		return -EIO;
 	return 0;
 }

@@ -63,13 +63,14 @@ LIBS[fuzz_frame]="libzstd libxxhash"
 MAXLEN[fuzz_frame]=16384
 # ss_location_parse consults the backend registry, so every backend links.
 SRCS[fuzz_uri]="util/util.c loop/loop.c backends/backend.c backends/mem.c backends/local.c
-	backends/http.c backends/curlfn.c backends/s3.c backends/s3xml.c backends/gauth.c"
+	backends/http.c backends/curlfn.c backends/s3.c backends/s3xml.c backends/gauth.c
+	util/cryptofn.c"
 LIBS[fuzz_uri]="liburing libcurl expat json-c libcrypto"
 MAXLEN[fuzz_uri]=4096
-SRCS[fuzz_storecfg]="util/util.c engine/core/chunkid.c"
+SRCS[fuzz_storecfg]="util/util.c util/cryptofn.c engine/core/chunkid.c"
 LIBS[fuzz_storecfg]="libxxhash libcrypto"
 MAXLEN[fuzz_storecfg]=8192
-SRCS[fuzz_gvstate]="engine/core/gvstate.c"
+SRCS[fuzz_gvstate]="util/util.c util/cryptofn.c engine/core/gvstate.c"
 LIBS[fuzz_gvstate]="libdeflate libcrypto"
 MAXLEN[fuzz_gvstate]=65536
 SRCS[fuzz_s3xml]="backends/s3xml.c"
@@ -98,7 +99,7 @@ build() {
 		objs+=("$work/obj/$t/pb.o")
 	fi
 	"$CC" "${common[@]}" $san -fsanitize=fuzzer $(pc --cflags ${LIBS[$t]}) \
-		"$here/$t.c" "${objs[@]}" $(pc --libs ${LIBS[$t]}) -lpthread -o "$work/$t"
+		"$here/$t.c" "${objs[@]}" $(pc --libs ${LIBS[$t]}) -lpthread -ldl -o "$work/$t"
 }
 
 echo "fuzz: building ${targets[*]} with $("$CC" --version | head -1)" >&2
