@@ -497,10 +497,14 @@ static int begin_sandbox(struct wl *w, const struct wl_req *q, const char *runsc
 		w->names[i] = strdup(q->containers[i]);
 		w->nnames = i + 1;
 		/* The first container is the sandbox root and carries the actor's
-		 * id; the others are named after it. */
+		 * id; the others are "+<name>+<actor id>". runsc takes any id
+		 * that no other id in its root starts with as that container
+		 * (and refuses ids that match two), so no id may start with
+		 * another: names and actor ids have no '+', so none of these
+		 * does. */
 		if (i == 0)
 			w->ids[i] = strdup(q->actor_id);
-		else if (asprintf(&w->ids[i], "%s-%s", q->actor_id, q->containers[i]) < 0)
+		else if (asprintf(&w->ids[i], "+%s+%s", q->containers[i], q->actor_id) < 0)
 			w->ids[i] = NULL;
 	}
 	/* ids are counted only once runsc has been asked to create them. */
