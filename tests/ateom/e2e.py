@@ -557,7 +557,8 @@ def main():
         # --- the same cycle against a real S3 server (tests/s3/harness.py) ---
         if os.environ.get("SS_S3_BUCKET"):
             s3_cycle(a, cmd, log_path, rpc_target=f"unix:{sock}", A=A, H=H, ident=ident,
-                     spec=spec, sandboxes=sandboxes, counter=counter, sh=sh, digest=digest)
+                     spec=spec, sandboxes=sandboxes, counter=counter, sh=sh, digest=digest,
+                     fake=fake, work=work, real_sha=sha256_file(runsc))
         else:
             print("note: SS_S3_BUCKET not set: the S3 cycle runs under tests/s3/harness.py")
 
@@ -810,8 +811,11 @@ def keyed_cycle(a, cmd, log_path, tmp, rpc_target, A, H, ident, spec, sandboxes,
                  A, H, ident, spec, sandboxes, counter, snap, after_checkpoint=keyed_snapshot)
 
 
-def s3_cycle(a, cmd, log_path, rpc_target, A, H, ident, spec, sandboxes, counter, sh, digest):
-    """Run, checkpoint to s3://, restore from it: the store is the object store."""
+def s3_cycle(a, cmd, log_path, rpc_target, A, H, ident, spec, sandboxes, counter, sh, digest,
+             fake, work, real_sha):
+    """Run, checkpoint to s3://, restore from it: the store is the object
+    store; checkpoint again and restore that with a runsc of another
+    version, which fetches the checkpoint's runsc from the bucket."""
     uri = f"s3://{os.environ['SS_S3_BUCKET']}/ateom/{ACTOR}/snap-s3"
 
     def blob_digest():
@@ -822,6 +826,16 @@ def s3_cycle(a, cmd, log_path, rpc_target, A, H, ident, spec, sandboxes, counter
         code, msg = rpc.code(CKPT, A.CheckpointWorkloadRequest(
             **ident, spec=spec, snapshot_uri_prefix=uri + "-2"))
         check(code == "OK", f"s3: second checkpoint: {code} {msg}")
+        shutil.rmtree(os.path.join(work, "runsc"), ignore_errors=True)
+        code, msg = rpc.code(REST, A.RestoreWorkloadRequest(
+            **ident, spec=spec, snapshot_uri_prefix=uri + "-2", runsc_path=fake))
+        cached = os.path.join(work, "runsc", real_sha)
+        check(code == "OK" and os.path.isfile(cached) and sha256_file(cached) == real_sha,
+              f"s3: restore with a runsc of another version fetched the checkpoint's: {code} {msg}")
+        check(blob_digest() == d, "s3: data unchanged after it")
+        code, msg = rpc.code(CKPT, A.CheckpointWorkloadRequest(
+            **ident, spec=spec, snapshot_uri_prefix=uri + "-3"))
+        check(code == "OK", f"s3: third checkpoint: {code} {msg}")
 
     server_cycle("s3", cmd, log_path, rpc_target, A, H, ident, spec, sandboxes, counter, uri,
                  before_checkpoint=blob_digest, after_restore=same_data_and_again)
