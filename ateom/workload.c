@@ -11,7 +11,9 @@
  */
 #include "workload.h"
 
+#include "bundle.h"
 #include "runsc.h"
+#include "runtime.h"
 #include "trash.h"
 #include "snapstream.h"
 
@@ -31,6 +33,7 @@
 #define WL_MAX_CONTAINERS 16
 #define WL_MAX_NAME 128
 #define LABEL_RUNSC_VERSION "runsc.version"
+#define LABEL_RUNSC_SHA256 "runsc.sha256"
 
 struct deleter;
 
@@ -52,13 +55,16 @@ struct wl {
 	struct deleter *cleanup;        /* delete still running after a checkpoint */
 	char *ids[WL_MAX_CONTAINERS];  /* runsc container ids; ids[0] is the sandbox root */
 	char *names[WL_MAX_CONTAINERS];
-	size_t nids;
+	size_t nids;            /* containers runsc has: the first nids of names */
+	size_t nnames;          /* containers of the workload (a restored sandbox
+				 * has only its root in runsc: see wl_checkpoint) */
 	char *runsc_path;       /* the runsc that started it: it must checkpoint it too */
 	char *ns, *name, *actor_id;
 	char *restored_from;    /* snapshot it was restored from: the next push's parent */
 	char *dir;              /* <work-dir>/sandbox-XXXXXX */
 	int log_fd;
 	struct trash *trash;    /* removes images after the reply; NULL: inline */
+	struct rt *rt;          /* runsc binaries in the store and the local cache */
 
 	/* The last runsc asked for its version. Spawning runsc costs tens of
 	 * milliseconds on every checkpoint and restore; the answer only
@@ -290,6 +296,10 @@ struct wl *wl_new(const struct wl_config *cfg)
 		goto fail;
 	if (trash_new(w->work_dir, &w->trash) < 0)
 		w->trash = NULL;
+	struct rt_config rc = {.work_dir = w->work_dir, .store = w->store, .env = w->env,
+			       .key = w->key_len ? w->key : NULL, .key_len = w->key_len};
+	if (!(w->rt = rt_new(&rc)))
+		goto fail;
 	return w;
 fail:;
 	int e = errno ? errno : ENOMEM;
@@ -326,12 +336,12 @@ static int delete_containers(const struct wl *w, struct runsc_out *out)
 static int teardown(struct wl *w, struct runsc_out *out)
 {
 	int ret = delete_containers(w, out);
-	for (size_t i = 0; i < w->nids; i++) {
+	for (size_t i = 0; i < WL_MAX_CONTAINERS; i++) {
 		free(w->ids[i]);
 		free(w->names[i]);
 		w->ids[i] = w->names[i] = NULL;
 	}
-	w->nids = 0;
+	w->nids = w->nnames = 0;
 	if (w->log_fd >= 0)
 		close(w->log_fd);
 	w->log_fd = -1;
@@ -367,6 +377,7 @@ void wl_free(struct wl *w, char *msg, size_t msglen)
 		teardown(w, NULL);
 	}
 	trash_free(w->trash);
+	rt_free(w->rt);
 	free(w->bundle_root);
 	free(w->work_dir);
 	free(w->runsc);
@@ -484,11 +495,16 @@ static int begin_sandbox(struct wl *w, const struct wl_req *q, const char *runsc
 	w->actor_id = strdup(q->actor_id);
 	for (size_t i = 0; i < q->ncontainers; i++) {
 		w->names[i] = strdup(q->containers[i]);
+		w->nnames = i + 1;
 		/* The first container is the sandbox root and carries the actor's
-		 * id; the others are named after it. */
+		 * id; the others are "+<name>+<actor id>". runsc takes any id
+		 * that no other id in its root starts with as that container
+		 * (and refuses ids that match two), so no id may start with
+		 * another: names and actor ids have no '+', so none of these
+		 * does. */
 		if (i == 0)
 			w->ids[i] = strdup(q->actor_id);
-		else if (asprintf(&w->ids[i], "%s-%s", q->actor_id, q->containers[i]) < 0)
+		else if (asprintf(&w->ids[i], "+%s+%s", q->containers[i], q->actor_id) < 0)
 			w->ids[i] = NULL;
 	}
 	/* ids are counted only once runsc has been asked to create them. */
@@ -526,9 +542,41 @@ static void free_bundles(char **b, size_t n)
 
 /* ---- RunWorkload ---- */
 
+/* The bundles runsc starts the sub-containers (all but the first) from:
+ * copies of the operator's config.json that name the root's sandbox
+ * (bundle.h), in <sandbox dir>/bundles/<name>. derived[i] is malloc'd,
+ * NULL for the root. False, with res failed, when one cannot be made. */
+static bool derive_bundles(struct wl *w, const struct wl_req *q, char *const *bundles,
+			   char **derived, struct wl_result *res)
+{
+	char dir[PATH_MAX], err[1024];
+	if (q->ncontainers < 2)
+		return true;
+	snprintf(dir, sizeof(dir), "%s/bundles", w->dir);
+	if (mkdir(dir, 0700) < 0) {
+		fail(res, WL_INTERNAL, "cannot create %s: %s", dir, strerror(errno));
+		return false;
+	}
+	for (size_t i = 1; i < q->ncontainers; i++) {
+		if (asprintf(&derived[i], "%s/%s", dir, q->containers[i]) < 0) {
+			derived[i] = NULL;
+			fail(res, WL_INTERNAL, "out of memory");
+			return false;
+		}
+		int r = bundle_derive_subcontainer(bundles[i], derived[i], w->ids[0], err,
+						   sizeof(err));
+		if (r < 0) {
+			fail(res, r == -EBADMSG || r == -EFBIG ? WL_INVALID_ARGUMENT : WL_INTERNAL,
+			     "container '%s': %s", q->containers[i], err);
+			return false;
+		}
+	}
+	return true;
+}
+
 void wl_run(struct wl *w, const struct wl_req *q, struct wl_result *res)
 {
-	char *bundles[WL_MAX_CONTAINERS] = {0};
+	char *bundles[WL_MAX_CONTAINERS] = {0}, *derived[WL_MAX_CONTAINERS] = {0};
 	struct timespec t0;
 	struct runsc_out out;
 	const char *runsc = runsc_for(w, q);
@@ -537,18 +585,7 @@ void wl_run(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	res->code = WL_OK;
 	if (!check_start(w, q, res, bundles))
 		goto done;
-	if (q->ncontainers > 1) {
-		/* Sub-containers join the root's sandbox only through the CRI
-		 * annotations in their config.json, which ateom does not write
-		 * into the operator's bundles; see docs/ATEOM.md. */
-		fail(res, WL_UNIMPLEMENTED,
-		     "spec names %zu containers; this ateom runs single-container workloads "
-		     "(multi-container sandboxes need CRI annotations runsc reads from each "
-		     "bundle's config.json, and Debian's runsc cannot restore them)",
-		     q->ncontainers);
-		goto done;
-	}
-	if (begin_sandbox(w, q, runsc, res) < 0) {
+	if (begin_sandbox(w, q, runsc, res) < 0 || !derive_bundles(w, q, bundles, derived, res)) {
 		abort_start(w, 0, q->ncontainers);
 		goto done;
 	}
@@ -556,7 +593,8 @@ void wl_run(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	struct runsc rs = runsc_with(w, runsc);
 	now(&t0);
 	for (size_t i = 0; i < q->ncontainers; i++) {
-		const char *cmd[] = {"run", "--detach", "--bundle", bundles[i], w->ids[i], NULL};
+		const char *b = derived[i] ? derived[i] : bundles[i];
+		const char *cmd[] = {"run", "--detach", "--bundle", b, w->ids[i], NULL};
 		/* Counted before the call: a run that fails half-way may leave a
 		 * container behind, and delete -force cleans it up. */
 		created = i + 1;
@@ -573,6 +611,7 @@ void wl_run(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	w->executing = true;
 done:
 	free_bundles(bundles, q->ncontainers < WL_MAX_CONTAINERS ? q->ncontainers : WL_MAX_CONTAINERS);
+	free_bundles(derived, WL_MAX_CONTAINERS);
 	res->state = wl_state(w);
 }
 
@@ -722,6 +761,74 @@ static int upload_finish(struct upload *u, bool writer_ok)
 	return ss_push(&u->opts, &u->cfg, &u->st, u->err, sizeof(u->err));
 }
 
+/* Keeping the runsc binary that writes a checkpoint in the store, so that
+ * a restore elsewhere can run the same one (runtime.h). A binary the store
+ * does not have yet (the first checkpoint into a store) is 24 MB to push:
+ * on a thread of its own beside runsc checkpoint rather than before it,
+ * and joined before the snapshot is committed, so that no snapshot is ever
+ * visible without its runsc. Once a store is known to have it this is a
+ * table lookup. The worker thread does not touch w->rt meanwhile. */
+struct keeper {
+	pthread_t th;
+	bool threaded;
+	struct rt *rt;
+	const char *path, *digest, *version, *uri;
+	char err[768];
+	int r;
+};
+
+static void *keeper_main(void *arg)
+{
+	struct keeper *k = arg;
+	k->r = rt_keep(k->rt, k->path, k->digest, k->version, k->uri, k->err, sizeof(k->err));
+	return NULL;
+}
+
+static void keeper_start(struct keeper *k, struct wl *w, const struct wl_req *q,
+			 const char *version, const char *digest)
+{
+	*k = (struct keeper){.rt = w->rt, .path = w->runsc_path, .digest = digest,
+			     .version = version, .uri = q->snapshot_uri};
+	k->threaded = pthread_create(&k->th, NULL, keeper_main, k) == 0;
+}
+
+/* Returns rt_keep's result (k->err says why it failed). */
+static int keeper_join(struct keeper *k)
+{
+	if (k->threaded)
+		pthread_join(k->th, NULL);
+	else
+		keeper_main(k);
+	k->threaded = false;
+	return k->r;
+}
+
+/* runsc checkpoints a sandbox as a whole (all its containers stop), but
+ * Debian's runsc (0.0~20221219) cannot restore a sandbox in which a
+ * sub-container was still running: restore reconnects the root's file
+ * systems only, and the sub-container's root fails with "cannot allocate
+ * memory" (tried: separate and shared rootfs, with and without shared
+ * mounts). A sandbox whose sub-containers have all exited restores. So a
+ * checkpoint waits for them, and until then is refused before anything is
+ * stopped. False, with res failed, while one still runs. */
+static bool subcontainers_done(const struct wl *w, const struct runsc *rs,
+			       struct wl_result *res)
+{
+	for (size_t i = 1; i < w->nids; i++) {
+		char st[64];
+		if (runsc_state(rs, w->ids[i], st, sizeof(st)) < 0 || !*st || !strcmp(st, "stopped"))
+			continue;
+		fail(res, WL_FAILED_PRECONDITION,
+		     "container '%s' is %s: runsc cannot restore a sandbox checkpointed while a "
+		     "container other than the first runs (it reconnects only the first one's "
+		     "file systems); checkpoint once '%s' has exited. Nothing was stopped: the "
+		     "workload still runs",
+		     w->names[i], st, w->names[i]);
+		return false;
+	}
+	return true;
+}
+
 /* A label of a pulled snapshot, or "" when it has none. */
 static const char *label_of(const struct ss_snapshot_info *in, const char *key)
 {
@@ -734,11 +841,13 @@ static const char *label_of(const struct ss_snapshot_info *in, const char *key)
 void wl_checkpoint(struct wl *w, const struct wl_req *q, struct wl_result *res)
 {
 	char img[PATH_MAX], version[256], containers[WL_MAX_CONTAINERS * (WL_MAX_NAME + 1)];
+	char digest[RT_SHA256_HEX + 1], err[768];
 	struct timespec t0;
 	struct runsc_out out;
 	struct upload up;
+	struct keeper kp;
 	struct deleter *del = NULL;
-	int r;
+	int r, keep_r = 0;
 
 	res->code = WL_OK;
 	reap(w, res);
@@ -755,19 +864,26 @@ void wl_checkpoint(struct wl *w, const struct wl_req *q, struct wl_result *res)
 		goto done;
 	}
 	struct runsc rs = runsc_with(w, w->runsc_path);
+	if (!w->image_pending && !subcontainers_done(w, &rs, res))
+		goto done;
 	now(&t0);
 	r = cached_version(w, w->runsc_path, version, sizeof(version), &out);
 	if (r < 0) {
 		fail(res, WL_INTERNAL, "%s --version failed: %.1000s", w->runsc_path, out.tail);
 		goto done;
 	}
+	if ((r = rt_digest(w->rt, w->runsc_path, digest, err, sizeof(err))) < 0) {
+		fail(res, WL_INTERNAL, "%s", err);
+		goto done;
+	}
 	containers[0] = '\0';
-	for (size_t i = 0; i < w->nids; i++) {
+	for (size_t i = 0; i < w->nnames; i++) {
 		strcat(containers, i ? "," : "");
 		strcat(containers, w->names[i]);
 	}
 	const struct ss_label_kv labels[] = {
 		{LABEL_RUNSC_VERSION, version},
+		{LABEL_RUNSC_SHA256, digest},
 		{"ateom.actor_template_namespace", w->ns},
 		{"ateom.actor_template_name", w->name},
 		{"ateom.actor_id", w->actor_id},
@@ -798,11 +914,13 @@ void wl_checkpoint(struct wl *w, const struct wl_req *q, struct wl_result *res)
 			fail(res, WL_INTERNAL, "cannot prepare %.1000s: %s", img, strerror(-r));
 			goto done;
 		}
+		keeper_start(&kp, w, q, version, digest);
 		upload_start(&up, w, &po, w->follow);
 		const char *cmd[] = {"checkpoint", "--image-path", img, w->ids[0], NULL};
 		r = runsc_call(&rs, cmd, w->log_fd, &out);
 		phase(res, "runsc_checkpoint", &t0);
 		if (r < 0) {
+			keeper_join(&kp);
 			upload_finish(&up, false);
 			rm_tree(img);
 			char st[64];
@@ -828,10 +946,15 @@ void wl_checkpoint(struct wl *w, const struct wl_req *q, struct wl_result *res)
 		if (!(del = deleter_start(w)))
 			delete_containers(w, NULL);
 		now(&t0);
+		if (kp.threaded && (keep_r = keeper_join(&kp)) == 0)
+			phase(res, "runsc_keep", &t0);
 	} else {
 		upload_start(&up, w, &po, false);
+		keeper_start(&kp, w, q, version, digest);
+		keep_r = keeper_join(&kp);
 	}
-	r = upload_finish(&up, true);
+	/* Without its runsc in the store the snapshot is not committed. */
+	r = keep_r < 0 ? upload_finish(&up, false), keep_r : upload_finish(&up, true);
 	/* In follow mode most of the push overlapped runsc: this is the rest. */
 	phase(res, w->follow ? "push_tail" : "push", &t0);
 	if (r < 0) {
@@ -841,10 +964,16 @@ void wl_checkpoint(struct wl *w, const struct wl_req *q, struct wl_result *res)
 		}
 		/* The sandbox is gone: only the image holds the workload now. */
 		w->deleted = true;
-		fail(res, engine_code(r),
-		     "pushing the checkpoint to %s failed: %s; the image is kept in %s and "
-		     "the next CheckpointWorkload retries the upload",
-		     q->snapshot_uri, up.err, img);
+		if (keep_r < 0)
+			fail(res, engine_code(keep_r),
+			     "%s; the checkpoint of %s was not committed without it; the image is "
+			     "kept in %s and the next CheckpointWorkload retries the upload",
+			     kp.err, q->snapshot_uri, img);
+		else
+			fail(res, engine_code(r),
+			     "pushing the checkpoint to %s failed: %s; the image is kept in %s and "
+			     "the next CheckpointWorkload retries the upload",
+			     q->snapshot_uri, up.err, img);
 		goto done;
 	}
 	set_stats(res, &up.st);
@@ -865,10 +994,47 @@ done:
 
 /* ---- RestoreWorkload ---- */
 
+/* Which runsc restores the snapshot: `runsc` (the request's, else
+ * --runsc, whose version is `version`) when it is the version the
+ * checkpoint recorded, else the checkpoint's own binary from the store,
+ * fetched into the runtime cache by the digest the snapshot records (and
+ * only by that). Snapshots that record no version restore with `runsc`.
+ * Writes the path to use into path; false, with res failed, when no runsc
+ * fits. */
+static bool resolve_runsc(struct wl *w, const struct wl_req *q,
+			  const struct ss_snapshot_info *info, const char *runsc,
+			  const char *version, char *path, size_t pathlen, struct wl_result *res)
+{
+	const char *recorded = label_of(info, LABEL_RUNSC_VERSION);
+	if (!*recorded || !strcmp(recorded, version)) {
+		snprintf(path, pathlen, "%s", runsc);
+		return true;
+	}
+	const char *digest = label_of(info, LABEL_RUNSC_SHA256);
+	if (!rt_digest_ok(digest)) {
+		fail(res, WL_FAILED_PRECONDITION,
+		     "snapshot %s was written by runsc %s, but %s is runsc %s, and the snapshot "
+		     "records no runsc binary to fetch: restore with runsc_path naming a runsc %s",
+		     q->snapshot_uri, recorded, runsc, version, recorded);
+		return false;
+	}
+	char err[1024];
+	int r = rt_fetch(w->rt, digest, q->snapshot_uri, path, pathlen, err, sizeof(err));
+	if (r < 0) {
+		enum wl_code code = r == -EBADMSG ? WL_DATA_LOSS : engine_code(r);
+		fail(res, code,
+		     "snapshot %s needs runsc %s (%s is runsc %s) and its binary could not be "
+		     "used: %s",
+		     q->snapshot_uri, recorded, runsc, version, err);
+		return false;
+	}
+	return true;
+}
+
 void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 {
 	char *bundles[WL_MAX_CONTAINERS] = {0};
-	char img[PATH_MAX], version[256];
+	char img[PATH_MAX], version[256], runsc_buf[PATH_MAX];
 	struct ss_snapshot_info *info = NULL;
 	struct timespec t0;
 	struct runsc_out out;
@@ -880,12 +1046,6 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 		goto done;
 	if (!snapshot_uri_ok(q, res))
 		goto done;
-	if (q->ncontainers > 1) {
-		fail(res, WL_UNIMPLEMENTED,
-		     "spec names %zu containers; this ateom restores single-container workloads",
-		     q->ncontainers);
-		goto done;
-	}
 	now(&t0);
 	if ((r = cached_version(w, runsc, version, sizeof(version), &out)) < 0) {
 		fail(res, WL_INTERNAL, "%s --version failed: %.1000s", runsc, out.tail);
@@ -919,20 +1079,31 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	set_stats(res, &st);
 
 	/* The checkpoint recorded these as labels (wl_checkpoint). */
-	const char *recorded = label_of(info, LABEL_RUNSC_VERSION);
-	if (*recorded && strcmp(recorded, version)) {
-		fail(res, WL_FAILED_PRECONDITION,
-		     "snapshot %s was written by runsc %s, but %s is runsc %s: restore with "
-		     "runsc_path naming a runsc %s",
-		     q->snapshot_uri, recorded, runsc, version, recorded);
+	now(&t0);
+	if (!resolve_runsc(w, q, info, runsc, version, runsc_buf, sizeof(runsc_buf), res)) {
 		abort_start(w, 0, q->ncontainers);
 		goto done;
 	}
+	if (strcmp(runsc_buf, runsc)) {
+		phase(res, "runsc_fetch", &t0);
+		runsc = runsc_buf;
+		free(w->runsc_path);
+		if (!(w->runsc_path = strdup(runsc))) {
+			fail(res, WL_INTERNAL, "out of memory");
+			abort_start(w, 0, q->ncontainers);
+			goto done;
+		}
+	}
 	const char *rec_containers = label_of(info, "ateom.containers");
-	if (*rec_containers && strcmp(rec_containers, q->containers[0])) {
+	char names[WL_MAX_CONTAINERS * (WL_MAX_NAME + 1)] = "";
+	for (size_t i = 0; i < q->ncontainers; i++) {
+		strcat(names, i ? "," : "");
+		strcat(names, q->containers[i]);
+	}
+	if (*rec_containers && strcmp(rec_containers, names)) {
 		fail(res, WL_FAILED_PRECONDITION,
 		     "snapshot %s holds containers '%s'; the request names '%s'", q->snapshot_uri,
-		     rec_containers, q->containers[0]);
+		     rec_containers, names);
 		abort_start(w, 0, q->ncontainers);
 		goto done;
 	}
@@ -955,7 +1126,9 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	/* runsc hands the opened image files to the sandbox, so the copy on
 	 * disk is no longer needed (the work dir may well be tmpfs). */
 	trash_put(w->trash, img);
-	w->nids = q->ncontainers;
+	/* The other containers had exited when it was checkpointed
+	 * (subcontainers_done): the restored sandbox holds the root only. */
+	w->nids = 1;
 	w->restored_from = strdup(q->snapshot_uri);
 	w->executing = true;
 done:

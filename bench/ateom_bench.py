@@ -8,7 +8,10 @@ counts. Per run:
           CheckpointWorkload into a snapshot in a fresh local store and
           RestoreWorkload from it, each timed from the client's side (the
           gRPC call's wall time: runsc checkpoint plus the push, runsc
-          restore plus the pull);
+          restore plus the pull); then a second checkpoint and a
+          RestoreWorkload whose runsc_path reports another runsc version,
+          so that the server fetches the checkpoint's own runsc from the
+          store first (restore-fetch; its runsc cache is emptied before);
   runsc:  `runsc run --detach`, then `runsc checkpoint --image-path` and
           `runsc restore --image-path` alone, timed the same way; then
           `snapstream push` of that image into a fresh store (push-after:
@@ -133,6 +136,11 @@ def roundtrip(ateom, wd, mb, runs, record, snapstream=None):
         e2e.make_bundle(bundle, busybox, runsc, ["/bin/sh", "-c", e2e.WORKLOAD],
                         env=["MB=%d" % mb], tmpfs_mb=mb)
         work, sock = os.path.join(tmp, "work"), os.path.join(tmp, "ateom.sock")
+        other = os.path.join(tmp, "runsc-other-version")
+        with open(other, "w") as f:
+            f.write('#!/bin/sh\n[ "$1" = --version ] && { echo "runsc version 0.0~19990101.0"; '
+                    'exit 0; }\nexec %s "$@"\n' % runsc)
+        os.chmod(other, 0o755)
         log_f = open(os.path.join(tmp, "ateom.log"), "w")
         cmd = [ateom, "--listen", "unix:" + sock, "--bundle-root", bundles, "--work-dir", work,
                "--runsc", runsc, "--runsc-arg=--root=" + root] + \
@@ -145,7 +153,17 @@ def roundtrip(ateom, wd, mb, runs, record, snapstream=None):
                 if os.path.exists(sock):
                     break
                 time.sleep(0.05)
-            return srv, e2e.Rpc("unix:" + sock, A, H)
+            rpc = e2e.Rpc("unix:" + sock, A, H)
+            # The socket exists from bind(); wait until it answers (a busy
+            # machine may take a while between bind and listen).
+            for _ in range(100):
+                try:
+                    rpc.call("/grpc.health.v1.Health/Check", H.HealthCheckRequest(),
+                             H.HealthCheckResponse, timeout=5)
+                    break
+                except Exception:
+                    time.sleep(0.1)
+            return srv, rpc
 
         def stop(srv):
             """SIGTERM: the server deletes the sandbox it runs and exits 0."""
@@ -191,6 +209,14 @@ def roundtrip(ateom, wd, mb, runs, record, snapstream=None):
             w, x = call(rpc, "RestoreWorkload",
                         A.RestoreWorkloadRequest(**ident, spec=spec, snapshot_uri_prefix=snap))
             record("ateom", "restore", i, w, **x)
+            wait_counter(actor)
+            call(rpc, "CheckpointWorkload",
+                 A.CheckpointWorkloadRequest(**ident, spec=spec, snapshot_uri_prefix=snap + "-2"))
+            rm(os.path.join(work, "runsc"))
+            w, x = call(rpc, "RestoreWorkload",
+                        A.RestoreWorkloadRequest(**ident, spec=spec, runsc_path=other,
+                                                 snapshot_uri_prefix=snap + "-2"))
+            record("ateom", "restore-fetch", i, w, **x)
             wait_counter(actor)
             stop(server)
             server = None

@@ -17,7 +17,13 @@ from ateom/ateom.proto by protoc at test time:
   - checkpoint to a local store; restore; the counter continues past the
     value read before the checkpoint, the boot id and the data's digest are
     unchanged (a restart would draw new ones);
-  - a runsc reporting another version cannot restore the snapshot;
+  - a restore with a runsc reporting another version fetches the
+    checkpoint's own runsc from the store (the real binary, by digest) and
+    restores with it; a snapshot naming a binary the store does not hold,
+    or one whose digest does not match, is refused and leaves nothing;
+  - a workload of several containers runs in one sandbox; its checkpoint
+    is refused while a container other than the first runs and succeeds
+    once it exited; restore and a second cycle keep the counter;
   - a store that cannot be reached is UNAVAILABLE after the retries;
   - checkpoint the restored sandbox again and report what it stored anew;
   - SIGTERM during a checkpoint: the checkpoint completes, then the server
@@ -113,12 +119,13 @@ def preflight():
 
 
 def work_left(work, timeout=10):
-    """What stays in the server's work directory. Images the server is
-    done with are renamed to .trash-* and removed by a background thread
-    (ateom/trash.h), so wait for those; anything else is left at once."""
+    """What stays in the server's work directory besides its runsc cache
+    (runsc/). Images the server is done with are renamed to .trash-* and
+    removed by a background thread (ateom/trash.h), so wait for those;
+    anything else is left at once."""
     deadline = time.time() + timeout
     while True:
-        left = sorted(os.listdir(work))
+        left = sorted(x for x in os.listdir(work) if x != "runsc")
         if not any(x.startswith(".trash-") for x in left) or time.time() > deadline:
             return left
         time.sleep(0.05)
@@ -229,6 +236,11 @@ def main():
                     ["/no/such/program"])
         make_bundle(os.path.join(bundles, "ns1", "counter", "side"), busybox, runsc,
                     ["/bin/sleep", "1000"])
+        # Several containers: the counter, and a job that runs a few seconds.
+        make_bundle(os.path.join(bundles, "ns1", "multi", "main"), busybox, runsc,
+                    ["/bin/sh", "-c", WORKLOAD], env=["MB=1"], tmpfs_mb=1)
+        make_bundle(os.path.join(bundles, "ns1", "multi", "job"), busybox, runsc,
+                    ["/bin/sh", "-c", "echo started > /tmp/job; sleep 4"])
         wrappers = os.path.join(tmp, "wrappers")
         os.makedirs(wrappers)
         fake = os.path.join(wrappers, "runsc-other-version")
@@ -242,6 +254,8 @@ def main():
                     f'exec {runsc} "$@"\n')
         os.chmod(fake, 0o755)
         os.chmod(slow, 0o755)
+
+        cli = os.path.join(os.path.dirname(os.path.abspath(a.ateom)), "..", "cli", "snapstream")
 
         # --- the server ---
         work = os.path.join(tmp, "work")
@@ -325,10 +339,14 @@ def main():
              A.RestoreWorkloadRequest(**ident, spec=spec), "INVALID_ARGUMENT",
              "snapshot_uri_prefix"),
             ("unknown method", "/ateom.Ateom/Nope", A.RunWorkloadRequest(), "UNIMPLEMENTED", ""),
-            ("two containers", RUN,
+            ("a container named twice", RUN,
              A.RunWorkloadRequest(**ident, spec=A.WorkloadSpec(
-                 containers=[A.Container(name="main"), A.Container(name="side")])),
-             "UNIMPLEMENTED", "containers"),
+                 containers=[A.Container(name="main"), A.Container(name="main")])),
+             "INVALID_ARGUMENT", "twice"),
+            ("a second container without a bundle", RUN,
+             A.RunWorkloadRequest(**ident, spec=A.WorkloadSpec(
+                 containers=[A.Container(name="main"), A.Container(name="nope")])),
+             "NOT_FOUND", os.path.join(bundles, "ns1", "counter", "nope")),
         ]
         for what, m, req, want, needle in cases:
             code, msg = rpc.code(m, req)
@@ -414,12 +432,22 @@ def main():
         l1 = log_lines()[-1]
         print(f"     log: {json.dumps(l1)}")
 
-        # --- restore with another runsc version: refused ---
-        code, msg = rpc.code(REST, A.RestoreWorkloadRequest(
-            **ident, spec=spec, snapshot_uri_prefix=snap1, runsc_path=fake))
-        check(code == "FAILED_PRECONDITION" and "0.0~19990101.0" in msg and
-              "runsc version" not in msg and sandboxes() == [],
-              f"restore with a runsc of another version: {code} ({msg})")
+        # --- the checkpoint's runsc, kept in the store by its digest ---
+        real_sha = sha256_file(runsc)
+        binobj = os.path.join(store, ACTOR, ".snapstream", "runsc", f"sha256-{real_sha}")
+        check(os.path.exists(os.path.join(binobj, "manifest")),
+              f"the checkpoint's runsc is kept in the store as {binobj}")
+        bin_mtime = os.stat(os.path.join(binobj, "manifest")).st_mtime_ns
+        labels = snapshot_labels(cli, snap1)
+        if labels is not None:
+            check(labels.get("runsc.sha256") == real_sha,
+                  f"snapshot 1 records its runsc's digest: {labels.get('runsc.sha256')}")
+
+        # --- snapshots whose recorded runsc cannot be had: refused, nothing runs ---
+        if os.access(cli, os.X_OK):
+            bad_binary_cases(cli, rpc, A, ident, spec, store, tmp, sandboxes, work)
+        elif strict():
+            check(False, f"{cli} not built: the bad-binary cases cannot run")
         check(sandboxes() == [] and work_left(work) == [],
               "the checkpointed sandbox and its work dir are gone by the next call")
 
@@ -452,10 +480,43 @@ def main():
               f"stored anew {b2.get('new_stored')} bytes, deduplicated {b2.get('dedup')} bytes "
               f"(first snapshot stored {b1.get('new_stored')} of {b1.get('logical')})")
 
-        # --- restore from snap-2 under a slow runsc, then SIGTERM mid-checkpoint ---
+        # --- restore with a runsc of another version: the checkpoint's own is fetched ---
+        shutil.rmtree(os.path.join(work, "runsc"), ignore_errors=True)
+        c_before = counter(ACTOR) or c3
+        t = time.time()
         code, msg = rpc.code(REST, A.RestoreWorkloadRequest(
-            **ident, spec=spec, snapshot_uri_prefix=snap2, runsc_path=slow))
-        check(code == "OK", f"restore from {snap2}: {code} {msg}")
+            **ident, spec=spec, snapshot_uri_prefix=snap2, runsc_path=fake))
+        fetch_s = time.time() - t
+        lf = log_lines()[-1]
+        print(f"     log: {json.dumps(lf)}")
+        check(code == "OK" and "runsc_fetch" in lf.get("phases", {}),
+              f"restore with a runsc of another version fetches the checkpoint's: {code} {msg} "
+              f"in {fetch_s:.2f} s")
+        cached = os.path.join(work, "runsc", real_sha)
+        check(os.path.isfile(cached) and os.stat(cached).st_mode & 0o777 == 0o755 and
+              sha256_file(cached) == real_sha,
+              f"the fetched runsc is the real one, 0755, in the cache: {os.listdir(os.path.dirname(cached)) if os.path.isdir(os.path.dirname(cached)) else None}")
+        st = json.loads(subprocess.run(rs + ["state", ACTOR], capture_output=True,
+                                       text=True).stdout or "{}")
+        exe = os.readlink(f"/proc/{st.get('pid')}/exe") if st.get("pid") else None
+        check(exe == cached, f"the restored sandbox runs the fetched runsc ({exe})")
+        c5 = counter(ACTOR)
+        check(c5 is not None and c5 >= c_before, f"counter continues ({c_before} -> {c5})")
+        snap2b = os.path.join(store, ACTOR, "snap-2b")
+        code, msg = rpc.code(CKPT, A.CheckpointWorkloadRequest(**ident, spec=spec,
+                                                               snapshot_uri_prefix=snap2b))
+        check(code == "OK", f"checkpoint of the sandbox the fetched runsc restored: {code} {msg}")
+        labels = snapshot_labels(cli, snap2b)
+        if labels is not None:
+            check(labels.get("runsc.sha256") == real_sha,
+                  f"it records the same runsc: {labels.get('runsc.sha256')}")
+        check(os.stat(os.path.join(binobj, "manifest")).st_mtime_ns == bin_mtime,
+              "the runsc binary was stored once")
+
+        # --- restore from snap-2b under a slow runsc, then SIGTERM mid-checkpoint ---
+        code, msg = rpc.code(REST, A.RestoreWorkloadRequest(
+            **ident, spec=spec, snapshot_uri_prefix=snap2b, runsc_path=slow))
+        check(code == "OK", f"restore from {snap2b}: {code} {msg}")
         c4 = counter(ACTOR)
         check(c4 is not None and c3 is not None and c4 > c3, f"counter continues ({c4})")
         snap3 = os.path.join(store, ACTOR, "snap-3")
@@ -496,16 +557,19 @@ def main():
         # --- the same cycle against a real S3 server (tests/s3/harness.py) ---
         if os.environ.get("SS_S3_BUCKET"):
             s3_cycle(a, cmd, log_path, rpc_target=f"unix:{sock}", A=A, H=H, ident=ident,
-                     spec=spec, sandboxes=sandboxes, counter=counter, sh=sh, digest=digest)
+                     spec=spec, sandboxes=sandboxes, counter=counter, sh=sh, digest=digest,
+                     fake=fake, work=work, real_sha=sha256_file(runsc))
         else:
             print("note: SS_S3_BUCKET not set: the S3 cycle runs under tests/s3/harness.py")
 
         if not os.environ.get("SS_S3_BUCKET"):
+            multi_cycle(cmd, log_path, rpc_target=f"unix:{sock}", A=A, rs=rs, bundles=bundles,
+                        store=store, sandboxes=sandboxes, counter=counter, sh=sh, work=work)
             keyed_cycle(a, cmd, log_path, tmp, rpc_target=f"unix:{sock}", A=A, H=H,
                         ident=ident, spec=spec, sandboxes=sandboxes, counter=counter)
 
         if a.bench:
-            bench(a, rs, bundles, tmp, ckpt_s, rest_s)
+            bench(a, rs, bundles, tmp, ckpt_s, rest_s, fetch_s)
     finally:
         if server:
             server.kill()
@@ -523,6 +587,61 @@ def main():
     for f in failures:
         print(f"  - {f}")
     return 1 if n else 0
+
+
+def sha256_file(path):
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def snapshot_labels(cli, snap, store=None):
+    """A snapshot's labels through the CLI, or None without it."""
+    if not os.access(cli, os.X_OK):
+        return None
+    p = subprocess.run([cli, "info", snap, "--json"] + (["--store", store] if store else []),
+                       capture_output=True, text=True)
+    return json.loads(p.stdout or "{}").get("labels", {})
+
+
+def bad_binary_cases(cli, rpc, A, ident, spec, store, tmp, sandboxes, work):
+    """Snapshots whose recorded runsc is of another version and cannot be
+    used: the store does not hold it, or holds something else under its
+    digest's name. Made with the CLI: an image with the labels ateom
+    writes. Each restore fails before runsc runs and leaves nothing."""
+    img = os.path.join(tmp, "bad-img")
+    os.makedirs(img)
+    with open(os.path.join(img, "checkpoint.img"), "wb") as f:
+        f.write(os.urandom(4096))
+    impostor = os.path.join(tmp, "impostor")
+    with open(impostor, "w") as f:
+        f.write("#!/bin/sh\nexit 0\n")
+    named = "ab" * 32                  # the digest the snapshot names; not the impostor's
+    missing = "cd" * 32
+    dstore = os.path.join(store, ACTOR, ".snapstream")
+    p = subprocess.run([cli, "push", impostor, os.path.join(dstore, "runsc", f"sha256-{named}"),
+                        "--store", dstore, "-q"], capture_output=True, text=True)
+    check(p.returncode == 0, f"stored an impostor under sha256-{named}: {p.stderr.strip()}")
+    for tag, digest, want, needle in [("whose digest does not match", named, "DATA_LOSS",
+                                       "SHA-256"),
+                                      ("the store does not hold", missing, "NOT_FOUND",
+                                       missing)]:
+        snap = os.path.join(store, ACTOR, f"bad-{digest[:2]}")
+        p = subprocess.run([cli, "push", img, snap, "-q", "--label",
+                            "runsc.version=0.0~19990101.0", "--label",
+                            f"runsc.sha256={digest}", "--label", "ateom.containers=main"],
+                           capture_output=True, text=True)
+        check(p.returncode == 0, f"made {snap}: {p.stderr.strip()}")
+        code, msg = rpc.code(REST, A.RestoreWorkloadRequest(**ident, spec=spec,
+                                                            snapshot_uri_prefix=snap))
+        check(code == want and needle in msg and "0.0~19990101.0" in msg,
+              f"restore needing a runsc {tag}: {code} ({msg})")
+        check(sandboxes() == [] and work_left(work) == [], f"... left nothing: {sandboxes()}")
+        check(not os.path.exists(os.path.join(work, "runsc", digest)),
+              "... and nothing of it in the runsc cache")
 
 
 RUN, CKPT, REST = ("/ateom.Ateom/RunWorkload", "/ateom.Ateom/CheckpointWorkload",
@@ -572,6 +691,90 @@ def server_cycle(tag, cmd, log_path, rpc_target, A, H, ident, spec, sandboxes, c
         check(sandboxes() == [], f"{tag}: no sandbox left")
 
 
+def multi_cycle(cmd, log_path, rpc_target, A, rs, bundles, store, sandboxes, counter, sh,
+                work):
+    """A workload of two containers in one sandbox: the counter, and a job
+    that exits after a few seconds. Checkpoint is refused while the job
+    runs (this runsc cannot restore such a sandbox) and the workload goes
+    on; once the job exited it checkpoints, restores and does it again."""
+    log_f = open(log_path, "a")
+    server = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT)
+    ident = dict(actor_template_namespace="ns1", actor_template_name="multi", actor_id=ACTOR)
+    spec = A.WorkloadSpec(containers=[A.Container(name="main"), A.Container(name="job")])
+    job = f"+job+{ACTOR}"
+    cfg = os.path.join(bundles, "ns1", "multi", "job", "config.json")
+    with open(cfg, "rb") as f:
+        cfg_before = f.read()
+
+    def state(cid):
+        p = subprocess.run(rs + ["state", cid], capture_output=True, text=True)
+        return json.loads(p.stdout) if p.returncode == 0 else {}
+    try:
+        sock = rpc_target[len("unix:"):]
+        for _ in range(100):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)
+        rpc = Rpc(rpc_target, A, None)
+        code, msg = rpc.code(RUN, A.RunWorkloadRequest(**ident, spec=spec))
+        check(code == "OK", f"multi: run of two containers: {code} {msg}")
+        s_root, s_job = state(ACTOR), state(job)
+        check(s_root.get("pid") and s_root.get("pid") == s_job.get("pid"),
+              f"multi: both containers are in one sandbox (pids {s_root.get('pid')}, "
+              f"{s_job.get('pid')})")
+        with open(cfg, "rb") as f:
+            check(f.read() == cfg_before, "multi: the operator's bundle is unchanged")
+        deadline = time.time() + 60
+        while counter(ACTOR) is None and time.time() < deadline:
+            time.sleep(0.2)
+        snap = os.path.join(store, ACTOR, "multi-1")
+        code, msg = rpc.code(CKPT, A.CheckpointWorkloadRequest(**ident, spec=spec,
+                                                               snapshot_uri_prefix=snap))
+        check(code == "FAILED_PRECONDITION" and "'job'" in msg and "still runs" in msg,
+              f"multi: checkpoint while the job runs is refused: {code} ({msg})")
+        c1 = counter(ACTOR)
+        check(c1 is not None and state(ACTOR).get("status") == "running" and
+              not os.path.exists(os.path.join(snap, "manifest")),
+              f"multi: ... nothing stopped, nothing written ({c1})")
+        deadline = time.time() + 30
+        while state(job).get("status") == "running" and time.time() < deadline:
+            time.sleep(0.2)
+        check(state(job).get("status") == "stopped", f"multi: the job exited: {state(job)}")
+        c_before = counter(ACTOR)
+        code, msg = rpc.code(CKPT, A.CheckpointWorkloadRequest(**ident, spec=spec,
+                                                               snapshot_uri_prefix=snap))
+        check(code == "OK", f"multi: checkpoint once the job exited: {code} {msg}")
+        check(sandboxes() == [] or state(ACTOR).get("status") != "running",
+              "multi: the sandbox stopped")
+        code, msg = rpc.code(REST, A.RestoreWorkloadRequest(
+            **ident, spec=A.WorkloadSpec(containers=[A.Container(name="main")]),
+            snapshot_uri_prefix=snap))
+        check(code == "FAILED_PRECONDITION" and "main,job" in msg,
+              f"multi: restore naming other containers: {code} ({msg})")
+        check(sandboxes() == [], f"multi: ... left nothing running: {sandboxes()}")
+        for n in (1, 2):
+            code, msg = rpc.code(REST, A.RestoreWorkloadRequest(**ident, spec=spec,
+                                                                snapshot_uri_prefix=snap))
+            check(code == "OK", f"multi: restore {n}: {code} {msg}")
+            c2 = counter(ACTOR)
+            check(c2 is not None and c_before is not None and c2 >= c_before,
+                  f"multi: counter continues ({c_before} -> {c2})")
+            c_before = counter(ACTOR)
+            snap = os.path.join(store, ACTOR, f"multi-{n + 1}")
+            code, msg = rpc.code(CKPT, A.CheckpointWorkloadRequest(**ident, spec=spec,
+                                                                   snapshot_uri_prefix=snap))
+            check(code == "OK", f"multi: checkpoint {n + 1}: {code} {msg}")
+        check(sandboxes() == [] or all(state(x).get("status") != "running" for x in sandboxes()),
+              f"multi: nothing runs at the end: {sandboxes()}")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=120)
+        log_f.close()
+        check(sandboxes() == [], "multi: no sandbox left")
+        check(work_left(work) == [], f"multi: nothing left in the work dir: {work_left(work)}")
+
+
 def keyed_cycle(a, cmd, log_path, tmp, rpc_target, A, H, ident, spec, sandboxes, counter):
     """--key-file: checkpoint into a keyed store, restore; the snapshot's chunk
     ids are keyed and nobody without the key can read it."""
@@ -608,8 +811,11 @@ def keyed_cycle(a, cmd, log_path, tmp, rpc_target, A, H, ident, spec, sandboxes,
                  A, H, ident, spec, sandboxes, counter, snap, after_checkpoint=keyed_snapshot)
 
 
-def s3_cycle(a, cmd, log_path, rpc_target, A, H, ident, spec, sandboxes, counter, sh, digest):
-    """Run, checkpoint to s3://, restore from it: the store is the object store."""
+def s3_cycle(a, cmd, log_path, rpc_target, A, H, ident, spec, sandboxes, counter, sh, digest,
+             fake, work, real_sha):
+    """Run, checkpoint to s3://, restore from it: the store is the object
+    store; checkpoint again and restore that with a runsc of another
+    version, which fetches the checkpoint's runsc from the bucket."""
     uri = f"s3://{os.environ['SS_S3_BUCKET']}/ateom/{ACTOR}/snap-s3"
 
     def blob_digest():
@@ -620,12 +826,22 @@ def s3_cycle(a, cmd, log_path, rpc_target, A, H, ident, spec, sandboxes, counter
         code, msg = rpc.code(CKPT, A.CheckpointWorkloadRequest(
             **ident, spec=spec, snapshot_uri_prefix=uri + "-2"))
         check(code == "OK", f"s3: second checkpoint: {code} {msg}")
+        shutil.rmtree(os.path.join(work, "runsc"), ignore_errors=True)
+        code, msg = rpc.code(REST, A.RestoreWorkloadRequest(
+            **ident, spec=spec, snapshot_uri_prefix=uri + "-2", runsc_path=fake))
+        cached = os.path.join(work, "runsc", real_sha)
+        check(code == "OK" and os.path.isfile(cached) and sha256_file(cached) == real_sha,
+              f"s3: restore with a runsc of another version fetched the checkpoint's: {code} {msg}")
+        check(blob_digest() == d, "s3: data unchanged after it")
+        code, msg = rpc.code(CKPT, A.CheckpointWorkloadRequest(
+            **ident, spec=spec, snapshot_uri_prefix=uri + "-3"))
+        check(code == "OK", f"s3: third checkpoint: {code} {msg}")
 
     server_cycle("s3", cmd, log_path, rpc_target, A, H, ident, spec, sandboxes, counter, uri,
                  before_checkpoint=blob_digest, after_restore=same_data_and_again)
 
 
-def bench(a, rs, bundles, tmp, ckpt_s, rest_s):
+def bench(a, rs, bundles, tmp, ckpt_s, rest_s, fetch_s):
     """runsc alone on the same workload, for the issue's targets."""
     bundle = os.path.join(bundles, "ns1", "counter", "main")
     img = os.path.join(tmp, "bench-img")
@@ -652,7 +868,8 @@ def bench(a, rs, bundles, tmp, ckpt_s, rest_s):
     print(f"BENCH {a.mb} MiB tmpfs, image {size} bytes: "
           f"CheckpointWorkload {ckpt_s:.2f} s vs runsc checkpoint alone {alone_ckpt:.2f} s "
           f"({ckpt_s / alone_ckpt:.2f}x); RestoreWorkload {rest_s:.2f} s vs runsc restore "
-          f"alone {alone_rest:.2f} s ({rest_s / alone_rest:.2f}x)")
+          f"alone {alone_rest:.2f} s ({rest_s / alone_rest:.2f}x); RestoreWorkload that "
+          f"fetched its runsc {fetch_s:.2f} s")
 
 
 if __name__ == "__main__":
