@@ -652,6 +652,45 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
+/* A pull reads back what it wrote and hashes it: a file that does not
+ * match its recorded digest (the same chunks, another digest) fails the
+ * pull with -EBADMSG, naming the file, and leaves nothing under the
+ * destination. */
+static void test_file_digest(void)
+{
+	struct ss_config_in cfg = cfg_base(NULL);
+	char src[1024], snap[1024], dst[1024], mpath[1100], err[1024];
+	path_of(src, sizeof(src), "digest.img");
+	path_of(snap, sizeof(snap), "digest-snaps/a");
+	path_of(dst, sizeof(dst), "digest-out.img");
+	write_image(src, 24u << 20);
+	struct ss_stats st;
+	struct ss_push_opts po = {.source = src, .snapshot = snap};
+	REQUIRE(ss_push_impl(&po, &cfg, &st, err, sizeof(err)) == 0, "push: %s", err);
+	struct ss_pull_opts pl = {.snapshot = snap, .dest = dst};
+	CHECK(ss_pull_impl(&pl, &cfg, &st, err, sizeof(err)) == 0, "pull: %s", err);
+	CHECK(same_file(src, dst), "pulled file differs");
+	unlink(dst);
+
+	/* The same chunks, another digest. */
+	struct ss_manifest *m = load_manifest(snap);
+	REQUIRE(m && m->nfiles == 1, "manifest");
+	m->files[0].digest[7] ^= 0x10;
+	uint8_t *enc = NULL;
+	size_t elen = 0;
+	REQUIRE(ss_manifest_encode(m, &enc, &elen) == 0, "encode");
+	ss_manifest_free(m);
+	snprintf(mpath, sizeof(mpath), "%s/manifest", snap);
+	FILE *f = fopen(mpath, "wb");
+	REQUIRE(f && fwrite(enc, 1, elen, f) == elen && fclose(f) == 0, "write %s", mpath);
+	free(enc);
+	int r = ss_pull_impl(&pl, &cfg, &st, err, sizeof(err));
+	CHECK(r == -EBADMSG && strstr(err, "does not match its recorded digest"),
+	      "pull of a file with another digest: %d %s", r, err);
+	struct stat sb;
+	CHECK(stat(dst, &sb) < 0 && errno == ENOENT, "a failed pull left %s", dst);
+}
+
 static void test_follow(void)
 {
 	struct ss_config_in cfg = cfg_base(NULL);
@@ -755,6 +794,7 @@ int main(void)
 	test_guided_chunking();
 	test_sparse_source();
 	test_follow();
+	test_file_digest();
 
 	rm_rf(root);
 	if (failures) {
