@@ -493,6 +493,7 @@ static const char usage[] =
 	"  --store URI          snapstream store (default: .snapstream beside each snapshot)\n"
 	"  --key-file FILE      key of a keyed store (snapstream init --key-file); mode 600\n"
 	"  --no-follow          push the checkpoint after runsc wrote it, not while it writes\n"
+	"  --no-stream-restore  pull the whole image before runsc restore, not while it reads\n"
 	"  --help               this text\n"
 	"\n"
 	"Logs one JSON line per RPC on stdout. SIGTERM/SIGINT: finish the call in\n"
@@ -503,12 +504,13 @@ struct flags {
 	const char *runsc_args[MAX_RUNSC_ARGS];
 	size_t nrunsc_args;
 	bool no_follow;
+	bool no_stream_restore;
 };
 
 static int parse_flags(int argc, char **argv, struct flags *f)
 {
 	enum { O_LISTEN = 1000, O_BUNDLE, O_WORK, O_RUNSC, O_RUNSC_ARG, O_STORE, O_KEY, O_NO_FOLLOW,
-	       O_HELP };
+	       O_HELP, O_NO_STREAM };
 	static const struct option opts[] = {
 		{"listen", required_argument, NULL, O_LISTEN},
 		{"bundle-root", required_argument, NULL, O_BUNDLE},
@@ -518,6 +520,7 @@ static int parse_flags(int argc, char **argv, struct flags *f)
 		{"store", required_argument, NULL, O_STORE},
 		{"key-file", required_argument, NULL, O_KEY},
 		{"no-follow", no_argument, NULL, O_NO_FOLLOW},
+		{"no-stream-restore", no_argument, NULL, O_NO_STREAM},
 		{"help", no_argument, NULL, O_HELP},
 		{NULL, 0, NULL, 0},
 	};
@@ -533,6 +536,7 @@ static int parse_flags(int argc, char **argv, struct flags *f)
 		case O_STORE: f->store = optarg; break;
 		case O_KEY: f->key_file = optarg; break;
 		case O_NO_FOLLOW: f->no_follow = true; break;
+		case O_NO_STREAM: f->no_stream_restore = true; break;
 		case O_RUNSC_ARG:
 			if (f->nrunsc_args == MAX_RUNSC_ARGS) {
 				fprintf(stderr, "ateom: more than %d --runsc-arg\n", MAX_RUNSC_ARGS);
@@ -610,6 +614,7 @@ int main(int argc, char **argv)
 	struct wl_config wc = {f.bundle_root, f.work_dir, f.runsc, f.runsc_args, f.nrunsc_args,
 			       f.store, f.no_follow, f.key_file ? key : NULL, key_len, reaper,
 			       (const char *const *)environ};
+	wc.no_stream_restore = f.no_stream_restore;
 	struct server s;
 	memset(&s, 0, sizeof(s));
 	s.wl = wl_new(&wc);

@@ -275,6 +275,18 @@ struct ss_cat_opts {
 	const char *store;          /* NULL: the default beside the snapshot */
 	const char *file;           /* name in the snapshot; NULL: its only file */
 	int fd;                     /* written in file order (a pipe, a file) */
+	/* NULL, or called on the calling thread whenever more of the file is
+	 * written: bytes [0, done) of it are in fd, every chunk under them
+	 * verified (and, once done == total, the whole file's digest).
+	 * total is the size the file will have: the snapshot's size of it,
+	 * or for a gVisor state file stored inflated the rebuilt size,
+	 * known once its header arrived (0 before). Return 0 to go on or
+	 * -errno to stop the cat with that code. With it set, zero runs are
+	 * written rather than left as holes, so that every byte reported
+	 * can be read back at once (a reader serving the file as it
+	 * arrives). */
+	int (*on_written)(void *arg, uint64_t done, uint64_t total);
+	void *on_written_arg;
 };
 
 /* Write one file of a snapshot to opts->fd, in order. Every chunk is
