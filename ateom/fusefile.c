@@ -476,8 +476,14 @@ void fusepull_free(struct fusepull *P)
 	if (!P)
 		return;
 	shutdown_all(P);
-	if (P->se)
+	if (P->se) {
+		/* Already unmounted (lazily, above), but only this frees the
+		 * session's copy of the mount point: its umount2 fails
+		 * harmlessly. The workers are gone, so its closing the
+		 * session's descriptor races with nothing. */
+		fuse_session_unmount(P->se);
 		fuse_session_destroy(P->se);
+	}
 	if (P->exit_fd >= 0)
 		close(P->exit_fd);
 	for (size_t i = 0; i < P->nf; i++) {
