@@ -43,6 +43,8 @@ enum {
 	O_REPAIR = 1u << 16,
 	O_DEEP = 1u << 17,
 	O_WHILE = 1u << 18,     /* push --while -- <command> [args...] */
+	O_CACHE = 1u << 19,     /* --cache/--cache-size/--no-cache */
+	O_PRUNE = 1u << 20,     /* cache --prune */
 };
 
 struct opt_help {
@@ -83,6 +85,10 @@ struct cli {
 	bool follow;            /* --while */
 	char **run_argv;        /* --while: the command, NULL-terminated */
 	int64_t grace;          /* ss_gc_opts.grace_seconds convention */
+	const char *cache;      /* --cache, SNAPSTREAM_CACHE */
+	bool no_cache;
+	bool prune;
+	uint64_t prune_to;
 	char **args;
 	int nargs;
 	const char *subject;    /* the snapshot or store an error is about */
@@ -153,6 +159,7 @@ int cmd_rm(struct cli *c);
 int cmd_gc(struct cli *c);
 int cmd_init(struct cli *c);
 int cmd_check(struct cli *c);
+int cmd_cache(struct cli *c);
 
 /* follow.c: push --while. Run c->run_argv once the push is under way,
  * push the source as the command writes it, and commit only when the
