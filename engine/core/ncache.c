@@ -341,25 +341,31 @@ static int64_t ts_ns(const struct timespec *t)
 	return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec;
 }
 
-/* Remove temp files of processes that died while writing them. */
-static void sweep_tmp(struct ss_ncache *c, int64_t now_ns)
+/* Remove temp files of processes that died while writing them; returns
+ * the bytes of those that are being written. */
+static uint64_t sweep_tmp(struct ss_ncache *c, int64_t now_ns)
 {
 	int fd = dup(c->tfd);
 	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	uint64_t live = 0;
 	if (!d) {
 		if (fd >= 0)
 			close(fd);
-		return;
+		return 0;
 	}
 	rewinddir(d);
 	struct dirent *e;
 	struct stat s;
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.' &&
-		    fstatat(c->tfd, e->d_name, &s, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    now_ns - ts_ns(&s.st_mtim) > (int64_t)TMP_STALE_NS)
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.' || fstatat(c->tfd, e->d_name, &s, AT_SYMLINK_NOFOLLOW))
+			continue;
+		if (now_ns - ts_ns(&s.st_mtim) > (int64_t)TMP_STALE_NS)
 			unlinkat(c->tfd, e->d_name, 0);
+		else
+			live += (uint64_t)s.st_size;
+	}
 	closedir(d);
+	return live;
 }
 
 /* Scan every block, then remove the least recently used until at most
@@ -415,11 +421,11 @@ static int evict(struct ss_ncache *c, uint64_t target, uint64_t *removed, uint64
 			add(&c->st->evicted, 1);
 			add(&c->st->evicted_bytes, (int64_t)v[i].size);
 		}
-	__atomic_store_n(&c->st->bytes, total, __ATOMIC_RELAXED);
-	__atomic_store_n(&c->st->entries, (uint64_t)(n - i), __ATOMIC_RELAXED);
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
-	sweep_tmp(c, ts_ns(&now));
+	uint64_t writing = sweep_tmp(c, ts_ns(&now));
+	__atomic_store_n(&c->st->bytes, total + writing, __ATOMIC_RELAXED);
+	__atomic_store_n(&c->st->entries, (uint64_t)(n - i), __ATOMIC_RELAXED);
 	r = 0;
 out:
 	free(v);
@@ -449,8 +455,7 @@ int ss_ncache_put(struct ss_ncache *c, const uint8_t key[16], const struct iovec
 	if (!len || len > SS_NCACHE_BLOCK || iovcnt > 15)
 		return -EINVAL;
 	uint64_t size = NC_HDR + (uint64_t)len;
-	if (!reserve(c, size))
-		return -ENOSPC;
+	bool reserved = false;
 	char tmp[64], p[40];
 	snprintf(tmp, sizeof(tmp), "%d.%u", (int)getpid(), c->tmpseq++);
 	block_path(key, p);
@@ -472,6 +477,11 @@ int ss_ncache_put(struct ss_ncache *c, const uint8_t key[16], const struct iovec
 		r = w < 0 ? -errno : -ENOSPC;
 	if (close(fd) && !r)
 		r = -errno;
+	/* Counted once written: an eviction's scan counts temp files too, so
+	 * the size it sets already holds blocks being written, and counting
+	 * them again after it errs on the safe side. */
+	if (!r && !(reserved = reserve(c, size)))
+		r = -ENOSPC;
 	/* No fsync: a block torn by a power failure fails its header check
 	 * or its chunks' ids, and is then dropped, never served. */
 	if (!r && renameat2(c->tfd, tmp, c->bfd, p, RENAME_NOREPLACE))
@@ -483,7 +493,8 @@ int ss_ncache_put(struct ss_ncache *c, const uint8_t key[16], const struct iovec
 	add(&c->st->entries, 1);
 	return 0;
 fail:
-	add(&c->st->bytes, -(int64_t)size);
+	if (reserved)
+		add(&c->st->bytes, -(int64_t)size);
 	return r == -EDQUOT ? -ENOSPC : r;
 }
 

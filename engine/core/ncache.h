@@ -34,8 +34,8 @@
 #include "util.h"
 
 /* Block size: the unit of caching, locking and eviction (docs/DESIGN.md,
- * "The node cache", says why 1 MiB). */
-#define SS_NCACHE_BLOCK (1u << 20)
+ * "The node cache", says why 256 KiB). */
+#define SS_NCACHE_BLOCK (256u << 10)
 
 struct ss_ncache;
 struct ss_cfg;

@@ -24,7 +24,10 @@
 #include <string.h>
 
 #define B ((uint64_t)SS_NCACHE_BLOCK)
-#define POLL_NS (2 * 1000 * 1000)
+/* Waiting for another process's fetch: polled every POLL_MIN_NS while
+ * blocks keep landing, backing off to POLL_MAX_NS while none does. */
+#define POLL_MIN_NS (1000 * 1000)
+#define POLL_MAX_NS (16 * 1000 * 1000)
 /* A block another process has been fetching this long is fetched here as
  * well: a fetcher that hangs must not stall the node's other pulls. */
 #define WAIT_MAX_NS (30ull * 1000000000ull)
@@ -88,6 +91,7 @@ struct ncb {
 	struct nreq *active;
 	struct nfetch *fetches;
 	struct ss_op tick;
+	struct __kernel_timespec tick_ts;
 	bool tick_armed;
 	uint8_t *spare[SPARE_BUFS];
 	size_t spare_cap[SPARE_BUFS];
@@ -444,35 +448,59 @@ static void pump(struct ncb *nb)
 	}
 }
 
+/* Look again at the blocks requests wait for. A request's first waiting
+ * block is looked at alone: another process fetches neighbouring blocks
+ * together, so while that one has not landed the rest have not either,
+ * and many waiting processes must not spend the CPU the fetchers (and
+ * the store) need on looking. */
 static void tick_done(struct ss_op *op, int res)
 {
 	(void)res;
 	struct ncb *nb = (struct ncb *)((char *)op - offsetof(struct ncb, tick));
+	bool moved = false;
 	nb->tick_armed = false;
 	for (struct nreq *q = nb->active, *next; q; q = next) {
 		next = q->next;
-		bool again = false;
-		for (uint32_t i = 0; i < q->n; i++)
-			if (q->b[i].state == B_OTHER) {
-				q->b[i].state = B_TODO;
-				again = true;
+		uint32_t i = 0;
+		while (i < q->n && q->b[i].state != B_OTHER)
+			i++;
+		if (i == q->n)
+			continue;
+		q->b[i].state = B_TODO;
+		advance(q);   /* that block alone: the others are not B_TODO */
+		if (q->b[i].state == B_OTHER)
+			continue;
+		moved = true;
+		bool more = false;
+		for (uint32_t k = i + 1; k < q->n; k++)
+			if (q->b[k].state == B_OTHER) {
+				q->b[k].state = B_TODO;
+				more = true;
 			}
-		if (again)
-			advance(q);   /* re-arms the tick while blocks still wait */
+		if (more)
+			advance(q);
 	}
+	/* Soon again while blocks land, less often while none does; the
+	 * kernel reads the time when the ring is next submitted. */
+	uint64_t ns = (uint64_t)nb->tick_ts.tv_nsec;
+	nb->tick_ts.tv_nsec = moved ? POLL_MIN_NS : (long long)SS_MIN(ns * 2, (uint64_t)POLL_MAX_NS);
+	for (struct nreq *q = nb->active; q && !nb->tick_armed; q = q->next)
+		for (uint32_t i = 0; i < q->n && !nb->tick_armed; i++)
+			if (q->b[i].state == B_OTHER)
+				arm_tick(nb);
 }
 
-/* Poll again soon. Armed only while some block waits for another
+/* Look again soon. Armed only while some block waits for another
  * process, so no tick is pending once no request is in flight. */
 static void arm_tick(struct ncb *nb)
 {
-	static const struct __kernel_timespec ts = {.tv_nsec = POLL_NS};
 	if (nb->tick_armed)
 		return;
+	if (!nb->tick_ts.tv_nsec)
+		nb->tick_ts.tv_nsec = POLL_MIN_NS;
 	nb->tick_armed = true;
 	nb->tick.done = tick_done;
-	io_uring_prep_timeout(ss_loop_sqe(nb->self->loop, &nb->tick), (struct __kernel_timespec *)&ts,
-			      0, 0);
+	io_uring_prep_timeout(ss_loop_sqe(nb->self->loop, &nb->tick), &nb->tick_ts, 0, 0);
 }
 
 static int cached_get(struct ncb *nb, struct ss_req *r, const uint8_t pack[16])
