@@ -276,7 +276,9 @@ const struct command cli_commands[] = {
 		"Fetch every chunk of a snapshot, check its checksum and every file's\n"
 		"digest, and write nothing. With --quick only check that every pack\n"
 		"it references exists. An integrity failure names the snapshot, the\n"
-		"file and the offset, and exits with status 4.",
+		"file and the offset, and exits with status 4. With --cache it checks\n"
+		"what a restore on this node would read: the blocks the node cache\n"
+		"holds, and the rest from the store.",
 		verify_opts, verify_ex,
 		O_STORE | O_QUICK | O_THREADS | O_JSON | O_QUIET | O_KEY | O_CACHE, 1, 1, cmd_verify,
 	},
