@@ -20,7 +20,9 @@ medians.
 
 Bytes are what s3rver sent in GET response bodies (its preloaded counter,
 bench/s3rver.py): the HTTP layer, not snapstream's counters. Wall time
-is from starting the N pulls to the last one's exit.
+is from starting the N pulls to the last one's exit; CPU time is the
+pulls' (user + system, all N) and s3rver's, which on a shared machine say
+what the wall times would on a quiet one.
 
 Python 3 standard library only. Standalone:
   /usr/bin/python3 bench/fleet.py --snapstream build/cli/snapstream \\
@@ -113,16 +115,26 @@ class Fleet:
         os.makedirs(out)
         extra = ["--cache", cache] if cache else []
         b0 = self.get_bytes()
+        s0 = self.srv.cpu()
         t0 = time.monotonic()
         ps = [subprocess.Popen(self.cmd("pull", "%s/%s" % (self.b, n), os.path.join(out, n),
                                         *extra),
-                               env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True) for n in names]
-        errs = [(n, p.communicate()[1], p.returncode) for n, p in zip(names, ps)]
+                               env=self.env(), stdout=subprocess.DEVNULL,
+                               stderr=open(os.path.join(self.wd, "err-" + n), "w"))
+              for n in names]
+        cpu, rcs = 0.0, {}
+        for n, p in zip(names, ps):
+            _, status, ru = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            cpu += ru.ru_utime + ru.ru_stime
+            rcs[n] = p.returncode
         wall = time.monotonic() - t0
+        self.last_cpu = (cpu, self.srv.cpu() - s0)
         got = self.get_bytes() - b0
-        for n, err, rc in errs:
+        for n, rc in rcs.items():
             if rc:
+                with open(os.path.join(self.wd, "err-" + n)) as f:
+                    err = f.read()
                 raise CommandFailed("pull %s: exit %d: %s" % (n, rc, err.strip()[-400:]))
         for n in names:
             src = os.path.join(self.img, "golden" if n == "golden" else n)
@@ -161,6 +173,7 @@ def scenario(snapstream, genimage, wd, record, size=256 * MiB, actors=8, dirty=0
         res["bucket_bytes"] = f.bucket_bytes
         walls = {"none": [], "cold": [], "warm": []}
         fetched = {"none": [], "cold": [], "warm": []}
+        cpus = {"none": [], "cold": [], "warm": []}
         for i in range(runs):
             for mode in ("none", "cold", "warm"):
                 if mode == "cold":
@@ -168,8 +181,11 @@ def scenario(snapstream, genimage, wd, record, size=256 * MiB, actors=8, dirty=0
                 w, b = f.pulls(names, f.cache if mode != "none" else None)
                 walls[mode].append(w)
                 fetched[mode].append(b)
-                record("fleet-%s" % mode, i, wall_s=round(w, 4), fetched_bytes=b)
-                log("fleet %s run %d: %.2f s, %.1f MiB fetched" % (mode, i, w, b / MiB))
+                cpus[mode].append(f.last_cpu)
+                record("fleet-%s" % mode, i, wall_s=round(w, 4), fetched_bytes=b,
+                       cpu_s=round(f.last_cpu[0], 3), s3rver_cpu_s=round(f.last_cpu[1], 3))
+                log("fleet %s run %d: %.2f s, %.1f MiB fetched, CPU %.2f s + s3rver %.2f s"
+                    % (mode, i, w, b / MiB, f.last_cpu[0], f.last_cpu[1]))
         one = names[min(3, actors - 1)]
         w, b = f.pulls([one], f.cache)
         record("fleet-repull", 0, wall_s=round(w, 4), fetched_bytes=b)
@@ -230,6 +246,8 @@ def scenario(snapstream, genimage, wd, record, size=256 * MiB, actors=8, dirty=0
         for mode in walls:
             res["%s_wall_s" % mode] = statistics.median(walls[mode])
             res["%s_bytes" % mode] = statistics.median(fetched[mode])
+            res["%s_cpu_s" % mode] = statistics.median(c for c, _ in cpus[mode])
+            res["%s_s3rver_cpu_s" % mode] = statistics.median(c for _, c in cpus[mode])
         bb = f.bucket_bytes
         res["targets"] = [
             dict(name="%d concurrent pulls through an empty cache fetch <= 1.15x the bucket" % actors,

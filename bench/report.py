@@ -312,13 +312,15 @@ def fleet_section(res):
              "to the last one's exit; medians of %d runs (bench/fleet.py).\n"
              % (f["image_bytes"] >> 20, f["actors"], f["dirty"] * 100, f["bucket_bytes"] / MB,
                 f["runs"]))
-    L.append("| %d concurrent pulls | wall, s | fetched, MB | fetched / bucket |" % f["actors"])
-    L.append("|---|---|---|---|")
+    L.append("| %d concurrent pulls | wall, s | CPU, s: pulls | s3rver | fetched, MB | "
+             "fetched / bucket |" % f["actors"])
+    L.append("|---|---|---|---|---|---|")
     for mode, lab in (("none", "no cache"), ("cold", "through an empty cache"),
                       ("warm", "through the warm cache")):
-        L.append("| %s | %.2f | %.1f | %.2fx |" % (lab, f["%s_wall_s" % mode],
-                                                  f["%s_bytes" % mode] / MB,
-                                                  f["%s_bytes" % mode] / f["bucket_bytes"]))
+        L.append("| %s | %.2f | %.2f | %.2f | %.1f | %.2fx |" % (
+            lab, f["%s_wall_s" % mode], f.get("%s_cpu_s" % mode, 0),
+            f.get("%s_s3rver_cpu_s" % mode, 0), f["%s_bytes" % mode] / MB,
+            f["%s_bytes" % mode] / f["bucket_bytes"]))
     L.append("")
     L.append("- one actor pulled again: %.2f MB fetched" % (f["repull_bytes"] / MB))
     L.append("- an actor restored, its next state pushed with the cache and pulled: %.2f MB "
