@@ -361,7 +361,7 @@ const struct command cli_commands[] = {
 		"blocks until at most <size> remain.\n"
 		"\n"
 		"With --cache <dir> (or SNAPSTREAM_CACHE), push, pull, cat and verify\n"
-		"keep the pack bytes they move in <dir>, in blocks of 256 KiB, and every\n"
+		"keep the pack bytes they move in <dir>, in blocks of 64 KiB, and every\n"
 		"process of the user on the node shares them: a block is fetched from\n"
 		"the store once however many pulls need it at the same time, a pull\n"
 		"of a snapshot pushed or pulled on the node before fetches little more\n"

@@ -113,15 +113,15 @@ int main(void)
 	block_path(3, path, sizeof(path));
 	CHECK(access(path, F_OK) != 0, "a damaged block stays");
 
-	/* LRU within the bound: 16 MiB holds ~63 blocks of 256 KiB. Blocks
-	 * 100.. are older the lower their number; 100..109 were read. */
-	for (unsigned i = 100; i < 150; i++) {
+	/* LRU within the bound: 16 MiB holds 256 blocks. Blocks 100.. are
+	 * older the lower their number; 100..109 were read. */
+	for (unsigned i = 100; i < 300; i++) {
 		CHECK(put(a, i, BLK) == 0, "put %u", i);
 		age(i, 1000 - (int)i);
 	}
 	for (unsigned i = 100; i < 110; i++)
 		CHECK(has(a, i), "read %u", i);
-	for (unsigned i = 150; i < 180; i++)
+	for (unsigned i = 300; i < 360; i++)
 		CHECK(put(b, i, BLK) == 0, "put %u past the bound", i);
 	struct ss_cache_stats cs = {.size = sizeof(cs)};
 	CHECK(ss_ncache_report(a, false, 0, &cs, &err) == 0, "report: %s", err.msg);
@@ -135,14 +135,14 @@ int main(void)
 		kept_old += has(a, i);
 	CHECK(kept_read == 10, "recently read blocks evicted: %u of 10 kept", kept_read);
 	CHECK(kept_old == 0, "the least recently used blocks stayed: %u", kept_old);
-	CHECK(has(a, 179) && has(a, 149), "newer blocks are there");
+	CHECK(has(a, 359) && has(a, 299), "newer blocks are there");
 
 	/* Prune, and ss_cache's view. */
 	struct ss_cache_opts po = {.size = sizeof(po), .dir = dir, .prune = true, .prune_to = BLK * 4};
 	struct ss_cache_stats ps = SS_CACHE_STATS_INIT;
 	char msg[512];
 	CHECK(ss_cache_impl(&po, &ps, msg, sizeof(msg)) == 0, "prune: %s", msg);
-	CHECK(ps.bytes <= BLK * 4 && ps.pruned > 0 && ps.entries == ps.bytes / (BLK + 32),
+	CHECK(ps.bytes <= BLK * 4 && ps.pruned > 0 && ps.entries == ps.bytes / (BLK + SS_NCACHE_HEADER),
 	      "after prune: %llu bytes, %llu blocks", (unsigned long long)ps.bytes,
 	      (unsigned long long)ps.entries);
 

@@ -26,7 +26,7 @@
 #include <xxhash.h>
 
 #define NC_MAGIC "ssncach1"
-#define NC_HDR 32               /* magic 8, key 16, length 4, zero 4 */
+#define NC_HDR SS_NCACHE_HEADER
 #define LOCK_EVICT 0
 #define LOCK_SETUP 1
 #define LOCK_BLOCKS 4096        /* block locks live above the fixed bytes */

@@ -34,8 +34,11 @@
 #include "util.h"
 
 /* Block size: the unit of caching, locking and eviction (docs/DESIGN.md,
- * "The node cache", says why 256 KiB). */
-#define SS_NCACHE_BLOCK (256u << 10)
+ * "The node cache", says why about 64 KiB): 64 KiB less the header, so
+ * that a block's file is 64 KiB, whole pages and file system blocks. */
+/* magic 8, name 16, length 4, zero 4 */
+#define SS_NCACHE_HEADER 32u
+#define SS_NCACHE_BLOCK ((64u << 10) - SS_NCACHE_HEADER)
 
 struct ss_ncache;
 struct ss_cfg;
