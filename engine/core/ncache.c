@@ -409,7 +409,8 @@ static int evict(struct ss_ncache *c, uint64_t target, uint64_t *removed, uint64
 		}
 		closedir(d);
 	}
-	qsort(v, n, sizeof(*v), cmp_victim);
+	if (n)
+		qsort(v, n, sizeof(*v), cmp_victim);
 	size_t i = 0;
 	for (; i < n && total > target; i++)
 		if (unlinkat(c->bfd, v[i].path, 0) == 0 || errno == ENOENT) {
