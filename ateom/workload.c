@@ -41,6 +41,8 @@ struct deleter;
 struct wl {
 	/* configuration, owned copies */
 	char *bundle_root, *work_dir, *runsc, *store;
+	char *cache_dir;        /* the node cache, or NULL */
+	uint64_t cache_size;
 	struct reaper *reaper;  /* main's, or NULL */
 	uint8_t key[4096];      /* a keyed store's key; key_len 0: none */
 	size_t key_len;
@@ -280,6 +282,8 @@ struct wl *wl_new(const struct wl_config *cfg)
 	w->work_dir = xstrdup(cfg->work_dir);
 	w->runsc = xstrdup(cfg->runsc ? cfg->runsc : "runsc");
 	w->store = xstrdup(cfg->store);
+	w->cache_dir = xstrdup(cfg->cache_dir);
+	w->cache_size = cfg->cache_size;
 	w->reaper = cfg->reaper;
 	w->env = cfg->env;
 	if (cfg->key && cfg->key_len <= sizeof(w->key)) {
@@ -288,7 +292,7 @@ struct wl *wl_new(const struct wl_config *cfg)
 	}
 	w->runsc_args = calloc(cfg->nrunsc_args + 1, sizeof(char *));
 	if (!w->bundle_root || !w->work_dir || !w->runsc || !w->runsc_args ||
-	    (cfg->store && !w->store))
+	    (cfg->store && !w->store) || (cfg->cache_dir && !w->cache_dir))
 		goto fail;
 	for (size_t i = 0; i < cfg->nrunsc_args; i++) {
 		if (!(w->runsc_args[i] = strdup(cfg->runsc_args[i])))
@@ -385,6 +389,7 @@ void wl_free(struct wl *w, char *msg, size_t msglen)
 	free(w->work_dir);
 	free(w->runsc);
 	free(w->store);
+	free(w->cache_dir);
 	explicit_bzero(w->key, sizeof(w->key));
 	for (size_t i = 0; i < w->nrunsc_args; i++)
 		free(w->runsc_args[i]);
@@ -734,6 +739,8 @@ static void upload_start(struct upload *u, const struct wl *w, const struct ss_p
 	u->opts = *opts;
 	u->cfg.size = sizeof(u->cfg);
 	u->cfg.env = w->env;
+	u->cfg.cache_dir = w->cache_dir;
+	u->cfg.cache_size = w->cache_size;
 	u->st.size = sizeof(u->st);
 	if (w->key_len) {
 		u->cfg.key = w->key;
@@ -1065,7 +1072,8 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	 * with it, so fsync would only slow the restore down. */
 	struct ss_config cfg = {.size = sizeof(cfg), .env = w->env, .no_fsync = true,
 				.key = w->key_len ? w->key : NULL,
-				.key_len = w->key_len};
+				.key_len = w->key_len, .cache_dir = w->cache_dir,
+				.cache_size = w->cache_size};
 	struct ss_pull_opts po = {.size = sizeof(po), .snapshot = q->snapshot_uri, .dest = img,
 				  .store = w->store, .info = &info};
 	struct ss_stats st = SS_STATS_INIT;

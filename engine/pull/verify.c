@@ -50,7 +50,7 @@ static int reader_open(struct reader *rd, const char *snapshot, const char *stor
 		ss_err_clear(err);   /* nothing to fetch: all zero, or empty */
 		return 0;
 	}
-	return r;
+	return r ? r : ss_ncache_wrap(&rd->cfg, &rd->store, err);
 }
 
 static void reader_close(struct reader *rd)
@@ -185,6 +185,7 @@ int ss_verify_impl(const struct ss_verify_opts *opts, const struct ss_config_in 
 	if (!r)
 		ss_tick(&rd.cfg, &rd.ticker, &rd.prog, true);
 out:
+	ss_ncache_stats(rd.store, st);
 	reader_close(&rd);
 	return ss_op_end(&err, r, t0, &st->seconds, errbuf, errlen);
 }
@@ -475,6 +476,7 @@ out:
 	free(w.q);
 	free(w.qv);
 	free((void *)w.zeros);
+	ss_ncache_stats(rd.store, st);
 	reader_close(&rd);
 	return ss_op_end(&err, r, t0, &st->seconds, errbuf, errlen);
 }
