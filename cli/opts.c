@@ -157,33 +157,8 @@ static const struct size_opt chunk_max_opt = {"--chunk-max", 257, 1u << 30,
 
 /* Bytes, or with a K, M or G suffix; within [lo, hi]. The bound is
  * checked before the suffix multiplies, so no value wraps. */
-static bool parse_size(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
-{
-	if (*s < '0' || *s > '9')
-		return false;   /* strtoull would take "-1", " 1", "+1" */
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return false;
-	unsigned shift = 0;
-	if (*end == 'K' || *end == 'k')
-		shift = 10, end++;
-	else if (*end == 'M' || *end == 'm')
-		shift = 20, end++;
-	else if (*end == 'G' || *end == 'g')
-		shift = 30, end++;
-	if (*end || v > ((unsigned long long)hi >> shift))
-		return false;
-	v <<= shift;
-	if (v < lo)
-		return false;
-	*out = (uint32_t)v;
-	return true;
-}
-
-/* A byte count for the cache: digits with an optional K, M, G or T
- * suffix, within [lo, hi]. */
+/* A byte count: digits with an optional K, M, G or T suffix (and B),
+ * within [lo, hi]. */
 static bool parse_bytes(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 {
 	if (*s < '0' || *s > '9')
@@ -194,8 +169,10 @@ static bool parse_bytes(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 	if (errno || end == s)
 		return false;
 	unsigned shift = 0;
-	const char *suf = "KMGT";
-	const char *at = *end ? strchr(suf, *end & ~0x20) : NULL;
+	/* memchr over the four letters: strchr would also find the string's
+	 * end, taking "1 " (' ' & ~0x20 is 0) for 1 PiB. */
+	static const char suf[4] = {'K', 'M', 'G', 'T'};
+	const char *at = *end ? memchr(suf, *end & ~0x20, sizeof(suf)) : NULL;
 	if (at) {
 		shift = 10 * (unsigned)(at - suf + 1);
 		end++;
@@ -208,6 +185,16 @@ static bool parse_bytes(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 	if (v < lo)
 		return false;
 	*out = v;
+	return true;
+}
+
+/* The same for a 32-bit size (chunk sizes, --read-depth style limits). */
+static bool parse_size(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
+{
+	uint64_t v;
+	if (!parse_bytes(s, lo, hi, &v))
+		return false;
+	*out = (uint32_t)v;
 	return true;
 }
 

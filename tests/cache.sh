@@ -214,7 +214,8 @@ export ROOT
 	fi
 
 	# --- usage
-	for v in 0 1K abc -5 15M 99999999T; do
+	# "1 ": a space is no suffix (it once read as 1 PiB).
+	for v in 0 1K abc -5 15M 99999999T "1 " "1 G"; do
 		expect_rc 2 "--cache-size $v" ss pull "$B/a0" o --cache "$C" --cache-size "$v"
 		grep -q -- "--cache-size" err && ok || bad "--cache-size $v: $(cat err)"
 	done
