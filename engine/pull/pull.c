@@ -313,19 +313,28 @@ static void get_done(struct ss_op *op, int res)
 	ss_pool_submit(P->pool, &t->task);
 }
 
+/* Send t's GET: false when the backend is full (-EAGAIN) or it failed
+ * (then the pull has failed). */
+static bool submit_get(struct pull *P, struct rtask *t)
+{
+	int r = ss_range_submit(P->store, &t->g, &P->st->requests);
+	if (r == -EAGAIN)
+		return false;
+	if (r) {
+		fail(P, r, "cannot request a pack");
+		return false;
+	}
+	P->gets_inflight++;
+	return true;
+}
+
 static void issue_gets(struct pull *P)
 {
 	while (!P->failed && P->retry && P->gets_inflight < P->max_gets) {
 		struct rtask *t = P->retry;
-		int r = ss_range_submit(P->store, &t->g, &P->st->requests);
-		if (r == -EAGAIN)
+		if (!submit_get(P, t))
 			return;
-		if (r) {
-			fail(P, r, "cannot request a pack");
-			return;
-		}
 		P->retry = t->next_free;
-		P->gets_inflight++;
 	}
 	while (!P->failed && P->free_tasks && P->next_range < P->nranges &&
 	       P->gets_inflight < P->max_gets) {
@@ -335,16 +344,10 @@ static void issue_gets(struct pull *P)
 		t->err = 0;
 		ss_err_clear(&t->werr);
 		ss_range_prep(&t->g, P->m->pack_ids[rg->pack], rg->off, rg->len, t->in, get_done, t);
-		int r = ss_range_submit(P->store, &t->g, &P->st->requests);
-		if (r == -EAGAIN)
+		if (!submit_get(P, t))
 			return;
-		if (r) {
-			fail(P, r, "cannot request a pack");
-			return;
-		}
 		P->free_tasks = t->next_free;
 		P->next_range++;
-		P->gets_inflight++;
 	}
 }
 
