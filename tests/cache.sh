@@ -11,6 +11,9 @@
 #    too; SNAPSTREAM_CACHE is the flag's default and --no-cache wins
 #  - write-through: a push with the cache, then a pull with it fetches no
 #    pack byte
+#  - restored here, checkpointed here (a push with the cache whose image
+#    holds chunks only other sandboxes' packs have), restored here again:
+#    pull and cat fetch no pack byte
 #  - 8 concurrent pulls of related snapshots through one empty cache:
 #    byte-exact, every block fetched from the store once (misses ==
 #    blocks held), at most 1.15x the packs' bytes fetched
@@ -50,6 +53,36 @@ for i in 0 1 2 3 4 5 6 7 8; do
 	"$GEN" --dirty 0.03 --base golden --seed $((70 + i)) --out "a$i" --quiet || exit 1
 done
 "$GEN" --size 24M --seed 62 --out fresh --quiet || exit 1
+# a8n: the next checkpoint of a8 holding stretches that a1 and a2 (other
+# sandboxes of the same golden image) dirtied the same way, so some of its
+# chunks are in their packs only, and pages of its own.
+/usr/bin/python3 - <<'PY' || exit 1
+import random
+P = 4096
+g = open("golden", "rb").read()
+a8 = bytearray(open("a8", "rb").read())
+n, copied = len(g) // P, 0
+for src in (open("a1", "rb").read(), open("a2", "rb").read()):
+    p = 16
+    while p < n - 16 and copied < 12:
+        if src[p * P:(p + 1) * P] != g[p * P:(p + 1) * P]:
+            q = p
+            while q < n and src[q * P:(q + 1) * P] != g[q * P:(q + 1) * P]:
+                q += 1
+            lo, hi = (p - 16) * P, (q + 16) * P
+            if hi <= len(g) and a8[lo:hi] == g[lo:hi] and src[lo:p * P] == g[lo:p * P] \
+                    and src[q * P:hi] == g[q * P:hi]:
+                a8[lo:hi] = src[lo:hi]
+                copied += 1
+            p = q + 16
+        p += 1
+assert copied >= 4, copied
+r = random.Random(5)
+for _ in range(64):
+    p = r.randrange(n)
+    a8[p * P:(p + 1) * P] = r.randbytes(P)
+open("a8n", "wb").write(a8)
+PY
 export S HERE GEN work
 ROOT=0
 [ "$(id -u)" -eq 0 ] && ROOT=1
@@ -104,6 +137,25 @@ export ROOT
 	[ "$(jget out "j[\"transferred_bytes\"]")" = 0 ] && ok "a pushed snapshot pulls from the cache" ||
 		bad "write-through: $(cat out)"
 	rm -f outf
+
+	# --- restored here, checkpointed here, restored here again: its
+	# chunks found in packs other nodes wrote (a1, a2) are brought into the
+	# cache by the push, and no gap between frames is read from the store
+	R="$work/cr"
+	ss push a8 "$B/a8" --parent "$B/golden" --quiet || bad "push a8"
+	expect_rc 0 "restore a8 through an empty cache" ss pull "$B/a8" out8 --cache "$R"
+	expect_rc 0 "push its next checkpoint with the cache" \
+		ss push a8n "$B/a8n" --parent "$B/a8" --cache "$R"
+	expect_rc 0 "cat the next checkpoint here" ss cat "$B/a8n" --cache "$R" --json
+	cmp -s a8n out && ok || bad "cat of the next checkpoint is not byte-exact"
+	[ "$(jget err "j[\"transferred_bytes\"]")" = 0 ] && ok ||
+		bad "cat of a checkpoint pushed here fetched pack bytes: $(cat err)"
+	expect_rc 0 "restore the next checkpoint here" ss pull "$B/a8n" out8n --cache "$R" --json
+	cmp -s a8n out8n && ok || bad "restore of the next checkpoint is not byte-exact"
+	[ "$(jget out "j[\"transferred_bytes\"]")" = 0 ] &&
+		ok "a checkpoint pushed here restores from the cache alone" ||
+		bad "restore of a checkpoint pushed here fetched pack bytes: $(cat out)"
+	rm -f out8 out8n
 
 	# --- 8 pulls at once through one empty cache
 	P="$work/cp"

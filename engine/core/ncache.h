@@ -65,6 +65,12 @@ int ss_ncache_wrap(const struct ss_cfg *cfg, struct ss_backend **b, struct ss_er
  * through it). Any other backend leaves st alone. */
 void ss_ncache_stats(const struct ss_backend *b, struct ss_stats *st);
 
+/* When b is a caching backend: into *bytes, how many of the bytes
+ * [off, off + len) of pack `pack` lie in blocks the cache does not hold.
+ * -EOPNOTSUPP for any other backend. */
+int ss_ncache_absent(const struct ss_backend *b, const uint8_t pack[16], uint64_t off,
+		     uint64_t len, uint64_t *bytes);
+
 /* The directory's figures into st; with prune, least recently used blocks
  * are evicted first until at most prune_to bytes remain. */
 int ss_ncache_report(struct ss_ncache *c, bool prune, uint64_t prune_to,

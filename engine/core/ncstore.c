@@ -628,3 +628,20 @@ void ss_ncache_stats(const struct ss_backend *b, struct ss_stats *st)
 	st->cache_bytes = nb->hit_bytes;
 	st->transferred_bytes = nb->fetched_bytes;
 }
+
+int ss_ncache_absent(const struct ss_backend *b, const uint8_t pack[16], uint64_t off,
+		     uint64_t len, uint64_t *bytes)
+{
+	if (!b || b->ops != &ss_ncache_ops)
+		return -EOPNOTSUPP;
+	const struct ncb *nb = b->priv;
+	*bytes = 0;
+	for (uint64_t k = off / B; k * B < off + len; k++) {
+		uint8_t key[16];
+		uint32_t blen;
+		ss_ncache_key(nb->store, pack, k, key);
+		if (ss_ncache_get(nb->c, key, 0, NULL, 0, &blen))
+			*bytes += SS_MIN((k + 1) * B, off + len) - SS_MAX(k * B, off);
+	}
+	return 0;
+}

@@ -390,6 +390,8 @@ int ss_pushbase_commit(struct ss_pushbase *b, const struct ss_push_opts *opts,
 	else if (r)
 		ss_err_set(err, r, "cannot write the manifest of %s: %s", opts->snapshot,
 			   strerror(-r));
+	else
+		ss_pushbase_warm(b, m, st);
 out:
 	free(mbuf);
 	return r;

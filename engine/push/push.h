@@ -198,6 +198,12 @@ int ss_pushbase_store(struct ss_pushbase *b, const struct ss_push_opts *opts,
 int ss_pushbase_commit(struct ss_pushbase *b, const struct ss_push_opts *opts,
 		       const struct ss_manifest *m, struct ss_stats *st, struct ss_err *err);
 
+/* After a commit through the node cache: fetch into the cache the frames
+ * of m the node does not hold, when they are few (chunks found in packs
+ * other nodes wrote), so that a restore here reads only the manifest
+ * (warm.c). Best effort: nothing it fails at fails the push. */
+void ss_pushbase_warm(struct ss_pushbase *b, const struct ss_manifest *m, struct ss_stats *st);
+
 /* The packer of a push whose pipeline state is pipe (ss_packer_new with
  * ss_pipe_pack_done): packs go to b's store, chunk locations to b's dedup
  * table, the chunks of each stored pack to b's claims, statistics to st.
