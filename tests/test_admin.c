@@ -151,6 +151,61 @@ static void store_manifest(const char *uri, struct ss_manifest *m)
 	ss_loop_free(l);
 }
 
+/* ss_get_object reads an object whole in one GET when it fits the first
+ * read (1 MiB), in two when it is larger, and refuses one over its limit
+ * from the size the first GET reports. */
+static void test_get_object(void)
+{
+	struct ss_loop *l;
+	REQUIRE(ss_loop_new(64, &l) == 0, "loop");
+	struct ss_cfg c;
+	struct ss_config_in in = cfg();
+	REQUIRE(ss_cfg_resolve(&in, &c, NULL) == 0, "cfg");
+	char local[320];
+	snprintf(local, sizeof(local), "%s/objs", dir);
+	REQUIRE(mkdir(local, 0700) == 0, "mkdir %s", local);
+	const char *stores[] = {"mem://objs", local};
+	const size_t sizes[] = {0, 1, (1u << 20) - 1, 1u << 20, (1u << 20) + 1, 3u << 20};
+	uint8_t *data = malloc((3u << 20) + 8);
+	REQUIRE(data, "malloc");
+	for (size_t i = 0; i < (3u << 20) + 8; i++)
+		data[i] = (uint8_t)(i * 2654435761u >> 13);
+	for (size_t si = 0; si < 2; si++) {
+		struct ss_backend *b;
+		REQUIRE(ss_backend_open(stores[si], l, &c.bopts, &b, NULL) == 0, "open %s", stores[si]);
+		for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+			char key[32];
+			snprintf(key, sizeof(key), "o%zu", k);
+			REQUIRE(ss_put_object(b, l, key, data + k, sizes[k], 0, NULL, NULL) == 0,
+				"put %s", key);
+			uint8_t *got = NULL;
+			size_t n = 0;
+			uint64_t requests = 0;
+			struct ss_err e = {0};
+			int r = ss_get_object(b, l, key, 4u << 20, &got, &n, &requests, &e);
+			CHECK(r == 0 && n == sizes[k] && !memcmp(got, data + k, n),
+			      "%s %s (%zu bytes): %d, %zu bytes back", stores[si], key, sizes[k], r, n);
+			CHECK(requests == (sizes[k] > (1u << 20) ? 2u : 1u),
+			      "%s %s (%zu bytes): %llu requests", stores[si], key, sizes[k],
+			      (unsigned long long)requests);
+			free(got);
+			got = NULL;
+			if (sizes[k] > 1) {
+				r = ss_get_object(b, l, key, sizes[k] - 1, &got, &n, NULL, &e);
+				CHECK(r == -EFBIG && !got, "%s %s over its limit: %d", stores[si], key, r);
+			}
+		}
+		uint8_t *got = NULL;
+		size_t n = 0;
+		struct ss_err e = {0};
+		CHECK(ss_get_object(b, l, "nope", 1024, &got, &n, NULL, &e) == -ENOENT && !got,
+		      "%s: a missing object", stores[si]);
+		ss_backend_free(b);
+	}
+	free(data);
+	ss_loop_free(l);
+}
+
 static void test_stream_and_tamper(void)
 {
 	char img[300];
@@ -486,6 +541,7 @@ int main(void)
 	mem = ss_memstore_new();
 	test_gcstate();
 	test_tombstone();
+	test_get_object();
 	test_stream_and_tamper();
 	test_format1();
 	test_gc_hides();

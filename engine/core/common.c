@@ -88,40 +88,63 @@ int ss_call(struct ss_backend *b, struct ss_loop *l, struct ss_req *r, uint64_t 
 	return ss_backend_call(b, l, r);
 }
 
+/* What ss_get_object asks for first: the whole of most objects it reads
+ * (configs, refs, index objects, the manifests of images up to ~512 MiB),
+ * so that one round trip suffices where a size query and a GET took two. */
+#define GET_FIRST ((size_t)1 << 20)
+
 int ss_get_object(struct ss_backend *b, struct ss_loop *l, const char *key, size_t max,
 		  uint8_t **out, size_t *outlen, uint64_t *requests, struct ss_err *err)
 {
-	/* Size first, then the bytes. An object replaced in between (a
-	 * concurrent gc rewrites its state by rename) shows up as a size
-	 * that differs between the two answers: read it again. */
+	/* The first GET answers with the object's size too. A larger object
+	 * is read on from where it stopped; one replaced in between (a gc
+	 * rewrites its state by rename) shows as a size that differs between
+	 * the two answers: read it again. */
 	for (int attempt = 0;; attempt++) {
-		struct ss_req st = {.kind = SS_REQ_STAT, .key = key, .err = err};
-		int r = ss_call(b, l, &st, requests);
-		if (r)
-			return r;
-		if (st.size > max)
-			return ss_err_set(err, -EFBIG,
-					  "object '%s' is %llu bytes, more than the %zu allowed", key,
-					  (unsigned long long)st.size, max);
-		uint8_t *buf = malloc(st.size ? st.size : 1);
+		size_t cap = SS_MIN(SS_MAX(max, (size_t)1), GET_FIRST);
+		uint8_t *buf = malloc(cap);
 		if (!buf)
 			return ss_err_set(err, -ENOMEM, "out of memory");
-		struct ss_req g = {.kind = SS_REQ_GET, .key = key, .off = 0, .len = st.size,
+		struct ss_req g = {.kind = SS_REQ_GET, .key = key, .off = 0, .len = cap,
 				   .buf = buf, .err = err};
-		r = ss_call(b, l, &g, requests);
-		if (r >= 0 && ((uint64_t)r != st.size || g.size != st.size)) {
+		int r = ss_call(b, l, &g, requests);
+		if (r < 0) {
+			free(buf);
+			return r;
+		}
+		uint64_t size = g.size;
+		if (size > max) {
+			free(buf);
+			return ss_err_set(err, -EFBIG,
+					  "object '%s' is %llu bytes, more than the %zu allowed", key,
+					  (unsigned long long)size, max);
+		}
+		bool whole = (uint64_t)r == size;
+		if (!whole && (uint64_t)r == cap && size > cap) {
+			uint8_t *nb = realloc(buf, (size_t)size);
+			if (!nb) {
+				free(buf);
+				return ss_err_set(err, -ENOMEM, "out of memory");
+			}
+			buf = nb;
+			struct ss_req g2 = {.kind = SS_REQ_GET, .key = key, .off = cap,
+					    .len = size - cap, .buf = buf + cap, .err = err};
+			r = ss_call(b, l, &g2, requests);
+			if (r < 0) {
+				free(buf);
+				return r;
+			}
+			whole = g2.size == size && (uint64_t)r == size - cap;
+		}
+		if (!whole) {
 			free(buf);
 			if (attempt < 8)
 				continue;
 			return ss_err_set(err, -EBADMSG, "object '%s' kept changing while reading",
 					  key);
 		}
-		if (r < 0) {
-			free(buf);
-			return r;
-		}
 		*out = buf;
-		*outlen = st.size;
+		*outlen = (size_t)size;
 		return 0;
 	}
 }
