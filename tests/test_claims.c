@@ -284,6 +284,55 @@ static void test_full_table(void)
 	drop_table(id);
 }
 
+/* A push alone in the table reuses the slots of chunks it has landed:
+ * no push that joins later can use those landings, so however many new
+ * chunks it stores, it claims every one. With another push in the table
+ * (joined first, so it may need them) its landings stay, and the table
+ * fills. */
+static void test_alone_reuses_landed(void)
+{
+	const char *id = new_ident();
+	struct ss_claims *a = join(id);
+	enum { N = 150000 };
+	unsigned mine = 0;
+	uint8_t x[16];
+	for (int i = 0; i < N; i++) {
+		random_id(x);
+		uint32_t ref;
+		if (ss_claims_claim(a, x, &ref) == SS_CLAIM_MINE) {
+			mine++;
+			struct ss_claim_loc l = loc_for(x);
+			ss_claims_landed(a, x, &l);
+		}
+	}
+	CHECK(mine == N, "alone: %u of %u new chunks claimed", mine, (unsigned)N);
+	/* A push joining now finds the table still taking claims, and the
+	 * first one's later landings are kept for it. */
+	struct ss_claims *b = join(id);
+	unsigned mine_a = 0, none_a = 0, seen = 0;
+	for (int i = 0; i < 70000; i++) {
+		random_id(x);
+		uint32_t ref;
+		int r = ss_claims_claim(a, x, &ref);
+		mine_a += r == SS_CLAIM_MINE;
+		none_a += r == SS_CLAIM_NONE;
+		if (r == SS_CLAIM_MINE) {
+			struct ss_claim_loc l = loc_for(x), got;
+			ss_claims_landed(a, x, &l);
+			if (i % 1000 == 0 && ss_claims_claim(b, x, &ref) == SS_CLAIM_THEIRS &&
+			    ss_claims_poll(b, ref, x, &got) == 0 && got.offset == l.offset &&
+			    got.stored_len == l.stored_len && !memcmp(got.pack_id, l.pack_id, 16))
+				seen++;
+		}
+	}
+	CHECK(mine_a < 66000 && none_a > 4000, "with another push: %u claimed, %u unclaimed",
+	      mine_a, none_a);
+	CHECK(seen >= 60, "the other push took %u of the sampled landings", seen);
+	ss_claims_close(b);
+	ss_claims_close(a);
+	drop_table(id);
+}
+
 /* A push killed while alone leaves its table; the sweep that the last
  * push to leave any table runs removes it, and never a table in use. */
 static void test_sweep(void)
@@ -452,7 +501,9 @@ static void test_push_waits_for_claimer(void)
  * starts. The second claimer lands y only once that pack is in the store
  * (or after 3 s: the pack never came, the loop stalled while waiting). */
 #define WAIT_X_BYTES (1536u << 10)   /* one full pack and part of the next */
-#define WAIT_Y_BYTES 8192u
+/* y must be one chunk, which only a file no longer than the smallest chunk
+ * always is (8 KiB files were cut in two by some random contents). */
+#define WAIT_Y_BYTES SS_CHUNK_MIN_DEFAULT
 
 struct waiter {
 	struct ss_claims *cx, *cy;
@@ -609,6 +660,7 @@ int main(void)
 	test_killed_claimer();
 	test_many_and_apart();
 	test_full_table();
+	test_alone_reuses_landed();
 	test_sweep();
 	test_foreign_file_refused();
 	test_push_waits_for_claimer();

@@ -59,7 +59,10 @@ struct hdr {
 	uint32_t version;
 	uint32_t nslots;
 	_Atomic uint64_t seq;       /* landings so far; starts at 1 */
-	uint8_t pad[40];
+	/* Owners that joined and have not left, a bit each (one killed stays
+	 * until the table is reset, which only keeps its start binding). */
+	_Atomic uint64_t members[NOWNERS / 64];
+	uint8_t pad[8];
 	struct owner owner[NOWNERS];
 };
 
@@ -180,10 +183,54 @@ static bool landed_since_start(const struct ss_claims *c, uint64_t st)
 	return (int32_t)(SEQ(st) - c->start) > 0;
 }
 
-static bool reusable(struct ss_claims *c, uint64_t st)
+/* Who may still need a landing: only a push that joined before it (one
+ * that joined later finds its pack in the store, or has no use for the
+ * location). So a landing of owner O is free to reuse once every member
+ * of the table other than O joined after it. `first` and `second` are the
+ * members' earliest and second earliest starts (`first_owner` the
+ * owner of the first), or the table's sequence number when there are
+ * none. A push alone in the table thus reuses its own landed slots and
+ * never fills it, however many new chunks it stores; two pushes reuse
+ * what either landed before the other joined. */
+struct starts {
+	bool known;
+	uint32_t first, second;
+	unsigned first_owner;
+};
+
+static void member_starts(struct ss_claims *c, struct starts *m)
 {
-	if (KIND(st) == K_LANDED)
-		return (int32_t)(SEQ(st) - c->reclaim_below) <= 0;
+	/* The sequence number first: a push that becomes a member after the
+	 * bits are read starts at or after it. */
+	uint32_t q = (uint32_t)atomic_load(&c->h->seq);
+	*m = (struct starts){.known = true, .first = q, .second = q, .first_owner = NOWNERS};
+	for (unsigned w = 0; w < NOWNERS / 64; w++) {
+		uint64_t bits = atomic_load(&c->h->members[w]);
+		while (bits) {
+			unsigned i = w * 64 + (unsigned)__builtin_ctzll(bits);
+			bits &= bits - 1;
+			uint32_t st = (uint32_t)atomic_load(&c->h->owner[i].start_seq);
+			if ((int32_t)(st - m->first) < 0) {
+				m->second = m->first;
+				m->first = st;
+				m->first_owner = i;
+			} else if ((int32_t)(st - m->second) < 0) {
+				m->second = st;
+			}
+		}
+	}
+}
+
+static bool reusable(struct ss_claims *c, uint64_t st, struct starts *m)
+{
+	if (KIND(st) == K_LANDED) {
+		if ((int32_t)(SEQ(st) - c->reclaim_below) <= 0)
+			return true;
+		if (!m->known)
+			member_starts(c, m);
+		uint32_t bound = OWNER(st) == m->first_owner ? m->second : m->first;
+		return (int32_t)(SEQ(st) - bound) <= 0;
+	}
 	return (KIND(st) == K_CLAIMED || KIND(st) == K_BUSY) && !alive(c, OWNER(st), GEN(st));
 }
 
@@ -194,6 +241,7 @@ int ss_claims_claim(struct ss_claims *c, const uint8_t id[16], uint32_t *ref)
 	uint32_t base = (uint32_t)want[0] & (NSLOTS - 1);
 	struct slot *cand = NULL;
 	uint64_t cand_st = 0;
+	struct starts m = {.known = false};
 	for (uint32_t p = 0; p < PROBE; p++) {
 		uint32_t i = (base + p) & (NSLOTS - 1);
 		struct slot *s = &c->slots[i];
@@ -206,7 +254,7 @@ int ss_claims_claim(struct ss_claims *c, const uint8_t id[16], uint32_t *ref)
 			}
 			st = slot_read(c, s, w);
 			if (w[0] != want[0] || w[1] != want[1]) {
-				if (!cand && reusable(c, st)) {
+				if (!cand && reusable(c, st, &m)) {
 					cand = s;
 					cand_st = st;
 				}
@@ -389,6 +437,8 @@ int ss_claims_open(const char *identity, struct ss_claims **out)
 	c->gen = (atomic_fetch_add(&c->h->owner[c->me].gen, 1) + 1) & GEN_MASK;
 	c->start = (uint32_t)atomic_load(&c->h->seq);
 	atomic_store(&c->h->owner[c->me].start_seq, c->start);
+	/* A member once its start is there to read (member_starts). */
+	atomic_fetch_or(&c->h->members[c->me / 64], 1ull << (c->me % 64));
 	c->reclaim_below = c->start;
 	for (unsigned i = 0; i < NOWNERS; i++)
 		if (held[i]) {
@@ -458,6 +508,7 @@ void ss_claims_close(struct ss_claims *c)
 {
 	if (!c)
 		return;
+	atomic_fetch_and(&c->h->members[c->me / 64], ~(1ull << (c->me % 64)));
 	munmap(c->map, (size_t)FILE_SIZE);
 	/* Leave: what we claimed and did not land is free from now on. */
 	ofd_lock(c->fd, F_OFD_SETLK, F_UNLCK, c->me);
