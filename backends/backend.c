@@ -166,6 +166,7 @@ int ss_backend_open(const char *uri, struct ss_loop *l, const struct ss_backend_
 		return ss_err_set(err, -ENOMEM, "out of memory");
 	}
 	b->ops = ops;
+	b->local = ops->local;
 	b->loop = l;
 	if (o)
 		b->opts = *o;
@@ -206,7 +207,7 @@ int ss_backend_identity(const struct ss_backend *b, char *buf, size_t n)
 
 bool ss_backend_local(const struct ss_backend *b)
 {
-	return b->ops->local;
+	return b->local;
 }
 
 unsigned ss_backend_max_inflight(const struct ss_backend *b)

@@ -29,6 +29,9 @@ struct ss_backend {
 	struct ss_backend_opts opts;
 	unsigned max_inflight;
 	unsigned inflight;
+	/* ops->local, or for a backend stacked on another (the node cache)
+	 * the other's: what its requests mostly cost (ss_backend_local). */
+	bool local;
 	void *priv;
 };
 

@@ -29,6 +29,8 @@
 #  - a full disk under the cache directory (a 6 MiB tmpfs; root): pulls
 #    succeed from the store, the cache stays within the tmpfs, and a cache
 #    that cannot even be created on a full disk is no error either
+#  - in front of a local store: a pull makes the requests it makes without
+#    the cache, and a push packs as into that store
 #  - usage: bad --cache-size values (exit 2), a directory others may
 #    write (refused), `cache` reporting and --prune, a directory that is no
 #    cache (exit 3)
@@ -53,6 +55,7 @@ for i in 0 1 2 3 4 5 6 7 8; do
 	"$GEN" --dirty 0.03 --base golden --seed $((70 + i)) --out "a$i" --quiet || exit 1
 done
 "$GEN" --size 24M --seed 62 --out fresh --quiet || exit 1
+"$GEN" --size 48M --seed 64 --out other --quiet || exit 1
 # a8n: the next checkpoint of a8 holding stretches that a1 and a2 (other
 # sandboxes of the same golden image) dirtied the same way, so some of its
 # chunks are in their packs only, and pages of its own.
@@ -283,5 +286,24 @@ export ROOT
 		bad "prune: $(cat out)"
 	expect_rc 0 "cache (text)" ss cache --cache "$C"
 	grep -q "0 block(s)" out && ok || bad "cache text: $(cat out)"
+
+	# --- in front of a local store, a pull reads as it does from the
+	# store itself (request sizes for a local store, not an object
+	# store), and a push packs as into that store
+	L="$work/local"
+	ss push a1 "$L/a1" --quiet || bad "push to a local store"
+	expect_rc 0 "pull from the local store" ss pull "$L/a1" ol1 --json
+	plain=$(jget out "j[\"requests\"]")
+	expect_rc 0 "pull through an empty cache" ss pull "$L/a1" ol2 --cache "$work/lc" --json
+	expect_rc 0 "pull through the filled cache" ss pull "$L/a1" ol3 --cache "$work/lc" --json
+	[ "$(jget out "j[\"requests\"]")" = "$plain" ] && [ "$(jget out "j[\"transferred_bytes\"]")" = 0 ] &&
+		ok "a cache in front of a local store reads in the same ranges" ||
+		bad "local store: $plain requests without the cache, with it: $(cat out)"
+	cmp -s a1 ol3 && ok || bad "pull through a cache in front of a local store differs"
+	expect_rc 0 "push into the local store with the cache" \
+		ss push other "$L/other" --cache "$work/lc" --json
+	[ "$(jget out "j[\"packs\"] > 1")" = True ] && ok "packs of a local store size" ||
+		bad "push through the cache into a local store: $(cat out)"
+	rm -f ol1 ol2 ol3
 	asserts_summary cache
 '

@@ -615,6 +615,10 @@ int ss_ncache_wrap(const struct ss_cfg *cfg, struct ss_backend **b, struct ss_er
 	self->loop = nb->inner->loop;
 	self->opts = nb->inner->opts;
 	self->max_inflight = nb->inner->max_inflight;
+	/* A cache in front of a local store costs what the store does; in
+	 * front of an object store, misses cost round trips, which is what
+	 * request sizes (pull ranges, pack sizes) are chosen for. */
+	self->local = nb->inner->local;
 	self->priv = nb;
 	*b = self;
 	return 0;
