@@ -1,0 +1,100 @@
+/* crypt — encryption at rest in a sealed keyed store.
+ *
+ * docs/SECURITY.md, "Encryption at rest in keyed stores", is the
+ * specification. From the store's key file and its random store id this
+ * derives (HKDF-SHA256, one label per purpose) the chunk-id secret, the
+ * public key check, and one AEAD key per pack, per manifest and per index
+ * object, so that no key ever seals two things under one nonce without
+ * any coordination between pushes or hosts: a pack's frames are sealed
+ * under the pack's key with their offset in the pack as the nonce, and a
+ * manifest or index object under a key of its own with nonce 0.
+ *
+ * Sealed objects are `ciphertext || tag[16]`, the ciphertext exactly as
+ * long as the plaintext; seal and open work in place. The cipher is
+ * AES-256-GCM, or ChaCha20-Poly1305 where the CPU has no AES
+ * instructions; a store records which, and uses only that one.
+ */
+#ifndef SS_CRYPT_H
+#define SS_CRYPT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util.h"
+
+#define SS_SEAL_TAG 16u
+#define SS_SEAL_KEY 32u
+#define SS_CRYPT_IDSECRET 192u
+
+enum ss_cipher {
+	SS_CIPHER_AES256GCM = 1,
+	SS_CIPHER_CHACHA20POLY1305 = 2,
+};
+
+/* The cipher a new store should use on this CPU. */
+enum ss_cipher ss_crypt_pick(void);
+/* Its name in a store's config ("aes-256-gcm", "chacha20-poly1305"),
+ * and back (0: unknown). */
+const char *ss_cipher_name(enum ss_cipher c);
+enum ss_cipher ss_cipher_parse(const char *name);
+
+/* The derived secrets of one sealed store. They live in a mapping of
+ * their own, kept out of core dumps (MADV_DONTDUMP) and locked in memory
+ * when the limit allows; ss_crypt_free wipes and unmaps it. */
+struct ss_crypt;
+
+/* Derive everything from key (SS_KEY_MIN..SS_KEY_MAX bytes; the caller
+ * wipes its copy) for the store store_id using cipher. Returns 0, -EINVAL
+ * (length, cipher), -ENOMEM, or -ENOENT / -EIO (libcrypto missing or
+ * failing), with err said. */
+int ss_crypt_new(const uint8_t *key, size_t len, const uint8_t store_id[16], enum ss_cipher cipher,
+		 struct ss_crypt **out, struct ss_err *err);
+void ss_crypt_free(struct ss_crypt *c);
+
+enum ss_cipher ss_crypt_cipher(const struct ss_crypt *c);
+const uint8_t *ss_crypt_store_id(const struct ss_crypt *c);
+/* The public key check (16 bytes); says nothing about the secrets. */
+const uint8_t *ss_crypt_check(const struct ss_crypt *c);
+/* The XXH3 secret of chunk ids (SS_CRYPT_IDSECRET bytes). */
+const uint8_t *ss_crypt_idsecret(const struct ss_crypt *c);
+
+/* Object keys: a pack's (its frames and index), a manifest's (from the
+ * salt in its header), an index object's (from its id). */
+enum ss_objkind { SS_OBJ_PACK, SS_OBJ_MANIFEST, SS_OBJ_INDEX };
+int ss_crypt_objkey(const struct ss_crypt *c, enum ss_objkind kind, const uint8_t id[16],
+		    uint8_t key[SS_SEAL_KEY]);
+
+/* One AEAD context (per thread): keyed once per object, then used for
+ * any number of seals/opens with distinct nonces. */
+struct ss_aead;
+int ss_aead_new(enum ss_cipher cipher, struct ss_aead **out);
+void ss_aead_free(struct ss_aead *a);
+int ss_aead_key(struct ss_aead *a, const uint8_t key[SS_SEAL_KEY]);
+
+/* Seal buf[0, len) in place and write the tag at buf + len (room for
+ * SS_SEAL_TAG more bytes), binding nonce and ad. Returns 0 or -EIO. */
+int ss_aead_seal(struct ss_aead *a, const uint8_t nonce[12], const void *ad, size_t adlen,
+		 uint8_t *buf, size_t len);
+/* Open buf[0, sealed) in place (sealed >= SS_SEAL_TAG): on success the
+ * plaintext is buf[0, sealed - SS_SEAL_TAG). -EBADMSG when the tag,
+ * nonce, ad or length do not match (buf then holds garbage). */
+int ss_aead_open(struct ss_aead *a, const uint8_t nonce[12], const void *ad, size_t adlen,
+		 uint8_t *buf, size_t sealed);
+
+/* A frame of a pack: the nonce is its offset in the pack, the ad its
+ * codec and plaintext length. The aead holds the pack's key. */
+int ss_crypt_frame_seal(struct ss_aead *a, uint64_t off, uint8_t codec, uint8_t *buf, size_t len);
+int ss_crypt_frame_open(struct ss_aead *a, uint64_t off, uint8_t codec, uint8_t *buf,
+			size_t sealed);
+
+/* A manifest body sealed for the snapshot at the normalized location loc:
+ * the key from salt, nonce 0, ad = hdr (the envelope's plain header,
+ * which holds the salt) || loc. Opening under another location, in
+ * another store or with another header fails (-EBADMSG). */
+int ss_crypt_manifest_seal(const struct ss_crypt *c, const uint8_t salt[16], const uint8_t *hdr,
+			   size_t hdrlen, const char *loc, uint8_t *buf, size_t len);
+int ss_crypt_manifest_open(const struct ss_crypt *c, const uint8_t salt[16], const uint8_t *hdr,
+			   size_t hdrlen, const char *loc, uint8_t *buf, size_t sealed);
+
+#endif
