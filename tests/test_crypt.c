@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "crypt.h"
+#include "manifest.h"
 #include "testutil.h"
 
 static uint8_t key[32], sid[16];
@@ -155,6 +156,82 @@ static void test_manifest(enum ss_cipher cipher)
 	ss_crypt_free(c);
 }
 
+/* The format 4 envelope: wrap, peek without a key, unwrap; an old
+ * reader's decoder refuses it by its major; every tamper and every
+ * mismatch of location, store or key fails. */
+static void test_envelope(void)
+{
+	struct ss_crypt *c, *other_key, *other_store;
+	struct ss_err e = {0};
+	uint8_t key2[32], sid2[16];
+	memcpy(key2, key, 32);
+	key2[31] ^= 1;
+	memcpy(sid2, sid, 16);
+	sid2[0] ^= 1;
+	REQUIRE(!ss_crypt_new(key, 32, sid, SS_CIPHER_AES256GCM, &c, &e) &&
+			!ss_crypt_new(key2, 32, sid, SS_CIPHER_AES256GCM, &other_key, &e) &&
+			!ss_crypt_new(key, 32, sid2, SS_CIPHER_AES256GCM, &other_store, &e),
+		"new: %s", e.msg);
+	enum { N = 700 };
+	uint8_t inner[N];
+	fill(inner, N);
+	const char *loc = "/snaps/job-1";
+	uint8_t *env, *env2, *out;
+	size_t elen, elen2, olen;
+	REQUIRE(ss_sealed_wrap(c, loc, inner, N, &env, &elen) == 0, "wrap");
+	REQUIRE(!memmem(env, elen, "MARKER-snapstream", 17), "plaintext visible");
+	REQUIRE(ss_sealed_wrap(c, loc, inner, N, &env2, &elen2) == 0 && elen2 == elen &&
+			memcmp(env, env2, elen),
+		"each seal has its own salt");
+	free(env2);
+	struct ss_sealed_hdr h;
+	const uint8_t *body;
+	size_t blen;
+	REQUIRE(ss_sealed_peek(env, elen, &h, &body, &blen, &e) == 0 &&
+			!memcmp(h.store_id, sid, 16) && !memcmp(h.check, ss_crypt_check(c), 16) &&
+			h.cipher == SS_CIPHER_AES256GCM,
+		"peek: %s", e.msg);
+	REQUIRE(ss_sealed_peek(inner, N, &h, &body, &blen, &e) == -ENOMSG, "plain is not sealed");
+	REQUIRE(ss_sealed_unwrap(c, loc, env, elen, &out, &olen, &e) == 0 && olen == N &&
+			!memcmp(out, inner, N),
+		"unwrap: %s", e.msg);
+	free(out);
+	/* An old reader refuses it as newer, not as damaged. */
+	struct ss_manifest *m = NULL;
+	ss_err_clear(&e);
+	REQUIRE(ss_manifest_decode(env, elen, &m, &e) == -EPROTONOSUPPORT && strstr(e.msg, "newer"),
+		"format 3 decoder: %d %s", 0, e.msg);
+	/* Another snapshot's name, another store, another key. */
+	ss_err_clear(&e);
+	REQUIRE(ss_sealed_unwrap(c, "/snaps/job-2", env, elen, &out, &olen, &e) == -EBADMSG,
+		"other name");
+	ss_err_clear(&e);
+	REQUIRE(ss_sealed_unwrap(other_store, loc, env, elen, &out, &olen, &e) == -EBADMSG,
+		"other store");
+	ss_err_clear(&e);
+	REQUIRE(ss_sealed_unwrap(other_key, loc, env, elen, &out, &olen, &e) == -EKEYREJECTED,
+		"other key");
+	/* Every byte changed, and every truncation: refused, never a crash. */
+	uint8_t *t = malloc(elen);
+	for (size_t i = 0; i < elen; i++) {
+		memcpy(t, env, elen);
+		t[i] ^= 0x01;
+		ss_err_clear(&e);
+		int r = ss_sealed_unwrap(c, loc, t, elen, &out, &olen, &e);
+		REQUIRE(r == -EBADMSG || r == -EKEYREJECTED, "flip %zu: %d", i, r);
+	}
+	for (size_t n = 0; n < elen; n += n < 80 ? 1 : 61) {
+		ss_err_clear(&e);
+		int r = ss_sealed_unwrap(c, loc, env, n, &out, &olen, &e);
+		REQUIRE(r == -EBADMSG, "cut to %zu: %d", n, r);
+	}
+	free(t);
+	free(env);
+	ss_crypt_free(c);
+	ss_crypt_free(other_key);
+	ss_crypt_free(other_store);
+}
+
 int main(void)
 {
 	for (int i = 0; i < 32; i++)
@@ -166,6 +243,7 @@ int main(void)
 	test_frames(SS_CIPHER_CHACHA20POLY1305);
 	test_manifest(SS_CIPHER_AES256GCM);
 	test_manifest(SS_CIPHER_CHACHA20POLY1305);
+	test_envelope();
 	printf("crypt: ok\n");
 	return 0;
 }

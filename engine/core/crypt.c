@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #if defined(__aarch64__)
 #include <sys/auxv.h>
 #endif
@@ -330,4 +331,134 @@ int ss_crypt_manifest_open(const struct ss_crypt *c, const uint8_t salt[16], con
 			   size_t hdrlen, const char *loc, uint8_t *buf, size_t sealed)
 {
 	return manifest_crypt(c, salt, hdr, hdrlen, loc, buf, sealed, false);
+}
+
+/* ------------------------------------------------------ sealed envelope */
+
+static const uint8_t SEAL_MAGIC[8] = "SSSEAL01";
+/* field 1 (format_major) = 4, field 3 (body_codec) = 2, field 5 (body). */
+static const uint8_t ENV_HEAD[] = {0x08, SS_SEALED_MAJOR, 0x18, 0x02, 0x2a};
+
+static void hdr_encode(const struct ss_sealed_hdr *h, uint8_t out[SS_SEALED_HDR])
+{
+	memset(out, 0, SS_SEALED_HDR);
+	memcpy(out, SEAL_MAGIC, 8);
+	memcpy(out + 8, h->store_id, 16);
+	memcpy(out + 24, h->check, 16);
+	out[40] = (uint8_t)h->cipher;
+	memcpy(out + 48, h->salt, 16);
+}
+
+int ss_sealed_peek(const uint8_t *buf, size_t len, struct ss_sealed_hdr *h, const uint8_t **body,
+		   size_t *bodylen, struct ss_err *err)
+{
+	if (len < sizeof(ENV_HEAD) || memcmp(buf, ENV_HEAD, sizeof(ENV_HEAD)))
+		return -ENOMSG;
+	/* The body's length: a minimal varint of at most 5 bytes. */
+	size_t i = sizeof(ENV_HEAD);
+	uint64_t v = 0;
+	unsigned shift = 0;
+	for (;; shift += 7) {
+		if (i >= len || shift > 28)
+			return ss_err_set(err, -EBADMSG, "sealed manifest damaged: bad body length");
+		uint8_t b = buf[i++];
+		v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80)) {
+			if (!b && shift)
+				return ss_err_set(err, -EBADMSG,
+						  "sealed manifest damaged: bad body length");
+			break;
+		}
+	}
+	if (v != len - i)
+		return ss_err_set(err, -EBADMSG,
+				  "sealed manifest damaged: body of %llu bytes in %zu (truncated?)",
+				  (unsigned long long)v, len - i);
+	if (v < SS_SEALED_HDR + SS_SEAL_TAG || memcmp(buf + i, SEAL_MAGIC, 8))
+		return ss_err_set(err, -EBADMSG, "sealed manifest damaged: bad header");
+	const uint8_t *p = buf + i;
+	static const uint8_t zero[7];
+	memcpy(h->store_id, p + 8, 16);
+	memcpy(h->check, p + 24, 16);
+	h->cipher = p[40];
+	memcpy(h->salt, p + 48, 16);
+	if (!ss_cipher_parse(ss_cipher_name(h->cipher)) || memcmp(p + 41, zero, 7))
+		return ss_err_set(err, -EBADMSG,
+				  "sealed manifest damaged: unknown cipher %u or flags", p[40]);
+	*body = p;
+	*bodylen = (size_t)v;
+	return 0;
+}
+
+int ss_sealed_wrap(const struct ss_crypt *c, const char *loc, const uint8_t *inner, size_t n,
+		   uint8_t **out, size_t *outlen)
+{
+	*out = NULL;
+	*outlen = 0;
+	struct ss_sealed_hdr h = {.cipher = c->cipher};
+	memcpy(h.store_id, c->store_id, 16);
+	memcpy(h.check, c->check, 16);
+	/* A fresh salt, so a fresh key, for every manifest written. */
+	if (getrandom(h.salt, sizeof(h.salt), 0) != (ssize_t)sizeof(h.salt))
+		return -EIO;
+	size_t blen = SS_SEALED_HDR + n + SS_SEAL_TAG;
+	if (blen > UINT32_MAX)
+		return -EFBIG;
+	uint8_t *b = malloc(sizeof(ENV_HEAD) + 5 + blen);
+	if (!b)
+		return -ENOMEM;
+	size_t i = 0;
+	memcpy(b, ENV_HEAD, sizeof(ENV_HEAD));
+	i += sizeof(ENV_HEAD);
+	for (uint64_t v = blen;; v >>= 7) {
+		b[i++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+		if (v <= 0x7f)
+			break;
+	}
+	uint8_t *hdr = b + i;
+	hdr_encode(&h, hdr);
+	memcpy(hdr + SS_SEALED_HDR, inner, n);
+	int r = ss_crypt_manifest_seal(c, h.salt, hdr, SS_SEALED_HDR, loc, hdr + SS_SEALED_HDR, n);
+	if (r) {
+		free(b);
+		return r;
+	}
+	*out = b;
+	*outlen = i + blen;
+	return 0;
+}
+
+int ss_sealed_unwrap(const struct ss_crypt *c, const char *loc, const uint8_t *buf, size_t len,
+		     uint8_t **inner, size_t *innerlen, struct ss_err *err)
+{
+	*inner = NULL;
+	*innerlen = 0;
+	struct ss_sealed_hdr h;
+	const uint8_t *body;
+	size_t blen;
+	int r = ss_sealed_peek(buf, len, &h, &body, &blen, err);
+	if (r == -ENOMSG)
+		return ss_err_set(err, -EBADMSG, "not a sealed manifest");
+	if (r)
+		return r;
+	if (memcmp(h.store_id, c->store_id, 16) || h.cipher != c->cipher)
+		return ss_err_set(err, -EBADMSG,
+				  "sealed manifest names another store or cipher than its keys");
+	if (memcmp(h.check, c->check, 16))
+		return ss_err_set(err, -EKEYREJECTED, "sealed manifest was made with another key");
+	size_t n = blen - SS_SEALED_HDR;
+	uint8_t *p = malloc(n ? n : 1);
+	if (!p)
+		return ss_err_set(err, -ENOMEM, "out of memory");
+	memcpy(p, body + SS_SEALED_HDR, n);
+	r = ss_crypt_manifest_open(c, h.salt, body, SS_SEALED_HDR, loc, p, n);
+	if (r) {
+		free(p);
+		return ss_err_set(err, -EBADMSG,
+				  "sealed manifest does not authenticate (altered, truncated, "
+				  "or moved from another snapshot or store)");
+	}
+	*inner = p;
+	*innerlen = n - SS_SEAL_TAG;
+	return 0;
 }

@@ -97,4 +97,44 @@ int ss_crypt_manifest_seal(const struct ss_crypt *c, const uint8_t salt[16], con
 int ss_crypt_manifest_open(const struct ss_crypt *c, const uint8_t salt[16], const uint8_t *hdr,
 			   size_t hdrlen, const char *loc, uint8_t *buf, size_t sealed);
 
+/* The sealed manifest envelope (manifest format 4, docs/DESIGN.md,
+ * "Sealed keyed stores"): a protobuf Envelope of exactly
+ *
+ *   format_major = 4 | body_codec = 2 | body = hdr || sealed inner
+ *   hdr := "SSSEAL01" | store id[16] | key check[16] | cipher u8 |
+ *          7 zero bytes | salt[16]                          (64 bytes)
+ *
+ * where inner is the snapshot's manifest as ss_manifest_encode writes it
+ * and hdr is the associated data (with the snapshot's location). A reader
+ * of format 3 or older refuses it by its major ("made by a newer
+ * snapstream"). */
+#define SS_SEALED_MAJOR 4u
+#define SS_SEALED_HDR 64u
+
+struct ss_sealed_hdr {
+	uint8_t store_id[16];
+	uint8_t check[16];
+	enum ss_cipher cipher;
+	uint8_t salt[16];
+};
+
+/* Whether buf is a sealed envelope, and its plain header (needs no key):
+ * 0; -ENOMSG: not a sealed envelope (read it as a plain manifest);
+ * -EBADMSG: a damaged one (err says how). *body, *bodylen: the sealed
+ * inner manifest, within buf. */
+int ss_sealed_peek(const uint8_t *buf, size_t len, struct ss_sealed_hdr *h, const uint8_t **body,
+		   size_t *bodylen, struct ss_err *err);
+
+/* Seal inner[0, n) for the snapshot at loc under a fresh salt: *out is a
+ * malloc'd envelope. 0, -ENOMEM, -EIO. */
+int ss_sealed_wrap(const struct ss_crypt *c, const char *loc, const uint8_t *inner, size_t n,
+		   uint8_t **out, size_t *outlen);
+
+/* Open an envelope (after ss_sealed_peek said it is one, and c was made
+ * for its header's store id and cipher): *inner malloc'd. -EKEYREJECTED
+ * when the header's key check is not c's; -EBADMSG (err: "does not
+ * authenticate") for anything else. */
+int ss_sealed_unwrap(const struct ss_crypt *c, const char *loc, const uint8_t *buf, size_t len,
+		     uint8_t **inner, size_t *innerlen, struct ss_err *err);
+
 #endif

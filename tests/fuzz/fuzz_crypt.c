@@ -5,7 +5,7 @@
  * Input: a flags byte, 8 bytes of offset, then a body. Two properties:
  * opening the body as a sealed frame or manifest never crashes and
  * returns 0 or -EBADMSG (a forged tag is -EBADMSG: an accepted forgery
- * aborts); and the body sealed, then changed by the input's own mask (the
+ * aborts), and as a sealed manifest envelope; and the body sealed, then changed by the input's own mask (the
  * body's second half xored into its first), opens again exactly when the
  * mask changed nothing. */
 #include <stdint.h>
@@ -53,6 +53,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(buf, data, size);
 	r = ss_crypt_manifest_open(c, pid, data, size < 64 ? size : 64, "fuzz", buf, size);
 	if (r != -EBADMSG)
+		abort();
+
+	/* The same bytes as a sealed manifest envelope: peek parses the plain
+	 * header of hostile input; unwrap never accepts a forgery. */
+	struct ss_sealed_hdr h;
+	const uint8_t *body;
+	size_t blen;
+	struct ss_err err = {0};
+	r = ss_sealed_peek(data, size, &h, &body, &blen, &err);
+	if (r != 0 && r != -ENOMSG && r != -EBADMSG)
+		abort();
+	if (r == 0 && (body < data || blen > size || body + blen != data + size))
+		abort();
+	uint8_t *inner = NULL;
+	size_t ilen = 0;
+	ss_err_clear(&err);
+	r = ss_sealed_unwrap(c, "fuzz", data, size, &inner, &ilen, &err);
+	if (r == 0 || inner || (r != -EBADMSG && r != -EKEYREJECTED))
 		abort();
 
 	/* 2. Seal the first half, damage it by the second, open. */
