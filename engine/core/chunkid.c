@@ -2,6 +2,7 @@
 #include "chunkid.h"
 #include "snapstream.h"
 #include "cryptofn.h"
+#include "crypt.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -138,15 +139,15 @@ static bool lower_hex16(const char *s, uint8_t out[16])
 	return ss_unhex(s, out, 16) == 0;
 }
 
-int ss_store_config_decode(const uint8_t *p, size_t n, bool *keyed, uint8_t check[16],
-			   struct ss_err *err)
+int ss_store_config_parse(const uint8_t *p, size_t n, struct ss_store_config *c,
+			  struct ss_err *err)
 {
-	static const char HEAD[] = "snapstream-store ", KEYED[] = "chunk-ids xxh3-128-keyed ";
+	static const char HEAD[] = "snapstream-store ", KEYED[] = "chunk-ids xxh3-128-keyed ",
+			  SEAL[] = "seal ";
 	char line[128];
 	size_t off = 0;
 
-	*keyed = false;
-	memset(check, 0, 16);
+	memset(c, 0, sizeof(*c));
 	/* The version: decimal digits, no sign, no leading zero. */
 	const char *v = line + sizeof(HEAD) - 1;
 	size_t nd = 0;
@@ -155,23 +156,71 @@ int ss_store_config_decode(const uint8_t *p, size_t n, bool *keyed, uint8_t chec
 	    v[nd] || v[0] == '0' || nd > 9)
 		return ss_err_set(err, -EBADMSG, "store config damaged: bad first line");
 	unsigned long version = strtoul(v, NULL, 10);
-	if (version > 1)
+	if (version > 2)
 		return ss_err_set(err, -EPROTONOSUPPORT,
 				  "store config version %lu was made by a newer snapstream", version);
+	c->version = (unsigned)version;
 	if (next_line(p, n, &off, line, sizeof(line)))
 		return ss_err_set(err, -EBADMSG, "store config damaged: no chunk-ids line");
 	if (!strcmp(line, "chunk-ids xxh3-128")) {
 		/* plain */
 	} else if (!strncmp(line, KEYED, sizeof(KEYED) - 1) &&
-		   lower_hex16(line + sizeof(KEYED) - 1, check)) {
-		*keyed = true;
+		   lower_hex16(line + sizeof(KEYED) - 1, c->check)) {
+		c->keyed = true;
 	} else {
 		return ss_err_set(err, -EBADMSG, "store config damaged: unknown chunk-ids \"%.60s\"",
 				  line);
 	}
+	/* Version 2: sealed (docs/SECURITY.md, "Encryption at rest in keyed
+	 * stores"), which only a keyed store is. */
+	if (version == 2) {
+		char *sp;
+		if (!c->keyed || next_line(p, n, &off, line, sizeof(line)) ||
+		    strncmp(line, SEAL, sizeof(SEAL) - 1) ||
+		    !(sp = strchr(line + sizeof(SEAL) - 1, ' ')))
+			return ss_err_set(err, -EBADMSG, "store config damaged: no seal line");
+		*sp = '\0';
+		c->cipher = ss_cipher_parse(line + sizeof(SEAL) - 1);
+		if (!c->cipher || !lower_hex16(sp + 1, c->store_id))
+			return ss_err_set(err, -EBADMSG, "store config damaged: bad seal line");
+		c->sealed = true;
+	}
 	if (off != n)
 		return ss_err_set(err, -EBADMSG, "store config damaged: trailing data");
 	return 0;
+}
+
+size_t ss_store_config_format(const struct ss_store_config *c, char *buf, size_t cap)
+{
+	char hex[33], sid[33];
+	int n;
+	if (c->sealed) {
+		ss_hex(c->check, 16, hex);
+		ss_hex(c->store_id, 16, sid);
+		n = snprintf(buf, cap, "snapstream-store 2\nchunk-ids xxh3-128-keyed %s\nseal %s %s\n",
+			     hex, ss_cipher_name(c->cipher), sid);
+	} else if (c->keyed) {
+		ss_hex(c->check, 16, hex);
+		n = snprintf(buf, cap, "snapstream-store 1\nchunk-ids xxh3-128-keyed %s\n", hex);
+	} else {
+		n = snprintf(buf, cap, "snapstream-store 1\nchunk-ids xxh3-128\n");
+	}
+	return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
+}
+
+int ss_store_config_decode(const uint8_t *p, size_t n, bool *keyed, uint8_t check[16],
+			   struct ss_err *err)
+{
+	struct ss_store_config c;
+	int r = ss_store_config_parse(p, n, &c, err);
+	*keyed = c.keyed;
+	memcpy(check, c.check, 16);
+	if (!r && c.sealed)
+		return ss_err_set(err, -EPROTONOSUPPORT,
+				  "store is sealed (config version 2, cipher %s): this snapstream "
+				  "does not read or write sealed stores yet",
+				  ss_cipher_name(c.cipher));
+	return r;
 }
 
 int ss_idkey_check_store(const struct ss_idkey *k, const uint8_t *p, size_t n,

@@ -71,8 +71,30 @@ int ss_idkey_for_manifest(const struct ss_idkey *k, bool manifest_keyed,
  * Encode into buf (at least 128 bytes); returns the length. */
 size_t ss_store_config_encode(const struct ss_idkey *k, char *buf, size_t cap);
 
+/* Version 2, a sealed store (docs/SECURITY.md, "Encryption at rest in
+ * keyed stores"), adds a third line after a keyed chunk-ids line:
+ *
+ *   seal aes-256-gcm | chacha20-poly1305 <32 hex: store id>
+ */
+struct ss_store_config {
+	unsigned version;   /* 1 or 2 */
+	bool keyed;
+	uint8_t check[16];
+	bool sealed;        /* version 2 */
+	uint8_t cipher;     /* enum ss_cipher (crypt.h) */
+	uint8_t store_id[16];
+};
+
+/* Parse any version (at most 4 KiB, hostile input): -EBADMSG for anything
+ * malformed, -EPROTONOSUPPORT for a version newer than 2. */
+int ss_store_config_parse(const uint8_t *p, size_t n, struct ss_store_config *c,
+			  struct ss_err *err);
+/* Its one spelling (0: buf too small). */
+size_t ss_store_config_format(const struct ss_store_config *c, char *buf, size_t cap);
+
 /* Parse one (at most 4 KiB, hostile input): sets *keyed and check.
- * -EBADMSG for anything malformed, -EPROTONOSUPPORT for a newer version. */
+ * -EBADMSG for anything malformed, -EPROTONOSUPPORT for a newer version
+ * and for a sealed store, which this build does not use yet. */
 int ss_store_config_decode(const uint8_t *p, size_t n, bool *keyed, uint8_t check[16],
 			   struct ss_err *err);
 

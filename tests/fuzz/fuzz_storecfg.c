@@ -30,6 +30,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	} else if (!err.msg[0]) {
 		abort();   /* every refusal says why */
 	}
+	/* Every version: what parses formats back to the same bytes. */
+	struct ss_store_config sc;
+	ss_err_clear(&err);
+	r = ss_store_config_parse(data, size, &sc, &err);
+	if (r != 0 && r != -EBADMSG && r != -EPROTONOSUPPORT)
+		abort();
+	if (r == 0) {
+		char buf[256];
+		size_t n = ss_store_config_format(&sc, buf, sizeof(buf));
+		if (n != size || memcmp(buf, data, n) != 0)
+			abort();
+	}
 	static const uint8_t key[32] = {1, 2, 3};
 	struct ss_idkey k;
 	if (ss_idkey_init(&k, key, sizeof(key), NULL))

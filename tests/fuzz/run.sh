@@ -67,7 +67,7 @@ SRCS[fuzz_uri]="util/util.c loop/loop.c backends/backend.c backends/mem.c backen
 	util/cryptofn.c"
 LIBS[fuzz_uri]="liburing libcurl expat json-c libcrypto"
 MAXLEN[fuzz_uri]=4096
-SRCS[fuzz_storecfg]="util/util.c util/cryptofn.c engine/core/chunkid.c"
+SRCS[fuzz_storecfg]="util/util.c util/cryptofn.c engine/core/chunkid.c engine/core/crypt.c"
 LIBS[fuzz_storecfg]="libxxhash libcrypto"
 MAXLEN[fuzz_storecfg]=8192
 SRCS[fuzz_crypt]="util/util.c util/cryptofn.c engine/core/crypt.c"
