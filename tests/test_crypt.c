@@ -11,6 +11,9 @@
 
 #include "crypt.h"
 #include "manifest.h"
+#include "core.h"
+#include "frame.h"
+#include <zstd.h>
 #include "testutil.h"
 
 static uint8_t key[32], sid[16];
@@ -232,6 +235,110 @@ static void test_envelope(void)
 	ss_crypt_free(other_store);
 }
 
+/* ss_range_decode on a sealed pack: a zstd frame and a frame of two raw
+ * chunks, each sealed at its offset, decode and verify; a flipped byte in
+ * either, a frame read at another offset, or a pack opened with another
+ * pack's key fails that frame's chunks as forged, not the others'. */
+struct rtest {
+	struct ss_rchunk c[4];
+	int bad[4];
+	int why[4];
+};
+
+static void rt_at(void *arg, uint32_t k, struct ss_rchunk *c)
+{
+	*c = ((struct rtest *)arg)->c[k];
+}
+
+static bool rt_bad(void *arg, uint32_t k, enum ss_range_bad why)
+{
+	struct rtest *t = arg;
+	t->bad[k]++;
+	t->why[k] = (int)why;
+	return true;
+}
+
+static void test_range(void)
+{
+	struct ss_crypt *c;
+	struct ss_err e = {0};
+	REQUIRE(!ss_crypt_new(key, 32, sid, SS_CIPHER_AES256GCM, &c, &e), "new: %s", e.msg);
+	uint8_t pid[16] = {5}, pk[SS_SEAL_KEY], other[SS_SEAL_KEY];
+	REQUIRE(!ss_crypt_objkey(c, SS_OBJ_PACK, pid, pk), "key");
+	pid[0] = 6;
+	REQUIRE(!ss_crypt_objkey(c, SS_OBJ_PACK, pid, other), "key");
+	struct ss_aead *a;
+	REQUIRE(!ss_aead_new(SS_CIPHER_AES256GCM, &a) && !ss_aead_key(a, pk), "aead");
+
+	/* Four chunks: a1, a2 compressed together; b1, b2 raw together. */
+	static uint8_t raw[4][1500];
+	uint32_t len[4] = {1500, 700, 300, 200};
+	uint8_t ids[4][16];
+	for (int i = 0; i < 4; i++) {
+		for (uint32_t j = 0; j < len[i]; j++)
+			raw[i][j] = i < 2 ? (uint8_t)("MARKER-snapstream-"[j % 18]) : (uint8_t)rnd();
+		ss_chunk_id(&ss_idkey_plain, raw[i], len[i], ids[i]);
+	}
+	static uint8_t pack[8192], orig[8192];
+	uint8_t plain[2200];
+	memcpy(plain, raw[0], 1500);
+	memcpy(plain + 1500, raw[1], 700);
+	ZSTD_CCtx *cc = ss_frame_cctx(1);
+	size_t za = ZSTD_compress2(cc, pack, 4096, plain, 2200);
+	REQUIRE(!ZSTD_isError(za) && za < 2200, "compress");
+	ZSTD_freeCCtx(cc);
+	REQUIRE(!ss_crypt_frame_seal(a, 0, SS_CODEC_ZSTD, pack, za), "seal a");
+	uint32_t sa = (uint32_t)(za + SS_SEAL_TAG), ob = sa;
+	memcpy(pack + ob, raw[2], 300);
+	memcpy(pack + ob + 300, raw[3], 200);
+	REQUIRE(!ss_crypt_frame_seal(a, ob, SS_CODEC_RAW, pack + ob, 500), "seal b");
+	uint32_t sb = 500 + SS_SEAL_TAG, total = ob + sb;
+	REQUIRE(!memmem(pack, total, "MARKER-snapstream", 17), "plaintext visible");
+	memcpy(orig, pack, total);
+
+	struct ss_rdec *w = ss_rdec_ops.create(ss_rdec_ops.arg);
+	REQUIRE(w, "rdec");
+	static uint8_t dec[1 << 16];
+	const uint8_t *ptr[4];
+	for (int round = 0; round < 5; round++) {
+		struct rtest t = {{
+			{ids[0], 0, sa, 1500, 0, SS_CODEC_ZSTD},
+			{ids[1], 0, sa, 700, 1500, SS_CODEC_ZSTD},
+			{ids[2], ob, sb, 300, 0, SS_CODEC_RAW},
+			{ids[3], ob, sb, 200, 300, SS_CODEC_RAW},
+		}};
+		memcpy(pack, orig, total);
+		int bad_frame = -1;
+		if (round == 1)
+			pack[3] ^= 1, bad_frame = 0;             /* in frame a */
+		if (round == 2)
+			pack[ob + sb - 1] ^= 1, bad_frame = 1;   /* frame b's tag */
+		if (round == 3) {                                /* b read as if at ob + 1 */
+			memmove(pack + ob + 1, pack + ob, sb);
+			for (int k = 2; k < 4; k++)
+				t.c[k].offset = ob + 1;
+			bad_frame = 1;
+		}
+		if (round == 4)
+			REQUIRE(!ss_aead_key(a, other), "other pack's key");
+		struct ss_rrun run = {.ids = &ss_idkey_plain, .in = pack, .aead = a, .base = 0, .n = 4,
+				      .at = rt_at, .dec = dec, .dec_cap = sizeof(dec), .ptr = ptr,
+				      .bad = rt_bad, .arg = &t};
+		int r = ss_range_decode(w, &run);
+		for (int k = 0; k < 4; k++) {
+			bool want_bad = round == 4 || bad_frame == k / 2;
+			REQUIRE(t.bad[k] == (want_bad ? 1 : 0) && (!want_bad || t.why[k] == SS_RANGE_FORGED),
+				"round %d chunk %d: bad %d why %d", round, k, t.bad[k], t.why[k]);
+			if (!want_bad)
+				REQUIRE(!memcmp(ptr[k], raw[k], len[k]), "round %d chunk %d bytes", round, k);
+		}
+		REQUIRE(r == (round ? -EBADMSG : 0), "round %d: %d", round, r);
+	}
+	ss_rdec_ops.destroy(w);
+	ss_aead_free(a);
+	ss_crypt_free(c);
+}
+
 int main(void)
 {
 	for (int i = 0; i < 32; i++)
@@ -244,6 +351,7 @@ int main(void)
 	test_manifest(SS_CIPHER_AES256GCM);
 	test_manifest(SS_CIPHER_CHACHA20POLY1305);
 	test_envelope();
+	test_range();
 	printf("crypt: ok\n");
 	return 0;
 }

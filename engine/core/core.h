@@ -332,6 +332,7 @@ struct ss_rchunk {
 enum ss_range_bad {
 	SS_RANGE_UNDECODABLE = 1,   /* its frame does not decompress that far */
 	SS_RANGE_MISMATCH,          /* its bytes do not hash to its id */
+	SS_RANGE_FORGED,            /* its sealed frame does not authenticate */
 };
 /* "cannot be decompressed to its recorded size", "does not match its
  * checksum": for messages that name the chunk. */
@@ -348,6 +349,10 @@ bool ss_range_chunk_ok(const struct ss_idkey *ids, const uint8_t *p, const struc
 struct ss_rrun {
 	const struct ss_idkey *ids;
 	const uint8_t *in;          /* the stored bytes, from pack offset base */
+	/* A sealed store's: keyed with this pack's key (crypt.h). Frames are
+	 * then opened in place in `in`, the caller's receive buffer, before
+	 * anything else reads them; a frame's chunks share its offset. */
+	struct ss_aead *aead;
 	uint64_t base;
 	uint32_t n;
 	void (*at)(void *arg, uint32_t k, struct ss_rchunk *c);   /* chunk k */
