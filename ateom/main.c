@@ -493,6 +493,11 @@ static const char usage[] =
 	"  --store URI          snapstream store (default: .snapstream beside each snapshot)\n"
 	"  --key-file FILE      key of a keyed store (snapstream init --key-file); mode 600\n"
 	"  --no-follow          push the checkpoint after runsc wrote it, not while it writes\n"
+	"  --no-stream-restore  pull the whole image before runsc restore, not while it reads\n"
+	"  --cache DIR          node cache shared with the node's other snapstream processes\n"
+	"                       (default WORK-DIR/cache)\n"
+	"  --cache-size SIZE    its bound, e.g. 20G (default 10G, at least 16M)\n"
+	"  --no-cache           checkpoint and restore without the node cache\n"
 	"  --help               this text\n"
 	"\n"
 	"Logs one JSON line per RPC on stdout. SIGTERM/SIGINT: finish the call in\n"
@@ -503,12 +508,38 @@ struct flags {
 	const char *runsc_args[MAX_RUNSC_ARGS];
 	size_t nrunsc_args;
 	bool no_follow;
+	bool no_stream_restore;
+	const char *cache;      /* NULL: WORK-DIR/cache */
+	uint64_t cache_size;
+	bool no_cache;
 };
+
+/* "512M", "20G": bytes with an optional K, M, G or T suffix. */
+static bool parse_bytes(const char *s, uint64_t *out)
+{
+	if (*s < '0' || *s > '9')
+		return false;
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	unsigned shift = 0;
+	if (errno || end == s)
+		return false;
+	if (*end && strchr("KkMmGgTt", *end)) {
+		shift = *end == 'K' || *end == 'k' ? 10 : *end == 'M' || *end == 'm' ? 20
+			: *end == 'G' || *end == 'g' ? 30 : 40;
+		end++;
+	}
+	if (*end || v > (UINT64_MAX >> 14 >> shift))
+		return false;
+	*out = (uint64_t)v << shift;
+	return *out >= SS_CACHE_SIZE_MIN;
+}
 
 static int parse_flags(int argc, char **argv, struct flags *f)
 {
 	enum { O_LISTEN = 1000, O_BUNDLE, O_WORK, O_RUNSC, O_RUNSC_ARG, O_STORE, O_KEY, O_NO_FOLLOW,
-	       O_HELP };
+	       O_NO_STREAM, O_CACHE, O_CACHE_SIZE, O_NO_CACHE, O_HELP };
 	static const struct option opts[] = {
 		{"listen", required_argument, NULL, O_LISTEN},
 		{"bundle-root", required_argument, NULL, O_BUNDLE},
@@ -518,11 +549,15 @@ static int parse_flags(int argc, char **argv, struct flags *f)
 		{"store", required_argument, NULL, O_STORE},
 		{"key-file", required_argument, NULL, O_KEY},
 		{"no-follow", no_argument, NULL, O_NO_FOLLOW},
+		{"no-stream-restore", no_argument, NULL, O_NO_STREAM},
+		{"cache", required_argument, NULL, O_CACHE},
+		{"cache-size", required_argument, NULL, O_CACHE_SIZE},
+		{"no-cache", no_argument, NULL, O_NO_CACHE},
 		{"help", no_argument, NULL, O_HELP},
 		{NULL, 0, NULL, 0},
 	};
 	*f = (struct flags){"127.0.0.1:50051", "/var/lib/ateom/bundles", "/var/lib/ateom/work",
-			    "runsc", NULL, NULL, {NULL}, 0, false};
+			    "runsc", NULL, NULL, {NULL}, 0, false, NULL, 0, false};
 	int o;
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (o) {
@@ -533,6 +568,16 @@ static int parse_flags(int argc, char **argv, struct flags *f)
 		case O_STORE: f->store = optarg; break;
 		case O_KEY: f->key_file = optarg; break;
 		case O_NO_FOLLOW: f->no_follow = true; break;
+		case O_NO_STREAM: f->no_stream_restore = true; break;
+		case O_CACHE: f->cache = optarg; break;
+		case O_NO_CACHE: f->no_cache = true; break;
+		case O_CACHE_SIZE:
+			if (!parse_bytes(optarg, &f->cache_size)) {
+				fprintf(stderr, "ateom: --cache-size takes a size from 16M up (suffix K, "
+					"M, G or T), got '%s'\n", optarg);
+				return 2;
+			}
+			break;
 		case O_RUNSC_ARG:
 			if (f->nrunsc_args == MAX_RUNSC_ARGS) {
 				fprintf(stderr, "ateom: more than %d --runsc-arg\n", MAX_RUNSC_ARGS);
@@ -556,6 +601,10 @@ static int parse_flags(int argc, char **argv, struct flags *f)
 		/* Both end up in runsc command lines and in messages to the
 		 * control plane; relative paths would mean nothing there. */
 		fprintf(stderr, "ateom: --bundle-root and --work-dir must be absolute paths\n");
+		return 2;
+	}
+	if (f->cache && f->cache[0] != '/') {
+		fprintf(stderr, "ateom: --cache must be an absolute path\n");
 		return 2;
 	}
 	return -1;
@@ -607,9 +656,19 @@ int main(int argc, char **argv)
 	if (rr < 0)
 		fprintf(stderr, "ateom: cannot become the sandboxes' subreaper (%s): runsc delete "
 			"and checkpoint wait for init to reap them\n", strerror(-rr));
+	/* The node cache is on unless asked not to be: restores of related
+	 * snapshots and of this node's own checkpoints then fetch what the
+	 * node already has only once (docs/DESIGN.md, "The node cache"). */
+	char cache_dir[4096];
+	if (!f.no_cache && !f.cache &&
+	    snprintf(cache_dir, sizeof(cache_dir), "%s/cache", f.work_dir) < (int)sizeof(cache_dir))
+		f.cache = cache_dir;
 	struct wl_config wc = {f.bundle_root, f.work_dir, f.runsc, f.runsc_args, f.nrunsc_args,
 			       f.store, f.no_follow, f.key_file ? key : NULL, key_len, reaper,
 			       (const char *const *)environ};
+	wc.no_stream_restore = f.no_stream_restore;
+	wc.cache_dir = f.no_cache ? NULL : f.cache;
+	wc.cache_size = f.cache_size;
 	struct server s;
 	memset(&s, 0, sizeof(s));
 	s.wl = wl_new(&wc);

@@ -12,6 +12,7 @@
 #include "workload.h"
 
 #include "bundle.h"
+#include "fusefile.h"
 #include "runsc.h"
 #include "runtime.h"
 #include "trash.h"
@@ -40,6 +41,8 @@ struct deleter;
 struct wl {
 	/* configuration, owned copies */
 	char *bundle_root, *work_dir, *runsc, *store;
+	char *cache_dir;        /* the node cache, or NULL */
+	uint64_t cache_size;
 	struct reaper *reaper;  /* main's, or NULL */
 	uint8_t key[4096];      /* a keyed store's key; key_len 0: none */
 	size_t key_len;
@@ -47,6 +50,7 @@ struct wl {
 	char **runsc_args;
 	size_t nrunsc_args;
 	bool follow;
+	bool stream_restore;    /* restore while pulling (fusefile.h) */
 
 	/* the sandbox, when executing */
 	bool executing;
@@ -273,10 +277,13 @@ struct wl *wl_new(const struct wl_config *cfg)
 		return NULL;
 	w->log_fd = -1;
 	w->follow = !cfg->no_follow;
+	w->stream_restore = !cfg->no_stream_restore;
 	w->bundle_root = xstrdup(cfg->bundle_root);
 	w->work_dir = xstrdup(cfg->work_dir);
 	w->runsc = xstrdup(cfg->runsc ? cfg->runsc : "runsc");
 	w->store = xstrdup(cfg->store);
+	w->cache_dir = xstrdup(cfg->cache_dir);
+	w->cache_size = cfg->cache_size;
 	w->reaper = cfg->reaper;
 	w->env = cfg->env;
 	if (cfg->key && cfg->key_len <= sizeof(w->key)) {
@@ -285,7 +292,7 @@ struct wl *wl_new(const struct wl_config *cfg)
 	}
 	w->runsc_args = calloc(cfg->nrunsc_args + 1, sizeof(char *));
 	if (!w->bundle_root || !w->work_dir || !w->runsc || !w->runsc_args ||
-	    (cfg->store && !w->store))
+	    (cfg->store && !w->store) || (cfg->cache_dir && !w->cache_dir))
 		goto fail;
 	for (size_t i = 0; i < cfg->nrunsc_args; i++) {
 		if (!(w->runsc_args[i] = strdup(cfg->runsc_args[i])))
@@ -382,6 +389,7 @@ void wl_free(struct wl *w, char *msg, size_t msglen)
 	free(w->work_dir);
 	free(w->runsc);
 	free(w->store);
+	free(w->cache_dir);
 	explicit_bzero(w->key, sizeof(w->key));
 	for (size_t i = 0; i < w->nrunsc_args; i++)
 		free(w->runsc_args[i]);
@@ -731,6 +739,8 @@ static void upload_start(struct upload *u, const struct wl *w, const struct ss_p
 	u->opts = *opts;
 	u->cfg.size = sizeof(u->cfg);
 	u->cfg.env = w->env;
+	u->cfg.cache_dir = w->cache_dir;
+	u->cfg.cache_size = w->cache_size;
 	u->st.size = sizeof(u->st);
 	if (w->key_len) {
 		u->cfg.key = w->key;
@@ -1036,6 +1046,7 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	char *bundles[WL_MAX_CONTAINERS] = {0};
 	char img[PATH_MAX], version[256], runsc_buf[PATH_MAX];
 	struct ss_snapshot_info *info = NULL;
+	struct fusepull *fp = NULL;     /* restoring while pulling (fusefile.h) */
 	struct timespec t0;
 	struct runsc_out out;
 	const char *runsc = runsc_for(w, q);
@@ -1061,13 +1072,27 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	 * with it, so fsync would only slow the restore down. */
 	struct ss_config cfg = {.size = sizeof(cfg), .env = w->env, .no_fsync = true,
 				.key = w->key_len ? w->key : NULL,
-				.key_len = w->key_len};
+				.key_len = w->key_len, .cache_dir = w->cache_dir,
+				.cache_size = w->cache_size};
 	struct ss_pull_opts po = {.size = sizeof(po), .snapshot = q->snapshot_uri, .dest = img,
 				  .store = w->store, .info = &info};
 	struct ss_stats st = SS_STATS_INIT;
 	char err[512];
-	r = ss_pull(&po, &cfg, &st, err, sizeof(err));
-	phase(res, "pull", &t0);
+	/* ---- restore while pulling (fusefile.h): runsc reads the image
+	 * from a FUSE file system while the pull fills it. */
+	r = -ENOTSUP;
+	if (w->stream_restore && mkdir(img, 0700) == 0) {
+		struct fusepull_opts fo = {.snapshot = q->snapshot_uri, .store = w->store,
+					   .cfg = &cfg, .mountpoint = img, .spool_dir = w->dir,
+					   .reaper = w->reaper};
+		r = fusepull_start(&fo, &fp, &info, err, sizeof(err));
+		if (r == -ENOTSUP)
+			rmdir(img);   /* pulled whole below */
+	}
+	if (r == -ENOTSUP)
+	/* ---- */
+		r = ss_pull(&po, &cfg, &st, err, sizeof(err));
+	phase(res, fp ? "stream_start" : "pull", &t0);
 	if (r < 0) {
 		if (r == -ENOENT)
 			fail(res, WL_NOT_FOUND, "%s", *err ? err : "no snapshot there");
@@ -1076,11 +1101,14 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 		abort_start(w, 0, q->ncontainers);
 		goto done;
 	}
-	set_stats(res, &st);
+	if (!fp)
+		set_stats(res, &st);
 
 	/* The checkpoint recorded these as labels (wl_checkpoint). */
 	now(&t0);
 	if (!resolve_runsc(w, q, info, runsc, version, runsc_buf, sizeof(runsc_buf), res)) {
+		fusepull_free(fp);
+		fp = NULL;
 		abort_start(w, 0, q->ncontainers);
 		goto done;
 	}
@@ -1104,6 +1132,8 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 		fail(res, WL_FAILED_PRECONDITION,
 		     "snapshot %s holds containers '%s'; the request names '%s'", q->snapshot_uri,
 		     rec_containers, names);
+		fusepull_free(fp);
+		fp = NULL;
 		abort_start(w, 0, q->ncontainers);
 		goto done;
 	}
@@ -1117,6 +1147,33 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 			     w->ids[0], NULL};
 	r = runsc_call(&rs, cmd, w->log_fd, &out);
 	phase(res, "runsc_restore", &t0);
+	/* ---- restore while pulling: the pull must have delivered every
+	 * byte verified, else the sandbox goes whatever runsc said. */
+	if (fp) {
+		double pull_ms = 0;
+		char perr[1024];
+		now(&t0);
+		int pr = fusepull_finish(fp, &st, &pull_ms, perr, sizeof(perr));
+		fusepull_free(fp);
+		fp = NULL;
+		phase(res, "pull_wait", &t0);
+		add_phase(res, "pull", pull_ms);
+		set_stats(res, &st);
+		if (pr < 0) {
+			if (pr == -EBADMSG)
+				fail(res, WL_INTERNAL,
+				     "restoring from %s failed: the image did not verify while "
+				     "runsc read it, so the restoring sandbox was stopped: %.1000s",
+				     q->snapshot_uri, perr);
+			else
+				fail(res, engine_code(pr), "pulling %s failed while runsc restored "
+				     "from it, so the restoring sandbox was stopped: %.1000s",
+				     q->snapshot_uri, perr);
+			abort_start(w, 1, q->ncontainers);
+			goto done;
+		}
+	}
+	/* ---- */
 	if (r < 0) {
 		fail(res, WL_INTERNAL, "runsc restore from %s (bundle %s) failed (exit %d): %.1000s",
 		     q->snapshot_uri, bundles[0], out.status, out.tail);
@@ -1132,6 +1189,7 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	w->restored_from = strdup(q->snapshot_uri);
 	w->executing = true;
 done:
+	fusepull_free(fp);
 	ss_info_free(info);
 	free_bundles(bundles, q->ncontainers < WL_MAX_CONTAINERS ? q->ncontainers : WL_MAX_CONTAINERS);
 	res->state = wl_state(w);

@@ -48,6 +48,13 @@ struct wl_config {
 	/* The environment the engine configures object stores from
 	 * (ss_config.env); borrowed for the workload's life. */
 	const char *const *env;
+	/* Pull the whole image before runsc restore instead of serving it
+	 * to runsc as it arrives (fusefile.h). */
+	bool no_stream_restore;
+	/* The node cache checkpoints and restores go through (ss_config
+	 * cache_dir, copied; NULL: none), and its bound (0: the default). */
+	const char *cache_dir;
+	uint64_t cache_size;
 };
 
 /* One request, decoded; strings are borrowed for the duration of the call.

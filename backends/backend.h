@@ -31,6 +31,10 @@ enum ss_req_kind {
 
 #define SS_PUT_IF_ABSENT 0x1u   /* fail with -EEXIST if the key exists */
 #define SS_GET_SUFFIX 0x2u      /* get the last `len` bytes of the object */
+/* For a cache stacked on a backend (engine/core/ncache.h): the bytes an
+ * earlier GET of this range returned were bad; drop what is cached for it
+ * and read the store. Backends of their own ignore it. */
+#define SS_GET_FRESH 0x4u
 
 /* Called for each object a LIST finds (loop thread). Return non-zero to
  * stop the listing early; that value becomes the request's result. */
@@ -56,6 +60,8 @@ struct ss_req {
 	uint64_t size;
 	/* Out: why it failed (may be NULL). */
 	struct ss_err *err;
+	/* Out (GET): a cache stacked on the backend served some of the bytes. */
+	bool cached;
 	/* The caller's own pointer, untouched by backends. */
 	void *user;
 	/* Backend-private state while in flight. */

@@ -10,7 +10,8 @@ PLANS table below; bench/README.md explains every figure.
 
 Modules: workloads.py (the images), tools.py (snapstream and the peers,
 scenario by scenario), s3rver.py (the S3 server on loopback),
-ateom_bench.py (the Ateom round trip), report.py (Markdown, JSON,
+ateom_bench.py (the Ateom round trip), fleet.py (concurrent restores
+through the node cache), report.py (Markdown, JSON,
 gnuplot charts), common.py (measuring one command, the machine).
 
 Python 3 standard library only (the Ateom round trip also needs
@@ -30,6 +31,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import ateom_bench  # noqa: E402
+import fleet  # noqa: E402
 import report  # noqa: E402
 import workloads  # noqa: E402
 from common import (GiB, HERE, MiB, ROOT, CommandFailed, Skipped, first_line, fmt_size, fs_type,  # noqa: E402
@@ -92,6 +94,9 @@ PLANS = {
     ],
 }
 ATEOM = {"quick": None, "full": {"mb": 256, "runs": 3}}
+# The fleet scenario (fleet.py): N concurrent restores of related
+# snapshots through s3rver, without and with the node cache.
+FLEET = {"quick": None, "full": {"mb": 256, "actors": 8, "runs": 3}}
 
 
 def make_name(make):
@@ -467,6 +472,26 @@ class Harness:
         self.phase_s["ateom"] = round(time.time() - t0, 1)
         return res
 
+    def fleet_phase(self, cfg):
+        res = {"runs": self.runs(cfg["runs"])}
+        samples = []
+        t0 = time.time()
+        try:
+            res.update(fleet.scenario(
+                self.snapstream, self.genimage, self.wd,
+                lambda name, i, **kw: samples.append(dict(tool="snapstream", scenario=name, run=i,
+                                                          **kw)),
+                size=cfg["mb"] * MiB, actors=cfg["actors"], runs=res["runs"]))
+        except Skipped as e:
+            res["skipped"] = str(e)
+            self.notes.append("fleet scenario skipped: %s" % e)
+        except (CommandFailed, OSError, subprocess.SubprocessError) as e:
+            res["skipped"] = "failed: %s" % e
+            self.failures.append("fleet scenario: %s" % e)
+        res["samples"] = samples
+        self.phase_s["fleet"] = round(time.time() - t0, 1)
+        return res
+
     # -- entry
 
     def main(self):
@@ -477,7 +502,7 @@ class Harness:
         if any("disk" in s["targets"] for s in plan) and "disk" not in a.skip:
             self.claim(a.disk_dir)
         self.ctx = Ctx(self.wd, self.samples, a.verify_all)
-        ateom_res = None
+        ateom_res = fleet_res = None
         try:
             self.find_tools()
             self.machine = machine_info(self.wd)
@@ -493,6 +518,10 @@ class Harness:
             cfg = ATEOM[a.mode]
             if cfg and "ateom" not in a.skip and (not a.only or "ateom" in a.only):
                 ateom_res = self.ateom_phase(cfg)
+            cfg = FLEET[a.mode]
+            if cfg and "fleet" not in a.skip and "s3" not in a.skip and (
+                    not a.only or "fleet" in a.only):
+                fleet_res = self.fleet_phase(cfg)
         finally:
             if not a.keep:
                 self.empty(self.wd)
@@ -512,6 +541,7 @@ class Harness:
             "workloads": {k: w.as_json() for k, w in self.workloads.items()},
             "runs_note": ", ".join(runs) if a.runs is None else "%d per figure" % a.runs,
             "ateom": ateom_res,
+            "fleet": fleet_res,
             "phase_s": self.phase_s,
             "elapsed_s": round(time.time() - t_start, 1),
             "notes": self.notes,
@@ -549,9 +579,10 @@ def main():
     ap.add_argument("--runs", type=int, help="runs per figure, overriding the plan's")
     ap.add_argument("--only", default="",
                     help="comma list of workloads to run (e.g. mem-1G,criu-512M; 'ateom' for the "
-                         "Ateom round trip)")
+                         "Ateom round trip, 'fleet' for the node cache's fleet scenario)")
     ap.add_argument("--skip", default="",
-                    help="comma list of targets or phases to leave out: tmpfs, disk, s3, gvisor, ateom")
+                    help="comma list of targets or phases to leave out: tmpfs, disk, s3, gvisor, "
+                         "ateom, fleet")
     ap.add_argument("--seed", type=int, default=1, help="image seed (default 1)")
     ap.add_argument("--snapstream", help="snapstream binary (default build/cli/snapstream)")
     ap.add_argument("--ateom", help="ateom binary (default build/ateom/ateom)")
@@ -596,9 +627,10 @@ def main():
     a.only = [x.strip() for x in a.only.split(",") if x.strip()]
     a.skip = [x.strip() for x in a.skip.split(",") if x.strip()]
     for x in a.skip:
-        if x not in ("tmpfs", "disk", "s3", "gvisor", "ateom"):
+        if x not in ("tmpfs", "disk", "s3", "gvisor", "ateom", "fleet"):
             ap.error("unknown --skip %r" % x)
-    names = [make_name(s["make"]) for s in PLANS[a.mode]] + (["ateom"] if ATEOM[a.mode] else [])
+    names = [make_name(s["make"]) for s in PLANS[a.mode]] + (["ateom"] if ATEOM[a.mode] else []) \
+        + (["fleet"] if FLEET[a.mode] else [])
     for x in a.only:
         if x not in names:
             ap.error("unknown workload %r in %s mode (known: %s)" % (x, a.mode, ", ".join(names)))

@@ -298,6 +298,47 @@ def threads_section(res, st, charts):
     return L
 
 
+def fleet_section(res):
+    f = res.get("fleet")
+    if not f:
+        return []
+    L = ["## Fleet: concurrent restores through the node cache\n"]
+    if f.get("skipped"):
+        return L + ["Skipped: %s\n" % f["skipped"]]
+    MB = 1e6
+    L.append("A %d MiB memory-like golden image and %d actors with %.0f%% of pages dirtied each, "
+             "pushed to s3rver with the golden as parent (the bucket: %.1f MB). Bytes: what "
+             "s3rver sent in GET response bodies (its own counter); wall: from starting the pulls "
+             "to the last one's exit; medians of %d runs (bench/fleet.py).\n"
+             % (f["image_bytes"] >> 20, f["actors"], f["dirty"] * 100, f["bucket_bytes"] / MB,
+                f["runs"]))
+    L.append("| %d concurrent pulls | wall, s | CPU, s: pulls | s3rver | fetched, MB | "
+             "fetched / bucket |" % f["actors"])
+    L.append("|---|---|---|---|---|---|")
+    for mode, lab in (("none", "no cache"), ("cold", "through an empty cache"),
+                      ("warm", "through the warm cache")):
+        L.append("| %s | %.2f | %.2f | %.2f | %.1f | %.2fx |" % (
+            lab, f["%s_wall_s" % mode], f.get("%s_cpu_s" % mode, 0),
+            f.get("%s_s3rver_cpu_s" % mode, 0), f["%s_bytes" % mode] / MB,
+            f["%s_bytes" % mode] / f["bucket_bytes"]))
+    L.append("")
+    L.append("- one actor pulled again: %.2f MB fetched" % (f["repull_bytes"] / MB))
+    L.append("- an actor restored, its next state pushed with the cache and pulled: %.2f MB "
+             "fetched; the same from the golden with a new actor: %.2f MB"
+             % (f["pushed_bytes"] / MB, f["pushed_golden_bytes"] / MB))
+    L.append("- one restore: local store %.3f s, warm cache (manifest from s3rver) %.3f s, warm "
+             "cache in front of the local store %.3f s" % (f["one_local_s"], f["one_cache_s"],
+                                                         f["one_local_cache_s"]))
+    L.append("")
+    L.append("| target | value | limit | met |")
+    L.append("|---|---|---|---|")
+    for t in f["targets"]:
+        L.append("| %s | %.3f %s | %s | %s |" % (t["name"], t["value"], t["unit"], t["limit"],
+                                              "yes" if t["ok"] else "**no**"))
+    L.append("")
+    return L
+
+
 def ateom_section(res):
     a = res.get("ateom")
     if not a:
@@ -670,6 +711,7 @@ def markdown(res, st, charts):
     L.append("")
     L += samerun_section(res, st)
     L += ateom_section(res)
+    L += fleet_section(res)
     L += scaling_section(res, st, charts)
     L += threads_section(res, st, charts)
     L.append("## Workloads\n")

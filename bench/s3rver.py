@@ -24,18 +24,37 @@ _HZ = os.sysconf("SC_CLK_TCK")
 # receives, by method, and answers GET /__ssbench_counts with the counts so
 # far (that request is answered before s3rver sees it and is not counted).
 # This is the server's side of "requests per GiB pushed".
+# GET /__ssbench_bytes answers the response body bytes sent so far, by
+# method: what crossed the HTTP layer, whoever asked (the fleet scenario's
+# "bytes fetched from the store").
 S3_COUNTER_JS = r"""'use strict';
 const http = require('http');
 const counts = {};
+const bytes = {};
 const emit = http.Server.prototype.emit;
+function size(chunk, enc) {
+  if (!chunk || typeof chunk === 'function') return 0;
+  return typeof chunk === 'string' ? Buffer.byteLength(chunk, typeof enc === 'string' ? enc : 'utf8')
+                                   : chunk.length;
+}
 http.Server.prototype.emit = function (ev, req, res) {
   if (ev === 'request') {
-    if (req.url === '/__ssbench_counts') {
+    if (req.url === '/__ssbench_counts' || req.url === '/__ssbench_bytes') {
       res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(counts));
+      res.end(JSON.stringify(req.url === '/__ssbench_counts' ? counts : bytes));
       return true;
     }
-    counts[req.method] = (counts[req.method] || 0) + 1;
+    const m = req.method;
+    counts[m] = (counts[m] || 0) + 1;
+    const write = res.write, end = res.end;
+    res.write = function (chunk, enc) {
+      bytes[m] = (bytes[m] || 0) + size(chunk, enc);
+      return write.apply(this, arguments);
+    };
+    res.end = function (chunk, enc) {
+      bytes[m] = (bytes[m] || 0) + size(chunk, enc);
+      return end.apply(this, arguments);
+    };
   }
   return emit.apply(this, arguments);
 };
@@ -142,6 +161,13 @@ class S3rver:
         st, body = self.http("GET", "/__ssbench_counts")
         if st != 200:
             raise CommandFailed("s3rver request counter answered HTTP %d" % st)
+        return json.loads(body)
+
+    def bytes_sent(self):
+        """Response body bytes sent so far, by HTTP method."""
+        st, body = self.http("GET", "/__ssbench_bytes")
+        if st != 200:
+            raise CommandFailed("s3rver byte counter answered HTTP %d" % st)
         return json.loads(body)
 
     def make_bucket(self, bucket):

@@ -44,6 +44,8 @@ enum {
 	O_DEEP = 1u << 17,
 	O_WHILE = 1u << 18,     /* push --while -- <command> [args...] */
 	O_INFLATE = 1u << 19,   /* push --inflate-gvisor */
+	O_CACHE = 1u << 20,     /* --cache/--cache-size/--no-cache */
+	O_PRUNE = 1u << 21,     /* cache --prune */
 };
 
 struct opt_help {
@@ -85,6 +87,10 @@ struct cli {
 	bool inflate_gvisor;    /* push --inflate-gvisor */
 	char **run_argv;        /* --while: the command, NULL-terminated */
 	int64_t grace;          /* ss_gc_opts.grace_seconds convention */
+	const char *cache;      /* --cache, SNAPSTREAM_CACHE */
+	bool no_cache;
+	bool prune;
+	uint64_t prune_to;
 	char **args;
 	int nargs;
 	const char *subject;    /* the snapshot or store an error is about */
@@ -155,6 +161,7 @@ int cmd_rm(struct cli *c);
 int cmd_gc(struct cli *c);
 int cmd_init(struct cli *c);
 int cmd_check(struct cli *c);
+int cmd_cache(struct cli *c);
 
 /* follow.c: push --while. Run c->run_argv once the push is under way,
  * push the source as the command writes it, and commit only when the

@@ -421,3 +421,62 @@ int cmd_gc(struct cli *c)
 		       st.refs_dangling);
 	return EXIT_OK;
 }
+
+int cmd_cache(struct cli *c)
+{
+	const char *dir = c->nargs ? c->args[0] : c->cache;
+	if (!dir)
+		return cli_usage_error(c, "cache needs a directory: cache <dir>, --cache <dir> or "
+					  "SNAPSTREAM_CACHE");
+	c->subject = dir;
+	struct ss_cache_opts o = {.size = sizeof(o), .dir = dir, .prune = c->prune,
+				  .prune_to = c->prune_to};
+	struct ss_cache_stats st = SS_CACHE_STATS_INIT;
+	char err[1024];
+	int r = ss_cache(&o, &st, err, sizeof(err));
+	if (r) {
+		cli_error(c, r, err);
+		return cli_exit_code(r);
+	}
+	if (c->json) {
+		struct json j;
+		json_result(&j, stdout, "cache");
+		json_str(&j, "dir", dir);
+		json_u64(&j, "bytes", st.bytes);
+		json_u64(&j, "entries", st.entries);
+		json_u64(&j, "bound", st.bound);
+		json_u64(&j, "hits", st.hits);
+		json_u64(&j, "misses", st.misses);
+		json_u64(&j, "bytes_saved", st.hit_bytes);
+		json_u64(&j, "fetched_bytes", st.fetched_bytes);
+		json_u64(&j, "written_bytes", st.written_bytes);
+		json_u64(&j, "evicted", st.evicted);
+		json_u64(&j, "evicted_bytes", st.evicted_bytes);
+		json_bool(&j, "pruned_now", c->prune);
+		json_u64(&j, "pruned", st.pruned);
+		json_u64(&j, "pruned_bytes", st.pruned_bytes);
+		json_f64(&j, "seconds", st.seconds);
+		json_end_obj(&j);
+		json_finish(&j);
+		return EXIT_OK;
+	}
+	if (c->quiet)
+		return EXIT_OK;
+	char b[32], bound[32], saved[32], fetched[32], written[32], ev[32];
+	cli_human((double)st.bytes, b, sizeof(b));
+	cli_human((double)st.bound, bound, sizeof(bound));
+	cli_human((double)st.hit_bytes, saved, sizeof(saved));
+	cli_human((double)st.fetched_bytes, fetched, sizeof(fetched));
+	cli_human((double)st.written_bytes, written, sizeof(written));
+	cli_human((double)st.evicted_bytes, ev, sizeof(ev));
+	if (c->prune) {
+		char pb[32];
+		cli_human((double)st.pruned_bytes, pb, sizeof(pb));
+		printf("pruned %" PRIu64 " block(s), %s\n", st.pruned, pb);
+	}
+	printf("%s: %s in %" PRIu64 " block(s), bound %s\n", dir, b, st.entries, bound);
+	printf("hits %" PRIu64 " (saved %s), misses %" PRIu64 " (fetched %s), written by "
+	       "pushes %s, evicted %" PRIu64 " (%s)\n",
+	       st.hits, saved, st.misses, fetched, written, st.evicted, ev);
+	return EXIT_OK;
+}

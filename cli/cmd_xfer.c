@@ -1,6 +1,7 @@
 /* push, pull, cat: moving images in and out. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -22,6 +23,7 @@ static void stats_json(struct json *j, const struct ss_stats *s)
 	json_u64(j, "requests", s->requests);
 	json_u64(j, "manifest_bytes", s->manifest_bytes);
 	json_f64(j, "seconds", s->seconds);
+	json_u64(j, "cache_bytes", s->cache_bytes);
 }
 
 /* One JSON object (to out), or a line for people on stderr. */
@@ -52,11 +54,18 @@ static void report(struct cli *c, FILE *out, const char *snapshot, const struct 
 			"pushed %" PRIu64 " file(s), %s in %.2fs (%.2f GB/s): zero pages %s, "
 			"already stored %s, new %s in %" PRIu64 " pack(s)\n",
 			s->files, a, s->seconds, rate, z, d, n, s->packs);
-	else if (!strcmp(op, "pull") && out == stdout)
+	else if (!strcmp(op, "pull") && out == stdout) {
+		char h[64] = "";
+		if (s->cache_bytes) {
+			char hb[32];
+			cli_human((double)s->cache_bytes, hb, sizeof(hb));
+			snprintf(h, sizeof(h), " (%s from the cache)", hb);
+		}
 		fprintf(stderr,
-			"pulled %" PRIu64 " file(s), %s in %.2fs (%.2f GB/s): fetched %s, "
+			"pulled %" PRIu64 " file(s), %s in %.2fs (%.2f GB/s): fetched %s%s, "
 			"zero pages %s left as holes\n",
-			s->files, a, s->seconds, rate, t, z);
+			s->files, a, s->seconds, rate, t, h, z);
+	}
 	/* cat and pull -: silent on success, like cat(1); the bytes speak. */
 }
 

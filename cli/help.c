@@ -9,6 +9,9 @@
 #define OPT_JSON {"--json", "print one JSON result (or error) object on stdout"}
 #define OPT_QUIET {"-q, --quiet", "no progress and no summary (env SNAPSTREAM_QUIET=1)"}
 #define OPT_KEY {"--key-file <file>", "the key of a keyed store (see 'init'); env\nSNAPSTREAM_KEY_FILE"}
+#define OPT_CACHE {"--cache <dir>", "the node cache: keep the pack bytes read (and\npushed) in <dir>, shared by every process of this user\non the node, and read them from there next time (env\nSNAPSTREAM_CACHE; see 'cache')"}
+#define OPT_CACHE_SIZE {"--cache-size <size>", "the cache's bound, least recently used blocks evicted\npast it: 16M..1024T (default 10G; env\nSNAPSTREAM_CACHE_SIZE)"}
+#define OPT_NO_CACHE {"--no-cache", "use no cache, even with SNAPSTREAM_CACHE set"}
 
 static const struct opt_help push_opts[] = {
 	{"--store <uri>", "store for the chunks (default: .snapstream beside the\nsnapshot; env SNAPSTREAM_STORE)"},
@@ -25,6 +28,9 @@ static const struct opt_help push_opts[] = {
 	OPT_KEY,
 	{"--inflate-gvisor", "store gVisor state files (runsc's checkpoint.img)\ninflated, so that consecutive checkpoints dedup;\npull and cat then write a file runsc restores with\nthe same header but a body framed anew: its sha256sum\ndiffers from the pushed file's (off by default)"},
 	{"--while -- <command> [args...]", "run the command and push <dir> while it writes it\n(a checkpointer: criu dump -D <dir>, runsc\ncheckpoint, a Firecracker snapshot); commit when it\nexits 0, else write no snapshot and exit 1 naming its\nstatus. Signals sent to snapstream are passed on to\nit, and it is always waited for"},
+	OPT_CACHE,
+	OPT_CACHE_SIZE,
+	OPT_NO_CACHE,
 	{NULL, NULL},
 };
 
@@ -44,6 +50,9 @@ static const struct opt_help pull_opts[] = {
 	{"--json", "print one JSON result object (on stderr when <dest>\nis -)"},
 	OPT_QUIET,
 	OPT_KEY,
+	OPT_CACHE,
+	OPT_CACHE_SIZE,
+	OPT_NO_CACHE,
 	{NULL, NULL},
 };
 
@@ -60,6 +69,9 @@ static const struct opt_help cat_opts[] = {
 	{"--json", "print one JSON result object on stderr (stdout carries\nthe bytes)"},
 	OPT_QUIET,
 	OPT_KEY,
+	OPT_CACHE,
+	OPT_CACHE_SIZE,
+	OPT_NO_CACHE,
 	{NULL, NULL},
 };
 
@@ -100,6 +112,9 @@ static const struct opt_help verify_opts[] = {
 	OPT_JSON,
 	OPT_QUIET,
 	OPT_KEY,
+	OPT_CACHE,
+	OPT_CACHE_SIZE,
+	OPT_NO_CACHE,
 	{NULL, NULL},
 };
 
@@ -171,6 +186,21 @@ static const char *const gc_ex[] = {
 	NULL,
 };
 
+static const struct opt_help cache_opts[] = {
+	{"--cache <dir>", "the cache directory, instead of <dir> (env\nSNAPSTREAM_CACHE)"},
+	{"--prune <size>", "first evict least recently used blocks until at most\n<size> remain (0 empties it)"},
+	OPT_JSON,
+	OPT_QUIET,
+	{NULL, NULL},
+};
+
+static const char *const cache_ex[] = {
+	"snapstream pull s3://bucket/actor-3 /run/restore/ckpt --cache /var/cache/snapstream",
+	"snapstream cache /var/cache/snapstream --json",
+	"snapstream cache /var/cache/snapstream --prune 2G",
+	NULL,
+};
+
 const struct command cli_commands[] = {
 	{
 		"push", "<file|dir|-> <snapshot>", "store a checkpoint image as a snapshot",
@@ -197,7 +227,7 @@ const struct command cli_commands[] = {
 		"command is run.",
 		push_opts, push_ex,
 		O_STORE | O_PARENT | O_LABEL | O_FORCE | O_THREADS | O_CHUNK | O_ZSTD | O_NOFSYNC |
-			O_JSON | O_QUIET | O_NAME | O_KEY | O_WHILE | O_INFLATE,
+			O_JSON | O_QUIET | O_NAME | O_KEY | O_WHILE | O_INFLATE | O_CACHE,
 		2, 2, cmd_push,
 	},
 	{
@@ -212,7 +242,7 @@ const struct command cli_commands[] = {
 		"stops and the exit status is 4, so check it in pipelines (set -o\n"
 		"pipefail).",
 		pull_opts, pull_ex,
-		O_STORE | O_FORCE | O_THREADS | O_NOFSYNC | O_JSON | O_QUIET | O_KEY, 2, 2,
+		O_STORE | O_FORCE | O_THREADS | O_NOFSYNC | O_JSON | O_QUIET | O_KEY | O_CACHE, 2, 2,
 		cmd_pull,
 	},
 	{
@@ -222,7 +252,8 @@ const struct command cli_commands[] = {
 		"the end. <file> is the name shown by 'snapstream info'; it may be\n"
 		"left out for a one-file snapshot. When stdout is a regular file,\n"
 		"zero pages become holes.",
-		cat_opts, cat_ex, O_STORE | O_THREADS | O_JSON | O_QUIET | O_KEY, 1, 2, cmd_cat,
+		cat_opts, cat_ex, O_STORE | O_THREADS | O_JSON | O_QUIET | O_KEY | O_CACHE, 1, 2,
+		cmd_cat,
 	},
 	{
 		"ls", "[<prefix>]", "list the snapshots under a prefix",
@@ -246,9 +277,11 @@ const struct command cli_commands[] = {
 		"Fetch every chunk of a snapshot, check its checksum and every file's\n"
 		"digest, and write nothing. With --quick only check that every pack\n"
 		"it references exists. An integrity failure names the snapshot, the\n"
-		"file and the offset, and exits with status 4.",
-		verify_opts, verify_ex, O_STORE | O_QUICK | O_THREADS | O_JSON | O_QUIET | O_KEY, 1, 1,
-		cmd_verify,
+		"file and the offset, and exits with status 4. With --cache it checks\n"
+		"what a restore on this node would read: the blocks the node cache\n"
+		"holds, and the rest from the store.",
+		verify_opts, verify_ex,
+		O_STORE | O_QUICK | O_THREADS | O_JSON | O_QUIET | O_KEY | O_CACHE, 1, 1, cmd_verify,
 	},
 	{
 		"rm", "<snapshot>", "delete a snapshot",
@@ -319,6 +352,26 @@ const struct command cli_commands[] = {
 			O_QUIET,
 		0, 0,
 		cmd_check,
+	},
+	{
+		"cache", "[<dir>]", "show or prune the node cache",
+		"Show a node cache: its size, blocks, bound, and since it was created\n"
+		"the hits (blocks read from it), the bytes that saved, the misses\n"
+		"(blocks fetched from a store into it), what pushes wrote through and\n"
+		"what was evicted. With --prune, first evict the least recently used\n"
+		"blocks until at most <size> remain.\n"
+		"\n"
+		"With --cache <dir> (or SNAPSTREAM_CACHE), push, pull, cat and verify\n"
+		"keep the pack bytes they move in <dir>, in blocks of 64 KiB, and every\n"
+		"process of the user on the node shares them: a block is fetched from\n"
+		"the store once however many pulls need it at the same time, a pull\n"
+		"of a snapshot pushed or pulled on the node before fetches little more\n"
+		"than its manifest, and a block is only ever used after the chunks in\n"
+		"it matched their ids (a bad one is dropped and fetched again). The\n"
+		"cache stays within --cache-size, evicting least recently used blocks.\n"
+		"A full disk only stops it from growing. The directory must belong to\n"
+		"the user and not be writable by others.",
+		cache_opts, cache_ex, O_CACHE | O_PRUNE | O_JSON | O_QUIET, 0, 1, cmd_cache,
 	},
 };
 

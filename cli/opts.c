@@ -33,6 +33,10 @@ enum {
 	OPT_DEEP,
 	OPT_WHILE,
 	OPT_INFLATE,
+	OPT_CACHE,
+	OPT_CACHE_SIZE,
+	OPT_NO_CACHE,
+	OPT_PRUNE,
 	OPT_HELP,
 };
 
@@ -62,6 +66,10 @@ static const struct option long_opts[] = {
 	{"deep", no_argument, NULL, OPT_DEEP},
 	{"while", no_argument, NULL, OPT_WHILE},
 	{"inflate-gvisor", no_argument, NULL, OPT_INFLATE},
+	{"cache", required_argument, NULL, OPT_CACHE},
+	{"cache-size", required_argument, NULL, OPT_CACHE_SIZE},
+	{"no-cache", no_argument, NULL, OPT_NO_CACHE},
+	{"prune", required_argument, NULL, OPT_PRUNE},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
 };
@@ -92,6 +100,10 @@ static unsigned gate(int o)
 	case OPT_DEEP: return O_DEEP;
 	case OPT_WHILE: return O_WHILE;
 	case OPT_INFLATE: return O_INFLATE;
+	case OPT_CACHE:
+	case OPT_CACHE_SIZE:
+	case OPT_NO_CACHE: return O_CACHE;
+	case OPT_PRUNE: return O_PRUNE;
 	default: return 0;
 	}
 }
@@ -145,30 +157,49 @@ static const struct size_opt chunk_max_opt = {"--chunk-max", 257, 1u << 30,
 
 /* Bytes, or with a K, M or G suffix; within [lo, hi]. The bound is
  * checked before the suffix multiplies, so no value wraps. */
-static bool parse_size(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
+/* A byte count: digits with an optional K, M, G or T suffix (and B),
+ * within [lo, hi]. */
+static bool parse_bytes(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 {
 	if (*s < '0' || *s > '9')
-		return false;   /* strtoull would take "-1", " 1", "+1" */
+		return false;
 	char *end;
 	errno = 0;
 	unsigned long long v = strtoull(s, &end, 10);
 	if (errno || end == s)
 		return false;
 	unsigned shift = 0;
-	if (*end == 'K' || *end == 'k')
-		shift = 10, end++;
-	else if (*end == 'M' || *end == 'm')
-		shift = 20, end++;
-	else if (*end == 'G' || *end == 'g')
-		shift = 30, end++;
-	if (*end || v > ((unsigned long long)hi >> shift))
+	/* memchr over the four letters: strchr would also find the string's
+	 * end, taking "1 " (' ' & ~0x20 is 0) for 1 PiB. */
+	static const char suf[4] = {'K', 'M', 'G', 'T'};
+	const char *at = *end ? memchr(suf, *end & ~0x20, sizeof(suf)) : NULL;
+	if (at) {
+		shift = 10 * (unsigned)(at - suf + 1);
+		end++;
+		if (*end == 'B' || *end == 'b')
+			end++;
+	}
+	if (*end || v > (hi >> shift))
 		return false;
 	v <<= shift;
 	if (v < lo)
 		return false;
+	*out = v;
+	return true;
+}
+
+/* The same for a 32-bit size (chunk sizes, --read-depth style limits). */
+static bool parse_size(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
+{
+	uint64_t v;
+	if (!parse_bytes(s, lo, hi, &v))
+		return false;
 	*out = (uint32_t)v;
 	return true;
 }
+
+#define CACHE_SIZE_RANGE "16M to 1024T"
+#define CACHE_SIZE_MAX (1ull << 50)
 
 static bool parse_int(const char *s, long lo, long hi, long *out)
 {
@@ -259,6 +290,12 @@ static int apply_env(struct cli *c)
 		if (r >= 0)
 			return r;
 	}
+	if ((ok & O_CACHE) && (v = getenv("SNAPSTREAM_CACHE")) && *v)
+		c->cache = v;
+	if ((ok & O_CACHE) && (v = getenv("SNAPSTREAM_CACHE_SIZE")) && *v &&
+	    !parse_bytes(v, SS_CACHE_SIZE_MIN, CACHE_SIZE_MAX, &c->cfg.cache_size))
+		return cli_usage_error(c, "SNAPSTREAM_CACHE_SIZE=%s: takes a size from "
+					  CACHE_SIZE_RANGE " (suffix K, M, G or T)", v);
 	if ((ok & O_NOFSYNC) && !env_flag("SNAPSTREAM_NO_FSYNC", &c->cfg.no_fsync, &bad))
 		return cli_usage_error(c, "%s=%s: takes 1 or 0", bad, getenv(bad));
 	if ((ok & O_QUIET) && !env_flag("SNAPSTREAM_QUIET", &c->quiet, &bad))
@@ -473,6 +510,26 @@ int cli_parse(struct cli *c, int argc, char **argv)
 		case OPT_WHILE:
 			c->follow = true;
 			break;
+		case OPT_CACHE:
+			if (!*optarg)
+				return cli_usage_error(c, "--cache takes a directory");
+			c->cache = optarg;
+			break;
+		case OPT_CACHE_SIZE:
+			if (!parse_bytes(optarg, SS_CACHE_SIZE_MIN, CACHE_SIZE_MAX, &c->cfg.cache_size))
+				return cli_usage_error(c, "--cache-size takes a size from "
+							  CACHE_SIZE_RANGE " (suffix K, M, G or T), got "
+							  "'%s'", optarg);
+			break;
+		case OPT_NO_CACHE:
+			c->no_cache = true;
+			break;
+		case OPT_PRUNE:
+			if (!parse_bytes(optarg, 0, CACHE_SIZE_MAX, &c->prune_to))
+				return cli_usage_error(c, "--prune takes a size such as 0, 512M or 2G "
+							  "(suffix K, M, G or T), got '%s'", optarg);
+			c->prune = true;
+			break;
 		case OPT_KEYFILE: {
 			int kr = read_key(c, optarg, "--key-file");
 			if (kr >= 0)
@@ -505,6 +562,8 @@ int cli_parse(struct cli *c, int argc, char **argv)
 	if (c->follow && !strcmp(c->args[0], "-"))
 		return cli_usage_error(c, "--while follows a directory the command writes, not "
 					  "stdin");
+	if ((cmd->allowed & O_CACHE) && !c->no_cache)
+		c->cfg.cache_dir = c->cache;
 	c->bar.on = !c->quiet && !c->json && isatty(STDERR_FILENO);
 	if (c->bar.on) {
 		c->cfg.progress = cli_progress_cb;

@@ -40,6 +40,8 @@ const char *ss_version(void)
 #define V1_STATS END_OF(ss_stats, seconds)
 #define V1_GC_STATS END_OF(ss_gc_stats, seconds)
 #define V1_CHECK_STATS END_OF(ss_check_stats, seconds)
+#define V1_CACHE END_OF(ss_cache_opts, prune_to)
+#define V1_CACHE_STATS END_OF(ss_cache_stats, seconds)
 
 __attribute__((format(printf, 4, 5))) static int fail(char *err, size_t errlen, int code,
 						       const char *fmt, ...)
@@ -295,6 +297,20 @@ int ss_check(const struct ss_check_opts *opts, const struct ss_config *cfg,
 		o.arg = &x;
 	}
 	int r = ss_check_impl(opts ? &o : NULL, &c, &s, err, errlen);
+	copy_out(st, &s, sizeof(s));
+	return r;
+}
+
+int ss_cache(const struct ss_cache_opts *opts, struct ss_cache_stats *st, char *err,
+	     size_t errlen)
+{
+	struct ss_cache_opts o;
+	struct ss_cache_stats s;
+	CHECK_IN(opts, ss_cache_opts, V1_CACHE);
+	CHECK_OUT(st, ss_cache_stats, V1_CACHE_STATS);
+	copy_in(&o, sizeof(o), opts);
+	copy_in(&s, sizeof(s), NULL);
+	int r = ss_cache_impl(opts ? &o : NULL, &s, err, errlen);
 	copy_out(st, &s, sizeof(s));
 	return r;
 }

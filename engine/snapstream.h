@@ -106,6 +106,8 @@ extern "C" {
 #define SS_STATS_INIT SS_INIT(ss_stats)
 #define SS_GC_STATS_INIT SS_INIT(ss_gc_stats)
 #define SS_CHECK_STATS_INIT SS_INIT(ss_check_stats)
+#define SS_CACHE_OPTS_INIT SS_INIT(ss_cache_opts)
+#define SS_CACHE_STATS_INIT SS_INIT(ss_cache_stats)
 
 /* True when the struct *ptr, which the library filled, has `field` (a
  * library older than the caller's header may not have it). */
@@ -176,7 +178,19 @@ struct ss_config {
 	 *   SNAPSTREAM_LIST_PAGE (README.md, "Object stores", says what each
 	 *   does). Read during the call only; not copied. */
 	const char *const *env;
+	/* The node cache (docs/DESIGN.md, "The node cache"): a directory
+	 * where ss_pull, ss_cat and ss_verify keep the pack bytes they fetch
+	 * and ss_push the packs it stores, shared by every process of this
+	 * user on the node; created mode 0700 if missing. NULL: no cache.
+	 * Other operations ignore it. */
+	const char *cache_dir;
+	/* Its bound in bytes, least recently used blocks evicted past it;
+	 * 0: SS_CACHE_SIZE_DEFAULT. At least SS_CACHE_SIZE_MIN. */
+	uint64_t cache_size;
 };
+
+#define SS_CACHE_SIZE_DEFAULT (10ull << 30)
+#define SS_CACHE_SIZE_MIN (16ull << 20)
 
 struct ss_label_kv {
 	const char *key;
@@ -244,6 +258,9 @@ struct ss_stats {
 	uint64_t requests;          /* store requests issued */
 	uint64_t manifest_bytes;
 	double seconds;
+	/* Pack bytes the node cache served (ss_config.cache_dir) instead of
+	 * the store; transferred_bytes counts only what came from the store. */
+	uint64_t cache_bytes;
 };
 
 /* Push opts->source to opts->snapshot. Returns 0 or -errno (err set);
@@ -275,6 +292,18 @@ struct ss_cat_opts {
 	const char *store;          /* NULL: the default beside the snapshot */
 	const char *file;           /* name in the snapshot; NULL: its only file */
 	int fd;                     /* written in file order (a pipe, a file) */
+	/* NULL, or called on the calling thread whenever more of the file is
+	 * written: bytes [0, done) of it are in fd, every chunk under them
+	 * verified (and, once done == total, the whole file's digest).
+	 * total is the size the file will have: the snapshot's size of it,
+	 * or for a gVisor state file stored inflated the rebuilt size,
+	 * known once its header arrived (0 before). Return 0 to go on or
+	 * -errno to stop the cat with that code. With it set, zero runs are
+	 * written rather than left as holes, so that every byte reported
+	 * can be read back at once (a reader serving the file as it
+	 * arrives). */
+	int (*on_written)(void *arg, uint64_t done, uint64_t total);
+	void *on_written_arg;
 };
 
 /* Write one file of a snapshot to opts->fd, in order. Every chunk is
@@ -576,6 +605,38 @@ struct ss_check_stats {
  * keyed store without its key, or a wrong key). Blocking; any thread. */
 int ss_check(const struct ss_check_opts *opts, const struct ss_config *cfg,
 	     struct ss_check_stats *st, char *err, size_t errlen);
+
+/* --- the node cache (docs/DESIGN.md, "The node cache") ------------------ */
+
+struct ss_cache_opts {
+	size_t size;                /* SS_CACHE_OPTS_INIT */
+	const char *dir;            /* the cache directory (ss_config.cache_dir) */
+	bool prune;                 /* evict least recently used blocks ... */
+	uint64_t prune_to;          /* ... until at most this many bytes remain */
+};
+
+struct ss_cache_stats {
+	size_t size;                /* SS_CACHE_STATS_INIT */
+	uint64_t bytes;             /* held now, blocks and their headers */
+	uint64_t entries;           /* blocks held */
+	uint64_t bound;             /* the bound of the last process that opened it */
+	uint64_t hits;              /* blocks served from the cache */
+	uint64_t misses;            /* blocks fetched from a store into it */
+	uint64_t hit_bytes;         /* bytes served: what stores did not send again */
+	uint64_t fetched_bytes;     /* bytes fetched from stores through it */
+	uint64_t written_bytes;     /* bytes pushes wrote through into it */
+	uint64_t evicted;           /* blocks evicted to stay within the bound */
+	uint64_t evicted_bytes;
+	uint64_t pruned;            /* this call: blocks removed by prune */
+	uint64_t pruned_bytes;
+	double seconds;
+};
+
+/* Report a node cache's figures (counted since it was created), pruning
+ * it first when asked. A directory that is no cache is -ENOENT. Any
+ * thread; safe while other processes use the cache. */
+int ss_cache(const struct ss_cache_opts *opts, struct ss_cache_stats *st, char *err,
+	     size_t errlen);
 
 #ifdef __cplusplus
 }

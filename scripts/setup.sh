@@ -21,6 +21,9 @@ PKGS=(meson ninja-build pkg-config gcc liburing-dev libzstd-dev libxxhash-dev
       # ateom: gRPC core and protoc for its server; gVisor's runsc, a static
       # busybox for the test sandbox, grpcio and protobuf for the test client.
       libgrpc-dev protobuf-compiler python3-grpcio python3-protobuf runsc busybox-static
+      # ateom restores while pulling through a FUSE file (libfuse3; fuse3 for
+      # /dev/fuse's group and fusermount3, which tests use to check mounts).
+      libfuse3-dev fuse3
       # The libFuzzer targets (tests/fuzz/run.sh): clang and compiler-rt,
       # which carries libFuzzer and the sanitizers on Debian 12.
       clang libclang-rt-14-dev)

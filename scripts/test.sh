@@ -22,7 +22,7 @@ export SNAPSTREAM_TEST_STRICT=1
 
 # The concurrent tests the TSan run must hold: the issue names them, so
 # dropping one from the 'tsan' suite fails the run instead of shrinking it.
-TSAN_REQUIRED=(engine admin keyed claims gc-stress load follow loop pull api)
+TSAN_REQUIRED=(engine admin keyed claims gc-stress load follow loop pull api cache)
 
 scripts/setup.sh build-asan -Dbuildtype=debugoptimized -Db_sanitize=address,undefined \
 	-Db_lundef=false

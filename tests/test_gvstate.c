@@ -261,6 +261,59 @@ static int feeder_status(void *arg)
 	return atomic_load(&((struct feeder *)arg)->status);
 }
 
+/* What ss_cat_opts.on_written was told, checked against the file as it
+ * grows: every byte reported is there and final when reported. */
+struct grow {
+	int fd;
+	const uint8_t *want;
+	size_t n;
+	uint64_t done, total;
+	unsigned calls, bad;
+	int stop_with;             /* answer this from the first call */
+};
+
+static int on_written(void *arg, uint64_t done, uint64_t total)
+{
+	struct grow *g = arg;
+	g->calls++;
+	if (done < g->done || done > g->n || (total && total != g->n) ||
+	    (g->total && total != g->total) || (total && done > total))
+		g->bad++;
+	uint8_t *b = malloc(done ? done : 1);
+	if (!b || pread(g->fd, b, done, 0) != (ssize_t)done || memcmp(b, g->want, done) != 0)
+		g->bad++;
+	free(b);
+	g->done = done;
+	g->total = total;
+	return g->stop_with;
+}
+
+static void cat_as_it_grows(const char *tag, const char *snap, struct ss_config_in *cfg,
+			    const uint8_t *want, size_t n)
+{
+	char err[512] = "";
+	struct grow g = {.fd = memfd_create("grow", 0), .want = want, .n = n};
+	struct ss_cat_opts co = SS_CAT_OPTS_INIT;
+	co.snapshot = snap;
+	co.fd = g.fd;
+	co.on_written = on_written;
+	co.on_written_arg = &g;
+	CHECK(ss_cat_impl(&co, cfg, NULL, err, sizeof(err)) == 0, "%s: cat as it grows: %s", tag,
+	      err);
+	CHECK(g.calls >= 1 && g.bad == 0 && g.done == n && g.total == n,
+	      "%s: on_written told %u times, %u wrong, last %llu of %llu (file %zu)", tag, g.calls,
+	      g.bad, (unsigned long long)g.done, (unsigned long long)g.total, n);
+	close(g.fd);
+	/* The caller may stop it. */
+	g = (struct grow){.fd = memfd_create("grow", 0), .want = want, .n = n,
+			  .stop_with = -ECANCELED};
+	co.fd = g.fd;
+	int r = ss_cat_impl(&co, cfg, NULL, err, sizeof(err));
+	CHECK(n == 0 || (r == -ECANCELED && g.calls == 1), "%s: stopped by on_written: %d, %u calls",
+	      tag, r, g.calls);
+	close(g.fd);
+}
+
 /* Push file contents p with --inflate-gvisor (following a writer when
  * follow), pull, cat, verify; check what came back. expect: stored
  * transformed or not. */
@@ -355,6 +408,7 @@ static void roundtrip(const char *tag, const uint8_t *p, size_t n, bool follow, 
 	      "%s: cat gives the pulled bytes", tag);
 	close(cfd);
 	free(c);
+	cat_as_it_grows(tag, snap, &cfg, got, gn);
 	struct ss_verify_opts vo = SS_VERIFY_OPTS_INIT;
 	vo.snapshot = snap;
 	CHECK(ss_verify_impl(&vo, &cfg, NULL, err, sizeof(err)) == 0, "%s: verify: %s", tag, err);

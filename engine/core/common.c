@@ -64,6 +64,11 @@ int ss_cfg_resolve(const struct ss_config_in *cin, struct ss_cfg *out, struct ss
 	out->bopts.no_fsync = in->no_fsync;
 	out->bopts.mem = cin->mem;
 	out->bopts.env = in->env;
+	out->cache_dir = in->cache_dir && *in->cache_dir ? in->cache_dir : NULL;
+	out->cache_size = in->cache_size;
+	if (out->cache_dir && in->cache_size && in->cache_size < SS_CACHE_SIZE_MIN)
+		return ss_err_set(err, -EINVAL, "the cache size must be at least %llu MiB",
+				  SS_CACHE_SIZE_MIN >> 20);
 	out->progress = in->progress;
 	out->progress_arg = in->progress_arg;
 	if (in->key || in->key_len)

@@ -14,6 +14,7 @@
 #include "frame.h"
 #include "loop.h"
 #include "manifest.h"
+#include "ncache.h"
 #include "pack.h"
 #include "snapstream.h"
 #include "util.h"
@@ -49,6 +50,9 @@ struct ss_cfg {
 	 * ss_config.key was set. Operations check it against the store's
 	 * config object or the manifest before trusting an id. */
 	struct ss_idkey ids;
+	/* The node cache (ncache.h): its directory (NULL: none) and bound. */
+	const char *cache_dir;
+	uint64_t cache_size;
 };
 
 /* The caller's configuration as the entry points receive it from the ABI
@@ -96,6 +100,8 @@ int ss_init_impl(const struct ss_init_opts *opts, const struct ss_config_in *cfg
 		 size_t errlen);
 int ss_check_impl(const struct ss_check_opts *opts, const struct ss_config_in *cfg,
 		  struct ss_check_stats *st, char *err, size_t errlen);
+int ss_cache_impl(const struct ss_cache_opts *opts, struct ss_cache_stats *st, char *err,
+		  size_t errlen);
 
 /* Run one backend request to completion (metadata steps). Counts it. */
 int ss_call(struct ss_backend *b, struct ss_loop *l, struct ss_req *r, uint64_t *requests);
@@ -304,6 +310,12 @@ enum ss_range_res {
 };
 /* What a finished GET's result res means. */
 enum ss_range_res ss_range_result(const struct ss_range *g, int res);
+/* After the bytes a GET brought failed their chunk ids: when some came
+ * from the node cache (ncache.h) and this GET was not retried yet, its
+ * cached blocks are dropped and g is set to read the store; returns true
+ * and the caller submits g again as it is (no ss_range_prep). Else false:
+ * the store's own bytes are bad. */
+bool ss_range_retry(struct ss_range *g);
 /* Set err to why the GET failed, after where ("" or "snapshot S: file F
  * at offset N: "): a missing or shorter pack is -EBADMSG (integrity), any
  * other failure keeps res and the store's message. Returns the code, 0

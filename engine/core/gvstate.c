@@ -252,6 +252,13 @@ uint64_t ss_gvs_out_written(const struct ss_gvs_out *o)
 	return o->written;
 }
 
+bool ss_gvs_out_header(const struct ss_gvs_out *o, struct ss_gvs_hdr *h)
+{
+	if (o->in_body)
+		*h = o->h;
+	return o->in_body;
+}
+
 static int write_all(struct ss_gvs_out *o, const uint8_t *p, size_t n)
 {
 	while (n) {

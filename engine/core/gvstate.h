@@ -96,6 +96,8 @@ int ss_gvs_out_put(struct ss_gvs_out *o, const uint8_t *p, size_t n);
 int ss_gvs_out_finish(struct ss_gvs_out *o);
 /* Bytes written to fd so far. */
 uint64_t ss_gvs_out_written(const struct ss_gvs_out *o);
+/* The header, once it arrived whole: true with *h filled, else false. */
+bool ss_gvs_out_header(const struct ss_gvs_out *o, struct ss_gvs_hdr *h);
 void ss_gvs_out_free(struct ss_gvs_out *o);
 
 /* Rebuild the state file whose inflated form is the first `len` bytes of

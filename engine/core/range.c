@@ -37,6 +37,15 @@ int ss_range_submit(struct ss_backend *b, struct ss_range *g, uint64_t *requests
 	return r;
 }
 
+bool ss_range_retry(struct ss_range *g)
+{
+	if (!g->req.cached || (g->req.flags & SS_GET_FRESH))
+		return false;
+	g->req.flags |= SS_GET_FRESH;
+	ss_err_clear(&g->err);
+	return true;
+}
+
 enum ss_range_res ss_range_result(const struct ss_range *g, int res)
 {
 	if (res >= 0)

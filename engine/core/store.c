@@ -31,6 +31,11 @@ int ss_store_open(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
 		free(s);
 		return r;
 	}
+	/* A push's packs go through the node cache too (write-through). */
+	if ((r = ss_ncache_wrap(cfg, &s->b, err))) {
+		ss_store_free(s);
+		return r;
+	}
 	if (!(s->uri = strdup(uri))) {
 		ss_store_free(s);
 		return ss_err_set(err, -ENOMEM, "out of memory");

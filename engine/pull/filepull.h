@@ -103,6 +103,7 @@ struct pull {
 	struct rtask *tasks;
 	unsigned ntasks;
 	struct rtask *free_tasks;
+	struct rtask *retry;       /* ranges to read again from the store */
 	uint8_t *mem;
 	size_t mem_len;
 	unsigned gets_inflight, tasks_inflight, writes_inflight, max_gets;

@@ -41,6 +41,7 @@ struct ounit {
 	uint8_t *in, *dec;
 	uint32_t dec_len;
 	bool ready;
+	bool again;                 /* read its range again, from the store */
 	int err;
 	struct ss_err werr;
 	struct ounit *next_free;
@@ -55,6 +56,7 @@ struct ss_oread {
 	struct ounit *units;
 	unsigned nunits;
 	struct ounit *free_units;
+	struct ounit *retry;        /* units whose cached bytes were bad */
 	struct ounit **by_seq;      /* nunits slots: seq % nunits */
 	uint8_t *mem;
 	size_t mem_len, in_cap, dec_cap;
@@ -280,6 +282,14 @@ static void unit_done(struct ss_op *op, int res)
 	struct ounit *u = (struct ounit *)((char *)op - offsetof(struct ss_task, op));
 	struct ss_oread *R = u->R;
 	R->tasks--;
+	if (u->err && !R->failed && ss_range_retry(&u->g)) {
+		u->err = 0;
+		ss_err_clear(&u->werr);
+		u->again = true;
+		u->next_free = R->retry;
+		R->retry = u;
+		return;
+	}
 	if (u->err)
 		ss_oread_fail(R, u->err, "%s", u->werr.msg);
 	u->ready = true;
@@ -314,10 +324,14 @@ static void get_done(struct ss_op *op, int res)
 
 static int submit_get(struct ss_oread *R, struct ounit *u)
 {
-	ss_range_prep(&u->g, R->m->pack_ids[u->pack], u->rs, u->re - u->rs, u->in, get_done, u);
+	if (!u->again)   /* a retry submits its GET as ss_range_retry left it */
+		ss_range_prep(&u->g, R->m->pack_ids[u->pack], u->rs, u->re - u->rs, u->in,
+			      get_done, u);
 	int r = ss_range_submit(R->o->store, &u->g, &R->o->st->requests);
-	if (r == 0)
+	if (r == 0) {
 		R->gets++;
+		u->again = false;
+	}
 	return r;
 }
 
@@ -326,6 +340,10 @@ static void fill(struct ss_oread *R)
 {
 	while (!R->failed) {
 		struct ounit *u = R->pending;
+		if (!u && R->retry) {
+			u = R->retry;
+			R->retry = u->next_free;
+		}
 		if (!u) {
 			if (R->cursor_done || !R->free_units)
 				return;

@@ -247,6 +247,14 @@ static void range_done(struct ss_op *op, int res)
 	struct rtask *t = (struct rtask *)((char *)op - offsetof(struct ss_task, op));
 	struct pull *P = t->P;
 	P->tasks_inflight--;
+	if (t->err && !P->failed && ss_range_retry(&t->g)) {
+		/* Bad bytes from the node cache: read the range again. */
+		t->err = 0;
+		ss_err_clear(&t->werr);
+		t->next_free = P->retry;
+		P->retry = t;
+		return;
+	}
 	if (t->err || P->failed) {
 		if (t->err && !P->failed) {
 			P->failed = true;
@@ -305,8 +313,29 @@ static void get_done(struct ss_op *op, int res)
 	ss_pool_submit(P->pool, &t->task);
 }
 
+/* Send t's GET: false when the backend is full (-EAGAIN) or it failed
+ * (then the pull has failed). */
+static bool submit_get(struct pull *P, struct rtask *t)
+{
+	int r = ss_range_submit(P->store, &t->g, &P->st->requests);
+	if (r == -EAGAIN)
+		return false;
+	if (r) {
+		fail(P, r, "cannot request a pack");
+		return false;
+	}
+	P->gets_inflight++;
+	return true;
+}
+
 static void issue_gets(struct pull *P)
 {
+	while (!P->failed && P->retry && P->gets_inflight < P->max_gets) {
+		struct rtask *t = P->retry;
+		if (!submit_get(P, t))
+			return;
+		P->retry = t->next_free;
+	}
 	while (!P->failed && P->free_tasks && P->next_range < P->nranges &&
 	       P->gets_inflight < P->max_gets) {
 		struct rtask *t = P->free_tasks;
@@ -315,16 +344,10 @@ static void issue_gets(struct pull *P)
 		t->err = 0;
 		ss_err_clear(&t->werr);
 		ss_range_prep(&t->g, P->m->pack_ids[rg->pack], rg->off, rg->len, t->in, get_done, t);
-		int r = ss_range_submit(P->store, &t->g, &P->st->requests);
-		if (r == -EAGAIN)
+		if (!submit_get(P, t))
 			return;
-		if (r) {
-			fail(P, r, "cannot request a pack");
-			return;
-		}
 		P->free_tasks = t->next_free;
 		P->next_range++;
-		P->gets_inflight++;
 	}
 }
 
@@ -367,7 +390,7 @@ static int run_pipeline(struct pull *P)
 	P->prog.phase = "pull";
 	for (;;) {
 		issue_gets(P);
-		if (!busy(P) && (P->failed || P->next_range >= P->nranges))
+		if (!busy(P) && (P->failed || (P->next_range >= P->nranges && !P->retry)))
 			break;
 		int r = ss_loop_turn(P->loop, true);
 		if (r < 0) {
@@ -421,6 +444,8 @@ int ss_pull_impl(const struct ss_pull_opts *opts, const struct ss_config_in *con
 			r = -EBADMSG;
 		goto out;
 	}
+	if ((r = ss_ncache_wrap(&P->cfg, &P->store, &err)))
+		goto out;
 	st->files = P->m->nfiles;
 	for (size_t i = 0; i < P->m->nfiles; i++)
 		st->logical_bytes += P->m->files[i].size;
@@ -488,6 +513,7 @@ out:
 		free(P->order);
 		free(P->ranges);
 		ss_manifest_free(P->m);
+		ss_ncache_stats(P->store, st);
 		ss_backend_free(P->store);
 		ss_loop_free(P->loop);
 		ss_cfg_wipe(&P->cfg);

@@ -50,7 +50,7 @@ static int reader_open(struct reader *rd, const char *snapshot, const char *stor
 		ss_err_clear(err);   /* nothing to fetch: all zero, or empty */
 		return 0;
 	}
-	return r;
+	return r ? r : ss_ncache_wrap(&rd->cfg, &rd->store, err);
 }
 
 static void reader_close(struct reader *rd)
@@ -185,6 +185,7 @@ int ss_verify_impl(const struct ss_verify_opts *opts, const struct ss_config_in 
 	if (!r)
 		ss_tick(&rd.cfg, &rd.ticker, &rd.prog, true);
 out:
+	ss_ncache_stats(rd.store, st);
 	reader_close(&rd);
 	return ss_op_end(&err, r, t0, &st->seconds, errbuf, errlen);
 }
@@ -216,7 +217,37 @@ struct catw {
 	const struct ss_mfile *f;
 	/* A gVisor state file stored inflated: rebuilt as it arrives. */
 	struct ss_gvs_out *gv;
+	/* ss_cat_opts.on_written, and what it was told last. */
+	int (*on_written)(void *arg, uint64_t done, uint64_t total);
+	void *on_written_arg;
+	uint64_t told_done, told_total;
 };
+
+/* Tell the caller how much of the output is final, when that changed.
+ * Returns the callback's answer (0: go on). */
+static int cat_report(struct catw *w)
+{
+	if (!w->on_written)
+		return 0;
+	uint64_t done = w->written, total = w->f->size;
+	if (w->gv) {
+		struct ss_gvs_hdr h;
+		done = ss_gvs_out_written(w->gv);
+		total = ss_gvs_out_header(w->gv, &h) ? ss_gvs_rebuilt_size(&h, w->f->size) : 0;
+	}
+	if (done == w->told_done && total == w->told_total)
+		return 0;
+	w->told_done = done;
+	w->told_total = total;
+	return w->on_written(w->on_written_arg, done, total);
+}
+
+static void cat_report_or_stop(struct catw *w)
+{
+	int r = ss_oread_failed(w->R) ? 0 : cat_report(w);
+	if (r)
+		ss_oread_fail(w->R, r, "stopped by the caller of cat: %s", strerror(-r));
+}
 
 static void cat_next(struct catw *w);
 
@@ -294,6 +325,7 @@ static void cat_next(struct catw *w)
 				    w->sparse ? w->base + w->written : (uint64_t)-1);
 		w->inflight = true;
 	}
+	cat_report_or_stop(w);
 }
 
 /* The inflated form goes through the rebuilder, which writes (blocking)
@@ -311,15 +343,17 @@ static int cat_gv_sink(struct catw *w, const struct ss_ounit_view *u)
 	else if (r)
 		ss_oread_fail(ss_oread_of(u->unit), r, "cannot write the output: %s",
 			      strerror(-r));
+	else
+		cat_report_or_stop(w);
 	return r;
 }
 
 static int cat_sink(void *arg, const struct ss_ounit_view *u)
 {
 	struct catw *w = arg;
+	w->R = ss_oread_of(u->unit);
 	if (w->gv)
 		return cat_gv_sink(w, u);
-	w->R = ss_oread_of(u->unit);
 	if (w->qlen == w->qcap)
 		return -ENOSPC;   /* cannot happen: the reader has fewer units */
 	size_t at = (w->qhead + w->qlen) % w->qcap;
@@ -377,6 +411,8 @@ int ss_cat_impl(const struct ss_cat_opts *opts, const struct ss_config_in *confi
 	w.q = calloc(w.qcap, sizeof(*w.q));
 	w.qv = calloc(w.qcap, sizeof(*w.qv));
 	w.zeros = calloc(1, CAT_ZEROS);
+	w.on_written = opts->on_written;
+	w.on_written_arg = opts->on_written_arg;
 	if (!w.q || !w.qv || !w.zeros) {
 		r = ss_err_set(&err, -ENOMEM, "out of memory");
 		goto out;
@@ -385,8 +421,8 @@ int ss_cat_impl(const struct ss_cat_opts *opts, const struct ss_config_in *confi
 	struct stat sb;
 	off_t pos = lseek(opts->fd, 0, SEEK_CUR);
 	int fl = fcntl(opts->fd, F_GETFL);
-	if (fstat(opts->fd, &sb) == 0 && S_ISREG(sb.st_mode) && pos >= 0 && fl >= 0 &&
-	    !(fl & O_APPEND) && sb.st_size <= pos) {
+	if (!w.on_written && fstat(opts->fd, &sb) == 0 && S_ISREG(sb.st_mode) && pos >= 0 &&
+	    fl >= 0 && !(fl & O_APPEND) && sb.st_size <= pos) {
 		w.sparse = true;
 		w.base = (uint64_t)pos;
 	}
@@ -423,6 +459,9 @@ int ss_cat_impl(const struct ss_cat_opts *opts, const struct ss_config_in *confi
 		ss_err_set(&err, r, r == -EBADMSG ? "'%s' is stored as an inflated gVisor state "
 			   "file, but its stored bytes are too short for a header (corrupt or forged "
 			   "snapshot)" : "cannot write the output of '%s'", w.f->name);
+	/* A rebuilt state file's last bytes were written by the finish. */
+	if (!r && w.gv && (r = cat_report(&w)))
+		ss_err_set(&err, r, "stopped by the caller of cat: %s", strerror(-r));
 	if (!r && w.sparse && w.written) {
 		/* The holes at the end exist once the file has its full size. */
 		uint64_t end = w.base + w.written;
@@ -437,6 +476,7 @@ out:
 	free(w.q);
 	free(w.qv);
 	free((void *)w.zeros);
+	ss_ncache_stats(rd.store, st);
 	reader_close(&rd);
 	return ss_op_end(&err, r, t0, &st->seconds, errbuf, errlen);
 }

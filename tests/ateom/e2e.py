@@ -120,12 +120,13 @@ def preflight():
 
 def work_left(work, timeout=10):
     """What stays in the server's work directory besides its runsc cache
-    (runsc/). Images the server is done with are renamed to .trash-* and
-    removed by a background thread (ateom/trash.h), so wait for those;
+    (runsc/) and the node cache (cache/, WORK/cache by default), which are
+    meant to stay. Images the server is done with are renamed to .trash-*
+    and removed by a background thread (ateom/trash.h), so wait for those;
     anything else is left at once."""
     deadline = time.time() + timeout
     while True:
-        left = sorted(x for x in os.listdir(work) if x != "runsc")
+        left = sorted(x for x in os.listdir(work) if x not in ("runsc", "cache"))
         if not any(x.startswith(".trash-") for x in left) or time.time() > deadline:
             return left
         time.sleep(0.05)
@@ -457,6 +458,8 @@ def main():
                                                             snapshot_uri_prefix=snap1))
         rest_s = time.time() - t
         check(code == "OK", f"restore from {snap1}: {code} {msg} in {rest_s:.2f} s")
+        blocks = sum(len(fs) for _, _, fs in os.walk(os.path.join(work, "cache", "blocks")))
+        check(blocks > 0, f"the checkpoint went through the node cache: {blocks} blocks")
         print(f"     log: {json.dumps(log_lines()[-1])}")
         c2 = counter(ACTOR)
         check(c2 is not None and c2 >= c_before,

@@ -1,0 +1,72 @@
+/* fusefile — restore while pulling: a snapshot's files served through FUSE
+ * as the engine verifies them (docs/ATEOM.md, "Restore while pulling").
+ *
+ * `runsc restore` opens checkpoint.img read-only, fstat()s it (a size of 0
+ * is refused) and reads it front to back. So instead of pulling the image
+ * whole and only then starting runsc, ateom mounts a read-only FUSE file
+ * system on the directory runsc is given. Its files have their final size
+ * and mode 0444 from the start; ss_cat writes each in file order into an
+ * unlinked backing file beside the mount (verifying every chunk before
+ * its bytes are written, and reporting through ss_cat_opts.on_written how
+ * far the file is final), and a read blocks until the bytes it asks for
+ * are final. A read at or past the end returns 0 at once; once the pull
+ * failed, a read of bytes that never arrived gets EIO, so runsc fails
+ * instead of waiting forever. Reads are served from a mapping of the
+ * backing file by several threads, since the kernel keeps several
+ * readahead requests in flight.
+ *
+ * The mount needs allow_other: runsc hands the descriptor to the sandbox,
+ * which runs as another user in its own user namespace.
+ *
+ * If ateom dies while a file system is mounted, a small guard process it
+ * started with the mount unmounts it (lazily), so a killed restore leaves
+ * no mount behind.
+ *
+ * A fusepull is used from one thread (the caller's); its own threads are
+ * the pull and the FUSE workers.
+ */
+#ifndef ATEOM_FUSEFILE_H
+#define ATEOM_FUSEFILE_H
+
+#include "snapstream.h"
+
+#include <stddef.h>
+
+struct reaper;
+struct fusepull;
+
+struct fusepull_opts {
+	const char *snapshot;
+	const char *store;              /* NULL: the default beside the snapshot */
+	const struct ss_config *cfg;    /* copied; what it points to must outlive the pull */
+	const char *mountpoint;         /* an empty directory, created by the caller */
+	const char *spool_dir;          /* where the (unlinked) backing files live */
+	struct reaper *reaper;          /* main's, or NULL */
+};
+
+/* Read the snapshot's manifest, mount the file system and start the pull.
+ * On success *out is the running pull and *info the snapshot's
+ * description with its file list (the caller's, ss_info_free). Returns 0;
+ * -ENOTSUP when this snapshot or this machine cannot be served this way
+ * (a snapshot of one file or of subdirectories, more than
+ * FUSEPULL_MAX_FILES files, no usable /dev/fuse): the caller pulls it
+ * whole instead, and err says why; or the -errno of reading the manifest
+ * (-ENOENT: no snapshot), with err set. Nothing is left mounted on
+ * failure. */
+#define FUSEPULL_MAX_FILES 64
+int fusepull_start(const struct fusepull_opts *o, struct fusepull **out,
+		   struct ss_snapshot_info **info, char *err, size_t errlen);
+
+/* Wait until the pull ended, then unmount (lazily: the sandbox may still
+ * hold a file open). Returns 0 when every file arrived and verified, else
+ * the pull's -errno (-EBADMSG: a chunk or a digest did not verify, err
+ * names it). *st gets the pull's statistics; *pull_ms how long the pull
+ * ran from fusepull_start. */
+int fusepull_finish(struct fusepull *p, struct ss_stats *st, double *pull_ms, char *err,
+		    size_t errlen);
+
+/* Stop a pull that is still running (reads of what did not arrive get
+ * EIO), unmount, stop the threads and free. NULL is a no-op. */
+void fusepull_free(struct fusepull *p);
+
+#endif
