@@ -46,6 +46,7 @@ enum {
 	O_INFLATE = 1u << 19,   /* push --inflate-gvisor */
 	O_CACHE = 1u << 20,     /* --cache/--cache-size/--no-cache */
 	O_PRUNE = 1u << 21,     /* cache --prune */
+	O_CIPHER = 1u << 22,    /* init --cipher */
 };
 
 struct opt_help {
@@ -97,6 +98,7 @@ struct cli {
 	struct progress bar;
 	char store_abs[4096];
 	uint8_t key[4096];      /* a keyed store's key, read from --key-file */
+	const char *cipher;     /* init --cipher */
 };
 
 /* help.c */

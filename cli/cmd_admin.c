@@ -324,7 +324,9 @@ int cmd_init(struct cli *c)
 		store = cli_store(c);
 	}
 	c->subject = store;
-	struct ss_init_opts o = {.size = sizeof(o), .store = store};
+	if (c->cipher && !c->cfg.key)
+		return cli_usage_error(c, "--cipher is for a keyed store (with --key-file)");
+	struct ss_init_opts o = {.size = sizeof(o), .store = store, .cipher = c->cipher};
 	char err[1024];
 	int r = ss_init(&o, &c->cfg, err, sizeof(err));
 	if (r) {
@@ -337,10 +339,13 @@ int cmd_init(struct cli *c)
 		json_result(&j, stdout, "init");
 		json_str(&j, "store", store);
 		json_str(&j, "chunk_ids", ids);
+		json_bool(&j, "sealed", c->cfg.key != NULL);
 		json_end_obj(&j);
 		json_finish(&j);
 	} else if (!c->quiet) {
-		printf("%s: created, %s chunk ids\n", store, ids);
+		printf("%s: created, %s\n", store,
+		       c->cfg.key ? "keyed chunk ids, sealed (encrypted and authenticated)"
+				  : "plain chunk ids");
 	}
 	return EXIT_OK;
 }

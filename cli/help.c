@@ -148,7 +148,8 @@ static const struct opt_help gc_opts[] = {
 
 static const struct opt_help init_opts[] = {
 	{"--store <uri>", "the store (default: env SNAPSTREAM_STORE, else\n./.snapstream)"},
-	{"--key-file <file>", "make the store keyed with this key: 16..4096 bytes,\nreadable by its owner only (env SNAPSTREAM_KEY_FILE)"},
+	{"--key-file <file>", "make the store keyed with this key: 16..4096 bytes,\nreadable by its owner only (env SNAPSTREAM_KEY_FILE).\nA keyed store is sealed: chunk ids are keyed, and every\nframe, pack index, index object and manifest is\nencrypted and authenticated with keys derived from it"},
+	{"--cipher <name>", "a keyed store's cipher: aes-256-gcm or\nchacha20-poly1305 (default: AES-256-GCM where the CPU\nhas AES instructions, else ChaCha20-Poly1305)"},
 	OPT_JSON,
 	OPT_QUIET,
 	{NULL, NULL},
@@ -309,7 +310,7 @@ const struct command cli_commands[] = {
 		cmd_gc,
 	},
 	{
-		"init", "", "create a store, optionally with keyed chunk ids",
+		"init", "", "create a store, optionally keyed (encrypted)",
 		"Create a store's configuration. Stores need no init: the first push\n"
 		"creates one with plain chunk ids (XXH3-128 of the bytes). Init is for\n"
 		"a keyed store: with --key-file, chunk ids become XXH3-128 with a\n"
@@ -320,7 +321,7 @@ const struct command cli_commands[] = {
 		"every push, pull, cat and verify of the store's snapshots then needs\n"
 		"it, and refuses another key. A keyed store must be new: init refuses\n"
 		"a store that already holds packs.",
-		init_opts, init_ex, O_STORE | O_KEY | O_JSON | O_QUIET, 0, 0, cmd_init,
+		init_opts, init_ex, O_STORE | O_KEY | O_CIPHER | O_JSON | O_QUIET, 0, 0, cmd_init,
 	},
 	{
 		"check", "", "verify a store, and repair what its packs can rebuild",

@@ -37,6 +37,7 @@ enum {
 	OPT_CACHE_SIZE,
 	OPT_NO_CACHE,
 	OPT_PRUNE,
+	OPT_CIPHER,
 	OPT_HELP,
 };
 
@@ -70,6 +71,7 @@ static const struct option long_opts[] = {
 	{"cache-size", required_argument, NULL, OPT_CACHE_SIZE},
 	{"no-cache", no_argument, NULL, OPT_NO_CACHE},
 	{"prune", required_argument, NULL, OPT_PRUNE},
+	{"cipher", required_argument, NULL, OPT_CIPHER},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
 };
@@ -104,6 +106,7 @@ static unsigned gate(int o)
 	case OPT_CACHE_SIZE:
 	case OPT_NO_CACHE: return O_CACHE;
 	case OPT_PRUNE: return O_PRUNE;
+	case OPT_CIPHER: return O_CIPHER;
 	default: return 0;
 	}
 }
@@ -529,6 +532,12 @@ int cli_parse(struct cli *c, int argc, char **argv)
 				return cli_usage_error(c, "--prune takes a size such as 0, 512M or 2G "
 							  "(suffix K, M, G or T), got '%s'", optarg);
 			c->prune = true;
+			break;
+		case OPT_CIPHER:
+			if (strcmp(optarg, "aes-256-gcm") && strcmp(optarg, "chacha20-poly1305"))
+				return cli_usage_error(c, "--cipher takes aes-256-gcm or "
+							  "chacha20-poly1305, got '%s'", optarg);
+			c->cipher = optarg;
 			break;
 		case OPT_KEYFILE: {
 			int kr = read_key(c, optarg, "--key-file");

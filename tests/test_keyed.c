@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "crypt.h"
 #include "push.h"
 #include "testengine.h"
 
@@ -82,16 +83,26 @@ static void test_derivation(void)
 	}
 	CHECK(same == 0, "%zu ids agreed across keys", same);
 	CHECK(memcmp(k.check, k2.check, 16), "key checks differ");
-	CHECK(memcmp(k.secret, k2.secret, sizeof(k.secret)), "secrets differ");
+	CHECK(memcmp(k.secret, k2.secret, SS_IDKEY_SECRET_SIZE), "secrets differ");
 
 	/* The secret and the check come from one key but say nothing of
 	 * each other: the check is not a prefix of the secret. */
 	CHECK(memcmp(k.check, k.secret, 16), "check is independent of the secret");
 
+	ss_idkey_wipe(&k2);
 	CHECK(ss_idkey_init(&k2, key, 15, &e) == -EINVAL, "15-byte key refused");
 	CHECK(ss_idkey_init(&k2, key, 4097, &e) == -EINVAL, "4097-byte key refused");
 	ss_idkey_wipe(&k);
 	CHECK(!k.keyed, "wiped");
+}
+
+/* A config's text, formatted (version 1 keyed when check is given). */
+static size_t config_text(const uint8_t *check, char *buf, size_t cap)
+{
+	struct ss_store_config c = {.version = 1, .keyed = check != NULL};
+	if (check)
+		memcpy(c.check, check, 16);
+	return ss_store_config_format(&c, buf, cap);
 }
 
 static void test_config(void)
@@ -100,14 +111,13 @@ static void test_config(void)
 	struct ss_err e = {0};
 	REQUIRE(ss_idkey_init(&k, key1, sizeof(key1), &e) == 0, "init");
 	char buf[160];
-	size_t n = ss_store_config_encode(&k, buf, sizeof(buf));
-	bool keyed;
-	uint8_t check[16];
-	CHECK(ss_store_config_decode((uint8_t *)buf, n, &keyed, check, &e) == 0 && keyed &&
-		      !memcmp(check, k.check, 16),
+	size_t n = config_text(k.check, buf, sizeof(buf));
+	struct ss_store_config pc;
+	CHECK(ss_store_config_parse((uint8_t *)buf, n, &pc, &e) == 0 && pc.keyed && !pc.sealed &&
+		      pc.version == 1 && !memcmp(pc.check, k.check, 16),
 	      "keyed config round trip: %s", e.msg);
-	n = ss_store_config_encode(NULL, buf, sizeof(buf));
-	CHECK(ss_store_config_decode((uint8_t *)buf, n, &keyed, check, &e) == 0 && !keyed,
+	n = config_text(NULL, buf, sizeof(buf));
+	CHECK(ss_store_config_parse((uint8_t *)buf, n, &pc, &e) == 0 && !pc.keyed,
 	      "plain config round trip");
 
 	static const struct {
@@ -134,9 +144,6 @@ static void test_config(void)
 		 "seal aes-256-gcm 00112233445566778899aabbccddeeff\nx\n", -EBADMSG},
 		{"snapstream-store 2\nchunk-ids xxh3-128-keyed 00112233445566778899aabbccddeeff\n"
 		 "seal aes-256-gcm  00112233445566778899aabbccddeeff\n", -EBADMSG},
-		/* A well-formed sealed config: this build does not use it yet. */
-		{"snapstream-store 2\nchunk-ids xxh3-128-keyed 00112233445566778899aabbccddeeff\n"
-		 "seal chacha20-poly1305 00112233445566778899aabbccddeeff\n", -EPROTONOSUPPORT},
 		{"snapstream-store 1\nchunk-ids sha256\n", -EBADMSG},
 		{"snapstream-store 1\nchunk-ids xxh3-128\nmore\n", -EBADMSG},
 		{"snapstream-store 1\nchunk-ids xxh3-128-keyed 00\n", -EBADMSG},
@@ -152,8 +159,8 @@ static void test_config(void)
 	};
 	for (size_t i = 0; i < SS_ARRAY_SIZE(bad); i++) {
 		ss_err_clear(&e);
-		int r = ss_store_config_decode((const uint8_t *)bad[i].text, strlen(bad[i].text),
-					       &keyed, check, &e);
+		int r = ss_store_config_parse((const uint8_t *)bad[i].text, strlen(bad[i].text),
+					      &pc, &e);
 		CHECK(r == bad[i].want && e.msg[0], "config %zu: %d (%s)", i, r, e.msg);
 	}
 	/* Version 2 parses and formats back to the same bytes. */
@@ -171,21 +178,66 @@ static void test_config(void)
 	      "sealed config format: %s", again);
 	uint8_t big[5000];
 	memset(big, 'a', sizeof(big));
-	CHECK(ss_store_config_decode(big, sizeof(big), &keyed, check, &e) == -EBADMSG,
-	      "oversized config");
+	CHECK(ss_store_config_parse(big, sizeof(big), &pc, &e) == -EBADMSG, "oversized config");
 	/* Store checks: plain store + key, keyed store without or with
 	 * another key. */
-	n = ss_store_config_encode(&k, buf, sizeof(buf));
-	CHECK(ss_idkey_check_store(&k, (uint8_t *)buf, n, "s", &e) == 0, "own key");
-	CHECK(ss_idkey_check_store(NULL, (uint8_t *)buf, n, "s", &e) == -ENOKEY, "no key");
-	CHECK(ss_idkey_check_store(&ss_idkey_plain, NULL, 0, "s", &e) == 0, "plain, no config");
-	CHECK(ss_idkey_check_store(&k, NULL, 0, "s", &e) == -EKEYREJECTED, "key for plain");
+	n = config_text(k.check, buf, sizeof(buf));
+	struct ss_idkey plain = {0};
+	CHECK(ss_idkey_check_store(&k, (uint8_t *)buf, n, "s", NULL, &e) == 0 && !k.crypt &&
+		      k.bound,
+	      "own key (version 1: nothing sealed)");
+	CHECK(ss_idkey_check_store(NULL, (uint8_t *)buf, n, "s", NULL, &e) == -ENOKEY, "no key");
+	CHECK(ss_idkey_check_store(&plain, NULL, 0, "s", NULL, &e) == 0, "plain, no config");
+	CHECK(ss_idkey_check_store(&k, NULL, 0, "s", NULL, &e) == -EKEYREJECTED, "key for plain");
 	struct ss_idkey o;
 	REQUIRE(ss_idkey_init(&o, key2, sizeof(key2), &e) == 0, "init");
 	ss_err_clear(&e);
-	CHECK(ss_idkey_check_store(&o, (uint8_t *)buf, n, "s", &e) == -EKEYREJECTED &&
+	CHECK(ss_idkey_check_store(&o, (uint8_t *)buf, n, "s", NULL, &e) == -EKEYREJECTED &&
 		      strstr(e.msg, "another key"),
 	      "other key: %s", e.msg);
+	ss_idkey_wipe(&o);
+
+	/* A sealed store: the key is bound to its id and cipher, and its
+	 * check, secret and keys are that store's, unrelated to version 1's
+	 * and to another store's made from the same key. */
+	uint8_t v1check[16], v1secret[SS_IDKEY_SECRET_SIZE];
+	memcpy(v1check, k.check, 16);
+	memcpy(v1secret, k.secret, sizeof(v1secret));
+	struct ss_store_config sc2 = {.version = 2, .keyed = true, .sealed = true,
+				      .cipher = SS_CIPHER_CHACHA20POLY1305};
+	memset(sc2.store_id, 0x5a, 16);
+	struct ss_crypt *c;
+	REQUIRE(ss_idkey_derive(&k, sc2.store_id, sc2.cipher, &c, &e) == 0, "derive: %s", e.msg);
+	memcpy(sc2.check, ss_crypt_check(c), 16);
+	n = ss_store_config_format(&sc2, buf, sizeof(buf));
+	struct ss_idkey k1;
+	REQUIRE(ss_idkey_init(&k1, key1, sizeof(key1), &e) == 0, "init");
+	struct ss_store_config got;
+	CHECK(ss_idkey_check_store(&k1, (uint8_t *)buf, n, "s", &got, &e) == 0 && k1.crypt &&
+		      got.sealed && !memcmp(k1.check, sc2.check, 16) &&
+		      memcmp(k1.check, v1check, 16) &&
+		      !memcmp(k1.secret, ss_crypt_idsecret(c), SS_IDKEY_SECRET_SIZE) &&
+		      memcmp(k1.secret, v1secret, SS_IDKEY_SECRET_SIZE),
+	      "sealed store, own key: %s", e.msg);
+	CHECK(ss_idkey_check_store(&k1, (uint8_t *)buf, n, "s", NULL, &e) == 0, "bound twice");
+	uint8_t other_id[16];
+	memset(other_id, 0x77, 16);
+	ss_err_clear(&e);
+	CHECK(ss_idkey_seal(&k1, other_id, sc2.cipher, &e) == -EXDEV && e.msg[0],
+	      "bound to one store, not another: %s", e.msg);
+	ss_idkey_wipe(&k1);
+	ss_crypt_free(c);
+	ss_err_clear(&e);
+	CHECK(ss_idkey_check_store(&plain, (uint8_t *)buf, n, "S1", NULL, &e) == -ENOKEY &&
+		      strstr(e.msg, "store S1 is keyed") && strstr(e.msg, "--key-file"),
+	      "sealed store, no key: %s", e.msg);
+	REQUIRE(ss_idkey_init(&o, key2, sizeof(key2), &e) == 0, "init");
+	ss_err_clear(&e);
+	CHECK(ss_idkey_check_store(&o, (uint8_t *)buf, n, "S1", NULL, &e) == -EKEYREJECTED &&
+		      strstr(e.msg, "store S1 was made with another key"),
+	      "sealed store, other key: %s", e.msg);
+	ss_idkey_wipe(&o);
+	ss_idkey_wipe(&k);
 }
 
 static uint8_t *read_all(const char *path, size_t *n)
@@ -207,6 +259,83 @@ static struct ss_manifest *load(const char *uri)
 	return load_manifest(&in, uri);
 }
 
+/* Put an object into the mem:// store at uri (a store's root). */
+static void mem_put(const char *uri, const char *key, const void *p, size_t n)
+{
+	struct ss_loop *l;
+	REQUIRE(ss_loop_new(64, &l) == 0, "loop");
+	struct ss_config_in in = cfg(NULL);
+	struct ss_cfg c;
+	REQUIRE(ss_cfg_resolve(&in, &c, NULL) == 0, "cfg");
+	struct ss_backend *b;
+	REQUIRE(ss_backend_open(uri, l, &c.bopts, &b, NULL) == 0, "open");
+	REQUIRE(ss_put_object(b, l, key, p, n, 0, NULL, NULL) == 0, "put %s", key);
+	ss_backend_free(b);
+	ss_loop_free(l);
+}
+
+/* The bytes of an object of the mem:// store at uri (malloc'd). */
+static uint8_t *mem_get(const char *uri, const char *key, size_t *n)
+{
+	struct ss_loop *l;
+	REQUIRE(ss_loop_new(64, &l) == 0, "loop");
+	struct ss_config_in in = cfg(NULL);
+	struct ss_cfg c;
+	REQUIRE(ss_cfg_resolve(&in, &c, NULL) == 0, "cfg");
+	struct ss_backend *b;
+	REQUIRE(ss_backend_open(uri, l, &c.bopts, &b, NULL) == 0, "open");
+	uint8_t *p = NULL;
+	REQUIRE(ss_get_object(b, l, key, 1u << 30, &p, n, NULL, NULL) == 0, "get %s", key);
+	ss_backend_free(b);
+	ss_loop_free(l);
+	return p;
+}
+
+/* init --key-file makes a sealed store: config version 2, with a random
+ * store id, the cipher asked for (or the CPU's), and the key check of the
+ * keys derived for that id; the key itself is nowhere in it. */
+static void test_init(void)
+{
+	char err[512];
+	struct ss_config_in k1 = cfg(key1);
+	struct ss_init_opts io = {.store = "mem://i/.snapstream", .cipher = "chacha20-poly1305"};
+	REQUIRE(ss_init_impl(&io, &k1, err, sizeof(err)) == 0, "init: %s", err);
+	CHECK(ss_init_impl(&io, &k1, err, sizeof(err)) == -EEXIST && strstr(err, "sealed"),
+	      "second init: %s", err);
+	size_t n;
+	uint8_t *p = mem_get("mem://i/.snapstream", "config", &n);
+	struct ss_store_config c;
+	struct ss_err e = {0};
+	REQUIRE(ss_store_config_parse(p, n, &c, &e) == 0, "parse: %s", e.msg);
+	CHECK(c.version == 2 && c.sealed && c.keyed && c.cipher == SS_CIPHER_CHACHA20POLY1305,
+	      "sealed config: %.*s", (int)n, (char *)p);
+	struct ss_idkey k;
+	REQUIRE(ss_idkey_init(&k, key1, sizeof(key1), &e) == 0, "idkey");
+	struct ss_crypt *cr;
+	REQUIRE(ss_idkey_derive(&k, c.store_id, c.cipher, &cr, &e) == 0, "derive");
+	CHECK(!memcmp(c.check, ss_crypt_check(cr), 16), "config carries the store's key check");
+	CHECK(!memmem(p, n, key1, 16), "the key is not in the config");
+	ss_crypt_free(cr);
+	free(p);
+
+	/* Two stores from one key: different ids, so unrelated keys. */
+	struct ss_init_opts io2 = {.store = "mem://i2/.snapstream"};
+	REQUIRE(ss_init_impl(&io2, &k1, err, sizeof(err)) == 0, "init 2: %s", err);
+	p = mem_get("mem://i2/.snapstream", "config", &n);
+	struct ss_store_config c2;
+	REQUIRE(ss_store_config_parse(p, n, &c2, &e) == 0, "parse");
+	CHECK(c2.sealed && c2.cipher == ss_crypt_pick() && memcmp(c2.store_id, c.store_id, 16) &&
+		      memcmp(c2.check, c.check, 16),
+	      "a second store has its own id and check");
+	free(p);
+	struct ss_init_opts bad = {.store = "mem://i3/.snapstream", .cipher = "rot13"};
+	CHECK(ss_init_impl(&bad, &k1, err, sizeof(err)) == -EINVAL && strstr(err, "cipher"),
+	      "unknown cipher: %s", err);
+	struct ss_config_in plain = cfg(NULL);
+	CHECK(ss_init_impl(&io, &plain, err, sizeof(err)) == -EEXIST, "plain init of a sealed store");
+	ss_idkey_wipe(&k);
+}
+
 static void test_engine(void)
 {
 	char img[300], out[300];
@@ -217,22 +346,31 @@ static void test_engine(void)
 	struct ss_stats st;
 	struct ss_config_in k1 = cfg(key1), k2 = cfg(key2), plain = cfg(NULL);
 
+	/* A store of keyed ids made before sealing (config version 1): what
+	 * snapstream wrote then is read as it is; nothing new is pushed. */
+	struct ss_idkey k;
+	struct ss_err e = {0};
+	REQUIRE(ss_idkey_init(&k, key1, sizeof(key1), &e) == 0, "init");
+	char text[160];
+	size_t tl = config_text(k.check, text, sizeof(text));
+	mem_put("mem://k/.snapstream", "config", text, tl);
 	struct ss_init_opts io = {.store = "mem://k/.snapstream"};
-	REQUIRE(ss_init_impl(&io, &k1, err, sizeof(err)) == 0, "init: %s", err);
 	CHECK(ss_init_impl(&io, &k1, err, sizeof(err)) == -EEXIST, "second init");
 
 	struct ss_push_opts po = {.source = img, .snapshot = "mem://k/a"};
 	CHECK(ss_push_impl(&po, &plain, &st, err, sizeof(err)) == -ENOKEY, "push without key: %s", err);
 	CHECK(ss_push_impl(&po, &k2, &st, err, sizeof(err)) == -EKEYREJECTED, "push, other key: %s",
 	      err);
-	REQUIRE(ss_push_impl(&po, &k1, &st, err, sizeof(err)) == 0, "push: %s", err);
+	CHECK(ss_push_impl(&po, &k1, &st, err, sizeof(err)) == -EPERM &&
+		      strstr(err, "config version 1") && strstr(err, "init --key-file"),
+	      "push into a version 1 store: %s", err);
+	struct ss_config_in k1old = k1;
+	k1old.v1_push = true;
+	REQUIRE(ss_push_impl(&po, &k1old, &st, err, sizeof(err)) == 0, "push: %s", err);
 	CHECK(st.new_raw_bytes > 0, "stored something");
 
 	/* Every chunk is named by the keyed hash of its bytes, never the
 	 * plain one. */
-	struct ss_idkey k;
-	struct ss_err e = {0};
-	REQUIRE(ss_idkey_init(&k, key1, sizeof(key1), &e) == 0, "init");
 	struct ss_manifest *m = load("mem://k/a");
 	CHECK(m->keyed_ids && !memcmp(m->key_check, k.check, 16), "manifest records the key");
 	size_t n;
@@ -260,7 +398,7 @@ static void test_engine(void)
 	po.snapshot = "mem://k/b";
 	po.parents = (const char *const[]){"mem://k/a"};
 	po.nparents = 1;
-	REQUIRE(ss_push_impl(&po, &k1, &st, err, sizeof(err)) == 0, "push b: %s", err);
+	REQUIRE(ss_push_impl(&po, &k1old, &st, err, sizeof(err)) == 0, "push b: %s", err);
 	CHECK(st.new_raw_bytes == 0, "second push stored %llu bytes",
 	      (unsigned long long)st.new_raw_bytes);
 
@@ -290,7 +428,8 @@ static void test_engine(void)
 	CHECK(ss_push_fd_impl(&so, fd, "img", &plain, &st, err, sizeof(err)) == -ENOKEY,
 	      "stream push without key");
 	lseek(fd, 0, SEEK_SET);
-	CHECK(ss_push_fd_impl(&so, fd, "img", &k1, &st, err, sizeof(err)) == 0 && st.new_raw_bytes == 0,
+	CHECK(ss_push_fd_impl(&so, fd, "img", &k1old, &st, err, sizeof(err)) == 0 &&
+		      st.new_raw_bytes == 0,
 	      "stream push: %s (%llu new)", err, (unsigned long long)st.new_raw_bytes);
 	close(fd);
 
@@ -306,11 +445,13 @@ static void test_engine(void)
 	      "keyed init of a store with packs: %s", err);
 	po.snapshot = "mem://k/c";
 	po.parents = (const char *const[]){"mem://p/a"};
-	CHECK(ss_push_impl(&po, &k1, &st, err, sizeof(err)) == -EKEYREJECTED && strstr(err, "parent"),
+	CHECK(ss_push_impl(&po, &k1old, &st, err, sizeof(err)) == -EKEYREJECTED &&
+		      strstr(err, "parent"),
 	      "plain parent for a keyed push: %s", err);
 	close(null);
 	unlink(out);
 	unlink(img);
+	ss_idkey_wipe(&k);
 }
 
 int main(void)
@@ -324,6 +465,7 @@ int main(void)
 	mem = ss_memstore_new();
 	test_derivation();
 	test_config();
+	test_init();
 	test_engine();
 	ss_memstore_free(mem);
 	rmdir(dir);

@@ -234,8 +234,12 @@ int check_read_config(struct check *C)
 		C->config_ok = true;   /* no config: plain ids */
 		r = 0;
 	} else if (r == 0 || r == -EFBIG) {
+		struct ss_store_config sc = {0};
 		if (!r)
-			r = ss_store_config_decode(p, n, &C->keyed, C->key_check, &e);
+			r = ss_store_config_parse(p, n, &sc, &e);
+		C->keyed = sc.keyed;
+		memcpy(C->key_check, sc.check, 16);
+		C->sealed = sc.sealed;
 		if (r == -EPROTONOSUPPORT) {
 			ss_err_set(C->err, r, "store %s: %s", C->store, e.msg);
 		} else if (r) {
@@ -253,10 +257,12 @@ int check_read_config(struct check *C)
 	}
 	bool have_key = C->cfg.ids.keyed;
 	/* A wrong key, or a key for a plain store, is refused as every
-	 * operation refuses it; no key is fine until chunks are hashed. */
+	 * operation refuses it; no key is fine until chunks are hashed, except
+	 * in a sealed store, whose pack indexes and index objects only the
+	 * key opens. */
 	if (!r && C->config_ok && (C->keyed || have_key)) {
-		r = ss_idkey_check_store(&C->cfg.ids, p, n, C->store, C->err);
-		if (r == -ENOKEY && !C->opts->deep) {
+		r = ss_idkey_check_store(&C->cfg.ids, p, n, C->store, NULL, C->err);
+		if (r == -ENOKEY && !C->opts->deep && !C->sealed) {
 			ss_err_clear(C->err);
 			r = 0;
 		} else if (!r) {

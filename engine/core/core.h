@@ -53,6 +53,7 @@ struct ss_cfg {
 	/* The node cache (ncache.h): its directory (NULL: none) and bound. */
 	const char *cache_dir;
 	uint64_t cache_size;
+	bool v1_push;           /* ss_config_in.v1_push (tests) */
 };
 
 /* The caller's configuration as the entry points receive it from the ABI
@@ -62,6 +63,9 @@ struct ss_cfg {
 struct ss_config_in {
 	struct ss_config pub;
 	struct ss_memstore *mem;    /* the store behind mem:// URIs (tests) */
+	/* Push into a version 1 keyed store as builds before sealing did, so
+	 * that tests can make one to read. */
+	bool v1_push;
 };
 
 /* ss_cfg_resolve derives ids from the key; ss_cfg_wipe forgets it. in may
@@ -198,16 +202,19 @@ struct ss_store {
 	 * deletes them once the grace period has passed. */
 	struct ss_gcstate hidden;
 	/* The chunk ids of the operation (its cfg's), checked against the
-	 * store's config object before anything is loaded or written. */
-	const struct ss_idkey *ids;
+	 * store's config object before anything is loaded or written, which
+	 * binds them to a sealed store's keys (ss_idkey_seal). */
+	struct ss_idkey *ids;
+	bool v1_push;              /* ss_cfg.v1_push (tests) */
 };
 
-int ss_store_open(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
+int ss_store_open(const char *uri, struct ss_loop *l, struct ss_cfg *cfg,
 		  struct ss_store **out, struct ss_err *err);
 void ss_store_free(struct ss_store *s);
 
 /* Refuse a store whose chunk ids are not s->ids (store.c: the config
- * object; no object means plain ids). */
+ * object; no object means plain ids), and bind s->ids to a sealed
+ * store's keys. A push's: refuses a version 1 keyed store (-EPERM). */
 int ss_store_check_ids(struct ss_store *s, struct ss_loop *l, struct ss_err *err);
 
 

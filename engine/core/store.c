@@ -12,6 +12,7 @@
  * checked with stat before a backend is opened on them (the local backend
  * creates its root directory, which a push wants and `info` does not). */
 #include "core.h"
+#include "crypt.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +21,7 @@
 #include <sys/stat.h>
 #include <xxhash.h>
 
-int ss_store_open(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
+int ss_store_open(const char *uri, struct ss_loop *l, struct ss_cfg *cfg,
 		  struct ss_store **out, struct ss_err *err)
 {
 	struct ss_store *s = calloc(1, sizeof(*s));
@@ -41,6 +42,7 @@ int ss_store_open(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
 		return ss_err_set(err, -ENOMEM, "out of memory");
 	}
 	s->ids = &cfg->ids;
+	s->v1_push = cfg->v1_push;
 	*out = s;
 	return 0;
 }
@@ -193,10 +195,23 @@ int ss_store_check_ids(struct ss_store *s, struct ss_loop *l, struct ss_err *err
 {
 	uint8_t *p;
 	size_t n;
+	struct ss_store_config c;
 	int r = load_config(s->b, l, s->uri, &p, &n, &s->requests, err);
 	if (!r)
-		r = ss_idkey_check_store(s->ids, p, n, s->uri, err);
+		r = ss_idkey_check_store(s->ids, p, n, s->uri, &c, err);
 	free(p);
+	/* A version 1 keyed store stays readable, but gets no new snapshot:
+	 * a store never mixes sealed and readable ones. */
+	if (!r && c.sealed)   /* until push seals frames, it writes none there */
+		r = ss_err_set(err, -EPROTONOSUPPORT,
+			       "store %s is sealed: this snapstream does not push into sealed "
+			       "stores yet", s->uri);
+	if (!r && c.keyed && !c.sealed && !s->v1_push)
+		r = ss_err_set(err, -EPERM,
+			       "store %s has keyed ids but no encryption (config version 1); make "
+			       "a sealed store with `snapstream init --key-file` and push there "
+			       "(docs/SECURITY.md, \"Rekeying\")",
+			       s->uri);
 	return r;
 }
 
@@ -223,14 +238,14 @@ int ss_init_impl(const struct ss_init_opts *opts, const struct ss_config_in *con
 	    (r = load_config(s->b, l, s->uri, &p, &n, &s->requests, &err)))
 		goto out;
 	if (p) {
-		bool keyed;
-		uint8_t check[16];
-		r = ss_store_config_decode(p, n, &keyed, check, &err);
+		struct ss_store_config c;
+		r = ss_store_config_parse(p, n, &c, &err);
 		if (!r)
 			r = ss_err_set(&err, -EEXIST, "store %s already exists, with %s chunk ids",
-				       s->uri, keyed ? "keyed" : "plain");
+				       s->uri, c.sealed ? "keyed (sealed)" : c.keyed ? "keyed" : "plain");
 		goto out;
 	}
+	struct ss_store_config c = {.version = 1};
 	if (cfg.ids.keyed) {
 		/* Chunks already stored keep their plain ids, and would let
 		 * the keyed store's dedup be probed with known data. */
@@ -247,9 +262,27 @@ int ss_init_impl(const struct ss_init_opts *opts, const struct ss_config_in *con
 				       s->uri, np);
 			goto out;
 		}
+		/* Sealed (docs/SECURITY.md, "Encryption at rest in keyed
+		 * stores"): a random id salts every key of this store. */
+		c = (struct ss_store_config){.version = 2, .keyed = true, .sealed = true,
+					     .cipher = opts->cipher ? ss_cipher_parse(opts->cipher)
+								    : ss_crypt_pick()};
+		if (!c.cipher) {
+			r = ss_err_set(&err, -EINVAL,
+				       "unknown cipher \"%s\" (aes-256-gcm or chacha20-poly1305)",
+				       opts->cipher);
+			goto out;
+		}
+		if ((r = ss_random_id(c.store_id)) ||
+		    (r = ss_idkey_seal(&cfg.ids, c.store_id, c.cipher, &err)))
+			goto out;
+		memcpy(c.check, cfg.ids.check, 16);
+	} else if (opts->cipher) {
+		r = ss_err_set(&err, -EINVAL, "a cipher is chosen for a keyed store only");
+		goto out;
 	}
-	char text[160];
-	size_t len = ss_store_config_encode(&cfg.ids, text, sizeof(text));
+	char text[256];
+	size_t len = ss_store_config_format(&c, text, sizeof(text));
 	r = ss_put_object(s->b, l, SS_STORE_CONFIG_KEY, text, len, SS_PUT_IF_ABSENT, &s->requests,
 			  &err);
 	if (r == -EEXIST)
