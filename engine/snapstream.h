@@ -396,6 +396,11 @@ struct ss_snapshot_info {
 	size_t nfiles_v;
 	char *error;                /* ss_ls only: why this snapshot is unreadable */
 	int error_code;             /* its -errno */
+	/* Sealed: encrypted and authenticated in a sealed keyed store
+	 * (docs/SECURITY.md). Read without the key (unopened), only uri,
+	 * format, keyed_ids, key_check, packs and manifest_bytes are known. */
+	bool sealed;
+	bool unopened;
 };
 
 /* Describe a snapshot whose store is `store` (NULL: the default beside

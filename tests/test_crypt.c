@@ -181,10 +181,15 @@ static void test_envelope(void)
 	const char *loc = "/snaps/job-1";
 	uint8_t *env, *env2, *out;
 	size_t elen, elen2, olen;
-	REQUIRE(ss_sealed_wrap(c, loc, inner, N, &env, &elen) == 0, "wrap");
+	uint8_t packs[3][16];
+	for (size_t i = 0; i < sizeof(packs); i++)
+		packs[i / 16][i % 16] = (uint8_t)i;
+	REQUIRE(ss_sealed_wrap(c, loc, (const uint8_t(*)[16])packs, 3, inner, N, &env, &elen) == 0,
+		"wrap");
 	REQUIRE(!memmem(env, elen, "MARKER-snapstream", 17), "plaintext visible");
-	REQUIRE(ss_sealed_wrap(c, loc, inner, N, &env2, &elen2) == 0 && elen2 == elen &&
-			memcmp(env, env2, elen),
+	REQUIRE(ss_sealed_wrap(c, loc, (const uint8_t(*)[16])packs, 3, inner, N, &env2, &elen2) ==
+				0 &&
+			elen2 == elen && memcmp(env, env2, elen),
 		"each seal has its own salt");
 	free(env2);
 	struct ss_sealed_hdr h;
@@ -192,8 +197,9 @@ static void test_envelope(void)
 	size_t blen;
 	REQUIRE(ss_sealed_peek(env, elen, &h, &body, &blen, &e) == 0 &&
 			!memcmp(h.store_id, sid, 16) && !memcmp(h.check, ss_crypt_check(c), 16) &&
-			h.cipher == SS_CIPHER_AES256GCM,
-		"peek: %s", e.msg);
+			h.cipher == SS_CIPHER_AES256GCM && h.npacks == 3 &&
+			!memcmp(h.packs, packs, sizeof(packs)),
+		"peek (header and pack list, without a key): %s", e.msg);
 	REQUIRE(ss_sealed_peek(inner, N, &h, &body, &blen, &e) == -ENOMSG, "plain is not sealed");
 	REQUIRE(ss_sealed_unwrap(c, loc, env, elen, &out, &olen, &e) == 0 && olen == N &&
 			!memcmp(out, inner, N),
@@ -233,6 +239,84 @@ static void test_envelope(void)
 	ss_crypt_free(c);
 	ss_crypt_free(other_key);
 	ss_crypt_free(other_store);
+}
+
+/* A pack's index seals under the pack's key at its offset, with a nonce
+ * no frame uses; sealed index objects open under their own id only, and
+ * list their packs in the clear. */
+static void test_index_seals(void)
+{
+	struct ss_crypt *c, *other;
+	struct ss_err e = {0};
+	uint8_t sid2[16];
+	memcpy(sid2, sid, 16);
+	sid2[5] ^= 1;
+	REQUIRE(!ss_crypt_new(key, 32, sid, SS_CIPHER_CHACHA20POLY1305, &c, &e) &&
+			!ss_crypt_new(key, 32, sid2, SS_CIPHER_CHACHA20POLY1305, &other, &e),
+		"new");
+	struct ss_aead *a;
+	uint8_t pid[16] = {9}, pid2[16] = {10};
+	REQUIRE(!ss_aead_new(SS_CIPHER_CHACHA20POLY1305, &a) && !ss_crypt_pack_key(c, pid, a), "key");
+	uint8_t buf[96 + SS_SEAL_TAG], orig[96], frame[96 + SS_SEAL_TAG];
+	fill(orig, sizeof(orig));
+	memcpy(buf, orig, 96);
+	REQUIRE(!ss_crypt_index_seal(a, 4096, buf, 96), "seal index");
+	/* The same bytes sealed as a frame at that offset differ: another nonce. */
+	memcpy(frame, orig, 96);
+	REQUIRE(!ss_crypt_frame_seal(a, 4096, 0, frame, 96), "seal frame");
+	CHECK(memcmp(frame, buf, 96), "index and frame nonces differ");
+	uint8_t t[sizeof(buf)];
+	memcpy(t, buf, sizeof(buf));
+	CHECK(ss_crypt_index_open(a, 4096, t, sizeof(t)) == 0 && !memcmp(t, orig, 96), "open index");
+	memcpy(t, buf, sizeof(buf));
+	CHECK(ss_crypt_index_open(a, 4097, t, sizeof(t)) == -EBADMSG, "index at another offset");
+	memcpy(t, buf, sizeof(buf));
+	CHECK(ss_crypt_frame_open(a, 4096, 0, t, sizeof(t)) == -EBADMSG, "index opened as a frame");
+	REQUIRE(!ss_crypt_pack_key(c, pid2, a), "key 2");
+	memcpy(t, buf, sizeof(buf));
+	CHECK(ss_crypt_index_open(a, 4096, t, sizeof(t)) == -EBADMSG, "another pack's key");
+	ss_aead_free(a);
+
+	uint8_t oid[16] = {7, 7}, packs[2][16];
+	for (size_t i = 0; i < sizeof(packs); i++)
+		packs[i / 16][i % 16] = (uint8_t)(0x80 + i);
+	uint8_t inner[300];
+	fill(inner, sizeof(inner));
+	uint8_t *obj, *out;
+	size_t olen, ilen;
+	REQUIRE(!ss_sealed_index_wrap(c, oid, (const uint8_t(*)[16])packs, 2, inner, sizeof(inner),
+				      &obj, &olen),
+		"wrap index object");
+	CHECK(!memmem(obj, olen, "MARKER-snapstream", 17), "index object plaintext visible");
+	uint8_t id[16];
+	const uint8_t(*pids)[16];
+	uint32_t np;
+	CHECK(ss_sealed_index_peek(obj, olen, id, &pids, &np, &e) == 0 && np == 2 &&
+		      !memcmp(id, oid, 16) && !memcmp(pids, packs, sizeof(packs)),
+	      "peek: %s", e.msg);
+	CHECK(ss_sealed_index_peek(inner, sizeof(inner), id, &pids, &np, &e) == -ENOMSG,
+	      "plain is not sealed");
+	CHECK(ss_sealed_index_unwrap(c, obj, olen, &out, &ilen, &e) == 0 && ilen == sizeof(inner) &&
+		      !memcmp(out, inner, ilen),
+	      "unwrap: %s", e.msg);
+	free(out);
+	ss_err_clear(&e);
+	CHECK(ss_sealed_index_unwrap(other, obj, olen, &out, &ilen, &e) == -EBADMSG && !out,
+	      "another store's keys");
+	for (size_t i = 0; i < olen; i++) {
+		obj[i] ^= 0x20;
+		ss_err_clear(&e);
+		int r = ss_sealed_index_unwrap(c, obj, olen, &out, &ilen, &e);
+		obj[i] ^= 0x20;
+		REQUIRE(r == -EBADMSG && !out, "index object flip %zu: %d", i, r);
+	}
+	for (size_t n = 0; n < olen; n++) {
+		int r = ss_sealed_index_unwrap(c, obj, n, &out, &ilen, &e);
+		REQUIRE(r == -EBADMSG && !out, "index object cut to %zu: %d", n, r);
+	}
+	free(obj);
+	ss_crypt_free(c);
+	ss_crypt_free(other);
 }
 
 /* ss_range_decode on a sealed pack: a zstd frame and a frame of two raw
@@ -351,6 +435,7 @@ int main(void)
 	test_manifest(SS_CIPHER_AES256GCM);
 	test_manifest(SS_CIPHER_CHACHA20POLY1305);
 	test_envelope();
+	test_index_seals();
 	test_range();
 	printf("crypt: ok\n");
 	return 0;

@@ -454,6 +454,329 @@ static void test_engine(void)
 	ss_idkey_wipe(&k);
 }
 
+struct keys {
+	char *v[4096];
+	size_t n;
+};
+
+/* Every object key of the mem:// store at uri. */
+static int collect(void *arg, const char *key, uint64_t size)
+{
+	(void)size;
+	struct keys *l = arg;
+	if (l->n < 4096)
+		l->v[l->n++] = strdup(key);
+	return 0;
+}
+
+static void mem_list(const char *uri, const char *prefix, struct keys *out)
+{
+	struct ss_loop *l;
+	REQUIRE(ss_loop_new(64, &l) == 0, "loop");
+	struct ss_config_in in = cfg(NULL);
+	struct ss_cfg c;
+	REQUIRE(ss_cfg_resolve(&in, &c, NULL) == 0, "cfg");
+	struct ss_backend *b;
+	REQUIRE(ss_backend_open(uri, l, &c.bopts, &b, NULL) == 0, "open");
+	out->n = 0;
+	struct ss_req r = {.kind = SS_REQ_LIST, .key = prefix, .on_key = collect, .arg = out};
+	REQUIRE(ss_backend_call(b, l, &r) >= 0, "list");
+	ss_backend_free(b);
+	ss_loop_free(l);
+}
+
+static void keys_free(struct keys *k)
+{
+	for (size_t i = 0; i < k->n; i++)
+		free(k->v[i]);
+	k->n = 0;
+}
+
+/* An image whose first 2 MiB do not compress (stored as raw frames) and
+ * whose rest does, with a 32-byte marker in every 4 KiB page. */
+static void write_marked(const char *path, size_t size)
+{
+	uint8_t *b = malloc(size);
+	REQUIRE(b, "oom");
+	for (size_t i = 0; i < size; i++)
+		b[i] = i < (2u << 20) ? (uint8_t)rnd() : (uint8_t)"checkpoint "[i % 11];
+	for (size_t i = 0; i + 32 <= size; i += 4096)
+		snprintf((char *)b + i, 33, "MARKER:%024zx", i);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	REQUIRE(fd >= 0 && write(fd, b, size) == (ssize_t)size, "write %s", path);
+	close(fd);
+	free(b);
+}
+
+/* A sealed store end to end through the engine: push, dedup, pull, cat,
+ * verify, info, check --deep, gc and rm, with the key, without it and with
+ * another; no object of the store shows a marker; frames, pack indexes,
+ * index objects and manifests that are tampered with, moved or cut fail
+ * the read and leave nothing. */
+static void test_sealed(void)
+{
+	char img[300], out[300], err[512];
+	snprintf(img, sizeof(img), "%s/simg", dir);
+	snprintf(out, sizeof(out), "%s/sout", dir);
+	size_t isize = (5u << 20) + 333;
+	write_marked(img, isize);
+	struct ss_stats st;
+	struct ss_config_in k1 = cfg(key1), k2 = cfg(key2), plain = cfg(NULL);
+	const char *S = "mem://s/.snapstream";
+	struct ss_init_opts io = {.store = S};
+	REQUIRE(ss_init_impl(&io, &k1, err, sizeof(err)) == 0, "init: %s", err);
+
+	struct ss_push_opts po = {.source = img, .snapshot = "mem://s/a",
+				  .labels = (const struct ss_label_kv[]){{"runsc.sha256", "abc"}},
+				  .nlabels = 1};
+	CHECK(ss_push_impl(&po, &plain, &st, err, sizeof(err)) == -ENOKEY, "push without key: %s", err);
+	CHECK(ss_push_impl(&po, &k2, &st, err, sizeof(err)) == -EKEYREJECTED, "push, other key");
+	REQUIRE(ss_push_impl(&po, &k1, &st, err, sizeof(err)) == 0, "push: %s", err);
+	CHECK(st.new_raw_bytes > (2u << 20), "stored %llu", (unsigned long long)st.new_raw_bytes);
+
+	/* Nothing of the image is readable in any object of the store or in
+	 * the manifest; packs end with the sealed footer. */
+	struct keys ks;
+	mem_list(S, "", &ks);
+	size_t packs = 0, index = 0;
+	for (size_t i = 0; i < ks.n; i++) {
+		size_t n;
+		uint8_t *p = mem_get(S, ks.v[i], &n);
+		CHECK(!memmem(p, n, "MARKER:", 7), "%s shows a marker", ks.v[i]);
+		if (!strncmp(ks.v[i], "packs/", 6)) {
+			packs++;
+			CHECK(n > 16 && !memcmp(p + n - 16, "SSPACK02", 8), "%s: sealed footer", ks.v[i]);
+		}
+		if (!strncmp(ks.v[i], "index/", 6)) {
+			index++;
+			CHECK(n > 8 && !memcmp(p, "SSINDX02", 8), "%s: sealed index object", ks.v[i]);
+		}
+		free(p);
+	}
+	CHECK(packs >= 1 && index == 1, "%zu packs, %zu index objects", packs, index);
+	keys_free(&ks);
+	size_t mn;
+	uint8_t *mp = mem_get("mem://s", "a/manifest", &mn);
+	CHECK(!memmem(mp, mn, "MARKER:", 7) && !memmem(mp, mn, "simg", 4) &&
+		      !memmem(mp, mn, "runsc.sha256", 12),
+	      "the manifest shows no name, label or content");
+	struct ss_manifest *pm = NULL;
+	struct ss_err e = {0};
+	CHECK(ss_manifest_decode(mp, mn, &pm, &e) == -EPROTONOSUPPORT, "an old reader refuses it");
+
+	/* Read back with the key; refused without it or with another,
+	 * leaving nothing. */
+	struct ss_pull_opts pl = {.snapshot = "mem://s/a", .dest = out};
+	CHECK(ss_pull_impl(&pl, &plain, &st, err, sizeof(err)) == -ENOKEY && strstr(err, "keyed"),
+	      "pull without key: %s", err);
+	CHECK(ss_pull_impl(&pl, &k2, &st, err, sizeof(err)) == -EKEYREJECTED &&
+		      strstr(err, "another key"),
+	      "pull, other key: %s", err);
+	CHECK(access(out, F_OK) != 0, "nothing pulled without the key");
+	REQUIRE(ss_pull_impl(&pl, &k1, &st, err, sizeof(err)) == 0, "pull: %s", err);
+	size_t n, n0;
+	uint8_t *back = read_all(out, &n), *data = read_all(img, &n0);
+	CHECK(n == n0 && !memcmp(back, data, n), "pulled bytes differ");
+	free(back);
+	unlink(out);
+	struct ss_verify_opts vo = {.snapshot = "mem://s/a"};
+	CHECK(ss_verify_impl(&vo, &plain, &st, err, sizeof(err)) == -ENOKEY, "verify without key");
+	CHECK(ss_verify_impl(&vo, &k1, &st, err, sizeof(err)) == 0, "verify: %s", err);
+	int catfd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	struct ss_cat_opts co = {.snapshot = "mem://s/a", .fd = catfd};
+	CHECK(ss_cat_impl(&co, &k2, &st, err, sizeof(err)) == -EKEYREJECTED, "cat, other key");
+	CHECK(ss_cat_impl(&co, &k1, &st, err, sizeof(err)) == 0, "cat: %s", err);
+	close(catfd);
+	back = read_all(out, &n);
+	CHECK(n == n0 && !memcmp(back, data, n), "cat bytes differ");
+	free(back);
+	unlink(out);
+
+	/* The manifest opened: sealed, its labels inside. */
+	struct ss_manifest *m = load_manifest(&k1, "mem://s/a");
+	CHECK(m->sealed && m->keyed_ids && m->nlabels == 1 &&
+		      !strcmp(m->labels[0].value, "abc"),
+	      "sealed manifest");
+	ss_manifest_free(m);
+
+	/* Dedup within the store: a second push, a stream push. */
+	po.snapshot = "mem://s/b";
+	po.parents = (const char *const[]){"mem://s/a"};
+	po.nparents = 1;
+	REQUIRE(ss_push_impl(&po, &k1, &st, err, sizeof(err)) == 0, "push b: %s", err);
+	CHECK(st.new_raw_bytes == 0, "push b stored %llu", (unsigned long long)st.new_raw_bytes);
+	po.parents = NULL;
+	po.nparents = 0;
+	po.snapshot = "mem://s/c";
+	REQUIRE(ss_push_impl(&po, &k1, &st, err, sizeof(err)) == 0, "push c: %s", err);
+	CHECK(st.new_raw_bytes == 0, "push c (index objects only) stored %llu",
+	      (unsigned long long)st.new_raw_bytes);
+	int fd = open(img, O_RDONLY);
+	struct ss_push_opts so = {.snapshot = "mem://s/s"};
+	CHECK(ss_push_fd_impl(&so, fd, "img", &k1, &st, err, sizeof(err)) == 0 &&
+		      st.new_raw_bytes == 0,
+	      "stream push: %s (%llu new)", err, (unsigned long long)st.new_raw_bytes);
+	close(fd);
+	struct ss_pull_opts pls = {.snapshot = "mem://s/s", .dest = out};
+	REQUIRE(ss_pull_impl(&pls, &k1, &st, err, sizeof(err)) == 0, "pull s: %s", err);
+	back = read_all(out, &n);
+	CHECK(n == n0 && !memcmp(back, data, n), "stream-pushed bytes differ");
+	free(back);
+	unlink(out);
+
+	/* info without the key: the header only. */
+	struct ss_snapshot_info *in = NULL;
+	CHECK(ss_info_impl("mem://s/a", NULL, &plain, &in, err, sizeof(err)) == 0 && in->sealed &&
+		      in->unopened && in->packs >= 1 && in->files == 0,
+	      "info without key: %s", err);
+	ss_info_free(in);
+	in = NULL;
+	CHECK(ss_info_impl("mem://s/a", NULL, &k1, &in, err, sizeof(err)) == 0 && in->sealed &&
+		      !in->unopened && in->files == 1 && in->nlabels == 1,
+	      "info with key: %s", err);
+	ss_info_free(in);
+
+	/* check --deep with the key; without it, a sealed store is refused. */
+	struct ss_check_opts cko = {.store = S, .deep = true};
+	struct ss_check_stats cs;
+	CHECK(ss_check_impl(&cko, &k1, &cs, err, sizeof(err)) == 0 && cs.chunks_damaged == 0 &&
+		      cs.chunks_verified > 0,
+	      "check --deep: %s", err);
+	cko.deep = false;
+	CHECK(ss_check_impl(&cko, &plain, &cs, err, sizeof(err)) == -ENOKEY, "check without key");
+
+	/* Tampering. A manifest copied under another name: */
+	mem_put("mem://s", "x/manifest", mp, mn);
+	struct ss_pull_opts px = {.snapshot = "mem://s/x", .dest = out};
+	CHECK(ss_pull_impl(&px, &k1, &st, err, sizeof(err)) == -EBADMSG &&
+		      strstr(err, "authenticate"),
+	      "manifest under another name: %s", err);
+	CHECK(access(out, F_OK) != 0, "nothing under the final name");
+	/* cut short: */
+	mem_put("mem://s", "x/manifest", mp, mn - 1);
+	CHECK(ss_pull_impl(&px, &k1, &st, err, sizeof(err)) == -EBADMSG, "cut manifest: %s", err);
+	/* a byte flipped anywhere in it (every 97th): */
+	for (size_t i = 0; i < mn; i += 97) {
+		mp[i] ^= 4;
+		mem_put("mem://s", "a/manifest", mp, mn);
+		mp[i] ^= 4;
+		int r = ss_pull_impl(&pl, &k1, &st, err, sizeof(err));
+		CHECK(r == -EBADMSG || r == -EXDEV || r == -EKEYREJECTED,
+		      "manifest byte %zu flipped: %d %s", i, r, err);
+		CHECK(access(out, F_OK) != 0, "nothing under the final name");
+	}
+	mem_put("mem://s", "a/manifest", mp, mn);
+	/* a readable manifest planted in its place (pushed to a plain
+	 * store, so well formed): */
+	struct ss_push_opts pq = {.source = img, .snapshot = "mem://q/a"};
+	REQUIRE(ss_push_impl(&pq, &plain, &st, err, sizeof(err)) == 0, "plain push: %s", err);
+	size_t qn;
+	uint8_t *qm = mem_get("mem://q", "a/manifest", &qn);
+	mem_put("mem://s", "a/manifest", qm, qn);
+	CHECK(ss_pull_impl(&pl, &k1, &st, err, sizeof(err)) == -EBADMSG && strstr(err, "not sealed"),
+	      "a plain manifest in a sealed store: %s", err);
+	CHECK(ss_pull_impl(&pl, &plain, &st, err, sizeof(err)) == -ENOKEY,
+	      "... refused without the key too: %s", err);
+	CHECK(access(out, F_OK) != 0, "nothing under the final name");
+	free(qm);
+	mem_put("mem://s", "a/manifest", mp, mn);
+	/* a byte of a frame, and of a pack's sealed index: */
+	mem_list(S, "packs/", &ks);
+	uint8_t *pk = mem_get(S, ks.v[0], &n);
+	pk[100] ^= 1;
+	mem_put(S, ks.v[0], pk, n);
+	CHECK(ss_pull_impl(&pl, &k1, &st, err, sizeof(err)) == -EBADMSG &&
+		      strstr(err, "authenticate"),
+	      "flipped frame byte: %s", err);
+	CHECK(access(out, F_OK) != 0, "nothing under the final name");
+	CHECK(ss_check_impl(&(struct ss_check_opts){.store = S, .deep = true}, &k1, &cs, err,
+			    sizeof(err)) == -EBADMSG &&
+		      cs.chunks_damaged > 0,
+	      "check --deep finds the forged frame: %s", err);
+	pk[100] ^= 1;
+	pk[n - 40] ^= 1;
+	mem_put(S, ks.v[0], pk, n);
+	CHECK(ss_check_impl(&(struct ss_check_opts){.store = S}, &k1, &cs, err, sizeof(err)) ==
+		      -EBADMSG,
+	      "check finds the forged pack index: %s", err);
+	pk[n - 40] ^= 1;
+	mem_put(S, ks.v[0], pk, n);
+	/* a pack under another pack's name (its key is its name's): */
+	if (ks.n >= 2) {
+		size_t n2;
+		uint8_t *pk2 = mem_get(S, ks.v[1], &n2);
+		mem_put(S, ks.v[1], pk, n);
+		CHECK(ss_pull_impl(&pl, &k1, &st, err, sizeof(err)) == -EBADMSG, "pack renamed: %s",
+		      err);
+		mem_put(S, ks.v[1], pk2, n2);
+		free(pk2);
+	}
+	free(pk);
+	keys_free(&ks);
+	REQUIRE(ss_pull_impl(&pl, &k1, &st, err, sizeof(err)) == 0, "restored: %s", err);
+	unlink(out);
+
+	/* Another store made from the same key file: its objects are
+	 * unrelated. Its manifest moved here is another store's (-EXDEV,
+	 * since this key opens it); its packs do not open here. */
+	struct ss_init_opts io2 = {.store = "mem://t/.snapstream"};
+	REQUIRE(ss_init_impl(&io2, &k1, err, sizeof(err)) == 0, "init t: %s", err);
+	struct ss_push_opts pt = {.source = img, .snapshot = "mem://t/a"};
+	REQUIRE(ss_push_impl(&pt, &k1, &st, err, sizeof(err)) == 0, "push t: %s", err);
+	size_t tn;
+	uint8_t *tm = mem_get("mem://t", "a/manifest", &tn);
+	mem_put("mem://s", "y/manifest", tm, tn);
+	struct ss_pull_opts py = {.snapshot = "mem://s/y", .dest = out};
+	CHECK(ss_pull_impl(&py, &k1, &st, err, sizeof(err)) == -EXDEV &&
+		      strstr(err, "another store"),
+	      "another store's manifest: %s", err);
+	free(tm);
+	struct keys tk;
+	mem_list("mem://t/.snapstream", "packs/", &tk);
+	mem_list(S, "packs/", &ks);
+	size_t sn;
+	uint8_t *tp = mem_get("mem://t/.snapstream", tk.v[0], &tn);
+	uint8_t *sp = mem_get(S, ks.v[0], &sn);
+	mem_put(S, ks.v[0], tp, tn);
+	CHECK(ss_pull_impl(&pl, &k1, &st, err, sizeof(err)) == -EBADMSG, "another store's pack: %s",
+	      err);
+	CHECK(access(out, F_OK) != 0, "nothing under the final name");
+	mem_put(S, ks.v[0], sp, sn);
+	free(tp);
+	free(sp);
+	keys_free(&tk);
+	keys_free(&ks);
+
+	/* gc without the key keeps what sealed manifests list in the clear. */
+	struct ss_rm_opts ro = {.snapshot = "mem://s/x"};
+	ss_rm_impl(&ro, &plain, err, sizeof(err));
+	ro.snapshot = "mem://s/y";
+	ss_rm_impl(&ro, &plain, err, sizeof(err));
+	ro.snapshot = "mem://s/a";
+	CHECK(ss_rm_impl(&ro, &plain, err, sizeof(err)) == 0, "rm without key: %s", err);
+	struct ss_gc_opts go = {.store = S, .grace_seconds = -1};
+	struct ss_gc_stats gs;
+	CHECK(ss_gc_impl(&go, &plain, &gs, err, sizeof(err)) == 0 && gs.packs_deleted == 0,
+	      "gc without key, packs still used: %s (%llu deleted)", err,
+	      (unsigned long long)gs.packs_deleted);
+	REQUIRE(ss_pull_impl(&pls, &k1, &st, err, sizeof(err)) == 0, "pull s after gc: %s", err);
+	unlink(out);
+	const char *rest[] = {"mem://s/b", "mem://s/c", "mem://s/s"};
+	for (size_t i = 0; i < 3; i++) {
+		ro.snapshot = rest[i];
+		CHECK(ss_rm_impl(&ro, &plain, err, sizeof(err)) == 0, "rm %s: %s", rest[i], err);
+	}
+	CHECK(ss_gc_impl(&go, &plain, &gs, err, sizeof(err)) == 0 && gs.packs_deleted == packs,
+	      "gc without key, nothing used: %s (%llu deleted)", err,
+	      (unsigned long long)gs.packs_deleted);
+	mem_list(S, "index/", &ks);
+	CHECK(ks.n == 0, "%zu index objects left listing deleted packs", ks.n);
+	keys_free(&ks);
+	free(mp);
+	free(data);
+	unlink(img);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof(dir), "%s/ss-keyed-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
@@ -467,6 +790,7 @@ int main(void)
 	test_config();
 	test_init();
 	test_engine();
+	test_sealed();
 	ss_memstore_free(mem);
 	rmdir(dir);
 	if (failures)

@@ -164,6 +164,10 @@ int ss_crypt_objkey(const struct ss_crypt *c, enum ss_objkind kind, const uint8_
 
 /* ------------------------------------------------------------------ AEAD */
 
+struct ss_aead;
+static int aead_key(struct ss_aead *a, const uint8_t key[SS_SEAL_KEY]);
+
+
 struct ss_aead {
 	EVP_CIPHER_CTX *ctx;
 	enum ss_cipher cipher;
@@ -205,7 +209,22 @@ void ss_aead_free(struct ss_aead *a)
 	free(a);
 }
 
+int ss_crypt_pack_key(const struct ss_crypt *c, const uint8_t pack_id[16], struct ss_aead *a)
+{
+	uint8_t key[SS_SEAL_KEY];
+	int r = ss_crypt_objkey(c, SS_OBJ_PACK, pack_id, key);
+	if (!r)
+		r = aead_key(a, key);
+	explicit_bzero(key, sizeof(key));
+	return r;
+}
+
 int ss_aead_key(struct ss_aead *a, const uint8_t key[SS_SEAL_KEY])
+{
+	return aead_key(a, key);
+}
+
+static int aead_key(struct ss_aead *a, const uint8_t key[SS_SEAL_KEY])
 {
 	const struct ss_cryptofn *C = ss_crypto();
 	/* Set the key once; each seal/open then sets only its nonce. The
@@ -291,13 +310,43 @@ int ss_crypt_frame_open(struct ss_aead *a, uint64_t off, uint8_t codec, uint8_t 
 	return ss_aead_open(a, nonce, ad, sizeof(ad), buf, sealed);
 }
 
+/* A pack's index and trailer: the frame nonce's offset is the index's,
+ * with the top bit of the last word set, which no frame's has. */
+static void index_nonce_ad(uint64_t index_off, size_t len, uint8_t nonce[12], uint8_t ad[20])
+{
+	frame_nonce(index_off, nonce);
+	nonce[11] = 0x80;
+	memcpy(ad, "SSPACK02", 8);
+	for (int i = 0; i < 8; i++)
+		ad[8 + i] = (uint8_t)(index_off >> (8 * i));
+	uint64_t count = len >= 32 ? (len - 32) / 32 : 0;
+	for (int i = 0; i < 4; i++)
+		ad[16 + i] = (uint8_t)(count >> (8 * i));
+}
+
+int ss_crypt_index_seal(struct ss_aead *a, uint64_t index_off, uint8_t *buf, size_t len)
+{
+	uint8_t nonce[12], ad[20];
+	index_nonce_ad(index_off, len, nonce, ad);
+	return ss_aead_seal(a, nonce, ad, sizeof(ad), buf, len);
+}
+
+int ss_crypt_index_open(struct ss_aead *a, uint64_t index_off, uint8_t *buf, size_t sealed)
+{
+	uint8_t nonce[12], ad[20];
+	if (sealed < SS_SEAL_TAG)
+		return -EBADMSG;
+	index_nonce_ad(index_off, sealed - SS_SEAL_TAG, nonce, ad);
+	return ss_aead_open(a, nonce, ad, sizeof(ad), buf, sealed);
+}
+
 /* The manifest's ad: its header, then the location, length-prefixed so
  * that no two (header, location) pairs give the same bytes. */
 static int manifest_crypt(const struct ss_crypt *c, const uint8_t salt[16], const uint8_t *hdr,
 			  size_t hdrlen, const char *loc, uint8_t *buf, size_t n, bool seal)
 {
 	size_t loclen = strlen(loc);
-	if (hdrlen > 4096 || loclen > 8192)
+	if (hdrlen > SS_SEALED_HDR + 16 * (size_t)SS_SEALED_MAX_PACKS || loclen > 8192)
 		return -EINVAL;
 	uint8_t *ad = malloc(8 + hdrlen + loclen);
 	uint8_t key[SS_SEAL_KEY], nonce[12] = {0};
@@ -346,6 +395,8 @@ static void hdr_encode(const struct ss_sealed_hdr *h, uint8_t out[SS_SEALED_HDR]
 	memcpy(out + 8, h->store_id, 16);
 	memcpy(out + 24, h->check, 16);
 	out[40] = (uint8_t)h->cipher;
+	for (int i = 0; i < 4; i++)
+		out[44 + i] = (uint8_t)(h->npacks >> (8 * i));
 	memcpy(out + 48, h->salt, 16);
 }
 
@@ -377,31 +428,42 @@ int ss_sealed_peek(const uint8_t *buf, size_t len, struct ss_sealed_hdr *h, cons
 	if (v < SS_SEALED_HDR + SS_SEAL_TAG || memcmp(buf + i, SEAL_MAGIC, 8))
 		return ss_err_set(err, -EBADMSG, "sealed manifest damaged: bad header");
 	const uint8_t *p = buf + i;
-	static const uint8_t zero[7];
+	static const uint8_t zero[3];
 	memcpy(h->store_id, p + 8, 16);
 	memcpy(h->check, p + 24, 16);
 	h->cipher = p[40];
+	h->npacks = (uint32_t)p[44] | (uint32_t)p[45] << 8 | (uint32_t)p[46] << 16 |
+		    (uint32_t)p[47] << 24;
 	memcpy(h->salt, p + 48, 16);
-	if (!ss_cipher_parse(ss_cipher_name(h->cipher)) || memcmp(p + 41, zero, 7))
+	if (!ss_cipher_parse(ss_cipher_name(h->cipher)) || memcmp(p + 41, zero, 3))
 		return ss_err_set(err, -EBADMSG,
 				  "sealed manifest damaged: unknown cipher %u or flags", p[40]);
+	if (h->npacks > SS_SEALED_MAX_PACKS ||
+	    (v - SS_SEALED_HDR - SS_SEAL_TAG) / 16 < h->npacks)
+		return ss_err_set(err, -EBADMSG,
+				  "sealed manifest damaged: %u packs do not fit its %llu bytes",
+				  h->npacks, (unsigned long long)v);
+	h->packs = (const uint8_t(*)[16])(p + SS_SEALED_HDR);
 	*body = p;
 	*bodylen = (size_t)v;
 	return 0;
 }
 
-int ss_sealed_wrap(const struct ss_crypt *c, const char *loc, const uint8_t *inner, size_t n,
-		   uint8_t **out, size_t *outlen)
+int ss_sealed_wrap(const struct ss_crypt *c, const char *loc, const uint8_t (*packs)[16],
+		   uint32_t npacks, const uint8_t *inner, size_t n, uint8_t **out, size_t *outlen)
 {
 	*out = NULL;
 	*outlen = 0;
-	struct ss_sealed_hdr h = {.cipher = c->cipher};
+	if (npacks > SS_SEALED_MAX_PACKS)
+		return -EFBIG;
+	struct ss_sealed_hdr h = {.cipher = c->cipher, .npacks = npacks};
 	memcpy(h.store_id, c->store_id, 16);
 	memcpy(h.check, c->check, 16);
 	/* A fresh salt, so a fresh key, for every manifest written. */
 	if (getrandom(h.salt, sizeof(h.salt), 0) != (ssize_t)sizeof(h.salt))
 		return -EIO;
-	size_t blen = SS_SEALED_HDR + n + SS_SEAL_TAG;
+	size_t plen = SS_SEALED_HDR + 16 * (size_t)npacks;
+	size_t blen = plen + n + SS_SEAL_TAG;
 	if (blen > UINT32_MAX)
 		return -EFBIG;
 	uint8_t *b = malloc(sizeof(ENV_HEAD) + 5 + blen);
@@ -417,8 +479,11 @@ int ss_sealed_wrap(const struct ss_crypt *c, const char *loc, const uint8_t *inn
 	}
 	uint8_t *hdr = b + i;
 	hdr_encode(&h, hdr);
-	memcpy(hdr + SS_SEALED_HDR, inner, n);
-	int r = ss_crypt_manifest_seal(c, h.salt, hdr, SS_SEALED_HDR, loc, hdr + SS_SEALED_HDR, n);
+	if (npacks)
+		memcpy(hdr + SS_SEALED_HDR, packs, 16 * (size_t)npacks);
+	memcpy(hdr + plen, inner, n);
+	/* The plain part (header and pack list) is the associated data. */
+	int r = ss_crypt_manifest_seal(c, h.salt, hdr, plen, loc, hdr + plen, n);
 	if (r) {
 		free(b);
 		return r;
@@ -446,17 +511,120 @@ int ss_sealed_unwrap(const struct ss_crypt *c, const char *loc, const uint8_t *b
 				  "sealed manifest names another store or cipher than its keys");
 	if (memcmp(h.check, c->check, 16))
 		return ss_err_set(err, -EKEYREJECTED, "sealed manifest was made with another key");
-	size_t n = blen - SS_SEALED_HDR;
+	size_t plen = SS_SEALED_HDR + 16 * (size_t)h.npacks;
+	size_t n = blen - plen;
 	uint8_t *p = malloc(n ? n : 1);
 	if (!p)
 		return ss_err_set(err, -ENOMEM, "out of memory");
-	memcpy(p, body + SS_SEALED_HDR, n);
-	r = ss_crypt_manifest_open(c, h.salt, body, SS_SEALED_HDR, loc, p, n);
+	memcpy(p, body + plen, n);
+	r = ss_crypt_manifest_open(c, h.salt, body, plen, loc, p, n);
 	if (r) {
 		free(p);
 		return ss_err_set(err, -EBADMSG,
 				  "sealed manifest does not authenticate (altered, truncated, "
 				  "or moved from another snapshot or store)");
+	}
+	*inner = p;
+	*innerlen = n - SS_SEAL_TAG;
+	return 0;
+}
+
+/* ------------------------------------------------------ sealed index objects */
+
+static const uint8_t INDEX_MAGIC2[8] = "SSINDX02";
+
+int ss_sealed_index_peek(const uint8_t *buf, size_t len, uint8_t id[16],
+			 const uint8_t (**packs)[16], uint32_t *npacks, struct ss_err *err)
+{
+	if (len < 8 || memcmp(buf, INDEX_MAGIC2, 8))
+		return -ENOMSG;
+	if (len < SS_SEALED_INDEX_HDR + SS_SEAL_TAG)
+		return ss_err_set(err, -EBADMSG, "sealed index object is %zu bytes, too short", len);
+	uint32_t n = (uint32_t)buf[24] | (uint32_t)buf[25] << 8 | (uint32_t)buf[26] << 16 |
+		     (uint32_t)buf[27] << 24;
+	if (buf[28] | buf[29] | buf[30] | buf[31])
+		return ss_err_set(err, -EBADMSG, "sealed index object: non-zero reserved bytes");
+	if (n > SS_SEALED_MAX_PACKS || (len - SS_SEALED_INDEX_HDR - SS_SEAL_TAG) / 16 < n)
+		return ss_err_set(err, -EBADMSG,
+				  "sealed index object: %u packs do not fit its %zu bytes", n, len);
+	memcpy(id, buf + 8, 16);
+	*packs = (const uint8_t(*)[16])(buf + SS_SEALED_INDEX_HDR);
+	*npacks = n;
+	return 0;
+}
+
+static int index_crypt(const struct ss_crypt *c, const uint8_t id[16], const uint8_t *ad,
+		       size_t adlen, uint8_t *buf, size_t n, bool seal)
+{
+	uint8_t key[SS_SEAL_KEY], nonce[12] = {0};
+	struct ss_aead *a = NULL;
+	int rc = ss_aead_new(c->cipher, &a);
+	if (!rc)
+		rc = ss_crypt_objkey(c, SS_OBJ_INDEX, id, key);
+	if (!rc)
+		rc = ss_aead_key(a, key);
+	if (!rc)
+		rc = seal ? ss_aead_seal(a, nonce, ad, adlen, buf, n)
+			  : ss_aead_open(a, nonce, ad, adlen, buf, n);
+	explicit_bzero(key, sizeof(key));
+	ss_aead_free(a);
+	return rc;
+}
+
+int ss_sealed_index_wrap(const struct ss_crypt *c, const uint8_t id[16],
+			 const uint8_t (*packs)[16], uint32_t npacks, const uint8_t *inner, size_t n,
+			 uint8_t **out, size_t *outlen)
+{
+	*out = NULL;
+	*outlen = 0;
+	if (npacks > SS_SEALED_MAX_PACKS)
+		return -EFBIG;
+	size_t plen = SS_SEALED_INDEX_HDR + 16 * (size_t)npacks;
+	uint8_t *b = malloc(plen + n + SS_SEAL_TAG);
+	if (!b)
+		return -ENOMEM;
+	memcpy(b, INDEX_MAGIC2, 8);
+	memcpy(b + 8, id, 16);
+	for (int i = 0; i < 4; i++)
+		b[24 + i] = (uint8_t)(npacks >> (8 * i));
+	memset(b + 28, 0, 4);
+	if (npacks)
+		memcpy(b + SS_SEALED_INDEX_HDR, packs, 16 * (size_t)npacks);
+	memcpy(b + plen, inner, n);
+	int r = index_crypt(c, id, b, plen, b + plen, n, true);
+	if (r) {
+		free(b);
+		return r;
+	}
+	*out = b;
+	*outlen = plen + n + SS_SEAL_TAG;
+	return 0;
+}
+
+int ss_sealed_index_unwrap(const struct ss_crypt *c, const uint8_t *buf, size_t len,
+			   uint8_t **inner, size_t *innerlen, struct ss_err *err)
+{
+	*inner = NULL;
+	*innerlen = 0;
+	uint8_t id[16];
+	const uint8_t(*packs)[16];
+	uint32_t np;
+	int r = ss_sealed_index_peek(buf, len, id, &packs, &np, err);
+	if (r == -ENOMSG)
+		return ss_err_set(err, -EBADMSG, "not a sealed index object");
+	if (r)
+		return r;
+	size_t plen = SS_SEALED_INDEX_HDR + 16 * (size_t)np;
+	size_t n = len - plen;
+	uint8_t *p = malloc(n);
+	if (!p)
+		return ss_err_set(err, -ENOMEM, "out of memory");
+	memcpy(p, buf + plen, n);
+	if (index_crypt(c, id, buf, plen, p, n, false)) {
+		free(p);
+		return ss_err_set(err, -EBADMSG,
+				  "sealed index object does not authenticate (altered, or from "
+				  "another store)");
 	}
 	*inner = p;
 	*innerlen = n - SS_SEAL_TAG;

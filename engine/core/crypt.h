@@ -72,6 +72,9 @@ int ss_aead_new(enum ss_cipher cipher, struct ss_aead **out);
 void ss_aead_free(struct ss_aead *a);
 int ss_aead_key(struct ss_aead *a, const uint8_t key[SS_SEAL_KEY]);
 
+/* Key a with the key of pack pack_id of c's store (its frames and index). */
+int ss_crypt_pack_key(const struct ss_crypt *c, const uint8_t pack_id[16], struct ss_aead *a);
+
 /* Seal buf[0, len) in place and write the tag at buf + len (room for
  * SS_SEAL_TAG more bytes), binding nonce and ad. Returns 0 or -EIO. */
 int ss_aead_seal(struct ss_aead *a, const uint8_t nonce[12], const void *ad, size_t adlen,
@@ -88,6 +91,12 @@ int ss_crypt_frame_seal(struct ss_aead *a, uint64_t off, uint8_t codec, uint8_t 
 int ss_crypt_frame_open(struct ss_aead *a, uint64_t off, uint8_t codec, uint8_t *buf,
 			size_t sealed);
 
+/* A pack's index and trailer (len bytes, written at index_off, the end of
+ * its chunk data): sealed under the pack's key with a nonce no frame has,
+ * binding the offset and entry count. */
+int ss_crypt_index_seal(struct ss_aead *a, uint64_t index_off, uint8_t *buf, size_t len);
+int ss_crypt_index_open(struct ss_aead *a, uint64_t index_off, uint8_t *buf, size_t sealed);
+
 /* A manifest body sealed for the snapshot at the normalized location loc:
  * the key from salt, nonce 0, ad = hdr (the envelope's plain header,
  * which holds the salt) || loc. Opening under another location, in
@@ -100,22 +109,27 @@ int ss_crypt_manifest_open(const struct ss_crypt *c, const uint8_t salt[16], con
 /* The sealed manifest envelope (manifest format 4, docs/DESIGN.md,
  * "Sealed keyed stores"): a protobuf Envelope of exactly
  *
- *   format_major = 4 | body_codec = 2 | body = hdr || sealed inner
- *   hdr := "SSSEAL01" | store id[16] | key check[16] | cipher u8 |
- *          7 zero bytes | salt[16]                          (64 bytes)
+ *   format_major = 4 | body_codec = 2 | body = hdr || packs || sealed inner
+ *   hdr   := "SSSEAL01" | store id[16] | key check[16] | cipher u8 |
+ *            3 zero bytes | npacks u32 | salt[16]               (64 bytes)
+ *   packs := npacks x pack id[16]
  *
- * where inner is the snapshot's manifest as ss_manifest_encode writes it
- * and hdr is the associated data (with the snapshot's location). A reader
- * of format 3 or older refuses it by its major ("made by a newer
- * snapstream"). */
+ * where inner is the snapshot's manifest as ss_manifest_encode writes it,
+ * whose pack table is exactly `packs`. hdr and packs are in the clear (gc
+ * keeps a snapshot's packs without the key) and are the associated data,
+ * with the snapshot's location. A reader of format 3 or older refuses it
+ * by its major ("made by a newer snapstream"). */
 #define SS_SEALED_MAJOR 4u
 #define SS_SEALED_HDR 64u
+#define SS_SEALED_MAX_PACKS (1u << 22)
 
 struct ss_sealed_hdr {
 	uint8_t store_id[16];
 	uint8_t check[16];
 	enum ss_cipher cipher;
 	uint8_t salt[16];
+	uint32_t npacks;
+	const uint8_t (*packs)[16];   /* within the buffer peeked */
 };
 
 /* Whether buf is a sealed envelope, and its plain header (needs no key):
@@ -125,10 +139,11 @@ struct ss_sealed_hdr {
 int ss_sealed_peek(const uint8_t *buf, size_t len, struct ss_sealed_hdr *h, const uint8_t **body,
 		   size_t *bodylen, struct ss_err *err);
 
-/* Seal inner[0, n) for the snapshot at loc under a fresh salt: *out is a
- * malloc'd envelope. 0, -ENOMEM, -EIO. */
-int ss_sealed_wrap(const struct ss_crypt *c, const char *loc, const uint8_t *inner, size_t n,
-		   uint8_t **out, size_t *outlen);
+/* Seal inner[0, n), whose packs are packs[0, npacks), for the snapshot at
+ * loc under a fresh salt: *out is a malloc'd envelope. 0, -ENOMEM, -EIO,
+ * -EFBIG. */
+int ss_sealed_wrap(const struct ss_crypt *c, const char *loc, const uint8_t (*packs)[16],
+		   uint32_t npacks, const uint8_t *inner, size_t n, uint8_t **out, size_t *outlen);
 
 /* Open an envelope (after ss_sealed_peek said it is one, and c was made
  * for its header's store id and cipher): *inner malloc'd. -EKEYREJECTED
@@ -136,5 +151,19 @@ int ss_sealed_wrap(const struct ss_crypt *c, const char *loc, const uint8_t *inn
  * authenticate") for anything else. */
 int ss_sealed_unwrap(const struct ss_crypt *c, const char *loc, const uint8_t *buf, size_t len,
 		     uint8_t **inner, size_t *innerlen, struct ss_err *err);
+
+/* Sealed index objects (proto/pack.h, sealed_obj): the object id and the
+ * pack ids in the clear, as associated data; an SSINDX01 object sealed
+ * under the object's key. peek: 0, -ENOMSG (not sealed), -EBADMSG (a
+ * damaged header); *packs points into buf. */
+#define SS_SEALED_INDEX_HDR 32u
+int ss_sealed_index_peek(const uint8_t *buf, size_t len, uint8_t id[16],
+			 const uint8_t (**packs)[16], uint32_t *npacks, struct ss_err *err);
+int ss_sealed_index_wrap(const struct ss_crypt *c, const uint8_t id[16],
+			 const uint8_t (*packs)[16], uint32_t npacks, const uint8_t *inner, size_t n,
+			 uint8_t **out, size_t *outlen);
+/* *inner malloc'd; -EBADMSG when it does not authenticate. */
+int ss_sealed_index_unwrap(const struct ss_crypt *c, const uint8_t *buf, size_t len,
+			   uint8_t **inner, size_t *innerlen, struct ss_err *err);
 
 #endif

@@ -91,6 +91,7 @@ static void rdec_destroy(void *wp)
 	if (!w)
 		return;
 	ZSTD_freeDCtx(w->dc);
+	ss_aead_free(w->aead);
 	if (w->scratch)
 		ss_map_free(w->scratch, SS_FRAME_MAX_LIMIT + 1);
 	free(w);
@@ -112,6 +113,27 @@ static void *rdec_create(void *arg)
 		return NULL;
 	}
 	return w;
+}
+
+int ss_rdec_aead(struct ss_rdec *w, const struct ss_crypt *c, const uint8_t pack_id[16],
+		 struct ss_aead **out)
+{
+	*out = NULL;
+	if (!c)
+		return 0;
+	int r = 0;
+	if (!w->aead && (r = ss_aead_new(ss_crypt_cipher(c), &w->aead)))
+		return r;
+	/* Consecutive ranges mostly come from one pack: derive its key once. */
+	if (!w->aead_keyed || memcmp(w->aead_pack, pack_id, 16)) {
+		w->aead_keyed = false;
+		if ((r = ss_crypt_pack_key(c, pack_id, w->aead)))
+			return r;
+		memcpy(w->aead_pack, pack_id, 16);
+		w->aead_keyed = true;
+	}
+	*out = w->aead;
+	return 0;
 }
 
 const struct ss_worker_ctx_ops ss_rdec_ops = {.create = rdec_create, .destroy = rdec_destroy};

@@ -202,16 +202,45 @@ int ss_store_check_ids(struct ss_store *s, struct ss_loop *l, struct ss_err *err
 	free(p);
 	/* A version 1 keyed store stays readable, but gets no new snapshot:
 	 * a store never mixes sealed and readable ones. */
-	if (!r && c.sealed)   /* until push seals frames, it writes none there */
-		r = ss_err_set(err, -EPROTONOSUPPORT,
-			       "store %s is sealed: this snapstream does not push into sealed "
-			       "stores yet", s->uri);
 	if (!r && c.keyed && !c.sealed && !s->v1_push)
 		r = ss_err_set(err, -EPERM,
 			       "store %s has keyed ids but no encryption (config version 1); make "
 			       "a sealed store with `snapstream init --key-file` and push there "
 			       "(docs/SECURITY.md, \"Rekeying\")",
 			       s->uri);
+	return r;
+}
+
+static int local_exists(const char *uri, const char *suffix, bool *exists, struct ss_err *err);
+
+int ss_store_bind(const char *uri, struct ss_loop *l, struct ss_cfg *cfg, uint64_t *requests,
+		  struct ss_err *err)
+{
+	struct ss_backend *b = NULL;
+	uint8_t *p = NULL;
+	size_t n = 0;
+	struct ss_backend_opts ro = cfg->bopts;
+	ro.read_only = true;
+	bool exists;
+	int r = local_exists(uri, "", &exists, err);
+	if (r || !exists)
+		return r;
+	r = ss_backend_open(uri, l, &ro, &b, err);
+	if (r == -ENOENT) {
+		ss_err_clear(err);
+		return 0;
+	}
+	if (!r)
+		r = load_config(b, l, uri, &p, &n, requests, err);
+	/* A keyed version 1 or plain config leaves the manifest to say
+	 * which ids it uses, as before sealing. */
+	struct ss_store_config c;
+	if (!r && p && !(r = ss_store_config_parse(p, n, &c, err)) && c.sealed)
+		r = ss_idkey_check_store(&cfg->ids, p, n, uri, NULL, err);
+	else if (!r && cfg->ids.keyed)
+		cfg->ids.bound = true;
+	free(p);
+	ss_backend_free(b);
 	return r;
 }
 
@@ -299,22 +328,163 @@ out:
 	return r;
 }
 
-int ss_index_put(struct ss_backend *b, struct ss_loop *l, const struct ss_index_pack *packs,
-		 uint32_t n, uint64_t *requests, struct ss_err *err)
+int ss_index_put(struct ss_backend *b, struct ss_loop *l, const struct ss_idkey *ids,
+		 const struct ss_index_pack *packs, uint32_t n, uint64_t *requests,
+		 struct ss_err *err)
 {
-	uint8_t *buf = NULL;
+	const struct ss_crypt *c = ids ? ids->crypt : NULL;
+	uint8_t *buf = NULL, *sealed = NULL;
+	uint8_t(*pids)[16] = NULL;
 	size_t len = 0;
 	uint8_t id[16];
 	char hex[33], key[64];
-	int r = ss_index_encode(packs, n, &buf, &len);
+	int r = ss_index_encode(packs, n, c ? SS_PACK_SEALED : 0, &buf, &len);
 	if (!r)
 		r = ss_random_id(id);
+	if (!r && c) {
+		/* Sealed under the key of its own id (its name), its packs
+		 * listed in the clear for gc. */
+		if (!(pids = malloc(16 * (size_t)(n ? n : 1))))
+			r = -ENOMEM;
+		for (uint32_t i = 0; !r && i < n; i++)
+			memcpy(pids[i], packs[i].pack_id, 16);
+		if (!r)
+			r = ss_sealed_index_wrap(c, id, (const uint8_t(*)[16])pids, n, buf, len,
+						 &sealed, &len);
+		free(buf);
+		buf = sealed;
+	}
 	if (!r) {
 		ss_hex(id, 16, hex);
 		snprintf(key, sizeof(key), "index/%s", hex);
 		r = ss_put_object(b, l, key, buf, len, SS_PUT_IF_ABSENT, requests, err);
 	}
+	free(pids);
 	free(buf);
+	return r;
+}
+
+int ss_index_read(const struct ss_idkey *ids, const char *key, const uint8_t *buf, size_t len,
+		  struct ss_index_pack **out, uint32_t *npacks, struct ss_err *err)
+{
+	const struct ss_crypt *c = ids ? ids->crypt : NULL;
+	uint8_t id[16];
+	const uint8_t(*pids)[16];
+	uint32_t np;
+	*out = NULL;
+	*npacks = 0;
+	int r = ss_sealed_index_peek(buf, len, id, &pids, &np, err);
+	if (r == -ENOMSG) {
+		/* A readable index object where every one is sealed was not
+		 * written by a key holder. */
+		if (c)
+			return ss_err_set(err, -EBADMSG, "index object is not sealed, but its store is");
+		return ss_index_decode(buf, len, 0, out, npacks, err);
+	}
+	if (r)
+		return r;
+	if (!c)
+		return ss_err_set(err, -EBADMSG,
+				  ids && ids->bound ? "index object is sealed, but its store is not"
+						    : "index object is sealed: it needs the store's key");
+	/* Its name is its id; one copied under another name is refused. */
+	char hex[33];
+	ss_hex(id, 16, hex);
+	const char *base = key ? strrchr(key, '/') : NULL;
+	if (base && strcmp(base + 1, hex))
+		return ss_err_set(err, -EBADMSG, "index object is named %s but sealed as %s",
+				  base + 1, hex);
+	uint8_t *inner = NULL;
+	size_t ilen = 0;
+	r = ss_sealed_index_unwrap(c, buf, len, &inner, &ilen, err);
+	if (!r)
+		r = ss_index_decode(inner, ilen, SS_PACK_SEALED, out, npacks, err);
+	free(inner);
+	if (r)
+		return r;
+	bool same = *npacks == np;
+	for (uint32_t i = 0; same && i < np; i++)
+		same = !memcmp((*out)[i].pack_id, pids[i], 16);
+	if (!same) {
+		ss_index_free(*out, *npacks);
+		*out = NULL;
+		*npacks = 0;
+		return ss_err_set(err, -EBADMSG,
+				  "index object lists other packs in the clear than sealed");
+	}
+	return 0;
+}
+
+int ss_pack_tail_read(const struct ss_idkey *ids, const uint8_t id[16], uint8_t *buf, size_t got,
+		      uint64_t size, size_t *need, uint32_t *count, uint64_t *data_end,
+		      struct ss_pack_entry **entries, struct ss_err *err)
+{
+	const struct ss_crypt *c = ids ? ids->crypt : NULL;
+	*entries = NULL;
+	if (!c) {
+		if (got < SS_PACK_TRAILER_SIZE) {
+			if (size < SS_PACK_TRAILER_SIZE || got >= size)
+				return ss_err_set(err, -EBADMSG,
+						  "pack is %llu bytes, too short for a pack trailer "
+						  "(truncated)",
+						  (unsigned long long)size);
+			*need = SS_PACK_TRAILER_SIZE;
+			return 1;
+		}
+		const uint8_t *trailer = buf + got - SS_PACK_TRAILER_SIZE;
+		int r = ss_pack_parse_trailer(trailer, size, count, data_end, err);
+		if (r)
+			return r;
+		size_t ilen = (size_t)*count * SS_PACK_ENTRY_SIZE;
+		if (got < ilen + SS_PACK_TRAILER_SIZE) {
+			*need = ilen + SS_PACK_TRAILER_SIZE;
+			return 1;
+		}
+		return ss_pack_parse_index(trailer - ilen, *count, *data_end, trailer, 0, entries,
+					   err);
+	}
+	if (got < SS_PACK_FOOTER_SIZE) {
+		if (size < SS_PACK_FOOTER_SIZE || got >= size)
+			return ss_err_set(err, -EBADMSG,
+					  "pack is %llu bytes, too short for a sealed pack's footer "
+					  "(truncated)",
+					  (unsigned long long)size);
+		*need = SS_PACK_FOOTER_SIZE;
+		return 1;
+	}
+	int r = ss_pack_parse_footer(buf + got - SS_PACK_FOOTER_SIZE, size, count, data_end, err);
+	if (r)
+		return r;
+	size_t sl = (size_t)(size - SS_PACK_FOOTER_SIZE - *data_end);
+	if (got < sl + SS_PACK_FOOTER_SIZE) {
+		*need = sl + SS_PACK_FOOTER_SIZE;
+		return 1;
+	}
+	uint8_t *idx = buf + got - SS_PACK_FOOTER_SIZE - sl;
+	struct ss_aead *a = NULL;
+	r = ss_aead_new(ss_crypt_cipher(c), &a);
+	if (!r)
+		r = ss_crypt_pack_key(c, id, a);
+	if (r) {
+		ss_aead_free(a);
+		return ss_err_set(err, r, "cannot open a pack index: %s", strerror(-r));
+	}
+	r = ss_crypt_index_open(a, *data_end, idx, sl);
+	ss_aead_free(a);
+	if (r)
+		return ss_err_set(err, -EBADMSG,
+				  "pack index does not authenticate (altered, truncated, or a pack "
+				  "of another store or under another name)");
+	/* Opened: the plain index and trailer, as a plain pack ends. */
+	size_t pl = sl - SS_SEAL_TAG;
+	uint64_t ioff;
+	uint32_t n;
+	r = ss_pack_parse_trailer(idx + pl - SS_PACK_TRAILER_SIZE, *data_end + pl, &n, &ioff, err);
+	if (!r && (n != *count || ioff != *data_end))
+		r = ss_err_set(err, -EBADMSG, "pack trailer does not match its footer");
+	if (!r)
+		r = ss_pack_parse_index(idx, n, ioff, idx + pl - SS_PACK_TRAILER_SIZE,
+					SS_PACK_SEALED, entries, err);
 	return r;
 }
 
@@ -322,7 +492,7 @@ int ss_store_write_index(struct ss_store *s, struct ss_loop *l, struct ss_err *e
 {
 	if (!s->nunindexed)
 		return 0;
-	int r = ss_index_put(s->b, l, s->unindexed, s->nunindexed, &s->requests, err);
+	int r = ss_index_put(s->b, l, s->ids, s->unindexed, s->nunindexed, &s->requests, err);
 	if (r)
 		return ss_err_set(err, r, "cannot write the store index to %s: %s", s->uri,
 				  strerror(-r));
@@ -391,7 +561,7 @@ int ss_store_backend_open(const char *uri, struct ss_loop *l, const struct ss_cf
  * components or repeated slashes, and through realpath when they exist
  * (a symlink to a store is that store). NULL when unparsable or out of
  * memory. */
-static char *store_canon(const char *uri)
+char *ss_location_canon(const char *uri)
 {
 	const char *scheme;
 	char *path = NULL;
@@ -437,7 +607,7 @@ static char *store_canon(const char *uri)
 
 bool ss_same_store(const char *a, const char *b)
 {
-	char *ca = a ? store_canon(a) : NULL, *cb = b ? store_canon(b) : NULL;
+	char *ca = a ? ss_location_canon(a) : NULL, *cb = b ? ss_location_canon(b) : NULL;
 	bool same = ca && cb && strcmp(ca, cb) == 0;
 	free(ca);
 	free(cb);

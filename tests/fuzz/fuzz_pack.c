@@ -27,7 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			uint8_t *index = malloc(ilen ? ilen : 1);
 			memcpy(index, data + index_offset, ilen);
 			struct ss_pack_entry *e = NULL;
-			if (ss_pack_parse_index(index, count, index_offset, trailer, &e, &err) == 0) {
+			if (ss_pack_parse_index(index, count, index_offset, trailer, 0, &e, &err) == 0) {
 				/* Every accepted entry lies inside the chunk data. */
 				for (uint32_t i = 0; i < count; i++)
 					if ((uint64_t)e[i].offset + e[i].stored_len > index_offset)
@@ -42,11 +42,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ss_err_clear(&err);
 	struct ss_index_pack *packs = NULL;
 	uint32_t npacks = 0;
-	if (ss_index_decode(data, size, &packs, &npacks, &err) == 0) {
+	if (ss_index_decode(data, size, 0, &packs, &npacks, &err) == 0) {
 		/* What decodes must encode again to the same bytes. */
 		uint8_t *enc = NULL;
 		size_t enclen = 0;
-		if (ss_index_encode(packs, npacks, &enc, &enclen) != 0)
+		if (ss_index_encode(packs, npacks, 0, &enc, &enclen) != 0)
 			abort();
 		if (enclen != size || memcmp(enc, data, size) != 0)
 			abort();
