@@ -16,6 +16,7 @@
 #include "manifest.h"
 #include "ncache.h"
 #include "pack.h"
+#include "sealed.h"
 #include "snapstream.h"
 #include "util.h"
 
@@ -253,23 +254,6 @@ int ss_store_write_index(struct ss_store *s, struct ss_loop *l, struct ss_err *e
 int ss_index_put(struct ss_backend *b, struct ss_loop *l, const struct ss_idkey *ids,
 		 const struct ss_index_pack *packs, uint32_t n, uint64_t *requests,
 		 struct ss_err *err);
-/* Decode index object `key` (buf, len) of a store whose ids are ids (NULL:
- * plain): a sealed store's must be sealed, under its own name, and open
- * with its keys; any other store's must not be sealed. -EBADMSG (err
- * says why) or -ENOMEM. */
-int ss_index_read(const struct ss_idkey *ids, const char *key, const uint8_t *buf, size_t len,
-		  struct ss_index_pack **out, uint32_t *npacks, struct ss_err *err);
-
-/* A pack's own index (proto/pack.h), from the last `got` bytes of it in
- * buf, of size bytes in all; a sealed store's (ids->crypt) is opened in
- * place in buf with the key of pack id. Returns 0 with *count entries
- * (*entries, malloc'd) after chunk data ending at *data_end; 1 when the
- * index begins further back (call again with the last *need bytes); or
- * -EBADMSG (err says why) / -ENOMEM. */
-int ss_pack_tail_read(const struct ss_idkey *ids, const uint8_t id[16], uint8_t *buf, size_t got,
-		      uint64_t size, size_t *need, uint32_t *count, uint64_t *data_end,
-		      struct ss_pack_entry **entries, struct ss_err *err);
-
 /* "packs/ab/ab…" for a pack id (out: at least 64 bytes). */
 void ss_pack_key(const uint8_t id[16], char *out);
 

@@ -3,9 +3,10 @@
  * untrusted.
  *
  * Input: a flags byte, 8 bytes of offset, then a body. Two properties:
- * opening the body as a sealed frame or manifest never crashes and
- * returns 0 or -EBADMSG (a forged tag is -EBADMSG: an accepted forgery
- * aborts), and as a sealed manifest envelope; and the body sealed, then changed by the input's own mask (the
+ * opening the body as a sealed frame, pack index, manifest or index
+ * object never crashes and returns -EBADMSG (a forged tag: an accepted
+ * forgery aborts), and as a sealed manifest envelope or index object its
+ * clear header parses within the input; and the body sealed, then changed by the input's own mask (the
  * body's second half xored into its first), opens again exactly when the
  * mask changed nothing. */
 #include <stdint.h>
@@ -71,6 +72,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ss_err_clear(&err);
 	r = ss_sealed_unwrap(c, "fuzz", data, size, &inner, &ilen, &err);
 	if (r == 0 || inner || (r != -EBADMSG && r != -EKEYREJECTED))
+		abort();
+	if (ss_sealed_peek(data, size, &h, &body, &blen, &err) == 0 &&
+	    (uint8_t *)(h.packs + h.npacks) > data + size)
+		abort();   /* the clear pack list lies inside the input */
+
+	/* As a pack's sealed index, and as a sealed index object. */
+	memcpy(buf, data, size);
+	r = ss_crypt_index_open(a, off, buf, size);
+	if (r != -EBADMSG)
+		abort();
+	uint8_t oid[16];
+	const uint8_t(*pids)[16] = NULL;
+	uint32_t np = 0;
+	ss_err_clear(&err);
+	r = ss_sealed_index_peek(data, size, oid, &pids, &np, &err);
+	if (r != 0 && r != -ENOMSG && r != -EBADMSG)
+		abort();
+	if (r == 0 && (uint8_t *)(pids + np) > data + size - SS_SEAL_TAG)
+		abort();
+	ss_err_clear(&err);
+	r = ss_sealed_index_unwrap(c, data, size, &inner, &ilen, &err);
+	if (r != -EBADMSG || inner)
 		abort();
 
 	/* 2. Seal the first half, damage it by the second, open. */
