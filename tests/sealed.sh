@@ -11,6 +11,9 @@
 #             show no marker, no name, and no 17-byte sequence of the image
 #   round     push (directory and stdin), pull, pull -, cat, verify, dedup
 #             between snapshots, with the key
+#   cache     through the node cache: sealed bytes stay sealed there (no
+#             marker or 17-byte sequence; a plain store's cache shows them),
+#             and blocks changed in the cache are fetched again, never used
 #   tamper    each way a bucket writer can mix up what a pull reads, through
 #             pull, cat and verify: exit 4 and nothing under the final name
 #             (manifests swapped between names, replayed under another
@@ -99,6 +102,39 @@ run_part() {
 	expect 0 "info b" "$S" info "$(snap sealed b)" --store "$(store sealed)" "${K[@]}" --json
 	[ "$($PY -c 'import json,sys; j=json.load(open(sys.argv[1])); print(j["labels"]["runsc.sha256"], j["dedup_bytes"] > 0)' "$work/out")" = "bbbb True" ] &&
 		ok || bad "$part: info b: $(cat "$work/out")"
+
+	# ------------------------------------------------------------ cache
+	# The node cache holds pack bytes as the store does: a sealed store's
+	# stay sealed there (a plain store's show the markers), and a block
+	# changed in the cache fails its tag and is fetched again, never used.
+	local C="$work/$part.cache" CP="$work/$part.cache-plain" f
+	mkdir -m 700 "$C" "$CP"
+	expect 0 "pull through the cache" "$S" pull "$(snap sealed a)" --store "$(store sealed)" "$work/$part.c1" "${K[@]}" --cache "$C" --quiet
+	diff -r "$dir" "$work/$part.c1" >/dev/null && ok || bad "$part: pulled through the cache differs"
+	expect 0 "plain pull through a cache" "$S" pull "$(snap plain a)" --store "$(store plain)" "$work/$part.c2" --cache "$CP" --quiet
+	n=$($PY "$SCAN" markers MRK "$CP:*")
+	[ "$n" -gt 20 ] && ok || bad "$part: a plain store's cache shows only $n markers: the scan cannot fail"
+	n=$($PY "$SCAN" markers MRK "$C:*")
+	[ "$n" = 0 ] && ok || bad "$part: a sealed store's cache shows $n markers"
+	# (Its blocks: the cache's own bookkeeping, a few words of offsets and
+	# sizes, matches any image's zero-heavy pages by chance.)
+	n=$($PY "$SCAN" substrings "$dir/memory-of-tenant-7.img" "$C/blocks:*")
+	[ "$n" = 0 ] && ok || bad "$part: a sealed store's cache blocks show $n 17-byte sequences of the image"
+	n=0
+	for f in $(find "$C/blocks" -type f -size +8k | sort | head -n 6); do
+		printf "\xff\x00\xff\x00" | dd of="$f" bs=1 seek=4096 conv=notrunc status=none
+		n=$((n + 1))
+	done
+	[ "$n" -ge 1 ] && ok || bad "$part: no cache block to damage"
+	expect 0 "pull through damaged cache blocks" "$S" pull "$(snap sealed a)" --store "$(store sealed)" "$work/$part.c3" "${K[@]}" --cache "$C" --quiet
+	diff -r "$dir" "$work/$part.c3" >/dev/null && ok || bad "$part: pulled through damaged blocks differs"
+	for f in $(find "$C/blocks" -type f -size +8k | sort | head -n 3); do
+		printf "\xff\x00\xff\x00" | dd of="$f" bs=1 seek=6000 conv=notrunc status=none
+	done
+	expect 0 "verify through damaged cache blocks" "$S" verify "$(snap sealed a)" --store "$(store sealed)" "${K[@]}" --cache "$C" --quiet
+	"$S" cat "$(snap sealed a)" --store "$(store sealed)" memory-of-tenant-7.img "${K[@]}" --cache "$C" --quiet 2>"$work/err" |
+		cmp -s - "$dir/memory-of-tenant-7.img" && ok || bad "$part: cat through damaged blocks: $(cat "$work/err")"
+	rm -rf "$C" "$CP" "$work/$part.c1" "$work/$part.c2" "$work/$part.c3"
 
 	# ------------------------------------------------------------ tamper
 	local pk
