@@ -3,7 +3,9 @@
  * from plain ones and between keys, the store config parser refuses
  * hostile input, and the engine keeps keyed and plain id spaces apart:
  * every chunk of a keyed push is named by the keyed hash of its bytes, and
- * no push, pull, cat or verify runs with a missing or wrong key. */
+ * no push, pull, cat or verify runs with a missing or wrong key. A store
+ * of version 1 (keyed ids only) is read, and refuses pushes; init makes
+ * sealed stores (issue 17), tested end to end in test_sealed. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
