@@ -27,12 +27,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #define WL_MAX_CONTAINERS 16
 #define WL_MAX_NAME 128
+#define WL_KEY_MAP 4096u   /* the key's mapping: SS_KEY_MAX bytes */
 #define LABEL_RUNSC_VERSION "runsc.version"
 #define LABEL_RUNSC_SHA256 "runsc.sha256"
 
@@ -44,7 +46,9 @@ struct wl {
 	char *cache_dir;        /* the node cache, or NULL */
 	uint64_t cache_size;
 	struct reaper *reaper;  /* main's, or NULL */
-	uint8_t key[4096];      /* a keyed store's key; key_len 0: none */
+	/* A keyed store's key (key_len 0: none), in a mapping of its own: out
+	 * of core dumps, locked when the limit allows, wiped when freed. */
+	uint8_t *key;
 	size_t key_len;
 	const char *const *env;  /* the engine's environment block (wl_config.env) */
 	char **runsc_args;
@@ -239,6 +243,8 @@ static enum wl_code engine_code(int r)
 	case -EKEYREJECTED:
 	case -ENOKEY:
 		return WL_PERMISSION_DENIED;   /* a keyed store, and not our key */
+	case -EXDEV:
+		return WL_FAILED_PRECONDITION; /* sealed in another store than ours */
 	case -ENOSPC:
 	case -EDQUOT:
 		return WL_RESOURCE_EXHAUSTED;
@@ -286,7 +292,14 @@ struct wl *wl_new(const struct wl_config *cfg)
 	w->cache_size = cfg->cache_size;
 	w->reaper = cfg->reaper;
 	w->env = cfg->env;
-	if (cfg->key && cfg->key_len <= sizeof(w->key)) {
+	if (cfg->key && cfg->key_len && cfg->key_len <= WL_KEY_MAP) {
+		void *p = mmap(NULL, WL_KEY_MAP, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			       -1, 0);
+		if (p == MAP_FAILED)
+			goto fail;
+		madvise(p, WL_KEY_MAP, MADV_DONTDUMP);
+		(void)mlock(p, WL_KEY_MAP);
+		w->key = p;
 		memcpy(w->key, cfg->key, cfg->key_len);
 		w->key_len = cfg->key_len;
 	}
@@ -390,7 +403,11 @@ void wl_free(struct wl *w, char *msg, size_t msglen)
 	free(w->runsc);
 	free(w->store);
 	free(w->cache_dir);
-	explicit_bzero(w->key, sizeof(w->key));
+	if (w->key) {
+		explicit_bzero(w->key, WL_KEY_MAP);
+		munlock(w->key, WL_KEY_MAP);
+		munmap(w->key, WL_KEY_MAP);
+	}
 	for (size_t i = 0; i < w->nrunsc_args; i++)
 		free(w->runsc_args[i]);
 	free(w->runsc_args);

@@ -11,7 +11,8 @@ PLANS table below; bench/README.md explains every figure.
 Modules: workloads.py (the images), tools.py (snapstream and the peers,
 scenario by scenario), s3rver.py (the S3 server on loopback),
 ateom_bench.py (the Ateom round trip), fleet.py (concurrent restores
-through the node cache), report.py (Markdown, JSON,
+through the node cache), keyed.py (sealed keyed stores against plain
+ones), report.py (Markdown, JSON,
 gnuplot charts), common.py (measuring one command, the machine).
 
 Python 3 standard library only (the Ateom round trip also needs
@@ -32,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import ateom_bench  # noqa: E402
 import fleet  # noqa: E402
+import keyed  # noqa: E402
 import report  # noqa: E402
 import workloads  # noqa: E402
 from common import (GiB, HERE, MiB, ROOT, CommandFailed, Skipped, first_line, fmt_size, fs_type,  # noqa: E402
@@ -97,6 +99,9 @@ ATEOM = {"quick": None, "full": {"mb": 256, "runs": 3}}
 # The fleet scenario (fleet.py): N concurrent restores of related
 # snapshots through s3rver, without and with the node cache.
 FLEET = {"quick": None, "full": {"mb": 256, "actors": 8, "runs": 3}}
+# The keyed scenario (keyed.py): a sealed keyed store against a plain one,
+# cold push and pull of the memory-like image, interleaved in one run.
+KEYED = {"quick": {"mb": 256, "runs": 3}, "full": {"mb": 1024, "runs": 5}}
 
 
 def make_name(make):
@@ -492,6 +497,19 @@ class Harness:
         self.phase_s["fleet"] = round(time.time() - t0, 1)
         return res
 
+    def keyed_phase(self, cfg):
+        res = {"runs": self.runs(cfg["runs"])}
+        t0 = time.time()
+        try:
+            res.update(keyed.scenario(self.snapstream, self.genimage, self.wd,
+                                      lambda *x, **kw: None, cfg["mb"] * MiB, res["runs"],
+                                      seed=self.a.seed))
+        except (CommandFailed, OSError, ValueError, subprocess.SubprocessError) as e:
+            res["skipped"] = "failed: %s" % e
+            self.failures.append("keyed scenario: %s" % e)
+        self.phase_s["keyed"] = round(time.time() - t0, 1)
+        return res
+
     # -- entry
 
     def main(self):
@@ -502,7 +520,7 @@ class Harness:
         if any("disk" in s["targets"] for s in plan) and "disk" not in a.skip:
             self.claim(a.disk_dir)
         self.ctx = Ctx(self.wd, self.samples, a.verify_all)
-        ateom_res = fleet_res = None
+        ateom_res = fleet_res = keyed_res = None
         try:
             self.find_tools()
             self.machine = machine_info(self.wd)
@@ -522,6 +540,9 @@ class Harness:
             if cfg and "fleet" not in a.skip and "s3" not in a.skip and (
                     not a.only or "fleet" in a.only):
                 fleet_res = self.fleet_phase(cfg)
+            cfg = KEYED[a.mode]
+            if cfg and "keyed" not in a.skip and (not a.only or "keyed" in a.only):
+                keyed_res = self.keyed_phase(cfg)
         finally:
             if not a.keep:
                 self.empty(self.wd)
@@ -542,6 +563,7 @@ class Harness:
             "runs_note": ", ".join(runs) if a.runs is None else "%d per figure" % a.runs,
             "ateom": ateom_res,
             "fleet": fleet_res,
+            "keyed": keyed_res,
             "phase_s": self.phase_s,
             "elapsed_s": round(time.time() - t_start, 1),
             "notes": self.notes,
@@ -579,10 +601,11 @@ def main():
     ap.add_argument("--runs", type=int, help="runs per figure, overriding the plan's")
     ap.add_argument("--only", default="",
                     help="comma list of workloads to run (e.g. mem-1G,criu-512M; 'ateom' for the "
-                         "Ateom round trip, 'fleet' for the node cache's fleet scenario)")
+                         "Ateom round trip, 'fleet' for the node cache's fleet scenario, 'keyed' "
+                         "for sealed against plain stores)")
     ap.add_argument("--skip", default="",
                     help="comma list of targets or phases to leave out: tmpfs, disk, s3, gvisor, "
-                         "ateom, fleet")
+                         "ateom, fleet, keyed")
     ap.add_argument("--seed", type=int, default=1, help="image seed (default 1)")
     ap.add_argument("--snapstream", help="snapstream binary (default build/cli/snapstream)")
     ap.add_argument("--ateom", help="ateom binary (default build/ateom/ateom)")
@@ -627,10 +650,10 @@ def main():
     a.only = [x.strip() for x in a.only.split(",") if x.strip()]
     a.skip = [x.strip() for x in a.skip.split(",") if x.strip()]
     for x in a.skip:
-        if x not in ("tmpfs", "disk", "s3", "gvisor", "ateom", "fleet"):
+        if x not in ("tmpfs", "disk", "s3", "gvisor", "ateom", "fleet", "keyed"):
             ap.error("unknown --skip %r" % x)
     names = [make_name(s["make"]) for s in PLANS[a.mode]] + (["ateom"] if ATEOM[a.mode] else []) \
-        + (["fleet"] if FLEET[a.mode] else [])
+        + (["fleet"] if FLEET[a.mode] else []) + (["keyed"] if KEYED[a.mode] else [])
     for x in a.only:
         if x not in names:
             ap.error("unknown workload %r in %s mode (known: %s)" % (x, a.mode, ", ".join(names)))

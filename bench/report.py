@@ -339,6 +339,37 @@ def fleet_section(res):
     return L
 
 
+def keyed_section(res):
+    k = res.get("keyed")
+    if not k:
+        return []
+    L = ["## Keyed stores: sealed against plain\n"]
+    if k.get("skipped"):
+        return L + ["Skipped: %s\n" % k["skipped"]]
+    L.append("A %d MiB memory-like image pushed cold into an empty store and pulled back, into a "
+             "plain store and into a sealed keyed store (`init --key-file`: every frame, pack "
+             "index, index object and manifest encrypted and authenticated), interleaved in one "
+             "run; medians of %d runs (bench/keyed.py). CPU: user + system of the command, which "
+             "on a shared machine says what wall time would on a quiet one. Stored: %.1f MB plain, "
+             "%.1f MB keyed.\n" % (k["image_bytes"] >> 20, k["runs"], k["stored_plain"] / 1e6,
+                                   k["stored_keyed"] / 1e6))
+    L.append("| | plain wall, s | keyed wall, s | keyed / plain | plain CPU, s | keyed CPU, s | "
+             "keyed / plain |")
+    L.append("|---|---|---|---|---|---|---|")
+    for op in ("push", "pull"):
+        L.append("| %s | %.2f | %.2f | %.3fx | %.2f | %.2f | %.3fx |" % (
+            op, k["plain_%s_wall_s" % op], k["keyed_%s_wall_s" % op], k["%s_wall_s_ratio" % op],
+            k["plain_%s_cpu_s" % op], k["keyed_%s_cpu_s" % op], k["%s_cpu_s_ratio" % op]))
+    L.append("")
+    L.append("| target | value | limit | met |")
+    L.append("|---|---|---|---|")
+    for t in k["targets"]:
+        L.append("| %s | %.3fx | %.2fx | %s |" % (t["name"], t["value"], t["limit"],
+                                                 "yes" if t["ok"] else "**no**"))
+    L.append("")
+    return L
+
+
 def ateom_section(res):
     a = res.get("ateom")
     if not a:
@@ -712,6 +743,7 @@ def markdown(res, st, charts):
     L += samerun_section(res, st)
     L += ateom_section(res)
     L += fleet_section(res)
+    L += keyed_section(res)
     L += scaling_section(res, st, charts)
     L += threads_section(res, st, charts)
     L.append("## Workloads\n")

@@ -17,6 +17,9 @@ enum {
 	EXIT_USAGE = 2,
 	EXIT_NOTFOUND = 3,
 	EXIT_INTEGRITY = 4,
+	EXIT_NOKEY = 5,         /* a keyed store or snapshot, and no key given */
+	EXIT_BADKEY = 6,        /* another key than the store's */
+	EXIT_OTHERSTORE = 7,    /* sealed in another store, whose key was given */
 };
 
 #define CLI_MAX_PARENTS 64
@@ -46,6 +49,7 @@ enum {
 	O_INFLATE = 1u << 19,   /* push --inflate-gvisor */
 	O_CACHE = 1u << 20,     /* --cache/--cache-size/--no-cache */
 	O_PRUNE = 1u << 21,     /* cache --prune */
+	O_CIPHER = 1u << 22,    /* init --cipher */
 };
 
 struct opt_help {
@@ -96,7 +100,9 @@ struct cli {
 	const char *subject;    /* the snapshot or store an error is about */
 	struct progress bar;
 	char store_abs[4096];
-	uint8_t key[4096];      /* a keyed store's key, read from --key-file */
+	uint8_t *key;           /* a keyed store's key, read from --key-file
+				 * into a mapping of CLI_KEY_MAP bytes */
+	const char *cipher;     /* init --cipher */
 };
 
 /* help.c */
@@ -174,5 +180,9 @@ int cli_push_while(struct cli *c, struct ss_push_opts *o, struct ss_stats *st, c
 /* The store as given (flag or SNAPSTREAM_STORE), local paths made
  * absolute so manifests record a store any directory can reach. */
 const char *cli_store(struct cli *c);
+/* The key's mapping: one page, what ss_key_read takes (SS_KEY_MAX). */
+#define CLI_KEY_MAP 4096u
+/* Wipe and unmap the key read by --key-file, if any. */
+void cli_key_wipe(struct cli *c);
 
 #endif

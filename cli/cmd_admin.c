@@ -23,6 +23,13 @@ static void info_json(struct json *j, const struct ss_snapshot_info *in)
 		json_i64(j, "exit", cli_exit_code(in->error_code));
 		return;
 	}
+	json_bool(j, "sealed", in->sealed);
+	if (in->unopened) {
+		/* Without the key: only what its clear header says. */
+		json_bool(j, "opened", false);
+		json_u64(j, "packs", in->packs);
+		return;
+	}
 	json_str(j, "store", in->store);
 	json_i64(j, "created_unix_ns", in->created_unix_ns);
 	char t[40];
@@ -90,6 +97,10 @@ int cmd_ls(struct cli *c)
 				fprintf(stderr, "%s ls: %s\n", c->prog, e->error);
 				continue;
 			}
+			if (e->unopened) {
+				printf("%-20s  %10s  %10s  %5s  %s\n", "(sealed)", "?", "?", "?", e->uri);
+				continue;
+			}
 			char t[40], l[32], s[32];
 			cli_time(e->created_unix_ns, t, sizeof(t));
 			cli_human((double)e->logical_bytes, l, sizeof(l));
@@ -123,6 +134,32 @@ int cmd_info(struct cli *c)
 	if (r) {
 		cli_error(c, r, err);
 		return cli_exit_code(r);
+	}
+	if (in->unopened) {
+		/* A sealed snapshot read without its store's key. */
+		if (c->json) {
+			struct json j;
+			json_result(&j, stdout, "info");
+			info_json(&j, in);
+			json_u64(&j, "format_major", in->format_major);
+			json_u64(&j, "manifest_bytes", in->manifest_bytes);
+			json_str(&j, "key_check", in->key_check);
+			json_end_obj(&j);
+			json_finish(&j);
+		} else {
+			char b[32];
+			cli_human((double)in->manifest_bytes, b, sizeof(b));
+			printf("snapshot    %s\n", in->uri);
+			printf("format      %u (sealed: encrypted and authenticated)\n",
+			       in->format_major);
+			printf("key check   %s\n", in->key_check);
+			printf("packs       %" PRIu64 "\n", in->packs);
+			printf("manifest    %s\n", b);
+			printf("\nGive the store's key (--key-file) to see its files, sizes and "
+			       "labels.\n");
+		}
+		ss_info_free(in);
+		return EXIT_OK;
 	}
 	if (c->json) {
 		struct json j;
@@ -211,6 +248,11 @@ int cmd_info(struct cli *c)
 		printf("chunk ids   XXH3-128 keyed (key check %s)\n", in->key_check);
 	else
 		printf("chunk ids   XXH3-128\n");
+	if (in->sealed)
+		printf("encryption  sealed: encrypted and authenticated with the store's key\n");
+	else if (in->keyed_ids)
+		printf("encryption  none: keyed ids only (a store of config version 1; see\n"
+		       "            docs/SECURITY.md, \"Old keyed stores\")\n");
 	cli_human((double)in->manifest_bytes, b, sizeof(b));
 	printf("manifest    %s\n", b);
 	for (size_t i = 0; i < in->nlabels; i++)
@@ -324,7 +366,9 @@ int cmd_init(struct cli *c)
 		store = cli_store(c);
 	}
 	c->subject = store;
-	struct ss_init_opts o = {.size = sizeof(o), .store = store};
+	if (c->cipher && !c->cfg.key)
+		return cli_usage_error(c, "--cipher is for a keyed store (with --key-file)");
+	struct ss_init_opts o = {.size = sizeof(o), .store = store, .cipher = c->cipher};
 	char err[1024];
 	int r = ss_init(&o, &c->cfg, err, sizeof(err));
 	if (r) {
@@ -337,10 +381,13 @@ int cmd_init(struct cli *c)
 		json_result(&j, stdout, "init");
 		json_str(&j, "store", store);
 		json_str(&j, "chunk_ids", ids);
+		json_bool(&j, "sealed", c->cfg.key != NULL);
 		json_end_obj(&j);
 		json_finish(&j);
 	} else if (!c->quiet) {
-		printf("%s: created, %s chunk ids\n", store, ids);
+		printf("%s: created, %s\n", store,
+		       c->cfg.key ? "keyed chunk ids, sealed (encrypted and authenticated)"
+				  : "plain chunk ids");
 	}
 	return EXIT_OK;
 }

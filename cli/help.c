@@ -8,7 +8,8 @@
 #define OPT_THREADS {"-j, --threads <n>", "worker threads (default: online CPUs; env\nSNAPSTREAM_THREADS)"}
 #define OPT_JSON {"--json", "print one JSON result (or error) object on stdout"}
 #define OPT_QUIET {"-q, --quiet", "no progress and no summary (env SNAPSTREAM_QUIET=1)"}
-#define OPT_KEY {"--key-file <file>", "the key of a keyed store (see 'init'); env\nSNAPSTREAM_KEY_FILE"}
+#define OPT_KEY {"--key-file <file>", "the key of a keyed store (see 'init'); env\nSNAPSTREAM_KEY_FILE. Missing: exit 5; another key: exit\n6; the key of the store the snapshot was sealed in,\nwhich is not this one: exit 7"}
+#define OPT_KEY_META {"--key-file <file>", "the key of a keyed store (see 'init'; env\nSNAPSTREAM_KEY_FILE). Without it a sealed snapshot\nshows only what its clear header says"}
 #define OPT_CACHE {"--cache <dir>", "the node cache: keep the pack bytes read (and\npushed) in <dir>, shared by every process of this user\non the node, and read them from there next time (env\nSNAPSTREAM_CACHE; see 'cache')"}
 #define OPT_CACHE_SIZE {"--cache-size <size>", "the cache's bound, least recently used blocks evicted\npast it: 16M..1024T (default 10G; env\nSNAPSTREAM_CACHE_SIZE)"}
 #define OPT_NO_CACHE {"--no-cache", "use no cache, even with SNAPSTREAM_CACHE set"}
@@ -83,6 +84,7 @@ static const char *const cat_ex[] = {
 
 static const struct opt_help ls_opts[] = {
 	{"--store <uri>", "store whose refs to read (default: the default store of\nsnapshots under <prefix>; env SNAPSTREAM_STORE)"},
+	OPT_KEY_META,
 	OPT_JSON,
 	{NULL, NULL},
 };
@@ -95,6 +97,7 @@ static const char *const ls_ex[] = {
 
 static const struct opt_help info_opts[] = {
 	{"--store <uri>", "the snapshot's store (default: .snapstream beside it;\nenv SNAPSTREAM_STORE). A snapshot whose manifest\nnames another store is refused (exit 1)"},
+	OPT_KEY_META,
 	OPT_JSON,
 	{NULL, NULL},
 };
@@ -126,6 +129,7 @@ static const char *const verify_ex[] = {
 
 static const struct opt_help rm_opts[] = {
 	{"--store <uri>", "store holding the snapshot's ref (default: .snapstream\nbeside the snapshot; env SNAPSTREAM_STORE). A snapshot\nwhose manifest names another store is refused (exit 1)"},
+	OPT_KEY_META,
 	OPT_JSON,
 	OPT_QUIET,
 	{NULL, NULL},
@@ -141,6 +145,7 @@ static const struct opt_help gc_opts[] = {
 	{"--grace <duration>", "how long an unreferenced pack stays hidden before it\nis deleted: 90s, 30m, 6h, 2d (default 24h; env\nSNAPSTREAM_GC_GRACE). Must exceed the longest push,\npull or verify; 0 deletes at once and is safe only\nwhen nothing else uses the store"},
 	{"-n, --dry-run", "report what would be hidden and deleted; change\nnothing"},
 	{"--break-lock", "remove the lock of a gc that died, then run"},
+	{"--key-file <file>", "a keyed store's key (env SNAPSTREAM_KEY_FILE). Not\nneeded: without it gc keeps every pack a sealed\nsnapshot lists in the clear; with it gc also opens and\nchecks them"},
 	OPT_JSON,
 	OPT_QUIET,
 	{NULL, NULL},
@@ -148,7 +153,8 @@ static const struct opt_help gc_opts[] = {
 
 static const struct opt_help init_opts[] = {
 	{"--store <uri>", "the store (default: env SNAPSTREAM_STORE, else\n./.snapstream)"},
-	{"--key-file <file>", "make the store keyed with this key: 16..4096 bytes,\nreadable by its owner only (env SNAPSTREAM_KEY_FILE)"},
+	{"--key-file <file>", "make the store keyed with this key: 16..4096 bytes,\nreadable by its owner only (env SNAPSTREAM_KEY_FILE).\nA keyed store is sealed: chunk ids are keyed, and every\nframe, pack index, index object and manifest is\nencrypted and authenticated with keys derived from it"},
+	{"--cipher <name>", "a keyed store's cipher: aes-256-gcm or\nchacha20-poly1305 (default: AES-256-GCM where the CPU\nhas AES instructions, else ChaCha20-Poly1305)"},
 	OPT_JSON,
 	OPT_QUIET,
 	{NULL, NULL},
@@ -263,14 +269,14 @@ const struct command cli_commands[] = {
 		"references, shared ones included) and file count. Snapshots are found\n"
 		"through the store's refs and, for local prefixes, by looking for\n"
 		"manifests below the directory.",
-		ls_opts, ls_ex, O_STORE | O_JSON, 0, 1, cmd_ls,
+		ls_opts, ls_ex, O_STORE | O_KEY | O_JSON, 0, 1, cmd_ls,
 	},
 	{
 		"info", "<snapshot>", "describe a snapshot",
 		"Describe a snapshot from its manifest: files and sizes, chunk and pack\n"
 		"counts, logical, stored and newly added bytes, what zero pages and\n"
 		"dedup saved when it was pushed, labels, parents, format version.",
-		info_opts, info_ex, O_STORE | O_JSON, 1, 1, cmd_info,
+		info_opts, info_ex, O_STORE | O_KEY | O_JSON, 1, 1, cmd_info,
 	},
 	{
 		"verify", "<snapshot>", "check every chunk and file of a snapshot",
@@ -289,7 +295,7 @@ const struct command cli_commands[] = {
 		"stay until 'snapstream gc' finds that no snapshot references them.\n"
 		"Run on a snapshot already deleted by hand, it removes the ref left\n"
 		"behind.",
-		rm_opts, rm_ex, O_STORE | O_JSON | O_QUIET, 1, 1, cmd_rm,
+		rm_opts, rm_ex, O_STORE | O_KEY | O_JSON | O_QUIET, 1, 1, cmd_rm,
 	},
 	{
 		"gc", "", "delete packs no snapshot references",
@@ -305,22 +311,29 @@ const struct command cli_commands[] = {
 		"\n"
 		"gc deletes nothing if a snapshot cannot be read (repair it, or remove\n"
 		"it with 'snapstream rm').",
-		gc_opts, gc_ex, O_STORE | O_GRACE | O_DRYRUN | O_BREAKLOCK | O_JSON | O_QUIET, 0, 0,
+		gc_opts, gc_ex, O_STORE | O_GRACE | O_DRYRUN | O_BREAKLOCK | O_KEY | O_JSON | O_QUIET, 0, 0,
 		cmd_gc,
 	},
 	{
-		"init", "", "create a store, optionally with keyed chunk ids",
+		"init", "", "create a store, optionally keyed (encrypted)",
 		"Create a store's configuration. Stores need no init: the first push\n"
 		"creates one with plain chunk ids (XXH3-128 of the bytes). Init is for\n"
-		"a keyed store: with --key-file, chunk ids become XXH3-128 with a\n"
-		"secret derived from the key, so that nobody without the key can\n"
-		"craft data whose chunks collide with other tenants' chunks in the\n"
-		"store, or probe it for chunks they can guess. Use one when tenants\n"
-		"who do not trust each other share a store. The key is never stored;\n"
-		"every push, pull, cat and verify of the store's snapshots then needs\n"
-		"it, and refuses another key. A keyed store must be new: init refuses\n"
-		"a store that already holds packs.",
-		init_opts, init_ex, O_STORE | O_KEY | O_JSON | O_QUIET, 0, 0, cmd_init,
+		"a keyed store: with --key-file, the store is sealed. Every frame,\n"
+		"pack index, index object and manifest is encrypted and authenticated\n"
+		"(AES-256-GCM or ChaCha20-Poly1305) under keys derived from the key\n"
+		"and the store's random id, so whoever can read the bucket learns no\n"
+		"image content and no file name, and whoever can write it cannot make\n"
+		"a pull, cat or verify return anything the key's holders did not\n"
+		"write for that snapshot (exit 4 instead). Chunk ids become XXH3-128\n"
+		"with a secret derived from the key, so that nobody without the key\n"
+		"can craft data whose chunks collide with other tenants' chunks, or\n"
+		"probe the store for chunks they can guess. The key is never stored;\n"
+		"every push, pull, cat, verify and check of the store then needs it:\n"
+		"without it they exit 5, with another key 6. A keyed store must be\n"
+		"new: init refuses a store that already holds packs. What the bucket\n"
+		"still shows (sizes, counts, timing, which snapshots share packs,\n"
+		"snapshot names) is in docs/SECURITY.md.",
+		init_opts, init_ex, O_STORE | O_KEY | O_CIPHER | O_JSON | O_QUIET, 0, 0, cmd_init,
 	},
 	{
 		"check", "", "verify a store, and repair what its packs can rebuild",
@@ -424,7 +437,13 @@ static const char exit_text[] =
 	"     a snapshot whose manifest names another store than the one used)\n"
 	"  2  usage error (bad command, option or argument)\n"
 	"  3  not found (no such snapshot, file in it, store or source)\n"
-	"  4  integrity error (corrupted, truncated or missing data)";
+	"  4  integrity error (corrupted, truncated or missing data; in a keyed\n"
+	"     store also anything that does not authenticate: altered, moved to\n"
+	"     another name, or another store's objects)\n"
+	"  5  missing key (a keyed store or snapshot, and no --key-file)\n"
+	"  6  wrong key (another key than the store's)\n"
+	"  7  another store's snapshot (sealed in another store, whose key this\n"
+	"     is: name that store with --store)";
 
 void cli_help_main(FILE *f)
 {
@@ -465,7 +484,9 @@ void cli_help_cmd(FILE *f, const struct command *cmd)
 	for (const char *const *e = cmd->examples; *e; e++)
 		fprintf(f, "  %s\n", *e);
 	fprintf(f, "\nExit codes: 0 success, 1 failure, 2 usage error, 3 not found,\n"
-		   "4 integrity error.\n");
+		   "4 integrity error%s\n",
+		cmd->allowed & O_KEY ? ", 5 missing key, 6 wrong key, 7 another\nstore's snapshot."
+				     : ".");
 }
 
 /* ---------------------------------------------------------------- man */

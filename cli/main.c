@@ -2,7 +2,8 @@
  * store they live in.
  *
  * Exit codes: 0 success, 1 failure, 2 usage error, 3 not found,
- * 4 integrity error (corrupted or tampered data). */
+ * 4 integrity error (corrupted or tampered data), 5 missing key, 6 wrong
+ * key, 7 another store's sealed snapshot. */
 #include <string.h>
 #include <unistd.h>
 #include <sys/resource.h>
@@ -63,7 +64,8 @@ int main(int argc, char **argv)
 	if (!c.cmd)
 		return cli_usage_error(&c, "unknown command '%s'", name);
 	int r = cli_parse(&c, argc - 1, argv + 1);
-	if (r >= 0)
-		return r;
-	return c.cmd->run(&c);
+	if (r < 0)
+		r = c.cmd->run(&c);
+	cli_key_wipe(&c);
+	return r;
 }

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -37,6 +38,7 @@ enum {
 	OPT_CACHE_SIZE,
 	OPT_NO_CACHE,
 	OPT_PRUNE,
+	OPT_CIPHER,
 	OPT_HELP,
 };
 
@@ -70,6 +72,7 @@ static const struct option long_opts[] = {
 	{"cache-size", required_argument, NULL, OPT_CACHE_SIZE},
 	{"no-cache", no_argument, NULL, OPT_NO_CACHE},
 	{"prune", required_argument, NULL, OPT_PRUNE},
+	{"cipher", required_argument, NULL, OPT_CIPHER},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
 };
@@ -104,6 +107,7 @@ static unsigned gate(int o)
 	case OPT_CACHE_SIZE:
 	case OPT_NO_CACHE: return O_CACHE;
 	case OPT_PRUNE: return O_PRUNE;
+	case OPT_CIPHER: return O_CIPHER;
 	default: return 0;
 	}
 }
@@ -248,12 +252,24 @@ static bool env_flag(const char *name, bool *out, const char **bad)
 	return true;
 }
 
-/* A keyed store's key (--key-file, SNAPSTREAM_KEY_FILE). */
+/* A keyed store's key (--key-file, SNAPSTREAM_KEY_FILE), read into a
+ * mapping of its own: out of core dumps, locked when the limit allows,
+ * wiped by cli_key_wipe. */
 static int read_key(struct cli *c, const char *path, const char *from)
 {
 	char err[600];
 	size_t n;
-	if (ss_key_read(path, c->key, sizeof(c->key), &n, err, sizeof(err)))
+	if (!c->key) {
+		void *p = mmap(NULL, CLI_KEY_MAP, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			return cli_usage_error(c, "%s %s: cannot map memory for the key", from,
+					       path);
+		madvise(p, CLI_KEY_MAP, MADV_DONTDUMP);
+		(void)mlock(p, CLI_KEY_MAP);
+		c->key = p;
+	}
+	if (ss_key_read(path, c->key, CLI_KEY_MAP, &n, err, sizeof(err)))
 		return cli_usage_error(c, "%s %s", from, err);
 	c->cfg.key = c->key;
 	c->cfg.key_len = n;
@@ -530,6 +546,12 @@ int cli_parse(struct cli *c, int argc, char **argv)
 							  "(suffix K, M, G or T), got '%s'", optarg);
 			c->prune = true;
 			break;
+		case OPT_CIPHER:
+			if (strcmp(optarg, "aes-256-gcm") && strcmp(optarg, "chacha20-poly1305"))
+				return cli_usage_error(c, "--cipher takes aes-256-gcm or "
+							  "chacha20-poly1305, got '%s'", optarg);
+			c->cipher = optarg;
+			break;
 		case OPT_KEYFILE: {
 			int kr = read_key(c, optarg, "--key-file");
 			if (kr >= 0)
@@ -570,6 +592,18 @@ int cli_parse(struct cli *c, int argc, char **argv)
 		c->cfg.progress_arg = c;
 	}
 	return -1;
+}
+
+void cli_key_wipe(struct cli *c)
+{
+	if (!c->key)
+		return;
+	explicit_bzero(c->key, CLI_KEY_MAP);
+	munlock(c->key, CLI_KEY_MAP);
+	munmap(c->key, CLI_KEY_MAP);
+	c->key = NULL;
+	c->cfg.key = NULL;
+	c->cfg.key_len = 0;
 }
 
 const char *cli_store(struct cli *c)

@@ -28,6 +28,12 @@ int cli_exit_code(int r)
 		return EXIT_NOTFOUND;
 	case -EBADMSG:
 		return EXIT_INTEGRITY;
+	case -ENOKEY:
+		return EXIT_NOKEY;
+	case -EKEYREJECTED:
+		return EXIT_BADKEY;
+	case -EXDEV:
+		return EXIT_OTHERSTORE;
 	case -EINVAL:
 	case -EISDIR:
 		return EXIT_USAGE;

@@ -23,7 +23,9 @@
  * and force is not set), -EBADMSG (integrity: corrupted or tampered
  * data), -EPROTONOSUPPORT (a newer format), -EINVAL (bad arguments),
  * -ENOKEY / -EKEYREJECTED (a keyed store or snapshot, and no key or
- * another key than its own: see ss_config.key), -EPERM (the snapshot's
+ * another key than its own: see ss_config.key), -EXDEV (a sealed
+ * snapshot of another store, whose key was given: read it with that
+ * store), -EPERM (the snapshot's
  * manifest names another store than the one given, or than the default
  * beside it: a manifest never chooses which store is read, see
  * docs/SECURITY.md).
@@ -155,7 +157,10 @@ struct ss_config {
 	/* The secret key of a keyed store (ss_init), 16..4096 bytes, or NULL.
 	 * In a keyed store chunk ids are XXH3-128 with a secret derived from
 	 * the key, so nobody without it can craft data that collides with
-	 * another tenant's chunks (docs/SECURITY.md, "Keyed chunk ids").
+	 * another tenant's chunks (docs/SECURITY.md, "Keyed chunk ids"), and
+	 * in a sealed one (every keyed store made now) frames, pack indexes,
+	 * index objects and manifests are encrypted and authenticated with
+	 * keys derived from it ("Encryption at rest in keyed stores").
 	 * Operations on keyed stores and snapshots need it and refuse another
 	 * key; a key given for a plain store is refused too. Copied; the
 	 * caller may wipe it once the call returns. */
@@ -391,6 +396,11 @@ struct ss_snapshot_info {
 	size_t nfiles_v;
 	char *error;                /* ss_ls only: why this snapshot is unreadable */
 	int error_code;             /* its -errno */
+	/* Sealed: encrypted and authenticated in a sealed keyed store
+	 * (docs/SECURITY.md). Read without the key (unopened), only uri,
+	 * format, keyed_ids, key_check, packs and manifest_bytes are known. */
+	bool sealed;
+	bool unopened;
 };
 
 /* Describe a snapshot whose store is `store` (NULL: the default beside
@@ -478,10 +488,17 @@ int ss_gc(const struct ss_gc_opts *opts, const struct ss_config *cfg, struct ss_
 struct ss_init_opts {
 	size_t size;                /* SS_INIT_OPTS_INIT */
 	const char *store;          /* the store's URI */
+	/* A keyed store's cipher, "aes-256-gcm" or "chacha20-poly1305";
+	 * NULL: AES-256-GCM where the CPU has AES instructions, else
+	 * ChaCha20-Poly1305. */
+	const char *cipher;
 };
 
-/* Create a store's configuration object: keyed chunk ids when cfg->key is
- * set, else plain ones (what a store without the object uses too). A key
+/* Create a store's configuration object: with cfg->key set, a sealed
+ * keyed store (keyed chunk ids; every frame, pack index, index object and
+ * manifest encrypted and authenticated under keys derived from the key
+ * and a random store id: docs/SECURITY.md), else plain chunk ids (what a
+ * store without the object uses too). A key
  * can only be given to a store that holds no packs yet, since chunks
  * already stored keep their ids. Returns 0, -EEXIST (the store already
  * has a configuration, or holds packs and a key was given), or another

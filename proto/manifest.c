@@ -209,33 +209,47 @@ static int validate_chunks(const struct ss_manifest *m, struct ss_err *err)
 					  "manifest chunk %zu has raw length %" PRIu32
 					  ", outside 1..%" PRIu32 " (the chunk maximum; corrupt manifest)",
 					  i, c->raw_len, m->chunk_max);
-		if (c->codec == SS_CODEC_RAW && c->frame_off != 0)
+		/* A sealed store's frames carry a tag, and its raw chunks
+		 * share sealed frames as zstd ones do. */
+		if (m->sealed && (c->stored_len <= SS_SEAL_TAG_BYTES ||
+				  (c->codec == SS_CODEC_RAW &&
+				   (uint64_t)c->frame_off + c->raw_len >
+					   c->stored_len - SS_SEAL_TAG_BYTES)))
+			return ss_err_set(err, -EBADMSG,
+					  "manifest chunk %zu [%" PRIu32 ", +%" PRIu32
+					  ") does not fit its sealed frame of %" PRIu32
+					  " bytes (corrupt manifest)",
+					  i, c->frame_off, c->raw_len, c->stored_len);
+		if (!m->sealed && c->codec == SS_CODEC_RAW && c->frame_off != 0)
 			return ss_err_set(err, -EBADMSG,
 					  "manifest chunk %zu is stored uncompressed but has frame offset %" PRIu32
 					  ", not 0 (only zstd frames hold several chunks; corrupt manifest)",
 					  i, c->frame_off);
-		if (c->codec == SS_CODEC_ZSTD && m->frame_max == 0 && c->frame_off != 0)
+		bool shared = c->codec == SS_CODEC_ZSTD || m->sealed;   /* frames of several */
+		if (shared && m->frame_max == 0 && c->frame_off != 0)
 			return ss_err_set(err, -EBADMSG,
 					  "manifest chunk %zu starts at offset %" PRIu32
-					  " of its zstd frame but the manifest has no frames"
+					  " of its frame but the manifest has no frames"
 					  " (frame maximum 0; corrupt manifest)", i, c->frame_off);
-		if (c->codec == SS_CODEC_ZSTD && m->frame_max &&
+		if (shared && m->frame_max &&
 		    (uint64_t)c->frame_off + c->raw_len > m->frame_max)
 			return ss_err_set(err, -EBADMSG,
 					  "manifest chunk %zu occupies bytes [%" PRIu32 ", %" PRIu64
-					  ") of its zstd frame, past the frame maximum %" PRIu32
+					  ") of its frame, past the frame maximum %" PRIu32
 					  " (corrupt manifest)", i, c->frame_off,
 					  (uint64_t)c->frame_off + c->raw_len, m->frame_max);
-		bool framed = c->codec == SS_CODEC_ZSTD && m->frame_max;
+		bool framed = (c->codec == SS_CODEC_ZSTD || m->sealed) && m->frame_max;
 		uint64_t bound = framed ? frame_bound
 					: (uint64_t)c->raw_len + c->raw_len / 128 + 1024;
+		if (m->sealed)
+			bound += SS_SEAL_TAG_BYTES;
 		if (c->stored_len == 0 || c->stored_len > bound)
 			return ss_err_set(err, -EBADMSG,
 					  "manifest chunk %zu has stored length %" PRIu32
 					  " for %" PRIu32 " raw bytes%s (corrupt manifest)",
 					  i, c->stored_len, c->raw_len,
 					  framed ? " in a zstd frame of at most the frame maximum" : "");
-		if (c->codec == SS_CODEC_RAW && c->stored_len != c->raw_len)
+		if (!m->sealed && c->codec == SS_CODEC_RAW && c->stored_len != c->raw_len)
 			return ss_err_set(err, -EBADMSG,
 					  "manifest chunk %zu is stored uncompressed but its stored length %" PRIu32
 					  " differs from its raw length %" PRIu32 " (corrupt manifest)",
@@ -1197,6 +1211,12 @@ static int from_snapshot(Snapshot *s, ProtobufCAllocator *pa, struct ss_manifest
 int ss_manifest_decode(const uint8_t *buf, size_t len, struct ss_manifest **out,
 		       struct ss_err *err)
 {
+	return ss_manifest_decode_ex(buf, len, false, out, err);
+}
+
+int ss_manifest_decode_ex(const uint8_t *buf, size_t len, bool sealed, struct ss_manifest **out,
+			  struct ss_err *err)
+{
 	if (!out)
 		return ss_err_set(err, -EINVAL, "no output for the manifest");
 	*out = NULL;
@@ -1384,6 +1404,7 @@ int ss_manifest_decode(const uint8_t *buf, size_t len, struct ss_manifest **out,
 		goto out;
 	m->format_major = fmt_major;
 	m->format_minor = fmt_minor;
+	m->sealed = sealed;
 	r = ss_manifest_validate(m, err);
 	if (r)
 		goto out;

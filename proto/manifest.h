@@ -107,7 +107,17 @@ struct ss_manifest {
 	struct ss_mfile *files;
 	size_t nfiles;
 	struct ss_mstats stats;
+	/* Not encoded: the manifest came out of a sealed envelope (manifest
+	 * format 4, engine/core/crypt.h), so its frames carry a tag and its
+	 * raw chunks may share sealed frames (proto/pack.h). */
+	bool sealed;
+	/* A sealed manifest read without its key (ss_manifest_load's
+	 * SS_MLOAD_HEADER): only pack_ids, npacks and sealed are set. */
+	bool unopened;
 };
+
+/* The tag a sealed frame ends with (crypt.h's SS_SEAL_TAG). */
+#define SS_SEAL_TAG_BYTES 16u
 
 /* Serialize m as an Envelope (body zstd-compressed, checksummed), in
  * format m->format_major (0: SS_MANIFEST_MAJOR; newer: -EINVAL). On
@@ -122,6 +132,11 @@ int ss_manifest_encode(const struct ss_manifest *m, uint8_t **out, size_t *outle
  * On success *out is owned by the caller (ss_manifest_free). */
 int ss_manifest_decode(const uint8_t *buf, size_t len, struct ss_manifest **out,
 		       struct ss_err *err);
+
+/* ss_manifest_decode of the manifest inside a sealed envelope (sealed
+ * true: validated with a sealed store's frame rules, m->sealed set). */
+int ss_manifest_decode_ex(const uint8_t *buf, size_t len, bool sealed, struct ss_manifest **out,
+			  struct ss_err *err);
 
 /* Check internal consistency: file names safe (ss_manifest_name_ok),
  * unique; a one-file manifest (!root_is_dir) lists exactly one file whose

@@ -15,6 +15,7 @@
 
 #define PACK_MAGIC "SSPACK01"
 #define INDEX_MAGIC "SSINDX01"
+#define SEALED_MAGIC "SSPACK02"
 #define PACK_VERSION 1u
 #define CODEC_ZSTD 1u                /* 0 = raw, 1 = zstd */
 #define CODEC_MAX CODEC_ZSTD
@@ -42,9 +43,10 @@ static void put_entry(uint8_t *p, const struct ss_pack_entry *e)
  * in the decompressed frame without overlapping the previous chunk).
  * `what` names the table for messages ("pack index", "index object pack 3"). */
 static int check_entry(const struct ss_pack_entry *e, const struct ss_pack_entry *prev,
-		       uint32_t i, uint32_t count, uint64_t data_end, const char *what,
-		       struct ss_err *err)
+		       uint32_t i, uint32_t count, uint64_t data_end, unsigned flags,
+		       const char *what, struct ss_err *err)
 {
+	bool sealed = flags & SS_PACK_SEALED;
 	if (e->codec > CODEC_MAX)
 		return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
 				  ": unknown codec %u (corrupt, or written by a newer snapstream)",
@@ -57,11 +59,24 @@ static int check_entry(const struct ss_pack_entry *e, const struct ss_pack_entry
 		return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
 				  ": frame offset %" PRIu32 " does not fit in 24 bits (corrupt)",
 				  what, i, count, e->frame_off);
-	if (e->codec == 0 && e->stored_len != e->raw_len)
+	if (sealed && e->stored_len <= SS_PACK_SEAL_TAG)
+		return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
+				  ": sealed frame of %" PRIu32 " bytes cannot hold its %u-byte tag (corrupt)",
+				  what, i, count, e->stored_len, SS_PACK_SEAL_TAG);
+	/* A sealed store seals raw chunks a frame at a time too: they share
+	 * the frame's offset and stored length, and lie inside it. */
+	if (sealed && e->codec == 0 &&
+	    (uint64_t)e->frame_off + e->raw_len > e->stored_len - SS_PACK_SEAL_TAG)
+		return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
+				  ": uncompressed chunk [%" PRIu32 ", %" PRIu64 ") runs past its "
+				  "sealed frame of %" PRIu32 " bytes (corrupt)",
+				  what, i, count, e->frame_off, (uint64_t)e->frame_off + e->raw_len,
+				  e->stored_len - SS_PACK_SEAL_TAG);
+	if (!sealed && e->codec == 0 && e->stored_len != e->raw_len)
 		return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
 				  ": uncompressed chunk stores %" PRIu32 " bytes for %" PRIu32 " (corrupt)",
 				  what, i, count, e->stored_len, e->raw_len);
-	if (e->codec == 0 && e->frame_off != 0)
+	if (!sealed && e->codec == 0 && e->frame_off != 0)
 		return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
 				  ": uncompressed chunk has frame offset %" PRIu32
 				  ", not 0 (only zstd frames hold several chunks; corrupt)",
@@ -75,7 +90,8 @@ static int check_entry(const struct ss_pack_entry *e, const struct ss_pack_entry
 	uint64_t prev_end = prev ? (uint64_t)prev->offset + prev->stored_len : 0;
 	if (prev && e->offset == prev->offset) {
 		/* Continues the previous entry's frame. */
-		if (e->codec != CODEC_ZSTD || prev->codec != CODEC_ZSTD)
+		if (sealed ? e->codec != prev->codec
+			   : e->codec != CODEC_ZSTD || prev->codec != CODEC_ZSTD)
 			return ss_err_set(err, -EBADMSG, "%s entry %" PRIu32 " of %" PRIu32
 					  ": %s chunk shares the frame at offset %" PRIu32
 					  " with the previous %s one (only zstd frames hold several chunks; corrupt)",
@@ -113,7 +129,7 @@ static int check_entry(const struct ss_pack_entry *e, const struct ss_pack_entry
 }
 
 /* Parse and check count entries at p (count * 32 bytes, already bounded). */
-static int parse_entries(const uint8_t *p, uint32_t count, uint64_t data_end,
+static int parse_entries(const uint8_t *p, uint32_t count, uint64_t data_end, unsigned flags,
 			 struct ss_pack_entry *out, const char *what, struct ss_err *err)
 {
 	for (uint32_t i = 0; i < count; i++, p += SS_PACK_ENTRY_SIZE) {
@@ -124,7 +140,7 @@ static int parse_entries(const uint8_t *p, uint32_t count, uint64_t data_end,
 		e->raw_len = ss_get_le32(p + 24);
 		e->codec = p[28];
 		e->frame_off = (uint32_t)p[29] | (uint32_t)p[30] << 8 | (uint32_t)p[31] << 16;
-		int r = check_entry(e, i ? &out[i - 1] : NULL, i, count, data_end, what, err);
+		int r = check_entry(e, i ? &out[i - 1] : NULL, i, count, data_end, flags, what, err);
 		if (r)
 			return r;
 	}
@@ -185,8 +201,50 @@ int ss_pack_parse_trailer(const uint8_t *trailer, uint64_t pack_size, uint32_t *
 	return 0;
 }
 
+uint64_t ss_pack_tail_size(uint32_t count, unsigned flags)
+{
+	uint64_t t = (uint64_t)count * SS_PACK_ENTRY_SIZE + SS_PACK_TRAILER_SIZE;
+	return flags & SS_PACK_SEALED ? t + SS_PACK_SEAL_TAG + SS_PACK_FOOTER_SIZE : t;
+}
+
+void ss_pack_write_footer(uint8_t *out, uint64_t sealed_len)
+{
+	memcpy(out, SEALED_MAGIC, 8);
+	ss_put_le64(out + 8, sealed_len);
+}
+
+int ss_pack_parse_footer(const uint8_t *footer, uint64_t pack_size, uint32_t *count,
+			 uint64_t *index_offset, struct ss_err *err)
+{
+	if (pack_size < SS_PACK_FOOTER_SIZE)
+		return ss_err_set(err, -EBADMSG,
+				  "pack is %" PRIu64 " bytes, too short to hold a footer (truncated)",
+				  pack_size);
+	if (pack_size > SS_PACK_MAX_SIZE)
+		return ss_err_set(err, -EBADMSG,
+				  "pack is %" PRIu64 " bytes, more than the %u MiB limit (corrupt)",
+				  pack_size, SS_PACK_MAX_SIZE >> 20);
+	if (memcmp(footer, SEALED_MAGIC, 8) != 0)
+		return ss_err_set(err, -EBADMSG,
+				  "pack has no SSPACK02 footer (not a sealed snapstream pack, or "
+				  "truncated)");
+	uint64_t sl = ss_get_le64(footer + 8);
+	uint64_t plain = SS_PACK_TRAILER_SIZE + SS_PACK_SEAL_TAG;
+	if (sl < plain || (sl - plain) % SS_PACK_ENTRY_SIZE ||
+	    (sl - plain) / SS_PACK_ENTRY_SIZE > SS_PACK_MAX_ENTRIES ||
+	    sl > pack_size - SS_PACK_FOOTER_SIZE)
+		return ss_err_set(err, -EBADMSG,
+				  "pack footer gives a sealed index of %" PRIu64
+				  " bytes, impossible in a %" PRIu64 "-byte pack (corrupt or truncated)",
+				  sl, pack_size);
+	*count = (uint32_t)((sl - plain) / SS_PACK_ENTRY_SIZE);
+	*index_offset = pack_size - SS_PACK_FOOTER_SIZE - sl;
+	return 0;
+}
+
 int ss_pack_parse_index(const uint8_t *index, uint32_t count, uint64_t index_offset,
-			const uint8_t *trailer, struct ss_pack_entry **out, struct ss_err *err)
+			const uint8_t *trailer, unsigned flags, struct ss_pack_entry **out,
+			struct ss_err *err)
 {
 	if (!out || !trailer || (count && !index))
 		return ss_err_set(err, -EINVAL, "no pack index");
@@ -214,7 +272,7 @@ int ss_pack_parse_index(const uint8_t *index, uint32_t count, uint64_t index_off
 	struct ss_pack_entry *e = calloc(count ? count : 1, sizeof(*e));
 	if (!e)
 		return ss_err_set(err, -ENOMEM, "out of memory reading a pack index");
-	int r = parse_entries(index, count, index_offset, e, "pack index", err);
+	int r = parse_entries(index, count, index_offset, flags, e, "pack index", err);
 	if (r) {
 		free(e);
 		return r;
@@ -226,8 +284,8 @@ int ss_pack_parse_index(const uint8_t *index, uint32_t count, uint64_t index_off
 /* ------------------------------------------------------------------ */
 /* Store index objects                                                 */
 
-int ss_index_encode(const struct ss_index_pack *packs, uint32_t npacks, uint8_t **out,
-		    size_t *outlen)
+int ss_index_encode(const struct ss_index_pack *packs, uint32_t npacks, unsigned flags,
+		    uint8_t **out, size_t *outlen)
 {
 	if (!out || !outlen || (npacks && !packs))
 		return -EINVAL;
@@ -238,13 +296,13 @@ int ss_index_encode(const struct ss_index_pack *packs, uint32_t npacks, uint8_t 
 		const struct ss_index_pack *pk = &packs[i];
 		if (pk->count > SS_PACK_MAX_ENTRIES || (pk->count && !pk->entries))
 			return -EINVAL;
-		uint64_t tail = (uint64_t)pk->count * SS_PACK_ENTRY_SIZE + SS_PACK_TRAILER_SIZE;
+		uint64_t tail = ss_pack_tail_size(pk->count, flags);
 		if (pk->pack_size > SS_PACK_MAX_SIZE || pk->pack_size < tail)
 			return -EINVAL;
 		/* Refuse to write what ss_index_decode would refuse. */
 		for (uint32_t j = 0; j < pk->count; j++)
 			if (check_entry(&pk->entries[j], j ? &pk->entries[j - 1] : NULL, j,
-					pk->count, pk->pack_size - tail, "", NULL))
+					pk->count, pk->pack_size - tail, flags, "", NULL))
 				return -EINVAL;
 		total += INDEX_REC_SIZE + (uint64_t)pk->count * SS_PACK_ENTRY_SIZE;
 		if (total > SS_INDEX_MAX_SIZE)
@@ -274,7 +332,7 @@ int ss_index_encode(const struct ss_index_pack *packs, uint32_t npacks, uint8_t 
 	return 0;
 }
 
-int ss_index_decode(const uint8_t *buf, size_t len, struct ss_index_pack **out,
+int ss_index_decode(const uint8_t *buf, size_t len, unsigned flags, struct ss_index_pack **out,
 		    uint32_t *npacks, struct ss_err *err)
 {
 	if (!out || !npacks || (len && !buf))
@@ -336,7 +394,7 @@ int ss_index_decode(const uint8_t *buf, size_t len, struct ss_index_pack **out,
 				       i, count, body - pos);
 			break;
 		}
-		uint64_t tail = (uint64_t)count * SS_PACK_ENTRY_SIZE + SS_PACK_TRAILER_SIZE;
+		uint64_t tail = ss_pack_tail_size(count, flags);
 		if (pk->pack_size > SS_PACK_MAX_SIZE || pk->pack_size < tail) {
 			r = ss_err_set(err, -EBADMSG, "index object pack %" PRIu32 " has size %" PRIu64
 				       ", impossible for %" PRIu32 " chunks (corrupt)",
@@ -350,7 +408,7 @@ int ss_index_decode(const uint8_t *buf, size_t len, struct ss_index_pack **out,
 		}
 		done = i + 1;
 		snprintf(what, sizeof(what), "index object pack %" PRIu32, i);
-		r = parse_entries(buf + pos, count, pk->pack_size - tail, pk->entries, what, err);
+		r = parse_entries(buf + pos, count, pk->pack_size - tail, flags, pk->entries, what, err);
 		if (r)
 			break;
 		pk->count = count;

@@ -16,11 +16,27 @@
  * (offset, frame_off) order; distinct frames do not overlap and lie inside
  * [0, index_offset). Raw chunks have frame_off 0. Pack ids are random.
  *
+ * A sealed store's packs (docs/SECURITY.md, "Encryption at rest in keyed
+ * stores") seal each frame (ciphertext || tag[16], the entry's stored
+ * length covering both) and the index and trailer together:
+ *
+ *   sealed pack := chunk data || sealed(index || trailer) || tag[16] || footer
+ *   footer      := magic "SSPACK02" | sealed_len u64 (index, trailer, tag)
+ *
+ * Their entries follow the rules above with SS_PACK_SEALED: raw chunks
+ * share a sealed frame as zstd ones do (same offset and stored length,
+ * frame_off their place in it), and every frame is longer than its tag.
+ *
  * The store-level index object (`index/<id>`) concatenates pack records:
  *   index_obj := magic "SSINDX01" | npacks u32 | reserved u32 |
  *                npacks x (pack_id[16] | pack_size u64 | count u32 |
  *                          reserved u32 | count x entry) |
  *                checksum u64 (XXH3-64 of everything before it)
+ * A sealed store's (engine/core/crypt.h, ss_sealed_index_wrap) lists its
+ * packs in the clear, for gc, and seals the rest:
+ *   sealed_obj := magic "SSINDX02" | object id[16] | npacks u32 |
+ *                 reserved u32 | npacks x pack_id[16] |
+ *                 sealed(index_obj with SS_PACK_SEALED entries) || tag[16]
  */
 #ifndef SS_PACK_H
 #define SS_PACK_H
@@ -33,6 +49,10 @@
 
 #define SS_PACK_ENTRY_SIZE 32u
 #define SS_PACK_TRAILER_SIZE 32u
+#define SS_PACK_FOOTER_SIZE 16u
+#define SS_PACK_SEAL_TAG 16u
+/* Flags of the parsers below: the entries of a sealed store's pack. */
+#define SS_PACK_SEALED 1u
 #define SS_PACK_MAX_SIZE (1u << 30)       /* refuse packs larger than this */
 #define SS_PACK_MAX_ENTRIES (1u << 22)
 #define SS_INDEX_MAX_SIZE (1u << 30)
@@ -62,10 +82,24 @@ int ss_pack_parse_trailer(const uint8_t *trailer, uint64_t pack_size, uint32_t *
 			  uint64_t *index_offset, struct ss_err *err);
 
 /* Parse and verify the index that starts at `index` (count entries,
- * followed by the trailer): checksum, offset order, bounds, codecs.
- * On success *out is a malloc'd array of count entries. */
+ * followed by the trailer): checksum, offset order, bounds, codecs
+ * (flags: SS_PACK_SEALED for a sealed pack's, once opened). On success
+ * *out is a malloc'd array of count entries. */
 int ss_pack_parse_index(const uint8_t *index, uint32_t count, uint64_t index_offset,
-			const uint8_t *trailer, struct ss_pack_entry **out, struct ss_err *err);
+			const uint8_t *trailer, unsigned flags, struct ss_pack_entry **out,
+			struct ss_err *err);
+
+/* The bytes a pack of count chunks spends after its chunk data: index and
+ * trailer, and with SS_PACK_SEALED the tag and footer. */
+uint64_t ss_pack_tail_size(uint32_t count, unsigned flags);
+/* A sealed pack's footer (SS_PACK_FOOTER_SIZE bytes) for a sealed index of
+ * sealed_len bytes (index, trailer and tag). */
+void ss_pack_write_footer(uint8_t *out, uint64_t sealed_len);
+/* Parse the footer of a sealed pack of pack_size bytes: *count entries,
+ * whose sealed index starts at *index_offset (the end of the chunk data)
+ * and ends at the footer. 0 or -EBADMSG with a message. */
+int ss_pack_parse_footer(const uint8_t *footer, uint64_t pack_size, uint32_t *count,
+			 uint64_t *index_offset, struct ss_err *err);
 
 /* One pack as listed in a store index object. */
 struct ss_index_pack {
@@ -80,12 +114,14 @@ struct ss_index_pack {
 bool ss_pack_entries_equal(const struct ss_pack_entry *a, const struct ss_pack_entry *b,
 			   uint32_t n);
 
-/* Encode an index object. *out malloc'd. Returns 0 or -errno. */
-int ss_index_encode(const struct ss_index_pack *packs, uint32_t npacks, uint8_t **out,
-		    size_t *outlen);
+/* Encode an index object (flags: SS_PACK_SEALED when it lists a sealed
+ * store's packs; the object is then sealed whole, engine/core/crypt.h).
+ * *out malloc'd. Returns 0 or -errno. */
+int ss_index_encode(const struct ss_index_pack *packs, uint32_t npacks, unsigned flags,
+		    uint8_t **out, size_t *outlen);
 /* Decode an index object; every field bounded and checked. *out is a
  * malloc'd array (free with ss_index_free). Returns 0 or -EBADMSG. */
-int ss_index_decode(const uint8_t *buf, size_t len, struct ss_index_pack **out,
+int ss_index_decode(const uint8_t *buf, size_t len, unsigned flags, struct ss_index_pack **out,
 		    uint32_t *npacks, struct ss_err *err);
 void ss_index_free(struct ss_index_pack *packs, uint32_t npacks);
 

@@ -24,7 +24,9 @@
 #               --repair writes it back
 #   records     (local) a damaged gc/state stops gc; --repair drops it, gc
 #               runs again; gc/lock: repair refuses, --break-lock takes it
-#   keyed       (local) a keyed store: --deep needs the key, refuses another
+#   keyed       (local) a sealed keyed store: check needs the key (exit 5),
+#               refuses another (6); a forged pack index, frame or index
+#               object is found, and --repair writes a sealed index object
 #   concurrent  (local) check and check --repair while pushes run: no
 #               problem is reported or repaired, every snapshot verifies
 # Exit 0 pass, 1 fail.
@@ -274,18 +276,53 @@ scenario_keyed() {
 	head -c 32 /dev/urandom >"$work/key" && head -c 32 /dev/urandom >"$work/key2" &&
 		chmod 600 "$work/key" "$work/key2"
 	mkdir -p "$work/$part/keyed"
-	"$S" init --store "$(store keyed)" --key-file "$work/key" --quiet || { bad "keyed: init"; return; }
-	"$S" push img "$(snap keyed a)" --key-file "$work/key" --quiet --no-fsync || { bad "keyed: push"; return; }
+	local K=(--key-file "$work/key")
+	"$S" init --store "$(store keyed)" "${K[@]}" --quiet || { bad "keyed: init"; return; }
+	"$S" push img "$(snap keyed a)" "${K[@]}" --quiet --no-fsync || { bad "keyed: push"; return; }
+	"$S" push img2 "$(snap keyed b)" "${K[@]}" --quiet --no-fsync || { bad "keyed: push b"; return; }
+	# A sealed store's pack indexes and index objects open with its key only.
 	chk keyed
-	want 0 "keyed: check without --deep needs no key"
-	chk keyed --deep
-	want 1 "keyed: --deep without the key"
+	want 5 "keyed: check of a sealed store without the key"
 	grep -q "key-file" "$work/err" && ok || bad "keyed: message: $(cat "$work/err")"
-	chk keyed --deep --key-file "$work/key"
+	chk keyed --deep
+	want 5 "keyed: --deep without the key"
+	chk keyed "${K[@]}"
+	want 0 "keyed: check with the key"
+	chk keyed --deep "${K[@]}"
 	want 0 "keyed: --deep with the key"
 	is_true "keyed: verified with keyed ids" "j['chunks_verified'] > 0 and j['chunks_damaged'] == 0"
 	chk keyed --key-file "$work/key2"
-	want 1 "keyed: another key"
+	want 6 "keyed: another key"
+	# A byte of a pack's sealed index: the pack is damaged; a byte of a
+	# sealed frame: --deep finds the chunks; a sealed index object: damaged,
+	# and --repair writes a sealed one.
+	local pkey ikey
+	pkey=$(packs_of keyed | head -1)
+	O keyed flip "$pkey" -40
+	chk keyed "${K[@]}"
+	want 4 "keyed: forged pack index"
+	is_true "keyed: the pack is damaged" "any(f['object'] == '$pkey' for f in F('damaged-pack'))"
+	O keyed flip "$pkey" -40
+	O keyed flip "$pkey" 200
+	chk keyed --deep "${K[@]}"
+	want 4 "keyed: forged frame"
+	is_true "keyed: --deep names it" "j['chunks_damaged'] >= 1 and any(f['object'] == '$pkey' for f in F('damaged-pack'))"
+	O keyed flip "$pkey" 200
+	ikey=$(O keyed ls index/ | head -1)
+	O keyed flip "$ikey" 60
+	chk keyed "${K[@]}"
+	want 4 "keyed: forged index object"
+	is_true "keyed: damaged index" "any(f['object'] == '$ikey' and f['repairable'] for f in F('damaged-index'))"
+	chk keyed --repair "${K[@]}"
+	want 0 "keyed: --repair"
+	local nkey
+	nkey=$(O keyed ls index/ | head -1)
+	[ -n "$nkey" ] && O keyed get "$nkey" "$work/idx" && [ "$(head -c 8 "$work/idx")" = SSINDX02 ] && ok ||
+		bad "keyed: the rebuilt index object is not sealed ($nkey)"
+	chk keyed --deep "${K[@]}"
+	want 0 "keyed: clean after repair"
+	"$S" pull "$(snap keyed a)" "$work/$part.keyed.out" "${K[@]}" --quiet --no-fsync 2>"$work/perr" &&
+		cmp -s img "$work/$part.keyed.out" && ok || bad "keyed: pull after repair: $(cat "$work/perr")"
 }
 
 scenario_concurrent() {

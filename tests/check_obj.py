@@ -7,7 +7,7 @@ check that its index objects list only packs it holds.
   check_obj.py <store> put <file> <key>
   check_obj.py <store> rm <key>
   check_obj.py <store> cut <key> <n>        drop the last n bytes
-  check_obj.py <store> flip <key> <offset>  invert one byte
+  check_obj.py <store> flip <key> <offset>  invert one byte (offset < 0: from the end)
   check_obj.py <store> sha <key>            sha256 of the object
   check_obj.py <store> index-ok             every index object well-formed, every
                                             pack it lists present (exit 1 and a
@@ -100,15 +100,22 @@ def index_problems(st):
     out = []
     for key in st.ls("index/"):
         b = st.get(key)
-        if b[:8] != b"SSINDX01":
+        pids = []
+        if b[:8] == b"SSINDX01":
+            n, = struct.unpack_from("<I", b, 8)
+            off = 16
+            for _ in range(n):
+                pids.append(b[off:off + 16].hex())
+                count, = struct.unpack_from("<I", b, off + 24)
+                off += 32 + 32 * count
+        elif b[:8] == b"SSINDX02":
+            # A sealed store's: its packs are listed in the clear.
+            n, = struct.unpack_from("<I", b, 24)
+            pids = [b[32 + 16 * i:48 + 16 * i].hex() for i in range(n)]
+        else:
             out.append(f"{key}: not an index object")
             continue
-        n, = struct.unpack_from("<I", b, 8)
-        off = 16
-        for _ in range(n):
-            pid = b[off:off + 16].hex()
-            count, = struct.unpack_from("<I", b, off + 24)
-            off += 32 + 32 * count
+        for pid in pids:
             if f"packs/{pid[:2]}/{pid}" not in have:
                 out.append(f"{key} lists missing pack {pid}")
     return out

@@ -335,44 +335,71 @@ else
 fi
 
 # ---------------------------------------------------------------- keyed
-# A keyed store (init --key-file): the key comes from a file or
+# A keyed store (init --key-file) is sealed: the key comes from a file or
 # SNAPSTREAM_KEY_FILE, must not be readable by others, and every command
-# that hashes chunks needs it and refuses another.
+# that reads or writes chunks needs it: without it exit 5, another key 6,
+# another store's sealed snapshot (this key's) 7; nothing is written.
 head -c 32 /dev/urandom >k1 && head -c 32 /dev/urandom >k2 && head -c 8 /dev/urandom >kshort
 chmod 600 k1 k2 kshort
 expect_rc 0 "init keyed" "$S" init --store keyed/.snapstream --key-file k1 --json
-check "init json" [ "$(jget out '(j["ok"], j["chunk_ids"])')" = "(True, 'keyed')" ]
+check "init json" [ "$(jget out '(j["ok"], j["chunk_ids"], j["sealed"])')" = "(True, 'keyed', True)" ]
 check "config names the key, not the key" grep -q "^chunk-ids xxh3-128-keyed [0-9a-f]\{32\}$" keyed/.snapstream/config
+check "config is sealed (version 2)" grep -q "^seal \(aes-256-gcm\|chacha20-poly1305\) [0-9a-f]\{32\}$" keyed/.snapstream/config
 check "the key is not stored" bash -c '! grep -rqF "$(od -An -tx1 k1 | tr -d " \n")" keyed/.snapstream'
 expect_rc 1 "init twice" "$S" init --store keyed/.snapstream --key-file k1
 grep -q "already exists, with keyed" err && ok || bad "init twice message: $(cat err)"
 expect_rc 1 "keyed init of a store with packs" "$S" init --key-file k1 --store snaps/.snapstream
 grep -q "holds .* packs" err && ok || bad "store with packs message: $(cat err)"
-expect_rc 1 "push without key" "$S" push img keyed/a --quiet
-grep -q "keyed chunk ids" err && grep -q "key-file" err && ok || bad "no-key message: $(cat err)"
-expect_rc 1 "push, other key" "$S" push img keyed/a --key-file k2 --quiet
-grep -q "another key" err && ok || bad "other-key message: $(cat err)"
+expect_rc 2 "a cipher without a key" "$S" init --store keyed3/.snapstream --cipher aes-256-gcm
+expect_rc 2 "an unknown cipher" "$S" init --store keyed3/.snapstream --key-file k1 --cipher rot13
+expect_rc 5 "push without key" "$S" push img keyed/a --quiet
+grep -q "is keyed" err && grep -q "key-file" err && [ "$(wc -l <err)" = 1 ] && ok || bad "no-key message: $(cat err)"
+expect_rc 6 "push, other key" "$S" push img keyed/a --key-file k2 --quiet
+grep -q "another key" err && [ "$(wc -l <err)" = 1 ] && ok || bad "other-key message: $(cat err)"
+check "nothing pushed without the key" [ ! -e keyed/a ]
 chmod 644 k1
 expect_rc 2 "world-readable key file" "$S" push img keyed/a --key-file k1
 grep -q "chmod 600" err && ok || bad "key file mode message: $(cat err)"
 chmod 600 k1
 expect_rc 2 "short key" "$S" push img keyed/a --key-file kshort
 expect_rc 2 "missing key file" "$S" push img keyed/a --key-file nokey
-expect_rc 0 "keyed push" "$S" push img keyed/a --key-file k1 --json
+expect_rc 0 "keyed push" "$S" push img keyed/a --key-file k1 --json --label runsc.sha256=00ff
 check "keyed push stored" [ "$(jget out 'j["new_raw_bytes"] > 0')" = "True" ]
 SNAPSTREAM_KEY_FILE=k1 expect_rc 0 "keyed push from the environment" "$S" push img keyed/b --json
 check "keyed dedup" [ "$(jget out 'j["new_raw_bytes"]')" = "0" ]
-expect_rc 0 "keyed info" "$S" info keyed/a --json
-check "info says keyed" [ "$(jget out 'j["chunking"]["chunk_ids"]')" = "xxh3-128-keyed" ]
-expect_rc 1 "pull without key" "$S" pull keyed/a kout --quiet
+expect_rc 0 "keyed info" "$S" info keyed/a --json --key-file k1
+check "info says keyed and sealed" [ "$(jget out '(j["chunking"]["chunk_ids"], j["sealed"], j["labels"]["runsc.sha256"])')" = "('xxh3-128-keyed', True, '00ff')" ]
+expect_rc 0 "keyed info without the key" "$S" info keyed/a --json
+check "info without the key: the clear header only" [ "$(jget out '(j["sealed"], j["opened"], j["packs"] >= 1, "labels" in j, "files" in j)')" = "(True, False, True, False, False)" ]
+expect_rc 0 "keyed info without the key (text)" "$S" info keyed/a
+grep -q "sealed" out && grep -q "key-file" out && ok || bad "info without key: $(cat out)"
+expect_rc 0 "ls without the key" "$S" ls keyed
+grep -q "(sealed).*keyed/a" out && ok || bad "ls without key: $(cat out)"
+expect_rc 5 "pull without key" "$S" pull keyed/a kout --quiet
 check "nothing pulled without the key" [ ! -e kout ]
-expect_rc 1 "verify, other key" "$S" verify keyed/a --key-file k2 --quiet
+expect_rc 5 "pull without key (json)" "$S" pull keyed/a kout --quiet --json
+check "json error: errno ENOKEY, exit 5" [ "$(jget out '(j["exit"], j["errno"])')" = "(5, 126)" ]
+expect_rc 6 "verify, other key" "$S" verify keyed/a --key-file k2 --quiet
+expect_rc 6 "cat, other key" "$S" cat keyed/a --key-file k2 --quiet
+expect_rc 5 "cat without key" "$S" cat keyed/a --quiet
 expect_rc 0 "keyed pull" "$S" pull keyed/a kout --key-file k1 --quiet
 check "keyed pull byte-exact" cmp -s img kout
 SNAPSTREAM_KEY_FILE=k1 expect_rc 0 "keyed verify" "$S" verify keyed/b --quiet
 "$S" cat keyed/b --key-file k1 --quiet | cmp -s - img && ok || bad "keyed cat"
-expect_rc 1 "key for a plain store" "$S" push img snaps/keyed --key-file k1 --quiet
+expect_rc 6 "key for a plain store" "$S" push img snaps/keyed --key-file k1 --quiet
 grep -q "plain chunk ids" err && ok || bad "plain store message: $(cat err)"
+# Another sealed store made from the same key file: a snapshot of the
+# first read through it is another store's (exit 7), and one whose key
+# is not this one's is moved, not authentic (exit 4).
+expect_rc 0 "init a second keyed store, same key" "$S" init --store keyed2/.snapstream --key-file k1
+expect_rc 7 "another store's snapshot" "$S" pull keyed/a kout2 --store keyed2/.snapstream --key-file k1 --quiet
+grep -q "sealed in another store" err && grep -q -- "--store" err && ok || bad "other store message: $(cat err)"
+check "nothing pulled from another store" [ ! -e kout2 ]
+expect_rc 0 "init a third keyed store, other key" "$S" init --store keyed4/.snapstream --key-file k2
+expect_rc 4 "a snapshot moved from another store and key" "$S" pull keyed/a kout2 --store keyed4/.snapstream --key-file k2 --quiet
+check "nothing pulled from a moved snapshot" [ ! -e kout2 ]
+"$S" pull --help | grep -q "5 missing key, 6 wrong key, 7 another" && ok || bad "pull --help names exits 5-7"
+"$S" --help | grep -q "^  7  another store" && ok || bad "--help names exit 7"
 
 # ---------------------------------------------------------------- usage
 expect_rc 2 "no command" "$S"

@@ -30,6 +30,10 @@
 # name unless the pull completed, and then equals the image byte for byte;
 # the only other files allowed are *.ss-tmp-* temporaries (counted).
 #
+# The local store is run again sealed (init --key-file, every command with
+# the key): the same checks, CRASH_KEYED_RUNS push and pull kills (default
+# 10).
+#
 # Environment: CRASH_RUNS (push kills per store, default 30),
 # CRASH_PULL_RUNS (pull kills per store, default 30), CRASH_SEED (random
 # seed, default: time; printed so a failure can be replayed).
@@ -50,8 +54,10 @@ PULL_RUNS="${CRASH_PULL_RUNS:-30}"
 
 kills=0 done_before_kill=0 killed_committed=0 pack_kills=0 less=0
 pull_kills=0 pull_done=0 pull_tmp_left=0 tmp_left=0 checks=0 orphans=0 partial=0 torn=0
+# The key of the keyed part (empty otherwise): given to every command.
+K=()
 # Commands that must finish: a hang (exit 124) is a failure, not a stuck test.
-ss() { timeout -k 5 60 "$S" "$@"; }
+ss() { timeout -k 5 60 "$S" "$@" "${K[@]}"; }
 now_ms() { date +%s%3N; }
 jnum() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" "$2"; }
 secs() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
@@ -68,6 +74,11 @@ packs_check() { # <run> -> prints "packs=N bytes=B tmp=T bad=K" (+ bad lines)
 cleanup_run() {
 	if [ "$kind" = s3 ]; then $PY "$CHK" s3-purge "$SS_S3_BUCKET" "$1" || true
 	else rm -rf "$work/runs/$1"; fi
+	# The keyed part's stores are made sealed before anything is pushed.
+	if [ ${#K[@]} -gt 0 ]; then
+		mkdir -p "$work/runs/$1"
+		"$S" init --store "$(store_of "$1")" "${K[@]}" --quiet || bad "init of a keyed store failed"
+	fi
 }
 
 # Of a check's findings (JSON in $1): what s3rver leaves of a killed
@@ -90,7 +101,7 @@ push_part() {
 	for r in ref1 ref2; do
 		cleanup_run "$r"
 		t0=$(now_ms)
-		"$S" push "$work/img" "$(snap_of $r)" --store "$(store_of $r)" --json --quiet >"$work/out" 2>"$work/err" ||
+		"$S" push "$work/img" "$(snap_of $r)" --store "$(store_of $r)" "${K[@]}" --json --quiet >"$work/out" 2>"$work/err" ||
 			{ bad "cold reference push: $(cat "$work/err")"; return; }
 		dt=$(($(now_ms) - t0))
 		[ "$dt" -gt "$T" ] && T=$dt
@@ -103,7 +114,7 @@ push_part() {
 		snap="$(snap_of $run)"
 		cleanup_run "$run"
 		d=$(rand_ms "$T")
-		"$S" push "$work/img" "$snap" --store "$(store_of $run)" --json --quiet >"$work/kout" 2>"$work/kerr" &
+		"$S" push "$work/img" "$snap" --store "$(store_of $run)" "${K[@]}" --json --quiet >"$work/kout" 2>"$work/kerr" &
 		local pid=$!
 		sleep "$(secs "$d")"
 		kill -KILL "$pid" 2>/dev/null
@@ -191,7 +202,7 @@ pull_part() {
 	for r in 1 2; do
 		rm -rf "$work/pull"; mkdir "$work/pull"
 		t0=$(now_ms)
-		"$S" pull "$snap" "$work/pull/out.img" --store "$(store_of ref1)" --quiet 2>"$work/err" ||
+		"$S" pull "$snap" "$work/pull/out.img" --store "$(store_of ref1)" "${K[@]}" --quiet 2>"$work/err" ||
 			{ bad "reference pull: $(cat "$work/err")"; return; }
 		dt=$(($(now_ms) - t0))
 		[ "$dt" -gt "$T" ] && T=$dt
@@ -201,7 +212,7 @@ pull_part() {
 	for i in $(seq 1 "$PULL_RUNS"); do
 		rm -rf "$work/pull"; mkdir "$work/pull"
 		d=$(rand_ms "$T")
-		"$S" pull "$snap" "$work/pull/out.img" --store "$(store_of ref1)" --quiet 2>"$work/perr" &
+		"$S" pull "$snap" "$work/pull/out.img" --store "$(store_of ref1)" "${K[@]}" --quiet 2>"$work/perr" &
 		local pid=$!
 		sleep "$(secs "$d")"
 		kill -KILL "$pid" 2>/dev/null
@@ -262,10 +273,23 @@ push_part
 pull_part
 save_counts
 
+# The local store again, sealed: every pack, index object and manifest a
+# killed push leaves is checked with the key.
+kills=0 done_before_kill=0 killed_committed=0 pack_kills=0 less=0
+pull_kills=0 pull_done=0 pull_tmp_left=0 tmp_left=0 checks=0 orphans=0 partial=0 torn=0 fails=0
+head -c 32 /dev/urandom >"$work/key" && chmod 600 "$work/key"
+K=(--key-file "$work/key")
+RUNS="${CRASH_KEYED_RUNS:-10}" PULL_RUNS="${CRASH_KEYED_RUNS:-10}"
+part=keyed kind=local
+push_part
+pull_part
+save_counts
+K=()
+
 s3_part "$0" "$S" "$GEN"
 
-# Summary over both parts.
-for p in local s3; do [ -f "$work/counts.$p" ] && echo "[$p] $(cat "$work/counts.$p")"; done
+# Summary over every part.
+for p in local keyed s3; do [ -f "$work/counts.$p" ] && echo "[$p] $(cat "$work/counts.$p")"; done
 F=$(total fails)
 echo "crash summary: kills=$(total kills) kills_after_pack_stored=$(total pack_kills)" \
 	"reruns_uploading_less_than_cold=$(total less) pull_kills=$(total pull_kills)" \

@@ -9,8 +9,9 @@
 
 For every object under a final pack name (packs/<2 hex>/<32 hex>) it reads
 the 32-byte trailer (proto/pack.h) and checks its magic, version and that
-index_offset + count * 32 + 32 == the object's size: a partially written
-pack fails that. Prints one line "packs=N bytes=B tmp=T bad=K" (N and B
+index_offset + count * 32 + 32 == the object's size (a sealed pack: its
+footer's sealed index fits the object): a partially written pack fails
+that. Prints one line "packs=N bytes=B tmp=T bad=K" (N and B
 count the whole packs) and a line per bad pack; exit 0 when no pack is
 bad, 1 otherwise.
 """
@@ -28,6 +29,13 @@ FINAL = re.compile(r"^[0-9a-f]{2}/([0-9a-f]{32})$")
 def check_trailer(t, size):
     if len(t) != 32:
         return f"short trailer ({len(t)} bytes)"
+    if t[16:24] == b"SSPACK02":
+        # A sealed store's pack ends with a footer: the sealed index and
+        # trailer (count * 32 + 32 bytes, and a 16-byte tag) before it.
+        sealed, = struct.unpack_from("<Q", t, 24)
+        if sealed < 48 or (sealed - 48) % 32 or sealed + 16 > size:
+            return f"sealed footer gives an index of {sealed} bytes in a {size}-byte pack"
+        return None
     magic, version, count, index_offset, _ck = struct.unpack("<8sIIQQ", t)
     if magic != b"SSPACK01":
         return f"bad magic {magic!r}"

@@ -134,7 +134,7 @@ static int parse_pack(const uint8_t *buf, size_t len, struct ss_pack_entry **out
 		CHECK(0, "trailer accepted an index that does not fit");
 		return -EBADMSG;
 	}
-	r = ss_pack_parse_index(buf + off, n, off, tr, out, err);
+	r = ss_pack_parse_index(buf + off, n, off, tr, 0, out, err);
 	if (!r)
 		*count = n;
 	return r;
@@ -394,7 +394,7 @@ static void test_pack_refusals(void)
 	{
 		struct ss_err err = { 0 };
 		struct ss_pack_entry *e = NULL;
-		int r = ss_pack_parse_index(idx + 32, p.n - 1, p.index_offset + 32, tr, &e, &err);
+		int r = ss_pack_parse_index(idx + 32, p.n - 1, p.index_offset + 32, tr, 0, &e, &err);
 		CHECK(r == -EBADMSG && !e, "mismatched trailer accepted: %d", r);
 		printf("  refused %-30s %s\n", "trailer/index mismatch", err.msg);
 		free(e);
@@ -464,7 +464,7 @@ static void expect_index_refused(const char *what, const uint8_t *buf, size_t le
 	struct ss_err err = { 0 };
 	struct ss_index_pack *out = NULL;
 	uint32_t n = 12345;
-	int r = ss_index_decode(buf, len, &out, &n, &err);
+	int r = ss_index_decode(buf, len, 0, &out, &n, &err);
 	CHECK(r == -EBADMSG, "%s: got %d (%s)", what, r, err.msg);
 	CHECK(out == NULL && n == 0, "%s: output on failure", what);
 	if (needle)
@@ -487,11 +487,11 @@ static void test_index_object(void)
 	struct ss_index_pack *ip = make_index(np);
 	uint8_t *b = NULL;
 	size_t len = 0;
-	REQUIRE(ss_index_encode(ip, np, &b, &len) == 0, "encode");
+	REQUIRE(ss_index_encode(ip, np, 0, &b, &len) == 0, "encode");
 	struct ss_err err = { 0 };
 	struct ss_index_pack *out = NULL;
 	uint32_t n = 0;
-	int r = ss_index_decode(b, len, &out, &n, &err);
+	int r = ss_index_decode(b, len, 0, &out, &n, &err);
 	REQUIRE(r == 0, "decode: %s", err.msg);
 	CHECK(n == np, "npacks %u", n);
 	for (uint32_t i = 0; i < np && i < n; i++) {
@@ -507,8 +507,8 @@ static void test_index_object(void)
 	/* Zero packs. */
 	uint8_t *b0 = NULL;
 	size_t l0 = 0;
-	REQUIRE(ss_index_encode(NULL, 0, &b0, &l0) == 0 && l0 == 24, "empty encode %zu", l0);
-	r = ss_index_decode(b0, l0, &out, &n, &err);
+	REQUIRE(ss_index_encode(NULL, 0, 0, &b0, &l0) == 0 && l0 == 24, "empty encode %zu", l0);
+	r = ss_index_decode(b0, l0, 0, &out, &n, &err);
 	CHECK(r == 0 && n == 0, "empty decode: %s", err.msg);
 	ss_index_free(out, n);
 	free(b0);
@@ -517,22 +517,22 @@ static void test_index_object(void)
 	{
 		struct ss_pack_entry saved = ip[0].entries[0];
 		ip[0].entries[0].codec = 9;
-		CHECK(ss_index_encode(ip, np, &b0, &l0) == -EINVAL, "encode of bad codec");
+		CHECK(ss_index_encode(ip, np, 0, &b0, &l0) == -EINVAL, "encode of bad codec");
 		ip[0].entries[0] = saved;
 		ip[0].entries[0].frame_off = 1u << 24;
-		CHECK(ss_index_encode(ip, np, &b0, &l0) == -EINVAL, "encode of frame_off 2^24");
+		CHECK(ss_index_encode(ip, np, 0, &b0, &l0) == -EINVAL, "encode of frame_off 2^24");
 		ip[0].entries[0] = saved;
 		uint32_t k = find_cont(ip[0].entries, ip[0].count);
 		if (k < ip[0].count) {
 			uint32_t fo = ip[0].entries[k].frame_off;
 			ip[0].entries[k].frame_off = ip[0].entries[k - 1].frame_off;
-			CHECK(ss_index_encode(ip, np, &b0, &l0) == -EINVAL,
+			CHECK(ss_index_encode(ip, np, 0, &b0, &l0) == -EINVAL,
 			      "encode of a repeated frame_off");
 			ip[0].entries[k].frame_off = fo;
 		}
 		uint64_t ps = ip[0].pack_size;
 		ip[0].pack_size = 10;
-		CHECK(ss_index_encode(ip, np, &b0, &l0) == -EINVAL, "encode of small pack_size");
+		CHECK(ss_index_encode(ip, np, 0, &b0, &l0) == -EINVAL, "encode of small pack_size");
 		ip[0].pack_size = ps;
 	}
 
@@ -677,14 +677,14 @@ static void test_index_object(void)
 		struct ss_index_pack *o = NULL;
 		uint32_t on = 0;
 		struct ss_err e2 = { 0 };
-		r = ss_index_decode(c, len, &o, &on, &e2);
+		r = ss_index_decode(c, len, 0, &o, &on, &e2);
 		if (r == 0) {
 			ok++;
 			CHECK(resealed, "damaged index object accepted (iteration %d)", it);
 			/* Whatever was accepted re-encodes to the same bytes. */
 			uint8_t *re = NULL;
 			size_t rl = 0;
-			CHECK(ss_index_encode(o, on, &re, &rl) == 0 && rl == len &&
+			CHECK(ss_index_encode(o, on, 0, &re, &rl) == 0 && rl == len &&
 			      memcmp(re, c, len) == 0, "accepted object does not re-encode");
 			free(re);
 		} else {

@@ -18,6 +18,7 @@ static inline struct ss_manifest *load_manifest(const struct ss_config_in *in, c
 	struct ss_err e = {0};
 	int r = ss_manifest_load(uri, l, &c, &m, NULL, NULL, &e);
 	ss_loop_free(l);
+	ss_cfg_wipe(&c);
 	REQUIRE(r == 0, "load %s: %s", uri, e.msg);
 	return m;
 }

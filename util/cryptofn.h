@@ -35,7 +35,13 @@
 	X(digest_sign, EVP_DigestSign) X(pkey_free, EVP_PKEY_free)                          \
 	X(pkey_base_id, SS_CRYPTO_PKEY_BASE_ID) X(hmac, HMAC)                              \
 	X(pem_read_bio_privatekey, PEM_read_bio_PrivateKey)                                 \
-	X(bio_new_mem_buf, BIO_new_mem_buf) X(bio_free, BIO_free)
+	X(bio_new_mem_buf, BIO_new_mem_buf) X(bio_free, BIO_free)                           \
+	X(aes_256_gcm, EVP_aes_256_gcm) X(chacha20_poly1305, EVP_chacha20_poly1305)         \
+	X(cipher_ctx_new, EVP_CIPHER_CTX_new) X(cipher_ctx_free, EVP_CIPHER_CTX_free)       \
+	X(cipher_ctx_ctrl, EVP_CIPHER_CTX_ctrl) X(encrypt_init_ex, EVP_EncryptInit_ex)      \
+	X(encrypt_update, EVP_EncryptUpdate) X(encrypt_final_ex, EVP_EncryptFinal_ex)       \
+	X(decrypt_init_ex, EVP_DecryptInit_ex) X(decrypt_update, EVP_DecryptUpdate)         \
+	X(decrypt_final_ex, EVP_DecryptFinal_ex)
 
 struct ss_cryptofn {
 #define SS_CRYPTO_FN(m, sym) __typeof__(sym) *m;

@@ -75,6 +75,7 @@ struct check {
 	bool config_ok;                 /* readable (or absent: plain ids) */
 	bool keyed;
 	uint8_t key_check[16];
+	bool sealed;                    /* config version 2: C->ids holds its keys */
 	const struct ss_idkey *ids;     /* how this store's chunk ids are made */
 	/* gc records */
 	struct ss_gcstate hidden;

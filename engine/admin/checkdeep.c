@@ -31,6 +31,7 @@ struct dslot {
 	uint8_t *in;
 	bool busy, queued;
 	uint64_t bad, verified, raw;
+	int err;                   /* the worker could not open frames at all */
 	char why[200];
 };
 
@@ -93,6 +94,9 @@ static void deep_work(struct ss_task *task, void *wp)
 	struct ss_rrun run = {.ids = s->C->ids, .in = s->in, .base = p->entries[s->e0].offset,
 			      .n = s->e1 - s->e0, .at = deep_chunk, .bad = deep_bad,
 			      .checked = deep_checked, .arg = s};
+	/* A sealed store's frames open with their pack's key (crypt.h). */
+	if ((s->err = ss_rdec_aead(wp, s->C->ids->crypt, p->id, &run.aead)))
+		return;   /* not the pack's fault: never counted as damage */
 	ss_range_decode(wp, &run);
 }
 
@@ -114,6 +118,11 @@ static void deep_task_done(struct ss_op *op, int res)
 	if (s->why[0] && !p->why)
 		p->why = strdup(s->why);
 	C->prog.bytes_done += s->g.req.len;
+	if (s->err && !s->D->failed) {
+		s->D->failed = s->err;
+		ss_err_set(&s->D->ferr, s->err, "cannot open the frames of %s/%s: %s", C->store,
+			   s->g.key, strerror(-s->err));
+	}
 	deep_free_slot(s);
 }
 
@@ -250,6 +259,7 @@ int check_deep(struct check *C)
 			struct dslot *s = &D.slots[i];
 			if (!s->busy && more && !D.failed) {
 				s->bad = s->verified = s->raw = 0;
+				s->err = 0;
 				s->why[0] = '\0';
 				more = deep_next(&D, s);
 				s->busy = s->queued = more;

@@ -64,29 +64,20 @@ static void pack_damaged(struct cpack *p, const char *why)
 
 /* Judge a pack from the tail of it that a GET returned: got bytes ending
  * at its end, of size bytes in all. Returns 1 when the index lies further
- * back than got reaches (read it with a second GET), else 0. */
-static int pack_tail(struct cpack *p, const uint8_t *buf, size_t got, uint64_t size)
+ * back than got reaches (read the last *need bytes with a second GET),
+ * else 0. */
+static int pack_tail(struct check *C, struct cpack *p, uint8_t *buf, size_t got, uint64_t size,
+		     size_t *need)
 {
 	struct ss_err e = {0};
 	p->size = size;
-	if (got < SS_PACK_TRAILER_SIZE) {
-		char why[128];
-		snprintf(why, sizeof(why), "%" PRIu64 " bytes, too short for a pack trailer "
-			 "(truncated)", size);
-		pack_damaged(p, why);
-		return 0;
-	}
-	const uint8_t *trailer = buf + got - SS_PACK_TRAILER_SIZE;
-	uint64_t ioff;
-	if (ss_pack_parse_trailer(trailer, size, &p->count, &ioff, &e)) {
-		pack_damaged(p, e.msg);
-		return 0;
-	}
-	p->data_end = ioff;
-	size_t ilen = (size_t)p->count * SS_PACK_ENTRY_SIZE;
-	if (got < ilen + SS_PACK_TRAILER_SIZE)
+	int r = ss_pack_tail_read(C->ids, p->id, buf, got, size, need, &p->count, &p->data_end,
+				  &p->entries, &e);
+	if (r == 1)
 		return 1;
-	if (ss_pack_parse_index(trailer - ilen, p->count, ioff, trailer, &p->entries, &e)) {
+	if (r == -ENOMEM)
+		return check_oom(C);
+	if (r) {
 		pack_damaged(p, e.msg);
 		return 0;
 	}
@@ -94,11 +85,12 @@ static int pack_tail(struct cpack *p, const uint8_t *buf, size_t got, uint64_t s
 	return 0;
 }
 
-/* What a GET of pack p answered (tail: the suffix GET, else the second
- * one for its index). Returns 1 when a second GET is needed, 0 when p is
- * judged, or -errno when the store could not be read. */
-static int pack_answer(struct check *C, struct cpack *p, const struct ss_req *q, const uint8_t *buf,
-		       bool tail)
+/* What a GET of pack p answered (tail: the first suffix GET, else the
+ * second, longer one). Returns 1 when a second GET is needed (*need
+ * bytes), 0 when p is judged, or -errno when the store could not be
+ * read. */
+static int pack_answer(struct check *C, struct cpack *p, const struct ss_req *q, uint8_t *buf,
+		       bool tail, size_t *need)
 {
 	int res = q->op.res;
 	if (res == -ENOENT) {
@@ -117,17 +109,16 @@ static int pack_answer(struct check *C, struct cpack *p, const struct ss_req *q,
 	if (res < 0)
 		return ss_err_set(C->err, res, "cannot read %s/%s: %s", C->store, q->key,
 				  strerror(-res));
-	if (tail)
-		return pack_tail(p, buf, (size_t)res, q->size);
-	struct ss_err e = {0};
-	if ((uint64_t)res != q->len || q->size != p->size)
+	if (!tail && ((uint64_t)res != q->len || q->size != p->size)) {
 		pack_damaged(p, "changed while being read");
-	else if (ss_pack_parse_index(buf, p->count, p->data_end, buf + res - SS_PACK_TRAILER_SIZE,
-				     &p->entries, &e))
-		pack_damaged(p, e.msg);
-	else
-		p->state = P_OK;
-	return 0;
+		return 0;
+	}
+	int a = pack_tail(C, p, buf, (size_t)res, q->size, need);
+	if (a == 1 && !tail) {
+		pack_damaged(p, "changed while being read");
+		return 0;
+	}
+	return a;
 }
 
 /* Read the trailer and index of packs v[0..n): a suffix GET each that
@@ -138,9 +129,10 @@ static int read_packs(struct check *C, struct cpack **v, size_t n)
 	uint8_t **bufs = calloc(n ? n : 1, sizeof(*bufs));
 	char (*keys)[64] = calloc(n ? n : 1, sizeof(*keys));
 	size_t *again = calloc(n ? n : 1, sizeof(*again));
+	size_t *needs = calloc(n ? n : 1, sizeof(*needs));
 	size_t nagain = 0;
 	int r = 0;
-	if (!reqs || !bufs || !keys || !again) {
+	if (!reqs || !bufs || !keys || !again || !needs) {
 		r = check_oom(C);
 		goto out;
 	}
@@ -156,26 +148,29 @@ static int read_packs(struct check *C, struct cpack **v, size_t n)
 	if (!r && (r = ss_call_many(C->b, C->loop, reqs, n, &C->st->requests)))
 		ss_err_set(C->err, r, "event loop failed: %s", strerror(-r));
 	for (size_t i = 0; !r && i < n; i++) {
-		int a = pack_answer(C, v[i], &reqs[i], bufs[i], true);
+		size_t need = 0;
+		int a = pack_answer(C, v[i], &reqs[i], bufs[i], true, &need);
 		if (a < 0)
 			r = a;
-		else if (a)
+		else if (a) {
+			needs[nagain] = need;
 			again[nagain++] = i;
+		}
 	}
-	/* The indexes larger than the tail read: exactly them, at their offset. */
+	/* The indexes larger than the tail read: exactly them, from the end. */
 	for (size_t k = 0; !r && k < nagain; k++) {
 		size_t i = again[k];
-		size_t ilen = (size_t)v[i]->count * SS_PACK_ENTRY_SIZE + SS_PACK_TRAILER_SIZE;
 		free(bufs[i]);
-		if (!(bufs[i] = malloc(ilen)))
+		if (!(bufs[i] = malloc(needs[k])))
 			r = check_oom(C);
-		reqs[k] = (struct ss_req){.kind = SS_REQ_GET, .key = keys[i], .off = v[i]->data_end,
-					  .len = ilen, .buf = bufs[i]};
+		reqs[k] = (struct ss_req){.kind = SS_REQ_GET, .flags = SS_GET_SUFFIX, .key = keys[i],
+					  .len = needs[k], .buf = bufs[i]};
 	}
 	if (!r && nagain && (r = ss_call_many(C->b, C->loop, reqs, nagain, &C->st->requests)))
 		ss_err_set(C->err, r, "event loop failed: %s", strerror(-r));
 	for (size_t k = 0; !r && k < nagain; k++) {
-		int a = pack_answer(C, v[again[k]], &reqs[k], bufs[again[k]], false);
+		size_t need = 0;
+		int a = pack_answer(C, v[again[k]], &reqs[k], bufs[again[k]], false, &need);
 		r = a < 0 ? a : 0;
 	}
 out:
@@ -185,6 +180,7 @@ out:
 	free(reqs);
 	free(keys);
 	free(again);
+	free(needs);
 	return r;
 }
 
@@ -234,8 +230,12 @@ int check_read_config(struct check *C)
 		C->config_ok = true;   /* no config: plain ids */
 		r = 0;
 	} else if (r == 0 || r == -EFBIG) {
+		struct ss_store_config sc = {0};
 		if (!r)
-			r = ss_store_config_decode(p, n, &C->keyed, C->key_check, &e);
+			r = ss_store_config_parse(p, n, &sc, &e);
+		C->keyed = sc.keyed;
+		memcpy(C->key_check, sc.check, 16);
+		C->sealed = sc.sealed;
 		if (r == -EPROTONOSUPPORT) {
 			ss_err_set(C->err, r, "store %s: %s", C->store, e.msg);
 		} else if (r) {
@@ -253,10 +253,12 @@ int check_read_config(struct check *C)
 	}
 	bool have_key = C->cfg.ids.keyed;
 	/* A wrong key, or a key for a plain store, is refused as every
-	 * operation refuses it; no key is fine until chunks are hashed. */
+	 * operation refuses it; no key is fine until chunks are hashed, except
+	 * in a sealed store, whose pack indexes and index objects only the
+	 * key opens. */
 	if (!r && C->config_ok && (C->keyed || have_key)) {
-		r = ss_idkey_check_store(&C->cfg.ids, p, n, C->store, C->err);
-		if (r == -ENOKEY && !C->opts->deep) {
+		r = ss_idkey_check_store(&C->cfg.ids, p, n, C->store, NULL, C->err);
+		if (r == -ENOKEY && !C->opts->deep && !C->sealed) {
 			ss_err_clear(C->err);
 			r = 0;
 		} else if (!r) {
@@ -441,7 +443,7 @@ static int check_index(struct check *C, struct cindex *x)
 	struct ss_index_pack *ip = NULL;
 	uint32_t np = 0;
 	if (!r)
-		r = ss_index_decode(buf, len, &ip, &np, &e);
+		r = ss_index_read(C->ids, x->key, buf, len, &ip, &np, &e);
 	free(buf);
 	if (r == -EBADMSG || r == -EFBIG) {
 		C->st->index_damaged++;

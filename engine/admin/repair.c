@@ -41,7 +41,7 @@ static int repair_index(struct check *C)
 		if (!n)
 			break;
 		struct ss_err e = {0};
-		r = ss_index_put(C->b, C->loop, v, n, &C->st->requests, &e);
+		r = ss_index_put(C->b, C->loop, C->ids, v, n, &C->st->requests, &e);
 		if (r) {
 			ss_err_set(C->err, r, "cannot write a new index object to %s: %s", C->store,
 				   e.msg[0] ? e.msg : strerror(-r));

@@ -31,7 +31,7 @@ int ss_info_impl(const char *snapshot, const char *store, const struct ss_config
 		 struct ss_snapshot_info **out, char *errbuf, size_t errlen)
 {
 	struct ss_err err = {0};
-	struct ss_cfg cfg;
+	struct ss_cfg cfg = {0};
 	struct ss_loop *l = NULL;
 	struct ss_manifest *m = NULL;
 	struct ss_snaploc loc = {0};
@@ -45,7 +45,7 @@ int ss_info_impl(const char *snapshot, const char *store, const struct ss_config
 	if ((r = begin(config, snapshot, &cfg, &loc, &l, &err)))
 		goto out;
 	const char *used;
-	if ((r = ss_manifest_load(snapshot, l, &cfg, &m, &mlen, NULL, &err)) ||
+	if ((r = ss_manifest_load_ex(snapshot, l, &cfg, SS_MLOAD_HEADER, &m, &mlen, NULL, &err)) ||
 	    (r = ss_store_for(store, m, &loc, snapshot, &used, &err)))
 		goto out;
 	if (!(in = calloc(1, sizeof(*in))) || ss_info_fill(m, loc.canonical, mlen, true, in)) {
@@ -59,6 +59,7 @@ out:
 	ss_manifest_free(m);
 	ss_loop_free(l);
 	ss_snaploc_free(&loc);
+	ss_cfg_wipe(&cfg);
 	return ss_err_out(&err, r, errbuf, errlen);
 }
 
@@ -97,7 +98,7 @@ int ss_ls_impl(const struct ss_ls_opts *opts, const struct ss_config_in *config,
 	  struct ss_snapshot_info **out, size_t *nout, char *errbuf, size_t errlen)
 {
 	struct ss_err err = {0};
-	struct ss_cfg cfg;
+	struct ss_cfg cfg = {0};
 	struct ss_loop *l = NULL;
 	struct ss_backend *sb = NULL;
 	struct ss_strvec found = {0};
@@ -184,7 +185,8 @@ int ss_ls_impl(const struct ss_ls_opts *opts, const struct ss_config_in *config,
 		struct ss_manifest *m = NULL;
 		struct ss_err me = {0};
 		uint64_t mlen = 0;
-		int mr = ss_manifest_load(found.v[i], l, &cfg, &m, &mlen, NULL, &me);
+		int mr = ss_manifest_load_ex(found.v[i], l, &cfg, SS_MLOAD_HEADER, &m, &mlen, NULL,
+					     &me);
 		if (mr == -ENOENT)
 			continue;   /* a ref whose snapshot is gone */
 		struct ss_snapshot_info *in = &v[nv];
@@ -218,6 +220,7 @@ out:
 	ss_loop_free(l);
 	ss_snaploc_free(&loc);
 	free(path);
+	ss_cfg_wipe(&cfg);
 	return ss_err_out(&err, r, errbuf, errlen);
 }
 
@@ -242,7 +245,7 @@ int ss_rm_impl(const struct ss_rm_opts *opts, const struct ss_config_in *config,
 	  size_t errlen)
 {
 	struct ss_err err = {0};
-	struct ss_cfg cfg;
+	struct ss_cfg cfg = {0};
 	struct ss_loop *l = NULL;
 	struct ss_manifest *m = NULL;
 	struct ss_backend *snapb = NULL, *sb = NULL;
@@ -255,7 +258,8 @@ int ss_rm_impl(const struct ss_rm_opts *opts, const struct ss_config_in *config,
 	if ((r = begin(config, opts->snapshot, &cfg, &loc, &l, &err)))
 		goto out;
 	struct ss_err merr = {0};
-	int mr = ss_manifest_load(opts->snapshot, l, &cfg, &m, NULL, NULL, &merr);
+	int mr = ss_manifest_load_ex(opts->snapshot, l, &cfg, SS_MLOAD_HEADER, &m, NULL, NULL,
+				     &merr);
 	/* An unreadable manifest is still removed: it is no one's parent. */
 	bool have_manifest = mr != -ENOENT;
 	if (mr && mr != -ENOENT && mr != -EBADMSG && mr != -EPROTONOSUPPORT) {
@@ -352,5 +356,6 @@ out:
 	ss_backend_free(sb);
 	ss_loop_free(l);
 	ss_snaploc_free(&loc);
+	ss_cfg_wipe(&cfg);
 	return ss_err_out(&err, r, errbuf, errlen);
 }

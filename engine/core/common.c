@@ -1,6 +1,7 @@
 /* Configuration, snapshot locations, and small blocking helpers over the
  * asynchronous backends for metadata steps. */
 #include "core.h"
+#include "crypt.h"
 
 #include <libgen.h>
 #include <limits.h>
@@ -63,6 +64,7 @@ int ss_cfg_resolve(const struct ss_config_in *cin, struct ss_cfg *out, struct ss
 	out->bopts.max_inflight = in->io_depth;
 	out->bopts.no_fsync = in->no_fsync;
 	out->bopts.mem = cin->mem;
+	out->v1_push = cin->v1_push;
 	out->bopts.env = in->env;
 	out->cache_dir = in->cache_dir && *in->cache_dir ? in->cache_dir : NULL;
 	out->cache_size = in->cache_size;
@@ -221,9 +223,138 @@ void ss_snaploc_free(struct ss_snaploc *s)
 	memset(s, 0, sizeof(*s));
 }
 
+char *ss_snaploc_sealed(const struct ss_snaploc *loc)
+{
+	char *dir = ss_location_canon(loc->backend_uri);
+	size_t klen = strlen(loc->key), mlen = strlen("/" SS_MANIFEST_KEY);
+	char *out = NULL;
+	if (dir && klen > mlen &&
+	    asprintf(&out, "%s%s%.*s", dir, dir[strlen(dir) - 1] == '/' ? "" : "/",
+		     (int)(klen - mlen), loc->key) < 0)
+		out = NULL;
+	free(dir);
+	return out;
+}
+
+/* A manifest sealed in another store than the one ids were bound to
+ * (bound: a store's config was read; c: its keys, when sealed): whose key
+ * was given (-EXDEV) or not (-EBADMSG). */
+static int other_store(const struct ss_idkey *ids, const struct ss_sealed_hdr *h,
+		       const char *uri, struct ss_err *err)
+{
+	struct ss_crypt *t = NULL;
+	char sid[33], mine[33] = "none: not sealed";
+	ss_hex(h->store_id, 16, sid);
+	if (ids->crypt)
+		ss_hex(ss_crypt_store_id(ids->crypt), 16, mine);
+	int r = ss_idkey_derive(ids, h->store_id, h->cipher, &t, err);
+	if (r)
+		return r;
+	bool ours = !memcmp(ss_crypt_check(t), h->check, 16);
+	ss_crypt_free(t);
+	if (ours)
+		return ss_err_set(err, -EXDEV,
+				  "snapshot %s was sealed in another store (id %s) whose key this is; "
+				  "read it with --store of that store",
+				  uri, sid);
+	return ss_err_set(err, -EBADMSG,
+			  "snapshot %s was sealed in another store (id %s) than its store (id %s), "
+			  "with another key: moved from another store?",
+			  uri, sid, mine);
+}
+
+/* Open the sealed envelope buf of the snapshot at uri with cfg's key, or
+ * (SS_MLOAD_HEADER, no key) describe it by its clear header only. */
+static int load_sealed(const char *uri, const struct ss_snaploc *loc, const struct ss_cfg *cfg,
+		       unsigned flags, const uint8_t *buf, size_t len,
+		       const struct ss_sealed_hdr *h, struct ss_manifest **out, struct ss_err *err)
+{
+	const struct ss_idkey *ids = &cfg->ids;
+	char chk[33], mine[33];
+	ss_hex(h->check, 16, chk);
+	if (!ids->keyed) {
+		if (!(flags & SS_MLOAD_HEADER))
+			return ss_err_set(err, -ENOKEY,
+					  "snapshot %s is sealed (key check %s): give its store's key "
+					  "(--key-file or SNAPSTREAM_KEY_FILE)",
+					  uri, chk);
+		struct ss_manifest *m = calloc(1, sizeof(*m));
+		if (!m || !(m->pack_ids = malloc(16 * (size_t)(h->npacks ? h->npacks : 1)))) {
+			ss_manifest_free(m);
+			return ss_err_set(err, -ENOMEM, "out of memory");
+		}
+		memcpy(m->pack_ids, h->packs, 16 * (size_t)h->npacks);
+		m->npacks = h->npacks;
+		m->sealed = m->unopened = m->keyed_ids = true;
+		memcpy(m->key_check, h->check, 16);
+		m->format_major = SS_SEALED_MAJOR;
+		*out = m;
+		return 0;
+	}
+	const struct ss_crypt *c = ids->crypt;
+	struct ss_crypt *tmp = NULL;
+	if (c ? memcmp(ss_crypt_store_id(c), h->store_id, 16) || ss_crypt_cipher(c) != h->cipher
+	      : ids->bound)
+		return other_store(ids, h, uri, err);
+	int r;
+	if (!c) {
+		/* Nobody read the store's config: the header names the
+		 * store, and the key must be that store's. */
+		if ((r = ss_idkey_derive(ids, h->store_id, h->cipher, &tmp, err)))
+			return r;
+		c = tmp;
+		if (memcmp(ss_crypt_check(c), h->check, 16)) {
+			ss_hex(ss_crypt_check(c), 16, mine);
+			ss_crypt_free(tmp);
+			return ss_err_set(err, -EKEYREJECTED,
+					  "snapshot %s was sealed with another key (key check %s; this "
+					  "key's is %s)",
+					  uri, chk, mine);
+		}
+	} else if (memcmp(ss_crypt_check(c), h->check, 16)) {
+		/* The store's config took this key: a header saying otherwise
+		 * was not written with it. */
+		return ss_err_set(err, -EBADMSG,
+				  "snapshot %s: its manifest's header names another key check (%s) "
+				  "than its store's (altered?)",
+				  uri, chk);
+	}
+	char *where = ss_snaploc_sealed(loc);
+	uint8_t *inner = NULL;
+	size_t ilen = 0;
+	struct ss_err derr = {0};
+	r = where ? ss_sealed_unwrap(c, where, buf, len, &inner, &ilen, &derr)
+		  : ss_err_set(&derr, -ENOMEM, "out of memory");
+	free(where);
+	struct ss_manifest *m = NULL;
+	if (!r)
+		r = ss_manifest_decode_ex(inner, ilen, true, &m, &derr);
+	free(inner);
+	/* What the clear header says must be what was sealed. */
+	if (!r && (m->npacks != h->npacks ||
+		   (m->npacks && memcmp(m->pack_ids, h->packs, 16 * m->npacks)) ||
+		   !m->keyed_ids || memcmp(m->key_check, h->check, 16)))
+		r = ss_err_set(&derr, -EBADMSG,
+			       "its clear header disagrees with its sealed body");
+	ss_crypt_free(tmp);
+	if (r) {
+		ss_manifest_free(m);
+		return ss_err_set(err, r, "snapshot %s: %s", uri, derr.msg);
+	}
+	*out = m;
+	return 0;
+}
+
 int ss_manifest_load(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
 		     struct ss_manifest **out, uint64_t *mlen, uint64_t *requests,
 		     struct ss_err *err)
+{
+	return ss_manifest_load_ex(uri, l, cfg, 0, out, mlen, requests, err);
+}
+
+int ss_manifest_load_ex(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
+			unsigned flags, struct ss_manifest **out, uint64_t *mlen,
+			uint64_t *requests, struct ss_err *err)
 {
 	struct ss_snaploc loc;
 	int r = ss_snaploc_parse(uri, &loc, err);
@@ -249,10 +380,27 @@ int ss_manifest_load(const char *uri, struct ss_loop *l, const struct ss_cfg *cf
 	if (r)
 		goto out;
 	struct ss_err derr = {0};
-	r = ss_manifest_decode(buf, len, out, &derr);
-	if (r)
+	struct ss_sealed_hdr h;
+	const uint8_t *body;
+	size_t blen;
+	r = ss_sealed_peek(buf, len, &h, &body, &blen, &derr);
+	if (r == 0) {
+		r = load_sealed(uri, &loc, cfg, flags, buf, len, &h, out, err);
+	} else if (r != -ENOMSG) {
 		ss_err_set(err, r, "snapshot %s: %s", uri, derr.msg);
-	else if (mlen)
+	} else if (cfg->ids.crypt) {
+		/* Every manifest of a sealed store is sealed: a readable one
+		 * was not written by a holder of its key. */
+		r = ss_err_set(err, -EBADMSG,
+			       "snapshot %s is not sealed, but its store is: it was not written "
+			       "with the store's key (replaced?)",
+			       uri);
+	} else {
+		r = ss_manifest_decode(buf, len, out, &derr);
+		if (r)
+			ss_err_set(err, r, "snapshot %s: %s", uri, derr.msg);
+	}
+	if (!r && mlen)
 		*mlen = len;
 out:
 	free(buf);

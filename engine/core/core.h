@@ -16,6 +16,7 @@
 #include "manifest.h"
 #include "ncache.h"
 #include "pack.h"
+#include "sealed.h"
 #include "snapstream.h"
 #include "util.h"
 
@@ -53,6 +54,7 @@ struct ss_cfg {
 	/* The node cache (ncache.h): its directory (NULL: none) and bound. */
 	const char *cache_dir;
 	uint64_t cache_size;
+	bool v1_push;           /* ss_config_in.v1_push (tests) */
 };
 
 /* The caller's configuration as the entry points receive it from the ABI
@@ -62,6 +64,9 @@ struct ss_cfg {
 struct ss_config_in {
 	struct ss_config pub;
 	struct ss_memstore *mem;    /* the store behind mem:// URIs (tests) */
+	/* Push into a version 1 keyed store as builds before sealing did, so
+	 * that tests can make one to read. */
+	bool v1_push;
 };
 
 /* ss_cfg_resolve derives ids from the key; ss_cfg_wipe forgets it. in may
@@ -126,10 +131,27 @@ void ss_snaploc_free(struct ss_snaploc *s);
 
 /* Fetch and decode a snapshot's manifest, never creating anything on the
  * way (a missing local snapshot leaves no directory behind). -ENOENT names
- * the URI. *mlen (may be NULL) receives the manifest's encoded size. */
+ * the URI. *mlen (may be NULL) receives the manifest's encoded size.
+ *
+ * A sealed manifest (crypt.h) is opened with cfg's key and checked
+ * against the snapshot's location and the store cfg's ids are bound to
+ * (ss_idkey_seal; unbound: the store its header names): -ENOKEY (no key),
+ * -EKEYREJECTED (another key), -EXDEV (sealed in another store, with this
+ * key), -EBADMSG (anything that does not authenticate or agree, and a
+ * manifest that is not sealed where the store is). With SS_MLOAD_HEADER
+ * and no key, a sealed manifest is returned unopened: m->unopened, with
+ * its packs (listed in the clear for gc) and nothing else. */
+#define SS_MLOAD_HEADER 1u
 int ss_manifest_load(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
 		     struct ss_manifest **out, uint64_t *mlen, uint64_t *requests,
 		     struct ss_err *err);
+int ss_manifest_load_ex(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
+			unsigned flags, struct ss_manifest **out, uint64_t *mlen,
+			uint64_t *requests, struct ss_err *err);
+/* The location a snapshot's sealed manifest is bound to: its directory
+ * normalized as store locations are (ss_location_canon), then its name.
+ * malloc'd; NULL when out of memory. */
+char *ss_snaploc_sealed(const struct ss_snaploc *loc);
 
 /* --- gc records (gcrecord.c; docs/DESIGN.md, "Garbage collection") ---- */
 
@@ -198,16 +220,19 @@ struct ss_store {
 	 * deletes them once the grace period has passed. */
 	struct ss_gcstate hidden;
 	/* The chunk ids of the operation (its cfg's), checked against the
-	 * store's config object before anything is loaded or written. */
-	const struct ss_idkey *ids;
+	 * store's config object before anything is loaded or written, which
+	 * binds them to a sealed store's keys (ss_idkey_seal). */
+	struct ss_idkey *ids;
+	bool v1_push;              /* ss_cfg.v1_push (tests) */
 };
 
-int ss_store_open(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
+int ss_store_open(const char *uri, struct ss_loop *l, struct ss_cfg *cfg,
 		  struct ss_store **out, struct ss_err *err);
 void ss_store_free(struct ss_store *s);
 
 /* Refuse a store whose chunk ids are not s->ids (store.c: the config
- * object; no object means plain ids). */
+ * object; no object means plain ids), and bind s->ids to a sealed
+ * store's keys. A push's: refuses a version 1 keyed store (-EPERM). */
 int ss_store_check_ids(struct ss_store *s, struct ss_loop *l, struct ss_err *err);
 
 
@@ -223,11 +248,12 @@ int ss_store_note_unindexed(struct ss_store *s, const uint8_t id[16], uint64_t s
 /* Write one index object covering every unindexed pack. */
 int ss_store_write_index(struct ss_store *s, struct ss_loop *l, struct ss_err *err);
 /* Write packs[0..n) as a new index object under a fresh random name
- * (create-only), as a push, gc's rewrite and check --repair do. Returns 0
- * or -errno with err set by the put (or not, for an encoding failure). */
-int ss_index_put(struct ss_backend *b, struct ss_loop *l, const struct ss_index_pack *packs,
-		 uint32_t n, uint64_t *requests, struct ss_err *err);
-
+ * (create-only), as a push, gc's rewrite and check --repair do; sealed
+ * when ids are a sealed store's (ids may be NULL: plain). Returns 0 or
+ * -errno with err set by the put (or not, for an encoding failure). */
+int ss_index_put(struct ss_backend *b, struct ss_loop *l, const struct ss_idkey *ids,
+		 const struct ss_index_pack *packs, uint32_t n, uint64_t *requests,
+		 struct ss_err *err);
 /* "packs/ab/ab…" for a pack id (out: at least 64 bytes). */
 void ss_pack_key(const uint8_t id[16], char *out);
 
@@ -259,6 +285,16 @@ int ss_store_for(const char *explicit_store, const struct ss_manifest *m,
 /* Whether two store locations name the same store: file:// or a plain
  * path, relative or absolute, trailing slashes, "." and "..", symlinks. */
 bool ss_same_store(const char *a, const char *b);
+/* The one spelling of a location ss_same_store compares (malloc'd; NULL
+ * when unparsable or out of memory). */
+char *ss_location_canon(const char *uri);
+
+/* For a reader: bind cfg's ids to the store at uri by its config, as
+ * ss_store_check_ids does (a sealed store's keys; -ENOKEY, -EKEYREJECTED),
+ * so that its snapshots are held to it. A store that does not exist, or
+ * has no config, binds nothing. */
+int ss_store_bind(const char *uri, struct ss_loop *l, struct ss_cfg *cfg, uint64_t *requests,
+		  struct ss_err *err);
 
 /* Every key under prefix with its size (one LIST, all pages). Free with
  * ss_keylist_free. Returns 0 or -errno with err set ("cannot list
@@ -329,8 +365,18 @@ int ss_range_explain(const struct ss_range *g, int res, const char *where, struc
 struct ss_rdec {
 	void *dc;                   /* ZSTD_DCtx */
 	uint8_t *scratch;
+	/* A sealed store's (crypt.h): made on first use, keyed per pack. */
+	struct ss_aead *aead;
+	uint8_t aead_pack[16];
+	bool aead_keyed;
 };
 extern const struct ss_worker_ctx_ops ss_rdec_ops, ss_rdec_scratch_ops;
+struct ss_crypt;
+/* The worker's AEAD context keyed with pack pack_id's key of c's store,
+ * for ss_rrun.aead (*out NULL when c is: not sealed). 0 or -errno. On the
+ * worker that owns w. */
+int ss_rdec_aead(struct ss_rdec *w, const struct ss_crypt *c, const uint8_t pack_id[16],
+		 struct ss_aead **out);
 
 /* A chunk as the range reader sees it: from a manifest's chunk table or a
  * pack's own index. Chunks of one frame share offset and stored_len. */
@@ -344,6 +390,7 @@ struct ss_rchunk {
 enum ss_range_bad {
 	SS_RANGE_UNDECODABLE = 1,   /* its frame does not decompress that far */
 	SS_RANGE_MISMATCH,          /* its bytes do not hash to its id */
+	SS_RANGE_FORGED,            /* its sealed frame does not authenticate */
 };
 /* "cannot be decompressed to its recorded size", "does not match its
  * checksum": for messages that name the chunk. */
@@ -360,6 +407,10 @@ bool ss_range_chunk_ok(const struct ss_idkey *ids, const uint8_t *p, const struc
 struct ss_rrun {
 	const struct ss_idkey *ids;
 	const uint8_t *in;          /* the stored bytes, from pack offset base */
+	/* A sealed store's: keyed with this pack's key (crypt.h). Frames are
+	 * then opened in place in `in`, the caller's receive buffer, before
+	 * anything else reads them; a frame's chunks share its offset. */
+	struct ss_aead *aead;
 	uint64_t base;
 	uint32_t n;
 	void (*at)(void *arg, uint32_t k, struct ss_rchunk *c);   /* chunk k */

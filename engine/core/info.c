@@ -63,6 +63,8 @@ int ss_info_fill(const struct ss_manifest *m, const char *uri, uint64_t mlen,
 	in->chunk_seg = m->chunk_seg;
 	in->frame_max = m->frame_max;
 	in->keyed_ids = m->keyed_ids;
+	in->sealed = m->sealed;
+	in->unopened = m->unopened;
 	if (m->keyed_ids)
 		ss_hex(m->key_check, sizeof(m->key_check), in->key_check);
 	in->files = m->nfiles;

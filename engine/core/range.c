@@ -4,6 +4,7 @@
  * order) and check --deep (whole packs in pack order) read packs this way
  * only, so they agree on what a damaged or missing pack is. */
 #include "core.h"
+#include "crypt.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,6 +91,7 @@ static void rdec_destroy(void *wp)
 	if (!w)
 		return;
 	ZSTD_freeDCtx(w->dc);
+	ss_aead_free(w->aead);
 	if (w->scratch)
 		ss_map_free(w->scratch, SS_FRAME_MAX_LIMIT + 1);
 	free(w);
@@ -113,6 +115,27 @@ static void *rdec_create(void *arg)
 	return w;
 }
 
+int ss_rdec_aead(struct ss_rdec *w, const struct ss_crypt *c, const uint8_t pack_id[16],
+		 struct ss_aead **out)
+{
+	*out = NULL;
+	if (!c)
+		return 0;
+	int r = 0;
+	if (!w->aead && (r = ss_aead_new(ss_crypt_cipher(c), &w->aead)))
+		return r;
+	/* Consecutive ranges mostly come from one pack: derive its key once. */
+	if (!w->aead_keyed || memcmp(w->aead_pack, pack_id, 16)) {
+		w->aead_keyed = false;
+		if ((r = ss_crypt_pack_key(c, pack_id, w->aead)))
+			return r;
+		memcpy(w->aead_pack, pack_id, 16);
+		w->aead_keyed = true;
+	}
+	*out = w->aead;
+	return 0;
+}
+
 const struct ss_worker_ctx_ops ss_rdec_ops = {.create = rdec_create, .destroy = rdec_destroy};
 const struct ss_worker_ctx_ops ss_rdec_scratch_ops = {
 	.create = rdec_create, .destroy = rdec_destroy, .arg = (void *)&ss_rdec_scratch_ops};
@@ -122,7 +145,9 @@ const struct ss_worker_ctx_ops ss_rdec_scratch_ops = {
 const char *ss_range_why(enum ss_range_bad why)
 {
 	return why == SS_RANGE_UNDECODABLE ? "cannot be decompressed to its recorded size"
-					   : "does not match its checksum";
+	       : why == SS_RANGE_FORGED
+		       ? "does not authenticate (altered, moved, or from another store)"
+		       : "does not match its checksum";
 }
 
 bool ss_range_frame(const struct ss_rdec *w, const uint8_t *src, uint32_t stored_len,
@@ -151,17 +176,34 @@ int ss_range_decode(const struct ss_rdec *w, const struct ss_rrun *run)
 		size_t need = (size_t)c.frame_off + c.raw_len;
 		struct ss_rchunk d;
 		while (j < run->n && (run->at(run->arg, j, &d), d.offset == c.offset &&
-				      d.codec == c.codec && c.codec == SS_CODEC_ZSTD)) {
+				      d.codec == c.codec &&
+				      (c.codec == SS_CODEC_ZSTD || run->aead))) {
 			need = SS_MAX(need, (size_t)d.frame_off + d.raw_len);
 			j++;
 		}
 		const uint8_t *frame = src;
+		uint32_t flen = c.stored_len;
+		if (run->aead) {
+			/* Sealed (raw chunks too, a frame at a time): opened
+			 * once, in place, before a byte of it is trusted. */
+			if (ss_crypt_frame_open(run->aead, c.offset, c.codec, (uint8_t *)src,
+						c.stored_len) ||
+			    (c.codec != SS_CODEC_ZSTD && need > c.stored_len - SS_SEAL_TAG)) {
+				r = -EBADMSG;
+				for (uint32_t k = i; k < j; k++)
+					if (!run->bad(run->arg, k, SS_RANGE_FORGED))
+						return r;
+				i = j;
+				continue;
+			}
+			flen = c.stored_len - SS_SEAL_TAG;
+		}
 		if (c.codec == SS_CODEC_ZSTD) {
 			/* Kept one after another in dec, or each in turn in the
 			 * worker's scratch when the caller needs only verdicts. */
 			uint8_t *dst = run->dec ? run->dec + pos : w ? w->scratch : NULL;
 			size_t cap = run->dec ? run->dec_cap - pos : SS_FRAME_MAX_LIMIT + 1;
-			if (!dst || need > cap || !ss_range_frame(w, src, c.stored_len, dst, need, cap)) {
+			if (!dst || need > cap || !ss_range_frame(w, src, flen, dst, need, cap)) {
 				r = -EBADMSG;
 				for (uint32_t k = i; k < j; k++)
 					if (!run->bad(run->arg, k, SS_RANGE_UNDECODABLE))

@@ -12,6 +12,7 @@
  * checked with stat before a backend is opened on them (the local backend
  * creates its root directory, which a push wants and `info` does not). */
 #include "core.h"
+#include "crypt.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +21,7 @@
 #include <sys/stat.h>
 #include <xxhash.h>
 
-int ss_store_open(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
+int ss_store_open(const char *uri, struct ss_loop *l, struct ss_cfg *cfg,
 		  struct ss_store **out, struct ss_err *err)
 {
 	struct ss_store *s = calloc(1, sizeof(*s));
@@ -41,6 +42,7 @@ int ss_store_open(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
 		return ss_err_set(err, -ENOMEM, "out of memory");
 	}
 	s->ids = &cfg->ids;
+	s->v1_push = cfg->v1_push;
 	*out = s;
 	return 0;
 }
@@ -193,10 +195,52 @@ int ss_store_check_ids(struct ss_store *s, struct ss_loop *l, struct ss_err *err
 {
 	uint8_t *p;
 	size_t n;
+	struct ss_store_config c;
 	int r = load_config(s->b, l, s->uri, &p, &n, &s->requests, err);
 	if (!r)
-		r = ss_idkey_check_store(s->ids, p, n, s->uri, err);
+		r = ss_idkey_check_store(s->ids, p, n, s->uri, &c, err);
 	free(p);
+	/* A version 1 keyed store stays readable, but gets no new snapshot:
+	 * a store never mixes sealed and readable ones. */
+	if (!r && c.keyed && !c.sealed && !s->v1_push)
+		r = ss_err_set(err, -EPERM,
+			       "store %s has keyed ids but no encryption (config version 1); make "
+			       "a sealed store with `snapstream init --key-file` and push there "
+			       "(docs/SECURITY.md, \"Rekeying\")",
+			       s->uri);
+	return r;
+}
+
+static int local_exists(const char *uri, const char *suffix, bool *exists, struct ss_err *err);
+
+int ss_store_bind(const char *uri, struct ss_loop *l, struct ss_cfg *cfg, uint64_t *requests,
+		  struct ss_err *err)
+{
+	struct ss_backend *b = NULL;
+	uint8_t *p = NULL;
+	size_t n = 0;
+	struct ss_backend_opts ro = cfg->bopts;
+	ro.read_only = true;
+	bool exists;
+	int r = local_exists(uri, "", &exists, err);
+	if (r || !exists)
+		return r;
+	r = ss_backend_open(uri, l, &ro, &b, err);
+	if (r == -ENOENT) {
+		ss_err_clear(err);
+		return 0;
+	}
+	if (!r)
+		r = load_config(b, l, uri, &p, &n, requests, err);
+	/* A keyed version 1 or plain config leaves the manifest to say
+	 * which ids it uses, as before sealing. */
+	struct ss_store_config c;
+	if (!r && p && !(r = ss_store_config_parse(p, n, &c, err)) && c.sealed)
+		r = ss_idkey_check_store(&cfg->ids, p, n, uri, NULL, err);
+	else if (!r && cfg->ids.keyed)
+		cfg->ids.bound = true;
+	free(p);
+	ss_backend_free(b);
 	return r;
 }
 
@@ -223,14 +267,14 @@ int ss_init_impl(const struct ss_init_opts *opts, const struct ss_config_in *con
 	    (r = load_config(s->b, l, s->uri, &p, &n, &s->requests, &err)))
 		goto out;
 	if (p) {
-		bool keyed;
-		uint8_t check[16];
-		r = ss_store_config_decode(p, n, &keyed, check, &err);
+		struct ss_store_config c;
+		r = ss_store_config_parse(p, n, &c, &err);
 		if (!r)
 			r = ss_err_set(&err, -EEXIST, "store %s already exists, with %s chunk ids",
-				       s->uri, keyed ? "keyed" : "plain");
+				       s->uri, c.sealed ? "keyed (sealed)" : c.keyed ? "keyed" : "plain");
 		goto out;
 	}
+	struct ss_store_config c = {.version = 1};
 	if (cfg.ids.keyed) {
 		/* Chunks already stored keep their plain ids, and would let
 		 * the keyed store's dedup be probed with known data. */
@@ -247,9 +291,27 @@ int ss_init_impl(const struct ss_init_opts *opts, const struct ss_config_in *con
 				       s->uri, np);
 			goto out;
 		}
+		/* Sealed (docs/SECURITY.md, "Encryption at rest in keyed
+		 * stores"): a random id salts every key of this store. */
+		c = (struct ss_store_config){.version = 2, .keyed = true, .sealed = true,
+					     .cipher = opts->cipher ? ss_cipher_parse(opts->cipher)
+								    : ss_crypt_pick()};
+		if (!c.cipher) {
+			r = ss_err_set(&err, -EINVAL,
+				       "unknown cipher \"%s\" (aes-256-gcm or chacha20-poly1305)",
+				       opts->cipher);
+			goto out;
+		}
+		if ((r = ss_random_id(c.store_id)) ||
+		    (r = ss_idkey_seal(&cfg.ids, c.store_id, c.cipher, &err)))
+			goto out;
+		memcpy(c.check, cfg.ids.check, 16);
+	} else if (opts->cipher) {
+		r = ss_err_set(&err, -EINVAL, "a cipher is chosen for a keyed store only");
+		goto out;
 	}
-	char text[160];
-	size_t len = ss_store_config_encode(&cfg.ids, text, sizeof(text));
+	char text[256];
+	size_t len = ss_store_config_format(&c, text, sizeof(text));
 	r = ss_put_object(s->b, l, SS_STORE_CONFIG_KEY, text, len, SS_PUT_IF_ABSENT, &s->requests,
 			  &err);
 	if (r == -EEXIST)
@@ -266,21 +328,38 @@ out:
 	return r;
 }
 
-int ss_index_put(struct ss_backend *b, struct ss_loop *l, const struct ss_index_pack *packs,
-		 uint32_t n, uint64_t *requests, struct ss_err *err)
+int ss_index_put(struct ss_backend *b, struct ss_loop *l, const struct ss_idkey *ids,
+		 const struct ss_index_pack *packs, uint32_t n, uint64_t *requests,
+		 struct ss_err *err)
 {
-	uint8_t *buf = NULL;
+	const struct ss_crypt *c = ids ? ids->crypt : NULL;
+	uint8_t *buf = NULL, *sealed = NULL;
+	uint8_t(*pids)[16] = NULL;
 	size_t len = 0;
 	uint8_t id[16];
 	char hex[33], key[64];
-	int r = ss_index_encode(packs, n, &buf, &len);
+	int r = ss_index_encode(packs, n, c ? SS_PACK_SEALED : 0, &buf, &len);
 	if (!r)
 		r = ss_random_id(id);
+	if (!r && c) {
+		/* Sealed under the key of its own id (its name), its packs
+		 * listed in the clear for gc. */
+		if (!(pids = malloc(16 * (size_t)(n ? n : 1))))
+			r = -ENOMEM;
+		for (uint32_t i = 0; !r && i < n; i++)
+			memcpy(pids[i], packs[i].pack_id, 16);
+		if (!r)
+			r = ss_sealed_index_wrap(c, id, (const uint8_t(*)[16])pids, n, buf, len,
+						 &sealed, &len);
+		free(buf);
+		buf = sealed;
+	}
 	if (!r) {
 		ss_hex(id, 16, hex);
 		snprintf(key, sizeof(key), "index/%s", hex);
 		r = ss_put_object(b, l, key, buf, len, SS_PUT_IF_ABSENT, requests, err);
 	}
+	free(pids);
 	free(buf);
 	return r;
 }
@@ -289,7 +368,7 @@ int ss_store_write_index(struct ss_store *s, struct ss_loop *l, struct ss_err *e
 {
 	if (!s->nunindexed)
 		return 0;
-	int r = ss_index_put(s->b, l, s->unindexed, s->nunindexed, &s->requests, err);
+	int r = ss_index_put(s->b, l, s->ids, s->unindexed, s->nunindexed, &s->requests, err);
 	if (r)
 		return ss_err_set(err, r, "cannot write the store index to %s: %s", s->uri,
 				  strerror(-r));
@@ -358,7 +437,7 @@ int ss_store_backend_open(const char *uri, struct ss_loop *l, const struct ss_cf
  * components or repeated slashes, and through realpath when they exist
  * (a symlink to a store is that store). NULL when unparsable or out of
  * memory. */
-static char *store_canon(const char *uri)
+char *ss_location_canon(const char *uri)
 {
 	const char *scheme;
 	char *path = NULL;
@@ -404,7 +483,7 @@ static char *store_canon(const char *uri)
 
 bool ss_same_store(const char *a, const char *b)
 {
-	char *ca = a ? store_canon(a) : NULL, *cb = b ? store_canon(b) : NULL;
+	char *ca = a ? ss_location_canon(a) : NULL, *cb = b ? ss_location_canon(b) : NULL;
 	bool same = ca && cb && strcmp(ca, cb) == 0;
 	free(ca);
 	free(cb);

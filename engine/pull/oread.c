@@ -1,6 +1,7 @@
 /* oread — a snapshot's files in file order, every chunk verified (see
  * pull.h). */
 #include "pull.h"
+#include "crypt.h"
 
 #include <limits.h>
 #include <stdarg.h>
@@ -23,6 +24,7 @@ struct oframe {
 	uint32_t need;              /* decompress the frame this far */
 	uint32_t dec_off;           /* where, in the unit's dec buffer */
 	uint8_t codec;
+	bool copy;                  /* an earlier frame's, decoded again */
 };
 
 struct ounit {
@@ -155,7 +157,10 @@ static void build_unit(struct ss_oread *R, struct ounit *u)
 		uint64_t fend = c->offset + c->stored_len;
 		/* The frame, if this unit already holds it. */
 		uint32_t fi = UINT32_MAX;
-		for (uint32_t k = u->nframes; k > 0 && u->nframes - k < OR_FRAME_LOOKBACK; k--) {
+		/* A sealed frame is opened in place, once: it must be found
+		 * however far back it is. */
+		for (uint32_t k = u->nframes;
+		     k > 0 && (m->sealed || u->nframes - k < OR_FRAME_LOOKBACK); k--) {
 			const struct oframe *fr = &u->frames[k - 1];
 			if (fr->off == c->offset && fr->stored == c->stored_len && fr->codec == c->codec) {
 				fi = k - 1;
@@ -205,7 +210,8 @@ static void build_unit(struct ss_oread *R, struct ounit *u)
 				fi = u->nframes++;
 				fr = &u->frames[fi];
 				*fr = (struct oframe){.off = c->offset, .stored = c->stored_len,
-						      .codec = c->codec, .dec_off = u->dec_len};
+						      .codec = c->codec, .dec_off = u->dec_len,
+						      .copy = true};
 				grow = need;
 			} else if (!fr->need) {
 				fr->dec_off = u->dec_len;
@@ -229,6 +235,26 @@ static void build_unit(struct ss_oread *R, struct ounit *u)
 	}
 }
 
+/* Name the first extent of u that needs frame k, in err. */
+static int frame_fail(struct ounit *u, uint32_t k, enum ss_range_bad why)
+{
+	struct ss_oread *R = u->R;
+	const struct ss_manifest *m = R->m;
+	const struct ss_mfile *f = &m->files[u->v.file];
+	size_t i = 0;
+	while (u->fidx[i] != k)
+		i++;
+	const struct ss_chunk_ref *c = &m->chunks[f->ext[u->v.e0 + i].chunk - 1];
+	char hex[33];
+	ss_hex(c->id, 16, hex);
+	return ss_err_set(&u->werr, -EBADMSG,
+			  "snapshot %s: file '%s' at offset %llu: chunk %s %s (pack %s)",
+			  R->o->snapshot, f->name,
+			  (unsigned long long)(u->v.off + file_off_of(f, u->v.e0 + i) -
+					       file_off_of(f, u->v.e0)),
+			  hex, ss_range_why(why), u->g.key);
+}
+
 static void unit_work(struct ss_task *task, void *wp)
 {
 	struct ounit *u = (struct ounit *)task;
@@ -236,26 +262,30 @@ static void unit_work(struct ss_task *task, void *wp)
 	const struct ss_manifest *m = R->m;
 	const struct ss_mfile *f = &m->files[u->v.file];
 	u->err = 0;
+	/* A sealed store's frames are opened in place, each once, before a
+	 * byte of them is used. */
+	struct ss_aead *a = NULL;
+	int r = ss_rdec_aead(wp, R->o->cfg->ids.crypt, m->pack_ids[u->pack], &a);
+	if (r) {
+		u->err = ss_err_set(&u->werr, r, "cannot open pack %s: %s", u->g.key, strerror(-r));
+		return;
+	}
+	uint32_t tag = a ? SS_SEAL_TAG_BYTES : 0;
+	for (uint32_t k = 0; a && k < u->nframes; k++) {
+		const struct oframe *fr = &u->frames[k];
+		if (!fr->copy && ss_crypt_frame_open(a, fr->off, fr->codec, u->in + (fr->off - u->rs),
+						     fr->stored)) {
+			u->err = frame_fail(u, k, SS_RANGE_FORGED);
+			return;
+		}
+	}
 	for (uint32_t k = 0; k < u->nframes; k++) {
 		const struct oframe *fr = &u->frames[k];
 		if (fr->codec != SS_CODEC_ZSTD || !fr->need)
 			continue;
-		if (!ss_range_frame(wp, u->in + (fr->off - u->rs), fr->stored, u->dec + fr->dec_off,
-				    fr->need, R->dec_cap - fr->dec_off)) {
-			/* Name the first extent that needs this frame. */
-			size_t i = 0;
-			while (u->fidx[i] != k)
-				i++;
-			const struct ss_chunk_ref *c = &m->chunks[f->ext[u->v.e0 + i].chunk - 1];
-			char hex[33];
-			ss_hex(c->id, 16, hex);
-			u->err = ss_err_set(&u->werr, -EBADMSG,
-					    "snapshot %s: file '%s' at offset %llu: chunk %s %s (pack %s)",
-					    R->o->snapshot, f->name,
-					    (unsigned long long)(u->v.off +
-								 file_off_of(f, u->v.e0 + i) -
-								 file_off_of(f, u->v.e0)),
-					    hex, ss_range_why(SS_RANGE_UNDECODABLE), u->g.key);
+		if (!ss_range_frame(wp, u->in + (fr->off - u->rs), fr->stored - tag,
+				    u->dec + fr->dec_off, fr->need, R->dec_cap - fr->dec_off)) {
+			u->err = frame_fail(u, k, SS_RANGE_UNDECODABLE);
 			return;
 		}
 	}
@@ -268,7 +298,7 @@ static void unit_work(struct ss_task *task, void *wp)
 			const struct ss_chunk_ref *c = &m->chunks[x->chunk - 1];
 			const struct oframe *fr = &u->frames[u->fidx[i]];
 			const uint8_t *p = c->codec == SS_CODEC_RAW
-						   ? u->in + (c->offset - u->rs)
+						   ? u->in + (c->offset - u->rs) + c->frame_off
 						   : u->dec + fr->dec_off + c->frame_off;
 			struct ss_rchunk rc = {.id = c->id, .raw_len = c->raw_len};
 			if (!ss_range_chunk_ok(R->o->ids, p, &rc)) {

@@ -121,7 +121,7 @@ static int plan(struct pull *P)
 		/* A frame is decompressed once, up to the end of the last chunk
 		 * needed from it, and is never split between ranges. */
 		bool same_frame = prev && prev->pack == c->pack && prev->offset == c->offset &&
-				  c->codec == SS_CODEC_ZSTD && prev->codec == SS_CODEC_ZSTD;
+				  c->codec == prev->codec && (c->codec == SS_CODEC_ZSTD || m->sealed);
 		uint64_t raw_add = same_frame ? c->frame_off + c->raw_len -
 							SS_MIN(c->frame_off + c->raw_len,
 							       prev->frame_off + prev->raw_len)
@@ -191,6 +191,11 @@ static void range_work(struct ss_task *task, void *wp)
 	struct ss_rrun run = {.ids = t->P->ids, .in = t->in, .base = t->rg->off, .n = t->rg->count,
 			      .at = range_chunk, .dec = t->out, .dec_cap = t->P->out_cap,
 			      .ptr = t->cptr, .bad = range_bad, .arg = t};
+	int r = ss_rdec_aead(wp, t->P->cfg.ids.crypt, t->P->m->pack_ids[t->rg->pack], &run.aead);
+	if (r) {
+		t->err = ss_err_set(&t->werr, r, "cannot open pack %s: %s", t->g.key, strerror(-r));
+		return;
+	}
 	t->err = ss_range_decode(wp, &run);
 }
 
@@ -446,6 +451,11 @@ int ss_pull_impl(const struct ss_pull_opts *opts, const struct ss_config_in *con
 	if ((r = ss_loop_open(256, &P->loop, &err)))
 		goto out;
 	const char *store_uri;
+	/* The store decides what its snapshots must be: a sealed store's
+	 * keys are bound before its manifest is read. */
+	if ((r = ss_store_bind(opts->store ? opts->store : loc.default_store, P->loop, &P->cfg,
+			       &st->requests, &err)))
+		goto out;
 	if ((r = ss_manifest_load(opts->snapshot, P->loop, &P->cfg, &P->m, &mlen, &st->requests,
 				  &err)) ||
 	    (r = ss_store_for(opts->store, P->m, &loc, opts->snapshot, &store_uri, &err)) ||

@@ -34,6 +34,10 @@ static int reader_open(struct reader *rd, const char *snapshot, const char *stor
 		return r;
 	if ((r = ss_loop_new(256, &rd->loop)))
 		return ss_err_set(err, r, "cannot set up io_uring: %s", strerror(-r));
+	/* A sealed store's keys are bound before its manifest is read. */
+	if ((r = ss_store_bind(store ? store : rd->loc.default_store, rd->loop, &rd->cfg,
+			       &st->requests, err)))
+		return r;
 	if ((r = ss_manifest_load(snapshot, rd->loop, &rd->cfg, &rd->m, NULL, &st->requests, err)) ||
 	    (r = ss_idkey_for_manifest(&rd->cfg.ids, rd->m->keyed_ids, rd->m->key_check, snapshot,
 				       &rd->ids, err)))
@@ -110,7 +114,7 @@ static int verify_quick(struct reader *rd, const char *snapshot, struct ss_stats
 		else if (res < 0)
 			r = ss_err_set(err, res, "snapshot %s: cannot stat pack %s: %s", snapshot,
 				       keys[p], strerror(-res));
-		else if (reqs[p].size < need[p] + SS_PACK_TRAILER_SIZE)
+		else if (reqs[p].size < need[p] + ss_pack_tail_size(0, m->sealed ? SS_PACK_SEALED : 0))
 			why = "is shorter than the manifest says (truncated or replaced)";
 		if (!why)
 			continue;

@@ -174,10 +174,15 @@ static void jobs_free(struct fres *R)
  * -ENOMEM. */
 static int take_location(struct push *P, struct ss_dentry *de, const struct ss_claim_loc *loc)
 {
+	/* A sealed store's raw chunks share sealed frames as zstd ones do. */
+	bool sealed = P->b.store->ids->crypt != NULL;
 	bool ok = loc->codec == SS_CODEC_ZSTD
 			  ? loc->stored_len != 0 && loc->frame_off <= SS_FRAME_MAX_LIMIT
-			  : loc->codec == SS_CODEC_RAW && loc->stored_len == de->raw_len &&
-				    !loc->frame_off;
+		  : sealed ? loc->codec == SS_CODEC_RAW &&
+				     (uint64_t)loc->frame_off + de->raw_len + SS_PACK_SEAL_TAG <=
+					     loc->stored_len
+			   : loc->codec == SS_CODEC_RAW && loc->stored_len == de->raw_len &&
+				     !loc->frame_off;
 	if (!ok)
 		return 1;
 	uint32_t idx;

@@ -1,6 +1,7 @@
 /* The setup, manifest builder, parent loading and commit shared by
  * ss_push and ss_push_fd (docs/DESIGN.md, "Manifest"). */
 #include "push.h"
+#include "crypt.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,7 @@ static int header(struct ss_manifest *m, const struct ss_cfg *cfg, const struct 
 		memcpy(m->key_check, cfg->ids.check, sizeof(m->key_check));
 	m->frame_max = cfg->frame_max;
 	m->root_is_dir = root_is_dir;
+	m->sealed = cfg->ids.crypt != NULL;
 	if (o->nlabels) {
 		if (!(m->labels = calloc(o->nlabels, sizeof(*m->labels))))
 			return -ENOMEM;
@@ -376,6 +378,21 @@ int ss_pushbase_commit(struct ss_pushbase *b, const struct ss_push_opts *opts,
 	int r = ss_manifest_encode(m, &mbuf, &mlen);
 	if (r)
 		return ss_err_set(err, r, "cannot encode the manifest: %s", strerror(-r));
+	if (store->ids->crypt) {
+		/* Sealed to this snapshot's location, so that it opens nowhere
+		 * else (docs/SECURITY.md, "What each seal binds"). */
+		uint8_t *sealed = NULL;
+		char *where = ss_snaploc_sealed(loc);
+		r = where ? ss_sealed_wrap(store->ids->crypt, where,
+					   (const uint8_t(*)[16])m->pack_ids, (uint32_t)m->npacks, mbuf,
+					   mlen, &sealed, &mlen)
+			  : -ENOMEM;
+		free(where);
+		free(mbuf);
+		mbuf = sealed;
+		if (r)
+			return ss_err_set(err, r, "cannot seal the manifest: %s", strerror(-r));
+	}
 	st->manifest_bytes = mlen;
 	/* Order is the crash-safety protocol: packs are stored, then the index
 	 * that lists them, then the ref, and the manifest last. */

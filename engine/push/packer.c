@@ -3,6 +3,7 @@
  * next one fills, and each stored pack is recorded in the store for the
  * index object that will list it (docs/DESIGN.md, "Store layout"). */
 #include "push.h"
+#include "crypt.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,8 @@ struct packbuf {
 	bool open, busy;
 	char key[64];
 	struct ss_err perr;
+	/* A sealed store's: keyed with this pack's key when it is opened. */
+	struct ss_aead *aead;
 };
 
 struct ss_packer {
@@ -62,10 +65,16 @@ int ss_packer_new(struct ss_store *store, struct ss_dedup *dedup, const struct s
 		pb->pk = pk;
 		/* A pack is flushed before a frame would take it past
 		 * pack_size, so it never holds more than that plus a frame. */
-		pb->cap = pk->pack_size + ZSTD_compressBound(cfg->frame_max);
+		pb->cap = pk->pack_size + ZSTD_compressBound(cfg->frame_max) + SS_SEAL_TAG;
 		if (!(pb->data = ss_map_alloc(pb->cap))) {
 			ss_packer_free(pk);
 			return -ENOMEM;
+		}
+		int r;
+		if (store->ids->crypt &&
+		    (r = ss_aead_new(ss_crypt_cipher(store->ids->crypt), &pb->aead))) {
+			ss_packer_free(pk);
+			return r;
 		}
 	}
 	*out = pk;
@@ -80,6 +89,7 @@ void ss_packer_free(struct ss_packer *pk)
 		ss_map_free(pk->pb[i].data, pk->pb[i].cap);
 		free(pk->pb[i].e);
 		free(pk->pb[i].tail);
+		ss_aead_free(pk->pb[i].aead);
 	}
 	free(pk);
 }
@@ -128,6 +138,10 @@ static void put_done(struct ss_op *op, int res)
 static int pack_open(struct ss_packer *pk, struct packbuf *pb)
 {
 	int r = ss_random_id(pb->id);
+	/* Each pack its own key, so a frame's offset is a nonce never used
+	 * twice under it (docs/SECURITY.md, "Nonces never repeat"). */
+	if (!r && pb->aead)
+		r = ss_crypt_pack_key(pk->store->ids->crypt, pb->id, pb->aead);
 	if (!r)
 		r = ss_store_pack_index(pk->store, pb->id, 0, &pb->idx);
 	if (r)
@@ -140,7 +154,8 @@ static int pack_open(struct ss_packer *pk, struct packbuf *pb)
 
 static int pack_put(struct ss_packer *pk, struct packbuf *pb)
 {
-	size_t need = (size_t)pb->n * SS_PACK_ENTRY_SIZE + SS_PACK_TRAILER_SIZE;
+	unsigned flags = pb->aead ? SS_PACK_SEALED : 0;
+	size_t need = (size_t)ss_pack_tail_size(pb->n, flags);
 	if (need > pb->tail_cap) {
 		uint8_t *t = realloc(pb->tail, need);
 		if (!t)
@@ -149,6 +164,12 @@ static int pack_put(struct ss_packer *pk, struct packbuf *pb)
 		pb->tail_cap = need;
 	}
 	size_t tl = ss_pack_write_index(pb->tail, pb->e, pb->n, pb->len);
+	if (pb->aead) {
+		if (ss_crypt_index_seal(pb->aead, pb->len, pb->tail, tl))
+			return -EIO;
+		ss_pack_write_footer(pb->tail + tl + SS_SEAL_TAG, tl + SS_SEAL_TAG);
+		tl += SS_SEAL_TAG + SS_PACK_FOOTER_SIZE;
+	}
 	pk->store->pack_sizes[pb->idx] = pb->len + tl;
 	ss_pack_key(pb->id, pb->key);
 	pb->iov[0] = (struct iovec){.iov_base = pb->data, .iov_len = pb->len};
@@ -206,7 +227,8 @@ int ss_packer_add(struct ss_packer *pk, const uint8_t *stored, uint32_t stored_l
 	int r = pack_current(pk, &pb, err);
 	if (r)
 		return r;
-	if (pb->n && pb->len + stored_len > pk->pack_size) {
+	uint32_t slen = stored_len + (pb->aead ? SS_SEAL_TAG : 0);
+	if (pb->n && pb->len + slen > pk->pack_size) {
 		if ((r = pack_put(pk, pb)))
 			return ss_err_set(err, r, "cannot store a pack: %s", strerror(-r));
 		if ((r = pack_current(pk, &pb, err)))
@@ -216,16 +238,25 @@ int ss_packer_add(struct ss_packer *pk, const uint8_t *stored, uint32_t stored_l
 	if (SS_GROW(pb->e, pb->ecap, (size_t)pb->n + n, 1024))
 		return ss_err_set(err, -ENOMEM, "cannot grow a pack index: %s", strerror(ENOMEM));
 	uint32_t at = (uint32_t)pb->len;
-	memcpy(pb->data + pb->len, stored, stored_len);
-	pb->len += stored_len;
-	pk->st->new_stored_bytes += stored_len;
-	bool z = codec == SS_CODEC_ZSTD;
+	if (stored)
+		memcpy(pb->data + pb->len, stored, stored_len);
+	for (uint32_t i = 0; i < n; i++)
+		if (c[i].raw)
+			memcpy(pb->data + at + c[i].frame_off, c[i].raw,
+			       ss_dedup_entry(pk->dedup, c[i].slot)->raw_len);
+	/* Sealed in place, a frame at a time, raw ones too (their chunks
+	 * then share the frame as a zstd frame's do). */
+	if (pb->aead && ss_crypt_frame_seal(pb->aead, at, codec, pb->data + at, stored_len))
+		return ss_err_set(err, -EIO, "cannot seal a frame (OpenSSL failed)");
+	pb->len += slen;
+	pk->st->new_stored_bytes += slen;
+	bool z = codec == SS_CODEC_ZSTD || pb->aead;
 	for (uint32_t i = 0; i < n; i++) {
 		struct ss_dentry *de = ss_dedup_entry(pk->dedup, c[i].slot);
 		struct ss_pack_entry *pe = &pb->e[pb->n++];
 		memcpy(pe->id, de->id, 16);
 		pe->offset = z ? at : at + c[i].frame_off;
-		pe->stored_len = z ? stored_len : de->raw_len;
+		pe->stored_len = z ? slen : de->raw_len;
 		pe->raw_len = de->raw_len;
 		pe->codec = codec;
 		pe->frame_off = z ? c[i].frame_off : 0;

@@ -29,9 +29,10 @@
 
 /* ---------------------------------------------------------------- packs */
 
-/* Move a segment's new chunks into packs, a frame at a time (raw chunks
- * each on their own). Returns false when it had to stop for a free pack
- * buffer (the segment stays parked and resumes at a frame boundary). */
+/* Move a segment's new chunks into packs, a frame at a time (a raw
+ * frame's chunks gathered from the segment). Returns false when it had to
+ * stop for a free pack buffer (the segment stays parked and resumes at a
+ * frame boundary). */
 static bool seg_pack(struct push *P, struct seg *s)
 {
 	while (s->nc_done < s->nnc) {
@@ -43,11 +44,16 @@ static bool seg_pack(struct push *P, struct seg *s)
 			ss_pipe_fail(&P->pipe, -ENOMEM, "cannot pack a frame");
 			return true;
 		}
-		for (uint32_t i = 0; i < n; i++)
+		bool raw = c->codec == SS_CODEC_RAW;
+		uint32_t len = raw ? 0 : c->stored_len;
+		for (uint32_t i = 0; i < n; i++) {
 			P->fc[i] = (struct ss_packer_chunk){.slot = c[i].slot,
-							    .frame_off = c[i].frame_off};
+							    .frame_off = c[i].frame_off,
+							    .raw = raw ? c[i].raw : NULL};
+			len += raw ? c[i].raw_len : 0;
+		}
 		struct ss_err e = {0};
-		int r = ss_packer_add(P->packer, c->stored, c->stored_len, c->codec, P->fc, n, &e);
+		int r = ss_packer_add(P->packer, raw ? NULL : c->stored, len, c->codec, P->fc, n, &e);
 		if (r == -EAGAIN)
 			return false;   /* every pack buffer is uploading */
 		if (r) {

@@ -39,10 +39,12 @@ typedef void (*ss_packer_done_fn)(void *arg, int res, const char *msg);
 
 /* One chunk of a stored frame: its dedup slot (claimed by this push), and
  * where it starts, in the decompressed zstd frame or in a block of raw
- * chunks. */
+ * chunks; a raw chunk's bytes when they are not in the block (NULL: they
+ * are), gathered into it. */
 struct ss_packer_chunk {
 	uint32_t slot;
 	uint32_t frame_off;
+	const uint8_t *raw;
 };
 
 /* Packs go to store and its pack table; chunk locations go to dedup; the
@@ -57,9 +59,11 @@ void ss_packer_free(struct ss_packer *pk);
 /* Add one stored frame of n chunks to the current pack (a frame never
  * spans packs: a full pack is uploaded first). SS_CODEC_ZSTD: stored is
  * one zstd frame; its chunks share its offset and stored_len and differ in
- * frame_off. SS_CODEC_RAW: stored is n raw chunks back to back, each
- * recorded as its own raw entry at its frame_off in the block. The bytes
- * are copied. Returns 0 when added, -EAGAIN when no pack buffer is free
+ * frame_off. SS_CODEC_RAW: stored is n raw chunks back to back (or
+ * NULL, each chunk's raw set), each recorded as its own raw entry at its
+ * frame_off in the block; in a sealed store the block is sealed as one
+ * frame, which its entries share as a zstd frame's do. The bytes are
+ * copied. Returns 0 when added, -EAGAIN when no pack buffer is free
  * yet (park and retry after the done callback), else -errno with err set. */
 int ss_packer_add(struct ss_packer *pk, const uint8_t *stored, uint32_t stored_len,
 		  uint8_t codec, const struct ss_packer_chunk *c, uint32_t n,

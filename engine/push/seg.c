@@ -141,13 +141,17 @@ static void frame_flush(struct wctx *w, struct seg *s)
 		s->out_len += z;
 	} else {
 		/* Raw chunks go to the pack straight from the segment buffer,
-		 * which stays ours until the segment is packed. */
+		 * which stays ours until the segment is packed: the frame's
+		 * chunks as one block (sealed as one frame in a sealed store),
+		 * each at its place in it. */
+		uint32_t off = 0;
 		for (uint32_t i = 0; i < n; i++) {
 			c[i].codec = SS_CODEC_RAW;
 			c[i].stored = c[i].raw;
 			c[i].stored_len = c[i].raw_len;
-			c[i].frame_off = 0;
-			c[i].first = true;
+			c[i].frame_off = off;
+			c[i].first = i == 0;
+			off += c[i].raw_len;
 		}
 	}
 	s->frame_first = s->nnc;

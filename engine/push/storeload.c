@@ -31,36 +31,46 @@ static int add_pack_entries(struct ss_store *s, struct ss_dedup *d, const uint8_
 	return r;
 }
 
-/* Read a pack's own index (trailer first, then the index before it). */
+/* Read a pack's own index: its last bytes (trailer, or a sealed pack's
+ * footer) first, then as many more from its end as the index needs. */
 static int read_pack_index(struct ss_store *s, struct ss_loop *l, const char *key,
-			   struct ss_pack_entry **entries, uint32_t *count, uint64_t *size,
-			   struct ss_err *err)
+			   const uint8_t id[16], struct ss_pack_entry **entries, uint32_t *count,
+			   uint64_t *size, struct ss_err *err)
 {
-	uint8_t trailer[SS_PACK_TRAILER_SIZE];
-	struct ss_req g = {.kind = SS_REQ_GET, .flags = SS_GET_SUFFIX, .key = key,
-			   .len = sizeof(trailer), .buf = trailer, .err = err};
-	int r = ss_call(s->b, l, &g, &s->requests);
-	if (r < 0)
-		return r;
-	if (r != (int)sizeof(trailer))
-		return ss_err_set(err, -EBADMSG, "pack %s is truncated", key);
-	uint64_t index_off;
-	r = ss_pack_parse_trailer(trailer, g.size, count, &index_off, err);
-	if (r)
-		return r;
-	size_t ilen = (size_t)*count * SS_PACK_ENTRY_SIZE;
-	uint8_t *buf = malloc(ilen + SS_PACK_TRAILER_SIZE);
-	if (!buf)
-		return ss_err_set(err, -ENOMEM, "out of memory");
-	struct ss_req gi = {.kind = SS_REQ_GET, .key = key, .off = index_off,
-			    .len = ilen + SS_PACK_TRAILER_SIZE, .buf = buf, .err = err};
-	r = ss_call(s->b, l, &gi, &s->requests);
-	if (r >= 0 && (size_t)r != ilen + SS_PACK_TRAILER_SIZE)
+	size_t want = s->ids->crypt ? SS_PACK_FOOTER_SIZE : SS_PACK_TRAILER_SIZE;
+	uint8_t *buf = NULL;
+	uint64_t data_end, first_size = 0;
+	int r = 1;
+	for (int round = 0; r == 1 && round < 2; round++) {
+		uint8_t *nb = realloc(buf, want);
+		if (!nb) {
+			r = ss_err_set(err, -ENOMEM, "out of memory");
+			break;
+		}
+		buf = nb;
+		struct ss_req g = {.kind = SS_REQ_GET, .flags = SS_GET_SUFFIX, .key = key,
+				   .len = want, .buf = buf, .err = err};
+		r = ss_call(s->b, l, &g, &s->requests);
+		if (r < 0)
+			break;
+		if (round && g.size != first_size) {
+			r = ss_err_set(err, -EBADMSG, "pack %s changed while reading", key);
+			break;
+		}
+		first_size = *size = g.size;
+		if ((size_t)r != want && (uint64_t)r != g.size) {
+			r = ss_err_set(err, -EBADMSG, "pack %s is truncated", key);
+			break;
+		}
+		size_t need = 0;
+		r = ss_pack_tail_read(s->ids, id, buf, (size_t)r, g.size, &need, count, &data_end,
+				      entries, err);
+		if (r == 1)
+			want = need;
+	}
+	if (r == 1)
 		r = ss_err_set(err, -EBADMSG, "pack %s changed while reading", key);
-	if (r >= 0)
-		r = ss_pack_parse_index(buf, *count, index_off, buf + ilen, entries, err);
 	free(buf);
-	*size = g.size;
 	return r < 0 ? r : 0;
 }
 
@@ -91,7 +101,7 @@ int ss_store_load(struct ss_store *s, struct ss_loop *l, struct ss_dedup *d, str
 		struct ss_index_pack *ip = NULL;
 		uint32_t np = 0;
 		struct ss_err derr = {0};
-		r = ss_index_decode(buf, len, &ip, &np, &derr);
+		r = ss_index_read(s->ids, idx.keys[i], buf, len, &ip, &np, &derr);
 		free(buf);
 		if (r) {
 			/* The packs describe themselves: those this object listed
@@ -124,7 +134,7 @@ int ss_store_load(struct ss_store *s, struct ss_loop *l, struct ss_dedup *d, str
 		uint32_t count = 0;
 		uint64_t size = 0;
 		struct ss_err perr = {0};
-		int pr = read_pack_index(s, l, packs.keys[i], &e, &count, &size, &perr);
+		int pr = read_pack_index(s, l, packs.keys[i], id, &e, &count, &size, &perr);
 		if (pr) {
 			/* A damaged orphan cannot be reused; 'check' reports it. */
 			free(e);

@@ -803,12 +803,42 @@ def keyed_cycle(a, cmd, log_path, tmp, rpc_target, A, H, ident, spec, sandboxes,
     snap = os.path.join(tmp, "ksnaps", ACTOR, "snap-k")
 
     def keyed_snapshot():
+        info = subprocess.run([cli, "info", snap, "--store", kstore, "--json", "--key-file", key],
+                              capture_output=True, text=True)
+        j = json.loads(info.stdout or "{}")
+        ids = j.get("chunking", {}).get("chunk_ids")
+        digest = j.get("labels", {}).get("runsc.sha256", "")
+        check(ids == "xxh3-128-keyed" and j.get("sealed") and len(digest) == 64,
+              f"keyed: the snapshot is sealed, its chunk ids keyed, its runsc digest recorded "
+              f"({ids}, {j.get('sealed')}, {digest!r})")
         info = subprocess.run([cli, "info", snap, "--store", kstore, "--json"], capture_output=True, text=True)
-        ids = json.loads(info.stdout or "{}").get("chunking", {}).get("chunk_ids")
-        check(ids == "xxh3-128-keyed", f"keyed: the snapshot's chunk ids are keyed ({ids})")
+        j = json.loads(info.stdout or "{}")
+        check(j.get("sealed") and j.get("opened") is False and "labels" not in j,
+              f"keyed: without the key, info shows no label: {info.stdout.strip()[:300]}")
         p = subprocess.run([cli, "verify", snap, "--store", kstore, "--quiet"], capture_output=True, text=True)
-        check(p.returncode != 0 and "keyed" in p.stderr,
-              f"keyed: verify without the key is refused: {p.stderr.strip()}")
+        check(p.returncode == 5 and "keyed" in p.stderr,
+              f"keyed: verify without the key is refused (exit 5): {p.returncode} {p.stderr.strip()}")
+        # The runsc digest (which restore fetches runsc by) is sealed with
+        # the rest of the manifest: a manifest changed anywhere, or another
+        # snapshot's put in its place, does not open.
+        mpath = os.path.join(snap, "manifest")
+        with open(mpath, "rb") as f:
+            orig = f.read()
+        try:
+            for off in (len(orig) // 2, len(orig) - 5):
+                b = bytearray(orig)
+                b[off] ^= 0x01
+                with open(mpath, "wb") as f:
+                    f.write(b)
+                for sub in (["info", "--json"], ["verify", "--quiet"]):
+                    p = subprocess.run([cli, sub[0], snap, "--store", kstore, "--key-file", key] + sub[1:],
+                                       capture_output=True, text=True)
+                    check(p.returncode == 4 and "runsc.sha256" not in p.stdout,
+                          f"keyed: {sub[0]} of a manifest with byte {off} changed: exit "
+                          f"{p.returncode}, want 4: {p.stderr.strip()[:300]}")
+        finally:
+            with open(mpath, "wb") as f:
+                f.write(orig)
 
     server_cycle("keyed", cmd + [f"--key-file={key}", f"--store={kstore}"], log_path, rpc_target,
                  A, H, ident, spec, sandboxes, counter, snap, after_checkpoint=keyed_snapshot)

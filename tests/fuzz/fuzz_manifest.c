@@ -49,11 +49,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	return 0;
 }
 
+static void check_as(const uint8_t *data, size_t size, bool sealed);
+
 static void check(const uint8_t *data, size_t size)
+{
+	/* As a plain store's manifest, and as the inside of a sealed one
+	 * (whose frames carry a tag and whose raw chunks share frames). */
+	check_as(data, size, false);
+	check_as(data, size, true);
+}
+
+static void check_as(const uint8_t *data, size_t size, bool sealed)
 {
 	struct ss_err err = {0};
 	struct ss_manifest *m = NULL;
-	if (ss_manifest_decode(data, size, &m, &err) != 0)
+	if (ss_manifest_decode_ex(data, size, sealed, &m, &err) != 0)
 		return;
 	uint8_t *enc = NULL;
 	size_t enclen = 0;
@@ -64,7 +74,7 @@ static void check(const uint8_t *data, size_t size)
 	}
 	struct ss_manifest *m2 = NULL;
 	struct ss_err err2 = {0};
-	r = ss_manifest_decode(enc, enclen, &m2, &err2);
+	r = ss_manifest_decode_ex(enc, enclen, sealed, &m2, &err2);
 	if (r != 0) {
 		fprintf(stderr, "fuzz_manifest: re-encoded manifest does not decode: %s\n",
 			err2.msg);

@@ -67,9 +67,17 @@ SRCS[fuzz_uri]="util/util.c loop/loop.c backends/backend.c backends/mem.c backen
 	util/cryptofn.c"
 LIBS[fuzz_uri]="liburing libcurl expat json-c libcrypto"
 MAXLEN[fuzz_uri]=4096
-SRCS[fuzz_storecfg]="util/util.c util/cryptofn.c engine/core/chunkid.c"
+SRCS[fuzz_storecfg]="util/util.c util/cryptofn.c engine/core/chunkid.c engine/core/crypt.c"
 LIBS[fuzz_storecfg]="libxxhash libcrypto"
 MAXLEN[fuzz_storecfg]=8192
+SRCS[fuzz_crypt]="util/util.c util/cryptofn.c engine/core/crypt.c"
+LIBS[fuzz_crypt]="libcrypto"
+MAXLEN[fuzz_crypt]=8192
+# What a sealed store's readers parse once its objects authenticate.
+SRCS[fuzz_sealed]="util/util.c util/cryptofn.c engine/core/chunkid.c engine/core/crypt.c
+	engine/core/sealed.c proto/pack.c proto/manifest.c"
+LIBS[fuzz_sealed]="libcrypto libxxhash libprotobuf-c libzstd"
+MAXLEN[fuzz_sealed]=16384
 SRCS[fuzz_gvstate]="util/util.c util/cryptofn.c engine/core/gvstate.c"
 LIBS[fuzz_gvstate]="libdeflate libcrypto"
 MAXLEN[fuzz_gvstate]=65536
@@ -93,7 +101,7 @@ build() {
 			-c "$root/$s" -o "$o" || return 1
 		objs+=("$o")
 	done
-	if [ "$t" = fuzz_manifest ]; then
+	if [ "$t" = fuzz_manifest ] || [ "$t" = fuzz_sealed ]; then
 		"$CC" "${common[@]}" $san -fsanitize=fuzzer-no-link $(pc --cflags libprotobuf-c) \
 			-Wno-unused-parameter -c "$work/snapshot.pb-c.c" -o "$work/obj/$t/pb.o" || return 1
 		objs+=("$work/obj/$t/pb.o")
