@@ -33,6 +33,9 @@ runsc's images. Per run and target:
            SCHED_IDLE that touches no memory (runsc-idle-spin: how much
            the checkpoint slows for any concurrent work on this machine).
 
+All of one run happens within a minute or two, so that the per-run
+ratios compare calls made under about the same load.
+
 Besides the wall time each call records the machine's busy CPU seconds
 meanwhile (/proc/stat) and, where cgroup v1's cpuacct controller is
 mounted (it is on the development VM), the calls' own CPU: the server runs
@@ -382,15 +385,6 @@ def _target(ateom, tname, wd, mb, runs, record, snapstream, runsc, busybox):
             stop(server)
             rm(os.path.dirname(snap))
 
-        # Every run: new servers and sandboxes, so every first checkpoint
-        # is a first one, as with runsc alone below; the two restore modes
-        # alternate in order, so a drift of the machine does not favour one.
-        for i in range(runs):
-            log("ateom %s run %d/%d: ateom" % (tname, i + 1, runs))
-            for f in ((ateom_cycle, nostream_cycle) if i % 2 == 0 else
-                      (nostream_cycle, ateom_cycle)):
-                f(i)
-
         if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
             raise Skipped("cannot become a subreaper to time runsc alone as ateom runs it")
 
@@ -412,8 +406,7 @@ def _target(ateom, tname, wd, mb, runs, record, snapstream, runsc, busybox):
             reaping_run(rs + ["run", "--detach", "--bundle", bundle, cid])
             wait_counter(cid)
 
-        for i in range(runs):
-            log("ateom %s run %d/%d: runsc alone" % (tname, i + 1, runs))
+        def runsc_alone(i):
             cid = "ssbench-runsc-%d-%d" % (os.getpid(), i)
             img = os.path.join(tmp, "img-%d" % i)
             sandbox(cid, img)
@@ -435,13 +428,12 @@ def _target(ateom, tname, wd, mb, runs, record, snapstream, runsc, busybox):
                 rm(store)
             rm(img)
 
-        # How much runsc checkpoint suffers from any other work on the
-        # machine: one busy thread at SCHED_IDLE, the lowest priority there
-        # is, touching no memory. On a machine whose cores runsc checkpoint
-        # already keeps busy this is the cost any upload beside it pays.
-        for i in range(runs):
-            log("ateom %s run %d/%d: runsc alone beside an idle-priority busy thread"
-                % (tname, i + 1, runs))
+        def spin_reference(i):
+            """How much runsc checkpoint suffers from any other work on the
+            machine: one busy thread at SCHED_IDLE, the lowest priority
+            there is, touching no memory. On a machine whose cores runsc
+            checkpoint already keeps busy this is the cost any upload
+            beside it pays."""
             cid = "ssbench-spin-%d-%d" % (os.getpid(), i)
             img = os.path.join(tmp, "img-spin-%d" % i)
             sandbox(cid, img)
@@ -457,6 +449,19 @@ def _target(ateom, tname, wd, mb, runs, record, snapstream, runsc, busybox):
                 spin.wait()
             reaping_run(rs + ["delete", "-force", cid])
             rm(img)
+
+        # Every run: new servers and sandboxes, so every first checkpoint
+        # is a first one, as with runsc alone; runsc alone runs in the same
+        # run, right after, so that a ratio compares calls a minute apart
+        # on a machine whose load drifts; the two restore modes alternate
+        # in order, so a drift does not favour one.
+        for i in range(runs):
+            log("ateom %s run %d/%d" % (tname, i + 1, runs))
+            for f in ((ateom_cycle, nostream_cycle) if i % 2 == 0 else
+                      (nostream_cycle, ateom_cycle)):
+                f(i)
+            runsc_alone(i)
+            spin_reference(i)
     finally:
         # Stop being a subreaper; reap what is left.
         ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
