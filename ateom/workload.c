@@ -716,6 +716,21 @@ static void reap(struct wl *w, struct wl_result *res)
 	w->cleanup = NULL;
 }
 
+/* The node cache for a call on snapshot_uri: w's, unless the store is on
+ * this node's own file system (a path or file://, whether --store or the
+ * default beside the snapshot). Such a store is read directly: a cache
+ * there would keep a second copy of bytes the node's disk already holds,
+ * and writing it through cost a checkpoint of 269 MB on disk ~4,100
+ * files and 0.3-0.6 CPU-s (docs/ATEOM.md, "Checkpoint cost"). */
+static const char *cache_for(const struct wl *w, const char *snapshot_uri)
+{
+	const char *uri = w->store ? w->store : snapshot_uri;
+	const char *sep = uri ? strstr(uri, "://") : NULL;
+	if (!sep || !strncmp(uri, "file://", 7))
+		return NULL;
+	return w->cache_dir;
+}
+
 /* The upload of one checkpoint image directory, on a thread of its own.
  * In follow mode (the default) it starts before runsc checkpoint: the
  * engine reads the image files behind runsc as they grow, and
@@ -756,7 +771,7 @@ static void upload_start(struct upload *u, const struct wl *w, const struct ss_p
 	u->opts = *opts;
 	u->cfg.size = sizeof(u->cfg);
 	u->cfg.env = w->env;
-	u->cfg.cache_dir = w->cache_dir;
+	u->cfg.cache_dir = cache_for(w, opts->snapshot);
 	u->cfg.cache_size = w->cache_size;
 	u->st.size = sizeof(u->st);
 	if (w->key_len) {
@@ -931,6 +946,10 @@ void wl_checkpoint(struct wl *w, const struct wl_req *q, struct wl_result *res)
 		 * checkpoints share ~90% of their bytes instead of ~1%; restore
 		 * needs runsc to read the image, not its sha256 (docs/ATEOM.md). */
 		.inflate_gvisor = true,
+		/* runsc opens checkpoint.img O_EXCL and only ever appends to
+		 * it: what follow mode read behind it is final, and is not
+		 * read again once runsc exits (docs/ATEOM.md). */
+		.writer_appends = true,
 	};
 
 	if (!w->image_pending) {
@@ -1089,7 +1108,8 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	 * with it, so fsync would only slow the restore down. */
 	struct ss_config cfg = {.size = sizeof(cfg), .env = w->env, .no_fsync = true,
 				.key = w->key_len ? w->key : NULL,
-				.key_len = w->key_len, .cache_dir = w->cache_dir,
+				.key_len = w->key_len,
+				.cache_dir = cache_for(w, q->snapshot_uri),
 				.cache_size = w->cache_size};
 	struct ss_pull_opts po = {.size = sizeof(po), .snapshot = q->snapshot_uri, .dest = img,
 				  .store = w->store, .info = &info};

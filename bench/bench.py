@@ -95,7 +95,9 @@ PLANS = {
         dict(make=("gvisor", "gvisor-large", 300, 16), tools=LOCAL, targets={"tmpfs": 3}),
     ],
 }
-ATEOM = {"quick": None, "full": {"mb": 256, "runs": 3}}
+# The Ateom round trip (ateom_bench.py), on local disk and on tmpfs. The
+# quick mode runs it only when --only names it (one run: ~3 minutes).
+ATEOM = {"quick": {"mb": 256, "runs": 1, "opt_in": True}, "full": {"mb": 256, "runs": 3}}
 # The fleet scenario (fleet.py): N concurrent restores of related
 # snapshots through s3rver, without and with the node cache.
 FLEET = {"quick": None, "full": {"mb": 256, "actors": 8, "runs": 3}}
@@ -437,14 +439,23 @@ class Harness:
         self.phase_s[name] = round(time.time() - t0, 1)
 
     def ateom_phase(self, cfg):
-        res = {"mb": cfg["mb"], "runs": self.runs(cfg["runs"])}
+        a = self.a
+        res = {"mb": cfg["mb"], "runs": self.runs(cfg["runs"]), "targets": {}}
         samples = []
 
-        def record(tool, sc, i, wall, **extra):
-            samples.append(dict(tool=tool, scenario=sc, run=i, wall_s=round(wall, 4), **extra))
+        def record(tgt, tool, sc, i, wall, **extra):
+            samples.append(dict(target=tgt, tool=tool, scenario=sc, run=i, wall_s=round(wall, 4),
+                                **extra))
+        targets = []
+        # Local disk first: the targets are set there.
+        if "disk" not in a.skip:
+            self.claim(a.disk_dir)
+            targets.append(("disk", a.disk_dir))
+        if "tmpfs" not in a.skip:
+            targets.append(("tmpfs", self.wd))
         t0 = time.time()
         try:
-            ateom_bench.roundtrip(self.ateom, self.wd, cfg["mb"], res["runs"], record,
+            ateom_bench.roundtrip(self.ateom, targets, cfg["mb"], res["runs"], record,
                                   snapstream=self.snapstream)
         except Skipped as e:
             res["skipped"] = str(e)
@@ -453,27 +464,59 @@ class Harness:
             res["skipped"] = "failed: %s" % e
             self.failures.append("Ateom round trip: %s" % e)
         res["samples"] = samples
-        res["stats"] = {}
-        for tool in ("ateom", "runsc", "push-after", "runsc-idle-spin"):
-            for sc in ("checkpoint", "restore"):
-                mine = [s for s in samples if s["tool"] == tool and s["scenario"] == sc]
-                v = summarize([s["wall_s"] for s in mine])
+        for tgt, d in targets:
+            mine_t = [s for s in samples if s["target"] == tgt]
+            if not mine_t:
+                continue
+            stats = {}
+            for tool in ("ateom", "ateom-nostream", "runsc", "push-after", "runsc-idle-spin",
+                         "fetch-alone"):
+                for sc in ("checkpoint", "checkpoint-2", "restore", "restore-fetch"):
+                    mine = [s for s in mine_t if s["tool"] == tool and s["scenario"] == sc]
+                    if not mine:
+                        continue
+                    for key, suffix in (("wall_s", ""), ("machine_cpu_s", "/cpu"),
+                                        ("own_cpu_s", "/own_cpu"), ("server_cpu_s", "/server_cpu"),
+                                        ("sandbox_cpu_s", "/sandbox_cpu"),
+                                        ("others_frac", "/others_frac"), ("load1", "/load1"),
+                                        ("stored_bytes", "/stored")):
+                        v = summarize([s[key] for s in mine if key in s])
+                        if v:
+                            stats["%s/%s%s" % (tool, sc, suffix)] = v
+                    names = []
+                    for s in mine:
+                        names += [n for n in s.get("phases_ms", {}) if n not in names]
+                    for n in names:
+                        v = summarize([s["phases_ms"][n] / 1e3 for s in mine
+                                       if n in s.get("phases_ms", {})])
+                        if v:
+                            stats["%s/%s/phase/%s" % (tool, sc, n)] = v
+            # Per-run ratios: a drift of the machine between runs cancels.
+            by_run = {}
+            for s in mine_t:
+                by_run.setdefault(s["run"], {})["%s/%s" % (s["tool"], s["scenario"])] = s
+            for name, num, den in (("checkpoint", "ateom/checkpoint", "runsc/checkpoint"),
+                                   ("restore", "ateom/restore", "runsc/restore"),
+                                   ("restore-nostream", "ateom-nostream/restore", "runsc/restore")):
+                v = summarize([r[num]["wall_s"] / r[den]["wall_s"] for r in by_run.values()
+                               if num in r and den in r])
                 if v:
-                    res["stats"]["%s/%s" % (tool, sc)] = v
-                v = summarize([s["machine_cpu_s"] for s in mine if "machine_cpu_s" in s])
-                if v:
-                    res["stats"]["%s/%s/cpu" % (tool, sc)] = v
-                names = []
-                for s in mine:
-                    names += [n for n in s.get("phases_ms", {}) if n not in names]
-                for n in names:
-                    v = summarize([s["phases_ms"][n] / 1e3 for s in mine
-                                   if n in s.get("phases_ms", {})])
-                    if v:
-                        res["stats"]["%s/%s/phase/%s" % (tool, sc, n)] = v
-        imgs = [s["image_bytes"] for s in samples if "image_bytes" in s]
-        if imgs:
-            res["image_bytes"] = max(imgs)
+                    stats["ratio/" + name] = v
+            v = summarize([r["ateom/checkpoint-2"]["stored_bytes"] /
+                           r["ateom/checkpoint"]["stored_bytes"] for r in by_run.values()
+                           if "stored_bytes" in r.get("ateom/checkpoint-2", {}) and
+                           r.get("ateom/checkpoint", {}).get("stored_bytes")])
+            if v:
+                stats["ratio/stored-2"] = v
+            imgs = [s["image_bytes"] for s in mine_t if "image_bytes" in s]
+            res["targets"][tgt] = {"dir": d, "fs": fs_type(d), "stats": stats,
+                                   "image_bytes": max(imgs) if imgs else None}
+        # The first target's figures where one set is wanted (the README).
+        first = next(iter(res["targets"].values()), None)
+        res["stats"] = first["stats"] if first else {}
+        if first and first.get("image_bytes"):
+            res["image_bytes"] = first["image_bytes"]
+        res["cores"] = len(os.sched_getaffinity(0))
         self.phase_s["ateom"] = round(time.time() - t0, 1)
         return res
 
@@ -534,7 +577,8 @@ class Harness:
                     continue
                 self.workload(spec)
             cfg = ATEOM[a.mode]
-            if cfg and "ateom" not in a.skip and (not a.only or "ateom" in a.only):
+            if cfg and "ateom" not in a.skip and (
+                    ("ateom" in a.only) if a.only or cfg.get("opt_in") else True):
                 ateom_res = self.ateom_phase(cfg)
             cfg = FLEET[a.mode]
             if cfg and "fleet" not in a.skip and "s3" not in a.skip and (

@@ -370,71 +370,125 @@ def keyed_section(res):
     return L
 
 
+def ateom_targets(res):
+    """The issue's Ateom targets, each on the disk target (where they are
+    set) and on tmpfs: [{name, value, target, pass, fmt}]."""
+    a = res.get("ateom") or {}
+    out = []
+    for tgt, t in (a.get("targets") or {}).items():
+        st = t["stats"]
+        med = lambda k: (st.get(k) or {}).get("median")
+
+        def add(name, value, goal, ok, f):
+            if value is not None:
+                out.append({"name": "Ateom (%s): %s" % (tgt, name), "value": value,
+                            "target": goal, "pass": ok(value), "fmt": f})
+        c, rc = med("ateom/checkpoint"), med("runsc/checkpoint")
+        add("CheckpointWorkload / runsc checkpoint", c / rc if c and rc else None, "<= 1.6x",
+            lambda v: v <= 1.6, "%.2fx")
+        r, rr = med("ateom/restore"), med("runsc/restore")
+        add("RestoreWorkload / runsc restore", r / rr if r and rr else None, "<= 1.25x",
+            lambda v: v <= 1.25, "%.2fx")
+        add("second checkpoint stored / first", med("ratio/stored-2"), "<= 0.10",
+            lambda v: v <= 0.10, "%.3f")
+        f, fa = med("ateom/restore-fetch"), med("fetch-alone/restore")
+        add("restore that fetched runsc - restore, s, against the fetch alone (%.2f s)"
+            % (fa or 0), f - r if f and r and fa else None, "<= %.2f" % (fa or 0),
+            lambda v: v <= (fa or 0), "%.2f")
+    return out
+
+
 def ateom_section(res):
     a = res.get("ateom")
     if not a:
         return []
     L = ["## Ateom round trip against runsc alone\n"]
     if a.get("skipped"):
-        return L + ["Skipped: %s\n" % a["skipped"]]
+        L.append("Skipped: %s\n" % a["skipped"])
+    if not a.get("targets"):
+        return L
     L.append("A busybox gVisor sandbox (ptrace platform, no network) holding %d MiB of random "
-             "data in a tmpfs; %d runs. Ateom: the gRPC call's wall time (runsc checkpoint plus the "
-             "push into a fresh local store on tmpfs; the pull plus runsc restore). runsc alone: "
-             "`runsc checkpoint --image-path` / `runsc restore` to and from tmpfs, nothing "
-             "stored.%s\n" % (a["mb"], a["runs"], " Image: %.1f MB." % (a["image_bytes"] / 1e6)
-                              if a.get("image_bytes") else ""))
-    L.append("| | Ateom, s | runsc alone, s | Ateom / runsc | machine CPU, s: Ateom | runsc alone |")
-    L.append("|---|---|---|---|---|---|")
-    st = a["stats"]
-    for sc, lab in (("checkpoint", "CheckpointWorkload vs runsc checkpoint"),
-                    ("restore", "RestoreWorkload vs runsc restore")):
-        x, y = st.get("ateom/" + sc), st.get("runsc/" + sc)
-        L.append("| %s | %s | %s | %s | %s | %s |" % (
-            lab, cell(x), cell(y), "%.2fx" % (x["median"] / y["median"]) if x and y else "-",
-            cell(st.get("ateom/%s/cpu" % sc)), cell(st.get("runsc/%s/cpu" % sc))))
-    L.append("")
-    L.append("Machine CPU: busy CPU seconds of the whole machine (all cores, /proc/stat) during "
-             "the call: the sandbox, runsc, the server and the engine together.\n")
-    rc, spin, after = st.get("runsc/checkpoint"), st.get("runsc-idle-spin/checkpoint"), \
-        st.get("push-after/checkpoint")
-    if rc and (spin or after):
-        L.append("References for the checkpoint ratio, same run: how much `runsc checkpoint` "
-                 "slows for any other work on this machine, and what the push would add if it "
-                 "ran after the checkpoint instead of beside it.\n")
-        L += ["| | s | / runsc checkpoint alone | machine CPU, s |", "|---|---|---|---|"]
-        if spin:
-            L.append("| runsc checkpoint beside one busy thread at SCHED_IDLE | %s | %.2fx | %s |"
-                     % (cell(spin), spin["median"] / rc["median"],
-                        cell(st.get("runsc-idle-spin/checkpoint/cpu"))))
-        if after:
-            L.append("| `snapstream push` of runsc's image, after it | %s | - | %s |"
-                     % (cell(after), cell(st.get("push-after/checkpoint/cpu"))))
-            L.append("| runsc checkpoint, then that push (no overlap) | %.2f | %.2fx | - |"
-                     % (rc["median"] + after["median"],
-                        (rc["median"] + after["median"]) / rc["median"]))
+             "data in a tmpfs and counting; %d runs per target. Ateom: the gRPC call's wall time "
+             "(runsc checkpoint plus the push into a fresh local store; RestoreWorkload: the pull "
+             "plus runsc restore, while pulling (the default) or pulling first "
+             "(`--no-stream-restore`)). runsc alone: `runsc checkpoint --image-path` / `runsc "
+             "restore` to and from the same directory, nothing stored. Work directories, stores "
+             "and images are in the target's directory.\n" % (a["mb"], a["runs"]))
+    L.append("Own CPU: CPU seconds of the call's own processes (cgroup v1 cpuacct): the server's "
+             "group (ateom, the engine's threads, the runsc commands it starts) and the "
+             "sandbox's; for runsc alone the runsc command and the sandbox. Machine CPU: every "
+             "core's busy time meanwhile (/proc/stat); the difference is other processes' work, "
+             "given as their share of all cores (others).\n")
+    for tgt, t in a["targets"].items():
+        st = t["stats"]
+        med = lambda k: (st.get(k) or {}).get("median")
+        L.append("### %s (%s, %s)%s\n" % (tgt, t["dir"], t["fs"],
+                 ", image %.1f MB" % (t["image_bytes"] / 1e6) if t.get("image_bytes") else ""))
+        L.append("| call | s | / runsc alone (per run) | own CPU, s | machine CPU, s | others | "
+                 "load1 |")
+        L.append("|---|---|---|---|---|---|---|")
+        rows = (("ateom/checkpoint", "CheckpointWorkload", "ratio/checkpoint"),
+                ("runsc/checkpoint", "runsc checkpoint alone", None),
+                ("ateom-nostream/checkpoint", "CheckpointWorkload (second server)", None),
+                ("ateom/checkpoint-2", "CheckpointWorkload of the restored sandbox", None),
+                ("ateom/restore", "RestoreWorkload, while pulling", "ratio/restore"),
+                ("ateom-nostream/restore", "RestoreWorkload, pulled first",
+                 "ratio/restore-nostream"),
+                ("runsc/restore", "runsc restore alone", None),
+                ("ateom/restore-fetch", "RestoreWorkload fetching the checkpoint's runsc", None),
+                ("fetch-alone/restore", "`snapstream pull` of that runsc alone", None),
+                ("push-after/checkpoint", "`snapstream push` of runsc's image, after it", None),
+                ("runsc-idle-spin/checkpoint", "runsc checkpoint beside a SCHED_IDLE spinner",
+                 None))
+        for k, lab, rk in rows:
+            if k not in st:
+                continue
+            of = st.get(k + "/others_frac")
+            L.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                lab, cell(st[k]), rcell(st.get(rk)) if rk else "-", cell(st.get(k + "/own_cpu")),
+                cell(st.get(k + "/cpu")), "%.0f%%" % (100 * of["median"]) if of else "-",
+                cell(st.get(k + "/load1"))))
         L.append("")
-        rcpu, acpu = st.get("runsc/checkpoint/cpu"), st.get("push-after/checkpoint/cpu")
-        ncpu = (res.get("machine") or {}).get("cores_usable") or os.cpu_count()
-        if rcpu and acpu and ncpu:
-            have = ncpu * 1.3 * rc["median"]
-            need = rcpu["median"] + acpu["median"]
-            L.append("CPU budget of the 1.3x checkpoint target: %d cores x 1.3 x %.2f s = %.2f "
-                     "CPU-s; runsc checkpoint alone %.2f + the push of its image %.2f = %.2f "
-                     "CPU-s, leaving %.2f CPU-s (%.0f%%) for all scheduling slack and the "
-                     "re-check of a followed image.\n"
-                     % (ncpu, rc["median"], have, rcpu["median"], acpu["median"], need,
-                        have - need, 100 * (have - need) / have))
-    rows = []
-    for sc in ("checkpoint", "restore"):
-        pre = "ateom/%s/phase/" % sc
-        for k in st:
-            if k.startswith(pre):
-                rows.append("| %s | %s | %s |" % (sc, k[len(pre):], cell(st[k])))
-    if rows:
-        L.append("Where the Ateom call's time goes, as the server logs it (medians, s; "
-                 "`push_tail` is the push after runsc exited, `previous_delete` the reaping of "
-                 "a sandbox deleted in the background):\n")
-        L += ["| call | phase | s |", "|---|---|---|"] + rows + [""]
+        s1, s2 = st.get("ateom/checkpoint/stored"), st.get("ateom/checkpoint-2/stored")
+        if s1 and s2:
+            L.append("Stored: the first checkpoint %.1f MB, the second (of the restored sandbox, "
+                     "its parent the first) %.2f MB: %s of the first.\n"
+                     % (s1["median"] / 1e6, s2["median"] / 1e6, rcell(st.get("ratio/stored-2"),
+                                                                         "%.3f")))
+        rc, rcpu, acpu = med("runsc/checkpoint"), med("runsc/checkpoint/own_cpu"), \
+            med("ateom/checkpoint/own_cpu")
+        ncpu = a.get("cores") or os.cpu_count()
+        if rc and rcpu and acpu:
+            fast = st["runsc/checkpoint"]["min"]
+            L.append("CPU budget of the 1.6x checkpoint target: %d cores x 1.6 x %.2f s = %.2f "
+                     "CPU-s; CheckpointWorkload used %.2f own CPU-s (runsc checkpoint alone "
+                     "%.2f: the push and the server %.2f more), %.0f%% of the budget. With the "
+                     "fastest run of runsc alone (%.2f s, the least disturbed) the budget is %.2f "
+                     "CPU-s: %.0f%%.\n"
+                     % (ncpu, rc, ncpu * 1.6 * rc, acpu, rcpu, acpu - rcpu,
+                        100 * acpu / (ncpu * 1.6 * rc), fast, ncpu * 1.6 * fast,
+                        100 * acpu / (ncpu * 1.6 * fast)))
+        rows = []
+        for sc in ("checkpoint", "checkpoint-2", "restore", "restore-fetch"):
+            for tool in ("ateom", "ateom-nostream"):
+                pre = "%s/%s/phase/" % (tool, sc)
+                for k in st:
+                    if k.startswith(pre):
+                        rows.append("| %s%s | %s | %s |" % (
+                            sc, " (pulled first)" if tool != "ateom" else "", k[len(pre):],
+                            cell(st[k])))
+        if rows:
+            L.append("Where the Ateom calls' time goes, as the server logs it (medians, s; "
+                     "`push_tail` is the push after runsc exited, `pull` overlaps "
+                     "`runsc_restore` when restoring while pulling):\n")
+            L += ["| call | phase | s |", "|---|---|---|"] + rows + [""]
+    tl = ateom_targets(res)
+    if tl:
+        L += ["Targets:\n", "| | value | target | |", "|---|---|---|---|"]
+        for t in tl:
+            L.append("| %s | %s | %s | %s |" % (t["name"], t["fmt"] % t["value"], t["target"],
+                                                "ok" if t["pass"] else "**MISSED**"))
+        L.append("")
     return L
 
 
@@ -753,7 +807,8 @@ def markdown(res, st, charts):
     L += tl
     t_any = any_image_targets(res, st)
     L += any_image_section(t_any)
-    res["target_ratios"] = [{k: v for k, v in t.items() if k != "fmt"} for t in targets + t_any]
+    res["target_ratios"] = [{k: v for k, v in t.items() if k != "fmt"}
+                            for t in targets + t_any + ateom_targets(res)]
     if res["notes"] or res["failures"]:
         L.append("## Notes\n")
         L += ["- " + n for n in res["notes"]]
@@ -793,10 +848,11 @@ def readme_section(res):
     if x.get("ateom/checkpoint") and x.get("runsc/checkpoint"):
         c, rc = x["ateom/checkpoint"]["median"], x["runsc/checkpoint"]["median"]
         r, rr = x["ateom/restore"]["median"], x["runsc/restore"]["median"]
-        L.append(fill("Ateom round trip (%d MiB sandbox, %d runs): CheckpointWorkload %.2f s against "
-                 "`runsc checkpoint` alone %.2f s (%.2fx); RestoreWorkload %.2f s against `runsc "
-                 "restore` alone %.2f s (%.2fx)." % (a["mb"], a["runs"], c, rc, c / rc, r, rr,
-                                                       r / rr)))
+        where = next(iter(a.get("targets") or {}), "tmpfs")
+        L.append(fill("Ateom round trip (%d MiB sandbox, %d runs, work dir and store on %s): "
+                 "CheckpointWorkload %.2f s against `runsc checkpoint` alone %.2f s (%.2fx); "
+                 "RestoreWorkload %.2f s against `runsc restore` alone %.2f s (%.2fx)."
+                 % (a["mb"], a["runs"], where, c, rc, c / rc, r, rr, r / rr)))
     data = scaling_data(res, st)
     if len(data) >= 2:
         (s0, d0), (s1, d1) = data[0], data[-1]
@@ -970,6 +1026,9 @@ def write(out_dir, res):
     os.makedirs(out_dir, exist_ok=True)
     st = Stats(res["samples"])
     bg = [s["bg_cpu_frac"] for s in st.samples if "bg_cpu_frac" in s]
+    # The Ateom round trip's calls say the same as others_frac.
+    bg += [s["others_frac"] for s in (res.get("ateom") or {}).get("samples", [])
+           if "others_frac" in s]
     res["bg"] = {"median": statistics.median(bg) if bg else 0, "max": max(bg) if bg else 0}
     ch = charts(out_dir, res, st, res["notes"])
     md = markdown(res, st, ch)

@@ -230,6 +230,14 @@ struct ss_push_opts {
 	 * bytes as the pushed file (docs/DESIGN.md, "gVisor state files").
 	 * Works in follow mode; not for ss_push_fd. */
 	bool inflate_gvisor;
+	/* Follow mode: the writer only ever appends to each file and never
+	 * rewrites a byte it wrote (runsc checkpoint, which writes its image
+	 * sequentially), so what was read behind it is final and the files
+	 * are not read a second time at the end; only their sizes are
+	 * checked. A writer that does rewrite then yields a snapshot of
+	 * bytes that never existed together: leave it false unless the
+	 * writer is known. */
+	bool writer_appends;
 };
 
 struct ss_snapshot_info;

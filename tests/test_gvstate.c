@@ -3,7 +3,8 @@
  * push/pull/cat through the engine with --inflate-gvisor: a state file
  * is stored inflated and comes back with its header byte for byte; any
  * file that does not parse exactly is stored and restored as it is, also
- * in follow mode when the damage appears after a valid header. */
+ * in follow mode when the damage appears after a valid header; a state
+ * file rewritten behind the reader is never stored as it was first read. */
 #include <libdeflate.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -236,6 +237,10 @@ struct feeder {
 	const uint8_t *p;
 	size_t n;
 	atomic_int status;
+	/* Written over the start of the file once all of it is, before the
+	 * writer says it is done (NULL: nothing). */
+	const uint8_t *rewrite;
+	size_t rewrite_len;
 };
 
 /* A writer that appends in small pieces, as runsc does. */
@@ -250,6 +255,16 @@ static void *feed(void *arg)
 		at += k;
 		struct timespec ts = {.tv_nsec = 200000};
 		nanosleep(&ts, NULL);
+	}
+	if (f->rewrite) {
+		/* Behind the reader: it has long consumed the start. */
+		struct timespec ts = {.tv_nsec = 300000000};
+		nanosleep(&ts, NULL);
+		/* Not through fd: pwrite on an O_APPEND descriptor appends. */
+		int wfd = open(f->path, O_WRONLY);
+		REQUIRE(wfd >= 0 && pwrite(wfd, f->rewrite, f->rewrite_len, 0) ==
+					    (ssize_t)f->rewrite_len && close(wfd) == 0,
+			"rewrite");
 	}
 	close(fd);
 	atomic_store(&f->status, 1);
@@ -317,7 +332,8 @@ static void cat_as_it_grows(const char *tag, const char *snap, struct ss_config_
 /* Push file contents p with --inflate-gvisor (following a writer when
  * follow), pull, cat, verify; check what came back. expect: stored
  * transformed or not. */
-static void roundtrip(const char *tag, const uint8_t *p, size_t n, bool follow, bool expect)
+static void roundtrip_as(const char *tag, const uint8_t *p, size_t n, bool follow, bool expect,
+			 bool appends)
 {
 	char src[512], snap[512], out[512], img[600];
 	snprintf(src, sizeof(src), "%s/src-%s", dir, tag);
@@ -330,6 +346,7 @@ static void roundtrip(const char *tag, const uint8_t *p, size_t n, bool follow, 
 	po.source = src;
 	po.snapshot = snap;
 	po.inflate_gvisor = true;
+	po.writer_appends = appends;
 	struct feeder fd = {.path = img, .p = p, .n = n};
 	pthread_t th;
 	if (follow) {
@@ -415,6 +432,87 @@ static void roundtrip(const char *tag, const uint8_t *p, size_t n, bool follow, 
 	free(got);
 }
 
+static void roundtrip(const char *tag, const uint8_t *p, size_t n, bool follow, bool expect)
+{
+	roundtrip_as(tag, p, n, follow, expect, false);
+}
+
+/* The same state file with other metadata of the same length, its HMAC
+ * made anew: a valid state file that differs from p in its header only. */
+static uint8_t *other_header(const uint8_t *p, size_t n, size_t *hlen)
+{
+	struct ss_gvs_hdr h;
+	uint64_t blen;
+	REQUIRE(ss_gvs_scan(p, n, &h, &blen, NULL) == 0, "scan");
+	uint8_t *q = malloc(h.len);
+	REQUIRE(q, "oom");
+	memcpy(q, p, h.len);
+	const size_t meta = 16, mlen = h.len - 16 - 32 - 4;
+	REQUIRE(mlen > 0 && q[meta + mlen - 3] == 'v', "metadata as make_file writes it");
+	q[meta + mlen - 3] = 'w';
+	unsigned ml = 32;
+	static const uint8_t nokey[1];
+	HMAC(EVP_sha256(), nokey, 0, q, meta + mlen, q + meta + mlen, &ml);
+	*hlen = h.len;
+	return q;
+}
+
+/* A state file whose header is rewritten behind the reader, after the
+ * decoder consumed it and before the writer says it is done: the
+ * snapshot must hold what the file holds at the end (here: pushed as it
+ * is, once the decoder's second read saw the change), never the header
+ * that was read first. */
+static void rewritten_follow(const uint8_t *p, size_t n)
+{
+	char src[512], snap[512], out[512], img[600];
+	snprintf(src, sizeof(src), "%s/src-rewritten", dir);
+	snprintf(snap, sizeof(snap), "%s/snaps/rewritten", dir);
+	snprintf(out, sizeof(out), "%s/out-rewritten", dir);
+	snprintf(img, sizeof(img), "%s/checkpoint.img", src);
+	REQUIRE(mkdir(src, 0755) == 0, "mkdir");
+	size_t hlen = 0;
+	uint8_t *hdr = other_header(p, n, &hlen);
+	uint8_t *final = malloc(n);
+	REQUIRE(final, "oom");
+	memcpy(final, p, n);
+	memcpy(final, hdr, hlen);
+	write_file(img, p, 0);
+	struct feeder fd = {.path = img, .p = p, .n = n, .rewrite = hdr, .rewrite_len = hlen};
+	atomic_init(&fd.status, 0);
+	struct ss_config_in cfg = {.pub = SS_CONFIG_INIT};
+	struct ss_push_opts po = SS_PUSH_OPTS_INIT;
+	po.source = src;
+	po.snapshot = snap;
+	po.inflate_gvisor = true;
+	po.writer_status = feeder_status;
+	po.writer_arg = &fd;
+	pthread_t th;
+	REQUIRE(pthread_create(&th, NULL, feed, &fd) == 0, "thread");
+	char err[512] = "";
+	int r = ss_push_impl(&po, &cfg, NULL, err, sizeof(err));
+	pthread_join(th, NULL);
+	CHECK(r == 0, "rewritten: push: %s", err);
+	struct ss_pull_opts pl = SS_PULL_OPTS_INIT;
+	pl.snapshot = snap;
+	pl.dest = out;
+	CHECK(r == 0 && ss_pull_impl(&pl, &cfg, NULL, err, sizeof(err)) == 0,
+	      "rewritten: pull: %s", err);
+	snprintf(img, sizeof(img), "%s/checkpoint.img", out);
+	size_t gn = 0;
+	uint8_t *got = r == 0 ? read_file(img, &gn) : NULL;
+	/* Pushed as it is, or (had the decoder read the new header) inflated
+	 * with it: either way the final header. */
+	CHECK(got && gn >= hlen && memcmp(got, hdr, hlen) == 0,
+	      "rewritten: the snapshot has the header the file ended with");
+	CHECK(got && (gn != n || memcmp(got, final, n) == 0) &&
+		      (gn == n || ss_gvs_scan(got, gn, &(struct ss_gvs_hdr){0}, &(uint64_t){0},
+					      NULL) == 0),
+	      "rewritten: and the file's final bytes");
+	free(got);
+	free(final);
+	free(hdr);
+}
+
 static void test_engine(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/ss-test-gvstate-XXXXXX");
@@ -425,6 +523,9 @@ static void test_engine(void)
 	struct sf ok = make_file(body, n, cs, D_NONE);
 	roundtrip("valid", ok.p, ok.n, false, true);
 	roundtrip("valid-follow", ok.p, ok.n, true, true);
+	/* A writer that only appends (runsc): read once, the same snapshot. */
+	roundtrip_as("valid-follow-appends", ok.p, ok.n, true, true, true);
+	rewritten_follow(ok.p, ok.n);
 	struct sf trail = make_file(body, n, cs, D_TRAILING);
 	roundtrip("trailing", trail.p, trail.n, false, false);
 	/* Damage after a valid header: in follow mode the push has begun
@@ -437,6 +538,7 @@ static void test_engine(void)
 	/* Too short to tell, and plain bytes: as they are. */
 	roundtrip("tiny", (const uint8_t *)"gVis", 4, false, false);
 	roundtrip("plain", body, n, true, false);
+	roundtrip_as("plain-appends", body, n, true, false, true);
 	free(ok.p);
 	free(trail.p);
 	free(garb.p);

@@ -50,6 +50,7 @@ struct gvfile {
 	int raw_fd, mem_fd;
 	unsigned threads;
 	bool follow;              /* read behind a writer, in a thread */
+	bool appends;             /* ss_push_opts.writer_appends: no second read */
 	uint64_t raw_size;        /* bytes of the file (final once done) */
 	int64_t raw_mtime;
 	uint32_t raw_mode;
@@ -166,7 +167,8 @@ static int gv_header(struct gvfile *g, uint8_t *hdr, struct ss_gvs_hdr *h)
 }
 
 /* Read the body behind the writer, inflate it and append it to the
- * memfd, until the writer is done and every byte is consumed. */
+ * memfd, until the writer is done and every byte is consumed. The bytes
+ * read go into xs when it is not NULL (for gv_recheck). */
 static int gv_body(struct gvfile *g, const struct ss_gvs_hdr *h, XXH3_state_t *xs)
 {
 	const uint32_t cs = h->chunk_size, maxc = ss_gvs_max_clen(cs);
@@ -282,7 +284,8 @@ static int gv_body(struct gvfile *g, const struct ss_gvs_hdr *h, XXH3_state_t *x
 			}
 		}
 		(void)bytes;
-		XXH3_128bits_update(xs, raw, at);
+		if (xs)
+			XXH3_128bits_update(xs, raw, at);
 		pos += at;
 		nchunk += n;
 	}
@@ -339,6 +342,17 @@ out:
 	return res;
 }
 
+/* A writer that only appends: the file must still have the size the
+ * decoder consumed. */
+static int gv_size_final(struct gvfile *g)
+{
+	uint64_t size = 0;
+	int r = raw_size_now(g, &size);
+	if (r || size != g->raw_size)
+		return FAIL("it changed size after its writer finished");
+	return GV_DONE;
+}
+
 static int gv_run(struct gvfile *g)
 {
 	uint8_t *hdr = malloc(SS_GVS_MAX_HDR);
@@ -357,12 +371,18 @@ static int gv_run(struct gvfile *g)
 		res = FAIL("cannot store its inflated form: %s", strerror(-r));
 		goto out;
 	}
+	/* Read behind a writer that may rewrite what it wrote, the file is
+	 * hashed as it is consumed and read again once final (gv_recheck).
+	 * One that only appends is read once. */
+	const bool again = g->follow && !g->appends;
 	XXH3_128bits_reset(xs);
 	XXH3_128bits_update(xs, hdr, h.len);
 	atomic_store(&g->state, GV_INFLATING);
-	res = gv_body(g, &h, xs);
-	if (res == GV_DONE && g->follow)
+	res = gv_body(g, &h, again ? xs : NULL);
+	if (res == GV_DONE && again)
 		res = gv_recheck(g, xs);
+	else if (res == GV_DONE && g->follow)
+		res = gv_size_final(g);
 	if (res == GV_DONE) {
 		/* Follow mode takes mode and mtime from the memfd at the end. */
 		struct timespec ts[2] = {
@@ -461,6 +481,7 @@ int push_gv_add(struct push *P, struct pfile *f)
 	/* Following: nothing to read until the header decides. */
 	atomic_init(&g->writer_done, false);
 	g->follow = true;
+	g->appends = P->opts->writer_appends;
 	f->size = f->avail = f->alloc = 0;
 	int e = pthread_create(&g->th, NULL, gv_main, g);
 	if (e)
