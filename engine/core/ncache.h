@@ -71,6 +71,14 @@ void ss_ncache_stats(const struct ss_backend *b, struct ss_stats *st);
 int ss_ncache_absent(const struct ss_backend *b, const uint8_t pack[16], uint64_t off,
 		     uint64_t len, uint64_t *bytes);
 
+/* Whether a read of [off, off + len) of pack `pack` through b costs no
+ * fetch beyond what the caller asked for: b is no cache, or the cache
+ * holds every block of it. Plans read through a gap between frames only
+ * then: an uncached gap would be fetched from the store only to be
+ * thrown away. */
+bool ss_ncache_holds(const struct ss_backend *b, const uint8_t pack[16], uint64_t off,
+		     uint64_t len);
+
 /* The directory's figures into st; with prune, least recently used blocks
  * are evicted first until at most prune_to bytes remain. */
 int ss_ncache_report(struct ss_ncache *c, bool prune, uint64_t prune_to,

@@ -649,3 +649,10 @@ int ss_ncache_absent(const struct ss_backend *b, const uint8_t pack[16], uint64_
 	}
 	return 0;
 }
+
+bool ss_ncache_holds(const struct ss_backend *b, const uint8_t pack[16], uint64_t off,
+		     uint64_t len)
+{
+	uint64_t absent = 0;
+	return !len || ss_ncache_absent(b, pack, off, len, &absent) || absent == 0;
+}

@@ -109,19 +109,6 @@ static uint64_t file_off_of(const struct ss_mfile *f, size_t e)
 	return off;
 }
 
-/* Whether a unit may read through the gap [from, to) of pack `pack`: as
- * in a pull (pull.c, read_through), only when it is short and, through
- * the node cache, cached. */
-static bool read_through(const struct ss_oread *R, uint32_t pack, uint64_t from, uint64_t to)
-{
-	uint64_t absent = 0;
-	if (to - from > OR_GAP)
-		return false;
-	return to == from ||
-	       ss_ncache_absent(R->o->store, R->m->pack_ids[pack], from, to - from, &absent) ||
-	       absent == 0;
-}
-
 /* Fill u with the extents from the cursor on: same file, one pack range,
  * within the budgets. Always takes at least one extent (or the empty
  * file). */
@@ -171,8 +158,11 @@ static void build_unit(struct ss_oread *R, struct ounit *u)
 		if (u->has_range) {
 			if (c->pack != u->pack)
 				break;
-			if (c->offset >= re ? !read_through(R, c->pack, re, c->offset)
-					    : fend <= rs && !read_through(R, c->pack, fend, rs))
+			/* The gap to this frame, before or after the range. */
+			uint64_t gs = c->offset >= re ? re : fend, ge = c->offset >= re ? c->offset : rs;
+			if ((c->offset >= re || fend <= rs) &&
+			    (ge - gs > OR_GAP ||
+			     !ss_ncache_holds(R->o->store, m->pack_ids[c->pack], gs, ge - gs)))
 				break;
 			rs = SS_MIN(rs, c->offset);
 			re = SS_MAX(re, fend);

@@ -29,7 +29,9 @@
  * fresh on each run: 2 MiB keeps a 64 MiB pull's buffers at 24 MiB. */
 #define RANGE_MAX (8u << 20)
 #define RANGE_MAX_LOCAL (2u << 20)
-#define RANGE_GAP (256u << 10)     /* read through gaps up to this size */
+/* Read through gaps up to this size (through the node cache, only cached
+ * ones: ss_ncache_holds). */
+#define RANGE_GAP (256u << 10)
 static void fail(struct pull *P, int r, const char *what)
 {
 	if (!P->failed) {
@@ -50,20 +52,6 @@ static int cmp_chunk(const void *a, const void *b, void *arg)
 	if (x->offset != y->offset)
 		return x->offset < y->offset ? -1 : 1;
 	return x->frame_off < y->frame_off ? -1 : x->frame_off > y->frame_off;
-}
-
-/* Whether a range may read through the gap [from, to) of a pack to the
- * next frame. It saves a request to an object store; through the node
- * cache, a gap whose blocks the cache lacks would be fetched from the
- * store only to be thrown away, so it is read through only when cached. */
-static bool read_through(struct pull *P, uint32_t pack, uint64_t from, uint64_t to)
-{
-	uint64_t absent = 0;
-	if (to - from > RANGE_GAP)
-		return false;
-	return to == from ||
-	       ss_ncache_absent(P->store, P->m->pack_ids[pack], from, to - from, &absent) ||
-	       absent == 0;
 }
 
 static int plan(struct pull *P)
@@ -129,7 +117,8 @@ static int plan(struct pull *P)
 		uint64_t end = cur ? cur->off + cur->len : 0;
 		if (!same_frame &&
 		    (!cur || c->pack != cur->pack || c->offset < end ||
-		     !read_through(P, c->pack, end, c->offset) ||
+		     c->offset - end > RANGE_GAP ||
+		     !ss_ncache_holds(P->store, m->pack_ids[c->pack], end, c->offset - end) ||
 		     c->offset + c->stored_len - cur->off > P->range_max ||
 		     cur->raw + raw_add > P->range_max)) {
 			if (SS_GROW(P->ranges, cap, P->nranges + 1, 64))
