@@ -32,6 +32,10 @@ struct ss_backend {
 	/* ops->local, or for a backend stacked on another (the node cache)
 	 * the other's: what its requests mostly cost (ss_backend_local). */
 	bool local;
+	/* Directory fsyncs that completed after a rename into place (local
+	 * store): what makes an object's name survive a crash. Tests read it;
+	 * nothing else does. */
+	uint64_t dir_syncs;
 	void *priv;
 };
 

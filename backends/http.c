@@ -402,8 +402,14 @@ static void parse_range(struct ss_http_xfer *x, const char *v)
 	if (strncasecmp(v, "bytes ", 6) != 0)
 		return;
 	v += 6;
-	if (sscanf(v, "%llu-%llu/%llu", &a, &b, &t) == 3 && a <= b && b < t) {
+	int n = sscanf(v, "%llu-%llu/%llu", &a, &b, &t);
+	if (n == 3 && a <= b && b < t) {
 		x->range_total = (int64_t)t;
+	} else if (n == 3 && t == 0) {
+		/* No range of an empty object exists; say only its size. */
+		x->range_total = 0;
+		x->has_range = false;
+		return;
 	} else if (sscanf(v, "%llu-%llu/*", &a, &b) == 2 && a <= b) {
 		x->range_total = -1;
 	} else if (sscanf(v, "*/%llu", &t) == 1) {

@@ -50,6 +50,10 @@ struct lreq {
 	int fd;
 	int result;                 /* first error, or the GET byte count */
 	bool retried_mkdir;
+	bool placed;                /* renamed into place: nothing to unlink */
+	/* The temporary's name, then the directory to sync. io_uring reads a
+	 * path when the ring is submitted, not when the SQE is prepared: it
+	 * must stay intact until the op completes. */
 	char tmp[PATH_MAX];
 	struct open_how how;
 	struct statx stx;
@@ -125,7 +129,7 @@ static void finish(struct lreq *q, int res)
 	struct ss_req *r = q->r;
 	if (q->fd >= 0)
 		close(q->fd);
-	if (res < 0 && r->kind == SS_REQ_PUT && q->tmp[0])
+	if (res < 0 && r->kind == SS_REQ_PUT && !q->placed && q->tmp[0])
 		unlinkat(L(b)->rootfd, q->tmp, 0);
 	free(q->iov);
 	free(q);
@@ -173,6 +177,17 @@ static void get_read(struct lreq *q)
 {
 	io_uring_prep_read(sqe_for(q, L_READ), q->fd, (uint8_t *)q->r->buf + q->got,
 			   (unsigned)SS_MIN(q->want - q->got, (uint64_t)1 << 30), q->off + q->got);
+}
+
+static void dir_sync_failed(struct lreq *q, const char *what, int res)
+{
+	const struct ss_backend_opts *o = &q->b->opts;
+	if (!o->log)
+		return;
+	char msg[PATH_MAX + 128];
+	snprintf(msg, sizeof(msg), "cannot %s directory %s/%s to sync it (%s): %s may not survive a crash",
+		 what, L(q->b)->root, q->tmp, strerror(-res), q->r->key);
+	o->log(o->log_arg, msg);
 }
 
 static void dir_of_key(const char *key, char *out, size_t n)
@@ -310,7 +325,7 @@ static void lreq_step(struct ss_op *op, int res)
 			(void)fail(q, res, "cannot rename into place");
 			return;
 		}
-		q->tmp[0] = '\0';   /* nothing to clean up from here on */
+		q->placed = true;   /* nothing to clean up from here on */
 		if (q->b->opts.no_fsync) {
 			finish(q, 0);
 			return;
@@ -320,17 +335,23 @@ static void lreq_step(struct ss_op *op, int res)
 		q->how.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
 		q->how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
 		io_uring_prep_openat2(sqe_for(q, L_DIROPEN), l->rootfd, q->tmp, &q->how);
-		q->tmp[0] = '\0';
 		return;
 	case L_DIROPEN:
 		if (res < 0) {
-			finish(q, 0);   /* the object is in place; durability is best effort */
+			/* The object is in place; only its name's durability is
+			 * in doubt. Say so rather than fail the write. */
+			dir_sync_failed(q, "open", res);
+			finish(q, 0);
 			return;
 		}
 		q->fd = res;
 		io_uring_prep_fsync(sqe_for(q, L_DIRFSYNC), q->fd, 0);
 		return;
 	case L_DIRFSYNC:
+		if (res < 0)
+			dir_sync_failed(q, "fsync", res);
+		else
+			q->b->dir_syncs++;
 		io_uring_prep_close(sqe_for(q, L_DIRCLOSE), q->fd);
 		return;
 	case L_DIRCLOSE:

@@ -115,6 +115,7 @@ struct s3req {
 	uint64_t size;
 	bool size_known;
 	bool refetch;
+	bool empty;          /* a GET's answer said the object is empty */
 	/* LIST */
 	char *full_prefix;
 	struct s3xml_page page;
@@ -713,6 +714,13 @@ static int get_headers(struct ss_http_xfer *x)
 	struct s3req *q = c->q;
 	struct ss_req *r = q->r;
 	bool suffix = (r->flags & SS_GET_SUFFIX) && q->stage == ST_GET;
+	if (x->status == 206 && !x->has_range && x->range_total == 0) {
+		/* No range of an empty object exists (S3 answers 416); s3rver
+		 * answers 206 "bytes 0-0/0" and a Content-Length of 1 it never
+		 * sends. The object is empty: stop here (call_done). */
+		q->empty = true;
+		return -ECANCELED;
+	}
 	if (x->status == 206) {
 		if (!x->has_range || x->range_total < 0) {
 			snprintf(x->errmsg, sizeof(x->errmsg), "%s: 206 without a usable Content-Range",
@@ -767,6 +775,7 @@ static void get_start(struct s3req *q, enum stage st)
 	}
 	q->stage = st;
 	q->refetch = false;
+	q->empty = false;
 	struct s3call *c = &q->c;
 	if (st == ST_GET && (r->flags & SS_GET_SUFFIX)) {
 		snprintf(c->range, sizeof(c->range), "bytes=-%llu", (unsigned long long)r->len);
@@ -928,6 +937,11 @@ static void call_done(struct ss_http_xfer *x, int res)
 			ss_http_log(s->http, "%s %s: abort failed (HTTP %ld)", s->svc, q->what,
 				    x->status);
 		req_finish(q, q->mp_res);
+		return;
+	}
+	if (q->empty && (q->stage == ST_GET || q->stage == ST_GET_EXACT)) {
+		q->r->size = 0;
+		req_finish(q, 0);
 		return;
 	}
 	if (res < 0) {

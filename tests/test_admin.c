@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "backend_module.h"
 #include "push.h"
 
 #include "testengine.h"
@@ -204,6 +205,38 @@ static void test_get_object(void)
 	}
 	free(data);
 	ss_loop_free(l);
+}
+
+/* A local store makes each object's name durable: after the rename, it
+ * opens and fsyncs the object's directory, at the root or below. */
+static void test_local_dir_sync(void)
+{
+	struct ss_loop *l;
+	REQUIRE(ss_loop_new(64, &l) == 0, "loop");
+	struct ss_cfg c;
+	struct ss_config_in in = cfg();
+	REQUIRE(ss_cfg_resolve(&in, &c, NULL) == 0, "cfg");
+	char root[320];
+	snprintf(root, sizeof(root), "%s/dsync", dir);
+	REQUIRE(mkdir(root, 0700) == 0, "mkdir");
+	struct ss_backend_opts o = c.bopts;
+	for (int nosync = 0; nosync < 2; nosync++) {
+		o.no_fsync = nosync;
+		struct ss_backend *b;
+		REQUIRE(ss_backend_open(root, l, &o, &b, NULL) == 0, "open %s", root);
+		static const char *const keys[] = {"top", "packs/ab/abc", "refs/r1"};
+		for (size_t i = 0; i < SS_ARRAY_SIZE(keys); i++)
+			CHECK(ss_put_object(b, l, keys[i], "x", 1, 0, NULL, NULL) == 0, "put %s",
+			      keys[i]);
+		CHECK(b->dir_syncs == (nosync ? 0 : SS_ARRAY_SIZE(keys)),
+		      "no_fsync %d: %llu directory syncs for %zu puts", nosync,
+		      (unsigned long long)b->dir_syncs, SS_ARRAY_SIZE(keys));
+		ss_backend_free(b);
+	}
+	ss_loop_free(l);
+	char cmd[400];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+	CHECK(system(cmd) == 0, "cleanup");
 }
 
 static void test_stream_and_tamper(void)
@@ -542,6 +575,7 @@ int main(void)
 	test_gcstate();
 	test_tombstone();
 	test_get_object();
+	test_local_dir_sync();
 	test_stream_and_tamper();
 	test_format1();
 	test_gc_hides();

@@ -108,6 +108,10 @@ int ss_read_refs(struct ss_backend *b, struct ss_loop *l, bool strict, char ***u
 			int res = reqs[i].op.res;
 			if (res == -ENOENT)
 				continue;   /* removed meanwhile */
+			/* A torn object (a server that keeps a killed upload) is no
+			 * ref either: the same rule as a malformed one below. */
+			if (res == -EBADMSG && !strict)
+				continue;
 			if (res < 0) {
 				r = ss_err_set(err, res, "cannot read %s: %s", k.v[base + i],
 					       strerror(-res));
