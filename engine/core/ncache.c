@@ -2,13 +2,18 @@
  * node cache"):
  *
  *   <dir>/state          counters shared by every process (mapped, atomics)
+ *   <dir>/recent         when each block was last read: one 32-bit second
+ *                        per slot, a block's slot by its name (mapped)
  *   <dir>/lock           OFD locks: byte 0 eviction, byte 1 setup, and one
  *                        byte per block being fetched (at its key's hash)
  *   <dir>/blocks/xx/...  one file per block: a header, then its bytes
  *   <dir>/tmp/           blocks being written, renamed into blocks/ whole
  *
- * Least recently used means oldest mtime: a block's mtime is set when it
- * is written and again when it is read (at most once a second). */
+ * Least recently used means oldest use: a block's mtime says when it was
+ * written, its slot in recent/ when it was last read; eviction takes the
+ * later of the two. A read thus costs no system call beyond open, one
+ * read and close; slots shared by two blocks only make the older look
+ * newer, which keeps it a little longer. */
 #include "core.h"
 #include "ncache.h"
 
@@ -30,6 +35,8 @@
 #define LOCK_EVICT 0
 #define LOCK_SETUP 1
 #define LOCK_BLOCKS 4096        /* block locks live above the fixed bytes */
+/* Slots of <dir>/recent: 1 MiB, about 16 GiB of blocks at one each. */
+#define RECENT_SLOTS (1u << 18)
 /* Temp files older than this belong to a process that died writing. */
 #define TMP_STALE_NS (60ull * 1000000000ull)
 
@@ -46,6 +53,7 @@ struct nc_state {
 struct ss_ncache {
 	int dfd, bfd, tfd, lockfd;
 	struct nc_state *st;
+	uint32_t *recent;   /* RECENT_SLOTS; NULL: mtimes alone (futimens) */
 	uint64_t bound;
 	unsigned tmpseq;
 };
@@ -172,7 +180,11 @@ static int setup(struct ss_ncache *c, bool must_exist, const char *dir, struct s
 		ss_err_set(err, r, "cache %s: %s", dir, strerror(-r));
 		goto out;
 	}
-	for (unsigned i = 0; i < 256 && !must_exist; i++) {
+	/* Made in order: when the last exists, so do the others (and a put
+	 * whose directory was removed by hand makes it again). */
+	struct stat last;
+	bool made = fstatat(c->bfd, "ff", &last, AT_SYMLINK_NOFOLLOW) == 0;
+	for (unsigned i = 0; i < 256 && !must_exist && !made; i++) {
 		char sub[3];
 		snprintf(sub, sizeof(sub), "%02x", i);
 		if (mkdirat(c->bfd, sub, 0700) && errno != EEXIST) {
@@ -185,6 +197,31 @@ out:
 	ofd(c->lockfd, F_OFD_SETLK, F_UNLCK, LOCK_SETUP);
 	close(sfd);
 	return r;
+}
+
+/* Map <dir>/recent, allocated in full first: a page of a shared mapping
+ * that a full file system cannot back is SIGBUS when written. Where that
+ * cannot be done, reads set mtimes instead. */
+static void map_recent(struct ss_ncache *c, bool must_exist)
+{
+	const size_t sz = RECENT_SLOTS * sizeof(uint32_t);
+	int fd = openat(c->dfd, "recent", O_RDWR | O_NOFOLLOW | O_CLOEXEC | (must_exist ? 0 : O_CREAT),
+			0600);
+	if (fd < 0)
+		return;
+	struct stat s;
+	if (fstat(fd, &s) == 0 && S_ISREG(s.st_mode) &&
+	    (s.st_size == (off_t)sz || posix_fallocate(fd, 0, (off_t)sz) == 0)) {
+		void *p = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (p != MAP_FAILED)
+			c->recent = p;
+	}
+	close(fd);
+}
+
+static uint32_t *recent_slot(struct ss_ncache *c, const uint8_t key[16])
+{
+	return c->recent ? &c->recent[ss_get_le64(key) % RECENT_SLOTS] : NULL;
 }
 
 int ss_ncache_open(const char *dir, uint64_t bound, bool must_exist, struct ss_ncache **out,
@@ -224,6 +261,7 @@ int ss_ncache_open(const char *dir, uint64_t bound, bool must_exist, struct ss_n
 	}
 	if ((r = setup(c, must_exist, dir, err)))
 		goto fail;
+	map_recent(c, must_exist);
 	if (!must_exist)
 		__atomic_store_n(&c->st->bound, bound, __ATOMIC_RELAXED);
 	*out = c;
@@ -239,6 +277,8 @@ void ss_ncache_free(struct ss_ncache *c)
 		return;
 	if (c->st)
 		munmap(c->st, sizeof(*c->st));
+	if (c->recent)
+		munmap(c->recent, RECENT_SLOTS * sizeof(uint32_t));
 	for (int *fd = &c->dfd; fd <= &c->lockfd; fd++)
 		if (*fd >= 0)
 			close(*fd);
@@ -294,23 +334,37 @@ int ss_ncache_get(struct ss_ncache *c, const uint8_t key[16], uint64_t from, voi
 	int fd = openat(c->bfd, p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -ENOENT;
+	/* A whole block is the common read: header and bytes in one call.
+	 * The bytes read prove the length (a torn block is short); nothing
+	 * else needs the file's size. */
 	uint8_t h[NC_HDR];
-	struct stat s;
-	uint32_t len = 0;
-	bool ok = fstat(fd, &s) == 0 && pread(fd, h, NC_HDR, 0) == NC_HDR &&
-		  !memcmp(h, NC_MAGIC, 8) && !memcmp(h + 8, key, 16) &&
-		  (len = ss_get_le32(h + 24)) > 0 && len <= SS_NCACHE_BLOCK &&
-		  s.st_size == (off_t)NC_HDR + len;
-	if (ok && from < len) {
-		size_t want = SS_MIN(n, (size_t)(len - from));
-		ok = pread(fd, dst, want, (off_t)(NC_HDR + from)) == (ssize_t)want;
+	ssize_t got;
+	size_t data = 0;
+	if (from == 0 && n) {
+		struct iovec v[2] = {{h, NC_HDR}, {dst, n}};
+		got = preadv(fd, v, 2, 0);
+		data = got > (ssize_t)NC_HDR ? (size_t)got - NC_HDR : 0;
+	} else {
+		got = pread(fd, h, NC_HDR, 0);
 	}
+	uint32_t len = 0;
+	bool ok = got >= (ssize_t)NC_HDR && !memcmp(h, NC_MAGIC, 8) && !memcmp(h + 8, key, 16) &&
+		  (len = ss_get_le32(h + 24)) > 0 && len <= SS_NCACHE_BLOCK;
+	size_t want = ok && from < len ? SS_MIN(n, (size_t)(len - from)) : 0;
+	if (ok && from == 0 && n)
+		ok = data == want;   /* short: torn; longer: not what was written */
+	else if (ok && want)
+		ok = pread(fd, dst, want, (off_t)(NC_HDR + from)) == (ssize_t)want;
+	uint32_t *slot = ok ? recent_slot(c, key) : NULL;
+	struct timespec now;
 	if (ok) {
-		/* Recently used: the mtime, at most once a second per block. */
-		struct timespec now;
 		clock_gettime(CLOCK_REALTIME, &now);
-		if (now.tv_sec > s.st_mtim.tv_sec)
+		if (slot) {
+			if (__atomic_load_n(slot, __ATOMIC_RELAXED) != (uint32_t)now.tv_sec)
+				__atomic_store_n(slot, (uint32_t)now.tv_sec, __ATOMIC_RELAXED);
+		} else {
 			futimens(fd, NULL);
+		}
 	}
 	close(fd);
 	if (!ok) {
@@ -402,6 +456,13 @@ static int evict(struct ss_ncache *c, uint64_t target, uint64_t *removed, uint64
 				goto out;
 			}
 			v[n].mtime_ns = ts_ns(&s.st_mtim);
+			char hex[33];
+			uint8_t key[16];
+			snprintf(hex, sizeof(hex), "%s%s", sub, e->d_name);
+			uint32_t *slot = ss_unhex(hex, key, 16) ? NULL : recent_slot(c, key);
+			int64_t used = slot ? (int64_t)__atomic_load_n(slot, __ATOMIC_RELAXED) * 1000000000
+					    : 0;
+			v[n].mtime_ns = SS_MAX(v[n].mtime_ns, used);
 			v[n].size = (uint64_t)s.st_size;
 			snprintf(v[n].path, sizeof(v[n].path), "%s/%s", sub, e->d_name);
 			total += v[n].size;
@@ -485,8 +546,12 @@ int ss_ncache_put(struct ss_ncache *c, const uint8_t key[16], const struct iovec
 		r = -ENOSPC;
 	/* No fsync: a block torn by a power failure fails its header check
 	 * or its chunks' ids, and is then dropped, never served. */
-	if (!r && renameat2(c->tfd, tmp, c->bfd, p, RENAME_NOREPLACE))
+	if (!r && renameat2(c->tfd, tmp, c->bfd, p, RENAME_NOREPLACE)) {
 		r = -errno;
+		char sub[3] = {p[0], p[1], '\0'};
+		if (r == -ENOENT && (mkdirat(c->bfd, sub, 0700) == 0 || errno == EEXIST))
+			r = renameat2(c->tfd, tmp, c->bfd, p, RENAME_NOREPLACE) ? -errno : 0;
+	}
 	if (r) {
 		unlinkat(c->tfd, tmp, 0);
 		goto fail;
