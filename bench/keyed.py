@@ -108,7 +108,11 @@ def main():
     a = ap.parse_args()
     os.makedirs(a.workdir, exist_ok=True)
     res = scenario(os.path.abspath(a.snapstream), os.path.abspath(a.genimage), a.workdir,
-                   lambda *x, **kw: None, parse_size(a.size), a.runs)
+                   lambda *x, **s: print("[keyed] run %d %s %s: wall %.3f s, cpu %.3f s"
+                                               % (s["run"] + 1, s["mode"], s["op"],
+                                                  s["wall_s"], s["cpu_s"]),
+                                                  file=sys.stderr),
+                   parse_size(a.size), a.runs)
     res.pop("samples")
     print(json.dumps(res, indent=1))
     return 0 if all(t["ok"] for t in res["targets"]) else 3
