@@ -160,7 +160,7 @@ def same_file(a, b):
 
 
 def scenario(snapstream, genimage, wd, record, size=256 * MiB, actors=8, dirty=0.03, runs=1,
-             local_runs=5):
+             local_runs=11):
     """Run the fleet scenario; record(name, run, **figures) once per
     measurement. Returns the summary dict."""
     if not S3rver.available():
@@ -228,8 +228,13 @@ def scenario(snapstream, genimage, wd, record, size=256 * MiB, actors=8, dirty=0
                  "local-cache": (os.path.join(local, one), ["--cache", lcache])}
         times = {k: [] for k in kinds}
         out = os.path.join(f.wd, "out1")
+        order = list(kinds)
         for i in range(local_runs + 1):
-            for kind, (src, extra) in kinds.items():
+            # A different kind first in each round: a drift of the shared
+            # host (page-fault cost, a neighbour's load) then falls on all
+            # three alike.
+            for kind in order[i % 3:] + order[:i % 3]:
+                src, extra = kinds[kind]
                 rm(out)
                 t0 = time.monotonic()
                 p = subprocess.run(f.cmd("pull", src, out, *extra), env=f.env(),
