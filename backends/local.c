@@ -6,6 +6,13 @@
  * opened beneath the root with RESOLVE_BENEATH: a key, or a symlink planted
  * in the store, cannot reach outside it. Listing walks directories
  * synchronously (io_uring has no getdents); it is used for metadata only.
+ *
+ * A large page-aligned object (a pack) is written with O_DIRECT up to its
+ * last whole block, the rest through the page cache. Written buffered,
+ * every byte of a pack is copied into the page cache and written back by
+ * kernel workers: on a two-core VM that was a third of what a checkpoint's
+ * push cost beside the sandbox being checkpointed (docs/ATEOM.md). The
+ * price is that a pull on the same node reads those packs from the disk.
  */
 #include "backend_module.h"
 
@@ -20,6 +27,13 @@
 #include <unistd.h>
 
 #define TMP_MARK ".tmp-"
+/* O_DIRECT's alignment: the page size covers every logical block size a
+ * file system here uses; a file system that wants more answers EINVAL and
+ * the write goes through the page cache. */
+#define DIO_ALIGN 4096u
+/* Below this, a direct write saves too little to be worth a second open
+ * mode: manifests, refs and small packs go through the page cache. */
+#define DIO_MIN ((size_t)1 << 20)
 
 struct local {
 	char *root;
@@ -51,6 +65,9 @@ struct lreq {
 	int result;                 /* first error, or the GET byte count */
 	bool retried_mkdir;
 	bool placed;                /* renamed into place: nothing to unlink */
+	bool direct;                /* the fd is O_DIRECT: writing [0, dio_end) */
+	uint64_t dio_end;
+	struct iovec dio;
 	/* The temporary's name, then the directory to sync. io_uring reads a
 	 * path when the ring is submitted, not when the SQE is prepared: it
 	 * must stay intact until the op completes. */
@@ -161,8 +178,45 @@ static int parent_mkdir(struct lreq *q)
  * (seen on Linux 6.18 with tmpfs; tests/diskfull.sh). */
 static void put_write(struct lreq *q)
 {
+	if (q->direct && (q->woff >= q->dio_end || q->woff % DIO_ALIGN ||
+			  (uintptr_t)q->iov[q->iov_idx].iov_base % DIO_ALIGN)) {
+		/* The aligned part is written (or a short write left it
+		 * misaligned): the rest goes through the page cache. */
+		int fl = fcntl(q->fd, F_GETFL);
+		if (fl < 0 || fcntl(q->fd, F_SETFL, fl & ~O_DIRECT) < 0) {
+			(void)fail(q, -errno, "cannot leave direct I/O on");
+			return;
+		}
+		q->direct = false;
+	}
+	if (q->direct) {
+		q->dio.iov_base = q->iov[q->iov_idx].iov_base;
+		q->dio.iov_len = (size_t)SS_MIN((uint64_t)q->iov[q->iov_idx].iov_len,
+						 q->dio_end - q->woff);
+		io_uring_prep_writev(sqe_for(q, L_WRITE), q->fd, &q->dio, 1, q->woff);
+		return;
+	}
 	io_uring_prep_writev(sqe_for(q, L_WRITE), q->fd, q->iov + q->iov_idx,
 			     SS_MIN(q->iovcnt - q->iov_idx, (unsigned)IOV_MAX), q->woff);
+}
+
+static int put_flags(const struct lreq *q)
+{
+	return O_WRONLY | O_CREAT | O_EXCL | (q->direct ? O_DIRECT : 0);
+}
+
+/* Whether a PUT's first buffer is large and aligned enough to be written
+ * with O_DIRECT, and up to where. */
+static void plan_direct(struct lreq *q)
+{
+	if (q->iovcnt == 0 || q->b->opts.no_fsync)
+		return;
+	const struct iovec *v = &q->iov[0];
+	size_t n = v->iov_len & ~(size_t)(DIO_ALIGN - 1);
+	if ((uintptr_t)v->iov_base % DIO_ALIGN || n < DIO_MIN)
+		return;
+	q->direct = true;
+	q->dio_end = n;
 }
 
 static void put_after_write(struct lreq *q)
@@ -214,7 +268,15 @@ static void lreq_step(struct ss_op *op, int res)
 			if (m)
 				(void)fail(q, m, "cannot create directory for");
 			else
-				prep_open(q, q->tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
+				prep_open(q, q->tmp, put_flags(q), 0644);
+			return;
+		}
+		if (res == -EINVAL && q->direct) {
+			/* A file system without O_DIRECT; Linux may have
+			 * created the name before refusing the flag. */
+			q->direct = false;
+			unlinkat(l->rootfd, q->tmp, 0);
+			prep_open(q, q->tmp, put_flags(q), 0644);
 			return;
 		}
 		if (res < 0) {
@@ -275,6 +337,13 @@ static void lreq_step(struct ss_op *op, int res)
 		finish(q, (int)q->got);
 		return;
 	case L_WRITE: {
+		if (res == -EINVAL && q->direct) {
+			/* Alignment this file system does not take: write
+			 * the same range again through the page cache. */
+			q->dio_end = 0;
+			put_write(q);
+			return;
+		}
 		if (res < 0) {
 			(void)fail(q, res, "cannot write");
 			return;
@@ -437,7 +506,8 @@ static int local_submit(struct ss_backend *b, struct ss_req *r)
 			return -ENOMEM;
 		}
 		memcpy(q->iov, r->iov, r->iovcnt * sizeof(*q->iov));
-		prep_open(q, q->tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
+		plan_direct(q);
+		prep_open(q, q->tmp, put_flags(q), 0644);
 		return 0;
 	}
 	case SS_REQ_GET:
