@@ -13,17 +13,21 @@
  * kernel workers: on a two-core VM that was a third of what a checkpoint's
  * push cost beside the sandbox being checkpointed (docs/ATEOM.md). The
  * price is that a pull on the same node reads those packs from the disk.
+ * A store in memory (tmpfs, ramfs) has no writeback to spare: written
+ * through the page cache as before.
  */
 #include "backend_module.h"
 
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/magic.h>
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #define TMP_MARK ".tmp-"
@@ -38,6 +42,7 @@
 struct local {
 	char *root;
 	int rootfd;
+	bool direct;                /* packs may be written with O_DIRECT */
 	uint64_t seq;
 	int pid;
 };
@@ -109,6 +114,11 @@ static int local_open(struct ss_backend *b, const char *location, struct ss_err 
 		free(l);
 		return ss_err_set(err, r, "cannot open '%s': %s", location, strerror(-r));
 	}
+	/* In memory the page cache is the file: there is no writeback to
+	 * spare, and a direct write there only adds work. */
+	struct statfs sf;
+	l->direct = !b->opts.no_fsync && fstatfs(l->rootfd, &sf) == 0 &&
+		    sf.f_type != TMPFS_MAGIC && sf.f_type != RAMFS_MAGIC;
 	l->pid = (int)getpid();
 	b->priv = l;
 	b->max_inflight = 32;
@@ -209,7 +219,7 @@ static int put_flags(const struct lreq *q)
  * with O_DIRECT, and up to where. */
 static void plan_direct(struct lreq *q)
 {
-	if (q->iovcnt == 0 || q->b->opts.no_fsync)
+	if (q->iovcnt == 0 || !L(q->b)->direct)
 		return;
 	const struct iovec *v = &q->iov[0];
 	size_t n = v->iov_len & ~(size_t)(DIO_ALIGN - 1);
