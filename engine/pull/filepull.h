@@ -12,6 +12,7 @@
 
 #include "pull.h"
 
+#include <pthread.h>
 #include <xxhash.h>
 
 struct target {
@@ -30,8 +31,6 @@ struct range {
 struct pull;
 
 struct wop {
-	struct ss_op op;
-	struct rtask *t;
 	int fd;
 	uint32_t file, ext0, next;  /* the extents this write completes */
 	const uint8_t *p;
@@ -49,7 +48,7 @@ struct rtask {
 	struct wop *w;
 	uint32_t nw;
 	size_t wcap;
-	unsigned writes_pending;
+	uint64_t written;          /* bytes the writes cover */
 	int err;
 	struct ss_err werr;
 	struct rtask *next_free;
@@ -106,7 +105,11 @@ struct pull {
 	struct rtask *retry;       /* ranges to read again from the store */
 	uint8_t *mem;
 	size_t mem_len;
-	unsigned gets_inflight, tasks_inflight, writes_inflight, max_gets;
+	unsigned gets_inflight, tasks_inflight, max_gets;
+	/* Workers write what they decompressed. A file takes one write at a
+	 * time anyway (its inode lock), and a worker waiting for it there
+	 * spins; here it sleeps. Striped by file. */
+	pthread_mutex_t wlock[8];
 
 	char *tmp;                 /* temp file or directory beside dest */
 	bool tmp_is_dir;

@@ -1,6 +1,6 @@
 /* Pull: manifest → plan (chunks grouped by pack, merged into large ranged
  * reads) → store GETs, many in flight → workers decompress and verify each
- * chunk's XXH3-128 → io_uring writes at file offsets, in any order → fsync
+ * chunk's XXH3-128 and writes it at its file offsets, in any order → fsync
  * → whole-file digests checked → rename into place.
  *
  * Output files are created at their full size with ftruncate and only
@@ -174,60 +174,7 @@ static bool range_bad(void *arg, uint32_t k, enum ss_range_bad why)
 	return false;
 }
 
-static void range_work(struct ss_task *task, void *wp)
-{
-	struct rtask *t = (struct rtask *)task;
-	struct ss_rrun run = {.ids = t->P->ids, .in = t->in, .base = t->rg->off, .n = t->rg->count,
-			      .at = range_chunk, .dec = t->out, .dec_cap = t->P->out_cap,
-			      .ptr = t->cptr, .bad = range_bad, .arg = t};
-	int r = ss_rdec_aead(wp, t->P->cfg.ids.crypt, t->P->m->pack_ids[t->rg->pack], &run.aead);
-	if (r) {
-		t->err = ss_err_set(&t->werr, r, "cannot open pack %s: %s", t->g.key, strerror(-r));
-		return;
-	}
-	t->err = ss_range_decode(wp, &run);
-}
-
 /* ---------------------------------------------------------------- writes */
-
-static void task_release(struct pull *P, struct rtask *t)
-{
-	t->next_free = P->free_tasks;
-	P->free_tasks = t;
-}
-
-static void write_submit(struct pull *P, struct wop *w)
-{
-	struct io_uring_sqe *sqe = ss_loop_sqe(P->loop, &w->op);
-	io_uring_prep_write(sqe, w->fd, w->p, (unsigned)SS_MIN(w->len, 1u << 30), w->off);
-	P->writes_inflight++;
-}
-
-static void write_done(struct ss_op *op, int res)
-{
-	struct wop *w = (struct wop *)op;
-	struct rtask *t = w->t;
-	struct pull *P = t->P;
-	P->writes_inflight--;
-	if (res <= 0) {
-		int e = res < 0 ? res : -EIO;
-		if (!P->failed) {
-			P->failed = true;
-			ss_err_set(P->err, e, "cannot write %s: %s", P->final, strerror(-e));
-		}
-	} else if ((size_t)res < w->len && !P->failed) {
-		w->p += res;
-		w->off += (uint64_t)res;
-		w->len -= (size_t)res;
-		write_submit(P, w);
-		return;
-	} else {
-		memset(P->files[w->file].done + w->ext0, 1, w->next);
-		pull_advance(P, w->file);
-	}
-	if (--t->writes_pending == 0)
-		task_release(P, t);
-}
 
 static int add_write(struct rtask *t, int fd, const struct target *tg, const uint8_t *p,
 		     size_t len)
@@ -245,9 +192,75 @@ static int add_write(struct rtask *t, int fd, const struct target *tg, const uin
 	}
 	if (SS_GROW(t->w, t->wcap, t->nw + 1, 64))
 		return -ENOMEM;
-	t->w[t->nw++] = (struct wop){.t = t, .fd = fd, .file = tg->file, .ext0 = tg->ext,
+	t->w[t->nw++] = (struct wop){.fd = fd, .file = tg->file, .ext0 = tg->ext,
 				     .next = 1, .p = p, .off = tg->off, .len = len};
 	return 0;
+}
+
+/* Write each verified chunk wherever the snapshot has it, from the worker
+ * that decompressed it: the bytes are still warm in its cache, and a
+ * write handed to the ring instead went to one of io_uring's own worker
+ * threads (a buffered write to tmpfs cannot be done without blocking),
+ * a wakeup and a context switch each. */
+static void range_write(struct rtask *t)
+{
+	struct pull *P = t->P;
+	struct range *rg = t->rg;
+	t->nw = 0;
+	t->written = 0;
+	for (uint32_t i = 0; i < rg->count; i++) {
+		uint32_t ci = P->order[rg->first + i];
+		uint32_t len = P->m->chunks[ci].raw_len;
+		for (uint32_t k = P->tstart[ci]; k < P->tstart[ci + 1]; k++) {
+			const struct target *tg = &P->targets[k];
+			if (add_write(t, P->files[tg->file].fd, tg, t->cptr[i], len)) {
+				t->err = ss_err_set(&t->werr, -ENOMEM, "cannot plan writes");
+				return;
+			}
+			t->written += len;
+		}
+	}
+	for (uint32_t i = 0; i < t->nw && !t->err; i++) {
+		const struct wop *w = &t->w[i];
+		pthread_mutex_t *lk = &P->wlock[w->file % SS_ARRAY_SIZE(P->wlock)];
+		pthread_mutex_lock(lk);
+		for (size_t at = 0; at < w->len;) {
+			ssize_t n = pwrite(w->fd, w->p + at, SS_MIN(w->len - at, (size_t)1 << 30),
+					   (off_t)(w->off + at));
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0) {
+				int e = n < 0 ? -errno : -EIO;
+				t->err = ss_err_set(&t->werr, e, "cannot write %s: %s", P->final,
+						    strerror(-e));
+				break;
+			}
+			at += (size_t)n;
+		}
+		pthread_mutex_unlock(lk);
+	}
+}
+
+static void range_work(struct ss_task *task, void *wp)
+{
+	struct rtask *t = (struct rtask *)task;
+	struct ss_rrun run = {.ids = t->P->ids, .in = t->in, .base = t->rg->off,
+			      .n = t->rg->count, .at = range_chunk, .dec = t->out,
+			      .dec_cap = t->P->out_cap, .ptr = t->cptr, .bad = range_bad, .arg = t};
+	int r = ss_rdec_aead(wp, t->P->cfg.ids.crypt, t->P->m->pack_ids[t->rg->pack], &run.aead);
+	if (r) {
+		t->err = ss_err_set(&t->werr, r, "cannot open pack %s: %s", t->g.key, strerror(-r));
+		return;
+	}
+	t->err = ss_range_decode(wp, &run);
+	if (!t->err)
+		range_write(t);
+}
+
+static void task_release(struct pull *P, struct rtask *t)
+{
+	t->next_free = P->free_tasks;
+	P->free_tasks = t;
 }
 
 static void range_done(struct ss_op *op, int res)
@@ -256,8 +269,9 @@ static void range_done(struct ss_op *op, int res)
 	struct rtask *t = (struct rtask *)((char *)op - offsetof(struct ss_task, op));
 	struct pull *P = t->P;
 	P->tasks_inflight--;
-	if (t->err && !P->failed && ss_range_retry(&t->g)) {
-		/* Bad bytes from the node cache: read the range again. */
+	if (t->err == -EBADMSG && !P->failed && ss_range_retry(&t->g)) {
+		/* Bad bytes from the node cache (nothing was written): read
+		 * the range again. */
 		t->err = 0;
 		ss_err_clear(&t->werr);
 		t->next_free = P->retry;
@@ -272,32 +286,13 @@ static void range_done(struct ss_op *op, int res)
 		task_release(P, t);
 		return;
 	}
-	struct range *rg = t->rg;
-	t->nw = 0;
-	for (uint32_t i = 0; i < rg->count; i++) {
-		uint32_t ci = P->order[rg->first + i];
-		uint32_t len = P->m->chunks[ci].raw_len;
-		const uint8_t *p = t->cptr[i];
-		for (uint32_t k = P->tstart[ci]; k < P->tstart[ci + 1]; k++) {
-			struct target *tg = &P->targets[k];
-			if (add_write(t, P->files[tg->file].fd, tg, p, len)) {
-				fail(P, -ENOMEM, "cannot plan writes");
-				task_release(P, t);
-				return;
-			}
-			P->prog.bytes_done += len;
-		}
-	}
-	if (!t->nw) {
-		task_release(P, t);
-		return;
-	}
-	/* Every wop must exist before any completes: the array may move. */
-	t->writes_pending = t->nw;
+	P->prog.bytes_done += t->written;
 	for (uint32_t i = 0; i < t->nw; i++) {
-		t->w[i].op.done = write_done;
-		write_submit(P, &t->w[i]);
+		const struct wop *w = &t->w[i];
+		memset(P->files[w->file].done + w->ext0, 1, w->next);
+		pull_advance(P, w->file);
 	}
+	task_release(P, t);
 }
 
 /* ---------------------------------------------------------------- gets */
@@ -364,7 +359,7 @@ static void issue_gets(struct pull *P)
 
 static bool busy(const struct pull *P)
 {
-	return P->gets_inflight || P->tasks_inflight || P->writes_inflight;
+	return P->gets_inflight || P->tasks_inflight;
 }
 
 static int run_pipeline(struct pull *P)
@@ -417,6 +412,8 @@ int ss_pull_impl(const struct ss_pull_opts *opts, const struct ss_config_in *con
 	struct ss_err err = {0};
 	struct ss_stats local_st;
 	struct pull *P = calloc(1, sizeof(*P));
+	for (size_t i = 0; P && i < SS_ARRAY_SIZE(P->wlock); i++)
+		pthread_mutex_init(&P->wlock[i], NULL);
 	struct ss_snaploc loc = {0};
 	struct ss_snapshot_info *info = NULL;
 	uint64_t t0 = ss_now_ns(), mlen = 0;
@@ -531,6 +528,8 @@ out:
 		ss_backend_free(P->store);
 		ss_loop_free(P->loop);
 		ss_cfg_wipe(&P->cfg);
+		for (size_t i = 0; i < SS_ARRAY_SIZE(P->wlock); i++)
+			pthread_mutex_destroy(&P->wlock[i]);
 		free(P);
 	}
 	ss_snaploc_free(&loc);
