@@ -41,7 +41,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -634,11 +633,7 @@ int main(int argc, char **argv)
 	/* A restore's pull keeps each file of the image open until it is
 	 * verified: take the whole descriptor limit the system allows (the
 	 * library never changes process-wide limits itself). */
-	struct rlimit nofile;
-	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
-		nofile.rlim_cur = nofile.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &nofile);
-	}
+	ss_prepare_fds(8192);
 
 	/* Read the key before anything starts, so that a bad key file stops
 	 * the server at once instead of failing every checkpoint. */

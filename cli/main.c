@@ -6,7 +6,6 @@
  * key, 7 another store's sealed snapshot. */
 #include <string.h>
 #include <unistd.h>
-#include <sys/resource.h>
 
 #include "cli.h"
 
@@ -14,15 +13,6 @@
  * image directories hold many files: take the whole descriptor limit the
  * system allows. This is the program's decision, so it is made here: the
  * library never changes process-wide limits. */
-static void raise_nofile(void)
-{
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);   /* else the library says what ran out */
-	}
-}
-
 static int help(struct cli *c, int argc, char **argv)
 {
 	if (argc > 2 && !strcmp(argv[2], "--man")) {
@@ -46,7 +36,8 @@ int main(int argc, char **argv)
 	 * configures the object stores (snapstream.h, ss_config.env). */
 	struct cli c = {.prog = "snapstream", .cfg = SS_CONFIG_INIT};
 	c.cfg.env = (const char *const *)environ;
-	raise_nofile();
+	/* Every file of a snapshot stays open until it is verified. */
+	ss_prepare_fds(8192);
 	if (argc < 2)
 		return cli_usage_error(&c, "missing command");
 	const char *name = argv[1];

@@ -9,16 +9,42 @@
  * whatever header the caller was built with. */
 #include "core.h"
 
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "ss_config.h"
 
 const char *ss_version(void)
 {
 	return SS_VERSION;
+}
+
+void ss_prepare_fds(unsigned reserve)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0 && getrlimit(RLIMIT_NOFILE, &rl) < 0)
+			return;
+	}
+	rlim_t n = SS_MIN((rlim_t)reserve, rl.rlim_cur);
+	if (n < 2)
+		return;
+	/* One descriptor at n - 1 grows the table to cover it in one step. */
+	int src = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (src < 0)
+		return;
+	int hi = fcntl(src, F_DUPFD_CLOEXEC, (int)(n - 1));
+	if (hi >= 0)
+		close(hi);
+	close(src);
 }
 
 /* The end of a field: the size of a struct's first version is the end of

@@ -8,12 +8,16 @@
  *  - what the library hands out carries its size: ss_ls entries (an array
  *    of pointers), ss_info files, progress reports, check findings;
  *  - object stores are configured from ss_config.env alone, never from the
- *    process environment; mem:// is not reachable from here. */
+ *    process environment; mem:// is not reachable from here;
+ *  - ss_prepare_fds raises the soft descriptor limit to the hard one and
+ *    leaves no descriptor behind. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -214,6 +218,36 @@ static void test_env(void)
 	CHECK(r == -EINVAL, "mem:// reachable through the public API: %d %s", r, err);
 }
 
+static void test_prepare_fds(void)
+{
+	struct rlimit rl;
+	REQUIRE(getrlimit(RLIMIT_NOFILE, &rl) == 0, "getrlimit");
+	if (rl.rlim_max > 64) {
+		rl.rlim_cur = 64;
+		REQUIRE(setrlimit(RLIMIT_NOFILE, &rl) == 0, "setrlimit");
+	}
+	int before = open("/dev/null", O_RDONLY);
+	REQUIRE(before >= 0, "open /dev/null");
+	close(before);
+	ss_prepare_fds(4096);
+	struct rlimit now;
+	REQUIRE(getrlimit(RLIMIT_NOFILE, &now) == 0, "getrlimit");
+	CHECK(now.rlim_cur == now.rlim_max, "soft limit %llu, hard %llu: not raised",
+	      (unsigned long long)now.rlim_cur, (unsigned long long)now.rlim_max);
+	int after = open("/dev/null", O_RDONLY);
+	CHECK(after == before, "ss_prepare_fds left a descriptor open (next is %d, was %d)", after,
+	      before);
+	if (after >= 0)
+		close(after);
+	/* Within the limit: a descriptor up there is still free to take. */
+	if (now.rlim_cur >= 4096) {
+		int hi = fcntl(0, F_DUPFD, 4095);
+		CHECK(hi == 4095, "descriptor 4095 is taken (got %d)", hi);
+		if (hi >= 0)
+			close(hi);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	REQUIRE(argc == 2, "usage: test_api <meson project version>");
@@ -230,6 +264,7 @@ int main(int argc, char **argv)
 	test_outputs();
 	test_check_findings();
 	test_env();
+	test_prepare_fds();
 
 	char cmd[400];
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);

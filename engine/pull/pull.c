@@ -1,6 +1,6 @@
 /* Pull: manifest → plan (chunks grouped by pack, merged into large ranged
- * reads) → store GETs, many in flight → workers decompress and verify each
- * chunk's XXH3-128 and writes it at its file offsets, in any order → fsync
+ * reads) → store GETs, many in flight → workers decompress each
+ * chunk, verify its XXH3-128 and write it at its file offsets, in any order → fsync
  * → whole-file digests checked → rename into place.
  *
  * Output files are created at their full size with ftruncate and only
