@@ -111,6 +111,7 @@ struct pfile {
 	uint64_t map_from, map_data, map_hole;
 	bool dense;
 	uint64_t alloc;          /* bytes allocated when it was opened (st_blocks) */
+	bool memfs;              /* on tmpfs or ramfs: small reads are done inline */
 	uint64_t *seqs;          /* the file's segments, in file order */
 	size_t nseqs, seqs_cap;
 	uint64_t read_off;
@@ -141,6 +142,7 @@ struct foreign {
 };
 
 struct push {
+	bool src_memfs;           /* the source is on tmpfs or ramfs */
 	struct ss_pushbase b;         /* config, loop, store, claims, dedup */
 	const struct ss_push_opts *opts;
 	struct ss_pool *pool;

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/magic.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 #include <xxhash.h>
 #include <zstd.h>
@@ -44,6 +46,7 @@ static int add_file(struct push *P, const char *path, const char *name, const st
 	/* A file with as many bytes allocated as it is long has no holes to
 	 * look for; a followed one is still growing. */
 	f->alloc = (uint64_t)st->st_blocks * 512;
+	f->memfs = P->src_memfs;
 	f->dense = !P->follow && f->alloc >= f->size;
 	/* Tell the kernel we read each file once, front to back. */
 	posix_fadvise(f->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
@@ -153,6 +156,9 @@ int push_collect_files(struct push *P)
 	if (stat(src, &st) < 0)
 		return ss_err_set(P->pipe.err, errno == ENOENT ? -ENOENT : -errno, "cannot read %s: %s",
 				  src, strerror(errno));
+	struct statfs sf;
+	P->src_memfs = statfs(src, &sf) == 0 &&
+		       (sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC);
 	int r;
 	if (S_ISDIR(st.st_mode)) {
 		P->root_is_dir = true;
