@@ -30,7 +30,7 @@
 /* Reads of a file on tmpfs up to this size are done on the loop thread
  * (read_submit); larger ones go through the ring, to io_uring's workers,
  * which copy them alongside the loop. */
-#define SYNC_READ_MAX (256u << 10)
+#define SYNC_READ_MAX (1u << 20)
 
 /* ---------------------------------------------------------------- packs */
 
