@@ -26,6 +26,7 @@ struct range {
 	uint64_t off, len;
 	uint32_t first, count;   /* into P->order */
 	uint64_t raw;
+	uint32_t cap;            /* its budget: stored bytes, and raw */
 };
 
 struct pull;
@@ -96,6 +97,7 @@ struct pull {
 	size_t nranges, next_range;
 	uint32_t max_range_chunks;
 	uint32_t range_max;     /* RANGE_MAX or RANGE_MAX_LOCAL (pull.c) */
+	uint32_t range_buf;     /* the largest range budget planned */
 	uint8_t *lscratch;      /* the loop thread's hash buffer (files.c) */
 	size_t in_cap, out_cap;    /* per task buffer sizes */
 
