@@ -1,7 +1,7 @@
 /* Pull: manifest → plan (chunks grouped by pack, merged into large ranged
- * reads) → store GETs, many in flight → workers decompress each
- * chunk, verify its XXH3-128 and write it at its file offsets, in any order → fsync
- * → whole-file digests checked → rename into place.
+ * reads) → store GETs, many in flight → workers decompress each chunk,
+ * verify its XXH3-128 and write it at its file offsets, in any order →
+ * fsync → whole-file digests checked → rename into place.
  *
  * Output files are created at their full size with ftruncate and only
  * chunk extents are written, so zero runs stay holes. Nothing appears
@@ -56,9 +56,9 @@ static int cmp_chunk(const void *a, const void *b, void *arg)
 
 /* A range's budget: a GET's worth from an object store, but what a read
  * of a local file is worth when the node cache holds where it starts: a
- * pull served from the cache then runs with the buffers, and the
- * parallelism, of a pull from a local store (8 MiB ranges made it 13 %
- * slower, faulting in four times the buffers). */
+ * pull served from the cache then runs with the buffers (a quarter of an
+ * object store's, each faulted in fresh) and the parallelism of a pull
+ * from a local store. */
 static uint32_t range_cap(const struct pull *P, const uint8_t pack[16],
 			  const struct ss_chunk_ref *c)
 {

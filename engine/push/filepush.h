@@ -142,7 +142,6 @@ struct foreign {
 };
 
 struct push {
-	bool src_memfs;           /* the source is on tmpfs or ramfs */
 	struct ss_pushbase b;         /* config, loop, store, claims, dedup */
 	const struct ss_push_opts *opts;
 	struct ss_pool *pool;
@@ -155,6 +154,7 @@ struct push {
 	struct pfile **files;         /* each record its own allocation (struct seg) */
 	size_t nfiles, files_cap;
 	bool root_is_dir;
+	bool src_memfs;          /* the source is on tmpfs or ramfs */
 	uint64_t total_bytes;
 	/* Follow mode: the files are still being written. */
 	bool follow, writer_done;

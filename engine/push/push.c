@@ -325,10 +325,11 @@ static int pools_init(struct push *P)
 	if (!P->follow) {
 		/* Segments the files' data fills. A sparse file reads only
 		 * its data (walk.c). */
-		uint64_t segs = 0;
+		uint64_t segs = 0, data = 0;
 		for (size_t i = 0; i < P->nfiles; i++) {
 			uint64_t d = SS_MIN(P->files[i]->size, P->files[i]->alloc);
 			segs += (d + ss - 1) / ss;
+			data += d;
 		}
 		/* Two segments per worker (one being chunked, one queued) and
 		 * two being read keep both sides busy from tmpfs, the page
@@ -342,9 +343,6 @@ static int pools_init(struct push *P)
 		 * ~21 KB: 0.5 %): back the pool with 4 KiB pages, touched only
 		 * as far as reads reach, and leave it unregistered, since
 		 * registering pins, and so faults in, every page. */
-		uint64_t data = 0;
-		for (size_t i = 0; i < P->nfiles; i++)
-			data += SS_MIN(P->files[i]->size, P->files[i]->alloc);
 		sparse = segs && data / segs < ss / 4;
 	}
 	/* Output holds at most the segment's bytes (a chunk is never stored
