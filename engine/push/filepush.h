@@ -111,7 +111,6 @@ struct pfile {
 	uint64_t map_from, map_data, map_hole;
 	bool dense;
 	uint64_t alloc;          /* bytes allocated when it was opened (st_blocks) */
-	bool memfs;              /* on tmpfs or ramfs: small reads are done inline */
 	uint64_t *seqs;          /* the file's segments, in file order */
 	size_t nseqs, seqs_cap;
 	uint64_t read_off;
@@ -154,7 +153,7 @@ struct push {
 	struct pfile **files;         /* each record its own allocation (struct seg) */
 	size_t nfiles, files_cap;
 	bool root_is_dir;
-	bool src_memfs;          /* the source is on tmpfs or ramfs */
+	bool src_memfs;          /* the source is on tmpfs or ramfs: small reads inline */
 	uint64_t total_bytes;
 	/* Follow mode: the files are still being written. */
 	bool follow, writer_done;

@@ -182,7 +182,7 @@ static void read_submit(struct push *P, struct seg *s)
 	struct pfile *f = s->pf;
 	const struct swin *w = &s->win[s->rwin];
 	uint32_t at = w->off + s->got, len = w->len - s->got;
-	if (f->memfs && len <= SYNC_READ_MAX) {
+	if (P->src_memfs && len <= SYNC_READ_MAX) {
 		/* io_uring hands every read of tmpfs to one of its worker
 		 * threads (tmpfs cannot read without blocking, RWF_NOWAIT),
 		 * a wakeup and a context switch each: 2,000 small files

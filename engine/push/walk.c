@@ -46,7 +46,6 @@ static int add_file(struct push *P, const char *path, const char *name, const st
 	/* A file with as many bytes allocated as it is long has no holes to
 	 * look for; a followed one is still growing. */
 	f->alloc = (uint64_t)st->st_blocks * 512;
-	f->memfs = P->src_memfs;
 	f->dense = !P->follow && f->alloc >= f->size;
 	/* Tell the kernel we read each file once, front to back. */
 	posix_fadvise(f->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
