@@ -246,6 +246,11 @@ int push_gv_status(struct push *P);
 int push_gv_unchanged(struct push *P, const struct pfile *f);
 uint64_t push_gv_source_size(const struct pfile *f);
 void push_gv_free(struct pfile *f);
+/* Bytes [off, off + len) of f were read by the pipeline, which never
+ * reads them again: when they are a followed state file's inflated form,
+ * the memfd lets them go, so that it holds what is between the decoder
+ * and the reads, not the whole image. */
+void push_gv_consumed(struct pfile *f, uint64_t off, uint64_t len);
 
 /* push.c: report progress (every 100 ms, or now). */
 void push_progress(struct push *P, bool force);

@@ -538,6 +538,17 @@ int push_gv_unchanged(struct push *P, const struct pfile *f)
 	return 0;
 }
 
+void push_gv_consumed(struct pfile *f, uint64_t off, uint64_t len)
+{
+	/* Outside follow mode the memfd was complete before the push read a
+	 * byte (the page count read it all first): nothing to gain there.
+	 * Best effort: bytes not released are memory, not an error. */
+	if (f->gv && f->gv->follow && len &&
+	    fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0) {
+		/* kept until the memfd is closed */
+	}
+}
+
 uint64_t push_gv_source_size(const struct pfile *f)
 {
 	return f->gv ? f->gv->raw_size : f->size;

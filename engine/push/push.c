@@ -230,6 +230,8 @@ static void read_done(struct ss_op *op, int res)
 		P->free_segs = s;
 		return;
 	}
+	if (s->got == s->win[s->rwin].len)
+		push_gv_consumed(f, s->off + s->win[s->rwin].off, s->win[s->rwin].len);
 	if (s->got == s->win[s->rwin].len && s->rwin + 1 < s->nwin) {
 		s->rwin++;
 		s->got = 0;
