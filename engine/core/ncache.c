@@ -315,6 +315,15 @@ static void block_path(const uint8_t key[16], char out[40])
 	snprintf(out, 40, "%.2s/%s", hex, hex + 2);
 }
 
+bool ss_ncache_has(struct ss_ncache *c, const uint8_t key[16])
+{
+	char p[40];
+	struct stat st;
+	block_path(key, p);
+	return fstatat(c->bfd, p, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+	       st.st_size > (off_t)NC_HDR;
+}
+
 void ss_ncache_drop(struct ss_ncache *c, const uint8_t key[16])
 {
 	char p[40];

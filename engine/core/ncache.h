@@ -96,6 +96,10 @@ void ss_ncache_key(const uint8_t store[16], const uint8_t pack[16], uint64_t k,
  * (a damaged one is removed and is a miss too). */
 int ss_ncache_get(struct ss_ncache *c, const uint8_t key[16], uint64_t from, void *dst, size_t n,
 		  uint32_t *blen);
+/* Whether block key is there, as far as one stat can tell: for plans,
+ * which a block found bad when read only makes slower (it is fetched
+ * again), never wrong. No hit is counted, and no recency noted. */
+bool ss_ncache_has(struct ss_ncache *c, const uint8_t key[16]);
 /* Publish block key (len bytes in iov) if the bound leaves room: temp
  * file, then rename, so no other process ever sees it half written.
  * Returns 0, -ENOSPC (no room: the bound, or the disk) or -errno. */

@@ -642,9 +642,8 @@ int ss_ncache_absent(const struct ss_backend *b, const uint8_t pack[16], uint64_
 	*bytes = 0;
 	for (uint64_t k = off / B; k * B < off + len; k++) {
 		uint8_t key[16];
-		uint32_t blen;
 		ss_ncache_key(nb->store, pack, k, key);
-		if (ss_ncache_get(nb->c, key, 0, NULL, 0, &blen))
+		if (!ss_ncache_has(nb->c, key))
 			*bytes += SS_MIN((k + 1) * B, off + len) - SS_MAX(k * B, off);
 	}
 	return 0;
