@@ -13,6 +13,7 @@
 #include "pull.h"
 
 #include <pthread.h>
+#include <sys/uio.h>
 #include <xxhash.h>
 
 struct target {
@@ -31,12 +32,20 @@ struct range {
 
 struct pull;
 
-struct wop {
-	int fd;
-	uint32_t file, ext0, next;  /* the extents this write completes */
+/* One chunk's bytes for one place in a file. */
+struct wpiece {
+	uint32_t file, ext;
+	uint32_t len;
 	const uint8_t *p;
 	uint64_t off;
-	size_t len;
+};
+
+/* One write: consecutive extents of a file, from iov[iov0, iov0 + niov)
+ * of its task. */
+struct wop {
+	uint32_t file, ext0, next;  /* the extents this write completes */
+	uint32_t iov0, niov;
+	uint64_t off;
 };
 
 struct rtask {
@@ -46,9 +55,13 @@ struct rtask {
 	struct range *rg;
 	uint8_t *in, *out;
 	const uint8_t **cptr;      /* each chunk's bytes: in `out`, or raw in `in` */
-	struct wop *w;
+	struct wpiece *pc;          /* the range's writes, one per target */
+	size_t pccap;
+	struct wop *w;              /* ... merged where a file's extents meet */
 	uint32_t nw;
 	size_t wcap;
+	struct iovec *iov;
+	size_t iovcap;
 	uint64_t written;          /* bytes the writes cover */
 	int err;
 	struct ss_err werr;

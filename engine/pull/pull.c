@@ -194,24 +194,69 @@ static bool range_bad(void *arg, uint32_t k, enum ss_range_bad why)
 
 /* ---------------------------------------------------------------- writes */
 
-static int add_write(struct rtask *t, int fd, const struct target *tg, const uint8_t *p,
-		     size_t len)
+/* Pieces in file order: a file's extents are in offset order. */
+static int cmp_piece(const void *a, const void *b)
 {
-	if (t->nw) {
-		struct wop *last = &t->w[t->nw - 1];
-		/* Neighbouring chunks usually land side by side: one write. Side
-		 * by side in a file means consecutive extents of it. */
-		if (last->file == tg->file && last->off + last->len == tg->off &&
-		    last->p + last->len == p && last->ext0 + last->next == tg->ext) {
-			last->len += len;
-			last->next++;
-			return 0;
+	const struct wpiece *x = a, *y = b;
+	if (x->file != y->file)
+		return x->file < y->file ? -1 : 1;
+	return x->ext < y->ext ? -1 : x->ext > y->ext;
+}
+
+/* Merge the range's pieces (in file order) into writes: consecutive
+ * extents of one file are one write of several buffers, and buffers side
+ * by side in memory are one buffer. A page-granular image has a chunk
+ * per repeated page and a target per copy of it, so a write per target
+ * was a system call per 4 KiB. */
+static int plan_writes(struct rtask *t, size_t n)
+{
+	qsort(t->pc, n, sizeof(*t->pc), cmp_piece);
+	size_t niov = 0;
+	t->nw = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct wpiece *pc = &t->pc[i];
+		struct wop *last = t->nw ? &t->w[t->nw - 1] : NULL;
+		if (!last || last->file != pc->file || last->ext0 + last->next != pc->ext) {
+			if (SS_GROW(t->w, t->wcap, t->nw + 1, 64))
+				return -ENOMEM;
+			last = &t->w[t->nw++];
+			*last = (struct wop){.file = pc->file, .ext0 = pc->ext, .next = 0,
+					     .iov0 = (uint32_t)niov, .niov = 0, .off = pc->off};
+		}
+		last->next++;
+		struct iovec *v = last->niov ? &t->iov[niov - 1] : NULL;
+		if (v && (const uint8_t *)v->iov_base + v->iov_len == pc->p) {
+			v->iov_len += pc->len;
+			continue;
+		}
+		if (SS_GROW(t->iov, t->iovcap, niov + 1, 64))
+			return -ENOMEM;
+		t->iov[niov++] = (struct iovec){(void *)pc->p, pc->len};
+		last->niov++;
+	}
+	return 0;
+}
+
+/* Write v[0, n) at off, all of it (v is consumed). */
+static int write_all(int fd, struct iovec *v, uint32_t n, uint64_t off)
+{
+	while (n) {
+		ssize_t w = pwritev(fd, v, (int)SS_MIN(n, (uint32_t)IOV_MAX), (off_t)off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return w < 0 ? -errno : -EIO;
+		off += (uint64_t)w;
+		while (n && (size_t)w >= v->iov_len) {
+			w -= (ssize_t)v->iov_len;
+			v++;
+			n--;
+		}
+		if (n) {
+			v->iov_base = (uint8_t *)v->iov_base + w;
+			v->iov_len -= (size_t)w;
 		}
 	}
-	if (SS_GROW(t->w, t->wcap, t->nw + 1, 64))
-		return -ENOMEM;
-	t->w[t->nw++] = (struct wop){.fd = fd, .file = tg->file, .ext0 = tg->ext,
-				     .next = 1, .p = p, .off = tg->off, .len = len};
 	return 0;
 }
 
@@ -224,6 +269,7 @@ static void range_write(struct rtask *t)
 {
 	struct pull *P = t->P;
 	struct range *rg = t->rg;
+	size_t n = 0;
 	t->nw = 0;
 	t->written = 0;
 	for (uint32_t i = 0; i < rg->count; i++) {
@@ -231,29 +277,33 @@ static void range_write(struct rtask *t)
 		uint32_t len = P->m->chunks[ci].raw_len;
 		for (uint32_t k = P->tstart[ci]; k < P->tstart[ci + 1]; k++) {
 			const struct target *tg = &P->targets[k];
-			if (add_write(t, P->files[tg->file].fd, tg, t->cptr[i], len)) {
+			if (SS_GROW(t->pc, t->pccap, n + 1, 64)) {
 				t->err = ss_err_set(&t->werr, -ENOMEM, "cannot plan writes");
 				return;
 			}
+			t->pc[n++] = (struct wpiece){.file = tg->file, .ext = tg->ext, .len = len,
+						     .p = t->cptr[i], .off = tg->off};
 			t->written += len;
 		}
 	}
-	for (uint32_t i = 0; i < t->nw && !t->err; i++) {
-		const struct wop *w = &t->w[i];
-		pthread_mutex_t *lk = &P->wlock[w->file % SS_ARRAY_SIZE(P->wlock)];
+	if (plan_writes(t, n)) {
+		t->err = ss_err_set(&t->werr, -ENOMEM, "cannot plan writes");
+		return;
+	}
+	/* A file takes one write at a time (its inode lock): a worker that
+	 * finds another writing sleeps on the file's lock rather than spin
+	 * in the kernel, and holds it for all its writes to the file, so
+	 * that workers meet there once per range, not once per write. */
+	for (uint32_t i = 0; i < t->nw && !t->err;) {
+		const uint32_t file = t->w[i].file;
+		pthread_mutex_t *lk = &P->wlock[file % SS_ARRAY_SIZE(P->wlock)];
 		pthread_mutex_lock(lk);
-		for (size_t at = 0; at < w->len;) {
-			ssize_t n = pwrite(w->fd, w->p + at, SS_MIN(w->len - at, (size_t)1 << 30),
-					   (off_t)(w->off + at));
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0) {
-				int e = n < 0 ? -errno : -EIO;
+		for (; i < t->nw && t->w[i].file == file && !t->err; i++) {
+			const struct wop *w = &t->w[i];
+			int e = write_all(P->files[file].fd, t->iov + w->iov0, w->niov, w->off);
+			if (e)
 				t->err = ss_err_set(&t->werr, e, "cannot write %s: %s", P->final,
 						    strerror(-e));
-				break;
-			}
-			at += (size_t)n;
 		}
 		pthread_mutex_unlock(lk);
 	}
@@ -533,6 +583,8 @@ out:
 		if (P->tasks)
 			for (unsigned i = 0; i < P->ntasks; i++) {
 				free(P->tasks[i].w);
+				free(P->tasks[i].pc);
+				free(P->tasks[i].iov);
 				free(P->tasks[i].cptr);
 			}
 		free(P->tasks);
