@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "cryptofn.h"
@@ -211,8 +212,23 @@ uint64_t ss_gvs_rebuilt_size(const struct ss_gvs_hdr *hdr, uint64_t stored)
 
 /* ---------------------------------------------------------------- writer */
 
+/* Pending pieces of a sized writer before a writev: room for a unit's
+ * worth of blocks (4 MiB / 64 KiB, two pieces each) and then some. */
+#define OUT_IOV 512u
+
 struct ss_gvs_out {
 	int fd;
+	/* Sized (ss_gvs_out_new_sized): the body's length is known, so each
+	 * chunk's length word and each block's header are known before its
+	 * bytes arrive, and the bytes are written from where the caller has
+	 * them, between small headers, without being copied here. */
+	bool sized;
+	uint64_t body_total, body_pos;
+	struct iovec iov[OUT_IOV];
+	unsigned niov;
+	uint8_t heads[OUT_IOV][5];  /* length words and block headers */
+	unsigned nheads;
+	uint8_t *zeros;             /* STORED_MAX zero bytes, for p == NULL */
 	uint8_t *hdr;              /* the header as it arrives */
 	size_t hdr_have, hdr_cap;
 	struct ss_gvs_hdr h;
@@ -237,10 +253,21 @@ int ss_gvs_out_new(int fd, struct ss_gvs_out **out)
 	return 0;
 }
 
+int ss_gvs_out_new_sized(int fd, uint64_t total, struct ss_gvs_out **out)
+{
+	int r = ss_gvs_out_new(fd, out);
+	if (r)
+		return r;
+	(*out)->sized = true;
+	(*out)->body_total = total;   /* the whole form, until the header is known */
+	return 0;
+}
+
 void ss_gvs_out_free(struct ss_gvs_out *o)
 {
 	if (!o)
 		return;
+	free(o->zeros);
 	free(o->hdr);
 	free(o->chunk);
 	free(o->buf);
@@ -305,8 +332,113 @@ static int emit_chunk(struct ss_gvs_out *o)
 	return o->buf_len >= OUT_BUF ? flush_buf(o) : 0;
 }
 
+int ss_gvs_out_flush(struct ss_gvs_out *o)
+{
+	struct iovec *v = o->iov;
+	unsigned n = o->niov;
+	o->niov = 0;
+	o->nheads = 0;
+	while (n) {
+		ssize_t w = writev(o->fd, v, (int)n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return w < 0 ? -errno : -EIO;
+		o->written += (uint64_t)w;
+		while (n && (size_t)w >= v->iov_len) {
+			w -= (ssize_t)v->iov_len;
+			v++;
+			n--;
+		}
+		if (n) {
+			v->iov_base = (uint8_t *)v->iov_base + w;
+			v->iov_len -= (size_t)w;
+		}
+	}
+	return 0;
+}
+
+/* Queue n bytes at p for the next writev, writing first when full. */
+static int queue(struct ss_gvs_out *o, const void *p, size_t n)
+{
+	if (o->niov && (const uint8_t *)o->iov[o->niov - 1].iov_base +
+				   o->iov[o->niov - 1].iov_len == p) {
+		o->iov[o->niov - 1].iov_len += n;
+		return 0;
+	}
+	if (o->niov == OUT_IOV) {
+		int r = ss_gvs_out_flush(o);
+		if (r)
+			return r;
+	}
+	o->iov[o->niov++] = (struct iovec){(void *)p, n};
+	return 0;
+}
+
+/* Queue a header of n (4 or 5) bytes: heads are used no more often than
+ * iovecs, so a flush that empties one empties both. */
+static uint8_t *queue_head(struct ss_gvs_out *o, size_t n, int *r)
+{
+	if (o->niov == OUT_IOV && (*r = ss_gvs_out_flush(o)))
+		return NULL;
+	uint8_t *h = o->heads[o->nheads++];
+	o->iov[o->niov++] = (struct iovec){h, n};
+	*r = 0;
+	return h;
+}
+
+/* The sized writer's body: the pieces of n bytes at p (zeros when NULL)
+ * between the length words and block headers they fall under. */
+static int put_sized(struct ss_gvs_out *o, const uint8_t *p, size_t n)
+{
+	const uint64_t cs = o->h.chunk_size;
+	if (n > o->body_total - o->body_pos)
+		return -EBADMSG;   /* more than the size it was made for */
+	while (n) {
+		uint64_t k = o->body_pos / cs, in = o->body_pos % cs;
+		uint64_t clen = SS_MIN(cs, o->body_total - k * cs);
+		int r;
+		uint8_t *h;
+		if (in == 0) {
+			if (!(h = queue_head(o, 4, &r)))
+				return r;
+			put_be32(h, (uint32_t)(ss_gvs_framed_len((size_t)clen) - 4));
+		}
+		uint64_t bin = in % STORED_MAX, bstart = in - bin;
+		uint64_t blen = SS_MIN((uint64_t)STORED_MAX, clen - bstart);
+		if (bin == 0) {
+			if (!(h = queue_head(o, 5, &r)))
+				return r;
+			/* As ss_gvs_frame: BFINAL on the chunk's last block,
+			 * BTYPE 00, LEN and its complement. */
+			h[0] = bstart + blen == clen;
+			h[1] = (uint8_t)blen;
+			h[2] = (uint8_t)(blen >> 8);
+			h[3] = (uint8_t)~blen;
+			h[4] = (uint8_t)(~blen >> 8);
+		}
+		size_t take = (size_t)SS_MIN((uint64_t)n, blen - bin);
+		if (!p && !o->zeros && !(o->zeros = calloc(1, STORED_MAX)))
+			return -ENOMEM;
+		if ((r = queue(o, p ? p : o->zeros, take)))
+			return r;
+		if (p)
+			p += take;
+		n -= take;
+		o->body_pos += take;
+	}
+	return 0;
+}
+
 static int start_body(struct ss_gvs_out *o)
 {
+	if (o->sized) {
+		if (o->body_total < o->h.len)
+			return -EBADMSG;
+		o->body_total -= o->h.len;
+		o->in_body = true;
+		return write_all(o, o->hdr, o->h.len);
+	}
 	size_t cs = o->h.chunk_size;
 	o->buf_cap = ss_gvs_framed_len(cs);
 	if (!(o->chunk = malloc(cs)) || !(o->buf = malloc(o->buf_cap)))
@@ -347,6 +479,8 @@ int ss_gvs_out_put(struct ss_gvs_out *o, const uint8_t *p, size_t n)
 		if (r && r != -EAGAIN)
 			return -EBADMSG;
 	}
+	if (o->sized)
+		return put_sized(o, p, n);
 	while (n) {
 		size_t take = o->h.chunk_size - o->chunk_have;
 		if (take > n)
@@ -372,6 +506,8 @@ int ss_gvs_out_finish(struct ss_gvs_out *o)
 {
 	if (!o->in_body)
 		return -EBADMSG;
+	if (o->sized)
+		return o->body_pos == o->body_total ? ss_gvs_out_flush(o) : -EBADMSG;
 	int r = o->chunk_have ? emit_chunk(o) : 0;
 	return r ? r : flush_buf(o);
 }
@@ -380,7 +516,7 @@ int ss_gvs_rebuild_fd(int in_fd, uint64_t len, int out_fd)
 {
 	struct ss_gvs_out *o = NULL;
 	uint8_t *buf = malloc(OUT_BUF);
-	int r = buf ? ss_gvs_out_new(out_fd, &o) : -ENOMEM;
+	int r = buf ? ss_gvs_out_new_sized(out_fd, len, &o) : -ENOMEM;
 	for (uint64_t at = 0; !r && at < len;) {
 		size_t want = len - at < OUT_BUF ? (size_t)(len - at) : OUT_BUF;
 		ssize_t n = pread(in_fd, buf, want, (off_t)at);
@@ -390,7 +526,8 @@ int ss_gvs_rebuild_fd(int in_fd, uint64_t len, int out_fd)
 			r = n < 0 ? -errno : -EIO;
 			break;
 		}
-		r = ss_gvs_out_put(o, buf, (size_t)n);
+		if (!(r = ss_gvs_out_put(o, buf, (size_t)n)))
+			r = ss_gvs_out_flush(o);   /* buf is read into again */
 		at += (uint64_t)n;
 	}
 	if (!r)

@@ -90,8 +90,18 @@ uint64_t ss_gvs_rebuilt_size(const struct ss_gvs_hdr *hdr, uint64_t stored);
  * bytes are no inflated form (a header that does not parse). */
 struct ss_gvs_out;
 int ss_gvs_out_new(int fd, struct ss_gvs_out **out);
+/* The same for an inflated form of exactly `total` bytes: the chunks'
+ * lengths are then known ahead, and the body is written (writev) from
+ * the caller's buffers between the framing's headers, never copied. Its
+ * ss_gvs_out_put may keep pointers into what it was given until
+ * ss_gvs_out_flush (or finish) returns; more or fewer than total bytes
+ * is -EBADMSG. */
+int ss_gvs_out_new_sized(int fd, uint64_t total, struct ss_gvs_out **out);
 /* Feed n bytes; p NULL means n zero bytes. */
 int ss_gvs_out_put(struct ss_gvs_out *o, const uint8_t *p, size_t n);
+/* Write what a sized writer holds pointers to (nothing to do for one that
+ * copies). Returns 0 or -errno. */
+int ss_gvs_out_flush(struct ss_gvs_out *o);
 /* Flush the last chunk; -EBADMSG when the stream ended inside its header. */
 int ss_gvs_out_finish(struct ss_gvs_out *o);
 /* Bytes written to fd so far. */

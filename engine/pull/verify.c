@@ -339,6 +339,8 @@ static int cat_gv_sink(struct catw *w, const struct ss_ounit_view *u)
 	int r = 0;
 	for (size_t e = u->e0; !r && e < u->e1; e++)
 		r = ss_gvs_out_put(w->gv, u->ptr[e - u->e0], w->f->ext[e].len);
+	if (!r)
+		r = ss_gvs_out_flush(w->gv);   /* the unit's bytes are released next */
 	if (r == -EBADMSG)
 		ss_oread_fail(ss_oread_of(u->unit), r,
 			      "'%s' is stored as an inflated gVisor state file, but its stored "
@@ -432,7 +434,7 @@ int ss_cat_impl(const struct ss_cat_opts *opts, const struct ss_config_in *confi
 	}
 	if (w.f->transform) {
 		w.sparse = false;
-		if ((r = ss_gvs_out_new(opts->fd, &w.gv))) {
+		if ((r = ss_gvs_out_new_sized(opts->fd, w.f->size, &w.gv))) {
 			ss_err_set(&err, r, "out of memory");
 			goto out;
 		}
