@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -312,4 +313,28 @@ unsigned ss_cpu_count(void)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
 	return n > 0 ? (unsigned)n : 1;
+}
+
+int64_t ss_writev_all(int fd, struct iovec *v, unsigned n, int64_t off)
+{
+	int64_t done = 0;
+	while (n) {
+		int cnt = (int)(n < IOV_MAX ? n : IOV_MAX);
+		ssize_t w = off < 0 ? writev(fd, v, cnt) : pwritev(fd, v, cnt, (off_t)(off + done));
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return w < 0 ? -errno : -EIO;
+		done += w;
+		while (n && (size_t)w >= v->iov_len) {
+			w -= (ssize_t)v->iov_len;
+			v++;
+			n--;
+		}
+		if (n) {
+			v->iov_base = (uint8_t *)v->iov_base + w;
+			v->iov_len -= (size_t)w;
+		}
+	}
+	return done;
 }

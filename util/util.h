@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 #include <string.h>
 
 #define SS_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -108,6 +109,11 @@ int ss_read_small_file(const char *path, size_t max, uint8_t **out, size_t *outl
 /* Write a small file atomically: temp name in the same directory, fsync,
  * rename, fsync of the directory. Blocking; for metadata only. */
 int ss_write_file_atomic(const char *path, const void *p, size_t n, unsigned mode);
+
+/* Write all of v[0, n) to fd: at offset off with pwritev, or at the file's
+ * position (writev) when off is negative; short writes are resumed (v is
+ * consumed). Returns the bytes written, or -errno (-EIO: no progress). */
+int64_t ss_writev_all(int fd, struct iovec *v, unsigned n, int64_t off);
 
 /* mkdir -p. Returns 0 or -errno. */
 int ss_mkdir_p(const char *path, unsigned mode);

@@ -334,27 +334,12 @@ static int emit_chunk(struct ss_gvs_out *o)
 
 int ss_gvs_out_flush(struct ss_gvs_out *o)
 {
-	struct iovec *v = o->iov;
-	unsigned n = o->niov;
+	int64_t w = ss_writev_all(o->fd, o->iov, o->niov, -1);
 	o->niov = 0;
 	o->nheads = 0;
-	while (n) {
-		ssize_t w = writev(o->fd, v, (int)n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return w < 0 ? -errno : -EIO;
-		o->written += (uint64_t)w;
-		while (n && (size_t)w >= v->iov_len) {
-			w -= (ssize_t)v->iov_len;
-			v++;
-			n--;
-		}
-		if (n) {
-			v->iov_base = (uint8_t *)v->iov_base + w;
-			v->iov_len -= (size_t)w;
-		}
-	}
+	if (w < 0)
+		return (int)w;
+	o->written += (uint64_t)w;
 	return 0;
 }
 

@@ -237,29 +237,6 @@ static int plan_writes(struct rtask *t, size_t n)
 	return 0;
 }
 
-/* Write v[0, n) at off, all of it (v is consumed). */
-static int write_all(int fd, struct iovec *v, uint32_t n, uint64_t off)
-{
-	while (n) {
-		ssize_t w = pwritev(fd, v, (int)SS_MIN(n, (uint32_t)IOV_MAX), (off_t)off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return w < 0 ? -errno : -EIO;
-		off += (uint64_t)w;
-		while (n && (size_t)w >= v->iov_len) {
-			w -= (ssize_t)v->iov_len;
-			v++;
-			n--;
-		}
-		if (n) {
-			v->iov_base = (uint8_t *)v->iov_base + w;
-			v->iov_len -= (size_t)w;
-		}
-	}
-	return 0;
-}
-
 /* Write each verified chunk wherever the snapshot has it, from the worker
  * that decompressed it: the bytes are still warm in its cache, and a
  * write handed to the ring instead went to one of io_uring's own worker
@@ -300,7 +277,9 @@ static void range_write(struct rtask *t)
 		pthread_mutex_lock(lk);
 		for (; i < t->nw && t->w[i].file == file && !t->err; i++) {
 			const struct wop *w = &t->w[i];
-			int e = write_all(P->files[file].fd, t->iov + w->iov0, w->niov, w->off);
+			int64_t wr = ss_writev_all(P->files[file].fd, t->iov + w->iov0, w->niov,
+						  (int64_t)w->off);
+			int e = wr < 0 ? (int)wr : 0;
 			if (e)
 				t->err = ss_err_set(&t->werr, e, "cannot write %s: %s", P->final,
 						    strerror(-e));
