@@ -365,6 +365,9 @@ int ss_range_explain(const struct ss_range *g, int res, const char *where, struc
 struct ss_rdec {
 	void *dc;                   /* ZSTD_DCtx */
 	uint8_t *scratch;
+	/* ss_rdec_out's buffer, kept for the worker's life. */
+	uint8_t *out;
+	size_t out_cap;
 	/* A sealed store's (crypt.h): made on first use, keyed per pack. */
 	struct ss_aead *aead;
 	uint8_t aead_pack[16];
@@ -377,6 +380,12 @@ struct ss_crypt;
  * worker that owns w. */
 int ss_rdec_aead(struct ss_rdec *w, const struct ss_crypt *c, const uint8_t pack_id[16],
 		 struct ss_aead **out);
+/* The worker's buffer of at least cap bytes (mapped on first use, kept
+ * while it is large enough), or NULL when it cannot be mapped. For a
+ * range decoded and consumed within one task: a buffer per worker rather
+ * than per task in flight, since only the workers ever hold decoded
+ * bytes. On the worker that owns w. */
+uint8_t *ss_rdec_out(struct ss_rdec *w, size_t cap);
 
 /* A chunk as the range reader sees it: from a manifest's chunk table or a
  * pack's own index. Chunks of one frame share offset and stored_len. */

@@ -94,6 +94,7 @@ static void rdec_destroy(void *wp)
 	ss_aead_free(w->aead);
 	if (w->scratch)
 		ss_map_free(w->scratch, SS_FRAME_MAX_LIMIT + 1);
+	ss_map_free(w->out, w->out_cap);
 	free(w);
 }
 
@@ -134,6 +135,22 @@ int ss_rdec_aead(struct ss_rdec *w, const struct ss_crypt *c, const uint8_t pack
 	}
 	*out = w->aead;
 	return 0;
+}
+
+uint8_t *ss_rdec_out(struct ss_rdec *w, size_t cap)
+{
+	if (w->out_cap >= cap)
+		return w->out;
+	/* At least 4 MiB, so ss_map_alloc backs it with huge pages: it is
+	 * filled front to back on every range, and a local store's ranges
+	 * (2 MiB) would otherwise fault it in 4 KiB at a time. */
+	cap = SS_MAX(SS_ALIGN_UP(cap, (size_t)2 << 20), (size_t)4 << 20);
+	ss_map_free(w->out, w->out_cap);
+	w->out_cap = 0;
+	if (!(w->out = ss_map_alloc(cap)))
+		return NULL;
+	w->out_cap = cap;
+	return w->out;
 }
 
 const struct ss_worker_ctx_ops ss_rdec_ops = {.create = rdec_create, .destroy = rdec_destroy};

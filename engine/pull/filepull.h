@@ -53,8 +53,8 @@ struct rtask {
 	struct ss_range g;         /* the GET */
 	struct pull *P;
 	struct range *rg;
-	uint8_t *in, *out;
-	const uint8_t **cptr;      /* each chunk's bytes: in `out`, or raw in `in` */
+	uint8_t *in;
+	const uint8_t **cptr;      /* each chunk's bytes: in the worker's decode buffer, or raw in `in` */
 	struct wpiece *pc;          /* the range's writes, one per target */
 	size_t pccap;
 	struct wop *w;              /* ... merged where a file's extents meet */
@@ -112,7 +112,7 @@ struct pull {
 	uint32_t range_max;     /* RANGE_MAX or RANGE_MAX_LOCAL (pull.c) */
 	uint32_t range_buf;     /* the largest range budget planned */
 	uint8_t *lscratch;      /* the loop thread's hash buffer (files.c) */
-	size_t in_cap, out_cap;    /* per task buffer sizes */
+	size_t in_cap, out_cap;    /* a task's GET buffer; a worker's decode buffer */
 
 	struct rtask *tasks;
 	unsigned ntasks;

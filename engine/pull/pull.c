@@ -291,8 +291,18 @@ static void range_write(struct rtask *t)
 static void range_work(struct ss_task *task, void *wp)
 {
 	struct rtask *t = (struct rtask *)task;
+	/* Decoded bytes live from here to the range's last write, on this
+	 * worker: the worker's buffer, not one per task, since tasks are
+	 * three times the workers (to keep GETs in flight) and page faults on
+	 * buffers the size of an 8 MiB range are what a cold pull pays most
+	 * for besides decompressing. */
+	uint8_t *dec = ss_rdec_out(wp, t->P->out_cap);
+	if (!dec) {
+		t->err = ss_err_set(&t->werr, -ENOMEM, "cannot allocate a range buffer");
+		return;
+	}
 	struct ss_rrun run = {.ids = t->P->ids, .in = t->in, .base = t->rg->off,
-			      .n = t->rg->count, .at = range_chunk, .dec = t->out,
+			      .n = t->rg->count, .at = range_chunk, .dec = dec,
 			      .dec_cap = t->P->out_cap, .ptr = t->cptr, .bad = range_bad, .arg = t};
 	int r = ss_rdec_aead(wp, t->P->cfg.ids.crypt, t->P->m->pack_ids[t->rg->pack], &run.aead);
 	if (r) {
@@ -420,7 +430,7 @@ static int run_pipeline(struct pull *P)
 	uint32_t fmax = SS_MAX(P->m->frame_max, P->m->chunk_max);
 	P->in_cap = SS_ALIGN_UP((size_t)P->range_buf + ZSTD_compressBound(fmax), 4096);
 	P->out_cap = SS_ALIGN_UP((size_t)P->range_buf + fmax, 4096);
-	size_t per = P->in_cap + P->out_cap;
+	size_t per = P->in_cap;
 	P->mem_len = per * P->ntasks;
 	P->mem = ss_map_alloc(P->mem_len);
 	P->tasks = calloc(P->ntasks, sizeof(*P->tasks));
@@ -430,7 +440,6 @@ static int run_pipeline(struct pull *P)
 		struct rtask *t = &P->tasks[i];
 		t->P = P;
 		t->in = P->mem + per * i;
-		t->out = t->in + P->in_cap;
 		t->cptr = malloc(sizeof(*t->cptr) * (P->max_range_chunks ? P->max_range_chunks : 1));
 		if (!t->cptr)
 			return ss_err_set(P->err, -ENOMEM, "cannot allocate the pull pipeline");
