@@ -428,7 +428,10 @@ static int run_pipeline(struct pull *P)
 	P->max_gets = SS_MIN(P->ntasks, ss_backend_max_inflight(P->store));
 	/* A range may overrun its budget by one frame, which is never split. */
 	uint32_t fmax = SS_MAX(P->m->frame_max, P->m->chunk_max);
-	P->in_cap = SS_ALIGN_UP((size_t)P->range_buf + ZSTD_compressBound(fmax), 4096);
+	/* Whole huge pages per task: a mapping whose length is not a
+	 * multiple of 2 MiB is not aligned to one, and the kernel then backs
+	 * the tasks' buffers 4 KiB at a time where they straddle. */
+	P->in_cap = SS_ALIGN_UP((size_t)P->range_buf + ZSTD_compressBound(fmax), (size_t)2 << 20);
 	P->out_cap = SS_ALIGN_UP((size_t)P->range_buf + fmax, 4096);
 	size_t per = P->in_cap;
 	P->mem_len = per * P->ntasks;
