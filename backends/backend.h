@@ -35,6 +35,9 @@ enum ss_req_kind {
  * earlier GET of this range returned were bad; drop what is cached for it
  * and read the store. Backends of their own ignore it. */
 #define SS_GET_FRESH 0x4u
+/* ss_req.slack a caller offers: a node cache block (engine/core/ncache.h)
+ * fits in it. */
+#define SS_GET_SLACK (64u << 10)
 
 /* Called for each object a LIST finds (loop thread). Return non-zero to
  * stop the listing early; that value becomes the request's result. */
@@ -53,6 +56,11 @@ struct ss_req {
 	uint64_t off;
 	uint64_t len;
 	void *buf;
+	/* GET: bytes before buf and past buf + len that the caller lets a
+	 * backend overwrite (0 or SS_GET_SLACK): a cache stacked on the store
+	 * fetches whole blocks around the range straight into the caller's
+	 * buffer instead of into one of its own and copying. */
+	uint32_t slack;
 	/* LIST */
 	ss_list_fn on_key;
 	void *arg;

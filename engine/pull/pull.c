@@ -405,6 +405,7 @@ static void issue_gets(struct pull *P)
 		t->err = 0;
 		ss_err_clear(&t->werr);
 		ss_range_prep(&t->g, P->m->pack_ids[rg->pack], rg->off, rg->len, t->in, get_done, t);
+		t->g.req.slack = SS_GET_SLACK;
 		if (!submit_get(P, t))
 			return;
 		P->free_tasks = t->next_free;
@@ -428,12 +429,13 @@ static int run_pipeline(struct pull *P)
 	P->max_gets = SS_MIN(P->ntasks, ss_backend_max_inflight(P->store));
 	/* A range may overrun its budget by one frame, which is never split. */
 	uint32_t fmax = SS_MAX(P->m->frame_max, P->m->chunk_max);
-	/* Whole huge pages per task: a mapping whose length is not a
-	 * multiple of 2 MiB is not aligned to one, and the kernel then backs
-	 * the tasks' buffers 4 KiB at a time where they straddle. */
-	P->in_cap = SS_ALIGN_UP((size_t)P->range_buf + ZSTD_compressBound(fmax), (size_t)2 << 20);
+	P->in_cap = SS_ALIGN_UP((size_t)P->range_buf + ZSTD_compressBound(fmax), 4096);
 	P->out_cap = SS_ALIGN_UP((size_t)P->range_buf + fmax, 4096);
-	size_t per = P->in_cap;
+	/* Each task's buffer has SS_GET_SLACK on both sides of its own, and
+	 * whole huge pages: a mapping whose length is not a multiple of 2 MiB
+	 * is not aligned to one, and the kernel then backs the buffers 4 KiB
+	 * at a time where they straddle. */
+	size_t per = SS_ALIGN_UP(P->in_cap + 2 * (size_t)SS_GET_SLACK, (size_t)2 << 20);
 	P->mem_len = per * P->ntasks;
 	P->mem = ss_map_alloc(P->mem_len);
 	P->tasks = calloc(P->ntasks, sizeof(*P->tasks));
@@ -442,7 +444,7 @@ static int run_pipeline(struct pull *P)
 	for (unsigned i = 0; i < P->ntasks; i++) {
 		struct rtask *t = &P->tasks[i];
 		t->P = P;
-		t->in = P->mem + per * i;
+		t->in = P->mem + per * i + SS_GET_SLACK;
 		t->cptr = malloc(sizeof(*t->cptr) * (P->max_range_chunks ? P->max_range_chunks : 1));
 		if (!t->cptr)
 			return ss_err_set(P->err, -ENOMEM, "cannot allocate the pull pipeline");
