@@ -93,7 +93,12 @@ uint64_t ss_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-#define HUGE_MIN (4u << 20)
+#define HUGE_MIN (2 * SS_HUGE_PAGE)
+
+size_t ss_map_huge_len(size_t n)
+{
+	return SS_MAX(SS_ALIGN_UP(n, SS_HUGE_PAGE), (size_t)HUGE_MIN);
+}
 
 void *ss_map_alloc(size_t n)
 {

@@ -269,11 +269,10 @@ static uint8_t *buf_get(struct ncb *nb, size_t n, size_t *cap)
 			nb->spare[i] = NULL;
 			return p;
 		}
-	/* Whole huge pages, at least two, so that ss_map_alloc backs it with
-	 * them: the response is copied in front to back, and a buffer of any
-	 * other length was faulted 4 KiB at a time (~4,700 faults in one cold
+	/* The response is copied in front to back; at its own length the
+	 * buffer was faulted 4 KiB at a time (~4,700 faults in one cold
 	 * 256 MiB pull through the cache, most of its faults). */
-	*cap = SS_MAX(SS_ALIGN_UP(n, (size_t)2 << 20), (size_t)4 << 20);
+	*cap = ss_map_huge_len(n);
 	return ss_map_alloc(*cap);
 }
 

@@ -141,10 +141,9 @@ uint8_t *ss_rdec_out(struct ss_rdec *w, size_t cap)
 {
 	if (w->out_cap >= cap)
 		return w->out;
-	/* At least 4 MiB, so ss_map_alloc backs it with huge pages: it is
-	 * filled front to back on every range, and a local store's ranges
-	 * (2 MiB) would otherwise fault it in 4 KiB at a time. */
-	cap = SS_MAX(SS_ALIGN_UP(cap, (size_t)2 << 20), (size_t)4 << 20);
+	/* Filled front to back on every range; a local store's ranges (2 MiB)
+	 * would otherwise fault it in 4 KiB at a time. */
+	cap = ss_map_huge_len(cap);
 	ss_map_free(w->out, w->out_cap);
 	w->out_cap = 0;
 	if (!(w->out = ss_map_alloc(cap)))

@@ -435,7 +435,7 @@ static int run_pipeline(struct pull *P)
 	 * whole huge pages: a mapping whose length is not a multiple of 2 MiB
 	 * is not aligned to one, and the kernel then backs the buffers 4 KiB
 	 * at a time where they straddle. */
-	size_t per = SS_ALIGN_UP(P->in_cap + 2 * (size_t)SS_GET_SLACK, (size_t)2 << 20);
+	size_t per = SS_ALIGN_UP(P->in_cap + 2 * (size_t)SS_GET_SLACK, SS_HUGE_PAGE);
 	P->mem_len = per * P->ntasks;
 	P->mem = ss_map_alloc(P->mem_len);
 	P->tasks = calloc(P->ntasks, sizeof(*P->tasks));

@@ -352,7 +352,7 @@ static int pools_init(struct push *P)
 	 * each starts on a huge page, so that a segment's output touches as
 	 * few as its size needs. */
 	size_t os = SS_ALIGN_UP(ss + ZSTD_compressBound(P->b.cfg.frame_max) - P->b.cfg.frame_max,
-				sparse ? (size_t)4096 : (size_t)2 << 20);
+				sparse ? (size_t)4096 : SS_HUGE_PAGE);
 	P->seg_mem_len = ss * P->nsegs;
 	P->out_mem_len = os * P->nsegs;
 	P->seg_mem = sparse ? ss_map_alloc_sparse(P->seg_mem_len) : ss_map_alloc(P->seg_mem_len);
