@@ -58,10 +58,10 @@ class Result:
     """One child process: wall seconds, CPU seconds, peak RSS, exit status,
     output, and how busy the rest of the machine was meanwhile."""
 
-    def __init__(self, cmd, wall, ru, rc, stdout, stderr, bg_cpu):
+    def __init__(self, cmd, wall, cpu, maxrss_kib, rc, stdout, stderr, bg_cpu):
         self.cmd, self.wall, self.rc = cmd, wall, rc
-        self.maxrss_kib = ru.ru_maxrss
-        self.cpu = ru.ru_utime + ru.ru_stime
+        self.maxrss_kib = maxrss_kib
+        self.cpu = cpu
         self.stdout, self.stderr = stdout, stderr
         self.bg_cpu = bg_cpu
 
@@ -81,36 +81,72 @@ def busy_cpu_seconds():
     return (sum(v[:8]) - v[3] - v[4]) / _HZ
 
 
+def rusage_launcher(workdir):
+    """The ss-rusage binary (bench/rusage.c): build/bench's, else compiled
+    into workdir once. None when no compiler is at hand either."""
+    built = os.path.join(ROOT, "build", "bench", "ss-rusage")
+    if os.access(built, os.X_OK):
+        return built
+    own = os.path.join(workdir, "ss-rusage")
+    if not os.access(own, os.X_OK):
+        tmp = own + ".tmp"
+        r = subprocess.run([os.environ.get("CC", "cc"), "-O2", "-std=c11", "-D_GNU_SOURCE", "-o", tmp,
+                            os.path.join(HERE, "rusage.c")], capture_output=True)
+        if r.returncode != 0:
+            return None
+        os.rename(tmp, own)
+    return own
+
+
 def run(cmd, workdir, env=None, check=True, unset=()):
-    """Run cmd and measure it with os.wait4 (not subprocess.run: only wait4
-    gives the rusage of this one child rather than of all children so far).
+    """Run cmd and measure it: wall and CPU seconds and peak RSS of this
+    one command (and what it waited for).
+
+    The command is started by ss-rusage, a small C process that forks it,
+    times it and reports its wait4 rusage: a child forked from this Python
+    process would report our own ~40 MiB as its peak RSS (see
+    bench/rusage.c). Without a compiler it falls back to wait4 here, and
+    the RSS figures are floors, not measurements.
 
     Output goes to files, not pipes: a chatty child must never block on a
     full pipe while we sit in wait4, and reading pipes concurrently would
     put our own work inside the timed interval."""
     out_path = os.path.join(workdir, ".stdout")
     err_path = os.path.join(workdir, ".stderr")
+    ru_path = os.path.join(workdir, ".rusage")
     full_env = dict(os.environ)
     for k in unset:
         full_env.pop(k, None)
     if env:
         full_env.update(env)
+    launcher = rusage_launcher(workdir)
+    argv = [launcher, ru_path, "--"] + list(cmd) if launcher else list(cmd)
+    rm(ru_path)
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         busy0 = busy_cpu_seconds()
         t0 = time.perf_counter()
-        p = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=full_env)
+        p = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=full_env)
         _, status, ru = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t0
         busy = busy_cpu_seconds() - busy0
     p.returncode = os.waitstatus_to_exitcode(status)  # keeps Popen from waiting again
+    cpu, maxrss = ru.ru_utime + ru.ru_stime, ru.ru_maxrss
+    rc = p.returncode
+    if launcher:
+        try:
+            with open(ru_path) as f:
+                w_ns, ut, st, maxrss, status = (int(x) for x in f.read().split())
+        except (OSError, ValueError):
+            raise CommandFailed("%s: ss-rusage reported nothing (exit %d)" % (" ".join(cmd), rc))
+        wall, cpu, rc = w_ns / 1e9, (ut + st) / 1e6, os.waitstatus_to_exitcode(status)
     with open(out_path, "rb") as f:
         stdout = f.read().decode("utf-8", "replace")
     with open(err_path, "rb") as f:
         stderr = f.read().decode("utf-8", "replace")
     # What others ran meanwhile, as a fraction of the machine: the figures
     # of a run that shared the CPUs are not the tool's alone.
-    bg = max(0.0, busy - ru.ru_utime - ru.ru_stime) / (wall * (os.cpu_count() or 1)) if wall > 0 else 0.0
-    r = Result(cmd, wall, ru, p.returncode, stdout, stderr, bg)
+    bg = max(0.0, busy - cpu) / (wall * (os.cpu_count() or 1)) if wall > 0 else 0.0
+    r = Result(cmd, wall, cpu, maxrss, rc, stdout, stderr, bg)
     if check and r.rc != 0:
         raise CommandFailed("%s exited %d: %s" % (" ".join(cmd), r.rc, r.tail()))
     return r
