@@ -46,6 +46,11 @@
 #include <unistd.h>
 
 #define MAX_RUNSC_ARGS 32
+/* Resident buffers (--buffers): what one checkpoint's push of a few
+ * hundred MiB takes at once (segments, their output, pack buffers, the
+ * state file decoder's); a restore takes less. */
+#define DEFAULT_BUFFERS (128ull << 20)
+#define MAX_BUFFERS (4ull << 30)
 #define MAX_REQUEST_BYTES (1 << 20)
 
 enum method { M_RUN, M_CHECKPOINT, M_RESTORE, M_HEALTH, M_NMETHODS, M_UNKNOWN = M_NMETHODS };
@@ -497,6 +502,9 @@ static const char usage[] =
 	"                       for stores in object storage (default WORK-DIR/cache)\n"
 	"  --cache-size SIZE    its bound, e.g. 20G (default 10G, at least 16M)\n"
 	"  --no-cache           checkpoint and restore without the node cache\n"
+	"  --buffers SIZE       memory kept resident for the buffers of checkpoints and\n"
+	"                       restores, faulted in once at start instead of on every\n"
+	"                       call (default 128M; 0: map them afresh per call)\n"
 	"  --help               this text\n"
 	"\n"
 	"Logs one JSON line per RPC on stdout. SIGTERM/SIGINT: finish the call in\n"
@@ -511,6 +519,7 @@ struct flags {
 	const char *cache;      /* NULL: WORK-DIR/cache */
 	uint64_t cache_size;
 	bool no_cache;
+	uint64_t buffers;       /* bytes of resident buffers; 0: none */
 };
 
 /* "512M", "20G": bytes with an optional K, M, G or T suffix. */
@@ -538,7 +547,7 @@ static bool parse_bytes(const char *s, uint64_t *out)
 static int parse_flags(int argc, char **argv, struct flags *f)
 {
 	enum { O_LISTEN = 1000, O_BUNDLE, O_WORK, O_RUNSC, O_RUNSC_ARG, O_STORE, O_KEY, O_NO_FOLLOW,
-	       O_NO_STREAM, O_CACHE, O_CACHE_SIZE, O_NO_CACHE, O_HELP };
+	       O_NO_STREAM, O_CACHE, O_CACHE_SIZE, O_NO_CACHE, O_BUFFERS, O_HELP };
 	static const struct option opts[] = {
 		{"listen", required_argument, NULL, O_LISTEN},
 		{"bundle-root", required_argument, NULL, O_BUNDLE},
@@ -552,11 +561,13 @@ static int parse_flags(int argc, char **argv, struct flags *f)
 		{"cache", required_argument, NULL, O_CACHE},
 		{"cache-size", required_argument, NULL, O_CACHE_SIZE},
 		{"no-cache", no_argument, NULL, O_NO_CACHE},
+		{"buffers", required_argument, NULL, O_BUFFERS},
 		{"help", no_argument, NULL, O_HELP},
 		{NULL, 0, NULL, 0},
 	};
 	*f = (struct flags){"127.0.0.1:50051", "/var/lib/ateom/bundles", "/var/lib/ateom/work",
-			    "runsc", NULL, NULL, {NULL}, 0, false, NULL, 0, false};
+			    "runsc", NULL, NULL, {NULL}, 0, false, false, NULL, 0, false,
+			    DEFAULT_BUFFERS};
 	int o;
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (o) {
@@ -570,6 +581,16 @@ static int parse_flags(int argc, char **argv, struct flags *f)
 		case O_NO_STREAM: f->no_stream_restore = true; break;
 		case O_CACHE: f->cache = optarg; break;
 		case O_NO_CACHE: f->no_cache = true; break;
+		case O_BUFFERS:
+			if (strcmp(optarg, "0") != 0 &&
+			    (!parse_bytes(optarg, &f->buffers) || f->buffers > MAX_BUFFERS)) {
+				fprintf(stderr, "ateom: --buffers takes 0 or a size from 16M to 4G "
+					"(suffix K, M, G), got '%s'\n", optarg);
+				return 2;
+			}
+			if (!strcmp(optarg, "0"))
+				f->buffers = 0;
+			break;
 		case O_CACHE_SIZE:
 			if (!parse_bytes(optarg, &f->cache_size)) {
 				fprintf(stderr, "ateom: --cache-size takes a size from 16M up (suffix K, "
@@ -664,12 +685,26 @@ int main(int argc, char **argv)
 	wc.no_stream_restore = f.no_stream_restore;
 	wc.cache_dir = f.no_cache ? NULL : f.cache;
 	wc.cache_size = f.cache_size;
+	/* Faulted in now, while nothing waits, rather than on every call:
+	 * on a VM that backs guest memory lazily, faulting a checkpoint's
+	 * ~100 MiB of fresh buffers cost as much CPU as the push itself,
+	 * beside a runsc checkpoint that needs both cores (docs/ATEOM.md). */
+	struct ss_buffers *bufs = NULL;
+	if (f.buffers) {
+		int br = ss_buffers_new((size_t)f.buffers, &bufs);
+		if (br < 0)
+			fprintf(stderr, "ateom: cannot keep %llu MiB of buffers resident (%s): "
+				"calls map their own\n", (unsigned long long)(f.buffers >> 20),
+				strerror(-br));
+	}
+	wc.buffers = bufs;
 	struct server s;
 	memset(&s, 0, sizeof(s));
 	s.wl = wl_new(&wc);
 	explicit_bzero(key, sizeof(key));   /* the workload keeps its own copy */
 	if (!s.wl) {
 		fprintf(stderr, "ateom: cannot use --work-dir %s: %s\n", f.work_dir, strerror(errno));
+		ss_buffers_free(bufs);
 		reaper_stop(reaper);
 		return 1;
 	}
@@ -729,6 +764,7 @@ out_grpc:
 	wl_free(s.wl, note, sizeof(note));
 	if (note[0])
 		fprintf(stderr, "ateom: %s\n", note);
+	ss_buffers_free(bufs);   /* no call runs any more */
 	pthread_cond_destroy(&s.cv);
 	pthread_mutex_destroy(&s.mu);
 	reaper_stop(reaper);

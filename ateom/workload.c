@@ -45,6 +45,7 @@ struct wl {
 	char *bundle_root, *work_dir, *runsc, *store;
 	char *cache_dir;        /* the node cache, or NULL */
 	uint64_t cache_size;
+	struct ss_buffers *buffers;  /* wl_config.buffers */
 	struct reaper *reaper;  /* main's, or NULL */
 	/* A keyed store's key (key_len 0: none), in a mapping of its own: out
 	 * of core dumps, locked when the limit allows, wiped when freed. */
@@ -290,6 +291,7 @@ struct wl *wl_new(const struct wl_config *cfg)
 	w->store = xstrdup(cfg->store);
 	w->cache_dir = xstrdup(cfg->cache_dir);
 	w->cache_size = cfg->cache_size;
+	w->buffers = cfg->buffers;
 	w->reaper = cfg->reaper;
 	w->env = cfg->env;
 	if (cfg->key && cfg->key_len && cfg->key_len <= WL_KEY_MAP) {
@@ -773,6 +775,7 @@ static void upload_start(struct upload *u, const struct wl *w, const struct ss_p
 	u->cfg.env = w->env;
 	u->cfg.cache_dir = cache_for(w, opts->snapshot);
 	u->cfg.cache_size = w->cache_size;
+	u->cfg.buffers = w->buffers;
 	u->st.size = sizeof(u->st);
 	if (w->key_len) {
 		u->cfg.key = w->key;
@@ -1110,7 +1113,8 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 				.key = w->key_len ? w->key : NULL,
 				.key_len = w->key_len,
 				.cache_dir = cache_for(w, q->snapshot_uri),
-				.cache_size = w->cache_size};
+				.cache_size = w->cache_size,
+				.buffers = w->buffers};
 	struct ss_pull_opts po = {.size = sizeof(po), .snapshot = q->snapshot_uri, .dest = img,
 				  .store = w->store, .info = &info};
 	struct ss_stats st = SS_STATS_INIT;

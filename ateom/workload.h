@@ -55,6 +55,10 @@ struct wl_config {
 	 * cache_dir, copied; NULL: none), and its bound (0: the default). */
 	const char *cache_dir;
 	uint64_t cache_size;
+	/* Resident buffers checkpoints and restores take their large
+	 * buffers from (ss_config.buffers), or NULL; borrowed for the
+	 * workload's life. */
+	struct ss_buffers *buffers;
 };
 
 /* One request, decoded; strings are borrowed for the duration of the call.

@@ -130,6 +130,18 @@ const char *ss_version(void);
  * since ABI 1.2. */
 void ss_prepare_fds(unsigned reserve);
 
+/* A pool of `bytes` (rounded down to 2 MiB, at least 2 MiB) of memory
+ * mapped and faulted in now, for ss_config.buffers: a long-running
+ * program that pushes and pulls repeatedly keeps its buffers resident
+ * instead of faulting ~100 MiB in on each call, which on hosts where
+ * first touching memory is expensive costs as much as the work. The
+ * memory stays resident until ss_buffers_free. 0 or -errno (-EINVAL for
+ * a size out of range, -ENOMEM). Since ABI 1.3. */
+struct ss_buffers;
+int ss_buffers_new(size_t bytes, struct ss_buffers **out);
+/* Only once no call uses it any more. NULL is a no-op. */
+void ss_buffers_free(struct ss_buffers *b);
+
 /* Progress, reported on the calling thread about ten times a second. */
 struct ss_progress {
 	size_t size;                /* set by the library */
@@ -202,6 +214,12 @@ struct ss_config {
 	/* Its bound in bytes, least recently used blocks evicted past it;
 	 * 0: SS_CACHE_SIZE_DEFAULT. At least SS_CACHE_SIZE_MIN. */
 	uint64_t cache_size;
+	/* Resident buffers (ss_buffers_new) the call takes its large
+	 * buffers from instead of mapping them fresh; NULL: none. For
+	 * programs that push and pull again and again (ateom): the pool is
+	 * faulted in once, not on every call. Calls may share one pool at
+	 * once; what does not fit in it is mapped as without. */
+	struct ss_buffers *buffers;
 };
 
 #define SS_CACHE_SIZE_DEFAULT (10ull << 30)

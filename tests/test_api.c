@@ -10,13 +10,18 @@
  *  - object stores are configured from ss_config.env alone, never from the
  *    process environment; mem:// is not reachable from here;
  *  - ss_prepare_fds raises the soft descriptor limit to the hard one and
- *    leaves no descriptor behind. */
+ *    leaves no descriptor behind;
+ *  - ss_config.buffers: pushes and pulls through one resident pool, its
+ *    memory dirty from the calls before and shared by calls at once, or
+ *    too small so that calls map what does not fit, give back the bytes
+ *    pushed; sizes out of range are refused. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -248,6 +253,101 @@ static void test_prepare_fds(void)
 	}
 }
 
+static bool same_file(const char *a, const char *b)
+{
+	FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+	bool same = fa && fb;
+	while (same) {
+		int x = fgetc(fa), y = fgetc(fb);
+		same = x == y;
+		if (x == EOF)
+			break;
+	}
+	if (fa)
+		fclose(fa);
+	if (fb)
+		fclose(fb);
+	return same;
+}
+
+struct pooled {
+	struct ss_buffers *pool;
+	const char *image;
+	char snap[320], out[320];
+	int r;
+	char err[512];
+};
+
+/* Push image into a new snapshot and pull it back, through pool. */
+static void *pooled_run(void *arg)
+{
+	struct pooled *p = arg;
+	struct ss_config cfg = SS_CONFIG_INIT;
+	cfg.no_fsync = true;
+	cfg.threads = 2;
+	cfg.buffers = p->pool;
+	struct ss_push_opts po = SS_PUSH_OPTS_INIT;
+	po.source = p->image;
+	po.snapshot = p->snap;
+	po.store = store;
+	struct ss_stats st = SS_STATS_INIT;
+	p->r = ss_push(&po, &cfg, &st, p->err, sizeof(p->err));
+	if (p->r)
+		return NULL;
+	struct ss_pull_opts lo = SS_PULL_OPTS_INIT;
+	lo.snapshot = p->snap;
+	lo.dest = p->out;
+	lo.store = store;
+	struct ss_stats st2 = SS_STATS_INIT;
+	p->r = ss_pull(&lo, &cfg, &st2, p->err, sizeof(p->err));
+	return NULL;
+}
+
+static void test_buffers(void)
+{
+	struct ss_buffers *pool = (struct ss_buffers *)&pool;
+	CHECK(ss_buffers_new(0, &pool) == -EINVAL && pool == NULL, "a pool of 0 bytes");
+	CHECK(ss_buffers_new(1u << 20, &pool) == -EINVAL && pool == NULL, "a pool below 2 MiB");
+	ss_buffers_free(NULL);
+
+	char big[320];
+	snprintf(big, sizeof(big), "%s/img-big", dir);
+	write_image(big, 40u << 20);
+	/* 64 MiB holds some of the buffers of two calls at once, not all:
+	 * both the pool's blocks and mappings of their own are used. */
+	const size_t sizes[] = {64u << 20, 2u << 20};
+	for (unsigned k = 0; k < 2; k++) {
+		int r = ss_buffers_new(sizes[k], &pool);
+		REQUIRE(r == 0 && pool, "ss_buffers_new: %d", r);
+		struct pooled p[4];
+		memset(p, 0, sizeof(p));
+		for (unsigned i = 0; i < 4; i++) {
+			p[i].pool = pool;
+			/* The big image first: what the small one's calls get
+			 * back from the pool holds its bytes. */
+			p[i].image = i % 2 ? img : big;
+			snprintf(p[i].snap, sizeof(p[i].snap), "%s/pooled-%u-%u", dir, k, i);
+			snprintf(p[i].out, sizeof(p[i].out), "%s/pooled-out-%u-%u", dir, k, i);
+		}
+		/* One after another, then two at once. */
+		pooled_run(&p[0]);
+		pooled_run(&p[1]);
+		pthread_t th[2];
+		for (unsigned i = 0; i < 2; i++)
+			REQUIRE(pthread_create(&th[i], NULL, pooled_run, &p[2 + i]) == 0, "thread");
+		for (unsigned i = 0; i < 2; i++)
+			pthread_join(th[i], NULL);
+		for (unsigned i = 0; i < 4; i++) {
+			CHECK(p[i].r == 0, "pool %zu MiB, call %u: %d %s", sizes[k] >> 20, i, p[i].r,
+			      p[i].err);
+			CHECK(p[i].r || same_file(p[i].image, p[i].out),
+			      "pool %zu MiB, call %u: %s differs from %s", sizes[k] >> 20, i,
+			      p[i].out, p[i].image);
+		}
+		ss_buffers_free(pool);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	REQUIRE(argc == 2, "usage: test_api <meson project version>");
@@ -265,6 +365,7 @@ int main(int argc, char **argv)
 	test_check_findings();
 	test_env();
 	test_prepare_fds();
+	test_buffers();
 
 	char cmd[400];
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);

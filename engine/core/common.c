@@ -68,6 +68,7 @@ int ss_cfg_resolve(const struct ss_config_in *cin, struct ss_cfg *out, struct ss
 	out->bopts.env = in->env;
 	out->cache_dir = in->cache_dir && *in->cache_dir ? in->cache_dir : NULL;
 	out->cache_size = in->cache_size;
+	out->bufs = in->buffers;
 	if (out->cache_dir && in->cache_size && in->cache_size < SS_CACHE_SIZE_MIN)
 		return ss_err_set(err, -EINVAL, "the cache size must be at least %llu MiB",
 				  SS_CACHE_SIZE_MIN >> 20);

@@ -8,6 +8,7 @@
 #define SS_ENGINE_CORE_H
 
 #include "backend.h"
+#include "bufpool.h"
 #include "chunker.h"
 #include "chunkid.h"
 #include "fdigest.h"
@@ -54,6 +55,7 @@ struct ss_cfg {
 	/* The node cache (ncache.h): its directory (NULL: none) and bound. */
 	const char *cache_dir;
 	uint64_t cache_size;
+	struct ss_buffers *bufs; /* ss_config.buffers (bufpool.h), or NULL */
 	bool v1_push;           /* ss_config_in.v1_push (tests) */
 };
 
@@ -368,6 +370,7 @@ struct ss_rdec {
 	/* ss_rdec_out's buffer, kept for the worker's life. */
 	uint8_t *out;
 	size_t out_cap;
+	struct ss_buffers *out_pool;   /* where out came from */
 	/* A sealed store's (crypt.h): made on first use, keyed per pack. */
 	struct ss_aead *aead;
 	uint8_t aead_pack[16];
@@ -385,7 +388,7 @@ int ss_rdec_aead(struct ss_rdec *w, const struct ss_crypt *c, const uint8_t pack
  * range decoded and consumed within one task: a buffer per worker rather
  * than per task in flight, since only the workers ever hold decoded
  * bytes. On the worker that owns w. */
-uint8_t *ss_rdec_out(struct ss_rdec *w, size_t cap);
+uint8_t *ss_rdec_out(struct ss_rdec *w, size_t cap, struct ss_buffers *pool);
 
 /* A chunk as the range reader sees it: from a manifest's chunk table or a
  * pack's own index. Chunks of one frame share offset and stored_len. */

@@ -94,7 +94,7 @@ static void rdec_destroy(void *wp)
 	ss_aead_free(w->aead);
 	if (w->scratch)
 		ss_map_free(w->scratch, SS_FRAME_MAX_LIMIT + 1);
-	ss_map_free(w->out, w->out_cap);
+	ss_bufpool_put(w->out_pool, w->out, w->out_cap);
 	free(w);
 }
 
@@ -137,16 +137,17 @@ int ss_rdec_aead(struct ss_rdec *w, const struct ss_crypt *c, const uint8_t pack
 	return 0;
 }
 
-uint8_t *ss_rdec_out(struct ss_rdec *w, size_t cap)
+uint8_t *ss_rdec_out(struct ss_rdec *w, size_t cap, struct ss_buffers *pool)
 {
 	if (w->out_cap >= cap)
 		return w->out;
 	/* Filled front to back on every range; a local store's ranges (2 MiB)
 	 * would otherwise fault it in 4 KiB at a time. */
 	cap = ss_map_huge_len(cap);
-	ss_map_free(w->out, w->out_cap);
+	ss_bufpool_put(w->out_pool, w->out, w->out_cap);
 	w->out_cap = 0;
-	if (!(w->out = ss_map_alloc(cap)))
+	w->out_pool = pool;
+	if (!(w->out = ss_bufpool_get(pool, cap, false)))
 		return NULL;
 	w->out_cap = cap;
 	return w->out;

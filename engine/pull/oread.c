@@ -486,7 +486,7 @@ static int setup(struct ss_oread *R)
 	R->max_gets = R->o->store ? SS_MIN(R->nunits, ss_backend_max_inflight(R->o->store)) : 1;
 	size_t per = R->in_cap + R->dec_cap;
 	R->mem_len = per * R->nunits;
-	R->mem = ss_map_alloc(R->mem_len);
+	R->mem = ss_bufpool_get(R->o->cfg->bufs, R->mem_len, false);
 	R->units = calloc(R->nunits, sizeof(*R->units));
 	R->by_seq = calloc(R->nunits, sizeof(*R->by_seq));
 	R->hs = ss_fdigest_new(R->m->format_major);
@@ -562,7 +562,7 @@ int ss_oread_run(const struct ss_oread_opts *o, struct ss_err *err)
 		}
 	free(R->units);
 	free(R->by_seq);
-	ss_map_free(R->mem, R->mem_len);
+	ss_bufpool_put(R->o->cfg->bufs, R->mem, R->mem_len);
 	ss_fdigest_free(R->hs);
 	free(R);
 	return r;

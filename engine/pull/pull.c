@@ -296,7 +296,7 @@ static void range_work(struct ss_task *task, void *wp)
 	 * three times the workers (to keep GETs in flight) and page faults on
 	 * buffers the size of an 8 MiB range are what a cold pull pays most
 	 * for besides decompressing. */
-	uint8_t *dec = ss_rdec_out(wp, t->P->out_cap);
+	uint8_t *dec = ss_rdec_out(wp, t->P->out_cap, t->P->cfg.bufs);
 	if (!dec) {
 		t->err = ss_err_set(&t->werr, -ENOMEM, "cannot allocate a range buffer");
 		return;
@@ -437,7 +437,7 @@ static int run_pipeline(struct pull *P)
 	 * at a time where they straddle. */
 	size_t per = SS_ALIGN_UP(P->in_cap + 2 * (size_t)SS_GET_SLACK, SS_HUGE_PAGE);
 	P->mem_len = per * P->ntasks;
-	P->mem = ss_map_alloc(P->mem_len);
+	P->mem = ss_bufpool_get(P->cfg.bufs, P->mem_len, false);
 	P->tasks = calloc(P->ntasks, sizeof(*P->tasks));
 	if (!P->mem || !P->tasks)
 		return ss_err_set(P->err, -ENOMEM, "cannot allocate the pull pipeline");
@@ -542,7 +542,7 @@ int ss_pull_impl(const struct ss_pull_opts *opts, const struct ss_config_in *con
 	}
 	if ((r = run_pipeline(P)))
 		goto out;
-	ss_map_free(P->mem, P->mem_len);
+	ss_bufpool_put(P->cfg.bufs, P->mem, P->mem_len);
 	P->mem = NULL;
 	/* Made before anything is renamed into place, so that running out of
 	 * memory here leaves the destination as it was. */
@@ -581,7 +581,7 @@ out:
 				free(P->tasks[i].cptr);
 			}
 		free(P->tasks);
-		ss_map_free(P->mem, P->mem_len);
+		ss_bufpool_put(P->cfg.bufs, P->mem, P->mem_len);
 		free(P->tstart);
 		free(P->targets);
 		free(P->order);

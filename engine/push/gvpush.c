@@ -49,6 +49,7 @@ enum gv_state {
 struct gvfile {
 	int raw_fd, mem_fd;
 	unsigned threads;
+	struct ss_buffers *bufs;  /* the decoder's buffers come from here */
 	bool follow;              /* read behind a writer, in a thread */
 	bool appends;             /* ss_push_opts.writer_appends: no second read */
 	uint64_t raw_size;        /* bytes of the file (final once done) */
@@ -175,7 +176,8 @@ static int gv_body(struct gvfile *g, const struct ss_gvs_hdr *h, XXH3_state_t *x
 	unsigned k = SS_MAX(1u, g->threads * GV_BATCH_PER_THREAD);
 	k = SS_MIN(k, SS_MAX(1u, GV_BATCH_MAX / cs));
 	const size_t raw_cap = (size_t)k * (4 + (size_t)maxc);
-	uint8_t *raw = ss_map_alloc(raw_cap), *out = ss_map_alloc((size_t)k * cs);
+	uint8_t *raw = ss_bufpool_get(g->bufs, raw_cap, false);
+	uint8_t *out = ss_bufpool_get(g->bufs, (size_t)k * cs, false);
 	const uint8_t **src = calloc(k, sizeof(*src));
 	uint32_t *slen = calloc(k, sizeof(*slen));
 	long *got = calloc(k, sizeof(*got));
@@ -294,8 +296,8 @@ static int gv_body(struct gvfile *g, const struct ss_gvs_hdr *h, XXH3_state_t *x
 		g->stored = put;
 	}
 out:
-	ss_map_free(raw, raw_cap);
-	ss_map_free(out, (size_t)k * cs);
+	ss_bufpool_put(g->bufs, raw, raw_cap);
+	ss_bufpool_put(g->bufs, out, (size_t)k * cs);
 	free(src);
 	free(slen);
 	free(got);
@@ -456,6 +458,7 @@ int push_gv_add(struct push *P, struct pfile *f)
 				  strerror(-e));
 	}
 	g->threads = P->b.cfg.threads;
+	g->bufs = P->b.cfg.bufs;
 	g->raw_size = f->size;
 	g->raw_mtime = f->mtime_ns;
 	g->raw_mode = f->mode;

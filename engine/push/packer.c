@@ -39,6 +39,7 @@ struct ss_packer {
 	struct packbuf *cur;
 	unsigned puts;
 	struct ss_claims *claims;
+	struct ss_buffers *bufs;    /* where the pack buffers come from */
 };
 
 void ss_packer_set_claims(struct ss_packer *pk, struct ss_claims *claims)
@@ -60,13 +61,14 @@ int ss_packer_new(struct ss_store *store, struct ss_dedup *dedup, const struct s
 			: ss_backend_local(store->b) ? SS_LOCAL_PACK_SIZE : SS_DEFAULT_PACK_SIZE;
 	pk->done = done;
 	pk->arg = arg;
+	pk->bufs = cfg->bufs;
 	for (unsigned i = 0; i < SS_NPACKBUF; i++) {
 		struct packbuf *pb = &pk->pb[i];
 		pb->pk = pk;
 		/* A pack is flushed before a frame would take it past
 		 * pack_size, so it never holds more than that plus a frame. */
 		pb->cap = pk->pack_size + ZSTD_compressBound(cfg->frame_max) + SS_SEAL_TAG;
-		if (!(pb->data = ss_map_alloc(pb->cap))) {
+		if (!(pb->data = ss_bufpool_get(pk->bufs, pb->cap, false))) {
 			ss_packer_free(pk);
 			return -ENOMEM;
 		}
@@ -86,7 +88,7 @@ void ss_packer_free(struct ss_packer *pk)
 	if (!pk)
 		return;
 	for (unsigned i = 0; i < SS_NPACKBUF; i++) {
-		ss_map_free(pk->pb[i].data, pk->pb[i].cap);
+		ss_bufpool_put(pk->bufs, pk->pb[i].data, pk->pb[i].cap);
 		free(pk->pb[i].e);
 		free(pk->pb[i].tail);
 		ss_aead_free(pk->pb[i].aead);

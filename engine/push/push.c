@@ -321,6 +321,15 @@ static int pools_init(struct push *P)
 	P->nsegs = P->b.cfg.read_depth + 2 * P->b.cfg.threads;
 	size_t ss = P->b.cfg.chunk.seg_size;
 	bool sparse = false;
+	/* Two segments per worker (one being chunked, one queued) and two
+	 * being read keep both sides busy from tmpfs, the page cache or a
+	 * fast disk: measured on 64 MiB-1 GiB images and on 2,000 small
+	 * files, a deeper pool was no faster, while every segment is 4 MiB
+	 * faulted in fresh on each run, which on a VM costs about as much as
+	 * reading it. Following a writer the reads are of what it just wrote
+	 * (the page cache, or the state file decoder's memfd): the same. */
+	const uint64_t floor = 2 * (uint64_t)P->b.cfg.threads + 2;
+	P->nsegs = (unsigned)SS_MIN((uint64_t)P->nsegs, floor);
 	/* No more than the files have segments: a small image must not
 	 * fault in (and pin, registered) a pool sized for a large one.
 	 * Following a writer, the files' final sizes are unknown. */
@@ -333,14 +342,7 @@ static int pools_init(struct push *P)
 			segs += (d + ss - 1) / ss;
 			data += d;
 		}
-		/* Two segments per worker (one being chunked, one queued) and
-		 * two being read keep both sides busy from tmpfs, the page
-		 * cache or a fast disk: measured on 64 MiB-1 GiB images and on
-		 * 2,000 small files, a deeper pool was no faster, while every
-		 * segment is 4 MiB faulted in fresh on each run, which on a VM
-		 * costs about as much as reading it. */
-		uint64_t floor = 2 * (uint64_t)P->b.cfg.threads + 2;
-		P->nsegs = (unsigned)SS_MAX(1, SS_MIN((uint64_t)P->nsegs, SS_MIN(segs, floor)));
+		P->nsegs = (unsigned)SS_MAX(1, SS_MIN((uint64_t)P->nsegs, segs));
 		/* Small files fill a sliver of their segments (2,000 files of
 		 * ~21 KB: 0.5 %): back the pool with 4 KiB pages, touched only
 		 * as far as reads reach, and leave it unregistered, since
@@ -355,14 +357,14 @@ static int pools_init(struct push *P)
 				sparse ? (size_t)4096 : SS_HUGE_PAGE);
 	P->seg_mem_len = ss * P->nsegs;
 	P->out_mem_len = os * P->nsegs;
-	P->seg_mem = sparse ? ss_map_alloc_sparse(P->seg_mem_len) : ss_map_alloc(P->seg_mem_len);
+	P->seg_mem = ss_bufpool_get(P->b.cfg.bufs, P->seg_mem_len, sparse);
 	/* A segment's output is filled front to back to its compressed size
 	 * (a third of it on a memory image): huge pages unless the segments
 	 * themselves are sparse. Faulting it 4 KiB at a time cost ~3,000
 	 * faults per 256 MiB push, each as dear as copying a page on a VM
 	 * that backs guest memory lazily; huge pages cost at most ~2 MiB
 	 * more per segment of RSS. */
-	P->out_mem = sparse ? ss_map_alloc_sparse(P->out_mem_len) : ss_map_alloc(P->out_mem_len);
+	P->out_mem = ss_bufpool_get(P->b.cfg.bufs, P->out_mem_len, sparse);
 	P->segs = calloc(P->nsegs, sizeof(*P->segs));
 	P->hold = calloc(P->nsegs, sizeof(*P->hold));
 	if (!P->seg_mem || !P->out_mem || !P->segs || !P->hold)
@@ -395,8 +397,8 @@ static void pools_free(struct push *P)
 	if (P->fixed_bufs)
 		io_uring_unregister_buffers(ss_loop_ring(P->b.loop));
 	P->fixed_bufs = false;
-	ss_map_free(P->seg_mem, P->seg_mem_len);
-	ss_map_free(P->out_mem, P->out_mem_len);
+	ss_bufpool_put(P->b.cfg.bufs, P->seg_mem, P->seg_mem_len);
+	ss_bufpool_put(P->b.cfg.bufs, P->out_mem, P->out_mem_len);
 	P->seg_mem = P->out_mem = NULL;
 	if (P->segs)
 		for (unsigned i = 0; i < P->nsegs; i++) {

@@ -32,6 +32,7 @@
 struct wctx {
 	ZSTD_CCtx *cc;
 	uint8_t *scratch;       /* frame_max bytes, to gather a frame */
+	struct ss_buffers *bufs;
 	size_t scratch_len;
 	bool last_raw;          /* this worker's last frame did not compress */
 	uint8_t probe[PROBE_BYTES];
@@ -50,7 +51,8 @@ static void *wctx_create(void *arg)
 	if (!w)
 		return NULL;
 	w->scratch_len = P->b.cfg.frame_max;
-	w->scratch = ss_map_alloc(w->scratch_len);
+	w->bufs = P->b.cfg.bufs;
+	w->scratch = ss_bufpool_get(w->bufs, w->scratch_len, false);
 	w->cc = ss_frame_cctx(P->b.cfg.zstd_level);
 	if (!w->scratch || !w->cc) {
 		wctx_destroy(w);
@@ -64,7 +66,7 @@ static void wctx_destroy(void *p)
 	struct wctx *w = p;
 	if (w) {
 		ZSTD_freeCCtx(w->cc);
-		ss_map_free(w->scratch, w->scratch_len);
+		ss_bufpool_put(w->bufs, w->scratch, w->scratch_len);
 	}
 	free(w);
 }
