@@ -565,9 +565,11 @@ static int parse_flags(int argc, char **argv, struct flags *f)
 		{"help", no_argument, NULL, O_HELP},
 		{NULL, 0, NULL, 0},
 	};
-	*f = (struct flags){"127.0.0.1:50051", "/var/lib/ateom/bundles", "/var/lib/ateom/work",
-			    "runsc", NULL, NULL, {NULL}, 0, false, false, NULL, 0, false,
-			    DEFAULT_BUFFERS};
+	*f = (struct flags){.listen = "127.0.0.1:50051",
+			    .bundle_root = "/var/lib/ateom/bundles",
+			    .work_dir = "/var/lib/ateom/work",
+			    .runsc = "runsc",
+			    .buffers = DEFAULT_BUFFERS};
 	int o;
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (o) {
@@ -582,14 +584,13 @@ static int parse_flags(int argc, char **argv, struct flags *f)
 		case O_CACHE: f->cache = optarg; break;
 		case O_NO_CACHE: f->no_cache = true; break;
 		case O_BUFFERS:
-			if (strcmp(optarg, "0") != 0 &&
-			    (!parse_bytes(optarg, &f->buffers) || f->buffers > MAX_BUFFERS)) {
+			if (!strcmp(optarg, "0")) {
+				f->buffers = 0;
+			} else if (!parse_bytes(optarg, &f->buffers) || f->buffers > MAX_BUFFERS) {
 				fprintf(stderr, "ateom: --buffers takes 0 or a size from 16M to 4G "
 					"(suffix K, M, G), got '%s'\n", optarg);
 				return 2;
 			}
-			if (!strcmp(optarg, "0"))
-				f->buffers = 0;
 			break;
 		case O_CACHE_SIZE:
 			if (!parse_bytes(optarg, &f->cache_size)) {
