@@ -170,7 +170,8 @@ struct ss_config {
 	uint32_t chunk_max;
 	int zstd_level;             /* default 2; negative = faster levels */
 	uint32_t pack_size;         /* target pack size; default 32 MiB, 8 MiB
-	                               in a local store */
+	                               in a local store, less for a push of
+	                               less than 256 MiB of data */
 	unsigned read_depth;        /* file reads (push) / pack reads (pull) in flight */
 	unsigned io_depth;          /* store requests in flight */
 	bool no_fsync;              /* skip fsync (tmpfs, tests) */

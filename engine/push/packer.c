@@ -57,8 +57,7 @@ int ss_packer_new(struct ss_store *store, struct ss_dedup *dedup, const struct s
 	pk->store = store;
 	pk->dedup = dedup;
 	pk->st = st;
-	pk->pack_size = cfg->pack_size ? cfg->pack_size
-			: ss_backend_local(store->b) ? SS_LOCAL_PACK_SIZE : SS_DEFAULT_PACK_SIZE;
+	pk->pack_size = cfg->pack_size ? cfg->pack_size : ss_pack_size_for(store, 0);
 	pk->done = done;
 	pk->arg = arg;
 	pk->bufs = cfg->bufs;
@@ -81,6 +80,26 @@ int ss_packer_new(struct ss_store *store, struct ss_dedup *dedup, const struct s
 	}
 	*out = pk;
 	return 0;
+}
+
+uint32_t ss_pack_size_for(const struct ss_store *store, uint64_t data)
+{
+	bool local = ss_backend_local(store->b);
+	uint32_t max = local ? SS_LOCAL_PACK_SIZE : SS_DEFAULT_PACK_SIZE;
+	if (!data)
+		return max;
+	/* Both pack buffers are faulted in fresh on each run, and a push
+	 * stores at most its data: a 64 MiB image staged its ~20 MiB of new
+	 * frames in 2 x 8 MiB buffers, 16 of its 67 MiB peak RSS. A 32nd of
+	 * the data (an 8th into an object store, where a pack also costs a
+	 * request) keeps packs large enough that their count stays small,
+	 * and measured no slower (docs/DESIGN.md, "Memory"). */
+	uint32_t min = local ? (2u << 20) : (8u << 20);
+	uint64_t want = data / (local ? 32 : 8);
+	uint32_t sz = min;
+	while (sz < max && sz < want)
+		sz *= 2;
+	return sz;
 }
 
 void ss_packer_free(struct ss_packer *pk)

@@ -348,6 +348,8 @@ static int pools_init(struct push *P)
 		 * as far as reads reach, and leave it unregistered, since
 		 * registering pins, and so faults in, every page. */
 		sparse = segs && data / segs < ss / 4;
+		if (!P->b.cfg.pack_size)
+			P->b.cfg.pack_size = ss_pack_size_for(P->b.store, data);
 	}
 	/* Output holds at most the segment's bytes (a chunk is never stored
 	 * larger than raw), plus zstd's worst-case slack for the last one;

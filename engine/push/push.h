@@ -55,6 +55,9 @@ int ss_packer_new(struct ss_store *store, struct ss_dedup *dedup, const struct s
 		  struct ss_packer **out);
 /* Free the buffers; NULL is a no-op. No put may be in flight. */
 void ss_packer_free(struct ss_packer *pk);
+/* The pack size for a push of `data` bytes (0: unknown) into store, when
+ * the caller set none: the store's default, smaller for a small push. */
+uint32_t ss_pack_size_for(const struct ss_store *store, uint64_t data);
 
 /* Add one stored frame of n chunks to the current pack (a frame never
  * spans packs: a full pack is uploaded first). SS_CODEC_ZSTD: stored is
