@@ -249,6 +249,15 @@ static void test_many_and_apart(void)
 	      (long long)st.st_blocks * 512);
 	uint32_t ref;
 	CHECK(ss_claims_claim(c, ids[1], &ref) == SS_CLAIM_MINE, "empty after the reset");
+	/* A large push has the table faulted in at once; its claims stand. */
+	ss_claims_populate(c);
+	REQUIRE(stat(p, &st) == 0, "stat %s", p);
+	CHECK(st.st_blocks * 512 >= 65536 * 64, "a populated table holds %lld bytes",
+	      (long long)st.st_blocks * 512);
+	struct ss_claims *d = join(id);
+	CHECK(ss_claims_claim(d, ids[1], &ref) == SS_CLAIM_THEIRS, "populating kept the claim");
+	CHECK(ss_claims_claim(d, ids[2], &ref) == SS_CLAIM_MINE, "and found no other");
+	ss_claims_close(d);
 	ss_claims_close(c);
 	free(ids);
 	drop_table(id);

@@ -234,6 +234,13 @@ static bool reusable(struct ss_claims *c, uint64_t st, struct starts *m)
 	return (KIND(st) == K_CLAIMED || KIND(st) == K_BUSY) && !alive(c, OWNER(st), GEN(st));
 }
 
+void ss_claims_populate(struct ss_claims *c)
+{
+	/* Kernels before 5.14 refuse the advice; the pages then fault in as
+	 * they are touched, as without it. */
+	(void)madvise(c->map, (size_t)FILE_SIZE, MADV_POPULATE_WRITE);
+}
+
 int ss_claims_claim(struct ss_claims *c, const uint8_t id[16], uint32_t *ref)
 {
 	uint64_t want[2], w[6];

@@ -56,6 +56,11 @@ int ss_claims_open(const char *identity, struct ss_claims **out);
  * (ss_claims_sweep with an age of 600 s). */
 void ss_claims_close(struct ss_claims *c);
 
+/* Fault the whole table in now, for a push that will claim enough chunks
+ * to touch most of its pages anyway (claims land on random slots): one
+ * call instead of a fault per page. Best effort. */
+void ss_claims_populate(struct ss_claims *c);
+
 /* Remove this user's tables in /dev/shm that no push uses and that have
  * not changed for max_age_s seconds. Returns how many it removed. */
 int ss_claims_sweep(unsigned max_age_s);
