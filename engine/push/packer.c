@@ -92,8 +92,9 @@ uint32_t ss_pack_size_for(const struct ss_store *store, uint64_t data)
 	 * stores at most its data: a 64 MiB image staged its ~20 MiB of new
 	 * frames in 2 x 8 MiB buffers, 16 of its 67 MiB peak RSS. A 32nd of
 	 * the data (an 8th into an object store, where a pack also costs a
-	 * request) keeps packs large enough that their count stays small,
-	 * and measured no slower (docs/DESIGN.md, "Memory"). */
+	 * request) keeps packs large enough that their count stays small;
+	 * measured no slower into a local store (docs/DESIGN.md, "Memory"),
+	 * not yet measured into an object store. */
 	uint32_t min = local ? (2u << 20) : (8u << 20);
 	uint64_t want = data / (local ? 32 : 8);
 	uint32_t sz = min;
