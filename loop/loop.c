@@ -16,6 +16,29 @@
 #define STALL_WAITS 200
 #define STALL_WAIT_NS 10000000ll
 
+/* liburing maps a ring's SQ/CQ memory with raw syscalls that ThreadSanitizer
+ * does not intercept, so a ring mapped where a freed one was looks to it
+ * like a race with the freed ring's thread. The kernel orders the unmap
+ * before the new mapping; these tell TSan so, through one token that every
+ * ring release and acquire (a sanitizer annotation, not program state). */
+#if defined(__SANITIZE_THREAD__)
+#define SS_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SS_TSAN 1
+#endif
+#endif
+#ifdef SS_TSAN
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+static char ring_remap_token;
+#define RING_MAPPED() __tsan_acquire(&ring_remap_token)
+#define RING_UNMAPPING() __tsan_release(&ring_remap_token)
+#else
+#define RING_MAPPED() ((void)0)
+#define RING_UNMAPPING() ((void)0)
+#endif
+
 struct ss_loop {
 	struct io_uring ring;
 	unsigned inflight;         /* SQEs handed out, CQE not yet reaped */
@@ -70,6 +93,7 @@ int ss_loop_new(unsigned entries, struct ss_loop **out)
 		free(l);
 		return r;
 	}
+	RING_MAPPED();
 	pthread_mutex_init(&l->done_mu, NULL);
 	l->efd = eventfd(0, EFD_CLOEXEC);
 	if (l->efd < 0) {
@@ -87,6 +111,7 @@ void ss_loop_free(struct ss_loop *l)
 {
 	if (!l)
 		return;
+	RING_UNMAPPING();
 	io_uring_queue_exit(&l->ring);
 	if (l->efd >= 0)
 		close(l->efd);
