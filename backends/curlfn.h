@@ -1,4 +1,4 @@
-/* curlfn — libcurl, loaded when the first object-store backend opens
+/* curlfn — libcurl, loaded when the first object-store request starts
  * (private to the backends).
  *
  * Linking libcurl makes every start of the program load it and the ~30

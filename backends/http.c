@@ -815,9 +815,6 @@ static void check_done(struct ss_http *h)
 int ss_http_new(struct ss_loop *l, const struct ss_http_opts *o, struct ss_http **out,
 		struct ss_err *err)
 {
-	int r = ss_curl_load(err);
-	if (r)
-		return r;
 	struct ss_http *h = calloc(1, sizeof(*h));
 	if (!h)
 		return ss_err_set(err, -ENOMEM, "out of memory");
@@ -838,10 +835,32 @@ int ss_http_new(struct ss_loop *l, const struct ss_http_opts *o, struct ss_http 
 		h->rng = ss_now_ns() ^ (uint64_t)(uintptr_t)h;
 	h->rng |= 1;
 	h->easy_free = calloc(h->o.max_xfers, sizeof(*h->easy_free));
-	h->multi = ss_curl()->multi_init();
-	if (!h->easy_free || !h->multi) {
+	if (!h->easy_free) {
 		ss_http_free(h);
 		return ss_err_set(err, -ENOMEM, "out of memory");
+	}
+	*out = h;
+	return 0;
+}
+
+/* libcurl is loaded and the multi handle made at the first transfer, not
+ * at ss_http_new: loading libcurl and its libraries costs ~10 ms, which
+ * a pull served from the node cache never needs to wait for (its
+ * manifest is checked against the store's beside the pull's own work,
+ * docs/DESIGN.md, "The node cache"). */
+static int start(struct ss_http *h, struct ss_http_xfer *x)
+{
+	if (h->multi)
+		return 0;
+	struct ss_err e = {0};
+	int r = ss_curl_load(&e);
+	if (r) {
+		snprintf(x->errmsg, sizeof(x->errmsg), "%.200s: %.300s", x->what, e.msg);
+		return r;
+	}
+	if (!(h->multi = ss_curl()->multi_init())) {
+		snprintf(x->errmsg, sizeof(x->errmsg), "%.200s: out of memory", x->what);
+		return -ENOMEM;
 	}
 	ss_curl()->multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	ss_curl()->multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
@@ -850,7 +869,6 @@ int ss_http_new(struct ss_loop *l, const struct ss_http_opts *o, struct ss_http 
 	/* Keep a connection for every transfer that can be in flight, so the
 	 * next request to the same host reuses one instead of handshaking. */
 	ss_curl()->multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)h->o.max_xfers + 4);
-	*out = h;
 	return 0;
 }
 
@@ -907,12 +925,14 @@ void ss_http_run(struct ss_http *h, struct ss_http_xfer *x)
 	x->h = h;
 	if (!x->first_ns)
 		x->first_ns = ss_now_ns();
-	if (live_add(h, x)) {
+	int r = start(h, x);
+	if (!r && (r = live_add(h, x)))
 		snprintf(x->errmsg, sizeof(x->errmsg), "%s: out of memory", x->what);
+	if (r) {
 		x->timer_op.done = deferred_finish;
 		x->waiting = true;
 		h->deferred++;
-		ss_loop_defer(h->loop, &x->timer_op, -ENOMEM);
+		ss_loop_defer(h->loop, &x->timer_op, r);
 		return;
 	}
 	submit(h, x);
@@ -921,7 +941,8 @@ void ss_http_run(struct ss_http *h, struct ss_http_xfer *x)
 void ss_http_xfer_reset(struct ss_http_xfer *x)
 {
 	ss_buf_free(&x->body);
-	ss_curl()->slist_free_all(x->headers);
+	if (x->headers)   /* none before libcurl was first loaded */
+		ss_curl()->slist_free_all(x->headers);
 	x->headers = NULL;
 	x->attempts = 0;
 	x->first_ns = 0;

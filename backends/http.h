@@ -128,10 +128,12 @@ struct ss_http_xfer {
 	char curl_err[CURL_ERROR_SIZE];
 };
 
-/* Create the multi handle bound to loop l (loop thread). Initializes
- * libcurl once per process (curl_global_init through pthread_once: it is
- * not thread-safe, and cleaning it up would race with other users, so it
- * is never undone). Returns 0 or -errno with err set. */
+/* A client bound to loop l (loop thread). Its first transfer loads and
+ * initializes libcurl once per process (curl_global_init through
+ * pthread_once: it is not thread-safe, and cleaning it up would race with
+ * other users, so it is never undone) and makes the multi handle; a
+ * libcurl that cannot be loaded fails that transfer, naming why. Returns
+ * 0 or -errno with err set. */
 int ss_http_new(struct ss_loop *l, const struct ss_http_opts *o, struct ss_http **out,
 		struct ss_err *err);
 /* Abort whatever is in flight (their done() is not called), wait for the

@@ -3,6 +3,7 @@
 
 Usage: faultproxy.py --upstream HOST:PORT [--rate R] [--faults LIST]
                      [--match REGEX] [--stall SECONDS] [--seed N] [--log FILE]
+                     [--skip N]
 
 Listens on a free loopback port (printed as "faultproxy listening on
 127.0.0.1:PORT") and forwards each HTTP/1.1 request to the upstream server.
@@ -15,7 +16,8 @@ A fraction R of requests (0..1) instead suffers one fault from LIST
   stall    the response stops halfway through its body (or never starts)
            and the connection hangs for --stall seconds before closing
 With --match, only requests whose "METHOD PATH" matches the regular
-expression can suffer a fault. Each injected fault is appended to --log as one line, so a test can prove
+expression can suffer a fault; with --skip N, the first N of those pass
+untouched. Each injected fault is appended to --log as one line, so a test can prove
 faults really happened. Bounded: every wait has a timeout, and the process
 ends when its parent stops it.
 """
@@ -47,6 +49,9 @@ class State:
         if self.a.match and not re.search(self.a.match, f"{method} {path}"):
             return None, 0
         with self.lock:
+            if self.a.skip > 0:
+                self.a.skip -= 1
+                return None, 0
             if self.rng.random() >= self.a.rate:
                 return None, 0
             return self.rng.choice(self.faults), self.rng.random()
@@ -189,6 +194,7 @@ def main():
     p.add_argument("--match")
     p.add_argument("--stall", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--skip", type=int, default=0)
     p.add_argument("--log")
     a = p.parse_args()
     srv = Server(("127.0.0.1", 0), Handler)

@@ -353,6 +353,50 @@ int ss_manifest_load(const char *uri, struct ss_loop *l, const struct ss_cfg *cf
 	return ss_manifest_load_ex(uri, l, cfg, 0, out, mlen, requests, err);
 }
 
+int ss_manifest_fetch(const char *uri, const struct ss_snaploc *loc, struct ss_loop *l,
+		      const struct ss_cfg *cfg, uint8_t **buf, size_t *len, uint64_t *requests,
+		      struct ss_err *err)
+{
+	struct ss_backend *b = NULL;
+	struct ss_backend_opts ro = cfg->bopts;
+	ro.read_only = true;
+	int r = ss_backend_open(loc->backend_uri, l, &ro, &b, err);
+	if (!r)
+		r = ss_get_object(b, l, loc->key, SS_MANIFEST_MAX_SIZE, buf, len, requests, err);
+	if (r == -ENOENT) {
+		ss_err_clear(err);
+		ss_err_set(err, -ENOENT, "no snapshot at %s", uri);
+	}
+	ss_backend_free(b);
+	return r;
+}
+
+int ss_manifest_parse(const char *uri, const struct ss_snaploc *loc, const struct ss_cfg *cfg,
+		      unsigned flags, const uint8_t *buf, size_t len, struct ss_manifest **out,
+		      struct ss_err *err)
+{
+	struct ss_err derr = {0};
+	struct ss_sealed_hdr h;
+	const uint8_t *body;
+	size_t blen;
+	int r = ss_sealed_peek(buf, len, &h, &body, &blen, &derr);
+	if (r == 0)
+		return load_sealed(uri, loc, cfg, flags, buf, len, &h, out, err);
+	if (r != -ENOMSG)
+		return ss_err_set(err, r, "snapshot %s: %s", uri, derr.msg);
+	if (cfg->ids.crypt)
+		/* Every manifest of a sealed store is sealed: a readable one
+		 * was not written by a holder of its key. */
+		return ss_err_set(err, -EBADMSG,
+				  "snapshot %s is not sealed, but its store is: it was not written "
+				  "with the store's key (replaced?)",
+				  uri);
+	r = ss_manifest_decode(buf, len, out, &derr);
+	if (r)
+		ss_err_set(err, r, "snapshot %s: %s", uri, derr.msg);
+	return r;
+}
+
 int ss_manifest_load_ex(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
 			unsigned flags, struct ss_manifest **out, uint64_t *mlen,
 			uint64_t *requests, struct ss_err *err)
@@ -361,51 +405,14 @@ int ss_manifest_load_ex(const char *uri, struct ss_loop *l, const struct ss_cfg 
 	int r = ss_snaploc_parse(uri, &loc, err);
 	if (r)
 		return r;
-	struct ss_backend *b = NULL;
 	uint8_t *buf = NULL;
 	size_t len = 0;
-	struct ss_backend_opts ro = cfg->bopts;
-	ro.read_only = true;
-	r = ss_backend_open(loc.backend_uri, l, &ro, &b, err);
-	if (r == -ENOENT) {
-		ss_err_clear(err);
-		ss_err_set(err, -ENOENT, "no snapshot at %s", uri);
-	}
-	if (r)
-		goto out;
-	r = ss_get_object(b, l, loc.key, SS_MANIFEST_MAX_SIZE, &buf, &len, requests, err);
-	if (r == -ENOENT) {
-		ss_err_set(err, -ENOENT, "no snapshot at %s", uri);
-		goto out;
-	}
-	if (r)
-		goto out;
-	struct ss_err derr = {0};
-	struct ss_sealed_hdr h;
-	const uint8_t *body;
-	size_t blen;
-	r = ss_sealed_peek(buf, len, &h, &body, &blen, &derr);
-	if (r == 0) {
-		r = load_sealed(uri, &loc, cfg, flags, buf, len, &h, out, err);
-	} else if (r != -ENOMSG) {
-		ss_err_set(err, r, "snapshot %s: %s", uri, derr.msg);
-	} else if (cfg->ids.crypt) {
-		/* Every manifest of a sealed store is sealed: a readable one
-		 * was not written by a holder of its key. */
-		r = ss_err_set(err, -EBADMSG,
-			       "snapshot %s is not sealed, but its store is: it was not written "
-			       "with the store's key (replaced?)",
-			       uri);
-	} else {
-		r = ss_manifest_decode(buf, len, out, &derr);
-		if (r)
-			ss_err_set(err, r, "snapshot %s: %s", uri, derr.msg);
-	}
+	r = ss_manifest_fetch(uri, &loc, l, cfg, &buf, &len, requests, err);
+	if (!r)
+		r = ss_manifest_parse(uri, &loc, cfg, flags, buf, len, out, err);
 	if (!r && mlen)
 		*mlen = len;
-out:
 	free(buf);
-	ss_backend_free(b);
 	ss_snaploc_free(&loc);
 	return r;
 }

@@ -150,6 +150,15 @@ int ss_manifest_load(const char *uri, struct ss_loop *l, const struct ss_cfg *cf
 int ss_manifest_load_ex(const char *uri, struct ss_loop *l, const struct ss_cfg *cfg,
 			unsigned flags, struct ss_manifest **out, uint64_t *mlen,
 			uint64_t *requests, struct ss_err *err);
+/* The two halves of ss_manifest_load_ex: the manifest's bytes as the
+ * store holds them (malloc'd into *buf; -ENOENT names uri), and their
+ * decoding for the snapshot at uri (loc: its parsed location). */
+int ss_manifest_fetch(const char *uri, const struct ss_snaploc *loc, struct ss_loop *l,
+		      const struct ss_cfg *cfg, uint8_t **buf, size_t *len, uint64_t *requests,
+		      struct ss_err *err);
+int ss_manifest_parse(const char *uri, const struct ss_snaploc *loc, const struct ss_cfg *cfg,
+		      unsigned flags, const uint8_t *buf, size_t len, struct ss_manifest **out,
+		      struct ss_err *err);
 /* The location a snapshot's sealed manifest is bound to: its directory
  * normalized as store locations are (ss_location_canon), then its name.
  * malloc'd; NULL when out of memory. */

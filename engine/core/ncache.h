@@ -84,6 +84,31 @@ bool ss_ncache_holds(const struct ss_backend *b, const uint8_t pack[16], uint64_
 int ss_ncache_report(struct ss_ncache *c, bool prune, uint64_t prune_to,
 		     struct ss_cache_stats *st, struct ss_err *err);
 
+/* --- manifests (ncmanifest.c) --------------------------------------------
+ *
+ * A snapshot's manifest as last seen on this node, for pulls that start
+ * from it while the store's copy is fetched to check it (pull.c). Kept in
+ * blocks within the cache's bound, in the space of store backend b (the
+ * one holding the snapshot's directory), under b's object key. */
+
+/* Manifests larger than this are not kept. */
+#define SS_NCACHE_MANIFEST_MAX (64u << 20)
+
+/* The manifest last kept for key in the cache cfg names (malloc'd into
+ * *out, with its XXH3-128 digest), checked against that digest. -ENOENT:
+ * none, no cache, or a damaged copy (dropped). */
+int ss_ncache_manifest_get(const struct ss_cfg *cfg, const struct ss_backend *b,
+			   const char *key, uint8_t **out, size_t *len, uint8_t digest[16]);
+/* Keep p (n bytes: what key holds now), as far as the bound and the disk
+ * allow; failures only leave it out. */
+void ss_ncache_manifest_put(const struct ss_cfg *cfg, const struct ss_backend *b,
+			    const char *key, const uint8_t *p, size_t n);
+/* XXH3-128 of a manifest's bytes, as ss_ncache_manifest_get gives it. */
+void ss_ncache_manifest_digest(const uint8_t *p, size_t n, uint8_t out[16]);
+/* The hash that names store backend b in the cache: XXH3-128 of its
+ * identity. -EOPNOTSUPP: a store private to this process (mem://). */
+int ss_ncache_store_id(const struct ss_backend *b, uint8_t out[16]);
+
 /* --- blocks (for ncstore.c) ----------------------------------------------- */
 
 /* A block's name: XXH3-128 over the store's identity hash, the pack id

@@ -96,6 +96,11 @@ struct ncb {
 	uint8_t *spare[SPARE_BUFS];
 	size_t spare_cap[SPARE_BUFS];
 	uint64_t hit_bytes, fetched_bytes;
+	/* The block plans last found in the cache: a plan asks about each
+	 * chunk and gap in pack order, many in one block. */
+	uint8_t seen_pack[16];
+	uint64_t seen_k;
+	bool seen;
 };
 
 extern const struct ss_backend_ops ss_ncache_ops;
@@ -586,8 +591,8 @@ int ss_ncache_wrap(const struct ss_cfg *cfg, struct ss_backend **b, struct ss_er
 {
 	if (!cfg->cache_dir || !*b)
 		return 0;
-	char id[4200];
-	int r = ss_backend_identity(*b, id, sizeof(id));
+	uint8_t store[16];
+	int r = ss_ncache_store_id(*b, store);
 	if (r == -EOPNOTSUPP)
 		return 0;   /* mem://: nothing another process could share */
 	if (r)
@@ -609,19 +614,7 @@ int ss_ncache_wrap(const struct ss_cfg *cfg, struct ss_backend **b, struct ss_er
 		}
 		return r;
 	}
-	static const char domain[] = "snapstream node cache 1";
-	XXH3_state_t *h = XXH3_createState();
-	if (!h) {
-		ss_ncache_free(nb->c);
-		free(nb);
-		free(self);
-		return ss_err_set(err, -ENOMEM, "out of memory");
-	}
-	XXH3_128bits_reset(h);
-	XXH3_128bits_update(h, domain, sizeof(domain));
-	XXH3_128bits_update(h, id, strlen(id));
-	XXH128_canonicalFromHash((XXH128_canonical_t *)(void *)nb->store, XXH3_128bits_digest(h));
-	XXH3_freeState(h);
+	memcpy(nb->store, store, 16);
 	nb->inner = *b;
 	nb->self = self;
 	self->ops = &ss_ncache_ops;
@@ -651,13 +644,20 @@ int ss_ncache_absent(const struct ss_backend *b, const uint8_t pack[16], uint64_
 {
 	if (!b || b->ops != &ss_ncache_ops)
 		return -EOPNOTSUPP;
-	const struct ncb *nb = b->priv;
+	struct ncb *nb = b->priv;
 	*bytes = 0;
 	for (uint64_t k = off / B; k * B < off + len; k++) {
+		if (nb->seen && nb->seen_k == k && !memcmp(nb->seen_pack, pack, 16))
+			continue;
 		uint8_t key[16];
 		ss_ncache_key(nb->store, pack, k, key);
-		if (!ss_ncache_has(nb->c, key))
+		if (!ss_ncache_has(nb->c, key)) {
 			*bytes += SS_MIN((k + 1) * B, off + len) - SS_MAX(k * B, off);
+			continue;
+		}
+		nb->seen = true;
+		nb->seen_k = k;
+		memcpy(nb->seen_pack, pack, 16);
 	}
 	return 0;
 }

@@ -91,8 +91,27 @@ struct ofile {
 	struct htask ht;
 };
 
+/* The store's manifest, fetched on a thread of its own beside a pull
+ * that started from the copy the node cache kept (pull.c, "guess"). */
+struct mcheck {
+	pthread_t th;
+	bool running;
+	const char *snapshot, *bind;
+	const struct ss_snaploc *loc;
+	struct ss_cfg cfg;          /* a shallow copy: never wiped */
+	uint8_t digest[16];         /* the kept copy's */
+	uint64_t requests;
+	struct ss_err err;
+	int res;
+	bool same;                  /* the store holds what the pull used */
+};
+
 struct pull {
 	struct ss_cfg cfg;
+	struct mcheck check;
+	struct ss_backend *snapb;   /* the snapshot's directory, for the cache */
+	uint8_t *mraw;              /* the manifest's bytes, to keep in the cache */
+	size_t mraw_len;
 	const struct ss_pull_opts *opts;
 	struct ss_loop *loop;
 	struct ss_pool *pool;

@@ -470,8 +470,98 @@ static int run_pipeline(struct pull *P)
 	return P->failed ? P->err->code : 0;
 }
 
-int ss_pull_impl(const struct ss_pull_opts *opts, const struct ss_config_in *config, struct ss_stats *st,
-	    char *errbuf, size_t errlen)
+/* ---------------------------------------------------------------- guess
+ *
+ * A pull through the node cache from an object store starts from the
+ * manifest the cache kept for the snapshot's name, if any, rather than
+ * wait for libcurl to load and the store to answer (together ~30 ms, as
+ * long as a whole 256 MiB pull served from the cache takes a quarter of).
+ * The store's manifest is fetched meanwhile on a thread of its own; the
+ * pull publishes nothing until it is in and equal, byte for byte, to the
+ * one it used. If it differs (the name was pushed again), everything
+ * written is removed and the pull runs again from the store's. If it
+ * cannot be had, the pull fails as it would have. Stores with keys are not
+ * guessed at: their manifests are opened only after the store's config
+ * has bound the key. */
+
+static void *check_run(void *arg)
+{
+	struct mcheck *c = arg;
+	struct ss_loop *l = NULL;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	int r = ss_loop_open(16, &l, &c->err);
+	if (!r)
+		r = ss_store_bind(c->bind, l, &c->cfg, &c->requests, &c->err);
+	if (!r)
+		r = ss_manifest_fetch(c->snapshot, c->loc, l, &c->cfg, &buf, &len, &c->requests,
+				      &c->err);
+	if (!r) {
+		uint8_t d[16];
+		ss_ncache_manifest_digest(buf, len, d);
+		c->same = !memcmp(d, c->digest, 16);
+	}
+	free(buf);
+	ss_loop_free(l);
+	c->res = r;
+	return NULL;
+}
+
+/* Wait for the check; 0 when the store holds the manifest the pull used,
+ * -ESTALE when it holds another, or why it could not be had (err set). */
+static int check_join(struct pull *P)
+{
+	struct mcheck *c = &P->check;
+	if (!c->running)
+		return 0;
+	pthread_join(c->th, NULL);
+	c->running = false;
+	P->st->requests += c->requests;
+	if (c->res)
+		return ss_err_set(P->err, c->res, "%s", c->err.msg);
+	return c->same ? 0 : -ESTALE;
+}
+
+/* The snapshot's directory when the pull goes through the node cache and
+ * it is an object store's: only there is a kept manifest worth keeping. */
+static void open_snapb(struct pull *P, const struct ss_snaploc *loc)
+{
+	struct ss_backend_opts ro = P->cfg.bopts;
+	ro.read_only = true;
+	struct ss_err e = {0};
+	if (!P->cfg.cache_dir || P->cfg.ids.keyed || P->cfg.ids.crypt ||
+	    ss_backend_open(loc->backend_uri, P->loop, &ro, &P->snapb, &e))
+		return;
+	if (ss_backend_local(P->snapb)) {
+		ss_backend_free(P->snapb);
+		P->snapb = NULL;
+	}
+}
+
+/* Start from the kept manifest (into P->mraw) and its check; 0, or
+ * -ENOENT when there is none to start from. */
+static int guess(struct pull *P, const char *bind, const struct ss_snaploc *loc)
+{
+	struct mcheck *c = &P->check;
+	if (!P->snapb || ss_ncache_manifest_get(&P->cfg, P->snapb, loc->key, &P->mraw,
+						&P->mraw_len, c->digest))
+		return -ENOENT;
+	c->snapshot = P->opts->snapshot;
+	c->bind = bind;
+	c->loc = loc;
+	c->cfg = P->cfg;
+	if (pthread_create(&c->th, NULL, check_run, c)) {
+		free(P->mraw);
+		P->mraw = NULL;
+		return -ENOENT;
+	}
+	c->running = true;
+	return 0;
+}
+
+static int pull_once(const struct ss_pull_opts *opts, const struct ss_config_in *config,
+		     struct ss_stats *st, bool may_guess, bool *again, char *errbuf,
+		     size_t errlen)
 {
 	struct ss_err err = {0};
 	struct ss_stats local_st;
@@ -501,17 +591,37 @@ int ss_pull_impl(const struct ss_pull_opts *opts, const struct ss_config_in *con
 	if ((r = ss_loop_open(256, &P->loop, &err)))
 		goto out;
 	const char *store_uri;
-	/* The store decides what its snapshots must be: a sealed store's
-	 * keys are bound before its manifest is read. */
-	if ((r = ss_store_bind(opts->store ? opts->store : loc.default_store, P->loop, &P->cfg,
-			       &st->requests, &err)))
+	const char *bind = opts->store ? opts->store : loc.default_store;
+	open_snapb(P, &loc);
+	if (may_guess && guess(P, bind, &loc) == 0) {
+		if ((r = ss_manifest_parse(opts->snapshot, &loc, &P->cfg, 0, P->mraw, P->mraw_len,
+					   &P->m, &err)) ||
+		    (r = ss_store_for(opts->store, P->m, &loc, opts->snapshot, &store_uri, &err)) ||
+		    (r = ss_idkey_for_manifest(&P->cfg.ids, P->m->keyed_ids, P->m->key_check,
+					       opts->snapshot, &P->ids, &err))) {
+			/* Not a guess to go on with: as without one. */
+			*again = true;
+			goto out;
+		}
+	} else if (
+		/* The store decides what its snapshots must be: a sealed
+		 * store's keys are bound before its manifest is read. */
+		(r = ss_store_bind(bind, P->loop, &P->cfg, &st->requests, &err)) ||
+		(r = ss_manifest_fetch(opts->snapshot, &loc, P->loop, &P->cfg, &P->mraw,
+				       &P->mraw_len, &st->requests, &err)) ||
+		(r = ss_manifest_parse(opts->snapshot, &loc, &P->cfg, 0, P->mraw, P->mraw_len,
+				       &P->m, &err)) ||
+		(r = ss_store_for(opts->store, P->m, &loc, opts->snapshot, &store_uri, &err)) ||
+		(r = ss_idkey_for_manifest(&P->cfg.ids, P->m->keyed_ids, P->m->key_check,
+					   opts->snapshot, &P->ids, &err))) {
 		goto out;
-	if ((r = ss_manifest_load(opts->snapshot, P->loop, &P->cfg, &P->m, &mlen, &st->requests,
-				  &err)) ||
-	    (r = ss_store_for(opts->store, P->m, &loc, opts->snapshot, &store_uri, &err)) ||
-	    (r = ss_idkey_for_manifest(&P->cfg.ids, P->m->keyed_ids, P->m->key_check,
-				       opts->snapshot, &P->ids, &err)))
-		goto out;
+	}
+	mlen = P->mraw_len;
+	if (!P->snapb || P->check.running) {
+		/* Nothing to keep (or kept already). */
+		free(P->mraw);
+		P->mraw = NULL;
+	}
 	struct ss_backend_opts ro = P->cfg.bopts;
 	ro.read_only = true;
 	if ((r = ss_backend_open(store_uri, P->loop, &ro, &P->store, &err))) {
@@ -554,12 +664,23 @@ int ss_pull_impl(const struct ss_pull_opts *opts, const struct ss_config_in *con
 		r = ss_err_set(&err, -ENOMEM, "out of memory");
 		goto out;
 	}
+	/* Nothing is published from a manifest the store does not hold. */
+	if ((r = check_join(P)) == -ESTALE) {
+		*again = true;
+		goto out;
+	}
+	if (r)
+		goto out;
 	if (!(r = pull_finish_files(P)) && opts->info) {
 		*opts->info = info;
 		info = NULL;
 	}
+	if (!r && P->mraw)
+		ss_ncache_manifest_put(&P->cfg, P->snapb, loc.key, P->mraw, P->mraw_len);
 out:
 	if (P) {
+		if (check_join(P) == -ESTALE && r)
+			*again = true;   /* whatever went wrong, it went wrong on a stale guess */
 		while (P->loop && busy(P) && ss_loop_turn(P->loop, true) >= 0)
 			;
 		ss_pool_free(P->pool);
@@ -590,8 +711,10 @@ out:
 		free(P->order);
 		free(P->ranges);
 		ss_manifest_free(P->m);
+		free(P->mraw);
 		ss_ncache_stats(P->store, st);
 		ss_backend_free(P->store);
+		ss_backend_free(P->snapb);
 		ss_loop_free(P->loop);
 		ss_cfg_wipe(&P->cfg);
 		for (size_t i = 0; i < SS_ARRAY_SIZE(P->wlock); i++)
@@ -601,4 +724,14 @@ out:
 	ss_snaploc_free(&loc);
 	ss_info_free(info);
 	return ss_op_end(&err, r, t0, &st->seconds, errbuf, errlen);
+}
+
+int ss_pull_impl(const struct ss_pull_opts *opts, const struct ss_config_in *config,
+		 struct ss_stats *st, char *errbuf, size_t errlen)
+{
+	bool again = false;
+	int r = pull_once(opts, config, st, true, &again, errbuf, errlen);
+	if (again)
+		r = pull_once(opts, config, st, false, &again, errbuf, errlen);
+	return r;
 }

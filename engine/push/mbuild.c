@@ -407,8 +407,13 @@ int ss_pushbase_commit(struct ss_pushbase *b, const struct ss_push_opts *opts,
 	else if (r)
 		ss_err_set(err, r, "cannot write the manifest of %s: %s", opts->snapshot,
 			   strerror(-r));
-	else
+	else {
+		/* A pull of this snapshot on this node then starts at once
+		 * from the manifest kept here (pull.c, "guess"). */
+		if (!store->ids->keyed && !ss_backend_local(b->snapb))
+			ss_ncache_manifest_put(&b->cfg, b->snapb, loc->key, mbuf, mlen);
 		ss_pushbase_warm(b, m, st);
+	}
 out:
 	free(mbuf);
 	return r;
