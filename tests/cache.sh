@@ -200,6 +200,22 @@ export ROOT
 	ls oh* >/dev/null 2>&1 && bad "the failed pull left $(ls oh*)" || ok
 	kill "$hp" 2>/dev/null
 	wait "$hp" 2>/dev/null
+	# A kept manifest damaged on disk is never started from: a byte of
+	# every block but the names (64-byte files) flipped.
+	expect_rc 0 "pull h" ss pull "$B/h" oh --cache "$G"
+	rm -f oh
+	n=0
+	for f in $(find "$G/blocks" -type f -size +1k); do
+		printf "\xff" | dd of="$f" bs=1 seek=100 conv=notrunc status=none
+		n=$((n + 1))
+	done
+	expect_rc 0 "pull h through its damaged blocks" ss pull "$B/h" oh --cache "$G" --json
+	cmp -s fresh oh && ok "a damaged kept manifest and $n damaged blocks are never served" ||
+		bad "pull through a damaged kept manifest differs"
+	expect_rc 0 "pull h again" ss pull "$B/h" oh2 --cache "$G" --json
+	cmp -s fresh oh2 && [ "$(jget out "j[\"transferred_bytes\"]")" = 0 ] && ok ||
+		bad "after the damaged manifest: $(cat out)"
+	rm -f oh oh2
 
 	# --- restored here, checkpointed here, restored here again: its
 	# chunks found in packs other nodes wrote (a1, a2) are brought into the

@@ -17,6 +17,9 @@
  * appear); packs a push PUTs are written through. Every other request
  * passes through.
  *
+ * Snapshots' manifests are kept as blocks too, of pseudo-packs
+ * (ncmanifest.c), for pulls that start before the store answers.
+ *
  * ncache.c is the directory: blocks, the locks, the shared counters (a
  * small mapped file updated with atomics), the bound and eviction. Loop
  * thread only, like every backend; processes and threads with their own

@@ -103,7 +103,14 @@ int ss_ncache_manifest_get(const struct ss_cfg *cfg, const struct ss_backend *b,
 	if (!r) {
 		ss_ncache_manifest_digest(p, n, d);
 		if (memcmp(d, rec + 8, 16)) {
-			/* Torn or changed on disk: never a guess worth starting from. */
+			/* Changed on disk: never a guess worth starting from. The
+			 * bytes go too, or the next keeper would find them there
+			 * and leave them as they are. */
+			for (uint64_t k = 0; k * B < n; k++) {
+				uint8_t ck[16];
+				content_key(store, rec + 8, k, ck);
+				ss_ncache_drop(c, ck);
+			}
 			ss_ncache_drop(c, name);
 			r = -ENOENT;
 		}
