@@ -5,18 +5,50 @@
  * length is never returned and is removed; a block is published once;
  * the bound evicts least recently used blocks first (a read makes a block
  * recent) and is never passed; bad bounds are refused; a directory that
- * others may write is refused; ss_cache reports and prunes. */
+ * others may write is refused; ss_cache reports and prunes; a store is
+ * named in the cache as it always was. */
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 
+#include "backend_module.h"
 #include "core.h"
 #include "testutil.h"
+
+#include <xxhash.h>
 
 #define BLK SS_NCACHE_BLOCK
 
 static char dir[256];
+
+static int fixed_identity(const struct ss_backend *b, char *buf, size_t n)
+{
+	(void)b;
+	return snprintf(buf, n, "s3 http://127.0.0.1:9000 bucket") < (int)n ? 0 : -ENAMETOOLONG;
+}
+
+/* A store's name in the cache is what it has been since the cache began:
+ * XXH3-128 over the domain with its NUL, then the store's identity. A
+ * build that named stores otherwise would find none of the blocks an
+ * earlier one left (and fetch them all again). */
+static void store_names_stay(void)
+{
+	static const struct ss_backend_ops ops = {.name = "fixed", .identity = fixed_identity};
+	struct ss_backend b = {.ops = &ops};
+	uint8_t got[16], want[16];
+	CHECK(ss_ncache_store_id(&b, got) == 0, "store id");
+	static const char domain[] = "snapstream node cache 1";
+	static const char id[] = "s3 http://127.0.0.1:9000 bucket";
+	XXH3_state_t *h = XXH3_createState();
+	REQUIRE(h, "out of memory");
+	XXH3_128bits_reset(h);
+	XXH3_128bits_update(h, domain, sizeof(domain));
+	XXH3_128bits_update(h, id, strlen(id));
+	XXH128_canonicalFromHash((XXH128_canonical_t *)(void *)want, XXH3_128bits_digest(h));
+	XXH3_freeState(h);
+	CHECK(!memcmp(got, want, 16), "a store is named as it always was");
+}
 
 static void key_of(unsigned i, uint8_t key[16])
 {
@@ -75,6 +107,7 @@ int main(void)
 	const uint64_t bound = 16ull << 20;
 	REQUIRE(ss_ncache_open(dir, bound, false, &a, &err) == 0, "open: %s", err.msg);
 	REQUIRE(ss_ncache_open(dir, bound, false, &b, &err) == 0, "open again: %s", err.msg);
+	store_names_stay();
 	struct stat st;
 	CHECK(stat(dir, &st) == 0 && (st.st_mode & 0777) == 0700, "mode %o", st.st_mode & 0777);
 

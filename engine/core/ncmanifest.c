@@ -39,11 +39,17 @@ static void hash2(const char *domain, const void *p, size_t n, uint8_t out[16])
 
 int ss_ncache_store_id(const struct ss_backend *b, uint8_t out[16])
 {
-	char id[4200];
-	int r = ss_backend_identity(b, id, sizeof(id));
+	/* XXH3-128 of the domain (with its NUL) then the identity: the
+	 * names blocks have had since the cache began, so that a cache
+	 * filled by an earlier build keeps serving. */
+	static const char domain[] = "snapstream node cache 1";
+	char buf[sizeof(domain) + 4200];
+	memcpy(buf, domain, sizeof(domain));
+	int r = ss_backend_identity(b, buf + sizeof(domain), sizeof(buf) - sizeof(domain));
 	if (r)
 		return r;
-	hash2("snapstream node cache 1", id, strlen(id), out);
+	XXH128_canonicalFromHash((XXH128_canonical_t *)(void *)out,
+				 XXH3_128bits(buf, sizeof(domain) + strlen(buf + sizeof(domain))));
 	return 0;
 }
 
