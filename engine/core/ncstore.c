@@ -96,11 +96,6 @@ struct ncb {
 	uint8_t *spare[SPARE_BUFS];
 	size_t spare_cap[SPARE_BUFS];
 	uint64_t hit_bytes, fetched_bytes;
-	/* The block plans last found in the cache: a plan asks about each
-	 * chunk and gap in pack order, many in one block. */
-	uint8_t seen_pack[16];
-	uint64_t seen_k;
-	bool seen;
 };
 
 extern const struct ss_backend_ops ss_ncache_ops;
@@ -644,20 +639,13 @@ int ss_ncache_absent(const struct ss_backend *b, const uint8_t pack[16], uint64_
 {
 	if (!b || b->ops != &ss_ncache_ops)
 		return -EOPNOTSUPP;
-	struct ncb *nb = b->priv;
+	const struct ncb *nb = b->priv;
 	*bytes = 0;
 	for (uint64_t k = off / B; k * B < off + len; k++) {
-		if (nb->seen && nb->seen_k == k && !memcmp(nb->seen_pack, pack, 16))
-			continue;
 		uint8_t key[16];
 		ss_ncache_key(nb->store, pack, k, key);
-		if (!ss_ncache_has(nb->c, key)) {
+		if (!ss_ncache_has(nb->c, key))
 			*bytes += SS_MIN((k + 1) * B, off + len) - SS_MAX(k * B, off);
-			continue;
-		}
-		nb->seen = true;
-		nb->seen_k = k;
-		memcpy(nb->seen_pack, pack, 16);
 	}
 	return 0;
 }

@@ -593,27 +593,21 @@ static int pull_once(const struct ss_pull_opts *opts, const struct ss_config_in 
 	const char *store_uri;
 	const char *bind = opts->store ? opts->store : loc.default_store;
 	open_snapb(P, &loc);
-	if (may_guess && guess(P, bind, &loc) == 0) {
-		if ((r = ss_manifest_parse(opts->snapshot, &loc, &P->cfg, 0, P->mraw, P->mraw_len,
-					   &P->m, &err)) ||
-		    (r = ss_store_for(opts->store, P->m, &loc, opts->snapshot, &store_uri, &err)) ||
-		    (r = ss_idkey_for_manifest(&P->cfg.ids, P->m->keyed_ids, P->m->key_check,
-					       opts->snapshot, &P->ids, &err))) {
-			/* Not a guess to go on with: as without one. */
-			*again = true;
-			goto out;
-		}
-	} else if (
-		/* The store decides what its snapshots must be: a sealed
-		 * store's keys are bound before its manifest is read. */
-		(r = ss_store_bind(bind, P->loop, &P->cfg, &st->requests, &err)) ||
-		(r = ss_manifest_fetch(opts->snapshot, &loc, P->loop, &P->cfg, &P->mraw,
-				       &P->mraw_len, &st->requests, &err)) ||
-		(r = ss_manifest_parse(opts->snapshot, &loc, &P->cfg, 0, P->mraw, P->mraw_len,
-				       &P->m, &err)) ||
-		(r = ss_store_for(opts->store, P->m, &loc, opts->snapshot, &store_uri, &err)) ||
-		(r = ss_idkey_for_manifest(&P->cfg.ids, P->m->keyed_ids, P->m->key_check,
-					   opts->snapshot, &P->ids, &err))) {
+	bool guessing = may_guess && guess(P, bind, &loc) == 0;
+	/* The store decides what its snapshots must be: a sealed store's
+	 * keys are bound before its manifest is read. */
+	if (!guessing &&
+	    ((r = ss_store_bind(bind, P->loop, &P->cfg, &st->requests, &err)) ||
+	     (r = ss_manifest_fetch(opts->snapshot, &loc, P->loop, &P->cfg, &P->mraw,
+				    &P->mraw_len, &st->requests, &err))))
+		goto out;
+	if ((r = ss_manifest_parse(opts->snapshot, &loc, &P->cfg, 0, P->mraw, P->mraw_len, &P->m,
+				   &err)) ||
+	    (r = ss_store_for(opts->store, P->m, &loc, opts->snapshot, &store_uri, &err)) ||
+	    (r = ss_idkey_for_manifest(&P->cfg.ids, P->m->keyed_ids, P->m->key_check,
+				       opts->snapshot, &P->ids, &err))) {
+		/* A guess that is not one to go on with: as without it. */
+		*again = guessing;
 		goto out;
 	}
 	mlen = P->mraw_len;
