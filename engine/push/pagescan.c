@@ -53,6 +53,10 @@ static int add_range(struct scan *S, int fd, uint64_t off, uint64_t end)
  * bytes allocated as it is long), which spares small files two calls. */
 static int add_file(struct scan *S, int fd, uint64_t size, bool dense)
 {
+	/* No whole page to count: not worth a read (most files of a CRIU
+	 * image directory are a few hundred bytes). */
+	if (size < SS_PAGE_SIZE)
+		return 0;
 	if (dense)
 		return add_range(S, fd, 0, size);
 	uint64_t off = 0;
