@@ -120,7 +120,8 @@ struct pfile {
 	const struct ss_mfile *gf;
 	uint64_t *gstart;
 	/* A gVisor state file pushed inflated (gvpush.c): fd is then its
-	 * inflated form, which gv makes from the file itself. NULL: plain. */
+	 * inflated form, which gv makes from the file itself, or -1 while
+	 * following a writer (push_gv_ring). NULL: plain. */
 	struct gvfile *gv;
 };
 
@@ -246,11 +247,16 @@ int push_gv_status(struct push *P);
 int push_gv_unchanged(struct push *P, const struct pfile *f);
 uint64_t push_gv_source_size(const struct pfile *f);
 void push_gv_free(struct pfile *f);
-/* Bytes [off, off + len) of f were read by the pipeline, which never
- * reads them again: when they are a followed state file's inflated form,
- * the memfd lets them go, so that it holds what is between the decoder
- * and the reads, not the whole image. */
-void push_gv_consumed(struct pfile *f, uint64_t off, uint64_t len);
+/* A state file followed behind its writer has no descriptor: its
+ * inflated form is a ring the decoder fills (push_gv_ring). push_gv_stat:
+ * its size so far, and once the decoder is done (else -EAGAIN) its mode
+ * and mtime. push_gv_read: copy len bytes at off, which must be below
+ * that size; the pipeline reads each byte once, in order, and the ring
+ * reuses what it read: a byte asked for again may be gone (-ESTALE).
+ * Returns len or -errno. */
+bool push_gv_ring(const struct pfile *f);
+int push_gv_stat(const struct pfile *f, uint64_t *size, uint32_t *mode, int64_t *mtime_ns);
+int push_gv_read(const struct pfile *f, uint8_t *buf, size_t len, uint64_t off);
 
 /* push.c: report progress (every 100 ms, or now). */
 void push_progress(struct push *P, bool force);

@@ -49,6 +49,21 @@ struct fres {
 	bool tick_armed;
 };
 
+/* pread of the source again, errno set. A followed state file's inflated
+ * form is a ring the pipeline already read this from: usually gone
+ * (ESTALE), and the push fails rather than store what it cannot check. */
+static ssize_t reread(const struct pfile *pf, uint8_t *buf, size_t len, uint64_t off)
+{
+	if (!push_gv_ring(pf))
+		return pread(pf->fd, buf, len, (off_t)off);
+	int r = push_gv_read(pf, buf, len, off);
+	if (r < 0) {
+		errno = -r;
+		return -1;
+	}
+	return r;
+}
+
 static void fjob_work(struct ss_task *t, void *wctx)
 {
 	struct fjob *j = (struct fjob *)t;
@@ -57,7 +72,7 @@ static void fjob_work(struct ss_task *t, void *wctx)
 	const struct pfile *pf = f->pf;
 	j->err = 0;
 	for (uint32_t got = 0; got < f->len;) {
-		ssize_t n = pread(pf->fd, j->buf + got, f->len - got, (off_t)(f->off + got));
+		ssize_t n = reread(pf, j->buf + got, f->len - got, f->off + got);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {

@@ -1,14 +1,22 @@
 /* gVisor state files pushed in their inflated form (docs/DESIGN.md,
  * "gVisor state files"; the format in core/gvstate.h).
  *
- * The push pipeline reads files through io_uring at offsets; the inflated
- * form of a state file exists nowhere on disk. So a state file's record
- * gets a memfd instead of the file, and a decoder fills it: the header
- * verbatim, then each chunk inflated (chunks are independent DEFLATE
- * streams, inflated several at a time on threads of its own). To the
- * rest of the push the memfd is the file: in follow mode it grows as the
- * decoder reads behind the writer, and it is complete when the decoder
- * has consumed every byte the writer wrote.
+ * The push pipeline reads files at offsets; the inflated form of a state
+ * file exists nowhere on disk. A decoder makes it: the header verbatim,
+ * then each chunk inflated (chunks are independent DEFLATE streams,
+ * inflated several at a time on threads of its own). Where it goes
+ * depends on when the file is found:
+ *
+ * - a file that is final (no writer, or found once the writer is done)
+ *   is inflated whole into a memfd before the push reads it, and to the
+ *   rest of the push the memfd is the file;
+ * - a file followed behind its writer is inflated into a ring of
+ *   chunk-sized slots, which the pipeline copies its segments out of
+ *   (push_gv_read) as the decoder fills it. The decoder never overwrites
+ *   a slot the pipeline has not copied yet. A memfd there cost a copy
+ *   into it, page allocation and freeing in the kernel, and io_uring
+ *   worker reads back out: a fifth of a followed push's CPU, beside a
+ *   checkpointer that needs the cores (docs/ATEOM.md, "Checkpoint cost").
  *
  * A file is a state file only if every byte of it parses. Outside follow
  * mode that is known before the push reads anything (the decoder runs to
@@ -34,8 +42,8 @@
 
 enum gv_state {
 	GV_DECIDING,      /* waiting for the header */
-	GV_INFLATING,     /* a state file by its header: fd is the memfd */
-	GV_DONE,          /* every byte parsed; the memfd is complete */
+	GV_INFLATING,     /* a state file by its header: being inflated */
+	GV_DONE,          /* every byte parsed; the inflated form is complete */
 	GV_PLAIN,         /* not a state file: push the file itself */
 	GV_FAILED,        /* taken for one, then a byte did not parse */
 };
@@ -56,8 +64,18 @@ struct gvfile {
 	int64_t raw_mtime;
 	uint32_t raw_mode;
 	uint64_t stored;          /* bytes of the inflated form */
+	/* Follow mode: the inflated form as it is made. The header, then
+	 * chunk j in slot j % nslots of the ring. produced: bytes of the
+	 * inflated form made so far; consumed: bytes the pipeline copied
+	 * out (it reads in order), whose slots the decoder may reuse. */
+	uint8_t *hdr;
+	uint32_t hdr_len, cs, nslots;
+	uint8_t *ring;
+	size_t ring_cap;
+	atomic_uint_fast64_t produced, consumed;
 	pthread_t th;
 	bool threaded;
+	uint64_t seg_size;        /* the pipeline's segments (ring_slots) */
 	atomic_int state;
 	atomic_bool writer_done, stop;
 	char why[200];
@@ -68,7 +86,7 @@ struct gvbatch {
 	const uint8_t **src;
 	uint32_t *slen;
 	long *got;
-	uint8_t *dst;             /* chunk i at dst + i * cs */
+	uint8_t **dst;            /* where chunk i goes, cs bytes */
 	uint32_t cs;
 	unsigned n;
 	atomic_uint next;
@@ -80,7 +98,7 @@ static void batch_run(struct gvbatch *b, struct ss_gvs_inflater *z)
 		unsigned i = atomic_fetch_add(&b->next, 1);
 		if (i >= b->n)
 			return;
-		b->got[i] = ss_gvs_inflate(z, b->src[i], b->slen[i], b->dst + (size_t)i * b->cs, b->cs);
+		b->got[i] = ss_gvs_inflate(z, b->src[i], b->slen[i], b->dst[i], b->cs);
 	}
 }
 
@@ -167,25 +185,61 @@ static int gv_header(struct gvfile *g, uint8_t *hdr, struct ss_gvs_hdr *h)
 	}
 }
 
-/* Read the body behind the writer, inflate it and append it to the
- * memfd, until the writer is done and every byte is consumed. The bytes
- * read go into xs when it is not NULL (for gv_recheck). */
+/* Slots of the ring for k chunks of cs bytes per batch: the batch being
+ * inflated, half a batch more so the decoder can run ahead, and what the
+ * pipeline may hold back: it copies whole segments only while the writer
+ * is active, so up to a segment's worth of inflated bytes can wait for
+ * more. The decoder then always finds room once the pipeline catches up
+ * (a ring smaller than k + seg_size / cs + 1 slots could wait forever). */
+static uint32_t ring_slots(uint32_t k, uint32_t cs, uint64_t seg_size)
+{
+	return k + SS_MAX(k / 2, 1u) + (uint32_t)((seg_size + cs - 1) / cs) + 1;
+}
+
+/* Wait until the pipeline has copied out every byte below `need`. */
+static int wait_consumed(struct gvfile *g, uint64_t need)
+{
+	while (atomic_load_explicit(&g->consumed, memory_order_acquire) < need) {
+		if (atomic_load(&g->stop))
+			return -ECANCELED;
+		nap();
+	}
+	return 0;
+}
+
+/* Read the body behind the writer and inflate it: appended to the memfd
+ * outside follow mode, into the ring in it. Runs until every byte is
+ * consumed (the writer done, or no writer). The bytes read go into xs
+ * when it is not NULL (for gv_recheck). */
 static int gv_body(struct gvfile *g, const struct ss_gvs_hdr *h, XXH3_state_t *xs)
 {
 	const uint32_t cs = h->chunk_size, maxc = ss_gvs_max_clen(cs);
 	unsigned k = SS_MAX(1u, g->threads * GV_BATCH_PER_THREAD);
 	k = SS_MIN(k, SS_MAX(1u, GV_BATCH_MAX / cs));
 	const size_t raw_cap = (size_t)k * (4 + (size_t)maxc);
+	const bool ring = g->follow;
+	size_t out_cap = (size_t)k * cs;
+	if (ring) {
+		g->cs = cs;
+		g->nslots = ring_slots(k, cs, g->seg_size);
+		out_cap = (size_t)g->nslots * cs;
+	}
 	uint8_t *raw = ss_bufpool_get(g->bufs, raw_cap, false);
-	uint8_t *out = ss_bufpool_get(g->bufs, (size_t)k * cs, false);
+	uint8_t *out = ss_bufpool_get(g->bufs, out_cap, false);
 	const uint8_t **src = calloc(k, sizeof(*src));
 	uint32_t *slen = calloc(k, sizeof(*slen));
 	long *got = calloc(k, sizeof(*got));
+	uint8_t **dst = calloc(k, sizeof(*dst));
 	struct iovec *iov = calloc(k, sizeof(*iov));
 	pthread_t *th = calloc(g->threads, sizeof(*th));
 	struct ss_gvs_inflater *z = ss_gvs_inflater_new();
 	int res = GV_DONE;
-	if (!raw || !out || !src || !slen || !got || !iov || !th || !z) {
+	if (ring && out) {
+		/* Freed with g: the pipeline copies out of it after we end. */
+		g->ring = out;
+		g->ring_cap = out_cap;
+	}
+	if (!raw || !out || !src || !slen || !got || !dst || !iov || !th || !z) {
 		res = FAIL("out of memory");
 		goto out;
 	}
@@ -247,7 +301,16 @@ static int gv_body(struct gvfile *g, const struct ss_gvs_hdr *h, XXH3_state_t *x
 			res = FAIL("chunk %llu follows a short chunk", (unsigned long long)nchunk);
 			break;
 		}
-		struct gvbatch b = {.src = src, .slen = slen, .got = got, .dst = out, .cs = cs, .n = n};
+		for (unsigned i = 0; i < n; i++)
+			dst[i] = ring ? out + (size_t)((nchunk + i) % g->nslots) * cs
+				      : out + (size_t)i * cs;
+		/* The slots this batch reuses must have been copied out. */
+		if (ring && nchunk + n > g->nslots &&
+		    wait_consumed(g, h->len + (nchunk + n - g->nslots) * (uint64_t)cs)) {
+			res = FAIL("stopped");
+			break;
+		}
+		struct gvbatch b = {.src = src, .slen = slen, .got = got, .dst = dst, .cs = cs, .n = n};
 		atomic_init(&b.next, 0);
 		unsigned nth = 0;
 		while (nth + 1 < SS_MIN(g->threads, n) &&
@@ -265,10 +328,14 @@ static int gv_body(struct gvfile *g, const struct ss_gvs_hdr *h, XXH3_state_t *x
 				goto out;
 			}
 			short_seen = got[i] < (long)cs;
-			iov[i] = (struct iovec){out + (size_t)i * cs, (size_t)got[i]};
+			iov[i] = (struct iovec){dst[i], (size_t)got[i]};
 			bytes += (uint64_t)got[i];
 		}
-		for (unsigned i = 0; i < n;) {
+		if (ring) {
+			put += bytes;
+			atomic_store_explicit(&g->produced, put, memory_order_release);
+		}
+		for (unsigned i = 0; !ring && i < n;) {
 			ssize_t w = pwritev(g->mem_fd, iov + i, (int)(n - i), (off_t)put);
 			if (w < 0 && errno == EINTR)
 				continue;
@@ -285,7 +352,6 @@ static int gv_body(struct gvfile *g, const struct ss_gvs_hdr *h, XXH3_state_t *x
 				iov[i].iov_len -= (size_t)w;
 			}
 		}
-		(void)bytes;
 		if (xs)
 			XXH3_128bits_update(xs, raw, at);
 		pos += at;
@@ -297,10 +363,12 @@ static int gv_body(struct gvfile *g, const struct ss_gvs_hdr *h, XXH3_state_t *x
 	}
 out:
 	ss_bufpool_put(g->bufs, raw, raw_cap);
-	ss_bufpool_put(g->bufs, out, (size_t)k * cs);
+	if (!ring)
+		ss_bufpool_put(g->bufs, out, out_cap);
 	free(src);
 	free(slen);
 	free(got);
+	free(dst);
 	free(iov);
 	free(th);
 	ss_gvs_inflater_free(z);
@@ -368,25 +436,33 @@ static int gv_run(struct gvfile *g)
 	res = gv_header(g, hdr, &h);
 	if (res != GV_INFLATING)
 		goto out;
-	int r = write_full(g->mem_fd, hdr, h.len, 0);
-	if (r) {
-		res = FAIL("cannot store its inflated form: %s", strerror(-r));
-		goto out;
+	if (g->follow) {
+		/* Kept for push_gv_read, with g. */
+		g->hdr = hdr;
+		g->hdr_len = h.len;
+		hdr = NULL;
+		atomic_store_explicit(&g->produced, h.len, memory_order_release);
+	} else {
+		int r = write_full(g->mem_fd, hdr, h.len, 0);
+		if (r) {
+			res = FAIL("cannot store its inflated form: %s", strerror(-r));
+			goto out;
+		}
 	}
 	/* Read behind a writer that may rewrite what it wrote, the file is
 	 * hashed as it is consumed and read again once final (gv_recheck).
 	 * One that only appends is read once. */
 	const bool again = g->follow && !g->appends;
 	XXH3_128bits_reset(xs);
-	XXH3_128bits_update(xs, hdr, h.len);
+	XXH3_128bits_update(xs, g->follow ? g->hdr : hdr, h.len);
 	atomic_store(&g->state, GV_INFLATING);
 	res = gv_body(g, &h, again ? xs : NULL);
 	if (res == GV_DONE && again)
 		res = gv_recheck(g, xs);
 	else if (res == GV_DONE && g->follow)
 		res = gv_size_final(g);
-	if (res == GV_DONE) {
-		/* Follow mode takes mode and mtime from the memfd at the end. */
+	if (res == GV_DONE && !g->follow) {
+		/* The memfd is the file to the rest of the push. */
 		struct timespec ts[2] = {
 			{.tv_nsec = UTIME_OMIT},
 			{.tv_sec = g->raw_mtime / 1000000000, .tv_nsec = g->raw_mtime % 1000000000},
@@ -419,6 +495,8 @@ static void gv_free(struct gvfile *g)
 		close(g->raw_fd);
 	if (g->mem_fd >= 0)
 		close(g->mem_fd);
+	ss_bufpool_put(g->bufs, g->ring, g->ring_cap);
+	free(g->hdr);
 	free(g);
 }
 
@@ -438,6 +516,8 @@ static void gv_drop(struct pfile *f)
 	}
 	f->fd = g->raw_fd;
 	g->raw_fd = -1;
+	if (g->follow)
+		f->dense = false;   /* as for any followed file (walk.c) */
 	push_gv_free(f);
 }
 
@@ -449,8 +529,11 @@ int push_gv_add(struct push *P, struct pfile *f)
 	if (!g)
 		return ss_err_set(P->pipe.err, -ENOMEM, "out of memory");
 	g->raw_fd = f->fd;
-	g->mem_fd = memfd_create("snapstream-gvstate", MFD_CLOEXEC);
-	if (g->mem_fd < 0) {
+	g->mem_fd = -1;
+	const bool follow = P->follow && !P->gv_writer_done;
+	if (!follow)
+		g->mem_fd = memfd_create("snapstream-gvstate", MFD_CLOEXEC);
+	if (!follow && g->mem_fd < 0) {
 		int e = -errno;
 		g->raw_fd = -1;
 		free(g);
@@ -462,13 +545,17 @@ int push_gv_add(struct push *P, struct pfile *f)
 	g->raw_size = f->size;
 	g->raw_mtime = f->mtime_ns;
 	g->raw_mode = f->mode;
+	g->seg_size = P->b.cfg.chunk.seg_size;
 	atomic_init(&g->state, GV_DECIDING);
 	atomic_init(&g->stop, false);
+	atomic_init(&g->produced, 0);
+	atomic_init(&g->consumed, 0);
 	f->gv = g;
+	/* Following, the file is read through push_gv_read: no descriptor. */
 	f->fd = g->mem_fd;
 	/* A file found once its writer is done (or with no writer) is final:
 	 * inflate it now, and push it as it is unless all of it parses. */
-	if (!P->follow || P->gv_writer_done) {
+	if (!follow) {
 		atomic_init(&g->writer_done, true);
 		int s = gv_run(g);
 		if (s != GV_DONE) {
@@ -486,6 +573,7 @@ int push_gv_add(struct push *P, struct pfile *f)
 	g->follow = true;
 	g->appends = P->opts->writer_appends;
 	f->size = f->avail = f->alloc = 0;
+	f->dense = true;   /* no holes to look for in the ring */
 	int e = pthread_create(&g->th, NULL, gv_main, g);
 	if (e)
 		return ss_err_set(P->pipe.err, -e, "cannot inflate %s: %s", f->path, strerror(e));
@@ -541,15 +629,62 @@ int push_gv_unchanged(struct push *P, const struct pfile *f)
 	return 0;
 }
 
-void push_gv_consumed(struct pfile *f, uint64_t off, uint64_t len)
+bool push_gv_ring(const struct pfile *f)
 {
-	/* Outside follow mode the memfd was complete before the push read a
-	 * byte (the page count read it all first): nothing to gain there.
-	 * Best effort: bytes not released are memory, not an error. */
-	if (f->gv && f->gv->follow && len &&
-	    fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0) {
-		/* kept until the memfd is closed */
+	return f->gv && f->gv->follow;
+}
+
+int push_gv_stat(const struct pfile *f, uint64_t *size, uint32_t *mode, int64_t *mtime_ns)
+{
+	struct gvfile *g = f->gv;
+	*size = atomic_load_explicit(&g->produced, memory_order_acquire);
+	/* The decoder sets these; once it is done they are final and ours. */
+	if (atomic_load(&g->state) != GV_DONE)
+		return -EAGAIN;
+	*mode = g->raw_mode;
+	*mtime_ns = g->raw_mtime;
+	return 0;
+}
+
+int push_gv_read(const struct pfile *f, uint8_t *buf, size_t len, uint64_t off)
+{
+	struct gvfile *g = f->gv;
+	const uint64_t end = off + len;
+	const uint64_t have = atomic_load_explicit(&g->produced, memory_order_acquire);
+	if (end > have)
+		return -ESTALE;   /* not made yet: the caller asked past avail */
+	/* What the ring still holds: the slots of the last nslots chunks,
+	 * and, while the decoder runs, nothing below what the pipeline
+	 * copied out (it may be refilling those slots now). */
+	uint64_t floor = 0;
+	if (have > g->hdr_len) {
+		const uint64_t body = (have - g->hdr_len + g->cs - 1) / g->cs;
+		if (body > g->nslots)
+			floor = g->hdr_len + (body - g->nslots) * g->cs;
 	}
+	const uint64_t seen = atomic_load_explicit(&g->consumed, memory_order_acquire);
+	if (atomic_load(&g->state) != GV_DONE)
+		floor = SS_MAX(floor, seen);
+	if (end > g->hdr_len && SS_MAX(off, (uint64_t)g->hdr_len) < floor)
+		return -ESTALE;   /* copied out once already, and gone */
+	for (uint64_t at = off; at < end;) {
+		size_t n;
+		if (at < g->hdr_len) {
+			n = (size_t)(SS_MIN(end, (uint64_t)g->hdr_len) - at);
+			memcpy(buf, g->hdr + at, n);
+		} else {
+			const uint64_t j = (at - g->hdr_len) / g->cs, o = (at - g->hdr_len) % g->cs;
+			n = (size_t)SS_MIN(end - at, g->cs - o);
+			memcpy(buf, g->ring + (size_t)(j % g->nslots) * g->cs + o, n);
+		}
+		buf += n;
+		at += n;
+	}
+	/* The pipeline reads each byte once, in order, on one thread: the
+	 * slots below are free for the decoder. */
+	if (end > seen)
+		atomic_store_explicit(&g->consumed, end, memory_order_release);
+	return (int)len;
 }
 
 uint64_t push_gv_source_size(const struct pfile *f)

@@ -182,6 +182,12 @@ static void read_submit(struct push *P, struct seg *s)
 	struct pfile *f = s->pf;
 	const struct swin *w = &s->win[s->rwin];
 	uint32_t at = w->off + s->got, len = w->len - s->got;
+	if (push_gv_ring(f)) {
+		/* A followed state file: a copy out of its decoder's ring. */
+		P->reads_inflight++;
+		read_done(&s->rop, push_gv_read(f, s->buf + at, len, s->off + at));
+		return;
+	}
 	if (P->src_memfs && len <= SYNC_READ_MAX) {
 		/* io_uring hands every read of tmpfs to one of its worker
 		 * threads (tmpfs cannot read without blocking, RWF_NOWAIT),
@@ -230,8 +236,6 @@ static void read_done(struct ss_op *op, int res)
 		P->free_segs = s;
 		return;
 	}
-	if (s->got == s->win[s->rwin].len)
-		push_gv_consumed(f, s->off + s->win[s->rwin].off, s->win[s->rwin].len);
 	if (s->got == s->win[s->rwin].len && s->rwin + 1 < s->nwin) {
 		s->rwin++;
 		s->got = 0;

@@ -169,12 +169,19 @@ int push_check_followed(struct push *P)
 	for (size_t i = 0; i < P->nfiles; i++) {
 		struct pfile *f = P->files[i];
 		struct stat st;
-		if (fstat(f->fd, &st) < 0) {
+		uint32_t mode;
+		int64_t mtime;
+		uint64_t size;
+		if (push_gv_ring(f)) {
+			(void)push_gv_stat(f, &size, &mode, &mtime);
+		} else if (fstat(f->fd, &st) < 0) {
 			int e = errno;
 			free(rc.items);
 			return ss_err_set(P->pipe.err, -e, "cannot re-read %s: %s", f->path, strerror(e));
+		} else {
+			size = (uint64_t)st.st_size;
 		}
-		if ((uint64_t)st.st_size != f->size) {
+		if (size != f->size) {
 			free(rc.items);
 			return ss_err_set(P->pipe.err, -EAGAIN,
 					  "%s changed size after its writer finished (no snapshot "

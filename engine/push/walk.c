@@ -215,18 +215,31 @@ int push_follow_poll(struct push *P)
 	P->total_bytes = 0;
 	for (size_t i = 0; i < P->nfiles; i++) {
 		struct pfile *f = P->files[i];
-		struct stat sb;
-		if (fstat(f->fd, &sb) < 0)
-			return ss_err_set(P->pipe.err, -errno, "cannot stat %s: %s", f->path,
-					  strerror(errno));
-		if ((uint64_t)sb.st_size < f->read_off)
+		uint64_t size;
+		uint32_t mode = 0;
+		int64_t mtime = 0;
+		if (push_gv_ring(f)) {
+			/* Done means every state file's decoder is (push_gv_status). */
+			int r = push_gv_stat(f, &size, &mode, &mtime);
+			if (r && done)
+				return ss_err_set(P->pipe.err, r, "%s: no final size (a bug)", f->path);
+		} else {
+			struct stat sb;
+			if (fstat(f->fd, &sb) < 0)
+				return ss_err_set(P->pipe.err, -errno, "cannot stat %s: %s", f->path,
+						  strerror(errno));
+			size = (uint64_t)sb.st_size;
+			mode = sb.st_mode & 07777;
+			mtime = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
+		}
+		if (size < f->read_off)
 			return ss_err_set(P->pipe.err, -EIO, "%s shrank while it was being written",
 					  f->path);
-		f->avail = (uint64_t)sb.st_size;
+		f->avail = size;
 		if (done) {
 			f->size = f->avail;
-			f->mode = sb.st_mode & 07777;
-			f->mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
+			f->mode = mode;
+			f->mtime_ns = mtime;
 		}
 		P->total_bytes += f->avail;
 	}
