@@ -57,6 +57,8 @@ struct fusepull {
 	struct ss_config cfg;
 	char *snapshot, *store, *mnt;
 	struct reaper *reaper;
+	void (*release_fd)(void *arg, int fd);
+	void *release_arg;
 	struct timespec t0;
 
 	pthread_mutex_t mu;
@@ -495,7 +497,9 @@ void fusepull_free(struct fusepull *P)
 	for (size_t i = 0; i < P->nf; i++) {
 		if (P->f[i].map)
 			munmap(P->f[i].map, (size_t)P->f[i].map_len);
-		if (P->f[i].fd >= 0)
+		if (P->f[i].fd >= 0 && P->release_fd)
+			P->release_fd(P->release_arg, P->f[i].fd);
+		else if (P->f[i].fd >= 0)
 			close(P->f[i].fd);
 		free(P->f[i].name);
 	}
@@ -649,6 +653,8 @@ int fusepull_start(const struct fusepull_opts *o, struct fusepull **out,
 	P->guard_fd = -1;
 	P->cfg = *o->cfg;
 	P->reaper = o->reaper;
+	P->release_fd = o->release_fd;
+	P->release_arg = o->release_arg;
 	P->st = (struct ss_stats)SS_STATS_INIT;
 	P->snapshot = strdup(o->snapshot);
 	P->store = o->store ? strdup(o->store) : NULL;

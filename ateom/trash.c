@@ -17,6 +17,7 @@
 
 struct item {
 	struct item *next;
+	int fd;          /* >= 0: a descriptor to close, and no path */
 	char path[];
 };
 
@@ -64,7 +65,10 @@ static void *trash_main(void *arg)
 		if (!(t->head = it->next))
 			t->tail = &t->head;
 		pthread_mutex_unlock(&t->mu);
-		rm_tree(it->path);
+		if (it->fd >= 0)
+			close(it->fd);
+		else
+			rm_tree(it->path);
 		free(it);
 		pthread_mutex_lock(&t->mu);
 	}
@@ -72,13 +76,14 @@ static void *trash_main(void *arg)
 	return NULL;
 }
 
-static bool queue(struct trash *t, const char *path)
+static bool queue_item(struct trash *t, const char *path, int fd)
 {
 	size_t n = strlen(path) + 1;
 	struct item *it = malloc(sizeof(*it) + n);
 	if (!it)
 		return false;
 	memcpy(it->path, path, n);
+	it->fd = fd;
 	it->next = NULL;
 	pthread_mutex_lock(&t->mu);
 	*t->tail = it;
@@ -86,6 +91,11 @@ static bool queue(struct trash *t, const char *path)
 	pthread_cond_signal(&t->cv);
 	pthread_mutex_unlock(&t->mu);
 	return true;
+}
+
+static bool queue(struct trash *t, const char *path)
+{
+	return queue_item(t, path, -1);
 }
 
 int trash_new(const char *work_dir, struct trash **out)
@@ -136,6 +146,12 @@ void trash_put(struct trash *t, const char *path)
 		}
 	}
 	rm_tree(path);
+}
+
+void trash_close(struct trash *t, int fd)
+{
+	if (fd >= 0 && (!t || !queue_item(t, "", fd)))
+		close(fd);
 }
 
 void trash_free(struct trash *t)

@@ -1,7 +1,8 @@
 /* trash — removing checkpoint images off the reply's path.
  *
  * A checkpoint or restore image is hundreds of MB, usually on tmpfs, and
- * unlinking it frees every page: tens of milliseconds the caller of
+ * unlinking it (or closing the last descriptor of an unlinked one) frees
+ * every page: tens of milliseconds the caller of
  * CheckpointWorkload or RestoreWorkload need not wait for. trash_put
  * renames the directory into <work-dir>/.trash-<pid>-<n> (one rename, so
  * it is gone from where it was at once) and a thread removes it. Entries
@@ -20,6 +21,11 @@ int trash_new(const char *work_dir, struct trash **out);
 /* Remove path (under work_dir) in the background; inline if it cannot be
  * renamed or queued. */
 void trash_put(struct trash *t, const char *path);
+
+/* Close fd in the background: the last descriptor of an unlinked file
+ * (a restore's backing file), whose pages closing it frees. Inline if it
+ * cannot be queued; t may be NULL. */
+void trash_close(struct trash *t, int fd);
 
 /* Remove everything queued, then stop. NULL is a no-op. */
 void trash_free(struct trash *t);

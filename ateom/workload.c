@@ -1080,6 +1080,13 @@ static bool resolve_runsc(struct wl *w, const struct wl_req *q,
 	return true;
 }
 
+/* fusepull_opts.release_fd: a restore's backing file is closed by the
+ * trash's thread, off the reply's path. */
+static void close_later(void *arg, int fd)
+{
+	trash_close(arg, fd);
+}
+
 void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 {
 	char *bundles[WL_MAX_CONTAINERS] = {0};
@@ -1125,7 +1132,8 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	if (w->stream_restore && mkdir(img, 0700) == 0) {
 		struct fusepull_opts fo = {.snapshot = q->snapshot_uri, .store = w->store,
 					   .cfg = &cfg, .mountpoint = img, .spool_dir = w->dir,
-					   .reaper = w->reaper};
+					   .reaper = w->reaper, .release_fd = close_later,
+					   .release_arg = w->trash};
 		r = fusepull_start(&fo, &fp, &info, err, sizeof(err));
 		if (r == -ENOTSUP)
 			rmdir(img);   /* pulled whole below */
