@@ -166,12 +166,18 @@ static void note_reads(struct io_uring *ring)
 /* pread (with _FILE_OFFSET_BITS=64, as meson builds, pread64). */
 ssize_t pread64(int fd, void *buf, size_t n, off_t off)
 {
-	static ssize_t (*real)(int, void *, size_t, off_t);
-	if (!real)
-		real = (ssize_t(*)(int, void *, size_t, off_t))dlsym(RTLD_NEXT, "pread64");
+	/* Called from the push's threads at once (the page count's, the
+	 * workers'): the lookup is stored atomically. */
+	typedef ssize_t (*pread_fn)(int, void *, size_t, off_t);
+	static _Atomic(pread_fn) real;
+	pread_fn f = atomic_load(&real);
+	if (!f) {
+		f = (pread_fn)dlsym(RTLD_NEXT, "pread64");
+		atomic_store(&real, f);
+	}
 	if (fd >= 0 && fd == atomic_load(&watch_fd))
 		note_read((uint64_t)off, n);
-	return real(fd, buf, n, off);
+	return f(fd, buf, n, off);
 }
 
 /* io_uring_submit (the loop's turns that do not wait): reads noted. */
@@ -449,6 +455,96 @@ static void test_sparse(void)
 	CHECK(system(cmd) == 0, "rm %s", dir);
 }
 
+/* --- small files on a memory file system --------------------------------- */
+
+/* Write the same small file into both directories: n bytes, random unless
+ * zero; sparse: a hole in the middle (only 8 KiB at each end written). */
+static void small_file(const char *d1, const char *d2, const char *name, size_t n, bool zero,
+		       bool sparse)
+{
+	uint8_t *b = calloc(1, n ? n : 1);
+	REQUIRE(b, "out of memory");
+	for (size_t i = 0; !zero && i < n; i++)
+		b[i] = (uint8_t)rnd();
+	const char *dirs[2] = {d1, d2};
+	for (int k = 0; k < 2; k++) {
+		char p[512];
+		snprintf(p, sizeof(p), "%s/%s", dirs[k], name);
+		int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		REQUIRE(fd >= 0, "create %s", p);
+		if (sparse) {
+			size_t e = n < 8192 ? n : 8192;
+			REQUIRE(ftruncate(fd, (off_t)n) == 0 && pwrite(fd, b, e, 0) == (ssize_t)e &&
+					pwrite(fd, b + n - e, e, (off_t)(n - e)) == (ssize_t)e,
+				"write %s", p);
+			memset(b + e, 0, n - 2 * e);
+		} else {
+			REQUIRE(write(fd, b, n) == (ssize_t)n, "write %s", p);
+		}
+		close(fd);
+	}
+	free(b);
+}
+
+/* A whole small file on a memory file system is read by a worker, which
+ * makes its digest too (seg.c, seg_read), instead of the loop thread. The
+ * snapshot must be the one the loop makes of the same files on disk, holes
+ * and zero files included, and must restore and verify. */
+static void test_small_files_memfs(void)
+{
+	char shm[300], a[400], b[400], sa[400], sb[400], out[400], err[512] = "";
+	snprintf(shm, sizeof(shm), "/dev/shm/ss-small-XXXXXX");
+	REQUIRE(mkdtemp(shm) && chmod(shm, 0700) == 0, "mkdtemp %s", shm);
+	snprintf(a, sizeof(a), "%s/src", shm);
+	snprintf(sa, sizeof(sa), "%s/snap", shm);
+	snprintf(out, sizeof(out), "%s/out", shm);
+	path_of(b, sizeof(b), "small-src");
+	path_of(sb, sizeof(sb), "small-snap");
+	REQUIRE(mkdir(a, 0755) == 0 && mkdir(b, 0755) == 0, "mkdir");
+	const size_t sizes[] = {0, 1, 4095, 4096, 5000, 65539, 1u << 20, (1u << 20) + 1, 3u << 20};
+	const size_t nsizes = sizeof(sizes) / sizeof(sizes[0]);
+	char name[64];
+	for (size_t i = 0; i < nsizes; i++) {
+		snprintf(name, sizeof(name), "f%02zu", i);
+		small_file(a, b, name, sizes[i], false, false);
+	}
+	small_file(a, b, "sparse", 900 << 10, false, true);
+	small_file(a, b, "zeros", 64 << 10, true, false);
+	for (int i = 0; i < 60; i++) {
+		snprintf(name, sizeof(name), "many-%02d", i);
+		small_file(a, b, name, 100 + (size_t)(rnd() % 200000), false, false);
+	}
+	struct ss_config cfg = base_cfg();
+	struct ss_push_opts po = {.size = sizeof(po), .source = a, .snapshot = sa};
+	CHECK(ss_push(&po, &cfg, NULL, err, sizeof(err)) == 0, "push from tmpfs: %s", err);
+	po.source = b;
+	po.snapshot = sb;
+	CHECK(ss_push(&po, &cfg, NULL, err, sizeof(err)) == 0, "push from disk: %s", err);
+	struct ss_snapshot_info *ia = NULL, *ib = NULL;
+	CHECK(ss_info(sa, NULL, &cfg, &ia, err, sizeof(err)) == 0 &&
+		      ss_info(sb, NULL, &cfg, &ib, err, sizeof(err)) == 0,
+	      "info: %s", err);
+	CHECK(ia && ib && ia->nfiles_v == ib->nfiles_v && ia->nfiles_v == nsizes + 62,
+	      "files: %zu and %zu", ia ? ia->nfiles_v : 0, ib ? ib->nfiles_v : 0);
+	for (size_t i = 0; ia && ib && i < ia->nfiles_v && i < ib->nfiles_v; i++)
+		CHECK(!strcmp(ia->files_v[i]->name, ib->files_v[i]->name) &&
+			      ia->files_v[i]->bytes == ib->files_v[i]->bytes &&
+			      !strcmp(ia->files_v[i]->digest, ib->files_v[i]->digest),
+		      "%s: digest %s from tmpfs, %s from disk", ia->files_v[i]->name,
+		      ia->files_v[i]->digest, ib->files_v[i]->digest);
+	ss_info_free(ia);
+	ss_info_free(ib);
+	struct ss_pull_opts pl = {.size = sizeof(pl), .snapshot = sa, .dest = out};
+	CHECK(ss_pull(&pl, &cfg, NULL, err, sizeof(err)) == 0, "pull: %s", err);
+	char cmd[1200];
+	snprintf(cmd, sizeof(cmd), "diff -r %s %s >/dev/null", a, out);
+	CHECK(system(cmd) == 0, "the pulled tree differs from the source");
+	struct ss_verify_opts vo = {.size = sizeof(vo), .snapshot = sa};
+	CHECK(ss_verify(&vo, &cfg, NULL, err, sizeof(err)) == 0, "verify: %s", err);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", shm);
+	CHECK(system(cmd) == 0, "rm %s", shm);
+}
+
 /* --- a: follow mode with a growing file table --------------------------- */
 
 #define FOLLOW_FILES 600     /* the table grows 16 -> 1024: six moves */
@@ -712,6 +808,7 @@ static const struct {
 	{"follow-many", test_follow_many_files},
 	{"sparse", test_sparse},
 	{"repeated-pages", test_repeated_pages},
+	{"small-files-memfs", test_small_files_memfs},
 };
 
 /* test_push [name...]: the cases named, or all. */

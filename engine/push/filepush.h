@@ -84,6 +84,11 @@ struct seg {
 	 * them, and the ids of those that are repeats. */
 	uint8_t *pcls;
 	uint8_t (*pid)[16];
+	/* A whole small file of a memory file system, read by its worker
+	 * rather than the loop (push.c, read_submit), which makes its digest
+	 * too, for the loop to take in seg_done. */
+	bool wread;
+	uint8_t wdigest[16];
 	int err;
 	struct ss_err werr;
 	struct seg *next_free;

@@ -104,6 +104,10 @@ static void seg_done(struct ss_op *op, int res)
 		seg_release(P, s);
 		return;
 	}
+	if (s->wread) {
+		memcpy(s->pf->digest, s->wdigest, sizeof(s->wdigest));
+		s->pf->digested = true;
+	}
 	P->st->zero_bytes += s->zero_bytes;
 	P->st->chunks += s->chunks;
 	P->chunk_bytes += s->chunk_bytes;
@@ -145,23 +149,28 @@ static void dispatch_ready(struct push *P)
 			return;
 		*slot = NULL;
 		struct pfile *f = s->pf;
-		if (!f->hs && !(f->hs = take_digest(P))) {
-			ss_pipe_fail(&P->pipe, -ENOMEM, "out of memory");
-			return;
+		if (s->wread) {
+			/* Its worker makes the digest (seg_done takes it). */
+			f->hashed += s->len;
+		} else {
+			if (!f->hs && !(f->hs = take_digest(P))) {
+				ss_pipe_fail(&P->pipe, -ENOMEM, "out of memory");
+				return;
+			}
+			/* Holes go into the digest as lengths, never as bytes. */
+			uint32_t at = 0;
+			for (uint32_t w = 0; w < s->nwin; w++) {
+				ss_fdigest_zero(f->hs, s->win[w].off - at);
+				ss_fdigest_data(f->hs, s->buf + s->win[w].off, s->win[w].len);
+				at = s->win[w].off + s->win[w].len;
+			}
+			ss_fdigest_zero(f->hs, s->len - at);
+			/* Outside follow mode a file's size is final (a change
+			 * is caught by push_check_unchanged). */
+			f->hashed += s->len;
+			if (!P->follow && f->hashed == f->size)
+				finish_digest(P, f);
 		}
-		/* Holes go into the digest as lengths, never as bytes. */
-		uint32_t at = 0;
-		for (uint32_t w = 0; w < s->nwin; w++) {
-			ss_fdigest_zero(f->hs, s->win[w].off - at);
-			ss_fdigest_data(f->hs, s->buf + s->win[w].off, s->win[w].len);
-			at = s->win[w].off + s->win[w].len;
-		}
-		ss_fdigest_zero(f->hs, s->len - at);
-		/* Outside follow mode a file's size is final (a change is
-		 * caught by push_check_unchanged). */
-		f->hashed += s->len;
-		if (!P->follow && f->hashed == f->size)
-			finish_digest(P, f);
 		P->prog.bytes_done += s->len;
 		P->next_hash_seq++;
 		P->tasks_inflight++;
@@ -186,6 +195,15 @@ static void read_submit(struct push *P, struct seg *s)
 		/* A followed state file: a copy out of its decoder's ring. */
 		P->reads_inflight++;
 		read_done(&s->rop, push_gv_read(f, s->buf + at, len, s->off + at));
+		return;
+	}
+	if (P->src_memfs && !P->follow && !f->gv && s->off == 0 && s->len == f->size &&
+	    f->size <= SYNC_READ_MAX && s->rwin == 0 && s->got == 0) {
+		/* A whole small file: its worker reads and digests it
+		 * (seg.c, seg_read), beside the loop opening the next ones. */
+		s->wread = true;
+		P->hold[s->seq % P->nsegs] = s;
+		dispatch_ready(P);
 		return;
 	}
 	if (P->src_memfs && len <= SYNC_READ_MAX) {
@@ -282,6 +300,7 @@ static void issue_reads(struct push *P)
 			s->pf = f;
 			push_plan_seg(P, f, s, P->writer_done ? f->size : f->avail, P->writer_done);
 			s->rwin = s->got = 0;
+			s->wread = false;
 			s->seq = seq;
 			s->err = 0;
 			ss_err_clear(&s->werr);
