@@ -597,6 +597,19 @@ static void test_engine(void)
 	roundtrip_as("valid-follow-wraps-appends", wrap.p, wrap.n, true, true, true);
 	free(wrap.p);
 	free(wbody);
+	/* The decoder reads about what its last batches took (gvpush.c,
+	 * `ask`): chunks that deflate to almost nothing, then incompressible
+	 * ones, each larger than it asks for. */
+	const size_t sn = 64 * small;
+	uint8_t *sbody = malloc(sn);
+	REQUIRE(sbody, "oom");
+	for (size_t i = 0; i < sn; i++)
+		sbody[i] = i < 40 * (size_t)small ? (uint8_t)(i % 5) : (uint8_t)rnd();
+	struct sf shift = make_file(sbody, sn, small, D_NONE);
+	roundtrip("valid-then-random", shift.p, shift.n, false, true);
+	roundtrip("valid-then-random-follow", shift.p, shift.n, true, true);
+	free(shift.p);
+	free(sbody);
 	struct sf trail = make_file(body, n, cs, D_TRAILING);
 	roundtrip("trailing", trail.p, trail.n, false, false);
 	/* Damage after a valid header: in follow mode the push has begun
