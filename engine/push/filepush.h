@@ -215,6 +215,9 @@ int push_follow_poll(struct push *P);
 int push_cmp_pfile(const void *a, const void *b);
 /* Free a file record (closing its descriptor); NULL is a no-op. */
 void push_pfile_free(struct pfile *f);
+/* A file's size, mode and mtime now: fstat, or a followed state file's
+ * decoder (push_gv_stat: -EAGAIN, size only, until it is done). */
+int push_pfile_stat(const struct pfile *f, uint64_t *size, uint32_t *mode, int64_t *mtime_ns);
 /* Plan s, f's next segment from f->read_off, when bytes up to lim may be
  * read (final: lim is the file's size): its offset, length and data
  * windows. A unit with data is one segment (seg_size, or the tail); a run
@@ -226,6 +229,9 @@ void push_plan_seg(struct push *P, struct pfile *f, struct seg *s, uint64_t lim,
 extern const struct ss_worker_ctx_ops push_wctx_ops;
 void push_seg_work(struct ss_task *t, void *wp);
 size_t push_wctx_compress(void *wctx, uint8_t *dst, const uint8_t *src, uint32_t len);
+/* Add s's bytes, as read, to a file digest: its windows as data, the holes
+ * between them as lengths, never as bytes. */
+void push_seg_digest(struct ss_fdigest *d, const struct seg *s);
 
 /* pagescan.c: count the files' pages into P->pages (-ENOMEM). */
 int push_scan_pages(struct push *P);

@@ -149,28 +149,19 @@ static void dispatch_ready(struct push *P)
 			return;
 		*slot = NULL;
 		struct pfile *f = s->pf;
-		if (s->wread) {
-			/* Its worker makes the digest (seg_done takes it). */
-			f->hashed += s->len;
-		} else {
+		/* A segment its worker reads, it digests (seg_done takes it). */
+		if (!s->wread) {
 			if (!f->hs && !(f->hs = take_digest(P))) {
 				ss_pipe_fail(&P->pipe, -ENOMEM, "out of memory");
 				return;
 			}
-			/* Holes go into the digest as lengths, never as bytes. */
-			uint32_t at = 0;
-			for (uint32_t w = 0; w < s->nwin; w++) {
-				ss_fdigest_zero(f->hs, s->win[w].off - at);
-				ss_fdigest_data(f->hs, s->buf + s->win[w].off, s->win[w].len);
-				at = s->win[w].off + s->win[w].len;
-			}
-			ss_fdigest_zero(f->hs, s->len - at);
-			/* Outside follow mode a file's size is final (a change
-			 * is caught by push_check_unchanged). */
-			f->hashed += s->len;
-			if (!P->follow && f->hashed == f->size)
-				finish_digest(P, f);
+			push_seg_digest(f->hs, s);
 		}
+		f->hashed += s->len;
+		/* Outside follow mode a file's size is final (a change is
+		 * caught by push_check_unchanged). */
+		if (!s->wread && !P->follow && f->hashed == f->size)
+			finish_digest(P, f);
 		P->prog.bytes_done += s->len;
 		P->next_hash_seq++;
 		P->tasks_inflight++;
@@ -195,15 +186,6 @@ static void read_submit(struct push *P, struct seg *s)
 		/* A followed state file: a copy out of its decoder's ring. */
 		P->reads_inflight++;
 		read_done(&s->rop, push_gv_read(f, s->buf + at, len, s->off + at));
-		return;
-	}
-	if (P->src_memfs && !P->follow && !f->gv && s->off == 0 && s->len == f->size &&
-	    f->size <= SYNC_READ_MAX && s->rwin == 0 && s->got == 0) {
-		/* A whole small file: its worker reads and digests it
-		 * (seg.c, seg_read), beside the loop opening the next ones. */
-		s->wread = true;
-		P->hold[s->seq % P->nsegs] = s;
-		dispatch_ready(P);
 		return;
 	}
 	if (P->src_memfs && len <= SYNC_READ_MAX) {
@@ -278,6 +260,14 @@ static int note_seq(struct push *P, struct pfile *f, uint64_t seq)
 	return 0;
 }
 
+/* A whole small file of a memory file system: its worker reads and
+ * digests it (seg.c, seg_read), beside the loop opening the next ones. */
+static bool worker_reads(const struct push *P, const struct pfile *f, const struct seg *s)
+{
+	return P->src_memfs && !P->follow && !f->gv && s->nwin && s->off == 0 &&
+	       s->len == f->size && f->size <= SYNC_READ_MAX;
+}
+
 /* Start reads for free segments: files in order, each front to back. A
  * segment is a whole seg_size unit, or the end of a file whose size is
  * final, or a run of units that are all hole (push_plan_seg). */
@@ -300,12 +290,12 @@ static void issue_reads(struct push *P)
 			s->pf = f;
 			push_plan_seg(P, f, s, P->writer_done ? f->size : f->avail, P->writer_done);
 			s->rwin = s->got = 0;
-			s->wread = false;
+			s->wread = worker_reads(P, f, s);
 			s->seq = seq;
 			s->err = 0;
 			ss_err_clear(&s->werr);
 			f->read_off += s->len;
-			if (s->nwin) {
+			if (s->nwin && !s->wread) {
 				read_submit(P, s);
 			} else {
 				P->hold[seq % P->nsegs] = s;

@@ -168,18 +168,13 @@ int push_check_followed(struct push *P)
 		return ss_err_set(P->pipe.err, -ENOMEM, "out of memory");
 	for (size_t i = 0; i < P->nfiles; i++) {
 		struct pfile *f = P->files[i];
-		struct stat st;
+		uint64_t size;
 		uint32_t mode;
 		int64_t mtime;
-		uint64_t size;
-		if (push_gv_ring(f)) {
-			(void)push_gv_stat(f, &size, &mode, &mtime);
-		} else if (fstat(f->fd, &st) < 0) {
-			int e = errno;
+		int r = push_pfile_stat(f, &size, &mode, &mtime);
+		if (r) {
 			free(rc.items);
-			return ss_err_set(P->pipe.err, -e, "cannot re-read %s: %s", f->path, strerror(e));
-		} else {
-			size = (uint64_t)st.st_size;
+			return ss_err_set(P->pipe.err, r, "cannot re-read %s: %s", f->path, strerror(-r));
 		}
 		if (size != f->size) {
 			free(rc.items);

@@ -296,16 +296,25 @@ static int add_foreign(struct push *P, const struct foreign *f)
 	return r;
 }
 
+void push_seg_digest(struct ss_fdigest *d, const struct seg *s)
+{
+	uint32_t at = 0;
+	for (uint32_t w = 0; w < s->nwin; w++) {
+		ss_fdigest_zero(d, s->win[w].off - at);
+		ss_fdigest_data(d, s->buf + s->win[w].off, s->win[w].len);
+		at = s->win[w].off + s->win[w].len;
+	}
+	ss_fdigest_zero(d, s->len - at);
+}
+
 /* Read a segment the loop left to this worker (s->wread: a whole small
  * file of a memory file system) and make the file's digest as the loop
- * would (holes as lengths). With 2,000 small files the loop thread, which
- * opens each one, was the push's critical path; their reads and hashing
- * now go to the workers beside it. 0 or -errno, s->werr set. */
+ * would. With 2,000 small files the loop thread, which opens each one,
+ * was the push's critical path; their reads and hashing now go to the
+ * workers beside it. 0 or -errno, s->werr set. */
 static int seg_read(struct seg *s, struct wctx *w)
 {
 	const struct pfile *f = s->pf;
-	uint32_t at = 0;
-	ss_fdigest_reset(w->fd);
 	for (uint32_t i = 0; i < s->nwin; i++) {
 		const struct swin *win = &s->win[i];
 		for (uint32_t got = 0; got < win->len;) {
@@ -323,11 +332,9 @@ static int seg_read(struct seg *s, struct wctx *w)
 						  f->path);
 			got += (uint32_t)n;
 		}
-		ss_fdigest_zero(w->fd, win->off - at);
-		ss_fdigest_data(w->fd, s->buf + win->off, win->len);
-		at = win->off + win->len;
 	}
-	ss_fdigest_zero(w->fd, s->len - at);
+	ss_fdigest_reset(w->fd);
+	push_seg_digest(w->fd, s);
 	ss_fdigest_final(w->fd, s->wdigest);
 	return 0;
 }

@@ -61,6 +61,19 @@ static int add_file(struct push *P, const char *path, const char *name, const st
 	return push_gv_add(P, f);
 }
 
+int push_pfile_stat(const struct pfile *f, uint64_t *size, uint32_t *mode, int64_t *mtime_ns)
+{
+	if (push_gv_ring(f))
+		return push_gv_stat(f, size, mode, mtime_ns);
+	struct stat sb;
+	if (fstat(f->fd, &sb) < 0)
+		return -errno;
+	*size = (uint64_t)sb.st_size;
+	*mode = sb.st_mode & 07777;
+	*mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
+	return 0;
+}
+
 void push_pfile_free(struct pfile *f)
 {
 	if (!f)
@@ -215,23 +228,14 @@ int push_follow_poll(struct push *P)
 	P->total_bytes = 0;
 	for (size_t i = 0; i < P->nfiles; i++) {
 		struct pfile *f = P->files[i];
-		uint64_t size;
+		uint64_t size = 0;
 		uint32_t mode = 0;
 		int64_t mtime = 0;
-		if (push_gv_ring(f)) {
-			/* Done means every state file's decoder is (push_gv_status). */
-			int r = push_gv_stat(f, &size, &mode, &mtime);
-			if (r && done)
-				return ss_err_set(P->pipe.err, r, "%s: no final size (a bug)", f->path);
-		} else {
-			struct stat sb;
-			if (fstat(f->fd, &sb) < 0)
-				return ss_err_set(P->pipe.err, -errno, "cannot stat %s: %s", f->path,
-						  strerror(errno));
-			size = (uint64_t)sb.st_size;
-			mode = sb.st_mode & 07777;
-			mtime = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
-		}
+		/* -EAGAIN: a state file's decoder still running, which done
+		 * rules out (push_gv_status). */
+		int r = push_pfile_stat(f, &size, &mode, &mtime);
+		if (r && (r != -EAGAIN || done))
+			return ss_err_set(P->pipe.err, r, "cannot stat %s: %s", f->path, strerror(-r));
 		if (size < f->read_off)
 			return ss_err_set(P->pipe.err, -EIO, "%s shrank while it was being written",
 					  f->path);
