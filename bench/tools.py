@@ -22,7 +22,7 @@ import os
 import shlex
 
 from common import (CommandFailed, allocated_bytes, drop_caches, du_sb, parse_json_output, rm, run,
-                    same_content)
+                    same_content, settle_memory)
 
 RESTIC_PASSWORD = "ssbench"  # throwaway repos; the key is not a secret
 
@@ -75,11 +75,17 @@ class Ctx:
         if tgt.name == "s3":
             srv0 = (self.srv.cpu(), self.srv.counts())
             env, unset = dict(self.s3_env, **(env or {})), S3_UNSET
+        # Every command starts on memory as warm as the last one's: about
+        # as many fresh pages as the image holds data (common.settle_memory).
+        if getattr(wl, "alloc", None) is None:
+            wl.alloc = allocated_bytes(wl.path)
+        settle_s = settle_memory(self.wd, wl.alloc)
         r = run(cmd, self.wd, env=env, unset=unset)
         s = {"workload": wl.name, "target": tgt.name, "tool": tool, "scenario": scenario, "run": i,
              "bytes": nbytes, "wall_s": round(r.wall, 4), "cpu_s": round(r.cpu, 4),
              "maxrss_kib": r.maxrss_kib, "bg_cpu_frac": round(r.bg_cpu, 3),
-             "cache": cache or tgt.cache, "cmd": " ".join(shlex.quote(c) for c in cmd)}
+             "cache": cache or tgt.cache, "settle_s": round(settle_s, 3),
+             "cmd": " ".join(shlex.quote(c) for c in cmd)}
         if srv0:
             # s3rver shares the CPUs with the tool: its CPU is taken out of
             # bg_cpu_frac (kept as bg_cpu_frac_incl_s3rver), so that figure
