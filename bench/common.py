@@ -258,7 +258,10 @@ def settle_memory(directory, nbytes, cap=4 << 30):
     depends on what ran before it, not on the tool, so every measured
     command gets the same start: the pages this write touched and freed
     are the first the kernel hands out again. Returns the seconds it
-    took (not part of any measurement)."""
+    took (not part of any measurement). Only a directory in memory is
+    used: on a disk it would write gigabytes for nothing."""
+    if fs_type(os.path.realpath(directory)) not in ("tmpfs", "ramfs"):
+        return 0.0
     n = min(int(nbytes), cap)
     try:
         st = os.statvfs(directory)
@@ -451,8 +454,6 @@ def fs_type(path):
             if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
                 best, fstype = mnt, parts[2]
     return fstype
-
-
 
 
 def write_probe(directory, size=256 * MiB):
