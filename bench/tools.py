@@ -77,8 +77,6 @@ class Ctx:
             env, unset = dict(self.s3_env, **(env or {})), S3_UNSET
         # Every command starts on memory as warm as the last one's: about
         # as many fresh pages as the image holds data (common.settle_memory).
-        if getattr(wl, "alloc", None) is None:
-            wl.alloc = allocated_bytes(wl.path)
         settle_s = settle_memory(self.wd, wl.alloc)
         r = run(cmd, self.wd, env=env, unset=unset)
         s = {"workload": wl.name, "target": tgt.name, "tool": tool, "scenario": scenario, "run": i,

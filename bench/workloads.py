@@ -57,6 +57,7 @@ class Workload:
         self.info = info or {}
         self.description = description
         self.bytes = logical_bytes(path)
+        self.alloc = allocated_bytes(path)   # data bytes: what a command is settled for
         self.is_dir = os.path.isdir(path)
 
     def paths(self):
