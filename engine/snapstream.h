@@ -383,9 +383,10 @@ struct ss_file_info {
 	uint64_t bytes;             /* the file's size */
 	uint32_t mode;
 	int64_t mtime_ns;
-	/* The file's digest, hex: XXH3-128 with zero pages folded (format 2,
-	 * docs/DESIGN.md "File digests"), or of every byte (format 1, what
-	 * xxh128sum prints). */
+	/* The file's digest, hex, as the manifest's format defines it
+	 * (docs/DESIGN.md "File digests"): from format 5 a sum of leaves
+	 * (tests/fdigest.py prints it), in formats 2 and 3 XXH3-128 with zero
+	 * pages folded, in format 1 of every byte (what xxh128sum prints). */
 	char digest[33];
 	uint64_t zero_bytes;
 	uint64_t extents;

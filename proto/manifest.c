@@ -1267,6 +1267,12 @@ int ss_manifest_decode_ex(const uint8_t *buf, size_t len, bool sealed, struct ss
 			       env->format_major, SS_MANIFEST_MAJOR);
 		goto out;
 	}
+	if (env->format_major == SS_MANIFEST_SEALED_MAJOR) {
+		r = ss_err_set(err, -EBADMSG,
+			       "manifest has the sealed format 4 where a plain one belongs "
+			       "(corrupted, or a sealed envelope inside another)");
+		goto out;
+	}
 	uint32_t fmt_major = env->format_major, fmt_minor = env->format_minor;
 	if (env->checksum.len != 16) {
 		r = ss_err_set(err, -EBADMSG,

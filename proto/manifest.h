@@ -15,11 +15,16 @@
 /* 2: whole-file digests fold zero pages (engine/core/fdigest.h); format 1
  * manifests, which hash every byte, are still read and verified.
  * 3: files may be stored transformed (ss_mfile.transform), which a format
- * 2 reader would ignore and restore wrongly; digests as in format 2. A
- * push writes 3 only when a file is transformed (SS_MANIFEST_PLAIN_MAJOR
- * otherwise), so older readers keep reading every other snapshot. */
-#define SS_MANIFEST_MAJOR 3
-#define SS_MANIFEST_PLAIN_MAJOR 2
+ * 2 reader would ignore and restore wrongly; digests as in format 2.
+ * 4: not a plain manifest: the sealed envelope of keyed stores
+ * (engine/core/crypt.h), whose inner manifest has a format of its own.
+ * 5: the whole-file digest is a sum of leaves, which a pull makes from
+ * the pieces it writes, in any order, without reading the file back
+ * (fdigest.h); otherwise as format 3. What a push writes: readers of 3
+ * or older refuse it by its major instead of finding every file corrupt.
+ * Formats 1 to 3 are still read and verified as they define digests. */
+#define SS_MANIFEST_MAJOR 5
+#define SS_MANIFEST_SEALED_MAJOR 4
 #define SS_MANIFEST_MINOR 0
 
 /* Hard limits a decoder enforces before allocating anything. */

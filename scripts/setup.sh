@@ -14,6 +14,8 @@ PKGS=(meson ninja-build pkg-config gcc liburing-dev libzstd-dev libxxhash-dev
       # tests that check our objects and signatures against AWS's own tools.
       libcurl4-openssl-dev libexpat1-dev libjson-c-dev libssl-dev openssl ca-certificates
       awscli python3-botocore
+      # tests/fdigest.py: a file's digest made without snapstream.
+      python3-xxhash
       # The object-store benchmark's second peer (bench/run, s3rver rows).
       rclone
       # The benchmark report's charts (bench/run writes them with gnuplot).

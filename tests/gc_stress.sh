@@ -21,8 +21,10 @@ N="${3:-3}"
 ITER="${4:-6}"
 GRACE=3      # seconds; every push, pull and verify here takes well under 1 s
 # Long enough for removals to expire, be hidden and deleted while the load
-# goes on.
+# goes on; on a slow machine (or under TSan) the load goes on until a gc
+# run has deleted something, for at most a minute more.
 DEADLINE=$(($(date +%s) + 4 * GRACE + 2))
+HARD_DEADLINE=$((DEADLINE + 60))
 PY=/usr/bin/python3
 HERE="$(dirname "$(realpath "$0")")"
 work="$(mktemp -d "${TMPDIR:-/tmp}/ss-gcstress.XXXXXX")"
@@ -36,7 +38,8 @@ fail() { echo "$*" >>failures; }
 
 worker() {
 	local w=$1 k=0 seed img name other prev rc
-	while ((k < ITER || $(date +%s) < DEADLINE)); do
+	while ((k < ITER || $(date +%s) < DEADLINE)) ||
+		{ [ ! -e deleted ] && (($(date +%s) < HARD_DEADLINE)); }; do
 		k=$((k + 1))
 		# Even rounds: the same image in every worker (shared chunks).
 		if ((k % 2 == 0)); then seed=$k; else seed=$((w * 100 + k)); fi
@@ -82,6 +85,7 @@ gc_loop() {
 	while [ ! -e done ]; do
 		"$S" gc --store "$STORE" --grace "${GRACE}s" --json >"gc-$i.json" 2>"gc-err" ||
 			fail "gc run $i: $(cat gc-err)"
+		grep -Eq '"packs_deleted": *[1-9]' "gc-$i.json" && touch deleted
 		i=$((i + 1))
 		sleep 0.2
 	done

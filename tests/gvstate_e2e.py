@@ -6,7 +6,7 @@ Usage: gvstate_e2e.py SNAPSTREAM [--mb N]
 1. CLI round trip with a state file made here (Python's zlib, raw DEFLATE
    in 256 KiB chunks, the header's HMAC-SHA256 with the empty key):
    without the flag the file is stored as it is (sha256 of the pulled file
-   equals the pushed one's); with it the snapshot is format 3, `info` says
+   equals the pushed one's); with it the snapshot is format 5, `info` says
    the file is stored inflated, and pull, `pull -` and cat write the same
    file, whose header is the pushed one byte for byte and whose body
    inflates to the same bytes; verify passes; a damaged file is stored as
@@ -108,7 +108,7 @@ def cli_roundtrip(ss, tmp):
     p = run([ss, "info", snap, "--json"])
     info = json.loads(p.stdout)
     f = info["file_list"][0]
-    check(info["format_major"] == 3, f"the snapshot is format 3 ({info['format_major']})")
+    check(info["format_major"] == 5, f"the snapshot is format 5 ({info['format_major']})")
     check(f.get("stored_as") == "gvisor-inflated" and f.get("pushed_size") == len(img),
           f"info --json: stored inflated, pushed size {f.get('pushed_size')}")
     check(f["size"] == len(parse(img)[0]) + len(body), "its size is the inflated form's")

@@ -1,8 +1,11 @@
-/* Whole-file digests (engine/core/fdigest.h): format 2 against a plain
+/* Whole-file digests (engine/core/fdigest.h): format 5 (a sum of leaves)
+ * against the definition, in order, in pieces in any order from several
+ * threads, and with split leaves read back; format 2 against a plain
  * reference built from the definition, whatever pieces the bytes come in
  * and whether zeros come as bytes or as lengths; a zero run of 2^62 bytes
  * costs what one page does (a linear fold would never finish); format 1
  * is XXH3-128 of every byte. Exit 0 pass, 1 fail. */
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,6 +16,12 @@
 #include "fdigest.h"
 
 #include "testutil.h"
+
+#include <errno.h>
+
+/* tests/fdigest.py of an empty file, and of a 4 KiB hole then "abc". */
+#define KNOWN5_EMPTY "10e45c7ce2292320743df94ee4c78a2a"
+#define KNOWN5_ABC "1abc231078093410501bd05be4b60abe"
 
 #define PAGE 4096u
 
@@ -193,8 +202,246 @@ static void test_known(void)
 	ss_fdigest_free(d);
 }
 
+/* ---------------------------------------------------------- format 5 */
+
+#define LEAF SS_FDIGEST_LEAF
+
+/* The definition, the obvious way. */
+static void reference5(const uint8_t *f, size_t size, uint8_t out[16])
+{
+	uint64_t lo = 0, hi = 0;
+	for (size_t at = 0, i = 0; at < size; at += LEAF, i++) {
+		size_t n = size - at < LEAF ? size - at : LEAF;
+		bool z = true;
+		for (size_t k = 0; k < n; k++)
+			z &= f[at + k] == 0;
+		if (z)
+			continue;
+		XXH128_hash_t h = XXH3_128bits_withSeed(f + at, n, i);
+		lo += h.low64;
+		hi += h.high64 + (lo < h.low64);
+	}
+	uint8_t b[24];
+	uint64_t v[3] = {size, lo, hi};
+	for (int w = 0; w < 3; w++)
+		for (int k = 0; k < 8; k++)
+			b[8 * w + k] = (uint8_t)(v[w] >> (8 * k));
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, XXH3_128bits(b, sizeof(b)));
+	memcpy(out, c.digest, 16);
+}
+
+struct piece {
+	size_t off, len;
+};
+
+/* Cut [0, size) into pieces of 1 byte to a few leaves, some whole runs of
+ * zeros left out (holes), in a random order. */
+static struct piece *cut(const uint8_t *f, size_t size, size_t *np)
+{
+	struct piece *pc = NULL;
+	size_t n = 0, cap = 0;
+	for (size_t at = 0; at < size;) {
+		size_t len = rnd() % 4 == 0 ? 1 + rnd() % 40 : 1 + rnd() % (3 * LEAF);
+		if (len > size - at)
+			len = size - at;
+		bool z = true;
+		for (size_t i = 0; i < len && z; i++)
+			z = f[at + i] == 0;
+		if (!(z && rnd() % 2)) {
+			if (n == cap) {
+				cap = cap ? 2 * cap : 64;
+				pc = realloc(pc, cap * sizeof(*pc));
+				REQUIRE(pc, "out of memory");
+			}
+			pc[n++] = (struct piece){at, len};
+		}
+		at += len;
+	}
+	for (size_t i = n; i > 1; i--) {
+		size_t j = rnd() % i;
+		struct piece t = pc[i - 1];
+		pc[i - 1] = pc[j];
+		pc[j] = t;
+	}
+	*np = n;
+	return pc;
+}
+
+struct feeder {
+	struct ss_fdsum *s;
+	const uint8_t *f;
+	const struct piece *pc;
+	size_t from, to;
+	int err;
+};
+
+static void *feed_sum(void *arg)
+{
+	struct feeder *fd = arg;
+	struct ss_fdacc local = {0, 0};
+	for (size_t i = fd->from; i < fd->to && !fd->err; i++)
+		fd->err = ss_fdsum_data(fd->s, fd->pc[i].off, fd->f + fd->pc[i].off, fd->pc[i].len,
+					&local);
+	ss_fdsum_add(fd->s, &local);
+	return NULL;
+}
+
+struct rb {
+	const uint8_t *f;
+	size_t size, reads;
+};
+
+static int read_back(void *arg, uint64_t off, void *buf, size_t n)
+{
+	struct rb *r = arg;
+	if (off + n > r->size)
+		return -EIO;
+	memcpy(buf, r->f + off, n);
+	r->reads++;
+	return 0;
+}
+
+static void test_sum(void)
+{
+	struct ss_fdigest *d = ss_fdigest_new(SS_FDIGEST_SUM_MAJOR);
+	REQUIRE(d, "out of memory");
+	size_t sizes[] = {0, 1, 100, LEAF - 1, LEAF, LEAF + 1, 3 * PAGE, 1u << 20, (1u << 20) + 77};
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		size_t size = sizes[k];
+		for (int round = 0; round < 20; round++) {
+			uint8_t *f = make_file(size);
+			uint8_t want[16], got[16];
+			reference5(f, size, want);
+			ss_fdigest_reset(d);
+			ss_fdigest_data(d, f, size);
+			ss_fdigest_final(d, got);
+			CHECK(!memcmp(got, want, 16), "sum, size %zu round %d: whole", size, round);
+			for (int zl = 0; zl < 2; zl++) {
+				feed(d, f, size, zl);
+				ss_fdigest_final(d, got);
+				CHECK(!memcmp(got, want, 16), "sum, size %zu round %d: in order (zeros as %s)",
+				      size, round, zl ? "lengths" : "bytes");
+			}
+			/* Out of order, from 1 and from 3 threads. */
+			size_t np;
+			struct piece *pc = cut(f, size, &np);
+			for (int nt = 1; nt <= 3; nt += 2) {
+				struct ss_fdsum *s = ss_fdsum_new(size);
+				REQUIRE(s, "out of memory");
+				struct feeder fd[3];
+				pthread_t th[3];
+				for (int t = 0; t < nt; t++) {
+					fd[t] = (struct feeder){s, f, pc, np * t / nt, np * (t + 1) / nt, 0};
+					REQUIRE(!pthread_create(&th[t], NULL, feed_sum, &fd[t]), "thread");
+				}
+				for (int t = 0; t < nt; t++) {
+					pthread_join(th[t], NULL);
+					CHECK(!fd[t].err, "feed: %d", fd[t].err);
+				}
+				struct rb r = {f, size, 0};
+				CHECK(!ss_fdsum_final(s, read_back, &r, got), "final");
+				CHECK(!memcmp(got, want, 16), "sum, size %zu round %d: %zu pieces in any order, %d thread(s)",
+				      size, round, np, nt);
+				ss_fdsum_free(s);
+			}
+			free(pc);
+			/* A changed byte, or a byte moved, changes the digest. */
+			if (size > 2 * LEAF) {
+				size_t at = rnd() % size;
+				f[at] ^= 0x40;
+				ss_fdigest_data(d, f, size);
+				ss_fdigest_final(d, got);
+				CHECK(memcmp(got, want, 16), "a flipped bit changes the digest");
+				f[at] ^= 0x40;
+				uint8_t t = f[0];
+				memmove(f, f + 1, size - 1);
+				f[size - 1] = t;
+				reference5(f, size, got);
+				bool same = !memcmp(got, want, 16);
+				bool flat = true;
+				for (size_t i = 1; i < size && flat; i++)
+					flat = f[i] == f[0];
+				CHECK(!same || flat, "rotated bytes change the digest");
+			}
+			free(f);
+		}
+	}
+	ss_fdigest_free(d);
+}
+
+/* More split leaves than are kept: the rest are read back, the digest is
+ * the same. Pieces of 1000 bytes, every other one first, split ~all the
+ * leaves of a 16 MiB file at once. */
+static void test_read_back(void)
+{
+	size_t size = 16u << 20;
+	uint8_t *f = malloc(size);
+	REQUIRE(f, "out of memory");
+	for (size_t i = 0; i < size; i++)
+		f[i] = (uint8_t)rnd();
+	uint8_t want[16], got[16];
+	reference5(f, size, want);
+	struct ss_fdsum *s = ss_fdsum_new(size);
+	REQUIRE(s, "out of memory");
+	struct ss_fdacc local = {0, 0};
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t at = (size_t)pass * 1000; at < size; at += 2000)
+			CHECK(!ss_fdsum_data(s, at, f + at, at + 1000 > size ? size - at : 1000, &local),
+			      "feed");
+	ss_fdsum_add(s, &local);
+	struct rb r = {f, size, 0};
+	CHECK(!ss_fdsum_final(s, read_back, &r, got), "final");
+	CHECK(!memcmp(got, want, 16), "with leaves read back");
+	CHECK(r.reads > 0, "some leaves were read back (%zu)", r.reads);
+	ss_fdsum_free(s);
+	/* A read-back error is the final's. */
+	s = ss_fdsum_new(size);
+	REQUIRE(s, "out of memory");
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t at = (size_t)pass * 1000; at < size; at += 2000)
+			ss_fdsum_data(s, at, f + at, at + 1000 > size ? size - at : 1000, &local);
+	r = (struct rb){f, 0, 0};
+	CHECK(ss_fdsum_final(s, read_back, &r, got) == -EIO, "read-back error returned");
+	ss_fdsum_free(s);
+	free(f);
+}
+
+/* Known answers: what tests/fdigest.py prints. */
+static void test_known5(void)
+{
+	struct ss_fdigest *d = ss_fdigest_new(SS_FDIGEST_SUM_MAJOR);
+	REQUIRE(d, "out of memory");
+	uint8_t got[16];
+	char hex[33];
+	/* The empty file. */
+	ss_fdigest_final(d, got);
+	for (int i = 0; i < 16; i++)
+		snprintf(hex + 2 * i, 3, "%02x", got[i]);
+	CHECK(!strcmp(hex, KNOWN5_EMPTY), "empty file: %s", hex);
+	/* A page of zeros as a hole, then "abc". */
+	ss_fdigest_zero(d, PAGE);
+	ss_fdigest_data(d, "abc", 3);
+	ss_fdigest_final(d, got);
+	for (int i = 0; i < 16; i++)
+		snprintf(hex + 2 * i, 3, "%02x", got[i]);
+	CHECK(!strcmp(hex, KNOWN5_ABC), "zero page + abc: %s", hex);
+	/* 2^62 zero bytes cost nothing. */
+	ss_fdigest_data(d, "x", 1);
+	ss_fdigest_zero(d, 1ull << 62);
+	ss_fdigest_data(d, "y", 1);
+	ss_fdigest_final(d, got);
+	for (int i = 0; i < 16; i++)
+		snprintf(hex + 2 * i, 3, "%02x", got[i]);
+	CHECK(strlen(hex) == 32, "2^62 zero bytes");
+	ss_fdigest_free(d);
+}
+
 int main(void)
 {
+	test_known5();
+	test_sum();
+	test_read_back();
 	test_known();
 	test_pieces();
 	if (failures) {

@@ -119,7 +119,7 @@ int ss_crypt_manifest_open(const struct ss_crypt *c, const uint8_t salt[16], con
  * keeps a snapshot's packs without the key) and are the associated data,
  * with the snapshot's location. A reader of format 3 or older refuses it
  * by its major ("made by a newer snapstream"). */
-#define SS_SEALED_MAJOR 4u
+#define SS_SEALED_MAJOR 4u   /* SS_MANIFEST_SEALED_MAJOR, reserved there */
 #define SS_SEALED_HDR 64u
 #define SS_SEALED_MAX_PACKS (1u << 22)
 

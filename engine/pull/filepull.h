@@ -68,9 +68,11 @@ struct rtask {
 	struct rtask *next_free;
 };
 
-/* Each file's digest is computed while the pull runs: a worker hashes the
- * written prefix in order as it grows, so verification does not add a
- * serial pass over the data at the end. */
+/* Formats 1 to 3: each file's digest is computed while the pull runs: a
+ * worker reads back the written prefix and hashes it in order as it
+ * grows, so verification does not add a serial pass over the data at the
+ * end. From format 5 the digest is a sum (ofile.sum), made from the
+ * pieces as they are written, and nothing is read back. */
 struct htask {
 	struct ss_task task;
 	struct pull *P;
@@ -87,6 +89,7 @@ struct ofile {
 	size_t hashed;             /* extents [0, hashed) are hashed */
 	uint64_t hashed_off;
 	struct ss_fdigest *hs;   /* as the manifest's format defines it */
+	struct ss_fdsum *sum;    /* format 5 on, instead (range_write) */
 	bool hashing, verified;
 	struct htask ht;
 };

@@ -240,6 +240,27 @@ static int plan_writes(struct rtask *t, size_t n)
 	return 0;
 }
 
+/* Format 5: add what the range wrote to its files' digests, from the
+ * decoded bytes still in this worker's cache: each extent is written once
+ * (a range read again from the store wrote nothing the first time), so
+ * the sums see every byte of the files' chunks exactly once, and nothing
+ * is read back. The pieces are in file order (plan_writes). */
+static void sum_pieces(struct rtask *t, size_t n)
+{
+	struct pull *P = t->P;
+	struct ss_fdacc local = {0, 0};
+	for (size_t i = 0; i < n && !t->err; i++) {
+		const struct wpiece *pc = &t->pc[i];
+		struct ss_fdsum *s = P->files[pc->file].sum;
+		if (ss_fdsum_data(s, pc->off, pc->p, pc->len, &local))
+			t->err = ss_err_set(&t->werr, -ENOMEM, "out of memory");
+		if (i + 1 == n || t->pc[i + 1].file != pc->file) {
+			ss_fdsum_add(s, &local);
+			local = (struct ss_fdacc){0, 0};
+		}
+	}
+}
+
 /* Write each verified chunk wherever the snapshot has it, from the worker
  * that decompressed it: the bytes are still warm in its cache, and a
  * write handed to the ring instead went to one of io_uring's own worker
@@ -289,6 +310,8 @@ static void range_write(struct rtask *t)
 		}
 		pthread_mutex_unlock(lk);
 	}
+	if (!t->err && P->m->format_major >= SS_FDIGEST_SUM_MAJOR)
+		sum_pieces(t, n);
 }
 
 static void range_work(struct ss_task *task, void *wp)
@@ -684,6 +707,7 @@ out:
 					close(P->files[i].fd);
 				free(P->files[i].done);
 				ss_fdigest_free(P->files[i].hs);
+				ss_fdsum_free(P->files[i].sum);
 			}
 		if (r && P->tmp && P->tmp[0])
 			pull_rm_tree(P->tmp);

@@ -85,10 +85,12 @@ struct seg {
 	uint8_t *pcls;
 	uint8_t (*pid)[16];
 	/* A whole small file of a memory file system, read by its worker
-	 * rather than the loop (push.c, read_submit), which makes its digest
-	 * too, for the loop to take in seg_done. */
+	 * rather than the loop (push.c, read_submit). */
 	bool wread;
-	uint8_t wdigest[16];
+	/* Its leaves' part of the file digest (fdigest.h, format 5), made by
+	 * its worker from the bytes it chunks; the loop adds the segments'
+	 * sums in any order (seg_done). */
+	struct ss_fdacc dacc;
 	int err;
 	struct ss_err werr;
 	struct seg *next_free;
@@ -102,11 +104,8 @@ struct pfile {
 	uint32_t mode;
 	int64_t mtime_ns;
 	int fd;
-	/* Made when its first segment is hashed and given back (push.c,
-	 * take_digest) once the file is: 2,000 files hold one or two, not
-	 * 2,000 of ~5 KiB each, faulted in fresh. */
-	struct ss_fdigest *hs;
-	uint64_t hashed;         /* bytes in hs so far */
+	struct ss_fdacc dacc;    /* its segments' sums so far */
+	uint64_t summed;         /* the bytes of the segments in dacc */
 	bool digested;           /* digest is final */
 	uint8_t digest[16];
 	/* Where the file has data (SEEK_DATA, SEEK_HOLE), learnt as reads are
@@ -173,7 +172,6 @@ struct push {
 	size_t seg_mem_len, out_mem_len;
 	struct seg *free_segs;
 	bool fixed_bufs;
-	struct ss_fdigest *spare_hs;   /* a file digest given back (push.c) */
 
 	/* Reading position */
 	size_t rd_file;
@@ -229,9 +227,6 @@ void push_plan_seg(struct push *P, struct pfile *f, struct seg *s, uint64_t lim,
 extern const struct ss_worker_ctx_ops push_wctx_ops;
 void push_seg_work(struct ss_task *t, void *wp);
 size_t push_wctx_compress(void *wctx, uint8_t *dst, const uint8_t *src, uint32_t len);
-/* Add s's bytes, as read, to a file digest: its windows as data, the holes
- * between them as lengths, never as bytes. */
-void push_seg_digest(struct ss_fdigest *d, const struct seg *s);
 
 /* pagescan.c: count the files' pages into P->pages (-ENOMEM). */
 int push_scan_pages(struct push *P);

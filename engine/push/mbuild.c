@@ -187,12 +187,8 @@ int ss_mbuild_finish(struct ss_mbuild *b, uint64_t logical_bytes, struct ss_stat
 		     struct ss_manifest **out)
 {
 	struct ss_manifest *m = b->m;
-	/* The oldest format that describes the snapshot, so that readers
-	 * from before transforms read every snapshot without one. */
-	m->format_major = SS_MANIFEST_PLAIN_MAJOR;
-	for (size_t i = 0; i < m->nfiles; i++)
-		if (m->files[i].transform)
-			m->format_major = SS_MANIFEST_MAJOR;
+	/* The digests the push made are format 5's (fdigest.h). */
+	m->format_major = SS_MANIFEST_MAJOR;
 	m->format_minor = 0;
 	if (!(m->pack_ids = malloc(16 * (m->npacks ? m->npacks : 1))))
 		return -ENOMEM;

@@ -104,9 +104,14 @@ static void seg_done(struct ss_op *op, int res)
 		seg_release(P, s);
 		return;
 	}
-	if (s->wread) {
-		memcpy(s->pf->digest, s->wdigest, sizeof(s->wdigest));
-		s->pf->digested = true;
+	struct pfile *f = s->pf;
+	ss_fdacc_add(&f->dacc, &s->dacc);
+	f->summed += s->len;
+	/* Outside follow mode a file's size is final (a change is caught by
+	 * push_check_unchanged). */
+	if (!P->follow && f->summed == f->size) {
+		ss_fdacc_final(&f->dacc, f->size, f->digest);
+		f->digested = true;
 	}
 	P->st->zero_bytes += s->zero_bytes;
 	P->st->chunks += s->chunks;
@@ -117,29 +122,6 @@ static void seg_done(struct ss_op *op, int res)
 
 /* ---------------------------------------------------------------- reads */
 
-/* A file digest for the next file to hash: the one the last file gave
- * back, or a new one. NULL: out of memory. */
-static struct ss_fdigest *take_digest(struct push *P)
-{
-	struct ss_fdigest *d = P->spare_hs;
-	P->spare_hs = NULL;
-	if (!d)
-		return ss_fdigest_new(SS_MANIFEST_MAJOR);
-	ss_fdigest_reset(d);
-	return d;
-}
-
-static void finish_digest(struct push *P, struct pfile *f)
-{
-	ss_fdigest_final(f->hs, f->digest);
-	f->digested = true;
-	if (P->spare_hs)
-		ss_fdigest_free(f->hs);
-	else
-		P->spare_hs = f->hs;
-	f->hs = NULL;
-}
-
 static void dispatch_ready(struct push *P)
 {
 	for (;;) {
@@ -148,20 +130,6 @@ static void dispatch_ready(struct push *P)
 		if (!s || s->seq != P->next_hash_seq)
 			return;
 		*slot = NULL;
-		struct pfile *f = s->pf;
-		/* A segment its worker reads, it digests (seg_done takes it). */
-		if (!s->wread) {
-			if (!f->hs && !(f->hs = take_digest(P))) {
-				ss_pipe_fail(&P->pipe, -ENOMEM, "out of memory");
-				return;
-			}
-			push_seg_digest(f->hs, s);
-		}
-		f->hashed += s->len;
-		/* Outside follow mode a file's size is final (a change is
-		 * caught by push_check_unchanged). */
-		if (!s->wread && !P->follow && f->hashed == f->size)
-			finish_digest(P, f);
 		P->prog.bytes_done += s->len;
 		P->next_hash_seq++;
 		P->tasks_inflight++;
@@ -618,11 +586,8 @@ static int push_run(const struct ss_push_opts *opts, const struct ss_config_in *
 		if (f->digested)
 			continue;
 		/* Empty files, and every file followed. */
-		if (!f->hs && !(f->hs = take_digest(P))) {
-			r = ss_err_set(&err, -ENOMEM, "out of memory");
-			goto out;
-		}
-		finish_digest(P, f);
+		ss_fdacc_final(&f->dacc, f->size, f->digest);
+		f->digested = true;
 	}
 	if ((r = P->follow ? push_check_followed(P) : push_check_unchanged(P)))
 		goto out;
@@ -668,7 +633,6 @@ out:
 		for (size_t i = 0; i < P->nfiles; i++)
 			push_pfile_free(P->files[i]);
 		free(P->files);
-		ss_fdigest_free(P->spare_hs);
 		*gv_fallback = P->gv_fallback;
 		ss_manifest_free(P->guide);
 		ss_pageset_free(P->pages);

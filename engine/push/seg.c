@@ -31,7 +31,6 @@
 
 struct wctx {
 	ZSTD_CCtx *cc;
-	struct ss_fdigest *fd;  /* for segments it reads (seg_read) */
 	uint8_t *scratch;       /* frame_max bytes, to gather a frame */
 	struct ss_buffers *bufs;
 	size_t scratch_len;
@@ -55,8 +54,7 @@ static void *wctx_create(void *arg)
 	w->bufs = P->b.cfg.bufs;
 	w->scratch = ss_bufpool_get(w->bufs, w->scratch_len, false);
 	w->cc = ss_frame_cctx(P->b.cfg.zstd_level);
-	w->fd = ss_fdigest_new(SS_MANIFEST_MAJOR);
-	if (!w->scratch || !w->cc || !w->fd) {
+	if (!w->scratch || !w->cc) {
 		wctx_destroy(w);
 		return NULL;
 	}
@@ -68,7 +66,6 @@ static void wctx_destroy(void *p)
 	struct wctx *w = p;
 	if (w) {
 		ZSTD_freeCCtx(w->cc);
-		ss_fdigest_free(w->fd);
 		ss_bufpool_put(w->bufs, w->scratch, w->scratch_len);
 	}
 	free(w);
@@ -296,23 +293,11 @@ static int add_foreign(struct push *P, const struct foreign *f)
 	return r;
 }
 
-void push_seg_digest(struct ss_fdigest *d, const struct seg *s)
-{
-	uint32_t at = 0;
-	for (uint32_t w = 0; w < s->nwin; w++) {
-		ss_fdigest_zero(d, s->win[w].off - at);
-		ss_fdigest_data(d, s->buf + s->win[w].off, s->win[w].len);
-		at = s->win[w].off + s->win[w].len;
-	}
-	ss_fdigest_zero(d, s->len - at);
-}
-
 /* Read a segment the loop left to this worker (s->wread: a whole small
- * file of a memory file system) and make the file's digest as the loop
- * would. With 2,000 small files the loop thread, which opens each one,
- * was the push's critical path; their reads and hashing now go to the
- * workers beside it. 0 or -errno, s->werr set. */
-static int seg_read(struct seg *s, struct wctx *w)
+ * file of a memory file system). With 2,000 small files the loop thread,
+ * which opens each one, was the push's critical path; their reads now go
+ * to the workers beside it. 0 or -errno, s->werr set. */
+static int seg_read(struct seg *s)
 {
 	const struct pfile *f = s->pf;
 	for (uint32_t i = 0; i < s->nwin; i++) {
@@ -333,9 +318,6 @@ static int seg_read(struct seg *s, struct wctx *w)
 			got += (uint32_t)n;
 		}
 	}
-	ss_fdigest_reset(w->fd);
-	push_seg_digest(w->fd, s);
-	ss_fdigest_final(w->fd, s->wdigest);
 	return 0;
 }
 
@@ -351,8 +333,16 @@ void push_seg_work(struct ss_task *t, void *wp)
 	s->out_len = 0;
 	s->zero_bytes = s->chunk_bytes = s->chunks = 0;
 	const struct pfile *f = s->pf;
-	if (s->wread && (s->err = seg_read(s, w)))
+	if (s->wread && (s->err = seg_read(s)))
 		return;
+	/* The segment's part of its file's digest: the windows' leaves (the
+	 * holes between them add nothing). Windows are whole pages at page
+	 * offsets, and a segment ends at a multiple of seg_size or at the
+	 * file's end, so no leaf is split between two of them. */
+	s->dacc = (struct ss_fdacc){0, 0};
+	for (uint32_t i = 0; i < s->nwin; i++)
+		ss_fdacc_leaves(&s->dacc, s->off + s->win[i].off, s->buf + s->win[i].off,
+				s->win[i].len);
 	/* Segments start at multiples of seg_size, so segment offsets that
 	 * are page multiples are file offsets that are. */
 	bool pages = P->pages_counted && s->off % SS_PAGE_SIZE == 0 && s->nwin &&

@@ -81,7 +81,6 @@ void push_pfile_free(struct pfile *f)
 	if (f->fd >= 0 && !f->gv)
 		close(f->fd);
 	push_gv_free(f);   /* closes the file and its inflated form */
-	ss_fdigest_free(f->hs);
 	free(f->gstart);
 	free(f->seqs);
 	free(f->path);
