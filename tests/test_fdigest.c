@@ -6,6 +6,7 @@
  * costs what one page does (a linear fold would never finish); format 1
  * is XXH3-128 of every byte. Exit 0 pass, 1 fail. */
 #include <pthread.h>
+#include <sys/uio.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -237,7 +238,7 @@ struct piece {
 
 /* Cut [0, size) into pieces of 1 byte to a few leaves, some whole runs of
  * zeros left out (holes), in a random order. */
-static struct piece *cut(const uint8_t *f, size_t size, size_t *np)
+static struct piece *cut(const uint8_t *f, size_t size, size_t *np, bool shuffle)
 {
 	struct piece *pc = NULL;
 	size_t n = 0, cap = 0;
@@ -258,7 +259,7 @@ static struct piece *cut(const uint8_t *f, size_t size, size_t *np)
 		}
 		at += len;
 	}
-	for (size_t i = n; i > 1; i--) {
+	for (size_t i = n; shuffle && i > 1; i--) {
 		size_t j = rnd() % i;
 		struct piece t = pc[i - 1];
 		pc[i - 1] = pc[j];
@@ -325,7 +326,7 @@ static void test_sum(void)
 			}
 			/* Out of order, from 1 and from 3 threads. */
 			size_t np;
-			struct piece *pc = cut(f, size, &np);
+			struct piece *pc = cut(f, size, &np, true);
 			for (int nt = 1; nt <= 3; nt += 2) {
 				struct ss_fdsum *s = ss_fdsum_new(size);
 				REQUIRE(s, "out of memory");
@@ -345,6 +346,49 @@ static void test_sum(void)
 				      size, round, np, nt);
 				ss_fdsum_free(s);
 			}
+			free(pc);
+			/* Runs of pieces consecutive in the file, each piece in a
+			 * buffer of its own (as a pull's writes), the runs in any
+			 * order. */
+			pc = cut(f, size, &np, false);
+			struct ss_fdsum *s = ss_fdsum_new(size);
+			REQUIRE(s, "out of memory");
+			struct iovec *iov = calloc(np ? np : 1, sizeof(*iov));
+			struct piece *runs = calloc(np ? np : 1, sizeof(*runs));   /* [first, end) */
+			size_t nruns = 0;
+			REQUIRE(iov && runs, "out of memory");
+			for (size_t i = 0; i < np; i++) {
+				iov[i].iov_base = malloc(pc[i].len);
+				REQUIRE(iov[i].iov_base, "out of memory");
+				memcpy(iov[i].iov_base, f + pc[i].off, pc[i].len);
+				iov[i].iov_len = pc[i].len;
+				/* A run ends at a hole, or at random. */
+				if (i == 0 || pc[i - 1].off + pc[i - 1].len != pc[i].off || rnd() % 4 == 0)
+					runs[nruns++] = (struct piece){i, i};
+				runs[nruns - 1].len = i + 1;
+			}
+			for (size_t i = nruns; i > 1; i--) {
+				size_t j = rnd() % i;
+				struct piece t = runs[i - 1];
+				runs[i - 1] = runs[j];
+				runs[j] = t;
+			}
+			struct ss_fdacc local = {0, 0};
+			for (size_t q = 0; q < nruns; q++) {
+				size_t first = runs[q].off, end = runs[q].len;
+				CHECK(!ss_fdsum_datav(s, pc[first].off, iov + first, end - first, &local),
+				      "datav");
+			}
+			ss_fdsum_add(s, &local);
+			struct rb r = {f, size, 0};
+			CHECK(!ss_fdsum_final(s, read_back, &r, got), "final");
+			CHECK(!memcmp(got, want, 16), "sum, size %zu round %d: %zu runs of separate buffers",
+			      size, round, nruns);
+			ss_fdsum_free(s);
+			for (size_t i = 0; i < np; i++)
+				free(iov[i].iov_base);
+			free(iov);
+			free(runs);
 			free(pc);
 			/* A changed byte, or a byte moved, changes the digest. */
 			if (size > 2 * LEAF) {

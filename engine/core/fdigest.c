@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <xxhash.h>
 
 #include "util.h"
@@ -389,43 +390,64 @@ static int part(struct ss_fdsum *s, uint64_t idx, uint32_t at, const uint8_t *p,
 	return 0;
 }
 
-int ss_fdsum_data(struct ss_fdsum *s, uint64_t off, const void *src, size_t n,
+int ss_fdsum_datav(struct ss_fdsum *s, uint64_t off, const struct iovec *iov, size_t niov,
+		   struct ss_fdacc *local)
+{
+	uint8_t g[LEAF];        /* a leaf split between buffers, gathered */
+	uint32_t gl = 0, gfrom = 0;   /* its bytes so far; where in the leaf they start */
+	uint64_t pos = off;     /* the file offset of the next byte */
+	int r = 0;
+	for (size_t i = 0; i < niov && pos < s->size && !r; i++) {
+		const uint8_t *p = iov[i].iov_base;
+		size_t n = (size_t)SS_MIN((uint64_t)iov[i].iov_len, s->size - pos);
+		while (n && !r) {
+			uint64_t in = pos % LEAF;
+			uint64_t lend = SS_MIN(pos - in + LEAF, s->size);   /* the leaf's end */
+			if (!gl && !in && n >= lend - pos) {
+				/* Whole leaves in place (the file's last however short). */
+				size_t k = pos + n >= s->size ? n : n / LEAF * LEAF;
+				ss_fdacc_leaves(local, pos, p, k);
+				pos += k;
+				p += k;
+				n -= k;
+				continue;
+			}
+			if (!gl)
+				gfrom = (uint32_t)in;
+			size_t k = (size_t)SS_MIN((uint64_t)n, lend - pos);
+			memcpy(g + gl, p, k);
+			gl += (uint32_t)k;
+			pos += k;
+			p += k;
+			n -= k;
+			if (pos < lend)
+				continue;
+			/* The leaf ends here: whole if it began in these pieces,
+			 * else the part the pieces hold. */
+			if (!gfrom) {
+				leaf_add(local, (pos - 1) / LEAF, g, gl);
+			} else {
+				pthread_mutex_lock(&s->mu);
+				r = part(s, (pos - 1) / LEAF, gfrom, g, gl);
+				pthread_mutex_unlock(&s->mu);
+			}
+			gl = 0;
+		}
+	}
+	if (gl && !r) {
+		/* The pieces end inside a leaf: the part they hold. */
+		pthread_mutex_lock(&s->mu);
+		r = part(s, (pos - 1) / LEAF, gfrom, g, gl);
+		pthread_mutex_unlock(&s->mu);
+	}
+	return r;
+}
+
+int ss_fdsum_data(struct ss_fdsum *s, uint64_t off, const void *p, size_t n,
 		  struct ss_fdacc *local)
 {
-	const uint8_t *p = src;
-	uint64_t end = SS_MIN(off + n, s->size);
-	uint64_t at = off;
-	bool locked = false;
-	int r = 0;
-	if (at < end && at % LEAF) {
-		/* The piece starts inside a leaf: its head is a part. */
-		uint64_t pe = SS_MIN(end, SS_MIN((at / LEAF + 1) * LEAF, s->size));
-		pthread_mutex_lock(&s->mu);
-		locked = true;
-		r = part(s, at / LEAF, (uint32_t)(at % LEAF), p, (uint32_t)(pe - at));
-		at = pe;
-	}
-	/* Whole leaves, the file's last one however short. */
-	uint64_t w = end == s->size ? end : end / LEAF * LEAF;
-	if (w > at) {
-		if (locked) {
-			pthread_mutex_unlock(&s->mu);
-			locked = false;
-		}
-		ss_fdacc_leaves(local, at, p + (at - off), (size_t)(w - at));
-		at = w;
-	}
-	if (!r && at < end) {
-		/* The piece ends inside a leaf: its tail is a part. */
-		if (!locked) {
-			pthread_mutex_lock(&s->mu);
-			locked = true;
-		}
-		r = part(s, at / LEAF, 0, p + (at - off), (uint32_t)(end - at));
-	}
-	if (locked)
-		pthread_mutex_unlock(&s->mu);
-	return r;
+	struct iovec v = {(void *)p, n};
+	return ss_fdsum_datav(s, off, &v, 1, local);
 }
 
 void ss_fdsum_add(struct ss_fdsum *s, const struct ss_fdacc *local)

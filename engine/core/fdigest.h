@@ -44,6 +44,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct iovec;
+
 struct ss_fdigest;
 
 /* A digest as manifests of format `major` define it: 1, every byte;
@@ -98,11 +100,15 @@ struct ss_fdsum;
 struct ss_fdsum *ss_fdsum_new(uint64_t size);
 /* Bytes [off, off + n) of the file, each byte handed over at most once:
  * their whole leaves are added to *local (the caller's own sum), split
- * ones kept here. When more than a bounded number of leaves are split at
- * once (~4 MiB of copies), further ones are read back from the file at
+ * ones kept here. When more than 4,096 leaves of the file are split at
+ * once (4 MiB of copies), further ones are read back from the file at
  * the end instead. 0 or -ENOMEM. */
 int ss_fdsum_data(struct ss_fdsum *s, uint64_t off, const void *p, size_t n,
 		  struct ss_fdacc *local);
+/* The same for bytes [off, off + total) held by the buffers iov[0..niov)
+ * in turn: a leaf split between two buffers is joined here, not kept. */
+int ss_fdsum_datav(struct ss_fdsum *s, uint64_t off, const struct iovec *iov, size_t niov,
+		   struct ss_fdacc *local);
 /* Add a caller's sum (thread-safe). */
 void ss_fdsum_add(struct ss_fdsum *s, const struct ss_fdacc *local);
 /* Read n bytes at off of the file (for leaves that were not kept). */

@@ -244,17 +244,18 @@ static int plan_writes(struct rtask *t, size_t n)
  * decoded bytes still in this worker's cache: each extent is written once
  * (a range read again from the store wrote nothing the first time), so
  * the sums see every byte of the files' chunks exactly once, and nothing
- * is read back. The pieces are in file order (plan_writes). */
-static void sum_pieces(struct rtask *t, size_t n)
+ * is read back. A write's buffers are consecutive in its file, so only
+ * the leaves at its two ends can be split with another range's. */
+static void sum_writes(struct rtask *t)
 {
 	struct pull *P = t->P;
 	struct ss_fdacc local = {0, 0};
-	for (size_t i = 0; i < n && !t->err; i++) {
-		const struct wpiece *pc = &t->pc[i];
-		struct ss_fdsum *s = P->files[pc->file].sum;
-		if (ss_fdsum_data(s, pc->off, pc->p, pc->len, &local))
+	for (uint32_t i = 0; i < t->nw && !t->err; i++) {
+		const struct wop *w = &t->w[i];
+		struct ss_fdsum *s = P->files[w->file].sum;
+		if (ss_fdsum_datav(s, w->off, t->iov + w->iov0, w->niov, &local))
 			t->err = ss_err_set(&t->werr, -ENOMEM, "out of memory");
-		if (i + 1 == n || t->pc[i + 1].file != pc->file) {
+		if (i + 1 == t->nw || t->w[i + 1].file != w->file) {
 			ss_fdsum_add(s, &local);
 			local = (struct ss_fdacc){0, 0};
 		}
@@ -311,7 +312,7 @@ static void range_write(struct rtask *t)
 		pthread_mutex_unlock(lk);
 	}
 	if (!t->err && P->m->format_major >= SS_FDIGEST_SUM_MAJOR)
-		sum_pieces(t, n);
+		sum_writes(t);
 }
 
 static void range_work(struct ss_task *task, void *wp)
