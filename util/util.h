@@ -72,14 +72,16 @@ uint64_t ss_now_ns(void);
 
 /* Anonymous, page-aligned memory straight from mmap, so that freeing it
  * returns it to the kernel (peak RSS stays a function of configuration).
- * Returns NULL on failure. ss_map_free(NULL, n) is a no-op. */
+ * From 1 MiB up, whole huge pages are mapped (ss_map_huge_len), which the
+ * kernel aligns, and asked for; free with the same n. Returns NULL on
+ * failure. ss_map_free(NULL, n) is a no-op. */
 void *ss_map_alloc(size_t n);
 /* A transparent huge page. */
 #define SS_HUGE_PAGE ((size_t)2 << 20)
 /* The length to map for a buffer of n bytes that is filled front to back
- * and should get huge pages: whole ones, and at least as many as
- * ss_map_alloc asks huge pages for. A mapping of any other length is not
- * aligned to a huge page, and its straddling pages fault 4 KiB at a time. */
+ * and should get huge pages: whole ones (what ss_map_alloc maps from
+ * 1 MiB up). A mapping of any other length is not aligned to a huge page,
+ * and its straddling pages fault 4 KiB at a time. */
 size_t ss_map_huge_len(size_t n);
 /* The same for buffers only part of which is written per use (a segment's
  * compressed output, a range's stored bytes): 4 KiB pages, so that what is
