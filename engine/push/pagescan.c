@@ -92,9 +92,12 @@ static void *scan_thread(void *arg)
 		ssize_t got = pread(p->fd, w->buf, (size_t)p->len, (off_t)p->off);
 		/* A short or failed read is not fatal: those pages go
 		 * uncounted, and are chunked as usual. */
+		uint64_t h[PIECE / SS_PAGE_SIZE];
+		size_t n = 0;
 		for (size_t at = 0; got > 0 && at + SS_PAGE_SIZE <= (size_t)got; at += SS_PAGE_SIZE)
 			if (!ss_is_zero(w->buf + at, SS_PAGE_SIZE))
-				ss_pageset_add(S->set, XXH3_64bits(w->buf + at, SS_PAGE_SIZE));
+				h[n++] = XXH3_64bits(w->buf + at, SS_PAGE_SIZE);
+		ss_pageset_add_many(S->set, h, n);
 	}
 	return NULL;
 }
@@ -127,7 +130,10 @@ int push_scan_pages(struct push *P)
 		pthread_join(w[i].t, NULL);
 	free(w);
 	free(S.p);
-	if (!r)
+	if (!r) {
+		/* Read-only from here: workers count without locks. */
+		ss_pageset_freeze(P->pages);
 		P->pages_counted = true;
+	}
 	return r;
 }

@@ -23,6 +23,7 @@ struct ss_pageset {
 	struct shard shards[NSHARDS];
 	_Atomic size_t total;
 	size_t max_pages;
+	bool frozen;           /* no more adds: counts need no lock */
 };
 
 int ss_pageset_new(size_t max_pages, struct ss_pageset **out)
@@ -95,13 +96,16 @@ static uint64_t *find(struct shard *sh, uint64_t k, size_t *free_at)
 	return NULL;
 }
 
-unsigned ss_pageset_add(struct ss_pageset *s, uint64_t h)
+static unsigned shard_of(uint64_t k)
 {
-	uint64_t k = key_of(h);
-	struct shard *sh = &s->shards[(k >> 1) & (NSHARDS - 1)];
+	return (unsigned)(k >> 1) & (NSHARDS - 1);
+}
+
+/* Count key k in its shard, whose lock the caller holds. */
+static unsigned add_locked(struct ss_pageset *s, struct shard *sh, uint64_t k)
+{
 	unsigned before = 0;
 	size_t at = 0;
-	pthread_mutex_lock(&sh->mu);
 	uint64_t *v = find(sh, k, &at);
 	if (v) {
 		before = (*v & TWICE) ? 2 : 1;
@@ -119,15 +123,66 @@ unsigned ss_pageset_add(struct ss_pageset *s, uint64_t h)
 			atomic_fetch_add(&s->total, 1);
 		}
 	}
+	return before;
+}
+
+unsigned ss_pageset_add(struct ss_pageset *s, uint64_t h)
+{
+	uint64_t k = key_of(h);
+	struct shard *sh = &s->shards[shard_of(k)];
+	pthread_mutex_lock(&sh->mu);
+	unsigned before = add_locked(s, sh, k);
 	pthread_mutex_unlock(&sh->mu);
 	return before;
+}
+
+void ss_pageset_add_many(struct ss_pageset *s, const uint64_t *h, size_t n)
+{
+	/* Grouped by shard in one pass (a counting sort), each group added
+	 * under one lock, in batches that fit the stack. */
+	enum { BATCH = 1024 };
+	uint64_t by[BATCH];
+	while (n) {
+		size_t m = n < BATCH ? n : BATCH;
+		size_t start[NSHARDS + 1] = {0};
+		for (size_t i = 0; i < m; i++)
+			start[shard_of(key_of(h[i])) + 1]++;
+		for (unsigned i = 0; i < NSHARDS; i++)
+			start[i + 1] += start[i];
+		size_t at[NSHARDS];
+		memcpy(at, start, sizeof(at));
+		for (size_t i = 0; i < m; i++) {
+			uint64_t k = key_of(h[i]);
+			by[at[shard_of(k)]++] = k;
+		}
+		for (unsigned i = 0; i < NSHARDS; i++) {
+			if (start[i] == start[i + 1])
+				continue;
+			struct shard *sh = &s->shards[i];
+			pthread_mutex_lock(&sh->mu);
+			for (size_t j = start[i]; j < start[i + 1]; j++)
+				add_locked(s, sh, by[j]);
+			pthread_mutex_unlock(&sh->mu);
+		}
+		h += m;
+		n -= m;
+	}
+}
+
+void ss_pageset_freeze(struct ss_pageset *s)
+{
+	s->frozen = true;
 }
 
 unsigned ss_pageset_count(struct ss_pageset *s, uint64_t h)
 {
 	uint64_t k = key_of(h);
-	struct shard *sh = &s->shards[(k >> 1) & (NSHARDS - 1)];
+	struct shard *sh = &s->shards[shard_of(k)];
 	size_t at;
+	if (s->frozen) {
+		const uint64_t *v = find(sh, k, &at);
+		return !v ? 0 : (*v & TWICE) ? 2 : 1;
+	}
 	pthread_mutex_lock(&sh->mu);
 	uint64_t *v = find(sh, k, &at);
 	unsigned n = !v ? 0 : (*v & TWICE) ? 2 : 1;

@@ -33,6 +33,17 @@ void ss_pageset_free(struct ss_pageset *s);
  * h is not counted. */
 unsigned ss_pageset_add(struct ss_pageset *s, uint64_t h);
 
+/* Count each of h[0..n) once more, as ss_pageset_add would one after
+ * another, taking each shard's lock once for all of its pages: a 4 MiB
+ * piece of an image is 1,024 pages, and a lock per page was a fifth of
+ * the count's time. Thread-safe. */
+void ss_pageset_add_many(struct ss_pageset *s, const uint64_t *h, size_t n);
+
+/* No more adds: from here ss_pageset_count reads without a lock. Call it
+ * before the threads that count are handed the set (a pthread_create or a
+ * mutex between orders the memory). */
+void ss_pageset_freeze(struct ss_pageset *s);
+
 /* How many of h were counted: 0, 1, or 2 for two or more. Thread-safe. */
 unsigned ss_pageset_count(struct ss_pageset *s, uint64_t h);
 
