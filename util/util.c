@@ -332,6 +332,20 @@ unsigned ss_cpu_count(void)
 	return n > 0 ? (unsigned)n : 1;
 }
 
+int ss_pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+	uint8_t *p = buf;
+	for (size_t got = 0; got < len;) {
+		ssize_t n = pread(fd, p + got, len - got, (off_t)(off + got));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		got += (size_t)n;
+	}
+	return 0;
+}
+
 int64_t ss_writev_all(int fd, struct iovec *v, unsigned n, int64_t off)
 {
 	int64_t done = 0;

@@ -124,6 +124,10 @@ int ss_write_file_atomic(const char *path, const void *p, size_t n, unsigned mod
  * consumed). Returns the bytes written, or -errno (-EIO: no progress). */
 int64_t ss_writev_all(int fd, struct iovec *v, unsigned n, int64_t off);
 
+/* Read exactly len bytes at off with pread, resuming short reads. Returns
+ * 0, or -errno (-EIO: the file ends first). */
+int ss_pread_all(int fd, void *buf, size_t len, uint64_t off);
+
 /* mkdir -p. Returns 0 or -errno. */
 int ss_mkdir_p(const char *path, unsigned mode);
 

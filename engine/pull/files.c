@@ -368,15 +368,7 @@ void pull_advance(struct pull *P, uint32_t file)
 static int read_leaf(void *arg, uint64_t off, void *buf, size_t n)
 {
 	const struct ofile *o = arg;
-	for (size_t got = 0; got < n;) {
-		ssize_t r = pread(o->fd, (uint8_t *)buf + got, n - got, (off_t)(off + got));
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return r < 0 ? -errno : -EIO;
-		got += (size_t)r;
-	}
-	return 0;
+	return ss_pread_all(o->fd, buf, n, off);
 }
 
 /* Format 5: every piece was summed as it was written (pull.c, range_write). */

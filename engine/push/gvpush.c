@@ -112,19 +112,6 @@ static void *batch_helper(void *arg)
 	return NULL;
 }
 
-static int read_full(int fd, uint8_t *buf, size_t len, uint64_t off)
-{
-	for (size_t got = 0; got < len;) {
-		ssize_t n = pread(fd, buf + got, len - got, (off_t)(off + got));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		got += (size_t)n;
-	}
-	return 0;
-}
-
 static int write_full(int fd, const uint8_t *p, size_t len, uint64_t off)
 {
 	for (size_t put = 0; put < len;) {
@@ -168,7 +155,7 @@ static int gv_header(struct gvfile *g, uint8_t *hdr, struct ss_gvs_hdr *h)
 		if (r)
 			return FAIL("cannot stat it: %s", strerror(-r));
 		if (avail >= need) {
-			if ((r = read_full(g->raw_fd, hdr, need, 0)))
+			if ((r = ss_pread_all(g->raw_fd, hdr, need, 0)))
 				return FAIL("cannot read it: %s", strerror(-r));
 			r = ss_gvs_header(hdr, need, h, &need);
 			if (r == 0)
@@ -269,7 +256,7 @@ static int gv_body(struct gvfile *g, const struct ss_gvs_hdr *h, XXH3_state_t *x
 			break;
 		}
 		size_t want = (size_t)SS_MIN(avail - pos, (uint64_t)ask);
-		if (want && (r = read_full(g->raw_fd, raw, want, pos))) {
+		if (want && (r = ss_pread_all(g->raw_fd, raw, want, pos))) {
 			res = FAIL("cannot read it: %s", strerror(-r));
 			break;
 		}
@@ -408,7 +395,7 @@ static int gv_recheck(struct gvfile *g, const XXH3_state_t *xs)
 	}
 	for (uint64_t at = 0; at < size;) {
 		size_t n = (size_t)SS_MIN((uint64_t)cap, size - at);
-		if ((r = read_full(g->raw_fd, buf, n, at))) {
+		if ((r = ss_pread_all(g->raw_fd, buf, n, at))) {
 			res = FAIL("cannot read it again: %s", strerror(-r));
 			goto out;
 		}
