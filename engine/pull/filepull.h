@@ -99,7 +99,7 @@ struct ofile {
 struct mcheck {
 	pthread_t th;
 	bool running;
-	const char *snapshot, *bind;
+	const char *snapshot;
 	const struct ss_snaploc *loc;
 	struct ss_cfg cfg;          /* a shallow copy: never wiped */
 	uint8_t digest[16];         /* the kept copy's */

@@ -514,9 +514,12 @@ static void *check_run(void *arg)
 	struct ss_loop *l = NULL;
 	uint8_t *buf = NULL;
 	size_t len = 0;
+	/* The manifest alone, not the store's config first: a guess is made
+	 * only without keys, from a manifest this node read as plain, and
+	 * when the store's bytes equal it the pull's output is the same
+	 * whatever the config says now. One round trip, not two; the store
+	 * is often on the same cores. */
 	int r = ss_loop_open(16, &l, &c->err);
-	if (!r)
-		r = ss_store_bind(c->bind, l, &c->cfg, &c->requests, &c->err);
 	if (!r)
 		r = ss_manifest_fetch(c->snapshot, c->loc, l, &c->cfg, &buf, &len, &c->requests,
 				      &c->err);
@@ -564,14 +567,13 @@ static void open_snapb(struct pull *P, const struct ss_snaploc *loc)
 
 /* Start from the kept manifest (into P->mraw) and its check; 0, or
  * -ENOENT when there is none to start from. */
-static int guess(struct pull *P, const char *bind, const struct ss_snaploc *loc)
+static int guess(struct pull *P, const struct ss_snaploc *loc)
 {
 	struct mcheck *c = &P->check;
 	if (!P->snapb || ss_ncache_manifest_get(&P->cfg, P->snapb, loc->key, &P->mraw,
 						&P->mraw_len, c->digest))
 		return -ENOENT;
 	c->snapshot = P->opts->snapshot;
-	c->bind = bind;
 	c->loc = loc;
 	c->cfg = P->cfg;
 	if (pthread_create(&c->th, NULL, check_run, c)) {
@@ -617,7 +619,7 @@ static int pull_once(const struct ss_pull_opts *opts, const struct ss_config_in 
 	const char *store_uri;
 	const char *bind = opts->store ? opts->store : loc.default_store;
 	open_snapb(P, &loc);
-	bool guessing = may_guess && guess(P, bind, &loc) == 0;
+	bool guessing = may_guess && guess(P, &loc) == 0;
 	/* The store decides what its snapshots must be: a sealed store's
 	 * keys are bound before its manifest is read. */
 	if (!guessing &&
