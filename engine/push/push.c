@@ -308,8 +308,14 @@ static int pools_init(struct push *P)
 	 * files, a deeper pool was no faster, while every segment is 4 MiB
 	 * faulted in fresh on each run, which on a VM costs about as much as
 	 * reading it. Following a writer the reads are of what it just wrote
-	 * (the page cache, or the state file decoder's memfd): the same. */
-	const uint64_t floor = 2 * (uint64_t)P->b.cfg.threads + 2;
+	 * (the page cache, or the state file decoder's memfd): the same.
+	 * From tmpfs or ramfs a read is a copy that finishes as soon as a
+	 * worker frees a segment, and two per worker are enough: 64 MiB to
+	 * 1 GiB images and 2,000 small files pushed as fast with 4 as with
+	 * 6 segments, with 14-16 MiB less peak RSS; from a disk whose pages
+	 * were dropped, a 1 GiB push took 1.9-2.3 s with 4 against 1.35 s
+	 * with 6. */
+	const uint64_t floor = 2 * (uint64_t)P->b.cfg.threads + (P->src_memfs && !P->follow ? 0 : 2);
 	P->nsegs = (unsigned)SS_MIN((uint64_t)P->nsegs, floor);
 	/* No more than the files have segments: a small image must not
 	 * fault in (and pin, registered) a pool sized for a large one.
