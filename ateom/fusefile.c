@@ -521,7 +521,6 @@ int fusepull_finish(struct fusepull *P, struct ss_stats *st, double *pull_ms, ch
 	pthread_mutex_unlock(&P->mu);
 	pthread_join(P->puller, NULL);
 	P->puller_started = false;
-	shutdown_all(P);
 	if (st)
 		*st = P->st;
 	if (pull_ms)

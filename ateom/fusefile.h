@@ -63,16 +63,18 @@ struct fusepull_opts {
 int fusepull_start(const struct fusepull_opts *o, struct fusepull **out,
 		   struct ss_snapshot_info **info, char *err, size_t errlen);
 
-/* Wait until the pull ended, then unmount (lazily: the sandbox may still
- * hold a file open). Returns 0 when every file arrived and verified, else
- * the pull's -errno (-EBADMSG: a chunk or a digest did not verify, err
- * names it). *st gets the pull's statistics; *pull_ms how long the pull
- * ran from fusepull_start. */
+/* Wait until the pull ended. Returns 0 when every file arrived and
+ * verified, else the pull's -errno (-EBADMSG: a chunk or a digest did not
+ * verify, err names it). *st gets the pull's statistics; *pull_ms how
+ * long the pull ran from fusepull_start. The file system stays mounted
+ * and served until fusepull_free, which a caller may leave for after its
+ * reply: unmounting waits ~15 ms for the kernel. */
 int fusepull_finish(struct fusepull *p, struct ss_stats *st, double *pull_ms, char *err,
 		    size_t errlen);
 
 /* Stop a pull that is still running (reads of what did not arrive get
- * EIO), unmount, stop the threads and free. NULL is a no-op. */
+ * EIO), unmount (lazily: the sandbox may still hold a file open), stop
+ * the threads and free. NULL is a no-op. */
 void fusepull_free(struct fusepull *p);
 
 #endif
