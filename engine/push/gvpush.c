@@ -112,19 +112,6 @@ static void *batch_helper(void *arg)
 	return NULL;
 }
 
-static int write_full(int fd, const uint8_t *p, size_t len, uint64_t off)
-{
-	for (size_t put = 0; put < len;) {
-		ssize_t n = pwrite(fd, p + put, len - put, (off_t)(off + put));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		put += (size_t)n;
-	}
-	return 0;
-}
-
 static void nap(void)
 {
 	struct timespec ts = {.tv_nsec = GV_POLL_NS};
@@ -333,22 +320,13 @@ static int gv_body(struct gvfile *g, const struct ss_gvs_hdr *h, XXH3_state_t *x
 			put += bytes;
 			atomic_store_explicit(&g->produced, put, memory_order_release);
 		}
-		for (unsigned i = 0; !ring && i < n;) {
-			ssize_t w = pwritev(g->mem_fd, iov + i, (int)(n - i), (off_t)put);
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w <= 0) {
-				res = FAIL("cannot store its inflated form: %s",
-					   strerror(w < 0 ? errno : EIO));
+		if (!ring) {
+			int64_t w = ss_writev_all(g->mem_fd, iov, n, (int64_t)put);
+			if (w < 0) {
+				res = FAIL("cannot store its inflated form: %s", strerror((int)-w));
 				goto out;
 			}
 			put += (uint64_t)w;
-			while (i < n && (size_t)w >= iov[i].iov_len)
-				w -= (ssize_t)iov[i++].iov_len;
-			if (i < n) {
-				iov[i].iov_base = (uint8_t *)iov[i].iov_base + w;
-				iov[i].iov_len -= (size_t)w;
-			}
 		}
 		if (xs)
 			XXH3_128bits_update(xs, raw, at);
@@ -442,9 +420,10 @@ static int gv_run(struct gvfile *g)
 		hdr = NULL;
 		atomic_store_explicit(&g->produced, h.len, memory_order_release);
 	} else {
-		int r = write_full(g->mem_fd, hdr, h.len, 0);
-		if (r) {
-			res = FAIL("cannot store its inflated form: %s", strerror(-r));
+		struct iovec v = {hdr, h.len};
+		int64_t r = ss_writev_all(g->mem_fd, &v, 1, 0);
+		if (r < 0) {
+			res = FAIL("cannot store its inflated form: %s", strerror((int)-r));
 			goto out;
 		}
 	}
