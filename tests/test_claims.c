@@ -4,9 +4,8 @@
  * them, a claimer that dies (SIGKILL, in another process) or leaves frees
  * its claims, entries that landed before a push joined are never offered
  * to it, tables of different stores are apart, a table left by pushes
- * that ended starts empty again (its memory freed), a table is as large
- * as the push that made it needs and keeps that size for those that join,
- * and a table file another user could write is refused. */
+ * that ended starts empty again (its memory freed), and a table file
+ * another user could write is refused. */
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
@@ -63,7 +62,7 @@ static void settle(void)
 static struct ss_claims *join(const char *id)
 {
 	struct ss_claims *c = NULL;
-	int r = ss_claims_open(id, 0, &c);
+	int r = ss_claims_open(id, &c);
 	REQUIRE(r == 0 && c, "ss_claims_open(%s): %s", id, strerror(-r));
 	return c;
 }
@@ -160,7 +159,7 @@ static void test_killed_claimer(void)
 	if (pid == 0) {
 		struct ss_claims *a = NULL;
 		uint32_t ref;
-		char ok = ss_claims_open(id, 0, &a) == 0 && ss_claims_claim(a, x, &ref) == SS_CLAIM_MINE
+		char ok = ss_claims_open(id, &a) == 0 && ss_claims_claim(a, x, &ref) == SS_CLAIM_MINE
 				  ? 'y'
 				  : 'n';
 		if (write(to_parent[1], &ok, 1) != 1)
@@ -294,51 +293,6 @@ static void test_full_table(void)
 	drop_table(id);
 }
 
-/* The push that creates a table sizes it to its data; pushes that join
- * use it at that size, however much they will store, and see the
- * creator's claims; one whose size is not a table's is not joined. Once
- * every push has left, the next one sizes it again. */
-static void test_sized_table(void)
-{
-	const char *id = new_ident();
-	char p[128];
-	struct stat st;
-	table_path(id, p, sizeof(p));
-	struct ss_claims *small = NULL, *big = NULL;
-	REQUIRE(ss_claims_open(id, 64u << 20, &small) == 0, "join with 64 MiB");
-	CHECK(stat(p, &st) == 0 && st.st_size == 8192 + (16384 * 64),
-	      "64 MiB of data: 16,384 slots (%lld bytes)", (long long)st.st_size);
-	REQUIRE(ss_claims_open(id, 0, &big) == 0, "join at any size");
-	CHECK(stat(p, &st) == 0 && st.st_size == 8192 + (16384 * 64), "a joiner keeps the size");
-	uint8_t x[16];
-	random_id(x);
-	uint32_t ref;
-	CHECK(ss_claims_claim(small, x, &ref) == SS_CLAIM_MINE &&
-	      ss_claims_claim(big, x, &ref) == SS_CLAIM_THEIRS, "a joiner sees the creator's claims");
-	/* The joiner fills the table: the creator's size bounds it. */
-	unsigned mine = 0;
-	for (int i = 0; i < 20000; i++) {
-		random_id(x);
-		mine += ss_claims_claim(big, x, &ref) == SS_CLAIM_MINE;
-	}
-	CHECK(mine > 15000 && mine < 16384, "%u of 20,000 claims fit 16,384 slots", mine);
-	ss_claims_close(big);
-	ss_claims_close(small);
-	/* Tiny and unknown sizes. */
-	struct ss_claims *c = NULL;
-	REQUIRE(ss_claims_open(id, 4096, &c) == 0, "join with 4 KiB");
-	CHECK(stat(p, &st) == 0 && st.st_size == 8192 + 4096 * 64, "at least 4,096 slots");
-	ss_claims_close(c);
-	REQUIRE(ss_claims_open(id, 0, &c) == 0, "join, size unknown");
-	CHECK(stat(p, &st) == 0 && st.st_size == 8192 + 65536 * 64, "unknown: 65,536 slots");
-	/* Another's table of a size no build makes: not joined. */
-	struct ss_claims *d = NULL;
-	REQUIRE(truncate(p, 8192 + 3000 * 64) == 0, "truncate");
-	CHECK(ss_claims_open(id, 0, &d) == -EPROTO && !d, "a table of a wrong size is refused");
-	ss_claims_close(c);
-	drop_table(id);
-}
-
 /* A push alone in the table reuses the slots of chunks it has landed:
  * no push that joins later can use those landings, so however many new
  * chunks it stores, it claims every one. With another push in the table
@@ -403,7 +357,7 @@ static void test_sweep(void)
 		struct ss_claims *a = NULL;
 		uint8_t x[16] = {1};
 		uint32_t ref;
-		if (ss_claims_open(stale, 0, &a) || ss_claims_claim(a, x, &ref) != SS_CLAIM_MINE)
+		if (ss_claims_open(stale, &a) || ss_claims_claim(a, x, &ref) != SS_CLAIM_MINE)
 			_exit(2);
 		kill(getpid(), SIGKILL);
 		_exit(3);
@@ -453,10 +407,10 @@ static void test_foreign_file_refused(void)
 	REQUIRE(fchmod(fd, 0666) == 0, "chmod");
 	close(fd);
 	struct ss_claims *c = NULL;
-	CHECK(ss_claims_open(id, 0, &c) == -EPERM && !c, "a table others may write is refused");
+	CHECK(ss_claims_open(id, &c) == -EPERM && !c, "a table others may write is refused");
 	unlink(p);
 	REQUIRE(symlink("/dev/null", p) == 0, "symlink");
-	CHECK(ss_claims_open(id, 0, &c) < 0 && !c, "a symlink is not followed");
+	CHECK(ss_claims_open(id, &c) < 0 && !c, "a symlink is not followed");
 	unlink(p);
 }
 
@@ -484,9 +438,8 @@ static void push_against(const char *dir, const char *tag, bool bogus)
 	snprintf(img, sizeof(img), "%s/img-%s", dir, tag);
 	snprintf(store, sizeof(store), "%s/store-%s", dir, tag);
 	snprintf(snap, sizeof(snap), "%s/snap-%s", dir, tag);
-	/* One chunk: no longer than the smallest chunk. 8 KiB of random
-	 * bytes were one chunk with most seeds, and two with some. */
-	uint8_t data[SS_CHUNK_MIN_DEFAULT];
+	/* One chunk: smaller than the smallest chunk size. */
+	uint8_t data[8192];
 	for (size_t i = 0; i < sizeof(data); i += 8) {
 		uint64_t v = rnd();
 		memcpy(data + i, &v, 8);
@@ -716,7 +669,6 @@ int main(void)
 	test_killed_claimer();
 	test_many_and_apart();
 	test_full_table();
-	test_sized_table();
 	test_alone_reuses_landed();
 	test_sweep();
 	test_foreign_file_refused();

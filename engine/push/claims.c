@@ -31,13 +31,10 @@
 #define MAGIC 0x316d6c6370616e73ull     /* "snapclm1" */
 #define VERSION 1u
 #define NOWNERS 256u                    /* pushes at once on one host */
-/* Slots: a power of two, chosen by the push that creates the table from
- * the data it will read (slots_for), 256 KiB to 4 MiB of them. */
-#define SLOTS_MIN (1u << 12)
-#define SLOTS_MAX (1u << 16)
+#define NSLOTS (1u << 16)               /* 4 MiB of slots, touched as used */
 #define PROBE 64u                       /* slots looked at per id */
 #define HDR_SIZE 8192u
-#define FILE_SIZE(n) ((off_t)HDR_SIZE + (off_t)(n) * 64)
+#define FILE_SIZE ((off_t)HDR_SIZE + (off_t)NSLOTS * 64)
 #define REG_BYTE NOWNERS                /* lock byte serializing joins */
 
 /* State word: kind (2 bits), owner (8), owner generation (22), sequence
@@ -86,7 +83,6 @@ struct ss_claims {
 	uint8_t *map;
 	struct hdr *h;
 	struct slot *slots;
-	uint32_t nslots;
 	unsigned me;
 	uint32_t gen;
 	uint32_t start;             /* table sequence when this push joined */
@@ -242,19 +238,19 @@ void ss_claims_populate(struct ss_claims *c)
 {
 	/* Kernels before 5.14 refuse the advice; the pages then fault in as
 	 * they are touched, as without it. */
-	(void)madvise(c->map, (size_t)FILE_SIZE(c->nslots), MADV_POPULATE_WRITE);
+	(void)madvise(c->map, (size_t)FILE_SIZE, MADV_POPULATE_WRITE);
 }
 
 int ss_claims_claim(struct ss_claims *c, const uint8_t id[16], uint32_t *ref)
 {
 	uint64_t want[2], w[6];
 	id_words(id, want);
-	uint32_t base = (uint32_t)want[0] & (c->nslots - 1);
+	uint32_t base = (uint32_t)want[0] & (NSLOTS - 1);
 	struct slot *cand = NULL;
 	uint64_t cand_st = 0;
 	struct starts m = {.known = false};
 	for (uint32_t p = 0; p < PROBE; p++) {
-		uint32_t i = (base + p) & (c->nslots - 1);
+		uint32_t i = (base + p) & (NSLOTS - 1);
 		struct slot *s = &c->slots[i];
 		for (;;) {
 			uint64_t st = atomic_load_explicit(&s->state, memory_order_acquire);
@@ -298,10 +294,10 @@ void ss_claims_landed(struct ss_claims *c, const uint8_t id[16], const struct ss
 {
 	uint64_t want[2], w[6];
 	id_words(id, want);
-	uint32_t base = (uint32_t)want[0] & (c->nslots - 1);
+	uint32_t base = (uint32_t)want[0] & (NSLOTS - 1);
 	uint64_t mine = MK(K_CLAIMED, c->me, c->gen, 0);
 	for (uint32_t p = 0; p < PROBE; p++) {
-		struct slot *s = &c->slots[(base + p) & (c->nslots - 1)];
+		struct slot *s = &c->slots[(base + p) & (NSLOTS - 1)];
 		uint64_t st = slot_read(c, s, w);
 		if (KIND(st) == K_EMPTY)
 			return;
@@ -326,7 +322,7 @@ int ss_claims_poll(struct ss_claims *c, uint32_t ref, const uint8_t id[16],
 		   struct ss_claim_loc *loc)
 {
 	uint64_t want[2], w[6];
-	if (ref >= c->nslots)
+	if (ref >= NSLOTS)
 		return -ENOENT;
 	id_words(id, want);
 	uint64_t st = slot_read(c, &c->slots[ref], w);
@@ -370,23 +366,7 @@ static int open_file(const char *identity, char path[128], int *out)
 	return 0;
 }
 
-/* Slots for a push of `data` bytes (0: not known): about one per 4 KiB,
- * some four times the chunks it can store (8 KiB on average; a push alone
- * reuses its own landed slots, so it never needs one per chunk). Every
- * slot a push touches is a page first touched in its process, ~6 µs on a
- * VM that shadows page tables: a 64 MiB push that touched all of 4 MiB
- * spent ~10 % of its time on the table. */
-static uint32_t slots_for(uint64_t data)
-{
-	if (!data || data / 4096 >= SLOTS_MAX)
-		return SLOTS_MAX;
-	uint32_t n = SLOTS_MIN;
-	while (n < data / 4096)
-		n <<= 1;
-	return n;
-}
-
-int ss_claims_open(const char *identity, uint64_t data, struct ss_claims **out)
+int ss_claims_open(const char *identity, struct ss_claims **out)
 {
 	struct ss_claims *c = calloc(1, sizeof(*c));
 	if (!c)
@@ -427,24 +407,17 @@ int ss_claims_open(const char *identity, uint64_t data, struct ss_claims **out)
 	for (unsigned i = 0; i < NOWNERS; i++)
 		others += held[i] = byte_held(c->fd, i);
 	if (!others) {
-		/* Nobody uses it: start empty, at this push's size, which
-		 * also frees the pages the last pushes touched. */
-		c->nslots = slots_for(data);
-		if (ftruncate(c->fd, 0) < 0 || ftruncate(c->fd, FILE_SIZE(c->nslots)) < 0) {
+		/* Nobody uses it: start empty, which also frees the pages the
+		 * last pushes touched. */
+		if (ftruncate(c->fd, 0) < 0 || ftruncate(c->fd, FILE_SIZE) < 0) {
 			r = -errno;
 			goto fail;
 		}
-	} else {
-		/* The size its creator chose, which the header says too. */
-		off_t n = (st.st_size - (off_t)HDR_SIZE) / 64;
-		if (st.st_size != FILE_SIZE(n) || n < SLOTS_MIN || n > SLOTS_MAX || (n & (n - 1))) {
-			r = -EPROTO;
-			goto fail;
-		}
-		c->nslots = (uint32_t)n;
+	} else if (st.st_size != FILE_SIZE) {
+		r = -EPROTO;
+		goto fail;
 	}
-	c->map = mmap(NULL, (size_t)FILE_SIZE(c->nslots), PROT_READ | PROT_WRITE, MAP_SHARED,
-		      c->fd, 0);
+	c->map = mmap(NULL, (size_t)FILE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, c->fd, 0);
 	if (c->map == MAP_FAILED) {
 		r = -errno;
 		goto fail;
@@ -454,9 +427,9 @@ int ss_claims_open(const char *identity, uint64_t data, struct ss_claims **out)
 	if (!others) {
 		c->h->magic = MAGIC;
 		c->h->version = VERSION;
-		c->h->nslots = c->nslots;
+		c->h->nslots = NSLOTS;
 		atomic_store(&c->h->seq, 1);
-	} else if (c->h->magic != MAGIC || c->h->version != VERSION || c->h->nslots != c->nslots) {
+	} else if (c->h->magic != MAGIC || c->h->version != VERSION || c->h->nslots != NSLOTS) {
 		r = -EPROTO;
 		goto fail;
 	}
@@ -485,7 +458,7 @@ int ss_claims_open(const char *identity, uint64_t data, struct ss_claims **out)
 	return 0;
 fail:
 	if (c->map != MAP_FAILED)
-		munmap(c->map, (size_t)FILE_SIZE(c->nslots));
+		munmap(c->map, (size_t)FILE_SIZE);
 	if (regd)
 		ofd_lock(c->fd, F_OFD_SETLK, F_UNLCK, REG_BYTE);
 	close(c->fd);
@@ -543,7 +516,7 @@ void ss_claims_close(struct ss_claims *c)
 	if (!c)
 		return;
 	atomic_fetch_and(&c->h->members[c->me / 64], ~(1ull << (c->me % 64)));
-	munmap(c->map, (size_t)FILE_SIZE(c->nslots));
+	munmap(c->map, (size_t)FILE_SIZE);
 	/* Leave: what we claimed and did not land is free from now on. */
 	ofd_lock(c->fd, F_OFD_SETLK, F_UNLCK, c->me);
 	/* The last push out removes the table, which gives its memory back

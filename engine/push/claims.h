@@ -44,13 +44,11 @@ enum ss_claim {
 };
 
 /* Join the table of the store whose backend identity (ss_backend_identity)
- * is `identity`, creating or resetting it when no other push uses it, with
- * room for a push of `data` bytes (0: not known, the most room); a push
- * that joins a table keeps the size it has. Call before loading the
- * store: entries that landed before this call are never used. Returns 0,
- * or -errno when the host has no usable table (the push then goes on
- * without). */
-int ss_claims_open(const char *identity, uint64_t data, struct ss_claims **out);
+ * is `identity`, creating or resetting it when no other push uses it.
+ * Call before loading the store: entries that landed before this call are
+ * never used. Returns 0, or -errno when the host has no usable table
+ * (the push then goes on without). */
+int ss_claims_open(const char *identity, struct ss_claims **out);
 
 /* Leave the table. Chunks claimed and not landed become free to take.
  * The last push to leave removes the table, and then the tables of this

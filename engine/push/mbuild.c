@@ -302,7 +302,7 @@ int ss_pushbase_store(struct ss_pushbase *b, const struct ss_push_opts *opts,
 	if (r)
 		return r;
 	/* Without a table (no /dev/shm, mem://) the push goes on alone. */
-	b->claims = ss_store_join_claims(b->store, b->data_hint);
+	b->claims = ss_store_join_claims(b->store);
 	if ((r = ss_dedup_new(1u << 31, &b->dedup)))
 		return ss_err_set(err, r, "out of memory");
 	return ss_store_load(b->store, b->loop, b->dedup, err);

@@ -295,16 +295,6 @@ static void tick_done(struct ss_op *op, int res)
 
 /* ---------------------------------------------------------------- setup */
 
-/* The bytes the push will read: the files' data (a sparse file's only),
- * 0 when following a writer, whose files' final sizes are unknown. */
-static uint64_t data_bytes(const struct push *P)
-{
-	uint64_t data = 0;
-	for (size_t i = 0; !P->follow && i < P->nfiles; i++)
-		data += SS_MIN(P->files[i]->size, P->files[i]->alloc);
-	return data;
-}
-
 static int pools_init(struct push *P)
 {
 	/* Enough segments for the reads in flight plus two per worker (one
@@ -333,9 +323,12 @@ static int pools_init(struct push *P)
 	if (!P->follow) {
 		/* Segments the files' data fills. A sparse file reads only
 		 * its data (walk.c). */
-		uint64_t segs = 0, data = data_bytes(P);
-		for (size_t i = 0; i < P->nfiles; i++)
-			segs += (SS_MIN(P->files[i]->size, P->files[i]->alloc) + ss - 1) / ss;
+		uint64_t segs = 0, data = 0;
+		for (size_t i = 0; i < P->nfiles; i++) {
+			uint64_t d = SS_MIN(P->files[i]->size, P->files[i]->alloc);
+			segs += (d + ss - 1) / ss;
+			data += d;
+		}
 		P->nsegs = (unsigned)SS_MAX(1, SS_MIN((uint64_t)P->nsegs, segs));
 		/* Small files fill a sliver of their segments (2,000 files of
 		 * ~21 KB: 0.5 %): back the pool with 4 KiB pages, touched only
@@ -576,7 +569,6 @@ static int push_run(const struct ss_push_opts *opts, const struct ss_config_in *
 	 * can be read: a bad path leaves no store behind. */
 	P->prog.phase = "index";
 	ss_tick(&P->b.cfg, &P->ticker, &P->prog, true);
-	P->b.data_hint = data_bytes(P);
 	if ((r = ss_pushbase_store(&P->b, opts, &err)))
 		goto out;
 	if ((r = load_parents(P)))

@@ -20,7 +20,7 @@ int ss_store_load(struct ss_store *s, struct ss_loop *l, struct ss_dedup *d, str
 /* The host's claims on the store (claims.h), joined now; call before
  * ss_store_load. NULL where the host has none (no /dev/shm, mem://): the
  * push then goes on alone. */
-struct ss_claims *ss_store_join_claims(struct ss_store *s, uint64_t data);
+struct ss_claims *ss_store_join_claims(struct ss_store *s);
 
 /* --- writing packs (packer.c) ------------------------------------------ */
 
@@ -181,7 +181,6 @@ struct ss_pushbase {
 	struct ss_backend *snapb;   /* where the manifest goes */
 	struct ss_store *store;
 	struct ss_claims *claims;   /* NULL: no table, the push goes on alone */
-	uint64_t data_hint;         /* bytes the push will read, 0: not known */
 	struct ss_dedup *dedup;     /* the store's chunks, then this push's too */
 };
 

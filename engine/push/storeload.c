@@ -11,11 +11,11 @@
 
 #define SS_INDEX_OBJ_MAX SS_INDEX_MAX_SIZE
 
-struct ss_claims *ss_store_join_claims(struct ss_store *s, uint64_t data)
+struct ss_claims *ss_store_join_claims(struct ss_store *s)
 {
 	char ident[1280];
 	struct ss_claims *c = NULL;
-	if (ss_backend_identity(s->b, ident, sizeof(ident)) || ss_claims_open(ident, data, &c))
+	if (ss_backend_identity(s->b, ident, sizeof(ident)) || ss_claims_open(ident, &c))
 		return NULL;
 	return c;
 }
