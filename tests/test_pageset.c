@@ -2,17 +2,21 @@
  * counts exactly as ss_pageset_add one page after another does, with
  * repeats inside a batch and across batches, from several threads at
  * once, up to the set's bound; after ss_pageset_freeze, counts are read
- * without locks (TSan checks the handover). Exit 0 pass, 1 fail. */
+ * without locks (TSan checks the handover), and ss_pageset_repeated_many
+ * sets a bit exactly for the pages counted twice. Exit 0 pass, 1 fail. */
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "pageset.h"
 
 #include "testutil.h"
 
 #define N 20000
+#define ONCE UINT64_C(0x5555aaaa5555aaab)
 
 /* Hashes with repeats: value i % 7000, so 7,000 distinct, most twice or
  * three times, some in the same batch. */
@@ -64,6 +68,25 @@ int main(void)
 	}
 	CHECK(twice == 7000, "every page met twice or more (%zu)", twice);
 	CHECK(ss_pageset_count(many, 12345) == 0, "a page never added");
+
+	/* The bits a push reads: set for pages met twice or more, whatever
+	 * the count of their neighbours; 0 (a zero page) never; none set
+	 * outside the n asked for. */
+	ss_pageset_add(one, ONCE);   /* counted once only */
+	ss_pageset_freeze(one);
+	enum { M = 203 };
+	uint64_t q[M];
+	for (size_t i = 0; i < M; i++)
+		q[i] = i % 5 == 0 ? 0 : i % 7 == 0 ? ONCE : i % 11 == 0 ? 12345 : hash_of(i);
+	uint8_t rep[(M + 7) / 8 + 1];
+	memset(rep, 0, sizeof(rep));
+	ss_pageset_repeated_many(one, q, M, rep);
+	for (size_t i = 0; i < M; i++) {
+		bool want = q[i] && ss_pageset_count(one, q[i]) == 2;
+		CHECK(((rep[i / 8] >> (i % 8)) & 1) == want, "page %zu: bit %d, counted %u", i,
+		      (rep[i / 8] >> (i % 8)) & 1, q[i] ? ss_pageset_count(one, q[i]) : 0);
+	}
+	CHECK((rep[M / 8] >> (M % 8)) == 0 && rep[sizeof(rep) - 1] == 0, "bits past the pages");
 	ss_pageset_free(one);
 	ss_pageset_free(many);
 

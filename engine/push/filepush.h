@@ -127,6 +127,16 @@ struct pfile {
 	 * inflated form, which gv makes from the file itself, or -1 while
 	 * following a writer (push_gv_ring). NULL: plain. */
 	struct gvfile *gv;
+	/* Its pieces in push.pieces (pagescan.c). */
+	uint32_t piece0, npieces;
+};
+
+/* pagescan.c: a piece of a file's data, counted page by page, with a bit
+ * per whole page in push.prep from bit0 on: set where the page repeats. */
+struct ppiece {
+	uint64_t off;
+	uint32_t len;
+	uint32_t bit0;
 };
 
 struct segext {
@@ -150,8 +160,12 @@ struct push {
 	const struct ss_push_opts *opts;
 	struct ss_pool *pool;
 	struct ss_chunker chunker;
-	struct ss_pageset *pages;     /* the files' pages, counted */
-	bool pages_counted;           /* by pagescan.c, before chunking */
+	/* The files' pages, counted by pagescan.c before chunking: their
+	 * pieces, in file order, and a bit per page, set where it repeats. */
+	struct ppiece *pieces;
+	size_t npieces;
+	uint8_t *prep;
+	bool pages_counted;
 	struct ss_manifest *guide;   /* a parent chunked with our parameters */
 	struct ss_pipe pipe;          /* the first failure; parked segments */
 
@@ -228,8 +242,10 @@ extern const struct ss_worker_ctx_ops push_wctx_ops;
 void push_seg_work(struct ss_task *t, void *wp);
 size_t push_wctx_compress(void *wctx, uint8_t *dst, const uint8_t *src, uint32_t len);
 
-/* pagescan.c: count the files' pages into P->pages (-ENOMEM). */
+/* pagescan.c: count the files' pages (-ENOMEM); then whether the whole
+ * page of f at off (a page multiple) occurs twice or more in the files. */
 int push_scan_pages(struct push *P);
+bool push_page_repeated(const struct push *P, const struct pfile *f, uint64_t off);
 
 /* foreign.c: after the pipeline, wait for or store every chunk another
  * push claimed, on the loop without blocking it (workers store them). */

@@ -1,16 +1,19 @@
 /* Count the pages of a push's files before they are chunked (pageset.h):
- * the threads read each file's data in pieces and hash its non-zero pages.
+ * the threads read each file's data in pieces and hash its non-zero pages;
+ * once every page is counted, each piece keeps a bit per page, set where
+ * the page is repeated, which is all chunking asks (push_page_repeated).
  *
  * This reads the data twice, but the first pass costs little next to
  * chunking and compressing: it reads 4 MiB pieces into a buffer of huge
  * pages (the push's segment buffers, before the pipeline uses them) and
  * hashes with XXH3-64, ~0.17 CPU-s per GiB from tmpfs (mapping
  * the file instead cost 4x that on a VM, one TLB miss per 4 KiB page, each
- * a nested page walk). In exchange a repeated page is a
+ * a nested page walk). Each page is hashed and looked up here only: the
+ * workers read its bit. In exchange a repeated page is a
  * page chunk at every occurrence, the first included, so it is stored
  * exactly once, and where pages become chunks depends on the image alone,
  * not on which worker met a page first: the same image chunks the same
- * way twice, which incremental pushes without a parent rely on. Holes are
+ * way twice, which incremental pushes without a parent relies on. Holes are
  * skipped (SEEK_DATA). */
 #include "filepush.h"
 
@@ -23,15 +26,17 @@
 /* A piece fits a segment buffer: segments are never smaller. */
 _Static_assert(PIECE <= SS_CHUNK_SEG_DEFAULT, "pagescan piece");
 
-struct piece {
-	int fd;
-	uint64_t off, len;
-};
+struct scanner;
 
 struct scan {
 	struct ss_pageset *set;
-	struct piece *p;
-	size_t n, cap;
+	struct ppiece *p;       /* becomes P->pieces */
+	int *fd;                /* each piece's file */
+	size_t n, cap, fd_cap;
+	uint64_t *h;            /* each piece's pages' hashes from bit0 on; 0: zero */
+	uint8_t *rep;           /* becomes P->prep */
+	size_t bits;
+	void (*step)(struct scanner *w, size_t i);   /* per piece, in a pass */
 	_Atomic size_t next;
 };
 
@@ -40,9 +45,19 @@ static int add_range(struct scan *S, int fd, uint64_t off, uint64_t end)
 	off &= ~(uint64_t)(SS_PAGE_SIZE - 1);
 	while (off < end) {
 		uint64_t len = SS_MIN((uint64_t)PIECE, end - off);
-		if (SS_GROW(S->p, S->cap, S->n + 1, 64))
+		/* Bits are numbered in 32 bits: past 16 TiB of data, pages
+		 * go uncounted and are chunked as any bytes. */
+		if (S->bits > UINT32_MAX - PIECE / SS_PAGE_SIZE)
+			return 0;
+		if (SS_GROW(S->p, S->cap, S->n + 1, 64) || SS_GROW(S->fd, S->fd_cap, S->n + 1, 64))
 			return -ENOMEM;
-		S->p[S->n++] = (struct piece){.fd = fd, .off = off, .len = len};
+		/* Each piece's bits start a byte of their own: the threads
+		 * that set them never share one. */
+		uint32_t np = (uint32_t)(len / SS_PAGE_SIZE);
+		S->fd[S->n] = fd;
+		S->p[S->n++] = (struct ppiece){.off = off, .len = (uint32_t)len,
+					       .bit0 = (uint32_t)S->bits};
+		S->bits += (np + 7u) & ~7u;
 		off += len;
 	}
 	return 0;
@@ -80,34 +95,103 @@ struct scanner {
 	pthread_t t;
 };
 
+/* Read piece i and count its pages. */
+static void count_piece(struct scanner *w, size_t i)
+{
+	struct scan *S = w->S;
+	const struct ppiece *p = &S->p[i];
+	ssize_t got = pread(S->fd[i], w->buf, p->len, (off_t)p->off);
+	/* A short or failed read is not fatal: those pages go uncounted
+	 * (hash 0, as if zero), and are chunked as usual. */
+	uint64_t h[PIECE / SS_PAGE_SIZE];
+	uint64_t *all = S->h + p->bit0;
+	size_t n = 0, np = p->len / SS_PAGE_SIZE;
+	for (size_t k = 0; k < np; k++) {
+		size_t at = k * SS_PAGE_SIZE;
+		all[k] = 0;
+		if (got > 0 && at + SS_PAGE_SIZE <= (size_t)got &&
+		    !ss_is_zero(w->buf + at, SS_PAGE_SIZE)) {
+			/* 0 marks a zero page; the set keys 0 and 1 alike. */
+			uint64_t x = XXH3_64bits(w->buf + at, SS_PAGE_SIZE);
+			all[k] = h[n++] = x ? x : 1;
+		}
+	}
+	ss_pageset_add_many(S->set, h, n);
+}
+
+/* Once all are counted: piece i's bits. */
+static void mark_piece(struct scanner *w, size_t i)
+{
+	struct scan *S = w->S;
+	const struct ppiece *p = &S->p[i];
+	ss_pageset_repeated_many(S->set, S->h + p->bit0, p->len / SS_PAGE_SIZE, S->rep + p->bit0 / 8);
+}
+
 static void *scan_thread(void *arg)
 {
 	struct scanner *w = arg;
-	struct scan *S = w->S;
-	for (;;) {
-		size_t i = atomic_fetch_add(&S->next, 1);
-		if (i >= S->n)
-			break;
-		const struct piece *p = &S->p[i];
-		ssize_t got = pread(p->fd, w->buf, (size_t)p->len, (off_t)p->off);
-		/* A short or failed read is not fatal: those pages go
-		 * uncounted, and are chunked as usual. */
-		uint64_t h[PIECE / SS_PAGE_SIZE];
-		size_t n = 0;
-		for (size_t at = 0; got > 0 && at + SS_PAGE_SIZE <= (size_t)got; at += SS_PAGE_SIZE)
-			if (!ss_is_zero(w->buf + at, SS_PAGE_SIZE))
-				h[n++] = XXH3_64bits(w->buf + at, SS_PAGE_SIZE);
-		ss_pageset_add_many(S->set, h, n);
-	}
+	for (size_t i; (i = atomic_fetch_add(&w->S->next, 1)) < w->S->n;)
+		w->S->step(w, i);
 	return NULL;
+}
+
+/* step for every piece, on the calling thread and up to nt - 1 more. */
+static void run_threads(struct scan *S, struct scanner *w, unsigned nt,
+			void (*step)(struct scanner *, size_t))
+{
+	unsigned started = 0;
+	S->step = step;
+	atomic_store(&S->next, 0);
+	/* The calling thread scans too; extra threads only help. */
+	for (unsigned i = 1; i < nt; i++)
+		if (pthread_create(&w[i].t, NULL, scan_thread, &w[i]) == 0)
+			started = i;
+		else
+			break;
+	scan_thread(&w[0]);
+	for (unsigned i = 1; i <= started; i++)
+		pthread_join(w[i].t, NULL);
+}
+
+bool push_page_repeated(const struct push *P, const struct pfile *f, uint64_t off)
+{
+	/* The file's last piece that starts at or before off. */
+	size_t lo = f->piece0, hi = (size_t)f->piece0 + f->npieces;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (P->pieces[mid].off <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == f->piece0)
+		return false;
+	const struct ppiece *p = &P->pieces[lo - 1];
+	uint64_t k = (off - p->off) / SS_PAGE_SIZE;
+	if (k >= p->len / SS_PAGE_SIZE)
+		return false;
+	size_t b = p->bit0 + k;
+	return P->prep[b / 8] >> (b % 8) & 1;
 }
 
 int push_scan_pages(struct push *P)
 {
-	struct scan S = {.set = P->pages};
-	int r = 0;
-	for (size_t i = 0; i < P->nfiles && !r; i++)
-		r = add_file(&S, P->files[i]->fd, P->files[i]->size, P->files[i]->dense);
+	struct ss_pageset *set = NULL;
+	/* Remembering 2^21 pages (8 GiB of distinct data) costs at most
+	 * ~48 MiB, and only until the bits are set; past that, pages are
+	 * chunked like any other bytes. */
+	int r = ss_pageset_new((size_t)1 << 21, &set);
+	struct scan S = {.set = set};
+	for (size_t i = 0; i < P->nfiles && !r; i++) {
+		struct pfile *f = P->files[i];
+		f->piece0 = (uint32_t)S.n;
+		r = add_file(&S, f->fd, f->size, f->dense);
+		f->npieces = (uint32_t)(S.n - f->piece0);
+	}
+	/* 8 bytes a page while counting (2 MiB per GiB of data), then a bit. */
+	if (!r && S.n && (!(S.h = malloc(S.bits * sizeof(*S.h))) ||
+			  !(S.rep = calloc(S.bits / 8, 1))))
+		r = -ENOMEM;
 	/* The pipeline has not started: its segment buffers are free, and
 	 * already faulted in (registered), so the scan touches no memory of
 	 * its own. One thread per buffer at most. */
@@ -115,25 +199,26 @@ int push_scan_pages(struct push *P)
 	struct scanner *w = calloc(nt, sizeof(*w));
 	if (!r && !w)
 		r = -ENOMEM;
-	unsigned started = 0;
 	for (unsigned i = 0; !r && i < nt; i++)
 		w[i] = (struct scanner){.S = &S, .buf = P->segs[i].buf};
-	/* The calling thread scans too; extra threads only help. */
-	for (unsigned i = 1; !r && i < nt; i++)
-		if (pthread_create(&w[i].t, NULL, scan_thread, &w[i]) == 0)
-			started = i;
-		else
-			break;
-	if (!r)
-		scan_thread(&w[0]);
-	for (unsigned i = 1; i <= started; i++)
-		pthread_join(w[i].t, NULL);
-	free(w);
-	free(S.p);
-	if (!r) {
-		/* Read-only from here: workers count without locks. */
-		ss_pageset_freeze(P->pages);
-		P->pages_counted = true;
+	if (!r && S.n) {
+		run_threads(&S, w, nt, count_piece);
+		/* Read-only from here: marking looks up without locks. */
+		ss_pageset_freeze(set);
+		run_threads(&S, w, nt, mark_piece);
 	}
-	return r;
+	free(w);
+	free(S.h);
+	free(S.fd);
+	ss_pageset_free(set);
+	if (r) {
+		free(S.p);
+		free(S.rep);
+		return r;
+	}
+	P->pieces = S.p;
+	P->npieces = S.n;
+	P->prep = S.rep;
+	P->pages_counted = true;
+	return 0;
 }

@@ -189,3 +189,25 @@ unsigned ss_pageset_count(struct ss_pageset *s, uint64_t h)
 	pthread_mutex_unlock(&sh->mu);
 	return n;
 }
+
+void ss_pageset_repeated_many(struct ss_pageset *s, const uint64_t *h, size_t n,
+			      uint8_t *rep)
+{
+	enum { AHEAD = 16 };
+	for (size_t i = 0; i < n; i++) {
+		if (i + AHEAD < n && h[i + AHEAD]) {
+			uint64_t k = key_of(h[i + AHEAD]);
+			const struct shard *sh = &s->shards[shard_of(k)];
+			if (sh->cap)
+				__builtin_prefetch(&sh->slots[home(k, sh->cap)]);
+		}
+		if (!h[i])
+			continue;
+		uint64_t k = key_of(h[i]);
+		struct shard *sh = &s->shards[shard_of(k)];
+		size_t at;
+		const uint64_t *v = find(sh, k, &at);
+		if (v && (*v & TWICE))
+			rep[i / 8] |= (uint8_t)(1u << (i % 8));
+	}
+}

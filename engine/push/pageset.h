@@ -47,4 +47,12 @@ void ss_pageset_freeze(struct ss_pageset *s);
 /* How many of h were counted: 0, 1, or 2 for two or more. Thread-safe. */
 unsigned ss_pageset_count(struct ss_pageset *s, uint64_t h);
 
+/* For each of h[0..n) counted twice or more, set bit i of rep (bit i % 8
+ * of byte i / 8); a hash of 0 is no page and is skipped. Only after
+ * ss_pageset_freeze. The lookups of a batch are started together: each is
+ * a cache miss in a table of megabytes, and one after another they cost
+ * as much as hashing the page. Thread-safe. */
+void ss_pageset_repeated_many(struct ss_pageset *s, const uint64_t *h, size_t n,
+			      uint8_t *rep);
+
 #endif

@@ -557,12 +557,6 @@ static int push_run(const struct ss_push_opts *opts, const struct ss_config_in *
 	if ((r = ss_pushbase_open(&P->b, opts, config, &st->requests, &err)))
 		goto out;
 	ss_chunker_init(&P->chunker, &P->b.cfg.chunk);
-	/* Remembering 2^21 pages (8 GiB of distinct data) costs at most
-	 * ~48 MiB; past that, pages are chunked like any other bytes. */
-	if ((r = ss_pageset_new((size_t)1 << 21, &P->pages))) {
-		ss_err_set(&err, r, "out of memory");
-		goto out;
-	}
 	if ((r = push_collect_files(P)))
 		goto out;
 	/* The store is opened, and its chunks learnt, only for a source that
@@ -579,8 +573,8 @@ static int push_run(const struct ss_push_opts *opts, const struct ss_config_in *
 		ss_err_set(&err, r, "cannot allocate the push pipeline: %s", strerror(-r));
 		goto out;
 	}
-	/* A growing file cannot be counted ahead: pages met twice while
-	 * chunking become page chunks from their second copy on. */
+	/* A growing file cannot be counted ahead: it makes no page chunks
+	 * (docs/DESIGN.md, "Repeated pages"). */
 	if (!P->follow && (r = push_scan_pages(P))) {
 		ss_err_set(&err, r, "cannot count the pages: %s", strerror(-r));
 		goto out;
@@ -641,7 +635,8 @@ out:
 		free(P->files);
 		*gv_fallback = P->gv_fallback;
 		ss_manifest_free(P->guide);
-		ss_pageset_free(P->pages);
+		free(P->pieces);
+		free(P->prep);
 		ss_pushbase_close(&P->b, st);
 	}
 	ss_manifest_free(m);

@@ -174,7 +174,7 @@ static uint8_t page_class(struct push *P, struct seg *s, uint32_t pi)
 	uint8_t c = PC_ZERO;
 	if (!ss_is_zero(p, SS_PAGE_SIZE)) {
 		c = PC_DATA;
-		if (ss_pageset_count(P->pages, XXH3_64bits(p, SS_PAGE_SIZE)) >= 2) {
+		if (push_page_repeated(P, s->pf, s->off + (uint64_t)pi * SS_PAGE_SIZE)) {
 			c = PC_REPEAT;
 			ss_chunk_id(&P->b.cfg.ids, p, SS_PAGE_SIZE, s->pid[pi]);
 		}
