@@ -21,7 +21,7 @@
 #include <string.h>
 
 #include <protobuf-c/protobuf-c.h>
-#include <xxhash.h>
+#include "xxh.h"
 #include <zstd.h>
 
 #include "pack.h"

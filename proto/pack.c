@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <xxhash.h>
+#include "xxh.h"
 
 #define PACK_MAGIC "SSPACK01"
 #define INDEX_MAGIC "SSINDX01"

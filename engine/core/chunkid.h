@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <xxhash.h>
+#include "xxh.h"
 
 #include "util.h"
 

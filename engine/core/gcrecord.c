@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <xxhash.h>
+#include "xxh.h"
 
 #define STATE_MAGIC "snapstream-gc-state 1"
 #define REMOVED_MAGIC "snapstream-removed 1"

@@ -28,7 +28,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
+#include "xxh.h"
 
 #define NC_MAGIC "ssncach1"
 #define NC_HDR SS_NCACHE_HEADER

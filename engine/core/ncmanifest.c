@@ -21,7 +21,7 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
+#include "xxh.h"
 
 #define B ((uint64_t)SS_NCACHE_BLOCK)
 #define NAME_MAGIC "ssncnam1"

@@ -19,7 +19,7 @@
 #include <string.h>
 #include <limits.h>
 #include <sys/stat.h>
-#include <xxhash.h>
+#include "xxh.h"
 
 int ss_store_open(const char *uri, struct ss_loop *l, struct ss_cfg *cfg,
 		  struct ss_store **out, struct ss_err *err)

@@ -14,7 +14,7 @@
 
 #include <pthread.h>
 #include <sys/uio.h>
-#include <xxhash.h>
+#include "xxh.h"
 
 struct target {
 	uint32_t file;

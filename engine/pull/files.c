@@ -27,7 +27,7 @@ _Static_assert(HASH_PIECE <= SS_FRAME_MAX_LIMIT, "hash pieces fit in a worker's 
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
+#include "xxh.h"
 
 static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
+#include "xxh.h"
 #include <zstd.h>
 
 #define OR_RANGE (4u << 20)     /* stored bytes per GET (one frame may overrun) */

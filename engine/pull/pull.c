@@ -20,7 +20,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
+#include "xxh.h"
 #include <zstd.h>
 
 /* Stored bytes per GET, and raw bytes per task. From an object store a

@@ -26,7 +26,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
+#include "xxh.h"
 
 #define MAGIC 0x316d6c6370616e73ull     /* "snapclm1" */
 #define VERSION 1u

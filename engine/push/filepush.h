@@ -20,7 +20,7 @@
 #include "push.h"
 
 #include <pthread.h>
-#include <xxhash.h>
+#include "xxh.h"
 
 struct sext {
 	uint32_t len;

@@ -38,7 +38,7 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
+#include "xxh.h"
 
 enum gv_state {
 	GV_DECIDING,      /* waiting for the header */

@@ -24,7 +24,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
+#include "xxh.h"
 #include <zstd.h>
 
 /* Reads of a file on tmpfs up to this size are done on the loop thread

@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
-#include <xxhash.h>
+#include "xxh.h"
 #include <zstd.h>
 
 /* ---------------------------------------------------------------- files */
