@@ -5,10 +5,11 @@
  * is refused) and reads it front to back. So instead of pulling the image
  * whole and only then starting runsc, ateom mounts a read-only FUSE file
  * system on the directory runsc is given. Its files have their final size
- * and mode 0444 from the start; ss_cat writes each in file order into an
- * unlinked backing file beside the mount (verifying every chunk before
- * its bytes are written, and reporting through ss_cat_opts.on_written how
- * far the file is final), and a read blocks until the bytes it asks for
+ * and mode 0444 from the start; ss_cat writes each in file order into a
+ * backing file only the server holds, in memory or unlinked in
+ * spool_dir (fusepull_opts.memory_max); it verifies every chunk before
+ * its bytes are written and reports through ss_cat_opts.on_written how
+ * far the file is final. A read blocks until the bytes it asks for
  * are final. A read at or past the end returns 0 at once; once the pull
  * failed, a read of bytes that never arrived gets EIO, so runsc fails
  * instead of waiting forever. Reads are served from a mapping of the
@@ -30,7 +31,9 @@
 
 #include "snapstream.h"
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct reaper;
 struct fusepull;
@@ -40,7 +43,12 @@ struct fusepull_opts {
 	const char *store;              /* NULL: the default beside the snapshot */
 	const struct ss_config *cfg;    /* copied; what it points to must outlive the pull */
 	const char *mountpoint;         /* an empty directory, created by the caller */
-	const char *spool_dir;          /* where the (unlinked) backing files live */
+	const char *spool_dir;          /* where unlinked backing files live */
+	/* The largest snapshot (bytes of all its files) kept in memory
+	 * (memfd) rather than in unlinked files in spool_dir;
+	 * FUSEPULL_MEMORY_AUTO: a quarter of the memory left (MemAvailable,
+	 * or the process's memory cgroup's limit less its usage). */
+	uint64_t memory_max;
 	struct reaper *reaper;          /* main's, or NULL */
 	/* Who closes the backing files at fusepull_free (the last
 	 * descriptors of unlinked files: closing one frees its pages, ~15 ms
@@ -60,6 +68,7 @@ struct fusepull_opts {
  * (-ENOENT: no snapshot), with err set. Nothing is left mounted on
  * failure. */
 #define FUSEPULL_MAX_FILES 64
+#define FUSEPULL_MEMORY_AUTO UINT64_MAX
 int fusepull_start(const struct fusepull_opts *o, struct fusepull **out,
 		   struct ss_snapshot_info **info, char *err, size_t errlen);
 
@@ -71,6 +80,9 @@ int fusepull_start(const struct fusepull_opts *o, struct fusepull **out,
  * reply: unmounting waits ~15 ms for the kernel. */
 int fusepull_finish(struct fusepull *p, struct ss_stats *st, double *pull_ms, char *err,
 		    size_t errlen);
+
+/* Whether the backing files are in memory (fusepull_opts.memory_max). */
+bool fusepull_in_memory(const struct fusepull *p);
 
 /* Stop a pull that is still running (reads of what did not arrive get
  * EIO), unmount (lazily: the sandbox may still hold a file open), stop

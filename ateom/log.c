@@ -70,6 +70,8 @@ int log_rpc_line(FILE *f, const char *rpc, const struct wl_req *q,
 		}
 		add(&r, o, "bytes", b);
 	}
+	if (res->restore_spool)
+		add(&r, o, "restore_spool", ssjson_string(res->restore_spool));
 	if (res->msg[0])
 		add(&r, o, "message", ssjson_string(res->msg));
 	if (!r) {

@@ -505,6 +505,11 @@ static const char usage[] =
 	"  --buffers SIZE       memory kept resident for the buffers of checkpoints and\n"
 	"                       restores, faulted in once at start instead of on every\n"
 	"                       call (default 128M; 0: map them afresh per call)\n"
+	"  --restore-memory SIZE\n"
+	"                       restoring while pulling, keep an image of up to SIZE in\n"
+	"                       memory, a larger one in an unlinked file in the work dir\n"
+	"                       (default auto: a quarter of the memory left; 0: always\n"
+	"                       a file)\n"
 	"  --help               this text\n"
 	"\n"
 	"Logs one JSON line per RPC on stdout. SIGTERM/SIGINT: finish the call in\n"
@@ -520,6 +525,7 @@ struct flags {
 	uint64_t cache_size;
 	bool no_cache;
 	uint64_t buffers;       /* bytes of resident buffers; 0: none */
+	uint64_t restore_memory;  /* WL_RESTORE_MEMORY_AUTO: auto */
 };
 
 /* "512M", "20G": bytes with an optional K, M, G or T suffix. */
@@ -547,7 +553,7 @@ static bool parse_bytes(const char *s, uint64_t *out)
 static int parse_flags(int argc, char **argv, struct flags *f)
 {
 	enum { O_LISTEN = 1000, O_BUNDLE, O_WORK, O_RUNSC, O_RUNSC_ARG, O_STORE, O_KEY, O_NO_FOLLOW,
-	       O_NO_STREAM, O_CACHE, O_CACHE_SIZE, O_NO_CACHE, O_BUFFERS, O_HELP };
+	       O_NO_STREAM, O_CACHE, O_CACHE_SIZE, O_NO_CACHE, O_BUFFERS, O_RESTORE_MEMORY, O_HELP };
 	static const struct option opts[] = {
 		{"listen", required_argument, NULL, O_LISTEN},
 		{"bundle-root", required_argument, NULL, O_BUNDLE},
@@ -562,6 +568,7 @@ static int parse_flags(int argc, char **argv, struct flags *f)
 		{"cache-size", required_argument, NULL, O_CACHE_SIZE},
 		{"no-cache", no_argument, NULL, O_NO_CACHE},
 		{"buffers", required_argument, NULL, O_BUFFERS},
+		{"restore-memory", required_argument, NULL, O_RESTORE_MEMORY},
 		{"help", no_argument, NULL, O_HELP},
 		{NULL, 0, NULL, 0},
 	};
@@ -569,7 +576,8 @@ static int parse_flags(int argc, char **argv, struct flags *f)
 			    .bundle_root = "/var/lib/ateom/bundles",
 			    .work_dir = "/var/lib/ateom/work",
 			    .runsc = "runsc",
-			    .buffers = DEFAULT_BUFFERS};
+			    .buffers = DEFAULT_BUFFERS,
+			    .restore_memory = WL_RESTORE_MEMORY_AUTO};
 	int o;
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (o) {
@@ -589,6 +597,18 @@ static int parse_flags(int argc, char **argv, struct flags *f)
 			} else if (!parse_bytes(optarg, &f->buffers) || f->buffers > MAX_BUFFERS) {
 				fprintf(stderr, "ateom: --buffers takes 0 or a size from 16M to 4G "
 					"(suffix K, M, G), got '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case O_RESTORE_MEMORY:
+			if (!strcmp(optarg, "auto")) {
+				f->restore_memory = WL_RESTORE_MEMORY_AUTO;
+			} else if (!strcmp(optarg, "0")) {
+				f->restore_memory = 0;
+			} else if (!parse_bytes(optarg, &f->restore_memory) ||
+				   f->restore_memory == WL_RESTORE_MEMORY_AUTO) {
+				fprintf(stderr, "ateom: --restore-memory takes auto, 0 or a size "
+					"(suffix K, M, G or T), got '%s'\n", optarg);
 				return 2;
 			}
 			break;
@@ -684,6 +704,7 @@ int main(int argc, char **argv)
 			       f.store, f.no_follow, f.key_file ? key : NULL, key_len, reaper,
 			       (const char *const *)environ};
 	wc.no_stream_restore = f.no_stream_restore;
+	wc.restore_memory = f.restore_memory;
 	wc.cache_dir = f.no_cache ? NULL : f.cache;
 	wc.cache_size = f.cache_size;
 	/* Faulted in now, while nothing waits, rather than on every call:

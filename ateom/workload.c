@@ -56,6 +56,7 @@ struct wl {
 	size_t nrunsc_args;
 	bool follow;
 	bool stream_restore;    /* restore while pulling (fusefile.h) */
+	uint64_t restore_memory;   /* fusepull_opts.memory_max */
 
 	/* the sandbox, when executing */
 	bool executing;
@@ -287,6 +288,8 @@ struct wl *wl_new(const struct wl_config *cfg)
 	w->log_fd = -1;
 	w->follow = !cfg->no_follow;
 	w->stream_restore = !cfg->no_stream_restore;
+	w->restore_memory = cfg->restore_memory == WL_RESTORE_MEMORY_AUTO ? FUSEPULL_MEMORY_AUTO
+									 : cfg->restore_memory;
 	w->bundle_root = xstrdup(cfg->bundle_root);
 	w->work_dir = xstrdup(cfg->work_dir);
 	w->runsc = xstrdup(cfg->runsc ? cfg->runsc : "runsc");
@@ -1184,9 +1187,12 @@ void wl_restore(struct wl *w, const struct wl_req *q, struct wl_result *res)
 	if (w->stream_restore && mkdir(img, 0700) == 0) {
 		struct fusepull_opts fo = {.snapshot = q->snapshot_uri, .store = w->store,
 					   .cfg = &cfg, .mountpoint = img, .spool_dir = w->dir,
+					   .memory_max = w->restore_memory,
 					   .reaper = w->reaper, .release_fd = close_later,
 					   .release_arg = w->trash};
 		r = fusepull_start(&fo, &fp, &info, err, sizeof(err));
+		if (!r)
+			res->restore_spool = fusepull_in_memory(fp) ? "memory" : "file";
 		if (r == -ENOTSUP)
 			rmdir(img);   /* pulled whole below */
 	}

@@ -51,6 +51,11 @@ struct wl_config {
 	/* Pull the whole image before runsc restore instead of serving it
 	 * to runsc as it arrives (fusefile.h). */
 	bool no_stream_restore;
+	/* Restoring while pulling, the largest snapshot kept in memory
+	 * rather than in the work dir; WL_RESTORE_MEMORY_AUTO: a quarter of
+	 * the memory left (fusepull_opts.memory_max). */
+#define WL_RESTORE_MEMORY_AUTO UINT64_MAX
+	uint64_t restore_memory;
 	/* The node cache checkpoints and restores go through (ss_config
 	 * cache_dir, copied; NULL: none), and its bound (0: the default). */
 	const char *cache_dir;
@@ -88,6 +93,9 @@ struct wl_result {
 	bool have_stats;
 	uint64_t logical_bytes, zero_bytes, dedup_bytes, new_stored_bytes, transferred_bytes;
 	const char *state;              /* "available" or "executing" afterwards */
+	/* Restoring while pulling: where the image was kept ("memory" or
+	 * "file", static), else NULL. */
+	const char *restore_spool;
 };
 
 struct wl;

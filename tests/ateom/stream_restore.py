@@ -7,6 +7,8 @@ Usage: stream_restore.py ATEOM [--mb N]
   - RestoreWorkload starts runsc before the pull ended (the log's phases:
     runsc began at stream_start, the pull ran longer than that), the
     counter, boot id and data survive, and no FUSE mount is left;
+  - the image is kept in memory by default, and with --restore-memory 0
+    in an unlinked file, which restores the same;
   - ateom killed (SIGKILL) while runsc reads the image: its guard
     unmounts the file system, so no mount is left behind;
   - a chunk damaged in the store fails the restore with INTERNAL naming
@@ -81,10 +83,10 @@ def main():
               [f"--runsc-arg={x}" for x in e2e.RUNSC_FLAGS]
         log_f = open(log_path, "a")
 
-        def start():
+        def start(extra=()):
             if os.path.exists(sock):
                 os.unlink(sock)
-            s = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT)
+            s = subprocess.Popen(cmd + list(extra), stdout=log_f, stderr=subprocess.STDOUT)
             for _ in range(200):
                 if os.path.exists(sock):
                     break
@@ -135,22 +137,33 @@ def main():
         line = log_lines()[-1]
         ph = line.get("phases", {})
         print(f"     log: {json.dumps(line)}")
+        check(line.get("restore_spool") == "memory",
+              f"a {a.mb} MiB image is kept in memory by default: {line.get('restore_spool')}")
         # runsc started once stream_start (and the previous delete) was done;
         # the pull went on for longer: the two overlapped.
         started = ph.get("stream_start", 1e9) + ph.get("previous_delete", 0)
         check("stream_start" in ph and ph.get("pull", 0) > started,
               f"runsc restore started {started:.0f} ms in, before the pull ended "
               f"({ph.get('pull', 0):.0f} ms)")
-        c1 = counter(ACTOR)
-        check(c1 is not None and c0 is not None and c1 >= c0,
-              f"counter continues: {c0} before checkpoint, {c1} after restore")
-        check(sh(ACTOR, "/bin/cat", "/data/boot") == boot, "same boot id: not a restart")
-        check((sh(ACTOR, "/bin/sha256sum", "/data/blob") or "").split()[0:1] == digest,
-              f"{a.mb} MiB of tmpfs data unchanged")
-        check(fuse_mounts(work) == [], "no FUSE mount left after the restore")
-        code, msg = rpc.code(CKPT, A.CheckpointWorkloadRequest(
-            **ident, spec=spec, snapshot_uri_prefix=os.path.join(store, ACTOR, "snap-2")))
-        check(code == "OK", f"checkpoint of the restored sandbox: {code} {msg}")
+
+        def restored_then_checkpoint(what, c_before, snap_next):
+            """The restored sandbox is the checkpointed one (its counter
+            went on, same boot id and data), nothing stays mounted; then
+            checkpoint it to snap_next. Returns the counter read."""
+            c = counter(ACTOR)
+            check(c is not None and c_before is not None and c >= c_before,
+                  f"{what}: counter continues: {c_before} at the checkpoint, {c} now")
+            check(sh(ACTOR, "/bin/cat", "/data/boot") == boot,
+                  f"{what}: same boot id: not a restart")
+            check((sh(ACTOR, "/bin/sha256sum", "/data/blob") or "").split()[0:1] == digest,
+                  f"{what}: {a.mb} MiB of tmpfs data unchanged")
+            check(fuse_mounts(work) == [], f"{what}: no FUSE mount left")
+            code, msg = rpc.code(CKPT, A.CheckpointWorkloadRequest(
+                **ident, spec=spec, snapshot_uri_prefix=os.path.join(store, ACTOR, snap_next)))
+            check(code == "OK", f"{what}: checkpoint of the restored sandbox: {code} {msg}")
+            return c
+
+        c1 = restored_then_checkpoint("restore", c0, "snap-2")
 
         # --- ateom killed while runsc reads the image ---
         result = {}
@@ -175,8 +188,20 @@ def main():
               f"({fuse_mounts(work)}; the call got {result.get('r')})")
         for cid in sandboxes():
             subprocess.run(rs + ["delete", "-force", cid], capture_output=True)
-        server = start()
+        # From here on the image is kept in an unlinked file in the work
+        # dir, as for an image too large for memory.
+        server = start(["--restore-memory", "0"])
         rpc = e2e.Rpc(f"unix:{sock}", A, H)
+
+        # --- restore while pulling through a file ---
+        snap2 = os.path.join(store, ACTOR, "snap-2")
+        code, msg = rpc.code(REST, A.RestoreWorkloadRequest(**ident, spec=spec,
+                                                            snapshot_uri_prefix=snap2))
+        check(code == "OK", f"restore of snap-2 through a file: {code} {msg}")
+        line = log_lines()[-1]
+        check(line.get("restore_spool") == "file",
+              f"--restore-memory 0 keeps the image in a file: {line.get('restore_spool')}")
+        restored_then_checkpoint("restore of snap-2 through a file", c1, "snap-3")
 
         # --- a damaged chunk fails the restore ---
         # (the killed server's sandbox directory stays for an operator)
