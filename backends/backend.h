@@ -35,8 +35,9 @@ enum ss_req_kind {
  * earlier GET of this range returned were bad; drop what is cached for it
  * and read the store. Backends of their own ignore it. */
 #define SS_GET_FRESH 0x4u
-/* ss_req.slack a caller offers: a node cache block (engine/core/ncache.h)
- * fits in it. */
+/* ss_req.slack a caller offers at least: a node cache's block
+ * (engine/core/ncache.h) fits in it when it is a 64 KiB one; larger
+ * blocks need more, else the cache fetches them into a buffer of its own. */
 #define SS_GET_SLACK (64u << 10)
 
 /* Called for each object a LIST finds (loop thread). Return non-zero to
@@ -57,7 +58,7 @@ struct ss_req {
 	uint64_t len;
 	void *buf;
 	/* GET: bytes before buf and past buf + len that the caller lets a
-	 * backend overwrite (0 or SS_GET_SLACK): a cache stacked on the store
+	 * backend overwrite (0, or SS_GET_SLACK or more): a cache stacked on the store
 	 * fetches whole blocks around the range straight into the caller's
 	 * buffer instead of into one of its own and copying. */
 	uint32_t slack;

@@ -492,6 +492,7 @@ int cmd_cache(struct cli *c)
 		json_u64(&j, "bytes", st.bytes);
 		json_u64(&j, "entries", st.entries);
 		json_u64(&j, "bound", st.bound);
+		json_u64(&j, "block_bytes", st.block_bytes);
 		json_u64(&j, "hits", st.hits);
 		json_u64(&j, "misses", st.misses);
 		json_u64(&j, "bytes_saved", st.hit_bytes);
@@ -509,7 +510,7 @@ int cmd_cache(struct cli *c)
 	}
 	if (c->quiet)
 		return EXIT_OK;
-	char b[32], bound[32], saved[32], fetched[32], written[32], ev[32];
+	char b[32], bound[32], saved[32], fetched[32], written[32], ev[32], blk[32];
 	cli_human((double)st.bytes, b, sizeof(b));
 	cli_human((double)st.bound, bound, sizeof(bound));
 	cli_human((double)st.hit_bytes, saved, sizeof(saved));
@@ -521,7 +522,9 @@ int cmd_cache(struct cli *c)
 		cli_human((double)st.pruned_bytes, pb, sizeof(pb));
 		printf("pruned %" PRIu64 " block(s), %s\n", st.pruned, pb);
 	}
-	printf("%s: %s in %" PRIu64 " block(s), bound %s\n", dir, b, st.entries, bound);
+	cli_human((double)(st.block_bytes + 32), blk, sizeof(blk));
+	printf("%s: %s in %" PRIu64 " block(s) of %s, bound %s\n", dir, b, st.entries, blk,
+	       bound);
 	printf("hits %" PRIu64 " (saved %s), misses %" PRIu64 " (fetched %s), written by "
 	       "pushes %s, evicted %" PRIu64 " (%s)\n",
 	       st.hits, saved, st.misses, fetched, written, st.evicted, ev);

@@ -685,6 +685,7 @@ struct ss_cache_stats {
 	uint64_t pruned;            /* this call: blocks removed by prune */
 	uint64_t pruned_bytes;
 	double seconds;
+	uint64_t block_bytes;       /* bytes per block (its file has 32 more) */
 };
 
 /* Report a node cache's figures (counted since it was created), pruning

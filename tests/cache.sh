@@ -252,11 +252,13 @@ export ROOT
 	expect_rc 0 "cache --json" ss cache "$P" --json
 	packs=$(pack_bytes)
 	# Entries are the blocks of packs and, per snapshot, the manifest kept
-	# for it (its bytes in 64 KiB blocks, and its name).
+	# for it (its bytes in blocks, and its name).
+	blk=$(jget out "j[\"block_bytes\"]")
+	[ "$blk" = 262112 ] && ok "a new cache has 256 KiB blocks" || bad "blocks of a new cache: $blk bytes"
 	mblocks=0
 	for i in 0 1 2 3 4 5 6 7; do
 		ss info "$B/a$i" --json >info.json 2>/dev/null || bad "info a$i"
-		mblocks=$((mblocks + $(jget info.json "(j[\"manifest_bytes\"] + 65503) // 65504 + 1")))
+		mblocks=$((mblocks + $(jget info.json "(j[\"manifest_bytes\"] + $blk - 1) // $blk + 1")))
 	done
 	rm -f info.json
 	[ "$(jget out "j[\"misses\"] + $mblocks == j[\"entries\"] and j[\"evicted\"] == 0")" = True ] &&

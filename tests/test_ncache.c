@@ -145,22 +145,34 @@ int main(void)
 	CHECK(!has(b, 3) && !has(b, 4), "damaged blocks returned");
 	block_path(3, path, sizeof(path));
 	CHECK(access(path, F_OK) != 0, "a damaged block stays");
+	key_of(3, key);
+	CHECK(!ss_ncache_has(a, key), "a dropped block is still there to a plan");
+	key_of(1, key);
+	CHECK(ss_ncache_has(a, key), "a block put is not there to a plan");
+	/* Removed by hand behind the table: a plan may think it there, but
+	 * a read never returns it. */
+	block_path(1, path, sizeof(path));
+	CHECK(unlink(path) == 0, "unlink");
+	CHECK(!has(b, 1), "a removed block returned");
 
-	/* LRU within the bound: 16 MiB holds 256 blocks. Blocks 100.. are
+	/* LRU within the bound: 16 MiB holds n blocks (64). Blocks 100.. are
 	 * older the lower their number; 100..109 were read. */
-	for (unsigned i = 100; i < 300; i++) {
+	const unsigned n = (unsigned)(bound / (BLK + SS_NCACHE_HEADER));
+	const unsigned first = 100, end = first + n * 3 / 4, past = end + n / 2;
+	for (unsigned i = first; i < end; i++) {
 		CHECK(put(a, i, BLK) == 0, "put %u", i);
 		age(i, 1000 - (int)i);
 	}
 	for (unsigned i = 100; i < 110; i++)
 		CHECK(has(a, i), "read %u", i);
-	for (unsigned i = 300; i < 360; i++)
+	for (unsigned i = end; i < past; i++)
 		CHECK(put(b, i, BLK) == 0, "put %u past the bound", i);
 	struct ss_cache_stats cs = {.size = sizeof(cs)};
 	CHECK(ss_ncache_report(a, false, 0, &cs, &err) == 0, "report: %s", err.msg);
 	CHECK(cs.bytes <= bound, "the cache holds %llu bytes, bound %llu",
 	      (unsigned long long)cs.bytes, (unsigned long long)bound);
 	CHECK(cs.evicted > 0, "nothing evicted");
+	CHECK(cs.block_bytes == BLK, "block size %llu", (unsigned long long)cs.block_bytes);
 	unsigned kept_read = 0, kept_old = 0;
 	for (unsigned i = 100; i < 110; i++)
 		kept_read += has(a, i);
@@ -168,7 +180,14 @@ int main(void)
 		kept_old += has(a, i);
 	CHECK(kept_read == 10, "recently read blocks evicted: %u of 10 kept", kept_read);
 	CHECK(kept_old == 0, "the least recently used blocks stayed: %u", kept_old);
-	CHECK(has(a, 359) && has(a, 299), "newer blocks are there");
+	CHECK(has(a, past - 1) && has(a, end - 1), "newer blocks are there");
+	/* What plans ask (ss_ncache_has, answered from present/ where it
+	 * can): evicted blocks are not there, kept ones are, for another
+	 * handle too. */
+	key_of(110, key);
+	CHECK(!ss_ncache_has(b, key), "an evicted block is there");
+	key_of(past - 1, key);
+	CHECK(ss_ncache_has(b, key), "a kept block is not there");
 
 	/* Prune, and ss_cache's view. */
 	struct ss_cache_opts po = {.size = sizeof(po), .dir = dir, .prune = true, .prune_to = BLK * 4};
@@ -178,6 +197,38 @@ int main(void)
 	CHECK(ps.bytes <= BLK * 4 && ps.pruned > 0 && ps.entries == ps.bytes / (BLK + SS_NCACHE_HEADER),
 	      "after prune: %llu bytes, %llu blocks", (unsigned long long)ps.bytes,
 	      (unsigned long long)ps.entries);
+
+	/* A cache made with 64 KiB blocks keeps them; a size this build
+	 * cannot use is refused. The state holds the block size at 12. */
+	{
+		char lp[300], sp[400];
+		snprintf(lp, sizeof(lp), "%s-64k", dir);
+		struct ss_ncache *l = NULL;
+		REQUIRE(ss_ncache_open(lp, bound, false, &l, &err) == 0, "open: %s", err.msg);
+		ss_ncache_free(l);
+		snprintf(sp, sizeof(sp), "%s/state", lp);
+		uint32_t old_blk = (64u << 10) - SS_NCACHE_HEADER, odd = 1000;
+		int sfd = open(sp, O_WRONLY);
+		CHECK(sfd >= 0 && pwrite(sfd, &old_blk, 4, 12) == 4, "set a 64 KiB cache's state");
+		REQUIRE(ss_ncache_open(lp, bound, false, &l, &err) == 0, "open a 64 KiB cache: %s",
+			err.msg);
+		CHECK(ss_ncache_block(l) == old_blk, "block size %u", ss_ncache_block(l));
+		static uint8_t big[BLK];
+		struct iovec v = {big, old_blk + 1};
+		uint8_t k[16];
+		key_of(7, k);
+		CHECK(ss_ncache_put(l, k, &v, 1, old_blk + 1) == -EINVAL, "a block larger than 64 KiB");
+		v.iov_len = old_blk;
+		CHECK(ss_ncache_put(l, k, &v, 1, old_blk) == 0, "a 64 KiB block");
+		ss_ncache_free(l);
+		CHECK(sfd >= 0 && pwrite(sfd, &odd, 4, 12) == 4, "set an odd block size");
+		close(sfd);
+		err = (struct ss_err){0};
+		CHECK(ss_ncache_open(lp, bound, false, &l, &err) == -EINVAL, "an odd block size: %s",
+		      err.msg);
+		snprintf(sp, sizeof(sp), "rm -rf %s", lp);
+		CHECK(system(sp) == 0, "cleanup");
+	}
 
 	/* Bad bounds, a directory that is no cache, one others may write. */
 	struct ss_ncache *x = NULL;

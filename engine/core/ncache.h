@@ -3,8 +3,8 @@
  * cache").
  *
  * A cache is a directory of blocks: block k of pack P of store S holds
- * bytes [k * SS_NCACHE_BLOCK, (k + 1) * SS_NCACHE_BLOCK) of P (fewer at
- * its end), named by XXH3-128 of (S's identity, P, k). Packs are immutable
+ * bytes [k * B, (k + 1) * B) of P (fewer at its end; B is the cache's
+ * block size, ss_ncache_block), named by XXH3-128 of (S's identity, P, k). Packs are immutable
  * and their ids random, so a block never changes once written; every
  * chunk read out of one is still verified by its id by whoever decodes it
  * (the range reader), and a range whose chunks fail is dropped and read
@@ -36,12 +36,14 @@
 #include "snapstream.h"
 #include "util.h"
 
-/* Block size: the unit of caching, locking and eviction (docs/DESIGN.md,
- * "The node cache", says why about 64 KiB): 64 KiB less the header, so
- * that a block's file is 64 KiB, whole pages and file system blocks. */
+/* Block size of new caches: the unit of caching, locking and eviction
+ * (docs/DESIGN.md, "The node cache", says why 256 KiB): 256 KiB less the
+ * header, so that a block's file is 256 KiB, whole pages and file system
+ * blocks. A cache keeps the size it was made with (ss_ncache_block):
+ * caches made before hold 64 KiB blocks. */
 /* magic 8, name 16, length 4, zero 4 */
 #define SS_NCACHE_HEADER 32u
-#define SS_NCACHE_BLOCK ((64u << 10) - SS_NCACHE_HEADER)
+#define SS_NCACHE_BLOCK ((256u << 10) - SS_NCACHE_HEADER)
 
 struct ss_ncache;
 struct ss_cfg;
@@ -124,8 +126,9 @@ void ss_ncache_key(const uint8_t store[16], const uint8_t pack[16], uint64_t k,
  * (a damaged one is removed and is a miss too). */
 int ss_ncache_get(struct ss_ncache *c, const uint8_t key[16], uint64_t from, void *dst, size_t n,
 		  uint32_t *blen);
-/* Whether block key is there, as far as one stat can tell: for plans,
- * which a block found bad when read only makes slower (it is fetched
+/* Whether block key is there, as far as the directory's table of
+ * fingerprints, else one stat, can tell: for plans, which a wrong answer
+ * only makes slower (a block found missing or bad when read is fetched
  * again), never wrong. No hit is counted, and no recency noted. */
 bool ss_ncache_has(struct ss_ncache *c, const uint8_t key[16]);
 /* Publish block key (len bytes in iov) if the bound leaves room: temp
@@ -141,6 +144,9 @@ void ss_ncache_drop(struct ss_ncache *c, const uint8_t key[16]);
  * Returns 0 (ours) or -EAGAIN (another holds it). */
 int ss_ncache_lock(struct ss_ncache *c, const uint8_t key[16]);
 void ss_ncache_unlock(struct ss_ncache *c, const uint8_t key[16]);
+
+/* The cache's bytes per block (B above). */
+uint32_t ss_ncache_block(const struct ss_ncache *c);
 
 /* Add to the shared counters. */
 enum ss_ncache_counter {

@@ -23,7 +23,7 @@
 #include <string.h>
 #include "xxh.h"
 
-#define B ((uint64_t)SS_NCACHE_BLOCK)
+#define B ((uint64_t)ss_ncache_block(c))   /* the cache's block size */
 #define NAME_MAGIC "ssncnam1"
 #define NAME_LEN 32u   /* magic 8, digest 16, length 8 */
 

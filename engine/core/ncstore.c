@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define B ((uint64_t)SS_NCACHE_BLOCK)
+#define B (nb->blk)   /* the cache's block size (ss_ncache_block) */
 /* Waiting for another process's fetch: polled every POLL_MIN_NS while
  * blocks keep landing, backing off to POLL_MAX_NS while none does. */
 #define POLL_MIN_NS (1000 * 1000)
@@ -96,6 +96,7 @@ struct ncb {
 	uint8_t *spare[SPARE_BUFS];
 	size_t spare_cap[SPARE_BUFS];
 	uint64_t hit_bytes, fetched_bytes;
+	uint64_t blk;               /* B */
 };
 
 extern const struct ss_backend_ops ss_ncache_ops;
@@ -177,6 +178,7 @@ static int forward(struct ncb *nb, struct ss_req *r, const uint8_t *pack)
 static void want(const struct nreq *q, const struct nblock *b, uint64_t *from, uint8_t **dst,
 		 size_t *n)
 {
+	const struct ncb *nb = q->nb;
 	uint64_t lo = SS_MAX(q->r->off, b->k * B);
 	uint64_t hi = SS_MIN(q->r->off + q->r->len, (b->k + 1) * B);
 	*from = lo - b->k * B;
@@ -610,6 +612,7 @@ int ss_ncache_wrap(const struct ss_cfg *cfg, struct ss_backend **b, struct ss_er
 		return r;
 	}
 	memcpy(nb->store, store, 16);
+	nb->blk = ss_ncache_block(nb->c);
 	nb->inner = *b;
 	nb->self = self;
 	self->ops = &ss_ncache_ops;

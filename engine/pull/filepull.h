@@ -98,6 +98,7 @@ struct ofile {
  * that started from the copy the node cache kept (pull.c, "guess"). */
 struct mcheck {
 	pthread_t th;
+	bool pending;               /* guessed: to be started (check_start) */
 	bool running;
 	const char *snapshot;
 	const struct ss_snaploc *loc;
@@ -132,6 +133,7 @@ struct pull {
 	size_t nranges, next_range;
 	uint32_t max_range_chunks;
 	uint32_t range_max;     /* RANGE_MAX or RANGE_MAX_LOCAL (pull.c) */
+	uint32_t slack;         /* around each task's buffer: ss_req.slack */
 	uint32_t range_buf;     /* the largest range budget planned */
 	uint8_t *lscratch;      /* the loop thread's hash buffer (files.c) */
 	size_t in_cap, out_cap;    /* a task's GET buffer; a worker's decode buffer */

@@ -35,6 +35,9 @@
 /* Read through gaps up to this size (through the node cache, only cached
  * ones: ss_ncache_holds). */
 #define RANGE_GAP (256u << 10)
+/* Slack around object-store-sized range buffers: a node cache block
+ * (SS_NCACHE_BLOCK and its header). */
+#define SLACK_OBJECT (256u << 10)
 static void fail(struct pull *P, int r, const char *what)
 {
 	if (!P->failed) {
@@ -432,7 +435,7 @@ static void issue_gets(struct pull *P)
 		t->err = 0;
 		ss_err_clear(&t->werr);
 		ss_range_prep(&t->g, P->m->pack_ids[rg->pack], rg->off, rg->len, t->in, get_done, t);
-		t->g.req.slack = SS_GET_SLACK;
+		t->g.req.slack = P->slack;
 		if (!submit_get(P, t))
 			return;
 		P->free_tasks = t->next_free;
@@ -458,11 +461,17 @@ static int run_pipeline(struct pull *P)
 	uint32_t fmax = SS_MAX(P->m->frame_max, P->m->chunk_max);
 	P->in_cap = SS_ALIGN_UP((size_t)P->range_buf + ZSTD_compressBound(fmax), 4096);
 	P->out_cap = SS_ALIGN_UP((size_t)P->range_buf + fmax, 4096);
-	/* Each task's buffer has SS_GET_SLACK on both sides of its own, and
-	 * whole huge pages: a mapping whose length is not a multiple of 2 MiB
-	 * is not aligned to one, and the kernel then backs the buffers 4 KiB
-	 * at a time where they straddle. */
-	size_t per = SS_ALIGN_UP(P->in_cap + 2 * (size_t)SS_GET_SLACK, SS_HUGE_PAGE);
+	/* Each task's buffer has slack on both sides of its own, and whole
+	 * huge pages: a mapping whose length is not a multiple of 2 MiB is
+	 * not aligned to one, and the kernel then backs the buffers 4 KiB at
+	 * a time where they straddle. The slack takes a node cache's whole
+	 * blocks around a range it fetches (ss_req.slack): a block of new
+	 * caches where buffers are an object store's size (free within their
+	 * huge pages), SS_GET_SLACK where they are a local read's (one huge
+	 * page each, which a 256 KiB block on both sides would make two; a
+	 * range of a warm cache seldom fetches, and then the cache copies). */
+	P->slack = P->range_buf > RANGE_MAX_LOCAL ? SLACK_OBJECT : SS_GET_SLACK;
+	size_t per = SS_ALIGN_UP(P->in_cap + 2 * (size_t)P->slack, SS_HUGE_PAGE);
 	P->mem_len = per * P->ntasks;
 	P->mem = ss_bufpool_get(P->cfg.bufs, P->mem_len, false);
 	P->tasks = calloc(P->ntasks, sizeof(*P->tasks));
@@ -471,7 +480,7 @@ static int run_pipeline(struct pull *P)
 	for (unsigned i = 0; i < P->ntasks; i++) {
 		struct rtask *t = &P->tasks[i];
 		t->P = P;
-		t->in = P->mem + per * i + SS_GET_SLACK;
+		t->in = P->mem + per * i + P->slack;
 		t->cptr = malloc(sizeof(*t->cptr) * (P->max_range_chunks ? P->max_range_chunks : 1));
 		if (!t->cptr)
 			return ss_err_set(P->err, -ENOMEM, "cannot allocate the pull pipeline");
@@ -534,14 +543,34 @@ static void *check_run(void *arg)
 	return NULL;
 }
 
+/* Start the check guess() prepared: once the pipeline's workers are up,
+ * not when the guess is made. Loading libcurl maps ~30 libraries, and
+ * the mappings contend with the faults and thread stacks of the pull's
+ * own start (~2 ms later on a 256 MiB pull from a warm cache, against
+ * the 100 ms it takes); the check is done long before the pull is. */
+static void check_start(struct pull *P)
+{
+	struct mcheck *c = &P->check;
+	if (!c->pending)
+		return;
+	c->pending = false;
+	if (pthread_create(&c->th, NULL, check_run, c))
+		check_run(c);   /* no thread: check here and now */
+	else
+		c->running = true;
+}
+
 /* Wait for the check; 0 when the store holds the manifest the pull used,
  * -ESTALE when it holds another, or why it could not be had (err set). */
 static int check_join(struct pull *P)
 {
 	struct mcheck *c = &P->check;
-	if (!c->running)
+	bool ran = c->pending;
+	check_start(P);
+	if (!c->running && !ran)
 		return 0;
-	pthread_join(c->th, NULL);
+	if (c->running)
+		pthread_join(c->th, NULL);
 	c->running = false;
 	P->st->requests += c->requests;
 	if (c->res)
@@ -565,7 +594,7 @@ static void open_snapb(struct pull *P, const struct ss_snaploc *loc)
 	}
 }
 
-/* Start from the kept manifest (into P->mraw) and its check; 0, or
+/* Start from the kept manifest (into P->mraw), its check prepared; 0, or
  * -ENOENT when there is none to start from. */
 static int guess(struct pull *P, const struct ss_snaploc *loc)
 {
@@ -576,12 +605,7 @@ static int guess(struct pull *P, const struct ss_snaploc *loc)
 	c->snapshot = P->opts->snapshot;
 	c->loc = loc;
 	c->cfg = P->cfg;
-	if (pthread_create(&c->th, NULL, check_run, c)) {
-		free(P->mraw);
-		P->mraw = NULL;
-		return -ENOENT;
-	}
-	c->running = true;
+	c->pending = true;
 	return 0;
 }
 
@@ -637,7 +661,7 @@ static int pull_once(const struct ss_pull_opts *opts, const struct ss_config_in 
 		goto out;
 	}
 	mlen = P->mraw_len;
-	if (!P->snapb || P->check.running) {
+	if (!P->snapb || P->check.pending) {
 		/* Nothing to keep (or kept already). */
 		free(P->mraw);
 		P->mraw = NULL;
@@ -673,6 +697,7 @@ static int pull_once(const struct ss_pull_opts *opts, const struct ss_config_in 
 		ss_err_set(&err, r, "cannot start workers: %s", strerror(-r));
 		goto out;
 	}
+	check_start(P);
 	if ((r = run_pipeline(P)))
 		goto out;
 	ss_bufpool_put(P->cfg.bufs, P->mem, P->mem_len);
