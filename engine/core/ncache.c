@@ -21,10 +21,10 @@
  * they read them: a warm 256 MiB pull asked ~900 times, a stat each,
  * ~3 ms before its first read. present/ answers without a system call
  * when a block's fingerprint is in its slot (set when the block is
- * written or read whole, cleared when it is removed); any other answer
- * falls back to the stat. A fingerprint left behind by a block removed by
- * hand, or matching by chance (1 in 65,535), only makes a plan read
- * through a gap the cache lacks: slower, never wrong. */
+ * written or read, cleared when it is removed); any other answer falls
+ * back to the stat. A fingerprint left behind by a block removed by hand,
+ * or matching by chance (1 in 32,768: fingerprints are odd), only makes a
+ * plan read through a gap the cache lacks: slower, never wrong. */
 #include "core.h"
 #include "ncache.h"
 
