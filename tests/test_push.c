@@ -12,6 +12,8 @@
  *     them before it frees their buffers;
  *   - a 16 GiB sparse source: its holes are never read (every read the
  *     engine submits is checked), and come back as holes;
+ *   - a dense file's long zero runs are read once (by the page count),
+ *     short ones twice;
  *   - pages repeated at scattered offsets: each stored once.
  *
  * Exit 0 pass, 1 fail. */
@@ -455,6 +457,64 @@ static void test_sparse(void)
 	CHECK(system(cmd) == 0, "rm %s", dir);
 }
 
+/* A dense file whose zero runs were written like any data: the page
+ * count's pre-pass reads them once, and segments do not read a long run
+ * again (it becomes a zero run as a hole does); a short run is read as
+ * before. Pulled back byte for byte. */
+static void test_zero_runs_read_once(void)
+{
+	char dir[300], src[400], snap[400], dst[400], err[512] = "";
+	path_of(dir, sizeof(dir), "zero-runs");
+	REQUIRE(mkdir(dir, 0700) == 0, "mkdir %s", dir);
+	snprintf(src, sizeof(src), "%s/mem.img", dir);
+	snprintf(snap, sizeof(snap), "%s/snap", dir);
+	snprintf(dst, sizeof(dst), "%s/out.img", dir);
+	/* 12 MiB: data, a 3 MiB zero run from 2 MiB, data, an 8 KiB zero
+	 * run at 7 MiB (two pages: read), data. */
+	const uint64_t size = 12u << 20, z0 = 2u << 20, z1 = 5u << 20, s0 = 7u << 20,
+		       s1 = s0 + 8192;
+	uint8_t *b = malloc(size);
+	REQUIRE(b, "out of memory");
+	for (uint64_t i = 0; i < size; i++)
+		b[i] = (i >= z0 && i < z1) || (i >= s0 && i < s1) ? 0 : (uint8_t)(rnd() | 1);
+	int fd = open(src, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	REQUIRE(fd >= 0 && write(fd, b, size) == (ssize_t)size, "write %s", src);
+	struct ss_config cfg = base_cfg();
+	struct ss_push_opts po = {.size = sizeof(po), .source = src, .snapshot = snap};
+	struct ss_stats st = SS_STATS_INIT;
+	REQUIRE(strlen(src) < sizeof(watch_path), "path too long");
+	memcpy(watch_path, src, strlen(src) + 1);
+	nreads = 0;
+	int r = ss_push(&po, &cfg, &st, err, sizeof(err));
+	atomic_store(&watch_fd, -1);
+	watch_path[0] = '\0';
+	CHECK(r == 0, "push: %s", err);
+	CHECK(!reads_overflow && nreads > 0, "%zu reads of the source noted", nreads);
+	uint64_t in_long = 0, in_short = 0, all = 0;
+	for (size_t i = 0; i < nreads; i++) {
+		uint64_t a = reads[i].off, e = reads[i].off + reads[i].len;
+		all += reads[i].len;
+		in_long += a < z1 && e > z0 ? (e < z1 ? e : z1) - (a > z0 ? a : z0) : 0;
+		in_short += a < s1 && e > s0 ? (e < s1 ? e : s1) - (a > s0 ? a : s0) : 0;
+	}
+	CHECK(in_long == z1 - z0, "the long zero run was read %llu bytes (once: %llu)",
+	      (unsigned long long)in_long, (unsigned long long)(z1 - z0));
+	CHECK(in_short == 2 * (s1 - s0), "the short zero run was read %llu bytes (twice: %llu)",
+	      (unsigned long long)in_short, (unsigned long long)(2 * (s1 - s0)));
+	CHECK(all == 2 * size - (z1 - z0), "the file was read %llu bytes", (unsigned long long)all);
+	CHECK(st.zero_bytes == (z1 - z0) + (s1 - s0), "zero bytes %llu",
+	      (unsigned long long)st.zero_bytes);
+	struct ss_pull_opts pl = {.size = sizeof(pl), .snapshot = snap, .dest = dst};
+	r = ss_pull(&pl, &cfg, &st, err, sizeof(err));
+	CHECK(r == 0, "pull: %s", err);
+	int out = open(dst, O_RDONLY | O_CLOEXEC);
+	CHECK(out >= 0 && same_range(fd, out, 0, size), "the pulled file differs");
+	if (out >= 0)
+		close(out);
+	close(fd);
+	free(b);
+}
+
 /* --- small files on a memory file system --------------------------------- */
 
 /* Write the same small file into both directories: n bytes, random unless
@@ -807,6 +867,7 @@ static const struct {
 	{"loop-failure", test_loop_failure_drains},
 	{"follow-many", test_follow_many_files},
 	{"sparse", test_sparse},
+	{"zero-runs", test_zero_runs_read_once},
 	{"repeated-pages", test_repeated_pages},
 	{"small-files-memfs", test_small_files_memfs},
 };

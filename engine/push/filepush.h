@@ -165,6 +165,7 @@ struct push {
 	struct ppiece *pieces;
 	size_t npieces;
 	uint8_t *prep;
+	uint8_t *pzero;              /* a bit per page, as prep: set where it is zero */
 	bool pages_counted;
 	struct ss_manifest *guide;   /* a parent chunked with our parameters */
 	struct ss_pipe pipe;          /* the first failure; parked segments */
@@ -246,6 +247,12 @@ size_t push_wctx_compress(void *wctx, uint8_t *dst, const uint8_t *src, uint32_t
  * page of f at off (a page multiple) occurs twice or more in the files. */
 int push_scan_pages(struct push *P);
 bool push_page_repeated(const struct push *P, const struct pfile *f, uint64_t off);
+/* pagescan.c: the first offset at or after off (a page multiple), below
+ * end, whose page the scan did not find zero when zero is true (found
+ * zero when false); end when there is none. Pages the scan did not read
+ * (a short read, a file's last partial page) count as not zero. */
+uint64_t push_zero_scan(const struct push *P, const struct pfile *f, uint64_t off, uint64_t end,
+			bool zero);
 
 /* foreign.c: after the pipeline, wait for or store every chunk another
  * push claimed, on the loop without blocking it (workers store them). */

@@ -14,7 +14,8 @@
  * exactly once, and where pages become chunks depends on the image alone,
  * not on which worker met a page first: the same image chunks the same
  * way twice, which incremental pushes without a parent relies on. Holes are
- * skipped (SEEK_DATA). */
+ * skipped (SEEK_DATA). The scan also keeps a bit per zero page, so that
+ * segments do not read long zero runs again (push_zero_scan, walk.c). */
 #include "filepush.h"
 
 #include <pthread.h>
@@ -35,6 +36,7 @@ struct scan {
 	size_t n, cap, fd_cap;
 	uint64_t *h;            /* each piece's pages' hashes from bit0 on; 0: zero */
 	uint8_t *rep;           /* becomes P->prep */
+	uint8_t *zero;          /* becomes P->pzero */
 	size_t bits;
 	void (*step)(struct scanner *w, size_t i);   /* per piece, in a pass */
 	_Atomic size_t next;
@@ -109,8 +111,13 @@ static void count_piece(struct scanner *w, size_t i)
 	for (size_t k = 0; k < np; k++) {
 		size_t at = k * SS_PAGE_SIZE;
 		all[k] = 0;
-		if (got > 0 && at + SS_PAGE_SIZE <= (size_t)got &&
-		    !ss_is_zero(w->buf + at, SS_PAGE_SIZE)) {
+		if (got <= 0 || at + SS_PAGE_SIZE > (size_t)got)
+			continue;
+		if (ss_is_zero(w->buf + at, SS_PAGE_SIZE)) {
+			/* Bits of a piece start a byte of their own: no other
+			 * thread writes this one. */
+			S->zero[(p->bit0 + k) / 8] |= (uint8_t)(1u << ((p->bit0 + k) % 8));
+		} else {
 			/* 0 marks a zero page; the set keys 0 and 1 alike. */
 			uint64_t x = XXH3_64bits(w->buf + at, SS_PAGE_SIZE);
 			all[k] = h[n++] = x ? x : 1;
@@ -153,9 +160,9 @@ static void run_threads(struct scan *S, struct scanner *w, unsigned nt,
 		pthread_join(w[i].t, NULL);
 }
 
-bool push_page_repeated(const struct push *P, const struct pfile *f, uint64_t off)
+/* f's last piece that starts at or before off, or NULL. */
+static const struct ppiece *piece_at(const struct push *P, const struct pfile *f, uint64_t off)
 {
-	/* The file's last piece that starts at or before off. */
 	size_t lo = f->piece0, hi = (size_t)f->piece0 + f->npieces;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
@@ -164,9 +171,37 @@ bool push_page_repeated(const struct push *P, const struct pfile *f, uint64_t of
 		else
 			hi = mid;
 	}
-	if (lo == f->piece0)
+	return lo == f->piece0 ? NULL : &P->pieces[lo - 1];
+}
+
+uint64_t push_zero_scan(const struct push *P, const struct pfile *f, uint64_t off, uint64_t end,
+			bool zero)
+{
+	if (!P->pzero || !f->npieces)
+		return zero ? SS_MIN(off, end) : end;
+	const struct ppiece *first = &P->pieces[f->piece0], *stop = first + f->npieces;
+	const struct ppiece *p = piece_at(P, f, off);
+	if (!p)
+		p = first;
+	for (; off < end; off += SS_PAGE_SIZE) {
+		while (p + 1 < stop && (p + 1)->off <= off)
+			p++;
+		bool z = false;
+		if (off >= p->off && off - p->off + SS_PAGE_SIZE <= p->len) {
+			size_t b = p->bit0 + (size_t)((off - p->off) / SS_PAGE_SIZE);
+			z = P->pzero[b / 8] >> (b % 8) & 1;
+		}
+		if (z != zero)
+			return off;
+	}
+	return end;
+}
+
+bool push_page_repeated(const struct push *P, const struct pfile *f, uint64_t off)
+{
+	const struct ppiece *p = piece_at(P, f, off);
+	if (!p)
 		return false;
-	const struct ppiece *p = &P->pieces[lo - 1];
 	uint64_t k = (off - p->off) / SS_PAGE_SIZE;
 	if (k >= p->len / SS_PAGE_SIZE)
 		return false;
@@ -190,7 +225,7 @@ int push_scan_pages(struct push *P)
 	}
 	/* 8 bytes a page while counting (2 MiB per GiB of data), then a bit. */
 	if (!r && S.n && (!(S.h = malloc(S.bits * sizeof(*S.h))) ||
-			  !(S.rep = calloc(S.bits / 8, 1))))
+			  !(S.rep = calloc(S.bits / 8, 1)) || !(S.zero = calloc(S.bits / 8, 1))))
 		r = -ENOMEM;
 	/* The pipeline has not started: its segment buffers are free, and
 	 * already faulted in (registered), so the scan touches no memory of
@@ -214,11 +249,13 @@ int push_scan_pages(struct push *P)
 	if (r) {
 		free(S.p);
 		free(S.rep);
+		free(S.zero);
 		return r;
 	}
 	P->pieces = S.p;
 	P->npieces = S.n;
 	P->prep = S.rep;
+	P->pzero = S.zero;
 	P->pages_counted = true;
 	return 0;
 }

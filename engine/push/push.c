@@ -637,6 +637,7 @@ out:
 		ss_manifest_free(P->guide);
 		free(P->pieces);
 		free(P->prep);
+		free(P->pzero);
 		ss_pushbase_close(&P->b, st);
 	}
 	ss_manifest_free(m);

@@ -285,6 +285,48 @@ static void next_data(struct pfile *f, uint64_t pos, uint64_t end, uint64_t *d, 
 
 /* All-hole segments stay below 2 GiB: extents and lengths are 32-bit. */
 #define HOLE_SEG_MAX (1ull << 31)
+/* Zero runs the page scan found that a segment does not read again. */
+#define ZERO_SKIP_MIN (16u * SS_PAGE_SIZE)
+
+/* The page scan (pagescan.c) read every page once already and knows which
+ * are zero. A run of at least ZERO_SKIP_MIN of them inside a window is
+ * left out of it, and the workers take it as zero as they take a hole of
+ * the source: the snapshot is the same, extent for extent (docs/DESIGN.md,
+ * "Sparse sources"), and the second read and zero test of those pages are
+ * spared. The file cannot change in between unnoticed: a push that is not
+ * following a writer fails if its files' mtimes moved
+ * (push_check_unchanged). Within the windows a segment has; where the
+ * runs would need more, the windows stay as they were. */
+static void skip_zero_runs(const struct push *P, const struct pfile *f, struct seg *s)
+{
+	struct swin w[SEG_MAX_WIN];
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < s->nwin; i++) {
+		uint64_t a = s->off + s->win[i].off, e = a + s->win[i].len, start = a;
+		for (uint64_t pos = a; pos < e;) {
+			uint64_t z = push_zero_scan(P, f, pos, e, false);
+			if (z >= e)
+				break;
+			uint64_t ze = push_zero_scan(P, f, z, e, true);
+			if (ze - z >= ZERO_SKIP_MIN) {
+				if (z > start) {
+					if (n == SEG_MAX_WIN)
+						return;
+					w[n++] = (struct swin){(uint32_t)(start - s->off), (uint32_t)(z - start)};
+				}
+				start = ze;
+			}
+			pos = ze;
+		}
+		if (e > start) {
+			if (n == SEG_MAX_WIN)
+				return;
+			w[n++] = (struct swin){(uint32_t)(start - s->off), (uint32_t)(e - start)};
+		}
+	}
+	memcpy(s->win, w, sizeof(*w) * n);
+	s->nwin = n;
+}
 
 void push_plan_seg(struct push *P, struct pfile *f, struct seg *s, uint64_t lim, bool final)
 {
@@ -328,4 +370,6 @@ void push_plan_seg(struct push *P, struct pfile *f, struct seg *s, uint64_t lim,
 		}
 		pos = we;
 	}
+	if (P->pzero)
+		skip_zero_runs(P, f, s);
 }
