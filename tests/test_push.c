@@ -367,6 +367,23 @@ static bool same_range(int a, int b, uint64_t off, uint64_t len)
 	return same;
 }
 
+/* Push src into snap, noting every read of src the engine makes
+ * (reads[], nreads). */
+static void push_watched(const char *src, const char *snap, const struct ss_config *cfg,
+			 struct ss_stats *st, const char *what)
+{
+	char err[512] = "";
+	struct ss_push_opts po = {.size = sizeof(po), .source = src, .snapshot = snap};
+	REQUIRE(strlen(src) < sizeof(watch_path), "path too long");
+	memcpy(watch_path, src, strlen(src) + 1);
+	nreads = 0;
+	int r = ss_push(&po, cfg, st, err, sizeof(err));
+	atomic_store(&watch_fd, -1);
+	watch_path[0] = '\0';
+	CHECK(r == 0, "push of %s: %s", what, err);
+	CHECK(!reads_overflow && nreads > 0, "%zu reads of the source noted", nreads);
+}
+
 /* A 16 GiB file holding 2 MiB of data is pushed reading its data only
  * (every read the engine submits is checked), pulled back byte for byte
  * with its holes, allocating no more than its data, and verifies. On
@@ -393,16 +410,8 @@ static void test_sparse(void)
 	}
 
 	struct ss_config cfg = base_cfg();
-	struct ss_push_opts po = {.size = sizeof(po), .source = src, .snapshot = snap};
 	struct ss_stats st = SS_STATS_INIT;
-	REQUIRE(strlen(src) < sizeof(watch_path), "path too long");
-	memcpy(watch_path, src, strlen(src) + 1);
-	nreads = 0;
-	int r = ss_push(&po, &cfg, &st, err, sizeof(err));
-	atomic_store(&watch_fd, -1);
-	watch_path[0] = '\0';
-	CHECK(r == 0, "push of a sparse file: %s", err);
-	CHECK(!reads_overflow && nreads > 0, "%zu reads of the source noted", nreads);
+	push_watched(src, snap, &cfg, &st, "a sparse file");
 	uint64_t read = 0;
 	size_t bad = 0, first_bad = 0;
 	for (size_t i = 0; i < nreads; i++) {
@@ -422,7 +431,7 @@ static void test_sparse(void)
 	      (unsigned long long)st.zero_bytes);
 
 	struct ss_pull_opts pl = {.size = sizeof(pl), .snapshot = snap, .dest = dst};
-	r = ss_pull(&pl, &cfg, &st, err, sizeof(err));
+	int r = ss_pull(&pl, &cfg, &st, err, sizeof(err));
 	CHECK(r == 0, "pull of a sparse snapshot: %s", err);
 	int out = open(dst, O_RDONLY | O_CLOEXEC);
 	struct stat sb;
@@ -480,16 +489,8 @@ static void test_zero_runs_read_once(void)
 	int fd = open(src, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	REQUIRE(fd >= 0 && write(fd, b, size) == (ssize_t)size, "write %s", src);
 	struct ss_config cfg = base_cfg();
-	struct ss_push_opts po = {.size = sizeof(po), .source = src, .snapshot = snap};
 	struct ss_stats st = SS_STATS_INIT;
-	REQUIRE(strlen(src) < sizeof(watch_path), "path too long");
-	memcpy(watch_path, src, strlen(src) + 1);
-	nreads = 0;
-	int r = ss_push(&po, &cfg, &st, err, sizeof(err));
-	atomic_store(&watch_fd, -1);
-	watch_path[0] = '\0';
-	CHECK(r == 0, "push: %s", err);
-	CHECK(!reads_overflow && nreads > 0, "%zu reads of the source noted", nreads);
+	push_watched(src, snap, &cfg, &st, "a file with zero runs");
 	uint64_t in_long = 0, in_short = 0, all = 0;
 	for (size_t i = 0; i < nreads; i++) {
 		uint64_t a = reads[i].off, e = reads[i].off + reads[i].len;
@@ -505,7 +506,7 @@ static void test_zero_runs_read_once(void)
 	CHECK(st.zero_bytes == (z1 - z0) + (s1 - s0), "zero bytes %llu",
 	      (unsigned long long)st.zero_bytes);
 	struct ss_pull_opts pl = {.size = sizeof(pl), .snapshot = snap, .dest = dst};
-	r = ss_pull(&pl, &cfg, &st, err, sizeof(err));
+	int r = ss_pull(&pl, &cfg, &st, err, sizeof(err));
 	CHECK(r == 0, "pull: %s", err);
 	int out = open(dst, O_RDONLY | O_CLOEXEC);
 	CHECK(out >= 0 && same_range(fd, out, 0, size), "the pulled file differs");
