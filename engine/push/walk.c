@@ -293,10 +293,10 @@ static void next_data(struct pfile *f, uint64_t pos, uint64_t end, uint64_t *d, 
  * left out of it, and the workers take it as zero as they take a hole of
  * the source: the snapshot is the same, extent for extent (docs/DESIGN.md,
  * "Sparse sources"), and the second read and zero test of those pages are
- * spared. The file cannot change in between unnoticed: a push that is not
- * following a writer fails if its files' mtimes moved
- * (push_check_unchanged). Within the windows a segment has; where the
- * runs would need more, the windows stay as they were. */
+ * spared. A change in between is caught as any change while a file is
+ * pushed is: by its mtime (push_check_unchanged). Within the windows a
+ * segment has; where the runs would need more, the windows stay as they
+ * were. */
 static void skip_zero_runs(const struct push *P, const struct pfile *f, struct seg *s)
 {
 	struct swin w[SEG_MAX_WIN];
