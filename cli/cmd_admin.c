@@ -522,6 +522,7 @@ int cmd_cache(struct cli *c)
 		cli_human((double)st.pruned_bytes, pb, sizeof(pb));
 		printf("pruned %" PRIu64 " block(s), %s\n", st.pruned, pb);
 	}
+	/* A block's file: its bytes behind a 32-byte header (snapstream.h). */
 	cli_human((double)(st.block_bytes + 32), blk, sizeof(blk));
 	printf("%s: %s in %" PRIu64 " block(s) of %s, bound %s\n", dir, b, st.entries, blk,
 	       bound);

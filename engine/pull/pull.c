@@ -565,10 +565,9 @@ static void check_start(struct pull *P)
 static int check_join(struct pull *P)
 {
 	struct mcheck *c = &P->check;
-	bool ran = c->pending;
-	check_start(P);
-	if (!c->running && !ran)
+	if (!c->pending && !c->running)
 		return 0;
+	check_start(P);   /* a check not started yet runs now */
 	if (c->running)
 		pthread_join(c->th, NULL);
 	c->running = false;
