@@ -22,24 +22,17 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 extern char **environ;
 
-/* The kernel keeps a few 128 KiB readahead requests in flight and each
- * may wait for bytes still on their way: enough workers that a stat or
- * an open is never stuck behind them. */
+/* Reads may wait for bytes still on their way: enough workers that a
+ * stat or an open is never stuck behind them. */
 #define FP_WORKERS 8
 /* The file system never changes while mounted. */
 #define FP_TIMEOUT 3600.0
-/* Readahead of the mount, in KiB: the kernel's default (128) makes
- * runsc's sequential read of checkpoint.img a request per 128 KiB; with
- * 1 MiB each request carries the most libfuse lets one carry (max_pages
- * 256), an eighth as many round trips through the workers. */
-#define FP_READAHEAD_KB "1024"
 
 #define SPOOL_MIN(a, b) ((a) < (b) ? (a) : (b))
 
@@ -202,8 +195,16 @@ static void fp_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EROFS);
 		return;
 	}
-	/* The bytes never change once served: let the page cache keep them. */
-	fi->keep_cache = 1;
+	/* Direct I/O: each read of the file comes here and the reply is
+	 * copied straight into the reader's buffer. Through the page cache
+	 * every byte was copied into new pages of the FUSE file first (a
+	 * third copy of the image in memory) and then out again; runsc
+	 * reads each chunk of checkpoint.img with one read of up to 1 MiB
+	 * (and two of a few bytes for its framing), so there is no readahead
+	 * to lose. runsc restore from a mount whose pull had finished, cold,
+	 * 6 alternating restores of the 256 MiB sandbox: 0.44 s against
+	 * 0.48 s (medians; 0.38 s from a plain file). */
+	fi->direct_io = 1;
 	fuse_reply_open(req, fi);
 }
 
@@ -660,27 +661,6 @@ static int backing_file(const char *dir, bool *memory)
 	return fd < 0 ? -errno : fd;
 }
 
-/* Widen the mount's readahead (FP_READAHEAD_KB) through its backing
- * device's sysfs entry. The stat is answered by the workers, so they must
- * be running. Best effort: without sysfs or root the default stays, which
- * is slower, not wrong. */
-static void widen_readahead(const char *mnt)
-{
-	struct stat st;
-	char path[96];
-	if (stat(mnt, &st) < 0)
-		return;
-	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", major(st.st_dev),
-		 minor(st.st_dev));
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	if (write(fd, FP_READAHEAD_KB, strlen(FP_READAHEAD_KB)) < 0) {
-		/* the default stays */
-	}
-	close(fd);
-}
-
 static int mount_fs(struct fusepull *P, char *err, size_t errlen)
 {
 	/* allow_other: the sandbox reads as another user. ro, and no
@@ -726,7 +706,6 @@ static int mount_fs(struct fusepull *P, char *err, size_t errlen)
 		set_err(err, errlen, "cannot start the FUSE workers: %s", strerror(r));
 		return -r;
 	}
-	widen_readahead(P->mnt);
 	return 0;
 }
 

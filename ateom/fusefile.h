@@ -12,9 +12,9 @@
  * far the file is final. A read blocks until the bytes it asks for
  * are final. A read at or past the end returns 0 at once; once the pull
  * failed, a read of bytes that never arrived gets EIO, so runsc fails
- * instead of waiting forever. Reads are served from a mapping of the
- * backing file by several threads, since the kernel keeps several
- * readahead requests in flight.
+ * instead of waiting forever. Reads are served with direct I/O (no page
+ * cache of the FUSE file) from a mapping of the backing file, by several
+ * threads so that a stat never waits behind a read.
  *
  * The mount needs allow_other: runsc hands the descriptor to the sandbox,
  * which runs as another user in its own user namespace.
