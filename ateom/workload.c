@@ -344,8 +344,6 @@ fail:;
 	return NULL;
 }
 
-/* runsc delete -force each of ids, the last (sub-containers) first.
- * Returns 0 or the first failure, whose tail is in out (if not NULL). */
 /* The parent pid of pid from /proc (the comm field may hold spaces and
  * parentheses: the fields after the last ')' are fixed), or -1. */
 static pid_t parent_of(pid_t pid)
@@ -429,6 +427,9 @@ static void sandbox_gone(int pidfd, pid_t pid)
 		nanosleep(&(struct timespec){0, 1000000}, NULL);
 }
 
+/* runsc delete -force each of ids, the last (sub-containers) first,
+ * once the sandbox process (pidfd, -1 if unknown) is gone.
+ * Returns 0 or the first failure, whose tail is in out (if not NULL). */
 static int delete_ids(const struct runsc *rs, char *const *ids, size_t nids, int log_fd,
 		      int pidfd, pid_t pid, struct runsc_out *out)
 {
