@@ -280,8 +280,9 @@ static const struct fuse_lowlevel_ops fp_ops = {
 /* Every worker polls the session's descriptor, so a request wakes them
  * all and the first to get a core takes it; the rest find nothing
  * (EAGAIN) and wait again. Waking one per request (an epoll instance each,
- * EPOLLEXCLUSIVE) made restores beside a busy runsc slower: the worker
- * woken was often not one that could run soon (docs/ATEOM.md). */
+ * EPOLLEXCLUSIVE) made restores beside a busy runsc slower, probably
+ * because the worker woken was often not one that could run soon
+ * (docs/ATEOM.md, "The restore on a host where runsc restores fast"). */
 static void *worker(void *arg)
 {
 	struct fusepull *P = arg;
