@@ -234,6 +234,7 @@ int ss_backend_submit(struct ss_backend *b, struct ss_req *r)
 	}
 	if (b->inflight >= b->max_inflight)
 		return -EAGAIN;
+	r->etag[0] = '\0';   /* set by backends that have ETags */
 	int res = b->ops->submit(b, r);
 	if (res == 0)
 		b->inflight++;

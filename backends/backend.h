@@ -31,6 +31,10 @@ enum ss_req_kind {
 
 #define SS_PUT_IF_ABSENT 0x1u   /* fail with -EEXIST if the key exists */
 #define SS_GET_SUFFIX 0x2u      /* get the last `len` bytes of the object */
+/* A GET with if_none_match whose object still has that ETag. */
+#define SS_NOT_MODIFIED (-EALREADY)
+/* Room for an ETag as servers send it, quotes included, and its NUL. */
+#define SS_ETAG_MAX 130
 /* For a cache stacked on a backend (engine/core/ncache.h): the bytes an
  * earlier GET of this range returned were bad; drop what is cached for it
  * and read the store. Backends of their own ignore it. */
@@ -71,6 +75,13 @@ struct ss_req {
 	struct ss_err *err;
 	/* Out (GET): a cache stacked on the backend served some of the bytes. */
 	bool cached;
+	/* GET: send the object only if its ETag is no longer this one; when
+	 * it still is, the GET completes with SS_NOT_MODIFIED and no bytes
+	 * (object stores; backends without ETags ignore it and send). */
+	const char *if_none_match;
+	/* Out (GET, and a PUT in one request): the object's ETag as the
+	 * server sent it; "" if none. */
+	char etag[SS_ETAG_MAX];
 	/* The caller's own pointer, untouched by backends. */
 	void *user;
 	/* Backend-private state while in flight. */

@@ -92,6 +92,7 @@ struct s3call {
 	char range[64];
 	const char *ctype;
 	bool if_absent;
+	const char *if_none_match;    /* a GET's condition (ss_req) */
 	const char *upload_tag;       /* sent as object metadata (initiate) */
 	unsigned part;                /* 1-based part number, 0 if none */
 	bool used_token;
@@ -299,6 +300,7 @@ static void call_init(struct s3call *c, struct s3req *q, enum ss_http_method m, 
 	c->range[0] = '\0';
 	c->ctype = NULL;
 	c->if_absent = false;
+	c->if_none_match = NULL;
 	c->upload_tag = NULL;
 	c->used_token = false;
 	c->auth_retried = false;
@@ -350,6 +352,8 @@ static int call_prepare(struct ss_http_xfer *x, CURL *e)
 	if (!r && c->if_absent)
 		r = s->gcs ? ss_http_header(x, "x-goog-if-generation-match: 0")
 			   : ss_http_header(x, "If-None-Match: *");
+	if (!r && c->if_none_match)
+		r = ss_http_header(x, "If-None-Match: %s", c->if_none_match);
 	if (!r && c->upload_tag)
 		r = ss_http_header(x, "%s: %s", s->gcs ? GCS_TAG_HEADER : S3_TAG_HEADER,
 				   c->upload_tag);
@@ -787,6 +791,9 @@ static void get_start(struct s3req *q, enum stage st)
 		snprintf(c->range, sizeof(c->range), "bytes=%llu-%llu", (unsigned long long)r->off,
 			 (unsigned long long)(r->off + r->len - 1));
 	}
+	/* The condition goes with the first GET only: a second (the suffix
+	 * spelled out) follows one that sent the object. */
+	c->if_none_match = st == ST_GET ? r->if_none_match : NULL;
 	c->x.on_headers = get_headers;
 	c->x.sink = r->buf;
 	c->x.sink_cap = r->len;
@@ -800,6 +807,12 @@ static void get_done(struct s3req *q, struct s3call *c)
 	if (st == 416) {
 		/* Past the end: no bytes, but the caller wants the size. */
 		get_size(q);
+		return;
+	}
+	if ((st == 304 || st == 412) && c->if_none_match) {
+		/* The ETag still matches (304; 412 from a server that answers
+		 * a GET as it would a write). */
+		req_finish(q, SS_NOT_MODIFIED);
 		return;
 	}
 	if (st != 200 && st != 206) {
@@ -825,6 +838,7 @@ static void get_done(struct s3req *q, struct s3call *c)
 		return;
 	}
 	r->size = q->size;
+	snprintf(r->etag, sizeof(r->etag), "%s", c->x.etag);
 	req_finish(q, (int)want);
 }
 
@@ -981,16 +995,18 @@ static void call_done(struct ss_http_xfer *x, int res)
 		probe_done(q, c);
 		return;
 	case ST_PUT:
-		if (x->status / 100 == 2)
+		if (x->status / 100 == 2) {
+			snprintf(r->etag, sizeof(r->etag), "%s", x->etag);
 			req_finish(q, 0);
-		else if (x->status == 412 && x->attempts > 1 && c->upload_tag)
+		} else if (x->status == 412 && x->attempts > 1 && c->upload_tag) {
 			check_lost_answer(q, ss_err_set(r->err, -EEXIST, "%s %s: object exists", s->svc,
 						q->what));
-		else if (x->status == 412)
+		} else if (x->status == 412) {
 			req_finish(q, ss_err_set(r->err, -EEXIST, "%s %s: object exists", s->svc,
 						 q->what));
-		else
+		} else {
 			req_finish(q, http_error(q, c));
+		}
 		return;
 	case ST_MP_INIT:
 		if (x->status / 100 != 2) {

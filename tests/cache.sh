@@ -126,6 +126,27 @@ export ROOT
 	cmp -s a0 out0b && ok || bad "the cached pull is not byte-exact"
 	[ "$(jget out "j[\"transferred_bytes\"] == 0 and j[\"cache_bytes\"] > 0")" = True ] &&
 		ok "a pull again fetches no pack byte" || bad "pull again: $(cat out)"
+	# Nor a manifest byte: the store is asked with the ETag the cache kept
+	# beside the manifest and answers 304. Seen through a proxy that only
+	# logs what it passes on (to the cache, another endpoint is another
+	# store: the first pull through it fetches everything).
+	/usr/bin/python3 "$HERE/faultproxy.py" --upstream "${AWS_ENDPOINT_URL#http://}" --rate 0 \
+		--log-all --log "$work/lp.log" >"$work/lp.out" 2>&1 &
+	lp=$!
+	for _ in $(seq 50); do grep -q listening "$work/lp.out" && break; sleep 0.1; done
+	LP="http://$(grep -o "127.0.0.1:[0-9]*" "$work/lp.out")"
+	for k in 1 2; do
+		AWS_ENDPOINT_URL="$LP" expect_rc 0 "pull $k through a logging proxy" \
+			ss pull "$B/a0" out0p --cache "$C" --force
+		cmp -s a0 out0p && ok || bad "pull $k through a logging proxy is not byte-exact"
+	done
+	kill "$lp"
+	wait "$lp" 2>/dev/null
+	n=$(grep -Ec "^forward [0-9]+ GET /[^ ]*/a0/manifest " "$work/lp.log")
+	grep -Eq "^forward 304 GET /[^ ]*/a0/manifest 0$" "$work/lp.log" && [ "$n" = 2 ] &&
+		ok "a pull again asks for the manifest with its ETag: 304, no byte" ||
+		bad "manifest GETs: $(grep manifest "$work/lp.log" | tail -3)"
+	rm -f out0p
 	expect_rc 0 "cat through the cache" ss cat "$B/a0" --cache "$C" --json
 	cmp -s a0 out && ok || bad "cat through the cache is not byte-exact"
 	[ "$(jget err "j[\"transferred_bytes\"]")" = 0 ] && ok || bad "cat fetched: $(cat err)"

@@ -3,7 +3,7 @@
 
 Usage: faultproxy.py --upstream HOST:PORT [--rate R] [--faults LIST]
                      [--match REGEX] [--stall SECONDS] [--seed N] [--log FILE]
-                     [--skip N]
+                     [--skip N] [--log-all]
 
 Listens on a free loopback port (printed as "faultproxy listening on
 127.0.0.1:PORT") and forwards each HTTP/1.1 request to the upstream server.
@@ -18,8 +18,10 @@ A fraction R of requests (0..1) instead suffers one fault from LIST
 With --match, only requests whose "METHOD PATH" matches the regular
 expression can suffer a fault; with --skip N, the first N of those pass
 untouched. Each injected fault is appended to --log as one line, so a test can prove
-faults really happened. Bounded: every wait has a timeout, and the process
-ends when its parent stops it.
+faults really happened; with --log-all, every request passed on is logged
+too ("forward STATUS METHOD PATH BODY-BYTES"), so a test can show what
+crossed the wire. Bounded: every wait has a timeout, and the process ends
+when its parent stops it.
 """
 import argparse
 import http.client
@@ -140,6 +142,8 @@ class Handler(socketserver.StreamRequestHandler):
                 st.log(f"reset-after {method} {path}")
                 reset(self.connection)
                 return
+            if st.a.log_all:
+                st.log(f"forward {status} {method} {path} {len(rbody)}")
             out = ["HTTP/1.1 %d %s" % (status, reason)]
             clen = None
             for k, v in rheaders:
@@ -196,6 +200,7 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--skip", type=int, default=0)
     p.add_argument("--log")
+    p.add_argument("--log-all", action="store_true")
     a = p.parse_args()
     srv = Server(("127.0.0.1", 0), Handler)
     srv.state = State(a)

@@ -99,21 +99,28 @@ int ss_call(struct ss_backend *b, struct ss_loop *l, struct ss_req *r, uint64_t 
 int ss_get_object(struct ss_backend *b, struct ss_loop *l, const char *key, size_t max,
 		  uint8_t **out, size_t *outlen, uint64_t *requests, struct ss_err *err)
 {
+	return ss_get_object_if(b, l, key, max, NULL, out, outlen, NULL, requests, err);
+}
+
+int ss_get_object_if(struct ss_backend *b, struct ss_loop *l, const char *key, size_t max,
+		     const char *if_none_match, uint8_t **out, size_t *outlen,
+		     char etag[SS_ETAG_MAX], uint64_t *requests, struct ss_err *err)
+{
 	/* The first GET answers with the object's size too. A larger object
 	 * is read on from where it stopped; one replaced in between (a gc
-	 * rewrites its state by rename) shows as a size that differs between
-	 * the two answers: read it again. */
+	 * rewrites its state by rename) shows as a size or an ETag that
+	 * differs between the two answers: read it again. */
 	for (int attempt = 0;; attempt++) {
 		size_t cap = SS_MIN(SS_MAX(max, (size_t)1), GET_FIRST);
 		uint8_t *buf = malloc(cap);
 		if (!buf)
 			return ss_err_set(err, -ENOMEM, "out of memory");
 		struct ss_req g = {.kind = SS_REQ_GET, .key = key, .off = 0, .len = cap,
-				   .buf = buf, .err = err};
+				   .buf = buf, .err = err, .if_none_match = if_none_match};
 		int r = ss_call(b, l, &g, requests);
 		if (r < 0) {
 			free(buf);
-			return r;
+			return r;   /* SS_NOT_MODIFIED among them */
 		}
 		uint64_t size = g.size;
 		if (size > max) {
@@ -137,7 +144,8 @@ int ss_get_object(struct ss_backend *b, struct ss_loop *l, const char *key, size
 				free(buf);
 				return r;
 			}
-			whole = g2.size == size && (uint64_t)r == size - cap;
+			whole = g2.size == size && (uint64_t)r == size - cap &&
+				strcmp(g2.etag, g.etag) == 0;
 		}
 		if (!whole) {
 			free(buf);
@@ -146,6 +154,8 @@ int ss_get_object(struct ss_backend *b, struct ss_loop *l, const char *key, size
 			return ss_err_set(err, -EBADMSG, "object '%s' kept changing while reading",
 					  key);
 		}
+		if (etag)
+			memcpy(etag, g.etag, SS_ETAG_MAX);
 		*out = buf;
 		*outlen = (size_t)size;
 		return 0;
@@ -155,10 +165,20 @@ int ss_get_object(struct ss_backend *b, struct ss_loop *l, const char *key, size
 int ss_put_object(struct ss_backend *b, struct ss_loop *l, const char *key, const void *p,
 		  size_t n, uint32_t flags, uint64_t *requests, struct ss_err *err)
 {
+	return ss_put_object_tagged(b, l, key, p, n, flags, NULL, requests, err);
+}
+
+int ss_put_object_tagged(struct ss_backend *b, struct ss_loop *l, const char *key,
+			 const void *p, size_t n, uint32_t flags, char etag[SS_ETAG_MAX],
+			 uint64_t *requests, struct ss_err *err)
+{
 	struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
 	struct ss_req r = {.kind = SS_REQ_PUT, .key = key, .flags = flags, .iov = &iov,
 			   .iovcnt = 1, .err = err};
-	return ss_call(b, l, &r, requests);
+	int res = ss_call(b, l, &r, requests);
+	if (etag)
+		memcpy(etag, r.etag, sizeof(r.etag));
+	return res;
 }
 
 int ss_snaploc_parse(const char *uri, struct ss_snaploc *out, struct ss_err *err)
@@ -357,12 +377,21 @@ int ss_manifest_fetch(const char *uri, const struct ss_snaploc *loc, struct ss_l
 		      const struct ss_cfg *cfg, uint8_t **buf, size_t *len, uint64_t *requests,
 		      struct ss_err *err)
 {
+	return ss_manifest_fetch_if(uri, loc, l, cfg, NULL, buf, len, NULL, requests, err);
+}
+
+int ss_manifest_fetch_if(const char *uri, const struct ss_snaploc *loc, struct ss_loop *l,
+			 const struct ss_cfg *cfg, const char *if_none_match, uint8_t **buf,
+			 size_t *len, char etag[SS_ETAG_MAX], uint64_t *requests,
+			 struct ss_err *err)
+{
 	struct ss_backend *b = NULL;
 	struct ss_backend_opts ro = cfg->bopts;
 	ro.read_only = true;
 	int r = ss_backend_open(loc->backend_uri, l, &ro, &b, err);
 	if (!r)
-		r = ss_get_object(b, l, loc->key, SS_MANIFEST_MAX_SIZE, buf, len, requests, err);
+		r = ss_get_object_if(b, l, loc->key, SS_MANIFEST_MAX_SIZE, if_none_match, buf, len,
+				     etag, requests, err);
 	if (r == -ENOENT) {
 		ss_err_clear(err);
 		ss_err_set(err, -ENOENT, "no snapshot at %s", uri);

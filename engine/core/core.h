@@ -116,8 +116,19 @@ int ss_call(struct ss_backend *b, struct ss_loop *l, struct ss_req *r, uint64_t 
 /* GET a whole small object (at most max bytes). *out malloc'd. */
 int ss_get_object(struct ss_backend *b, struct ss_loop *l, const char *key, size_t max,
 		  uint8_t **out, size_t *outlen, uint64_t *requests, struct ss_err *err);
+/* The same, sent only if the object's ETag is no longer if_none_match
+ * (NULL: always); SS_NOT_MODIFIED, nothing read, when it still is. etag
+ * (may be NULL) gets the ETag of what was read, "" when the store has
+ * none. */
+int ss_get_object_if(struct ss_backend *b, struct ss_loop *l, const char *key, size_t max,
+		     const char *if_none_match, uint8_t **out, size_t *outlen,
+		     char etag[SS_ETAG_MAX], uint64_t *requests, struct ss_err *err);
 int ss_put_object(struct ss_backend *b, struct ss_loop *l, const char *key, const void *p,
 		  size_t n, uint32_t flags, uint64_t *requests, struct ss_err *err);
+/* The same, with the ETag the store gave the object ("" if none). */
+int ss_put_object_tagged(struct ss_backend *b, struct ss_loop *l, const char *key,
+			 const void *p, size_t n, uint32_t flags, char etag[SS_ETAG_MAX],
+			 uint64_t *requests, struct ss_err *err);
 
 /* --- snapshots -------------------------------------------------------- */
 
@@ -156,6 +167,11 @@ int ss_manifest_load_ex(const char *uri, struct ss_loop *l, const struct ss_cfg 
 int ss_manifest_fetch(const char *uri, const struct ss_snaploc *loc, struct ss_loop *l,
 		      const struct ss_cfg *cfg, uint8_t **buf, size_t *len, uint64_t *requests,
 		      struct ss_err *err);
+/* ss_manifest_fetch under a condition, as ss_get_object_if. */
+int ss_manifest_fetch_if(const char *uri, const struct ss_snaploc *loc, struct ss_loop *l,
+			 const struct ss_cfg *cfg, const char *if_none_match, uint8_t **buf,
+			 size_t *len, char etag[SS_ETAG_MAX], uint64_t *requests,
+			 struct ss_err *err);
 int ss_manifest_parse(const char *uri, const struct ss_snaploc *loc, const struct ss_cfg *cfg,
 		      unsigned flags, const uint8_t *buf, size_t len, struct ss_manifest **out,
 		      struct ss_err *err);

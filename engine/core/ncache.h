@@ -100,14 +100,17 @@ int ss_ncache_report(struct ss_ncache *c, bool prune, uint64_t prune_to,
 #define SS_NCACHE_MANIFEST_MAX (64u << 20)
 
 /* The manifest last kept for key in the cache cfg names (malloc'd into
- * *out, with its XXH3-128 digest), checked against that digest. -ENOENT:
+ * *out, with its XXH3-128 digest and, if etag is not NULL, the ETag the
+ * store gave it, "" if none), checked against that digest. -ENOENT:
  * none, no cache, or a damaged copy (dropped). */
 int ss_ncache_manifest_get(const struct ss_cfg *cfg, const struct ss_backend *b,
-			   const char *key, uint8_t **out, size_t *len, uint8_t digest[16]);
-/* Keep p (n bytes: what key holds now), as far as the bound and the disk
- * allow; failures only leave it out. */
+			   const char *key, uint8_t **out, size_t *len, uint8_t digest[16],
+			   char etag[SS_ETAG_MAX]);
+/* Keep p (n bytes: what key holds now, with ETag etag, or NULL or "" when
+ * the store gave none), as far as the bound and the disk allow; failures
+ * only leave it out. */
 void ss_ncache_manifest_put(const struct ss_cfg *cfg, const struct ss_backend *b,
-			    const char *key, const uint8_t *p, size_t n);
+			    const char *key, const uint8_t *p, size_t n, const char *etag);
 /* XXH3-128 of a manifest's bytes, as ss_ncache_manifest_get gives it. */
 void ss_ncache_manifest_digest(const uint8_t *p, size_t n, uint8_t out[16]);
 /* The hash that names store backend b in the cache: XXH3-128 of its

@@ -8,8 +8,11 @@
  *                 so written once and never changed, like pack blocks;
  *   its name      block 0 of the pseudo-pack XXH3-128(domain, object
  *                 key): magic, digest and length of what was last seen
- *                 there. Names change (a snapshot may be pushed again
- *                 under its name); a newer one replaces the block.
+ *                 there, and the ETag the store gave those bytes when it
+ *                 gave one (then the check asks for the manifest only if
+ *                 its ETag changed: a 304 and no bytes, not the whole
+ *                 manifest again). Names change (a snapshot may be pushed
+ *                 again under its name); a newer one replaces the block.
  *
  * Both are in the store's space (the store's identity hash), so two
  * stores never share one. What a name points to is only a guess: a pull
@@ -26,6 +29,37 @@
 #define B ((uint64_t)ss_ncache_block(c))   /* the cache's block size */
 #define NAME_MAGIC "ssncnam1"
 #define NAME_LEN 32u   /* magic 8, digest 16, length 8 */
+/* The same, then the ETag (1 to SS_ETAG_MAX - 1 bytes, no NUL). */
+#define NAME_MAGIC_ETAG "ssncnam2"
+#define NAME_MAX_LEN (NAME_LEN + SS_ETAG_MAX - 1)
+
+/* An ETag fit to send back in a header: printable ASCII, no more than
+ * fits. What the cache holds is only as good as its disk. */
+static bool etag_ok(const uint8_t *p, size_t n)
+{
+	if (!n || n >= SS_ETAG_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (p[i] < 0x20 || p[i] > 0x7e)
+			return false;
+	return true;
+}
+
+/* A name block: 0 with *n the length and etag filled ("" in a record
+ * without one), or -ENOENT when it is no record. */
+static int name_parse(const uint8_t *rec, uint32_t blen, uint64_t *n, char etag[SS_ETAG_MAX])
+{
+	bool plain = blen == NAME_LEN && !memcmp(rec, NAME_MAGIC, 8);
+	bool tagged = blen > NAME_LEN && blen <= NAME_MAX_LEN && !memcmp(rec, NAME_MAGIC_ETAG, 8) &&
+		      etag_ok(rec + NAME_LEN, blen - NAME_LEN);
+	*n = ss_get_le64(rec + 24);
+	if ((!plain && !tagged) || !*n || *n > SS_NCACHE_MANIFEST_MAX)
+		return -ENOENT;
+	size_t el = tagged ? blen - NAME_LEN : 0;
+	memcpy(etag, rec + NAME_LEN, el);
+	etag[el] = '\0';
+	return 0;
+}
 
 /* XXH3-128 of (domain, XXH3-128 of p): names in their own domain. */
 static void hash2(const char *domain, const void *p, size_t n, uint8_t out[16])
@@ -83,18 +117,19 @@ static void content_key(const uint8_t store[16], const uint8_t digest[16], uint6
 }
 
 int ss_ncache_manifest_get(const struct ss_cfg *cfg, const struct ss_backend *b,
-			   const char *key, uint8_t **out, size_t *len, uint8_t digest[16])
+			   const char *key, uint8_t **out, size_t *len, uint8_t digest[16],
+			   char etag[SS_ETAG_MAX])
 {
 	struct ss_ncache *c = NULL;
-	uint8_t store[16], name[16], rec[NAME_LEN];
+	uint8_t store[16], name[16], rec[NAME_MAX_LEN];
 	uint32_t blen = 0;
+	uint64_t n = 0;
+	char tag[SS_ETAG_MAX];
 	if (open_for(cfg, b, key, true, &c, store, name))
 		return -ENOENT;
 	int r = ss_ncache_get(c, name, 0, rec, sizeof(rec), &blen);
-	uint64_t n = r ? 0 : ss_get_le64(rec + 24);
-	if (!r && (blen != NAME_LEN || memcmp(rec, NAME_MAGIC, 8) || !n ||
-		   n > SS_NCACHE_MANIFEST_MAX))
-		r = -ENOENT;
+	if (!r)
+		r = name_parse(rec, blen, &n, tag);
 	uint8_t *p = r ? NULL : malloc(n);
 	if (!r && !p)
 		r = -ENOMEM;
@@ -127,16 +162,21 @@ int ss_ncache_manifest_get(const struct ss_cfg *cfg, const struct ss_backend *b,
 		return r;
 	}
 	memcpy(digest, d, 16);
+	if (etag)
+		memcpy(etag, tag, strlen(tag) + 1);
 	*out = p;
 	*len = n;
 	return 0;
 }
 
 void ss_ncache_manifest_put(const struct ss_cfg *cfg, const struct ss_backend *b,
-			    const char *key, const uint8_t *p, size_t n)
+			    const char *key, const uint8_t *p, size_t n, const char *etag)
 {
 	struct ss_ncache *c = NULL;
-	uint8_t store[16], name[16], d[16], rec[NAME_LEN];
+	uint8_t store[16], name[16], d[16], rec[NAME_MAX_LEN];
+	size_t el = etag ? strlen(etag) : 0;
+	if (!etag_ok((const uint8_t *)etag, el))
+		el = 0;
 	if (!n || n > SS_NCACHE_MANIFEST_MAX || open_for(cfg, b, key, false, &c, store, name))
 		return;
 	ss_ncache_manifest_digest(p, n, d);
@@ -155,18 +195,20 @@ void ss_ncache_manifest_put(const struct ss_cfg *cfg, const struct ss_backend *b
 		else if (r != -EEXIST)
 			goto out;   /* no room: the cache simply does not keep it */
 	}
-	memcpy(rec, NAME_MAGIC, 8);
+	memcpy(rec, el ? NAME_MAGIC_ETAG : NAME_MAGIC, 8);
 	memcpy(rec + 8, d, 16);
 	ss_put_le64(rec + 24, n);
-	uint8_t old[NAME_LEN];
+	memcpy(rec + NAME_LEN, etag ? etag : "", el);
+	uint32_t rlen = (uint32_t)(NAME_LEN + el);
+	uint8_t old[NAME_MAX_LEN];
 	uint32_t olen = 0;
-	if (!ss_ncache_get(c, name, 0, old, sizeof(old), &olen) && olen == NAME_LEN &&
-	    !memcmp(old, rec, NAME_LEN))
-		goto out;   /* already names these bytes */
-	struct iovec v = {rec, sizeof(rec)};
-	if (ss_ncache_put(c, name, &v, 1, NAME_LEN) == -EEXIST) {
+	if (!ss_ncache_get(c, name, 0, old, sizeof(old), &olen) && olen == rlen &&
+	    !memcmp(old, rec, rlen))
+		goto out;   /* already names these bytes, by this ETag */
+	struct iovec v = {rec, rlen};
+	if (ss_ncache_put(c, name, &v, 1, rlen) == -EEXIST) {
 		ss_ncache_drop(c, name);
-		ss_ncache_put(c, name, &v, 1, NAME_LEN);
+		ss_ncache_put(c, name, &v, 1, rlen);
 	}
 out:
 	ss_ncache_free(c);

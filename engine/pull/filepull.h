@@ -104,10 +104,17 @@ struct mcheck {
 	const struct ss_snaploc *loc;
 	struct ss_cfg cfg;          /* a shallow copy: never wiped */
 	uint8_t digest[16];         /* the kept copy's */
+	char etag[SS_ETAG_MAX];     /* the kept copy's ETag, "" if none */
 	uint64_t requests;
 	struct ss_err err;
 	int res;
 	bool same;                  /* the store holds what the pull used */
+	/* The store's bytes, when they equal the kept ones under an ETag the
+	 * kept copy lacked: to keep again with it (the next check is then a
+	 * 304). */
+	uint8_t *retag;
+	size_t retag_len;
+	char fresh[SS_ETAG_MAX];
 };
 
 struct pull {
@@ -116,6 +123,7 @@ struct pull {
 	struct ss_backend *snapb;   /* the snapshot's directory, for the cache */
 	uint8_t *mraw;              /* the manifest's bytes, to keep in the cache */
 	size_t mraw_len;
+	char metag[SS_ETAG_MAX];    /* and the ETag the store gave them */
 	const struct ss_pull_opts *opts;
 	struct ss_loop *loop;
 	struct ss_pool *pool;

@@ -511,11 +511,12 @@ static int run_pipeline(struct pull *P)
  * long as a whole 256 MiB pull served from the cache takes a quarter of).
  * The store's manifest is fetched meanwhile on a thread of its own; the
  * pull publishes nothing until it is in and equal, byte for byte, to the
- * one it used. If it differs (the name was pushed again), everything
- * written is removed and the pull runs again from the store's. If it
- * cannot be had, the pull fails as it would have. Stores with keys are not
- * guessed at: their manifests are opened only after the store's config
- * has bound the key. */
+ * one it used, or the store answered that its ETag is still the one the
+ * cache kept with those bytes (304, no bytes: ncmanifest.c). If it
+ * differs (the name was pushed again), everything written is removed and
+ * the pull runs again from the store's. If it cannot be had, the pull
+ * fails as it would have. Stores with keys are not guessed at: their
+ * manifests are opened only after the store's config has bound the key. */
 
 static void *check_run(void *arg)
 {
@@ -529,13 +530,25 @@ static void *check_run(void *arg)
 	 * whatever the config says now. One round trip, not two; the store
 	 * is often on the same cores. */
 	int r = ss_loop_open(16, &l, &c->err);
+	/* With the ETag the store gave the kept bytes, only a manifest that
+	 * changed comes back: one that still has it answers 304, no bytes. */
 	if (!r)
-		r = ss_manifest_fetch(c->snapshot, c->loc, l, &c->cfg, &buf, &len, &c->requests,
-				      &c->err);
-	if (!r) {
+		r = ss_manifest_fetch_if(c->snapshot, c->loc, l, &c->cfg,
+					 c->etag[0] ? c->etag : NULL, &buf, &len, c->fresh,
+					 &c->requests, &c->err);
+	if (r == SS_NOT_MODIFIED) {
+		ss_err_clear(&c->err);
+		c->same = true;
+		r = 0;
+	} else if (!r) {
 		uint8_t d[16];
 		ss_ncache_manifest_digest(buf, len, d);
 		c->same = !memcmp(d, c->digest, 16);
+		if (c->same && c->fresh[0] && strcmp(c->fresh, c->etag)) {
+			c->retag = buf;
+			c->retag_len = len;
+			buf = NULL;
+		}
 	}
 	free(buf);
 	ss_loop_free(l);
@@ -599,7 +612,7 @@ static int guess(struct pull *P, const struct ss_snaploc *loc)
 {
 	struct mcheck *c = &P->check;
 	if (!P->snapb || ss_ncache_manifest_get(&P->cfg, P->snapb, loc->key, &P->mraw,
-						&P->mraw_len, c->digest))
+						&P->mraw_len, c->digest, c->etag))
 		return -ENOENT;
 	c->snapshot = P->opts->snapshot;
 	c->loc = loc;
@@ -647,8 +660,8 @@ static int pull_once(const struct ss_pull_opts *opts, const struct ss_config_in 
 	 * keys are bound before its manifest is read. */
 	if (!guessing &&
 	    ((r = ss_store_bind(bind, P->loop, &P->cfg, &st->requests, &err)) ||
-	     (r = ss_manifest_fetch(opts->snapshot, &loc, P->loop, &P->cfg, &P->mraw,
-				    &P->mraw_len, &st->requests, &err))))
+	     (r = ss_manifest_fetch_if(opts->snapshot, &loc, P->loop, &P->cfg, NULL, &P->mraw,
+				       &P->mraw_len, P->metag, &st->requests, &err))))
 		goto out;
 	if ((r = ss_manifest_parse(opts->snapshot, &loc, &P->cfg, 0, P->mraw, P->mraw_len, &P->m,
 				   &err)) ||
@@ -720,7 +733,10 @@ static int pull_once(const struct ss_pull_opts *opts, const struct ss_config_in 
 		info = NULL;
 	}
 	if (!r && P->mraw)
-		ss_ncache_manifest_put(&P->cfg, P->snapb, loc.key, P->mraw, P->mraw_len);
+		ss_ncache_manifest_put(&P->cfg, P->snapb, loc.key, P->mraw, P->mraw_len, P->metag);
+	if (!r && P->check.retag)
+		ss_ncache_manifest_put(&P->cfg, P->snapb, loc.key, P->check.retag,
+				       P->check.retag_len, P->check.fresh);
 out:
 	if (P) {
 		if (check_join(P) == -ESTALE && r)
@@ -757,6 +773,7 @@ out:
 		free(P->ranges);
 		ss_manifest_free(P->m);
 		free(P->mraw);
+		free(P->check.retag);
 		ss_ncache_stats(P->store, st);
 		ss_backend_free(P->store);
 		ss_backend_free(P->snapb);

@@ -395,8 +395,9 @@ int ss_pushbase_commit(struct ss_pushbase *b, const struct ss_push_opts *opts,
 	if ((r = ss_store_write_index(store, l, err)) ||
 	    (r = ss_store_write_ref(store, l, loc->canonical, err)))
 		goto out;
-	r = ss_put_object(b->snapb, l, loc->key, mbuf, mlen, opts->force ? 0 : SS_PUT_IF_ABSENT,
-			  &st->requests, err);
+	char etag[SS_ETAG_MAX];
+	r = ss_put_object_tagged(b->snapb, l, loc->key, mbuf, mlen,
+				 opts->force ? 0 : SS_PUT_IF_ABSENT, etag, &st->requests, err);
 	if (r == -EEXIST)
 		r = ss_err_set(err, r, "snapshot %s was created by someone else meanwhile",
 			       opts->snapshot);
@@ -407,7 +408,7 @@ int ss_pushbase_commit(struct ss_pushbase *b, const struct ss_push_opts *opts,
 		/* A pull of this snapshot on this node then starts at once
 		 * from the manifest kept here (pull.c, "guess"). */
 		if (!store->ids->keyed && !ss_backend_local(b->snapb))
-			ss_ncache_manifest_put(&b->cfg, b->snapb, loc->key, mbuf, mlen);
+			ss_ncache_manifest_put(&b->cfg, b->snapb, loc->key, mbuf, mlen, etag);
 		ss_pushbase_warm(b, m, st);
 	}
 out:
