@@ -52,8 +52,10 @@ static int name_parse(const uint8_t *rec, uint32_t blen, uint64_t *n, char etag[
 	bool plain = blen == NAME_LEN && !memcmp(rec, NAME_MAGIC, 8);
 	bool tagged = blen > NAME_LEN && blen <= NAME_MAX_LEN && !memcmp(rec, NAME_MAGIC_ETAG, 8) &&
 		      etag_ok(rec + NAME_LEN, blen - NAME_LEN);
+	if (!plain && !tagged)
+		return -ENOENT;
 	*n = ss_get_le64(rec + 24);
-	if ((!plain && !tagged) || !*n || *n > SS_NCACHE_MANIFEST_MAX)
+	if (!*n || *n > SS_NCACHE_MANIFEST_MAX)
 		return -ENOENT;
 	size_t el = tagged ? blen - NAME_LEN : 0;
 	memcpy(etag, rec + NAME_LEN, el);
