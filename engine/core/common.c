@@ -144,8 +144,10 @@ int ss_get_object_if(struct ss_backend *b, struct ss_loop *l, const char *key, s
 				free(buf);
 				return r;
 			}
+			/* An ETag that differs says so too; one missing from
+			 * either answer says nothing. */
 			whole = g2.size == size && (uint64_t)r == size - cap &&
-				strcmp(g2.etag, g.etag) == 0;
+				(!g.etag[0] || !g2.etag[0] || strcmp(g2.etag, g.etag) == 0);
 		}
 		if (!whole) {
 			free(buf);
