@@ -201,7 +201,7 @@ static int sha256_hex(const struct iovec *iov, unsigned iovcnt, uint64_t off, ui
 {
 	uint8_t md[32];
 	unsigned mdlen = 0;
-	/* Loaded when the store was opened (s3_open). */
+	/* Loaded by the PUT's submit (s3_submit). */
 	const struct ss_cryptofn *C = ss_crypto();
 	EVP_MD_CTX *c = C->md_ctx_new();
 	if (!c || C->digest_init_ex(c, C->sha256(), NULL) != 1) {
@@ -1147,7 +1147,15 @@ static int s3_submit(struct ss_backend *b, struct ss_req *r)
 		return -ENOMEM;
 	}
 	switch (r->kind) {
-	case SS_REQ_PUT:
+	case SS_REQ_PUT: {
+		/* Payload digests (sha256_hex). libcrypto is loaded by the first
+		 * request with a body, not when the store is opened: a pull only
+		 * GETs, and the load would hold up its start by ~2 ms. */
+		int cr = ss_crypto_load(r->err);
+		if (cr) {
+			req_free(q);
+			return cr;
+		}
 		for (unsigned i = 0; i < r->iovcnt; i++)
 			q->total += r->iov[i].iov_len;
 		if (r->flags & SS_PUT_IF_ABSENT) {
@@ -1167,6 +1175,7 @@ static int s3_submit(struct ss_backend *b, struct ss_req *r)
 			put_single(q);
 		}
 		return 0;
+	}
 	case SS_REQ_GET:
 		if (r->len == 0)
 			get_size(q);
@@ -1416,10 +1425,6 @@ static void s3_destroy(struct ss_backend *b);
 static int objstore_open(struct ss_backend *b, const char *location, bool gcs,
 			 struct ss_err *err)
 {
-	/* Payload digests (sha256_hex) and GCS tokens. */
-	int lr = ss_crypto_load(err);
-	if (lr)
-		return lr;
 	struct s3 *s = calloc(1, sizeof(*s));
 	if (!s)
 		return ss_err_set(err, -ENOMEM, "out of memory");
