@@ -159,6 +159,7 @@ struct push {
 	struct ss_pushbase b;         /* config, loop, store, claims, dedup */
 	const struct ss_push_opts *opts;
 	struct ss_pool *pool;
+	void *lwctx;                  /* the loop's own worker context (tiny files) */
 	struct ss_chunker chunker;
 	/* The files' pages, counted by pagescan.c before chunking: their
 	 * pieces, in file order, and a bit per page, set where it repeats. */

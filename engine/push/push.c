@@ -122,6 +122,17 @@ static void seg_done(struct ss_op *op, int res)
 
 /* ---------------------------------------------------------------- reads */
 
+/* Whole files of a memory file system up to this size are read, chunked
+ * and compressed on the loop thread rather than handed to a worker: a
+ * handoff wakes a worker and then the loop again, which for a file of a
+ * few KiB costs more than the work. Measured (2 cores, tmpfs, cold push):
+ * 2,000 CRIU-style files (median 1.3 KB) 0.090 -> 0.077 s; 15,000 files of
+ * 3 KB 0.36 -> 0.24 s; 10,000 of 8 KB 0.29 -> 0.27 s. Larger files go to
+ * the workers: with 16 KiB, 8,000 files of 12 KiB took 0.10 s against
+ * 0.096, and with 64 KiB 3,000 of 60 KiB 0.38 s against 0.27, the loop
+ * doing serially what two workers did side by side. */
+#define INLINE_MAX (8u << 10)
+
 static void dispatch_ready(struct push *P)
 {
 	for (;;) {
@@ -133,7 +144,12 @@ static void dispatch_ready(struct push *P)
 		P->prog.bytes_done += s->len;
 		P->next_hash_seq++;
 		P->tasks_inflight++;
-		if (s->nwin) {
+		if (s->nwin && s->wread && s->len <= INLINE_MAX &&
+		    (P->lwctx || (P->lwctx = push_wctx_ops.create(P)))) {
+			/* A tiny file: chunked here (see INLINE_MAX). */
+			s->task.run(&s->task, P->lwctx);
+			s->task.op.done(&s->task.op, s->task.op.res);
+		} else if (s->nwin) {
 			ss_pool_submit(P->pool, &s->task);
 		} else {
 			/* All hole: one zero run, no worker needed. */
@@ -597,6 +613,9 @@ static int push_run(const struct ss_push_opts *opts, const struct ss_config_in *
 		qsort(P->files, P->nfiles, sizeof(*P->files), push_cmp_pfile);
 	/* The pipeline is done: give its buffers back before the manifest. */
 	ss_pool_free(P->pool);
+	if (P->lwctx)
+		push_wctx_ops.destroy(P->lwctx);
+	P->lwctx = NULL;
 	P->pool = NULL;
 	pools_free(P);
 
@@ -618,6 +637,9 @@ out:
 			P->hold = NULL;
 		}
 		ss_pool_free(P->pool);
+		if (P->lwctx)
+			push_wctx_ops.destroy(P->lwctx);
+		P->lwctx = NULL;
 		if (P->segs || P->seg_mem)
 			pools_free(P);
 		st->files = P->nfiles;
