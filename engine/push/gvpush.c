@@ -219,13 +219,15 @@ static int gv_body(struct gvfile *g, const struct ss_gvs_hdr *h, XXH3_state_t *x
 	}
 	uint64_t pos = h->len, put = h->len, nchunk = 0;
 	bool short_seen = false;
-	/* How much to read for a batch: raw_cap holds k chunks of the bound,
-	 * but compressible memory deflates to a fraction of it, and the bytes
-	 * past the batch's last chunk are read again next time (2.5x the
-	 * file's bytes for a 40 % image). So ask for what k chunks have taken
-	 * so far, and a quarter more; a chunk larger than that is read whole
-	 * on a second try. */
-	size_t ask = raw_cap;
+	/* How much to have in raw for a batch: raw_cap holds k chunks of the
+	 * bound, but compressible memory deflates to a fraction of it. So ask
+	 * for what k chunks have taken so far; a chunk larger than that is
+	 * read whole on a second try. The bytes past the batch's last whole
+	 * chunk stay for the next batch (moved to the front, `have` of them):
+	 * read again, they had cost a fifth more of the kernel's copying out
+	 * of the page cache, the largest cost of a followed push after the
+	 * chunker. */
+	size_t ask = raw_cap, have = 0;
 	for (;;) {
 		if (atomic_load(&g->stop)) {
 			res = FAIL("stopped");
@@ -242,11 +244,13 @@ static int gv_body(struct gvfile *g, const struct ss_gvs_hdr *h, XXH3_state_t *x
 			res = FAIL("it shrank while it was being written");
 			break;
 		}
-		size_t want = (size_t)SS_MIN(avail - pos, (uint64_t)ask);
-		if (want && (r = ss_pread_all(g->raw_fd, raw, want, pos))) {
+		size_t want = SS_MAX(have, (size_t)SS_MIN(avail - pos, (uint64_t)ask));
+		if (want > have &&
+		    (r = ss_pread_all(g->raw_fd, raw + have, want - have, pos + have))) {
 			res = FAIL("cannot read it: %s", strerror(-r));
 			break;
 		}
+		have = want;
 		/* The whole chunks among these bytes. */
 		size_t at = 0;
 		unsigned n = 0;
@@ -332,7 +336,9 @@ static int gv_body(struct gvfile *g, const struct ss_gvs_hdr *h, XXH3_state_t *x
 			XXH3_128bits_update(xs, raw, at);
 		pos += at;
 		nchunk += n;
-		ask = (size_t)SS_MIN((uint64_t)raw_cap, (pos - h->len) / nchunk * k * 5 / 4 + 4 * k);
+		have -= at;
+		memmove(raw, raw + at, have);
+		ask = (size_t)SS_MIN((uint64_t)raw_cap, (pos - h->len) / nchunk * k + 4 * k);
 	}
 	if (res == GV_DONE) {
 		g->raw_size = pos;
