@@ -403,6 +403,16 @@ static int pools_init(struct push *P)
 	return ss_pushbase_packer(&P->b, P->st, &P->pipe, &P->packer);
 }
 
+/* Stop the workers, and free the loop's own context for tiny files. */
+static void workers_stop(struct push *P)
+{
+	ss_pool_free(P->pool);
+	P->pool = NULL;
+	if (P->lwctx)
+		push_wctx_ops.destroy(P->lwctx);
+	P->lwctx = NULL;
+}
+
 static void pools_free(struct push *P)
 {
 	if (P->fixed_bufs)
@@ -612,11 +622,7 @@ static int push_run(const struct ss_push_opts *opts, const struct ss_config_in *
 	if (P->follow && P->nfiles > 1)
 		qsort(P->files, P->nfiles, sizeof(*P->files), push_cmp_pfile);
 	/* The pipeline is done: give its buffers back before the manifest. */
-	ss_pool_free(P->pool);
-	if (P->lwctx)
-		push_wctx_ops.destroy(P->lwctx);
-	P->lwctx = NULL;
-	P->pool = NULL;
+	workers_stop(P);
 	pools_free(P);
 
 	P->prog.phase = "commit";
@@ -636,10 +642,7 @@ out:
 			free(P->hold);
 			P->hold = NULL;
 		}
-		ss_pool_free(P->pool);
-		if (P->lwctx)
-			push_wctx_ops.destroy(P->lwctx);
-		P->lwctx = NULL;
+		workers_stop(P);
 		if (P->segs || P->seg_mem)
 			pools_free(P);
 		st->files = P->nfiles;
