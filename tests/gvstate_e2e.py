@@ -9,8 +9,10 @@ Usage: gvstate_e2e.py SNAPSTREAM [--mb N]
    equals the pushed one's); with it the snapshot is format 5, `info` says
    the file is stored inflated, and pull, `pull -` and cat write the same
    file, whose header is the pushed one byte for byte and whose body
-   inflates to the same bytes; verify passes; a damaged file is stored as
-   it is; `push - --inflate-gvisor` is a usage error.
+   inflates to the same bytes; verify passes; beside a plain file that
+   shares its chunks both are pulled whole; a damaged pack fails the pull
+   and leaves nothing behind; a damaged file is stored as it is;
+   `push - --inflate-gvisor` is a usage error.
 2. With root and runsc (the ptrace platform, no network, as
    tests/ateom/e2e.py runs it): a sandbox with N MiB (default 24) of random
    data in a tmpfs and a running counter is checkpointed, pushed with
@@ -137,6 +139,46 @@ def cli_roundtrip(ss, tmp):
     check(run([ss, "push", path, snap1, "--inflate-gvisor"]).returncode == 0, "push one file")
     p = run([ss, "pull", snap1, "-"])
     check(p.returncode == 0 and p.stdout == pulled, "pull - writes what pull wrote")
+
+    # Beside a plain file holding its body (chunks shared between the two):
+    # the state file is rebuilt in file order, the other file written at
+    # its offsets, and both come back whole.
+    mixed = os.path.join(tmp, "mixed")
+    os.makedirs(mixed)
+    shutil.copy(path, os.path.join(mixed, "checkpoint.img"))
+    with open(os.path.join(mixed, "body.raw"), "wb") as fh:
+        fh.write(body)
+    snapm = os.path.join(tmp, "snaps", "mixed")
+    check(run([ss, "push", mixed, snapm, "--inflate-gvisor"]).returncode == 0,
+          "push a state file beside its body")
+    outm = os.path.join(tmp, "outm")
+    p = run([ss, "pull", snapm, outm])
+    check(p.returncode == 0, f"pull the two: {p.stderr.decode()[-300:]}")
+    for name, want in (("checkpoint.img", pulled), ("body.raw", body)):
+        with open(os.path.join(outm, name), "rb") as fh:
+            check(fh.read() == want, f"pulled beside each other: {name}")
+
+    # A damaged pack: the pull of the state file fails, naming the damage,
+    # and leaves nothing under the destination's name or beside it.
+    dst = os.path.join(tmp, "dstore")
+    snapd = os.path.join(dst, "s")
+    check(run([ss, "push", src, snapd, "--inflate-gvisor"]).returncode == 0,
+          "push into a store of its own")
+    packs = [os.path.join(d, n) for d, _, ns in os.walk(dst) for n in ns
+             if os.sep + "packs" + os.sep in os.path.join(d, n)]
+    check(len(packs) == 1, f"one pack ({len(packs)})")
+    with open(packs[0], "r+b") as fh:
+        fh.seek(64)
+        b0 = fh.read(1)
+        fh.seek(64)
+        fh.write(bytes([b0[0] ^ 0x55]))
+    outd = os.path.join(tmp, "outd")
+    p = run([ss, "pull", snapd, outd])
+    check(p.returncode == 4 and b"checkpoint.img" in p.stderr and b"chunk" in p.stderr,
+          f"a damaged chunk fails the pull, exit 4 ({p.returncode}: "
+          f"{p.stderr.decode()[-200:]})")
+    left = [n for n in os.listdir(tmp) if n.startswith("outd")]
+    check(not left, f"nothing left behind: {left}")
 
     bad = os.path.join(tmp, "bad.img")
     with open(bad, "wb") as fh:
