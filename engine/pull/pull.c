@@ -720,6 +720,12 @@ static int pull_once(const struct ss_pull_opts *opts, const struct ss_config_in 
 		goto out;
 	ss_bufpool_put(P->cfg.bufs, P->mem, P->mem_len);
 	P->mem = NULL;
+	/* The state files' ordered reader brings workers of its own; only
+	 * formats before 5 still hash files with these (files.c). */
+	if (P->m->format_major >= SS_FDIGEST_SUM_MAJOR) {
+		ss_pool_free(P->pool);
+		P->pool = NULL;
+	}
 	if ((r = pull_state_files(P)))
 		goto out;
 	/* Made before anything is renamed into place, so that running out of

@@ -270,7 +270,8 @@ static void cat_write_done(struct ss_op *op, int res)
 	w->inflight = false;
 	if (res <= 0) {
 		int e = res < 0 ? res : -EIO;
-		ss_oread_fail(w->R, e, "cannot write the output: %s", strerror(-e));
+		ss_oread_fail(w->R, e, "cannot write the output of '%s': %s", w->f->name,
+			      strerror(-e));
 	} else {
 		w->cur_in += (uint64_t)res;
 		w->written += (uint64_t)res;
@@ -347,8 +348,8 @@ static int cat_gv_sink(struct catw *w, const struct ss_ounit_view *u)
 			      "bytes have no state file header (corrupt or forged snapshot)",
 			      w->f->name);
 	else if (r)
-		ss_oread_fail(ss_oread_of(u->unit), r, "cannot write the output: %s",
-			      strerror(-r));
+		ss_oread_fail(ss_oread_of(u->unit), r, "cannot write the output of '%s': %s",
+			      w->f->name, strerror(-r));
 	else
 		cat_report_or_stop(w);
 	return r;
@@ -411,10 +412,15 @@ int ss_cat_run(const struct ss_oread_opts *base, int fd,
 	o.sink = cat_sink;
 	o.sink_arg = &w;
 	r = ss_oread_run(&o, err);
-	if (!r && w.gv && (r = ss_gvs_out_finish(w.gv)))
-		ss_err_set(err, r, r == -EBADMSG ? "'%s' is stored as an inflated gVisor state "
-			   "file, but its stored bytes are too short for a header (corrupt or forged "
-			   "snapshot)" : "cannot write the output of '%s'", w.f->name);
+	if (!r && w.gv && (r = ss_gvs_out_finish(w.gv))) {
+		if (r == -EBADMSG)
+			ss_err_set(err, r, "'%s' is stored as an inflated gVisor state file, but "
+				   "its stored bytes are too short for a header (corrupt or forged "
+				   "snapshot)", w.f->name);
+		else
+			ss_err_set(err, r, "cannot write the output of '%s': %s", w.f->name,
+				   strerror(-r));
+	}
 	/* A rebuilt state file's last bytes were written by the finish. */
 	if (!r && w.gv && (r = cat_report(&w)))
 		ss_err_set(err, r, "stopped by the caller of cat: %s", strerror(-r));
