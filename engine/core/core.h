@@ -435,9 +435,11 @@ const char *ss_range_why(enum ss_range_bad why);
 
 /* The two steps, for readers that go through frames in an order of their
  * own (oread): decompress the frame at src (stored_len bytes) into dst as
- * far as need bytes (dst has room for cap, see ss_frame_prefix); check a chunk's bytes p against its id. */
-bool ss_range_frame(const struct ss_rdec *w, const uint8_t *src, uint32_t stored_len,
-		    uint8_t *dst, size_t need, size_t cap);
+ * far as need bytes (dst has room for cap; returns the bytes of dst that
+ * hold the frame's start, 0 when it cannot: see ss_frame_prefix); check a
+ * chunk's bytes p against its id. */
+size_t ss_range_frame(const struct ss_rdec *w, const uint8_t *src, uint32_t stored_len,
+		      uint8_t *dst, size_t need, size_t cap);
 bool ss_range_chunk_ok(const struct ss_idkey *ids, const uint8_t *p, const struct ss_rchunk *c);
 
 /* A run of chunks in pack order inside one GET's bytes. */

@@ -2,22 +2,22 @@
 
 #include <zstd_errors.h>
 
-bool ss_frame_prefix(ZSTD_DCtx *dc, const uint8_t *src, size_t srclen, uint8_t *dst, size_t need,
-		     size_t cap)
+size_t ss_frame_prefix(ZSTD_DCtx *dc, const uint8_t *src, size_t srclen, uint8_t *dst, size_t need,
+		       size_t cap)
 {
-	if (!dc || ZSTD_isError(ZSTD_DCtx_reset(dc, ZSTD_reset_session_only)))
-		return false;
+	if (!need || !dc || ZSTD_isError(ZSTD_DCtx_reset(dc, ZSTD_reset_session_only)))
+		return 0;
 	/* One frame, exactly srclen bytes: the one-shot decoder, which
 	 * writes straight into dst, when the frame fits. (Our frames carry
 	 * no content size, so whether it fits shows only by trying.) */
 	if (cap > need && ZSTD_findFrameCompressedSize(src, srclen) == srclen) {
 		size_t r = ZSTD_decompressDCtx(dc, dst, cap, src, srclen);
 		if (!ZSTD_isError(r))
-			return r >= need;
+			return r >= need ? r : 0;
 		if (ZSTD_getErrorCode(r) != ZSTD_error_dstSize_tooSmall)
-			return false;
+			return 0;
 		if (ZSTD_isError(ZSTD_DCtx_reset(dc, ZSTD_reset_session_only)))
-			return false;
+			return 0;
 	}
 	ZSTD_inBuffer in = {src, srclen, 0};
 	ZSTD_outBuffer out = {dst, need, 0};
@@ -25,11 +25,11 @@ bool ss_frame_prefix(ZSTD_DCtx *dc, const uint8_t *src, size_t srclen, uint8_t *
 		size_t in0 = in.pos, out0 = out.pos;
 		size_t r = ZSTD_decompressStream(dc, &out, &in);
 		if (ZSTD_isError(r) || (r == 0 && out.pos < need))
-			return false;   /* corrupt, or the frame ended early */
+			return 0;   /* corrupt, or the frame ended early */
 		if (in.pos == in0 && out.pos == out0)
-			return false;   /* truncated: no input left to make progress */
+			return 0;   /* truncated: no input left to make progress */
 	}
-	return true;
+	return need;
 }
 
 ZSTD_CCtx *ss_frame_cctx(int level)

@@ -16,10 +16,12 @@
  * straight into dst; otherwise the streaming decoder stops when need bytes
  * are out (it goes through its own window buffer, one more copy). Either
  * way a frame that would inflate further (a decompression bomb) never
- * writes past cap. Returns false for a corrupt or truncated frame, or one
- * shorter than need. Any thread; dc is the caller's. */
-bool ss_frame_prefix(ZSTD_DCtx *dc, const uint8_t *src, size_t srclen, uint8_t *dst,
-		     size_t need, size_t cap);
+ * writes past cap. Returns how many bytes of dst hold the frame's start
+ * (need, or the whole frame when it was decoded in one call), or 0 for a
+ * corrupt or truncated frame, one shorter than need, or need 0. Any
+ * thread; dc is the caller's. */
+size_t ss_frame_prefix(ZSTD_DCtx *dc, const uint8_t *src, size_t srclen, uint8_t *dst,
+		       size_t need, size_t cap);
 
 /* A compression context for frames at `level`: no checksum, content size
  * or dictionary id in the frame, since the pack index records each

@@ -167,10 +167,10 @@ const char *ss_range_why(enum ss_range_bad why)
 		       : "does not match its checksum";
 }
 
-bool ss_range_frame(const struct ss_rdec *w, const uint8_t *src, uint32_t stored_len,
-		    uint8_t *dst, size_t need, size_t cap)
+size_t ss_range_frame(const struct ss_rdec *w, const uint8_t *src, uint32_t stored_len,
+		      uint8_t *dst, size_t need, size_t cap)
 {
-	return w && w->dc && ss_frame_prefix(w->dc, src, stored_len, dst, need, cap);
+	return w && w->dc ? ss_frame_prefix(w->dc, src, stored_len, dst, need, cap) : 0;
 }
 
 bool ss_range_chunk_ok(const struct ss_idkey *ids, const uint8_t *p, const struct ss_rchunk *c)

@@ -5,8 +5,7 @@
  *            the workers' decoding through core's range reader, the writes
  *            and ss_pull itself
  *   files.c  the output files: created, hashed in order, verified, renamed
- *            into place, or removed after a failure; state files stored
- *            inflated written through cat's writer (pull.h)
+ *            into place, or removed after a failure
  */
 #ifndef SS_ENGINE_FILEPULL_H
 #define SS_ENGINE_FILEPULL_H
@@ -174,9 +173,6 @@ int pull_create_outputs(struct pull *P);
 /* Extents up to where file has been written: hash what is now contiguous
  * (loop thread). */
 void pull_advance(struct pull *P, uint32_t file);
-/* Once the pipeline is done: the gVisor state files stored inflated,
- * which it leaves out, rebuilt into their outputs in file order. */
-int pull_state_files(struct pull *P);
 /* Once every write is done: digests checked, fsync, metadata, rename into
  * place. */
 int pull_finish_files(struct pull *P);

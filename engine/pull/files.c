@@ -2,6 +2,7 @@
  * hashed in order as their written prefix grows, verified, fsynced and
  * renamed into place (or removed after a failure). */
 #include "filepull.h"
+#include "gvstate.h"
 
 /* Bytes read back per call: page multiples, so the digest copies none,
  * and small enough to be hashed from L2 right after the copy and to keep
@@ -56,46 +57,63 @@ int pull_rm_tree(const char *path)
 	return errno == ENOENT ? 0 : -errno;
 }
 
-/* A gVisor state file stored inflated (docs/DESIGN.md, "gVisor state
- * files") is not part of the pipeline's plan: once the rest is pulled,
- * cat's writer rebuilds it into its output in file order, each chunk
- * verified before it is written and its digest checked at its end
- * (pull_state_files). It had been pulled into an unnamed file beside its
- * output, verified there and rebuilt from it: the image written twice
- * and read back once (the 269 MB image of a 256 MiB sandbox into tmpfs:
- * 0.31-0.36 s that way, 0.15-0.19 s this way). */
-int pull_state_files(struct pull *P)
+/* Where file i of the snapshot is assembled before the rename. */
+static int out_path(const struct pull *P, size_t i, char *path, size_t len)
 {
-	/* The ordered reader counts a zero run as bytes done (the rebuilt
-	 * file holds them as bytes) where the pipeline's total leaves zero
-	 * runs out; and it counts chunks, which a pull does not report. */
-	const uint64_t chunks = P->st->chunks;
+	int n = P->m->root_is_dir ? snprintf(path, len, "%s/%s", P->tmp, P->m->files[i].name)
+				  : snprintf(path, len, "%s", P->tmp);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* A gVisor state file stored inflated (docs/DESIGN.md, "gVisor state
+ * files") is pulled, hashed and verified in that form in an unnamed file
+ * beside its output (memory when the file system has no O_TMPFILE), and
+ * rebuilt into the output once it verified. */
+static int gv_open(struct pull *P, size_t i)
+{
+	char path[PATH_MAX];
+	int r = out_path(P, i, path, sizeof(path));
+	if (r)
+		return ss_err_set(P->err, r, "path too long: %s", P->m->files[i].name);
+	char *slash = strrchr(path, '/');
+	if (slash)
+		*slash = '\0';
+	int fd = open(slash ? (*path ? path : "/") : ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0)
+		fd = memfd_create("snapstream-gvstate", MFD_CLOEXEC);
+	if (fd < 0)
+		return ss_err_set(P->err, -errno, "cannot create a file for %s: %s",
+				  P->m->files[i].name, strerror(errno));
+	close(P->files[i].fd);
+	P->files[i].fd = fd;
+	return 0;
+}
+
+static int gv_rebuild(struct pull *P)
+{
 	for (size_t i = 0; i < P->m->nfiles; i++) {
 		const struct ss_mfile *f = &P->m->files[i];
-		for (size_t e = 0; f->transform && e < f->next; e++)
-			if (!f->ext[e].chunk)
-				P->prog.bytes_total += f->ext[e].len;
-	}
-	for (size_t i = 0; i < P->m->nfiles; i++) {
-		if (!P->m->files[i].transform)
+		if (!f->transform)
 			continue;
-		struct ss_oread_opts o = {
-			.snapshot = P->opts->snapshot,
-			.m = P->m,
-			.cfg = &P->cfg,
-			.ids = P->ids,
-			.loop = P->loop,
-			.store = P->store,
-			.file_first = (uint32_t)i,
-			.st = P->st,
-			.prog = &P->prog,
-			.ticker = &P->ticker,
-		};
-		int r = ss_cat_run(&o, P->files[i].fd, NULL, NULL, P->err);
-		P->st->chunks = chunks;
+		char path[PATH_MAX];
+		int r = out_path(P, i, path, sizeof(path));
+		int fd = r ? -1 : open(path, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			return ss_err_set(P->err, r ? r : -errno, "cannot write %s: %s", f->name,
+					  strerror(r ? -r : errno));
+		r = ss_gvs_rebuild_fd(P->files[i].fd, f->size, fd);
+		if (!r && !P->cfg.bopts.no_fsync && fsync(fd) < 0)
+			r = -errno;
+		close(P->files[i].fd);
+		P->files[i].fd = fd;
+		if (r == -EBADMSG)
+			return ss_err_set(P->err, r,
+					  "'%s' is stored as an inflated gVisor state file, but its "
+					  "stored bytes have no state file header (corrupt or forged "
+					  "snapshot)",
+					  f->name);
 		if (r)
-			return r;
-		P->files[i].verified = true;
+			return ss_err_set(P->err, r, "cannot write %s: %s", f->name, strerror(-r));
 	}
 	return 0;
 }
@@ -150,7 +168,7 @@ int pull_create_outputs(struct pull *P)
 		P->files[i].done = calloc(m->files[i].next ? m->files[i].next : 1, 1);
 		if (!P->files[i].done)
 			return -ENOMEM;
-		if (m->format_major >= SS_FDIGEST_SUM_MAJOR && !m->files[i].transform &&
+		if (m->format_major >= SS_FDIGEST_SUM_MAJOR &&
 		    !(P->files[i].sum = ss_fdsum_new(m->files[i].size)))
 			return -ENOMEM;
 	}
@@ -206,9 +224,12 @@ int pull_create_outputs(struct pull *P)
 				return ss_err_set(P->err, -errno, "cannot create %s: %s", path,
 						  strerror(errno));
 		}
-		/* A state file stored inflated is written front to back
-		 * (pull_state_files), at another size. */
-		if (!f->transform && ftruncate(P->files[i].fd, (off_t)f->size) < 0)
+		if (f->transform) {
+			int r = gv_open(P, i);
+			if (r)
+				return r;
+		}
+		if (ftruncate(P->files[i].fd, (off_t)f->size) < 0)
 			return ss_err_set(P->err, -errno, "cannot size %s (%llu bytes): %s", f->name,
 					  (unsigned long long)f->size, strerror(errno));
 	}
@@ -298,8 +319,8 @@ void pull_advance(struct pull *P, uint32_t file)
 {
 	struct ss_mfile *f = &P->m->files[file];
 	struct ofile *o = &P->files[file];
-	if (o->sum || f->transform)
-		return;   /* summed as written, or cat's (pull_state_files) */
+	if (o->sum)
+		return;   /* summed as written; checked by verify_files */
 	while (o->frontier < f->next && (!f->ext[o->frontier].chunk || o->done[o->frontier]))
 		o->frontier++;
 	if (P->failed || o->hashing || o->verified)
@@ -356,8 +377,6 @@ static int verify_sums(struct pull *P)
 	for (size_t i = 0; i < P->m->nfiles; i++) {
 		struct ofile *o = &P->files[i];
 		const struct ss_mfile *f = &P->m->files[i];
-		if (f->transform)
-			continue;   /* checked as it was written (pull_state_files) */
 		uint8_t d[16];
 		int r = ss_fdsum_final(o->sum, read_leaf, o, d);
 		if (r)
@@ -505,6 +524,9 @@ static int sync_files(struct pull *P)
 	int pending = 0, err = 0, r = 0;
 	size_t failed = 0;
 	for (size_t i = 0; i < m->nfiles; i++) {
+		/* A transformed file is made durable once rebuilt. */
+		if (m->files[i].transform)
+			continue;
 		ops[i] = (struct syncop){.op.done = sync_done, .pending = &pending, .err = &err,
 					 .failed_file = &failed, .file = i};
 		io_uring_prep_fsync(ss_loop_sqe(P->loop, &ops[i].op), P->files[i].fd, 0);
@@ -534,7 +556,8 @@ int pull_finish_files(struct pull *P)
 		return r;
 	P->prog.phase = "verify";
 	ss_tick(&P->cfg, &P->ticker, &P->prog, true);
-	if ((r = verify_files(P)))
+	r = verify_files(P);
+	if (r || (r = gv_rebuild(P)))
 		return r;
 	for (size_t i = 0; i < m->nfiles; i++) {
 		struct ss_mfile *f = &m->files[i];

@@ -85,11 +85,8 @@ static int plan(struct pull *P)
 	if (!P->tstart || !P->order)
 		return -ENOMEM;
 	uint64_t ntargets = 0;
-	/* A state file stored inflated is written in file order once the
-	 * rest is pulled (files.c, pull_state_files): its chunks are no
-	 * targets here. */
 	for (size_t f = 0; f < m->nfiles; f++)
-		for (size_t e = 0; !m->files[f].transform && e < m->files[f].next; e++)
+		for (size_t e = 0; e < m->files[f].next; e++)
 			if (m->files[f].ext[e].chunk) {
 				P->tstart[m->files[f].ext[e].chunk]++;
 				ntargets++;
@@ -109,7 +106,7 @@ static int plan(struct pull *P)
 	}
 	for (size_t f = 0; f < m->nfiles; f++) {
 		uint64_t off = 0;
-		for (size_t e = 0; !m->files[f].transform && e < m->files[f].next; e++) {
+		for (size_t e = 0; e < m->files[f].next; e++) {
 			struct ss_mextent *x = &m->files[f].ext[e];
 			if (x->chunk) {
 				uint32_t c = x->chunk - 1;
@@ -120,13 +117,10 @@ static int plan(struct pull *P)
 		}
 	}
 	free(fill);
-	/* Only chunks with a target: none in a valid manifest has none, but
-	 * those of state files stored inflated have theirs elsewhere. */
-	size_t need = 0;
 	for (size_t c = 0; c < n; c++)
-		if (P->tstart[c] != P->tstart[c + 1])
-			P->order[need++] = (uint32_t)c;
-	n = need;
+		P->order[c] = (uint32_t)c;
+	/* Chunks no file uses (none in a valid manifest) are still fetched,
+	 * which costs little and keeps the plan simple. */
 	qsort_r(P->order, n, sizeof(*P->order), cmp_chunk, m);
 
 	size_t cap = 0;
@@ -720,14 +714,6 @@ static int pull_once(const struct ss_pull_opts *opts, const struct ss_config_in 
 		goto out;
 	ss_bufpool_put(P->cfg.bufs, P->mem, P->mem_len);
 	P->mem = NULL;
-	/* The state files' ordered reader brings workers of its own; only
-	 * formats before 5 still hash files with these (files.c). */
-	if (P->m->format_major >= SS_FDIGEST_SUM_MAJOR) {
-		ss_pool_free(P->pool);
-		P->pool = NULL;
-	}
-	if ((r = pull_state_files(P)))
-		goto out;
 	/* Made before anything is renamed into place, so that running out of
 	 * memory here leaves the destination as it was. */
 	if (opts->info &&

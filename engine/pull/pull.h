@@ -61,16 +61,6 @@ struct ss_oread_opts {
  * err set (-EBADMSG for integrity, naming snapshot, file and offset). */
 int ss_oread_run(const struct ss_oread_opts *o, struct ss_err *err);
 
-/* cat's writer, for a caller that has the manifest and store open: file
- * o->file_first written to fd in file order (a gVisor state file stored
- * inflated is rebuilt as it arrives; to a regular file at its end, zero
- * runs are left as holes), every chunk verified before it is written and
- * the file's digest checked at its end. o->sink, sink_arg and file_end
- * are set here. on_written as in ss_cat_opts (may be NULL). */
-int ss_cat_run(const struct ss_oread_opts *o, int fd,
-	       int (*on_written)(void *arg, uint64_t done, uint64_t total), void *on_written_arg,
-	       struct ss_err *err);
-
 /* Give back a unit the sink kept (loop thread). */
 void ss_oread_release(struct ss_oread *R, void *unit);
 /* Stop reading with an error (the first one wins). */

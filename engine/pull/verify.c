@@ -371,9 +371,13 @@ static int cat_sink(void *arg, const struct ss_ounit_view *u)
 	return 1;
 }
 
-int ss_cat_run(const struct ss_oread_opts *base, int fd,
-	       int (*on_written)(void *arg, uint64_t done, uint64_t total), void *on_written_arg,
-	       struct ss_err *err)
+/* File base->file_first written to fd in file order (a gVisor state file
+ * stored inflated rebuilt as it arrives; to a regular file at its end,
+ * zero runs left as holes), every chunk verified before it is written and
+ * the file's digest checked at its end. */
+static int cat_run(const struct ss_oread_opts *base, int fd,
+		   int (*on_written)(void *arg, uint64_t done, uint64_t total),
+		   void *on_written_arg, struct ss_err *err)
 {
 	struct catw w = {0};
 	int r = 0;
@@ -497,7 +501,7 @@ int ss_cat_impl(const struct ss_cat_opts *opts, const struct ss_config_in *confi
 		.prog = &rd.prog,
 		.ticker = &rd.ticker,
 	};
-	r = ss_cat_run(&o, opts->fd, opts->on_written, opts->on_written_arg, &err);
+	r = cat_run(&o, opts->fd, opts->on_written, opts->on_written_arg, &err);
 out:
 	ss_ncache_stats(rd.store, st);
 	reader_close(&rd);
