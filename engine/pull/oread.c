@@ -171,8 +171,9 @@ static bool dc_get(struct ss_oread *R, uint32_t pack, const struct oframe *fr, u
 		memcpy(dst, d->buf, fr->need);
 		d->used = ++R->dc_tick;
 	} else if (claim && fr->need <= R->dc_cap) {
-		struct dframe *v = NULL;
-		for (unsigned i = 0; i < OR_DCACHE; i++) {
+		/* The frame's shorter entry, else the least recently used. */
+		struct dframe *v = d;
+		for (unsigned i = 0; !d && i < OR_DCACHE; i++) {
 			struct dframe *x = &R->dc[i];
 			if (!x->busy && (!v || x->used < v->used))
 				v = x;
@@ -415,7 +416,9 @@ static void unit_work(struct ss_task *task, void *wp)
 		}
 		fr->have = (uint32_t)SS_MIN(got, (size_t)UINT32_MAX);
 	}
-	uint64_t off = u->v.off;
+	uint64_t off;
+check:
+	off = u->v.off;
 	for (size_t e = u->v.e0; e < u->v.e1; e++) {
 		size_t i = e - u->v.e0;
 		const struct ss_mextent *x = &f->ext[e];
@@ -429,15 +432,17 @@ static void unit_work(struct ss_task *task, void *wp)
 			struct ss_rchunk rc = {.id = c->id, .raw_len = c->raw_len};
 			bool ok = ss_range_chunk_ok(R->o->ids, p, &rc);
 			if (!ok && fr->from_dc) {
-				/* Kept bytes that do not check: drop them, and
-				 * decode the frame from this unit's own bytes. */
+				/* Kept bytes that do not check: drop them, decode
+				 * the frame from this unit's own bytes (exactly its
+				 * need: a whole frame would run into the frames after
+				 * it), and check every chunk again, those taken from
+				 * the kept bytes included. */
 				struct oframe *w = &u->frames[u->fidx[i]];
 				dc_drop(R, u->pack, w);
 				w->from_dc = false;
-				ok = ss_range_frame(wp, u->in + (w->off - u->rs), w->stored - tag,
-						    u->dec + w->dec_off, w->need,
-						    R->dec_cap - w->dec_off) &&
-				     ss_range_chunk_ok(R->o->ids, p, &rc);
+				if (ss_range_frame(wp, u->in + (w->off - u->rs), w->stored - tag,
+						   u->dec + w->dec_off, w->need, w->need))
+					goto check;
 			}
 			if (!ok) {
 				dc_fill(R, mine, NULL, 0);
