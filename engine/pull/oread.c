@@ -19,7 +19,7 @@
 #define OR_FRAME_LOOKBACK 8     /* frames searched for a repeat within a unit */
 #define OR_MAX_UNITS 16u
 /* Decoded frames kept for the units that follow (see dc_get). */
-#define OR_DCACHE 8u
+#define OR_DCACHE 32u
 
 struct oframe {
 	uint64_t off;
