@@ -173,11 +173,12 @@ static bool dc_get(struct ss_oread *R, uint32_t pack, const struct oframe *fr, u
 	} else if (claim && fr->need <= R->dc_cap) {
 		/* The frame's shorter entry, else the least recently used. */
 		struct dframe *v = d;
-		for (unsigned i = 0; !d && i < OR_DCACHE; i++) {
-			struct dframe *x = &R->dc[i];
-			if (!x->busy && (!v || x->used < v->used))
-				v = x;
-		}
+		if (!v)
+			for (unsigned i = 0; i < OR_DCACHE; i++) {
+				struct dframe *x = &R->dc[i];
+				if (!x->busy && (!v || x->used < v->used))
+					v = x;
+			}
 		if (v) {
 			v->busy = true;
 			v->pack = pack;

@@ -371,86 +371,13 @@ static int cat_sink(void *arg, const struct ss_ounit_view *u)
 	return 1;
 }
 
-/* File base->file_first written to fd in file order (a gVisor state file
- * stored inflated rebuilt as it arrives; to a regular file at its end,
- * zero runs left as holes), every chunk verified before it is written and
- * the file's digest checked at its end. */
-static int cat_run(const struct ss_oread_opts *base, int fd,
-		   int (*on_written)(void *arg, uint64_t done, uint64_t total),
-		   void *on_written_arg, struct ss_err *err)
-{
-	struct catw w = {0};
-	int r = 0;
-	w.f = &base->m->files[base->file_first];
-	w.fd = fd;
-	w.loop = base->loop;
-	w.cur_ext = SIZE_MAX;
-	w.qcap = 64;
-	w.q = calloc(w.qcap, sizeof(*w.q));
-	w.qv = calloc(w.qcap, sizeof(*w.qv));
-	w.zeros = calloc(1, CAT_ZEROS);
-	w.on_written = on_written;
-	w.on_written_arg = on_written_arg;
-	if (!w.q || !w.qv || !w.zeros) {
-		r = ss_err_set(err, -ENOMEM, "out of memory");
-		goto out;
-	}
-	/* Holes only where the file has nothing yet: writing at its end. */
-	struct stat sb;
-	off_t pos = lseek(fd, 0, SEEK_CUR);
-	int fl = fcntl(fd, F_GETFL);
-	if (!w.on_written && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && pos >= 0 &&
-	    fl >= 0 && !(fl & O_APPEND) && sb.st_size <= pos) {
-		w.sparse = true;
-		w.base = (uint64_t)pos;
-	}
-	if (w.f->transform) {
-		w.sparse = false;
-		if ((r = ss_gvs_out_new_sized(fd, w.f->size, &w.gv))) {
-			ss_err_set(err, r, "out of memory");
-			goto out;
-		}
-	}
-	struct ss_oread_opts o = *base;
-	o.file_end = o.file_first + 1;
-	o.sink = cat_sink;
-	o.sink_arg = &w;
-	r = ss_oread_run(&o, err);
-	if (!r && w.gv && (r = ss_gvs_out_finish(w.gv))) {
-		if (r == -EBADMSG)
-			ss_err_set(err, r, "'%s' is stored as an inflated gVisor state file, but "
-				   "its stored bytes are too short for a header (corrupt or forged "
-				   "snapshot)", w.f->name);
-		else
-			ss_err_set(err, r, "cannot write the output of '%s': %s", w.f->name,
-				   strerror(-r));
-	}
-	/* A rebuilt state file's last bytes were written by the finish. */
-	if (!r && w.gv && (r = cat_report(&w)))
-		ss_err_set(err, r, "stopped by the caller of cat: %s", strerror(-r));
-	if (!r && w.sparse && w.written) {
-		/* The holes at the end exist once the file has its full size. */
-		uint64_t end = w.base + w.written;
-		if (fstat(fd, &sb) == 0 && (uint64_t)sb.st_size < end &&
-		    ftruncate(fd, (off_t)end) < 0)
-			r = ss_err_set(err, -errno, "cannot size the output: %s", strerror(errno));
-		if (!r && lseek(fd, (off_t)end, SEEK_SET) < 0)
-			r = ss_err_set(err, -errno, "cannot seek the output: %s", strerror(errno));
-	}
-out:
-	ss_gvs_out_free(w.gv);
-	free(w.q);
-	free(w.qv);
-	free((void *)w.zeros);
-	return r;
-}
-
 int ss_cat_impl(const struct ss_cat_opts *opts, const struct ss_config_in *config, struct ss_stats *st,
 	   char *errbuf, size_t errlen)
 {
 	struct ss_err err = {0};
 	struct ss_stats local_st;
 	struct reader rd = {0};
+	struct catw w = {0};
 	uint64_t t0 = ss_now_ns();
 	int r;
 	st = ss_stats_init(st, &local_st, sizeof(*st));
@@ -483,8 +410,38 @@ int ss_cat_impl(const struct ss_cat_opts *opts, const struct ss_config_in *confi
 	}
 	st->files = 1;
 	st->logical_bytes = m->files[fi].size;
+	w.f = &m->files[fi];
+	w.fd = opts->fd;
+	w.loop = rd.loop;
+	w.cur_ext = SIZE_MAX;
+	w.qcap = 64;
+	w.q = calloc(w.qcap, sizeof(*w.q));
+	w.qv = calloc(w.qcap, sizeof(*w.qv));
+	w.zeros = calloc(1, CAT_ZEROS);
+	w.on_written = opts->on_written;
+	w.on_written_arg = opts->on_written_arg;
+	if (!w.q || !w.qv || !w.zeros) {
+		r = ss_err_set(&err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	/* Holes only where the file has nothing yet: writing at its end. */
+	struct stat sb;
+	off_t pos = lseek(opts->fd, 0, SEEK_CUR);
+	int fl = fcntl(opts->fd, F_GETFL);
+	if (!w.on_written && fstat(opts->fd, &sb) == 0 && S_ISREG(sb.st_mode) && pos >= 0 &&
+	    fl >= 0 && !(fl & O_APPEND) && sb.st_size <= pos) {
+		w.sparse = true;
+		w.base = (uint64_t)pos;
+	}
+	if (w.f->transform) {
+		w.sparse = false;
+		if ((r = ss_gvs_out_new_sized(opts->fd, w.f->size, &w.gv))) {
+			ss_err_set(&err, r, "out of memory");
+			goto out;
+		}
+	}
 	rd.prog.phase = "cat";
-	rd.prog.bytes_total = m->files[fi].size;
+	rd.prog.bytes_total = w.f->size;
 	if (!rd.store && m->nchunks) {
 		r = ss_err_set(&err, -ENOENT, "no store at %s", rd.store_uri);
 		goto out;
@@ -497,12 +454,40 @@ int ss_cat_impl(const struct ss_cat_opts *opts, const struct ss_config_in *confi
 		.loop = rd.loop,
 		.store = rd.store,
 		.file_first = (uint32_t)fi,
+		.file_end = (uint32_t)fi + 1,
+		.sink = cat_sink,
+		.sink_arg = &w,
 		.st = st,
 		.prog = &rd.prog,
 		.ticker = &rd.ticker,
 	};
-	r = cat_run(&o, opts->fd, opts->on_written, opts->on_written_arg, &err);
+	r = ss_oread_run(&o, &err);
+	if (!r && w.gv && (r = ss_gvs_out_finish(w.gv))) {
+		if (r == -EBADMSG)
+			ss_err_set(&err, r, "'%s' is stored as an inflated gVisor state file, but "
+				   "its stored bytes are too short for a header (corrupt or forged "
+				   "snapshot)", w.f->name);
+		else
+			ss_err_set(&err, r, "cannot write the output of '%s': %s", w.f->name,
+				   strerror(-r));
+	}
+	/* A rebuilt state file's last bytes were written by the finish. */
+	if (!r && w.gv && (r = cat_report(&w)))
+		ss_err_set(&err, r, "stopped by the caller of cat: %s", strerror(-r));
+	if (!r && w.sparse && w.written) {
+		/* The holes at the end exist once the file has its full size. */
+		uint64_t end = w.base + w.written;
+		if (fstat(opts->fd, &sb) == 0 && (uint64_t)sb.st_size < end &&
+		    ftruncate(opts->fd, (off_t)end) < 0)
+			r = ss_err_set(&err, -errno, "cannot size the output: %s", strerror(errno));
+		if (!r && lseek(opts->fd, (off_t)end, SEEK_SET) < 0)
+			r = ss_err_set(&err, -errno, "cannot seek the output: %s", strerror(errno));
+	}
 out:
+	ss_gvs_out_free(w.gv);
+	free(w.q);
+	free(w.qv);
+	free((void *)w.zeros);
 	ss_ncache_stats(rd.store, st);
 	reader_close(&rd);
 	return ss_op_end(&err, r, t0, &st->seconds, errbuf, errlen);
