@@ -188,6 +188,8 @@ struct push {
 	size_t seg_mem_len, out_mem_len;
 	struct seg *free_segs;
 	bool fixed_bufs;
+	bool seg_sparse;         /* segments of 4 KiB pages, not registered */
+	bool claims_populate;    /* fault the claims table in (pools_init) */
 
 	/* Reading position */
 	size_t rd_file;

@@ -93,7 +93,10 @@ static int add_file(struct scan *S, int fd, uint64_t size, bool dense)
 
 struct scanner {
 	struct scan *S;
-	uint8_t *buf;   /* PIECE bytes: a segment buffer of the push */
+	/* Segment buffers of the push (PIECE bytes each), taken in turn:
+	 * the scan is their first touch, shared by its threads. */
+	uint8_t *bufs[2];
+	unsigned nbufs, turn;
 	pthread_t t;
 };
 
@@ -102,7 +105,8 @@ static void count_piece(struct scanner *w, size_t i)
 {
 	struct scan *S = w->S;
 	const struct ppiece *p = &S->p[i];
-	ssize_t got = pread(S->fd[i], w->buf, p->len, (off_t)p->off);
+	uint8_t *buf = w->bufs[w->turn++ % w->nbufs];
+	ssize_t got = pread(S->fd[i], buf, p->len, (off_t)p->off);
 	/* A short or failed read is not fatal: those pages go uncounted
 	 * (hash 0, as if zero), and are chunked as usual. */
 	uint64_t h[PIECE / SS_PAGE_SIZE];
@@ -113,13 +117,13 @@ static void count_piece(struct scanner *w, size_t i)
 		all[k] = 0;
 		if (got <= 0 || at + SS_PAGE_SIZE > (size_t)got)
 			continue;
-		if (ss_is_zero(w->buf + at, SS_PAGE_SIZE)) {
+		if (ss_is_zero(buf + at, SS_PAGE_SIZE)) {
 			/* Bits of a piece start a byte of their own: no other
 			 * thread writes this one. */
 			S->zero[(p->bit0 + k) / 8] |= (uint8_t)(1u << ((p->bit0 + k) % 8));
 		} else {
 			/* 0 marks a zero page; the set keys 0 and 1 alike. */
-			uint64_t x = XXH3_64bits(w->buf + at, SS_PAGE_SIZE);
+			uint64_t x = XXH3_64bits(buf + at, SS_PAGE_SIZE);
 			all[k] = h[n++] = x ? x : 1;
 		}
 	}
@@ -227,15 +231,21 @@ int push_scan_pages(struct push *P)
 	if (!r && S.n && (!(S.h = malloc(S.bits * sizeof(*S.h))) ||
 			  !(S.rep = calloc(S.bits / 8, 1)) || !(S.zero = calloc(S.bits / 8, 1))))
 		r = -ENOMEM;
-	/* The pipeline has not started: its segment buffers are free, and
-	 * already faulted in (registered), so the scan touches no memory of
-	 * its own. One thread per buffer at most. */
+	/* The pipeline has not started: its segment buffers are free, so
+	 * the scan touches no memory of its own, and it is their first touch
+	 * (registering them comes after: push.c, pools_register): each
+	 * thread reads into two of them in turn, so that the threads fault
+	 * in up to twice their number together. One thread per buffer at
+	 * most. */
 	unsigned nt = SS_MAX(1u, SS_MIN(SS_MIN(P->b.cfg.threads, P->nsegs), (unsigned)S.n));
 	struct scanner *w = calloc(nt, sizeof(*w));
 	if (!r && !w)
 		r = -ENOMEM;
-	for (unsigned i = 0; !r && i < nt; i++)
-		w[i] = (struct scanner){.S = &S, .buf = P->segs[i].buf};
+	for (unsigned i = 0; !r && i < nt; i++) {
+		w[i] = (struct scanner){.S = &S, .bufs = {P->segs[i].buf}, .nbufs = 1};
+		if (nt + i < P->nsegs)
+			w[i].bufs[w[i].nbufs++] = P->segs[nt + i].buf;
+	}
 	if (!r && S.n) {
 		run_threads(&S, w, nt, count_piece);
 		/* Read-only from here: marking looks up without locks. */

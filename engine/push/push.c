@@ -353,12 +353,8 @@ static int pools_init(struct push *P)
 		sparse = segs && data / segs < ss / 4;
 		if (!P->b.cfg.pack_size)
 			P->b.cfg.pack_size = ss_pack_size_for(P->b.store, data);
-		/* 32 MiB of data, when new, is ~4,000 claims at 8 KiB chunks,
-		 * which touch 98 % of the claims table's pages: populated in
-		 * one call, a 64 MiB push spent 14-27 ms less CPU (a fault per
-		 * page is dear on a VM). A small push leaves it sparse. */
-		if (P->b.claims && data >= (32u << 20))
-			ss_claims_populate(P->b.claims);
+		/* A small push leaves the claims table sparse (claims_populate). */
+		P->claims_populate = P->b.claims && data >= (32u << 20);
 	}
 	/* Output holds at most the segment's bytes (a chunk is never stored
 	 * larger than raw), plus zstd's worst-case slack for the last one;
@@ -380,9 +376,7 @@ static int pools_init(struct push *P)
 	P->hold = calloc(P->nsegs, sizeof(*P->hold));
 	if (!P->seg_mem || !P->out_mem || !P->segs || !P->hold)
 		return -ENOMEM;
-	struct iovec *iov = calloc(P->nsegs, sizeof(*iov));
-	if (!iov)
-		return -ENOMEM;
+	P->seg_sparse = sparse;
 	for (unsigned i = 0; i < P->nsegs; i++) {
 		struct seg *s = &P->segs[i];
 		s->P = P;
@@ -394,13 +388,38 @@ static int pools_init(struct push *P)
 		s->rop.done = read_done;
 		s->next_free = P->free_segs;
 		P->free_segs = s;
-		iov[i] = (struct iovec){.iov_base = s->buf, .iov_len = ss};
 	}
-	/* Registered buffers spare the kernel a page walk per read. */
-	P->fixed_bufs = !sparse &&
-			io_uring_register_buffers(ss_loop_ring(P->b.loop), iov, P->nsegs) == 0;
-	free(iov);
 	return ss_pushbase_packer(&P->b, P->st, &P->pipe, &P->packer);
+}
+
+/* Registered buffers spare the kernel a page walk per read. Registering
+ * pins, and so faults in, every page of the segments: done after the
+ * page count, whose threads have read into them (push_scan_pages), so
+ * that the first touch of that memory, dear on a VM, is shared by the
+ * scanning threads instead of taken by the loop thread alone. */
+static void pools_register(struct push *P)
+{
+	if (P->seg_sparse || P->fixed_bufs)
+		return;
+	struct iovec *iov = calloc(P->nsegs, sizeof(*iov));
+	if (!iov)
+		return;
+	for (unsigned i = 0; i < P->nsegs; i++)
+		iov[i] = (struct iovec){.iov_base = P->segs[i].buf,
+					.iov_len = P->b.cfg.chunk.seg_size};
+	P->fixed_bufs = io_uring_register_buffers(ss_loop_ring(P->b.loop), iov, P->nsegs) == 0;
+	free(iov);
+}
+
+/* 32 MiB of data, when new, is ~4,000 claims at 8 KiB chunks, which
+ * touch 98 % of the claims table's pages: populated in one call, a
+ * 64 MiB push spent 14-27 ms less CPU (a fault per page is dear on a
+ * VM). Done on a thread of its own while the pages are counted, which
+ * the table is not needed for. */
+static void *claims_populate(void *arg)
+{
+	ss_claims_populate(arg);
+	return NULL;
 }
 
 /* Stop the workers, and free the loop's own context for tiny files. */
@@ -601,10 +620,19 @@ static int push_run(const struct ss_push_opts *opts, const struct ss_config_in *
 	}
 	/* A growing file cannot be counted ahead: it makes no page chunks
 	 * (docs/DESIGN.md, "Repeated pages"). */
-	if (!P->follow && (r = push_scan_pages(P))) {
+	pthread_t pop;
+	bool populating = P->claims_populate &&
+			  pthread_create(&pop, NULL, claims_populate, P->b.claims) == 0;
+	if (P->claims_populate && !populating)
+		ss_claims_populate(P->b.claims);
+	r = P->follow ? 0 : push_scan_pages(P);
+	if (populating)
+		pthread_join(pop, NULL);
+	if (r) {
 		ss_err_set(&err, r, "cannot count the pages: %s", strerror(-r));
 		goto out;
 	}
+	pools_register(P);
 	if ((r = run_pipeline(P)) || (r = push_resolve_foreign(P)))
 		goto out;
 	for (size_t i = 0; i < P->nfiles; i++) {
