@@ -24,6 +24,7 @@
 #include "ateom.pb-c.h"
 #include "health.pb-c.h"
 #include "snapstream.h"
+#include "util.h"
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -528,28 +529,6 @@ struct flags {
 	uint64_t restore_memory;  /* WL_RESTORE_MEMORY_AUTO: auto */
 };
 
-/* "512M", "20G": bytes with an optional K, M, G or T suffix. */
-static bool parse_bytes(const char *s, uint64_t *out)
-{
-	if (*s < '0' || *s > '9')
-		return false;
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	unsigned shift = 0;
-	if (errno || end == s)
-		return false;
-	if (*end && strchr("KkMmGgTt", *end)) {
-		shift = *end == 'K' || *end == 'k' ? 10 : *end == 'M' || *end == 'm' ? 20
-			: *end == 'G' || *end == 'g' ? 30 : 40;
-		end++;
-	}
-	if (*end || v > (UINT64_MAX >> 14 >> shift))
-		return false;
-	*out = (uint64_t)v << shift;
-	return *out >= SS_CACHE_SIZE_MIN;
-}
-
 static int parse_flags(int argc, char **argv, struct flags *f)
 {
 	enum { O_LISTEN = 1000, O_BUNDLE, O_WORK, O_RUNSC, O_RUNSC_ARG, O_STORE, O_KEY, O_NO_FOLLOW,
@@ -594,7 +573,7 @@ static int parse_flags(int argc, char **argv, struct flags *f)
 		case O_BUFFERS:
 			if (!strcmp(optarg, "0")) {
 				f->buffers = 0;
-			} else if (!parse_bytes(optarg, &f->buffers) || f->buffers > MAX_BUFFERS) {
+			} else if (!ss_parse_bytes(optarg, SS_CACHE_SIZE_MIN, MAX_BUFFERS, &f->buffers)) {
 				fprintf(stderr, "ateom: --buffers takes 0 or a size from 16M to 4G "
 					"(suffix K, M, G), got '%s'\n", optarg);
 				return 2;
@@ -605,15 +584,15 @@ static int parse_flags(int argc, char **argv, struct flags *f)
 				f->restore_memory = WL_RESTORE_MEMORY_AUTO;
 			} else if (!strcmp(optarg, "0")) {
 				f->restore_memory = 0;
-			} else if (!parse_bytes(optarg, &f->restore_memory) ||
-				   f->restore_memory == WL_RESTORE_MEMORY_AUTO) {
+			} else if (!ss_parse_bytes(optarg, 1, WL_RESTORE_MEMORY_AUTO - 1,
+						   &f->restore_memory)) {
 				fprintf(stderr, "ateom: --restore-memory takes auto, 0 or a size "
 					"(suffix K, M, G or T), got '%s'\n", optarg);
 				return 2;
 			}
 			break;
 		case O_CACHE_SIZE:
-			if (!parse_bytes(optarg, &f->cache_size)) {
+			if (!ss_parse_bytes(optarg, SS_CACHE_SIZE_MIN, UINT64_MAX >> 14, &f->cache_size)) {
 				fprintf(stderr, "ateom: --cache-size takes a size from 16M up (suffix K, "
 					"M, G or T), got '%s'\n", optarg);
 				return 2;

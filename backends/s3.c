@@ -1219,23 +1219,9 @@ static int env_u64(const struct s3 *s, const char *name, uint64_t min, uint64_t 
 	*out = 0;
 	if (!v)
 		return 0;
-	char *end;
-	errno = 0;
-	unsigned long long n = strtoull(v, &end, 10);
-	unsigned shift = 0;
-	if (*end == 'K' || *end == 'k')
-		shift = 10;
-	else if (*end == 'M' || *end == 'm')
-		shift = 20;
-	else if (*end == 'G' || *end == 'g')
-		shift = 30;
-	if (shift)
-		end++;
-	if (errno || end == v || *end || v[0] == '-' || (n << shift) >> shift != n ||
-	    (n << shift) < min || (n << shift) > max)
+	if (!ss_parse_bytes(v, min, max, out))
 		return ss_err_set(err, -EINVAL, "%s=%s: want a number in %llu..%llu", name, v,
 				  (unsigned long long)min, (unsigned long long)max);
-	*out = n << shift;
 	return 0;
 }
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "util.h"
 
 enum {
 	OPT_STORE = 256,
@@ -159,44 +160,11 @@ static const struct size_opt chunk_min_opt = {"--chunk-min", 64, (4u << 20) - 1,
 static const struct size_opt chunk_max_opt = {"--chunk-max", 257, 1u << 30,
 					      "257 to 1G"};
 
-/* Bytes, or with a K, M or G suffix; within [lo, hi]. The bound is
- * checked before the suffix multiplies, so no value wraps. */
-/* A byte count: digits with an optional K, M, G or T suffix (and B),
- * within [lo, hi]. */
-static bool parse_bytes(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
-{
-	if (*s < '0' || *s > '9')
-		return false;
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return false;
-	unsigned shift = 0;
-	/* memchr over the four letters: strchr would also find the string's
-	 * end, taking "1 " (' ' & ~0x20 is 0) for 1 PiB. */
-	static const char suf[4] = {'K', 'M', 'G', 'T'};
-	const char *at = *end ? memchr(suf, *end & ~0x20, sizeof(suf)) : NULL;
-	if (at) {
-		shift = 10 * (unsigned)(at - suf + 1);
-		end++;
-		if (*end == 'B' || *end == 'b')
-			end++;
-	}
-	if (*end || v > (hi >> shift))
-		return false;
-	v <<= shift;
-	if (v < lo)
-		return false;
-	*out = v;
-	return true;
-}
-
 /* The same for a 32-bit size (chunk sizes, --read-depth style limits). */
 static bool parse_size(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
 {
 	uint64_t v;
-	if (!parse_bytes(s, lo, hi, &v))
+	if (!ss_parse_bytes(s, lo, hi, &v))
 		return false;
 	*out = (uint32_t)v;
 	return true;
@@ -309,7 +277,7 @@ static int apply_env(struct cli *c)
 	if ((ok & O_CACHE) && (v = getenv("SNAPSTREAM_CACHE")) && *v)
 		c->cache = v;
 	if ((ok & O_CACHE) && (v = getenv("SNAPSTREAM_CACHE_SIZE")) && *v &&
-	    !parse_bytes(v, SS_CACHE_SIZE_MIN, CACHE_SIZE_MAX, &c->cfg.cache_size))
+	    !ss_parse_bytes(v, SS_CACHE_SIZE_MIN, CACHE_SIZE_MAX, &c->cfg.cache_size))
 		return cli_usage_error(c, "SNAPSTREAM_CACHE_SIZE=%s: takes a size from "
 					  CACHE_SIZE_RANGE " (suffix K, M, G or T)", v);
 	if ((ok & O_NOFSYNC) && !env_flag("SNAPSTREAM_NO_FSYNC", &c->cfg.no_fsync, &bad))
@@ -532,7 +500,7 @@ int cli_parse(struct cli *c, int argc, char **argv)
 			c->cache = optarg;
 			break;
 		case OPT_CACHE_SIZE:
-			if (!parse_bytes(optarg, SS_CACHE_SIZE_MIN, CACHE_SIZE_MAX, &c->cfg.cache_size))
+			if (!ss_parse_bytes(optarg, SS_CACHE_SIZE_MIN, CACHE_SIZE_MAX, &c->cfg.cache_size))
 				return cli_usage_error(c, "--cache-size takes a size from "
 							  CACHE_SIZE_RANGE " (suffix K, M, G or T), got "
 							  "'%s'", optarg);
@@ -541,7 +509,7 @@ int cli_parse(struct cli *c, int argc, char **argv)
 			c->no_cache = true;
 			break;
 		case OPT_PRUNE:
-			if (!parse_bytes(optarg, 0, CACHE_SIZE_MAX, &c->prune_to))
+			if (!ss_parse_bytes(optarg, 0, CACHE_SIZE_MAX, &c->prune_to))
 				return cli_usage_error(c, "--prune takes a size such as 0, 512M or 2G "
 							  "(suffix K, M, G or T), got '%s'", optarg);
 			c->prune = true;

@@ -204,7 +204,11 @@ struct ss_config {
 	 *   SNAPSTREAM_RETRY_SECONDS, SNAPSTREAM_STALL_SECONDS,
 	 *   SNAPSTREAM_PART_SIZE, SNAPSTREAM_MULTIPART_THRESHOLD,
 	 *   SNAPSTREAM_LIST_PAGE (README.md, "Object stores", says what each
-	 *   does). Read during the call only; not copied. */
+	 *   does). And by a push with inflate_gvisor, for a state file found
+	 *   complete: SNAPSTREAM_GVISOR_MEMORY (bytes of its inflated form
+	 *   kept in memory; default a quarter of free memory, at most 1 GiB)
+	 *   and TMPDIR (where the rest goes; default /var/tmp). Read during
+	 *   the call only; not copied. */
 	const char *const *env;
 	/* The node cache (docs/DESIGN.md, "The node cache"): a directory
 	 * where ss_pull, ss_cat and ss_verify keep the pack bytes they fetch

@@ -194,6 +194,32 @@ def cli_roundtrip(ss, tmp):
                        input=img, capture_output=True)
     check(p.returncode == 2, f"push - --inflate-gvisor is a usage error ({p.returncode})")
 
+    # Past SNAPSTREAM_GVISOR_MEMORY the inflated form moves from memory to
+    # an unnamed file in $TMPDIR. Where that cannot be made, the file is
+    # pushed as it is; without the bound nothing goes there.
+    spill = os.path.join(tmp, "spill")
+    os.makedirs(spill)
+    nowhere = os.path.join(tmp, "no-such-dir")
+    for name, extra, want in (("spilled", {"SNAPSTREAM_GVISOR_MEMORY": "64K", "TMPDIR": spill},
+                               True),
+                              ("nospill", {"SNAPSTREAM_GVISOR_MEMORY": "64K", "TMPDIR": nowhere},
+                               False),
+                              ("inmem", {"TMPDIR": nowhere}, True)):
+        snaps = os.path.join(tmp, "snaps", name)
+        p = run([ss, "push", path, snaps, "--inflate-gvisor"], env=dict(os.environ, **extra))
+        check(p.returncode == 0, f"push with {extra}: {p.stderr.decode()[-300:]}")
+        f = json.loads(run([ss, "info", snaps, "--json"]).stdout)["file_list"][0]
+        check((f.get("stored_as") == "gvisor-inflated") == want,
+              f"with {extra}: stored {'inflated' if want else 'as it is'}")
+        p = run([ss, "cat", snaps])
+        check(p.returncode == 0 and p.stdout == (pulled if want else img),
+              f"with {extra}: cat gives it back")
+    check(os.listdir(spill) == [], "nothing left in $TMPDIR")
+    p = run([ss, "push", path, os.path.join(tmp, "snaps", "badenv"), "--inflate-gvisor"],
+            env=dict(os.environ, SNAPSTREAM_GVISOR_MEMORY="lots"))
+    check(p.returncode != 0 and b"SNAPSTREAM_GVISOR_MEMORY" in p.stderr,
+          f"a bad SNAPSTREAM_GVISOR_MEMORY is refused ({p.returncode})")
+
 
 def stored(ss, args):
     p = run([ss, "push"] + args + ["--inflate-gvisor", "--json"])

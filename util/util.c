@@ -86,6 +86,35 @@ bool ss_is_zero(const void *p, size_t n)
 	return memcmp(b, b + 8, n - 8) == 0;
 }
 
+bool ss_parse_bytes(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+	if (*s < '0' || *s > '9')
+		return false;
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return false;
+	unsigned shift = 0;
+	/* memchr over the four letters: strchr would also find the string's
+	 * end, taking "1 " (' ' & ~0x20 is 0) for 1 PiB. */
+	static const char suf[4] = {'K', 'M', 'G', 'T'};
+	const char *at = *end ? memchr(suf, *end & ~0x20, sizeof(suf)) : NULL;
+	if (at) {
+		shift = 10 * (unsigned)(at - suf + 1);
+		end++;
+		if (*end == 'B' || *end == 'b')
+			end++;
+	}
+	if (*end || v > (hi >> shift))
+		return false;
+	v <<= shift;
+	if (v < lo)
+		return false;
+	*out = v;
+	return true;
+}
+
 uint64_t ss_now_ns(void)
 {
 	struct timespec ts;

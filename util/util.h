@@ -67,6 +67,12 @@ static inline uint64_t ss_get_le64(const uint8_t *p)
 /* True when all n bytes are zero. Fast path for page-sized checks. */
 bool ss_is_zero(const void *p, size_t n);
 
+/* A byte count as users write one: digits with an optional K, M, G or T
+ * suffix (powers of 1024) and an optional B after it, within [lo, hi].
+ * The bound is checked before the suffix multiplies, so nothing wraps.
+ * False for anything else. */
+bool ss_parse_bytes(const char *s, uint64_t lo, uint64_t hi, uint64_t *out);
+
 /* Monotonic clock in nanoseconds. */
 uint64_t ss_now_ns(void);
 

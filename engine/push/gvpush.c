@@ -34,7 +34,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
+#include <sys/sysinfo.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -79,6 +81,11 @@ struct gvfile {
 	atomic_int state;
 	atomic_bool writer_done, stop;
 	char why[200];
+	/* Outside follow mode: inflated bytes the memfd may hold before the
+	 * rest goes to an unnamed file in spill_dir (gv_spill). */
+	uint64_t mem_max;
+	const char *spill_dir;
+	bool spilled;
 };
 
 /* One batch of chunks inflated side by side. */
@@ -178,6 +185,34 @@ static int wait_consumed(struct gvfile *g, uint64_t need)
 			return -ECANCELED;
 		nap();
 	}
+	return 0;
+}
+
+/* Move the inflated form, `have` bytes so far, from the memfd to an
+ * unnamed file in g->spill_dir, which takes the rest: a state file found
+ * complete is inflated whole before the push reads it, and one of many
+ * GiB must not take that much memory. Its pages can be written back
+ * where a memfd's cannot. */
+static int gv_spill(struct gvfile *g, uint64_t have)
+{
+	int fd = open(g->spill_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	off_t at = 0;
+	while ((uint64_t)at < have) {
+		ssize_t n = sendfile(fd, g->mem_fd, &at, (size_t)SS_MIN(have - (uint64_t)at,
+									(uint64_t)1 << 30));
+		if (n <= 0) {
+			int e = n < 0 ? -errno : -EIO;
+			if (e == -EINTR)
+				continue;
+			close(fd);
+			return e;
+		}
+	}
+	close(g->mem_fd);
+	g->mem_fd = fd;
+	g->spilled = true;
 	return 0;
 }
 
@@ -323,6 +358,11 @@ static int gv_body(struct gvfile *g, const struct ss_gvs_hdr *h, XXH3_state_t *x
 		if (ring) {
 			put += bytes;
 			atomic_store_explicit(&g->produced, put, memory_order_release);
+		}
+		if (!ring && !g->spilled && put + bytes > g->mem_max && (r = gv_spill(g, put))) {
+			res = FAIL("cannot move its inflated form to %s: %s", g->spill_dir,
+				   strerror(-r));
+			goto out;
 		}
 		if (!ring) {
 			int64_t w = ss_writev_all(g->mem_fd, iov, n, (int64_t)put);
@@ -505,10 +545,26 @@ static void gv_drop(struct pfile *f)
 	push_gv_free(f);
 }
 
+/* What the inflated form of a state file found complete may take in
+ * memory: a quarter of the memory free now, within [64 MiB, 1 GiB]. */
+static uint64_t gv_mem_max(void)
+{
+	struct sysinfo si;
+	uint64_t free_b = sysinfo(&si) == 0
+				  ? ((uint64_t)si.freeram + si.bufferram) * (si.mem_unit ? si.mem_unit : 1)
+				  : 0;
+	return SS_MIN(SS_MAX(free_b / 4, (uint64_t)64 << 20), (uint64_t)1 << 30);
+}
+
 int push_gv_add(struct push *P, struct pfile *f)
 {
 	if (!P->opts->inflate_gvisor)
 		return 0;
+	const char *v = ss_env_get(P->b.cfg.bopts.env, "SNAPSTREAM_GVISOR_MEMORY");
+	uint64_t mem_max = gv_mem_max();
+	if (v && !ss_parse_bytes(v, 0, UINT64_MAX >> 10, &mem_max))
+		return ss_err_set(P->pipe.err, -EINVAL,
+				  "SNAPSTREAM_GVISOR_MEMORY=%s: want a size (suffix K, M, G or T)", v);
 	struct gvfile *g = calloc(1, sizeof(*g));
 	if (!g)
 		return ss_err_set(P->pipe.err, -ENOMEM, "out of memory");
@@ -541,7 +597,12 @@ int push_gv_add(struct push *P, struct pfile *f)
 	 * inflate it now, and push it as it is unless all of it parses. */
 	if (!follow) {
 		atomic_init(&g->writer_done, true);
+		g->mem_max = mem_max;
+		g->spill_dir = ss_env_get(P->b.cfg.bopts.env, "TMPDIR");
+		if (!g->spill_dir)
+			g->spill_dir = "/var/tmp";
 		int s = gv_run(g);
+		f->fd = g->mem_fd;   /* moved to a file past mem_max */
 		if (s != GV_DONE) {
 			gv_drop(f);
 			return 0;
