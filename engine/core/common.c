@@ -65,6 +65,7 @@ int ss_cfg_resolve(const struct ss_config_in *cin, struct ss_cfg *out, struct ss
 	out->bopts.no_fsync = in->no_fsync;
 	out->bopts.mem = cin->mem;
 	out->v1_push = cin->v1_push;
+	out->verify_keep_none = cin->verify_keep_none;
 	out->bopts.env = in->env;
 	out->cache_dir = in->cache_dir && *in->cache_dir ? in->cache_dir : NULL;
 	out->cache_size = in->cache_size;

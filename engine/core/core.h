@@ -57,6 +57,7 @@ struct ss_cfg {
 	uint64_t cache_size;
 	struct ss_buffers *bufs; /* ss_config.buffers (bufpool.h), or NULL */
 	bool v1_push;           /* ss_config_in.v1_push (tests) */
+	bool verify_keep_none;  /* ss_config_in.verify_keep_none (tests) */
 };
 
 /* The caller's configuration as the entry points receive it from the ABI
@@ -69,6 +70,9 @@ struct ss_config_in {
 	/* Push into a version 1 keyed store as builds before sealing did, so
 	 * that tests can make one to read. */
 	bool v1_push;
+	/* verify keeps no split leaf (files.c, pull_create_sums), so that it
+	 * reads every snapshot in order after its pull: tests of that way. */
+	bool verify_keep_none;
 };
 
 /* ss_cfg_resolve derives ids from the key; ss_cfg_wipe forgets it. in may

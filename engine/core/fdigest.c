@@ -277,6 +277,7 @@ struct ss_fdsum {
 	/* Open addressing, linear probing, idx + 1 as the key (0: empty). */
 	struct pend *tab;
 	size_t cap, used, kept;
+	size_t keep_max;        /* PEND_KEPT unless ss_fdsum_keep said */
 };
 
 struct ss_fdsum *ss_fdsum_new(uint64_t size)
@@ -286,7 +287,13 @@ struct ss_fdsum *ss_fdsum_new(uint64_t size)
 		return NULL;
 	pthread_mutex_init(&s->mu, NULL);
 	s->size = size;
+	s->keep_max = PEND_KEPT;
 	return s;
+}
+
+void ss_fdsum_keep(struct ss_fdsum *s, size_t leaves)
+{
+	s->keep_max = leaves;
 }
 
 void ss_fdsum_free(struct ss_fdsum *s)
@@ -367,7 +374,7 @@ static int part(struct ss_fdsum *s, uint64_t idx, uint32_t at, const uint8_t *p,
 	if (!e->idx) {
 		*e = (struct pend){.idx = idx + 1};
 		s->used++;
-		if (s->kept < PEND_KEPT) {
+		if (s->kept < s->keep_max) {
 			if (!(e->buf = calloc(1, LEAF))) {
 				del(s, i);
 				return -ENOMEM;

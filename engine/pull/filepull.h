@@ -125,6 +125,9 @@ struct pull {
 	size_t mraw_len;
 	char metag[SS_ETAG_MAX];    /* and the ETag the store gave them */
 	const struct ss_pull_opts *opts;
+	/* verify's pull (ss_pull_verify): every chunk fetched, checked and
+	 * summed into its files' digests as a pull's, nothing written. */
+	bool discard;
 	struct ss_loop *loop;
 	struct ss_pool *pool;
 	struct ss_backend *store;
@@ -170,12 +173,17 @@ struct pull {
 /* files.c: create every output file beside its destination, at full size
  * (zero runs stay holes). */
 int pull_create_outputs(struct pull *P);
+/* The same for a pull that writes nothing: each file's digest sum alone. */
+int pull_create_sums(struct pull *P);
 /* Extents up to where file has been written: hash what is now contiguous
  * (loop thread). */
 void pull_advance(struct pull *P, uint32_t file);
 /* Once every write is done: digests checked, fsync, metadata, rename into
  * place. */
 int pull_finish_files(struct pull *P);
+/* Format 5 on: every file's sum against its digest. -E2BIG when a pull
+ * that wrote nothing let go of split leaves it cannot read back. */
+int pull_verify_sums(struct pull *P);
 /* Remove a temporary tree left by a failed pull. */
 int pull_rm_tree(const char *path);
 

@@ -236,6 +236,28 @@ int pull_create_outputs(struct pull *P)
 	return 0;
 }
 
+/* Split leaves a pull that writes nothing keeps per file (1 KiB each):
+ * past them, verify reads the snapshot in order instead (pull.h). */
+#define DISCARD_KEEP (1u << 16)
+
+int pull_create_sums(struct pull *P)
+{
+	struct ss_manifest *m = P->m;
+	P->files = calloc(m->nfiles ? m->nfiles : 1, sizeof(*P->files));
+	if (!P->files)
+		return ss_err_set(P->err, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < m->nfiles; i++) {
+		struct ofile *o = &P->files[i];
+		o->fd = -1;
+		o->done = calloc(m->files[i].next ? m->files[i].next : 1, 1);
+		o->sum = ss_fdsum_new(m->files[i].size);
+		if (!o->done || !o->sum)
+			return ss_err_set(P->err, -ENOMEM, "out of memory");
+		ss_fdsum_keep(o->sum, P->cfg.verify_keep_none ? 0 : DISCARD_KEEP);
+	}
+	return 0;
+}
+
 /* Hash extents [from, to) of a file: zero runs by their length, the rest
  * read back from the file, so the digest proves what is on disk. Only
  * chunks are read: a hole is never read back. The reads go into the
@@ -364,21 +386,24 @@ void pull_advance(struct pull *P, uint32_t file)
 	ss_pool_submit(P->pool, &h->task);
 }
 
-/* A leaf the sum did not keep, read back from the file. */
+/* A leaf the sum did not keep, read back from the file; a pull that
+ * writes nothing has none to read it from. */
 static int read_leaf(void *arg, uint64_t off, void *buf, size_t n)
 {
 	const struct ofile *o = arg;
-	return ss_pread_all(o->fd, buf, n, off);
+	return o->fd < 0 ? -E2BIG : ss_pread_all(o->fd, buf, n, off);
 }
 
 /* Format 5: every piece was summed as it was written (pull.c, range_write). */
-static int verify_sums(struct pull *P)
+int pull_verify_sums(struct pull *P)
 {
 	for (size_t i = 0; i < P->m->nfiles; i++) {
 		struct ofile *o = &P->files[i];
 		const struct ss_mfile *f = &P->m->files[i];
 		uint8_t d[16];
 		int r = ss_fdsum_final(o->sum, read_leaf, o, d);
+		if (r == -E2BIG)
+			return r;
 		if (r)
 			return ss_err_set(P->err, r, "cannot read back '%s': %s", f->name,
 					  strerror(-r));
@@ -394,7 +419,7 @@ static int verify_sums(struct pull *P)
 static int verify_files(struct pull *P)
 {
 	if (P->m->format_major >= SS_FDIGEST_SUM_MAJOR)
-		return P->failed ? P->err->code : verify_sums(P);
+		return P->failed ? P->err->code : pull_verify_sums(P);
 	/* Start the files that had nothing to write (all zero, or empty). */
 	for (size_t i = 0; i < P->m->nfiles; i++)
 		pull_advance(P, (uint32_t)i);

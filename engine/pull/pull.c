@@ -299,7 +299,7 @@ static void range_write(struct rtask *t)
 	 * finds another writing sleeps on the file's lock rather than spin
 	 * in the kernel, and holds it for all its writes to the file, so
 	 * that workers meet there once per range, not once per write. */
-	for (uint32_t i = 0; i < t->nw && !t->err;) {
+	for (uint32_t i = 0; i < t->nw && !t->err && !P->discard;) {
 		const uint32_t file = t->w[i].file;
 		pthread_mutex_t *lk = &P->wlock[file % SS_ARRAY_SIZE(P->wlock)];
 		pthread_mutex_lock(lk);
@@ -488,7 +488,7 @@ static int run_pipeline(struct pull *P)
 		t->task.op.done = range_done;
 		task_release(P, t);
 	}
-	P->prog.phase = "pull";
+	P->prog.phase = P->discard ? "verify" : "pull";
 	for (;;) {
 		issue_gets(P);
 		if (!busy(P) && (P->failed || (P->next_range >= P->nranges && !P->retry)))
@@ -622,7 +622,7 @@ static int guess(struct pull *P, const struct ss_snaploc *loc)
 }
 
 static int pull_once(const struct ss_pull_opts *opts, const struct ss_config_in *config,
-		     struct ss_stats *st, bool may_guess, bool *again, char *errbuf,
+		     struct ss_stats *st, bool may_guess, bool discard, bool *again, char *errbuf,
 		     size_t errlen)
 {
 	struct ss_err err = {0};
@@ -640,9 +640,10 @@ static int pull_once(const struct ss_pull_opts *opts, const struct ss_config_in 
 		goto out;
 	}
 	P->opts = opts;
+	P->discard = discard;
 	P->err = &err;
 	P->st = st;
-	if (!opts || !opts->snapshot || !opts->dest || !*opts->dest) {
+	if (!opts || !opts->snapshot || (!discard && (!opts->dest || !*opts->dest))) {
 		r = ss_err_set(&err, -EINVAL, "pull needs a snapshot and a destination");
 		goto out;
 	}
@@ -670,6 +671,11 @@ static int pull_once(const struct ss_pull_opts *opts, const struct ss_config_in 
 				       opts->snapshot, &P->ids, &err))) {
 		/* A guess that is not one to go on with: as without it. */
 		*again = guessing;
+		goto out;
+	}
+	/* Digests that need the files in order: verify reads them so. */
+	if (discard && P->m->format_major < SS_FDIGEST_SUM_MAJOR) {
+		r = SS_PULL_ORDERED;
 		goto out;
 	}
 	mlen = P->mraw_len;
@@ -703,7 +709,7 @@ static int pull_once(const struct ss_pull_opts *opts, const struct ss_config_in 
 	 * the heap; give them back before the pipeline's buffers arrive, so the
 	 * peak does not carry them (bounded memory at any image size). */
 	malloc_trim(0);
-	if ((r = pull_create_outputs(P)))
+	if ((r = discard ? pull_create_sums(P) : pull_create_outputs(P)))
 		goto out;
 	if ((r = ss_pool_new(P->loop, P->cfg.threads, &ss_rdec_scratch_ops, &P->pool))) {
 		ss_err_set(&err, r, "cannot start workers: %s", strerror(-r));
@@ -728,7 +734,14 @@ static int pull_once(const struct ss_pull_opts *opts, const struct ss_config_in 
 	}
 	if (r)
 		goto out;
-	if (!(r = pull_finish_files(P)) && opts->info) {
+	if (discard) {
+		if ((r = pull_verify_sums(P)) == -E2BIG) {
+			ss_err_clear(&err);
+			r = SS_PULL_ORDERED;
+		}
+		if (!r)
+			st->chunks = P->tstart[P->m->nchunks];
+	} else if (!(r = pull_finish_files(P)) && opts->info) {
 		*opts->info = info;
 		info = NULL;
 	}
@@ -792,8 +805,25 @@ int ss_pull_impl(const struct ss_pull_opts *opts, const struct ss_config_in *con
 		 struct ss_stats *st, char *errbuf, size_t errlen)
 {
 	bool again = false;
-	int r = pull_once(opts, config, st, true, &again, errbuf, errlen);
+	int r = pull_once(opts, config, st, true, false, &again, errbuf, errlen);
 	if (again)
-		r = pull_once(opts, config, st, false, &again, errbuf, errlen);
+		r = pull_once(opts, config, st, false, false, &again, errbuf, errlen);
+	return r;
+}
+
+int ss_pull_verify(const struct ss_verify_opts *opts, const struct ss_config_in *config,
+		   struct ss_stats *st, char *errbuf, size_t errlen)
+{
+	struct ss_pull_opts po = {.size = sizeof(po), .snapshot = opts->snapshot,
+				  .store = opts->store};
+	bool again = false;
+	char msg[1024] = "";
+	int r = pull_once(&po, config, st, true, true, &again, msg, sizeof(msg));
+	if (again)
+		r = pull_once(&po, config, st, false, true, &again, msg, sizeof(msg));
+	/* verify's messages name the snapshot, as its reads in order do. */
+	if (r < 0 && errbuf && errlen)
+		snprintf(errbuf, errlen, strstr(msg, opts->snapshot) ? "%.0s%s" : "snapshot %s: %s",
+			 opts->snapshot, msg);
 	return r;
 }

@@ -1,7 +1,8 @@
 /* pull — the read path's private header (docs/DESIGN.md, "Module map"):
- * ss_pull (pull.c, files.c; filepull.h) writes a snapshot's files;
- * ss_verify and ss_cat (verify.c) read them through oread (oread.c),
- * declared here. Builds on core, whose range reader (core/range.c) all of
+ * ss_pull (pull.c, files.c; filepull.h) writes a snapshot's files, and
+ * checks them without writing for ss_verify (ss_pull_verify); ss_cat and
+ * ss_verify of older formats (verify.c) read them through oread
+ * (oread.c), declared here. Builds on core, whose range reader (core/range.c) all of
  * them read packs with.
  *
  * oread — read a snapshot's files in file order, verified, without
@@ -56,6 +57,17 @@ struct ss_oread_opts {
 	struct ss_progress *prog;   /* bytes_done, zero_bytes, stored_bytes */
 	struct ss_ticker *ticker;
 };
+
+/* verify's way when it can (pull.c): the snapshot read as a pull reads it,
+ * packs in store order, many ranges at once, every chunk checked and
+ * summed into its file's digest, and nothing written. Returns 0, -errno
+ * with errbuf set, or SS_PULL_ORDERED when the snapshot's digests need its
+ * files in order (formats before 5), or when more of its files' 1 KiB
+ * leaves lie split between ranges at once than memory is allowed for:
+ * verify then reads it through oread. */
+#define SS_PULL_ORDERED 1
+int ss_pull_verify(const struct ss_verify_opts *opts, const struct ss_config_in *config,
+		   struct ss_stats *st, char *errbuf, size_t errlen);
 
 /* Read the files to the end or the first error. Returns 0 or -errno with
  * err set (-EBADMSG for integrity, naming snapshot, file and offset). */

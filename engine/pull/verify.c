@@ -1,6 +1,7 @@
 /* verify and cat: a snapshot's files read in order through oread, checked
  * chunk by chunk and file by file; cat also writes one file to a
- * descriptor. */
+ * descriptor. verify reads as a pull does where the snapshot's digests
+ * allow (ss_pull_verify) and comes here for the rest. */
 #include "gvstate.h"
 #include "pull.h"
 
@@ -159,6 +160,15 @@ int ss_verify_impl(const struct ss_verify_opts *opts, const struct ss_config_in 
 	if (!opts || !opts->snapshot) {
 		r = ss_err_set(&err, -EINVAL, "verify needs a snapshot");
 		goto out;
+	}
+	/* Read as a pull reads, many ranges at once and packs in store order,
+	 * where the snapshot's digests allow (pull.h): from an object store
+	 * ten times as fast as in file order. */
+	if (!opts->quick) {
+		r = ss_pull_verify(opts, config, st, errbuf, errlen);
+		if (r != SS_PULL_ORDERED)
+			return r;
+		st = ss_stats_init(st, &local_st, sizeof(*st));
 	}
 	if ((r = reader_open(&rd, opts->snapshot, opts->store, config, st, &err)))
 		goto out;
