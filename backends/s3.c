@@ -1210,8 +1210,8 @@ static const char *env(const struct s3 *s, const char *name)
 	return ss_env_get(s->b->opts.env, name);
 }
 
-/* A size or count from the environment: digits with an optional K, M or
- * G (binary). 0 when unset. */
+/* A size or count from the environment: digits with an optional K, M, G
+ * or T (binary; ss_parse_bytes). 0 when unset. */
 static int env_u64(const struct s3 *s, const char *name, uint64_t min, uint64_t max,
 		   uint64_t *out, struct ss_err *err)
 {

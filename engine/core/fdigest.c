@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -277,7 +278,9 @@ struct ss_fdsum {
 	/* Open addressing, linear probing, idx + 1 as the key (0: empty). */
 	struct pend *tab;
 	size_t cap, used, kept;
-	size_t keep_max;        /* PEND_KEPT unless ss_fdsum_keep said */
+	/* ss_fdsum_keep: split leaves the sums sharing it may still keep;
+	 * NULL: PEND_KEPT of this sum's own. */
+	_Atomic size_t *pool;
 };
 
 struct ss_fdsum *ss_fdsum_new(uint64_t size)
@@ -287,13 +290,30 @@ struct ss_fdsum *ss_fdsum_new(uint64_t size)
 		return NULL;
 	pthread_mutex_init(&s->mu, NULL);
 	s->size = size;
-	s->keep_max = PEND_KEPT;
 	return s;
 }
 
-void ss_fdsum_keep(struct ss_fdsum *s, size_t leaves)
+void ss_fdsum_keep(struct ss_fdsum *s, _Atomic size_t *pool)
 {
-	s->keep_max = leaves;
+	s->pool = pool;
+}
+
+/* Room to keep one more split leaf (under s's lock). */
+static bool keep_one(struct ss_fdsum *s)
+{
+	if (!s->pool)
+		return s->kept < PEND_KEPT;
+	size_t left = atomic_load(s->pool);
+	while (left && !atomic_compare_exchange_weak(s->pool, &left, left - 1))
+		;
+	return left != 0;
+}
+
+static void kept_one_less(struct ss_fdsum *s)
+{
+	s->kept--;
+	if (s->pool)
+		atomic_fetch_add(s->pool, 1);
 }
 
 void ss_fdsum_free(struct ss_fdsum *s)
@@ -374,12 +394,13 @@ static int part(struct ss_fdsum *s, uint64_t idx, uint32_t at, const uint8_t *p,
 	if (!e->idx) {
 		*e = (struct pend){.idx = idx + 1};
 		s->used++;
-		if (s->kept < s->keep_max) {
+		if (keep_one(s)) {
+			s->kept++;
 			if (!(e->buf = calloc(1, LEAF))) {
+				kept_one_less(s);
 				del(s, i);
 				return -ENOMEM;
 			}
-			s->kept++;
 		}
 	}
 	e->filled += n;
@@ -392,7 +413,7 @@ static int part(struct ss_fdsum *s, uint64_t idx, uint32_t at, const uint8_t *p,
 	 * the sum fails to match, as it should). */
 	leaf_add(&s->acc, idx, e->buf, len);
 	free(e->buf);
-	s->kept--;
+	kept_one_less(s);
 	del(s, i);
 	return 0;
 }

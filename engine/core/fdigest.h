@@ -42,6 +42,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 struct iovec;
@@ -109,9 +110,10 @@ int ss_fdsum_data(struct ss_fdsum *s, uint64_t off, const void *p, size_t n,
  * in turn: a leaf split between two buffers is joined here, not kept. */
 int ss_fdsum_datav(struct ss_fdsum *s, uint64_t off, const struct iovec *iov, size_t niov,
 		   struct ss_fdacc *local);
-/* Keep up to `leaves` split leaves at once instead of 4,096 (before any
- * data): for a caller with no file to read the others back from. */
-void ss_fdsum_keep(struct ss_fdsum *s, size_t leaves);
+/* Keep split leaves while *pool, a count of leaves shared by every sum
+ * given it, lasts, instead of 4,096 of this sum's own (before any data):
+ * for a caller with no file to read the others back from. */
+void ss_fdsum_keep(struct ss_fdsum *s, _Atomic size_t *pool);
 /* Add a caller's sum (thread-safe). */
 void ss_fdsum_add(struct ss_fdsum *s, const struct ss_fdacc *local);
 /* Read n bytes at off of the file (for leaves that were not kept). */

@@ -13,6 +13,7 @@
 #include "pull.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/uio.h>
 #include "xxh.h"
 
@@ -128,6 +129,7 @@ struct pull {
 	/* verify's pull (ss_pull_verify): every chunk fetched, checked and
 	 * summed into its files' digests as a pull's, nothing written. */
 	bool discard;
+	_Atomic size_t keep_pool;   /* its files' split leaves (files.c) */
 	struct ss_loop *loop;
 	struct ss_pool *pool;
 	struct ss_backend *store;

@@ -236,8 +236,9 @@ int pull_create_outputs(struct pull *P)
 	return 0;
 }
 
-/* Split leaves a pull that writes nothing keeps per file (1 KiB each):
- * past them, verify reads the snapshot in order instead (pull.h). */
+/* Split leaves a pull that writes nothing keeps at once, all its files
+ * together (1 KiB each): past them, verify reads the snapshot in order
+ * instead (pull.h). */
 #define DISCARD_KEEP (1u << 16)
 
 int pull_create_sums(struct pull *P)
@@ -246,6 +247,7 @@ int pull_create_sums(struct pull *P)
 	P->files = calloc(m->nfiles ? m->nfiles : 1, sizeof(*P->files));
 	if (!P->files)
 		return ss_err_set(P->err, -ENOMEM, "out of memory");
+	atomic_init(&P->keep_pool, P->cfg.verify_keep_none ? 0 : DISCARD_KEEP);
 	for (size_t i = 0; i < m->nfiles; i++) {
 		struct ofile *o = &P->files[i];
 		o->fd = -1;
@@ -253,7 +255,7 @@ int pull_create_sums(struct pull *P)
 		o->sum = ss_fdsum_new(m->files[i].size);
 		if (!o->done || !o->sum)
 			return ss_err_set(P->err, -ENOMEM, "out of memory");
-		ss_fdsum_keep(o->sum, P->cfg.verify_keep_none ? 0 : DISCARD_KEEP);
+		ss_fdsum_keep(o->sum, &P->keep_pool);
 	}
 	return 0;
 }

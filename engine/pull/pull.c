@@ -393,7 +393,11 @@ static void get_done(struct ss_op *op, int res)
 	if (ss_range_result(&t->g, res) != SS_RANGE_OK || P->failed) {
 		if (!P->failed) {
 			P->failed = true;
-			ss_range_explain(&t->g, res, "", P->err);
+			char loc[PATH_MAX + 64];
+			where(P, P->order[t->rg->first], loc, sizeof(loc));
+			size_t n = strlen(loc);
+			snprintf(loc + n, sizeof(loc) - n, ": ");
+			ss_range_explain(&t->g, res, loc, P->err);
 		}
 		task_release(P, t);
 		return;
@@ -633,6 +637,7 @@ static int pull_once(const struct ss_pull_opts *opts, const struct ss_config_in 
 	struct ss_snaploc loc = {0};
 	struct ss_snapshot_info *info = NULL;
 	uint64_t t0 = ss_now_ns(), mlen = 0;
+	bool piping = false;   /* past loading: reading the packs */
 	int r;
 	st = ss_stats_init(st, &local_st, sizeof(*st));
 	if (!P) {
@@ -687,8 +692,14 @@ static int pull_once(const struct ss_pull_opts *opts, const struct ss_config_in 
 	struct ss_backend_opts ro = P->cfg.bopts;
 	ro.read_only = true;
 	if ((r = ss_backend_open(store_uri, P->loop, &ro, &P->store, &err))) {
-		if (r == -ENOENT)   /* the manifest exists, its store does not */
+		if (r == -ENOENT && discard) {
+			/* verify's reads in order say what that means (a
+			 * snapshot of zero pages needs no store). */
+			ss_err_clear(&err);
+			r = SS_PULL_ORDERED;
+		} else if (r == -ENOENT) {   /* the manifest exists, its store does not */
 			r = -EBADMSG;
+		}
 		goto out;
 	}
 	if ((r = ss_ncache_wrap(&P->cfg, &P->store, &err)))
@@ -709,6 +720,7 @@ static int pull_once(const struct ss_pull_opts *opts, const struct ss_config_in 
 	 * the heap; give them back before the pipeline's buffers arrive, so the
 	 * peak does not carry them (bounded memory at any image size). */
 	malloc_trim(0);
+	piping = true;
 	if ((r = discard ? pull_create_sums(P) : pull_create_outputs(P)))
 		goto out;
 	if ((r = ss_pool_new(P->loop, P->cfg.threads, &ss_rdec_scratch_ops, &P->pool))) {
@@ -739,8 +751,10 @@ static int pull_once(const struct ss_pull_opts *opts, const struct ss_config_in 
 			ss_err_clear(&err);
 			r = SS_PULL_ORDERED;
 		}
-		if (!r)
+		if (!r) {
 			st->chunks = P->tstart[P->m->nchunks];
+			ss_tick(&P->cfg, &P->ticker, &P->prog, true);
+		}
 	} else if (!(r = pull_finish_files(P)) && opts->info) {
 		*opts->info = info;
 		info = NULL;
@@ -751,6 +765,14 @@ static int pull_once(const struct ss_pull_opts *opts, const struct ss_config_in 
 		ss_ncache_manifest_put(&P->cfg, P->snapb, loc.key, P->check.retag,
 				       P->check.retag_len, P->check.fresh);
 out:
+	/* verify's messages name the snapshot, as its reads in order do;
+	 * those from loading the manifest already did. */
+	if (discard && r < 0 && piping) {
+		char msg[sizeof(err.msg)];
+		snprintf(msg, sizeof(msg), "%s", err.msg);
+		ss_err_clear(&err);
+		ss_err_set(&err, r, "snapshot %s: %s", opts->snapshot, msg);
+	}
 	if (P) {
 		if (check_join(P) == -ESTALE && r)
 			*again = true;   /* whatever went wrong, it went wrong on a stale guess */
@@ -817,13 +839,8 @@ int ss_pull_verify(const struct ss_verify_opts *opts, const struct ss_config_in 
 	struct ss_pull_opts po = {.size = sizeof(po), .snapshot = opts->snapshot,
 				  .store = opts->store};
 	bool again = false;
-	char msg[1024] = "";
-	int r = pull_once(&po, config, st, true, true, &again, msg, sizeof(msg));
+	int r = pull_once(&po, config, st, true, true, &again, errbuf, errlen);
 	if (again)
-		r = pull_once(&po, config, st, false, true, &again, msg, sizeof(msg));
-	/* verify's messages name the snapshot, as its reads in order do. */
-	if (r < 0 && errbuf && errlen)
-		snprintf(errbuf, errlen, strstr(msg, opts->snapshot) ? "%.0s%s" : "snapshot %s: %s",
-			 opts->snapshot, msg);
+		r = pull_once(&po, config, st, false, true, &again, errbuf, errlen);
 	return r;
 }

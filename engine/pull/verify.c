@@ -168,7 +168,11 @@ int ss_verify_impl(const struct ss_verify_opts *opts, const struct ss_config_in 
 		r = ss_pull_verify(opts, config, st, errbuf, errlen);
 		if (r != SS_PULL_ORDERED)
 			return r;
+		/* What that pass read counts too. */
+		uint64_t requests = st->requests, bytes = st->transferred_bytes;
 		st = ss_stats_init(st, &local_st, sizeof(*st));
+		st->requests = requests;
+		st->transferred_bytes = bytes;
 	}
 	if ((r = reader_open(&rd, opts->snapshot, opts->store, config, st, &err)))
 		goto out;

@@ -189,7 +189,7 @@ struct push {
 	struct seg *free_segs;
 	bool fixed_bufs;
 	bool seg_sparse;         /* segments of 4 KiB pages, not registered */
-	bool claims_populate;    /* fault the claims table in (pools_init) */
+	bool claims_populate;    /* fault the claims table in beside the page count */
 
 	/* Reading position */
 	size_t rd_file;

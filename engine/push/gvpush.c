@@ -28,6 +28,7 @@
 #include "gvstate.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -196,6 +197,17 @@ static int wait_consumed(struct gvfile *g, uint64_t need)
 static int gv_spill(struct gvfile *g, uint64_t have)
 {
 	int fd = open(g->spill_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR)) {
+		/* A file system without O_TMPFILE (overlayfs before Linux
+		 * 6.6): a named file, unlinked at once. */
+		char path[PATH_MAX];
+		if (snprintf(path, sizeof(path), "%s/snapstream-gvstate-XXXXXX", g->spill_dir) >=
+		    (int)sizeof(path))
+			return -ENAMETOOLONG;
+		fd = mkostemp(path, O_CLOEXEC);
+		if (fd >= 0)
+			unlink(path);
+	}
 	if (fd < 0)
 		return -errno;
 	off_t at = 0;
