@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -113,6 +114,82 @@ bool ss_parse_bytes(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 		return false;
 	*out = v;
 	return true;
+}
+
+/* A number from the first line of path that starts with key ("" for the
+ * first line), in units of mult; UINT64_MAX when there is none ("max" in
+ * a cgroup file is none too). */
+static uint64_t read_number(const char *path, const char *key, uint64_t mult)
+{
+	FILE *fp = fopen(path, "re");
+	if (!fp)
+		return UINT64_MAX;
+	char line[256];
+	uint64_t v = UINT64_MAX;
+	size_t kl = strlen(key);
+	while (fgets(line, sizeof(line), fp)) {
+		if (strncmp(line, key, kl))
+			continue;
+		char *end;
+		errno = 0;
+		unsigned long long x = strtoull(line + kl, &end, 10);
+		if (!errno && end != line + kl && x <= UINT64_MAX / mult)
+			v = (uint64_t)x * mult;
+		break;
+	}
+	fclose(fp);
+	return v;
+}
+
+/* What is left under a memory cgroup's limit: max and current are the
+ * files holding its limit and its usage. UINT64_MAX when unlimited or
+ * unreadable. */
+static uint64_t cgroup_left(const char *dir, const char *max, const char *cur)
+{
+	char path[700];
+	snprintf(path, sizeof(path), "%s/%s", dir, max);
+	uint64_t m = read_number(path, "", 1);
+	snprintf(path, sizeof(path), "%s/%s", dir, cur);
+	uint64_t c = read_number(path, "", 1);
+	if (m == UINT64_MAX || c == UINT64_MAX)
+		return UINT64_MAX;
+	return m > c ? m - c : 0;
+}
+
+/* Memory this process may still fill without pushing the node or its own
+ * memory cgroup (v2, or v1's memory controller) into reclaim: the
+ * kernel's MemAvailable, or what is left under the cgroup's limit if that
+ * is less. */
+uint64_t ss_memory_left(void)
+{
+	uint64_t left = read_number("/proc/meminfo", "MemAvailable:", 1024);
+	FILE *fp = fopen("/proc/self/cgroup", "re");
+	char line[600];
+	while (fp && fgets(line, sizeof(line), fp)) {
+		line[strcspn(line, "\n")] = 0;
+		char *ctl = strchr(line, ':'), *path = ctl ? strchr(ctl + 1, ':') : NULL;
+		if (!path)
+			continue;
+		*path++ = 0;
+		ctl++;
+		char dir[640];
+		uint64_t l = UINT64_MAX;
+		if (!*ctl) {
+			snprintf(dir, sizeof(dir), "/sys/fs/cgroup%s", path);
+			l = cgroup_left(dir, "memory.max", "memory.current");
+		} else {
+			for (char *sv, *c = strtok_r(ctl, ",", &sv); c; c = strtok_r(NULL, ",", &sv))
+				if (!strcmp(c, "memory")) {
+					snprintf(dir, sizeof(dir), "/sys/fs/cgroup/memory%s", path);
+					l = cgroup_left(dir, "memory.limit_in_bytes",
+							"memory.usage_in_bytes");
+				}
+		}
+		left = SS_MIN(left, l);
+	}
+	if (fp)
+		fclose(fp);
+	return left == UINT64_MAX ? 0 : left;
 }
 
 uint64_t ss_now_ns(void)

@@ -73,6 +73,12 @@ bool ss_is_zero(const void *p, size_t n);
  * False for anything else. */
 bool ss_parse_bytes(const char *s, uint64_t lo, uint64_t hi, uint64_t *out);
 
+/* Memory this process may still fill without pushing the node or its own
+ * memory cgroup (v2, or v1's memory controller) into reclaim: the
+ * kernel's MemAvailable, or what is left under the cgroup's limit if that
+ * is less; 0 when neither can be read. */
+uint64_t ss_memory_left(void);
+
 /* Monotonic clock in nanoseconds. */
 uint64_t ss_now_ns(void);
 

@@ -37,7 +37,6 @@
 #include <sys/mman.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
-#include <sys/sysinfo.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -558,14 +557,11 @@ static void gv_drop(struct pfile *f)
 }
 
 /* What the inflated form of a state file found complete may take in
- * memory: a quarter of the memory free now, within [64 MiB, 1 GiB]. */
+ * memory: a quarter of the memory left to this process (the node's, or
+ * its cgroup's if less), within [64 MiB, 1 GiB]. */
 static uint64_t gv_mem_max(void)
 {
-	struct sysinfo si;
-	uint64_t free_b = sysinfo(&si) == 0
-				  ? ((uint64_t)si.freeram + si.bufferram) * (si.mem_unit ? si.mem_unit : 1)
-				  : 0;
-	return SS_MIN(SS_MAX(free_b / 4, (uint64_t)64 << 20), (uint64_t)1 << 30);
+	return SS_MIN(SS_MAX(ss_memory_left() / 4, (uint64_t)64 << 20), (uint64_t)1 << 30);
 }
 
 int push_gv_add(struct push *P, struct pfile *f)
