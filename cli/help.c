@@ -27,7 +27,7 @@ static const struct opt_help push_opts[] = {
 	OPT_JSON,
 	OPT_QUIET,
 	OPT_KEY,
-	{"--inflate-gvisor", "store gVisor state files (runsc's checkpoint.img)\ninflated, so that consecutive checkpoints dedup;\npull and cat then write a file runsc restores with\nthe same header but a body framed anew: its sha256sum\ndiffers from the pushed file's (off by default). A file\nfound complete is inflated in memory up to\nSNAPSTREAM_GVISOR_MEMORY (default a quarter of the\nmemory left, at most 1G), the rest into an unnamed\nfile in $TMPDIR (default /var/tmp)"},
+	{"--inflate-gvisor", "store gVisor state files (runsc's checkpoint.img)\ninflated, so that consecutive checkpoints dedup;\npull and cat then write a file runsc restores with\nthe same header but a body framed anew: its sha256sum\ndiffers from the pushed file's (off by default). Files\nfound complete are inflated in memory up to\nSNAPSTREAM_GVISOR_MEMORY in all (default a quarter\nof the memory left, at most 1G), the rest into an\nunnamed file in $TMPDIR (default /var/tmp)"},
 	{"--while -- <command> [args...]", "run the command and push <dir> while it writes it\n(a checkpointer: criu dump -D <dir>, runsc\ncheckpoint, a Firecracker snapshot); commit when it\nexits 0, else write no snapshot and exit 1 naming its\nstatus. Signals sent to snapstream are passed on to\nit, and it is always waited for"},
 	OPT_CACHE,
 	OPT_CACHE_SIZE,

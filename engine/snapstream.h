@@ -205,8 +205,8 @@ struct ss_config {
 	 *   SNAPSTREAM_PART_SIZE, SNAPSTREAM_MULTIPART_THRESHOLD,
 	 *   SNAPSTREAM_LIST_PAGE (README.md, "Object stores", says what each
 	 *   does). And by a push with inflate_gvisor, for a state file found
-	 *   complete: SNAPSTREAM_GVISOR_MEMORY (bytes of its inflated form
-	 *   kept in memory; default a quarter of the memory left to the process,
+	 *   complete: SNAPSTREAM_GVISOR_MEMORY (bytes of their inflated forms
+	 *   kept in memory, all together; default a quarter of the memory left to the process,
 	 *   at most 1 GiB)
 	 *   and TMPDIR (where the rest goes; default /var/tmp). Read during
 	 *   the call only; not copied. */

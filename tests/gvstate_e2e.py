@@ -215,6 +215,22 @@ def cli_roundtrip(ss, tmp):
         check(p.returncode == 0 and p.stdout == (pulled if want else img),
               f"with {extra}: cat gives it back")
     check(os.listdir(spill) == [], "nothing left in $TMPDIR")
+    # The bound is for all the push's state files together: of two that
+    # each fit it alone, the second finds the room taken and, with no
+    # $TMPDIR to go to, is stored as it is.
+    two = os.path.join(tmp, "two")
+    os.makedirs(two)
+    for n in ("a.img", "b.img"):
+        shutil.copy(path, os.path.join(two, n))
+    bound = str(len(parse(img)[0]) + len(body) + 4096)
+    snapt = os.path.join(tmp, "snaps", "two")
+    p = run([ss, "push", two, snapt, "--inflate-gvisor"],
+            env=dict(os.environ, SNAPSTREAM_GVISOR_MEMORY=bound, TMPDIR=nowhere))
+    check(p.returncode == 0, f"push two state files: {p.stderr.decode()[-300:]}")
+    fl = json.loads(run([ss, "info", snapt, "--json"]).stdout)["file_list"]
+    kinds = sorted(f.get("stored_as", "plain") for f in fl)
+    check(kinds == ["gvisor-inflated", "plain"],
+          f"one bound for both: one inflated, one as it is ({kinds})")
     p = run([ss, "push", path, os.path.join(tmp, "snaps", "badenv"), "--inflate-gvisor"],
             env=dict(os.environ, SNAPSTREAM_GVISOR_MEMORY="lots"))
     check(p.returncode != 0 and b"SNAPSTREAM_GVISOR_MEMORY" in p.stderr,

@@ -216,6 +216,11 @@ struct push {
 	/* gvpush.c: the writer reported done (later files are inflated at
 	 * once); a file taken for a state file turned out not to be one. */
 	bool gv_writer_done, gv_fallback;
+	/* Inflated bytes the state files found complete may still keep in
+	 * memory, all of them together (gvpush.c, gv_spill); set with the
+	 * first. */
+	uint64_t gv_mem_left;
+	bool gv_mem_set;
 
 	struct ss_stats *st;
 	uint64_t chunk_bytes;

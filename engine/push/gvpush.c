@@ -568,11 +568,16 @@ int push_gv_add(struct push *P, struct pfile *f)
 {
 	if (!P->opts->inflate_gvisor)
 		return 0;
-	const char *v = ss_env_get(P->b.cfg.bopts.env, "SNAPSTREAM_GVISOR_MEMORY");
-	uint64_t mem_max = gv_mem_max();
-	if (v && !ss_parse_bytes(v, 0, UINT64_MAX >> 10, &mem_max))
-		return ss_err_set(P->pipe.err, -EINVAL,
-				  "SNAPSTREAM_GVISOR_MEMORY=%s: want a size (suffix K, M, G or T)", v);
+	if (!P->gv_mem_set) {
+		const char *v = ss_env_get(P->b.cfg.bopts.env, "SNAPSTREAM_GVISOR_MEMORY");
+		P->gv_mem_left = gv_mem_max();
+		if (v && !ss_parse_bytes(v, 0, UINT64_MAX >> 10, &P->gv_mem_left))
+			return ss_err_set(P->pipe.err, -EINVAL,
+					  "SNAPSTREAM_GVISOR_MEMORY=%s: want a size (suffix K, M, G "
+					  "or T)",
+					  v);
+		P->gv_mem_set = true;
+	}
 	struct gvfile *g = calloc(1, sizeof(*g));
 	if (!g)
 		return ss_err_set(P->pipe.err, -ENOMEM, "out of memory");
@@ -605,7 +610,7 @@ int push_gv_add(struct push *P, struct pfile *f)
 	 * inflate it now, and push it as it is unless all of it parses. */
 	if (!follow) {
 		atomic_init(&g->writer_done, true);
-		g->mem_max = mem_max;
+		g->mem_max = P->gv_mem_left;
 		g->spill_dir = ss_env_get(P->b.cfg.bopts.env, "TMPDIR");
 		if (!g->spill_dir)
 			g->spill_dir = "/var/tmp";
@@ -615,6 +620,10 @@ int push_gv_add(struct push *P, struct pfile *f)
 			gv_drop(f);
 			return 0;
 		}
+		/* The memfd stays until the push ends: the next file has
+		 * what is left. */
+		if (!g->spilled)
+			P->gv_mem_left -= SS_MIN(P->gv_mem_left, g->stored);
 		atomic_store(&g->state, GV_DONE);
 		f->size = f->avail = g->stored;
 		f->alloc = g->stored;
